@@ -1,0 +1,504 @@
+use pa_proto::v1::{
+    AgUiEvent, RunError, RunFinished, RunStarted, TextMessageContent, TextMessageEnd,
+    TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult, ToolCallStart, Usage,
+    UsageLimits, ag_ui_event::Event,
+};
+
+/// The ids a run's events carry; chosen by the caller (launch_run), never generated here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunIds {
+    pub thread_id: String,
+    pub run_id: String,
+    pub parent_run_id: Option<String>,
+    /// The AG-UI messageId of the run's first assistant message; later segments (after tool
+    /// calls) get `-1`, `-2`… appended.
+    pub assistant_message_id: String,
+}
+
+/// One message of the conversation the model sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnMessage {
+    pub role: String,
+    pub content: String,
+    pub tool_call_id: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl TurnMessage {
+    pub fn new(role: &str, content: impl Into<String>) -> Self {
+        Self { role: role.into(), content: content.into(), tool_call_id: None, tool_calls: vec![] }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments_json: String,
+}
+
+/// What the driver tells the loop happened.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// Starts the run with the conversation so far (ending with the user's message).
+    Start { history: Vec<TurnMessage> },
+    /// A streamed piece of the model's text.
+    ModelText(String),
+    /// The model asked for a tool.
+    ModelToolCall(ToolCall),
+    /// The model's turn ended.
+    ModelFinished { usage: Usage },
+    /// The model call failed (after any fallback).
+    ModelFailed { code: String, message: String },
+    /// A tool call's result.
+    ToolResult { tool_call_id: String, content: String, is_error: bool },
+    /// The user (or shutdown) cancelled the run.
+    Cancel { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRequest {
+    pub messages: Vec<TurnMessage>,
+}
+
+/// What the driver must do next, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Emit(AgUiEvent),
+    CallModel(ModelRequest),
+    CallTool(ToolCall),
+    Finish(Outcome),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Succeeded { final_text: String, usage: Usage },
+    Failed { code: String, message: String, usage: Usage },
+    Cancelled { partial_text: String, usage: Usage },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LoopError {
+    #[error("input {input} is not valid in state {state}")]
+    UnexpectedInput { input: &'static str, state: &'static str },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    NotStarted,
+    AwaitingModel,
+    AwaitingTools,
+    Done,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Phase::NotStarted => "not_started",
+            Phase::AwaitingModel => "awaiting_model",
+            Phase::AwaitingTools => "awaiting_tools",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// The state machine. See the crate docs.
+#[derive(Clone, Debug)]
+pub struct AgentLoop {
+    ids: RunIds,
+    limits: UsageLimits,
+    phase: Phase,
+    history: Vec<TurnMessage>,
+    usage: Usage,
+    /// The open assistant text message of the current model turn, if any.
+    open_message: Option<String>,
+    segment: u32,
+    turn_text: String,
+    all_text: String,
+    turn_tool_calls: Vec<ToolCall>,
+    pending_tools: Vec<String>,
+}
+
+impl AgentLoop {
+    pub fn new(ids: RunIds, limits: UsageLimits) -> Self {
+        Self {
+            ids,
+            limits,
+            phase: Phase::NotStarted,
+            history: Vec::new(),
+            usage: Usage::default(),
+            open_message: None,
+            segment: 0,
+            turn_text: String::new(),
+            all_text: String::new(),
+            turn_tool_calls: Vec::new(),
+            pending_tools: Vec::new(),
+        }
+    }
+
+    pub fn usage(&self) -> &Usage {
+        &self.usage
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    pub fn step(&mut self, input: Input) -> Result<Vec<Action>, LoopError> {
+        let mut actions = Vec::new();
+        match (self.phase, input) {
+            (Phase::NotStarted, Input::Start { history }) => {
+                self.history = history;
+                actions.push(self.emit(Event::RunStarted(RunStarted {
+                    thread_id: self.ids.thread_id.clone(),
+                    run_id: self.ids.run_id.clone(),
+                    parent_run_id: self.ids.parent_run_id.clone(),
+                    timestamp: None,
+                })));
+                self.dispatch_model(&mut actions);
+            }
+            (Phase::AwaitingModel, Input::ModelText(delta)) => {
+                if delta.is_empty() {
+                    return Ok(actions);
+                }
+                let message_id = match &self.open_message {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = self.segment_message_id();
+                        actions.push(self.emit(Event::TextMessageStart(TextMessageStart {
+                            message_id: id.clone(),
+                            role: "assistant".into(),
+                            timestamp: None,
+                        })));
+                        self.open_message = Some(id.clone());
+                        id
+                    }
+                };
+                self.turn_text.push_str(&delta);
+                actions.push(self.emit(Event::TextMessageContent(TextMessageContent {
+                    message_id,
+                    delta,
+                    timestamp: None,
+                })));
+            }
+            (Phase::AwaitingModel, Input::ModelToolCall(call)) => {
+                self.turn_tool_calls.push(call);
+            }
+            (Phase::AwaitingModel, Input::ModelFinished { usage }) => {
+                self.add_usage(&usage);
+                self.close_message(&mut actions);
+                let text = std::mem::take(&mut self.turn_text);
+                let calls = std::mem::take(&mut self.turn_tool_calls);
+                if !self.all_text.is_empty() && !text.is_empty() {
+                    self.all_text.push('\n');
+                }
+                self.all_text.push_str(&text);
+                let mut assistant = TurnMessage::new("assistant", text);
+                assistant.tool_calls = calls.clone();
+                self.history.push(assistant);
+                if calls.is_empty() {
+                    self.finish_succeeded(&mut actions);
+                } else {
+                    self.dispatch_tools(calls, &mut actions);
+                }
+            }
+            (Phase::AwaitingModel, Input::ModelFailed { code, message }) => {
+                self.close_message(&mut actions);
+                self.finish_failed(code, message, &mut actions);
+            }
+            (Phase::AwaitingTools, Input::ToolResult { tool_call_id, content, is_error }) => {
+                let Some(pos) = self.pending_tools.iter().position(|id| *id == tool_call_id)
+                else {
+                    return Err(LoopError::UnexpectedInput {
+                        input: "tool_result(unknown id)",
+                        state: self.phase.name(),
+                    });
+                };
+                self.pending_tools.remove(pos);
+                let result_message_id = format!("{}-result-{tool_call_id}", self.ids.run_id);
+                let content = if is_error { format!("error: {content}") } else { content };
+                actions.push(self.emit(Event::ToolCallResult(ToolCallResult {
+                    message_id: result_message_id,
+                    tool_call_id: tool_call_id.clone(),
+                    content: content.clone(),
+                    role: Some("tool".into()),
+                    timestamp: None,
+                })));
+                let mut tool_message = TurnMessage::new("tool", content);
+                tool_message.tool_call_id = Some(tool_call_id);
+                self.history.push(tool_message);
+                if self.pending_tools.is_empty() {
+                    self.segment += 1;
+                    self.dispatch_model(&mut actions);
+                }
+            }
+            (Phase::AwaitingModel | Phase::AwaitingTools, Input::Cancel { reason }) => {
+                self.close_message(&mut actions);
+                self.all_text.push_str(&std::mem::take(&mut self.turn_text));
+                actions.push(self.emit(Event::RunError(pa_proto::v1::RunError {
+                    message: reason,
+                    code: Some("cancelled".into()),
+                    timestamp: None,
+                })));
+                self.phase = Phase::Done;
+                actions.push(Action::Finish(Outcome::Cancelled {
+                    partial_text: self.all_text.clone(),
+                    usage: self.usage,
+                }));
+            }
+            (Phase::NotStarted, Input::Cancel { reason }) => {
+                self.finish_failed("cancelled".into(), reason, &mut actions);
+            }
+            (phase, input) => {
+                return Err(LoopError::UnexpectedInput {
+                    input: input_name(&input),
+                    state: phase.name(),
+                });
+            }
+        }
+        Ok(actions)
+    }
+
+    fn emit(&self, event: Event) -> Action {
+        Action::Emit(AgUiEvent::new(event))
+    }
+
+    fn segment_message_id(&self) -> String {
+        if self.segment == 0 {
+            self.ids.assistant_message_id.clone()
+        } else {
+            format!("{}-{}", self.ids.assistant_message_id, self.segment)
+        }
+    }
+
+    fn add_usage(&mut self, usage: &Usage) {
+        self.usage.input_tokens += usage.input_tokens;
+        self.usage.output_tokens += usage.output_tokens;
+        self.usage.total_tokens += usage.total_tokens;
+        self.usage.cost_micros += usage.cost_micros;
+    }
+
+    fn close_message(&mut self, actions: &mut Vec<Action>) {
+        if let Some(message_id) = self.open_message.take() {
+            actions.push(self.emit(Event::TextMessageEnd(TextMessageEnd {
+                message_id,
+                timestamp: None,
+            })));
+        }
+    }
+
+    /// Usage limits are checked here, at the dispatch point, before the request is made.
+    fn dispatch_model(&mut self, actions: &mut Vec<Action>) {
+        let max = self.limits.max_model_requests;
+        if max > 0 && self.usage.model_requests >= max {
+            let message = format!("usage limit: at most {max} model requests per run");
+            self.finish_failed("usage_limit".into(), message, actions);
+            return;
+        }
+        let max_tokens = self.limits.max_total_tokens;
+        if max_tokens > 0 && self.usage.total_tokens >= max_tokens {
+            let message = format!("usage limit: at most {max_tokens} tokens per run");
+            self.finish_failed("usage_limit".into(), message, actions);
+            return;
+        }
+        self.usage.model_requests += 1;
+        self.phase = Phase::AwaitingModel;
+        actions.push(Action::CallModel(ModelRequest { messages: self.history.clone() }));
+    }
+
+    fn dispatch_tools(&mut self, calls: Vec<ToolCall>, actions: &mut Vec<Action>) {
+        let max = self.limits.max_tool_calls;
+        if max > 0 && self.usage.tool_calls + calls.len() as u32 > max {
+            let message = format!("usage limit: at most {max} tool calls per run");
+            self.finish_failed("usage_limit".into(), message, actions);
+            return;
+        }
+        self.phase = Phase::AwaitingTools;
+        let parent = self.segment_message_id();
+        for call in &calls {
+            actions.push(self.emit(Event::ToolCallStart(ToolCallStart {
+                tool_call_id: call.id.clone(),
+                tool_call_name: call.name.clone(),
+                parent_message_id: Some(parent.clone()),
+                timestamp: None,
+            })));
+            actions.push(self.emit(Event::ToolCallArgs(ToolCallArgs {
+                tool_call_id: call.id.clone(),
+                delta: call.arguments_json.clone(),
+                timestamp: None,
+            })));
+            actions.push(self.emit(Event::ToolCallEnd(ToolCallEnd {
+                tool_call_id: call.id.clone(),
+                timestamp: None,
+            })));
+        }
+        for call in calls {
+            self.usage.tool_calls += 1;
+            self.pending_tools.push(call.id.clone());
+            actions.push(Action::CallTool(call));
+        }
+    }
+
+    fn finish_succeeded(&mut self, actions: &mut Vec<Action>) {
+        actions.push(self.emit(Event::RunFinished(RunFinished {
+            thread_id: self.ids.thread_id.clone(),
+            run_id: self.ids.run_id.clone(),
+            result_json: None,
+            timestamp: None,
+        })));
+        self.phase = Phase::Done;
+        actions.push(Action::Finish(Outcome::Succeeded {
+            final_text: self.all_text.clone(),
+            usage: self.usage,
+        }));
+    }
+
+    fn finish_failed(&mut self, code: String, message: String, actions: &mut Vec<Action>) {
+        actions.push(self.emit(Event::RunError(RunError {
+            message: message.clone(),
+            code: Some(code.clone()),
+            timestamp: None,
+        })));
+        self.phase = Phase::Done;
+        actions.push(Action::Finish(Outcome::Failed { code, message, usage: self.usage }));
+    }
+}
+
+fn input_name(input: &Input) -> &'static str {
+    match input {
+        Input::Start { .. } => "start",
+        Input::ModelText(_) => "model_text",
+        Input::ModelToolCall(_) => "model_tool_call",
+        Input::ModelFinished { .. } => "model_finished",
+        Input::ModelFailed { .. } => "model_failed",
+        Input::ToolResult { .. } => "tool_result",
+        Input::Cancel { .. } => "cancel",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> RunIds {
+        RunIds {
+            thread_id: "chat-1".into(),
+            run_id: "run-1".into(),
+            parent_run_id: None,
+            assistant_message_id: "msg-1".into(),
+        }
+    }
+
+    fn types(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::Emit(e) => e.type_name().to_string(),
+                Action::CallModel(_) => "call_model".into(),
+                Action::CallTool(c) => format!("call_tool:{}", c.name),
+                Action::Finish(_) => "finish".into(),
+            })
+            .collect()
+    }
+
+    fn start(agent: &mut AgentLoop) -> Vec<Action> {
+        agent
+            .step(Input::Start { history: vec![TurnMessage::new("user", "hi")] })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_plain_turn_streams_text_and_finishes() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        assert_eq!(types(&start(&mut agent)), ["RUN_STARTED", "call_model"]);
+        assert_eq!(
+            types(&agent.step(Input::ModelText("Hel".into())).unwrap()),
+            ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]
+        );
+        assert_eq!(types(&agent.step(Input::ModelText("lo".into())).unwrap()), ["TEXT_MESSAGE_CONTENT"]);
+        let usage = Usage { input_tokens: 3, output_tokens: 2, total_tokens: 5, ..Default::default() };
+        let done = agent.step(Input::ModelFinished { usage }).unwrap();
+        assert_eq!(types(&done), ["TEXT_MESSAGE_END", "RUN_FINISHED", "finish"]);
+        match done.last() {
+            Some(Action::Finish(Outcome::Succeeded { final_text, usage })) => {
+                assert_eq!(final_text, "Hello");
+                assert_eq!(usage.total_tokens, 5);
+                assert_eq!(usage.model_requests, 1);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(agent.is_done());
+        assert!(agent.step(Input::ModelText("late".into())).is_err());
+    }
+
+    #[test]
+    fn tool_calls_round_trip_to_a_second_model_turn() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        start(&mut agent);
+        let call = ToolCall { id: "tc1".into(), name: "clock".into(), arguments_json: "{}".into() };
+        assert!(agent.step(Input::ModelToolCall(call)).unwrap().is_empty());
+        let actions = agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap();
+        assert_eq!(
+            types(&actions),
+            ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "call_tool:clock"]
+        );
+        let actions = agent
+            .step(Input::ToolResult { tool_call_id: "tc1".into(), content: "noon".into(), is_error: false })
+            .unwrap();
+        assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "call_model"]);
+        let Some(Action::CallModel(request)) = actions.last() else { panic!() };
+        let roles: Vec<_> = request.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["user", "assistant", "tool"]);
+        // The second segment gets its own message id.
+        let actions = agent.step(Input::ModelText("It is noon".into())).unwrap();
+        let Action::Emit(start) = &actions[0] else { panic!() };
+        assert!(start.to_json().unwrap().contains("\"messageId\":\"msg-1-1\""));
+    }
+
+    #[test]
+    fn limits_stop_the_run_at_the_dispatch_point() {
+        let limits = UsageLimits { max_model_requests: 1, ..Default::default() };
+        let mut agent = AgentLoop::new(ids(), limits);
+        start(&mut agent);
+        let call = ToolCall { id: "tc1".into(), name: "clock".into(), arguments_json: "{}".into() };
+        agent.step(Input::ModelToolCall(call)).unwrap();
+        agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap();
+        let actions = agent
+            .step(Input::ToolResult { tool_call_id: "tc1".into(), content: "x".into(), is_error: false })
+            .unwrap();
+        assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "RUN_ERROR", "finish"]);
+        assert!(matches!(actions.last(), Some(Action::Finish(Outcome::Failed { code, .. })) if code == "usage_limit"));
+    }
+
+    #[test]
+    fn cancel_closes_the_open_message_and_reports() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        start(&mut agent);
+        agent.step(Input::ModelText("par".into())).unwrap();
+        let actions = agent.step(Input::Cancel { reason: "user cancelled".into() }).unwrap();
+        assert_eq!(types(&actions), ["TEXT_MESSAGE_END", "RUN_ERROR", "finish"]);
+        assert!(matches!(actions.last(), Some(Action::Finish(Outcome::Cancelled { partial_text, .. })) if partial_text == "par"));
+    }
+
+    #[test]
+    fn model_failure_is_a_run_error() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        start(&mut agent);
+        let actions = agent
+            .step(Input::ModelFailed { code: "unavailable".into(), message: "provider down".into() })
+            .unwrap();
+        assert_eq!(types(&actions), ["RUN_ERROR", "finish"]);
+    }
+
+    #[test]
+    fn same_inputs_same_actions() {
+        let run = || {
+            let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+            let mut all = start(&mut agent);
+            all.extend(agent.step(Input::ModelText("a".into())).unwrap());
+            all.extend(agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap());
+            all
+        };
+        assert_eq!(run(), run());
+    }
+}

@@ -1,0 +1,223 @@
+//! The one mapping from errors to the wire: a stable [`ErrorCode`] with its gRPC code and HTTP
+//! status. Each crate's `thiserror` enum converts into [`PaError`] once; `PaError` becomes a
+//! `tonic::Status` carrying the code in metadata, and comes back out of one on the other side.
+
+pub use pa_proto::v1::ErrorCode;
+use prost::Message;
+use tonic::metadata::MetadataValue;
+
+const CODE_HEADER: &str = "x-pa-error-code";
+const DETAIL_HEADER: &str = "x-pa-error-bin";
+
+pub trait ErrorCodeExt {
+    fn grpc_code(self) -> tonic::Code;
+    fn http_status(self) -> u16;
+    /// The stable lower-case name used in problem+json `code` and in gRPC metadata.
+    fn slug(self) -> &'static str;
+    fn from_slug(slug: &str) -> Option<ErrorCode>;
+}
+
+impl ErrorCodeExt for ErrorCode {
+    fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ErrorCode::BadRequest => Code::InvalidArgument,
+            ErrorCode::Unauthenticated => Code::Unauthenticated,
+            ErrorCode::Forbidden | ErrorCode::PolicyDenied => Code::PermissionDenied,
+            ErrorCode::NotFound => Code::NotFound,
+            ErrorCode::Conflict => Code::AlreadyExists,
+            ErrorCode::FailedPrecondition => Code::FailedPrecondition,
+            ErrorCode::TooManyRequests => Code::ResourceExhausted,
+            ErrorCode::Unavailable => Code::Unavailable,
+            ErrorCode::Timeout => Code::DeadlineExceeded,
+            ErrorCode::Cancelled => Code::Cancelled,
+            ErrorCode::Unimplemented => Code::Unimplemented,
+            ErrorCode::Internal | ErrorCode::Unspecified => Code::Internal,
+        }
+    }
+
+    fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden | ErrorCode::PolicyDenied => 403,
+            ErrorCode::NotFound => 404,
+            ErrorCode::Conflict | ErrorCode::FailedPrecondition => 409,
+            ErrorCode::TooManyRequests => 429,
+            ErrorCode::Cancelled => 499,
+            ErrorCode::Unimplemented => 501,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::Timeout => 504,
+            ErrorCode::Internal | ErrorCode::Unspecified => 500,
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            ErrorCode::Unspecified | ErrorCode::Internal => "internal",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::FailedPrecondition => "failed_precondition",
+            ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Cancelled => "cancelled",
+            ErrorCode::Unimplemented => "unimplemented",
+            ErrorCode::PolicyDenied => "policy_denied",
+        }
+    }
+
+    fn from_slug(slug: &str) -> Option<ErrorCode> {
+        ALL_CODES.iter().copied().find(|c| c.slug() == slug && *c != ErrorCode::Unspecified)
+    }
+}
+
+const ALL_CODES: &[ErrorCode] = &[
+    ErrorCode::Internal,
+    ErrorCode::BadRequest,
+    ErrorCode::Unauthenticated,
+    ErrorCode::Forbidden,
+    ErrorCode::NotFound,
+    ErrorCode::Conflict,
+    ErrorCode::FailedPrecondition,
+    ErrorCode::TooManyRequests,
+    ErrorCode::Unavailable,
+    ErrorCode::Timeout,
+    ErrorCode::Cancelled,
+    ErrorCode::Unimplemented,
+    ErrorCode::PolicyDenied,
+];
+
+/// A typed error that crosses service boundaries intact.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.slug())]
+pub struct PaError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_ms: u64,
+}
+
+impl PaError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_ms: 0 }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthenticated, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unavailable, message)
+    }
+    pub fn unimplemented(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unimplemented, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// An internal failure: the cause is logged here, the client sees a generic message.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(%cause, "internal error");
+        Self::new(ErrorCode::Internal, "internal error; see the service logs")
+    }
+
+    pub fn with_retry_after_ms(mut self, ms: u64) -> Self {
+        self.retry_after_ms = ms;
+        self
+    }
+
+    /// Reads the typed error back out of a status from another service. A status that did not
+    /// come from a Personal Agent service maps by its gRPC code.
+    pub fn from_status(status: &tonic::Status) -> Self {
+        if let Some(detail) = status
+            .metadata()
+            .get_bin(DETAIL_HEADER)
+            .and_then(|v| v.to_bytes().ok())
+            .and_then(|b| pa_proto::v1::ErrorDetail::decode(b.as_ref()).ok())
+        {
+            let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
+            return Self { code, message: detail.message, retry_after_ms: detail.retry_after_ms };
+        }
+        let code = match status.code() {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::BadRequest,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::Forbidden,
+            tonic::Code::NotFound => ErrorCode::NotFound,
+            tonic::Code::AlreadyExists | tonic::Code::Aborted => ErrorCode::Conflict,
+            tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+            tonic::Code::ResourceExhausted => ErrorCode::TooManyRequests,
+            tonic::Code::Unavailable => ErrorCode::Unavailable,
+            tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
+            tonic::Code::Cancelled => ErrorCode::Cancelled,
+            tonic::Code::Unimplemented => ErrorCode::Unimplemented,
+            _ => ErrorCode::Internal,
+        };
+        Self::new(code, status.message())
+    }
+}
+
+impl From<PaError> for tonic::Status {
+    fn from(err: PaError) -> Self {
+        let mut status = tonic::Status::new(err.code.grpc_code(), err.message.clone());
+        let detail = pa_proto::v1::ErrorDetail {
+            code: err.code as i32,
+            message: err.message,
+            retry_after_ms: err.retry_after_ms,
+        };
+        let md = status.metadata_mut();
+        md.insert(CODE_HEADER, MetadataValue::from_static(err.code.slug()));
+        md.insert_bin(DETAIL_HEADER, MetadataValue::from_bytes(&detail.encode_to_vec()));
+        status
+    }
+}
+
+impl From<tonic::Status> for PaError {
+    fn from(status: tonic::Status) -> Self {
+        Self::from_status(&status)
+    }
+}
+
+impl From<sqlx::Error> for PaError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut => PaError::unavailable("database busy").with_retry_after_ms(500),
+            other => PaError::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_error_survives_a_status_round_trip() {
+        let err = PaError::not_found("chat c1 not found").with_retry_after_ms(7);
+        let status: tonic::Status = err.clone().into();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert_eq!(PaError::from_status(&status), err);
+    }
+
+    #[test]
+    fn foreign_status_maps_by_grpc_code() {
+        let status = tonic::Status::resource_exhausted("slow down");
+        let err = PaError::from_status(&status);
+        assert_eq!(err.code, ErrorCode::TooManyRequests);
+        assert_eq!(err.code.http_status(), 429);
+    }
+
+    #[test]
+    fn every_code_has_a_unique_slug() {
+        for code in ALL_CODES {
+            assert_eq!(ErrorCode::from_slug(code.slug()), Some(*code));
+        }
+    }
+}

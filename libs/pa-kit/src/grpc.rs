@@ -1,0 +1,124 @@
+//! Serving and calling gRPC the same way everywhere: tonic-health, reflection, timeout and
+//! load-shed layers, ordered graceful shutdown; lazy client channels.
+
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::shutdown::Shutdown;
+
+/// How long in-flight work may take to finish after a stop signal.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
+const MAX_CONCURRENT_CALLS_PER_CONNECTION: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("bind {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+}
+
+pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
+}
+
+/// A tonic server builder with the standard layers, plus the health and reflection services.
+pub struct GrpcServer {
+    pub health: HealthReporter,
+    router: tonic::transport::server::Router,
+    service_names: Vec<&'static str>,
+}
+
+impl GrpcServer {
+    /// `request_timeout` bounds unary calls; streaming services wrap long streams themselves.
+    pub fn new(request_timeout: Duration) -> Result<Self, ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pa_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        // Timeout bounds each call; past the per-connection concurrency limit, calls are shed
+        // with UNAVAILABLE instead of queueing without bound.
+        let router = Server::builder()
+            .timeout(request_timeout)
+            .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
+            .load_shed(true)
+            .tcp_nodelay(true)
+            .add_service(health_service)
+            .add_service(reflection);
+        Ok(Self { health, router, service_names: Vec::new() })
+    }
+
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.service_names.push(S::NAME);
+        self.router = self.router.add_service(service);
+        self
+    }
+
+    /// Serves until `shutdown` fires, then: NOT_SERVING, stop accepting, drain, exit.
+    pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
+        let Self { health, router, service_names } = self;
+        for name in &service_names {
+            health.set_service_status(*name, ServingStatus::Serving).await;
+        }
+        health.set_service_status("", ServingStatus::Serving).await;
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, services = ?service_names, "gRPC serving");
+        let incoming = TcpListenerStream::new(listener);
+        let stop = {
+            let shutdown = shutdown.clone();
+            let health = health.clone();
+            async move {
+                shutdown.triggered().await;
+                for name in &service_names {
+                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                }
+                health.set_service_status("", ServingStatus::NotServing).await;
+                let left = shutdown.drain(DRAIN_DEADLINE).await;
+                tracing::info!(left, "drained; closing gRPC server");
+            }
+        };
+        router.serve_with_incoming_shutdown(incoming, stop).await?;
+        Ok(())
+    }
+}
+
+/// A lazily connecting client channel: services start in any order.
+pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .connect_lazy())
+}
+
+/// Asks a service's tonic-health endpoint whether it serves.
+pub async fn is_serving(channel: Channel) -> bool {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), client.check(request)).await,
+        Ok(Ok(response)) if response.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    )
+}

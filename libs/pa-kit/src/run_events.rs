@@ -1,0 +1,188 @@
+//! The per-run AG-UI event stream in Redis (`pa:run:{run_id}:events`). Both run drivers write
+//! through [`EventSink`]; the gateway's SSE and RunService.StreamRunEvents read through
+//! [`follow`], so there is one writer and one reader implementation.
+
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use deadpool_redis::redis::{self, AsyncCommands};
+use futures::Stream;
+use pa_proto::v1::AgUiEvent;
+
+use crate::error::PaError;
+
+/// Events of one run are kept this long after the last write.
+const STREAM_TTL_SECS: i64 = 24 * 3600;
+/// An approximate cap on one run's stream length.
+const STREAM_MAX_LEN: usize = 50_000;
+/// How long one XREAD waits before the reader re-checks whether to go on.
+const BLOCK: Duration = Duration::from_secs(10);
+const FIELD: &str = "e";
+
+pub fn stream_key(run_id: &str) -> String {
+    format!("pa:run:{run_id}:events")
+}
+
+fn redis_error(err: impl std::fmt::Display) -> PaError {
+    tracing::warn!(%err, "redis");
+    PaError::unavailable("event stream store unavailable").with_retry_after_ms(1000)
+}
+
+/// Appends a run's events. Cheap to clone.
+#[derive(Clone)]
+pub struct EventSink {
+    pool: Pool,
+}
+
+impl EventSink {
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// XADDs one event and refreshes the stream's expiry in the same round trip; returns its id.
+    pub async fn emit(&self, run_id: &str, event: &AgUiEvent) -> Result<String, PaError> {
+        let json = event.to_json().map_err(PaError::internal)?;
+        let key = stream_key(run_id);
+        let mut conn = self.pool.get().await.map_err(redis_error)?;
+        let (id, _): (String, i64) = redis::pipe()
+            .cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg("*")
+            .arg(FIELD)
+            .arg(json)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(STREAM_TTL_SECS)
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(id)
+    }
+}
+
+/// One stored event with its stream id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub stream_id: String,
+    pub event: AgUiEvent,
+}
+
+type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+
+/// Reads the events after `after` ("" or "0" = from the start), blocking up to `block` for new
+/// ones when there are none.
+pub async fn read_after(
+    pool: &Pool,
+    run_id: &str,
+    after: &str,
+    block: Option<Duration>,
+) -> Result<Vec<StoredEvent>, PaError> {
+    let after = if after.is_empty() { "0" } else { after };
+    let mut conn = pool.get().await.map_err(redis_error)?;
+    let mut cmd = redis::cmd("XREAD");
+    cmd.arg("COUNT").arg(512);
+    if let Some(block) = block {
+        cmd.arg("BLOCK").arg(block.as_millis() as u64);
+    }
+    cmd.arg("STREAMS").arg(stream_key(run_id)).arg(after);
+    let reply: XReadReply = cmd.query_async(&mut *conn).await.map_err(redis_error)?;
+    let mut events = Vec::new();
+    for (_key, entries) in reply.unwrap_or_default() {
+        for (stream_id, fields) in entries {
+            for (name, json) in fields {
+                if name != FIELD {
+                    continue;
+                }
+                match AgUiEvent::from_json(&json) {
+                    Ok(event) => events.push(StoredEvent { stream_id: stream_id.clone(), event }),
+                    Err(err) => tracing::warn!(%err, stream_id, "skipping unreadable event"),
+                }
+            }
+        }
+    }
+    Ok(events)
+}
+
+/// Whether a run's stream exists at all (it expires some time after the run ends).
+pub async fn exists(pool: &Pool, run_id: &str) -> Result<bool, PaError> {
+    let mut conn = pool.get().await.map_err(redis_error)?;
+    conn.exists(stream_key(run_id)).await.map_err(redis_error)
+}
+
+/// Follows a run's events after `after` until RUN_FINISHED/RUN_ERROR. `still_live` is asked
+/// whenever a blocking read comes back empty: when it says the run is over (and so nothing more
+/// will be written), the stream ends instead of waiting forever.
+pub fn follow<F, Fut>(
+    pool: Pool,
+    run_id: String,
+    after: String,
+    still_live: F,
+) -> impl Stream<Item = Result<StoredEvent, PaError>> + Send + 'static
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    async_stream_follow(pool, run_id, after, still_live)
+}
+
+fn async_stream_follow<F, Fut>(
+    pool: Pool,
+    run_id: String,
+    after: String,
+    still_live: F,
+) -> impl Stream<Item = Result<StoredEvent, PaError>> + Send + 'static
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    struct State<F> {
+        pool: Pool,
+        run_id: String,
+        after: String,
+        buffer: std::collections::VecDeque<StoredEvent>,
+        done: bool,
+        still_live: F,
+    }
+    let state = State {
+        pool,
+        run_id,
+        after,
+        buffer: Default::default(),
+        done: false,
+        still_live,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(stored) = s.buffer.pop_front() {
+                s.after = stored.stream_id.clone();
+                if stored.event.is_terminal() {
+                    s.done = true;
+                    s.buffer.clear();
+                }
+                return Some((Ok(stored), s));
+            }
+            if s.done {
+                return None;
+            }
+            match read_after(&s.pool, &s.run_id, &s.after, Some(BLOCK)).await {
+                Ok(events) if events.is_empty() => {
+                    if !(s.still_live)().await {
+                        // One last non-blocking read closes the race with a final write.
+                        match read_after(&s.pool, &s.run_id, &s.after, None).await {
+                            Ok(events) if !events.is_empty() => s.buffer.extend(events),
+                            _ => return None,
+                        }
+                    }
+                }
+                Ok(events) => s.buffer.extend(events),
+                Err(err) => {
+                    s.done = true;
+                    return Some((Err(err), s));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,40 @@
+//! Personal Agent contracts: the generated protobuf types and gRPC stubs of
+//! `proto/personal_agent/v1`, plus the serde glue that makes the AG-UI events speak their JSON
+//! wire format.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("personal_agent.v1");
+}
+
+/// The encoded file descriptor set, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("personal_agent_descriptor");
+
+pub mod events;
+
+/// Used by the generated serde attributes: leave a field off the wire when it holds its default.
+pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// (De)serializes a `String` holding JSON as the embedded JSON value itself.
+pub mod json_string {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_empty() {
+            return serializer.serialize_none();
+        }
+        let parsed: serde_json::Value =
+            serde_json::from_str(value).map_err(serde::ser::Error::custom)?;
+        parsed.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        if value.is_null() {
+            return Ok(String::new());
+        }
+        serde_json::to_string(&value).map_err(serde::de::Error::custom)
+    }
+}
