@@ -1,0 +1,36 @@
+//! svc-memory: world memory (about the user, across chats) and per-chat memory.
+
+pub mod config;
+mod service;
+mod store;
+
+pub use config::Config;
+use pa_kit::Shutdown;
+use pa_kit::grpc::GrpcServer;
+use pa_kit::identity::RequireIdentity;
+use pa_proto::v1::memory_service_server::MemoryServiceServer;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] pa_kit::db::DbError),
+    #[error(transparent)]
+    Serve(#[from] pa_kit::grpc::ServeError),
+}
+
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let pool = pa_kit::db::connect_schema(&config.common.database_url, "memory", &MIGRATOR, 10).await?;
+    let service = service::MemoryServiceImpl::new(store::MemoryStore::new(pool));
+    let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
+    GrpcServer::new(config.request_timeout)?
+        .add_service(MemoryServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,12 @@
-fn main() {}
+//! svc-memory: wiring only.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    pa_kit::service_main("svc-memory", |shutdown| async move {
+        let config = svc_memory::Config::from_env()?;
+        let listener = pa_kit::grpc::bind(&config.listen_addr).await?;
+        svc_memory::run(config, listener, shutdown).await?;
+        Ok(())
+    })
+    .await
+}

@@ -1,0 +1,71 @@
+//! svc-runs: chats, messages and runs. `launch_run` is the one chokepoint that builds a RunSpec;
+//! the inline driver runs pa-agent's loop and streams AG-UI events to Redis.
+
+pub mod config;
+mod error;
+mod inline;
+mod launch;
+mod service;
+mod store;
+
+pub use config::Config;
+use pa_kit::grpc::{GrpcServer, channel};
+use pa_kit::identity::RequireIdentity;
+use pa_kit::run_events::EventSink;
+use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::control_service_server::ControlServiceServer;
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::run_service_server::RunServiceServer;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] pa_kit::db::DbError),
+    #[error(transparent)]
+    Redis(#[from] pa_kit::redis::RedisError),
+    #[error("client channel: {0}")]
+    Channel(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] pa_kit::grpc::ServeError),
+}
+
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let pool = pa_kit::db::connect_schema(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
+    let auth = InternalAuth::new(&config.common.internal_secret);
+    let store = store::RunStore::new(pool);
+    let models = ModelServiceClient::new(channel(&config.models_url)?);
+    let tools = ToolServiceClient::new(channel(&config.tools_url)?);
+    let driver = inline::InlineDriver::new(
+        store.clone(),
+        models.clone(),
+        tools.clone(),
+        auth.clone(),
+        EventSink::new(redis.clone()),
+        shutdown.clone(),
+        config.history_messages,
+    );
+    let launcher = launch::Launcher {
+        store,
+        models,
+        tools,
+        auth: auth.clone(),
+        limits: config.limits,
+        driver,
+        shutdown: shutdown.clone(),
+    };
+    let service = service::RunServiceImpl::new(launcher, redis);
+    GrpcServer::new(config.request_timeout)?
+        .add_service(RunServiceServer::with_interceptor(service.clone(), RequireIdentity(auth.clone())))
+        .add_service(ControlServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! svc-tools: assembles each run's toolset (a snapshot fixed at run start), executes tool calls,
+//! and keeps the registry of integrations and devices.
+
+mod assembler;
+pub mod config;
+mod service;
+
+pub use config::Config;
+use pa_kit::Shutdown;
+use pa_kit::grpc::GrpcServer;
+use pa_kit::identity::RequireIdentity;
+use pa_proto::v1::tool_service_server::ToolServiceServer;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] pa_kit::db::DbError),
+    #[error(transparent)]
+    Serve(#[from] pa_kit::grpc::ServeError),
+}
+
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let pool = pa_kit::db::connect_schema(&config.common.database_url, "tools", &MIGRATOR, 10).await?;
+    let service = service::ToolServiceImpl::new(assembler::ToolsetAssembler::new(pool));
+    let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
+    GrpcServer::new(config.request_timeout)?
+        .add_service(ToolServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .serve(listener, shutdown)
+        .await?;
+    Ok(())
+}

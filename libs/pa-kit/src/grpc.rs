@@ -62,13 +62,13 @@ impl GrpcServer {
     where
         S: tower::Service<
                 http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
                 Error = std::convert::Infallible,
             > + tonic::server::NamedService
             + Clone
             + Send
             + Sync
             + 'static,
+        S::Response: axum::response::IntoResponse,
         S::Future: Send + 'static,
     {
         self.service_names.push(S::NAME);

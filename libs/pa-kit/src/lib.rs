@@ -13,3 +13,23 @@ pub mod telemetry;
 pub use error::{ErrorCode, PaError};
 pub use identity::{InternalAuth, RequestIdentity};
 pub use shutdown::Shutdown;
+
+/// The body of every service's `main`: logging, a signal-driven [`Shutdown`], and one clear log
+/// line plus a failure exit code when the service cannot run.
+pub async fn service_main<F, Fut>(service: &'static str, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
+    telemetry::init(service);
+    match body(Shutdown::on_signals()).await {
+        Ok(()) => {
+            tracing::info!(service, "stopped");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            tracing::error!(service, %err, "cannot run");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,42 @@
+use std::time::Duration;
+
+use pa_kit::config::{CommonConfig, ConfigError, env_or, env_parse};
+use pa_proto::v1::UsageLimits;
+
+/// svc-runs settings, from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PA_RUNS_ADDR`, default `127.0.0.1:50051`.
+    pub listen_addr: String,
+    /// `PA_MODELS_URL`, default `http://127.0.0.1:50052`.
+    pub models_url: String,
+    /// `PA_TOOLS_URL`, default `http://127.0.0.1:50053`.
+    pub tools_url: String,
+    /// `PA_REQUEST_TIMEOUT_MS`, default 30000.
+    pub request_timeout: Duration,
+    /// `PA_RUN_MAX_MODEL_REQUESTS` (default 16), `PA_RUN_MAX_TOOL_CALLS` (default 32),
+    /// `PA_RUN_MAX_TOTAL_TOKENS` (default 0 = unlimited): per-run limits.
+    pub limits: UsageLimits,
+    /// `PA_HISTORY_MESSAGES`, default 50: how many earlier messages of a chat the model sees.
+    pub history_messages: u32,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(),
+            listen_addr: env_or("PA_RUNS_ADDR", "127.0.0.1:50051"),
+            models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
+            tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
+            request_timeout: Duration::from_millis(env_parse("PA_REQUEST_TIMEOUT_MS", 30_000)?),
+            limits: UsageLimits {
+                max_model_requests: env_parse("PA_RUN_MAX_MODEL_REQUESTS", 16)?,
+                max_tool_calls: env_parse("PA_RUN_MAX_TOOL_CALLS", 32)?,
+                max_total_tokens: env_parse("PA_RUN_MAX_TOTAL_TOKENS", 0)?,
+                max_subagent_depth: 2,
+            },
+            history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
+        })
+    }
+}

@@ -1,0 +1,151 @@
+//! `launch_run`: the one chokepoint that turns a request into a run. It validates, resolves the
+//! model through svc-models (governance lives there), snapshots the toolset through svc-tools,
+//! builds the [`RunSpec`], writes the Run row and hands the run to a driver. Nothing else builds
+//! a RunSpec.
+
+use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{
+    AssembleToolsetRequest, CreateRunRequest, DataClassification, Identity, ModelNeeds,
+    ResolveModelRequest, Run, RunInput, RunMode, RunSpec, UsageLimits,
+};
+use tonic::transport::Channel;
+
+use crate::error::RunsError;
+use crate::inline::InlineDriver;
+use crate::store::RunStore;
+
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub const MAX_ID_CHARS: usize = 128;
+
+/// Client-chosen ids (AG-UI threadId/runId) must be short and URL/stream-key safe.
+pub fn validate_client_id(kind: &str, id: &str) -> Result<(), RunsError> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_ID_CHARS
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunsError::Invalid(format!(
+            "{kind} must be 1-{MAX_ID_CHARS} characters of A-Z a-z 0-9 - _ ."
+        )))
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Everything launch_run needs; cheap to clone.
+#[derive(Clone)]
+pub struct Launcher {
+    pub store: RunStore,
+    pub models: ModelServiceClient<Channel>,
+    pub tools: ToolServiceClient<Channel>,
+    pub auth: InternalAuth,
+    pub limits: UsageLimits,
+    pub driver: InlineDriver,
+    pub shutdown: Shutdown,
+}
+
+/// The result of launch_run: the run, and whether it already existed (idempotent retry).
+pub struct Launched {
+    pub run: Run,
+    pub existing: bool,
+}
+
+impl Launcher {
+    pub async fn launch_run(
+        &self,
+        identity: &Identity,
+        request: CreateRunRequest,
+    ) -> Result<Launched, RunsError> {
+        if request.message.trim().is_empty() {
+            return Err(RunsError::Invalid("message must not be empty".into()));
+        }
+        if request.message.len() > MAX_MESSAGE_BYTES {
+            return Err(RunsError::Invalid(format!("message is over {MAX_MESSAGE_BYTES} bytes")));
+        }
+        validate_client_id("chat id", &request.chat_id)
+            .map_err(|_| RunsError::ChatNotFound(request.chat_id.clone()))?;
+        let mode = RunMode::try_from(request.mode).unwrap_or(RunMode::Unspecified);
+        if mode == RunMode::Durable {
+            return Err(RunsError::Unsupported(
+                "durable runs are not available yet: svc-worker's ChatAgentWorkflow is not wired".into(),
+            ));
+        }
+        if self.shutdown.is_triggered() {
+            return Err(RunsError::ShuttingDown);
+        }
+        let run_id = if request.run_id.is_empty() {
+            new_id()
+        } else {
+            validate_client_id("run id", &request.run_id)?;
+            // An idempotent retry returns the run it created the first time.
+            match self.store.get_run(identity, &request.run_id).await {
+                Ok(run) => return Ok(Launched { run, existing: true }),
+                Err(RunsError::RunNotFound(_)) => {}
+                Err(other) => return Err(other),
+            }
+            if self.store.run_id_taken(&request.run_id).await? {
+                return Err(RunsError::Conflict(format!("run id {} is already used", request.run_id)));
+            }
+            request.run_id.clone()
+        };
+        let chat = self.store.get_chat(identity, &request.chat_id).await?;
+        let classification =
+            DataClassification::try_from(chat.classification).unwrap_or(DataClassification::Internal);
+
+        let requested = if request.model.trim().is_empty() { "auto" } else { request.model.trim() };
+        let resolve = ResolveModelRequest {
+            requested: requested.to_string(),
+            classification: classification as i32,
+            needs: Some(ModelNeeds::default()),
+        };
+        let mut models = self.models.clone();
+        let selection = models
+            .resolve(self.auth.request(identity, resolve))
+            .await
+            .map_err(pa_kit::PaError::from)?
+            .into_inner();
+
+        let assemble = AssembleToolsetRequest {
+            run_id: run_id.clone(),
+            chat_id: chat.id.clone(),
+            provider_tags: selection.provider_tags.clone(),
+            selected_integrations: Vec::new(),
+        };
+        let mut tools = self.tools.clone();
+        let toolset = tools
+            .assemble_toolset(self.auth.request(identity, assemble))
+            .await
+            .map_err(pa_kit::PaError::from)?
+            .into_inner();
+
+        let spec = RunSpec {
+            run_id: run_id.clone(),
+            chat_id: chat.id.clone(),
+            parent_run_id: None,
+            identity: Some(identity.clone()),
+            mode: RunMode::Inline as i32,
+            model_selection: Some(selection),
+            toolset_snapshot_id: toolset.snapshot_id,
+            limits: Some(self.limits),
+            input: Some(RunInput {
+                message: request.message,
+                client_tools_json: request.client_tools_json,
+                state_json: request.state_json,
+            }),
+            classification: classification as i32,
+            assistant_message_id: new_id(),
+        };
+        let Some(run) = self.store.insert_run(&spec, &new_id()).await? else {
+            // A concurrent request with the same run id won the race.
+            let run = self.store.get_run(identity, &run_id).await?;
+            return Ok(Launched { run, existing: true });
+        };
+        self.driver.start(spec);
+        Ok(Launched { run, existing: false })
+    }
+}

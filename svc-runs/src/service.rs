@@ -1,0 +1,198 @@
+//! RunService and ControlService over gRPC: convert, check identity, delegate.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use futures::{Stream, StreamExt};
+use pa_kit::{PaError, RequestIdentity};
+use pa_proto::v1::control_service_server::ControlService;
+use pa_proto::v1::run_service_server::RunService;
+use pa_proto::v1::{
+    CancelRunRequest, Chat, ControlAck, ControlCommand, CreateChatRequest, CreateRunRequest,
+    CreateRunResponse, DataClassification, DeleteChatRequest, DeleteChatResponse, GetChatRequest,
+    GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
+    ListMessagesResponse, Run, RunEvent, StreamRunEventsRequest, control_command,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::RunsError;
+use crate::launch::{Launcher, new_id, validate_client_id};
+use crate::store::{MAX_TITLE_CHARS, is_terminal};
+
+#[derive(Clone)]
+pub struct RunServiceImpl {
+    launcher: Launcher,
+    redis: Pool,
+}
+
+impl RunServiceImpl {
+    pub fn new(launcher: Launcher, redis: Pool) -> Self {
+        Self { launcher, redis }
+    }
+
+    /// Stops a run: through its driver when this process runs it, otherwise (its driver is gone)
+    /// by recording the cancellation directly. Waits briefly so the answer shows the end state.
+    async fn cancel(&self, identity: &Identity, run_id: &str) -> Result<Run, RunsError> {
+        let store = &self.launcher.store;
+        let run = store.get_run(identity, run_id).await?;
+        if is_terminal(run.status) {
+            return Ok(run);
+        }
+        let driver = &self.launcher.driver;
+        if driver.cancel(run_id) {
+            for _ in 0..100 {
+                if !driver.is_active(run_id) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else {
+            let spec = store.spec(run_id).await?;
+            driver
+                .fail(&spec, &PaError::new(pa_kit::ErrorCode::Cancelled, "cancelled by the user"))
+                .await;
+        }
+        store.get_run(identity, run_id).await
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RunService for RunServiceImpl {
+    async fn create_chat(&self, request: Request<CreateChatRequest>) -> Result<Response<Chat>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let title = req.title.trim();
+        if title.chars().count() > MAX_TITLE_CHARS {
+            return Err(RunsError::Invalid(format!("title is over {MAX_TITLE_CHARS} characters")).into());
+        }
+        let title = if title.is_empty() { "New chat" } else { title };
+        let classification = match DataClassification::try_from(req.classification) {
+            Ok(DataClassification::Unspecified) => DataClassification::Internal,
+            Ok(c) => c,
+            Err(_) => return Err(RunsError::Invalid("unknown classification".into()).into()),
+        };
+        let id = if req.chat_id.is_empty() {
+            new_id()
+        } else {
+            validate_client_id("chat id", &req.chat_id)?;
+            req.chat_id
+        };
+        let chat = self.launcher.store.create_chat(&identity, &id, title, classification).await?;
+        Ok(Response::new(chat))
+    }
+
+    async fn get_chat(&self, request: Request<GetChatRequest>) -> Result<Response<Chat>, Status> {
+        let identity = request.identity()?;
+        Ok(Response::new(self.launcher.store.get_chat(&identity, &request.get_ref().chat_id).await?))
+    }
+
+    async fn list_chats(
+        &self,
+        request: Request<ListChatsRequest>,
+    ) -> Result<Response<ListChatsResponse>, Status> {
+        let identity = request.identity()?;
+        let req = request.get_ref();
+        let (chats, next_page_token) =
+            self.launcher.store.list_chats(&identity, req.page_size, &req.page_token).await?;
+        Ok(Response::new(ListChatsResponse { chats, next_page_token }))
+    }
+
+    async fn delete_chat(
+        &self,
+        request: Request<DeleteChatRequest>,
+    ) -> Result<Response<DeleteChatResponse>, Status> {
+        let identity = request.identity()?;
+        let active = self.launcher.store.delete_chat(&identity, &request.get_ref().chat_id).await?;
+        for run_id in active {
+            self.launcher.driver.cancel(&run_id);
+        }
+        Ok(Response::new(DeleteChatResponse {}))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<ListMessagesRequest>,
+    ) -> Result<Response<ListMessagesResponse>, Status> {
+        let identity = request.identity()?;
+        let req = request.get_ref();
+        let (messages, next_page_token) = self
+            .launcher
+            .store
+            .list_messages(&identity, &req.chat_id, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(ListMessagesResponse { messages, next_page_token }))
+    }
+
+    async fn create_run(
+        &self,
+        request: Request<CreateRunRequest>,
+    ) -> Result<Response<CreateRunResponse>, Status> {
+        let identity = request.identity()?;
+        let launched = self.launcher.launch_run(&identity, request.into_inner()).await?;
+        Ok(Response::new(CreateRunResponse { run: Some(launched.run), existing: launched.existing }))
+    }
+
+    async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
+        let identity = request.identity()?;
+        Ok(Response::new(self.launcher.store.get_run(&identity, &request.get_ref().run_id).await?))
+    }
+
+    async fn cancel_run(&self, request: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
+        let identity = request.identity()?;
+        Ok(Response::new(self.cancel(&identity, &request.get_ref().run_id).await?))
+    }
+
+    type StreamRunEventsStream = EventStream;
+
+    async fn stream_run_events(
+        &self,
+        request: Request<StreamRunEventsRequest>,
+    ) -> Result<Response<Self::StreamRunEventsStream>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        // Authorizes: only the run's owner may read its events.
+        self.launcher.store.get_run(&identity, &req.run_id).await?;
+        let store = self.launcher.store.clone();
+        let run_id = req.run_id.clone();
+        let still_live = move || {
+            let store = store.clone();
+            let run_id = run_id.clone();
+            async move { matches!(store.run_status(&run_id).await, Ok(Some(s)) if !is_terminal(s)) }
+        };
+        let events = pa_kit::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live)
+            .map(|item| {
+                item.map(|stored| RunEvent { stream_id: stored.stream_id, event: Some(stored.event) })
+                    .map_err(Status::from)
+            });
+        Ok(Response::new(Box::pin(events)))
+    }
+}
+
+#[tonic::async_trait]
+impl ControlService for RunServiceImpl {
+    async fn send_control(&self, request: Request<ControlCommand>) -> Result<Response<ControlAck>, Status> {
+        let identity = request.identity()?;
+        let command = request.into_inner();
+        match command.command {
+            Some(control_command::Command::Cancel(_)) => {
+                let run = self.cancel(&identity, &command.run_id).await?;
+                let detail = format!("run status: {}", run.status().as_str_name());
+                Ok(Response::new(ControlAck { run_id: run.id, accepted: true, detail }))
+            }
+            Some(control_command::Command::ToolCallDecision(decision)) => {
+                // No tool call can be waiting for approval yet: the gates arrive with the
+                // toolsets issue. Say so precisely rather than pretend.
+                self.launcher.store.get_run(&identity, &command.run_id).await?;
+                Err(PaError::not_found(format!(
+                    "no tool call {} is waiting for approval in run {}",
+                    decision.tool_call_id, command.run_id
+                ))
+                .into())
+            }
+            None => Err(PaError::bad_request("command is required").into()),
+        }
+    }
+}

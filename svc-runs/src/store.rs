@@ -1,0 +1,448 @@
+//! Chats, messages and runs in schema `runs`. Every query is scoped to the caller's tenant and
+//! user; a row of someone else is indistinguishable from a missing one.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use pa_proto::v1::{
+    Chat, ChatMessage, DataClassification, Identity, ModelSelection, Run, RunMode, RunSpec,
+    RunStatus, Usage,
+};
+use prost::Message;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use crate::error::RunsError;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+
+#[derive(Clone)]
+pub struct RunStore {
+    pool: PgPool,
+}
+
+fn ms(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+fn chat_from_row(row: &PgRow) -> Result<Chat, sqlx::Error> {
+    Ok(Chat {
+        id: row.try_get("id")?,
+        title: row.try_get("title")?,
+        created_at_ms: ms(row.try_get("created_at")?),
+        updated_at_ms: ms(row.try_get("updated_at")?),
+        classification: i32::from(row.try_get::<i16, _>("classification")?),
+    })
+}
+
+fn message_from_row(row: &PgRow) -> Result<ChatMessage, sqlx::Error> {
+    Ok(ChatMessage {
+        id: row.try_get("id")?,
+        chat_id: row.try_get("chat_id")?,
+        role: row.try_get("role")?,
+        content: row.try_get("content")?,
+        run_id: row.try_get("run_id")?,
+        created_at_ms: ms(row.try_get("created_at")?),
+    })
+}
+
+const RUN_COLUMNS: &str = "id, chat_id, parent_run_id, mode, status, requested_model, \
+    resolved_label, model_reason, provider_tags, fallback_labels, assistant_message_id, \
+    input_tokens, output_tokens, total_tokens, model_requests, tool_calls, cost_micros, \
+    error_code, error_message, created_at, finished_at";
+
+fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
+    let finished: Option<DateTime<Utc>> = row.try_get("finished_at")?;
+    let u64_of = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let u32_of = |name: &str| -> Result<u32, sqlx::Error> { Ok(row.try_get::<i32, _>(name)?.max(0) as u32) };
+    Ok(Run {
+        id: row.try_get("id")?,
+        chat_id: row.try_get("chat_id")?,
+        parent_run_id: row.try_get("parent_run_id")?,
+        mode: i32::from(row.try_get::<i16, _>("mode")?),
+        status: i32::from(row.try_get::<i16, _>("status")?),
+        model: Some(ModelSelection {
+            requested: row.try_get("requested_model")?,
+            resolved_label: row.try_get("resolved_label")?,
+            provider_tags: row.try_get("provider_tags")?,
+            reason: row.try_get("model_reason")?,
+            fallback_labels: row.try_get("fallback_labels")?,
+        }),
+        usage: Some(Usage {
+            input_tokens: u64_of("input_tokens")?,
+            output_tokens: u64_of("output_tokens")?,
+            total_tokens: u64_of("total_tokens")?,
+            model_requests: u32_of("model_requests")?,
+            tool_calls: u32_of("tool_calls")?,
+            cost_micros: u64_of("cost_micros")?,
+        }),
+        error_code: row.try_get("error_code")?,
+        error_message: row.try_get("error_message")?,
+        created_at_ms: ms(row.try_get("created_at")?),
+        finished_at_ms: finished.map(ms),
+        assistant_message_id: row.try_get("assistant_message_id")?,
+    })
+}
+
+/// How a run ended, as the store records it.
+pub struct RunEnd<'a> {
+    pub status: RunStatus,
+    pub usage: Usage,
+    pub error_code: Option<&'a str>,
+    pub error_message: Option<&'a str>,
+    /// The assistant's reply (possibly partial), stored as the chat's next message.
+    pub assistant_text: &'a str,
+}
+
+pub fn is_terminal(status: i32) -> bool {
+    matches!(
+        RunStatus::try_from(status),
+        Ok(RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    )
+}
+
+fn encode_cursor(parts: &str) -> String {
+    URL_SAFE_NO_PAD.encode(parts)
+}
+
+fn decode_cursor(token: &str) -> Result<String, RunsError> {
+    URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| RunsError::Invalid("page_token is not valid".into()))
+}
+
+impl RunStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn create_chat(
+        &self,
+        identity: &Identity,
+        id: &str,
+        title: &str,
+        classification: DataClassification,
+    ) -> Result<Chat, RunsError> {
+        let row = sqlx::query(
+            "INSERT INTO chats (tenant_id, id, user_id, title, classification) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (tenant_id, id) DO NOTHING \
+             RETURNING id, title, classification, created_at, updated_at",
+        )
+        .bind(&identity.tenant_id)
+        .bind(id)
+        .bind(&identity.user_id)
+        .bind(title)
+        .bind(classification as i16)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => Ok(chat_from_row(&row)?),
+            None => Err(RunsError::Conflict(format!("chat {id} already exists"))),
+        }
+    }
+
+    pub async fn get_chat(&self, identity: &Identity, id: &str) -> Result<Chat, RunsError> {
+        let row = sqlx::query(
+            "SELECT id, title, classification, created_at, updated_at FROM chats \
+             WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| RunsError::ChatNotFound(id.to_string()))?;
+        Ok(chat_from_row(&row)?)
+    }
+
+    /// Newest first; the page token encodes the last row's (created_at, id).
+    pub async fn list_chats(
+        &self,
+        identity: &Identity,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<Chat>, String), RunsError> {
+        let limit = if page_size == 0 { 50 } else { page_size.min(200) } as i64;
+        let (after_us, after_id) = if page_token.is_empty() {
+            (None, None)
+        } else {
+            let cursor = decode_cursor(page_token)?;
+            let (us, id) = cursor
+                .split_once('|')
+                .and_then(|(us, id)| Some((us.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| RunsError::Invalid("page_token is not valid".into()))?;
+            (Some(us), Some(id))
+        };
+        let rows = sqlx::query(
+            "SELECT id, title, classification, created_at, updated_at, \
+                    (extract(epoch from created_at) * 1000000)::bigint AS created_us \
+             FROM chats WHERE tenant_id = $1 AND user_id = $2 \
+               AND ($3::bigint IS NULL OR (created_at, id) < (to_timestamp($3::double precision / 1000000), $4)) \
+             ORDER BY created_at DESC, id DESC LIMIT $5",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(after_us)
+        .bind(after_id)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next = match (more, rows.last()) {
+            (true, Some(last)) => {
+                let us: i64 = last.try_get("created_us")?;
+                let id: String = last.try_get("id")?;
+                encode_cursor(&format!("{us}|{id}"))
+            }
+            _ => String::new(),
+        };
+        let chats = rows.iter().map(chat_from_row).collect::<Result<_, _>>()?;
+        Ok((chats, next))
+    }
+
+    /// Deletes the chat with its messages and runs; returns the ids of its unfinished runs.
+    pub async fn delete_chat(&self, identity: &Identity, id: &str) -> Result<Vec<String>, RunsError> {
+        let mut tx = self.pool.begin().await?;
+        let active: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND chat_id = $2 AND status IN ($3, $4)",
+        )
+        .bind(&identity.tenant_id)
+        .bind(id)
+        .bind(RunStatus::Queued as i16)
+        .bind(RunStatus::Running as i16)
+        .fetch_all(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM chats WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+            .bind(&identity.tenant_id)
+            .bind(&identity.user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(RunsError::ChatNotFound(id.to_string()));
+        }
+        tx.commit().await?;
+        Ok(active)
+    }
+
+    /// Oldest first; the page token encodes the last message's sequence number.
+    pub async fn list_messages(
+        &self,
+        identity: &Identity,
+        chat_id: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<ChatMessage>, String), RunsError> {
+        self.get_chat(identity, chat_id).await?;
+        let limit = if page_size == 0 { 100 } else { page_size.min(500) } as i64;
+        let after: i64 = if page_token.is_empty() {
+            0
+        } else {
+            decode_cursor(page_token)?
+                .parse()
+                .map_err(|_| RunsError::Invalid("page_token is not valid".into()))?
+        };
+        let rows = sqlx::query(
+            "SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
+             WHERE tenant_id = $1 AND chat_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(&identity.tenant_id)
+        .bind(chat_id)
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next = match (more, rows.last()) {
+            (true, Some(last)) => encode_cursor(&last.try_get::<i64, _>("seq")?.to_string()),
+            _ => String::new(),
+        };
+        let messages = rows.iter().map(message_from_row).collect::<Result<_, _>>()?;
+        Ok((messages, next))
+    }
+
+    /// The last `limit` messages of a chat, oldest first: what the model sees.
+    pub async fn history(
+        &self,
+        tenant_id: &str,
+        chat_id: &str,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, RunsError> {
+        let rows = sqlx::query(
+            "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
+             WHERE tenant_id = $1 AND chat_id = $2 ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
+        )
+        .bind(tenant_id)
+        .bind(chat_id)
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(message_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// A run of this tenant, whoever in the tenant started it (tenant-level check; user-level
+    /// visibility is checked by the caller through the chat).
+    pub async fn get_run(&self, identity: &Identity, run_id: &str) -> Result<Run, RunsError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND user_id = $2 AND id = $3"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&identity.tenant_id)
+            .bind(&identity.user_id)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
+        Ok(run_from_row(&row)?)
+    }
+
+    /// Whether any tenant already uses this run id.
+    pub async fn run_id_taken(&self, run_id: &str) -> Result<bool, RunsError> {
+        Ok(sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub async fn run_status(&self, run_id: &str) -> Result<Option<i32>, RunsError> {
+        let status: Option<i16> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(status.map(i32::from))
+    }
+
+    /// Writes the user's message and the QUEUED run in one transaction. Returns `None` when the
+    /// run id was taken meanwhile (a concurrent retry), so the caller returns the existing run.
+    pub async fn insert_run(
+        &self,
+        spec: &RunSpec,
+        user_message_id: &str,
+    ) -> Result<Option<Run>, RunsError> {
+        let identity = spec.identity.clone().unwrap_or_default();
+        let selection = spec.model_selection.clone().unwrap_or_default();
+        let input = spec.input.clone().unwrap_or_default();
+        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
+        let sql = format!(
+            "INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
+               requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
+               toolset_snapshot_id, assistant_message_id, spec) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&spec.run_id)
+            .bind(&identity.tenant_id)
+            .bind(&identity.user_id)
+            .bind(&spec.chat_id)
+            .bind(&spec.parent_run_id)
+            .bind(spec.mode as i16)
+            .bind(RunStatus::Queued as i16)
+            .bind(&selection.requested)
+            .bind(&selection.resolved_label)
+            .bind(&selection.reason)
+            .bind(&selection.provider_tags)
+            .bind(&selection.fallback_labels)
+            .bind(&spec.toolset_snapshot_id)
+            .bind(&spec.assistant_message_id)
+            .bind(spec.encode_to_vec())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) VALUES ($1, $2, $3, 'user', $4, $5)",
+        )
+        .bind(&identity.tenant_id)
+        .bind(user_message_id)
+        .bind(&spec.chat_id)
+        .bind(&input.message)
+        .bind(&spec.run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE chats SET updated_at = now() WHERE tenant_id = $1 AND id = $2")
+            .bind(&identity.tenant_id)
+            .bind(&spec.chat_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(run_from_row(&row)?))
+    }
+
+    pub async fn mark_running(&self, run_id: &str) -> Result<(), RunsError> {
+        sqlx::query("UPDATE runs SET status = $2 WHERE id = $1 AND status = $3")
+            .bind(run_id)
+            .bind(RunStatus::Running as i16)
+            .bind(RunStatus::Queued as i16)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records how a run ended and its assistant message, in one transaction. A run that already
+    /// ended is left as it is (returns false).
+    pub async fn finish_run(&self, spec: &RunSpec, end: RunEnd<'_>) -> Result<bool, RunsError> {
+        let tenant_id = spec.identity.as_ref().map(|i| i.tenant_id.clone()).unwrap_or_default();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \
+               model_requests = $6, tool_calls = $7, cost_micros = $8, error_code = $9, \
+               error_message = $10, finished_at = now() \
+             WHERE id = $1 AND status IN ($11, $12)",
+        )
+        .bind(&spec.run_id)
+        .bind(end.status as i16)
+        .bind(end.usage.input_tokens as i64)
+        .bind(end.usage.output_tokens as i64)
+        .bind(end.usage.total_tokens as i64)
+        .bind(end.usage.model_requests as i32)
+        .bind(end.usage.tool_calls as i32)
+        .bind(end.usage.cost_micros as i64)
+        .bind(end.error_code)
+        .bind(end.error_message)
+        .bind(RunStatus::Queued as i16)
+        .bind(RunStatus::Running as i16)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if !end.assistant_text.is_empty() {
+            sqlx::query(
+                "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
+                 VALUES ($1, $2, $3, 'assistant', $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING",
+            )
+            .bind(&tenant_id)
+            .bind(&spec.assistant_message_id)
+            .bind(&spec.chat_id)
+            .bind(end.assistant_text)
+            .bind(&spec.run_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The stored spec of a run (for cancelling a run whose driver is gone).
+    pub async fn spec(&self, run_id: &str) -> Result<RunSpec, RunsError> {
+        let bytes: Vec<u8> = sqlx::query_scalar("SELECT spec FROM runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
+        RunSpec::decode(bytes.as_slice()).map_err(|e| RunsError::Corrupt(e.to_string()))
+    }
+}
+
+#[allow(dead_code)]
+fn _mode_is_stored_as_smallint(mode: RunMode) -> i16 {
+    mode as i16
+}
