@@ -1,0 +1,115 @@
+//! svc-gateway: the HTTP face of the mesh. REST + SSE + the AG-UI endpoint for browsers and
+//! scripts; it authenticates callers and forwards a signed identity to the gRPC services.
+
+mod agui;
+mod api;
+mod auth;
+pub mod config;
+mod dto;
+mod problem;
+mod sse;
+mod state;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+pub use config::{AuthMode, Config};
+use pa_kit::grpc::channel;
+use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::run_service_client::RunServiceClient;
+use serde_json::json;
+pub use state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Redis(#[from] pa_kit::redis::RedisError),
+    #[error("client channel: {0}")]
+    Channel(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/chats", post(api::create_chat).get(api::list_chats))
+        .route("/v1/chats/{id}", get(api::get_chat).delete(api::delete_chat))
+        .route("/v1/chats/{id}/messages", get(api::list_messages))
+        .route("/v1/chats/{id}/runs", post(api::create_run))
+        .route("/v1/runs/{id}", get(api::get_run))
+        .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route("/v1/runs/{id}/events", get(api::run_events))
+        .route("/v1/models", get(api::list_models))
+        .route("/v1/ag-ui", post(agui::run_agent))
+        .fallback(problem::not_found)
+        .method_not_allowed_fallback(problem::method_not_allowed)
+        .with_state(state)
+}
+
+async fn index() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({
+        "name": "Personal Agent",
+        "version": env!("CARGO_PKG_VERSION"),
+        "endpoints": [
+            "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
+            "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
+            "POST /v1/runs/{id}/cancel", "GET /v1/runs/{id}/events", "GET /v1/models",
+            "POST /v1/ag-ui", "GET /healthz", "GET /readyz"
+        ]
+    }))
+}
+
+/// Ready when every backend's tonic-health says SERVING.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let checks = futures::future::join_all(
+        state.backends.iter().map(|(name, ch)| async move { (*name, pa_kit::grpc::is_serving(ch.clone()).await) }),
+    )
+    .await;
+    let ready = checks.iter().all(|(_, ok)| *ok);
+    let detail: serde_json::Map<_, _> =
+        checks.into_iter().map(|(name, ok)| (name.to_string(), json!(if ok { "serving" } else { "down" }))).collect();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(json!({ "ready": ready, "services": detail })))
+}
+
+pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, StartError> {
+    let runs = channel(&config.runs_url)?;
+    let models = channel(&config.models_url)?;
+    Ok(AppState {
+        runs: RunServiceClient::new(runs.clone()),
+        models: ModelServiceClient::new(models.clone()),
+        auth: InternalAuth::new(&config.common.internal_secret),
+        auth_mode: config.auth_mode,
+        redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,
+        sse_keepalive: config.sse_keepalive,
+        backends: vec![
+            ("svc-runs", runs),
+            ("svc-models", models),
+            ("svc-tools", channel(&config.tools_url)?),
+            ("svc-memory", channel(&config.memory_url)?),
+        ],
+        shutdown,
+    })
+}
+
+/// Serves until `shutdown` fires; open SSE streams are closed, then in-flight requests finish.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    if config.auth_mode == AuthMode::Dev {
+        tracing::warn!("PA_AUTH_MODE=dev: every caller is trusted as a dev user; never expose this gateway");
+    }
+    let app = router(build_state(&config, shutdown.clone())?);
+    tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.triggered().await })
+        .await?;
+    Ok(())
+}

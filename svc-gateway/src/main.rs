@@ -1,1 +1,12 @@
-fn main() {}
+//! svc-gateway: wiring only.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    pa_kit::service_main("svc-gateway", |shutdown| async move {
+        let config = svc_gateway::Config::from_env()?;
+        let listener = pa_kit::grpc::bind(&config.listen_addr).await?;
+        svc_gateway::run(config, listener, shutdown).await?;
+        Ok(())
+    })
+    .await
+}

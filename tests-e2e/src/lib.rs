@@ -1,0 +1,348 @@
+//! Runs the real mesh in-process against the real dev stack: `Mesh::builder().start()` gives a
+//! fresh Postgres database, every service on its own loopback port, and helpers to talk to them
+//! over HTTP, SSE and gRPC. Used by the end-to-end tests and by pa-bench.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use pa_kit::config::CommonConfig;
+use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::{AuthMethod, Identity};
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::net::TcpListener;
+
+pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Replaces the database name of a Postgres URL.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let server = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{database}?{q}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+pub struct MeshBuilder {
+    offline_token_delay: Duration,
+    auth_mode: svc_gateway::AuthMode,
+}
+
+impl MeshBuilder {
+    /// Pause between the offline model's tokens (default 0).
+    pub fn offline_token_delay(mut self, delay: Duration) -> Self {
+        self.offline_token_delay = delay;
+        self
+    }
+
+    pub fn auth_mode(mut self, mode: svc_gateway::AuthMode) -> Self {
+        self.auth_mode = mode;
+        self
+    }
+
+    pub async fn start(self) -> Result<Mesh, BoxError> {
+        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+        let database = format!("pa_e2e_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+        let _ = admin.close().await;
+        let database_url = with_database(&admin_url, &database);
+        let secret = format!("e2e-{}", uuid::Uuid::new_v4());
+        let common = CommonConfig {
+            database_url: database_url.clone(),
+            redis_url,
+            internal_secret: secret.clone(),
+        };
+        let timeout = Duration::from_secs(30);
+
+        let mut services = Vec::new();
+        let (models_listener, models_url) = listen().await?;
+        let (tools_listener, tools_url) = listen().await?;
+        let (memory_listener, memory_url) = listen().await?;
+        let (runs_listener, runs_url) = listen().await?;
+        let (gateway_listener, gateway_addr) = listen().await?;
+
+        let shutdown = Shutdown::new();
+        services.push(("svc-models", shutdown.clone(), tokio::spawn({
+            let config = svc_models::Config {
+                common: common.clone(),
+                listen_addr: String::new(),
+                offline_token_delay: self.offline_token_delay,
+                request_timeout: timeout,
+            };
+            let s = shutdown.clone();
+            async move { svc_models::run(config, models_listener, s).await.map_err(|e| e.to_string()) }
+        })));
+        let shutdown = Shutdown::new();
+        services.push(("svc-tools", shutdown.clone(), tokio::spawn({
+            let config = svc_tools::Config { common: common.clone(), listen_addr: String::new(), request_timeout: timeout };
+            let s = shutdown.clone();
+            async move { svc_tools::run(config, tools_listener, s).await.map_err(|e| e.to_string()) }
+        })));
+        let shutdown = Shutdown::new();
+        services.push(("svc-memory", shutdown.clone(), tokio::spawn({
+            let config = svc_memory::Config { common: common.clone(), listen_addr: String::new(), request_timeout: timeout };
+            let s = shutdown.clone();
+            async move { svc_memory::run(config, memory_listener, s).await.map_err(|e| e.to_string()) }
+        })));
+        let shutdown = Shutdown::new();
+        services.push(("svc-runs", shutdown.clone(), tokio::spawn({
+            let config = svc_runs::Config {
+                common: common.clone(),
+                listen_addr: String::new(),
+                models_url: models_url.clone(),
+                tools_url: tools_url.clone(),
+                request_timeout: timeout,
+                limits: pa_proto::v1::UsageLimits {
+                    max_model_requests: 16,
+                    max_tool_calls: 32,
+                    max_total_tokens: 0,
+                    max_subagent_depth: 2,
+                },
+                history_messages: 50,
+            };
+            let s = shutdown.clone();
+            async move { svc_runs::run(config, runs_listener, s).await.map_err(|e| e.to_string()) }
+        })));
+        let shutdown = Shutdown::new();
+        services.push(("svc-gateway", shutdown.clone(), tokio::spawn({
+            let config = svc_gateway::Config {
+                common: common.clone(),
+                listen_addr: String::new(),
+                runs_url: runs_url.clone(),
+                models_url: models_url.clone(),
+                tools_url: tools_url.clone(),
+                memory_url: memory_url.clone(),
+                auth_mode: self.auth_mode,
+                sse_keepalive: Duration::from_secs(15),
+            };
+            let s = shutdown.clone();
+            async move { svc_gateway::run(config, gateway_listener, s).await.map_err(|e| e.to_string()) }
+        })));
+
+        let mesh = Mesh {
+            gateway_url: gateway_addr.replace("http://", "http://"),
+            runs_url,
+            models_url,
+            admin_url,
+            database,
+            database_url,
+            auth: InternalAuth::new(&secret),
+            http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+            services,
+        };
+        mesh.wait_ready(Duration::from_secs(60)).await?;
+        Ok(mesh)
+    }
+}
+
+async fn listen() -> Result<(TcpListener, String), BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    Ok((listener, url))
+}
+
+type ServiceTask = tokio::task::JoinHandle<Result<(), String>>;
+
+/// A running mesh. Call [`Mesh::stop`] at the end to shut it down and drop its database.
+pub struct Mesh {
+    pub gateway_url: String,
+    pub runs_url: String,
+    pub models_url: String,
+    pub database_url: String,
+    admin_url: String,
+    database: String,
+    pub auth: InternalAuth,
+    pub http: reqwest::Client,
+    services: Vec<(&'static str, Shutdown, ServiceTask)>,
+}
+
+impl Mesh {
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder { offline_token_delay: Duration::ZERO, auth_mode: svc_gateway::AuthMode::Dev }
+    }
+
+    async fn wait_ready(&self, within: Duration) -> Result<(), BoxError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            for (name, _, task) in &self.services {
+                if task.is_finished() {
+                    return Err(format!("{name} stopped during start-up").into());
+                }
+            }
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("mesh not ready in time".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    /// A dev identity as the gateway would build it.
+    pub fn identity(tenant: &str, user: &str) -> Identity {
+        Identity {
+            tenant_id: tenant.into(),
+            user_id: user.into(),
+            roles: vec!["user".into()],
+            scopes: vec![],
+            auth_method: AuthMethod::Dev as i32,
+            display_name: user.into(),
+        }
+    }
+
+    /// Stops one service (as SIGTERM would) and waits for it to exit.
+    pub async fn stop_service(&mut self, name: &str) -> Result<(), BoxError> {
+        let Some(pos) = self.services.iter().position(|(n, _, _)| *n == name) else {
+            return Err(format!("no service {name}").into());
+        };
+        let (_, shutdown, task) = self.services.remove(pos);
+        shutdown.trigger();
+        task.await?.map_err(|e| -> BoxError { e.into() })
+    }
+
+    /// Stops every service and drops the mesh's database.
+    pub async fn stop(mut self) -> Result<(), BoxError> {
+        // Front to back, like an orderly `make down`.
+        for (_, shutdown, _) in self.services.iter().rev() {
+            shutdown.trigger();
+        }
+        for (name, _, task) in self.services.drain(..).rev() {
+            match tokio::time::timeout(Duration::from_secs(30), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(format!("{name}: {e}").into()),
+                Ok(Err(e)) => return Err(format!("{name} panicked: {e}").into()),
+                Err(_) => return Err(format!("{name} did not stop in 30 s").into()),
+            }
+        }
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)))
+            .execute(&mut admin)
+            .await?;
+        Ok(())
+    }
+
+    // ---- HTTP helpers -------------------------------------------------------------------
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), BoxError> {
+        let r = self.http.post(self.url(path)).json(body).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<(u16, Value), BoxError> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
+        let (status, chat) = self.post_json("/v1/chats", &serde_json::json!({ "title": title })).await?;
+        if status != 201 {
+            return Err(format!("create chat: {status} {chat}").into());
+        }
+        Ok(chat["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn start_run(&self, chat_id: &str, message: &str) -> Result<String, BoxError> {
+        let body = serde_json::json!({ "message": message, "model": "auto" });
+        let (status, run) = self.post_json(&format!("/v1/chats/{chat_id}/runs"), &body).await?;
+        if status != 202 {
+            return Err(format!("start run: {status} {run}").into());
+        }
+        Ok(run["run_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Reads a run's SSE stream after `last_event_id`, until its end or `max` events.
+    pub async fn read_events(
+        &self,
+        run_id: &str,
+        last_event_id: Option<&str>,
+        max: Option<usize>,
+    ) -> Result<Vec<SseEvent>, BoxError> {
+        let mut request = self.http.get(self.url(&format!("/v1/runs/{run_id}/events")));
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = request.send().await?;
+        if response.status() != 200 {
+            return Err(format!("events: {}", response.status()).into());
+        }
+        read_sse(response, max).await
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub data: Value,
+}
+
+impl SseEvent {
+    pub fn event_type(&self) -> &str {
+        self.data["type"].as_str().unwrap_or("")
+    }
+}
+
+/// Parses an SSE response body until a terminal AG-UI event, the end, or `max` events.
+pub async fn read_sse(response: reqwest::Response, max: Option<usize>) -> Result<Vec<SseEvent>, BoxError> {
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk?)?);
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if data.is_empty() {
+                continue; // a keep-alive comment
+            }
+            let event = SseEvent { id, data: serde_json::from_str(&data)? };
+            let terminal = matches!(event.event_type(), "RUN_FINISHED" | "RUN_ERROR");
+            events.push(event);
+            if terminal || max.is_some_and(|m| events.len() >= m) {
+                return Ok(events);
+            }
+        }
+    }
+    Ok(events)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(super::with_database("postgres://pa@h:1/db", "x"), "postgres://pa@h:1/x");
+        assert_eq!(super::with_database("postgres://pa@h:1/db?sslmode=disable", "x"), "postgres://pa@h:1/x?sslmode=disable");
+        assert_eq!(super::with_database("postgres://pa@h:1", "x"), "postgres://pa@h:1/x");
+    }
+}

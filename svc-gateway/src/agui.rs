@@ -1,0 +1,146 @@
+//! `POST /v1/ag-ui`: the standard AG-UI agent endpoint. RunAgentInput in, AG-UI SSE out, so an
+//! unmodified AG-UI client (`HttpAgent`) can chat with the platform. The AG-UI thread is a chat
+//! (created on first use with the thread's id); each call is one run with the client's runId.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use pa_kit::{ErrorCode, PaError};
+use pa_proto::v1::{CreateChatRequest, CreateRunRequest, GetChatRequest, RunMode};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::sse;
+use crate::state::AppState;
+
+/// AG-UI RunAgentInput. Unknown fields (e.g. `protocolVersion`) are accepted, as the protocol
+/// grows additively.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunAgentInput {
+    thread_id: String,
+    #[serde(default)]
+    run_id: String,
+    #[serde(default)]
+    messages: Vec<Value>,
+    #[serde(default)]
+    tools: Value,
+    #[serde(default)]
+    state: Value,
+    #[serde(default)]
+    forwarded_props: Value,
+}
+
+const TITLE_CHARS: usize = 60;
+
+/// The text of an AG-UI message's `content`: a string, or the text parts of a part list.
+fn content_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => {
+            let text: Vec<&str> = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (!text.is_empty()).then(|| text.join("\n"))
+        }
+        _ => None,
+    }
+}
+
+/// The client sends the whole thread every time; the new turn is its last user message.
+fn new_user_message(messages: &[Value]) -> Result<String, ApiError> {
+    let last = messages
+        .last()
+        .ok_or_else(|| PaError::bad_request("messages must not be empty"))?;
+    if last.get("role").and_then(Value::as_str) != Some("user") {
+        return Err(PaError::bad_request("the last message must have role \"user\"").into());
+    }
+    let text = last
+        .get("content")
+        .and_then(content_text)
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| PaError::bad_request("the last user message has no text content"))?;
+    Ok(text)
+}
+
+fn json_or_empty(value: &Value) -> String {
+    if value.is_null() { String::new() } else { value.to_string() }
+}
+
+pub async fn run_agent(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<RunAgentInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    if input.thread_id.trim().is_empty() {
+        return Err(PaError::bad_request("threadId is required").into());
+    }
+    let message = new_user_message(&input.messages)?;
+    let model = input
+        .forwarded_props
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("auto")
+        .to_string();
+    let mut runs = state.runs.clone();
+
+    // The thread is a chat: use it, or create it with the thread's id.
+    let get = GetChatRequest { chat_id: input.thread_id.clone() };
+    match runs.get_chat(state.auth.request(&identity, get)).await {
+        Ok(_) => {}
+        Err(status) if PaError::from_status(&status).code == ErrorCode::NotFound => {
+            let title: String = message.chars().take(TITLE_CHARS).collect();
+            let create = CreateChatRequest {
+                title,
+                classification: 0,
+                chat_id: input.thread_id.clone(),
+            };
+            if let Err(status) = runs.create_chat(state.auth.request(&identity, create)).await {
+                // Another request created it meanwhile: fine.
+                if PaError::from_status(&status).code != ErrorCode::Conflict {
+                    return Err(status.into());
+                }
+            }
+        }
+        Err(status) => return Err(status.into()),
+    }
+
+    let create = CreateRunRequest {
+        chat_id: input.thread_id,
+        message,
+        model,
+        mode: RunMode::Inline as i32,
+        run_id: input.run_id,
+        client_tools_json: json_or_empty(&input.tools),
+        state_json: json_or_empty(&input.state),
+    };
+    let created = runs.create_run(state.auth.request(&identity, create)).await?.into_inner();
+    let run = created.run.ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
+    let after = sse::resume_point(&headers, None)?;
+    Ok(sse::follow_run(&state, identity, run.id, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_new_turn_is_the_last_user_message() {
+        let messages = vec![
+            json!({"id": "1", "role": "user", "content": "first"}),
+            json!({"id": "2", "role": "assistant", "content": "reply"}),
+            json!({"id": "3", "role": "user", "content": [{"type": "text", "text": "second"}]}),
+        ];
+        assert_eq!(new_user_message(&messages).unwrap(), "second");
+        assert!(new_user_message(&messages[..2]).is_err());
+        assert!(new_user_message(&[]).is_err());
+        assert!(new_user_message(&[json!({"role": "user", "content": "  "})]).is_err());
+    }
+}

@@ -1,0 +1,206 @@
+//! The REST API: chats, messages, runs, models. Handlers translate HTTP to gRPC and back.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use pa_kit::PaError;
+use pa_proto::v1::{
+    CancelRunRequest, CreateChatRequest, CreateRunRequest, DeleteChatRequest, GetChatRequest,
+    GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest, RunMode,
+};
+use serde::Deserialize;
+
+use crate::auth::Caller;
+use crate::dto::{
+    ChatJson, CreateChatBody, CreateRunBody, MessageJson, ModelJson, Page, PageQuery,
+    RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
+};
+use crate::problem::ApiError;
+use crate::sse;
+use crate::state::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Body extractor whose rejection is a problem+json 400.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(value))
+    }
+}
+
+fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+    Ok(q?.0)
+}
+
+pub async fn create_chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    // The body is optional: an empty POST creates an untitled chat.
+    let body: CreateChatBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CreateChatBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| PaError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    let classification = match body.classification.as_deref() {
+        None => pa_proto::v1::DataClassification::Unspecified,
+        Some(name) => parse_classification(name).ok_or_else(|| {
+            PaError::bad_request("classification must be public, internal, confidential or restricted")
+        })?,
+    };
+    let request = CreateChatRequest {
+        title: body.title.unwrap_or_default(),
+        classification: classification as i32,
+        chat_id: String::new(),
+    };
+    let chat = state.runs.clone().create_chat(state.auth.request(&identity, request)).await?.into_inner();
+    let location = format!("/v1/chats/{}", chat.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ChatJson::from(chat))))
+}
+
+pub async fn list_chats(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Page<ChatJson>>> {
+    let q = query(q)?;
+    let request = ListChatsRequest { page_size: q.limit.unwrap_or(0), page_token: q.cursor.unwrap_or_default() };
+    let page = state.runs.clone().list_chats(state.auth.request(&identity, request)).await?.into_inner();
+    Ok(Json(Page::new(page.chats.into_iter().map(ChatJson::from).collect(), page.next_page_token)))
+}
+
+pub async fn get_chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+) -> ApiResult<Json<ChatJson>> {
+    let request = GetChatRequest { chat_id };
+    let chat = state.runs.clone().get_chat(state.auth.request(&identity, request)).await?.into_inner();
+    Ok(Json(chat.into()))
+}
+
+pub async fn delete_chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let request = DeleteChatRequest { chat_id };
+    state.runs.clone().delete_chat(state.auth.request(&identity, request)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_messages(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Page<MessageJson>>> {
+    let q = query(q)?;
+    let request = ListMessagesRequest {
+        chat_id,
+        page_size: q.limit.unwrap_or(0),
+        page_token: q.cursor.unwrap_or_default(),
+    };
+    let page = state.runs.clone().list_messages(state.auth.request(&identity, request)).await?.into_inner();
+    Ok(Json(Page::new(page.messages.into_iter().map(MessageJson::from).collect(), page.next_page_token)))
+}
+
+pub async fn create_run(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    ApiJson(body): ApiJson<CreateRunBody>,
+) -> ApiResult<impl IntoResponse> {
+    let mode = match body.mode.as_deref() {
+        None | Some("inline") => RunMode::Inline,
+        Some("durable") => RunMode::Durable,
+        Some(_) => return Err(PaError::bad_request("mode must be inline or durable").into()),
+    };
+    let request = CreateRunRequest {
+        chat_id,
+        message: body.message,
+        model: body.model.unwrap_or_else(|| "auto".into()),
+        mode: mode as i32,
+        run_id: body.run_id.unwrap_or_default(),
+        client_tools_json: String::new(),
+        state_json: String::new(),
+    };
+    let created = state.runs.clone().create_run(state.auth.request(&identity, request)).await?.into_inner();
+    let run = created.run.ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
+    let accepted = RunAcceptedJson {
+        events_url: format!("/v1/runs/{}/events", run.id),
+        run_url: format!("/v1/runs/{}", run.id),
+        mode: mode_name(run.mode),
+        status: status_name(run.status),
+        existing: created.existing,
+        run_id: run.id,
+    };
+    let status = if created.existing { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((status, [(header::LOCATION, accepted.run_url.clone())], Json(accepted)))
+}
+
+pub async fn get_run(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunJson>> {
+    let request = GetRunRequest { run_id };
+    let run = state.runs.clone().get_run(state.auth.request(&identity, request)).await?.into_inner();
+    Ok(Json(run.into()))
+}
+
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(run_id): Path<String>,
+) -> ApiResult<Json<RunJson>> {
+    let request = CancelRunRequest { run_id };
+    let run = state.runs.clone().cancel_run(state.auth.request(&identity, request)).await?.into_inner();
+    Ok(Json(run.into()))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsQuery {
+    after: Option<String>,
+}
+
+pub async fn run_events(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(run_id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let q = query(q)?;
+    let after = sse::resume_point(&headers, q.after.as_deref())?;
+    // Authorizes (404 for a run that is not the caller's) before any event is read.
+    let request = GetRunRequest { run_id: run_id.clone() };
+    state.runs.clone().get_run(state.auth.request(&identity, request)).await?;
+    Ok(sse::follow_run(&state, identity, run_id, after))
+}
+
+pub async fn list_models(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Page<ModelJson>>> {
+    let models = state
+        .models
+        .clone()
+        .list_models(state.auth.request(&identity, ListModelsRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(Page::new(models.models.into_iter().map(ModelJson::from).collect(), String::new())))
+}

@@ -1,0 +1,59 @@
+//! Who is calling. The gateway is the only place an [`Identity`] is built; services receive it
+//! signed with the internal credential.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use pa_kit::PaError;
+use pa_proto::v1::{AuthMethod, Identity};
+
+use crate::config::AuthMode;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+pub const DEV_USER_HEADER: &str = "x-pa-dev-user";
+pub const DEV_TENANT_HEADER: &str = "x-pa-dev-tenant";
+
+/// The authenticated caller of a request.
+pub struct Caller(pub Identity);
+
+fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiError> {
+    match parts.headers.get(header) {
+        None => Ok(default.to_string()),
+        Some(value) => {
+            let value = value.to_str().unwrap_or("");
+            let ok = !value.is_empty()
+                && value.len() <= 64
+                && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+            if ok {
+                Ok(value.to_string())
+            } else {
+                Err(PaError::bad_request(format!("{header} must be 1-64 characters of A-Z a-z 0-9 - _ . @")).into())
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        match state.auth_mode {
+            AuthMode::Dev => {
+                let user_id = dev_name(parts, DEV_USER_HEADER, "dev-user")?;
+                let tenant_id = dev_name(parts, DEV_TENANT_HEADER, "dev")?;
+                Ok(Caller(Identity {
+                    display_name: user_id.clone(),
+                    tenant_id,
+                    user_id,
+                    roles: vec!["user".into(), "admin".into()],
+                    scopes: vec!["*".into()],
+                    auth_method: AuthMethod::Dev as i32,
+                }))
+            }
+            AuthMode::Disabled => Err(PaError::unauthenticated(
+                "no authentication is configured: run with PA_AUTH_MODE=dev for local use",
+            )
+            .into()),
+        }
+    }
+}

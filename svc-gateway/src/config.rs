@@ -1,0 +1,53 @@
+use std::time::Duration;
+
+use pa_kit::config::{CommonConfig, ConfigError, env_or, env_parse};
+
+/// How the gateway authenticates callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Local development: every caller is a dev user (`x-pa-dev-user` / `x-pa-dev-tenant`
+    /// headers pick which). Never for a server others can reach.
+    Dev,
+    /// No authenticator configured: every API call is refused with 401.
+    Disabled,
+}
+
+/// svc-gateway settings, from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PA_GATEWAY_ADDR`, default `127.0.0.1:8080`.
+    pub listen_addr: String,
+    /// `PA_RUNS_URL`, default `http://127.0.0.1:50051`.
+    pub runs_url: String,
+    /// `PA_MODELS_URL`, default `http://127.0.0.1:50052`.
+    pub models_url: String,
+    /// `PA_TOOLS_URL`, default `http://127.0.0.1:50053`.
+    pub tools_url: String,
+    /// `PA_MEMORY_URL`, default `http://127.0.0.1:50054`.
+    pub memory_url: String,
+    /// `PA_AUTH_MODE`: `dev` enables the dev identity; anything else (the default) refuses
+    /// unauthenticated calls until OIDC is configured.
+    pub auth_mode: AuthMode,
+    /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
+    pub sse_keepalive: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let auth_mode = match env_or("PA_AUTH_MODE", "").as_str() {
+            "dev" => AuthMode::Dev,
+            _ => AuthMode::Disabled,
+        };
+        Ok(Self {
+            common: CommonConfig::from_env(),
+            listen_addr: env_or("PA_GATEWAY_ADDR", "127.0.0.1:8080"),
+            runs_url: env_or("PA_RUNS_URL", "http://127.0.0.1:50051"),
+            models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
+            tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
+            memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
+            auth_mode,
+            sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
+        })
+    }
+}

@@ -1,0 +1,249 @@
+//! The REST API's JSON shapes (snake_case, RFC 3339 times), converted from the gRPC messages.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use pa_proto::v1::{Chat, ChatMessage, DataClassification, ModelInfo, Run, RunMode, RunStatus};
+use serde::{Deserialize, Serialize};
+
+fn time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn classification_name(value: i32) -> &'static str {
+    match DataClassification::try_from(value) {
+        Ok(DataClassification::Public) => "public",
+        Ok(DataClassification::Confidential) => "confidential",
+        Ok(DataClassification::Restricted) => "restricted",
+        _ => "internal",
+    }
+}
+
+pub fn parse_classification(name: &str) -> Option<DataClassification> {
+    match name {
+        "public" => Some(DataClassification::Public),
+        "internal" => Some(DataClassification::Internal),
+        "confidential" => Some(DataClassification::Confidential),
+        "restricted" => Some(DataClassification::Restricted),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+pub struct ChatJson {
+    pub id: String,
+    pub title: String,
+    pub classification: &'static str,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Chat> for ChatJson {
+    fn from(chat: Chat) -> Self {
+        Self {
+            classification: classification_name(chat.classification),
+            created_at: time(chat.created_at_ms),
+            updated_at: time(chat.updated_at_ms),
+            id: chat.id,
+            title: chat.title,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct MessageJson {
+    pub id: String,
+    pub chat_id: String,
+    pub role: String,
+    pub content: String,
+    pub run_id: Option<String>,
+    pub created_at: String,
+}
+
+impl From<ChatMessage> for MessageJson {
+    fn from(m: ChatMessage) -> Self {
+        Self {
+            created_at: time(m.created_at_ms),
+            id: m.id,
+            chat_id: m.chat_id,
+            role: m.role,
+            content: m.content,
+            run_id: m.run_id,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, next: String) -> Self {
+        Self { items, next_cursor: if next.is_empty() { None } else { Some(next) } }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreateChatBody {
+    pub title: Option<String>,
+    pub classification: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunBody {
+    pub message: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Optional client-chosen id; a retry with the same id returns the same run.
+    #[serde(default)]
+    pub run_id: Option<String>,
+}
+
+pub fn mode_name(mode: i32) -> &'static str {
+    match RunMode::try_from(mode) {
+        Ok(RunMode::Durable) => "durable",
+        _ => "inline",
+    }
+}
+
+pub fn status_name(status: i32) -> &'static str {
+    match RunStatus::try_from(status) {
+        Ok(RunStatus::Queued) => "queued",
+        Ok(RunStatus::Running) => "running",
+        Ok(RunStatus::Succeeded) => "succeeded",
+        Ok(RunStatus::Failed) => "failed",
+        Ok(RunStatus::Cancelled) => "cancelled",
+        _ => "unknown",
+    }
+}
+
+#[derive(Serialize)]
+pub struct ModelChoiceJson {
+    pub requested: String,
+    pub resolved: String,
+    pub reason: String,
+    pub provider_tags: Vec<String>,
+    pub fallbacks: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct UsageJson {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub model_requests: u32,
+    pub tool_calls: u32,
+    pub cost_micros: u64,
+}
+
+#[derive(Serialize)]
+pub struct RunErrorJson {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+pub struct RunJson {
+    pub id: String,
+    pub chat_id: String,
+    pub parent_run_id: Option<String>,
+    pub mode: &'static str,
+    pub status: &'static str,
+    pub model: ModelChoiceJson,
+    pub usage: UsageJson,
+    pub error: Option<RunErrorJson>,
+    pub assistant_message_id: String,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub events_url: String,
+}
+
+impl From<Run> for RunJson {
+    fn from(run: Run) -> Self {
+        let model = run.model.unwrap_or_default();
+        let usage = run.usage.unwrap_or_default();
+        let error = run.error_code.map(|code| RunErrorJson {
+            code,
+            message: run.error_message.unwrap_or_default(),
+        });
+        Self {
+            events_url: format!("/v1/runs/{}/events", run.id),
+            mode: mode_name(run.mode),
+            status: status_name(run.status),
+            model: ModelChoiceJson {
+                requested: model.requested,
+                resolved: model.resolved_label,
+                reason: model.reason,
+                provider_tags: model.provider_tags,
+                fallbacks: model.fallback_labels,
+            },
+            usage: UsageJson {
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                total_tokens: usage.total_tokens,
+                model_requests: usage.model_requests,
+                tool_calls: usage.tool_calls,
+                cost_micros: usage.cost_micros,
+            },
+            error,
+            created_at: time(run.created_at_ms),
+            finished_at: run.finished_at_ms.map(time),
+            assistant_message_id: run.assistant_message_id,
+            id: run.id,
+            chat_id: run.chat_id,
+            parent_run_id: run.parent_run_id,
+        }
+    }
+}
+
+/// The 202 answer to POST /v1/chats/{id}/runs.
+#[derive(Serialize)]
+pub struct RunAcceptedJson {
+    pub run_id: String,
+    pub mode: &'static str,
+    pub status: &'static str,
+    pub events_url: String,
+    pub run_url: String,
+    /// True when this was an idempotent retry that returned an existing run.
+    pub existing: bool,
+}
+
+#[derive(Serialize)]
+pub struct ModelJson {
+    pub label: String,
+    pub display_name: String,
+    pub context_window: u32,
+    pub provider_tags: Vec<String>,
+    pub capabilities: Vec<&'static str>,
+}
+
+impl From<ModelInfo> for ModelJson {
+    fn from(m: ModelInfo) -> Self {
+        let caps = m.capabilities.unwrap_or_default();
+        let capabilities = [(caps.tools, "tools"), (caps.vision, "vision"), (caps.reasoning, "reasoning")]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+        Self {
+            label: m.label,
+            display_name: m.display_name,
+            context_window: m.context_window,
+            provider_tags: m.provider_tags,
+            capabilities,
+        }
+    }
+}

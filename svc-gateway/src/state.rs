@@ -1,0 +1,25 @@
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::run_service_client::RunServiceClient;
+use tonic::transport::Channel;
+
+use crate::config::AuthMode;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub runs: RunServiceClient<Channel>,
+    pub models: ModelServiceClient<Channel>,
+    pub auth: InternalAuth,
+    pub auth_mode: AuthMode,
+    pub redis: Pool,
+    pub sse_keepalive: Duration,
+    /// (name, channel) of every backend /readyz checks.
+    pub backends: Vec<(&'static str, Channel)>,
+    /// Open SSE streams end when it fires, so shutdown is not held up by idle followers
+    /// (clients resume with Last-Event-ID).
+    pub shutdown: Shutdown,
+}
