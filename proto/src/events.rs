@@ -21,7 +21,10 @@ impl AgUiEvent {
 
     /// The AG-UI JSON: `{"type":"TEXT_MESSAGE_CONTENT","messageId":"…","delta":"…"}`.
     pub fn to_json(&self) -> Result<String, WireError> {
-        let event = self.event.as_ref().ok_or_else(|| WireError("empty event".into()))?;
+        let event = self
+            .event
+            .as_ref()
+            .ok_or_else(|| WireError("empty event".into()))?;
         serde_json::to_string(event).map_err(|e| WireError(e.to_string()))
     }
 
@@ -103,7 +106,10 @@ mod tests {
             timestamp: Some(5),
         }));
         let json = event.to_json().unwrap();
-        assert_eq!(json, r#"{"type":"RUN_STARTED","threadId":"t","runId":"r","timestamp":5}"#);
+        assert_eq!(
+            json,
+            r#"{"type":"RUN_STARTED","threadId":"t","runId":"r","timestamp":5}"#
+        );
         assert_eq!(AgUiEvent::from_json(&json).unwrap(), event);
     }
 

@@ -69,7 +69,11 @@ fn new_user_message(messages: &[Value]) -> Result<String, ApiError> {
 }
 
 fn json_or_empty(value: &Value) -> String {
-    if value.is_null() { String::new() } else { value.to_string() }
+    if value.is_null() {
+        String::new()
+    } else {
+        value.to_string()
+    }
 }
 
 pub async fn run_agent(
@@ -91,7 +95,9 @@ pub async fn run_agent(
     let mut runs = state.runs.clone();
 
     // The thread is a chat: use it, or create it with the thread's id.
-    let get = GetChatRequest { chat_id: input.thread_id.clone() };
+    let get = GetChatRequest {
+        chat_id: input.thread_id.clone(),
+    };
     match runs.get_chat(state.auth.request(&identity, get)).await {
         Ok(_) => {}
         Err(status) if PaError::from_status(&status).code == ErrorCode::NotFound => {
@@ -101,7 +107,10 @@ pub async fn run_agent(
                 classification: 0,
                 chat_id: input.thread_id.clone(),
             };
-            if let Err(status) = runs.create_chat(state.auth.request(&identity, create)).await {
+            if let Err(status) = runs
+                .create_chat(state.auth.request(&identity, create))
+                .await
+            {
                 // Another request created it meanwhile: fine.
                 if PaError::from_status(&status).code != ErrorCode::Conflict {
                     return Err(status.into());
@@ -120,8 +129,13 @@ pub async fn run_agent(
         client_tools_json: json_or_empty(&input.tools),
         state_json: json_or_empty(&input.state),
     };
-    let created = runs.create_run(state.auth.request(&identity, create)).await?.into_inner();
-    let run = created.run.ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
+    let created = runs
+        .create_run(state.auth.request(&identity, create))
+        .await?
+        .into_inner();
+    let run = created
+        .run
+        .ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
     let after = sse::resume_point(&headers, None)?;
     Ok(sse::follow_run(&state, identity, run.id, after))
 }

@@ -57,7 +57,9 @@ pub async fn create_chat(
     let classification = match body.classification.as_deref() {
         None => pa_proto::v1::DataClassification::Unspecified,
         Some(name) => parse_classification(name).ok_or_else(|| {
-            PaError::bad_request("classification must be public, internal, confidential or restricted")
+            PaError::bad_request(
+                "classification must be public, internal, confidential or restricted",
+            )
         })?,
     };
     let request = CreateChatRequest {
@@ -65,9 +67,18 @@ pub async fn create_chat(
         classification: classification as i32,
         chat_id: String::new(),
     };
-    let chat = state.runs.clone().create_chat(state.auth.request(&identity, request)).await?.into_inner();
+    let chat = state
+        .runs
+        .clone()
+        .create_chat(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
     let location = format!("/v1/chats/{}", chat.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(ChatJson::from(chat))))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(ChatJson::from(chat)),
+    ))
 }
 
 pub async fn list_chats(
@@ -76,9 +87,20 @@ pub async fn list_chats(
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Page<ChatJson>>> {
     let q = query(q)?;
-    let request = ListChatsRequest { page_size: q.limit.unwrap_or(0), page_token: q.cursor.unwrap_or_default() };
-    let page = state.runs.clone().list_chats(state.auth.request(&identity, request)).await?.into_inner();
-    Ok(Json(Page::new(page.chats.into_iter().map(ChatJson::from).collect(), page.next_page_token)))
+    let request = ListChatsRequest {
+        page_size: q.limit.unwrap_or(0),
+        page_token: q.cursor.unwrap_or_default(),
+    };
+    let page = state
+        .runs
+        .clone()
+        .list_chats(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(Page::new(
+        page.chats.into_iter().map(ChatJson::from).collect(),
+        page.next_page_token,
+    )))
 }
 
 pub async fn get_chat(
@@ -87,7 +109,12 @@ pub async fn get_chat(
     Path(chat_id): Path<String>,
 ) -> ApiResult<Json<ChatJson>> {
     let request = GetChatRequest { chat_id };
-    let chat = state.runs.clone().get_chat(state.auth.request(&identity, request)).await?.into_inner();
+    let chat = state
+        .runs
+        .clone()
+        .get_chat(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
     Ok(Json(chat.into()))
 }
 
@@ -97,7 +124,11 @@ pub async fn delete_chat(
     Path(chat_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let request = DeleteChatRequest { chat_id };
-    state.runs.clone().delete_chat(state.auth.request(&identity, request)).await?;
+    state
+        .runs
+        .clone()
+        .delete_chat(state.auth.request(&identity, request))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -113,8 +144,16 @@ pub async fn list_messages(
         page_size: q.limit.unwrap_or(0),
         page_token: q.cursor.unwrap_or_default(),
     };
-    let page = state.runs.clone().list_messages(state.auth.request(&identity, request)).await?.into_inner();
-    Ok(Json(Page::new(page.messages.into_iter().map(MessageJson::from).collect(), page.next_page_token)))
+    let page = state
+        .runs
+        .clone()
+        .list_messages(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(Page::new(
+        page.messages.into_iter().map(MessageJson::from).collect(),
+        page.next_page_token,
+    )))
 }
 
 pub async fn create_run(
@@ -137,8 +176,15 @@ pub async fn create_run(
         client_tools_json: String::new(),
         state_json: String::new(),
     };
-    let created = state.runs.clone().create_run(state.auth.request(&identity, request)).await?.into_inner();
-    let run = created.run.ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
+    let created = state
+        .runs
+        .clone()
+        .create_run(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    let run = created
+        .run
+        .ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
     let accepted = RunAcceptedJson {
         events_url: format!("/v1/runs/{}/events", run.id),
         run_url: format!("/v1/runs/{}", run.id),
@@ -147,8 +193,16 @@ pub async fn create_run(
         existing: created.existing,
         run_id: run.id,
     };
-    let status = if created.existing { StatusCode::OK } else { StatusCode::ACCEPTED };
-    Ok((status, [(header::LOCATION, accepted.run_url.clone())], Json(accepted)))
+    let status = if created.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((
+        status,
+        [(header::LOCATION, accepted.run_url.clone())],
+        Json(accepted),
+    ))
 }
 
 pub async fn get_run(
@@ -157,7 +211,12 @@ pub async fn get_run(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunJson>> {
     let request = GetRunRequest { run_id };
-    let run = state.runs.clone().get_run(state.auth.request(&identity, request)).await?.into_inner();
+    let run = state
+        .runs
+        .clone()
+        .get_run(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
     Ok(Json(run.into()))
 }
 
@@ -167,7 +226,12 @@ pub async fn cancel_run(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunJson>> {
     let request = CancelRunRequest { run_id };
-    let run = state.runs.clone().cancel_run(state.auth.request(&identity, request)).await?.into_inner();
+    let run = state
+        .runs
+        .clone()
+        .cancel_run(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
     Ok(Json(run.into()))
 }
 
@@ -187,8 +251,14 @@ pub async fn run_events(
     let q = query(q)?;
     let after = sse::resume_point(&headers, q.after.as_deref())?;
     // Authorizes (404 for a run that is not the caller's) before any event is read.
-    let request = GetRunRequest { run_id: run_id.clone() };
-    state.runs.clone().get_run(state.auth.request(&identity, request)).await?;
+    let request = GetRunRequest {
+        run_id: run_id.clone(),
+    };
+    state
+        .runs
+        .clone()
+        .get_run(state.auth.request(&identity, request))
+        .await?;
     Ok(sse::follow_run(&state, identity, run_id, after))
 }
 
@@ -202,5 +272,8 @@ pub async fn list_models(
         .list_models(state.auth.request(&identity, ListModelsRequest {}))
         .await?
         .into_inner();
-    Ok(Json(Page::new(models.models.into_iter().map(ModelJson::from).collect(), String::new())))
+    Ok(Json(Page::new(
+        models.models.into_iter().map(ModelJson::from).collect(),
+        String::new(),
+    )))
 }

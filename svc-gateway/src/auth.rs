@@ -23,11 +23,16 @@ fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiErr
             let value = value.to_str().unwrap_or("");
             let ok = !value.is_empty()
                 && value.len() <= 64
-                && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
             if ok {
                 Ok(value.to_string())
             } else {
-                Err(PaError::bad_request(format!("{header} must be 1-64 characters of A-Z a-z 0-9 - _ . @")).into())
+                Err(PaError::bad_request(format!(
+                    "{header} must be 1-64 characters of A-Z a-z 0-9 - _ . @"
+                ))
+                .into())
             }
         }
     }
@@ -36,7 +41,10 @@ fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiErr
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         match state.auth_mode {
             AuthMode::Dev => {
                 let user_id = dev_name(parts, DEV_USER_HEADER, "dev-user")?;

@@ -26,6 +26,8 @@ pub struct Config {
     pub tools_url: String,
     /// `PA_MEMORY_URL`, default `http://127.0.0.1:50054`.
     pub memory_url: String,
+    /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`; `none` = not checked by /readyz.
+    pub worker_url: Option<String>,
     /// `PA_AUTH_MODE`: `dev` enables the dev identity; anything else (the default) refuses
     /// unauthenticated calls until OIDC is configured.
     pub auth_mode: AuthMode,
@@ -46,6 +48,8 @@ impl Config {
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
             tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
             memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
+            worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
+                .filter(|u| u != "none"),
             auth_mode,
             sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
         })

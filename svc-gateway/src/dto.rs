@@ -82,7 +82,10 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     pub fn new(items: Vec<T>, next: String) -> Self {
-        Self { items, next_cursor: if next.is_empty() { None } else { Some(next) } }
+        Self {
+            items,
+            next_cursor: if next.is_empty() { None } else { Some(next) },
+        }
     }
 }
 
@@ -234,10 +237,14 @@ pub struct ModelJson {
 impl From<ModelInfo> for ModelJson {
     fn from(m: ModelInfo) -> Self {
         let caps = m.capabilities.unwrap_or_default();
-        let capabilities = [(caps.tools, "tools"), (caps.vision, "vision"), (caps.reasoning, "reasoning")]
-            .into_iter()
-            .filter_map(|(on, name)| on.then_some(name))
-            .collect();
+        let capabilities = [
+            (caps.tools, "tools"),
+            (caps.vision, "vision"),
+            (caps.reasoning, "reasoning"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
         Self {
             label: m.label,
             display_name: m.display_name,

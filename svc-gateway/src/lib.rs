@@ -38,7 +38,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/v1/chats", post(api::create_chat).get(api::list_chats))
-        .route("/v1/chats/{id}", get(api::get_chat).delete(api::delete_chat))
+        .route(
+            "/v1/chats/{id}",
+            get(api::get_chat).delete(api::delete_chat),
+        )
         .route("/v1/chats/{id}/messages", get(api::list_messages))
         .route("/v1/chats/{id}/runs", post(api::create_run))
         .route("/v1/runs/{id}", get(api::get_run))
@@ -67,32 +70,48 @@ async fn index() -> axum::Json<serde_json::Value> {
 /// Ready when every backend's tonic-health says SERVING.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = futures::future::join_all(
-        state.backends.iter().map(|(name, ch)| async move { (*name, pa_kit::grpc::is_serving(ch.clone()).await) }),
+        state
+            .backends
+            .iter()
+            .map(|(name, ch)| async move { (*name, pa_kit::grpc::is_serving(ch.clone()).await) }),
     )
     .await;
     let ready = checks.iter().all(|(_, ok)| *ok);
-    let detail: serde_json::Map<_, _> =
-        checks.into_iter().map(|(name, ok)| (name.to_string(), json!(if ok { "serving" } else { "down" }))).collect();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, axum::Json(json!({ "ready": ready, "services": detail })))
+    let detail: serde_json::Map<_, _> = checks
+        .into_iter()
+        .map(|(name, ok)| (name.to_string(), json!(if ok { "serving" } else { "down" })))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({ "ready": ready, "services": detail })),
+    )
 }
 
 pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, StartError> {
     let runs = channel(&config.runs_url)?;
     let models = channel(&config.models_url)?;
+    let mut backends = vec![
+        ("svc-runs", runs.clone()),
+        ("svc-models", models.clone()),
+        ("svc-tools", channel(&config.tools_url)?),
+        ("svc-memory", channel(&config.memory_url)?),
+    ];
+    if let Some(worker) = &config.worker_url {
+        backends.push(("svc-worker", channel(worker)?));
+    }
     Ok(AppState {
-        runs: RunServiceClient::new(runs.clone()),
-        models: ModelServiceClient::new(models.clone()),
+        runs: RunServiceClient::new(runs),
+        models: ModelServiceClient::new(models),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,
         sse_keepalive: config.sse_keepalive,
-        backends: vec![
-            ("svc-runs", runs),
-            ("svc-models", models),
-            ("svc-tools", channel(&config.tools_url)?),
-            ("svc-memory", channel(&config.memory_url)?),
-        ],
+        backends,
         shutdown,
     })
 }
@@ -104,7 +123,9 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     if config.auth_mode == AuthMode::Dev {
-        tracing::warn!("PA_AUTH_MODE=dev: every caller is trusted as a dev user; never expose this gateway");
+        tracing::warn!(
+            "PA_AUTH_MODE=dev: every caller is trusted as a dev user; never expose this gateway"
+        );
     }
     let app = router(build_state(&config, shutdown.clone())?);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");

@@ -25,7 +25,8 @@ struct Problem<'a> {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.0.code;
-        let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let title = status.canonical_reason().unwrap_or("Error");
         let body = Problem {
             kind: format!("https://personal-agent.dev/problems/{}", code.slug()),
@@ -36,7 +37,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if self.0.retry_after_ms > 0 {
             let secs = self.0.retry_after_ms.div_ceil(1000);
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
@@ -73,20 +77,31 @@ impl From<JsonRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self(PaError::bad_request(format!("invalid query: {}", rejection.body_text())))
+        Self(PaError::bad_request(format!(
+            "invalid query: {}",
+            rejection.body_text()
+        )))
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        Self(PaError::bad_request(format!("invalid path: {}", rejection.body_text())))
+        Self(PaError::bad_request(format!(
+            "invalid path: {}",
+            rejection.body_text()
+        )))
     }
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError(PaError::not_found("no such endpoint; see GET / for the API"))
+    ApiError(PaError::not_found(
+        "no such endpoint; see GET / for the API",
+    ))
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError(PaError::new(pa_kit::ErrorCode::BadRequest, "method not allowed on this endpoint"))
+    ApiError(PaError::new(
+        pa_kit::ErrorCode::BadRequest,
+        "method not allowed on this endpoint",
+    ))
 }

@@ -16,7 +16,9 @@ use crate::state::AppState;
 
 /// Where to resume: the `Last-Event-ID` header wins over `?after=`; both must be stream ids.
 pub fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<String, ApiError> {
-    let from_header = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("\u{0}"));
+    let from_header = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("\u{0}"));
     let point = from_header.or(after).unwrap_or("").trim();
     let valid = point.is_empty()
         || point == "0"
@@ -26,7 +28,10 @@ pub fn resume_point(headers: &HeaderMap, after: Option<&str>) -> Result<String, 
     if valid {
         Ok(point.to_string())
     } else {
-        Err(PaError::bad_request("Last-Event-ID / after must be an event id such as 1700000000000-0").into())
+        Err(PaError::bad_request(
+            "Last-Event-ID / after must be an event id such as 1700000000000-0",
+        )
+        .into())
     }
 }
 
@@ -64,14 +69,14 @@ pub fn follow_run(
     let events = pa_kit::run_events::follow(state.redis.clone(), run_id, after, still_live)
         .take_until(stop)
         .map(|item| {
-        Ok(match item {
-            Ok(stored) => match stored.event.to_json() {
-                Ok(json) => SseEvent::default().id(stored.stream_id).data(json),
-                Err(err) => error_event(&PaError::internal(err)),
-            },
-            Err(err) => error_event(&err),
-        })
-    });
+            Ok(match item {
+                Ok(stored) => match stored.event.to_json() {
+                    Ok(json) => SseEvent::default().id(stored.stream_id).data(json),
+                    Err(err) => error_event(&PaError::internal(err)),
+                },
+                Err(err) => error_event(&err),
+            })
+        });
     Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keepalive))
 }
 

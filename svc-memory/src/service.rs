@@ -22,13 +22,21 @@ impl MemoryServiceImpl {
 
 #[tonic::async_trait]
 impl MemoryService for MemoryServiceImpl {
-    async fn upsert(&self, request: Request<UpsertMemoryRequest>) -> Result<Response<MemoryItem>, Status> {
+    async fn upsert(
+        &self,
+        request: Request<UpsertMemoryRequest>,
+    ) -> Result<Response<MemoryItem>, Status> {
         let identity = request.identity()?;
         let item = request
             .into_inner()
             .item
             .ok_or_else(|| PaError::bad_request("item is required"))?;
-        Ok(Response::new(self.store.upsert(&identity, item).await.map_err(PaError::from)?))
+        Ok(Response::new(
+            self.store
+                .upsert(&identity, item)
+                .await
+                .map_err(PaError::from)?,
+        ))
     }
 
     async fn search(
@@ -40,7 +48,13 @@ impl MemoryService for MemoryServiceImpl {
         let scope = MemoryScope::try_from(req.scope).unwrap_or(MemoryScope::Unspecified);
         let results = self
             .store
-            .search(&identity, &req.query, scope, req.chat_id.as_deref(), req.limit)
+            .search(
+                &identity,
+                &req.query,
+                scope,
+                req.chat_id.as_deref(),
+                req.limit,
+            )
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(SearchMemoryResponse { results }))
@@ -51,11 +65,17 @@ impl MemoryService for MemoryServiceImpl {
         request: Request<ForgetMemoryRequest>,
     ) -> Result<Response<ForgetMemoryResponse>, Status> {
         let identity = request.identity()?;
-        self.store.forget(&identity, &request.get_ref().id).await.map_err(PaError::from)?;
+        self.store
+            .forget(&identity, &request.get_ref().id)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ForgetMemoryResponse {}))
     }
 
-    async fn curate(&self, request: Request<CurateRequest>) -> Result<Response<CurateResponse>, Status> {
+    async fn curate(
+        &self,
+        request: Request<CurateRequest>,
+    ) -> Result<Response<CurateResponse>, Status> {
         request.identity()?;
         Err(PaError::unimplemented("the Curator arrives with the durable-runs issue").into())
     }

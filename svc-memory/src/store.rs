@@ -43,9 +43,9 @@ fn validate(item: &MemoryItem) -> Result<MemoryScope, MemoryError> {
             Err(MemoryError::Invalid("a WORLD memory has no chat_id".into()))
         }
         _ if item.content.trim().is_empty() => Err(MemoryError::Invalid("content is empty".into())),
-        _ if item.content.len() > MAX_CONTENT => {
-            Err(MemoryError::Invalid(format!("content is over {MAX_CONTENT} bytes")))
-        }
+        _ if item.content.len() > MAX_CONTENT => Err(MemoryError::Invalid(format!(
+            "content is over {MAX_CONTENT} bytes"
+        ))),
         scope => Ok(scope),
     }
 }
@@ -70,7 +70,11 @@ impl MemoryStore {
     }
 
     /// Inserts, or updates the caller's item with the same id.
-    pub async fn upsert(&self, identity: &Identity, mut item: MemoryItem) -> Result<MemoryItem, MemoryError> {
+    pub async fn upsert(
+        &self,
+        identity: &Identity,
+        mut item: MemoryItem,
+    ) -> Result<MemoryItem, MemoryError> {
         let scope = validate(&item)?;
         if item.id.is_empty() {
             item.id = uuid::Uuid::now_v7().to_string();
@@ -122,22 +126,33 @@ impl MemoryStore {
         .bind(&identity.user_id)
         .bind(scope_filter)
         .bind(chat_id)
-        .bind(query.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+        .bind(
+            query
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_"),
+        )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| Ok(ScoredMemory { item: Some(from_row(row)?), score: 1.0 }))
+            .map(|row| {
+                Ok(ScoredMemory {
+                    item: Some(from_row(row)?),
+                    score: 1.0,
+                })
+            })
             .collect()
     }
 
     pub async fn forget(&self, identity: &Identity, id: &str) -> Result<(), MemoryError> {
-        let done = sqlx::query("DELETE FROM items WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-            .bind(&identity.tenant_id)
-            .bind(&identity.user_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("DELETE FROM items WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+                .bind(&identity.tenant_id)
+                .bind(&identity.user_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(MemoryError::NotFound(id.to_string()));
         }

@@ -81,7 +81,9 @@ impl Catalog {
             "{SELECT} WHERE m.tenant_id = '_platform' AND m.enabled \
              ORDER BY m.input_price_micros + m.output_price_micros, m.label"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
     }
 
@@ -109,7 +111,11 @@ impl Catalog {
         if requested.is_empty() || requested == "auto" {
             let models = self.enabled_models().await?;
             let chosen = models.first().ok_or(CatalogError::NoModel)?;
-            let fallback_labels = models.iter().skip(1).map(|m| m.info.label.clone()).collect();
+            let fallback_labels = models
+                .iter()
+                .skip(1)
+                .map(|m| m.info.label.clone())
+                .collect();
             return Ok(ModelSelection {
                 requested: "auto".into(),
                 resolved_label: chosen.info.label.clone(),

@@ -28,12 +28,17 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool = pa_kit::db::connect_schema(&config.common.database_url, "models", &MIGRATOR, 10).await?;
+    let pool =
+        pa_kit::db::connect_schema(&config.common.database_url, "models", &MIGRATOR, 10).await?;
     let catalog = catalog::Catalog::new(pool);
-    let service = service::ModelServiceImpl::new(catalog, config.offline_token_delay, shutdown.clone());
+    let service =
+        service::ModelServiceImpl::new(catalog, config.offline_token_delay, shutdown.clone());
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?
-        .add_service(ModelServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .add_service(ModelServiceServer::with_interceptor(
+            service,
+            RequireIdentity(auth),
+        ))
         .serve(listener, shutdown)
         .await?;
     Ok(())

@@ -15,16 +15,23 @@ pub fn reply_tokens(messages: &[ChatTurnMessage]) -> Vec<String> {
         .map(|m| m.content.as_str())
         .unwrap_or("");
     let reply = if last_user.trim().is_empty() {
-        "(offline echo model: no real model is configured) There was no message to echo.".to_string()
+        "(offline echo model: no real model is configured) There was no message to echo."
+            .to_string()
     } else {
         format!("{REPLY_PREFIX}{last_user}")
     };
-    reply.split_inclusive(char::is_whitespace).map(str::to_string).collect()
+    reply
+        .split_inclusive(char::is_whitespace)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Token counts in the offline model's own unit: whitespace-separated words.
 pub fn usage(messages: &[ChatTurnMessage], output_tokens: usize) -> Usage {
-    let input: usize = messages.iter().map(|m| m.content.split_whitespace().count()).sum();
+    let input: usize = messages
+        .iter()
+        .map(|m| m.content.split_whitespace().count())
+        .sum();
     Usage {
         input_tokens: input as u64,
         output_tokens: output_tokens as u64,
@@ -39,7 +46,11 @@ mod tests {
     use super::*;
 
     fn user(content: &str) -> ChatTurnMessage {
-        ChatTurnMessage { role: "user".into(), content: content.into(), ..Default::default() }
+        ChatTurnMessage {
+            role: "user".into(),
+            content: content.into(),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -53,6 +64,9 @@ mod tests {
     #[test]
     fn usage_counts_words() {
         let usage = usage(&[user("a b c")], 4);
-        assert_eq!((usage.input_tokens, usage.output_tokens, usage.total_tokens), (3, 4, 7));
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (3, 4, 7)
+        );
     }
 }

@@ -7,8 +7,8 @@ use futures::Stream;
 use pa_kit::{PaError, RequestIdentity, Shutdown};
 use pa_proto::v1::model_service_server::ModelService;
 use pa_proto::v1::{
-    ChatFinish, EmbedRequest, EmbedResponse, ListModelsRequest, ListModelsResponse,
-    ModelSelection, ResolveModelRequest, StreamChatChunk, StreamChatRequest, stream_chat_chunk,
+    ChatFinish, EmbedRequest, EmbedResponse, ListModelsRequest, ListModelsResponse, ModelSelection,
+    ResolveModelRequest, StreamChatChunk, StreamChatRequest, stream_chat_chunk,
 };
 use tonic::{Request, Response, Status};
 
@@ -23,7 +23,11 @@ pub struct ModelServiceImpl {
 
 impl ModelServiceImpl {
     pub fn new(catalog: Catalog, offline_token_delay: Duration, shutdown: Shutdown) -> Self {
-        Self { catalog, offline_token_delay, shutdown }
+        Self {
+            catalog,
+            offline_token_delay,
+            shutdown,
+        }
     }
 }
 
@@ -41,7 +45,9 @@ impl ModelService for ModelServiceImpl {
     ) -> Result<Response<ListModelsResponse>, Status> {
         request.identity()?;
         let models = self.catalog.enabled_models().await.map_err(PaError::from)?;
-        Ok(Response::new(ListModelsResponse { models: models.into_iter().map(|m| m.info).collect() }))
+        Ok(Response::new(ListModelsResponse {
+            models: models.into_iter().map(|m| m.info).collect(),
+        }))
     }
 
     async fn resolve(
@@ -65,7 +71,11 @@ impl ModelService for ModelServiceImpl {
     ) -> Result<Response<Self::StreamChatStream>, Status> {
         request.identity()?;
         let request = request.into_inner();
-        let model = self.catalog.get(&request.label).await.map_err(PaError::from)?;
+        let model = self
+            .catalog
+            .get(&request.label)
+            .await
+            .map_err(PaError::from)?;
         if model.provider_kind != "offline" {
             return Err(PaError::unavailable(format!(
                 "provider kind {} of {} cannot be called yet",
@@ -98,12 +108,19 @@ impl ModelService for ModelServiceImpl {
                 usage: Some(usage),
                 served_label: label,
             };
-            let _ = tx.send(Ok(chunk(stream_chat_chunk::Chunk::Finish(finish)))).await;
+            let _ = tx
+                .send(Ok(chunk(stream_chat_chunk::Chunk::Finish(finish))))
+                .await;
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
-    async fn embed(&self, request: Request<EmbedRequest>) -> Result<Response<EmbedResponse>, Status> {
+    async fn embed(
+        &self,
+        request: Request<EmbedRequest>,
+    ) -> Result<Response<EmbedResponse>, Status> {
         request.identity()?;
         Err(PaError::unimplemented("embeddings arrive with the memory service (issue 7)").into())
     }

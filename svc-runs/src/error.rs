@@ -25,10 +25,14 @@ pub enum RunsError {
 impl From<RunsError> for PaError {
     fn from(err: RunsError) -> Self {
         match err {
-            RunsError::ChatNotFound(_) | RunsError::RunNotFound(_) => PaError::not_found(err.to_string()),
+            RunsError::ChatNotFound(_) | RunsError::RunNotFound(_) => {
+                PaError::not_found(err.to_string())
+            }
             RunsError::Invalid(_) => PaError::bad_request(err.to_string()),
             RunsError::Conflict(_) => PaError::conflict(err.to_string()),
-            RunsError::ShuttingDown => PaError::unavailable(err.to_string()).with_retry_after_ms(1000),
+            RunsError::ShuttingDown => {
+                PaError::unavailable(err.to_string()).with_retry_after_ms(1000)
+            }
             RunsError::Unsupported(_) => PaError::new(ErrorCode::Unimplemented, err.to_string()),
             RunsError::Corrupt(e) => PaError::internal(e),
             RunsError::Upstream(e) => e,

@@ -44,12 +44,23 @@ impl InlineDriver {
         shutdown: Shutdown,
         history_messages: u32,
     ) -> Self {
-        Self { store, models, tools, auth, sink, shutdown, history_messages, active: Default::default() }
+        Self {
+            store,
+            models,
+            tools,
+            auth,
+            sink,
+            shutdown,
+            history_messages,
+            active: Default::default(),
+        }
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         // A poisoned map only means a panic elsewhere; the map itself is still consistent.
-        self.active.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `spec` in a tracked task (shutdown drains it).
@@ -85,7 +96,11 @@ impl InlineDriver {
     /// records it and tells stream readers.
     pub async fn fail(&self, spec: &RunSpec, err: &PaError) {
         tracing::warn!(run_id = %spec.run_id, %err, "run failed");
-        let status = if err.code == pa_kit::ErrorCode::Cancelled { RunStatus::Cancelled } else { RunStatus::Failed };
+        let status = if err.code == pa_kit::ErrorCode::Cancelled {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Failed
+        };
         let end = RunEnd {
             status,
             usage: Default::default(),
@@ -111,7 +126,10 @@ impl InlineDriver {
 
     async fn drive(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<(), PaError> {
         let identity = spec.identity.clone().unwrap_or_default();
-        self.store.mark_running(&spec.run_id).await.map_err(PaError::from)?;
+        self.store
+            .mark_running(&spec.run_id)
+            .await
+            .map_err(PaError::from)?;
         let history = self
             .store
             .history(&identity.tenant_id, &spec.chat_id, self.history_messages)
@@ -163,7 +181,9 @@ impl InlineDriver {
 }
 
 fn cancelled() -> Input {
-    Input::Cancel { reason: "cancelled by the user".into() }
+    Input::Cancel {
+        reason: "cancelled by the user".into(),
+    }
 }
 
 /// One run in flight.
@@ -184,7 +204,8 @@ impl RunState<'_> {
     async fn feed(&mut self, input: Input) -> Result<(), PaError> {
         let actions = self.agent.step(input).map_err(PaError::internal)?;
         if self.agent.is_done() {
-            self.queue.retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
+            self.queue
+                .retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
         }
         for action in actions {
             match action {
@@ -200,10 +221,18 @@ impl RunState<'_> {
             self.held_terminal = Some(event);
             return Ok(());
         }
-        self.driver.sink.emit(&self.spec.run_id, &event).await.map(|_| ())
+        self.driver
+            .sink
+            .emit(&self.spec.run_id, &event)
+            .await
+            .map(|_| ())
     }
 
-    async fn call_model(&mut self, request: ModelRequest, cancel: &CancellationToken) -> Result<(), PaError> {
+    async fn call_model(
+        &mut self,
+        request: ModelRequest,
+        cancel: &CancellationToken,
+    ) -> Result<(), PaError> {
         let label = self
             .spec
             .model_selection
@@ -239,15 +268,20 @@ impl RunState<'_> {
                         name: call.name,
                         arguments_json: call.arguments_json,
                     }),
-                    Some(Chunk::Finish(finish)) => {
-                        Input::ModelFinished { usage: finish.usage.unwrap_or_default() }
-                    }
+                    Some(Chunk::Finish(finish)) => Input::ModelFinished {
+                        usage: finish.usage.unwrap_or_default(),
+                    },
                     Some(Chunk::ReasoningDelta(_)) | None => continue,
                 },
                 Some(Err(status)) => model_failed(&PaError::from(status)),
-                None => model_failed(&PaError::unavailable("the model stream ended without finishing")),
+                None => model_failed(&PaError::unavailable(
+                    "the model stream ended without finishing",
+                )),
             };
-            let finished = matches!(input, Input::ModelFinished { .. } | Input::ModelFailed { .. });
+            let finished = matches!(
+                input,
+                Input::ModelFinished { .. } | Input::ModelFailed { .. }
+            );
             self.feed(input).await?;
             if finished {
                 return Ok(());
@@ -264,10 +298,17 @@ impl RunState<'_> {
             arguments_json: call.arguments_json,
         };
         let mut tools = self.driver.tools.clone();
-        let input = match tools.execute_tool(self.driver.auth.request(self.identity, request)).await {
+        let input = match tools
+            .execute_tool(self.driver.auth.request(self.identity, request))
+            .await
+        {
             Ok(response) => {
                 let result = response.into_inner();
-                Input::ToolResult { tool_call_id: call.id, content: result.content, is_error: result.is_error }
+                Input::ToolResult {
+                    tool_call_id: call.id,
+                    content: result.content,
+                    is_error: result.is_error,
+                }
             }
             // A failed tool is the model's to handle, not the run's end.
             Err(status) => Input::ToolResult {
@@ -288,14 +329,21 @@ impl RunState<'_> {
                 error_message: None,
                 assistant_text: final_text,
             },
-            Outcome::Failed { code, message, usage } => RunEnd {
+            Outcome::Failed {
+                code,
+                message,
+                usage,
+            } => RunEnd {
                 status: RunStatus::Failed,
                 usage: *usage,
                 error_code: Some(code),
                 error_message: Some(message),
                 assistant_text: "",
             },
-            Outcome::Cancelled { partial_text, usage } => RunEnd {
+            Outcome::Cancelled {
+                partial_text,
+                usage,
+            } => RunEnd {
                 status: RunStatus::Cancelled,
                 usage: *usage,
                 error_code: Some("cancelled"),
@@ -303,7 +351,11 @@ impl RunState<'_> {
                 assistant_text: partial_text,
             },
         };
-        self.driver.store.finish_run(self.spec, end).await.map_err(PaError::from)?;
+        self.driver
+            .store
+            .finish_run(self.spec, end)
+            .await
+            .map_err(PaError::from)?;
         if let Some(event) = self.held_terminal.take() {
             self.driver.sink.emit(&self.spec.run_id, &event).await?;
         }
@@ -312,7 +364,10 @@ impl RunState<'_> {
 }
 
 fn model_failed(err: &PaError) -> Input {
-    Input::ModelFailed { code: err.code.slug().to_string(), message: err.message.clone() }
+    Input::ModelFailed {
+        code: err.code.slug().to_string(),
+        message: err.message.clone(),
+    }
 }
 
 fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
@@ -323,7 +378,11 @@ fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
         tool_calls: message
             .tool_calls
             .into_iter()
-            .map(|c| ChatToolCall { id: c.id, name: c.name, arguments_json: c.arguments_json })
+            .map(|c| ChatToolCall {
+                id: c.id,
+                name: c.name,
+                arguments_json: c.arguments_json,
+            })
             .collect(),
     }
 }

@@ -3,6 +3,7 @@
 //! builds the [`RunSpec`], writes the Run row and hands the run to a driver. Nothing else builds
 //! a RunSpec.
 
+use pa_kit::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
@@ -23,7 +24,9 @@ pub const MAX_ID_CHARS: usize = 128;
 pub fn validate_client_id(kind: &str, id: &str) -> Result<(), RunsError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_ID_CHARS
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if ok {
         Ok(())
     } else {
@@ -46,6 +49,7 @@ pub struct Launcher {
     pub auth: InternalAuth,
     pub limits: UsageLimits,
     pub driver: InlineDriver,
+    pub sink: EventSink,
     pub shutdown: Shutdown,
 }
 
@@ -65,14 +69,17 @@ impl Launcher {
             return Err(RunsError::Invalid("message must not be empty".into()));
         }
         if request.message.len() > MAX_MESSAGE_BYTES {
-            return Err(RunsError::Invalid(format!("message is over {MAX_MESSAGE_BYTES} bytes")));
+            return Err(RunsError::Invalid(format!(
+                "message is over {MAX_MESSAGE_BYTES} bytes"
+            )));
         }
         validate_client_id("chat id", &request.chat_id)
             .map_err(|_| RunsError::ChatNotFound(request.chat_id.clone()))?;
         let mode = RunMode::try_from(request.mode).unwrap_or(RunMode::Unspecified);
         if mode == RunMode::Durable {
             return Err(RunsError::Unsupported(
-                "durable runs are not available yet: svc-worker's ChatAgentWorkflow is not wired".into(),
+                "durable runs are not available yet: svc-worker's ChatAgentWorkflow is not wired"
+                    .into(),
             ));
         }
         if self.shutdown.is_triggered() {
@@ -84,20 +91,32 @@ impl Launcher {
             validate_client_id("run id", &request.run_id)?;
             // An idempotent retry returns the run it created the first time.
             match self.store.get_run(identity, &request.run_id).await {
-                Ok(run) => return Ok(Launched { run, existing: true }),
+                Ok(run) => {
+                    return Ok(Launched {
+                        run,
+                        existing: true,
+                    });
+                }
                 Err(RunsError::RunNotFound(_)) => {}
                 Err(other) => return Err(other),
             }
             if self.store.run_id_taken(&request.run_id).await? {
-                return Err(RunsError::Conflict(format!("run id {} is already used", request.run_id)));
+                return Err(RunsError::Conflict(format!(
+                    "run id {} is already used",
+                    request.run_id
+                )));
             }
             request.run_id.clone()
         };
         let chat = self.store.get_chat(identity, &request.chat_id).await?;
-        let classification =
-            DataClassification::try_from(chat.classification).unwrap_or(DataClassification::Internal);
+        let classification = DataClassification::try_from(chat.classification)
+            .unwrap_or(DataClassification::Internal);
 
-        let requested = if request.model.trim().is_empty() { "auto" } else { request.model.trim() };
+        let requested = if request.model.trim().is_empty() {
+            "auto"
+        } else {
+            request.model.trim()
+        };
         let resolve = ResolveModelRequest {
             requested: requested.to_string(),
             classification: classification as i32,
@@ -140,12 +159,21 @@ impl Launcher {
             classification: classification as i32,
             assistant_message_id: new_id(),
         };
+        // The id is free in the database, so any stream under it is stale (e.g. a run of a
+        // deleted chat); readers of the new run must not see it.
+        self.sink.delete(std::slice::from_ref(&run_id)).await?;
         let Some(run) = self.store.insert_run(&spec, &new_id()).await? else {
             // A concurrent request with the same run id won the race.
             let run = self.store.get_run(identity, &run_id).await?;
-            return Ok(Launched { run, existing: true });
+            return Ok(Launched {
+                run,
+                existing: true,
+            });
         };
         self.driver.start(spec);
-        Ok(Launched { run, existing: false })
+        Ok(Launched {
+            run,
+            existing: false,
+        })
     }
 }

@@ -37,18 +37,20 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool = pa_kit::db::connect_schema(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
+    let pool =
+        pa_kit::db::connect_schema(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
     let auth = InternalAuth::new(&config.common.internal_secret);
     let store = store::RunStore::new(pool);
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
+    let sink = EventSink::new(redis.clone());
     let driver = inline::InlineDriver::new(
         store.clone(),
         models.clone(),
         tools.clone(),
         auth.clone(),
-        EventSink::new(redis.clone()),
+        sink.clone(),
         shutdown.clone(),
         config.history_messages,
     );
@@ -59,12 +61,19 @@ pub async fn run(
         auth: auth.clone(),
         limits: config.limits,
         driver,
+        sink,
         shutdown: shutdown.clone(),
     };
     let service = service::RunServiceImpl::new(launcher, redis);
     GrpcServer::new(config.request_timeout)?
-        .add_service(RunServiceServer::with_interceptor(service.clone(), RequireIdentity(auth.clone())))
-        .add_service(ControlServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .add_service(RunServiceServer::with_interceptor(
+            service.clone(),
+            RequireIdentity(auth.clone()),
+        ))
+        .add_service(ControlServiceServer::with_interceptor(
+            service,
+            RequireIdentity(auth),
+        ))
         .serve(listener, shutdown)
         .await?;
     Ok(())

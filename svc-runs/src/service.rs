@@ -50,7 +50,10 @@ impl RunServiceImpl {
         } else {
             let spec = store.spec(run_id).await?;
             driver
-                .fail(&spec, &PaError::new(pa_kit::ErrorCode::Cancelled, "cancelled by the user"))
+                .fail(
+                    &spec,
+                    &PaError::new(pa_kit::ErrorCode::Cancelled, "cancelled by the user"),
+                )
                 .await;
         }
         store.get_run(identity, run_id).await
@@ -61,12 +64,17 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RunService for RunServiceImpl {
-    async fn create_chat(&self, request: Request<CreateChatRequest>) -> Result<Response<Chat>, Status> {
+    async fn create_chat(
+        &self,
+        request: Request<CreateChatRequest>,
+    ) -> Result<Response<Chat>, Status> {
         let identity = request.identity()?;
         let req = request.into_inner();
         let title = req.title.trim();
         if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(RunsError::Invalid(format!("title is over {MAX_TITLE_CHARS} characters")).into());
+            return Err(
+                RunsError::Invalid(format!("title is over {MAX_TITLE_CHARS} characters")).into(),
+            );
         }
         let title = if title.is_empty() { "New chat" } else { title };
         let classification = match DataClassification::try_from(req.classification) {
@@ -80,13 +88,22 @@ impl RunService for RunServiceImpl {
             validate_client_id("chat id", &req.chat_id)?;
             req.chat_id
         };
-        let chat = self.launcher.store.create_chat(&identity, &id, title, classification).await?;
+        let chat = self
+            .launcher
+            .store
+            .create_chat(&identity, &id, title, classification)
+            .await?;
         Ok(Response::new(chat))
     }
 
     async fn get_chat(&self, request: Request<GetChatRequest>) -> Result<Response<Chat>, Status> {
         let identity = request.identity()?;
-        Ok(Response::new(self.launcher.store.get_chat(&identity, &request.get_ref().chat_id).await?))
+        Ok(Response::new(
+            self.launcher
+                .store
+                .get_chat(&identity, &request.get_ref().chat_id)
+                .await?,
+        ))
     }
 
     async fn list_chats(
@@ -95,9 +112,15 @@ impl RunService for RunServiceImpl {
     ) -> Result<Response<ListChatsResponse>, Status> {
         let identity = request.identity()?;
         let req = request.get_ref();
-        let (chats, next_page_token) =
-            self.launcher.store.list_chats(&identity, req.page_size, &req.page_token).await?;
-        Ok(Response::new(ListChatsResponse { chats, next_page_token }))
+        let (chats, next_page_token) = self
+            .launcher
+            .store
+            .list_chats(&identity, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(ListChatsResponse {
+            chats,
+            next_page_token,
+        }))
     }
 
     async fn delete_chat(
@@ -105,10 +128,16 @@ impl RunService for RunServiceImpl {
         request: Request<DeleteChatRequest>,
     ) -> Result<Response<DeleteChatResponse>, Status> {
         let identity = request.identity()?;
-        let active = self.launcher.store.delete_chat(&identity, &request.get_ref().chat_id).await?;
-        for run_id in active {
-            self.launcher.driver.cancel(&run_id);
+        let runs = self
+            .launcher
+            .store
+            .delete_chat(&identity, &request.get_ref().chat_id)
+            .await?;
+        for run_id in &runs {
+            self.launcher.driver.cancel(run_id);
         }
+        // The chat is gone; so is what its runs streamed.
+        self.launcher.sink.delete(&runs).await?;
         Ok(Response::new(DeleteChatResponse {}))
     }
 
@@ -123,7 +152,10 @@ impl RunService for RunServiceImpl {
             .store
             .list_messages(&identity, &req.chat_id, req.page_size, &req.page_token)
             .await?;
-        Ok(Response::new(ListMessagesResponse { messages, next_page_token }))
+        Ok(Response::new(ListMessagesResponse {
+            messages,
+            next_page_token,
+        }))
     }
 
     async fn create_run(
@@ -131,18 +163,34 @@ impl RunService for RunServiceImpl {
         request: Request<CreateRunRequest>,
     ) -> Result<Response<CreateRunResponse>, Status> {
         let identity = request.identity()?;
-        let launched = self.launcher.launch_run(&identity, request.into_inner()).await?;
-        Ok(Response::new(CreateRunResponse { run: Some(launched.run), existing: launched.existing }))
+        let launched = self
+            .launcher
+            .launch_run(&identity, request.into_inner())
+            .await?;
+        Ok(Response::new(CreateRunResponse {
+            run: Some(launched.run),
+            existing: launched.existing,
+        }))
     }
 
     async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
         let identity = request.identity()?;
-        Ok(Response::new(self.launcher.store.get_run(&identity, &request.get_ref().run_id).await?))
+        Ok(Response::new(
+            self.launcher
+                .store
+                .get_run(&identity, &request.get_ref().run_id)
+                .await?,
+        ))
     }
 
-    async fn cancel_run(&self, request: Request<CancelRunRequest>) -> Result<Response<Run>, Status> {
+    async fn cancel_run(
+        &self,
+        request: Request<CancelRunRequest>,
+    ) -> Result<Response<Run>, Status> {
         let identity = request.identity()?;
-        Ok(Response::new(self.cancel(&identity, &request.get_ref().run_id).await?))
+        Ok(Response::new(
+            self.cancel(&identity, &request.get_ref().run_id).await?,
+        ))
     }
 
     type StreamRunEventsStream = EventStream;
@@ -162,30 +210,45 @@ impl RunService for RunServiceImpl {
             let run_id = run_id.clone();
             async move { matches!(store.run_status(&run_id).await, Ok(Some(s)) if !is_terminal(s)) }
         };
-        let events = pa_kit::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live)
-            .map(|item| {
-                item.map(|stored| RunEvent { stream_id: stored.stream_id, event: Some(stored.event) })
+        let events =
+            pa_kit::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live).map(
+                |item| {
+                    item.map(|stored| RunEvent {
+                        stream_id: stored.stream_id,
+                        event: Some(stored.event),
+                    })
                     .map_err(Status::from)
-            });
+                },
+            );
         Ok(Response::new(Box::pin(events)))
     }
 }
 
 #[tonic::async_trait]
 impl ControlService for RunServiceImpl {
-    async fn send_control(&self, request: Request<ControlCommand>) -> Result<Response<ControlAck>, Status> {
+    async fn send_control(
+        &self,
+        request: Request<ControlCommand>,
+    ) -> Result<Response<ControlAck>, Status> {
         let identity = request.identity()?;
         let command = request.into_inner();
         match command.command {
             Some(control_command::Command::Cancel(_)) => {
                 let run = self.cancel(&identity, &command.run_id).await?;
                 let detail = format!("run status: {}", run.status().as_str_name());
-                Ok(Response::new(ControlAck { run_id: run.id, accepted: true, detail }))
+                Ok(Response::new(ControlAck {
+                    run_id: run.id,
+                    accepted: true,
+                    detail,
+                }))
             }
             Some(control_command::Command::ToolCallDecision(decision)) => {
                 // No tool call can be waiting for approval yet: the gates arrive with the
                 // toolsets issue. Say so precisely rather than pretend.
-                self.launcher.store.get_run(&identity, &command.run_id).await?;
+                self.launcher
+                    .store
+                    .get_run(&identity, &command.run_id)
+                    .await?;
                 Err(PaError::not_found(format!(
                     "no tool call {} is waiting for approval in run {}",
                     decision.tool_call_id, command.run_id

@@ -53,8 +53,10 @@ const RUN_COLUMNS: &str = "id, chat_id, parent_run_id, mode, status, requested_m
 
 fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
     let finished: Option<DateTime<Utc>> = row.try_get("finished_at")?;
-    let u64_of = |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
-    let u32_of = |name: &str| -> Result<u32, sqlx::Error> { Ok(row.try_get::<i32, _>(name)?.max(0) as u32) };
+    let u64_of =
+        |name: &str| -> Result<u64, sqlx::Error> { Ok(row.try_get::<i64, _>(name)?.max(0) as u64) };
+    let u32_of =
+        |name: &str| -> Result<u32, sqlx::Error> { Ok(row.try_get::<i32, _>(name)?.max(0) as u32) };
     Ok(Run {
         id: row.try_get("id")?,
         chat_id: row.try_get("chat_id")?,
@@ -164,7 +166,11 @@ impl RunStore {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<Chat>, String), RunsError> {
-        let limit = if page_size == 0 { 50 } else { page_size.min(200) } as i64;
+        let limit = if page_size == 0 {
+            50
+        } else {
+            page_size.min(200)
+        } as i64;
         let (after_us, after_id) = if page_token.is_empty() {
             (None, None)
         } else {
@@ -203,29 +209,33 @@ impl RunStore {
         Ok((chats, next))
     }
 
-    /// Deletes the chat with its messages and runs; returns the ids of its unfinished runs.
-    pub async fn delete_chat(&self, identity: &Identity, id: &str) -> Result<Vec<String>, RunsError> {
+    /// Deletes the chat with its messages and runs; returns the ids of its runs.
+    pub async fn delete_chat(
+        &self,
+        identity: &Identity,
+        id: &str,
+    ) -> Result<Vec<String>, RunsError> {
         let mut tx = self.pool.begin().await?;
-        let active: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE tenant_id = $1 AND chat_id = $2 AND status IN ($3, $4)",
+        let runs: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3",
         )
         .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
         .bind(id)
-        .bind(RunStatus::Queued as i16)
-        .bind(RunStatus::Running as i16)
         .fetch_all(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM chats WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-            .bind(&identity.tenant_id)
-            .bind(&identity.user_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM chats WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
+                .bind(&identity.tenant_id)
+                .bind(&identity.user_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         if deleted.rows_affected() == 0 {
             return Err(RunsError::ChatNotFound(id.to_string()));
         }
         tx.commit().await?;
-        Ok(active)
+        Ok(runs)
     }
 
     /// Oldest first; the page token encodes the last message's sequence number.
@@ -237,7 +247,11 @@ impl RunStore {
         page_token: &str,
     ) -> Result<(Vec<ChatMessage>, String), RunsError> {
         self.get_chat(identity, chat_id).await?;
-        let limit = if page_size == 0 { 100 } else { page_size.min(500) } as i64;
+        let limit = if page_size == 0 {
+            100
+        } else {
+            page_size.min(500)
+        } as i64;
         let after: i64 = if page_token.is_empty() {
             0
         } else {
@@ -261,7 +275,10 @@ impl RunStore {
             (true, Some(last)) => encode_cursor(&last.try_get::<i64, _>("seq")?.to_string()),
             _ => String::new(),
         };
-        let messages = rows.iter().map(message_from_row).collect::<Result<_, _>>()?;
+        let messages = rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<_, _>>()?;
         Ok((messages, next))
     }
 
@@ -281,7 +298,10 @@ impl RunStore {
         .bind(i64::from(limit.max(1)))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.iter().map(message_from_row).collect::<Result<_, _>>()?)
+        Ok(rows
+            .iter()
+            .map(message_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// A run of this tenant, whoever in the tenant started it (tenant-level check; user-level
@@ -302,10 +322,12 @@ impl RunStore {
 
     /// Whether any tenant already uses this run id.
     pub async fn run_id_taken(&self, run_id: &str) -> Result<bool, RunsError> {
-        Ok(sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
-            .bind(run_id)
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
+                .bind(run_id)
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     pub async fn run_status(&self, run_id: &str) -> Result<Option<i32>, RunsError> {
@@ -388,7 +410,11 @@ impl RunStore {
     /// Records how a run ended and its assistant message, in one transaction. A run that already
     /// ended is left as it is (returns false).
     pub async fn finish_run(&self, spec: &RunSpec, end: RunEnd<'_>) -> Result<bool, RunsError> {
-        let tenant_id = spec.identity.as_ref().map(|i| i.tenant_id.clone()).unwrap_or_default();
+        let tenant_id = spec
+            .identity
+            .as_ref()
+            .map(|i| i.tenant_id.clone())
+            .unwrap_or_default();
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \

@@ -75,7 +75,11 @@ impl ToolsetAssembler {
         self.snapshot(identity, &snapshot_id).await
     }
 
-    pub async fn snapshot(&self, identity: &Identity, snapshot_id: &str) -> Result<Toolset, ToolsError> {
+    pub async fn snapshot(
+        &self,
+        identity: &Identity,
+        snapshot_id: &str,
+    ) -> Result<Toolset, ToolsError> {
         let row = sqlx::query(
             "SELECT tools, blocked FROM toolset_snapshots WHERE tenant_id = $1 AND id = $2 AND user_id = $3",
         )
@@ -100,9 +104,14 @@ impl ToolsetAssembler {
         name: &str,
     ) -> Result<ToolDefinition, ToolsError> {
         let toolset = self.snapshot(identity, snapshot_id).await?;
-        toolset.tools.into_iter().find(|t| t.name == name).ok_or_else(|| {
-            ToolsError::NotInSnapshot { tool: name.to_string(), snapshot: snapshot_id.to_string() }
-        })
+        toolset
+            .tools
+            .into_iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| ToolsError::NotInSnapshot {
+                tool: name.to_string(),
+                snapshot: snapshot_id.to_string(),
+            })
     }
 
     pub async fn integrations(&self, identity: &Identity) -> Result<Vec<Integration>, ToolsError> {
@@ -127,7 +136,10 @@ impl ToolsetAssembler {
             .collect()
     }
 
-    pub async fn devices(&self, identity: &Identity) -> Result<Vec<pa_proto::v1::Device>, ToolsError> {
+    pub async fn devices(
+        &self,
+        identity: &Identity,
+    ) -> Result<Vec<pa_proto::v1::Device>, ToolsError> {
         let rows = sqlx::query(
             "SELECT id, name, kind, last_seen_at > now() - interval '60 seconds' AS online \
              FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",

@@ -26,11 +26,15 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool = pa_kit::db::connect_schema(&config.common.database_url, "tools", &MIGRATOR, 10).await?;
+    let pool =
+        pa_kit::db::connect_schema(&config.common.database_url, "tools", &MIGRATOR, 10).await?;
     let service = service::ToolServiceImpl::new(assembler::ToolsetAssembler::new(pool));
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?
-        .add_service(ToolServiceServer::with_interceptor(service, RequireIdentity(auth)))
+        .add_service(ToolServiceServer::with_interceptor(
+            service,
+            RequireIdentity(auth),
+        ))
         .serve(listener, shutdown)
         .await?;
     Ok(())

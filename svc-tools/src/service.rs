@@ -48,7 +48,11 @@ impl ToolService for ToolServiceImpl {
             .await
             .map_err(PaError::from)?;
         // Snapshots hold no executable tools yet; reaching here means a registry/executor mismatch.
-        Err(PaError::unimplemented(format!("no executor for tool {} from {}", tool.name, tool.source)).into())
+        Err(PaError::unimplemented(format!(
+            "no executor for tool {} from {}",
+            tool.name, tool.source
+        ))
+        .into())
     }
 
     async fn list_integrations(
@@ -56,7 +60,11 @@ impl ToolService for ToolServiceImpl {
         request: Request<ListIntegrationsRequest>,
     ) -> Result<Response<ListIntegrationsResponse>, Status> {
         let identity = request.identity()?;
-        let integrations = self.assembler.integrations(&identity).await.map_err(PaError::from)?;
+        let integrations = self
+            .assembler
+            .integrations(&identity)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ListIntegrationsResponse { integrations }))
     }
 
@@ -65,7 +73,11 @@ impl ToolService for ToolServiceImpl {
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
         let identity = request.identity()?;
-        let devices = self.assembler.devices(&identity).await.map_err(PaError::from)?;
+        let devices = self
+            .assembler
+            .devices(&identity)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ListDevicesResponse { devices }))
     }
 }

@@ -31,7 +31,11 @@ async fn main() -> std::process::ExitCode {
                 .is_ok_and(|r| r.is_ok());
                 if last != Some(reachable) {
                     tracing::info!(temporal, reachable, "Temporal frontend");
-                    let status = if reachable { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    let status = if reachable {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
                     health.set_service_status("temporal", status).await;
                     last = Some(reachable);
                 }

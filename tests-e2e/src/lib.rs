@@ -51,11 +51,14 @@ impl MeshBuilder {
     }
 
     pub async fn start(self) -> Result<Mesh, BoxError> {
-        let admin_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+        let admin_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
         let database = format!("pa_e2e_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}"))).execute(&mut admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+            .execute(&mut admin)
+            .await?;
         let _ = admin.close().await;
         let database_url = with_database(&admin_url, &database);
         let secret = format!("e2e-{}", uuid::Uuid::new_v4());
@@ -74,72 +77,122 @@ impl MeshBuilder {
         let (gateway_listener, gateway_addr) = listen().await?;
 
         let shutdown = Shutdown::new();
-        services.push(("svc-models", shutdown.clone(), tokio::spawn({
-            let config = svc_models::Config {
-                common: common.clone(),
-                listen_addr: String::new(),
-                offline_token_delay: self.offline_token_delay,
-                request_timeout: timeout,
-            };
-            let s = shutdown.clone();
-            async move { svc_models::run(config, models_listener, s).await.map_err(|e| e.to_string()) }
-        })));
+        services.push((
+            "svc-models",
+            shutdown.clone(),
+            tokio::spawn({
+                let config = svc_models::Config {
+                    common: common.clone(),
+                    listen_addr: String::new(),
+                    offline_token_delay: self.offline_token_delay,
+                    request_timeout: timeout,
+                };
+                let s = shutdown.clone();
+                async move {
+                    svc_models::run(config, models_listener, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        ));
         let shutdown = Shutdown::new();
-        services.push(("svc-tools", shutdown.clone(), tokio::spawn({
-            let config = svc_tools::Config { common: common.clone(), listen_addr: String::new(), request_timeout: timeout };
-            let s = shutdown.clone();
-            async move { svc_tools::run(config, tools_listener, s).await.map_err(|e| e.to_string()) }
-        })));
+        services.push((
+            "svc-tools",
+            shutdown.clone(),
+            tokio::spawn({
+                let config = svc_tools::Config {
+                    common: common.clone(),
+                    listen_addr: String::new(),
+                    request_timeout: timeout,
+                };
+                let s = shutdown.clone();
+                async move {
+                    svc_tools::run(config, tools_listener, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        ));
         let shutdown = Shutdown::new();
-        services.push(("svc-memory", shutdown.clone(), tokio::spawn({
-            let config = svc_memory::Config { common: common.clone(), listen_addr: String::new(), request_timeout: timeout };
-            let s = shutdown.clone();
-            async move { svc_memory::run(config, memory_listener, s).await.map_err(|e| e.to_string()) }
-        })));
+        services.push((
+            "svc-memory",
+            shutdown.clone(),
+            tokio::spawn({
+                let config = svc_memory::Config {
+                    common: common.clone(),
+                    listen_addr: String::new(),
+                    request_timeout: timeout,
+                };
+                let s = shutdown.clone();
+                async move {
+                    svc_memory::run(config, memory_listener, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        ));
         let shutdown = Shutdown::new();
-        services.push(("svc-runs", shutdown.clone(), tokio::spawn({
-            let config = svc_runs::Config {
-                common: common.clone(),
-                listen_addr: String::new(),
-                models_url: models_url.clone(),
-                tools_url: tools_url.clone(),
-                request_timeout: timeout,
-                limits: pa_proto::v1::UsageLimits {
-                    max_model_requests: 16,
-                    max_tool_calls: 32,
-                    max_total_tokens: 0,
-                    max_subagent_depth: 2,
-                },
-                history_messages: 50,
-            };
-            let s = shutdown.clone();
-            async move { svc_runs::run(config, runs_listener, s).await.map_err(|e| e.to_string()) }
-        })));
+        services.push((
+            "svc-runs",
+            shutdown.clone(),
+            tokio::spawn({
+                let config = svc_runs::Config {
+                    common: common.clone(),
+                    listen_addr: String::new(),
+                    models_url: models_url.clone(),
+                    tools_url: tools_url.clone(),
+                    request_timeout: timeout,
+                    limits: pa_proto::v1::UsageLimits {
+                        max_model_requests: 16,
+                        max_tool_calls: 32,
+                        max_total_tokens: 0,
+                        max_subagent_depth: 2,
+                    },
+                    history_messages: 50,
+                };
+                let s = shutdown.clone();
+                async move {
+                    svc_runs::run(config, runs_listener, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        ));
         let shutdown = Shutdown::new();
-        services.push(("svc-gateway", shutdown.clone(), tokio::spawn({
-            let config = svc_gateway::Config {
-                common: common.clone(),
-                listen_addr: String::new(),
-                runs_url: runs_url.clone(),
-                models_url: models_url.clone(),
-                tools_url: tools_url.clone(),
-                memory_url: memory_url.clone(),
-                auth_mode: self.auth_mode,
-                sse_keepalive: Duration::from_secs(15),
-            };
-            let s = shutdown.clone();
-            async move { svc_gateway::run(config, gateway_listener, s).await.map_err(|e| e.to_string()) }
-        })));
+        services.push((
+            "svc-gateway",
+            shutdown.clone(),
+            tokio::spawn({
+                let config = svc_gateway::Config {
+                    common: common.clone(),
+                    listen_addr: String::new(),
+                    runs_url: runs_url.clone(),
+                    models_url: models_url.clone(),
+                    tools_url: tools_url.clone(),
+                    memory_url: memory_url.clone(),
+                    auth_mode: self.auth_mode,
+                    sse_keepalive: Duration::from_secs(15),
+                };
+                let s = shutdown.clone();
+                async move {
+                    svc_gateway::run(config, gateway_listener, s)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }),
+        ));
 
         let mesh = Mesh {
-            gateway_url: gateway_addr.replace("http://", "http://"),
+            gateway_url: gateway_addr,
             runs_url,
             models_url,
             admin_url,
             database,
             database_url,
             auth: InternalAuth::new(&secret),
-            http: reqwest::Client::builder().pool_max_idle_per_host(64).build()?,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()?,
             services,
         };
         mesh.wait_ready(Duration::from_secs(60)).await?;
@@ -170,7 +223,10 @@ pub struct Mesh {
 
 impl Mesh {
     pub fn builder() -> MeshBuilder {
-        MeshBuilder { offline_token_delay: Duration::ZERO, auth_mode: svc_gateway::AuthMode::Dev }
+        MeshBuilder {
+            offline_token_delay: Duration::ZERO,
+            auth_mode: svc_gateway::AuthMode::Dev,
+        }
     }
 
     async fn wait_ready(&self, within: Duration) -> Result<(), BoxError> {
@@ -234,9 +290,12 @@ impl Mesh {
             }
         }
         let mut admin = sqlx::PgConnection::connect(&self.admin_url).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database)))
-            .execute(&mut admin)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.database
+        )))
+        .execute(&mut admin)
+        .await?;
         Ok(())
     }
 
@@ -257,7 +316,9 @@ impl Mesh {
     }
 
     pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
-        let (status, chat) = self.post_json("/v1/chats", &serde_json::json!({ "title": title })).await?;
+        let (status, chat) = self
+            .post_json("/v1/chats", &serde_json::json!({ "title": title }))
+            .await?;
         if status != 201 {
             return Err(format!("create chat: {status} {chat}").into());
         }
@@ -266,7 +327,9 @@ impl Mesh {
 
     pub async fn start_run(&self, chat_id: &str, message: &str) -> Result<String, BoxError> {
         let body = serde_json::json!({ "message": message, "model": "auto" });
-        let (status, run) = self.post_json(&format!("/v1/chats/{chat_id}/runs"), &body).await?;
+        let (status, run) = self
+            .post_json(&format!("/v1/chats/{chat_id}/runs"), &body)
+            .await?;
         if status != 202 {
             return Err(format!("start run: {status} {run}").into());
         }
@@ -280,7 +343,9 @@ impl Mesh {
         last_event_id: Option<&str>,
         max: Option<usize>,
     ) -> Result<Vec<SseEvent>, BoxError> {
-        let mut request = self.http.get(self.url(&format!("/v1/runs/{run_id}/events")));
+        let mut request = self
+            .http
+            .get(self.url(&format!("/v1/runs/{run_id}/events")));
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
@@ -306,7 +371,10 @@ impl SseEvent {
 }
 
 /// Parses an SSE response body until a terminal AG-UI event, the end, or `max` events.
-pub async fn read_sse(response: reqwest::Response, max: Option<usize>) -> Result<Vec<SseEvent>, BoxError> {
+pub async fn read_sse(
+    response: reqwest::Response,
+    max: Option<usize>,
+) -> Result<Vec<SseEvent>, BoxError> {
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let mut events = Vec::new();
@@ -326,7 +394,10 @@ pub async fn read_sse(response: reqwest::Response, max: Option<usize>) -> Result
             if data.is_empty() {
                 continue; // a keep-alive comment
             }
-            let event = SseEvent { id, data: serde_json::from_str(&data)? };
+            let event = SseEvent {
+                id,
+                data: serde_json::from_str(&data)?,
+            };
             let terminal = matches!(event.event_type(), "RUN_FINISHED" | "RUN_ERROR");
             events.push(event);
             if terminal || max.is_some_and(|m| events.len() >= m) {
@@ -341,8 +412,17 @@ pub async fn read_sse(response: reqwest::Response, max: Option<usize>) -> Result
 mod tests {
     #[test]
     fn database_is_replaced_in_urls() {
-        assert_eq!(super::with_database("postgres://pa@h:1/db", "x"), "postgres://pa@h:1/x");
-        assert_eq!(super::with_database("postgres://pa@h:1/db?sslmode=disable", "x"), "postgres://pa@h:1/x?sslmode=disable");
-        assert_eq!(super::with_database("postgres://pa@h:1", "x"), "postgres://pa@h:1/x");
+        assert_eq!(
+            super::with_database("postgres://pa@h:1/db", "x"),
+            "postgres://pa@h:1/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://pa@h:1/db?sslmode=disable", "x"),
+            "postgres://pa@h:1/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://pa@h:1", "x"),
+            "postgres://pa@h:1/x"
+        );
     }
 }

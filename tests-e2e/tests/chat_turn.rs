@@ -21,18 +21,33 @@ async fn a_chat_turn_streams_to_run_finished_and_persists_the_reply() -> R {
     let kinds = types(&events);
     assert_eq!(kinds.first(), Some(&"RUN_STARTED"));
     assert_eq!(kinds.get(1), Some(&"TEXT_MESSAGE_START"));
-    assert_eq!(&kinds[kinds.len() - 2..], ["TEXT_MESSAGE_END", "RUN_FINISHED"]);
-    let contents = kinds.iter().filter(|k| **k == "TEXT_MESSAGE_CONTENT").count();
-    assert!(contents > 3, "the reply streams token by token, got {contents} chunks");
+    assert_eq!(
+        &kinds[kinds.len() - 2..],
+        ["TEXT_MESSAGE_END", "RUN_FINISHED"]
+    );
+    let contents = kinds
+        .iter()
+        .filter(|k| **k == "TEXT_MESSAGE_CONTENT")
+        .count();
+    assert!(
+        contents > 3,
+        "the reply streams token by token, got {contents} chunks"
+    );
     assert_eq!(events[0].data["threadId"], json!(chat_id));
     assert_eq!(events[0].data["runId"], json!(run_id));
     // Every event has a stream id, strictly increasing.
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_deref().unwrap_or("")).collect();
+    let ids: Vec<&str> = events
+        .iter()
+        .map(|e| e.id.as_deref().unwrap_or(""))
+        .collect();
     assert!(ids.iter().all(|id| !id.is_empty()));
     let mut sorted = ids.clone();
     sorted.sort_by_key(|id| {
         let (ms, seq) = id.split_once('-').unwrap_or(("0", "0"));
-        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
     });
     assert_eq!(ids, sorted);
 
@@ -41,10 +56,15 @@ async fn a_chat_turn_streams_to_run_finished_and_persists_the_reply() -> R {
         .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
         .map(|e| e.data["delta"].as_str().unwrap_or(""))
         .collect();
-    assert!(streamed.contains("hello mesh"), "offline echo repeats the message: {streamed}");
+    assert!(
+        streamed.contains("hello mesh"),
+        "offline echo repeats the message: {streamed}"
+    );
 
     // The reply is persisted by the time RUN_FINISHED is visible.
-    let (status, messages) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages")).await?;
+    let (status, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages"))
+        .await?;
     assert_eq!(status, 200);
     let items = messages["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 2, "{messages}");
@@ -59,7 +79,12 @@ async fn a_chat_turn_streams_to_run_finished_and_persists_the_reply() -> R {
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["mode"], "inline");
     assert_eq!(run["model"]["resolved"], "offline:echo");
-    assert!(run["model"]["reason"].as_str().unwrap_or("").starts_with("auto"));
+    assert!(
+        run["model"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("auto")
+    );
     assert!(run["usage"]["output_tokens"].as_u64().unwrap_or(0) > 0);
     assert_eq!(run["usage"]["model_requests"], 1);
     assert!(run["finished_at"].is_string());
@@ -78,18 +103,33 @@ async fn a_second_turn_sees_the_chat_history() -> R {
     mesh.read_events(&first, None, None).await?;
     let second = mesh.start_run(&chat_id, "two").await?;
     let events = mesh.read_events(&second, None, None).await?;
-    assert_eq!(events.last().map(SseEvent::event_type), Some("RUN_FINISHED"));
-    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages")).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED")
+    );
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages"))
+        .await?;
     let roles: Vec<_> = messages["items"]
         .as_array()
-        .map(|a| a.iter().map(|m| m["role"].as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|m| m["role"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default();
     assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
     // Pagination over messages.
-    let (_, page) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages?limit=3")).await?;
+    let (_, page) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages?limit=3"))
+        .await?;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(3));
     let cursor = page["next_cursor"].as_str().unwrap_or_default().to_string();
-    let (_, rest) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages?limit=3&cursor={cursor}")).await?;
+    let (_, rest) = mesh
+        .get_json(&format!(
+            "/v1/chats/{chat_id}/messages?limit=3&cursor={cursor}"
+        ))
+        .await?;
     assert_eq!(rest["items"].as_array().map(Vec::len), Some(1));
     assert!(rest["next_cursor"].is_null());
     mesh.stop().await
@@ -98,9 +138,15 @@ async fn a_second_turn_sees_the_chat_history() -> R {
 #[tokio::test]
 async fn resuming_with_last_event_id_loses_and_repeats_nothing() -> R {
     // A token delay keeps the run going while the client is away.
-    let mesh = Mesh::builder().offline_token_delay(Duration::from_millis(5)).start().await?;
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(5))
+        .start()
+        .await?;
     let chat_id = mesh.create_chat("resume").await?;
-    let message = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let message = (0..40)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let run_id = mesh.start_run(&chat_id, &message).await?;
 
     let first = mesh.read_events(&run_id, None, Some(5)).await?;
@@ -112,7 +158,10 @@ async fn resuming_with_last_event_id_loses_and_repeats_nothing() -> R {
     let full = mesh.read_events(&run_id, None, None).await?;
     let mut union = first.clone();
     union.extend(rest.clone());
-    assert_eq!(union, full, "the two halves are exactly the whole stream, once");
+    assert_eq!(
+        union, full,
+        "the two halves are exactly the whole stream, once"
+    );
 
     // `?after=` does the same for fetch-based clients.
     let r = mesh
@@ -127,14 +176,22 @@ async fn resuming_with_last_event_id_loses_and_repeats_nothing() -> R {
 
 #[tokio::test]
 async fn cancel_stops_a_running_run_and_keeps_the_partial_reply() -> R {
-    let mesh = Mesh::builder().offline_token_delay(Duration::from_millis(40)).start().await?;
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(40))
+        .start()
+        .await?;
     let chat_id = mesh.create_chat("cancel").await?;
-    let message = (0..200).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let message = (0..200)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let run_id = mesh.start_run(&chat_id, &message).await?;
     let head = mesh.read_events(&run_id, None, Some(4)).await?;
     assert_eq!(head.len(), 4);
 
-    let (status, run) = mesh.post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
+    let (status, run) = mesh
+        .post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
+        .await?;
     assert_eq!(status, 200);
     assert_eq!(run["status"], "cancelled", "{run}");
     assert_eq!(run["error"]["code"], "cancelled");
@@ -143,16 +200,26 @@ async fn cancel_stops_a_running_run_and_keeps_the_partial_reply() -> R {
     let last = events.last().cloned().ok_or("no events")?;
     assert_eq!(last.event_type(), "RUN_ERROR");
     assert_eq!(last.data["code"], "cancelled");
-    assert!(types(&events).contains(&"TEXT_MESSAGE_END"), "the open message is closed");
+    assert!(
+        types(&events).contains(&"TEXT_MESSAGE_END"),
+        "the open message is closed"
+    );
 
-    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages")).await?;
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages"))
+        .await?;
     let items = messages["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 2);
     let partial = items[1]["content"].as_str().unwrap_or("");
-    assert!(!partial.is_empty() && !partial.contains("w199"), "partial reply kept: {partial}");
+    assert!(
+        !partial.is_empty() && !partial.contains("w199"),
+        "partial reply kept: {partial}"
+    );
 
     // Cancelling again is harmless and changes nothing.
-    let (status, again) = mesh.post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({})).await?;
+    let (status, again) = mesh
+        .post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
+        .await?;
     assert_eq!((status, &again["status"]), (200, &json!("cancelled")));
     mesh.stop().await
 }
@@ -161,16 +228,30 @@ async fn cancel_stops_a_running_run_and_keeps_the_partial_reply() -> R {
 async fn a_retried_run_id_returns_the_same_run() -> R {
     let mesh = Mesh::builder().start().await?;
     let chat_id = mesh.create_chat("idempotent").await?;
-    let body = json!({ "message": "once", "run_id": "client-run-1" });
-    let (s1, r1) = mesh.post_json(&format!("/v1/chats/{chat_id}/runs"), &body).await?;
-    let (s2, r2) = mesh.post_json(&format!("/v1/chats/{chat_id}/runs"), &body).await?;
+    let run_id = format!("client-run-{}", uuid::Uuid::new_v4().simple());
+    let body = json!({ "message": "once", "run_id": &run_id });
+    let (s1, r1) = mesh
+        .post_json(&format!("/v1/chats/{chat_id}/runs"), &body)
+        .await?;
+    let (s2, r2) = mesh
+        .post_json(&format!("/v1/chats/{chat_id}/runs"), &body)
+        .await?;
     assert_eq!((s1, s2), (202, 200));
-    assert_eq!(r1["run_id"], "client-run-1");
-    assert_eq!(r2["run_id"], "client-run-1");
-    assert_eq!((r1["existing"].clone(), r2["existing"].clone()), (json!(false), json!(true)));
-    mesh.read_events("client-run-1", None, None).await?;
-    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat_id}/messages")).await?;
-    assert_eq!(messages["items"].as_array().map(Vec::len), Some(2), "one user message, one reply");
+    assert_eq!(r1["run_id"], json!(run_id));
+    assert_eq!(r2["run_id"], json!(run_id));
+    assert_eq!(
+        (r1["existing"].clone(), r2["existing"].clone()),
+        (json!(false), json!(true))
+    );
+    mesh.read_events(&run_id, None, None).await?;
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages"))
+        .await?;
+    assert_eq!(
+        messages["items"].as_array().map(Vec::len),
+        Some(2),
+        "one user message, one reply"
+    );
     mesh.stop().await
 }
 
@@ -204,12 +285,25 @@ async fn chats_page_newest_first_and_delete_removes_everything() -> R {
     let victim = &created[0];
     let run_id = mesh.start_run(victim, "bye").await?;
     mesh.read_events(&run_id, None, None).await?;
-    let r = mesh.http.delete(mesh.url(&format!("/v1/chats/{victim}"))).send().await?;
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/chats/{victim}")))
+        .send()
+        .await?;
     assert_eq!(r.status(), 204);
     assert_eq!(mesh.get_json(&format!("/v1/chats/{victim}")).await?.0, 404);
-    assert_eq!(mesh.get_json(&format!("/v1/chats/{victim}/messages")).await?.0, 404);
+    assert_eq!(
+        mesh.get_json(&format!("/v1/chats/{victim}/messages"))
+            .await?
+            .0,
+        404
+    );
     assert_eq!(mesh.get_json(&format!("/v1/runs/{run_id}")).await?.0, 404);
-    let r = mesh.http.delete(mesh.url(&format!("/v1/chats/{victim}"))).send().await?;
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/chats/{victim}")))
+        .send()
+        .await?;
     assert_eq!(r.status(), 404);
     mesh.stop().await
 }
@@ -229,9 +323,15 @@ async fn users_see_only_their_own_chats_and_runs() -> R {
                 .send()
         };
         assert_eq!(get(format!("/v1/chats/{chat_id}")).await?.status(), 404);
-        assert_eq!(get(format!("/v1/chats/{chat_id}/messages")).await?.status(), 404);
+        assert_eq!(
+            get(format!("/v1/chats/{chat_id}/messages")).await?.status(),
+            404
+        );
         assert_eq!(get(format!("/v1/runs/{run_id}")).await?.status(), 404);
-        assert_eq!(get(format!("/v1/runs/{run_id}/events")).await?.status(), 404);
+        assert_eq!(
+            get(format!("/v1/runs/{run_id}/events")).await?.status(),
+            404
+        );
         let list: serde_json::Value = get("/v1/chats".into()).await?.json().await?;
         assert_eq!(list["items"], json!([]));
     }
@@ -244,15 +344,26 @@ async fn models_lists_the_offline_model() -> R {
     let (status, models) = mesh.get_json("/v1/models").await?;
     assert_eq!(status, 200);
     assert_eq!(models["items"][0]["label"], "offline:echo");
-    assert!(models["items"][0]["display_name"].as_str().unwrap_or("").contains("no real model"));
+    assert!(
+        models["items"][0]["display_name"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no real model")
+    );
     mesh.stop().await
 }
 
 #[tokio::test]
 async fn shutdown_drains_an_inline_run_before_svc_runs_exits() -> R {
-    let mut mesh = Mesh::builder().offline_token_delay(Duration::from_millis(20)).start().await?;
+    let mut mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(20))
+        .start()
+        .await?;
     let chat_id = mesh.create_chat("drain").await?;
-    let message = (0..30).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let message = (0..30)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let run_id = mesh.start_run(&chat_id, &message).await?;
     mesh.read_events(&run_id, None, Some(3)).await?;
     // SIGTERM-equivalent: svc-runs stops taking runs, lets this one finish, then exits.
@@ -265,6 +376,9 @@ async fn shutdown_drains_an_inline_run_before_svc_runs_exits() -> R {
     .fetch_one(&mut db)
     .await?;
     assert_eq!(status, pa_proto::v1::RunStatus::Succeeded as i16);
-    assert!(content.ends_with("w29"), "the whole reply was written: {content}");
+    assert!(
+        content.ends_with("w29"),
+        "the whole reply was written: {content}"
+    );
     mesh.stop().await
 }

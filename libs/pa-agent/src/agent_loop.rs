@@ -1,7 +1,7 @@
 use pa_proto::v1::{
     AgUiEvent, RunError, RunFinished, RunStarted, TextMessageContent, TextMessageEnd,
-    TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult, ToolCallStart, Usage,
-    UsageLimits, ag_ui_event::Event,
+    TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult, ToolCallStart, Usage, UsageLimits,
+    ag_ui_event::Event,
 };
 
 /// The ids a run's events carry; chosen by the caller (launch_run), never generated here.
@@ -26,7 +26,12 @@ pub struct TurnMessage {
 
 impl TurnMessage {
     pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into(), tool_call_id: None, tool_calls: vec![] }
+        Self {
+            role: role.into(),
+            content: content.into(),
+            tool_call_id: None,
+            tool_calls: vec![],
+        }
     }
 }
 
@@ -51,7 +56,11 @@ pub enum Input {
     /// The model call failed (after any fallback).
     ModelFailed { code: String, message: String },
     /// A tool call's result.
-    ToolResult { tool_call_id: String, content: String, is_error: bool },
+    ToolResult {
+        tool_call_id: String,
+        content: String,
+        is_error: bool,
+    },
     /// The user (or shutdown) cancelled the run.
     Cancel { reason: String },
 }
@@ -72,15 +81,28 @@ pub enum Action {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
-    Succeeded { final_text: String, usage: Usage },
-    Failed { code: String, message: String, usage: Usage },
-    Cancelled { partial_text: String, usage: Usage },
+    Succeeded {
+        final_text: String,
+        usage: Usage,
+    },
+    Failed {
+        code: String,
+        message: String,
+        usage: Usage,
+    },
+    Cancelled {
+        partial_text: String,
+        usage: Usage,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LoopError {
     #[error("input {input} is not valid in state {state}")]
-    UnexpectedInput { input: &'static str, state: &'static str },
+    UnexpectedInput {
+        input: &'static str,
+        state: &'static str,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,9 +228,15 @@ impl AgentLoop {
                 self.close_message(&mut actions);
                 self.finish_failed(code, message, &mut actions);
             }
-            (Phase::AwaitingTools, Input::ToolResult { tool_call_id, content, is_error }) => {
-                let Some(pos) = self.pending_tools.iter().position(|id| *id == tool_call_id)
-                else {
+            (
+                Phase::AwaitingTools,
+                Input::ToolResult {
+                    tool_call_id,
+                    content,
+                    is_error,
+                },
+            ) => {
+                let Some(pos) = self.pending_tools.iter().position(|id| *id == tool_call_id) else {
                     return Err(LoopError::UnexpectedInput {
                         input: "tool_result(unknown id)",
                         state: self.phase.name(),
@@ -216,7 +244,11 @@ impl AgentLoop {
                 };
                 self.pending_tools.remove(pos);
                 let result_message_id = format!("{}-result-{tool_call_id}", self.ids.run_id);
-                let content = if is_error { format!("error: {content}") } else { content };
+                let content = if is_error {
+                    format!("error: {content}")
+                } else {
+                    content
+                };
                 actions.push(self.emit(Event::ToolCallResult(ToolCallResult {
                     message_id: result_message_id,
                     tool_call_id: tool_call_id.clone(),
@@ -303,7 +335,9 @@ impl AgentLoop {
         }
         self.usage.model_requests += 1;
         self.phase = Phase::AwaitingModel;
-        actions.push(Action::CallModel(ModelRequest { messages: self.history.clone() }));
+        actions.push(Action::CallModel(ModelRequest {
+            messages: self.history.clone(),
+        }));
     }
 
     fn dispatch_tools(&mut self, calls: Vec<ToolCall>, actions: &mut Vec<Action>) {
@@ -360,7 +394,11 @@ impl AgentLoop {
             timestamp: None,
         })));
         self.phase = Phase::Done;
-        actions.push(Action::Finish(Outcome::Failed { code, message, usage: self.usage }));
+        actions.push(Action::Finish(Outcome::Failed {
+            code,
+            message,
+            usage: self.usage,
+        }));
     }
 }
 
@@ -403,7 +441,9 @@ mod tests {
 
     fn start(agent: &mut AgentLoop) -> Vec<Action> {
         agent
-            .step(Input::Start { history: vec![TurnMessage::new("user", "hi")] })
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+            })
             .unwrap()
     }
 
@@ -415,8 +455,16 @@ mod tests {
             types(&agent.step(Input::ModelText("Hel".into())).unwrap()),
             ["TEXT_MESSAGE_START", "TEXT_MESSAGE_CONTENT"]
         );
-        assert_eq!(types(&agent.step(Input::ModelText("lo".into())).unwrap()), ["TEXT_MESSAGE_CONTENT"]);
-        let usage = Usage { input_tokens: 3, output_tokens: 2, total_tokens: 5, ..Default::default() };
+        assert_eq!(
+            types(&agent.step(Input::ModelText("lo".into())).unwrap()),
+            ["TEXT_MESSAGE_CONTENT"]
+        );
+        let usage = Usage {
+            input_tokens: 3,
+            output_tokens: 2,
+            total_tokens: 5,
+            ..Default::default()
+        };
         let done = agent.step(Input::ModelFinished { usage }).unwrap();
         assert_eq!(types(&done), ["TEXT_MESSAGE_END", "RUN_FINISHED", "finish"]);
         match done.last() {
@@ -435,39 +483,82 @@ mod tests {
     fn tool_calls_round_trip_to_a_second_model_turn() {
         let mut agent = AgentLoop::new(ids(), UsageLimits::default());
         start(&mut agent);
-        let call = ToolCall { id: "tc1".into(), name: "clock".into(), arguments_json: "{}".into() };
+        let call = ToolCall {
+            id: "tc1".into(),
+            name: "clock".into(),
+            arguments_json: "{}".into(),
+        };
         assert!(agent.step(Input::ModelToolCall(call)).unwrap().is_empty());
-        let actions = agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
         assert_eq!(
             types(&actions),
-            ["TOOL_CALL_START", "TOOL_CALL_ARGS", "TOOL_CALL_END", "call_tool:clock"]
+            [
+                "TOOL_CALL_START",
+                "TOOL_CALL_ARGS",
+                "TOOL_CALL_END",
+                "call_tool:clock"
+            ]
         );
         let actions = agent
-            .step(Input::ToolResult { tool_call_id: "tc1".into(), content: "noon".into(), is_error: false })
+            .step(Input::ToolResult {
+                tool_call_id: "tc1".into(),
+                content: "noon".into(),
+                is_error: false,
+            })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "call_model"]);
-        let Some(Action::CallModel(request)) = actions.last() else { panic!() };
+        let Some(Action::CallModel(request)) = actions.last() else {
+            panic!()
+        };
         let roles: Vec<_> = request.messages.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["user", "assistant", "tool"]);
         // The second segment gets its own message id.
         let actions = agent.step(Input::ModelText("It is noon".into())).unwrap();
-        let Action::Emit(start) = &actions[0] else { panic!() };
-        assert!(start.to_json().unwrap().contains("\"messageId\":\"msg-1-1\""));
+        let Action::Emit(start) = &actions[0] else {
+            panic!()
+        };
+        assert!(
+            start
+                .to_json()
+                .unwrap()
+                .contains("\"messageId\":\"msg-1-1\"")
+        );
     }
 
     #[test]
     fn limits_stop_the_run_at_the_dispatch_point() {
-        let limits = UsageLimits { max_model_requests: 1, ..Default::default() };
+        let limits = UsageLimits {
+            max_model_requests: 1,
+            ..Default::default()
+        };
         let mut agent = AgentLoop::new(ids(), limits);
         start(&mut agent);
-        let call = ToolCall { id: "tc1".into(), name: "clock".into(), arguments_json: "{}".into() };
+        let call = ToolCall {
+            id: "tc1".into(),
+            name: "clock".into(),
+            arguments_json: "{}".into(),
+        };
         agent.step(Input::ModelToolCall(call)).unwrap();
-        agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap();
+        agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
         let actions = agent
-            .step(Input::ToolResult { tool_call_id: "tc1".into(), content: "x".into(), is_error: false })
+            .step(Input::ToolResult {
+                tool_call_id: "tc1".into(),
+                content: "x".into(),
+                is_error: false,
+            })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "RUN_ERROR", "finish"]);
-        assert!(matches!(actions.last(), Some(Action::Finish(Outcome::Failed { code, .. })) if code == "usage_limit"));
+        assert!(
+            matches!(actions.last(), Some(Action::Finish(Outcome::Failed { code, .. })) if code == "usage_limit")
+        );
     }
 
     #[test]
@@ -475,9 +566,15 @@ mod tests {
         let mut agent = AgentLoop::new(ids(), UsageLimits::default());
         start(&mut agent);
         agent.step(Input::ModelText("par".into())).unwrap();
-        let actions = agent.step(Input::Cancel { reason: "user cancelled".into() }).unwrap();
+        let actions = agent
+            .step(Input::Cancel {
+                reason: "user cancelled".into(),
+            })
+            .unwrap();
         assert_eq!(types(&actions), ["TEXT_MESSAGE_END", "RUN_ERROR", "finish"]);
-        assert!(matches!(actions.last(), Some(Action::Finish(Outcome::Cancelled { partial_text, .. })) if partial_text == "par"));
+        assert!(
+            matches!(actions.last(), Some(Action::Finish(Outcome::Cancelled { partial_text, .. })) if partial_text == "par")
+        );
     }
 
     #[test]
@@ -485,7 +582,10 @@ mod tests {
         let mut agent = AgentLoop::new(ids(), UsageLimits::default());
         start(&mut agent);
         let actions = agent
-            .step(Input::ModelFailed { code: "unavailable".into(), message: "provider down".into() })
+            .step(Input::ModelFailed {
+                code: "unavailable".into(),
+                message: "provider down".into(),
+            })
             .unwrap();
         assert_eq!(types(&actions), ["RUN_ERROR", "finish"]);
     }
@@ -496,7 +596,13 @@ mod tests {
             let mut agent = AgentLoop::new(ids(), UsageLimits::default());
             let mut all = start(&mut agent);
             all.extend(agent.step(Input::ModelText("a".into())).unwrap());
-            all.extend(agent.step(Input::ModelFinished { usage: Usage::default() }).unwrap());
+            all.extend(
+                agent
+                    .step(Input::ModelFinished {
+                        usage: Usage::default(),
+                    })
+                    .unwrap(),
+            );
             all
         };
         assert_eq!(run(), run());

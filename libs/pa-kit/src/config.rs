@@ -49,9 +49,13 @@ pub struct CommonConfig {
 
 impl CommonConfig {
     pub fn from_env() -> Self {
-        let internal_secret = std::env::var("PA_INTERNAL_SECRET").ok().filter(|s| !s.is_empty());
+        let internal_secret = std::env::var("PA_INTERNAL_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty());
         if internal_secret.is_none() {
-            tracing::warn!("PA_INTERNAL_SECRET is unset: using the dev secret; set it in production");
+            tracing::warn!(
+                "PA_INTERNAL_SECRET is unset: using the dev secret; set it in production"
+            );
         }
         Self {
             database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),

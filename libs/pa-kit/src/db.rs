@@ -15,7 +15,10 @@ pub enum DbError {
     #[error("cannot reach Postgres: {0}")]
     Connect(sqlx::Error),
     #[error("migrations of schema {schema}: {source}")]
-    Migrate { schema: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        schema: String,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 /// Connects to the service's `schema`, creating it if needed, and applies its migrations.
@@ -27,12 +30,16 @@ pub async fn connect_schema(
 ) -> Result<PgPool, DbError> {
     let base = PgConnectOptions::from_str(database_url).map_err(DbError::Url)?;
     {
-        let mut conn = sqlx::PgConnection::connect_with(&base).await.map_err(DbError::Connect)?;
-        // The schema name is a compile-time constant of the service, never user input.
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
-            .execute(&mut conn)
+        let mut conn = sqlx::PgConnection::connect_with(&base)
             .await
             .map_err(DbError::Connect)?;
+        // The schema name is a compile-time constant of the service, never user input.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+        )))
+        .execute(&mut conn)
+        .await
+        .map_err(DbError::Connect)?;
         let _ = conn.close().await;
     }
     let options = base.options([("search_path", schema)]);
@@ -45,6 +52,9 @@ pub async fn connect_schema(
     migrator
         .run(&pool)
         .await
-        .map_err(|source| DbError::Migrate { schema: schema.to_string(), source })?;
+        .map_err(|source| DbError::Migrate {
+            schema: schema.to_string(),
+            source,
+        })?;
     Ok(pool)
 }

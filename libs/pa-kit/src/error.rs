@@ -71,7 +71,10 @@ impl ErrorCodeExt for ErrorCode {
     }
 
     fn from_slug(slug: &str) -> Option<ErrorCode> {
-        ALL_CODES.iter().copied().find(|c| c.slug() == slug && *c != ErrorCode::Unspecified)
+        ALL_CODES
+            .iter()
+            .copied()
+            .find(|c| c.slug() == slug && *c != ErrorCode::Unspecified)
     }
 }
 
@@ -102,7 +105,11 @@ pub struct PaError {
 
 impl PaError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_ms: 0 }
+        Self {
+            code,
+            message: message.into(),
+            retry_after_ms: 0,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadRequest, message)
@@ -144,7 +151,11 @@ impl PaError {
             .and_then(|b| pa_proto::v1::ErrorDetail::decode(b.as_ref()).ok())
         {
             let code = ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal);
-            return Self { code, message: detail.message, retry_after_ms: detail.retry_after_ms };
+            return Self {
+                code,
+                message: detail.message,
+                retry_after_ms: detail.retry_after_ms,
+            };
         }
         let code = match status.code() {
             tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::BadRequest,
@@ -174,7 +185,10 @@ impl From<PaError> for tonic::Status {
         };
         let md = status.metadata_mut();
         md.insert(CODE_HEADER, MetadataValue::from_static(err.code.slug()));
-        md.insert_bin(DETAIL_HEADER, MetadataValue::from_bytes(&detail.encode_to_vec()));
+        md.insert_bin(
+            DETAIL_HEADER,
+            MetadataValue::from_bytes(&detail.encode_to_vec()),
+        );
         status
     }
 }
@@ -188,7 +202,9 @@ impl From<tonic::Status> for PaError {
 impl From<sqlx::Error> for PaError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut => PaError::unavailable("database busy").with_retry_after_ms(500),
+            sqlx::Error::PoolTimedOut => {
+                PaError::unavailable("database busy").with_retry_after_ms(500)
+            }
             other => PaError::internal(other),
         }
     }

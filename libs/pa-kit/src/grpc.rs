@@ -22,13 +22,19 @@ pub enum ServeError {
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("bind {addr}: {source}")]
-    Bind { addr: String, source: std::io::Error },
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ServeError::Bind { addr: addr.to_string(), source })
+        .map_err(|source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 /// A tonic server builder with the standard layers, plus the health and reflection services.
@@ -55,15 +61,17 @@ impl GrpcServer {
             .tcp_nodelay(true)
             .add_service(health_service)
             .add_service(reflection);
-        Ok(Self { health, router, service_names: Vec::new() })
+        Ok(Self {
+            health,
+            router,
+            service_names: Vec::new(),
+        })
     }
 
     pub fn add_service<S>(mut self, service: S) -> Self
     where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
             + Clone
             + Send
             + Sync
@@ -78,9 +86,15 @@ impl GrpcServer {
 
     /// Serves until `shutdown` fires, then: NOT_SERVING, stop accepting, drain, exit.
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
-        let Self { health, router, service_names } = self;
+        let Self {
+            health,
+            router,
+            service_names,
+        } = self;
         for name in &service_names {
-            health.set_service_status(*name, ServingStatus::Serving).await;
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
         let addr = listener.local_addr().ok();
@@ -92,9 +106,13 @@ impl GrpcServer {
             async move {
                 shutdown.triggered().await;
                 for name in &service_names {
-                    health.set_service_status(*name, ServingStatus::NotServing).await;
+                    health
+                        .set_service_status(*name, ServingStatus::NotServing)
+                        .await;
                 }
-                health.set_service_status("", ServingStatus::NotServing).await;
+                health
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
                 let left = shutdown.drain(DRAIN_DEADLINE).await;
                 tracing::info!(left, "drained; closing gRPC server");
             }
@@ -116,7 +134,9 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
 /// Asks a service's tonic-health endpoint whether it serves.
 pub async fn is_serving(channel: Channel) -> bool {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
     matches!(
         tokio::time::timeout(Duration::from_secs(2), client.check(request)).await,
         Ok(Ok(response)) if response.get_ref().status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32

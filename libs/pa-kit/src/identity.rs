@@ -44,7 +44,9 @@ fn now_ms() -> u64 {
 
 impl InternalAuth {
     pub fn new(secret: impl AsRef<[u8]>) -> Self {
-        Self { secret: std::sync::Arc::new(secret.as_ref().to_vec()) }
+        Self {
+            secret: std::sync::Arc::new(secret.as_ref().to_vec()),
+        }
     }
 
     fn mac(&self, expires_ms: u64, identity_bytes: &[u8]) -> HmacSha256 {
@@ -99,7 +101,8 @@ impl InternalAuth {
         if expires_ms + CLOCK_SKEW_MS < now_ms() {
             return Err(refuse("expired"));
         }
-        let identity = Identity::decode(bytes.as_ref()).map_err(|_| refuse("undecodable identity"))?;
+        let identity =
+            Identity::decode(bytes.as_ref()).map_err(|_| refuse("undecodable identity"))?;
         if identity.tenant_id.is_empty() || identity.user_id.is_empty() {
             return Err(refuse("identity without tenant or user"));
         }
@@ -112,7 +115,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -127,7 +130,10 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 pub struct RequireIdentity(pub InternalAuth);
 
 impl tonic::service::Interceptor for RequireIdentity {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
         let identity = self.0.verify(request.metadata())?;
         request.extensions_mut().insert(identity);
         Ok(request)
@@ -177,7 +183,10 @@ mod tests {
         auth.sign_into(&alice(), &mut md);
         let mut mallory = alice();
         mallory.tenant_id = "t2".into();
-        md.insert_bin(IDENTITY_HEADER, MetadataValue::from_bytes(&mallory.encode_to_vec()));
+        md.insert_bin(
+            IDENTITY_HEADER,
+            MetadataValue::from_bytes(&mallory.encode_to_vec()),
+        );
         let err = auth.verify(&md).unwrap_err();
         assert_eq!(err.code, crate::ErrorCode::Unauthenticated);
     }
@@ -188,7 +197,10 @@ mod tests {
         InternalAuth::new("other").sign_into(&alice(), &mut md);
         assert!(InternalAuth::new("s3cret").verify(&md).is_err());
         let mut bare = MetadataMap::new();
-        bare.insert_bin(IDENTITY_HEADER, MetadataValue::from_bytes(&alice().encode_to_vec()));
+        bare.insert_bin(
+            IDENTITY_HEADER,
+            MetadataValue::from_bytes(&alice().encode_to_vec()),
+        );
         assert!(InternalAuth::new("s3cret").verify(&bare).is_err());
     }
 }

@@ -63,6 +63,19 @@ impl EventSink {
     }
 }
 
+impl EventSink {
+    /// Removes runs' streams: a stale stream under a reused id, or a deleted chat's runs.
+    pub async fn delete(&self, run_ids: &[String]) -> Result<(), PaError> {
+        if run_ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = run_ids.iter().map(|id| stream_key(id)).collect();
+        let mut conn = self.pool.get().await.map_err(redis_error)?;
+        let _: i64 = conn.del(keys).await.map_err(redis_error)?;
+        Ok(())
+    }
+}
+
 /// One stored event with its stream id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredEvent {
@@ -97,7 +110,10 @@ pub async fn read_after(
                     continue;
                 }
                 match AgUiEvent::from_json(&json) {
-                    Ok(event) => events.push(StoredEvent { stream_id: stream_id.clone(), event }),
+                    Ok(event) => events.push(StoredEvent {
+                        stream_id: stream_id.clone(),
+                        event,
+                    }),
                     Err(err) => tracing::warn!(%err, stream_id, "skipping unreadable event"),
                 }
             }

@@ -63,7 +63,10 @@ impl Shutdown {
     /// Waits for tracked work to finish, at most `deadline`; returns how many were still running.
     pub async fn drain(&self, deadline: Duration) -> usize {
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             let left = self.tracker.len();
             tracing::warn!(left, "drain deadline passed with work still running");
             return left;

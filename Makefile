@@ -1,0 +1,53 @@
+# Personal Agent — the two commands are `make up` and `make test`.
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/pa-target
+CARGO ?= cargo
+BINS := svc-gateway svc-runs svc-models svc-tools svc-memory svc-worker
+
+.PHONY: help bootstrap stack build up down status test test-unit lint fmt verify bench clean-test-dbs
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+bootstrap: ## install what is missing (apt, Python venv, npm test deps, cargo-nextest)
+	@scripts/stack.sh install
+	@command -v cargo-nextest >/dev/null || $(CARGO) install --locked cargo-nextest
+
+stack: bootstrap ## start Postgres+pgvector, Redis and Temporal
+	@scripts/stack.sh up
+
+build: bootstrap ## build the six services
+	$(CARGO) build $(addprefix --bin ,$(BINS))
+
+up: stack build ## install, build, start the stack and the mesh, print the URL
+	@scripts/mesh.sh up
+
+down: ## stop the mesh and the stack
+	@scripts/mesh.sh down
+	@scripts/stack.sh down
+
+status: ## what runs
+	@scripts/stack.sh status
+	@scripts/mesh.sh status
+
+clean-test-dbs: ## drop databases left by interrupted test runs
+	@eval "$$(scripts/stack.sh env)"; \
+	for db in $$("$$PA_PG_BIN/psql" "$$DATABASE_URL" -Atc "select datname from pg_database where datname like 'pa\_e2e\_%'" 2>/dev/null); do \
+	  "$$PA_PG_BIN/psql" "$$DATABASE_URL" -qc "drop database if exists $$db with (force)" >/dev/null; done
+
+test: stack clean-test-dbs ## run every test against the real stack
+	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL TEMPORAL_ADDRESS; \
+	$(CARGO) nextest run --workspace --no-fail-fast --no-tests=fail
+
+lint: ## rustfmt + clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+verify: lint test ## everything CI should care about
+
+bench: stack ## first-token latency: POST run → first token via the mesh, vs svc-models alone
+	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL; \
+	$(CARGO) run -p pa-bench --release -- first-token
