@@ -1,0 +1,1 @@
+//! Scripted OpenAI-compatible provider (to be written).
