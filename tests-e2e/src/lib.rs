@@ -170,6 +170,8 @@ impl MeshBuilder {
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
                     memory_url: memory_url.clone(),
+                    // The worker has no part in inline runs; the in-process mesh does not start it.
+                    worker_url: None,
                     auth_mode: self.auth_mode,
                     sse_keepalive: Duration::from_secs(15),
                 };
