@@ -49,6 +49,9 @@ async fn mesh_first_token(mesh: &Mesh, chat_id: &str) -> Result<Duration, BoxErr
     let run_id = mesh
         .start_run(chat_id, "benchmark the first token please")
         .await?;
+    if std::env::var("PA_BENCH_TRACE").is_ok() {
+        eprintln!("post {:?}", started.elapsed());
+    }
     let response = mesh
         .http
         .get(mesh.url(&format!("/v1/runs/{run_id}/events")))
@@ -159,6 +162,9 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::var("PA_BENCH_TRACE").is_ok() {
+        pa_kit::telemetry::init("pa-bench");
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs = args
         .iter()

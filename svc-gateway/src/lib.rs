@@ -129,6 +129,12 @@ pub async fn run(
     }
     let app = router(build_state(&config, shutdown.clone())?);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
+    // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.triggered().await })
         .await?;

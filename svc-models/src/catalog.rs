@@ -1,5 +1,8 @@
 //! The model catalog (schema `models`), and resolving a requested model against it.
 
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
 use pa_kit::PaError;
 use pa_proto::v1::{ModelCapabilities, ModelInfo, ModelSelection};
 use sqlx::{PgPool, Row};
@@ -39,9 +42,17 @@ pub struct CatalogModel {
     pub provider_kind: String,
 }
 
+/// How long a read of the catalog is reused: model calls are the hot path and the catalog
+/// changes rarely.
+const CACHE_TTL: Duration = Duration::from_secs(2);
+
+/// When it was read, and every model.
+type CachedCatalog = (Instant, Arc<Vec<CatalogModel>>);
+
 #[derive(Clone)]
 pub struct Catalog {
     pool: PgPool,
+    cache: Arc<RwLock<Option<CachedCatalog>>>,
 }
 
 const SELECT: &str = "SELECT m.label, m.provider_id, m.model, m.display_name, m.enabled, \
@@ -73,31 +84,63 @@ fn from_row(row: &sqlx::postgres::PgRow) -> Result<CatalogModel, sqlx::Error> {
 
 impl Catalog {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            cache: Arc::default(),
+        }
     }
 
-    pub async fn enabled_models(&self) -> Result<Vec<CatalogModel>, CatalogError> {
+    /// Drops the cached catalog (after an admin edit).
+    #[allow(dead_code)]
+    pub fn invalidate(&self) {
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = None;
+        }
+    }
+
+    /// Every platform model, cheapest first (ties by label).
+    async fn all(&self) -> Result<Arc<Vec<CatalogModel>>, CatalogError> {
+        if let Ok(cache) = self.cache.read()
+            && let Some((at, models)) = cache.as_ref()
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok(models.clone());
+        }
         let sql = format!(
-            "{SELECT} WHERE m.tenant_id = '_platform' AND m.enabled \
+            "{SELECT} WHERE m.tenant_id = '_platform' \
              ORDER BY m.input_price_micros + m.output_price_micros, m.label"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(from_row).collect::<Result<_, _>>()?)
+        let models = Arc::new(rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?);
+        if let Ok(mut cache) = self.cache.write() {
+            *cache = Some((Instant::now(), models.clone()));
+        }
+        Ok(models)
+    }
+
+    pub async fn enabled_models(&self) -> Result<Vec<CatalogModel>, CatalogError> {
+        Ok(self
+            .all()
+            .await?
+            .iter()
+            .filter(|m| m.info.enabled)
+            .cloned()
+            .collect())
     }
 
     pub async fn get(&self, label: &str) -> Result<CatalogModel, CatalogError> {
         if !is_label(label) {
             return Err(CatalogError::BadLabel(label.to_string()));
         }
-        let sql = format!("{SELECT} WHERE m.tenant_id = '_platform' AND m.label = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(label)
-            .fetch_optional(&self.pool)
+        let model = self
+            .all()
             .await?
+            .iter()
+            .find(|m| m.info.label == label)
+            .cloned()
             .ok_or_else(|| CatalogError::UnknownModel(label.to_string()))?;
-        let model = from_row(&row)?;
         if !model.info.enabled {
             return Err(CatalogError::Disabled(label.to_string()));
         }

@@ -126,10 +126,6 @@ impl InlineDriver {
 
     async fn drive(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<(), PaError> {
         let identity = spec.identity.clone().unwrap_or_default();
-        self.store
-            .mark_running(&spec.run_id)
-            .await
-            .map_err(PaError::from)?;
         let history = self
             .store
             .history(&identity.tenant_id, &spec.chat_id, self.history_messages)
@@ -155,7 +151,8 @@ impl InlineDriver {
         run.feed(Input::Start { history }).await?;
         while let Some(action) = run.queue.pop_front() {
             match action {
-                Action::Emit(event) => run.emit(event).await?,
+                // feed() sends events itself; only other actions are queued.
+                Action::Emit(_) => {}
                 Action::CallModel(request) => {
                     if cancel.is_cancelled() {
                         run.feed(cancelled()).await?;
@@ -207,23 +204,18 @@ impl RunState<'_> {
             self.queue
                 .retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
         }
+        let mut events = Vec::new();
         for action in actions {
             match action {
-                Action::Emit(event) => self.emit(event).await?,
+                Action::Emit(event) if event.is_terminal() => self.held_terminal = Some(event),
+                Action::Emit(event) => events.push(event),
                 other => self.queue.push_back(other),
             }
         }
-        Ok(())
-    }
-
-    async fn emit(&mut self, event: AgUiEvent) -> Result<(), PaError> {
-        if event.is_terminal() {
-            self.held_terminal = Some(event);
-            return Ok(());
-        }
+        // One step's events (e.g. TEXT_MESSAGE_START + the first CONTENT) go out in one round trip.
         self.driver
             .sink
-            .emit(&self.spec.run_id, &event)
+            .emit_all(&self.spec.run_id, &events)
             .await
             .map(|_| ())
     }

@@ -9,7 +9,7 @@ use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
     AssembleToolsetRequest, CreateRunRequest, DataClassification, Identity, ModelNeeds,
-    ResolveModelRequest, Run, RunInput, RunMode, RunSpec, UsageLimits,
+    ResolveModelRequest, Run, RunInput, RunMode, RunSpec, RunStatus, UsageLimits,
 };
 use tonic::transport::Channel;
 
@@ -159,10 +159,18 @@ impl Launcher {
             classification: classification as i32,
             assistant_message_id: new_id(),
         };
-        // The id is free in the database, so any stream under it is stale (e.g. a run of a
-        // deleted chat); readers of the new run must not see it.
-        self.sink.delete(std::slice::from_ref(&run_id)).await?;
-        let Some(run) = self.store.insert_run(&spec, &new_id()).await? else {
+        if !request.run_id.is_empty() {
+            // A client-chosen id is free in the database, so any stream under it is stale (a
+            // run of a deleted chat); readers of the new run must not see it. Ids we generate
+            // are fresh UUIDv7s and need no such check.
+            self.sink.delete(std::slice::from_ref(&run_id)).await?;
+        }
+        // Inline runs start at once, so they are written as RUNNING.
+        let Some(run) = self
+            .store
+            .insert_run(&spec, &new_id(), RunStatus::Running)
+            .await?
+        else {
             // A concurrent request with the same run id won the race.
             let run = self.store.get_run(identity, &run_id).await?;
             return Ok(Launched {

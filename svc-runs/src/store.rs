@@ -10,7 +10,7 @@ use pa_proto::v1::{
 };
 use prost::Message;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Row};
 
 use crate::error::RunsError;
 
@@ -338,23 +338,32 @@ impl RunStore {
         Ok(status.map(i32::from))
     }
 
-    /// Writes the user's message and the QUEUED run in one transaction. Returns `None` when the
-    /// run id was taken meanwhile (a concurrent retry), so the caller returns the existing run.
+    /// Writes the run (in `status`), the user's message and the chat's new `updated_at` in one
+    /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
+    /// when the run id was taken meanwhile (a concurrent retry): the caller returns that run.
     pub async fn insert_run(
         &self,
         spec: &RunSpec,
         user_message_id: &str,
+        status: RunStatus,
     ) -> Result<Option<Run>, RunsError> {
         let identity = spec.identity.clone().unwrap_or_default();
         let selection = spec.model_selection.clone().unwrap_or_default();
         let input = spec.input.clone().unwrap_or_default();
-        let mut tx: Transaction<'_, Postgres> = self.pool.begin().await?;
         let sql = format!(
-            "INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
-               requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
-               toolset_snapshot_id, assistant_message_id, spec) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-             ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}"
+            "WITH run AS ( \
+               INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
+                 requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
+                 toolset_snapshot_id, assistant_message_id, spec) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+               ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
+             message AS ( \
+               INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
+               SELECT $2, $16, $4, 'user', $17, run.id FROM run), \
+             chat AS ( \
+               UPDATE chats SET updated_at = now() \
+               WHERE tenant_id = $2 AND id = $4 AND EXISTS (SELECT 1 FROM run)) \
+             SELECT * FROM run"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&spec.run_id)
@@ -363,7 +372,7 @@ impl RunStore {
             .bind(&spec.chat_id)
             .bind(&spec.parent_run_id)
             .bind(spec.mode as i16)
-            .bind(RunStatus::Queued as i16)
+            .bind(status as i16)
             .bind(&selection.requested)
             .bind(&selection.resolved_label)
             .bind(&selection.reason)
@@ -372,39 +381,13 @@ impl RunStore {
             .bind(&spec.toolset_snapshot_id)
             .bind(&spec.assistant_message_id)
             .bind(spec.encode_to_vec())
-            .fetch_optional(&mut *tx)
+            .bind(user_message_id)
+            .bind(&input.message)
+            .fetch_optional(&self.pool)
             .await?;
-        let Some(row) = row else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        sqlx::query(
-            "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) VALUES ($1, $2, $3, 'user', $4, $5)",
-        )
-        .bind(&identity.tenant_id)
-        .bind(user_message_id)
-        .bind(&spec.chat_id)
-        .bind(&input.message)
-        .bind(&spec.run_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE chats SET updated_at = now() WHERE tenant_id = $1 AND id = $2")
-            .bind(&identity.tenant_id)
-            .bind(&spec.chat_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Some(run_from_row(&row)?))
-    }
-
-    pub async fn mark_running(&self, run_id: &str) -> Result<(), RunsError> {
-        sqlx::query("UPDATE runs SET status = $2 WHERE id = $1 AND status = $3")
-            .bind(run_id)
-            .bind(RunStatus::Running as i16)
-            .bind(RunStatus::Queued as i16)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        row.map(|row| run_from_row(&row))
+            .transpose()
+            .map_err(RunsError::from)
     }
 
     /// Records how a run ended and its assistant message, in one transaction. A run that already

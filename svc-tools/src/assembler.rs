@@ -72,7 +72,11 @@ impl ToolsetAssembler {
         .bind(serde_json::to_value(&blocked)?)
         .execute(&self.pool)
         .await?;
-        self.snapshot(identity, &snapshot_id).await
+        Ok(Toolset {
+            snapshot_id,
+            tools,
+            blocked,
+        })
     }
 
     pub async fn snapshot(

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -99,7 +98,10 @@ impl GrpcServer {
         health.set_service_status("", ServingStatus::Serving).await;
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, services = ?service_names, "gRPC serving");
-        let incoming = TcpListenerStream::new(listener);
+        // Our own listener bypasses tonic's socket options: set TCP_NODELAY here, or each small
+        // streamed message can wait ~40 ms on Nagle + delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let stop = {
             let shutdown = shutdown.clone();
             let health = health.clone();

@@ -41,25 +41,37 @@ impl EventSink {
 
     /// XADDs one event and refreshes the stream's expiry in the same round trip; returns its id.
     pub async fn emit(&self, run_id: &str, event: &AgUiEvent) -> Result<String, PaError> {
-        let json = event.to_json().map_err(PaError::internal)?;
+        let mut ids = self.emit_all(run_id, std::slice::from_ref(event)).await?;
+        ids.pop()
+            .ok_or_else(|| PaError::internal("XADD returned no id"))
+    }
+
+    /// XADDs events in order, in one round trip (a pipeline), and refreshes the expiry.
+    pub async fn emit_all(
+        &self,
+        run_id: &str,
+        events: &[AgUiEvent],
+    ) -> Result<Vec<String>, PaError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         let key = stream_key(run_id);
+        let mut pipe = redis::pipe();
+        for event in events {
+            let json = event.to_json().map_err(PaError::internal)?;
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_MAX_LEN)
+                .arg("*")
+                .arg(FIELD)
+                .arg(json);
+        }
+        pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
         let mut conn = self.pool.get().await.map_err(redis_error)?;
-        let (id, _): (String, i64) = redis::pipe()
-            .cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAX_LEN)
-            .arg("*")
-            .arg(FIELD)
-            .arg(json)
-            .cmd("EXPIRE")
-            .arg(&key)
-            .arg(STREAM_TTL_SECS)
-            .query_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
-        Ok(id)
+        let ids: Vec<String> = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+        Ok(ids)
     }
 }
 
