@@ -151,6 +151,31 @@ pub struct UsageJson {
     pub model_requests: u32,
     pub tool_calls: u32,
     pub cost_micros: u64,
+    pub cached_input_tokens: u64,
+}
+
+#[derive(Serialize)]
+pub struct AttemptJson {
+    pub label: String,
+    pub outcome: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub latency_ms: u64,
+    pub key_source: String,
+}
+
+impl From<pa_proto::v1::ModelAttempt> for AttemptJson {
+    fn from(a: pa_proto::v1::ModelAttempt) -> Self {
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        Self {
+            label: a.label,
+            outcome: a.outcome,
+            error_code: some(a.error_code),
+            error_message: some(a.error_message),
+            latency_ms: a.latency_ms,
+            key_source: a.key_source,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -168,6 +193,8 @@ pub struct RunJson {
     pub status: &'static str,
     pub model: ModelChoiceJson,
     pub usage: UsageJson,
+    /// Every model attempt, fallbacks included, in order.
+    pub attempts: Vec<AttemptJson>,
     pub error: Option<RunErrorJson>,
     pub assistant_message_id: String,
     pub created_at: String,
@@ -201,7 +228,9 @@ impl From<Run> for RunJson {
                 model_requests: usage.model_requests,
                 tool_calls: usage.tool_calls,
                 cost_micros: usage.cost_micros,
+                cached_input_tokens: usage.cached_input_tokens,
             },
+            attempts: run.attempts.into_iter().map(AttemptJson::from).collect(),
             error,
             created_at: time(run.created_at_ms),
             finished_at: run.finished_at_ms.map(time),

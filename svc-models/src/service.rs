@@ -106,6 +106,12 @@ impl ModelService for ModelServiceImpl {
             let finish = ChatFinish {
                 finish_reason: "stop".into(),
                 usage: Some(usage),
+                attempts: vec![pa_proto::v1::ModelAttempt {
+                    label: label.clone(),
+                    outcome: "ok".into(),
+                    key_source: "none".into(),
+                    ..Default::default()
+                }],
                 served_label: label,
             };
             let _ = tx

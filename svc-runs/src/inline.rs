@@ -13,8 +13,8 @@ use pa_kit::{InternalAuth, PaError, Shutdown};
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
-    AgUiEvent, ChatToolCall, ChatTurnMessage, ExecuteToolRequest, Identity, RunError, RunSpec,
-    RunStatus, StreamChatRequest, ag_ui_event::Event, stream_chat_chunk::Chunk,
+    AgUiEvent, ChatToolCall, ChatTurnMessage, ExecuteToolRequest, Identity, ModelAttempt, RunError,
+    RunSpec, RunStatus, StreamChatRequest, ag_ui_event::Event, stream_chat_chunk::Chunk,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -107,6 +107,7 @@ impl InlineDriver {
             error_code: Some(err.code.slug()),
             error_message: Some(&err.message),
             assistant_text: "",
+            attempts: &[],
         };
         match self.store.finish_run(spec, end).await {
             Ok(true) => {
@@ -146,6 +147,7 @@ impl InlineDriver {
             identity: &identity,
             agent: AgentLoop::new(ids, spec.limits.unwrap_or_default()),
             queue: VecDeque::new(),
+            attempts: Vec::new(),
             held_terminal: None,
         };
         run.feed(Input::Start { history }).await?;
@@ -190,6 +192,8 @@ struct RunState<'a> {
     identity: &'a Identity,
     agent: AgentLoop,
     queue: VecDeque<Action>,
+    /// Every model attempt so far (from svc-models), recorded on the run.
+    attempts: Vec<ModelAttempt>,
     /// RUN_FINISHED/RUN_ERROR waits until the outcome is stored, so a client that sees it can
     /// read the persisted reply straight away.
     held_terminal: Option<AgUiEvent>,
@@ -225,18 +229,15 @@ impl RunState<'_> {
         request: ModelRequest,
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
-        let label = self
-            .spec
-            .model_selection
-            .as_ref()
-            .map(|s| s.resolved_label.clone())
-            .unwrap_or_default();
+        let selection = self.spec.model_selection.clone().unwrap_or_default();
         let chat = StreamChatRequest {
-            label,
+            label: selection.resolved_label,
             messages: request.messages.into_iter().map(to_chat_message).collect(),
             tools: Vec::new(),
             max_output_tokens: 0,
             classification: self.spec.classification,
+            run_id: self.spec.run_id.clone(),
+            fallback_labels: selection.fallback_labels,
         };
         let mut models = self.driver.models.clone();
         let started = tokio::select! {
@@ -260,10 +261,21 @@ impl RunState<'_> {
                         name: call.name,
                         arguments_json: call.arguments_json,
                     }),
-                    Some(Chunk::Finish(finish)) => Input::ModelFinished {
-                        usage: finish.usage.unwrap_or_default(),
-                    },
-                    Some(Chunk::ReasoningDelta(_)) | None => continue,
+                    Some(Chunk::Finish(finish)) => {
+                        self.attempts.extend(finish.attempts);
+                        Input::ModelFinished {
+                            usage: finish.usage.unwrap_or_default(),
+                        }
+                    }
+                    Some(Chunk::Failure(failure)) => {
+                        self.attempts.extend(failure.attempts);
+                        Input::ModelFailed {
+                            code: failure.code,
+                            message: failure.message,
+                        }
+                    }
+                    Some(Chunk::ReasoningDelta(text)) => Input::ModelReasoning(text),
+                    None => continue,
                 },
                 Some(Err(status)) => model_failed(&PaError::from(status)),
                 None => model_failed(&PaError::unavailable(
@@ -320,6 +332,7 @@ impl RunState<'_> {
                 error_code: None,
                 error_message: None,
                 assistant_text: final_text,
+                attempts: &self.attempts,
             },
             Outcome::Failed {
                 code,
@@ -331,6 +344,7 @@ impl RunState<'_> {
                 error_code: Some(code),
                 error_message: Some(message),
                 assistant_text: "",
+                attempts: &self.attempts,
             },
             Outcome::Cancelled {
                 partial_text,
@@ -341,6 +355,7 @@ impl RunState<'_> {
                 error_code: Some("cancelled"),
                 error_message: Some("cancelled by the user"),
                 assistant_text: partial_text,
+                attempts: &self.attempts,
             },
         };
         self.driver

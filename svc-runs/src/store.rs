@@ -5,8 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use pa_proto::v1::{
-    Chat, ChatMessage, DataClassification, Identity, ModelSelection, Run, RunMode, RunSpec,
-    RunStatus, Usage,
+    Chat, ChatMessage, DataClassification, Identity, ModelAttempt, ModelSelection, Run, RunMode,
+    RunSpec, RunStatus, Usage,
 };
 use prost::Message;
 use sqlx::postgres::PgRow;
@@ -49,7 +49,7 @@ fn message_from_row(row: &PgRow) -> Result<ChatMessage, sqlx::Error> {
 const RUN_COLUMNS: &str = "id, chat_id, parent_run_id, mode, status, requested_model, \
     resolved_label, model_reason, provider_tags, fallback_labels, assistant_message_id, \
     input_tokens, output_tokens, total_tokens, model_requests, tool_calls, cost_micros, \
-    error_code, error_message, created_at, finished_at";
+    error_code, error_message, created_at, finished_at, attempts, cached_input_tokens";
 
 fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
     let finished: Option<DateTime<Utc>> = row.try_get("finished_at")?;
@@ -77,7 +77,9 @@ fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
             model_requests: u32_of("model_requests")?,
             tool_calls: u32_of("tool_calls")?,
             cost_micros: u64_of("cost_micros")?,
+            cached_input_tokens: u64_of("cached_input_tokens")?,
         }),
+        attempts: serde_json::from_value(row.try_get("attempts")?).unwrap_or_default(),
         error_code: row.try_get("error_code")?,
         error_message: row.try_get("error_message")?,
         created_at_ms: ms(row.try_get("created_at")?),
@@ -94,6 +96,8 @@ pub struct RunEnd<'a> {
     pub error_message: Option<&'a str>,
     /// The assistant's reply (possibly partial), stored as the chat's next message.
     pub assistant_text: &'a str,
+    /// Every model attempt, in order.
+    pub attempts: &'a [ModelAttempt],
 }
 
 pub fn is_terminal(status: i32) -> bool {
@@ -402,7 +406,7 @@ impl RunStore {
         let updated = sqlx::query(
             "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \
                model_requests = $6, tool_calls = $7, cost_micros = $8, error_code = $9, \
-               error_message = $10, finished_at = now() \
+               error_message = $10, finished_at = now(), attempts = $13, cached_input_tokens = $14 \
              WHERE id = $1 AND status IN ($11, $12)",
         )
         .bind(&spec.run_id)
@@ -417,6 +421,8 @@ impl RunStore {
         .bind(end.error_message)
         .bind(RunStatus::Queued as i16)
         .bind(RunStatus::Running as i16)
+        .bind(serde_json::to_value(end.attempts).map_err(|e| RunsError::Corrupt(e.to_string()))?)
+        .bind(end.usage.cached_input_tokens as i64)
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {

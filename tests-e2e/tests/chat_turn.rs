@@ -87,6 +87,9 @@ async fn a_chat_turn_streams_to_run_finished_and_persists_the_reply() -> R {
     );
     assert!(run["usage"]["output_tokens"].as_u64().unwrap_or(0) > 0);
     assert_eq!(run["usage"]["model_requests"], 1);
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(1), "{run}");
+    assert_eq!(run["attempts"][0]["label"], "offline:echo");
+    assert_eq!(run["attempts"][0]["outcome"], "ok");
     assert!(run["finished_at"].is_string());
 
     // A finished run's stream can be read again, whole.

@@ -1,5 +1,6 @@
 use pa_proto::v1::{
-    AgUiEvent, RunError, RunFinished, RunStarted, TextMessageContent, TextMessageEnd,
+    AgUiEvent, ReasoningEnd, ReasoningMessageContent, ReasoningMessageEnd, ReasoningMessageStart,
+    ReasoningStart, RunError, RunFinished, RunStarted, TextMessageContent, TextMessageEnd,
     TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult, ToolCallStart, Usage, UsageLimits,
     ag_ui_event::Event,
 };
@@ -49,6 +50,8 @@ pub enum Input {
     Start { history: Vec<TurnMessage> },
     /// A streamed piece of the model's text.
     ModelText(String),
+    /// A streamed piece of the model's reasoning (shown apart from the reply).
+    ModelReasoning(String),
     /// The model asked for a tool.
     ModelToolCall(ToolCall),
     /// The model's turn ended.
@@ -134,6 +137,8 @@ pub struct AgentLoop {
     usage: Usage,
     /// The open assistant text message of the current model turn, if any.
     open_message: Option<String>,
+    /// The open reasoning message of the current model turn, if any.
+    open_reasoning: Option<String>,
     segment: u32,
     turn_text: String,
     all_text: String,
@@ -150,6 +155,7 @@ impl AgentLoop {
             history: Vec::new(),
             usage: Usage::default(),
             open_message: None,
+            open_reasoning: None,
             segment: 0,
             turn_text: String::new(),
             all_text: String::new(),
@@ -179,10 +185,42 @@ impl AgentLoop {
                 })));
                 self.dispatch_model(&mut actions);
             }
+            (Phase::AwaitingModel, Input::ModelReasoning(delta)) => {
+                if delta.is_empty() {
+                    return Ok(actions);
+                }
+                let message_id = match &self.open_reasoning {
+                    Some(id) => id.clone(),
+                    None => {
+                        let id = format!("{}-reasoning", self.segment_message_id());
+                        actions.push(self.emit(Event::ReasoningStart(ReasoningStart {
+                            message_id: id.clone(),
+                            timestamp: None,
+                        })));
+                        actions.push(self.emit(Event::ReasoningMessageStart(
+                            ReasoningMessageStart {
+                                message_id: id.clone(),
+                                role: "assistant".into(),
+                                timestamp: None,
+                            },
+                        )));
+                        self.open_reasoning = Some(id.clone());
+                        id
+                    }
+                };
+                actions.push(
+                    self.emit(Event::ReasoningMessageContent(ReasoningMessageContent {
+                        message_id,
+                        delta,
+                        timestamp: None,
+                    })),
+                );
+            }
             (Phase::AwaitingModel, Input::ModelText(delta)) => {
                 if delta.is_empty() {
                     return Ok(actions);
                 }
+                self.close_reasoning(&mut actions);
                 let message_id = match &self.open_message {
                     Some(id) => id.clone(),
                     None => {
@@ -310,7 +348,21 @@ impl AgentLoop {
         self.usage.cost_micros += usage.cost_micros;
     }
 
+    fn close_reasoning(&mut self, actions: &mut Vec<Action>) {
+        if let Some(message_id) = self.open_reasoning.take() {
+            actions.push(self.emit(Event::ReasoningMessageEnd(ReasoningMessageEnd {
+                message_id: message_id.clone(),
+                timestamp: None,
+            })));
+            actions.push(self.emit(Event::ReasoningEnd(ReasoningEnd {
+                message_id,
+                timestamp: None,
+            })));
+        }
+    }
+
     fn close_message(&mut self, actions: &mut Vec<Action>) {
+        self.close_reasoning(actions);
         if let Some(message_id) = self.open_message.take() {
             actions.push(self.emit(Event::TextMessageEnd(TextMessageEnd {
                 message_id,
@@ -406,6 +458,7 @@ fn input_name(input: &Input) -> &'static str {
     match input {
         Input::Start { .. } => "start",
         Input::ModelText(_) => "model_text",
+        Input::ModelReasoning(_) => "model_reasoning",
         Input::ModelToolCall(_) => "model_tool_call",
         Input::ModelFinished { .. } => "model_finished",
         Input::ModelFailed { .. } => "model_failed",
@@ -588,6 +641,37 @@ mod tests {
             })
             .unwrap();
         assert_eq!(types(&actions), ["RUN_ERROR", "finish"]);
+    }
+
+    #[test]
+    fn reasoning_streams_apart_and_closes_before_the_reply() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        start(&mut agent);
+        assert_eq!(
+            types(&agent.step(Input::ModelReasoning("think".into())).unwrap()),
+            [
+                "REASONING_START",
+                "REASONING_MESSAGE_START",
+                "REASONING_MESSAGE_CONTENT"
+            ]
+        );
+        assert_eq!(
+            types(&agent.step(Input::ModelText("answer".into())).unwrap()),
+            [
+                "REASONING_MESSAGE_END",
+                "REASONING_END",
+                "TEXT_MESSAGE_START",
+                "TEXT_MESSAGE_CONTENT"
+            ]
+        );
+        let done = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        assert!(
+            matches!(done.last(), Some(Action::Finish(Outcome::Succeeded { final_text, .. })) if final_text == "answer")
+        );
     }
 
     #[test]
