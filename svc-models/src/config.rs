@@ -13,15 +13,65 @@ pub struct Config {
     pub offline_token_delay: Duration,
     /// `PA_REQUEST_TIMEOUT_MS`, default 30000: bound on unary calls.
     pub request_timeout: Duration,
+    /// `PA_MODELS_CONFIG`: the declarative catalog file; default `models.toml` if it exists.
+    pub models_config: Option<String>,
+    /// `PA_KEK` (base64 of 32 bytes) and `PA_KEK_ID` (default `kek-1`): the key-encryption key
+    /// for stored provider keys; `PA_KEK_PREVIOUS` = `id:base64,…` of older KEKs, for rotation.
+    /// Unset PA_KEK = a fixed dev KEK, with a warning.
+    pub kek: Option<(String, String, String)>,
+    /// `PA_PROVIDER_FIRST_BYTE_TIMEOUT_MS` (default 30000), `PA_PROVIDER_IDLE_TIMEOUT_MS`
+    /// (default 60000), `PA_PROVIDER_CONNECT_TIMEOUT_MS` (default 5000).
+    pub provider_first_byte_timeout: Duration,
+    pub provider_idle_timeout: Duration,
+    pub provider_connect_timeout: Duration,
 }
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
+        let models_config = match std::env::var("PA_MODELS_CONFIG") {
+            Ok(path) if !path.is_empty() => Some(path),
+            _ => std::path::Path::new("models.toml")
+                .exists()
+                .then(|| "models.toml".to_string()),
+        };
+        let kek = std::env::var("PA_KEK")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                (
+                    env_or("PA_KEK_ID", "kek-1"),
+                    k,
+                    env_or("PA_KEK_PREVIOUS", ""),
+                )
+            });
+        let ms = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(env_parse(name, default)?))
+        };
         Ok(Self {
             common: CommonConfig::from_env(),
             listen_addr: env_or("PA_MODELS_ADDR", "127.0.0.1:50052"),
-            offline_token_delay: Duration::from_millis(env_parse("PA_OFFLINE_TOKEN_DELAY_MS", 15)?),
-            request_timeout: Duration::from_millis(env_parse("PA_REQUEST_TIMEOUT_MS", 30_000)?),
+            offline_token_delay: ms("PA_OFFLINE_TOKEN_DELAY_MS", 15)?,
+            request_timeout: ms("PA_REQUEST_TIMEOUT_MS", 30_000)?,
+            models_config,
+            kek,
+            provider_first_byte_timeout: ms("PA_PROVIDER_FIRST_BYTE_TIMEOUT_MS", 30_000)?,
+            provider_idle_timeout: ms("PA_PROVIDER_IDLE_TIMEOUT_MS", 60_000)?,
+            provider_connect_timeout: ms("PA_PROVIDER_CONNECT_TIMEOUT_MS", 5_000)?,
         })
+    }
+
+    /// Defaults for tests and embedding: no catalog file, dev KEK, short provider timeouts.
+    pub fn for_tests(common: CommonConfig) -> Self {
+        Self {
+            common,
+            listen_addr: String::new(),
+            offline_token_delay: Duration::ZERO,
+            request_timeout: Duration::from_secs(30),
+            models_config: None,
+            kek: None,
+            provider_first_byte_timeout: Duration::from_secs(5),
+            provider_idle_timeout: Duration::from_secs(5),
+            provider_connect_timeout: Duration::from_secs(2),
+        }
     }
 }

@@ -1,16 +1,29 @@
-//! svc-models: the only service that talks to model providers and the only one that ever holds a
-//! provider key. Catalog, model resolution, streaming chat.
+//! svc-models: the only service that talks to model providers and the only one that ever holds
+//! a provider key. Catalog and governance, `auto`, BYOK, fallback, provider calls, usage.
 
+mod breaker;
 mod catalog;
 pub mod config;
+mod governance;
+mod keys;
 mod offline;
+mod provider;
+mod relay;
+mod resolver;
+mod seed;
 mod service;
+mod usage;
+
+use std::sync::Arc;
 
 pub use config::Config;
 use pa_kit::Shutdown;
 use pa_kit::grpc::GrpcServer;
 use pa_kit::identity::RequireIdentity;
+use pa_proto::v1::key_service_server::KeyServiceServer;
+use pa_proto::v1::model_admin_service_server::ModelAdminServiceServer;
 use pa_proto::v1::model_service_server::ModelServiceServer;
+use pa_proto::v1::usage_service_server::UsageServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -20,6 +33,12 @@ pub enum StartError {
     Db(#[from] pa_kit::db::DbError),
     #[error(transparent)]
     Serve(#[from] pa_kit::grpc::ServeError),
+    #[error("key-encryption key: {0}")]
+    Kek(#[from] keys::KeyError),
+    #[error(transparent)]
+    Seed(#[from] seed::SeedError),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
 }
 
 /// Runs svc-models on `listener` until `shutdown` fires.
@@ -30,15 +49,65 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let pool =
         pa_kit::db::connect_schema(&config.common.database_url, "models", &MIGRATOR, 10).await?;
-    let catalog = catalog::Catalog::new(pool);
-    let service =
-        service::ModelServiceImpl::new(catalog, config.offline_token_delay, shutdown.clone());
+    let enc = Arc::new(match &config.kek {
+        Some((id, key, previous)) => keys::KeyEncryption::from_config(id, key, previous)?,
+        None => {
+            tracing::warn!(
+                "PA_KEK is unset: provider keys are encrypted with the fixed dev KEK; set PA_KEK in production"
+            );
+            keys::KeyEncryption::dev_default()
+        }
+    });
+    let catalog = catalog::Catalog::new(pool.clone());
+    if let Some(path) = &config.models_config {
+        let text = std::fs::read_to_string(path).map_err(|source| seed::SeedError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file = seed::parse(path, &text)?;
+        seed::apply(&catalog, &enc, path, &file).await?;
+    }
+    let keys = keys::KeyStore::new(pool.clone(), enc.clone());
+    // Rotation: keys still sealed under an older KEK move to the current one.
+    let moved = keys.rewrap_all().await?;
+    if moved > 0 {
+        tracing::info!(
+            moved,
+            kek = enc.current_id(),
+            "re-encrypted stored keys under the current KEK"
+        );
+    }
+    let relay = relay::Relay {
+        catalog,
+        keys,
+        enc,
+        usage: usage::UsageStore::new(pool),
+        http: provider::http_client(config.provider_connect_timeout)?,
+        breakers: breaker::Breakers::default(),
+        timeouts: relay::Timeouts {
+            first_byte: config.provider_first_byte_timeout,
+            idle: config.provider_idle_timeout,
+        },
+        offline_token_delay: config.offline_token_delay,
+        shutdown: shutdown.clone(),
+    };
+    let services = service::Services { relay };
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
+    let guard = RequireIdentity(auth);
     GrpcServer::new(config.request_timeout)?
         .add_service(ModelServiceServer::with_interceptor(
-            service,
-            RequireIdentity(auth),
+            services.clone(),
+            guard.clone(),
         ))
+        .add_service(ModelAdminServiceServer::with_interceptor(
+            services.clone(),
+            guard.clone(),
+        ))
+        .add_service(KeyServiceServer::with_interceptor(
+            services.clone(),
+            guard.clone(),
+        ))
+        .add_service(UsageServiceServer::with_interceptor(services, guard))
         .serve(listener, shutdown)
         .await?;
     Ok(())

@@ -1,66 +1,110 @@
-//! ModelService over gRPC: converts and delegates; no domain logic here.
+//! svc-models over gRPC: ModelService, ModelAdminService, KeyService and UsageService. Each
+//! converts, checks the caller, and delegates to the domain modules.
 
 use std::pin::Pin;
-use std::time::Duration;
 
 use futures::Stream;
-use pa_kit::{PaError, RequestIdentity, Shutdown};
+use pa_kit::{ErrorCode, PaError, RequestIdentity};
+use pa_proto::v1::key_service_server::KeyService;
+use pa_proto::v1::model_admin_service_server::ModelAdminService;
 use pa_proto::v1::model_service_server::ModelService;
+use pa_proto::v1::usage_service_server::UsageService;
 use pa_proto::v1::{
-    ChatFinish, EmbedRequest, EmbedResponse, ListModelsRequest, ListModelsResponse, ModelSelection,
-    ResolveModelRequest, StreamChatChunk, StreamChatRequest, stream_chat_chunk,
+    ClassificationPolicy, DeleteUserKeyRequest, DeleteUserKeyResponse, EmbedRequest, EmbedResponse,
+    Embedding, GetUsageRequest, GetUsageResponse, Identity, KeyRef, ListAllModelsRequest,
+    ListModelsRequest, ListModelsResponse, ListPoliciesRequest, ListPoliciesResponse,
+    ListProvidersRequest, ListProvidersResponse, ListUserKeysRequest, ListUserKeysResponse,
+    ModelInfo, ModelSelection, PatchModelRequest, ProviderInfo, PutUserKeyRequest,
+    ResolveModelRequest, StreamChatChunk, StreamChatRequest, UpsertModelRequest,
+    UpsertProviderRequest, UsageScope,
 };
 use tonic::{Request, Response, Status};
 
-use crate::catalog::Catalog;
-use crate::offline;
+use crate::catalog::PLATFORM;
+use crate::keys::Secret;
+use crate::relay::{Relay, platform_key_aad};
 
-pub struct ModelServiceImpl {
-    catalog: Catalog,
-    offline_token_delay: Duration,
-    shutdown: Shutdown,
-}
-
-impl ModelServiceImpl {
-    pub fn new(catalog: Catalog, offline_token_delay: Duration, shutdown: Shutdown) -> Self {
-        Self {
-            catalog,
-            offline_token_delay,
-            shutdown,
-        }
-    }
+#[derive(Clone)]
+pub struct Services {
+    pub relay: Relay,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
 
-fn chunk(chunk: stream_chat_chunk::Chunk) -> StreamChatChunk {
-    StreamChatChunk { chunk: Some(chunk) }
+fn require_admin(identity: &Identity) -> Result<(), Status> {
+    if identity.roles.iter().any(|r| r == "admin") {
+        Ok(())
+    } else {
+        Err(PaError::new(ErrorCode::Forbidden, "this needs the admin role").into())
+    }
 }
 
+/// A deterministic bag-of-words embedding for the offline model: honest, local, and good
+/// enough for exact and near-exact matches; real semantics need a real embedding model.
+fn offline_embedding(text: &str, dims: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dims];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in word.to_lowercase().bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        v[(h % dims as u64) as usize] += if h & (1 << 63) == 0 { 1.0 } else { -1.0 };
+    }
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+const OFFLINE_EMBED_DIMS: usize = 384;
+
 #[tonic::async_trait]
-impl ModelService for ModelServiceImpl {
+impl ModelService for Services {
+    /// The models the caller may pick: enabled, callable (a key exists), and allowed for at
+    /// least one data classification.
     async fn list_models(
         &self,
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        request.identity()?;
-        let models = self.catalog.enabled_models().await.map_err(PaError::from)?;
-        Ok(Response::new(ListModelsResponse {
-            models: models.into_iter().map(|m| m.info).collect(),
-        }))
+        let identity = request.identity()?;
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let own: Vec<String> = self
+            .relay
+            .keys
+            .list(&identity)
+            .await
+            .map_err(PaError::from)?
+            .into_iter()
+            .map(|k| k.provider)
+            .collect();
+        let models = snapshot
+            .usable_models()
+            .filter(|m| {
+                m.provider_kind == "offline"
+                    || own.contains(&m.info.provider)
+                    || snapshot
+                        .provider(&m.info.provider)
+                        .is_some_and(|p| p.platform_key.is_some())
+            })
+            .filter(|m| !Relay::allowed_classifications(&snapshot, &identity, m).is_empty())
+            .map(|m| m.info.clone())
+            .collect();
+        Ok(Response::new(ListModelsResponse { models }))
     }
 
     async fn resolve(
         &self,
         request: Request<ResolveModelRequest>,
     ) -> Result<Response<ModelSelection>, Status> {
-        request.identity()?;
-        let selection = self
-            .catalog
-            .resolve(&request.get_ref().requested)
-            .await
-            .map_err(PaError::from)?;
-        Ok(Response::new(selection))
+        let identity = request.identity()?;
+        Ok(Response::new(
+            crate::resolver::resolve(&self.relay, &identity, request.get_ref()).await?,
+        ))
     }
 
     type StreamChatStream = ChunkStream;
@@ -69,55 +113,8 @@ impl ModelService for ModelServiceImpl {
         &self,
         request: Request<StreamChatRequest>,
     ) -> Result<Response<Self::StreamChatStream>, Status> {
-        request.identity()?;
-        let request = request.into_inner();
-        let model = self
-            .catalog
-            .get(&request.label)
-            .await
-            .map_err(PaError::from)?;
-        if model.provider_kind != "offline" {
-            return Err(PaError::unavailable(format!(
-                "provider kind {} of {} cannot be called yet",
-                model.provider_kind, model.info.label
-            ))
-            .into());
-        }
-        let tokens = offline::reply_tokens(&request.messages);
-        let usage = offline::usage(&request.messages, tokens.len());
-        let delay = self.offline_token_delay;
-        let label = model.info.label;
-        let stop = self.shutdown.token();
-        // A bounded channel gives back-pressure; a dropped receiver (client gone) ends the task.
-        let (tx, rx) = tokio::sync::mpsc::channel(32);
-        tokio::spawn(async move {
-            for (i, token) in tokens.into_iter().enumerate() {
-                if i > 0 && !delay.is_zero() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => {}
-                    }
-                }
-                let text = chunk(stream_chat_chunk::Chunk::TextDelta(token));
-                if tx.send(Ok(text)).await.is_err() {
-                    return;
-                }
-            }
-            let finish = ChatFinish {
-                finish_reason: "stop".into(),
-                usage: Some(usage),
-                attempts: vec![pa_proto::v1::ModelAttempt {
-                    label: label.clone(),
-                    outcome: "ok".into(),
-                    key_source: "none".into(),
-                    ..Default::default()
-                }],
-                served_label: label,
-            };
-            let _ = tx
-                .send(Ok(chunk(stream_chat_chunk::Chunk::Finish(finish))))
-                .await;
-        });
+        let identity = request.identity()?;
+        let rx = self.relay.stream(identity, request.into_inner());
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -127,7 +124,296 @@ impl ModelService for ModelServiceImpl {
         &self,
         request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
-        request.identity()?;
-        Err(PaError::unimplemented("embeddings arrive with the memory service (issue 7)").into())
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        if req.inputs.is_empty() || req.inputs.len() > 256 {
+            return Err(PaError::bad_request("inputs must hold 1-256 texts").into());
+        }
+        let label = if req.label.is_empty() {
+            "offline:echo".to_string()
+        } else {
+            req.label
+        };
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let model = snapshot.usable_model(&label).map_err(PaError::from)?;
+        let provider = snapshot
+            .provider(&model.info.provider)
+            .cloned()
+            .ok_or_else(|| PaError::not_found(format!("provider of {label} is missing")))?;
+        let vectors = if provider.kind == "offline" {
+            req.inputs
+                .iter()
+                .map(|t| offline_embedding(t, OFFLINE_EMBED_DIMS))
+                .collect()
+        } else {
+            let key = self.relay.key_for(&identity, &provider).await?;
+            let secret = match &key {
+                crate::relay::KeyChoice::User(s) | crate::relay::KeyChoice::Platform(s) => Some(s),
+                crate::relay::KeyChoice::None => None,
+            };
+            crate::provider::embed(
+                &self.relay.http,
+                &provider.base_url,
+                secret,
+                &model.info.model,
+                &req.inputs,
+                self.relay.timeouts.first_byte,
+            )
+            .await
+            .map_err(|e| {
+                let code = <ErrorCode as pa_kit::error::ErrorCodeExt>::from_slug(e.code);
+                PaError::new(code.unwrap_or(ErrorCode::Unavailable), e.message)
+            })?
+        };
+        Ok(Response::new(EmbedResponse {
+            embeddings: vectors
+                .into_iter()
+                .map(|values| Embedding { values })
+                .collect(),
+            served_label: label,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ModelAdminService for Services {
+    async fn list_providers(
+        &self,
+        request: Request<ListProvidersRequest>,
+    ) -> Result<Response<ListProvidersResponse>, Status> {
+        require_admin(&request.identity()?)?;
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        Ok(Response::new(ListProvidersResponse {
+            providers: snapshot.providers.iter().map(|p| p.info()).collect(),
+        }))
+    }
+
+    async fn upsert_provider(
+        &self,
+        request: Request<UpsertProviderRequest>,
+    ) -> Result<Response<ProviderInfo>, Status> {
+        require_admin(&request.identity()?)?;
+        let req = request.into_inner();
+        let info = req
+            .provider
+            .ok_or_else(|| PaError::bad_request("provider is required"))?;
+        let sealed = if req.platform_api_key.is_empty() {
+            None
+        } else {
+            Some(
+                self.relay
+                    .enc
+                    .seal(
+                        &Secret::new(req.platform_api_key),
+                        &platform_key_aad(&info.id),
+                    )
+                    .map_err(PaError::from)?,
+            )
+        };
+        let provider = self
+            .relay
+            .catalog
+            .upsert_provider(&info, sealed.as_ref())
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(provider.info()))
+    }
+
+    async fn list_all_models(
+        &self,
+        request: Request<ListAllModelsRequest>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        require_admin(&request.identity()?)?;
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        Ok(Response::new(ListModelsResponse {
+            models: snapshot.models.iter().map(|m| m.info.clone()).collect(),
+        }))
+    }
+
+    async fn upsert_model(
+        &self,
+        request: Request<UpsertModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        require_admin(&request.identity()?)?;
+        let info = request
+            .into_inner()
+            .model
+            .ok_or_else(|| PaError::bad_request("model is required"))?;
+        let model = self
+            .relay
+            .catalog
+            .upsert_model(&info)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(model.info))
+    }
+
+    async fn patch_model(
+        &self,
+        request: Request<PatchModelRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        require_admin(&request.identity()?)?;
+        let model = self
+            .relay
+            .catalog
+            .patch_model(request.get_ref())
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(model.info))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<ListPoliciesRequest>,
+    ) -> Result<Response<ListPoliciesResponse>, Status> {
+        let identity = request.identity()?;
+        require_admin(&identity)?;
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        use pa_proto::v1::DataClassification as C;
+        let policies = [C::Public, C::Internal, C::Confidential, C::Restricted]
+            .into_iter()
+            .filter_map(|c| snapshot.policy(&identity.tenant_id, c))
+            .map(|p| ClassificationPolicy {
+                classification: p.classification as i32,
+                required_tags: p.required_tags.clone(),
+                forbidden_tags: p.forbidden_tags.clone(),
+            })
+            .collect();
+        Ok(Response::new(ListPoliciesResponse { policies }))
+    }
+
+    /// Sets the caller's tenant policy for one classification (overrides the platform's).
+    async fn set_policy(
+        &self,
+        request: Request<ClassificationPolicy>,
+    ) -> Result<Response<ClassificationPolicy>, Status> {
+        let identity = request.identity()?;
+        require_admin(&identity)?;
+        let policy = request.into_inner();
+        let tenant = if identity.tenant_id.is_empty() {
+            PLATFORM
+        } else {
+            identity.tenant_id.as_str()
+        };
+        self.relay
+            .catalog
+            .set_policy(tenant, &policy)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(policy))
+    }
+}
+
+#[tonic::async_trait]
+impl KeyService for Services {
+    async fn put_user_key(
+        &self,
+        request: Request<PutUserKeyRequest>,
+    ) -> Result<Response<KeyRef>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        match snapshot.provider(&req.provider) {
+            Some(p) if p.kind == "openai_compatible" => {}
+            Some(_) => {
+                return Err(
+                    PaError::bad_request(format!("provider {} takes no key", req.provider)).into(),
+                );
+            }
+            None => {
+                return Err(PaError::not_found(format!(
+                    "provider {} is not in the catalog",
+                    req.provider
+                ))
+                .into());
+            }
+        }
+        Ok(Response::new(
+            self.relay
+                .keys
+                .put(&identity, &req.provider, &req.api_key)
+                .await
+                .map_err(PaError::from)?,
+        ))
+    }
+
+    async fn list_user_keys(
+        &self,
+        request: Request<ListUserKeysRequest>,
+    ) -> Result<Response<ListUserKeysResponse>, Status> {
+        let identity = request.identity()?;
+        Ok(Response::new(ListUserKeysResponse {
+            keys: self
+                .relay
+                .keys
+                .list(&identity)
+                .await
+                .map_err(PaError::from)?,
+        }))
+    }
+
+    async fn delete_user_key(
+        &self,
+        request: Request<DeleteUserKeyRequest>,
+    ) -> Result<Response<DeleteUserKeyResponse>, Status> {
+        let identity = request.identity()?;
+        self.relay
+            .keys
+            .delete(&identity, &request.get_ref().provider)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(DeleteUserKeyResponse {}))
+    }
+}
+
+fn day(text: &str, default: chrono::NaiveDate) -> Result<chrono::NaiveDate, PaError> {
+    if text.is_empty() {
+        return Ok(default);
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| PaError::bad_request(format!("{text:?} is not a YYYY-MM-DD day")))
+}
+
+#[tonic::async_trait]
+impl UsageService for Services {
+    async fn get_usage(
+        &self,
+        request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let today = chrono::Utc::now().date_naive();
+        let to = day(&req.to_day, today)?;
+        let from = day(&req.from_day, to - chrono::Days::new(30))?;
+        if from > to || (to - from).num_days() > 366 {
+            return Err(
+                PaError::bad_request("from must be before to, at most 366 days apart").into(),
+            );
+        }
+        let user = match UsageScope::try_from(req.scope).unwrap_or(UsageScope::Unspecified) {
+            UsageScope::Tenant => {
+                require_admin(&identity)?;
+                None
+            }
+            _ => Some(identity.user_id.as_str()),
+        };
+        let days = self
+            .relay
+            .usage
+            .daily(&identity.tenant_id, user, from, to)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(GetUsageResponse { days }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn offline_embeddings_are_deterministic_unit_vectors() {
+        let a = super::offline_embedding("The cat sat", 64);
+        assert_eq!(a, super::offline_embedding("the CAT sat", 64));
+        assert!((a.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
+        assert_ne!(a, super::offline_embedding("a dog ran", 64));
     }
 }

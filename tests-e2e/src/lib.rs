@@ -35,6 +35,7 @@ fn with_database(url: &str, database: &str) -> String {
 
 pub struct MeshBuilder {
     offline_token_delay: Duration,
+    models_config: Option<String>,
     auth_mode: svc_gateway::AuthMode,
 }
 
@@ -42,6 +43,12 @@ impl MeshBuilder {
     /// Pause between the offline model's tokens (default 0).
     pub fn offline_token_delay(mut self, delay: Duration) -> Self {
         self.offline_token_delay = delay;
+        self
+    }
+
+    /// A declarative catalog file for svc-models (as `PA_MODELS_CONFIG`).
+    pub fn models_config(mut self, path: impl Into<String>) -> Self {
+        self.models_config = Some(path.into());
         self
     }
 
@@ -81,12 +88,9 @@ impl MeshBuilder {
             "svc-models",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_models::Config {
-                    common: common.clone(),
-                    listen_addr: String::new(),
-                    offline_token_delay: self.offline_token_delay,
-                    request_timeout: timeout,
-                };
+                let mut config = svc_models::Config::for_tests(common.clone());
+                config.offline_token_delay = self.offline_token_delay;
+                config.models_config = self.models_config.clone();
                 let s = shutdown.clone();
                 async move {
                     svc_models::run(config, models_listener, s)
@@ -227,6 +231,7 @@ impl Mesh {
     pub fn builder() -> MeshBuilder {
         MeshBuilder {
             offline_token_delay: Duration::ZERO,
+            models_config: None,
             auth_mode: svc_gateway::AuthMode::Dev,
         }
     }

@@ -1,0 +1,1226 @@
+//! Provider API keys at rest (BYOK user keys; the same sealing serves platform keys).
+//!
+//! Envelope encryption with AES-256-GCM: every secret gets a fresh random 256-bit data key (DEK)
+//! and a random 96-bit nonce; the DEK is itself sealed ("wrapped") under a key-encryption key
+//! (KEK) from config, whose id is stored next to it. Rotating means configuring a new current KEK
+//! and keeping the old one under `previous` until [`KeyStore::rewrap_all`] has moved every row.
+//! Both layers are bound to the owner through the associated data, so a row copied to another
+//! owner does not open.
+//!
+//! A key is never returned by an API and never logged: [`Secret`] prints as `Secret(***)`, and no
+//! [`KeyError`] message carries key material (neither a provider key nor a KEK).
+
+use std::fmt;
+use std::sync::Arc;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use pa_kit::PaError;
+use pa_proto::v1::{Identity, KeyRef};
+use sqlx::{PgPool, Row};
+
+/// AES-256: KEKs and DEKs are 32 bytes.
+const KEY_LEN: usize = 32;
+/// AES-GCM's 96-bit nonce.
+const NONCE_LEN: usize = 12;
+/// AES-GCM's authentication tag.
+const TAG_LEN: usize = 16;
+const MAX_KEK_ID_LEN: usize = 64;
+const MAX_PROVIDER_LEN: usize = 64;
+const MAX_API_KEY_BYTES: usize = 4096;
+/// How many rows [`KeyStore::rewrap_all`] reads at a time.
+const REWRAP_BATCH: i64 = 100;
+
+/// The id of [`KeyEncryption::dev_default`]'s KEK.
+pub const DEV_KEK_ID: &str = "dev-insecure";
+/// Public, so it protects nothing: for the local dev stack only.
+const DEV_KEK: [u8; KEY_LEN] = *b"personal-agent-dev-insecure-kek!";
+
+/// Domain separation between the two layers' associated data. KEK ids cannot hold a newline, so
+/// `kek_id` and the caller's AAD cannot be confused either.
+fn secret_aad(aad: &str) -> String {
+    format!("pa-keys/v1/secret\n{aad}")
+}
+
+fn dek_aad(kek_id: &str, aad: &str) -> String {
+    format!("pa-keys/v1/dek\n{kek_id}\n{aad}")
+}
+
+/// Best-effort wipe without `unsafe`: the `black_box` keeps the writes from being optimised away
+/// as dead stores.
+fn wipe(bytes: &mut [u8]) {
+    bytes.fill(0);
+    std::hint::black_box(&*bytes);
+}
+
+fn random<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|_| KeyError::Random)?;
+    Ok(bytes)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Secret
+
+/// A plaintext provider key. Prints as `Secret(***)`; its bytes are overwritten when dropped.
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The key itself, for the one place that needs it: the request to the provider.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The last 4 characters, to tell keys apart in a UI. A short key shows fewer, never more
+    /// than a third of it (a key under 3 characters shows nothing), so the hint cannot give the
+    /// whole key away.
+    pub fn last4(&self) -> String {
+        let count = self.0.chars().count();
+        let shown = (count / 3).min(4);
+        self.0.chars().skip(count - shown).collect()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        wipe(&mut bytes);
+        // Also zero the spare capacity, which may hold an older copy: resizing within the
+        // capacity writes zeros there without reallocating.
+        let capacity = bytes.capacity();
+        bytes.resize(capacity, 0);
+        wipe(&mut bytes);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// KEKs, DEKs and sealing
+
+/// A key-encryption key and its id. `Debug` shows the id only; the key is wiped on drop.
+pub struct Kek {
+    id: String,
+    key: [u8; KEY_LEN],
+}
+
+impl Kek {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new((&self.key).into())
+    }
+}
+
+impl fmt::Debug for Kek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kek")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Kek {
+    fn drop(&mut self) {
+        wipe(&mut self.key);
+    }
+}
+
+/// A data key: one per sealed secret. Wiped on drop.
+struct Dek([u8; KEY_LEN]);
+
+impl Dek {
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new((&self.0).into())
+    }
+}
+
+impl Drop for Dek {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+/// A secret sealed by [`KeyEncryption::seal`]: what is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sealed {
+    /// The KEK that wraps the DEK.
+    pub kek_id: String,
+    /// The DEK sealed under the KEK (32 bytes + 16-byte tag).
+    pub wrapped_dek: Vec<u8>,
+    pub dek_nonce: Vec<u8>,
+    /// The secret sealed under the DEK.
+    pub ciphertext: Vec<u8>,
+    pub nonce: Vec<u8>,
+}
+
+/// Seals and opens secrets under the configured KEKs: `current` seals, `current` and `previous`
+/// open.
+pub struct KeyEncryption {
+    current: Kek,
+    previous: Vec<Kek>,
+}
+
+impl fmt::Debug for KeyEncryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyEncryption")
+            .field("current", &self.current.id)
+            .field(
+                "previous",
+                &self
+                    .previous
+                    .iter()
+                    .map(|k| k.id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+fn validate_kek_id(id: &str) -> Result<(), KeyError> {
+    if id.is_empty() {
+        return Err(KeyError::Config("a KEK id must not be empty".into()));
+    }
+    if id.len() > MAX_KEK_ID_LEN
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(KeyError::Config(format!(
+            "KEK id {id:?} must be 1-{MAX_KEK_ID_LEN} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+/// Never puts `b64` (or the base64 crate's error, which may quote a byte of it) in a message.
+fn parse_kek(id: &str, b64: &str) -> Result<Kek, KeyError> {
+    validate_kek_id(id)?;
+    let mut bytes = BASE64
+        .decode(b64.trim())
+        .map_err(|_| KeyError::Config(format!("KEK {id:?} is not valid (standard) base64")))?;
+    let result = <[u8; KEY_LEN]>::try_from(bytes.as_slice())
+        .map(|key| Kek {
+            id: id.to_string(),
+            key,
+        })
+        .map_err(|_| {
+            KeyError::Config(format!(
+                "KEK {id:?} must be {KEY_LEN} bytes (a base64 256-bit key), not {}",
+                bytes.len()
+            ))
+        });
+    wipe(&mut bytes);
+    result
+}
+
+impl KeyEncryption {
+    /// `current_b64` is the base64 (standard alphabet) of a 32-byte key; `previous` is a
+    /// comma-separated list of `id:base64` KEKs still accepted for opening ("" = none).
+    pub fn from_config(
+        current_id: &str,
+        current_b64: &str,
+        previous: &str,
+    ) -> Result<Self, KeyError> {
+        let current = parse_kek(current_id, current_b64)?;
+        let mut keks: Vec<Kek> = Vec::new();
+        for (index, entry) in previous.split(',').enumerate() {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            // The entry holds a key: name it by position only.
+            let Some((id, b64)) = entry.split_once(':') else {
+                return Err(KeyError::Config(format!(
+                    "previous KEK entry #{} is not of the form id:base64",
+                    index + 1
+                )));
+            };
+            let kek = parse_kek(id.trim(), b64)?;
+            if kek.id == current.id || keks.iter().any(|k| k.id == kek.id) {
+                return Err(KeyError::Config(format!(
+                    "KEK id {:?} is configured more than once",
+                    kek.id
+                )));
+            }
+            keks.push(kek);
+        }
+        Ok(Self {
+            current,
+            previous: keks,
+        })
+    }
+
+    /// A fixed, publicly known KEK (id [`DEV_KEK_ID`]) for the local dev stack only: keys sealed
+    /// under it are as good as plaintext. The caller warns when it uses this.
+    pub fn dev_default() -> Self {
+        Self {
+            current: Kek {
+                id: DEV_KEK_ID.to_string(),
+                key: DEV_KEK,
+            },
+            previous: Vec::new(),
+        }
+    }
+
+    /// The id of the KEK new secrets are sealed under.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    fn kek(&self, id: &str) -> Result<&Kek, KeyError> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+            .ok_or_else(|| KeyError::UnknownKek(id.to_string()))
+    }
+
+    /// Seals `secret` under a fresh DEK, and the DEK under the current KEK, both bound to `aad`
+    /// (the owner, e.g. `user-key/{tenant}/{user}/{provider}`).
+    pub fn seal(&self, secret: &Secret, aad: &str) -> Result<Sealed, KeyError> {
+        let dek = Dek(random()?);
+        let nonce: [u8; NONCE_LEN] = random()?;
+        let ciphertext = dek
+            .cipher()
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: secret.expose().as_bytes(),
+                    aad: secret_aad(aad).as_bytes(),
+                },
+            )
+            .map_err(|_| KeyError::Encrypt)?;
+        let (wrapped_dek, dek_nonce) = wrap_dek(&self.current, &dek, aad)?;
+        Ok(Sealed {
+            kek_id: self.current.id.clone(),
+            wrapped_dek,
+            dek_nonce,
+            ciphertext,
+            nonce: nonce.to_vec(),
+        })
+    }
+
+    /// Opens what [`seal`](Self::seal) sealed for the same `aad`, under whichever configured KEK
+    /// it names.
+    pub fn open(&self, sealed: &Sealed, aad: &str) -> Result<Secret, KeyError> {
+        let dek = unwrap_dek(self.kek(&sealed.kek_id)?, sealed, aad)?;
+        open_secret(&dek, sealed, aad)
+    }
+
+    /// Re-wraps the DEK under the current KEK (the ciphertext stays as it is), after checking the
+    /// whole thing opens. `None` when it is under the current KEK already.
+    pub fn rewrap(&self, sealed: &Sealed, aad: &str) -> Result<Option<Sealed>, KeyError> {
+        if sealed.kek_id == self.current.id {
+            return Ok(None);
+        }
+        let dek = unwrap_dek(self.kek(&sealed.kek_id)?, sealed, aad)?;
+        drop(open_secret(&dek, sealed, aad)?);
+        let (wrapped_dek, dek_nonce) = wrap_dek(&self.current, &dek, aad)?;
+        Ok(Some(Sealed {
+            kek_id: self.current.id.clone(),
+            wrapped_dek,
+            dek_nonce,
+            ciphertext: sealed.ciphertext.clone(),
+            nonce: sealed.nonce.clone(),
+        }))
+    }
+}
+
+fn nonce_of(bytes: &[u8]) -> Result<&Nonce<aes_gcm::aead::consts::U12>, KeyError> {
+    // `Nonce::from_slice` panics on a wrong length; a stored row may be damaged.
+    if bytes.len() != NONCE_LEN {
+        return Err(KeyError::Decrypt);
+    }
+    Ok(Nonce::from_slice(bytes))
+}
+
+fn wrap_dek(kek: &Kek, dek: &Dek, aad: &str) -> Result<(Vec<u8>, Vec<u8>), KeyError> {
+    let nonce: [u8; NONCE_LEN] = random()?;
+    let wrapped = kek
+        .cipher()
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &dek.0,
+                aad: dek_aad(&kek.id, aad).as_bytes(),
+            },
+        )
+        .map_err(|_| KeyError::Encrypt)?;
+    Ok((wrapped, nonce.to_vec()))
+}
+
+fn unwrap_dek(kek: &Kek, sealed: &Sealed, aad: &str) -> Result<Dek, KeyError> {
+    if sealed.wrapped_dek.len() != KEY_LEN + TAG_LEN {
+        return Err(KeyError::Decrypt);
+    }
+    let mut plain = kek
+        .cipher()
+        .decrypt(
+            nonce_of(&sealed.dek_nonce)?,
+            Payload {
+                msg: &sealed.wrapped_dek,
+                aad: dek_aad(&kek.id, aad).as_bytes(),
+            },
+        )
+        .map_err(|_| KeyError::Decrypt)?;
+    let dek = <[u8; KEY_LEN]>::try_from(plain.as_slice())
+        .map(Dek)
+        .map_err(|_| KeyError::Decrypt);
+    wipe(&mut plain);
+    dek
+}
+
+fn open_secret(dek: &Dek, sealed: &Sealed, aad: &str) -> Result<Secret, KeyError> {
+    let plain = dek
+        .cipher()
+        .decrypt(
+            nonce_of(&sealed.nonce)?,
+            Payload {
+                msg: &sealed.ciphertext,
+                aad: secret_aad(aad).as_bytes(),
+            },
+        )
+        .map_err(|_| KeyError::Decrypt)?;
+    match String::from_utf8(plain) {
+        Ok(text) => Ok(Secret(text)),
+        Err(err) => {
+            wipe(&mut err.into_bytes());
+            Err(KeyError::Decrypt)
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Errors
+
+/// What can go wrong with keys. No message carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The KEK configuration is unusable (startup).
+    #[error("invalid key-encryption key configuration: {0}")]
+    Config(String),
+    /// The provider name is malformed. It is not echoed: it might be a pasted key.
+    #[error("invalid provider: expected 1-{MAX_PROVIDER_LEN} characters of a-z, 0-9, '_' or '-'")]
+    InvalidProvider,
+    #[error("invalid api key: {0}")]
+    InvalidKey(&'static str),
+    #[error("the caller's identity has no tenant or no user")]
+    NoIdentity,
+    #[error("no key is stored for provider {0}")]
+    NotFound(String),
+    /// A stored key names a KEK that is not configured (any more).
+    #[error("key-encryption key {0:?} is not configured")]
+    UnknownKek(String),
+    /// Authentication failed: wrong KEK, wrong owner, or a damaged row. Deliberately no detail.
+    #[error("a stored key could not be decrypted")]
+    Decrypt,
+    #[error("a key could not be encrypted")]
+    Encrypt,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+impl From<KeyError> for PaError {
+    fn from(err: KeyError) -> Self {
+        match err {
+            KeyError::InvalidProvider | KeyError::InvalidKey(_) => {
+                PaError::bad_request(err.to_string())
+            }
+            KeyError::NoIdentity => PaError::unauthenticated(err.to_string()),
+            KeyError::NotFound(_) => PaError::not_found(err.to_string()),
+            KeyError::Db(e) => e.into(),
+            KeyError::Config(_)
+            | KeyError::UnknownKek(_)
+            | KeyError::Decrypt
+            | KeyError::Encrypt
+            | KeyError::Random => PaError::internal(err),
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The store
+
+fn validate_provider(provider: &str) -> Result<(), KeyError> {
+    let ok = !provider.is_empty()
+        && provider.len() <= MAX_PROVIDER_LEN
+        && provider
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(KeyError::InvalidProvider)
+    }
+}
+
+fn validate_api_key(api_key: &str) -> Result<(), KeyError> {
+    if api_key.is_empty() {
+        return Err(KeyError::InvalidKey("it is empty"));
+    }
+    if api_key.len() > MAX_API_KEY_BYTES {
+        return Err(KeyError::InvalidKey("it is longer than 4096 bytes"));
+    }
+    if api_key.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(KeyError::InvalidKey(
+            "it contains whitespace or control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// The caller's tenant and user, both required.
+fn owner(identity: &Identity) -> Result<(&str, &str), KeyError> {
+    if identity.tenant_id.is_empty() || identity.user_id.is_empty() {
+        return Err(KeyError::NoIdentity);
+    }
+    Ok((&identity.tenant_id, &identity.user_id))
+}
+
+fn user_key_aad(tenant: &str, user: &str, provider: &str) -> String {
+    format!("user-key/{tenant}/{user}/{provider}")
+}
+
+fn sealed_from_row(row: &sqlx::postgres::PgRow) -> Result<Sealed, sqlx::Error> {
+    Ok(Sealed {
+        kek_id: row.try_get("kek_id")?,
+        wrapped_dek: row.try_get("wrapped_dek")?,
+        dek_nonce: row.try_get("dek_nonce")?,
+        ciphertext: row.try_get("ciphertext")?,
+        nonce: row.try_get("nonce")?,
+    })
+}
+
+/// Users' provider keys in table `user_keys`, one per tenant + user + provider.
+#[derive(Clone)]
+pub struct KeyStore {
+    pool: PgPool,
+    enc: Arc<KeyEncryption>,
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyStore")
+            .field("enc", &self.enc)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyStore {
+    pub fn new(pool: PgPool, enc: Arc<KeyEncryption>) -> Self {
+        Self { pool, enc }
+    }
+
+    /// Stores (or replaces) the caller's key for `provider`; every put gets a new `key_id`.
+    pub async fn put(
+        &self,
+        identity: &Identity,
+        provider: &str,
+        api_key: &str,
+    ) -> Result<KeyRef, KeyError> {
+        let (tenant, user) = owner(identity)?;
+        validate_provider(provider)?;
+        validate_api_key(api_key)?;
+        let secret = Secret::new(api_key);
+        let sealed = self
+            .enc
+            .seal(&secret, &user_key_aad(tenant, user, provider))?;
+        let key_id = uuid::Uuid::now_v7().to_string();
+        let last4 = secret.last4();
+        drop(secret);
+        let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+            "INSERT INTO user_keys (tenant_id, user_id, provider, key_id, kek_id, wrapped_dek, \
+                 dek_nonce, ciphertext, nonce, last4) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (tenant_id, user_id, provider) DO UPDATE SET \
+                 key_id = EXCLUDED.key_id, kek_id = EXCLUDED.kek_id, \
+                 wrapped_dek = EXCLUDED.wrapped_dek, dek_nonce = EXCLUDED.dek_nonce, \
+                 ciphertext = EXCLUDED.ciphertext, nonce = EXCLUDED.nonce, \
+                 last4 = EXCLUDED.last4, created_at = now(), updated_at = now() \
+             RETURNING created_at",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(provider)
+        .bind(&key_id)
+        .bind(&sealed.kek_id)
+        .bind(&sealed.wrapped_dek)
+        .bind(&sealed.dek_nonce)
+        .bind(&sealed.ciphertext)
+        .bind(&sealed.nonce)
+        .bind(&last4)
+        .fetch_one(&self.pool)
+        .await?;
+        tracing::info!(tenant, user, provider, key_id, "user key stored");
+        Ok(KeyRef {
+            provider: provider.to_string(),
+            key_id,
+            last4,
+            created_at_ms: created_at.timestamp_millis(),
+        })
+    }
+
+    /// The caller's keys, by provider; references only.
+    pub async fn list(&self, identity: &Identity) -> Result<Vec<KeyRef>, KeyError> {
+        let (tenant, user) = owner(identity)?;
+        let rows = sqlx::query(
+            "SELECT provider, key_id, last4, created_at FROM user_keys \
+             WHERE tenant_id = $1 AND user_id = $2 ORDER BY provider",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyRef {
+                    provider: row.try_get("provider")?,
+                    key_id: row.try_get("key_id")?,
+                    last4: row.try_get("last4")?,
+                    created_at_ms: row
+                        .try_get::<chrono::DateTime<chrono::Utc>, _>("created_at")?
+                        .timestamp_millis(),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes the caller's key for `provider`; [`KeyError::NotFound`] when there is none.
+    pub async fn delete(&self, identity: &Identity, provider: &str) -> Result<(), KeyError> {
+        let (tenant, user) = owner(identity)?;
+        validate_provider(provider)?;
+        let deleted = sqlx::query(
+            "DELETE FROM user_keys WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(provider)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if deleted == 0 {
+            return Err(KeyError::NotFound(provider.to_string()));
+        }
+        tracing::info!(tenant, user, provider, "user key deleted");
+        Ok(())
+    }
+
+    /// The caller's key for `provider`, decrypted for a provider call; `None` when there is none.
+    pub async fn get(
+        &self,
+        identity: &Identity,
+        provider: &str,
+    ) -> Result<Option<Secret>, KeyError> {
+        let (tenant, user) = owner(identity)?;
+        validate_provider(provider)?;
+        let row = sqlx::query(
+            "SELECT kek_id, wrapped_dek, dek_nonce, ciphertext, nonce FROM user_keys \
+             WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(provider)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let sealed = sealed_from_row(&row)?;
+        let aad = user_key_aad(tenant, user, provider);
+        match self.enc.open(&sealed, &aad) {
+            Ok(secret) => Ok(Some(secret)),
+            Err(err) => {
+                tracing::error!(tenant, user, provider, kek_id = %sealed.kek_id, error = %err,
+                    "a stored user key does not open");
+                Err(err)
+            }
+        }
+    }
+
+    /// Moves every row not under the current KEK to it (the DEK is re-wrapped; the ciphertext
+    /// stays). Returns how many rows moved. Stops at the first row that does not open (logged
+    /// with its owner), leaving the rows moved so far moved: running it again is safe.
+    pub async fn rewrap_all(&self) -> Result<u64, KeyError> {
+        let current = self.enc.current_id();
+        let mut moved = 0u64;
+        let mut after = (String::new(), String::new(), String::new());
+        loop {
+            let rows = sqlx::query(
+                "SELECT tenant_id, user_id, provider, key_id, kek_id, wrapped_dek, dek_nonce, \
+                     ciphertext, nonce FROM user_keys \
+                 WHERE kek_id <> $1 AND (tenant_id, user_id, provider) > ($2, $3, $4) \
+                 ORDER BY tenant_id, user_id, provider LIMIT $5",
+            )
+            .bind(current)
+            .bind(&after.0)
+            .bind(&after.1)
+            .bind(&after.2)
+            .bind(REWRAP_BATCH)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                let tenant: String = row.try_get("tenant_id")?;
+                let user: String = row.try_get("user_id")?;
+                let provider: String = row.try_get("provider")?;
+                after = (tenant.clone(), user.clone(), provider.clone());
+                let key_id: String = row.try_get("key_id")?;
+                let sealed = sealed_from_row(row)?;
+                let aad = user_key_aad(&tenant, &user, &provider);
+                let rewrapped = match self.enc.rewrap(&sealed, &aad) {
+                    Ok(Some(rewrapped)) => rewrapped,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        tracing::error!(tenant, user, provider, kek_id = %sealed.kek_id,
+                            error = %err, "a stored user key does not open; rewrap stopped");
+                        return Err(err);
+                    }
+                };
+                // Guarded by key_id and kek_id: a put that replaced the row meanwhile wins.
+                moved += sqlx::query(
+                    "UPDATE user_keys SET kek_id = $1, wrapped_dek = $2, dek_nonce = $3, \
+                         updated_at = now() \
+                     WHERE tenant_id = $4 AND user_id = $5 AND provider = $6 \
+                         AND key_id = $7 AND kek_id = $8",
+                )
+                .bind(&rewrapped.kek_id)
+                .bind(&rewrapped.wrapped_dek)
+                .bind(&rewrapped.dek_nonce)
+                .bind(&tenant)
+                .bind(&user)
+                .bind(&provider)
+                .bind(&key_id)
+                .bind(&sealed.kek_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            }
+            if rows.len() < REWRAP_BATCH as usize {
+                break;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                kek_id = current,
+                "user keys re-wrapped under the current KEK"
+            );
+        }
+        Ok(moved)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AAD: &str = "user-key/t1/u1/openai";
+    const KEY: &str = "sk-test-0123456789abcdefWXYZ";
+
+    fn b64(key: &[u8; KEY_LEN]) -> String {
+        BASE64.encode(key)
+    }
+
+    fn enc(id: &str, key: &[u8; KEY_LEN], previous: &str) -> KeyEncryption {
+        KeyEncryption::from_config(id, &b64(key), previous).unwrap()
+    }
+
+    fn flip(bytes: &mut [u8]) {
+        bytes[0] ^= 0x01;
+    }
+
+    #[test]
+    fn seal_open_round_trip() {
+        let enc = enc("k1", &[7; 32], "");
+        let sealed = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        assert_eq!(sealed.kek_id, "k1");
+        assert_eq!(sealed.nonce.len(), NONCE_LEN);
+        assert_eq!(sealed.dek_nonce.len(), NONCE_LEN);
+        assert_eq!(sealed.wrapped_dek.len(), KEY_LEN + TAG_LEN);
+        assert_eq!(sealed.ciphertext.len(), KEY.len() + TAG_LEN);
+        assert_eq!(enc.open(&sealed, AAD).unwrap().expose(), KEY);
+        let dev = KeyEncryption::dev_default();
+        assert_eq!(dev.current_id(), "dev-insecure");
+        let sealed = dev.seal(&Secret::new(KEY), AAD).unwrap();
+        assert_eq!(dev.open(&sealed, AAD).unwrap().expose(), KEY);
+    }
+
+    #[test]
+    fn wrong_aad_fails() {
+        let enc = enc("k1", &[7; 32], "");
+        let sealed = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        for aad in [
+            "user-key/t1/u2/openai",
+            "user-key/t2/u1/openai",
+            "",
+            "user-key/t1/u1/x",
+        ] {
+            assert!(matches!(enc.open(&sealed, aad), Err(KeyError::Decrypt)));
+        }
+    }
+
+    #[test]
+    fn tampering_fails() {
+        let enc = enc("k1", &[7; 32], "");
+        let sealed = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        let tampers: [fn(&mut Sealed); 8] = [
+            |s| flip(&mut s.ciphertext),
+            |s| flip(&mut s.wrapped_dek),
+            |s| flip(&mut s.nonce),
+            |s| flip(&mut s.dek_nonce),
+            |s| s.nonce.truncate(8),
+            |s| s.dek_nonce.push(0),
+            |s| s.wrapped_dek.clear(),
+            |s| s.ciphertext.truncate(TAG_LEN - 1),
+        ];
+        for (i, tamper) in tampers.iter().enumerate() {
+            let mut bad = sealed.clone();
+            tamper(&mut bad);
+            assert!(
+                matches!(enc.open(&bad, AAD), Err(KeyError::Decrypt)),
+                "tamper #{i} was not detected"
+            );
+        }
+        // Same id, different key material.
+        let other = self::enc("k1", &[8; 32], "");
+        assert!(matches!(other.open(&sealed, AAD), Err(KeyError::Decrypt)));
+    }
+
+    #[test]
+    fn unknown_kek_fails() {
+        let enc = enc("k1", &[7; 32], "");
+        let mut sealed = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        sealed.kek_id = "k0".into();
+        match enc.open(&sealed, AAD) {
+            Err(KeyError::UnknownKek(id)) => assert_eq!(id, "k0"),
+            other => panic!("expected UnknownKek, got {other:?}"),
+        }
+        assert!(matches!(
+            enc.rewrap(&sealed, AAD),
+            Err(KeyError::UnknownKek(_))
+        ));
+    }
+
+    #[test]
+    fn rotation_and_rewrap() {
+        let (old_key, new_key) = ([1u8; 32], [2u8; 32]);
+        let old = enc("k1", &old_key, "");
+        let sealed = old.seal(&Secret::new(KEY), AAD).unwrap();
+
+        let rotated = enc("k2", &new_key, &format!("k1:{}", b64(&old_key)));
+        assert_eq!(rotated.current_id(), "k2");
+        assert_eq!(rotated.open(&sealed, AAD).unwrap().expose(), KEY);
+
+        let moved = rotated.rewrap(&sealed, AAD).unwrap().unwrap();
+        assert_eq!(moved.kek_id, "k2");
+        assert_eq!(moved.ciphertext, sealed.ciphertext);
+        assert_ne!(moved.wrapped_dek, sealed.wrapped_dek);
+        assert_eq!(rotated.open(&moved, AAD).unwrap().expose(), KEY);
+        assert!(rotated.rewrap(&moved, AAD).unwrap().is_none());
+
+        // Once everything is moved the old KEK can go.
+        let new_only = enc("k2", &new_key, "");
+        assert_eq!(new_only.open(&moved, AAD).unwrap().expose(), KEY);
+        assert!(matches!(
+            new_only.open(&sealed, AAD),
+            Err(KeyError::UnknownKek(_))
+        ));
+        // A rewrapped row is bound to its owner as before.
+        assert!(matches!(
+            rotated.open(&moved, "user-key/t1/u2/openai"),
+            Err(KeyError::Decrypt)
+        ));
+    }
+
+    #[test]
+    fn seals_are_randomized() {
+        let enc = enc("k1", &[7; 32], "");
+        let a = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        let b = enc.seal(&Secret::new(KEY), AAD).unwrap();
+        assert_ne!(a.ciphertext, b.ciphertext);
+        assert_ne!(a.wrapped_dek, b.wrapped_dek);
+        assert_ne!(a.nonce, b.nonce);
+        assert_ne!(a.dek_nonce, b.dek_nonce);
+    }
+
+    #[test]
+    fn secret_never_prints() {
+        let secret = Secret::new(KEY);
+        for shown in [
+            format!("{secret:?}"),
+            format!("{secret}"),
+            format!("{secret:#?}"),
+            format!("{:?}", Some(&secret)),
+        ] {
+            assert!(!shown.contains(KEY), "{shown}");
+            assert!(shown.contains("Secret(***)"));
+        }
+        let enc = enc("k1", &[7; 32], "");
+        let shown = format!("{enc:?}");
+        assert!(shown.contains("k1"));
+        assert!(!shown.contains(&b64(&[7; 32])));
+        assert!(!shown.contains("7, 7"), "{shown}");
+    }
+
+    #[test]
+    fn last4() {
+        assert_eq!(Secret::new(KEY).last4(), "WXYZ");
+        assert_eq!(Secret::new("sk-test-1234").last4(), "1234");
+        assert_eq!(Secret::new("abcdefgh").last4(), "gh");
+        assert_eq!(Secret::new("abc").last4(), "c");
+        assert_eq!(Secret::new("ab").last4(), "");
+        assert_eq!(Secret::new("").last4(), "");
+        assert_eq!(Secret::new("ключ-ключ-ключ-ÄÖÜß").last4(), "ÄÖÜß");
+    }
+
+    #[test]
+    fn from_config_rejects_bad_input() {
+        let good = b64(&[3; 32]);
+        let short = BASE64.encode([3u8; 16]);
+        let secretish = "c2VjcmV0LXNlY3JldC1zZWNyZXQ*";
+        let cases: Vec<(&str, String, String, &str)> = vec![
+            ("", good.clone(), String::new(), "empty"),
+            ("k 1", good.clone(), String::new(), "characters"),
+            ("k1", secretish.into(), String::new(), "base64"),
+            ("k1", short.clone(), String::new(), "32 bytes"),
+            ("k1", String::new(), String::new(), "32 bytes"),
+            ("k1", good.clone(), format!("k1:{good}"), "more than once"),
+            (
+                "k1",
+                good.clone(),
+                format!("k0:{good},k0:{good}"),
+                "more than once",
+            ),
+            ("k1", good.clone(), format!(":{good}"), "empty"),
+            ("k1", good.clone(), format!("k0:{secretish}"), "base64"),
+            ("k1", good.clone(), format!("k0:{short}"), "32 bytes"),
+            ("k1", good.clone(), good.clone(), "id:base64"),
+        ];
+        for (id, current, previous, expect) in cases {
+            let err = KeyEncryption::from_config(id, &current, &previous).unwrap_err();
+            let message = err.to_string();
+            assert!(matches!(err, KeyError::Config(_)));
+            assert!(message.contains(expect), "{message:?} lacks {expect:?}");
+            assert!(!message.contains(&good) && !message.contains(secretish));
+            assert!(!message.contains(&short), "{message}");
+        }
+        // Whitespace around entries, a trailing comma and a newline after the key are fine.
+        let enc = KeyEncryption::from_config(
+            "k2",
+            &format!("{good}\n"),
+            &format!(" k0:{} , k1:{good} ,", b64(&[4; 32])),
+        )
+        .unwrap();
+        assert_eq!(enc.current_id(), "k2");
+        assert_eq!(enc.previous.len(), 2);
+    }
+
+    #[test]
+    fn input_validation_and_error_codes() {
+        assert!(validate_provider("openai").is_ok());
+        assert!(validate_provider("my_provider-2").is_ok());
+        for bad in ["", "OpenAI", "a b", "a/b", "ü", &"a".repeat(65)] {
+            assert!(matches!(
+                validate_provider(bad),
+                Err(KeyError::InvalidProvider)
+            ));
+        }
+        assert!(validate_api_key(KEY).is_ok());
+        for bad in [
+            String::new(),
+            "sk abc".into(),
+            "sk-abc\n".into(),
+            "sk\u{7f}".into(),
+            "a".repeat(4097),
+        ] {
+            let err = validate_api_key(&bad).unwrap_err();
+            if !bad.is_empty() {
+                assert!(!err.to_string().contains(bad.trim()));
+            }
+            assert_eq!(PaError::from(err).code, pa_kit::ErrorCode::BadRequest);
+        }
+        assert!(validate_api_key(&"a".repeat(4096)).is_ok());
+        assert_eq!(
+            PaError::from(KeyError::InvalidProvider).code,
+            pa_kit::ErrorCode::BadRequest
+        );
+        assert_eq!(
+            PaError::from(KeyError::NotFound("openai".into())).code,
+            pa_kit::ErrorCode::NotFound
+        );
+        for internal in [
+            KeyError::Decrypt,
+            KeyError::UnknownKek("k0".into()),
+            KeyError::Config("x".into()),
+        ] {
+            let err = PaError::from(internal);
+            assert_eq!(err.code, pa_kit::ErrorCode::Internal);
+            assert!(!err.message.contains("k0"));
+        }
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Against Postgres at DATABASE_URL (the dev stack), in a throwaway schema.
+
+    mod pg {
+        use std::str::FromStr;
+
+        use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+        use super::*;
+
+        const MIGRATION: &str = include_str!("../migrations/0003_user_keys.sql");
+
+        fn identity(tenant: &str, user: &str) -> Identity {
+            Identity {
+                tenant_id: tenant.into(),
+                user_id: user.into(),
+                ..Default::default()
+            }
+        }
+
+        /// Runs `body` against a fresh schema holding only `user_keys`, and drops the schema
+        /// afterwards, also when `body` panics.
+        async fn with_schema<F, Fut>(body: F)
+        where
+            F: FnOnce(PgPool) -> Fut,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            let url = std::env::var("DATABASE_URL")
+                .unwrap_or_else(|_| pa_kit::config::DEFAULT_DATABASE_URL.to_string());
+            let base = PgConnectOptions::from_str(&url).unwrap();
+            let schema = format!("keys_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(base.clone())
+                .await
+                .expect("Postgres at DATABASE_URL (start the dev stack: make stack)");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+                .execute(&admin)
+                .await
+                .unwrap();
+            let pool = PgPoolOptions::new()
+                .max_connections(4)
+                .connect_with(base.options([("search_path", schema.as_str())]))
+                .await
+                .unwrap();
+            let outcome = async {
+                sqlx::raw_sql(MIGRATION).execute(&pool).await.unwrap();
+                tokio::spawn(body(pool.clone())).await
+            }
+            .await;
+            pool.close().await;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA \"{schema}\" CASCADE"
+            )))
+            .execute(&admin)
+            .await
+            .unwrap();
+            admin.close().await;
+            if let Err(err) = outcome {
+                std::panic::resume_unwind(err.into_panic());
+            }
+        }
+
+        #[tokio::test]
+        async fn pg_put_list_get_delete() {
+            with_schema(|pool| async move {
+                let store = KeyStore::new(pool.clone(), Arc::new(enc("k1", &[9; 32], "")));
+                let alice = identity("t1", "alice");
+                let bob = identity("t1", "bob");
+                let alice_elsewhere = identity("t2", "alice");
+
+                assert!(store.list(&alice).await.unwrap().is_empty());
+                assert!(store.get(&alice, "openai").await.unwrap().is_none());
+
+                let first = store.put(&alice, "openai", KEY).await.unwrap();
+                assert_eq!(first.provider, "openai");
+                assert_eq!(first.last4, "WXYZ");
+                assert!(uuid::Uuid::parse_str(&first.key_id).is_ok());
+                assert!(first.created_at_ms > 0);
+                let other = store
+                    .put(&alice, "anthropic", "sk-ant-zzzzzzzzzzzz9876")
+                    .await
+                    .unwrap();
+
+                let listed = store.list(&alice).await.unwrap();
+                assert_eq!(listed, vec![other.clone(), first.clone()]);
+                assert_eq!(
+                    store.get(&alice, "openai").await.unwrap().unwrap().expose(),
+                    KEY
+                );
+
+                // Another user or tenant sees nothing.
+                assert!(store.get(&bob, "openai").await.unwrap().is_none());
+                assert!(
+                    store
+                        .get(&alice_elsewhere, "openai")
+                        .await
+                        .unwrap()
+                        .is_none()
+                );
+                assert!(store.list(&bob).await.unwrap().is_empty());
+                assert!(matches!(
+                    store.delete(&bob, "openai").await,
+                    Err(KeyError::NotFound(_))
+                ));
+
+                // A second put replaces the key, with a new key_id.
+                let second = store
+                    .put(&alice, "openai", "sk-test-replacement-0000")
+                    .await
+                    .unwrap();
+                assert_ne!(second.key_id, first.key_id);
+                assert_eq!(second.last4, "0000");
+                assert_eq!(
+                    store.get(&alice, "openai").await.unwrap().unwrap().expose(),
+                    "sk-test-replacement-0000"
+                );
+                assert_eq!(store.list(&alice).await.unwrap(), vec![other, second]);
+
+                // No plaintext in any column (raw or hex-encoded).
+                for row in sqlx::query("SELECT t::text AS row, ciphertext FROM user_keys t")
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap()
+                {
+                    let text: String = row.get("row");
+                    let ciphertext: Vec<u8> = row.get("ciphertext");
+                    for key in ["sk-test-replacement-0000", "sk-ant-zzzzzzzzzzzz9876", KEY] {
+                        assert!(!text.contains(key), "{text}");
+                        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+                        assert!(!text.contains(&hex), "{text}");
+                        assert!(!ciphertext.windows(key.len()).any(|w| w == key.as_bytes()));
+                    }
+                }
+
+                // A row copied to another owner does not open there.
+                sqlx::query(
+                    "INSERT INTO user_keys (tenant_id, user_id, provider, key_id, kek_id, \
+                         wrapped_dek, dek_nonce, ciphertext, nonce, last4) \
+                     SELECT tenant_id, 'bob', provider, key_id, kek_id, wrapped_dek, \
+                         dek_nonce, ciphertext, nonce, last4 \
+                     FROM user_keys WHERE user_id = 'alice' AND provider = 'openai'",
+                )
+                .execute(&pool)
+                .await
+                .unwrap();
+                assert!(matches!(
+                    store.get(&bob, "openai").await,
+                    Err(KeyError::Decrypt)
+                ));
+
+                // Bad input.
+                assert!(matches!(
+                    store.put(&alice, "Open AI", KEY).await,
+                    Err(KeyError::InvalidProvider)
+                ));
+                assert!(matches!(
+                    store.put(&alice, "openai", "sk with space").await,
+                    Err(KeyError::InvalidKey(_))
+                ));
+                assert!(matches!(
+                    store.put(&identity("t1", ""), "openai", KEY).await,
+                    Err(KeyError::NoIdentity)
+                ));
+
+                store.delete(&alice, "openai").await.unwrap();
+                assert!(store.get(&alice, "openai").await.unwrap().is_none());
+                assert!(matches!(
+                    store.delete(&alice, "openai").await,
+                    Err(KeyError::NotFound(_))
+                ));
+                assert_eq!(store.list(&alice).await.unwrap().len(), 1);
+            })
+            .await;
+        }
+
+        #[tokio::test]
+        async fn pg_rewrap_all_moves_rows_to_the_current_kek() {
+            with_schema(|pool| async move {
+                let old_key = [5u8; 32];
+                let old = KeyStore::new(pool.clone(), Arc::new(enc("k1", &old_key, "")));
+                let users: Vec<Identity> = (0..(REWRAP_BATCH + 5))
+                    .map(|i| identity("t1", &format!("user{i:03}")))
+                    .collect();
+                for user in &users {
+                    old.put(user, "openai", &format!("sk-{}", user.user_id))
+                        .await
+                        .unwrap();
+                }
+                let refs = old.list(&users[0]).await.unwrap();
+
+                let rotated = KeyStore::new(
+                    pool.clone(),
+                    Arc::new(enc("k2", &[6; 32], &format!("k1:{}", b64(&old_key)))),
+                );
+                // Readable before moving, under the previous KEK.
+                assert_eq!(
+                    rotated
+                        .get(&users[1], "openai")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .expose(),
+                    "sk-user001"
+                );
+                assert_eq!(rotated.rewrap_all().await.unwrap(), users.len() as u64);
+                assert_eq!(rotated.rewrap_all().await.unwrap(), 0);
+                let stale: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM user_keys WHERE kek_id <> 'k2'")
+                        .fetch_one(&pool)
+                        .await
+                        .unwrap();
+                assert_eq!(stale, 0);
+                // The key_id (and what lists) is unchanged by re-wrapping.
+                assert_eq!(rotated.list(&users[0]).await.unwrap(), refs);
+
+                let new_only = KeyStore::new(pool.clone(), Arc::new(enc("k2", &[6; 32], "")));
+                for user in [&users[0], &users[users.len() - 1]] {
+                    assert_eq!(
+                        new_only
+                            .get(user, "openai")
+                            .await
+                            .unwrap()
+                            .unwrap()
+                            .expose(),
+                        format!("sk-{}", user.user_id)
+                    );
+                }
+                // And the old configuration can no longer read them.
+                assert!(matches!(
+                    old.get(&users[0], "openai").await,
+                    Err(KeyError::UnknownKek(_))
+                ));
+            })
+            .await;
+        }
+    }
+}
