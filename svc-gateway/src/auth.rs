@@ -12,6 +12,8 @@ use crate::state::AppState;
 
 pub const DEV_USER_HEADER: &str = "x-pa-dev-user";
 pub const DEV_TENANT_HEADER: &str = "x-pa-dev-tenant";
+/// Comma-separated roles of the dev caller (default `user,admin`).
+pub const DEV_ROLES_HEADER: &str = "x-pa-dev-roles";
 
 /// The authenticated caller of a request.
 pub struct Caller(pub Identity);
@@ -53,7 +55,11 @@ impl FromRequestParts<AppState> for Caller {
                     display_name: user_id.clone(),
                     tenant_id,
                     user_id,
-                    roles: vec!["user".into(), "admin".into()],
+                    roles: dev_name(parts, DEV_ROLES_HEADER, "user,admin")?
+                        .split(',')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_string)
+                        .collect(),
                     scopes: vec!["*".into()],
                     auth_method: AuthMethod::Dev as i32,
                 }))

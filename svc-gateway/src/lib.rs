@@ -1,6 +1,7 @@
 //! svc-gateway: the HTTP face of the mesh. REST + SSE + the AG-UI endpoint for browsers and
 //! scripts; it authenticates callers and forwards a signed identity to the gRPC services.
 
+mod admin;
 mod agui;
 mod api;
 mod auth;
@@ -13,12 +14,15 @@ mod state;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 pub use config::{AuthMode, Config};
 use pa_kit::grpc::channel;
 use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::key_service_client::KeyServiceClient;
+use pa_proto::v1::model_admin_service_client::ModelAdminServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
+use pa_proto::v1::usage_service_client::UsageServiceClient;
 use serde_json::json;
 pub use state::AppState;
 
@@ -48,6 +52,27 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
         .route("/v1/runs/{id}/events", get(api::run_events))
         .route("/v1/models", get(api::list_models))
+        .route("/v1/me/keys", get(admin::list_keys))
+        .route(
+            "/v1/me/keys/{provider}",
+            put(admin::put_key).delete(admin::delete_key),
+        )
+        .route("/v1/me/usage", get(admin::my_usage))
+        .route("/v1/admin/usage", get(admin::tenant_usage))
+        .route(
+            "/v1/admin/providers",
+            get(admin::list_providers).post(admin::upsert_provider),
+        )
+        .route(
+            "/v1/admin/models",
+            get(admin::list_all_models).post(admin::upsert_model),
+        )
+        .route("/v1/admin/models/{label}", patch(admin::patch_model))
+        .route("/v1/admin/policies", get(admin::list_policies))
+        .route(
+            "/v1/admin/policies/{classification}",
+            put(admin::put_policy),
+        )
         .route("/v1/ag-ui", post(agui::run_agent))
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
@@ -62,7 +87,11 @@ async fn index() -> axum::Json<serde_json::Value> {
             "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
             "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
             "POST /v1/runs/{id}/cancel", "GET /v1/runs/{id}/events", "GET /v1/models",
-            "POST /v1/ag-ui", "GET /healthz", "GET /readyz"
+            "POST /v1/ag-ui", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
+            "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",
+            "GET /v1/admin/providers", "POST /v1/admin/providers", "GET /v1/admin/models",
+            "POST /v1/admin/models", "PATCH /v1/admin/models/{label}", "GET /v1/admin/policies",
+            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz"
         ]
     }))
 }
@@ -106,7 +135,10 @@ pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, Star
     }
     Ok(AppState {
         runs: RunServiceClient::new(runs),
-        models: ModelServiceClient::new(models),
+        models: ModelServiceClient::new(models.clone()),
+        model_admin: ModelAdminServiceClient::new(models.clone()),
+        keys: KeyServiceClient::new(models.clone()),
+        usage: UsageServiceClient::new(models),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,

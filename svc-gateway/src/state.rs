@@ -2,8 +2,11 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::key_service_client::KeyServiceClient;
+use pa_proto::v1::model_admin_service_client::ModelAdminServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
+use pa_proto::v1::usage_service_client::UsageServiceClient;
 use tonic::transport::Channel;
 
 use crate::config::AuthMode;
@@ -13,6 +16,9 @@ use crate::config::AuthMode;
 pub struct AppState {
     pub runs: RunServiceClient<Channel>,
     pub models: ModelServiceClient<Channel>,
+    pub model_admin: ModelAdminServiceClient<Channel>,
+    pub keys: KeyServiceClient<Channel>,
+    pub usage: UsageServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
     pub redis: Pool,

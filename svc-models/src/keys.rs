@@ -127,10 +127,6 @@ pub struct Kek {
 }
 
 impl Kek {
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new((&self.key).into())
     }

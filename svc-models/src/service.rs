@@ -316,9 +316,11 @@ impl KeyService for Services {
         match snapshot.provider(&req.provider) {
             Some(p) if p.kind == "openai_compatible" => {}
             Some(_) => {
-                return Err(
-                    PaError::bad_request(format!("provider {} takes no key", req.provider)).into(),
-                );
+                return Err(PaError::bad_request(format!(
+                    "provider {} takes no key",
+                    req.provider
+                ))
+                .into());
             }
             None => {
                 return Err(PaError::not_found(format!(

@@ -36,6 +36,14 @@ pub fn validate_client_id(kind: &str, id: &str) -> Result<(), RunsError> {
     }
 }
 
+/// Whether a JSON tool list (AG-UI `tools`) offers any tool.
+fn has_tools(tools_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(tools_json)
+        .ok()
+        .and_then(|v| v.as_array().map(|a| !a.is_empty()))
+        .unwrap_or(false)
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -120,7 +128,11 @@ impl Launcher {
         let resolve = ResolveModelRequest {
             requested: requested.to_string(),
             classification: classification as i32,
-            needs: Some(ModelNeeds::default()),
+            // A run that offers tools needs a model that can call them.
+            needs: Some(ModelNeeds {
+                tools: has_tools(&request.client_tools_json),
+                ..Default::default()
+            }),
         };
         let mut models = self.models.clone();
         let selection = models

@@ -346,6 +346,7 @@ impl AgentLoop {
         self.usage.output_tokens += usage.output_tokens;
         self.usage.total_tokens += usage.total_tokens;
         self.usage.cost_micros += usage.cost_micros;
+        self.usage.cached_input_tokens += usage.cached_input_tokens;
     }
 
     fn close_reasoning(&mut self, actions: &mut Vec<Action>) {

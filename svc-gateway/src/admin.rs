@@ -1,0 +1,439 @@
+//! Model governance over REST: the catalog for admins, keys and usage for everyone.
+//! Admin endpoints need the `admin` role (checked here and again by svc-models).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use pa_kit::{ErrorCode, PaError};
+use pa_proto::v1::{
+    ClassificationPolicy, DeleteUserKeyRequest, GetUsageRequest, Identity, ListAllModelsRequest,
+    ListPoliciesRequest, ListProvidersRequest, ListUserKeysRequest, ModelCapabilities, ModelInfo,
+    PatchModelRequest, ProviderInfo, PutUserKeyRequest, UpsertModelRequest, UpsertProviderRequest,
+    UsageScope,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::dto::{Page, classification_name, parse_classification};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn require_admin(identity: &Identity) -> Result<(), ApiError> {
+    if identity.roles.iter().any(|r| r == "admin") {
+        Ok(())
+    } else {
+        Err(PaError::new(ErrorCode::Forbidden, "this needs the admin role").into())
+    }
+}
+
+fn capabilities(caps: Option<ModelCapabilities>) -> Vec<&'static str> {
+    let caps = caps.unwrap_or_default();
+    [
+        (caps.tools, "tools"),
+        (caps.vision, "vision"),
+        (caps.reasoning, "reasoning"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
+
+fn parse_capabilities(names: &[String]) -> Result<ModelCapabilities, ApiError> {
+    let mut caps = ModelCapabilities::default();
+    for name in names {
+        match name.as_str() {
+            "tools" => caps.tools = true,
+            "vision" => caps.vision = true,
+            "reasoning" => caps.reasoning = true,
+            other => {
+                return Err(PaError::bad_request(format!("unknown capability {other:?}")).into());
+            }
+        }
+    }
+    Ok(caps)
+}
+
+fn model_json(m: ModelInfo) -> Value {
+    json!({
+        "label": m.label,
+        "provider": m.provider,
+        "model": m.model,
+        "display_name": m.display_name,
+        "enabled": m.enabled,
+        "context_window": m.context_window,
+        "input_price_micros": m.input_price_micros,
+        "output_price_micros": m.output_price_micros,
+        "capabilities": capabilities(m.capabilities),
+        "provider_tags": m.provider_tags,
+    })
+}
+
+fn provider_json(p: ProviderInfo) -> Value {
+    json!({
+        "id": p.id,
+        "kind": p.kind,
+        "base_url": p.base_url,
+        "display_name": p.display_name,
+        "tags": p.tags,
+        "enabled": p.enabled,
+        "has_platform_key": p.has_platform_key,
+    })
+}
+
+pub async fn list_providers(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Page<Value>>> {
+    require_admin(&identity)?;
+    let list = state
+        .model_admin
+        .clone()
+        .list_providers(state.auth.request(&identity, ListProvidersRequest {}))
+        .await?;
+    Ok(Json(Page::new(
+        list.into_inner()
+            .providers
+            .into_iter()
+            .map(provider_json)
+            .collect(),
+        String::new(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    id: String,
+    kind: String,
+    #[serde(default)]
+    base_url: String,
+    #[serde(default)]
+    display_name: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+    /// Write-only; never returned.
+    #[serde(default)]
+    platform_api_key: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn upsert_provider(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    ApiJson(body): ApiJson<ProviderBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require_admin(&identity)?;
+    let request = UpsertProviderRequest {
+        provider: Some(ProviderInfo {
+            id: body.id,
+            kind: body.kind,
+            base_url: body.base_url,
+            tags: body.tags,
+            enabled: body.enabled,
+            has_platform_key: false,
+            display_name: body.display_name,
+        }),
+        platform_api_key: body.platform_api_key.unwrap_or_default(),
+    };
+    let provider = state
+        .model_admin
+        .clone()
+        .upsert_provider(state.auth.request(&identity, request))
+        .await?;
+    Ok((StatusCode::OK, Json(provider_json(provider.into_inner()))))
+}
+
+pub async fn list_all_models(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Page<Value>>> {
+    require_admin(&identity)?;
+    let list = state
+        .model_admin
+        .clone()
+        .list_all_models(state.auth.request(&identity, ListAllModelsRequest {}))
+        .await?;
+    Ok(Json(Page::new(
+        list.into_inner()
+            .models
+            .into_iter()
+            .map(model_json)
+            .collect(),
+        String::new(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelBody {
+    label: String,
+    #[serde(default)]
+    display_name: String,
+    context_window: u32,
+    #[serde(default)]
+    input_price_micros: u64,
+    #[serde(default)]
+    output_price_micros: u64,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+pub async fn upsert_model(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    ApiJson(body): ApiJson<ModelBody>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let model = ModelInfo {
+        label: body.label,
+        display_name: body.display_name,
+        enabled: body.enabled,
+        context_window: body.context_window,
+        input_price_micros: body.input_price_micros,
+        output_price_micros: body.output_price_micros,
+        capabilities: Some(parse_capabilities(&body.capabilities)?),
+        ..Default::default()
+    };
+    let saved = state
+        .model_admin
+        .clone()
+        .upsert_model(
+            state
+                .auth
+                .request(&identity, UpsertModelRequest { model: Some(model) }),
+        )
+        .await?;
+    Ok(Json(model_json(saved.into_inner())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelPatchBody {
+    enabled: Option<bool>,
+    context_window: Option<u32>,
+    input_price_micros: Option<u64>,
+    output_price_micros: Option<u64>,
+    display_name: Option<String>,
+    capabilities: Option<Vec<String>>,
+}
+
+pub async fn patch_model(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(label): Path<String>,
+    ApiJson(body): ApiJson<ModelPatchBody>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let request = PatchModelRequest {
+        label,
+        enabled: body.enabled,
+        context_window: body.context_window,
+        input_price_micros: body.input_price_micros,
+        output_price_micros: body.output_price_micros,
+        display_name: body.display_name,
+        capabilities: body
+            .capabilities
+            .as_deref()
+            .map(parse_capabilities)
+            .transpose()?,
+    };
+    let saved = state
+        .model_admin
+        .clone()
+        .patch_model(state.auth.request(&identity, request))
+        .await?;
+    Ok(Json(model_json(saved.into_inner())))
+}
+
+#[derive(Serialize)]
+struct PolicyJson {
+    classification: &'static str,
+    required_tags: Vec<String>,
+    forbidden_tags: Vec<String>,
+}
+
+pub async fn list_policies(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let list = state
+        .model_admin
+        .clone()
+        .list_policies(state.auth.request(&identity, ListPoliciesRequest {}))
+        .await?;
+    let items: Vec<PolicyJson> = list
+        .into_inner()
+        .policies
+        .into_iter()
+        .map(|p| PolicyJson {
+            classification: classification_name(p.classification),
+            required_tags: p.required_tags,
+            forbidden_tags: p.forbidden_tags,
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyBody {
+    required_tags: Vec<String>,
+    forbidden_tags: Vec<String>,
+}
+
+pub async fn put_policy(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(classification): Path<String>,
+    ApiJson(body): ApiJson<PolicyBody>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let c = parse_classification(&classification).ok_or_else(|| {
+        PaError::bad_request("classification must be public, internal, confidential or restricted")
+    })?;
+    let policy = ClassificationPolicy {
+        classification: c as i32,
+        required_tags: body.required_tags,
+        forbidden_tags: body.forbidden_tags,
+    };
+    let saved = state
+        .model_admin
+        .clone()
+        .set_policy(state.auth.request(&identity, policy))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "classification": classification_name(saved.classification),
+        "required_tags": saved.required_tags,
+        "forbidden_tags": saved.forbidden_tags,
+    })))
+}
+
+// ---- the caller's own keys and usage --------------------------------------------------
+
+fn key_json(k: pa_proto::v1::KeyRef) -> Value {
+    json!({ "provider": k.provider, "key_id": k.key_id, "last4": k.last4,
+            "created_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms).map(|t| t.to_rfc3339()) })
+}
+
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Page<Value>>> {
+    let list = state
+        .keys
+        .clone()
+        .list_user_keys(state.auth.request(&identity, ListUserKeysRequest {}))
+        .await?;
+    Ok(Json(Page::new(
+        list.into_inner().keys.into_iter().map(key_json).collect(),
+        String::new(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    api_key: String,
+}
+
+pub async fn put_key(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<KeyBody>,
+) -> ApiResult<Json<Value>> {
+    let request = PutUserKeyRequest {
+        provider,
+        api_key: body.api_key,
+    };
+    let key = state
+        .keys
+        .clone()
+        .put_user_key(state.auth.request(&identity, request))
+        .await?;
+    Ok(Json(key_json(key.into_inner())))
+}
+
+pub async fn delete_key(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(provider): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .keys
+        .clone()
+        .delete_user_key(
+            state
+                .auth
+                .request(&identity, DeleteUserKeyRequest { provider }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UsageQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+async fn usage(
+    state: &AppState,
+    identity: &Identity,
+    scope: UsageScope,
+    q: UsageQuery,
+) -> ApiResult<Json<Value>> {
+    let request = GetUsageRequest {
+        scope: scope as i32,
+        from_day: q.from.unwrap_or_default(),
+        to_day: q.to.unwrap_or_default(),
+    };
+    let report = state
+        .usage
+        .clone()
+        .get_usage(state.auth.request(identity, request))
+        .await?
+        .into_inner();
+    let items: Vec<Value> = report
+        .days
+        .into_iter()
+        .map(|d| {
+            let u = d.usage.unwrap_or_default();
+            json!({ "day": d.day, "model": d.label, "requests": u.model_requests, "input_tokens": u.input_tokens,
+                    "output_tokens": u.output_tokens, "cached_input_tokens": u.cached_input_tokens,
+                    "cost_micros": u.cost_micros })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn my_usage(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    usage(&state, &identity, UsageScope::Me, q?.0).await
+}
+
+pub async fn tenant_usage(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    usage(&state, &identity, UsageScope::Tenant, q?.0).await
+}

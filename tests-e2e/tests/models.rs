@@ -1,0 +1,473 @@
+//! Model governance and real providers, end to end: the mesh calls scripted OpenAI-compatible
+//! servers (pa-testkit) over real HTTP/SSE.
+
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use tests_e2e::{Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+async fn add_provider(
+    mesh: &Mesh,
+    id: &str,
+    fake: &FakeProvider,
+    tags: &[&str],
+    platform_key: Option<&str>,
+) -> R {
+    let mut body =
+        json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(), "tags": tags });
+    if let Some(key) = platform_key {
+        body["platform_api_key"] = json!(key);
+    }
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["has_platform_key"], json!(platform_key.is_some()));
+    assert!(saved.get("platform_api_key").is_none());
+    Ok(())
+}
+
+async fn add_model(mesh: &Mesh, label: &str, price: u64, caps: &[&str]) -> R {
+    let body = json!({ "label": label, "context_window": 32000, "input_price_micros": price,
+                       "output_price_micros": price, "capabilities": caps });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    Ok(())
+}
+
+async fn patch(
+    mesh: &Mesh,
+    path: &str,
+    body: Value,
+) -> Result<(u16, Value), Box<dyn std::error::Error + Send + Sync>> {
+    let r = mesh.http.patch(mesh.url(path)).json(&body).send().await?;
+    let status = r.status().as_u16();
+    Ok((status, r.json().await.unwrap_or(Value::Null)))
+}
+
+async fn run_to_end(
+    mesh: &Mesh,
+    chat: &str,
+    body: Value,
+) -> Result<(Value, Vec<SseEvent>), Box<dyn std::error::Error + Send + Sync>> {
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    let events = mesh.read_events(&run_id, None, None).await?;
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    Ok((run, events))
+}
+
+fn text_of(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .map(|e| e.data["delta"].as_str().unwrap_or(""))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_failing_provider_falls_back_before_the_first_token_but_never_after() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let a = FakeProvider::start().await?;
+    let b = FakeProvider::start().await?;
+    add_provider(
+        &mesh,
+        "alpha",
+        &a,
+        &["eu-hosted", "zero-retention"],
+        Some("sk-platform-alpha"),
+    )
+    .await?;
+    add_provider(
+        &mesh,
+        "beta",
+        &b,
+        &["eu-hosted", "zero-retention"],
+        Some("sk-platform-beta"),
+    )
+    .await?;
+    add_model(&mesh, "alpha:small", 100, &[]).await?;
+    add_model(&mesh, "beta:small", 200, &[]).await?;
+
+    // alpha answers 500 (and 500 again to the one quick retry): the run completes on beta.
+    a.push(Reply::error(500, "alpha is down"));
+    a.push(Reply::error(500, "alpha is still down"));
+    b.push(Reply::text("Hello from beta.").with_usage(11, 4, 3));
+    let chat = mesh.create_chat("fallback").await?;
+    let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED"),
+        "{run}"
+    );
+    assert_eq!(text_of(&events), "Hello from beta.");
+    assert_eq!(
+        run["model"]["resolved"], "alpha:small",
+        "auto chose the cheapest: {run}"
+    );
+    assert_eq!(
+        run["model"]["fallbacks"],
+        json!(["beta:small"]),
+        "the offline stand-in is no fallback"
+    );
+    let attempts = run["attempts"].as_array().cloned().unwrap_or_default();
+    assert_eq!(attempts.len(), 2, "{run}");
+    assert_eq!(
+        (
+            attempts[0]["label"].as_str(),
+            attempts[0]["outcome"].as_str()
+        ),
+        (Some("alpha:small"), Some("error"))
+    );
+    assert_eq!(attempts[0]["error_code"], "unavailable");
+    assert_eq!(
+        (
+            attempts[1]["label"].as_str(),
+            attempts[1]["outcome"].as_str()
+        ),
+        (Some("beta:small"), Some("ok"))
+    );
+    assert_eq!(attempts[1]["key_source"], "platform");
+    assert_eq!(run["usage"]["input_tokens"], 11);
+    assert_eq!(run["usage"]["cached_input_tokens"], 3);
+    assert_eq!(a.request_count(), 2);
+    assert_eq!(b.request_count(), 1);
+    assert_eq!(
+        b.requests()[0].authorization.as_deref(),
+        Some("Bearer sk-platform-beta")
+    );
+    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+    assert_eq!(messages["items"][1]["content"], "Hello from beta.");
+
+    // alpha breaks off after its first tokens: RUN_ERROR, and beta is not asked.
+    a.push(
+        Reply::chunks(vec![
+            Chunk::text("Partial "),
+            Chunk::text("answer "),
+            Chunk::text("lost"),
+        ])
+        .disconnect_after(2),
+    );
+    let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "again" })).await?;
+    let last = events.last().cloned().ok_or("no events")?;
+    assert_eq!(last.event_type(), "RUN_ERROR", "{run}");
+    assert!(
+        text_of(&events).starts_with("Partial"),
+        "the first tokens were streamed"
+    );
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["attempts"].as_array().map(Vec::len), Some(1), "{run}");
+    assert_eq!(b.request_count(), 1, "no fallback after the first token");
+
+    // Usage was recorded per call and aggregates by day.
+    let (status, usage) = mesh.get_json("/v1/me/usage").await?;
+    assert_eq!(status, 200);
+    let beta_row = usage["items"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["model"] == "beta:small").cloned());
+    let beta_row = beta_row.ok_or_else(|| format!("no beta usage in {usage}"))?;
+    assert_eq!(
+        (
+            beta_row["input_tokens"].as_u64(),
+            beta_row["output_tokens"].as_u64()
+        ),
+        (Some(11), Some(4))
+    );
+    assert_eq!(
+        beta_row["cost_micros"], 0,
+        "(11 + 4) tokens at 200 micros per 1M round to 0"
+    );
+    let (status, _) = mesh.get_json("/v1/admin/usage").await?;
+    assert_eq!(status, 200);
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_restricted_chat_with_no_compliant_model_is_refused_before_any_provider_call() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let cloud = FakeProvider::start().await?;
+    add_provider(
+        &mesh,
+        "cloud",
+        &cloud,
+        &["us-hosted", "zero-retention"],
+        Some("sk-cloud"),
+    )
+    .await?;
+    add_model(&mesh, "cloud:big", 100, &["tools"]).await?;
+    // The offline model is local and so allowed everywhere; take it away.
+    let (status, body) = patch(
+        &mesh,
+        "/v1/admin/models/offline:echo",
+        json!({ "enabled": false }),
+    )
+    .await?;
+    assert_eq!((status, &body["enabled"]), (200, &json!(false)), "{body}");
+
+    let (status, chat) = mesh
+        .post_json(
+            "/v1/chats",
+            &json!({ "title": "secret", "classification": "restricted" }),
+        )
+        .await?;
+    assert_eq!(
+        (status, chat["classification"].as_str()),
+        (201, Some("restricted"))
+    );
+    let chat_id = chat["id"].as_str().unwrap_or_default();
+    for model in ["auto", "cloud:big"] {
+        let r = mesh
+            .http
+            .post(mesh.url(&format!("/v1/chats/{chat_id}/runs")))
+            .json(&json!({ "message": "the launch codes", "model": model }))
+            .send()
+            .await?;
+        assert_eq!(r.status(), 403, "{model}");
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json")
+        );
+        let problem: Value = r.json().await?;
+        assert_eq!(problem["code"], "policy_denied", "{problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("restricted"),
+            "{problem}"
+        );
+    }
+    assert_eq!(cloud.request_count(), 0, "no provider was called");
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat_id}/messages"))
+        .await?;
+    assert_eq!(messages["items"], json!([]), "nothing half-written");
+
+    // An internal chat may use it.
+    cloud.push(Reply::text("fine"));
+    let internal = mesh.create_chat("ok").await?;
+    let (run, _) = run_to_end(
+        &mesh,
+        &internal,
+        json!({ "message": "hi", "model": "cloud:big" }),
+    )
+    .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    // Non-admins cannot touch the catalog.
+    let r = mesh
+        .http
+        .post(mesh.url("/v1/admin/models"))
+        .header("x-pa-dev-roles", "user")
+        .json(&json!({ "label": "cloud:x", "context_window": 1 }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    mesh.stop().await
+}
+
+/// Collects every log line of the process (all services run in it).
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_users_own_key_reaches_the_provider_and_nowhere_else() -> R {
+    let logs = LogBuffer::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .map_err(|e| e.to_string())?;
+    let mesh = Mesh::builder().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "byok", &fake, &["eu-hosted"], None).await?;
+    add_model(&mesh, "byok:model", 100, &[]).await?;
+    let chat = mesh.create_chat("byok").await?;
+    const KEY: &str = "sk-user-very-secret-1234";
+
+    // No key yet: a clear error, not a provider call.
+    let r = mesh
+        .http
+        .post(mesh.url(&format!("/v1/chats/{chat}/runs")))
+        .json(&json!({"message": "hi", "model": "byok:model"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 409);
+    let problem: Value = r.json().await?;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("PUT /v1/me/keys/byok"),
+        "{problem}"
+    );
+
+    let r = mesh
+        .http
+        .put(mesh.url("/v1/me/keys/byok"))
+        .json(&json!({ "api_key": KEY }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let stored = r.text().await?;
+    assert!(
+        !stored.contains(KEY) && stored.contains("1234"),
+        "only the last 4 come back: {stored}"
+    );
+
+    fake.push(Reply::text("hello with your key"));
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "hi", "model": "byok:model" }),
+    )
+    .await?;
+    assert_eq!(text_of(&events), "hello with your key", "{run}");
+    assert_eq!(run["attempts"][0]["key_source"], "user");
+    assert_eq!(
+        fake.requests()[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+
+    // Another user of the tenant has no key: refused.
+    let r = mesh
+        .http
+        .post(mesh.url(&format!("/v1/chats/{chat}/runs")))
+        .header("x-pa-dev-user", "bob")
+        .json(&json!({"message": "hi", "model": "byok:model"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404, "bob cannot even see the chat");
+
+    let everything = [
+        mesh.get_json("/v1/me/keys").await?.1.to_string(),
+        run.to_string(),
+        mesh.get_json(&format!("/v1/chats/{chat}/messages"))
+            .await?
+            .1
+            .to_string(),
+        events
+            .iter()
+            .map(|e| e.data.to_string())
+            .collect::<String>(),
+    ];
+    for text in everything {
+        assert!(!text.contains(KEY), "the key leaked into an API response");
+    }
+    let r = mesh
+        .http
+        .delete(mesh.url("/v1/me/keys/byok"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    mesh.stop().await?;
+    let logged = String::from_utf8_lossy(&logs.0.lock().map_err(|_| "poisoned")?).to_string();
+    assert!(logged.len() > 1000, "the log capture works");
+    assert!(!logged.contains(KEY), "the key leaked into the logs");
+    Ok(())
+}
+
+#[tokio::test]
+async fn auto_picks_the_cheapest_compatible_model_with_tools_when_the_chat_has_tools() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "p", &fake, &["zero-retention"], Some("sk-p")).await?;
+    add_model(&mesh, "p:cheapest-no-tools", 1, &[]).await?;
+    add_model(&mesh, "p:tools-mid", 5, &["tools"]).await?;
+    add_model(&mesh, "p:tools-pricey", 9, &["tools"]).await?;
+    fake.set_default(Reply::text("ok"));
+
+    let thread = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let run_id = format!("r-{}", uuid::Uuid::new_v4().simple());
+    let input = json!({
+        "threadId": thread, "runId": run_id, "state": {}, "context": [], "forwardedProps": {},
+        "messages": [{ "id": "m1", "role": "user", "content": "what's the weather?" }],
+        "tools": [{ "name": "get_weather", "description": "weather", "parameters": { "type": "object" } }],
+    });
+    let r = mesh
+        .http
+        .post(mesh.url("/v1/ag-ui"))
+        .json(&input)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let events = tests_e2e::read_sse(r, None).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED")
+    );
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["model"]["resolved"], "p:tools-mid", "{run}");
+    assert!(
+        run["model"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tools"),
+        "{run}"
+    );
+
+    // Without tools the cheapest model wins.
+    let chat = mesh.create_chat("plain").await?;
+    let (run, _) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
+    assert_eq!(run["model"]["resolved"], "p:cheapest-no-tools", "{run}");
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn reasoning_deltas_become_ag_ui_reasoning_events() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "think", &fake, &["zero-retention"], Some("sk-t")).await?;
+    add_model(&mesh, "think:r1", 1, &["reasoning"]).await?;
+    fake.push(Reply::chunks(vec![
+        Chunk::reasoning("Let me think. "),
+        Chunk::reasoning("Done."),
+        Chunk::text("Answer."),
+    ]));
+    let chat = mesh.create_chat("reasoning").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "why?", "model": "think:r1" }),
+    )
+    .await?;
+    let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    let expected = [
+        "RUN_STARTED",
+        "REASONING_START",
+        "REASONING_MESSAGE_START",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_CONTENT",
+        "REASONING_MESSAGE_END",
+        "REASONING_END",
+        "TEXT_MESSAGE_START",
+        "TEXT_MESSAGE_CONTENT",
+        "TEXT_MESSAGE_END",
+        "RUN_FINISHED",
+    ];
+    assert_eq!(kinds, expected, "{run}");
+    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+    assert_eq!(
+        messages["items"][1]["content"], "Answer.",
+        "reasoning is not part of the reply"
+    );
+    mesh.stop().await
+}
