@@ -471,3 +471,198 @@ async fn reasoning_deltas_become_ag_ui_reasoning_events() -> R {
     );
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn provider_tool_calls_become_ag_ui_tool_call_events() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "tc", &fake, &["zero-retention"], Some("sk-tc")).await?;
+    add_model(&mesh, "tc:model", 1, &["tools"]).await?;
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_1",
+        "lookup",
+        r#"{"q":"weather in Oslo"}"#,
+    )]));
+    fake.push(Reply::text("I could not look that up."));
+    let chat = mesh.create_chat("tools").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "weather?", "model": "tc:model" }),
+    )
+    .await?;
+    let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    assert!(
+        kinds.starts_with(&[
+            "RUN_STARTED",
+            "TOOL_CALL_START",
+            "TOOL_CALL_ARGS",
+            "TOOL_CALL_END",
+            "TOOL_CALL_RESULT"
+        ]),
+        "{kinds:?}"
+    );
+    let start = &events[1].data;
+    assert_eq!(
+        (start["toolCallId"].as_str(), start["toolCallName"].as_str()),
+        (Some("call_1"), Some("lookup"))
+    );
+    assert_eq!(
+        events[2].data["delta"], r#"{"q":"weather in Oslo"}"#,
+        "arguments reassembled from the deltas"
+    );
+    // The tool is not in the run's toolset: the model is told, and answers.
+    assert!(
+        events[4].data["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not in toolset"),
+        "{}",
+        events[4].data
+    );
+    assert_eq!(kinds.last(), Some(&"RUN_FINISHED"));
+    assert_eq!(run["usage"]["model_requests"], 2);
+    assert_eq!(run["usage"]["tool_calls"], 1);
+    // The second request carried the assistant tool call and the tool's answer, OpenAI-style.
+    let second = &fake.requests()[1].body;
+    let roles: Vec<&str> = second["messages"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["role"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, ["user", "assistant", "tool"], "{second}");
+    assert_eq!(second["messages"][1]["tool_calls"][0]["id"], "call_1");
+    assert_eq!(second["messages"][2]["tool_call_id"], "call_1");
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn the_declarative_catalog_file_is_applied_at_start() -> R {
+    let fake = FakeProvider::start().await?;
+    let dir = std::env::temp_dir().join(format!("pa-models-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("models.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[tags]]
+name = "on-prem"
+description = "our own racks"
+
+[[providers]]
+id = "house"
+kind = "openai_compatible"
+base_url = "{}"
+tags = ["on-prem", "local"]
+api_key_env = "PA_TEST_HOUSE_KEY_UNSET"
+
+[[models]]
+label = "house:llm"
+context_window = 8192
+input_price_per_million = 0.5
+output_price_per_million = 1.5
+capabilities = ["tools"]
+
+[[policies]]
+classification = "public"
+forbidden_tags = ["on-prem"]
+"#,
+            fake.base_url()
+        ),
+    )?;
+    let mesh = Mesh::builder()
+        .models_config(path.to_string_lossy())
+        .start()
+        .await?;
+    let (_, models) = mesh.get_json("/v1/admin/models").await?;
+    let house = models["items"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["label"] == "house:llm").cloned())
+        .ok_or("house:llm missing")?;
+    assert_eq!(house["input_price_micros"], 500_000);
+    assert_eq!(house["capabilities"], json!(["tools"]));
+    assert_eq!(house["provider_tags"], json!(["on-prem", "local"]));
+    let (_, policies) = mesh.get_json("/v1/admin/policies").await?;
+    let public = policies["items"]
+        .as_array()
+        .and_then(|p| p.iter().find(|x| x["classification"] == "public").cloned())
+        .ok_or("no public policy")?;
+    assert_eq!(public["forbidden_tags"], json!(["on-prem"]));
+    let (_, providers) = mesh.get_json("/v1/admin/providers").await?;
+    assert!(
+        providers.to_string().contains("\"has_platform_key\":false"),
+        "no key env set: {providers}"
+    );
+    // Users see only what they can call: no key for `house` yet.
+    let (_, visible) = mesh.get_json("/v1/models").await?;
+    assert!(!visible.to_string().contains("house:llm"), "{visible}");
+    mesh.stop().await?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+#[tokio::test]
+async fn embeddings_go_to_the_provider_and_offline_ones_are_deterministic() -> R {
+    use pa_proto::v1::EmbedRequest;
+    use pa_proto::v1::model_service_client::ModelServiceClient;
+    let mesh = Mesh::builder().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "emb", &fake, &["zero-retention"], Some("sk-emb")).await?;
+    add_model(&mesh, "emb:text-embed", 1, &[]).await?;
+    let mut models = ModelServiceClient::connect(mesh.models_url.clone()).await?;
+    let alice = Mesh::identity("dev", "dev-user");
+    let request = EmbedRequest {
+        inputs: vec!["hello".into(), "world".into()],
+        label: "emb:text-embed".into(),
+    };
+    let response = models
+        .embed(mesh.auth.request(&alice, request))
+        .await?
+        .into_inner();
+    assert_eq!(response.embeddings.len(), 2);
+    assert_eq!(
+        response.embeddings[0].values,
+        pa_testkit::embedding_vector("hello", 8)
+    );
+    assert_eq!(fake.requests()[0].path, "/v1/embeddings");
+    let offline = EmbedRequest {
+        inputs: vec!["same text".into(), "same text".into()],
+        label: String::new(),
+    };
+    let response = models
+        .embed(mesh.auth.request(&alice, offline))
+        .await?
+        .into_inner();
+    assert_eq!(response.served_label, "offline:echo");
+    assert_eq!(response.embeddings[0].values.len(), 384);
+    assert_eq!(response.embeddings[0], response.embeddings[1]);
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_rate_limited_provider_is_skipped_for_the_next_one_at_once() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let a = FakeProvider::start().await?;
+    let b = FakeProvider::start().await?;
+    add_provider(&mesh, "ra", &a, &["zero-retention"], Some("sk-a")).await?;
+    add_provider(&mesh, "rb", &b, &["zero-retention"], Some("sk-b")).await?;
+    add_model(&mesh, "ra:m", 1, &[]).await?;
+    add_model(&mesh, "rb:m", 2, &[]).await?;
+    a.push(Reply::rate_limited(30));
+    b.push(Reply::text("from b"));
+    let chat = mesh.create_chat("429").await?;
+    let started = std::time::Instant::now();
+    let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
+    assert_eq!(text_of(&events), "from b", "{run}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "did not wait out Retry-After"
+    );
+    assert_eq!(
+        a.request_count(),
+        1,
+        "a 429 is not retried on the same provider"
+    );
+    assert_eq!(run["attempts"][0]["error_code"], "too_many_requests");
+    mesh.stop().await
+}
