@@ -4,6 +4,10 @@
 //! TEXT_MESSAGE_CONTENT on the SSE stream, through the whole in-process mesh on the real dev
 //! stack (Postgres, Redis), with the offline model; and, as the baseline, a direct
 //! svc-models StreamChat call to its first token. The difference is the platform's overhead.
+//!
+//! `cargo run -p pa-bench --release -- relay [--runs N]`: svc-models' StreamChat relay against
+//! a scripted OpenAI-compatible provider (pa-testkit), next to calling that provider directly:
+//! time to first chunk and the gap between chunks.
 
 use std::time::{Duration, Instant};
 
@@ -106,6 +110,146 @@ async fn direct_first_token(
     elapsed.ok_or_else(|| "no token".into())
 }
 
+const RELAY_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
+
+/// (time to first content chunk, gaps between content chunks) calling the provider directly.
+async fn direct_provider(
+    http: &reqwest::Client,
+    base_url: &str,
+) -> Result<(Duration, Vec<Duration>), BoxError> {
+    let body = serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let started = Instant::now();
+    let response = http
+        .post(format!("{base_url}/chat/completions"))
+        .json(&body)
+        .send()
+        .await?;
+    let mut stream = response.bytes_stream();
+    let (mut first, mut last, mut gaps) = (None, None::<Instant>, Vec::new());
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk?)?);
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            if event.contains("\"content\":\"") && !event.contains("\"content\":\"\"") {
+                let now = Instant::now();
+                match last {
+                    None => first = Some(now - started),
+                    Some(prev) => gaps.push(now - prev),
+                }
+                last = Some(now);
+            }
+        }
+    }
+    Ok((first.ok_or("no content")?, gaps))
+}
+
+async fn via_relay(
+    mesh: &Mesh,
+    client: &mut ModelServiceClient<tonic::transport::Channel>,
+) -> Result<(Duration, Vec<Duration>), BoxError> {
+    let identity = Mesh::identity("bench", "bench");
+    let request = StreamChatRequest {
+        label: "fake:model".into(),
+        messages: vec![ChatTurnMessage {
+            role: "user".into(),
+            content: "hi".into(),
+            ..Default::default()
+        }],
+        classification: pa_proto::v1::DataClassification::Internal as i32,
+        run_id: "bench".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut stream = client
+        .stream_chat(mesh.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    let (mut first, mut last, mut gaps) = (None, None::<Instant>, Vec::new());
+    while let Some(chunk) = stream.next().await {
+        match chunk?.chunk {
+            Some(Chunk::TextDelta(_)) => {
+                let now = Instant::now();
+                match last {
+                    None => first = Some(now - started),
+                    Some(prev) => gaps.push(now - prev),
+                }
+                last = Some(now);
+            }
+            Some(Chunk::Failure(f)) => return Err(f.message.into()),
+            _ => {}
+        }
+    }
+    Ok((first.ok_or("no content")?, gaps))
+}
+
+async fn relay(runs: usize) -> Result<(), BoxError> {
+    let fake = pa_testkit::FakeProvider::start().await?;
+    fake.set_default(pa_testkit::Reply::text(RELAY_TEXT));
+    let mesh = Mesh::builder().start().await?;
+    let provider = serde_json::json!({"id": "fake", "kind": "openai_compatible", "base_url": fake.base_url(),
+        "tags": ["zero-retention"], "platform_api_key": "sk-bench"});
+    let (status, body) = mesh.post_json("/v1/admin/providers", &provider).await?;
+    if status != 200 {
+        return Err(format!("add provider: {status} {body}").into());
+    }
+    let model = serde_json::json!({"label": "fake:model", "context_window": 8192});
+    let (status, body) = mesh.post_json("/v1/admin/models", &model).await?;
+    if status != 200 {
+        return Err(format!("add model: {status} {body}").into());
+    }
+    let http = reqwest::Client::new();
+    let mut client = ModelServiceClient::connect(mesh.models_url.clone()).await?;
+    for _ in 0..20 {
+        direct_provider(&http, &fake.base_url()).await?;
+        via_relay(&mesh, &mut client).await?;
+    }
+    let mut direct_first = Summary {
+        name: "provider direct: first chunk",
+        samples: vec![],
+    };
+    let mut relay_first = Summary {
+        name: "via svc-models StreamChat: first chunk",
+        samples: vec![],
+    };
+    let mut direct_gap = Summary {
+        name: "provider direct: gap between chunks",
+        samples: vec![],
+    };
+    let mut relay_gap = Summary {
+        name: "via svc-models StreamChat: gap between chunks",
+        samples: vec![],
+    };
+    for _ in 0..runs {
+        let (first, gaps) = direct_provider(&http, &fake.base_url()).await?;
+        direct_first.samples.push(first);
+        direct_gap.samples.extend(gaps);
+        let (first, gaps) = via_relay(&mesh, &mut client).await?;
+        relay_first.samples.push(first);
+        relay_gap.samples.extend(gaps);
+    }
+    println!(
+        "svc-models relay vs the provider directly, {runs} streamed replies of 20 chunks each, milliseconds"
+    );
+    println!(
+        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
+        "path", "n", "p50", "p99", "mean", "max"
+    );
+    println!(
+        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
+        "", "", "", "", "", ""
+    );
+    for summary in [
+        &mut direct_first,
+        &mut relay_first,
+        &mut direct_gap,
+        &mut relay_gap,
+    ] {
+        println!("{}", summary.row());
+    }
+    mesh.stop().await
+}
+
 async fn first_token(runs: usize) -> Result<(), BoxError> {
     let mesh = Mesh::builder().start().await?;
     let chat_id = mesh.create_chat("bench").await?;
@@ -174,8 +318,9 @@ async fn main() -> std::process::ExitCode {
         .unwrap_or(500);
     let result = match args.first().map(String::as_str) {
         Some("first-token") => first_token(runs).await,
+        Some("relay") => relay(runs).await,
         _ => {
-            eprintln!("usage: pa-bench first-token [--runs N]");
+            eprintln!("usage: pa-bench first-token|relay [--runs N]");
             return std::process::ExitCode::from(2);
         }
     };

@@ -115,7 +115,9 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest
 fn client(http: &reqwest::Client, base_url: &str, key: Option<&Secret>) -> Client<OpenAIConfig> {
     let mut config = OpenAIConfig::new().with_api_base(base_url.trim_end_matches('/'));
     config = config.with_api_key(key.map(Secret::expose).unwrap_or(""));
-    Client::with_config(config).with_http_service(ReqwestService::new(http.clone()))
+    // `build`, not `with_config`: the latter creates a fresh reqwest client (TLS roots and
+    // all, several ms) on every call. Our shared client keeps its connection pool warm.
+    Client::build(http.clone(), config).with_http_service(ReqwestService::new(http.clone()))
 }
 
 fn wire_message(m: &ChatTurnMessage) -> Value {
