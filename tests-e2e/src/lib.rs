@@ -36,6 +36,7 @@ fn with_database(url: &str, database: &str) -> String {
 pub struct MeshBuilder {
     offline_token_delay: Duration,
     models_config: Option<String>,
+    provider_first_byte_timeout: Option<Duration>,
     auth_mode: svc_gateway::AuthMode,
 }
 
@@ -49,6 +50,12 @@ impl MeshBuilder {
     /// A declarative catalog file for svc-models (as `PA_MODELS_CONFIG`).
     pub fn models_config(mut self, path: impl Into<String>) -> Self {
         self.models_config = Some(path.into());
+        self
+    }
+
+    /// How long svc-models waits for a provider's first byte (default 5 s in tests).
+    pub fn provider_first_byte_timeout(mut self, timeout: Duration) -> Self {
+        self.provider_first_byte_timeout = Some(timeout);
         self
     }
 
@@ -91,6 +98,9 @@ impl MeshBuilder {
                 let mut config = svc_models::Config::for_tests(common.clone());
                 config.offline_token_delay = self.offline_token_delay;
                 config.models_config = self.models_config.clone();
+                if let Some(t) = self.provider_first_byte_timeout {
+                    config.provider_first_byte_timeout = t;
+                }
                 let s = shutdown.clone();
                 async move {
                     svc_models::run(config, models_listener, s)
@@ -232,6 +242,7 @@ impl Mesh {
         MeshBuilder {
             offline_token_delay: Duration::ZERO,
             models_config: None,
+            provider_first_byte_timeout: None,
             auth_mode: svc_gateway::AuthMode::Dev,
         }
     }

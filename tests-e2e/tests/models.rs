@@ -666,3 +666,25 @@ async fn a_rate_limited_provider_is_skipped_for_the_next_one_at_once() -> R {
     assert_eq!(run["attempts"][0]["error_code"], "too_many_requests");
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn a_provider_that_hangs_times_out_and_the_next_one_answers() -> R {
+    let mesh = Mesh::builder()
+        .provider_first_byte_timeout(std::time::Duration::from_millis(700))
+        .start()
+        .await?;
+    let a = FakeProvider::start().await?;
+    let b = FakeProvider::start().await?;
+    add_provider(&mesh, "slow", &a, &["zero-retention"], Some("sk-a")).await?;
+    add_provider(&mesh, "quick", &b, &["zero-retention"], Some("sk-b")).await?;
+    add_model(&mesh, "slow:m", 1, &[]).await?;
+    add_model(&mesh, "quick:m", 2, &[]).await?;
+    a.push(Reply::hang());
+    b.push(Reply::text("on time"));
+    let chat = mesh.create_chat("hang").await?;
+    let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
+    assert_eq!(text_of(&events), "on time", "{run}");
+    assert_eq!(run["attempts"][0]["error_code"], "timeout", "{run}");
+    assert!(run["attempts"][0]["latency_ms"].as_u64().unwrap_or(0) >= 700);
+    mesh.stop().await
+}
