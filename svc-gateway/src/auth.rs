@@ -64,6 +64,28 @@ impl FromRequestParts<AppState> for Caller {
                     auth_method: AuthMethod::Dev as i32,
                 }))
             }
+            AuthMode::Oidc => {
+                let verifier = state
+                    .oidc
+                    .as_ref()
+                    .ok_or_else(|| PaError::internal("OIDC mode without a verifier"))?;
+                let header = parts
+                    .headers
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        PaError::unauthenticated("missing Authorization: Bearer <token>")
+                    })?;
+                let token = header
+                    .strip_prefix("Bearer ")
+                    .or_else(|| header.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| {
+                        PaError::unauthenticated("the Authorization header must be Bearer <token>")
+                    })?;
+                Ok(Caller(verifier.verify(token).await?))
+            }
             AuthMode::Disabled => Err(PaError::unauthenticated(
                 "no authentication is configured: run with PA_AUTH_MODE=dev for local use",
             )

@@ -8,6 +8,8 @@ pub enum AuthMode {
     /// Local development: every caller is a dev user (`x-pa-dev-user` / `x-pa-dev-tenant`
     /// headers pick which). Never for a server others can reach.
     Dev,
+    /// Bearer JWTs from an OpenID Provider (`PA_AUTH_MODE=oidc`, `PA_OIDC_*`).
+    Oidc,
     /// No authenticator configured: every API call is refused with 401.
     Disabled,
 }
@@ -31,6 +33,8 @@ pub struct Config {
     /// `PA_AUTH_MODE`: `dev` enables the dev identity; anything else (the default) refuses
     /// unauthenticated calls until OIDC is configured.
     pub auth_mode: AuthMode,
+    /// Set when `auth_mode` is `Oidc`.
+    pub oidc: Option<crate::oidc::OidcConfig>,
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
 }
@@ -39,7 +43,32 @@ impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         let auth_mode = match env_or("PA_AUTH_MODE", "").as_str() {
             "dev" => AuthMode::Dev,
+            "oidc" => AuthMode::Oidc,
             _ => AuthMode::Disabled,
+        };
+        let oidc = if auth_mode == AuthMode::Oidc {
+            let algorithms =
+                crate::oidc::parse_algorithms(&env_or("PA_OIDC_ALGORITHMS", "RS256,ES256"))
+                    .map_err(|reason| ConfigError {
+                        name: "PA_OIDC_ALGORITHMS".into(),
+                        value: env_or("PA_OIDC_ALGORITHMS", ""),
+                        reason,
+                    })?;
+            Some(crate::oidc::OidcConfig {
+                issuer: env_or("PA_OIDC_ISSUER", "http://127.0.0.1:8090"),
+                audience: env_or("PA_OIDC_AUDIENCE", "pa-api"),
+                client_id: env_or("PA_OIDC_CLIENT_ID", "pa-web"),
+                tenant_claim: env_or("PA_OIDC_TENANT_CLAIM", "tenant"),
+                roles_claim: env_or("PA_OIDC_ROLES_CLAIM", "roles"),
+                algorithms,
+                leeway_secs: env_parse("PA_OIDC_LEEWAY_SECS", 30)?,
+                jwks_min_refetch: Duration::from_secs(env_parse(
+                    "PA_OIDC_JWKS_MIN_REFETCH_SECS",
+                    10,
+                )?),
+            })
+        } else {
+            None
         };
         Ok(Self {
             common: CommonConfig::from_env(),
@@ -51,6 +80,7 @@ impl Config {
             worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
                 .filter(|u| u != "none"),
             auth_mode,
+            oidc,
             sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
         })
     }

@@ -7,6 +7,7 @@ mod api;
 mod auth;
 pub mod config;
 mod dto;
+pub mod oidc;
 mod problem;
 mod sse;
 mod state;
@@ -32,6 +33,8 @@ pub enum StartError {
     Redis(#[from] pa_kit::redis::RedisError),
     #[error("client channel: {0}")]
     Channel(#[from] tonic::transport::Error),
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
     #[error("HTTP server: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -40,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/auth/config", get(auth_config))
         .route("/readyz", get(readyz))
         .route("/v1/chats", post(api::create_chat).get(api::list_chats))
         .route(
@@ -96,6 +100,18 @@ async fn index() -> axum::Json<serde_json::Value> {
     }))
 }
 
+/// How clients log in (public): the mode, and for OIDC the issuer, client id and audience.
+async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(match &state.oidc {
+        Some(v) => {
+            json!({ "mode": "oidc", "issuer": v.config.issuer, "client_id": v.config.client_id,
+                           "audience": v.config.audience, "scopes": ["openid", "profile", "email"] })
+        }
+        None if state.auth_mode == AuthMode::Dev => json!({ "mode": "dev" }),
+        None => json!({ "mode": "disabled" }),
+    })
+}
+
 /// Ready when every backend's tonic-health says SERVING.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = futures::future::join_all(
@@ -141,6 +157,12 @@ pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, Star
         usage: UsageServiceClient::new(models),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
+        oidc: match (&config.auth_mode, &config.oidc) {
+            (AuthMode::Oidc, Some(oidc)) => {
+                Some(std::sync::Arc::new(oidc::OidcVerifier::new(oidc.clone())?))
+            }
+            _ => None,
+        },
         redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,
         sse_keepalive: config.sse_keepalive,
         backends,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub usage: UsageServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
+    /// Present in OIDC mode.
+    pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,
     pub sse_keepalive: Duration,
     /// (name, channel) of every backend /readyz checks.

@@ -37,6 +37,7 @@ pub struct MeshBuilder {
     offline_token_delay: Duration,
     models_config: Option<String>,
     provider_first_byte_timeout: Option<Duration>,
+    oidc: Option<svc_gateway::oidc::OidcConfig>,
     auth_mode: svc_gateway::AuthMode,
 }
 
@@ -56,6 +57,13 @@ impl MeshBuilder {
     /// How long svc-models waits for a provider's first byte (default 5 s in tests).
     pub fn provider_first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.provider_first_byte_timeout = Some(timeout);
+        self
+    }
+
+    /// Bearer JWTs from this OpenID Provider instead of the dev identity.
+    pub fn oidc(mut self, config: svc_gateway::oidc::OidcConfig) -> Self {
+        self.oidc = Some(config);
+        self.auth_mode = svc_gateway::AuthMode::Oidc;
         self
     }
 
@@ -187,6 +195,7 @@ impl MeshBuilder {
                     // The worker has no part in inline runs; the in-process mesh does not start it.
                     worker_url: None,
                     auth_mode: self.auth_mode,
+                    oidc: self.oidc.clone(),
                     sse_keepalive: Duration::from_secs(15),
                 };
                 let s = shutdown.clone();
@@ -243,6 +252,7 @@ impl Mesh {
             offline_token_delay: Duration::ZERO,
             models_config: None,
             provider_first_byte_timeout: None,
+            oidc: None,
             auth_mode: svc_gateway::AuthMode::Dev,
         }
     }

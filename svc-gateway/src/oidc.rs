@@ -1,0 +1,236 @@
+//! Bearer JWTs from an OpenID Provider, validated against the issuer's JWKS: keys found through
+//! OIDC discovery and cached, refetched (at most every `jwks_min_refetch`) when a token names an unknown `kid`
+//! (key rotation); an algorithm allow-list (never `none`, never HMAC — so a token "signed" with
+//! the public key as an HMAC secret is refused); `iss`, `aud`, `exp` and `nbf` checked with a
+//! small clock skew. Tenant and roles come from configurable claims.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use pa_kit::PaError;
+use pa_proto::v1::{AuthMethod, Identity};
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+#[derive(Clone, Debug)]
+pub struct OidcConfig {
+    /// `PA_OIDC_ISSUER`, e.g. `http://127.0.0.1:8090`.
+    pub issuer: String,
+    /// `PA_OIDC_AUDIENCE`, default `pa-api`.
+    pub audience: String,
+    /// `PA_OIDC_CLIENT_ID`, default `pa-web`: what /v1/auth/config tells browser clients.
+    pub client_id: String,
+    /// `PA_OIDC_TENANT_CLAIM`, default `tenant`.
+    pub tenant_claim: String,
+    /// `PA_OIDC_ROLES_CLAIM`, default `roles`.
+    pub roles_claim: String,
+    /// `PA_OIDC_ALGORITHMS`, default `RS256,ES256`.
+    pub algorithms: Vec<Algorithm>,
+    /// `PA_OIDC_LEEWAY_SECS`, default 30.
+    pub leeway_secs: u64,
+    /// `PA_OIDC_JWKS_MIN_REFETCH_SECS`, default 10: an unknown `kid` refetches the keys at most
+    /// this often, so garbage tokens cannot hammer the provider.
+    pub jwks_min_refetch: Duration,
+}
+
+/// Only asymmetric algorithms may be allowed.
+pub fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| match a {
+            "RS256" => Ok(Algorithm::RS256),
+            "RS384" => Ok(Algorithm::RS384),
+            "RS512" => Ok(Algorithm::RS512),
+            "PS256" => Ok(Algorithm::PS256),
+            "PS384" => Ok(Algorithm::PS384),
+            "PS512" => Ok(Algorithm::PS512),
+            "ES256" => Ok(Algorithm::ES256),
+            "ES384" => Ok(Algorithm::ES384),
+            "EdDSA" => Ok(Algorithm::EdDSA),
+            other => Err(format!(
+                "algorithm {other:?} is not allowed (asymmetric algorithms only)"
+            )),
+        })
+        .collect()
+}
+
+#[derive(Default)]
+struct KeyCache {
+    jwks_uri: Option<String>,
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+pub struct OidcVerifier {
+    pub config: OidcConfig,
+    http: reqwest::Client,
+    cache: RwLock<KeyCache>,
+}
+
+fn refuse(why: &str) -> PaError {
+    PaError::unauthenticated(format!("invalid bearer token: {why}"))
+}
+
+impl OidcVerifier {
+    pub fn new(config: OidcConfig) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            config,
+            http,
+            cache: RwLock::default(),
+        })
+    }
+
+    async fn fetch_keys(&self) -> Result<(), PaError> {
+        let unavailable = |what: &str| {
+            PaError::unavailable(format!("identity provider: {what}")).with_retry_after_ms(1000)
+        };
+        let mut cache = self.cache.write().await;
+        if cache
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < self.config.jwks_min_refetch)
+        {
+            return Ok(()); // another request just refreshed
+        }
+        let jwks_uri = match &cache.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.config.issuer.trim_end_matches('/')
+                );
+                let discovery: Value = self
+                    .http
+                    .get(&url)
+                    .send()
+                    .await
+                    .and_then(reqwest::Response::error_for_status)
+                    .map_err(|_| unavailable("discovery failed"))?
+                    .json()
+                    .await
+                    .map_err(|_| unavailable("discovery is not JSON"))?;
+                if discovery["issuer"].as_str() != Some(self.config.issuer.as_str()) {
+                    return Err(unavailable("discovery names another issuer"));
+                }
+                let uri = discovery["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| unavailable("no jwks_uri"))?
+                    .to_string();
+                cache.jwks_uri = Some(uri.clone());
+                uri
+            }
+        };
+        let jwks: JwkSet = self
+            .http
+            .get(&jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|_| unavailable("JWKS fetch failed"))?
+            .json()
+            .await
+            .map_err(|_| unavailable("JWKS is not valid"))?;
+        cache.keys = jwks
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect();
+        cache.fetched_at = Some(Instant::now());
+        tracing::info!(
+            keys = cache.keys.len(),
+            "fetched the identity provider's signing keys"
+        );
+        Ok(())
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, PaError> {
+        if let Some(key) = self.cache.read().await.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        // Unknown kid: the provider may have rotated its keys.
+        self.fetch_keys().await?;
+        self.cache
+            .read()
+            .await
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or_else(|| refuse("unknown signing key"))
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Identity, PaError> {
+        let header = decode_header(token).map_err(|_| refuse("malformed"))?;
+        if !self.config.algorithms.contains(&header.alg) {
+            return Err(refuse("algorithm not allowed"));
+        }
+        let kid = header.kid.ok_or_else(|| refuse("no key id"))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_nbf = true;
+        validation.required_spec_claims = ["exp", "iss", "aud", "sub"]
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let data = decode::<Value>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            refuse(match e.kind() {
+                ErrorKind::ExpiredSignature => "expired",
+                ErrorKind::ImmatureSignature => "not yet valid",
+                ErrorKind::InvalidIssuer => "wrong issuer",
+                ErrorKind::InvalidAudience => "wrong audience",
+                ErrorKind::InvalidSignature => "bad signature",
+                ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+                _ => "not valid",
+            })
+        })?;
+        self.identity(&data.claims)
+    }
+
+    fn identity(&self, claims: &Value) -> Result<Identity, PaError> {
+        let text = |v: &Value| v.as_str().map(str::to_string);
+        let user_id = text(&claims["sub"])
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refuse("no subject"))?;
+        let tenant_id = text(&claims[&self.config.tenant_claim])
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| refuse("no tenant claim"))?;
+        let roles = match &claims[&self.config.roles_claim] {
+            Value::Array(items) => items.iter().filter_map(text).collect(),
+            Value::String(list) => list.split_whitespace().map(str::to_string).collect(),
+            _ => Vec::new(),
+        };
+        let scopes = text(&claims["scope"])
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        let display_name = text(&claims["name"])
+            .or_else(|| text(&claims["preferred_username"]))
+            .unwrap_or_else(|| user_id.clone());
+        Ok(Identity {
+            tenant_id,
+            user_id,
+            roles,
+            scopes,
+            auth_method: AuthMethod::Oidc as i32,
+            display_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_asymmetric_algorithms_are_accepted() {
+        assert!(super::parse_algorithms("RS256, ES256").is_ok());
+        assert!(super::parse_algorithms("HS256").is_err());
+        assert!(super::parse_algorithms("none").is_err());
+    }
+}
