@@ -190,6 +190,7 @@ function buildConfiguration(realm, jwks) {
 
   return {
     clients: [...realm.clients.values()].map(clientMetadata),
+    responseTypes: ['code'],
     jwks,
     cookies: { keys: [crypto.randomBytes(32).toString('base64url')] },
     scopes: realm.scopes ?? ['openid', 'profile', 'email', 'offline_access'],
@@ -327,7 +328,8 @@ ${form}<button type="submit" form="op.deviceConfirmForm">Continue</button>
  * with the provider's own AccessToken / RefreshToken / IdToken models (same keys, TTLs, formats
  * and extraTokenClaims as every other grant).
  */
-function passwordGrantHandler(provider, realm) {
+function passwordGrantHandler(provider, realm, configuration) {
+  const { findAccount, features: { resourceIndicators: { getResourceServerInfo } } } = configuration;
   const supportedScopes = new Set(realm.scopes ?? ['openid']);
 
   return async function passwordGrant(ctx) {
@@ -360,12 +362,11 @@ function passwordGrantHandler(provider, realm) {
       if (!resource) throw new errors.InvalidTarget();
     }
 
-    const { getResourceServerInfo } = provider.__idpFeatures.resourceIndicators;
     const resourceServer = new provider.ResourceServer(resource, await getResourceServerInfo(ctx, resource, client));
     const oidcScope = [...requested].join(' ');
     const resourceScope = [...requested].filter((s) => resourceServer.scopes.has(s)).join(' ');
 
-    const account = await provider.__idpFindAccount(ctx, user.username);
+    const account = await findAccount(ctx, user.username);
     ctx.oidc.entity('Account', account);
 
     const grant = new provider.Grant({ accountId: account.accountId, clientId: client.clientId });
@@ -541,12 +542,9 @@ export async function startIdp({
 
   const configuration = buildConfiguration(realm, loadOrCreateJwks(jwksFile));
   const provider = new Provider(issuer, configuration);
-  // handles the password grant needs (the provider keeps its resolved configuration private)
-  provider.__idpFeatures = configuration.features;
-  provider.__idpFindAccount = configuration.findAccount;
   provider.registerGrantType(
     PASSWORD_GRANT,
-    passwordGrantHandler(provider, realm),
+    passwordGrantHandler(provider, realm, configuration),
     ['username', 'password', 'scope', 'resource'],
   );
 

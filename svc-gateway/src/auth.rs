@@ -47,6 +47,21 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // API keys work in every mode: they are real credentials, checked against their hash.
+        if let Some(key) = bearer(parts).filter(|t| t.starts_with(crate::api_keys::PREFIX))
+            && let Some(store) = &state.api_keys
+        {
+            let identity = store.verify(key).await?;
+            let needed = required_scope(parts.uri.path());
+            if !identity.scopes.iter().any(|s| s == needed) {
+                return Err(PaError::new(
+                    pa_kit::ErrorCode::Forbidden,
+                    format!("this API key lacks the {needed:?} scope"),
+                )
+                .into());
+            }
+            return Ok(Caller(identity));
+        }
         match state.auth_mode {
             AuthMode::Dev => {
                 let user_id = dev_name(parts, DEV_USER_HEADER, "dev-user")?;
@@ -69,21 +84,9 @@ impl FromRequestParts<AppState> for Caller {
                     .oidc
                     .as_ref()
                     .ok_or_else(|| PaError::internal("OIDC mode without a verifier"))?;
-                let header = parts
-                    .headers
-                    .get(axum::http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        PaError::unauthenticated("missing Authorization: Bearer <token>")
-                    })?;
-                let token = header
-                    .strip_prefix("Bearer ")
-                    .or_else(|| header.strip_prefix("bearer "))
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| {
-                        PaError::unauthenticated("the Authorization header must be Bearer <token>")
-                    })?;
+                let token = bearer(parts).ok_or_else(|| {
+                    PaError::unauthenticated("missing Authorization: Bearer <token>")
+                })?;
                 Ok(Caller(verifier.verify(token).await?))
             }
             AuthMode::Disabled => Err(PaError::unauthenticated(
@@ -91,5 +94,37 @@ impl FromRequestParts<AppState> for Caller {
             )
             .into()),
         }
+    }
+}
+
+/// The bearer token of a request, if any.
+fn bearer(parts: &Parts) -> Option<&str> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// The API-key scope an endpoint needs.
+pub fn required_scope(path: &str) -> &'static str {
+    if path.starts_with("/v1/admin") {
+        "admin"
+    } else if path.starts_with("/v1/runs")
+        || path.starts_with("/v1/ag-ui")
+        || path.ends_with("/runs")
+    {
+        "runs"
+    } else if path.starts_with("/v1/chats") {
+        "chats"
+    } else if path.starts_with("/v1/memories") || path.starts_with("/v1/me/memories") {
+        "memory"
+    } else {
+        "models"
     }
 }

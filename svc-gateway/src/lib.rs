@@ -4,6 +4,7 @@
 mod admin;
 mod agui;
 mod api;
+mod api_keys;
 mod auth;
 pub mod config;
 mod dto;
@@ -29,6 +30,8 @@ pub use state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] pa_kit::db::DbError),
     #[error(transparent)]
     Redis(#[from] pa_kit::redis::RedisError),
     #[error("client channel: {0}")]
@@ -56,6 +59,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
         .route("/v1/runs/{id}/events", get(api::run_events))
         .route("/v1/models", get(api::list_models))
+        .route(
+            "/v1/me/api-keys",
+            post(api_keys::create).get(api_keys::list),
+        )
+        .route(
+            "/v1/me/api-keys/{id}",
+            axum::routing::delete(api_keys::revoke),
+        )
         .route("/v1/me/keys", get(admin::list_keys))
         .route(
             "/v1/me/keys/{provider}",
@@ -91,7 +102,8 @@ async fn index() -> axum::Json<serde_json::Value> {
             "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
             "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
             "POST /v1/runs/{id}/cancel", "GET /v1/runs/{id}/events", "GET /v1/models",
-            "POST /v1/ag-ui", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
+            "POST /v1/ag-ui", "POST /v1/me/api-keys", "GET /v1/me/api-keys", "DELETE /v1/me/api-keys/{id}",
+            "GET /v1/auth/config", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
             "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",
             "GET /v1/admin/providers", "POST /v1/admin/providers", "GET /v1/admin/models",
             "POST /v1/admin/models", "PATCH /v1/admin/models/{label}", "GET /v1/admin/policies",
@@ -137,7 +149,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     )
 }
 
-pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, StartError> {
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+pub fn build_state(
+    config: &Config,
+    shutdown: Shutdown,
+    db: Option<sqlx::PgPool>,
+) -> Result<AppState, StartError> {
     let runs = channel(&config.runs_url)?;
     let models = channel(&config.models_url)?;
     let mut backends = vec![
@@ -157,6 +175,7 @@ pub fn build_state(config: &Config, shutdown: Shutdown) -> Result<AppState, Star
         usage: UsageServiceClient::new(models),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
+        api_keys: db.map(api_keys::ApiKeyStore::new),
         oidc: match (&config.auth_mode, &config.oidc) {
             (AuthMode::Oidc, Some(oidc)) => {
                 Some(std::sync::Arc::new(oidc::OidcVerifier::new(oidc.clone())?))
@@ -181,7 +200,9 @@ pub async fn run(
             "PA_AUTH_MODE=dev: every caller is trusted as a dev user; never expose this gateway"
         );
     }
-    let app = router(build_state(&config, shutdown.clone())?);
+    let db =
+        pa_kit::db::connect_schema(&config.common.database_url, "gateway", &MIGRATOR, 10).await?;
+    let app = router(build_state(&config, shutdown.clone(), Some(db))?);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
     // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

@@ -21,6 +21,8 @@ pub struct AppState {
     pub usage: UsageServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
+    /// API keys (needs the gateway's database).
+    pub api_keys: Option<crate::api_keys::ApiKeyStore>,
     /// Present in OIDC mode.
     pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,

@@ -1,0 +1,137 @@
+//! API keys: shown once, stored hashed, scoped, expirable, revocable.
+
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tests_e2e::Mesh;
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+#[tokio::test]
+async fn an_api_key_works_until_revoked_and_only_its_hash_is_stored() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let (status, created) = mesh
+        .post_json("/v1/me/api-keys", &json!({ "name": "my script" }))
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with("pa_") && key.len() > 40, "{key}");
+    let with_key = |method: reqwest::Method, path: &str| {
+        mesh.http
+            .request(method, mesh.url(path))
+            .header("authorization", format!("Bearer {key}"))
+    };
+
+    // The key acts as its creator.
+    let chat = mesh.create_chat("made by the dev user").await?;
+    let r = with_key(reqwest::Method::GET, &format!("/v1/chats/{chat}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let r = with_key(reqwest::Method::POST, &format!("/v1/chats/{chat}/runs"))
+        .json(&json!({"message": "via key"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 202);
+
+    // Listed without the secret; never shown again.
+    let (_, list) = mesh.get_json("/v1/me/api-keys").await?;
+    assert_eq!(list["items"][0]["id"], json!(id));
+    assert!(
+        !list.to_string().contains(&key[20..]),
+        "the secret is not listed"
+    );
+
+    // Only a hash is in the database.
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let dump: String =
+        sqlx::query_scalar("SELECT string_agg(t::text, ' ') FROM gateway.api_keys t")
+            .fetch_one(&mut db)
+            .await?;
+    let secret = &key[20..];
+    assert!(!dump.contains(secret), "the key's secret is stored");
+
+    // An API key cannot mint more keys; a wrong secret is refused.
+    let r = with_key(reqwest::Method::POST, "/v1/me/api-keys")
+        .json(&json!({"name": "x"}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+    let forged = format!(
+        "{}{}",
+        &key[..key.len() - 2],
+        if key.ends_with("AA") { "BB" } else { "AA" }
+    );
+    let r = mesh
+        .http
+        .get(mesh.url("/v1/chats"))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 401);
+
+    // Revoked → 401.
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/me/api-keys/{id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    let r = with_key(reqwest::Method::GET, "/v1/chats").send().await?;
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await?;
+    assert_eq!(body["code"], "unauthenticated");
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn api_keys_are_scoped_and_expire() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let (status, created) = mesh
+        .post_json(
+            "/v1/me/api-keys",
+            &json!({ "name": "models only", "scopes": ["models"] }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let get = |path: &str| {
+        mesh.http
+            .get(mesh.url(path))
+            .header("authorization", format!("Bearer {key}"))
+            .send()
+    };
+    assert_eq!(get("/v1/models").await?.status(), 200);
+    assert_eq!(get("/v1/chats").await?.status(), 403, "no chats scope");
+    assert_eq!(
+        get("/v1/admin/models").await?.status(),
+        403,
+        "no admin scope"
+    );
+
+    for bad in [
+        json!({"name": ""}),
+        json!({"name": "x", "scopes": ["everything"]}),
+        json!({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+    ] {
+        let (status, body) = mesh.post_json("/v1/me/api-keys", &bad).await?;
+        assert_eq!(status, 400, "{bad} → {body}");
+    }
+    // A non-admin cannot make an admin key.
+    let r = mesh
+        .http
+        .post(mesh.url("/v1/me/api-keys"))
+        .header("x-pa-dev-roles", "user")
+        .json(&json!({"name": "x", "scopes": ["admin"]}))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 403);
+
+    // Expired → 401.
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    sqlx::query("UPDATE gateway.api_keys SET expires_at = now() - interval '1 second'")
+        .execute(&mut db)
+        .await?;
+    assert_eq!(get("/v1/models").await?.status(), 401);
+    mesh.stop().await
+}
