@@ -43,10 +43,25 @@ fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiErr
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
+    /// Authenticates, then counts the request against the caller's rate limits.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let caller = Self::authenticate(parts, state).await?;
+        pa_kit::limits::check_rate(
+            &state.redis,
+            state.rate_limits,
+            &caller.0.tenant_id,
+            &caller.0.user_id,
+        )
+        .await?;
+        Ok(caller)
+    }
+}
+
+impl Caller {
+    async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // API keys work in every mode: they are real credentials, checked against their hash.
         if let Some(key) = bearer(parts).filter(|t| t.starts_with(crate::api_keys::PREFIX))
             && let Some(store) = &state.api_keys

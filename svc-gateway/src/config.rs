@@ -33,6 +33,9 @@ pub struct Config {
     /// `PA_AUTH_MODE`: `dev` enables the dev identity; anything else (the default) refuses
     /// unauthenticated calls until OIDC is configured.
     pub auth_mode: AuthMode,
+    /// `PA_RATE_USER_PER_MIN` (default 600) and `PA_RATE_TENANT_PER_MIN` (default 6000):
+    /// requests per minute; 0 = unlimited.
+    pub rate_limits: pa_kit::limits::RateLimits,
     /// Set when `auth_mode` is `Oidc`.
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
@@ -80,6 +83,10 @@ impl Config {
             worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
                 .filter(|u| u != "none"),
             auth_mode,
+            rate_limits: pa_kit::limits::RateLimits {
+                per_user_per_minute: env_parse("PA_RATE_USER_PER_MIN", 600)?,
+                per_tenant_per_minute: env_parse("PA_RATE_TENANT_PER_MIN", 6000)?,
+            },
             oidc,
             sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
         })

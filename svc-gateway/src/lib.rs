@@ -175,6 +175,7 @@ pub fn build_state(
         usage: UsageServiceClient::new(models),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
+        rate_limits: config.rate_limits,
         api_keys: db.map(api_keys::ApiKeyStore::new),
         oidc: match (&config.auth_mode, &config.oidc) {
             (AuthMode::Oidc, Some(oidc)) => {

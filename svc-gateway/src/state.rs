@@ -21,6 +21,7 @@ pub struct AppState {
     pub usage: UsageServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
+    pub rate_limits: pa_kit::limits::RateLimits,
     /// API keys (needs the gateway's database).
     pub api_keys: Option<crate::api_keys::ApiKeyStore>,
     /// Present in OIDC mode.

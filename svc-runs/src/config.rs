@@ -18,6 +18,9 @@ pub struct Config {
     /// `PA_RUN_MAX_MODEL_REQUESTS` (default 16), `PA_RUN_MAX_TOOL_CALLS` (default 32),
     /// `PA_RUN_MAX_TOTAL_TOKENS` (default 0 = unlimited): per-run limits.
     pub limits: UsageLimits,
+    /// `PA_DAILY_TOKEN_BUDGET`, default 0 (unlimited): tokens a user may spend per UTC day;
+    /// checked before a run starts.
+    pub daily_token_budget: u64,
     /// `PA_HISTORY_MESSAGES`, default 50: how many earlier messages of a chat the model sees.
     pub history_messages: u32,
 }
@@ -37,6 +40,7 @@ impl Config {
                 max_subagent_depth: 2,
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
+            daily_token_budget: env_parse("PA_DAILY_TOKEN_BUDGET", 0)?,
         })
     }
 }

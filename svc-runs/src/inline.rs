@@ -24,38 +24,20 @@ use crate::store::{RunEnd, RunStore};
 /// Starts inline runs and cancels them. Cheap to clone.
 #[derive(Clone)]
 pub struct InlineDriver {
-    store: RunStore,
-    models: ModelServiceClient<Channel>,
-    tools: ToolServiceClient<Channel>,
-    auth: InternalAuth,
-    sink: EventSink,
-    shutdown: Shutdown,
-    history_messages: u32,
-    active: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    pub(crate) store: RunStore,
+    pub(crate) models: ModelServiceClient<Channel>,
+    pub(crate) tools: ToolServiceClient<Channel>,
+    pub(crate) auth: InternalAuth,
+    pub(crate) sink: EventSink,
+    /// Daily token counters (quotas).
+    pub(crate) redis: deadpool_redis::Pool,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) history_messages: u32,
+    /// Cancellation handles of the runs this process drives.
+    pub(crate) active: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
 impl InlineDriver {
-    pub fn new(
-        store: RunStore,
-        models: ModelServiceClient<Channel>,
-        tools: ToolServiceClient<Channel>,
-        auth: InternalAuth,
-        sink: EventSink,
-        shutdown: Shutdown,
-        history_messages: u32,
-    ) -> Self {
-        Self {
-            store,
-            models,
-            tools,
-            auth,
-            sink,
-            shutdown,
-            history_messages,
-            active: Default::default(),
-        }
-    }
-
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         // A poisoned map only means a panic elsewhere; the map itself is still consistent.
         self.active
@@ -363,6 +345,22 @@ impl RunState<'_> {
             .finish_run(self.spec, end)
             .await
             .map_err(PaError::from)?;
+        let identity = self.identity;
+        let tokens = match &outcome {
+            Outcome::Succeeded { usage, .. }
+            | Outcome::Failed { usage, .. }
+            | Outcome::Cancelled { usage, .. } => usage.total_tokens,
+        };
+        if let Err(err) = pa_kit::limits::add_tokens(
+            &self.driver.redis,
+            &identity.tenant_id,
+            &identity.user_id,
+            tokens,
+        )
+        .await
+        {
+            tracing::warn!(%err, run_id = %self.spec.run_id, "cannot count tokens against the daily budget");
+        }
         if let Some(event) = self.held_terminal.take() {
             self.driver.sink.emit(&self.spec.run_id, &event).await?;
         }

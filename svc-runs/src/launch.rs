@@ -59,6 +59,8 @@ pub struct Launcher {
     pub driver: InlineDriver,
     pub sink: EventSink,
     pub shutdown: Shutdown,
+    pub redis: deadpool_redis::Pool,
+    pub daily_token_budget: u64,
 }
 
 /// The result of launch_run: the run, and whether it already existed (idempotent retry).
@@ -117,6 +119,14 @@ impl Launcher {
             request.run_id.clone()
         };
         let chat = self.store.get_chat(identity, &request.chat_id).await?;
+        // Quotas before anything is spent.
+        pa_kit::limits::check_token_budget(
+            &self.redis,
+            &identity.tenant_id,
+            &identity.user_id,
+            self.daily_token_budget,
+        )
+        .await?;
         let classification = DataClassification::try_from(chat.classification)
             .unwrap_or(DataClassification::Internal);
 

@@ -45,15 +45,17 @@ pub async fn run(
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let sink = EventSink::new(redis.clone());
-    let driver = inline::InlineDriver::new(
-        store.clone(),
-        models.clone(),
-        tools.clone(),
-        auth.clone(),
-        sink.clone(),
-        shutdown.clone(),
-        config.history_messages,
-    );
+    let driver = inline::InlineDriver {
+        store: store.clone(),
+        models: models.clone(),
+        tools: tools.clone(),
+        auth: auth.clone(),
+        sink: sink.clone(),
+        redis: redis.clone(),
+        shutdown: shutdown.clone(),
+        history_messages: config.history_messages,
+        active: Default::default(),
+    };
     let launcher = launch::Launcher {
         store,
         models,
@@ -63,6 +65,8 @@ pub async fn run(
         driver,
         sink,
         shutdown: shutdown.clone(),
+        redis: redis.clone(),
+        daily_token_budget: config.daily_token_budget,
     };
     let service = service::RunServiceImpl::new(launcher, redis);
     GrpcServer::new(config.request_timeout)?

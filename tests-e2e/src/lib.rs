@@ -38,6 +38,8 @@ pub struct MeshBuilder {
     models_config: Option<String>,
     provider_first_byte_timeout: Option<Duration>,
     oidc: Option<svc_gateway::oidc::OidcConfig>,
+    rate_limits: pa_kit::limits::RateLimits,
+    daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
 }
 
@@ -57,6 +59,21 @@ impl MeshBuilder {
     /// How long svc-models waits for a provider's first byte (default 5 s in tests).
     pub fn provider_first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.provider_first_byte_timeout = Some(timeout);
+        self
+    }
+
+    /// Requests per minute per user and per tenant (default: unlimited).
+    pub fn rate_limits(mut self, per_user: u64, per_tenant: u64) -> Self {
+        self.rate_limits = pa_kit::limits::RateLimits {
+            per_user_per_minute: per_user,
+            per_tenant_per_minute: per_tenant,
+        };
+        self
+    }
+
+    /// Tokens a user may spend per day (default: unlimited).
+    pub fn daily_token_budget(mut self, tokens: u64) -> Self {
+        self.daily_token_budget = tokens;
         self
     }
 
@@ -171,6 +188,7 @@ impl MeshBuilder {
                         max_subagent_depth: 2,
                     },
                     history_messages: 50,
+                    daily_token_budget: self.daily_token_budget,
                 };
                 let s = shutdown.clone();
                 async move {
@@ -196,6 +214,7 @@ impl MeshBuilder {
                     worker_url: None,
                     auth_mode: self.auth_mode,
                     oidc: self.oidc.clone(),
+                    rate_limits: self.rate_limits,
                     sse_keepalive: Duration::from_secs(15),
                 };
                 let s = shutdown.clone();
@@ -253,6 +272,11 @@ impl Mesh {
             models_config: None,
             provider_first_byte_timeout: None,
             oidc: None,
+            rate_limits: pa_kit::limits::RateLimits {
+                per_user_per_minute: 0,
+                per_tenant_per_minute: 0,
+            },
+            daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
         }
     }

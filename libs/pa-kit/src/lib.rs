@@ -5,6 +5,7 @@ pub mod db;
 pub mod error;
 pub mod grpc;
 pub mod identity;
+pub mod limits;
 pub mod redis;
 pub mod run_events;
 pub mod shutdown;
