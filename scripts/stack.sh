@@ -134,17 +134,22 @@ install_venv() {
 }
 
 install_npm() {
-  local dir="$ROOT/tests/agui"
+  install_npm_in "$ROOT/tests/agui"
+  install_npm_in "$ROOT/deploy/dev-idp"
+}
+
+install_npm_in() {
+  local dir="$1"
   [[ -f "$dir/package.json" ]] || return 0
-  command -v npm >/dev/null || die "npm not found (needed for tests/agui)"
+  command -v npm >/dev/null || die "npm not found (needed for ${dir#"$ROOT"/})"
   local marker="$dir/node_modules/.package-lock.json"
   if [[ -f "$marker" && "$marker" -nt "$dir/package.json" \
         && ( ! -f "$dir/package-lock.json" || "$marker" -nt "$dir/package-lock.json" ) ]]; then
-    log "npm: tests/agui node_modules present"; return 0
+    log "npm: ${dir#"$ROOT"/} node_modules present"; return 0
   fi
   local cmd=install
   [[ -f "$dir/package-lock.json" ]] && cmd=ci
-  log "npm: $cmd in tests/agui"
+  log "npm: $cmd in ${dir#"$ROOT"/}"
   (cd "$dir" && npm "$cmd" --no-audit --no-fund) >"$LOGS/npm.log" 2>&1 \
     || die "npm $cmd failed, see $LOGS/npm.log"
   touch "$marker" # npm may write package-lock.json after it
@@ -391,14 +396,39 @@ temporal_down() {
 }
 
 # ---------------------------------------------------------------- commands
+# ---------------------------------------------------------------- dev IdP
+IDP_PORT="${PA_IDP_PORT:-8090}"
+IDP_DIR="$ROOT/deploy/dev-idp"
+
+idp_up() {
+  if port_open "$IDP_PORT"; then log "dev-idp: already up on 127.0.0.1:$IDP_PORT"; return 0; fi
+  [[ -d "$IDP_DIR/node_modules/oidc-provider" ]] || die "dev-idp not installed; run: scripts/stack.sh install"
+  log "dev-idp: starting on 127.0.0.1:$IDP_PORT (log $LOGS/dev-idp.log)"
+  (
+    cd "$IDP_DIR" || exit 1
+    PA_IDP_PORT="$IDP_PORT" setsid nohup node server.mjs >"$LOGS/dev-idp.log" 2>&1 </dev/null &
+    echo $! >"$DEV/dev-idp.pid"
+  )
+  wait_until "$TIMEOUT" "dev-idp: up on 127.0.0.1:$IDP_PORT" port_open "$IDP_PORT" \
+    || die "dev-idp did not start, see $LOGS/dev-idp.log"
+}
+
+idp_down() {
+  local pid; pid="$(read_pid "$DEV/dev-idp.pid")"
+  if [[ -n $pid ]] && pid_alive "$pid"; then kill -TERM "$pid" 2>/dev/null || true; log "dev-idp: stopped"; fi
+  rm -f "$DEV/dev-idp.pid"
+}
+
 cmd_up() {
   mkdir -p "$DEV" "$LOGS"
   pg_up
   redis_up
   temporal_up
+  idp_up
 }
 
 cmd_down() {
+  idp_down
   temporal_down
   pg_down
   redis_down
@@ -417,6 +447,8 @@ cmd_status() {
   else printf 'redis     down 127.0.0.1:%s\n' "$REDIS_PORT"; fi
   if temporal_ready; then printf 'temporal  up   127.0.0.1:%s\n' "$TEMPORAL_PORT"
   else printf 'temporal  down 127.0.0.1:%s\n' "$TEMPORAL_PORT"; fi
+  if port_open "$IDP_PORT"; then printf 'dev-idp   up   http://127.0.0.1:%s\n' "$IDP_PORT"
+  else printf 'dev-idp   down 127.0.0.1:%s\n' "$IDP_PORT"; fi
 }
 
 cmd_env() {
