@@ -128,6 +128,13 @@ fn bearer(parts: &Parts) -> Option<&str> {
 
 /// The API-key scope an endpoint needs.
 pub fn required_scope(path: &str) -> &'static str {
+    if let Some(method) = path.strip_prefix("/personal_agent.v1.RunService/") {
+        return if method.contains("Chat") || method == "ListMessages" {
+            "chats"
+        } else {
+            "runs"
+        };
+    }
     if path.starts_with("/v1/admin") {
         "admin"
     } else if path.starts_with("/v1/runs")

@@ -20,6 +20,8 @@ pub struct Config {
     pub common: CommonConfig,
     /// `PA_GATEWAY_ADDR`, default `127.0.0.1:8080`.
     pub listen_addr: String,
+    /// `PA_GATEWAY_GRPC_ADDR`, default `127.0.0.1:50050`: the public gRPC API; `none` = off.
+    pub grpc_listen_addr: Option<String>,
     /// `PA_RUNS_URL`, default `http://127.0.0.1:50051`.
     pub runs_url: String,
     /// `PA_MODELS_URL`, default `http://127.0.0.1:50052`.
@@ -76,6 +78,8 @@ impl Config {
         Ok(Self {
             common: CommonConfig::from_env(),
             listen_addr: env_or("PA_GATEWAY_ADDR", "127.0.0.1:8080"),
+            grpc_listen_addr: Some(env_or("PA_GATEWAY_GRPC_ADDR", "127.0.0.1:50050"))
+                .filter(|a| a != "none"),
             runs_url: env_or("PA_RUNS_URL", "http://127.0.0.1:50051"),
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
             tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),

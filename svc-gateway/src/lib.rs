@@ -10,6 +10,7 @@ pub mod config;
 mod dto;
 pub mod oidc;
 mod problem;
+mod public_grpc;
 mod sse;
 mod state;
 
@@ -30,6 +31,8 @@ pub use state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error(transparent)]
+    Grpc(#[from] pa_kit::grpc::ServeError),
     #[error(transparent)]
     Db(#[from] pa_kit::db::DbError),
     #[error(transparent)]
@@ -191,9 +194,12 @@ pub fn build_state(
 }
 
 /// Serves until `shutdown` fires; open SSE streams are closed, then in-flight requests finish.
+/// Serves HTTP on `listener` and, when given, the public gRPC API on `grpc_listener`, until
+/// `shutdown` fires.
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
+    grpc_listener: Option<tokio::net::TcpListener>,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
     if config.auth_mode == AuthMode::Dev {
@@ -203,7 +209,24 @@ pub async fn run(
     }
     let db =
         pa_kit::db::connect_schema(&config.common.database_url, "gateway", &MIGRATOR, 10).await?;
-    let app = router(build_state(&config, shutdown.clone(), Some(db))?);
+    let state = build_state(&config, shutdown.clone(), Some(db))?;
+    let grpc = match grpc_listener {
+        Some(grpc_listener) => {
+            let api = public_grpc::PublicApi {
+                state: state.clone(),
+            };
+            let server = pa_kit::grpc::GrpcServer::new(std::time::Duration::from_secs(30))?
+                .add_service(pa_proto::v1::run_service_server::RunServiceServer::new(
+                    api.clone(),
+                ))
+                .add_service(pa_proto::v1::model_service_server::ModelServiceServer::new(
+                    api,
+                ));
+            Some(tokio::spawn(server.serve(grpc_listener, shutdown.clone())))
+        }
+        None => None,
+    };
+    let app = router(state);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
     // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -214,5 +237,11 @@ pub async fn run(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.triggered().await })
         .await?;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(result) => result?,
+            Err(err) => tracing::error!(%err, "public gRPC server task failed"),
+        }
+    }
     Ok(())
 }

@@ -114,6 +114,7 @@ impl MeshBuilder {
         let (memory_listener, memory_url) = listen().await?;
         let (runs_listener, runs_url) = listen().await?;
         let (gateway_listener, gateway_addr) = listen().await?;
+        let (public_grpc_listener, public_grpc_url) = listen().await?;
 
         let shutdown = Shutdown::new();
         services.push((
@@ -206,6 +207,7 @@ impl MeshBuilder {
                 let config = svc_gateway::Config {
                     common: common.clone(),
                     listen_addr: String::new(),
+                    grpc_listen_addr: None,
                     runs_url: runs_url.clone(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
@@ -219,7 +221,7 @@ impl MeshBuilder {
                 };
                 let s = shutdown.clone();
                 async move {
-                    svc_gateway::run(config, gateway_listener, s)
+                    svc_gateway::run(config, gateway_listener, Some(public_grpc_listener), s)
                         .await
                         .map_err(|e| e.to_string())
                 }
@@ -228,6 +230,7 @@ impl MeshBuilder {
 
         let mesh = Mesh {
             gateway_url: gateway_addr,
+            public_grpc_url,
             runs_url,
             models_url,
             admin_url,
@@ -255,6 +258,8 @@ type ServiceTask = tokio::task::JoinHandle<Result<(), String>>;
 /// A running mesh. Call [`Mesh::stop`] at the end to shut it down and drop its database.
 pub struct Mesh {
     pub gateway_url: String,
+    /// The gateway's public gRPC API.
+    pub public_grpc_url: String,
     pub runs_url: String,
     pub models_url: String,
     pub database_url: String,
