@@ -66,6 +66,19 @@ impl KeyChoice {
     }
 }
 
+/// Which models a caller could call at all: the offline model, providers with a platform key,
+/// and providers the caller holds a key for.
+pub struct Callable {
+    keyless: Vec<String>,
+    own_keys: Vec<String>,
+}
+
+impl Callable {
+    pub fn allows(&self, model: &CatalogModel) -> bool {
+        self.keyless.contains(&model.info.provider) || self.own_keys.contains(&model.info.provider)
+    }
+}
+
 pub fn platform_key_aad(provider: &str) -> String {
     format!("platform-key/{provider}")
 }
@@ -94,6 +107,35 @@ impl Relay {
                 p = provider.id
             ),
         ))
+    }
+
+    /// The caller's [`Callable`]; their own keys are looked up only when some usable model
+    /// needs one (a catalog of keyless models costs no query).
+    pub async fn callable(
+        &self,
+        identity: &Identity,
+        snapshot: &Snapshot,
+    ) -> Result<Callable, PaError> {
+        let keyless: Vec<String> = snapshot
+            .providers
+            .iter()
+            .filter(|p| p.kind == "offline" || p.platform_key.is_some())
+            .map(|p| p.id.clone())
+            .collect();
+        let own_keys = if snapshot
+            .usable_models()
+            .any(|m| !keyless.contains(&m.info.provider))
+        {
+            self.keys
+                .list(identity)
+                .await?
+                .into_iter()
+                .map(|k| k.provider)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Callable { keyless, own_keys })
     }
 
     /// Runs the call on a task; the returned channel carries its chunks.

@@ -30,21 +30,8 @@ pub async fn resolve(
     let classification = classification_of(request.classification)
         .map_err(|e| PaError::new(ErrorCode::PolicyDenied, e.to_string()))?;
     let needs = request.needs.unwrap_or_default();
-    // Providers the caller holds a key for; platform keys and the offline model need none.
-    let own_keys: Vec<String> = relay
-        .keys
-        .list(identity)
-        .await?
-        .into_iter()
-        .map(|k| k.provider)
-        .collect();
-    let callable = |m: &CatalogModel| {
-        m.provider_kind == "offline"
-            || own_keys.contains(&m.info.provider)
-            || snapshot
-                .provider(&m.info.provider)
-                .is_some_and(|p| p.platform_key.is_some())
-    };
+    let callable = relay.callable(identity, &snapshot).await?;
+    let callable = |m: &CatalogModel| callable.allows(m);
     let requested = request.requested.trim();
     if requested.is_empty() || requested == "auto" {
         let ranked = pick_auto_model(&snapshot, identity, classification, &needs, callable)?;

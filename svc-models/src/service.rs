@@ -73,24 +73,10 @@ impl ModelService for Services {
     ) -> Result<Response<ListModelsResponse>, Status> {
         let identity = request.identity()?;
         let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
-        let own: Vec<String> = self
-            .relay
-            .keys
-            .list(&identity)
-            .await
-            .map_err(PaError::from)?
-            .into_iter()
-            .map(|k| k.provider)
-            .collect();
+        let callable = self.relay.callable(&identity, &snapshot).await?;
         let models = snapshot
             .usable_models()
-            .filter(|m| {
-                m.provider_kind == "offline"
-                    || own.contains(&m.info.provider)
-                    || snapshot
-                        .provider(&m.info.provider)
-                        .is_some_and(|p| p.platform_key.is_some())
-            })
+            .filter(|m| callable.allows(m))
             .filter(|m| !Relay::allowed_classifications(&snapshot, &identity, m).is_empty())
             .map(|m| m.info.clone())
             .collect();
