@@ -29,21 +29,7 @@ use pa_proto::v1::usage_service_client::UsageServiceClient;
 use serde_json::json;
 pub use state::AppState;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Grpc(#[from] pa_kit::grpc::ServeError),
-    #[error(transparent)]
-    Db(#[from] pa_kit::db::DbError),
-    #[error(transparent)]
-    Redis(#[from] pa_kit::redis::RedisError),
-    #[error("client channel: {0}")]
-    Channel(#[from] tonic::transport::Error),
-    #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
-    #[error("HTTP server: {0}")]
-    Serve(#[from] std::io::Error),
-}
+pub use pa_kit::StartError;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -181,9 +167,10 @@ pub fn build_state(
         rate_limits: config.rate_limits,
         api_keys: db.map(api_keys::ApiKeyStore::new),
         oidc: match (&config.auth_mode, &config.oidc) {
-            (AuthMode::Oidc, Some(oidc)) => {
-                Some(std::sync::Arc::new(oidc::OidcVerifier::new(oidc.clone())?))
-            }
+            (AuthMode::Oidc, Some(oidc)) => Some(std::sync::Arc::new(
+                oidc::OidcVerifier::new(oidc.clone())
+                    .map_err(|e| StartError::Other(format!("OIDC HTTP client: {e}")))?,
+            )),
             _ => None,
         },
         redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,

@@ -20,17 +20,7 @@ use pa_proto::v1::tool_service_client::ToolServiceClient;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Db(#[from] pa_kit::db::DbError),
-    #[error(transparent)]
-    Redis(#[from] pa_kit::redis::RedisError),
-    #[error("client channel: {0}")]
-    Channel(#[from] tonic::transport::Error),
-    #[error(transparent)]
-    Serve(#[from] pa_kit::grpc::ServeError),
-}
+pub use pa_kit::StartError;
 
 pub async fn run(
     config: Config,

@@ -13,13 +13,7 @@ use pa_proto::v1::tool_service_server::ToolServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Db(#[from] pa_kit::db::DbError),
-    #[error(transparent)]
-    Serve(#[from] pa_kit::grpc::ServeError),
-}
+pub use pa_kit::StartError;
 
 pub async fn run(
     config: Config,

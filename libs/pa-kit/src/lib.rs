@@ -34,3 +34,21 @@ where
         }
     }
 }
+
+/// Why a service could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("client channel: {0}")]
+    Channel(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Serve(#[from] grpc::ServeError),
+    #[error("HTTP server: {0}")]
+    Io(#[from] std::io::Error),
+    /// A service-specific cause, already described.
+    #[error("{0}")]
+    Other(String),
+}
