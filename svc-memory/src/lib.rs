@@ -19,8 +19,11 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool =
-        pa_kit::db::connect_schema(&config.common.database_url, "memory", &MIGRATOR, 10).await?;
+    // Requests run as the application role, under row-level security.
+    let pools =
+        pa_kit::db::connect_schema_rls(&config.common.database_url, "memory", &MIGRATOR, 10)
+            .await?;
+    let pool = pools.app;
     let service = service::MemoryServiceImpl::new(store::MemoryStore::new(pool));
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?

@@ -79,6 +79,7 @@ impl MemoryStore {
         if item.id.is_empty() {
             item.id = uuid::Uuid::now_v7().to_string();
         }
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "INSERT INTO items (tenant_id, id, user_id, scope, chat_id, content, tags) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -94,10 +95,11 @@ impl MemoryStore {
         .bind(&item.chat_id)
         .bind(&item.content)
         .bind(&item.tags)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         // The id exists but belongs to someone else: do not reveal it.
         .ok_or_else(|| MemoryError::NotFound(item.id.clone()))?;
+        tx.commit().await?;
         Ok(from_row(&row)?)
     }
 
@@ -114,6 +116,7 @@ impl MemoryStore {
             MemoryScope::Unspecified => None,
             other => Some(other as i16),
         };
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, scope, chat_id, content, tags, created_at, updated_at FROM items \
              WHERE tenant_id = $1 AND user_id = $2 \
@@ -133,8 +136,9 @@ impl MemoryStore {
                 .replace('_', "\\_"),
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(ScoredMemory {
@@ -146,13 +150,15 @@ impl MemoryStore {
     }
 
     pub async fn forget(&self, identity: &Identity, id: &str) -> Result<(), MemoryError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let done =
             sqlx::query("DELETE FROM items WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
                 .bind(&identity.tenant_id)
                 .bind(&identity.user_id)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+        tx.commit().await?;
         if done.rows_affected() == 0 {
             return Err(MemoryError::NotFound(id.to_string()));
         }

@@ -58,3 +58,91 @@ pub async fn connect_schema(
         })?;
     Ok(pool)
 }
+
+/// The two connections of a service with row-level security: the owner runs migrations and
+/// grants; the application role (no superuser, no BYPASSRLS) serves requests, so the policies
+/// apply to every query it makes.
+#[derive(Clone, Debug)]
+pub struct RlsPools {
+    pub owner: PgPool,
+    pub app: PgPool,
+}
+
+/// The application role (`PA_DB_APP_USER`, default `pa_app`; password `PA_DB_APP_PASSWORD`).
+fn app_role() -> (String, Option<String>) {
+    let user = std::env::var("PA_DB_APP_USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "pa_app".into());
+    (
+        user,
+        std::env::var("PA_DB_APP_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
+    )
+}
+
+/// Like [`connect_schema`], then makes sure the application role exists (when the owner may
+/// create roles; in production it is provisioned with its password), grants it the schema's
+/// tables, and returns a pool that connects as it.
+pub async fn connect_schema_rls(
+    database_url: &str,
+    schema: &str,
+    migrator: &Migrator,
+    max_connections: u32,
+) -> Result<RlsPools, DbError> {
+    let owner = connect_schema(database_url, schema, migrator, 2).await?;
+    let (role, password) = app_role();
+    if !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(DbError::Url(sqlx::Error::Configuration(
+            "PA_DB_APP_USER must be [A-Za-z0-9_]".into(),
+        )));
+    }
+    // Role names and the schema are our own identifiers (checked above), never user input.
+    let create = format!(
+        "DO $$ BEGIN CREATE ROLE \"{role}\" LOGIN NOSUPERUSER NOBYPASSRLS; \
+         EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
+         WHEN insufficient_privilege THEN RAISE NOTICE 'cannot create role {role}'; END $$"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&owner)
+        .await
+        .map_err(DbError::Connect)?;
+    let grants = format!(
+        "GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\"; \
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+        .execute(&owner)
+        .await
+        .map_err(DbError::Connect)?;
+    let mut options = PgConnectOptions::from_str(database_url)
+        .map_err(DbError::Url)?
+        .username(&role);
+    if let Some(password) = &password {
+        options = options.password(password);
+    }
+    let app = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.options([("search_path", schema)]))
+        .await
+        .map_err(DbError::Connect)?;
+    Ok(RlsPools { owner, app })
+}
+
+/// A transaction whose queries see only `tenant_id`'s rows: `pa.tenant_id` is set for this
+/// transaction alone (`set_config(…, true)`, i.e. SET LOCAL). Without it the policies match no
+/// row — fail closed.
+pub async fn tenant_tx(
+    pool: &PgPool,
+    tenant_id: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('pa.tenant_id', $1, true)")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
