@@ -58,6 +58,7 @@ impl ToolsetAssembler {
         let tools: Vec<ToolDefinition> = Vec::new();
         let blocked: Vec<BlockedTool> = Vec::new();
         let snapshot_id = format!("ts-{run_id}");
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) \
@@ -70,8 +71,9 @@ impl ToolsetAssembler {
         .bind(provider_tags)
         .bind(serde_json::to_value(&tools)?)
         .bind(serde_json::to_value(&blocked)?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(Toolset {
             snapshot_id,
             tools,
@@ -84,15 +86,17 @@ impl ToolsetAssembler {
         identity: &Identity,
         snapshot_id: &str,
     ) -> Result<Toolset, ToolsError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "SELECT tools, blocked FROM toolset_snapshots WHERE tenant_id = $1 AND id = $2 AND user_id = $3",
         )
         .bind(&identity.tenant_id)
         .bind(snapshot_id)
         .bind(&identity.user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ToolsError::UnknownSnapshot(snapshot_id.to_string()))?;
+        tx.commit().await?;
         Ok(Toolset {
             snapshot_id: snapshot_id.to_string(),
             tools: serde_json::from_value(row.try_get("tools")?)?,
@@ -119,14 +123,16 @@ impl ToolsetAssembler {
     }
 
     pub async fn integrations(&self, identity: &Identity) -> Result<Vec<Integration>, ToolsError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, kind, name, enabled, required_provider_tags FROM integrations \
              WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",
         )
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(Integration {
@@ -144,14 +150,16 @@ impl ToolsetAssembler {
         &self,
         identity: &Identity,
     ) -> Result<Vec<pa_proto::v1::Device>, ToolsError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, name, kind, last_seen_at > now() - interval '60 seconds' AS online \
              FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",
         )
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(pa_proto::v1::Device {

@@ -20,8 +20,10 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool =
-        pa_kit::db::connect_schema(&config.common.database_url, "tools", &MIGRATOR, 10).await?;
+    // Requests run as the application role, under row-level security.
+    let pool = pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10)
+        .await?
+        .app;
     let service = service::ToolServiceImpl::new(assembler::ToolsetAssembler::new(pool));
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?

@@ -1,4 +1,4 @@
-//! Row-level security backs the application's tenant checks (svc-memory so far): the
+//! Row-level security backs the application's tenant checks (svc-memory and svc-tools so far): the
 //! application role sees only the rows of the tenant set for its transaction, none without one,
 //! and cannot write rows of another tenant.
 
@@ -90,5 +90,19 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
             .await?,
         3
     );
+
+    // svc-tools too: a run's toolset snapshot is invisible without the tenant.
+    let chat = mesh.create_chat("rls").await?;
+    let run = mesh.start_run(&chat, "hi").await?;
+    mesh.read_events(&run, None, None).await?;
+    let snapshots = "SELECT count(*) FROM tools.toolset_snapshots";
+    assert_eq!(count(snapshots).fetch_one(&mut owner).await?, 1);
+    assert_eq!(count(snapshots).fetch_one(&mut app).await?, 0);
+    let mut tx = app.begin().await?;
+    sqlx::query("SELECT set_config('pa.tenant_id', 'dev', true)")
+        .execute(&mut *tx)
+        .await?;
+    assert_eq!(count(snapshots).fetch_one(&mut *tx).await?, 1);
+    tx.rollback().await?;
     mesh.stop().await
 }
