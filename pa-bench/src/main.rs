@@ -112,36 +112,63 @@ async fn direct_first_token(
 
 const RELAY_TEXT: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty";
 
+/// Arrival times of a streamed reply's chunks.
+struct ChunkTimes {
+    started: Instant,
+    first: Option<Duration>,
+    last: Option<Instant>,
+    gaps: Vec<Duration>,
+}
+
+impl ChunkTimes {
+    fn start() -> Self {
+        Self {
+            started: Instant::now(),
+            first: None,
+            last: None,
+            gaps: Vec::new(),
+        }
+    }
+
+    fn chunk(&mut self) {
+        let now = Instant::now();
+        match self.last {
+            None => self.first = Some(now - self.started),
+            Some(prev) => self.gaps.push(now - prev),
+        }
+        self.last = Some(now);
+    }
+
+    /// (time to the first chunk, gaps between chunks)
+    fn finish(self) -> Result<(Duration, Vec<Duration>), BoxError> {
+        Ok((self.first.ok_or("no content")?, self.gaps))
+    }
+}
+
 /// (time to first content chunk, gaps between content chunks) calling the provider directly.
 async fn direct_provider(
     http: &reqwest::Client,
     base_url: &str,
 ) -> Result<(Duration, Vec<Duration>), BoxError> {
     let body = serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let started = Instant::now();
+    let mut times = ChunkTimes::start();
     let response = http
         .post(format!("{base_url}/chat/completions"))
         .json(&body)
         .send()
         .await?;
     let mut stream = response.bytes_stream();
-    let (mut first, mut last, mut gaps) = (None, None::<Instant>, Vec::new());
     let mut buffer = String::new();
     while let Some(chunk) = stream.next().await {
         buffer.push_str(std::str::from_utf8(&chunk?)?);
         while let Some(end) = buffer.find("\n\n") {
             let event: String = buffer.drain(..end + 2).collect();
             if event.contains("\"content\":\"") && !event.contains("\"content\":\"\"") {
-                let now = Instant::now();
-                match last {
-                    None => first = Some(now - started),
-                    Some(prev) => gaps.push(now - prev),
-                }
-                last = Some(now);
+                times.chunk();
             }
         }
     }
-    Ok((first.ok_or("no content")?, gaps))
+    times.finish()
 }
 
 async fn via_relay(
@@ -160,27 +187,19 @@ async fn via_relay(
         run_id: "bench".into(),
         ..Default::default()
     };
-    let started = Instant::now();
+    let mut times = ChunkTimes::start();
     let mut stream = client
         .stream_chat(mesh.auth.request(&identity, request))
         .await?
         .into_inner();
-    let (mut first, mut last, mut gaps) = (None, None::<Instant>, Vec::new());
     while let Some(chunk) = stream.next().await {
         match chunk?.chunk {
-            Some(Chunk::TextDelta(_)) => {
-                let now = Instant::now();
-                match last {
-                    None => first = Some(now - started),
-                    Some(prev) => gaps.push(now - prev),
-                }
-                last = Some(now);
-            }
+            Some(Chunk::TextDelta(_)) => times.chunk(),
             Some(Chunk::Failure(f)) => return Err(f.message.into()),
             _ => {}
         }
     }
-    Ok((first.ok_or("no content")?, gaps))
+    times.finish()
 }
 
 async fn relay(runs: usize) -> Result<(), BoxError> {

@@ -64,3 +64,27 @@ impl CommonConfig {
         }
     }
 }
+
+/// The settings of a gRPC service that needs nothing beyond the common ones.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    pub common: CommonConfig,
+    /// From the service's `PA_<NAME>_ADDR`.
+    pub listen_addr: String,
+    /// `PA_REQUEST_TIMEOUT_MS`, default 30000: bound on unary calls.
+    pub request_timeout: std::time::Duration,
+}
+
+impl ServiceConfig {
+    /// `addr_var` names the listen-address variable, `default_addr` its default.
+    pub fn from_env(addr_var: &str, default_addr: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(),
+            listen_addr: env_or(addr_var, default_addr),
+            request_timeout: std::time::Duration::from_millis(env_parse(
+                "PA_REQUEST_TIMEOUT_MS",
+                30_000,
+            )?),
+        })
+    }
+}
