@@ -151,19 +151,16 @@ impl Launcher {
             .map_err(pa_kit::PaError::from)?
             .into_inner();
 
+        // The snapshot id is ours to choose, so the toolset snapshot and the run row are written
+        // at the same time rather than one after the other.
+        let snapshot_id = format!("ts-{run_id}");
         let assemble = AssembleToolsetRequest {
             run_id: run_id.clone(),
             chat_id: chat.id.clone(),
             provider_tags: selection.provider_tags.clone(),
             selected_integrations: Vec::new(),
+            snapshot_id: snapshot_id.clone(),
         };
-        let mut tools = self.tools.clone();
-        let toolset = tools
-            .assemble_toolset(self.auth.request(identity, assemble))
-            .await
-            .map_err(pa_kit::PaError::from)?
-            .into_inner();
-
         let spec = RunSpec {
             run_id: run_id.clone(),
             chat_id: chat.id.clone(),
@@ -171,7 +168,7 @@ impl Launcher {
             identity: Some(identity.clone()),
             mode: RunMode::Inline as i32,
             model_selection: Some(selection),
-            toolset_snapshot_id: toolset.snapshot_id,
+            toolset_snapshot_id: snapshot_id,
             limits: Some(self.limits),
             input: Some(RunInput {
                 message: request.message,
@@ -187,12 +184,20 @@ impl Launcher {
             // are fresh UUIDv7s and need no such check.
             self.sink.delete(std::slice::from_ref(&run_id)).await?;
         }
+        let mut tools = self.tools.clone();
+        let assembled = async {
+            tools
+                .assemble_toolset(self.auth.request(identity, assemble))
+                .await
+                .map_err(pa_kit::PaError::from)
+        };
         // Inline runs start at once, so they are written as RUNNING.
-        let Some(run) = self
+        let user_message_id = new_id();
+        let inserted = self
             .store
-            .insert_run(&spec, &new_id(), RunStatus::Running)
-            .await?
-        else {
+            .insert_run(&spec, &user_message_id, RunStatus::Running);
+        let (assembled, inserted) = tokio::join!(assembled, inserted);
+        let Some(run) = inserted? else {
             // A concurrent request with the same run id won the race.
             let run = self.store.get_run(identity, &run_id).await?;
             return Ok(Launched {
@@ -200,6 +205,11 @@ impl Launcher {
                 existing: true,
             });
         };
+        if let Err(err) = assembled {
+            // The run is recorded as failed, with the reason, rather than left half-made.
+            self.driver.fail(&spec, &err).await;
+            return Err(err.into());
+        }
         self.driver.start(spec);
         Ok(Launched {
             run,

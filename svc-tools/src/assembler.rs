@@ -13,6 +13,8 @@ pub enum ToolsError {
     NotInSnapshot { tool: String, snapshot: String },
     #[error("run_id must not be empty")]
     MissingRunId,
+    #[error("snapshot_id must be at most 200 characters without spaces")]
+    BadSnapshotId,
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error("stored toolset is unreadable: {0}")]
@@ -25,7 +27,9 @@ impl From<ToolsError> for PaError {
             ToolsError::UnknownSnapshot(_) | ToolsError::NotInSnapshot { .. } => {
                 PaError::not_found(err.to_string())
             }
-            ToolsError::MissingRunId => PaError::bad_request(err.to_string()),
+            ToolsError::MissingRunId | ToolsError::BadSnapshotId => {
+                PaError::bad_request(err.to_string())
+            }
             ToolsError::Db(e) => e.into(),
             ToolsError::Corrupt(e) => PaError::internal(e),
         }
@@ -50,14 +54,26 @@ impl ToolsetAssembler {
         &self,
         identity: &Identity,
         run_id: &str,
+        snapshot_id: &str,
         provider_tags: &[String],
     ) -> Result<Toolset, ToolsError> {
         if run_id.is_empty() {
             return Err(ToolsError::MissingRunId);
         }
+        if snapshot_id.len() > 200
+            || snapshot_id
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(ToolsError::BadSnapshotId);
+        }
         let tools: Vec<ToolDefinition> = Vec::new();
         let blocked: Vec<BlockedTool> = Vec::new();
-        let snapshot_id = format!("ts-{run_id}");
+        let snapshot_id = if snapshot_id.is_empty() {
+            format!("ts-{run_id}")
+        } else {
+            snapshot_id.to_string()
+        };
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked) \

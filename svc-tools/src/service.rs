@@ -30,7 +30,7 @@ impl ToolService for ToolServiceImpl {
         let req = request.get_ref();
         let toolset = self
             .assembler
-            .assemble(&identity, &req.run_id, &req.provider_tags)
+            .assemble(&identity, &req.run_id, &req.snapshot_id, &req.provider_tags)
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(toolset))
