@@ -13,6 +13,15 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 
 pub mod events;
 
+/// Whether a `RunStatus` value is final (succeeded, failed or cancelled).
+pub fn run_status_is_terminal(status: i32) -> bool {
+    use v1::RunStatus;
+    matches!(
+        RunStatus::try_from(status),
+        Ok(RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    )
+}
+
 /// Used by the generated serde attributes: leave a field off the wire when it holds its default.
 pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()

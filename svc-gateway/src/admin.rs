@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use pa_kit::{ErrorCode, PaError};
+use pa_kit::PaError;
 use pa_proto::v1::{
     ClassificationPolicy, DeleteUserKeyRequest, GetUsageRequest, Identity, ListAllModelsRequest,
     ListPoliciesRequest, ListProvidersRequest, ListUserKeysRequest, ModelCapabilities, ModelInfo,
@@ -16,30 +16,14 @@ use serde_json::{Value, json};
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
-use crate::dto::{Page, classification_name, parse_classification};
+use crate::dto::{Page, capability_names, classification_name, parse_classification};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
 
 fn require_admin(identity: &Identity) -> Result<(), ApiError> {
-    if identity.roles.iter().any(|r| r == "admin") {
-        Ok(())
-    } else {
-        Err(PaError::new(ErrorCode::Forbidden, "this needs the admin role").into())
-    }
-}
-
-fn capabilities(caps: Option<ModelCapabilities>) -> Vec<&'static str> {
-    let caps = caps.unwrap_or_default();
-    [
-        (caps.tools, "tools"),
-        (caps.vision, "vision"),
-        (caps.reasoning, "reasoning"),
-    ]
-    .into_iter()
-    .filter_map(|(on, name)| on.then_some(name))
-    .collect()
+    Ok(pa_kit::identity::require_role(identity, "admin")?)
 }
 
 fn parse_capabilities(names: &[String]) -> Result<ModelCapabilities, ApiError> {
@@ -67,7 +51,7 @@ fn model_json(m: ModelInfo) -> Value {
         "context_window": m.context_window,
         "input_price_micros": m.input_price_micros,
         "output_price_micros": m.output_price_micros,
-        "capabilities": capabilities(m.capabilities),
+        "capabilities": capability_names(m.capabilities),
         "provider_tags": m.provider_tags,
     })
 }

@@ -1,7 +1,9 @@
 //! The REST API's JSON shapes (snake_case, RFC 3339 times), converted from the gRPC messages.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use pa_proto::v1::{Chat, ChatMessage, DataClassification, ModelInfo, Run, RunMode, RunStatus};
+use pa_proto::v1::{
+    Chat, ChatMessage, DataClassification, ModelCapabilities, ModelInfo, Run, RunMode, RunStatus,
+};
 use serde::{Deserialize, Serialize};
 
 fn time(ms: i64) -> String {
@@ -263,17 +265,22 @@ pub struct ModelJson {
     pub capabilities: Vec<&'static str>,
 }
 
+/// `["tools", "vision", "reasoning"]`, those a model has.
+pub fn capability_names(caps: Option<ModelCapabilities>) -> Vec<&'static str> {
+    let caps = caps.unwrap_or_default();
+    [
+        (caps.tools, "tools"),
+        (caps.vision, "vision"),
+        (caps.reasoning, "reasoning"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
+}
+
 impl From<ModelInfo> for ModelJson {
     fn from(m: ModelInfo) -> Self {
-        let caps = m.capabilities.unwrap_or_default();
-        let capabilities = [
-            (caps.tools, "tools"),
-            (caps.vision, "vision"),
-            (caps.reasoning, "reasoning"),
-        ]
-        .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
-        .collect();
+        let capabilities = capability_names(m.capabilities);
         Self {
             label: m.label,
             display_name: m.display_name,

@@ -60,7 +60,7 @@ pub fn follow_run(
         let request = auth.request(&identity, GetRunRequest { run_id: id.clone() });
         async move {
             match runs.get_run(request).await {
-                Ok(run) => !pa_proto_is_terminal(run.get_ref().status),
+                Ok(run) => !pa_proto::run_status_is_terminal(run.get_ref().status),
                 Err(status) => PaError::from_status(&status).code == pa_kit::ErrorCode::Unavailable,
             }
         }
@@ -78,14 +78,6 @@ pub fn follow_run(
             })
         });
     Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keepalive))
-}
-
-fn pa_proto_is_terminal(status: i32) -> bool {
-    use pa_proto::v1::RunStatus;
-    matches!(
-        RunStatus::try_from(status),
-        Ok(RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
-    )
 }
 
 #[cfg(test)]

@@ -32,11 +32,7 @@ pub struct Services {
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
 
 fn require_admin(identity: &Identity) -> Result<(), Status> {
-    if identity.roles.iter().any(|r| r == "admin") {
-        Ok(())
-    } else {
-        Err(PaError::new(ErrorCode::Forbidden, "this needs the admin role").into())
-    }
+    Ok(pa_kit::identity::require_role(identity, "admin")?)
 }
 
 /// A deterministic bag-of-words embedding for the offline model: honest, local, and good

@@ -100,11 +100,19 @@ pub struct RunEnd<'a> {
     pub attempts: &'a [ModelAttempt],
 }
 
-pub fn is_terminal(status: i32) -> bool {
-    matches!(
-        RunStatus::try_from(status),
-        Ok(RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
-    )
+pub use pa_proto::run_status_is_terminal as is_terminal;
+
+/// Queries fetch `limit + 1` rows: the page is the first `limit`, and when there was one more,
+/// the page's last row is where the next page starts.
+fn page(rows: &[PgRow], limit: i64) -> (&[PgRow], Option<&PgRow>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let page = &rows[..rows.len().min(limit)];
+    let next = if rows.len() > limit {
+        page.last()
+    } else {
+        None
+    };
+    (page, next)
 }
 
 fn encode_cursor(parts: &str) -> String {
@@ -199,10 +207,9 @@ impl RunStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        let next = match (more, rows.last()) {
-            (true, Some(last)) => {
+        let (rows, more) = page(&rows, limit);
+        let next = match more {
+            Some(last) => {
                 let us: i64 = last.try_get("created_us")?;
                 let id: String = last.try_get("id")?;
                 encode_cursor(&format!("{us}|{id}"))
@@ -273,10 +280,9 @@ impl RunStore {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        let next = match (more, rows.last()) {
-            (true, Some(last)) => encode_cursor(&last.try_get::<i64, _>("seq")?.to_string()),
+        let (rows, more) = page(&rows, limit);
+        let next = match more {
+            Some(last) => encode_cursor(&last.try_get::<i64, _>("seq")?.to_string()),
             _ => String::new(),
         };
         let messages = rows

@@ -124,6 +124,18 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Refuses (403) a caller without `role`.
+pub fn require_role(identity: &Identity, role: &str) -> Result<(), PaError> {
+    if identity.roles.iter().any(|r| r == role) {
+        Ok(())
+    } else {
+        Err(PaError::new(
+            crate::ErrorCode::Forbidden,
+            format!("this needs the {role} role"),
+        ))
+    }
+}
+
 /// A tonic interceptor that admits only calls with a valid internal credential and stores the
 /// verified [`Identity`] in the request extensions.
 #[derive(Clone, Debug)]
