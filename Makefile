@@ -30,9 +30,9 @@ status: ## what runs
 	@scripts/stack.sh status
 	@scripts/mesh.sh status
 
-clean-test-dbs: ## drop databases left by interrupted test runs
-	@eval "$$(scripts/stack.sh env)"; \
-	for db in $$("$$PA_PG_BIN/psql" "$$DATABASE_URL" -Atc "select datname from pg_database where datname like 'pa\_e2e\_%'" 2>/dev/null); do \
+clean-test-dbs: ## drop databases left by interrupted test runs (older than two hours)
+	@eval "$$(scripts/stack.sh env)"; cutoff=$$(( $$(date +%s) - 7200 )); \
+	for db in $$("$$PA_PG_BIN/psql" "$$DATABASE_URL" -Atc "select datname from pg_database where datname ~ '^pa_e2e_[0-9]+_' and split_part(datname, '_', 3)::bigint < $$cutoff" 2>/dev/null); do \
 	  "$$PA_PG_BIN/psql" "$$DATABASE_URL" -qc "drop database if exists $$db with (force)" >/dev/null; done
 
 test: stack clean-test-dbs ## run every test against the real stack

@@ -93,7 +93,13 @@ impl MeshBuilder {
         let admin_url =
             std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
         let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
-        let database = format!("pa_e2e_{}", uuid::Uuid::new_v4().simple());
+        // The creation time is in the name so `make clean-test-dbs` drops only
+        // databases left behind by old runs, never those of a run in progress.
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let database = format!("pa_e2e_{created}_{}", uuid::Uuid::new_v4().simple());
         let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
             .execute(&mut admin)
