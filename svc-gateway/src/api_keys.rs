@@ -57,15 +57,19 @@ impl ApiKeyStore {
     pub async fn verify(&self, key: &str) -> Result<Identity, PaError> {
         let refuse = || PaError::unauthenticated("invalid API key");
         let (id, secret) = split(key).ok_or_else(refuse)?;
+        // The tenant is not known yet: the lookup policy admits exactly the row whose public id
+        // is presented (see migration 0002), and nothing else.
+        let mut tx = pa_kit::db::scoped_tx(&self.pool, &[("pa.api_key_id", id)]).await?;
         let row = sqlx::query(
             "UPDATE api_keys SET last_used_at = now() WHERE id = $1 AND revoked_at IS NULL \
                AND (expires_at IS NULL OR expires_at > now()) \
              RETURNING tenant_id, user_id, secret_hash, scopes, roles",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(refuse)?;
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(refuse)?;
         let stored: Vec<u8> = row.try_get("secret_hash").map_err(PaError::from)?;
         let presented = hash(secret);
         // Constant-time comparison.
@@ -171,10 +175,13 @@ pub async fn create(
             Some(at)
         }
     };
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
+        .await
+        .map_err(PaError::from)?;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
-        .fetch_one(&store.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(PaError::from)?;
     if count >= MAX_KEYS_PER_USER {
@@ -205,9 +212,10 @@ pub async fn create(
     .bind(&scopes)
     .bind(&roles)
     .bind(expires_at)
-    .fetch_one(&store.pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(PaError::from)?;
+    tx.commit().await.map_err(PaError::from)?;
     let mut out = key_json(&row).map_err(PaError::from)?;
     // Shown once; only its hash is kept.
     out["key"] = json!(format!("{PREFIX}{id}_{secret}"));
@@ -219,15 +227,19 @@ pub async fn list(
     Caller(identity): Caller,
 ) -> Result<Json<Value>, ApiError> {
     let store = store(&state)?;
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
+        .await
+        .map_err(PaError::from)?;
     let rows = sqlx::query(
         "SELECT id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM api_keys \
          WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at DESC",
     )
     .bind(&identity.tenant_id)
     .bind(&identity.user_id)
-    .fetch_all(&store.pool)
+    .fetch_all(&mut *tx)
     .await
     .map_err(PaError::from)?;
+    tx.commit().await.map_err(PaError::from)?;
     let items = rows
         .iter()
         .map(key_json)
@@ -242,15 +254,19 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let store = store(&state)?;
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
+        .await
+        .map_err(PaError::from)?;
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
     )
     .bind(&identity.tenant_id)
     .bind(&identity.user_id)
     .bind(&id)
-    .execute(&store.pool)
+    .execute(&mut *tx)
     .await
     .map_err(PaError::from)?;
+    tx.commit().await.map_err(PaError::from)?;
     if done.rows_affected() == 0 {
         return Err(PaError::not_found(format!("API key {id} not found")).into());
     }

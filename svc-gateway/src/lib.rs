@@ -194,8 +194,9 @@ pub async fn run(
             "PA_AUTH_MODE=dev: every caller is trusted as a dev user; never expose this gateway"
         );
     }
-    let db =
-        pa_kit::db::connect_schema(&config.common.database_url, "gateway", &MIGRATOR, 10).await?;
+    let db = pa_kit::db::connect_schema_rls(&config.common.database_url, "gateway", &MIGRATOR, 10)
+        .await?
+        .app;
     let state = build_state(&config, shutdown.clone(), Some(db))?;
     let grpc = match grpc_listener {
         Some(grpc_listener) => {

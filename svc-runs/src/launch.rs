@@ -110,12 +110,6 @@ impl Launcher {
                 Err(RunsError::RunNotFound(_)) => {}
                 Err(other) => return Err(other),
             }
-            if self.store.run_id_taken(&request.run_id).await? {
-                return Err(RunsError::Conflict(format!(
-                    "run id {} is already used",
-                    request.run_id
-                )));
-            }
             request.run_id.clone()
         };
         let chat = self.store.get_chat(identity, &request.chat_id).await?;
@@ -178,12 +172,6 @@ impl Launcher {
             classification: classification as i32,
             assistant_message_id: new_id(),
         };
-        if !request.run_id.is_empty() {
-            // A client-chosen id is free in the database, so any stream under it is stale (a
-            // run of a deleted chat); readers of the new run must not see it. Ids we generate
-            // are fresh UUIDv7s and need no such check.
-            self.sink.delete(std::slice::from_ref(&run_id)).await?;
-        }
         let mut tools = self.tools.clone();
         let assembled = async {
             tools
@@ -198,13 +186,25 @@ impl Launcher {
             .insert_run(&spec, &user_message_id, RunStatus::Running);
         let (assembled, inserted) = tokio::join!(assembled, inserted);
         let Some(run) = inserted? else {
-            // A concurrent request with the same run id won the race.
-            let run = self.store.get_run(identity, &run_id).await?;
-            return Ok(Launched {
-                run,
-                existing: true,
-            });
+            // The id is taken: by a concurrent retry of this request (return that run), or by
+            // someone else's run, which this tenant cannot see.
+            return match self.store.get_run(identity, &run_id).await {
+                Ok(run) => Ok(Launched {
+                    run,
+                    existing: true,
+                }),
+                Err(RunsError::RunNotFound(_)) => Err(RunsError::Conflict(format!(
+                    "run id {run_id} is already used"
+                ))),
+                Err(other) => Err(other),
+            };
         };
+        if !request.run_id.is_empty() {
+            // The row is ours, so a stream under this client-chosen id is stale (a run of a
+            // deleted chat) and goes before the driver writes the first event. Ids we generate
+            // are fresh UUIDv7s and need no such check.
+            self.sink.delete(std::slice::from_ref(&run_id)).await?;
+        }
         if let Err(err) = assembled {
             // The run is recorded as failed, with the reason, rather than left half-made.
             self.driver.fail(&spec, &err).await;

@@ -27,11 +27,11 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool =
-        pa_kit::db::connect_schema(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
+    let pools =
+        pa_kit::db::connect_schema_rls(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
     let auth = InternalAuth::new(&config.common.internal_secret);
-    let store = store::RunStore::new(pool);
+    let store = store::RunStore::new(pools.app);
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let sink = EventSink::new(redis.clone());

@@ -48,7 +48,7 @@ impl RunServiceImpl {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         } else {
-            let spec = store.spec(run_id).await?;
+            let spec = store.spec(&identity.tenant_id, run_id).await?;
             driver
                 .fail(
                     &spec,
@@ -205,10 +205,14 @@ impl RunService for RunServiceImpl {
         self.launcher.store.get_run(&identity, &req.run_id).await?;
         let store = self.launcher.store.clone();
         let run_id = req.run_id.clone();
+        let tenant_id = identity.tenant_id.clone();
         let still_live = move || {
             let store = store.clone();
             let run_id = run_id.clone();
-            async move { matches!(store.run_status(&run_id).await, Ok(Some(s)) if !is_terminal(s)) }
+            let tenant_id = tenant_id.clone();
+            async move {
+                matches!(store.run_status(&tenant_id, &run_id).await, Ok(Some(s)) if !is_terminal(s))
+            }
         };
         let events =
             pa_kit::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live).map(

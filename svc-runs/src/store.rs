@@ -1,9 +1,11 @@
 //! Chats, messages and runs in schema `runs`. Every query is scoped to the caller's tenant and
-//! user; a row of someone else is indistinguishable from a missing one.
+//! user; a row of someone else is indistinguishable from a missing one. Queries run as the
+//! application role inside tenant transactions, so row-level security backs the `WHERE`s up.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use pa_kit::db::tenant_tx;
 use pa_proto::v1::{
     Chat, ChatMessage, DataClassification, Identity, ModelAttempt, ModelSelection, Run, RunMode,
     RunSpec, RunStatus, Usage,
@@ -128,6 +130,7 @@ fn decode_cursor(token: &str) -> Result<String, RunsError> {
 }
 
 impl RunStore {
+    /// `pool` connects as the application role (see `pa_kit::db::connect_schema_rls`).
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
     }
@@ -139,6 +142,7 @@ impl RunStore {
         title: &str,
         classification: DataClassification,
     ) -> Result<Chat, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "INSERT INTO chats (tenant_id, id, user_id, title, classification) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (tenant_id, id) DO NOTHING \
@@ -149,8 +153,9 @@ impl RunStore {
         .bind(&identity.user_id)
         .bind(title)
         .bind(classification as i16)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         match row {
             Some(row) => Ok(chat_from_row(&row)?),
             None => Err(RunsError::Conflict(format!("chat {id} already exists"))),
@@ -158,6 +163,7 @@ impl RunStore {
     }
 
     pub async fn get_chat(&self, identity: &Identity, id: &str) -> Result<Chat, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "SELECT id, title, classification, created_at, updated_at FROM chats \
              WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
@@ -165,9 +171,10 @@ impl RunStore {
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
         .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| RunsError::ChatNotFound(id.to_string()))?;
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(|| RunsError::ChatNotFound(id.to_string()))?;
         Ok(chat_from_row(&row)?)
     }
 
@@ -193,6 +200,7 @@ impl RunStore {
                 .ok_or_else(|| RunsError::Invalid("page_token is not valid".into()))?;
             (Some(us), Some(id))
         };
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, title, classification, created_at, updated_at, \
                     (extract(epoch from created_at) * 1000000)::bigint AS created_us \
@@ -205,8 +213,9 @@ impl RunStore {
         .bind(after_us)
         .bind(after_id)
         .bind(limit + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let (rows, more) = page(&rows, limit);
         let next = match more {
             Some(last) => {
@@ -226,7 +235,7 @@ impl RunStore {
         identity: &Identity,
         id: &str,
     ) -> Result<Vec<String>, RunsError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let runs: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM runs WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3",
         )
@@ -270,6 +279,7 @@ impl RunStore {
                 .parse()
                 .map_err(|_| RunsError::Invalid("page_token is not valid".into()))?
         };
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
             "SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
              WHERE tenant_id = $1 AND chat_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
@@ -278,8 +288,9 @@ impl RunStore {
         .bind(chat_id)
         .bind(after)
         .bind(limit + 1)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let (rows, more) = page(&rows, limit);
         let next = match more {
             Some(last) => encode_cursor(&last.try_get::<i64, _>("seq")?.to_string()),
@@ -299,6 +310,7 @@ impl RunStore {
         chat_id: &str,
         limit: u32,
     ) -> Result<Vec<ChatMessage>, RunsError> {
+        let mut tx = tenant_tx(&self.pool, tenant_id).await?;
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
              WHERE tenant_id = $1 AND chat_id = $2 ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
@@ -306,8 +318,9 @@ impl RunStore {
         .bind(tenant_id)
         .bind(chat_id)
         .bind(i64::from(limit.max(1)))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(rows
             .iter()
             .map(message_from_row)
@@ -320,37 +333,36 @@ impl RunStore {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND user_id = $2 AND id = $3"
         );
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&identity.tenant_id)
             .bind(&identity.user_id)
             .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
         Ok(run_from_row(&row)?)
     }
 
-    /// Whether any tenant already uses this run id.
-    pub async fn run_id_taken(&self, run_id: &str) -> Result<bool, RunsError> {
-        Ok(
-            sqlx::query_scalar::<_, bool>("SELECT EXISTS (SELECT 1 FROM runs WHERE id = $1)")
-                .bind(run_id)
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
-    pub async fn run_status(&self, run_id: &str) -> Result<Option<i32>, RunsError> {
+    pub async fn run_status(
+        &self,
+        tenant_id: &str,
+        run_id: &str,
+    ) -> Result<Option<i32>, RunsError> {
+        let mut tx = tenant_tx(&self.pool, tenant_id).await?;
         let status: Option<i16> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
             .bind(run_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(status.map(i32::from))
     }
 
     /// Writes the run (in `status`), the user's message and the chat's new `updated_at` in one
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
-    /// when the run id was taken meanwhile (a concurrent retry): the caller returns that run.
+    /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
+    /// the unique index sees rows that row-level security hides).
     pub async fn insert_run(
         &self,
         spec: &RunSpec,
@@ -360,6 +372,7 @@ impl RunStore {
         let identity = spec.identity.clone().unwrap_or_default();
         let selection = spec.model_selection.clone().unwrap_or_default();
         let input = spec.input.clone().unwrap_or_default();
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let sql = format!(
             "WITH run AS ( \
                INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
@@ -393,8 +406,9 @@ impl RunStore {
             .bind(spec.encode_to_vec())
             .bind(user_message_id)
             .bind(&input.message)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         row.map(|row| run_from_row(&row))
             .transpose()
             .map_err(RunsError::from)
@@ -408,7 +422,7 @@ impl RunStore {
             .as_ref()
             .map(|i| i.tenant_id.clone())
             .unwrap_or_default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = tenant_tx(&self.pool, &tenant_id).await?;
         let updated = sqlx::query(
             "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \
                model_requests = $6, tool_calls = $7, cost_micros = $8, error_code = $9, \
@@ -453,12 +467,14 @@ impl RunStore {
     }
 
     /// The stored spec of a run (for cancelling a run whose driver is gone).
-    pub async fn spec(&self, run_id: &str) -> Result<RunSpec, RunsError> {
-        let bytes: Vec<u8> = sqlx::query_scalar("SELECT spec FROM runs WHERE id = $1")
+    pub async fn spec(&self, tenant_id: &str, run_id: &str) -> Result<RunSpec, RunsError> {
+        let mut tx = tenant_tx(&self.pool, tenant_id).await?;
+        let bytes: Option<Vec<u8>> = sqlx::query_scalar("SELECT spec FROM runs WHERE id = $1")
             .bind(run_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let bytes = bytes.ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
         RunSpec::decode(bytes.as_slice()).map_err(|e| RunsError::Corrupt(e.to_string()))
     }
 }
