@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "personal_agent/v1/tools.proto",
     "personal_agent/v1/memory.proto",
     "personal_agent/v1/control.proto",
+    "personal_agent/v1/durable.proto",
 ];
 
 /// Optional fields that AG-UI clients expect to be absent rather than `null` (matched by name

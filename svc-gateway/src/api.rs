@@ -162,10 +162,14 @@ pub async fn create_run(
     Path(chat_id): Path<String>,
     ApiJson(body): ApiJson<CreateRunBody>,
 ) -> ApiResult<impl IntoResponse> {
-    let mode = match body.mode.as_deref() {
-        None | Some("inline") => RunMode::Inline,
-        Some("durable") => RunMode::Durable,
-        Some(_) => return Err(PaError::bad_request("mode must be inline or durable").into()),
+    // `"durable": true` is shorthand for `"mode": "durable"`; the two must not disagree.
+    let mode = match (body.mode.as_deref(), body.durable) {
+        (None, None | Some(false)) | (Some("inline"), None | Some(false)) => RunMode::Inline,
+        (None | Some("durable"), Some(true)) | (Some("durable"), None) => RunMode::Durable,
+        (Some("durable"), Some(false)) | (Some("inline"), Some(true)) => {
+            return Err(PaError::bad_request("mode and durable disagree").into());
+        }
+        (Some(_), _) => return Err(PaError::bad_request("mode must be inline or durable").into()),
     };
     let request = CreateRunRequest {
         chat_id,

@@ -113,6 +113,9 @@ pub struct CreateRunBody {
     pub model: Option<String>,
     #[serde(default)]
     pub mode: Option<String>,
+    /// `true` = a durable run (survives crashes; Temporal), like `"mode": "durable"`.
+    #[serde(default)]
+    pub durable: Option<bool>,
     /// Optional client-chosen id; a retry with the same id returns the same run.
     #[serde(default)]
     pub run_id: Option<String>,

@@ -23,6 +23,9 @@ pub struct Config {
     pub daily_token_budget: u64,
     /// `PA_HISTORY_MESSAGES`, default 50: how many earlier messages of a chat the model sees.
     pub history_messages: u32,
+    /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
+    /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
+    pub temporal: svc_worker::TemporalConfig,
 }
 
 impl Config {
@@ -41,6 +44,7 @@ impl Config {
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
             daily_token_budget: env_parse("PA_DAILY_TOKEN_BUDGET", 0)?,
+            temporal: svc_worker::TemporalConfig::from_env(),
         })
     }
 }

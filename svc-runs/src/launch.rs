@@ -13,8 +13,10 @@ use pa_proto::v1::{
 };
 use tonic::transport::Channel;
 
+use crate::durable::DurableDriver;
 use crate::error::RunsError;
 use crate::inline::InlineDriver;
+use crate::mode::{ModeFacts, decide_mode, has_long_running_tools};
 use crate::store::RunStore;
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -57,6 +59,7 @@ pub struct Launcher {
     pub auth: InternalAuth,
     pub limits: UsageLimits,
     pub driver: InlineDriver,
+    pub durable: DurableDriver,
     pub sink: EventSink,
     pub shutdown: Shutdown,
     pub redis: deadpool_redis::Pool,
@@ -85,13 +88,8 @@ impl Launcher {
         }
         validate_client_id("chat id", &request.chat_id)
             .map_err(|_| RunsError::ChatNotFound(request.chat_id.clone()))?;
-        let mode = RunMode::try_from(request.mode).unwrap_or(RunMode::Unspecified);
-        if mode == RunMode::Durable {
-            return Err(RunsError::Unsupported(
-                "durable runs are not available yet: svc-worker's ChatAgentWorkflow is not wired"
-                    .into(),
-            ));
-        }
+        let requested_durable =
+            RunMode::try_from(request.mode).unwrap_or(RunMode::Unspecified) == RunMode::Durable;
         if self.shutdown.is_triggered() {
             return Err(RunsError::ShuttingDown);
         }
@@ -155,12 +153,16 @@ impl Launcher {
             selected_integrations: Vec::new(),
             snapshot_id: snapshot_id.clone(),
         };
-        let spec = RunSpec {
+        let mut spec = RunSpec {
             run_id: run_id.clone(),
             chat_id: chat.id.clone(),
             parent_run_id: None,
             identity: Some(identity.clone()),
-            mode: RunMode::Inline as i32,
+            // What the request alone decides; the toolset may still make it durable (below).
+            mode: decide_mode(ModeFacts {
+                requested_durable,
+                ..Default::default()
+            }) as i32,
             model_selection: Some(selection),
             toolset_snapshot_id: snapshot_id,
             limits: Some(self.limits),
@@ -205,12 +207,35 @@ impl Launcher {
             // are fresh UUIDv7s and need no such check.
             self.sink.delete(std::slice::from_ref(&run_id)).await?;
         }
-        if let Err(err) = assembled {
-            // The run is recorded as failed, with the reason, rather than left half-made.
-            self.driver.fail(&spec, &err).await;
-            return Err(err.into());
+        let toolset = match assembled {
+            Ok(toolset) => toolset.into_inner(),
+            Err(err) => {
+                // The run is recorded as failed, with the reason, rather than left half-made.
+                self.driver.fail(&spec, &err).await;
+                return Err(err.into());
+            }
+        };
+        let mode = decide_mode(ModeFacts {
+            requested_durable,
+            long_running_tools: has_long_running_tools(&toolset.tools),
+            ..Default::default()
+        });
+        let mut run = run;
+        if mode as i32 != spec.mode {
+            spec.mode = mode as i32;
+            self.store.set_mode(&spec).await?;
+            run.mode = spec.mode;
         }
-        self.driver.start(spec);
+        match mode {
+            RunMode::Durable => {
+                let history = self.driver.history(&spec).await?;
+                if let Err(err) = self.durable.start(spec.clone(), history).await {
+                    self.driver.fail(&spec, &err).await;
+                    return Err(err.into());
+                }
+            }
+            _ => self.driver.start(spec),
+        }
         Ok(Launched {
             run,
             existing: false,

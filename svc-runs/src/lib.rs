@@ -2,9 +2,12 @@
 //! the inline driver runs pa-agent's loop and streams AG-UI events to Redis.
 
 pub mod config;
+mod durable;
 mod error;
 mod inline;
 mod launch;
+mod ledger;
+pub mod mode;
 mod service;
 mod store;
 
@@ -15,6 +18,7 @@ use pa_kit::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::control_service_server::ControlServiceServer;
 use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::run_ledger_service_server::RunLedgerServiceServer;
 use pa_proto::v1::run_service_server::RunServiceServer;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 
@@ -37,9 +41,11 @@ pub async fn run(
     let sink = EventSink::new(redis.clone());
     let driver = inline::InlineDriver {
         store: store.clone(),
-        models: models.clone(),
-        tools: tools.clone(),
-        auth: auth.clone(),
+        io: pa_runner::RunIo {
+            models: models.clone(),
+            tools: tools.clone(),
+            auth: auth.clone(),
+        },
         sink: sink.clone(),
         redis: redis.clone(),
         shutdown: shutdown.clone(),
@@ -53,6 +59,7 @@ pub async fn run(
         auth: auth.clone(),
         limits: config.limits,
         driver,
+        durable: durable::DurableDriver::new(config.temporal.clone(), redis.clone()),
         sink,
         shutdown: shutdown.clone(),
         redis: redis.clone(),
@@ -65,6 +72,10 @@ pub async fn run(
             RequireIdentity(auth.clone()),
         ))
         .add_service(ControlServiceServer::with_interceptor(
+            service.clone(),
+            RequireIdentity(auth.clone()),
+        ))
+        .add_service(RunLedgerServiceServer::with_interceptor(
             service,
             RequireIdentity(auth),
         ))

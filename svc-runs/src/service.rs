@@ -40,7 +40,17 @@ impl RunServiceImpl {
             return Ok(run);
         }
         let driver = &self.launcher.driver;
-        if driver.cancel(run_id) {
+        if run.mode == pa_proto::v1::RunMode::Durable as i32 {
+            self.launcher.durable.cancel(run_id).await?;
+            // The workflow records the end; wait briefly so the answer shows it.
+            for _ in 0..150 {
+                let run = store.get_run(identity, run_id).await?;
+                if is_terminal(run.status) {
+                    return Ok(run);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } else if driver.cancel(run_id) {
             for _ in 0..100 {
                 if !driver.is_active(run_id) {
                     break;
@@ -261,5 +271,23 @@ impl ControlService for RunServiceImpl {
             }
             None => Err(PaError::bad_request("command is required").into()),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl pa_proto::v1::run_ledger_service_server::RunLedgerService for RunServiceImpl {
+    async fn finish_run(
+        &self,
+        request: Request<pa_proto::v1::FinishRunRequest>,
+    ) -> Result<Response<pa_proto::v1::FinishRunResponse>, Status> {
+        let identity = request.identity()?;
+        let recorded = crate::ledger::finish_durable(
+            &self.launcher.store,
+            &self.launcher.redis,
+            &identity,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(pa_proto::v1::FinishRunResponse { recorded }))
     }
 }

@@ -15,6 +15,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::RunsError;
+use pa_runner::RunEnding;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 
@@ -88,18 +89,6 @@ fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
         finished_at_ms: finished.map(ms),
         assistant_message_id: row.try_get("assistant_message_id")?,
     })
-}
-
-/// How a run ended, as the store records it.
-pub struct RunEnd<'a> {
-    pub status: RunStatus,
-    pub usage: Usage,
-    pub error_code: Option<&'a str>,
-    pub error_message: Option<&'a str>,
-    /// The assistant's reply (possibly partial), stored as the chat's next message.
-    pub assistant_text: &'a str,
-    /// Every model attempt, in order.
-    pub attempts: &'a [ModelAttempt],
 }
 
 pub use pa_proto::run_status_is_terminal as is_terminal;
@@ -416,7 +405,12 @@ impl RunStore {
 
     /// Records how a run ended and its assistant message, in one transaction. A run that already
     /// ended is left as it is (returns false).
-    pub async fn finish_run(&self, spec: &RunSpec, end: RunEnd<'_>) -> Result<bool, RunsError> {
+    pub async fn finish_run(
+        &self,
+        spec: &RunSpec,
+        end: &RunEnding,
+        attempts: &[ModelAttempt],
+    ) -> Result<bool, RunsError> {
         let tenant_id = spec
             .identity
             .as_ref()
@@ -437,11 +431,11 @@ impl RunStore {
         .bind(end.usage.model_requests as i32)
         .bind(end.usage.tool_calls as i32)
         .bind(end.usage.cost_micros as i64)
-        .bind(end.error_code)
-        .bind(end.error_message)
+        .bind(end.error_code.as_deref())
+        .bind(end.error_message.as_deref())
         .bind(RunStatus::Queued as i16)
         .bind(RunStatus::Running as i16)
-        .bind(serde_json::to_value(end.attempts).map_err(|e| RunsError::Corrupt(e.to_string()))?)
+        .bind(serde_json::to_value(attempts).map_err(|e| RunsError::Corrupt(e.to_string()))?)
         .bind(end.usage.cached_input_tokens as i64)
         .execute(&mut *tx)
         .await?;
@@ -457,13 +451,31 @@ impl RunStore {
             .bind(&tenant_id)
             .bind(&spec.assistant_message_id)
             .bind(&spec.chat_id)
-            .bind(end.assistant_text)
+            .bind(&end.assistant_text)
             .bind(&spec.run_id)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Records a mode chosen after the run row was written (the toolset made it durable).
+    pub async fn set_mode(&self, spec: &RunSpec) -> Result<(), RunsError> {
+        let tenant_id = spec
+            .identity
+            .as_ref()
+            .map(|i| i.tenant_id.clone())
+            .unwrap_or_default();
+        let mut tx = tenant_tx(&self.pool, &tenant_id).await?;
+        sqlx::query("UPDATE runs SET mode = $2, spec = $3 WHERE id = $1")
+            .bind(&spec.run_id)
+            .bind(spec.mode as i16)
+            .bind(spec.encode_to_vec())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The stored spec of a run (for cancelling a run whose driver is gone).

@@ -41,9 +41,18 @@ pub struct MeshBuilder {
     rate_limits: pa_kit::limits::RateLimits,
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
+    worker: bool,
 }
 
 impl MeshBuilder {
+    /// Also runs svc-worker in-process, for durable runs (each mesh has its own task queue).
+    /// Without it, durable runs wait for a worker started by the test (see
+    /// [`Mesh::spawn_worker_process`]).
+    pub fn worker(mut self) -> Self {
+        self.worker = true;
+        self
+    }
+
     /// Pause between the offline model's tokens (default 0).
     pub fn offline_token_delay(mut self, delay: Duration) -> Self {
         self.offline_token_delay = delay;
@@ -177,6 +186,13 @@ impl MeshBuilder {
                 }
             }),
         ));
+        // Durable runs go to this mesh's own task queue, so parallel tests never take each
+        // other's workflows.
+        let temporal = svc_worker::TemporalConfig {
+            address: std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into()),
+            namespace: "default".into(),
+            task_queue: format!("pa-runs-{database}"),
+        };
         let shutdown = Shutdown::new();
         services.push((
             "svc-runs",
@@ -196,6 +212,7 @@ impl MeshBuilder {
                     },
                     history_messages: 50,
                     daily_token_budget: self.daily_token_budget,
+                    temporal: temporal.clone(),
                 };
                 let s = shutdown.clone();
                 async move {
@@ -234,8 +251,46 @@ impl MeshBuilder {
             }),
         ));
 
+        let worker_config = svc_worker::Config {
+            common: common.clone(),
+            temporal: temporal.clone(),
+            listen_addr: String::new(),
+            runs_url: runs_url.clone(),
+            models_url: models_url.clone(),
+            tools_url: tools_url.clone(),
+            sticky_timeout: Duration::from_millis(500),
+        };
+        if self.worker {
+            let shutdown = Shutdown::new();
+            // The Temporal worker's future is not Send: it gets a runtime of its own.
+            services.push((
+                "svc-worker",
+                shutdown.clone(),
+                spawn_on_own_thread({
+                    let config = worker_config.clone();
+                    let s = shutdown.clone();
+                    move || {
+                        let runtime = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(2)
+                            .enable_all()
+                            .build()
+                            .map_err(|e| e.to_string())?;
+                        runtime.block_on(async move {
+                            let listener = pa_kit::grpc::bind("127.0.0.1:0")
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            svc_worker::run(config, listener, s)
+                                .await
+                                .map_err(|e| e.to_string())
+                        })
+                    }
+                }),
+            ));
+        }
+
         let mesh = Mesh {
             gateway_url: gateway_addr,
+            worker_config,
             public_grpc_url,
             runs_url,
             models_url,
@@ -252,6 +307,23 @@ impl MeshBuilder {
         mesh.wait_ready(Duration::from_secs(60)).await?;
         Ok(mesh)
     }
+}
+
+/// Runs `body` on a thread of its own (not tokio's blocking pool, which a test's runtime would
+/// wait for at exit, hanging a failed test), as a task the mesh can await.
+fn spawn_on_own_thread<F>(body: F) -> ServiceTask
+where
+    F: FnOnce() -> Result<(), String> + Send + 'static,
+{
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(body());
+    });
+    tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err("the service thread panicked".into()))
+    })
 }
 
 async fn listen() -> Result<(TcpListener, String), BoxError> {
@@ -275,6 +347,8 @@ pub struct Mesh {
     database: String,
     pub auth: InternalAuth,
     pub http: reqwest::Client,
+    /// How this mesh's svc-worker is (or would be) configured.
+    pub worker_config: svc_worker::Config,
     services: Vec<(&'static str, Shutdown, ServiceTask)>,
 }
 
@@ -291,7 +365,46 @@ impl Mesh {
             },
             daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
+            worker: false,
         }
+    }
+
+    /// Starts svc-worker for this mesh as a separate process (`worker_binary`, e.g. the
+    /// `pa-e2e-worker` binary of this crate), so a test can kill it with SIGKILL.
+    pub fn spawn_worker_process(
+        &self,
+        worker_binary: &str,
+    ) -> Result<std::process::Child, BoxError> {
+        let c = &self.worker_config;
+        Ok(std::process::Command::new(worker_binary)
+            .env("DATABASE_URL", &c.common.database_url)
+            .env("REDIS_URL", &c.common.redis_url)
+            .env("PA_INTERNAL_SECRET", &c.common.internal_secret)
+            .env("TEMPORAL_ADDRESS", &c.temporal.address)
+            .env("PA_TEMPORAL_NAMESPACE", &c.temporal.namespace)
+            .env("PA_TEMPORAL_TASK_QUEUE", &c.temporal.task_queue)
+            .env("PA_WORKER_ADDR", "127.0.0.1:0")
+            .env("PA_RUNS_URL", &c.runs_url)
+            .env("PA_MODELS_URL", &c.models_url)
+            .env("PA_TOOLS_URL", &c.tools_url)
+            .env(
+                "PA_WORKER_STICKY_TIMEOUT_MS",
+                c.sticky_timeout.as_millis().to_string(),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("PA_E2E_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stderr(std::process::Stdio::null())
+            .stdout(match std::env::var_os("PA_E2E_WORKER_LOG") {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?
+                    .into(),
+                None => std::process::Stdio::null(),
+            })
+            .spawn()?)
     }
 
     async fn wait_ready(&self, within: Duration) -> Result<(), BoxError> {

@@ -108,18 +108,15 @@ async fn http_errors_are_problem_json_with_stable_codes() -> R {
     let (status, _) = problem(http.get(mesh.url("/v1/chats?cursor=%%%")).send().await?).await?;
     assert_eq!(status, 400);
 
-    // A durable run is refused clearly until svc-worker runs workflows.
+    // `mode` and its shorthand `durable` must agree.
     let (status, body) = problem(
         http.post(&runs)
-            .json(&json!({"message": "hi", "mode": "durable"}))
+            .json(&json!({"message": "hi", "mode": "inline", "durable": true}))
             .send()
             .await?,
     )
     .await?;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (501, Some("unimplemented"))
-    );
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
 
     // A bad Last-Event-ID is refused rather than silently restarting the stream.
     let run_id = mesh.start_run(&chat_id, "ok").await?;

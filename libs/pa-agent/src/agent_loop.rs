@@ -6,7 +6,7 @@ use pa_proto::v1::{
 };
 
 /// The ids a run's events carry; chosen by the caller (launch_run), never generated here.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunIds {
     pub thread_id: String,
     pub run_id: String,
@@ -17,7 +17,7 @@ pub struct RunIds {
 }
 
 /// One message of the conversation the model sees.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TurnMessage {
     pub role: String,
     pub content: String,
@@ -36,7 +36,7 @@ impl TurnMessage {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ToolCall {
     pub id: String,
     pub name: String,
@@ -44,7 +44,7 @@ pub struct ToolCall {
 }
 
 /// What the driver tells the loop happened.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// Starts the run with the conversation so far (ending with the user's message).
     Start { history: Vec<TurnMessage> },
@@ -68,13 +68,13 @@ pub enum Input {
     Cancel { reason: String },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelRequest {
     pub messages: Vec<TurnMessage>,
 }
 
 /// What the driver must do next, in order.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Emit(AgUiEvent),
     CallModel(ModelRequest),
@@ -82,7 +82,7 @@ pub enum Action {
     Finish(Outcome),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Succeeded {
         final_text: String,
@@ -108,7 +108,7 @@ pub enum LoopError {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Phase {
     NotStarted,
     AwaitingModel,
@@ -128,7 +128,7 @@ impl Phase {
 }
 
 /// The state machine. See the crate docs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct AgentLoop {
     ids: RunIds,
     limits: UsageLimits,

@@ -75,7 +75,53 @@ impl EventSink {
     }
 }
 
+/// XADDs each (id, event) unless the stream is already past that id, and refreshes the expiry —
+/// atomically, in one round trip. Redis refuses an id at or below the stream's last one, which is
+/// exactly "written before": a retried writer re-sends the same ids and adds only what is new.
+const EMIT_AT_SCRIPT: &str = r"
+local added = 0
+for i = 3, #ARGV, 2 do
+  local ok = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i], ARGV[2], ARGV[i + 1])
+  if type(ok) == 'table' and ok.err then
+    if not string.find(ok.err, 'equal or smaller', 1, true) then
+      return redis.error_reply(ok.err)
+    end
+  else
+    added = added + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], 86400) -- STREAM_TTL_SECS
+return added
+";
+
 impl EventSink {
+    /// Writes events under ids the caller chose (`<step>-<seq>`, increasing), idempotently: events
+    /// already in the stream are skipped. Returns how many were added. The durable driver writes
+    /// this way so that a retried activity neither repeats nor loses an event.
+    pub async fn emit_at(
+        &self,
+        run_id: &str,
+        events: &[(String, AgUiEvent)],
+    ) -> Result<u64, PaError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let script = redis::Script::new(EMIT_AT_SCRIPT);
+        let mut invocation = script.key(stream_key(run_id));
+        invocation.arg(STREAM_MAX_LEN).arg(FIELD);
+        for (id, event) in events {
+            invocation
+                .arg(id)
+                .arg(event.to_json().map_err(PaError::internal)?);
+        }
+        let mut conn = self.pool.get().await.map_err(redis_error)?;
+        let added: u64 = invocation
+            .invoke_async(&mut *conn)
+            .await
+            .map_err(redis_error)?;
+        Ok(added)
+    }
+
     /// Removes runs' streams: a stale stream under a reused id, or a deleted chat's runs.
     pub async fn delete(&self, run_ids: &[String]) -> Result<(), PaError> {
         if run_ids.is_empty() {
@@ -85,6 +131,38 @@ impl EventSink {
         let mut conn = self.pool.get().await.map_err(redis_error)?;
         let _: i64 = conn.del(keys).await.map_err(redis_error)?;
         Ok(())
+    }
+}
+
+fn cancel_key(run_id: &str) -> String {
+    format!("pa:run:{run_id}:cancel")
+}
+
+/// Raises a run's cancel flag: a driver streaming a model turn in another process (a durable
+/// run's activity) sees it within [`CANCEL_POLL`] and stops at the next token.
+pub async fn request_cancel(pool: &Pool, run_id: &str) -> Result<(), PaError> {
+    let mut conn = pool.get().await.map_err(redis_error)?;
+    let _: () = conn
+        .set_ex(cancel_key(run_id), 1, STREAM_TTL_SECS as u64)
+        .await
+        .map_err(redis_error)?;
+    Ok(())
+}
+
+pub const CANCEL_POLL: Duration = Duration::from_millis(200);
+
+/// Resolves once the run's cancel flag is raised (never, if it is not). Redis errors only delay
+/// it: a flag that cannot be read is treated as not raised yet.
+pub async fn cancel_requested(pool: &Pool, run_id: &str) {
+    let key = cancel_key(run_id);
+    loop {
+        if let Ok(mut conn) = pool.get().await {
+            let raised: Result<bool, _> = conn.exists(&key).await;
+            if raised.unwrap_or(false) {
+                return;
+            }
+        }
+        tokio::time::sleep(CANCEL_POLL).await;
     }
 }
 

@@ -1,0 +1,239 @@
+//! The I/O half of a run, shared by both drivers: svc-runs' inline task and svc-worker's
+//! Temporal activities. pa-agent decides *what* happens; this crate is *how* a model turn and a
+//! tool call reach svc-models and svc-tools, and how their answers become pa-agent inputs —
+//! one implementation, so the two modes cannot drift apart.
+
+use pa_agent::{Input, ModelRequest, Outcome, ToolCall, TurnMessage};
+use pa_kit::error::ErrorCodeExt;
+use pa_kit::{InternalAuth, PaError};
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{
+    ChatToolCall, ChatTurnMessage, ExecuteToolRequest, Identity, ModelAttempt, RunSpec, RunStatus,
+    StreamChatChunk, StreamChatRequest, Usage, stream_chat_chunk::Chunk,
+};
+use tonic::Streaming;
+use tonic::transport::Channel;
+
+/// The clients a driver needs to run turns. Cheap to clone.
+#[derive(Clone)]
+pub struct RunIo {
+    pub models: ModelServiceClient<Channel>,
+    pub tools: ToolServiceClient<Channel>,
+    pub auth: InternalAuth,
+}
+
+/// A model turn in flight: chunks from svc-models, turned into pa-agent inputs.
+pub struct ModelTurn {
+    stream: Streaming<StreamChatChunk>,
+    done: bool,
+}
+
+impl RunIo {
+    /// Starts a model turn. A refusal (governance, no key, provider down…) comes back as the
+    /// `ModelFailed` input the loop expects, not as an error: it ends the run, not the driver.
+    pub async fn start_model_turn(
+        &self,
+        spec: &RunSpec,
+        request: ModelRequest,
+    ) -> Result<ModelTurn, Input> {
+        let identity = spec.identity.clone().unwrap_or_default();
+        let mut models = self.models.clone();
+        match models
+            .stream_chat(self.auth.request(&identity, chat_request(spec, request)))
+            .await
+        {
+            Ok(response) => Ok(ModelTurn {
+                stream: response.into_inner(),
+                done: false,
+            }),
+            Err(status) => Err(model_failed(&PaError::from(status))),
+        }
+    }
+
+    /// Runs one tool call through svc-tools. A failed tool is the model's to handle (an error
+    /// result it sees), never the run's end.
+    pub async fn execute_tool(&self, spec: &RunSpec, call: ToolCall) -> Input {
+        let identity: Identity = spec.identity.clone().unwrap_or_default();
+        let request = ExecuteToolRequest {
+            run_id: spec.run_id.clone(),
+            snapshot_id: spec.toolset_snapshot_id.clone(),
+            tool_call_id: call.id.clone(),
+            name: call.name,
+            arguments_json: call.arguments_json,
+        };
+        let mut tools = self.tools.clone();
+        match tools
+            .execute_tool(self.auth.request(&identity, request))
+            .await
+        {
+            Ok(response) => {
+                let result = response.into_inner();
+                Input::ToolResult {
+                    tool_call_id: call.id,
+                    content: result.content,
+                    is_error: result.is_error,
+                }
+            }
+            Err(status) => Input::ToolResult {
+                tool_call_id: call.id,
+                content: PaError::from(status).message,
+                is_error: true,
+            },
+        }
+    }
+}
+
+impl ModelTurn {
+    /// The next input of this turn; `None` once the turn has ended (after its `ModelFinished` or
+    /// `ModelFailed`). Attempts reported by svc-models are appended to `attempts`.
+    pub async fn next(&mut self, attempts: &mut Vec<ModelAttempt>) -> Option<Input> {
+        while !self.done {
+            let input = match self.stream.message().await {
+                Ok(Some(chunk)) => match chunk.chunk {
+                    Some(Chunk::TextDelta(text)) => Input::ModelText(text),
+                    Some(Chunk::ReasoningDelta(text)) => Input::ModelReasoning(text),
+                    Some(Chunk::ToolCall(call)) => Input::ModelToolCall(ToolCall {
+                        id: call.id,
+                        name: call.name,
+                        arguments_json: call.arguments_json,
+                    }),
+                    Some(Chunk::Finish(finish)) => {
+                        attempts.extend(finish.attempts);
+                        Input::ModelFinished {
+                            usage: finish.usage.unwrap_or_default(),
+                        }
+                    }
+                    Some(Chunk::Failure(failure)) => {
+                        attempts.extend(failure.attempts);
+                        Input::ModelFailed {
+                            code: failure.code,
+                            message: failure.message,
+                        }
+                    }
+                    None => continue,
+                },
+                Ok(None) => model_failed(&PaError::unavailable(
+                    "the model stream ended without finishing",
+                )),
+                Err(status) => model_failed(&PaError::from(status)),
+            };
+            self.done = ends_model_turn(&input);
+            return Some(input);
+        }
+        None
+    }
+}
+
+/// Whether `input` is the last of a model turn.
+pub fn ends_model_turn(input: &Input) -> bool {
+    matches!(
+        input,
+        Input::ModelFinished { .. } | Input::ModelFailed { .. }
+    )
+}
+
+pub fn chat_request(spec: &RunSpec, request: ModelRequest) -> StreamChatRequest {
+    let selection = spec.model_selection.clone().unwrap_or_default();
+    StreamChatRequest {
+        label: selection.resolved_label,
+        messages: request.messages.into_iter().map(to_chat_message).collect(),
+        tools: Vec::new(),
+        max_output_tokens: 0,
+        classification: spec.classification,
+        run_id: spec.run_id.clone(),
+        fallback_labels: selection.fallback_labels,
+    }
+}
+
+pub fn model_failed(err: &PaError) -> Input {
+    Input::ModelFailed {
+        code: err.code.slug().to_string(),
+        message: err.message.clone(),
+    }
+}
+
+pub fn cancelled() -> Input {
+    Input::Cancel {
+        reason: "cancelled by the user".into(),
+    }
+}
+
+fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
+    ChatTurnMessage {
+        role: message.role,
+        content: message.content,
+        tool_call_id: message.tool_call_id,
+        tool_calls: message
+            .tool_calls
+            .into_iter()
+            .map(|c| ChatToolCall {
+                id: c.id,
+                name: c.name,
+                arguments_json: c.arguments_json,
+            })
+            .collect(),
+    }
+}
+
+/// How a run ended, as svc-runs records it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunEnding {
+    pub status: RunStatus,
+    pub usage: Usage,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    /// The reply stored as the chat's assistant message ("" = none).
+    pub assistant_text: String,
+}
+
+impl RunEnding {
+    pub fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded { final_text, usage } => Self {
+                status: RunStatus::Succeeded,
+                usage: *usage,
+                error_code: None,
+                error_message: None,
+                assistant_text: final_text.clone(),
+            },
+            Outcome::Failed {
+                code,
+                message,
+                usage,
+            } => Self {
+                status: RunStatus::Failed,
+                usage: *usage,
+                error_code: Some(code.clone()),
+                error_message: Some(message.clone()),
+                assistant_text: String::new(),
+            },
+            Outcome::Cancelled {
+                partial_text,
+                usage,
+            } => Self {
+                status: RunStatus::Cancelled,
+                usage: *usage,
+                error_code: Some("cancelled".into()),
+                error_message: Some("cancelled by the user".into()),
+                assistant_text: partial_text.clone(),
+            },
+        }
+    }
+
+    /// The ending of a run stopped by an infrastructure error (or cancelled with no driver).
+    pub fn of_error(err: &PaError) -> Self {
+        let status = if err.code == pa_kit::ErrorCode::Cancelled {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Failed
+        };
+        Self {
+            status,
+            usage: Usage::default(),
+            error_code: Some(err.code.slug().to_string()),
+            error_message: Some(err.message.clone()),
+            assistant_text: String::new(),
+        }
+    }
+}

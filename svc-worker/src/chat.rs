@@ -1,0 +1,291 @@
+//! ChatAgentWorkflow: a durable run. It drives the same pa-agent state machine as svc-runs'
+//! inline driver; every model turn and every tool call is an activity (see `activities`).
+//!
+//! Determinism: this module only steps the sans-IO `AgentLoop` and schedules activities — no
+//! clock, randomness, tokio select/spawn/sleep or I/O. Events are written by the activities under
+//! ids `<step>-<seq>` that the workflow hands out, so a retried activity rewrites the same ids and
+//! Redis keeps the first copy (see `EventSink::emit_at`).
+//!
+//! Event hand-off: an activity that streams a model turn steps its own copy of the loop (the
+//! workflow's, passed in) so tokens reach the stream as they arrive, and returns the inputs it fed.
+//! The workflow feeds the same inputs to its loop — reaching the same state — and drops the events
+//! that produces, since the activity already wrote them. Events the workflow's own steps produce
+//! (a tool result, the end of the run) travel as `pending` with the next activity, which writes
+//! them first.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use pa_agent::{Action, AgentLoop, Input, ModelRequest, RunIds, ToolCall, TurnMessage};
+use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
+use pa_runner::RunEnding;
+use serde::{Deserialize, Serialize};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
+};
+
+use crate::activities::RunActivities;
+
+/// What svc-runs starts a durable run with: the spec `launch_run` built and the chat history the
+/// model sees (read by svc-runs, which owns it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChatRunInput {
+    pub spec: RunSpec,
+    pub history: Vec<TurnMessage>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelTurnInput {
+    pub spec: RunSpec,
+    pub step: u64,
+    /// Events to write before the turn's own (ids `<step>-0…`).
+    pub pending: Vec<AgUiEvent>,
+    /// The workflow's loop as it is now; the activity steps a copy.
+    pub agent: AgentLoop,
+    pub request: ModelRequest,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelTurnOutput {
+    /// Every input the activity fed its loop copy, in order; the last ends the turn.
+    pub inputs: Vec<Input>,
+    pub attempts: Vec<ModelAttempt>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolCallInput {
+    pub spec: RunSpec,
+    pub step: u64,
+    pub pending: Vec<AgUiEvent>,
+    pub call: ToolCall,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinishInput {
+    pub spec: RunSpec,
+    pub step: u64,
+    /// Ends with RUN_FINISHED or RUN_ERROR, written after the outcome is stored.
+    pub pending: Vec<AgUiEvent>,
+    pub ending: RunEnding,
+    pub attempts: Vec<ModelAttempt>,
+}
+
+/// A model turn may stream for minutes; it heartbeats while it does, so a dead worker is noticed
+/// within the heartbeat timeout and the turn retried on another.
+fn model_turn_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15 * 60))
+        .heartbeat_timeout(crate::activities::HEARTBEAT_TIMEOUT)
+        .retry_policy(crate::activities::retry_policy())
+        .build()
+}
+
+fn tool_call_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(10 * 60))
+        .heartbeat_timeout(crate::activities::HEARTBEAT_TIMEOUT)
+        .retry_policy(crate::activities::retry_policy())
+        .build()
+}
+
+fn finish_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(crate::activities::retry_policy())
+        .build()
+}
+
+#[workflow]
+#[derive(Default)]
+pub struct ChatAgentWorkflow {
+    /// Set by the `cancel` signal; checked before every model turn and tool call.
+    cancel_requested: bool,
+    /// `running` until the run ends, then its final status (the `status` query).
+    status: String,
+}
+
+/// The workflow's side of a run: the loop, the actions it still has to perform and the events
+/// waiting for the next activity to write them.
+struct Drive {
+    agent: AgentLoop,
+    queue: VecDeque<Action>,
+    pending: Vec<AgUiEvent>,
+    attempts: Vec<ModelAttempt>,
+    step: u64,
+}
+
+impl Drive {
+    /// Steps the loop; its events wait in `pending` unless an activity already wrote them.
+    fn feed(&mut self, input: Input, already_written: bool) -> WorkflowResult<()> {
+        let actions = self
+            .agent
+            .step(input)
+            .map_err(|e| terminate(e.to_string()))?;
+        for action in actions {
+            match action {
+                // RUN_FINISHED / RUN_ERROR are never written by a turn's activity: they go out
+                // with the finish activity, after the outcome is stored.
+                Action::Emit(event) => {
+                    if !already_written || event.is_terminal() {
+                        self.pending.push(event);
+                    }
+                }
+                other => self.queue.push_back(other),
+            }
+        }
+        if self.agent.is_done() {
+            // Like the inline driver: once the loop is done, calls still queued are dropped.
+            self.queue
+                .retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
+        }
+        Ok(())
+    }
+
+    fn next_step(&mut self) -> u64 {
+        self.step += 1;
+        self.step
+    }
+}
+
+/// Ends the workflow as failed, without retrying its task (the loop's state would not change).
+fn terminate(message: String) -> temporalio_sdk::WorkflowTermination {
+    temporalio_sdk::ApplicationFailure::non_retryable(message).into()
+}
+
+#[workflow_methods]
+impl ChatAgentWorkflow {
+    #[run]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: ChatRunInput,
+    ) -> WorkflowResult<String> {
+        ctx.state_mut(|s| s.status = "running".into());
+        let spec = input.spec;
+        let ids = RunIds {
+            thread_id: spec.chat_id.clone(),
+            run_id: spec.run_id.clone(),
+            parent_run_id: spec.parent_run_id.clone(),
+            assistant_message_id: spec.assistant_message_id.clone(),
+        };
+        let mut drive = Drive {
+            agent: AgentLoop::new(ids, spec.limits.unwrap_or_default()),
+            queue: VecDeque::new(),
+            pending: Vec::new(),
+            attempts: Vec::new(),
+            step: 0,
+        };
+        drive.feed(
+            Input::Start {
+                history: input.history,
+            },
+            false,
+        )?;
+        while let Some(action) = drive.queue.pop_front() {
+            let cancel = ctx.state(|s| s.cancel_requested);
+            match action {
+                Action::Emit(_) => {}
+                Action::CallModel(_) | Action::CallTool(_) if cancel => {
+                    drive.feed(pa_runner::cancelled(), false)?;
+                }
+                Action::CallModel(request) => {
+                    let step = drive.next_step();
+                    let turn = ModelTurnInput {
+                        spec: spec.clone(),
+                        step,
+                        pending: std::mem::take(&mut drive.pending),
+                        agent: drive.agent.clone(),
+                        request,
+                    };
+                    let result = ctx
+                        .execute_activity(RunActivities::model_turn, turn, model_turn_options())
+                        .await;
+                    match result {
+                        Ok(output) => {
+                            drive.attempts.extend(output.attempts);
+                            for input in output.inputs {
+                                drive.feed(input, true)?;
+                            }
+                        }
+                        Err(err) => drive.feed(activity_failed(&err), false)?,
+                    }
+                }
+                Action::CallTool(call) => {
+                    let step = drive.next_step();
+                    let tool = ToolCallInput {
+                        spec: spec.clone(),
+                        step,
+                        pending: std::mem::take(&mut drive.pending),
+                        call: call.clone(),
+                    };
+                    let result = ctx
+                        .execute_activity(RunActivities::tool_call, tool, tool_call_options())
+                        .await;
+                    let input = match result {
+                        Ok(input) => input,
+                        Err(err) => Input::ToolResult {
+                            tool_call_id: call.id,
+                            content: format!("the tool could not run: {}", describe(&err)),
+                            is_error: true,
+                        },
+                    };
+                    drive.feed(input, false)?;
+                }
+                Action::Finish(outcome) => {
+                    let ending = RunEnding::of(&outcome);
+                    let status = ending.status;
+                    let step = drive.next_step();
+                    let finish = FinishInput {
+                        spec: spec.clone(),
+                        step,
+                        pending: std::mem::take(&mut drive.pending),
+                        ending,
+                        attempts: std::mem::take(&mut drive.attempts),
+                    };
+                    ctx.execute_activity(RunActivities::finish_run, finish, finish_options())
+                        .await
+                        .map_err(|e| terminate(describe(&e)))?;
+                    let name = status_name(status);
+                    ctx.state_mut(|s| s.status = name.to_string());
+                    return Ok(name.to_string());
+                }
+            }
+        }
+        Err(terminate(
+            "the agent loop stopped without an outcome".into(),
+        ))
+    }
+
+    /// Stops the run: the next model turn or tool call is not started, and a model turn in
+    /// flight stops at its next token (svc-runs also raises the run's cancel flag in Redis).
+    #[signal]
+    pub fn cancel(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _reason: String) {
+        self.cancel_requested = true;
+    }
+
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> String {
+        self.status.clone()
+    }
+}
+
+/// An activity that failed for good (retries exhausted): the run ends with the reason.
+fn activity_failed(err: &ActivityExecutionError) -> Input {
+    Input::ModelFailed {
+        code: "unavailable".into(),
+        message: format!("the model turn could not run: {}", describe(err)),
+    }
+}
+
+fn describe(err: &ActivityExecutionError) -> String {
+    err.to_string()
+}
+
+pub fn status_name(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Cancelled => "cancelled",
+        RunStatus::Running => "running",
+        RunStatus::Queued => "queued",
+        RunStatus::Unspecified => "unspecified",
+    }
+}

@@ -1,0 +1,118 @@
+//! svc-worker: the Temporal worker. It runs ChatAgentWorkflow (durable runs) on the task queue
+//! svc-runs starts them on, with the activities that reach svc-models, svc-tools and Redis.
+
+pub mod activities;
+pub mod chat;
+pub mod temporal;
+
+use std::time::Duration;
+
+use pa_kit::config::{CommonConfig, ConfigError, env_or, env_parse};
+use pa_kit::grpc::{GrpcServer, channel};
+use pa_kit::run_events::EventSink;
+use pa_kit::{InternalAuth, Shutdown, StartError};
+use pa_proto::v1::model_service_client::ModelServiceClient;
+use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_runner::RunIo;
+use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tonic_health::ServingStatus;
+
+pub use chat::{ChatAgentWorkflow, ChatRunInput};
+pub use temporal::TemporalConfig;
+
+/// svc-worker settings, from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    pub temporal: TemporalConfig,
+    /// `PA_WORKER_ADDR`, default `127.0.0.1:50055` (health only).
+    pub listen_addr: String,
+    /// `PA_RUNS_URL`, `PA_MODELS_URL`, `PA_TOOLS_URL`: the services the activities call.
+    pub runs_url: String,
+    pub models_url: String,
+    pub tools_url: String,
+    /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
+    /// died waits before another worker takes it.
+    pub sticky_timeout: Duration,
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::from_env(),
+            temporal: TemporalConfig::from_env(),
+            listen_addr: env_or("PA_WORKER_ADDR", "127.0.0.1:50055"),
+            runs_url: env_or("PA_RUNS_URL", "http://127.0.0.1:50051"),
+            models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
+            tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
+            sticky_timeout: Duration::from_millis(env_parse("PA_WORKER_STICKY_TIMEOUT_MS", 2000)?),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Temporal(#[from] temporal::TemporalError),
+    #[error("Temporal worker: {0}")]
+    Worker(String),
+}
+
+impl From<WorkerError> for StartError {
+    fn from(err: WorkerError) -> Self {
+        StartError::Other(err.to_string())
+    }
+}
+
+/// Runs the worker (and its health endpoint on `listener`) until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let auth = InternalAuth::new(&config.common.internal_secret);
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
+    let activities = activities::RunActivities {
+        io: RunIo {
+            models: ModelServiceClient::new(channel(&config.models_url)?),
+            tools: ToolServiceClient::new(channel(&config.tools_url)?),
+            auth,
+        },
+        ledger: RunLedgerServiceClient::new(channel(&config.runs_url)?),
+        sink: EventSink::new(redis.clone()),
+        redis,
+    };
+    let client = temporal::connect(&config.temporal)
+        .await
+        .map_err(WorkerError::from)?;
+    let runtime = Runtime::from_current_tokio(Default::default())
+        .map_err(|e| WorkerError::Worker(e.to_string()))?;
+    let options = WorkerOptions::new(config.temporal.task_queue.clone())
+        .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
+        .graceful_shutdown_period(Duration::from_secs(5))
+        .register_workflow::<ChatAgentWorkflow>()
+        .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .register_activities(activities)
+        .build();
+    let mut worker =
+        Worker::new(&runtime, client, options).map_err(|e| WorkerError::Worker(e.to_string()))?;
+    let stop_worker = worker.shutdown_handle();
+
+    let server = GrpcServer::new(Duration::from_secs(30))?;
+    server
+        .health
+        .set_service_status("temporal", ServingStatus::Serving)
+        .await;
+    let token = shutdown.token();
+    tokio::spawn(async move {
+        token.cancelled().await;
+        stop_worker();
+    });
+    tracing::info!(task_queue = %config.temporal.task_queue, "Temporal worker polling");
+    let health = server.serve(listener, shutdown);
+    let (worked, served) = tokio::join!(worker.run(), health);
+    worked.map_err(|e| WorkerError::Worker(e.to_string()))?;
+    served?;
+    Ok(())
+}

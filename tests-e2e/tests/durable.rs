@@ -1,0 +1,228 @@
+//! Durable runs on Temporal (the dev server from `scripts/stack.sh`), end to end through the
+//! gateway: the same assertions as the inline chat turn, identical AG-UI events in both modes,
+//! cancel, and a worker killed mid-turn.
+
+use std::time::Duration;
+
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use tests_e2e::{Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type E = Box<dyn std::error::Error + Send + Sync>;
+
+async fn start(mesh: &Mesh, chat: &str, body: Value) -> Result<String, E> {
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    Ok(accepted["run_id"].as_str().unwrap_or_default().to_string())
+}
+
+async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> Result<(Value, Vec<SseEvent>), E> {
+    let run_id = start(mesh, chat, body).await?;
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    Ok((run, events))
+}
+
+/// The events with what differs between two runs of the same conversation blanked out: ids
+/// (run, thread, message) and timestamps.
+fn normalized(events: &[SseEvent]) -> Vec<Value> {
+    let run_id = events
+        .first()
+        .and_then(|e| e.data["runId"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    events
+        .iter()
+        .map(|e| {
+            let mut data = e.data.clone();
+            if let Some(obj) = data.as_object_mut() {
+                for key in [
+                    "runId",
+                    "threadId",
+                    "messageId",
+                    "timestamp",
+                    "parentMessageId",
+                ] {
+                    obj.remove(key);
+                }
+            }
+            // Tool errors name the run's toolset snapshot.
+            serde_json::from_str(&data.to_string().replace(&run_id, "<run>")).unwrap_or(data)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
+    let mesh = Mesh::builder().worker().start().await?;
+    let chat = mesh.create_chat("durable").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "hello durable world", "durable": true }),
+    )
+    .await?;
+    let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    assert_eq!(kinds.first(), Some(&"RUN_STARTED"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"RUN_FINISHED"), "{kinds:?}");
+    let text: String = events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert!(text.contains("hello durable world"), "{text}");
+    assert_eq!(run["mode"], "durable", "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // Stream ids are the workflow's `<step>-<seq>`.
+    assert!(
+        events
+            .iter()
+            .all(|e| e.id.as_deref().is_some_and(|id| id.contains('-')))
+    );
+    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+    let roles: Vec<&str> = messages["items"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["role"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(roles, ["user", "assistant"], "{messages}");
+    // Resuming after the third event gives exactly the rest.
+    let third = events[2].id.clone().unwrap_or_default();
+    let rest = mesh
+        .read_events(run["id"].as_str().unwrap_or_default(), Some(&third), None)
+        .await?;
+    assert_eq!(rest, events[3..].to_vec());
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn inline_and_durable_runs_emit_identical_events() -> R {
+    let mesh = Mesh::builder().worker().start().await?;
+    let fake = FakeProvider::start().await?;
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/providers",
+            &json!({ "id": "tc", "kind": "openai_compatible", "base_url": fake.base_url(),
+                     "tags": ["zero-retention"], "platform_api_key": "sk-tc" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/models",
+            &json!({ "label": "tc:model", "context_window": 32000, "capabilities": ["tools"] }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    let mut runs = Vec::new();
+    for durable in [false, true] {
+        // Text, then two tool calls in one turn, then the answer.
+        fake.push(Reply::chunks(vec![
+            Chunk::text("Let me check. "),
+            Chunk::tool_call("call_1", "lookup", r#"{"q":"oslo"}"#),
+            Chunk::tool_call("call_2", "lookup", r#"{"q":"bergen"}"#),
+        ]));
+        fake.push(Reply::text("Both are rainy."));
+        let chat = mesh.create_chat("same").await?;
+        let (run, events) = run_to_end(
+            &mesh,
+            &chat,
+            json!({ "message": "weather?", "model": "tc:model", "durable": durable }),
+        )
+        .await?;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        runs.push(events);
+    }
+    let kinds: Vec<&str> = runs[1].iter().map(SseEvent::event_type).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "TOOL_CALL_RESULT").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(normalized(&runs[0]), normalized(&runs[1]));
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
+    let mesh = Mesh::builder()
+        .worker()
+        .offline_token_delay(Duration::from_millis(100))
+        .start()
+        .await?;
+    let chat = mesh.create_chat("cancel").await?;
+    let message = "one two three four five six seven eight nine ten eleven twelve";
+    let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
+    // Wait for the first token, then cancel.
+    let first = mesh.read_events(&run_id, None, Some(3)).await?;
+    assert_eq!(first.len(), 3);
+    let (status, run) = mesh
+        .post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
+        .await?;
+    assert_eq!(status, 200, "{run}");
+    let events = tokio::time::timeout(
+        Duration::from_secs(30),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    let last = events.last().map(|e| e.data.clone()).unwrap_or_default();
+    assert_eq!(last["type"], "RUN_ERROR", "{last}");
+    assert_eq!(last["code"], "cancelled", "{last}");
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "cancelled", "{run}");
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> R {
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(60))
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = mesh.spawn_worker_process(binary)?;
+    let chat = mesh.create_chat("crash").await?;
+    let words: Vec<String> = (1..=40).map(|i| format!("w{i}")).collect();
+    let message = words.join(" ");
+    let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
+    // Some tokens are out: kill -9 the worker mid-turn.
+    let early = mesh.read_events(&run_id, None, Some(6)).await?;
+    assert_eq!(early.len(), 6);
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(binary)?;
+    // A client that reconnects with Last-Event-ID sees the rest, each token once.
+    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
+    let rest = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, Some(&resumed_from), None),
+    )
+    .await??;
+    replacement.kill()?;
+    replacement.wait()?;
+    let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
+    let text: String = all
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert!(
+        text.contains(&message),
+        "every token once, in order: {text}"
+    );
+    assert_eq!(text.matches("w17 ").count(), 1, "{text}");
+    let ids: Vec<&str> = all.iter().filter_map(|e| e.id.as_deref()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique, "no event twice");
+    assert_eq!(all.last().map(SseEvent::event_type), Some("RUN_FINISHED"));
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    mesh.stop().await
+}
