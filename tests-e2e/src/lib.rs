@@ -41,9 +41,16 @@ pub struct MeshBuilder {
     rate_limits: pa_kit::limits::RateLimits,
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
+    tools: svc_tools::ToolsSettings,
 }
 
 impl MeshBuilder {
+    /// svc-tools' settings (network allow-list, DNS overrides, stdio MCP commands, time limits).
+    pub fn tools_settings(mut self, settings: svc_tools::ToolsSettings) -> Self {
+        self.tools = settings;
+        self
+    }
+
     /// Pause between the offline model's tokens (default 0).
     pub fn offline_token_delay(mut self, delay: Duration) -> Self {
         self.offline_token_delay = delay;
@@ -146,11 +153,8 @@ impl MeshBuilder {
             "svc-tools",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_tools::Config {
-                    common: common.clone(),
-                    listen_addr: String::new(),
-                    request_timeout: timeout,
-                };
+                let mut config = svc_tools::Config::for_tests(common.clone(), timeout);
+                config.tools = self.tools.clone();
                 let s = shutdown.clone();
                 async move {
                     svc_tools::run(config, tools_listener, s)
@@ -291,6 +295,7 @@ impl Mesh {
             },
             daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
+            tools: svc_tools::ToolsSettings::default(),
         }
     }
 
