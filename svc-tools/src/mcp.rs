@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rmcp::model::{CallToolRequestParams, ReadResourceRequestParams};
 use rmcp::service::RunningService;
+use rmcp::transport::common::client_side_sse::NeverRetry;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -105,6 +106,9 @@ async fn connect(
             if let Some(token) = bearer {
                 config = config.auth_header(token.clone());
             }
+            // A broken stream is the call's end: each call is its own short session, so there
+            // is nothing to resume, and retrying would only hold the run until the timeout.
+            config.retry_config = std::sync::Arc::new(NeverRetry::default());
             let transport = StreamableHttpClientTransport::with_client(guard.client(), config);
             ().serve(transport)
                 .await
