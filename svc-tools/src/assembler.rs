@@ -79,7 +79,7 @@ pub fn ambient_tools(records: &[Record]) -> Vec<ToolDefinition> {
             web::web_fetch_schema(),
         ));
     }
-    if let Some(r) = first(&[Kind::Searxng, Kind::Brave]) {
+    if let Some(r) = first(&[Kind::Searxng, Kind::Brave, Kind::Tavily]) {
         tools.push(ambient_tool(
             r,
             "web_search",

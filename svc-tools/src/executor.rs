@@ -115,7 +115,7 @@ impl ToolsetAssembler {
         };
         match record.kind {
             Kind::WebFetch => web_result(web::web_fetch(&self.guard, &args).await),
-            Kind::Searxng | Kind::Brave => {
+            Kind::Searxng | Kind::Brave | Kind::Tavily => {
                 let secrets = match self.store.open_secrets(identity, &record) {
                     Ok(s) => s,
                     Err(e) => {
@@ -124,12 +124,15 @@ impl ToolsetAssembler {
                     }
                 };
                 let config = SearchConfig {
-                    api: if record.kind == Kind::Brave {
-                        SearchApi::Brave
-                    } else {
-                        SearchApi::Searxng
+                    api: match record.kind {
+                        Kind::Brave => SearchApi::Brave,
+                        Kind::Tavily => SearchApi::Tavily,
+                        _ => SearchApi::Searxng,
                     },
-                    base_url: record.config_str("base_url").unwrap_or(web::BRAVE_API),
+                    base_url: record.config_str("base_url").unwrap_or(match record.kind {
+                        Kind::Tavily => web::TAVILY_API,
+                        _ => web::BRAVE_API,
+                    }),
                     api_key: secrets.get("api_key").map(String::as_str),
                 };
                 web_result(web::web_search(&self.guard, &config, &args).await)

@@ -22,6 +22,7 @@ const MAX_INTEGRATIONS: i64 = 200;
 pub enum Kind {
     Searxng,
     Brave,
+    Tavily,
     WebFetch,
     OpenMeteo,
     McpStdio,
@@ -33,14 +34,15 @@ impl Kind {
         Ok(match kind {
             "searxng" => Self::Searxng,
             "brave" => Self::Brave,
+            "tavily" => Self::Tavily,
             "web_fetch" => Self::WebFetch,
             "open_meteo" => Self::OpenMeteo,
             "mcp_stdio" => Self::McpStdio,
             "mcp_http" => Self::McpHttp,
             other => {
                 return Err(invalid(format!(
-                    "unknown integration kind {other:?}: expected searxng, brave, web_fetch, \
-                     open_meteo, mcp_stdio or mcp_http"
+                    "unknown integration kind {other:?}: expected searxng, brave, tavily, \
+                     web_fetch, open_meteo, mcp_stdio or mcp_http"
                 )));
             }
         })
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Self::Searxng => "searxng",
             Self::Brave => "brave",
+            Self::Tavily => "tavily",
             Self::WebFetch => "web_fetch",
             Self::OpenMeteo => "open_meteo",
             Self::McpStdio => "mcp_stdio",
@@ -63,7 +66,7 @@ impl Kind {
 
     fn secret_allowed(self, name: &str) -> bool {
         match self {
-            Self::Brave => name == "api_key",
+            Self::Brave | Self::Tavily => name == "api_key",
             Self::McpHttp => name == "bearer_token" || name.starts_with("header:"),
             Self::McpStdio => name.starts_with("env:"),
             Self::Searxng | Self::OpenMeteo | Self::WebFetch => false,
@@ -188,7 +191,7 @@ impl Draft {
         let get = |k: &str| self.config.get(k).and_then(Value::as_str).unwrap_or("");
         match self.kind {
             Kind::Searxng => http_url(get("base_url"), "base_url")?,
-            Kind::Brave | Kind::OpenMeteo | Kind::WebFetch => {
+            Kind::Brave | Kind::Tavily | Kind::OpenMeteo | Kind::WebFetch => {
                 for field in ["base_url", "forecast_url", "geocoding_url"] {
                     if !get(field).is_empty() {
                         http_url(get(field), field)?;
@@ -236,8 +239,11 @@ fn validate_secrets(kind: Kind, secrets: &BTreeMap<String, String>) -> Result<()
             )));
         }
     }
-    if kind == Kind::Brave && !secrets.contains_key("api_key") {
-        return Err(invalid("a brave integration needs the secret api_key"));
+    if matches!(kind, Kind::Brave | Kind::Tavily) && !secrets.contains_key("api_key") {
+        return Err(invalid(format!(
+            "a {} integration needs the secret api_key",
+            kind.as_str()
+        )));
     }
     Ok(())
 }
@@ -461,9 +467,13 @@ impl IntegrationStore {
                 )
             }
             None => {
-                if draft.kind == Kind::Brave && !current.secret_names.iter().any(|n| n == "api_key")
+                if matches!(draft.kind, Kind::Brave | Kind::Tavily)
+                    && !current.secret_names.iter().any(|n| n == "api_key")
                 {
-                    return Err(invalid("a brave integration needs the secret api_key"));
+                    return Err(invalid(format!(
+                        "a {} integration needs the secret api_key",
+                        draft.kind.as_str()
+                    )));
                 }
                 (current.sealed.clone(), current.secret_names.clone())
             }

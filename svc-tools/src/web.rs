@@ -120,6 +120,7 @@ pub async fn web_fetch(guard: &NetGuard, args: &Value) -> Result<String, ToolFai
 pub enum SearchApi {
     Searxng,
     Brave,
+    Tavily,
 }
 
 pub struct SearchConfig<'a> {
@@ -146,13 +147,16 @@ async fn get_json(
     url: Url,
     headers: Vec<(String, String)>,
 ) -> Result<Value, ToolFailure> {
-    let fetched = guard
-        .send(Request {
-            url,
-            headers,
-            json: None,
-        })
-        .await?;
+    call_json(guard, url, headers, None).await
+}
+
+async fn call_json(
+    guard: &NetGuard,
+    url: Url,
+    headers: Vec<(String, String)>,
+    json: Option<Value>,
+) -> Result<Value, ToolFailure> {
+    let fetched = guard.send(Request { url, headers, json }).await?;
     if fetched.status >= 400 {
         return Err(ToolFailure(format!(
             "the API answered HTTP {}",
@@ -223,6 +227,28 @@ pub async fn web_search(
                 })
                 .unwrap_or_default()
         }
+        SearchApi::Tavily => {
+            let key = config
+                .api_key
+                .ok_or_else(|| ToolFailure("the search integration has no api_key".into()))?;
+            let url = base(config.base_url, "/search")?;
+            let headers = vec![("authorization".to_string(), format!("Bearer {key}"))];
+            let body = json!({ "query": query, "max_results": count });
+            let answer = call_json(guard, url, headers, Some(body)).await?;
+            answer["results"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|r| Hit {
+                            title: r["title"].as_str().unwrap_or("").to_string(),
+                            url: r["url"].as_str().unwrap_or("").to_string(),
+                            snippet: r["content"].as_str().unwrap_or("").to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
     };
     if hits.is_empty() {
         return Ok(format!("No results for {query:?}."));
@@ -248,6 +274,7 @@ pub struct WeatherConfig<'a> {
 pub const OPEN_METEO_FORECAST: &str = "https://api.open-meteo.com";
 pub const OPEN_METEO_GEOCODING: &str = "https://geocoding-api.open-meteo.com";
 pub const BRAVE_API: &str = "https://api.search.brave.com";
+pub const TAVILY_API: &str = "https://api.tavily.com";
 
 /// weather: current conditions and a 3-day outlook for a place or coordinates.
 pub async fn weather(

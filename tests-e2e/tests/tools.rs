@@ -66,6 +66,16 @@ async fn test_server() -> BoxResult<SocketAddr> {
         ]}}))
         .into_response()
     }
+    async fn tavily(headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tavily-key") {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        axum::Json(json!({ "query": body["query"], "results": [
+            { "title": format!("Tavily hit for {}", body["query"].as_str().unwrap_or("")),
+              "url": "https://example.org/tavily", "content": "a tavily snippet" }
+        ]}))
+        .into_response()
+    }
     async fn geocode(Query(q): Query<Value>) -> Response {
         if q["name"] != "Oslo" {
             return axum::Json(json!({})).into_response();
@@ -94,7 +104,7 @@ async fn test_server() -> BoxResult<SocketAddr> {
     let app = Router::new()
         .route("/page", get(page))
         .route("/redirect", get(redirect))
-        .route("/search", get(searxng))
+        .route("/search", get(searxng).post(tavily))
         .route("/res/v1/web/search", get(brave))
         .route("/v1/search", get(geocode))
         .route("/v1/forecast", get(forecast))
