@@ -34,7 +34,8 @@ pub struct ToolsSettings {
     /// (comma-separated, matched exactly). Empty (default) = stdio MCP servers are refused:
     /// they run on this host.
     pub mcp_stdio_commands: Vec<String>,
-    /// `PA_TOOLS_MCP_TIMEOUT_MS` (default 30000): one MCP tool call, start-up included.
+    /// `PA_TOOLS_MCP_TIMEOUT_MS` (default 25000): one MCP tool call, start-up included (below
+    /// the 30 s gRPC request timeout, so the model hears about it from us).
     pub mcp_call_timeout: Duration,
     /// `PA_TOOLS_MCP_LIST_TIMEOUT_MS` (default 10000): listing a server's tools at assembly.
     pub mcp_list_timeout: Duration,
@@ -51,7 +52,7 @@ impl Default for ToolsSettings {
             fetch_max_bytes: 2 * 1024 * 1024,
             fetch_timeout: Duration::from_secs(15),
             mcp_stdio_commands: Vec::new(),
-            mcp_call_timeout: Duration::from_secs(30),
+            mcp_call_timeout: Duration::from_secs(25),
             mcp_list_timeout: Duration::from_secs(10),
             kek: None,
         }
@@ -122,7 +123,7 @@ impl Config {
                     .filter(|c| !c.is_empty())
                     .map(String::from)
                     .collect(),
-                mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 30_000)?,
+                mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 25_000)?,
                 mcp_list_timeout: ms("PA_TOOLS_MCP_LIST_TIMEOUT_MS", 10_000)?,
                 kek,
             },

@@ -7,9 +7,9 @@ use pa_proto::v1::tool_service_server::ToolService;
 use pa_proto::v1::{
     AssembleToolsetRequest, ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest,
     DeleteIntegrationResponse, ExecuteToolRequest, ExecuteToolResponse,
-    GetChatToolSelectionRequest, GetIntegrationRequest, Integration, ListDevicesRequest,
-    ListDevicesResponse, ListIntegrationsRequest, ListIntegrationsResponse, Toolset,
-    UpdateIntegrationRequest,
+    GetChatToolSelectionRequest, GetIntegrationRequest, GetToolsetRequest, Integration,
+    ListDevicesRequest, ListDevicesResponse, ListIntegrationsRequest, ListIntegrationsResponse,
+    Toolset, UpdateIntegrationRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -231,5 +231,18 @@ impl ToolService for ToolServiceImpl {
             chat_id: req.chat_id,
             integration_ids,
         }))
+    }
+
+    async fn get_toolset(
+        &self,
+        request: Request<GetToolsetRequest>,
+    ) -> Result<Response<Toolset>, Status> {
+        let identity = request.identity()?;
+        let toolset = self
+            .assembler
+            .snapshot(&identity, &request.get_ref().snapshot_id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(toolset))
     }
 }

@@ -323,6 +323,21 @@ async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused
         assert!(!refused.content.contains("The answer is 42."));
         assert!(!refused.untrusted_content);
     }
+    // The run's snapshot is stored under its id (what a durable replay reads back).
+    let stored = tools
+        .client
+        .clone()
+        .get_toolset(tools.mesh_auth.request(
+            &Mesh::identity("dev", "dev-user"),
+            pa_proto::v1::GetToolsetRequest {
+                snapshot_id: snapshot.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    let names: Vec<&str> = stored.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["web_fetch"]);
+    assert!(stored.tools[0].untrusted_output && !stored.tools[0].high_privilege);
     // A tool outside the snapshot is not the caller's to run.
     let err = tools
         .execute(&snapshot, "weather", json!({ "location": "Oslo" }))
