@@ -41,6 +41,27 @@ async fn test_server() -> BoxResult<SocketAddr> {
         };
         (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
     }
+    async fn big() -> Response {
+        let body = format!(
+            "<html><body><p>start</p>{}</body></html>",
+            "<p>filler</p>".repeat(20_000)
+        );
+        ([(header::CONTENT_TYPE, "text/html")], body).into_response()
+    }
+    async fn slow() -> Response {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "late".into_response()
+    }
+    async fn looping() -> Response {
+        (StatusCode::FOUND, [(header::LOCATION, "/loop")]).into_response()
+    }
+    async fn binary() -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            vec![0u8; 16],
+        )
+            .into_response()
+    }
     async fn searxng(Query(q): Query<Value>) -> Response {
         if q["format"] != "json" {
             return StatusCode::FORBIDDEN.into_response();
@@ -104,6 +125,10 @@ async fn test_server() -> BoxResult<SocketAddr> {
     let app = Router::new()
         .route("/page", get(page))
         .route("/redirect", get(redirect))
+        .route("/big", get(big))
+        .route("/slow", get(slow))
+        .route("/loop", get(looping))
+        .route("/binary", get(binary))
         .route("/search", get(searxng).post(tavily))
         .route("/res/v1/web/search", get(brave))
         .route("/v1/search", get(geocode))
@@ -122,6 +147,8 @@ fn settings() -> ToolsSettings {
             ("allowed.test".into(), "127.0.0.1".parse().expect("ip")),
             ("internal.test".into(), "10.1.2.3".parse().expect("ip")),
         ],
+        fetch_max_bytes: 64 * 1024,
+        fetch_timeout: std::time::Duration::from_secs(2),
         ..ToolsSettings::default()
     }
 }
@@ -323,6 +350,43 @@ async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused
         assert!(!refused.content.contains("The answer is 42."));
         assert!(!refused.untrusted_content);
     }
+    // Size, time and redirect caps; only text is read.
+    let fetch = |path: &str| {
+        let url = format!("http://allowed.test:{port}{path}");
+        let tools = &tools;
+        let snapshot = &snapshot;
+        async move {
+            tools
+                .execute(snapshot, "web_fetch", json!({ "url": url }))
+                .await
+        }
+    };
+    let big = fetch("/big").await?;
+    assert!(
+        !big.is_error && big.content.ends_with("[truncated]"),
+        "{}",
+        &big.content[..200]
+    );
+    assert!(big.content.len() < 64 * 1024, "{}", big.content.len());
+    let slow = fetch("/slow").await?;
+    assert!(
+        slow.is_error && slow.content.contains("timed out"),
+        "{}",
+        slow.content
+    );
+    let looping = fetch("/loop").await?;
+    assert!(
+        looping.is_error && looping.content.contains("too many redirects"),
+        "{}",
+        looping.content
+    );
+    let binary = fetch("/binary").await?;
+    assert!(
+        binary.is_error && binary.content.contains("application/octet-stream"),
+        "{}",
+        binary.content
+    );
+
     // The run's snapshot is stored under its id (what a durable replay reads back).
     let stored = tools
         .client
