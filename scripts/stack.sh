@@ -136,6 +136,7 @@ install_venv() {
 install_npm() {
   install_npm_in "$ROOT/tests/agui"
   install_npm_in "$ROOT/deploy/dev-idp"
+  install_npm_in "$ROOT/tests/mcp"
 }
 
 install_npm_in() {

@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 pub mod config;
 mod dto;
+mod integrations;
 pub mod oidc;
 mod problem;
 mod public_grpc;
@@ -78,6 +79,20 @@ pub fn router(state: AppState) -> Router {
             put(admin::put_policy),
         )
         .route("/v1/ag-ui", post(agui::run_agent))
+        .route(
+            "/v1/me/integrations",
+            get(integrations::list).post(integrations::create),
+        )
+        .route(
+            "/v1/me/integrations/{id}",
+            get(integrations::get)
+                .patch(integrations::patch)
+                .delete(integrations::delete),
+        )
+        .route(
+            "/v1/chats/{id}/tools",
+            get(integrations::get_selection).put(integrations::put_selection),
+        )
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
@@ -96,7 +111,10 @@ async fn index() -> axum::Json<serde_json::Value> {
             "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",
             "GET /v1/admin/providers", "POST /v1/admin/providers", "GET /v1/admin/models",
             "POST /v1/admin/models", "PATCH /v1/admin/models/{label}", "GET /v1/admin/policies",
-            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz"
+            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz",
+            "GET /v1/me/integrations", "POST /v1/me/integrations", "GET /v1/me/integrations/{id}",
+            "PATCH /v1/me/integrations/{id}", "DELETE /v1/me/integrations/{id}",
+            "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools"
         ]
     }))
 }
@@ -147,10 +165,11 @@ pub fn build_state(
 ) -> Result<AppState, StartError> {
     let runs = channel(&config.runs_url)?;
     let models = channel(&config.models_url)?;
+    let tools = channel(&config.tools_url)?;
     let mut backends = vec![
         ("svc-runs", runs.clone()),
         ("svc-models", models.clone()),
-        ("svc-tools", channel(&config.tools_url)?),
+        ("svc-tools", tools.clone()),
         ("svc-memory", channel(&config.memory_url)?),
     ];
     if let Some(worker) = &config.worker_url {
@@ -162,6 +181,7 @@ pub fn build_state(
         model_admin: ModelAdminServiceClient::new(models.clone()),
         keys: KeyServiceClient::new(models.clone()),
         usage: UsageServiceClient::new(models),
+        tools: pa_proto::v1::tool_service_client::ToolServiceClient::new(tools),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         rate_limits: config.rate_limits,

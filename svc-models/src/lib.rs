@@ -50,7 +50,9 @@ pub async fn run(
     let pool =
         pa_kit::db::connect_schema(&config.common.database_url, "models", &MIGRATOR, 10).await?;
     let enc = Arc::new(match &config.kek {
-        Some((id, key, previous)) => keys::KeyEncryption::from_config(id, key, previous)?,
+        Some((id, key, previous)) => {
+            keys::KeyEncryption::from_config(id, key, previous).map_err(keys::KeyError::from)?
+        }
         None => {
             tracing::warn!(
                 "PA_KEK is unset: provider keys are encrypted with the fixed dev KEK; set PA_KEK in production"

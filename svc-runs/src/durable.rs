@@ -11,6 +11,8 @@ use tokio::sync::OnceCell;
 
 use pa_agent::TurnMessage;
 
+use crate::inline::RunStart;
+
 /// Cheap to clone; connects to Temporal on first use (svc-runs starts without it, and inline
 /// runs never need it).
 #[derive(Clone)]
@@ -45,7 +47,12 @@ impl DurableDriver {
     }
 
     /// Starts the run's workflow (id = run id, so a retried start finds the one it made).
-    pub async fn start(&self, spec: RunSpec, history: Vec<TurnMessage>) -> Result<(), PaError> {
+    pub async fn start(
+        &self,
+        spec: RunSpec,
+        history: Vec<TurnMessage>,
+        start: RunStart,
+    ) -> Result<(), PaError> {
         let client = self.client().await?;
         let options =
             WorkflowStartOptions::new(self.config.task_queue.clone(), spec.run_id.clone()).build();
@@ -53,7 +60,12 @@ impl DurableDriver {
         match client
             .start_workflow(
                 ChatAgentWorkflow::run,
-                ChatRunInput { spec, history },
+                ChatRunInput {
+                    spec,
+                    history,
+                    tools: start.tools,
+                    notices: start.notices,
+                },
                 options,
             )
             .await

@@ -9,11 +9,21 @@ use pa_agent::{Action, AgentLoop, Input, ModelRequest, Outcome, RunIds, ToolCall
 use pa_kit::error::ErrorCodeExt;
 use pa_kit::run_events::EventSink;
 use pa_kit::{PaError, Shutdown};
-use pa_proto::v1::{AgUiEvent, ModelAttempt, RunError, RunSpec, ag_ui_event::Event};
+use pa_proto::v1::{
+    AgUiEvent, ChatToolDefinition, ModelAttempt, RunError, RunSpec, ag_ui_event::Event,
+};
 use pa_runner::{RunEnding, RunIo, cancelled};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::RunStore;
+
+/// What a run starts with besides its spec: the tools offered to the model and the notices
+/// reported as steps (tools a gate removed).
+#[derive(Clone, Debug, Default)]
+pub struct RunStart {
+    pub tools: Vec<ChatToolDefinition>,
+    pub notices: Vec<String>,
+}
 
 /// Starts inline runs and cancels them. Cheap to clone.
 #[derive(Clone)]
@@ -37,14 +47,14 @@ impl InlineDriver {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Runs `spec` in a tracked task (shutdown drains it).
-    pub fn start(&self, spec: RunSpec) {
+    /// Runs `spec` in a tracked task (shutdown drains it), offering the model `tools`.
+    pub fn start(&self, spec: RunSpec, start: RunStart) {
         let token = CancellationToken::new();
         self.active().insert(spec.run_id.clone(), token.clone());
         let driver = self.clone();
         self.shutdown.spawn_tracked(async move {
             let run_id = spec.run_id.clone();
-            if let Err(err) = driver.drive(&spec, &token).await {
+            if let Err(err) = driver.drive(&spec, start, &token).await {
                 driver.fail(&spec, &err).await;
             }
             driver.active().remove(&run_id);
@@ -103,7 +113,12 @@ impl InlineDriver {
             .collect())
     }
 
-    async fn drive(&self, spec: &RunSpec, cancel: &CancellationToken) -> Result<(), PaError> {
+    async fn drive(
+        &self,
+        spec: &RunSpec,
+        start: RunStart,
+        cancel: &CancellationToken,
+    ) -> Result<(), PaError> {
         let history = self.history(spec).await?;
         let ids = RunIds {
             thread_id: spec.chat_id.clone(),
@@ -115,11 +130,16 @@ impl InlineDriver {
             driver: self,
             spec,
             agent: AgentLoop::new(ids, spec.limits.unwrap_or_default()),
+            tools: start.tools,
             queue: VecDeque::new(),
             attempts: Vec::new(),
             held_terminal: None,
         };
-        run.feed(Input::Start { history }).await?;
+        run.feed(Input::Start {
+            history,
+            notices: start.notices,
+        })
+        .await?;
         while let Some(action) = run.queue.pop_front() {
             match action {
                 // feed() sends events itself; only other actions are queued.
@@ -153,6 +173,7 @@ struct RunState<'a> {
     driver: &'a InlineDriver,
     spec: &'a RunSpec,
     agent: AgentLoop,
+    tools: Vec<ChatToolDefinition>,
     queue: VecDeque<Action>,
     /// Every model attempt so far (from svc-models), recorded on the run.
     attempts: Vec<ModelAttempt>,
@@ -192,7 +213,7 @@ impl RunState<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
         let started = tokio::select! {
-            started = self.driver.io.start_model_turn(self.spec, request) => started,
+            started = self.driver.io.start_model_turn(self.spec, request, &self.tools) => started,
             _ = cancel.cancelled() => return self.feed(cancelled()).await,
         };
         let mut turn = match started {

@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 
 use crate::durable::DurableDriver;
 use crate::error::RunsError;
-use crate::inline::InlineDriver;
+use crate::inline::{InlineDriver, RunStart};
 use crate::mode::{ModeFacts, decide_mode, has_long_running_tools};
 use crate::store::RunStore;
 
@@ -226,15 +226,19 @@ impl Launcher {
             self.store.set_mode(&spec).await?;
             run.mode = spec.mode;
         }
+        let start = RunStart {
+            tools: pa_runner::model_tools(&toolset.tools),
+            notices: pa_runner::gate_notices(&toolset.blocked),
+        };
         match mode {
             RunMode::Durable => {
                 let history = self.driver.history(&spec).await?;
-                if let Err(err) = self.durable.start(spec.clone(), history).await {
+                if let Err(err) = self.durable.start(spec.clone(), history, start).await {
                     self.driver.fail(&spec, &err).await;
                     return Err(err.into());
                 }
             }
-            _ => self.driver.start(spec),
+            _ => self.driver.start(spec, start),
         }
         Ok(Launched {
             run,

@@ -1,61 +1,299 @@
 //! `ToolsetAssembler`: fixes a run's tools at run start, so a run never sees tools appear or
-//! disappear mid-way. The snapshot is stored and ExecuteTool only runs tools that are in it.
+//! disappear mid-way (and a durable run replays with the same tools). The snapshot is stored
+//! and ExecuteTool only runs tools that are in it.
+//!
+//! A toolset is: the ambient web tools (web_fetch, web_search, weather — from ALL the user's
+//! enabled integrations, whatever the chat selected), the tools of the MCP servers the chat
+//! selected (listed now, names prefixed by server, schemas validated), minus what the tag gate
+//! removes for the resolved model's provider.
 
-use pa_kit::PaError;
-use pa_proto::v1::{BlockedTool, Identity, Integration, ToolDefinition, Toolset};
+use pa_proto::v1::{BlockedTool, Identity, ToolDefinition, Toolset};
+use serde_json::json;
 use sqlx::{PgPool, Row};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ToolsError {
-    #[error("toolset snapshot {0} not found")]
-    UnknownSnapshot(String),
-    #[error("tool {tool} is not in toolset snapshot {snapshot}")]
-    NotInSnapshot { tool: String, snapshot: String },
-    #[error("run_id must not be empty")]
-    MissingRunId,
-    #[error("snapshot_id must be at most 200 characters without spaces")]
-    BadSnapshotId,
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
-    #[error("stored toolset is unreadable: {0}")]
-    Corrupt(#[from] serde_json::Error),
-}
+use crate::config::ToolsSettings;
+use crate::error::ToolsError;
+use crate::gate::tag_gate;
+use crate::integrations::{IntegrationStore, Kind, Record};
+use crate::mcp;
+use crate::netguard::NetGuard;
+use crate::web;
 
-impl From<ToolsError> for PaError {
-    fn from(err: ToolsError) -> Self {
-        match err {
-            ToolsError::UnknownSnapshot(_) | ToolsError::NotInSnapshot { .. } => {
-                PaError::not_found(err.to_string())
-            }
-            ToolsError::MissingRunId | ToolsError::BadSnapshotId => {
-                PaError::bad_request(err.to_string())
-            }
-            ToolsError::Db(e) => e.into(),
-            ToolsError::Corrupt(e) => PaError::internal(e),
-        }
-    }
-}
+/// OpenAI-style tool names: `^[a-zA-Z0-9_-]{1,64}$`.
+const MAX_TOOL_NAME: usize = 64;
+/// Resources named in a read_resource tool's schema.
+const MAX_RESOURCES: usize = 50;
+
+pub const READ_RESOURCE: &str = "read_resource";
 
 #[derive(Clone)]
 pub struct ToolsetAssembler {
     pool: PgPool,
+    pub store: IntegrationStore,
+    pub guard: NetGuard,
+    pub settings: ToolsSettings,
+}
+
+pub fn source_of(record: &Record) -> String {
+    if record.kind.is_mcp() {
+        format!("mcp:{}", record.id)
+    } else {
+        format!("integration:{}", record.id)
+    }
+}
+
+fn ambient_tool(
+    record: &Record,
+    name: &str,
+    description: &str,
+    schema: serde_json::Value,
+) -> ToolDefinition {
+    ToolDefinition {
+        name: name.into(),
+        description: description.into(),
+        parameters_json_schema: schema.to_string(),
+        source: source_of(record),
+        high_privilege: false,
+        read_only: true,
+        provider_tags_required: record.required.clone(),
+        provider_tags_blocked: record.blocked.clone(),
+        privilege_class: "network".into(),
+        untrusted_output: true,
+        origin_name: name.into(),
+    }
+}
+
+/// web_fetch, web_search and weather from the first enabled integration of each kind.
+pub fn ambient_tools(records: &[Record]) -> Vec<ToolDefinition> {
+    let first = |kinds: &[Kind]| {
+        records
+            .iter()
+            .find(|r| r.enabled && kinds.contains(&r.kind))
+    };
+    let mut tools = Vec::new();
+    if let Some(r) = first(&[Kind::WebFetch]) {
+        tools.push(ambient_tool(
+            r,
+            "web_fetch",
+            "Fetch a web page (http/https) and return its readable text.",
+            web::web_fetch_schema(),
+        ));
+    }
+    if let Some(r) = first(&[Kind::Searxng, Kind::Brave, Kind::Tavily]) {
+        tools.push(ambient_tool(
+            r,
+            "web_search",
+            "Search the web; returns titles, URLs and snippets.",
+            web::web_search_schema(),
+        ));
+    }
+    if let Some(r) = first(&[Kind::OpenMeteo]) {
+        tools.push(ambient_tool(
+            r,
+            "weather",
+            "Current weather and a 3-day forecast for a place or coordinates.",
+            web::weather_schema(),
+        ));
+    }
+    tools
 }
 
 impl ToolsetAssembler {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(
+        pool: PgPool,
+        store: IntegrationStore,
+        guard: NetGuard,
+        settings: ToolsSettings,
+    ) -> Self {
+        Self {
+            pool,
+            store,
+            guard,
+            settings,
+        }
     }
 
-    /// Snapshots the tools available to this run. No tool sources are registered yet (the
-    /// first-party tools, MCP and devices arrive with the toolsets issue), so today's snapshot
-    /// holds the user's enabled integrations' tools — none — and is still stored, so
-    /// ExecuteTool already enforces "only what the snapshot holds".
+    /// Where an MCP integration's server is, with its secrets opened.
+    pub fn mcp_target(
+        &self,
+        identity: &Identity,
+        record: &Record,
+    ) -> Result<mcp::Target, ToolsError> {
+        let secrets = self.store.open_secrets(identity, record)?;
+        let map = |key: &str| -> std::collections::BTreeMap<String, String> {
+            record.config[key]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Ok(match record.kind {
+            Kind::McpStdio => {
+                let command = record.config_str("command").unwrap_or("").to_string();
+                // The operator's list is checked again: it may have shrunk since creation.
+                if !self.settings.mcp_stdio_commands.contains(&command) {
+                    return Err(ToolsError::Invalid(format!(
+                        "the command {command:?} is no longer allowed for stdio MCP servers"
+                    )));
+                }
+                let mut env = map("env");
+                for (name, value) in &secrets {
+                    if let Some(var) = name.strip_prefix("env:") {
+                        env.insert(var.to_string(), value.clone());
+                    }
+                }
+                mcp::Target::Stdio {
+                    command,
+                    args: record.config["args"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    env,
+                }
+            }
+            _ => {
+                let mut headers = map("headers");
+                for (name, value) in &secrets {
+                    if let Some(header) = name.strip_prefix("header:") {
+                        headers.insert(header.to_string(), value.clone());
+                    }
+                }
+                mcp::Target::Http {
+                    url: record.config_str("url").unwrap_or("").to_string(),
+                    headers,
+                    bearer: secrets.get("bearer_token").cloned(),
+                }
+            }
+        })
+    }
+
+    /// The tools of one MCP server, or why there are none.
+    async fn mcp_tools(
+        &self,
+        identity: &Identity,
+        record: &Record,
+    ) -> (Vec<ToolDefinition>, Vec<BlockedTool>) {
+        let prefix = mcp::prefix(&record.name);
+        let unavailable = |reason: String| BlockedTool {
+            name: format!("{prefix}__*"),
+            reason,
+            gate: "mcp_unavailable".into(),
+            source: source_of(record),
+        };
+        let target = match self.mcp_target(identity, record) {
+            Ok(t) => t,
+            Err(e) => return (Vec::new(), vec![unavailable(e.to_string())]),
+        };
+        let listing = match mcp::list(&target, &self.guard, self.settings.mcp_list_timeout).await {
+            Ok(l) => l,
+            Err(e) => return (Vec::new(), vec![unavailable(e)]),
+        };
+        let mut tools = Vec::new();
+        let mut blocked = Vec::new();
+        for tool in listing.tools {
+            let name = format!("{prefix}__{}", tool.name);
+            let bad_name = tool.name.is_empty()
+                || name.len() > MAX_TOOL_NAME
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let problem = if bad_name {
+                Some("its name is not 1-64 characters of A-Z a-z 0-9 _ -".to_string())
+            } else {
+                mcp::validate_schema(&tool.schema).err()
+            };
+            if let Some(reason) = problem {
+                blocked.push(BlockedTool {
+                    name,
+                    reason,
+                    gate: "mcp_schema".into(),
+                    source: source_of(record),
+                });
+                continue;
+            }
+            tools.push(ToolDefinition {
+                name,
+                description: tool.description,
+                parameters_json_schema: tool.schema.to_string(),
+                source: source_of(record),
+                // What an MCP tool does is up to its server: unless it says it only reads, it
+                // is treated as able to change things.
+                high_privilege: !tool.read_only,
+                read_only: tool.read_only,
+                provider_tags_required: record.required.clone(),
+                provider_tags_blocked: record.blocked.clone(),
+                privilege_class: if tool.read_only { "read" } else { "write" }.into(),
+                untrusted_output: true,
+                origin_name: tool.name,
+            });
+        }
+        if !listing.resources.is_empty() {
+            let uris: Vec<&str> = listing
+                .resources
+                .iter()
+                .take(MAX_RESOURCES)
+                .map(|r| r.uri.as_str())
+                .collect();
+            let list: Vec<String> = listing
+                .resources
+                .iter()
+                .take(MAX_RESOURCES)
+                .map(|r| {
+                    format!(
+                        "- {} ({}){}",
+                        r.uri,
+                        r.name,
+                        if r.description.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", r.description)
+                        }
+                    )
+                })
+                .collect();
+            tools.push(ToolDefinition {
+                name: format!("{prefix}__{READ_RESOURCE}"),
+                description: format!(
+                    "Read a resource of the {} MCP server as context. Resources:\n{}",
+                    record.name,
+                    list.join("\n")
+                ),
+                parameters_json_schema: json!({
+                    "type": "object",
+                    "properties": { "uri": { "type": "string", "enum": uris } },
+                    "required": ["uri"],
+                    "additionalProperties": false
+                })
+                .to_string(),
+                source: source_of(record),
+                high_privilege: false,
+                read_only: true,
+                provider_tags_required: record.required.clone(),
+                provider_tags_blocked: record.blocked.clone(),
+                privilege_class: "read".into(),
+                untrusted_output: true,
+                origin_name: String::new(),
+            });
+        }
+        (tools, blocked)
+    }
+
+    /// Snapshots the tools available to this run, after the tag gate for `provider_tags`.
     pub async fn assemble(
         &self,
         identity: &Identity,
         run_id: &str,
+        chat_id: &str,
         snapshot_id: &str,
         provider_tags: &[String],
+        selected: &[String],
     ) -> Result<Toolset, ToolsError> {
         if run_id.is_empty() {
             return Err(ToolsError::MissingRunId);
@@ -67,13 +305,46 @@ impl ToolsetAssembler {
         {
             return Err(ToolsError::BadSnapshotId);
         }
-        let tools: Vec<ToolDefinition> = Vec::new();
-        let blocked: Vec<BlockedTool> = Vec::new();
         let snapshot_id = if snapshot_id.is_empty() {
             format!("ts-{run_id}")
         } else {
             snapshot_id.to_string()
         };
+        // A retried assemble returns the snapshot made the first time.
+        if let Ok(existing) = self.snapshot(identity, &snapshot_id).await {
+            return Ok(existing);
+        }
+        let records = self.store.list(identity).await?;
+        let mut tools = ambient_tools(&records);
+        let mut blocked = Vec::new();
+        let selected = if selected.is_empty() && !chat_id.is_empty() {
+            self.store.selection(identity, chat_id).await?
+        } else {
+            selected.to_vec()
+        };
+        let servers: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.enabled && r.kind.is_mcp() && selected.contains(&r.id))
+            .collect();
+        let listed =
+            futures::future::join_all(servers.iter().map(|r| self.mcp_tools(identity, r))).await;
+        for (server_tools, server_blocked) in listed {
+            for tool in server_tools {
+                if tools.iter().any(|t| t.name == tool.name) {
+                    blocked.push(BlockedTool {
+                        reason: "another tool has this name".into(),
+                        gate: "duplicate_name".into(),
+                        source: tool.source,
+                        name: tool.name,
+                    });
+                } else {
+                    tools.push(tool);
+                }
+            }
+            blocked.extend(server_blocked);
+        }
+        let (tools, gated) = tag_gate(tools, provider_tags);
+        blocked.extend(gated);
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked) \
@@ -136,30 +407,6 @@ impl ToolsetAssembler {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),
             })
-    }
-
-    pub async fn integrations(&self, identity: &Identity) -> Result<Vec<Integration>, ToolsError> {
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
-        let rows = sqlx::query(
-            "SELECT id, kind, name, enabled, required_provider_tags FROM integrations \
-             WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",
-        )
-        .bind(&identity.tenant_id)
-        .bind(&identity.user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Integration {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    name: row.try_get("name")?,
-                    enabled: row.try_get("enabled")?,
-                    provider_tags_required: row.try_get("required_provider_tags")?,
-                })
-            })
-            .collect()
     }
 
     pub async fn devices(

@@ -1,8 +1,146 @@
-use pa_kit::config::{ConfigError, ServiceConfig};
+use std::net::IpAddr;
+use std::time::Duration;
 
-/// svc-tools settings: the common ones, listening on `PA_TOOLS_ADDR` (default `127.0.0.1:50053`).
-pub type Config = ServiceConfig;
+use pa_kit::config::{CommonConfig, ConfigError, ServiceConfig, env_or, env_parse};
+
+use crate::netguard::AllowList;
+
+/// svc-tools settings, from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub common: CommonConfig,
+    /// `PA_TOOLS_ADDR`, default `127.0.0.1:50053`.
+    pub listen_addr: String,
+    /// `PA_REQUEST_TIMEOUT_MS`, default 30000.
+    pub request_timeout: Duration,
+    pub tools: ToolsSettings,
+}
+
+/// What the tools may reach and how long they may take.
+#[derive(Clone, Debug)]
+pub struct ToolsSettings {
+    /// `PA_TOOLS_NET_ALLOW`: comma-separated CIDRs and host names that web_fetch, the web APIs
+    /// and MCP over HTTP may reach although they are private/loopback/link-local (an operator's
+    /// intranet, a local SearXNG). Empty (default) = public addresses only.
+    pub allow: AllowList,
+    /// `PA_TOOLS_DNS_OVERRIDES`: `name=ip,…` answers used instead of DNS. For tests only (a name
+    /// that "resolves" to 10.x without touching /etc/hosts).
+    pub dns_overrides: Vec<(String, IpAddr)>,
+    /// `PA_TOOLS_FETCH_MAX_BYTES` (default 2 MiB): bytes read of a fetched body.
+    pub fetch_max_bytes: usize,
+    /// `PA_TOOLS_FETCH_TIMEOUT_MS` (default 15000): one web request, redirects included.
+    pub fetch_timeout: Duration,
+    /// `PA_TOOLS_MCP_STDIO_COMMANDS`: the commands an `mcp_stdio` integration may start
+    /// (comma-separated, matched exactly). Empty (default) = stdio MCP servers are refused:
+    /// they run on this host.
+    pub mcp_stdio_commands: Vec<String>,
+    /// `PA_TOOLS_MCP_TIMEOUT_MS` (default 25000): one MCP tool call, start-up included (below
+    /// the 30 s gRPC request timeout, so the model hears about it from us).
+    pub mcp_call_timeout: Duration,
+    /// `PA_TOOLS_MCP_LIST_TIMEOUT_MS` (default 10000): listing a server's tools at assembly.
+    pub mcp_list_timeout: Duration,
+    /// `PA_KEK`, `PA_KEK_ID` (default `kek-1`), `PA_KEK_PREVIOUS`: the same key-encryption
+    /// keys as svc-models, for integration secrets. Unset = the dev KEK, with a warning.
+    pub kek: Option<(String, String, String)>,
+}
+
+impl Default for ToolsSettings {
+    fn default() -> Self {
+        Self {
+            allow: AllowList::default(),
+            dns_overrides: Vec::new(),
+            fetch_max_bytes: 2 * 1024 * 1024,
+            fetch_timeout: Duration::from_secs(15),
+            mcp_stdio_commands: Vec::new(),
+            mcp_call_timeout: Duration::from_secs(25),
+            mcp_list_timeout: Duration::from_secs(10),
+            kek: None,
+        }
+    }
+}
+
+fn bad(name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `name=ip,name=ip`.
+pub fn parse_dns_overrides(value: &str) -> Result<Vec<(String, IpAddr)>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (name, ip) = entry
+                .split_once('=')
+                .ok_or_else(|| format!("{entry:?} is not name=ip"))?;
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|_| format!("{ip:?} is not an IP address"))?;
+            Ok((name.trim().to_ascii_lowercase(), ip))
+        })
+        .collect()
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let base = ServiceConfig::from_env("PA_TOOLS_ADDR", "127.0.0.1:50053")?;
+        let allow_raw = env_or("PA_TOOLS_NET_ALLOW", "");
+        let allow = AllowList::parse(&allow_raw)
+            .map_err(|reason| bad("PA_TOOLS_NET_ALLOW", &allow_raw, reason))?;
+        let dns_raw = env_or("PA_TOOLS_DNS_OVERRIDES", "");
+        let dns_overrides = parse_dns_overrides(&dns_raw)
+            .map_err(|reason| bad("PA_TOOLS_DNS_OVERRIDES", &dns_raw, reason))?;
+        let ms = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(env_parse(name, default)?))
+        };
+        let kek = std::env::var("PA_KEK")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(|k| {
+                (
+                    env_or("PA_KEK_ID", "kek-1"),
+                    k,
+                    env_or("PA_KEK_PREVIOUS", ""),
+                )
+            });
+        Ok(Self {
+            common: base.common,
+            listen_addr: base.listen_addr,
+            request_timeout: base.request_timeout,
+            tools: ToolsSettings {
+                allow,
+                dns_overrides,
+                fetch_max_bytes: env_parse("PA_TOOLS_FETCH_MAX_BYTES", 2 * 1024 * 1024)?,
+                fetch_timeout: ms("PA_TOOLS_FETCH_TIMEOUT_MS", 15_000)?,
+                mcp_stdio_commands: env_or("PA_TOOLS_MCP_STDIO_COMMANDS", "")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(String::from)
+                    .collect(),
+                mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 25_000)?,
+                mcp_list_timeout: ms("PA_TOOLS_MCP_LIST_TIMEOUT_MS", 10_000)?,
+                kek,
+            },
+        })
+    }
+
+    /// For in-process tests: defaults, no listen address.
+    pub fn for_tests(common: CommonConfig, request_timeout: Duration) -> Self {
+        Self {
+            common,
+            listen_addr: String::new(),
+            request_timeout,
+            tools: ToolsSettings::default(),
+        }
+    }
+}
 
 pub fn from_env() -> Result<Config, ConfigError> {
-    ServiceConfig::from_env("PA_TOOLS_ADDR", "127.0.0.1:50053")
+    Config::from_env()
 }

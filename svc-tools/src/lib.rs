@@ -3,10 +3,20 @@
 
 mod assembler;
 pub mod config;
+mod error;
+mod executor;
+pub mod gate;
+mod integrations;
+pub mod mcp;
+pub mod netguard;
 mod service;
+pub mod web;
 
-pub use config::Config;
+use std::sync::Arc;
+
+pub use config::{Config, ToolsSettings};
 use pa_kit::Shutdown;
+use pa_kit::crypto::KeyEncryption;
 use pa_kit::grpc::GrpcServer;
 use pa_kit::identity::RequireIdentity;
 use pa_proto::v1::tool_service_server::ToolServiceServer;
@@ -20,11 +30,32 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
+    let settings = config.tools.clone();
+    let enc = Arc::new(match &settings.kek {
+        Some((id, key, previous)) => KeyEncryption::from_config(id, key, previous)
+            .map_err(|e| StartError::Other(e.to_string()))?,
+        None => {
+            tracing::warn!(
+                "PA_KEK is unset: integration secrets are encrypted with the fixed dev KEK; set PA_KEK in production"
+            );
+            KeyEncryption::dev_default()
+        }
+    });
+    let guard = netguard::NetGuard::new(
+        settings.allow.clone(),
+        &settings.dns_overrides,
+        settings.fetch_max_bytes,
+        settings.fetch_timeout,
+    )
+    .map_err(|e| StartError::Other(format!("HTTP client: {e}")))?;
     // Requests run as the application role, under row-level security.
     let pool = pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10)
         .await?
         .app;
-    let service = service::ToolServiceImpl::new(assembler::ToolsetAssembler::new(pool));
+    let store =
+        integrations::IntegrationStore::new(pool.clone(), enc, settings.mcp_stdio_commands.clone());
+    let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings);
+    let service = service::ToolServiceImpl::new(assembler);
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?
         .add_service(ToolServiceServer::with_interceptor(

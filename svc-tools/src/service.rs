@@ -1,14 +1,21 @@
 //! ToolService over gRPC: converts and delegates.
 
+use std::collections::BTreeMap;
+
 use pa_kit::{PaError, RequestIdentity};
 use pa_proto::v1::tool_service_server::ToolService;
 use pa_proto::v1::{
-    AssembleToolsetRequest, ExecuteToolRequest, ExecuteToolResponse, ListDevicesRequest,
-    ListDevicesResponse, ListIntegrationsRequest, ListIntegrationsResponse, Toolset,
+    AssembleToolsetRequest, ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest,
+    DeleteIntegrationResponse, ExecuteToolRequest, ExecuteToolResponse,
+    GetChatToolSelectionRequest, GetIntegrationRequest, GetToolsetRequest, Integration,
+    ListDevicesRequest, ListDevicesResponse, ListIntegrationsRequest, ListIntegrationsResponse,
+    Toolset, UpdateIntegrationRequest,
 };
 use tonic::{Request, Response, Status};
 
 use crate::assembler::ToolsetAssembler;
+use crate::error::{ToolsError, invalid};
+use crate::integrations::{Draft, Kind};
 
 pub struct ToolServiceImpl {
     assembler: ToolsetAssembler,
@@ -18,6 +25,17 @@ impl ToolServiceImpl {
     pub fn new(assembler: ToolsetAssembler) -> Self {
         Self { assembler }
     }
+}
+
+fn config_value(json: &str) -> Result<serde_json::Value, ToolsError> {
+    if json.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    serde_json::from_str(json).map_err(|e| invalid(format!("config is not valid JSON: {e}")))
+}
+
+fn err(e: ToolsError) -> Status {
+    PaError::from(e).into()
 }
 
 #[tonic::async_trait]
@@ -30,9 +48,16 @@ impl ToolService for ToolServiceImpl {
         let req = request.get_ref();
         let toolset = self
             .assembler
-            .assemble(&identity, &req.run_id, &req.snapshot_id, &req.provider_tags)
+            .assemble(
+                &identity,
+                &req.run_id,
+                &req.chat_id,
+                &req.snapshot_id,
+                &req.provider_tags,
+                &req.selected_integrations,
+            )
             .await
-            .map_err(PaError::from)?;
+            .map_err(err)?;
         Ok(Response::new(toolset))
     }
 
@@ -42,17 +67,12 @@ impl ToolService for ToolServiceImpl {
     ) -> Result<Response<ExecuteToolResponse>, Status> {
         let identity = request.identity()?;
         let req = request.get_ref();
-        let tool = self
+        let response = self
             .assembler
-            .tool_for_call(&identity, &req.snapshot_id, &req.name)
+            .execute(&identity, &req.snapshot_id, &req.name, &req.arguments_json)
             .await
-            .map_err(PaError::from)?;
-        // Snapshots hold no executable tools yet; reaching here means a registry/executor mismatch.
-        Err(PaError::unimplemented(format!(
-            "no executor for tool {} from {}",
-            tool.name, tool.source
-        ))
-        .into())
+            .map_err(err)?;
+        Ok(Response::new(response))
     }
 
     async fn list_integrations(
@@ -62,9 +82,13 @@ impl ToolService for ToolServiceImpl {
         let identity = request.identity()?;
         let integrations = self
             .assembler
-            .integrations(&identity)
+            .store
+            .list(&identity)
             .await
-            .map_err(PaError::from)?;
+            .map_err(err)?
+            .iter()
+            .map(|r| r.to_proto())
+            .collect();
         Ok(Response::new(ListIntegrationsResponse { integrations }))
     }
 
@@ -73,11 +97,152 @@ impl ToolService for ToolServiceImpl {
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
         let identity = request.identity()?;
-        let devices = self
-            .assembler
-            .devices(&identity)
-            .await
-            .map_err(PaError::from)?;
+        let devices = self.assembler.devices(&identity).await.map_err(err)?;
         Ok(Response::new(ListDevicesResponse { devices }))
+    }
+
+    async fn create_integration(
+        &self,
+        request: Request<CreateIntegrationRequest>,
+    ) -> Result<Response<Integration>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let draft = Draft {
+            kind: Kind::parse(&req.kind).map_err(err)?,
+            name: req.name,
+            enabled: req.enabled,
+            required: req.provider_tags_required,
+            blocked: req.provider_tags_blocked,
+            config: config_value(&req.config_json).map_err(err)?,
+        };
+        let secrets: BTreeMap<String, String> = req.secrets.into_iter().collect();
+        let record = self
+            .assembler
+            .store
+            .create(&identity, draft, secrets)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(record.to_proto()))
+    }
+
+    async fn get_integration(
+        &self,
+        request: Request<GetIntegrationRequest>,
+    ) -> Result<Response<Integration>, Status> {
+        let identity = request.identity()?;
+        let record = self
+            .assembler
+            .store
+            .get(&identity, &request.get_ref().id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(record.to_proto()))
+    }
+
+    async fn update_integration(
+        &self,
+        request: Request<UpdateIntegrationRequest>,
+    ) -> Result<Response<Integration>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let config = req
+            .config_json
+            .as_deref()
+            .map(config_value)
+            .transpose()
+            .map_err(err)?;
+        let secrets = req
+            .replace_secrets
+            .then(|| req.secrets.into_iter().collect::<BTreeMap<_, _>>());
+        let record = self
+            .assembler
+            .store
+            .update(
+                &identity,
+                &req.id,
+                |draft| {
+                    if let Some(name) = req.name {
+                        draft.name = name;
+                    }
+                    if let Some(enabled) = req.enabled {
+                        draft.enabled = enabled;
+                    }
+                    if let Some(tags) = req.provider_tags_required {
+                        draft.required = tags.tags;
+                    }
+                    if let Some(tags) = req.provider_tags_blocked {
+                        draft.blocked = tags.tags;
+                    }
+                    if let Some(config) = config {
+                        draft.config = config;
+                    }
+                },
+                secrets,
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(record.to_proto()))
+    }
+
+    async fn delete_integration(
+        &self,
+        request: Request<DeleteIntegrationRequest>,
+    ) -> Result<Response<DeleteIntegrationResponse>, Status> {
+        let identity = request.identity()?;
+        self.assembler
+            .store
+            .delete(&identity, &request.get_ref().id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(DeleteIntegrationResponse {}))
+    }
+
+    async fn get_chat_tool_selection(
+        &self,
+        request: Request<GetChatToolSelectionRequest>,
+    ) -> Result<Response<ChatToolSelection>, Status> {
+        let identity = request.identity()?;
+        let chat_id = request.get_ref().chat_id.clone();
+        let integration_ids = self
+            .assembler
+            .store
+            .selection(&identity, &chat_id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(ChatToolSelection {
+            chat_id,
+            integration_ids,
+        }))
+    }
+
+    async fn set_chat_tool_selection(
+        &self,
+        request: Request<ChatToolSelection>,
+    ) -> Result<Response<ChatToolSelection>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let integration_ids = self
+            .assembler
+            .store
+            .set_selection(&identity, &req.chat_id, &req.integration_ids)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(ChatToolSelection {
+            chat_id: req.chat_id,
+            integration_ids,
+        }))
+    }
+
+    async fn get_toolset(
+        &self,
+        request: Request<GetToolsetRequest>,
+    ) -> Result<Response<Toolset>, Status> {
+        let identity = request.identity()?;
+        let toolset = self
+            .assembler
+            .snapshot(&identity, &request.get_ref().snapshot_id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(toolset))
     }
 }

@@ -67,6 +67,7 @@ impl RunActivities {
             pending,
             mut agent,
             request,
+            tools,
         } = input;
         let mut seq = pending.len() as u64;
         self.sink
@@ -92,7 +93,7 @@ impl RunActivities {
         let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, &spec.run_id);
         tokio::pin!(cancel_flag);
         let started = tokio::select! {
-            started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request)) => started?,
+            started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started?,
             _ = &mut cancel_flag => Err(pa_runner::cancelled()),
         };
         let mut turn = match started {

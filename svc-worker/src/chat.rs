@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, RunIds, ToolCall, TurnMessage};
-use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
+use pa_proto::v1::{AgUiEvent, ChatToolDefinition, ModelAttempt, RunSpec, RunStatus};
 use pa_runner::RunEnding;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
@@ -34,6 +34,12 @@ use crate::activities::RunActivities;
 pub struct ChatRunInput {
     pub spec: RunSpec,
     pub history: Vec<TurnMessage>,
+    /// The toolset as the model is offered it (from the run's snapshot).
+    #[serde(default)]
+    pub tools: Vec<ChatToolDefinition>,
+    /// Reported as steps after RUN_STARTED (tools a gate removed).
+    #[serde(default)]
+    pub notices: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -45,6 +51,8 @@ pub struct ModelTurnInput {
     /// The workflow's loop as it is now; the activity steps a copy.
     pub agent: AgentLoop,
     pub request: ModelRequest,
+    #[serde(default)]
+    pub tools: Vec<ChatToolDefinition>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -176,6 +184,7 @@ impl ChatAgentWorkflow {
         drive.feed(
             Input::Start {
                 history: input.history,
+                notices: input.notices,
             },
             false,
         )?;
@@ -194,6 +203,7 @@ impl ChatAgentWorkflow {
                         pending: std::mem::take(&mut drive.pending),
                         agent: drive.agent.clone(),
                         request,
+                        tools: input.tools.clone(),
                     };
                     let result = ctx
                         .execute_activity(RunActivities::model_turn, turn, model_turn_options())

@@ -42,6 +42,7 @@ pub struct MeshBuilder {
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
     worker: bool,
+    tools: svc_tools::ToolsSettings,
 }
 
 impl MeshBuilder {
@@ -50,6 +51,12 @@ impl MeshBuilder {
     /// [`Mesh::spawn_worker_process`]).
     pub fn worker(mut self) -> Self {
         self.worker = true;
+        self
+    }
+
+    /// svc-tools' settings (network allow-list, DNS overrides, stdio MCP commands, time limits).
+    pub fn tools_settings(mut self, settings: svc_tools::ToolsSettings) -> Self {
+        self.tools = settings;
         self
     }
 
@@ -155,11 +162,8 @@ impl MeshBuilder {
             "svc-tools",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_tools::Config {
-                    common: common.clone(),
-                    listen_addr: String::new(),
-                    request_timeout: timeout,
-                };
+                let mut config = svc_tools::Config::for_tests(common.clone(), timeout);
+                config.tools = self.tools.clone();
                 let s = shutdown.clone();
                 async move {
                     svc_tools::run(config, tools_listener, s)
@@ -295,6 +299,7 @@ impl MeshBuilder {
             runs_url,
             models_url,
             memory_url,
+            tools_url,
             admin_url,
             database,
             database_url,
@@ -342,6 +347,7 @@ pub struct Mesh {
     pub runs_url: String,
     pub models_url: String,
     pub memory_url: String,
+    pub tools_url: String,
     pub database_url: String,
     admin_url: String,
     database: String,
@@ -366,6 +372,7 @@ impl Mesh {
             daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
             worker: false,
+            tools: svc_tools::ToolsSettings::default(),
         }
     }
 

@@ -1,8 +1,8 @@
 use pa_proto::v1::{
     AgUiEvent, ReasoningEnd, ReasoningMessageContent, ReasoningMessageEnd, ReasoningMessageStart,
-    ReasoningStart, RunError, RunFinished, RunStarted, TextMessageContent, TextMessageEnd,
-    TextMessageStart, ToolCallArgs, ToolCallEnd, ToolCallResult, ToolCallStart, Usage, UsageLimits,
-    ag_ui_event::Event,
+    ReasoningStart, RunError, RunFinished, RunStarted, StepFinished, StepStarted,
+    TextMessageContent, TextMessageEnd, TextMessageStart, ToolCallArgs, ToolCallEnd,
+    ToolCallResult, ToolCallStart, Usage, UsageLimits, ag_ui_event::Event,
 };
 
 /// The ids a run's events carry; chosen by the caller (launch_run), never generated here.
@@ -46,8 +46,13 @@ pub struct ToolCall {
 /// What the driver tells the loop happened.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
-    /// Starts the run with the conversation so far (ending with the user's message).
-    Start { history: Vec<TurnMessage> },
+    /// Starts the run with the conversation so far (ending with the user's message). Each
+    /// notice (e.g. a tool a gate removed) is reported right after RUN_STARTED as a step.
+    Start {
+        history: Vec<TurnMessage>,
+        #[serde(default)]
+        notices: Vec<String>,
+    },
     /// A streamed piece of the model's text.
     ModelText(String),
     /// A streamed piece of the model's reasoning (shown apart from the reply).
@@ -175,7 +180,7 @@ impl AgentLoop {
     pub fn step(&mut self, input: Input) -> Result<Vec<Action>, LoopError> {
         let mut actions = Vec::new();
         match (self.phase, input) {
-            (Phase::NotStarted, Input::Start { history }) => {
+            (Phase::NotStarted, Input::Start { history, notices }) => {
                 self.history = history;
                 actions.push(self.emit(Event::RunStarted(RunStarted {
                     thread_id: self.ids.thread_id.clone(),
@@ -183,6 +188,16 @@ impl AgentLoop {
                     parent_run_id: self.ids.parent_run_id.clone(),
                     timestamp: None,
                 })));
+                for step_name in notices {
+                    actions.push(self.emit(Event::StepStarted(StepStarted {
+                        step_name: step_name.clone(),
+                        timestamp: None,
+                    })));
+                    actions.push(self.emit(Event::StepFinished(StepFinished {
+                        step_name,
+                        timestamp: None,
+                    })));
+                }
                 self.dispatch_model(&mut actions);
             }
             (Phase::AwaitingModel, Input::ModelReasoning(delta)) => {
@@ -497,8 +512,24 @@ mod tests {
         agent
             .step(Input::Start {
                 history: vec![TurnMessage::new("user", "hi")],
+                notices: vec![],
             })
             .unwrap()
+    }
+
+    #[test]
+    fn notices_are_reported_as_steps_right_after_run_started() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        let actions = agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+                notices: vec!["tool_gate: removed web_fetch".into()],
+            })
+            .unwrap();
+        assert_eq!(
+            types(&actions)[..3],
+            ["RUN_STARTED", "STEP_STARTED", "STEP_FINISHED"]
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Plumbing every Personal Agent service shares. Nothing here knows a service's domain.
 
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod grpc;

@@ -9,8 +9,9 @@ use pa_kit::{InternalAuth, PaError};
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
-    ChatToolCall, ChatTurnMessage, ExecuteToolRequest, Identity, ModelAttempt, RunSpec, RunStatus,
-    StreamChatChunk, StreamChatRequest, Usage, stream_chat_chunk::Chunk,
+    BlockedTool, ChatToolCall, ChatToolDefinition, ChatTurnMessage, ExecuteToolRequest, Identity,
+    ModelAttempt, RunSpec, RunStatus, StreamChatChunk, StreamChatRequest, ToolDefinition, Usage,
+    stream_chat_chunk::Chunk,
 };
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -36,11 +37,15 @@ impl RunIo {
         &self,
         spec: &RunSpec,
         request: ModelRequest,
+        tools: &[ChatToolDefinition],
     ) -> Result<ModelTurn, Input> {
         let identity = spec.identity.clone().unwrap_or_default();
         let mut models = self.models.clone();
         match models
-            .stream_chat(self.auth.request(&identity, chat_request(spec, request)))
+            .stream_chat(
+                self.auth
+                    .request(&identity, chat_request(spec, request, tools)),
+            )
             .await
         {
             Ok(response) => Ok(ModelTurn {
@@ -133,17 +138,44 @@ pub fn ends_model_turn(input: &Input) -> bool {
     )
 }
 
-pub fn chat_request(spec: &RunSpec, request: ModelRequest) -> StreamChatRequest {
+pub fn chat_request(
+    spec: &RunSpec,
+    request: ModelRequest,
+    tools: &[ChatToolDefinition],
+) -> StreamChatRequest {
     let selection = spec.model_selection.clone().unwrap_or_default();
     StreamChatRequest {
         label: selection.resolved_label,
         messages: request.messages.into_iter().map(to_chat_message).collect(),
-        tools: Vec::new(),
+        tools: tools.to_vec(),
         max_output_tokens: 0,
         classification: spec.classification,
         run_id: spec.run_id.clone(),
         fallback_labels: selection.fallback_labels,
     }
+}
+
+/// The run's toolset as the model is offered it.
+pub fn model_tools(tools: &[ToolDefinition]) -> Vec<ChatToolDefinition> {
+    tools
+        .iter()
+        .map(|t| ChatToolDefinition {
+            name: t.name.clone(),
+            description: t.description.clone(),
+            parameters_json_schema: t.parameters_json_schema.clone(),
+        })
+        .collect()
+}
+
+/// What the run reports about tools a gate removed (a STEP after RUN_STARTED each).
+pub fn gate_notices(blocked: &[BlockedTool]) -> Vec<String> {
+    blocked
+        .iter()
+        .map(|b| {
+            let gate = if b.gate.is_empty() { "gate" } else { &b.gate };
+            format!("{gate}: removed tool {} ({})", b.name, b.reason)
+        })
+        .collect()
 }
 
 pub fn model_failed(err: &PaError) -> Input {

@@ -1,0 +1,242 @@
+//! The caller's integrations (web search, web fetch, weather, MCP servers) over REST, and each
+//! chat's tool selection. svc-tools owns and validates them; secrets are write-only.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use pa_kit::PaError;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{
+    ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest, GetChatRequest,
+    GetChatToolSelectionRequest, GetIntegrationRequest, Integration, ListIntegrationsRequest,
+    TagList, UpdateIntegrationRequest,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::dto::Page;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn tools(state: &AppState) -> ToolServiceClient<Channel> {
+    state.tools.clone()
+}
+
+fn integration_json(i: Integration) -> Value {
+    let config: Value = serde_json::from_str(&i.config_json).unwrap_or_else(|_| json!({}));
+    json!({
+        "id": i.id,
+        "kind": i.kind,
+        "name": i.name,
+        "enabled": i.enabled,
+        "provider_tags_required": i.provider_tags_required,
+        "provider_tags_blocked": i.provider_tags_blocked,
+        "config": config,
+        "secret_names": i.secret_names,
+        "created_at_ms": i.created_at_ms,
+        "updated_at_ms": i.updated_at_ms,
+    })
+}
+
+fn config_json(config: Option<Value>) -> Result<Option<String>, ApiError> {
+    match config {
+        None => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+        Some(_) => Err(PaError::bad_request("config must be a JSON object").into()),
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Page<Value>>> {
+    let list = tools(&state)
+        .list_integrations(state.auth.request(&identity, ListIntegrationsRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(Page::new(
+        list.integrations
+            .into_iter()
+            .map(integration_json)
+            .collect(),
+        String::new(),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    kind: String,
+    name: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default)]
+    provider_tags_required: Vec<String>,
+    #[serde(default)]
+    provider_tags_blocked: Vec<String>,
+    #[serde(default)]
+    config: Option<Value>,
+    /// Write-only (api_key, bearer_token, header:<Name>, env:<NAME>); never returned.
+    #[serde(default)]
+    secrets: HashMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let request = CreateIntegrationRequest {
+        kind: body.kind,
+        name: body.name,
+        enabled: body.enabled,
+        provider_tags_required: body.provider_tags_required,
+        provider_tags_blocked: body.provider_tags_blocked,
+        config_json: config_json(body.config)?.unwrap_or_default(),
+        secrets: body.secrets,
+    };
+    let created = tools(&state)
+        .create_integration(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(integration_json(created))))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let found = tools(&state)
+        .get_integration(state.auth.request(&identity, GetIntegrationRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(integration_json(found)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    name: Option<String>,
+    enabled: Option<bool>,
+    provider_tags_required: Option<Vec<String>>,
+    provider_tags_blocked: Option<Vec<String>>,
+    config: Option<Value>,
+    /// Present = replaces every stored secret (`{}` removes them).
+    secrets: Option<HashMap<String, String>>,
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> ApiResult<Json<Value>> {
+    let request = UpdateIntegrationRequest {
+        id,
+        name: body.name,
+        enabled: body.enabled,
+        provider_tags_required: body.provider_tags_required.map(|tags| TagList { tags }),
+        provider_tags_blocked: body.provider_tags_blocked.map(|tags| TagList { tags }),
+        config_json: config_json(body.config)?,
+        replace_secrets: body.secrets.is_some(),
+        secrets: body.secrets.unwrap_or_default(),
+    };
+    let updated = tools(&state)
+        .update_integration(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(integration_json(updated)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    tools(&state)
+        .delete_integration(
+            state
+                .auth
+                .request(&identity, DeleteIntegrationRequest { id }),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The chat must be the caller's (svc-runs answers 404 otherwise).
+async fn check_chat(
+    state: &AppState,
+    identity: &pa_proto::v1::Identity,
+    chat_id: &str,
+) -> ApiResult<()> {
+    state
+        .runs
+        .clone()
+        .get_chat(state.auth.request(
+            identity,
+            GetChatRequest {
+                chat_id: chat_id.to_string(),
+            },
+        ))
+        .await?;
+    Ok(())
+}
+
+fn selection_json(s: ChatToolSelection) -> Value {
+    json!({ "chat_id": s.chat_id, "integration_ids": s.integration_ids })
+}
+
+pub async fn get_selection(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    check_chat(&state, &identity, &chat_id).await?;
+    let selection = tools(&state)
+        .get_chat_tool_selection(
+            state
+                .auth
+                .request(&identity, GetChatToolSelectionRequest { chat_id }),
+        )
+        .await?
+        .into_inner();
+    Ok(Json(selection_json(selection)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionBody {
+    integration_ids: Vec<String>,
+}
+
+pub async fn put_selection(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    ApiJson(body): ApiJson<SelectionBody>,
+) -> ApiResult<Json<Value>> {
+    check_chat(&state, &identity, &chat_id).await?;
+    let selection = tools(&state)
+        .set_chat_tool_selection(state.auth.request(
+            &identity,
+            ChatToolSelection {
+                chat_id,
+                integration_ids: body.integration_ids,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(selection_json(selection)))
+}

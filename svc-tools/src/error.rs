@@ -1,0 +1,44 @@
+use pa_kit::PaError;
+use pa_kit::crypto::CryptoError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolsError {
+    #[error("toolset snapshot {0} not found")]
+    UnknownSnapshot(String),
+    #[error("tool {tool} is not in toolset snapshot {snapshot}")]
+    NotInSnapshot { tool: String, snapshot: String },
+    #[error("run_id must not be empty")]
+    MissingRunId,
+    #[error("snapshot_id must be at most 200 characters without spaces")]
+    BadSnapshotId,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("integration {0} not found")]
+    IntegrationNotFound(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error("stored toolset is unreadable: {0}")]
+    Corrupt(#[from] serde_json::Error),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl From<ToolsError> for PaError {
+    fn from(err: ToolsError) -> Self {
+        match err {
+            ToolsError::UnknownSnapshot(_)
+            | ToolsError::NotInSnapshot { .. }
+            | ToolsError::IntegrationNotFound(_) => PaError::not_found(err.to_string()),
+            ToolsError::MissingRunId | ToolsError::BadSnapshotId | ToolsError::Invalid(_) => {
+                PaError::bad_request(err.to_string())
+            }
+            ToolsError::Db(e) => e.into(),
+            ToolsError::Corrupt(e) => PaError::internal(e),
+            ToolsError::Crypto(e) => e.into(),
+        }
+    }
+}
+
+pub fn invalid(message: impl Into<String>) -> ToolsError {
+    ToolsError::Invalid(message.into())
+}

@@ -1,0 +1,767 @@
+//! First-party tools end to end: integrations over REST, web_fetch through a real run (scripted
+//! model → svc-runs' inline driver → svc-tools.ExecuteTool → a local page), the address guard
+//! (loopback, metadata, a name resolving to 10.x, a redirect to a private address), web_search
+//! against local SearXNG- and Brave-style APIs, weather against a local Open-Meteo-style API,
+//! and the BLOCK-mode tag gate.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{AssembleToolsetRequest, ExecuteToolRequest, ExecuteToolResponse, Toolset};
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use svc_tools::ToolsSettings;
+use svc_tools::netguard::AllowList;
+use tests_e2e::{Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const PAGE: &str = "<html><head><title>Test page</title><style>body{color:red}</style>\
+    <script>var hidden = 'script-text-must-not-show';</script></head>\
+    <body><h1>Hello from the test page</h1><p>The answer is 42.</p></body></html>";
+
+/// A local web server speaking what the tools expect: pages, redirects, and SearXNG, Brave and
+/// Open-Meteo style JSON APIs.
+async fn test_server() -> BoxResult<SocketAddr> {
+    async fn page() -> Response {
+        ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
+    }
+    async fn redirect(State(port): State<u16>, Query(q): Query<Value>) -> Response {
+        let to = match q["to"].as_str().unwrap_or("") {
+            "loopback" => format!("http://127.0.0.1:{port}/page"),
+            "internal" => format!("http://internal.test:{port}/page"),
+            "metadata" => "http://169.254.169.254/latest/meta-data/".to_string(),
+            _ => "/page".to_string(),
+        };
+        (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+    }
+    async fn big() -> Response {
+        let body = format!(
+            "<html><body><p>start</p>{}</body></html>",
+            "<p>filler</p>".repeat(20_000)
+        );
+        ([(header::CONTENT_TYPE, "text/html")], body).into_response()
+    }
+    async fn slow() -> Response {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "late".into_response()
+    }
+    async fn looping() -> Response {
+        (StatusCode::FOUND, [(header::LOCATION, "/loop")]).into_response()
+    }
+    async fn binary() -> Response {
+        (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            vec![0u8; 16],
+        )
+            .into_response()
+    }
+    async fn searxng(Query(q): Query<Value>) -> Response {
+        if q["format"] != "json" {
+            return StatusCode::FORBIDDEN.into_response();
+        }
+        axum::Json(json!({ "query": q["q"], "results": [
+            { "title": format!("SearXNG hit for {}", q["q"].as_str().unwrap_or("")),
+              "url": "https://example.org/searx", "content": "a searx snippet" },
+            { "title": "Second", "url": "https://example.org/2", "content": "two" }
+        ]}))
+        .into_response()
+    }
+    async fn brave(headers: HeaderMap, Query(q): Query<Value>) -> Response {
+        if headers
+            .get("x-subscription-token")
+            .and_then(|v| v.to_str().ok())
+            != Some("brave-key")
+        {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        axum::Json(json!({ "web": { "results": [
+            { "title": format!("Brave hit for {}", q["q"].as_str().unwrap_or("")),
+              "url": "https://example.org/brave", "description": "a brave snippet" }
+        ]}}))
+        .into_response()
+    }
+    async fn tavily(headers: HeaderMap, axum::Json(body): axum::Json<Value>) -> Response {
+        if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer tavily-key") {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        axum::Json(json!({ "query": body["query"], "results": [
+            { "title": format!("Tavily hit for {}", body["query"].as_str().unwrap_or("")),
+              "url": "https://example.org/tavily", "content": "a tavily snippet" }
+        ]}))
+        .into_response()
+    }
+    async fn geocode(Query(q): Query<Value>) -> Response {
+        if q["name"] != "Oslo" {
+            return axum::Json(json!({})).into_response();
+        }
+        axum::Json(json!({ "results": [
+            { "name": "Oslo", "country": "Norway", "latitude": 59.91, "longitude": 10.75 }
+        ]}))
+        .into_response()
+    }
+    async fn forecast(Query(q): Query<Value>) -> Response {
+        if q["latitude"] != "59.91" || q["longitude"] != "10.75" {
+            return StatusCode::BAD_REQUEST.into_response();
+        }
+        axum::Json(json!({
+            "current_units": { "temperature_2m": "°C", "relative_humidity_2m": "%", "wind_speed_10m": "km/h" },
+            "current": { "temperature_2m": -3.5, "relative_humidity_2m": 80, "wind_speed_10m": 12.0, "weather_code": 71 },
+            "daily_units": { "temperature_2m_max": "°C", "temperature_2m_min": "°C", "precipitation_sum": "mm" },
+            "daily": { "time": ["2026-11-25", "2026-11-26", "2026-11-27"],
+                       "temperature_2m_max": [-1.0, 0.5, 2.0], "temperature_2m_min": [-6.0, -4.0, -2.5],
+                       "precipitation_sum": [1.2, 0.0, 3.4] }
+        }))
+        .into_response()
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/page", get(page))
+        .route("/redirect", get(redirect))
+        .route("/big", get(big))
+        .route("/slow", get(slow))
+        .route("/loop", get(looping))
+        .route("/binary", get(binary))
+        .route("/search", get(searxng).post(tavily))
+        .route("/res/v1/web/search", get(brave))
+        .route("/v1/search", get(geocode))
+        .route("/v1/forecast", get(forecast))
+        .with_state(addr.port());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+/// `allowed.test` is the only exception to the address guard; `internal.test` "resolves" to a
+/// private address.
+fn settings() -> ToolsSettings {
+    ToolsSettings {
+        allow: AllowList::parse("allowed.test").expect("allow-list"),
+        dns_overrides: vec![
+            ("allowed.test".into(), "127.0.0.1".parse().expect("ip")),
+            ("internal.test".into(), "10.1.2.3".parse().expect("ip")),
+        ],
+        fetch_max_bytes: 64 * 1024,
+        fetch_timeout: std::time::Duration::from_secs(2),
+        ..ToolsSettings::default()
+    }
+}
+
+async fn add_provider(mesh: &Mesh, id: &str, fake: &FakeProvider, tags: &[&str]) -> R {
+    let body = json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(),
+                       "tags": tags, "platform_api_key": "sk-test" });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    let body = json!({ "label": format!("{id}:m"), "context_window": 32000,
+                       "input_price_micros": 1, "output_price_micros": 1, "capabilities": ["tools"] });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    Ok(())
+}
+
+async fn create_integration(mesh: &Mesh, body: Value) -> BoxResult<Value> {
+    let (status, created) = mesh.post_json("/v1/me/integrations", &body).await?;
+    assert_eq!(status, 201, "{created}");
+    Ok(created)
+}
+
+async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> BoxResult<(Value, Vec<SseEvent>)> {
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    let events = mesh.read_events(&run_id, None, None).await?;
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    Ok((run, events))
+}
+
+fn tool_result(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .find(|e| e.event_type() == "TOOL_CALL_RESULT")
+        .and_then(|e| e.data["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Direct gRPC to svc-tools as the dev user (what svc-runs does).
+struct Tools {
+    client: ToolServiceClient<tonic::transport::Channel>,
+    mesh_auth: pa_kit::InternalAuth,
+}
+
+impl Tools {
+    async fn connect(mesh: &Mesh) -> BoxResult<Self> {
+        Ok(Self {
+            client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
+            mesh_auth: mesh.auth.clone(),
+        })
+    }
+
+    async fn assemble(&self, run_id: &str, provider_tags: &[&str]) -> BoxResult<Toolset> {
+        let request = AssembleToolsetRequest {
+            run_id: run_id.into(),
+            provider_tags: provider_tags.iter().map(|t| t.to_string()).collect(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .clone()
+            .assemble_toolset(
+                self.mesh_auth
+                    .request(&Mesh::identity("dev", "dev-user"), request),
+            )
+            .await?
+            .into_inner())
+    }
+
+    async fn execute(
+        &self,
+        snapshot: &str,
+        name: &str,
+        args: Value,
+    ) -> BoxResult<ExecuteToolResponse> {
+        let request = ExecuteToolRequest {
+            run_id: "direct".into(),
+            snapshot_id: snapshot.into(),
+            tool_call_id: "c1".into(),
+            name: name.into(),
+            arguments_json: args.to_string(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .execute_tool(
+                self.mesh_auth
+                    .request(&Mesh::identity("dev", "dev-user"), request),
+            )
+            .await?
+            .into_inner())
+    }
+}
+
+#[tokio::test]
+async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused() -> R {
+    let site = test_server().await?;
+    let port = site.port();
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "fp", &fake, &[]).await?;
+    create_integration(&mesh, json!({ "kind": "web_fetch", "name": "Web" })).await?;
+
+    let url = format!("http://allowed.test:{port}/page");
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_1",
+        "web_fetch",
+        json!({ "url": url }).to_string(),
+    )]));
+    fake.push(Reply::text("The page says 42."));
+    let chat = mesh.create_chat("fetch").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "read it", "model": "fp:m" }),
+    )
+    .await?;
+    let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    assert_eq!(kinds.last(), Some(&"RUN_FINISHED"), "{kinds:?} {run}");
+    let result = tool_result(&events);
+    assert!(result.contains("Hello from the test page"), "{result}");
+    assert!(result.contains("The answer is 42."), "{result}");
+    assert!(!result.contains("script-text-must-not-show"), "{result}");
+    assert!(!result.contains("<p>"), "HTML became text: {result}");
+    // The model's second turn carried the page text as the tool's answer.
+    let second = &fake.requests()[1].body;
+    assert_eq!(second["messages"][2]["role"], "tool", "{second}");
+    assert!(
+        second["messages"][2]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("The answer is 42."),
+        "{second}"
+    );
+
+    // The same snapshot, called directly: every private target is refused before any byte
+    // reaches it, and a refusal is an error result (not a failed call).
+    let tools = Tools::connect(&mesh).await?;
+    let snapshot = format!("ts-{}", run["id"].as_str().unwrap_or_default());
+    let ok = tools
+        .execute(
+            &snapshot,
+            "web_fetch",
+            json!({ "url": format!("http://allowed.test:{port}/redirect?to=same") }),
+        )
+        .await?;
+    assert!(!ok.is_error, "{}", ok.content);
+    assert!(ok.untrusted_content, "fetched pages are untrusted content");
+    assert!(ok.content.contains("The answer is 42."));
+    assert_eq!(
+        ok.tool.as_ref().map(|t| t.privilege_class.as_str()),
+        Some("network")
+    );
+    for (target, expect) in [
+        (format!("http://127.0.0.1:{port}/page"), "loopback"),
+        (format!("http://[::1]:{port}/page"), "loopback"),
+        (
+            "http://169.254.169.254/latest/meta-data/".to_string(),
+            "metadata",
+        ),
+        ("http://[fd00:ec2::254]/latest/".to_string(), "metadata"),
+        (format!("http://internal.test:{port}/page"), "private"),
+        (
+            format!("http://allowed.test:{port}/redirect?to=loopback"),
+            "loopback",
+        ),
+        (
+            format!("http://allowed.test:{port}/redirect?to=internal"),
+            "private",
+        ),
+        (
+            format!("http://allowed.test:{port}/redirect?to=metadata"),
+            "metadata",
+        ),
+        ("file:///etc/passwd".to_string(), "only http and https"),
+    ] {
+        let refused = tools
+            .execute(&snapshot, "web_fetch", json!({ "url": target }))
+            .await?;
+        assert!(
+            refused.is_error,
+            "{target} was fetched: {}",
+            refused.content
+        );
+        assert!(
+            refused.content.contains("refused"),
+            "{target}: {}",
+            refused.content
+        );
+        assert!(
+            refused.content.contains(expect),
+            "{target}: {}",
+            refused.content
+        );
+        assert!(!refused.content.contains("The answer is 42."));
+        assert!(!refused.untrusted_content);
+    }
+    // Size, time and redirect caps; only text is read.
+    let fetch = |path: &str| {
+        let url = format!("http://allowed.test:{port}{path}");
+        let tools = &tools;
+        let snapshot = &snapshot;
+        async move {
+            tools
+                .execute(snapshot, "web_fetch", json!({ "url": url }))
+                .await
+        }
+    };
+    let big = fetch("/big").await?;
+    assert!(
+        !big.is_error && big.content.ends_with("[truncated]"),
+        "{}",
+        &big.content[..200]
+    );
+    assert!(big.content.len() < 64 * 1024, "{}", big.content.len());
+    let slow = fetch("/slow").await?;
+    assert!(
+        slow.is_error && slow.content.contains("timed out"),
+        "{}",
+        slow.content
+    );
+    let looping = fetch("/loop").await?;
+    assert!(
+        looping.is_error && looping.content.contains("too many redirects"),
+        "{}",
+        looping.content
+    );
+    let binary = fetch("/binary").await?;
+    assert!(
+        binary.is_error && binary.content.contains("application/octet-stream"),
+        "{}",
+        binary.content
+    );
+
+    // The run's snapshot is stored under its id (what a durable replay reads back).
+    let stored = tools
+        .client
+        .clone()
+        .get_toolset(tools.mesh_auth.request(
+            &Mesh::identity("dev", "dev-user"),
+            pa_proto::v1::GetToolsetRequest {
+                snapshot_id: snapshot.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    let names: Vec<&str> = stored.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["web_fetch"]);
+    assert!(stored.tools[0].untrusted_output && !stored.tools[0].high_privilege);
+    // A tool outside the snapshot is not the caller's to run.
+    let err = tools
+        .execute(&snapshot, "weather", json!({ "location": "Oslo" }))
+        .await
+        .expect_err("weather is not in this snapshot");
+    assert!(err.to_string().contains("not in toolset"), "{err}");
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn web_search_and_weather_speak_searxng_brave_and_open_meteo() -> R {
+    let site = test_server().await?;
+    let base = format!("http://allowed.test:{}", site.port());
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let tools = Tools::connect(&mesh).await?;
+
+    let searx = create_integration(
+        &mesh,
+        json!({ "kind": "searxng", "name": "a-searx", "config": { "base_url": base } }),
+    )
+    .await?;
+    create_integration(
+        &mesh,
+        json!({ "kind": "open_meteo", "name": "weather",
+                "config": { "forecast_url": base, "geocoding_url": base } }),
+    )
+    .await?;
+    let toolset = tools.assemble("run-search-1", &[]).await?;
+    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["web_search", "weather"],
+        "no web_fetch integration: {names:?}"
+    );
+    let found = tools
+        .execute(
+            &toolset.snapshot_id,
+            "web_search",
+            json!({ "query": "rust mcp" }),
+        )
+        .await?;
+    assert!(!found.is_error, "{}", found.content);
+    assert!(found.untrusted_content);
+    assert!(
+        found.content.contains("1. SearXNG hit for rust mcp"),
+        "{}",
+        found.content
+    );
+    assert!(
+        found.content.contains("https://example.org/2"),
+        "{}",
+        found.content
+    );
+    let weather = tools
+        .execute(
+            &toolset.snapshot_id,
+            "weather",
+            json!({ "location": "Oslo" }),
+        )
+        .await?;
+    assert!(!weather.is_error, "{}", weather.content);
+    assert!(
+        weather.content.contains("Oslo, Norway"),
+        "{}",
+        weather.content
+    );
+    assert!(weather.content.contains("-3.5°C"), "{}", weather.content);
+    assert!(
+        weather
+            .content
+            .contains("2026-11-27: min -2.5°C, max 2.0°C"),
+        "{}",
+        weather.content
+    );
+    let nowhere = tools
+        .execute(
+            &toolset.snapshot_id,
+            "weather",
+            json!({ "location": "Atlantis" }),
+        )
+        .await?;
+    assert!(
+        nowhere.is_error && nowhere.content.contains("no place"),
+        "{}",
+        nowhere.content
+    );
+
+    // Brave-style: the key is sealed at rest and sent as X-Subscription-Token.
+    let brave = create_integration(
+        &mesh,
+        json!({ "kind": "brave", "name": "b-brave", "config": { "base_url": base },
+                "secrets": { "api_key": "brave-key" } }),
+    )
+    .await?;
+    assert_eq!(brave["secret_names"], json!(["api_key"]));
+    assert!(!brave.to_string().contains("brave-key"), "{brave}");
+    let searx_id = searx["id"].as_str().unwrap_or_default();
+    let r = mesh
+        .http
+        .patch(mesh.url(&format!("/v1/me/integrations/{searx_id}")))
+        .json(&json!({ "enabled": false }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let toolset = tools.assemble("run-search-2", &[]).await?;
+    let found = tools
+        .execute(
+            &toolset.snapshot_id,
+            "web_search",
+            json!({ "query": "tokio" }),
+        )
+        .await?;
+    assert!(
+        found.content.contains("1. Brave hit for tokio"),
+        "{}",
+        found.content
+    );
+    // The old snapshot still names the (now disabled) SearXNG integration: refused.
+    let stale = tools
+        .execute("ts-run-search-1", "web_search", json!({ "query": "x" }))
+        .await?;
+    assert!(
+        stale.is_error && stale.content.contains("disabled"),
+        "{}",
+        stale.content
+    );
+
+    // A wrong key is the API's error, reported to the model.
+    let brave_id = brave["id"].as_str().unwrap_or_default();
+    let r = mesh
+        .http
+        .patch(mesh.url(&format!("/v1/me/integrations/{brave_id}")))
+        .json(&json!({ "secrets": { "api_key": "wrong" } }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let denied = tools
+        .execute(
+            &toolset.snapshot_id,
+            "web_search",
+            json!({ "query": "tokio" }),
+        )
+        .await?;
+    assert!(
+        denied.is_error && denied.content.contains("401"),
+        "{}",
+        denied.content
+    );
+
+    // No secret in the database in plaintext.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let rows: Vec<String> = sqlx::query_scalar("SELECT t::text FROM tools.integrations t")
+        .fetch_all(&mut db)
+        .await?;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| !r.contains("brave-key") && !r.contains("wrong")),
+        "{rows:?}"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn the_tag_gate_removes_a_tool_for_one_model_and_keeps_it_for_another() -> R {
+    let site = test_server().await?;
+    let port = site.port();
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let strict = FakeProvider::start().await?;
+    let loose = FakeProvider::start().await?;
+    add_provider(&mesh, "strict", &strict, &["zero-retention", "eu-hosted"]).await?;
+    add_provider(&mesh, "loose", &loose, &["us-hosted"]).await?;
+    // The fetched pages may only go to zero-retention providers.
+    create_integration(
+        &mesh,
+        json!({ "kind": "web_fetch", "name": "Web", "provider_tags_required": ["zero-retention"] }),
+    )
+    .await?;
+
+    let tools = Tools::connect(&mesh).await?;
+    let removed = tools.assemble("gate-1", &["us-hosted"]).await?;
+    assert!(removed.tools.is_empty(), "{:?}", removed.tools);
+    assert_eq!(removed.blocked.len(), 1);
+    assert_eq!(removed.blocked[0].name, "web_fetch");
+    assert_eq!(removed.blocked[0].gate, "tag_gate");
+    assert!(
+        removed.blocked[0].reason.contains("zero-retention"),
+        "{}",
+        removed.blocked[0].reason
+    );
+    let kept = tools
+        .assemble("gate-2", &["zero-retention", "eu-hosted"])
+        .await?;
+    assert_eq!(kept.tools.len(), 1);
+    assert!(kept.blocked.is_empty());
+
+    // Through real runs: the same scripted call works for one model and not the other.
+    let call = || {
+        Reply::chunks(vec![Chunk::tool_call(
+            "call_1",
+            "web_fetch",
+            json!({ "url": format!("http://allowed.test:{port}/page") }).to_string(),
+        )])
+    };
+    let chat = mesh.create_chat("gate").await?;
+    loose.push(call());
+    loose.push(Reply::text("I cannot fetch."));
+    let (_, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "fetch", "model": "loose:m" }),
+    )
+    .await?;
+    let result = tool_result(&events);
+    assert!(result.contains("not in toolset"), "{result}");
+    strict.push(call());
+    strict.push(Reply::text("Fetched."));
+    let (_, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "fetch", "model": "strict:m" }),
+    )
+    .await?;
+    let result = tool_result(&events);
+    assert!(result.contains("The answer is 42."), "{result}");
+
+    // A blocked tag works the other way round: this tool may not see a us-hosted model's data.
+    let r = mesh
+        .http
+        .get(mesh.url("/v1/me/integrations"))
+        .send()
+        .await?;
+    let list: Value = r.json().await?;
+    let id = list["items"][0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = mesh
+        .http
+        .patch(mesh.url(&format!("/v1/me/integrations/{id}")))
+        .json(&json!({ "provider_tags_required": [], "provider_tags_blocked": ["us-hosted"] }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let removed = tools.assemble("gate-3", &["us-hosted"]).await?;
+    assert!(removed.tools.is_empty());
+    assert!(removed.blocked[0].reason.contains("us-hosted"));
+    assert_eq!(
+        tools.assemble("gate-4", &["eu-hosted"]).await?.tools.len(),
+        1
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn integrations_rest_validates_isolates_and_selects_per_chat() -> R {
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    for (body, expect) in [
+        (
+            json!({ "kind": "ftp", "name": "x" }),
+            "unknown integration kind",
+        ),
+        (json!({ "kind": "searxng", "name": "x" }), "base_url"),
+        (
+            json!({ "kind": "searxng", "name": "x", "config": { "base_url": "file:///x" } }),
+            "base_url",
+        ),
+        (json!({ "kind": "brave", "name": "x" }), "api_key"),
+        (json!({ "kind": "web_fetch", "name": "" }), "name"),
+        (
+            json!({ "kind": "web_fetch", "name": "x", "secrets": { "api_key": "k" } }),
+            "no secret",
+        ),
+        (
+            json!({ "kind": "web_fetch", "name": "x", "provider_tags_required": ["bad tag"] }),
+            "provider tag",
+        ),
+        (
+            json!({ "kind": "mcp_stdio", "name": "x", "config": { "command": "/bin/sh" } }),
+            "not one the operator allows",
+        ),
+        (
+            json!({ "kind": "mcp_http", "name": "x", "config": { "url": "nope" } }),
+            "url",
+        ),
+        (
+            json!({ "kind": "web_fetch", "name": "x", "config": [] }),
+            "config",
+        ),
+    ] {
+        let (status, problem) = mesh.post_json("/v1/me/integrations", &body).await?;
+        assert_eq!(status, 400, "{body} → {problem}");
+        assert!(
+            problem["detail"].to_string().contains(expect),
+            "{body} → {problem}"
+        );
+    }
+    let mcp = create_integration(
+        &mesh,
+        json!({ "kind": "mcp_http", "name": "remote", "config": { "url": "https://mcp.example.com/mcp",
+                "headers": { "x-team": "a" } },
+                "secrets": { "bearer_token": "tok-secret", "header:x-api-key": "k2" } }),
+    )
+    .await?;
+    let id = mcp["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        mcp["secret_names"],
+        json!(["bearer_token", "header:x-api-key"])
+    );
+    assert_eq!(mcp["config"]["headers"]["x-team"], "a");
+    let (status, got) = mesh.get_json(&format!("/v1/me/integrations/{id}")).await?;
+    assert_eq!(status, 200);
+    assert!(!got.to_string().contains("tok-secret"), "{got}");
+
+    // Another user sees nothing of it, and cannot select it.
+    let other = |r: reqwest::RequestBuilder| r.header("x-pa-dev-user", "someone-else");
+    let r = other(
+        mesh.http
+            .get(mesh.url(&format!("/v1/me/integrations/{id}"))),
+    )
+    .send()
+    .await?;
+    assert_eq!(r.status(), 404);
+    let r = other(mesh.http.get(mesh.url("/v1/me/integrations")))
+        .send()
+        .await?;
+    assert_eq!(r.json::<Value>().await?["items"], json!([]));
+
+    let chat = mesh.create_chat("selection").await?;
+    let put = |chat: &str, ids: Value| {
+        mesh.http
+            .put(mesh.url(&format!("/v1/chats/{chat}/tools")))
+            .json(&json!({ "integration_ids": ids }))
+    };
+    let r = put(&chat, json!([id, id])).send().await?;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await?["integration_ids"], json!([id]));
+    let (_, selection) = mesh.get_json(&format!("/v1/chats/{chat}/tools")).await?;
+    assert_eq!(selection["integration_ids"], json!([id]));
+    let r = put(&chat, json!(["no-such-integration"])).send().await?;
+    assert_eq!(r.status(), 404);
+    let r = other(put(&chat, json!([]))).send().await?;
+    assert_eq!(r.status(), 404, "not their chat");
+    let r = put("no-such-chat", json!([])).send().await?;
+    assert_eq!(r.status(), 404);
+
+    // Deleting it removes it from the chat's selection too.
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/me/integrations/{id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/me/integrations/{id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 404);
+    let (_, selection) = mesh.get_json(&format!("/v1/chats/{chat}/tools")).await?;
+    assert_eq!(selection["integration_ids"], json!([]));
+    mesh.stop().await
+}

@@ -1,0 +1,389 @@
+//! MCP end to end against the official reference server (npm
+//! `@modelcontextprotocol/server-everything`, installed in tests/mcp/) over stdio and streamable
+//! HTTP: tools listed at assembly (prefixed by server), called, resources read, and a server
+//! killed mid-call becomes a tool error while the run goes on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{AssembleToolsetRequest, ExecuteToolRequest, ExecuteToolResponse, Toolset};
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use svc_tools::ToolsSettings;
+use svc_tools::netguard::AllowList;
+use tests_e2e::{Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn server_js() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp");
+    let js = dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        js.exists(),
+        "tests/mcp has no node_modules: run `make test` (it installs them) or `npm ci` there"
+    );
+    js
+}
+
+/// server-everything in streamableHttp mode on a free port; killed when dropped.
+struct HttpServer {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn start_http_server() -> BoxResult<HttpServer> {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.port()
+    };
+    let child = tokio::process::Command::new("node")
+        .arg(server_js())
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if tokio::time::Instant::now() > deadline {
+            return Err("server-everything (streamableHttp) did not listen".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(HttpServer {
+        child,
+        url: format!("http://127.0.0.1:{port}/mcp"),
+    })
+}
+
+fn settings() -> ToolsSettings {
+    ToolsSettings {
+        // Only for the local HTTP server; everything else stays refused.
+        allow: AllowList::parse("127.0.0.1/32").expect("allow-list"),
+        mcp_stdio_commands: vec!["node".into(), "sh".into()],
+        mcp_call_timeout: Duration::from_secs(15),
+        ..ToolsSettings::default()
+    }
+}
+
+struct Tools {
+    client: ToolServiceClient<tonic::transport::Channel>,
+    auth: pa_kit::InternalAuth,
+}
+
+impl Tools {
+    async fn assemble(&self, run_id: &str, chat_id: &str) -> BoxResult<Toolset> {
+        let request = AssembleToolsetRequest {
+            run_id: run_id.into(),
+            chat_id: chat_id.into(),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .clone()
+            .assemble_toolset(
+                self.auth
+                    .request(&Mesh::identity("dev", "dev-user"), request),
+            )
+            .await?
+            .into_inner())
+    }
+
+    async fn execute(
+        &self,
+        snapshot: &str,
+        name: &str,
+        args: Value,
+    ) -> BoxResult<ExecuteToolResponse> {
+        let request = ExecuteToolRequest {
+            run_id: "direct".into(),
+            snapshot_id: snapshot.into(),
+            tool_call_id: "c1".into(),
+            name: name.into(),
+            arguments_json: args.to_string(),
+        };
+        Ok(self
+            .client
+            .clone()
+            .execute_tool(
+                self.auth
+                    .request(&Mesh::identity("dev", "dev-user"), request),
+            )
+            .await?
+            .into_inner())
+    }
+}
+
+async fn create(mesh: &Mesh, body: Value) -> BoxResult<String> {
+    let (status, created) = mesh.post_json("/v1/me/integrations", &body).await?;
+    assert_eq!(status, 201, "{created}");
+    Ok(created["id"].as_str().unwrap_or_default().to_string())
+}
+
+async fn select(mesh: &Mesh, chat: &str, ids: &[&str]) -> R {
+    let r = mesh
+        .http
+        .put(mesh.url(&format!("/v1/chats/{chat}/tools")))
+        .json(&json!({ "integration_ids": ids }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_everything_tools_are_listed_and_called_over_stdio_and_streamable_http() -> R {
+    let js = server_js();
+    let http = start_http_server().await?;
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let tools = Tools {
+        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
+        auth: mesh.auth.clone(),
+    };
+    let stdio_id = create(
+        &mesh,
+        json!({ "kind": "mcp_stdio", "name": "everything",
+                "config": { "command": "node", "args": [js.to_string_lossy(), "stdio"] } }),
+    )
+    .await?;
+    let http_id = create(
+        &mesh,
+        json!({ "kind": "mcp_http", "name": "everything-http", "config": { "url": http.url } }),
+    )
+    .await?;
+    let chat = mesh.create_chat("mcp").await?;
+
+    // Not selected by the chat: no MCP tools.
+    let toolset = tools.assemble("mcp-0", &chat).await?;
+    assert!(toolset.tools.is_empty(), "{:?}", toolset.tools);
+
+    select(&mesh, &chat, &[&stdio_id, &http_id]).await?;
+    let toolset = tools.assemble("mcp-1", &chat).await?;
+    let names: Vec<&str> = toolset.tools.iter().map(|t| t.name.as_str()).collect();
+    for expected in [
+        "everything__echo",
+        "everything__get-sum",
+        "everything-http__echo",
+        "everything-http__get-sum",
+        "everything__read_resource",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(toolset.blocked.is_empty(), "{:?}", toolset.blocked);
+    let echo = toolset
+        .tools
+        .iter()
+        .find(|t| t.name == "everything__echo")
+        .ok_or("no echo")?;
+    assert_eq!(echo.source, format!("mcp:{stdio_id}"));
+    assert_eq!(echo.origin_name, "echo");
+    assert!(echo.untrusted_output);
+    let schema: Value = serde_json::from_str(&echo.parameters_json_schema)?;
+    assert_eq!(schema["type"], "object");
+    assert_eq!(
+        schema["properties"]["message"]["type"], "string",
+        "{schema}"
+    );
+
+    for prefix in ["everything", "everything-http"] {
+        let result = tools
+            .execute(
+                &toolset.snapshot_id,
+                &format!("{prefix}__echo"),
+                json!({ "message": "hello over MCP" }),
+            )
+            .await?;
+        assert!(!result.is_error, "{prefix}: {}", result.content);
+        assert_eq!(result.content, "Echo: hello over MCP");
+        assert!(result.untrusted_content);
+        let sum = tools
+            .execute(
+                &toolset.snapshot_id,
+                &format!("{prefix}__get-sum"),
+                json!({ "a": 19, "b": 23 }),
+            )
+            .await?;
+        assert!(sum.content.contains("42"), "{prefix}: {}", sum.content);
+        // Bad arguments are the server's error, reported to the model.
+        let bad = tools
+            .execute(
+                &toolset.snapshot_id,
+                &format!("{prefix}__get-sum"),
+                json!({ "a": "x" }),
+            )
+            .await?;
+        assert!(bad.is_error, "{prefix}: {}", bad.content);
+    }
+
+    // Resources are readable context.
+    let reader = toolset
+        .tools
+        .iter()
+        .find(|t| t.name == "everything__read_resource")
+        .ok_or("no reader")?;
+    let schema: Value = serde_json::from_str(&reader.parameters_json_schema)?;
+    let uri = schema["properties"]["uri"]["enum"][0]
+        .as_str()
+        .ok_or("no resource uri")?
+        .to_string();
+    let read = tools
+        .execute(
+            &toolset.snapshot_id,
+            "everything__read_resource",
+            json!({ "uri": uri }),
+        )
+        .await?;
+    assert!(!read.is_error, "{uri}: {}", read.content);
+    assert!(!read.content.is_empty());
+
+    // A server that is gone is reported at assembly, not a failed run start.
+    drop(http);
+    let toolset = tools.assemble("mcp-2", &chat).await?;
+    assert!(
+        toolset
+            .blocked
+            .iter()
+            .any(|b| b.name == "everything-http__*" && b.gate == "mcp_unavailable"),
+        "{:?}",
+        toolset.blocked
+    );
+    assert!(toolset.tools.iter().any(|t| t.name == "everything__echo"));
+    mesh.stop().await
+}
+
+fn tool_results(events: &[SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.event_type() == "TOOL_CALL_RESULT")
+        .map(|e| e.data["content"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Runs a scripted model that calls `tool` (a long operation); `kill` runs once the call has
+/// begun. The run must end normally with the tool's failure as its result.
+async fn killed_mid_call<F, Fut>(mesh: &Mesh, chat: &str, tool: &str, kill: F) -> BoxResult<String>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = BoxResult<()>>,
+{
+    let fake = FakeProvider::start().await?;
+    let id = format!("p{}", uuid::Uuid::new_v4().simple());
+    let body = json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(),
+                       "tags": [], "platform_api_key": "sk-test" });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    let body = json!({ "label": format!("{id}:m"), "context_window": 32000,
+                       "input_price_micros": 1, "output_price_micros": 1, "capabilities": ["tools"] });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_long",
+        tool,
+        r#"{"duration": 60, "steps": 60}"#,
+    )]));
+    fake.push(Reply::text("The server went away; carrying on."));
+    let (status, accepted) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": "do the long thing", "model": format!("{id}:m") }),
+        )
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    // The tool call has started once the model's first answer is out and TOOL_CALL_END is in
+    // the stream; give the MCP call a moment to be in flight, then kill the server.
+    // (Gate notices may come first as STEP events: read up to the first TOOL_CALL_END.)
+    let mut events = Vec::new();
+    for n in 4..40 {
+        events = mesh.read_events(&run_id, None, Some(n)).await?;
+        if events.last().map(SseEvent::event_type) == Some("TOOL_CALL_END") {
+            break;
+        }
+    }
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("TOOL_CALL_END"),
+        "{:?}",
+        events.iter().map(SseEvent::event_type).collect::<Vec<_>>()
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    kill().await?;
+    let events = mesh.read_events(&run_id, None, None).await?;
+    let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    assert_eq!(kinds.last(), Some(&"RUN_FINISHED"), "{kinds:?}");
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(fake.requests().len(), 2, "the model got the tool's failure");
+    Ok(tool_results(&events).join("\n"))
+}
+
+#[tokio::test]
+async fn an_mcp_server_killed_mid_call_is_a_tool_error_and_the_run_continues() -> R {
+    let js = server_js();
+    let mut http = start_http_server().await?;
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let pid_file = std::env::temp_dir().join(format!("pa-mcp-{}.pid", uuid::Uuid::new_v4()));
+    // The wrapper records the server's pid (exec keeps it), so the test can kill exactly it.
+    let stdio_id = create(
+        &mesh,
+        json!({ "kind": "mcp_stdio", "name": "stdio",
+                "config": { "command": "sh", "args": ["-c", "echo $$ > \"$0\"; exec node \"$1\" stdio",
+                            pid_file.to_string_lossy(), js.to_string_lossy()] } }),
+    )
+    .await?;
+    let http_id = create(
+        &mesh,
+        json!({ "kind": "mcp_http", "name": "remote", "config": { "url": http.url } }),
+    )
+    .await?;
+    let chat = mesh.create_chat("mcp-kill").await?;
+    select(&mesh, &chat, &[&stdio_id, &http_id]).await?;
+
+    // Streamable HTTP: the test owns the server process.
+    let result = killed_mid_call(
+        &mesh,
+        &chat,
+        "remote__trigger-long-running-operation",
+        || async {
+            http.child.kill().await?;
+            Ok(())
+        },
+    )
+    .await?;
+    assert!(!result.contains("completed"), "{result}");
+    assert!(result.contains("MCP"), "{result}");
+
+    // stdio: svc-tools started it; kill that very pid.
+    let _ = std::fs::remove_file(&pid_file);
+    let result = killed_mid_call(
+        &mesh,
+        &chat,
+        "stdio__trigger-long-running-operation",
+        || {
+            let pid_file = pid_file.clone();
+            async move {
+                let pid = std::fs::read_to_string(&pid_file)?.trim().to_string();
+                let status = tokio::process::Command::new("kill")
+                    .args(["-9", &pid])
+                    .status()
+                    .await?;
+                assert!(status.success(), "kill {pid}");
+                Ok(())
+            }
+        },
+    )
+    .await?;
+    let _ = std::fs::remove_file(&pid_file);
+    assert!(!result.contains("completed"), "{result}");
+    assert!(result.contains("MCP"), "{result}");
+    mesh.stop().await
+}
