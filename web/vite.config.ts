@@ -15,6 +15,9 @@ export default defineConfig({
     target: 'es2022',
     // Hashed file names under assets/: the gateway serves them as immutable.
     assetsDir: 'assets',
+    // Tests build into their own folder so they never touch the dist a running gateway serves.
+    outDir: process.env.PA_WEB_OUT_DIR || 'dist',
+    emptyOutDir: true,
     chunkSizeWarningLimit: 800,
   },
   server: {

@@ -41,6 +41,7 @@ pub struct MeshBuilder {
     rate_limits: pa_kit::limits::RateLimits,
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
+    web_dir: Option<std::path::PathBuf>,
 }
 
 impl MeshBuilder {
@@ -86,6 +87,12 @@ impl MeshBuilder {
 
     pub fn auth_mode(mut self, mode: svc_gateway::AuthMode) -> Self {
         self.auth_mode = mode;
+        self
+    }
+
+    /// Serve this built web app at `/` (default: none, the API only).
+    pub fn web_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.web_dir = Some(dir.into());
         self
     }
 
@@ -205,26 +212,28 @@ impl MeshBuilder {
                 }
             }),
         ));
+        let gateway_config = svc_gateway::Config {
+            common: common.clone(),
+            listen_addr: String::new(),
+            grpc_listen_addr: None,
+            runs_url: runs_url.clone(),
+            models_url: models_url.clone(),
+            tools_url: tools_url.clone(),
+            memory_url: memory_url.clone(),
+            // The worker has no part in inline runs; the in-process mesh does not start it.
+            worker_url: None,
+            auth_mode: self.auth_mode,
+            oidc: self.oidc.clone(),
+            rate_limits: self.rate_limits,
+            sse_keepalive: Duration::from_secs(15),
+            web_dir: self.web_dir.clone(),
+        };
         let shutdown = Shutdown::new();
         services.push((
             "svc-gateway",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_gateway::Config {
-                    common: common.clone(),
-                    listen_addr: String::new(),
-                    grpc_listen_addr: None,
-                    runs_url: runs_url.clone(),
-                    models_url: models_url.clone(),
-                    tools_url: tools_url.clone(),
-                    memory_url: memory_url.clone(),
-                    // The worker has no part in inline runs; the in-process mesh does not start it.
-                    worker_url: None,
-                    auth_mode: self.auth_mode,
-                    oidc: self.oidc.clone(),
-                    rate_limits: self.rate_limits,
-                    sse_keepalive: Duration::from_secs(15),
-                };
+                let config = gateway_config.clone();
                 let s = shutdown.clone();
                 async move {
                     svc_gateway::run(config, gateway_listener, Some(public_grpc_listener), s)
@@ -235,6 +244,7 @@ impl MeshBuilder {
         ));
 
         let mesh = Mesh {
+            gateway_config,
             gateway_url: gateway_addr,
             public_grpc_url,
             runs_url,
@@ -276,9 +286,35 @@ pub struct Mesh {
     pub auth: InternalAuth,
     pub http: reqwest::Client,
     services: Vec<(&'static str, Shutdown, ServiceTask)>,
+    /// The gateway's configuration, to start more replicas of it.
+    gateway_config: svc_gateway::Config,
 }
 
 impl Mesh {
+    /// Starts one more gateway replica (same backends, Redis and secret); returns its URL.
+    /// Replicas share nothing but Redis and the services, like separate pods.
+    pub async fn add_gateway(&mut self) -> Result<String, BoxError> {
+        let (listener, url) = listen().await?;
+        let shutdown = Shutdown::new();
+        let config = self.gateway_config.clone();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            svc_gateway::run(config, listener, None, s)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        self.services.push(("svc-gateway-replica", shutdown, task));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(self.http.get(format!("{url}/healthz")).send().await, Ok(r) if r.status().is_success())
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the extra gateway did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(url)
+    }
+
     pub fn builder() -> MeshBuilder {
         MeshBuilder {
             offline_token_delay: Duration::ZERO,
@@ -291,6 +327,7 @@ impl Mesh {
             },
             daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
+            web_dir: None,
         }
     }
 

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as zlib from 'node:zlib';
 
-const dist = path.resolve(process.argv[2] ?? 'dist');
+const dist = path.resolve(process.argv[2] ?? process.env.PA_WEB_OUT_DIR ?? 'dist');
 const html = fs.readFileSync(path.join(dist, 'index.html'), 'utf8');
 const gz = (file) => zlib.gzipSync(fs.readFileSync(file), { level: 9 }).length;
 const shellFiles = new Set(['index.html']);
