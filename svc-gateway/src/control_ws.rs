@@ -277,8 +277,7 @@ pub async fn online_clients(
     // One entry per client id (a reloaded tab may briefly have two connections): the newest.
     let mut by_client: HashMap<String, PresenceClient> = HashMap::new();
     for ((_, expires), info) in live.iter().zip(infos) {
-        let Some(mut c) = info.and_then(|s| serde_json::from_str::<PresenceClient>(&s).ok())
-        else {
+        let Some(mut c) = info.and_then(|s| serde_json::from_str::<PresenceClient>(&s).ok()) else {
             continue;
         };
         c.seen_at_ms = *expires as i64 - PRESENCE_TTL.as_millis() as i64;

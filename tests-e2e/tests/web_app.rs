@@ -24,7 +24,12 @@ fn need_node_modules(dir: &Path, package: &str) {
     );
 }
 
-async fn run(dir: &Path, program: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<String, String> {
+async fn run(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Result<String, String> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args).current_dir(dir).kill_on_drop(true);
     for (k, v) in envs {
@@ -77,7 +82,10 @@ async fn the_web_app_works_in_a_real_browser() -> R {
         .find(|l| l.starts_with("bundle:"))
         .unwrap_or("no bundle line");
     println!("{size}");
-    assert!(size.contains("gzip"), "the build prints the bundle size:\n{built}");
+    assert!(
+        size.contains("gzip"),
+        "the build prints the bundle size:\n{built}"
+    );
 
     // The IdP must know the gateways' origins, and the gateways its issuer: reserve its port
     // first, start the mesh, then the IdP on that port with the gateways as web origins.
@@ -148,7 +156,7 @@ async fn the_web_app_works_in_a_real_browser() -> R {
     let _ = std::fs::remove_dir_all(&dist);
     let _ = idp.kill().await;
     mesh.stop().await?;
-    let out = result?;
+    let out = result.unwrap_or_else(|e| panic!("{e}"));
     println!("{out}");
     assert!(
         out.contains("# fail 0") && !out.contains("# pass 0"),

@@ -13,7 +13,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
+import { chromium, selectors } from 'playwright-core';
+
+selectors.setTestIdAttribute('data-test');
 
 const BASE = process.env.PA_WEB_URL ?? 'http://127.0.0.1:8080';
 const BASE2 = process.env.PA_WEB_URL_2;
@@ -21,7 +23,6 @@ const OUT = process.env.PA_WEB_OUTPUT ?? path.resolve('test-output');
 const PREFIX = '(offline echo model: no real model is configured) You said: ';
 fs.mkdirSync(OUT, { recursive: true });
 
-let browser;
 let context;
 let page;
 let step = 0;
@@ -57,21 +58,23 @@ async function liveReply(p) {
 
 before(async () => {
   userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pa-web-chromium-'));
-  browser = await chromium.launch({
+  // A fresh profile (--user-data-dir) per run: Playwright passes it for a persistent context.
+  context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: process.env.PA_CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run',
-      '--disable-component-update', '--disable-sync', `--user-data-dir=${userDataDir}`,
+      '--disable-component-update', '--disable-sync',
     ],
+    viewport: { width: 1280, height: 860 },
+    colorScheme: 'light',
   });
-  context = await browser.newContext({ viewport: { width: 1280, height: 860 }, colorScheme: 'light' });
-  page = await context.newPage();
+  page = context.pages()[0] ?? (await context.newPage());
   page.on('pageerror', (err) => console.log(`page error: ${err.message}`));
 });
 
 after(async () => {
-  await browser?.close();
+  await context?.close();
   if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
 });
 
@@ -214,9 +217,9 @@ test('settings: memories can be added and found', async () => {
     return;
   }
   const fact = `My cat is called Tiberius${Date.now()}`;
-  await page.getByTestId('memory-new').locator('textarea, input').first().fill(fact);
+  await page.getByTestId('memory-new').fill(fact);
   await page.getByTestId('memory-add').click();
-  await page.getByTestId('memory-search').locator('input').fill('Tiberius');
+  await page.getByTestId('memory-search').fill('Tiberius');
   await page.waitForFunction((f) => [...document.querySelectorAll('[data-test=memory-item]')].some((e) => e.textContent.includes(f)), fact);
   await shot(page, 'memory-found');
 });
@@ -232,16 +235,32 @@ test('settings: integrations page', async () => {
 
 test('settings: API keys, provider keys and the usage chart', async () => {
   await page.goto(`${BASE}/settings/api-keys`);
-  await page.getByTestId('apikey-name').locator('input').fill('my script');
+  await page.getByTestId('apikey-list').waitFor().catch(async (err) => {
+    await shot(page, 'failure-api-keys');
+    throw err;
+  });
+  await page.getByTestId('apikey-name').fill('my script');
   await page.getByTestId('apikey-create').click();
   await page.getByTestId('apikey-created').waitFor();
   assert.match((await page.getByTestId('apikey-created').textContent()) ?? '', /pa_/);
   await shot(page, 'api-key-created');
+  // A provider to hold the key (alice is an admin).
+  const created = await page.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch('/v1/admin/providers', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'openai', kind: 'openai_compatible', base_url: 'http://127.0.0.1:9/v1', tags: ['us-hosted'] }),
+    });
+    return `${res.status} ${await res.text()}`;
+  });
+  assert.match(created, /^20/, created);
   await page.goto(`${BASE}/settings/keys`);
-  await page.getByTestId('byok-provider').locator('input').fill('openai');
-  await page.getByTestId('byok-key').locator('input').fill('sk-test-1234567890abcd');
+  await page.getByTestId('byok-provider').fill('openai');
+  await page.getByTestId('byok-key').fill('sk-test-1234567890abcd');
   await page.getByTestId('byok-save').click();
-  await page.waitForFunction(() => document.querySelector('[data-test=byok-list]')?.textContent?.includes('abcd'));
+  await page.waitForFunction(() => document.querySelector('[data-test=byok-list]')?.textContent?.includes('abcd') || document.querySelector('[role=alert]'));
+  assert.equal(await page.locator('[role=alert]').count(), 0, await page.locator('[role=alert]').first().textContent().catch(() => ''));
   await page.goto(`${BASE}/settings/usage`);
   await page.getByTestId('usage-chart').waitFor();
   await shot(page, 'usage');
@@ -249,8 +268,7 @@ test('settings: API keys, provider keys and the usage chart', async () => {
 
 test('alice sees the admin pages', async () => {
   await page.goto(`${BASE}/admin/models`);
-  await page.getByTestId('admin-models').waitFor();
-  assert.ok((await page.getByTestId('admin-models').textContent()).includes('offline'));
+  await page.waitForFunction(() => document.querySelector('[data-test=admin-models]')?.textContent?.includes('offline'));
   await shot(page, 'admin-models');
 });
 
@@ -259,7 +277,9 @@ test('dark mode, keyboard and a phone-sized screen', async () => {
   await page.getByTestId('dark-toggle').click();
   assert.ok(await page.evaluate(() => document.body.classList.contains('body--dark')));
   await shot(page, 'dark-mode');
-  // The first Tab reaches the skip link.
+  // On a freshly loaded page (no autofocus), the first Tab reaches the skip link.
+  await page.goto(`${BASE}/settings/keys`);
+  await page.getByTestId('byok-list').waitFor();
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement?.textContent?.trim()), 'Skip to content');
   await page.setViewportSize({ width: 390, height: 844 });
@@ -290,11 +310,12 @@ test('the service worker caches the shell, never the API', async () => {
 test('logout, then bob (not an admin) is refused the admin pages', async () => {
   await page.getByTestId('logout').click();
   // oidc-provider asks to confirm the sign-out.
-  await page.waitForURL((u) => !u.toString().startsWith(BASE) || u.pathname === '/login' || u.pathname === '/', { timeout: 15_000 });
+  await page.waitForURL((u) => !u.toString().startsWith(BASE) || u.pathname === '/login', { timeout: 15_000, waitUntil: 'commit' });
+  await page.waitForLoadState('domcontentloaded');
   if (!page.url().startsWith(BASE)) {
     const confirm = page.locator('form button, button[type=submit], input[type=submit]').first();
     await confirm.click();
-    await page.waitForURL((u) => u.toString().startsWith(BASE), { timeout: 15_000 });
+    await page.waitForURL((u) => u.toString().startsWith(BASE), { timeout: 15_000, waitUntil: 'commit' });
   }
   await page.waitForURL(/\/login/);
   assert.equal(await page.evaluate(() => localStorage.getItem('pa.auth.tokens')), null);
