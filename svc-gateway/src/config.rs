@@ -42,6 +42,9 @@ pub struct Config {
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
+    /// `PA_WEB_DIR`, default `<repo>/web/dist`: the built web app served at `/`; `none` = off.
+    /// Without an index.html there the gateway serves only the API.
+    pub web_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -93,6 +96,12 @@ impl Config {
             },
             oidc,
             sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
+            web_dir: Some(env_or(
+                "PA_WEB_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../web/dist"),
+            ))
+            .filter(|d| d != "none")
+            .map(std::path::PathBuf::from),
         })
     }
 }

@@ -7,6 +7,7 @@ mod api;
 mod api_keys;
 mod auth;
 pub mod config;
+pub mod control_ws;
 mod dto;
 mod integrations;
 pub mod oidc;
@@ -14,6 +15,7 @@ mod problem;
 mod public_grpc;
 mod sse;
 mod state;
+pub mod static_files;
 
 use axum::Router;
 use axum::extract::State;
@@ -34,7 +36,9 @@ pub use pa_kit::StartError;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(root))
+        .route("/v1", get(index))
+        .route("/v1/control", get(control_ws::control))
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/auth/config", get(auth_config))
         .route("/readyz", get(readyz))
@@ -93,9 +97,23 @@ pub fn router(state: AppState) -> Router {
             "/v1/chats/{id}/tools",
             get(integrations::get_selection).put(integrations::put_selection),
         )
-        .fallback(problem::not_found)
+        .fallback(static_files::fallback)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
+}
+
+/// The web app when it is built, else the API's index.
+async fn root(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(web) = &state.web
+        && let Some(res) = static_files::serve(web, req.method(), "/").await
+    {
+        return res;
+    }
+    index().await.into_response()
 }
 
 async fn index() -> axum::Json<serde_json::Value> {
@@ -114,7 +132,8 @@ async fn index() -> axum::Json<serde_json::Value> {
             "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz",
             "GET /v1/me/integrations", "POST /v1/me/integrations", "GET /v1/me/integrations/{id}",
             "PATCH /v1/me/integrations/{id}", "DELETE /v1/me/integrations/{id}",
-            "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools"
+            "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools",
+            "GET /v1/control (WebSocket)"
         ]
     }))
 }
@@ -175,7 +194,20 @@ pub fn build_state(
     if let Some(worker) = &config.worker_url {
         backends.push(("svc-worker", channel(worker)?));
     }
+    let web = config.web_dir.as_deref().and_then(|dir| {
+        let web = static_files::WebDir::open(dir);
+        match &web {
+            Some(_) => tracing::info!(dir = %dir.display(), "serving the web app at /"),
+            None => {
+                tracing::info!(dir = %dir.display(), "no web app built there; serving the API only")
+            }
+        }
+        web
+    });
     Ok(AppState {
+        control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
+        presence: control_ws::PresenceHub::new(&config.common.redis_url),
+        web,
         runs: RunServiceClient::new(runs),
         models: ModelServiceClient::new(models.clone()),
         model_admin: ModelAdminServiceClient::new(models.clone()),

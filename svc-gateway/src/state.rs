@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::control_service_client::ControlServiceClient;
 use pa_proto::v1::key_service_client::KeyServiceClient;
 use pa_proto::v1::model_admin_service_client::ModelAdminServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
@@ -34,4 +35,10 @@ pub struct AppState {
     /// Open SSE streams end when it fires, so shutdown is not held up by idle followers
     /// (clients resume with Last-Event-ID).
     pub shutdown: Shutdown,
+    /// svc-runs' run control (cancel, approve/deny), for the control socket.
+    pub control: ControlServiceClient<Channel>,
+    /// Presence fan-out of the control socket (one Redis subscription per replica).
+    pub presence: std::sync::Arc<crate::control_ws::PresenceHub>,
+    /// The built web app, when there is one.
+    pub web: Option<crate::static_files::WebDir>,
 }

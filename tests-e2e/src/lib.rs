@@ -43,6 +43,7 @@ pub struct MeshBuilder {
     auth_mode: svc_gateway::AuthMode,
     worker: bool,
     tools: svc_tools::ToolsSettings,
+    web_dir: Option<std::path::PathBuf>,
 }
 
 impl MeshBuilder {
@@ -102,6 +103,12 @@ impl MeshBuilder {
 
     pub fn auth_mode(mut self, mode: svc_gateway::AuthMode) -> Self {
         self.auth_mode = mode;
+        self
+    }
+
+    /// Serve this built web app at `/` (default: none, the API only).
+    pub fn web_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.web_dir = Some(dir.into());
         self
     }
 
@@ -226,26 +233,28 @@ impl MeshBuilder {
                 }
             }),
         ));
+        let gateway_config = svc_gateway::Config {
+            common: common.clone(),
+            listen_addr: String::new(),
+            grpc_listen_addr: None,
+            runs_url: runs_url.clone(),
+            models_url: models_url.clone(),
+            tools_url: tools_url.clone(),
+            memory_url: memory_url.clone(),
+            // The worker has no part in inline runs; the in-process mesh does not start it.
+            worker_url: None,
+            auth_mode: self.auth_mode,
+            oidc: self.oidc.clone(),
+            rate_limits: self.rate_limits,
+            sse_keepalive: Duration::from_secs(15),
+            web_dir: self.web_dir.clone(),
+        };
         let shutdown = Shutdown::new();
         services.push((
             "svc-gateway",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_gateway::Config {
-                    common: common.clone(),
-                    listen_addr: String::new(),
-                    grpc_listen_addr: None,
-                    runs_url: runs_url.clone(),
-                    models_url: models_url.clone(),
-                    tools_url: tools_url.clone(),
-                    memory_url: memory_url.clone(),
-                    // The worker has no part in inline runs; the in-process mesh does not start it.
-                    worker_url: None,
-                    auth_mode: self.auth_mode,
-                    oidc: self.oidc.clone(),
-                    rate_limits: self.rate_limits,
-                    sse_keepalive: Duration::from_secs(15),
-                };
+                let config = gateway_config.clone();
                 let s = shutdown.clone();
                 async move {
                     svc_gateway::run(config, gateway_listener, Some(public_grpc_listener), s)
@@ -293,6 +302,7 @@ impl MeshBuilder {
         }
 
         let mesh = Mesh {
+            gateway_config,
             gateway_url: gateway_addr,
             worker_config,
             public_grpc_url,
@@ -356,9 +366,35 @@ pub struct Mesh {
     /// How this mesh's svc-worker is (or would be) configured.
     pub worker_config: svc_worker::Config,
     services: Vec<(&'static str, Shutdown, ServiceTask)>,
+    /// The gateway's configuration, to start more replicas of it.
+    gateway_config: svc_gateway::Config,
 }
 
 impl Mesh {
+    /// Starts one more gateway replica (same backends, Redis and secret); returns its URL.
+    /// Replicas share nothing but Redis and the services, like separate pods.
+    pub async fn add_gateway(&mut self) -> Result<String, BoxError> {
+        let (listener, url) = listen().await?;
+        let shutdown = Shutdown::new();
+        let config = self.gateway_config.clone();
+        let s = shutdown.clone();
+        let task = tokio::spawn(async move {
+            svc_gateway::run(config, listener, None, s)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        self.services.push(("svc-gateway-replica", shutdown, task));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(self.http.get(format!("{url}/healthz")).send().await, Ok(r) if r.status().is_success())
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the extra gateway did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(url)
+    }
+
     pub fn builder() -> MeshBuilder {
         MeshBuilder {
             offline_token_delay: Duration::ZERO,
@@ -373,6 +409,7 @@ impl Mesh {
             auth_mode: svc_gateway::AuthMode::Dev,
             worker: false,
             tools: svc_tools::ToolsSettings::default(),
+            web_dir: None,
         }
     }
 

@@ -1,0 +1,173 @@
+// Folds a run's AG-UI events into what the chat shows: text, reasoning, tool-call cards,
+// approval requests and nested sub-agent runs. Pure: the same events give the same view.
+
+import type { AgUiEvent } from './sse';
+
+export interface TextPart { kind: 'text'; id: string; text: string }
+export interface ReasoningPart { kind: 'reasoning'; id: string; text: string; done: boolean }
+export interface ToolPart {
+  kind: 'tool';
+  id: string;
+  name: string;
+  args: string;
+  result: string | null;
+  startedAt: number | null;
+  endedAt: number | null;
+  /** Set while the tool call waits for the user's decision. */
+  approval: 'pending' | 'approved' | 'denied' | null;
+}
+export interface SubRunPart { kind: 'subrun'; run: RunView }
+export type Part = TextPart | ReasoningPart | ToolPart | SubRunPart;
+
+export type RunStatus = 'running' | 'finished' | 'error' | 'cancelled';
+
+export interface RunView {
+  runId: string;
+  status: RunStatus;
+  parts: Part[];
+  error: string | null;
+  lastEventId: string | null;
+}
+
+export function newRunView(runId: string): RunView {
+  return { runId, status: 'running', parts: [], error: null, lastEventId: null };
+}
+
+/** The innermost running sub-run (events go there), else the run itself. */
+function activeView(view: RunView): RunView {
+  for (let i = view.parts.length - 1; i >= 0; i--) {
+    const p = view.parts[i]!;
+    if (p.kind === 'subrun' && p.run.status === 'running') return activeView(p.run);
+  }
+  return view;
+}
+
+function findTool(view: RunView, id: string): ToolPart | undefined {
+  for (const p of view.parts) {
+    if (p.kind === 'tool' && p.id === id) return p;
+    if (p.kind === 'subrun') {
+      const t = findTool(p.run, id);
+      if (t) return t;
+    }
+  }
+  return undefined;
+}
+
+const str = (v: unknown): string => (typeof v === 'string' ? v : v == null ? '' : String(v));
+const ts = (e: AgUiEvent, now: number): number => (typeof e.timestamp === 'number' ? e.timestamp : now);
+
+/** Applies one event in place (callers keep the object reactive) and returns the view. */
+export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now = Date.now()): RunView {
+  if (id) view.lastEventId = id;
+  const target = activeView(view);
+  switch (e.type) {
+    case 'RUN_STARTED': {
+      const parent = str(e.parentRunId);
+      const runId = str(e.runId);
+      if (parent && runId && runId !== view.runId) {
+        target.parts.push({ kind: 'subrun', run: newRunView(runId) });
+      }
+      break;
+    }
+    case 'RUN_FINISHED':
+      target.status = target.status === 'cancelled' ? 'cancelled' : 'finished';
+      break;
+    case 'RUN_ERROR': {
+      const code = str(e.code);
+      target.status = code === 'cancelled' ? 'cancelled' : 'error';
+      target.error = str(e.message) || 'the run failed';
+      break;
+    }
+    case 'TEXT_MESSAGE_START':
+      target.parts.push({ kind: 'text', id: str(e.messageId), text: '' });
+      break;
+    case 'TEXT_MESSAGE_CONTENT': {
+      const mid = str(e.messageId);
+      let part = [...target.parts].reverse().find((p): p is TextPart => p.kind === 'text' && p.id === mid);
+      if (!part) {
+        part = { kind: 'text', id: mid, text: '' };
+        target.parts.push(part);
+      }
+      part.text += str(e.delta);
+      break;
+    }
+    case 'REASONING_START':
+    case 'REASONING_MESSAGE_START': {
+      const mid = str(e.messageId);
+      if (!target.parts.some((p) => p.kind === 'reasoning' && p.id === mid)) {
+        target.parts.push({ kind: 'reasoning', id: mid, text: '', done: false });
+      }
+      break;
+    }
+    case 'REASONING_MESSAGE_CONTENT': {
+      const mid = str(e.messageId);
+      let part = target.parts.find((p): p is ReasoningPart => p.kind === 'reasoning' && p.id === mid);
+      if (!part) {
+        part = { kind: 'reasoning', id: mid, text: '', done: false };
+        target.parts.push(part);
+      }
+      part.text += str(e.delta);
+      break;
+    }
+    case 'REASONING_MESSAGE_END':
+    case 'REASONING_END': {
+      const mid = str(e.messageId);
+      const part = target.parts.find((p): p is ReasoningPart => p.kind === 'reasoning' && p.id === mid);
+      if (part) part.done = true;
+      break;
+    }
+    case 'TOOL_CALL_START':
+      target.parts.push({
+        kind: 'tool', id: str(e.toolCallId), name: str(e.toolCallName), args: '', result: null,
+        startedAt: ts(e, now), endedAt: null, approval: null,
+      });
+      break;
+    case 'TOOL_CALL_ARGS': {
+      const t = findTool(view, str(e.toolCallId));
+      if (t) t.args += str(e.delta);
+      break;
+    }
+    case 'TOOL_CALL_RESULT': {
+      const t = findTool(view, str(e.toolCallId));
+      if (t) {
+        t.result = str(e.content);
+        t.endedAt = ts(e, now);
+        if (t.approval === 'pending') t.approval = 'approved';
+      }
+      break;
+    }
+    case 'CUSTOM': {
+      // Approval requests: {name: "tool_call_approval", value: {toolCallId, toolCallName?, args?}}.
+      const name = str(e.name);
+      const value = (e.value ?? {}) as Record<string, unknown>;
+      const toolCallId = str(value.toolCallId ?? value.tool_call_id);
+      if (name === 'tool_call_approval' || name === 'approval_request') {
+        let t = findTool(view, toolCallId);
+        if (!t) {
+          t = {
+            kind: 'tool', id: toolCallId, name: str(value.toolCallName ?? value.name), args: str(value.args),
+            result: null, startedAt: ts(e, now), endedAt: null, approval: null,
+          };
+          target.parts.push(t);
+        }
+        t.approval = 'pending';
+      } else if (name === 'tool_call_decision') {
+        const t = findTool(view, toolCallId);
+        if (t) t.approval = value.approved ? 'approved' : 'denied';
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return view;
+}
+
+/** The run's reply text (what the assistant said), sub-runs excluded. */
+export function replyText(view: RunView): string {
+  return view.parts.filter((p): p is TextPart => p.kind === 'text').map((p) => p.text).join('');
+}
+
+export function toolDurationMs(t: ToolPart): number | null {
+  return t.startedAt != null && t.endedAt != null ? Math.max(0, t.endedAt - t.startedAt) : null;
+}

@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'vitest';
+
+import { applyEvent, newRunView, replyText, toolDurationMs, type ToolPart } from '@/lib/runView';
+
+describe('applyEvent', () => {
+  it('folds text, reasoning, tool calls, approvals and sub-runs', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'RUN_STARTED', runId: 'r1' });
+    feed({ type: 'REASONING_MESSAGE_CONTENT', messageId: 'x', delta: 'thinking' });
+    feed({ type: 'REASONING_END', messageId: 'x' });
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'c1', toolCallName: 'weather', timestamp: 100 });
+    feed({ type: 'TOOL_CALL_ARGS', toolCallId: 'c1', delta: '{"city":' });
+    feed({ type: 'TOOL_CALL_ARGS', toolCallId: 'c1', delta: '"Oslo"}' });
+    feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 'c1' } });
+    feed({ type: 'TOOL_CALL_RESULT', toolCallId: 'c1', content: 'sunny', timestamp: 350 });
+    feed({ type: 'RUN_STARTED', runId: 'sub', parentRunId: 'r1' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 's1', delta: 'sub says' });
+    feed({ type: 'RUN_FINISHED', runId: 'sub' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'It is ' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'sunny.' });
+    feed({ type: 'RUN_FINISHED', runId: 'r1' });
+    expect(v.status).toBe('finished');
+    expect(replyText(v)).toBe('It is sunny.');
+    expect(v.parts.map((p) => p.kind)).toEqual(['reasoning', 'tool', 'subrun', 'text']);
+    const tool = v.parts[1] as ToolPart;
+    expect(tool.args).toBe('{"city":"Oslo"}');
+    expect(tool.result).toBe('sunny');
+    expect(tool.approval).toBe('approved');
+    expect(toolDurationMs(tool)).toBe(250);
+    const sub = v.parts[2]!;
+    expect(sub.kind === 'subrun' && replyText(sub.run)).toBe('sub says');
+  });
+
+  it('marks a cancelled run', () => {
+    const v = newRunView('r1');
+    applyEvent(v, { type: 'RUN_ERROR', code: 'cancelled', message: 'cancelled by the user' }, '1-1');
+    expect(v.status).toBe('cancelled');
+    expect(v.lastEventId).toBe('1-1');
+  });
+});
