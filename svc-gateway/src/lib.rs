@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 pub mod config;
 mod dto;
+mod memories;
 pub mod oidc;
 mod problem;
 mod public_grpc;
@@ -78,6 +79,20 @@ pub fn router(state: AppState) -> Router {
             put(admin::put_policy),
         )
         .route("/v1/ag-ui", post(agui::run_agent))
+        .route(
+            "/v1/me/memories",
+            get(memories::list).post(memories::create),
+        )
+        .route(
+            "/v1/me/memories/{id}",
+            patch(memories::patch).delete(memories::delete),
+        )
+        .route(
+            "/v1/chats/{id}/files",
+            post(memories::upload_file).layer(axum::extract::DefaultBodyLimit::max(
+                memories::MAX_UPLOAD_BYTES,
+            )),
+        )
         .fallback(problem::not_found)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
@@ -96,7 +111,9 @@ async fn index() -> axum::Json<serde_json::Value> {
             "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",
             "GET /v1/admin/providers", "POST /v1/admin/providers", "GET /v1/admin/models",
             "POST /v1/admin/models", "PATCH /v1/admin/models/{label}", "GET /v1/admin/policies",
-            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz"
+            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz",
+            "GET /v1/me/memories", "POST /v1/me/memories", "PATCH /v1/me/memories/{id}",
+            "DELETE /v1/me/memories/{id}", "POST /v1/chats/{id}/files"
         ]
     }))
 }
@@ -147,11 +164,12 @@ pub fn build_state(
 ) -> Result<AppState, StartError> {
     let runs = channel(&config.runs_url)?;
     let models = channel(&config.models_url)?;
+    let memory = channel(&config.memory_url)?;
     let mut backends = vec![
         ("svc-runs", runs.clone()),
         ("svc-models", models.clone()),
         ("svc-tools", channel(&config.tools_url)?),
-        ("svc-memory", channel(&config.memory_url)?),
+        ("svc-memory", memory.clone()),
     ];
     if let Some(worker) = &config.worker_url {
         backends.push(("svc-worker", channel(worker)?));
@@ -162,6 +180,8 @@ pub fn build_state(
         model_admin: ModelAdminServiceClient::new(models.clone()),
         keys: KeyServiceClient::new(models.clone()),
         usage: UsageServiceClient::new(models),
+        memory: pa_proto::v1::memory_service_client::MemoryServiceClient::new(memory)
+            .max_encoding_message_size(memories::MAX_UPLOAD_BYTES + 1024 * 1024),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         rate_limits: config.rate_limits,

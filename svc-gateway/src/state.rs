@@ -19,6 +19,7 @@ pub struct AppState {
     pub model_admin: ModelAdminServiceClient<Channel>,
     pub keys: KeyServiceClient<Channel>,
     pub usage: UsageServiceClient<Channel>,
+    pub memory: pa_proto::v1::memory_service_client::MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
     pub rate_limits: pa_kit::limits::RateLimits,

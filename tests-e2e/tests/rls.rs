@@ -27,7 +27,13 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
         memory
             .upsert(
                 mesh.auth
-                    .request(&identity, UpsertMemoryRequest { item: Some(item) }),
+                    .request(
+                        &identity,
+                        UpsertMemoryRequest {
+                            item: Some(item),
+                            ..Default::default()
+                        },
+                    ),
             )
             .await?;
     }
