@@ -64,9 +64,8 @@ pub fn extract_text(format: Format, data: &[u8]) -> Result<String, DocumentError
         Format::Text => std::str::from_utf8(data)
             .map_err(|_| DocumentError::NotUtf8)?
             .to_string(),
-        Format::Pdf => {
-            pdf_extract::extract_text_from_mem(data).map_err(|e| DocumentError::Pdf(e.to_string()))?
-        }
+        Format::Pdf => pdf_extract::extract_text_from_mem(data)
+            .map_err(|e| DocumentError::Pdf(e.to_string()))?,
     };
     if text.trim().is_empty() {
         return Err(DocumentError::Empty);
@@ -120,7 +119,9 @@ fn best_break(text: &[char], from: usize, to: usize) -> usize {
     let window = from..to;
     let find = |pred: &dyn Fn(usize) -> bool| window.clone().rev().find(|&i| pred(i));
     find(&|i| i >= 1 && text[i - 1] == '\n' && text.get(i) == Some(&'\n'))
-        .or_else(|| find(&|i| i >= 1 && matches!(text[i - 1], '.' | '!' | '?') && text[i].is_whitespace()))
+        .or_else(|| {
+            find(&|i| i >= 1 && matches!(text[i - 1], '.' | '!' | '?') && text[i].is_whitespace())
+        })
         .or_else(|| find(&|i| text[i].is_whitespace()))
         .unwrap_or(to)
 }
@@ -171,8 +172,20 @@ mod tests {
             assert!(chunks.iter().any(|c| c.contains(s.as_str())), "{s}");
         }
         for pair in chunks.windows(2) {
-            let tail: String = pair[0].chars().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
-            assert!(pair[1].contains(tail.trim()), "no overlap: {:?} / {:?}", pair[0], pair[1]);
+            let tail: String = pair[0]
+                .chars()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            assert!(
+                pair[1].contains(tail.trim()),
+                "no overlap: {:?} / {:?}",
+                pair[0],
+                pair[1]
+            );
         }
     }
 

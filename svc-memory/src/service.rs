@@ -42,7 +42,10 @@ fn kinds(values: &[i32]) -> Result<Vec<i16>, MemoryError> {
         .collect()
 }
 
-fn chat_scope_needs_chat(scope: Option<MemoryScope>, chat_id: &Option<String>) -> Result<(), MemoryError> {
+fn chat_scope_needs_chat(
+    scope: Option<MemoryScope>,
+    chat_id: &Option<String>,
+) -> Result<(), MemoryError> {
     if scope == Some(MemoryScope::Chat) && chat_id.as_deref().unwrap_or("").is_empty() {
         return Err(MemoryError::Invalid("scope CHAT needs chat_id".into()));
     }

@@ -182,7 +182,9 @@ fn push_filters<'a>(
         }
         // Both: world memories plus this chat's.
         (_, Some(chat)) => {
-            qb.push(" AND (scope = 1 OR chat_id = ").push_bind(chat).push(")");
+            qb.push(" AND (scope = 1 OR chat_id = ")
+                .push_bind(chat)
+                .push(")");
         }
         (_, None) => {}
     }
@@ -333,12 +335,14 @@ impl MemoryStore {
                 &query.kinds,
             );
             push_time(&mut qb, query.since_ms, query.until_ms);
-            qb.push(format!(" AND embedding_dims = {dims} AND embedding_model = "))
-                .push_bind(embedding.model.as_str())
-                .push(format!(" ORDER BY (embedding::vector({dims})) <=> "))
-                .push_bind(Vector::from(embedding.vector.clone()))
-                .push(format!("::vector({dims}) LIMIT "))
-                .push_bind(candidates);
+            qb.push(format!(
+                " AND embedding_dims = {dims} AND embedding_model = "
+            ))
+            .push_bind(embedding.model.as_str())
+            .push(format!(" ORDER BY (embedding::vector({dims})) <=> "))
+            .push_bind(Vector::from(embedding.vector.clone()))
+            .push(format!("::vector({dims}) LIMIT "))
+            .push_bind(candidates);
             let rows = qb.build().fetch_all(&mut *tx).await?;
             let mut ranked = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -406,7 +410,11 @@ impl MemoryStore {
         identity: &Identity,
         query: &ListQuery,
     ) -> Result<(Vec<MemoryItem>, String), MemoryError> {
-        let limit = i64::from(if query.limit == 0 { 50 } else { query.limit.min(200) });
+        let limit = i64::from(if query.limit == 0 {
+            50
+        } else {
+            query.limit.min(200)
+        });
         let after = if query.cursor.is_empty() {
             None
         } else {
@@ -486,7 +494,12 @@ impl MemoryStore {
         let (text, vector, model, dims) = match content {
             Some((text, e)) => {
                 let dims = e.vector.len() as i32;
-                (Some(text), Some(Vector::from(e.vector)), Some(e.model), Some(dims))
+                (
+                    Some(text),
+                    Some(Vector::from(e.vector)),
+                    Some(e.model),
+                    Some(dims),
+                )
             }
             None => (None, None, None, None),
         };

@@ -71,11 +71,8 @@ impl MiniLm {
             }))
             .map_err(|e| EmbedderError::Tokenizer(e.to_string()))?;
         let device = Device::Cpu;
-        let weights = VarBuilder::from_buffered_safetensors(
-            read("model.safetensors")?,
-            DType::F32,
-            &device,
-        )?;
+        let weights =
+            VarBuilder::from_buffered_safetensors(read("model.safetensors")?, DType::F32, &device)?;
         let model = BertModel::load(weights, &config)?;
         Ok(Self {
             model,
@@ -109,11 +106,7 @@ impl MiniLm {
             encodings.iter().flat_map(|e| f(e).to_vec()).collect()
         };
         let ids = Tensor::from_vec(flat(&|e| e.get_ids()), (rows, len), &self.device)?;
-        let mask = Tensor::from_vec(
-            flat(&|e| e.get_attention_mask()),
-            (rows, len),
-            &self.device,
-        )?;
+        let mask = Tensor::from_vec(flat(&|e| e.get_attention_mask()), (rows, len), &self.device)?;
         let types = ids.zeros_like()?;
         let hidden = self.model.forward(&ids, &types, Some(&mask))?; // (rows, len, 384)
         // Mean over the real tokens only.

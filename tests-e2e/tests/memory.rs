@@ -98,7 +98,10 @@ async fn world_memory_from_one_chat_is_recalled_in_another_but_chat_memory_is_no
     let stored = remember(&mesh, &mut client, ME, item).await?;
     assert_eq!(stored.embedding_model, MINILM);
     assert_eq!(stored.embedding_dims, 384);
-    assert_eq!(stored.source.as_ref().map(|s| s.run_id.as_str()), Some("run-1"));
+    assert_eq!(
+        stored.source.as_ref().map(|s| s.run_id.as_str()),
+        Some("run-1")
+    );
     let chat_only = MemoryItem {
         scope: MemoryScope::Chat as i32,
         chat_id: Some("chat-1".into()),
@@ -135,7 +138,9 @@ async fn forget_removes_a_memory_from_search() -> R {
     let (mesh, mut client) = mesh().await?;
     let item = remember(&mesh, &mut client, ME, world("I am vegetarian.")).await?;
     assert_eq!(
-        search(&mesh, &mut client, ME, query("vegetarian")).await?.len(),
+        search(&mesh, &mut client, ME, query("vegetarian"))
+            .await?
+            .len(),
         1
     );
     let identity = Mesh::identity(ME.0, ME.1);
@@ -143,7 +148,9 @@ async fn forget_removes_a_memory_from_search() -> R {
         id: item.id.clone(),
         ..Default::default()
     };
-    client.forget(mesh.auth.request(&identity, forget.clone())).await?;
+    client
+        .forget(mesh.auth.request(&identity, forget.clone()))
+        .await?;
     assert!(
         search(&mesh, &mut client, ME, query("vegetarian"))
             .await?
@@ -158,7 +165,8 @@ async fn forget_removes_a_memory_from_search() -> R {
 #[tokio::test]
 async fn hybrid_search_finds_a_rare_keyword_and_a_paraphrase() -> R {
     let (mesh, mut client) = mesh().await?;
-    let keyword = "Weekend groceries: eggs, oat milk, flour, butter, apples and the spare part ZX-4471.";
+    let keyword =
+        "Weekend groceries: eggs, oat milk, flour, butter, apples and the spare part ZX-4471.";
     let allergy = "I have a severe allergy to peanuts.";
     let mut all = vec![keyword.to_string(), allergy.to_string()];
     // Distractors that look like the keyword query to an embedding model (short codes) and
@@ -187,27 +195,61 @@ async fn hybrid_search_finds_a_rare_keyword_and_a_paraphrase() -> R {
         ..Default::default()
     };
     // The rare keyword: full text has it, vector search alone does not rank it near the top.
-    let vector = search(&mesh, &mut client, ME, mode("ZX-4471", SearchMode::Vector, 3)).await?;
+    let vector = search(
+        &mesh,
+        &mut client,
+        ME,
+        mode("ZX-4471", SearchMode::Vector, 3),
+    )
+    .await?;
     assert!(!texts(&vector).contains(&keyword), "{:?}", texts(&vector));
-    let hybrid = search(&mesh, &mut client, ME, mode("ZX-4471", SearchMode::Hybrid, 3)).await?;
-    assert_eq!(texts(&hybrid).first(), Some(&keyword), "{:?}", texts(&hybrid));
+    let hybrid = search(
+        &mesh,
+        &mut client,
+        ME,
+        mode("ZX-4471", SearchMode::Hybrid, 3),
+    )
+    .await?;
+    assert_eq!(
+        texts(&hybrid).first(),
+        Some(&keyword),
+        "{:?}",
+        texts(&hybrid)
+    );
     // The paraphrase: no shared word, so full text misses it; vector and hybrid find it first.
     let question = "which nuts should I avoid eating?";
     let text = search(&mesh, &mut client, ME, mode(question, SearchMode::Text, 3)).await?;
     assert!(!texts(&text).contains(&allergy), "{:?}", texts(&text));
-    let hybrid = search(&mesh, &mut client, ME, mode(question, SearchMode::Hybrid, 3)).await?;
-    assert_eq!(texts(&hybrid).first(), Some(&allergy), "{:?}", texts(&hybrid));
+    let hybrid = search(
+        &mesh,
+        &mut client,
+        ME,
+        mode(question, SearchMode::Hybrid, 3),
+    )
+    .await?;
+    assert_eq!(
+        texts(&hybrid).first(),
+        Some(&allergy),
+        "{:?}",
+        texts(&hybrid)
+    );
     // min_score drops weaker semantic matches: set it between the best and the second best.
     let identity = Mesh::identity(ME.0, ME.1);
     let all = client
-        .search(mesh.auth.request(&identity, mode(question, SearchMode::Vector, 10)))
+        .search(
+            mesh.auth
+                .request(&identity, mode(question, SearchMode::Vector, 10)),
+        )
         .await?
         .into_inner()
         .results;
     assert!(all.len() > 2 && all[0].similarity > all[1].similarity);
     let mut strict = mode(question, SearchMode::Vector, 10);
     strict.min_score = (all[0].similarity + all[1].similarity) / 2.0;
-    assert_eq!(texts(&search(&mesh, &mut client, ME, strict).await?), vec![allergy]);
+    assert_eq!(
+        texts(&search(&mesh, &mut client, ME, strict).await?),
+        vec![allergy]
+    );
     mesh.stop().await
 }
 
@@ -286,21 +328,52 @@ async fn rest_memories_list_search_edit_pin_delete_and_stay_private() -> R {
     let alice = ("acme", "alice");
     let bob = ("acme", "bob");
     let carol = ("globex", "alice"); // same user id, other tenant
-    for text in ["I prefer tea over coffee.", "My car is a green Volvo.", "I play the cello."] {
-        let (status, body) = call(&mesh, M::POST, "/v1/me/memories", alice, Some(json!({"text": text}))).await?;
+    for text in [
+        "I prefer tea over coffee.",
+        "My car is a green Volvo.",
+        "I play the cello.",
+    ] {
+        let (status, body) = call(
+            &mesh,
+            M::POST,
+            "/v1/me/memories",
+            alice,
+            Some(json!({"text": text})),
+        )
+        .await?;
         assert_eq!(status, 201, "{body}");
         assert_eq!(body["scope"], "world");
         assert_eq!(body["embedding_model"], MINILM);
     }
     // Paging: two then one, newest first.
     let (_, page1) = call(&mesh, M::GET, "/v1/me/memories?limit=2", alice, None).await?;
-    assert_eq!(item_texts(&page1), vec!["I play the cello.", "My car is a green Volvo."]);
-    let cursor = page1["next_cursor"].as_str().ok_or("a next page")?.to_string();
-    let (_, page2) = call(&mesh, M::GET, &format!("/v1/me/memories?limit=2&cursor={cursor}"), alice, None).await?;
+    assert_eq!(
+        item_texts(&page1),
+        vec!["I play the cello.", "My car is a green Volvo."]
+    );
+    let cursor = page1["next_cursor"]
+        .as_str()
+        .ok_or("a next page")?
+        .to_string();
+    let (_, page2) = call(
+        &mesh,
+        M::GET,
+        &format!("/v1/me/memories?limit=2&cursor={cursor}"),
+        alice,
+        None,
+    )
+    .await?;
     assert_eq!(item_texts(&page2), vec!["I prefer tea over coffee."]);
     assert!(page2["next_cursor"].is_null());
     // Search.
-    let (_, found) = call(&mesh, M::GET, "/v1/me/memories?q=which%20instrument%20do%20I%20play&limit=1", alice, None).await?;
+    let (_, found) = call(
+        &mesh,
+        M::GET,
+        "/v1/me/memories?q=which%20instrument%20do%20I%20play&limit=1",
+        alice,
+        None,
+    )
+    .await?;
     assert_eq!(item_texts(&found), vec!["I play the cello."]);
     let id = found["items"][0]["id"].as_str().ok_or("id")?.to_string();
     // Others see nothing of it and cannot touch it.
@@ -309,34 +382,93 @@ async fn rest_memories_list_search_edit_pin_delete_and_stay_private() -> R {
         assert!(item_texts(&list).is_empty(), "{list}");
         let (_, found) = call(&mesh, M::GET, "/v1/me/memories?q=cello", other, None).await?;
         assert!(item_texts(&found).is_empty(), "{found}");
-        let (status, _) = call(&mesh, M::PATCH, &format!("/v1/me/memories/{id}"), other, Some(json!({"text": "hacked"}))).await?;
+        let (status, _) = call(
+            &mesh,
+            M::PATCH,
+            &format!("/v1/me/memories/{id}"),
+            other,
+            Some(json!({"text": "hacked"})),
+        )
+        .await?;
         assert_eq!(status, 404);
-        let (status, _) = call(&mesh, M::DELETE, &format!("/v1/me/memories/{id}"), other, None).await?;
+        let (status, _) = call(
+            &mesh,
+            M::DELETE,
+            &format!("/v1/me/memories/{id}"),
+            other,
+            None,
+        )
+        .await?;
         assert_eq!(status, 404);
     }
     // Bob's own memory stays his.
-    call(&mesh, M::POST, "/v1/me/memories", bob, Some(json!({"text": "I play the cello too."}))).await?;
+    call(
+        &mesh,
+        M::POST,
+        "/v1/me/memories",
+        bob,
+        Some(json!({"text": "I play the cello too."})),
+    )
+    .await?;
     let (_, mine) = call(&mesh, M::GET, "/v1/me/memories?q=cello", alice, None).await?;
     let mine = item_texts(&mine);
     assert_eq!(mine.first().map(String::as_str), Some("I play the cello."));
     assert!(!mine.iter().any(|t| t.contains("too")), "{mine:?}");
     // Edit (re-embedded: the new text is what search finds) and pin.
-    let (status, edited) = call(&mesh, M::PATCH, &format!("/v1/me/memories/{id}"), alice, Some(json!({"text": "I play the violin.", "pinned": true}))).await?;
+    let (status, edited) = call(
+        &mesh,
+        M::PATCH,
+        &format!("/v1/me/memories/{id}"),
+        alice,
+        Some(json!({"text": "I play the violin.", "pinned": true})),
+    )
+    .await?;
     assert_eq!(status, 200, "{edited}");
     assert_eq!(edited["pinned"], true);
-    let (_, found) = call(&mesh, M::GET, "/v1/me/memories?q=violin&limit=1", alice, None).await?;
+    let (_, found) = call(
+        &mesh,
+        M::GET,
+        "/v1/me/memories?q=violin&limit=1",
+        alice,
+        None,
+    )
+    .await?;
     assert_eq!(item_texts(&found), vec!["I play the violin."]);
     let (_, pinned) = call(&mesh, M::GET, "/v1/me/memories?pinned=true", alice, None).await?;
     assert_eq!(item_texts(&pinned), vec!["I play the violin."]);
     // Delete.
-    let (status, _) = call(&mesh, M::DELETE, &format!("/v1/me/memories/{id}"), alice, None).await?;
+    let (status, _) = call(
+        &mesh,
+        M::DELETE,
+        &format!("/v1/me/memories/{id}"),
+        alice,
+        None,
+    )
+    .await?;
     assert_eq!(status, 204);
     let (_, list) = call(&mesh, M::GET, "/v1/me/memories", alice, None).await?;
     assert_eq!(item_texts(&list).len(), 2);
     // Bad input is a problem+json 400.
-    let (status, problem) = call(&mesh, M::POST, "/v1/me/memories", alice, Some(json!({"text": "  "}))).await?;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("bad_request")));
-    let (status, _) = call(&mesh, M::GET, "/v1/me/memories?cursor=nonsense", alice, None).await?;
+    let (status, problem) = call(
+        &mesh,
+        M::POST,
+        "/v1/me/memories",
+        alice,
+        Some(json!({"text": "  "})),
+    )
+    .await?;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    let (status, _) = call(
+        &mesh,
+        M::GET,
+        "/v1/me/memories?cursor=nonsense",
+        alice,
+        None,
+    )
+    .await?;
     assert_eq!(status, 400);
     let (status, _) = call(&mesh, M::GET, "/v1/me/memories?scope=chat", alice, None).await?;
     assert_eq!(status, 400, "scope chat needs chat_id");
@@ -360,12 +492,18 @@ fn pdf(text: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{body}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for o in offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
@@ -400,13 +538,29 @@ async fn chat_documents_are_chunked_embedded_and_searchable_in_their_chat() -> R
     }
     md.push_str("The emergency contact for the Lisbon trip is Senhora Duarte, reachable at extension 7781.\n\n");
     for i in 15..30 {
-        md.push_str(&format!("Section {i}. More general advice about luggage, tickets and timetables.\n\n"));
+        md.push_str(&format!(
+            "Section {i}. More general advice about luggage, tickets and timetables.\n\n"
+        ));
     }
-    let (status, doc) = upload(&mesh, &chat, "handbook.md", "text/markdown", md.into_bytes()).await?;
+    let (status, doc) = upload(
+        &mesh,
+        &chat,
+        "handbook.md",
+        "text/markdown",
+        md.into_bytes(),
+    )
+    .await?;
     assert_eq!(status, 201, "{doc}");
     assert!(doc["chunks"].as_u64().unwrap_or(0) >= 3, "{doc}");
     assert_eq!(doc["embedding_model"], MINILM);
-    let (status, doc2) = upload(&mesh, &chat, "memo.pdf", "application/pdf", pdf("The office wifi password is marmalade-42.")).await?;
+    let (status, doc2) = upload(
+        &mesh,
+        &chat,
+        "memo.pdf",
+        "application/pdf",
+        pdf("The office wifi password is marmalade-42."),
+    )
+    .await?;
     assert_eq!(status, 201, "{doc2}");
     assert_eq!(doc2["chunks"], 1);
 
@@ -417,18 +571,44 @@ async fn chat_documents_are_chunked_embedded_and_searchable_in_their_chat() -> R
         r
     };
     let dev = ("dev", "dev-user");
-    let found = search(&mesh, &mut client, dev, ask("who do I call in an emergency in Lisbon?", &chat)).await?;
+    let found = search(
+        &mesh,
+        &mut client,
+        dev,
+        ask("who do I call in an emergency in Lisbon?", &chat),
+    )
+    .await?;
     let top = found.first().ok_or("a result")?;
-    assert!(top.content.contains("Senhora Duarte"), "{:?}", texts(&found));
+    assert!(
+        top.content.contains("Senhora Duarte"),
+        "{:?}",
+        texts(&found)
+    );
     assert_eq!(top.kind, MemoryKind::DocumentChunk as i32);
     let source = top.source.clone().unwrap_or_default();
     assert_eq!(source.document_name, "handbook.md");
     assert_eq!(source.chat_id, chat);
     let found = search(&mesh, &mut client, dev, ask("wifi password", &chat)).await?;
-    assert!(found.first().is_some_and(|m| m.content.contains("marmalade-42")), "{:?}", texts(&found));
+    assert!(
+        found
+            .first()
+            .is_some_and(|m| m.content.contains("marmalade-42")),
+        "{:?}",
+        texts(&found)
+    );
     // Not in another chat.
-    let found = search(&mesh, &mut client, dev, ask("Senhora Duarte emergency contact Lisbon", &other)).await?;
-    assert!(found.iter().all(|m| !m.content.contains("Duarte")), "{:?}", texts(&found));
+    let found = search(
+        &mesh,
+        &mut client,
+        dev,
+        ask("Senhora Duarte emergency contact Lisbon", &other),
+    )
+    .await?;
+    assert!(
+        found.iter().all(|m| !m.content.contains("Duarte")),
+        "{:?}",
+        texts(&found)
+    );
     // Forget the document: all its chunks go.
     let identity = Mesh::identity(dev.0, dev.1);
     let gone = client
@@ -441,17 +621,41 @@ async fn chat_documents_are_chunked_embedded_and_searchable_in_their_chat() -> R
         ))
         .await?
         .into_inner();
-    assert_eq!(u64::from(gone.forgotten), doc["chunks"].as_u64().unwrap_or(0));
+    assert_eq!(
+        u64::from(gone.forgotten),
+        doc["chunks"].as_u64().unwrap_or(0)
+    );
     let found = search(&mesh, &mut client, dev, ask("Senhora Duarte", &chat)).await?;
     assert!(found.iter().all(|m| !m.content.contains("Duarte")));
     // Bad uploads are clear 4xx.
     let (status, problem) = upload(&mesh, &chat, "x.png", "image/png", vec![1, 2, 3]).await?;
     assert_eq!(status, 400, "{problem}");
-    let (status, _) = upload(&mesh, &chat, "bad.pdf", "application/pdf", b"%PDF-1.4 garbage".to_vec()).await?;
+    let (status, _) = upload(
+        &mesh,
+        &chat,
+        "bad.pdf",
+        "application/pdf",
+        b"%PDF-1.4 garbage".to_vec(),
+    )
+    .await?;
     assert_eq!(status, 400);
-    let (status, _) = upload(&mesh, "no-such-chat", "a.txt", "text/plain", b"hello".to_vec()).await?;
+    let (status, _) = upload(
+        &mesh,
+        "no-such-chat",
+        "a.txt",
+        "text/plain",
+        b"hello".to_vec(),
+    )
+    .await?;
     assert_eq!(status, 404);
-    let (status, _) = upload(&mesh, &chat, "big.txt", "text/plain", vec![b'a'; 11 * 1024 * 1024]).await?;
+    let (status, _) = upload(
+        &mesh,
+        &chat,
+        "big.txt",
+        "text/plain",
+        vec![b'a'; 11 * 1024 * 1024],
+    )
+    .await?;
     assert_eq!(status, 400);
     mesh.stop().await
 }
