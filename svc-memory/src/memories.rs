@@ -6,7 +6,7 @@ use pa_proto::v1::{Identity, MemoryItem, ScoredMemory};
 
 use crate::documents;
 use crate::embed::Embedder;
-use crate::store::{Embedding, ListQuery, MemoryError, MemoryStore, SearchQuery};
+use crate::store::{Embedding, ListQuery, MemoryError, MemoryStore, NewDocument, SearchQuery};
 
 #[derive(Clone)]
 pub struct Memories {
@@ -150,9 +150,11 @@ impl Memories {
         self.store
             .insert_document(
                 identity,
-                chat_id,
-                &document_id,
-                &name,
+                &NewDocument {
+                    chat_id,
+                    document_id: &document_id,
+                    name: &name,
+                },
                 chunks,
                 &embeddings.model,
                 embeddings.vectors,

@@ -77,6 +77,13 @@ pub struct ListQuery {
     pub pinned_only: bool,
 }
 
+/// Where a document's chunks go.
+pub struct NewDocument<'a> {
+    pub chat_id: &'a str,
+    pub document_id: &'a str,
+    pub name: &'a str,
+}
+
 #[derive(Clone)]
 pub struct MemoryStore {
     pool: PgPool,
@@ -569,9 +576,7 @@ impl MemoryStore {
     pub async fn insert_document(
         &self,
         identity: &Identity,
-        chat_id: &str,
-        document_id: &str,
-        name: &str,
+        doc: &NewDocument<'_>,
         chunks: Vec<String>,
         model: &str,
         vectors: Vec<Vec<f32>>,
@@ -588,10 +593,10 @@ impl MemoryStore {
             .bind(&identity.tenant_id)
             .bind(uuid::Uuid::now_v7().to_string())
             .bind(&identity.user_id)
-            .bind(chat_id)
+            .bind(doc.chat_id)
             .bind(chunk)
-            .bind(document_id)
-            .bind(name)
+            .bind(doc.document_id)
+            .bind(doc.name)
             .bind(index as i32)
             .bind(Vector::from(vector))
             .bind(model)
