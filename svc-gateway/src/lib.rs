@@ -10,6 +10,7 @@ pub mod config;
 pub mod control_ws;
 mod dto;
 mod integrations;
+mod memories;
 pub mod oidc;
 mod problem;
 mod public_grpc;
@@ -97,6 +98,20 @@ pub fn router(state: AppState) -> Router {
             "/v1/chats/{id}/tools",
             get(integrations::get_selection).put(integrations::put_selection),
         )
+        .route(
+            "/v1/me/memories",
+            get(memories::list).post(memories::create),
+        )
+        .route(
+            "/v1/me/memories/{id}",
+            patch(memories::patch).delete(memories::delete),
+        )
+        .route(
+            "/v1/chats/{id}/files",
+            post(memories::upload_file).layer(axum::extract::DefaultBodyLimit::max(
+                memories::MAX_UPLOAD_BYTES,
+            )),
+        )
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .with_state(state)
@@ -133,7 +148,9 @@ async fn index() -> axum::Json<serde_json::Value> {
             "GET /v1/me/integrations", "POST /v1/me/integrations", "GET /v1/me/integrations/{id}",
             "PATCH /v1/me/integrations/{id}", "DELETE /v1/me/integrations/{id}",
             "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools",
-            "GET /v1/control (WebSocket)"
+            "GET /v1/control (WebSocket)",
+            "GET /v1/me/memories", "POST /v1/me/memories", "PATCH /v1/me/memories/{id}",
+            "DELETE /v1/me/memories/{id}", "POST /v1/chats/{id}/files"
         ]
     }))
 }
@@ -185,11 +202,12 @@ pub fn build_state(
     let runs = channel(&config.runs_url)?;
     let models = channel(&config.models_url)?;
     let tools = channel(&config.tools_url)?;
+    let memory = channel(&config.memory_url)?;
     let mut backends = vec![
         ("svc-runs", runs.clone()),
         ("svc-models", models.clone()),
         ("svc-tools", tools.clone()),
-        ("svc-memory", channel(&config.memory_url)?),
+        ("svc-memory", memory.clone()),
     ];
     if let Some(worker) = &config.worker_url {
         backends.push(("svc-worker", channel(worker)?));
@@ -214,6 +232,8 @@ pub fn build_state(
         keys: KeyServiceClient::new(models.clone()),
         usage: UsageServiceClient::new(models),
         tools: pa_proto::v1::tool_service_client::ToolServiceClient::new(tools),
+        memory: pa_proto::v1::memory_service_client::MemoryServiceClient::new(memory)
+            .max_encoding_message_size(memories::MAX_UPLOAD_BYTES + 1024 * 1024),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         rate_limits: config.rate_limits,

@@ -21,6 +21,7 @@ pub struct AppState {
     pub keys: KeyServiceClient<Channel>,
     pub usage: UsageServiceClient<Channel>,
     pub tools: pa_proto::v1::tool_service_client::ToolServiceClient<Channel>,
+    pub memory: pa_proto::v1::memory_service_client::MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
     pub rate_limits: pa_kit::limits::RateLimits,

@@ -1,6 +1,10 @@
-//! svc-memory: world memory (about the user, across chats) and per-chat memory.
+//! svc-memory: world memory (about the user, across chats), per-chat memory and chat
+//! documents, with hybrid (pgvector + full-text) search.
 
 pub mod config;
+pub mod documents;
+mod embed;
+mod memories;
 mod service;
 mod store;
 
@@ -14,6 +18,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub use pa_kit::StartError;
 
+/// Uploaded documents arrive in one message (the gateway caps files at 10 MiB).
+const MAX_MESSAGE_BYTES: usize = documents::MAX_BYTES + 1024 * 1024;
+
 pub async fn run(
     config: Config,
     listener: tokio::net::TcpListener,
@@ -23,12 +30,18 @@ pub async fn run(
     let pools =
         pa_kit::db::connect_schema_rls(&config.common.database_url, "memory", &MIGRATOR, 10)
             .await?;
-    let pool = pools.app;
-    let service = service::MemoryServiceImpl::new(store::MemoryStore::new(pool));
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
+    let models = pa_kit::grpc::channel(&config.models_url)
+        .map_err(|e| StartError::Other(format!("PA_MODELS_URL: {e}")))?;
+    let memories = memories::Memories {
+        store: store::MemoryStore::new(pools.app),
+        embedder: embed::Embedder::new(models, auth.clone(), config.embed_label.clone()),
+    };
+    let server = MemoryServiceServer::new(service::MemoryServiceImpl::new(memories))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
     GrpcServer::new(config.request_timeout)?
-        .add_service(MemoryServiceServer::with_interceptor(
-            service,
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            server,
             RequireIdentity(auth),
         ))
         .serve(listener, shutdown)

@@ -24,6 +24,16 @@ pub struct Config {
     pub provider_first_byte_timeout: Duration,
     pub provider_idle_timeout: Duration,
     pub provider_connect_timeout: Duration,
+    /// `PA_EMBED_MODEL_DIR`: all-MiniLM-L6-v2 for offline embeddings; default
+    /// `.dev/models/all-MiniLM-L6-v2` if it exists. None = a hashed fallback (logged).
+    pub embed_model_dir: Option<std::path::PathBuf>,
+}
+
+fn embed_model_dir(default: std::path::PathBuf) -> Option<std::path::PathBuf> {
+    match std::env::var("PA_EMBED_MODEL_DIR") {
+        Ok(dir) if !dir.is_empty() => Some(dir.into()),
+        _ => default.exists().then_some(default),
+    }
 }
 
 impl Config {
@@ -57,6 +67,7 @@ impl Config {
             provider_first_byte_timeout: ms("PA_PROVIDER_FIRST_BYTE_TIMEOUT_MS", 30_000)?,
             provider_idle_timeout: ms("PA_PROVIDER_IDLE_TIMEOUT_MS", 60_000)?,
             provider_connect_timeout: ms("PA_PROVIDER_CONNECT_TIMEOUT_MS", 5_000)?,
+            embed_model_dir: embed_model_dir(".dev/models/all-MiniLM-L6-v2".into()),
         })
     }
 
@@ -72,6 +83,11 @@ impl Config {
             provider_first_byte_timeout: Duration::from_secs(5),
             provider_idle_timeout: Duration::from_secs(5),
             provider_connect_timeout: Duration::from_secs(2),
+            // The workspace's dev stack copy, when there is one.
+            embed_model_dir: embed_model_dir(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../.dev/models/all-MiniLM-L6-v2"),
+            ),
         }
     }
 }

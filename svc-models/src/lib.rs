@@ -4,6 +4,7 @@
 mod breaker;
 mod catalog;
 pub mod config;
+pub mod embedder;
 mod governance;
 mod keys;
 mod offline;
@@ -93,7 +94,10 @@ pub async fn run(
         offline_token_delay: config.offline_token_delay,
         shutdown: shutdown.clone(),
     };
-    let services = service::Services { relay };
+    let services = service::Services {
+        relay,
+        embedder: embedder::OfflineEmbedder::new(config.embed_model_dir.clone()),
+    };
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let guard = RequireIdentity(auth);
     GrpcServer::new(config.request_timeout)?

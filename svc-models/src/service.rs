@@ -27,6 +27,7 @@ use crate::relay::{Relay, platform_key_aad};
 #[derive(Clone)]
 pub struct Services {
     pub relay: Relay,
+    pub embedder: crate::embedder::OfflineEmbedder,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
@@ -34,30 +35,6 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + 
 fn require_admin(identity: &Identity) -> Result<(), Status> {
     Ok(pa_kit::identity::require_role(identity, "admin")?)
 }
-
-/// A deterministic bag-of-words embedding for the offline model: honest, local, and good
-/// enough for exact and near-exact matches; real semantics need a real embedding model.
-fn offline_embedding(text: &str, dims: usize) -> Vec<f32> {
-    let mut v = vec![0f32; dims];
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in word.to_lowercase().bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x100000001b3);
-        }
-        v[(h % dims as u64) as usize] += if h & (1 << 63) == 0 { 1.0 } else { -1.0 };
-    }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
-}
-
-const OFFLINE_EMBED_DIMS: usize = 384;
 
 #[tonic::async_trait]
 impl ModelService for Services {
@@ -122,18 +99,20 @@ impl ModelService for Services {
             .provider(&model.info.provider)
             .cloned()
             .ok_or_else(|| PaError::not_found(format!("provider of {label} is missing")))?;
-        let vectors = if provider.kind == "offline" {
-            req.inputs
-                .iter()
-                .map(|t| offline_embedding(t, OFFLINE_EMBED_DIMS))
-                .collect()
+        let (model_id, vectors) = if provider.kind == "offline" {
+            let (id, vectors) = self
+                .embedder
+                .embed(req.inputs)
+                .await
+                .map_err(PaError::internal)?;
+            (id.to_string(), vectors)
         } else {
             let key = self.relay.key_for(&identity, &provider).await?;
             let secret = match &key {
                 crate::relay::KeyChoice::User(s) | crate::relay::KeyChoice::Platform(s) => Some(s),
                 crate::relay::KeyChoice::None => None,
             };
-            crate::provider::embed(
+            let vectors = crate::provider::embed(
                 &self.relay.http,
                 &provider.base_url,
                 secret,
@@ -145,7 +124,8 @@ impl ModelService for Services {
             .map_err(|e| {
                 let code = <ErrorCode as pa_kit::error::ErrorCodeExt>::from_slug(e.code);
                 PaError::new(code.unwrap_or(ErrorCode::Unavailable), e.message)
-            })?
+            })?;
+            (label.clone(), vectors)
         };
         Ok(Response::new(EmbedResponse {
             embeddings: vectors
@@ -153,6 +133,7 @@ impl ModelService for Services {
                 .map(|values| Embedding { values })
                 .collect(),
             served_label: label,
+            model_id,
         }))
     }
 }
@@ -388,16 +369,5 @@ impl UsageService for Services {
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(GetUsageResponse { days }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn offline_embeddings_are_deterministic_unit_vectors() {
-        let a = super::offline_embedding("The cat sat", 64);
-        assert_eq!(a, super::offline_embedding("the CAT sat", 64));
-        assert!((a.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5);
-        assert_ne!(a, super::offline_embedding("a dog ran", 64));
     }
 }

@@ -188,6 +188,8 @@ impl MeshBuilder {
                     common: common.clone(),
                     listen_addr: String::new(),
                     request_timeout: timeout,
+                    models_url: models_url.clone(),
+                    embed_label: String::new(),
                 };
                 let s = shutdown.clone();
                 async move {

@@ -25,10 +25,13 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
             ..Default::default()
         };
         memory
-            .upsert(
-                mesh.auth
-                    .request(&identity, UpsertMemoryRequest { item: Some(item) }),
-            )
+            .upsert(mesh.auth.request(
+                &identity,
+                UpsertMemoryRequest {
+                    item: Some(item),
+                    ..Default::default()
+                },
+            ))
             .await?;
     }
     // Through the service: each tenant finds only its own.

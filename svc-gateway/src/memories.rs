@@ -1,0 +1,364 @@
+//! REST for memory: `/v1/me/memories` lets users see, search and correct what the agent
+//! remembers about them; `POST /v1/chats/{id}/files` adds a document to a chat's memory.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::{DateTime, SecondsFormat, Utc};
+use pa_kit::PaError;
+use pa_proto::v1::{
+    ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest, ListMemoriesRequest, MemoryItem,
+    MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest, UpdateMemoryRequest,
+    UpsertMemoryRequest,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Largest upload (svc-memory takes the same).
+pub const MAX_UPLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+fn time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn scope_name(v: i32) -> &'static str {
+    match MemoryScope::try_from(v) {
+        Ok(MemoryScope::Chat) => "chat",
+        _ => "world",
+    }
+}
+
+fn kind_name(v: i32) -> &'static str {
+    match MemoryKind::try_from(v) {
+        Ok(MemoryKind::Preference) => "preference",
+        Ok(MemoryKind::Summary) => "summary",
+        Ok(MemoryKind::DocumentChunk) => "document_chunk",
+        _ => "fact",
+    }
+}
+
+fn parse_scope(name: &str) -> Result<MemoryScope, PaError> {
+    match name {
+        "world" => Ok(MemoryScope::World),
+        "chat" => Ok(MemoryScope::Chat),
+        _ => Err(PaError::bad_request("scope must be world or chat")),
+    }
+}
+
+fn parse_kind(name: &str) -> Result<MemoryKind, PaError> {
+    match name {
+        "fact" => Ok(MemoryKind::Fact),
+        "preference" => Ok(MemoryKind::Preference),
+        "summary" => Ok(MemoryKind::Summary),
+        "document_chunk" => Ok(MemoryKind::DocumentChunk),
+        _ => Err(PaError::bad_request(
+            "kind must be fact, preference, summary or document_chunk",
+        )),
+    }
+}
+
+#[derive(Serialize)]
+pub struct MemoryJson {
+    id: String,
+    scope: &'static str,
+    chat_id: Option<String>,
+    kind: &'static str,
+    text: String,
+    tags: Vec<String>,
+    pinned: bool,
+    source: serde_json::Value,
+    embedding_model: String,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    similarity: Option<f32>,
+}
+
+impl From<MemoryItem> for MemoryJson {
+    fn from(m: MemoryItem) -> Self {
+        let s = m.source.unwrap_or_default();
+        let some = |v: String| (!v.is_empty()).then_some(v);
+        let mut source = json!({
+            "chat_id": some(s.chat_id), "run_id": some(s.run_id), "message_id": some(s.message_id),
+        });
+        if !s.document_id.is_empty() {
+            source["document"] =
+                json!({ "id": s.document_id, "name": s.document_name, "chunk": s.chunk_index });
+        }
+        Self {
+            id: m.id,
+            scope: scope_name(m.scope),
+            chat_id: m.chat_id,
+            kind: kind_name(m.kind),
+            text: m.content,
+            tags: m.tags,
+            pinned: m.pinned,
+            source,
+            embedding_model: m.embedding_model,
+            created_at: time(m.created_at_ms),
+            updated_at: time(m.updated_at_ms),
+            score: None,
+            similarity: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListParams {
+    q: Option<String>,
+    scope: Option<String>,
+    chat_id: Option<String>,
+    kind: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+    pinned: Option<bool>,
+}
+
+/// `GET /v1/me/memories`: newest first, paged; with `?q=` a hybrid search (top `limit`, no paging).
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Query(p) = params?;
+    let scope = p.scope.as_deref().map(parse_scope).transpose()?;
+    let kinds: Vec<i32> = match p.kind.as_deref() {
+        Some(k) => vec![parse_kind(k)? as i32],
+        None => vec![],
+    };
+    let limit = p.limit.unwrap_or(0);
+    if limit > 200 {
+        return Err(PaError::bad_request("limit must be 1..200").into());
+    }
+    let mut client = state.memory.clone();
+    if let Some(q) = p.q.filter(|q| !q.trim().is_empty()) {
+        let request = SearchMemoryRequest {
+            query: q,
+            scope: scope.unwrap_or(MemoryScope::Unspecified) as i32,
+            chat_id: p.chat_id,
+            limit: limit.min(100),
+            kinds,
+            ..Default::default()
+        };
+        let found = client
+            .search(state.auth.request(&identity, request))
+            .await?
+            .into_inner();
+        let items: Vec<MemoryJson> = found
+            .results
+            .into_iter()
+            .filter_map(|r| {
+                let mut json = MemoryJson::from(r.item?);
+                json.score = Some(r.score);
+                json.similarity = Some(r.similarity);
+                Some(json)
+            })
+            .collect();
+        return Ok(Json(json!({ "items": items, "next_cursor": null })));
+    }
+    let request = ListMemoriesRequest {
+        scope: scope.unwrap_or(MemoryScope::Unspecified) as i32,
+        chat_id: p.chat_id,
+        kinds,
+        limit,
+        cursor: p.cursor.unwrap_or_default(),
+        pinned_only: p.pinned.unwrap_or(false),
+    };
+    let page = client
+        .list(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    let items: Vec<MemoryJson> = page.items.into_iter().map(MemoryJson::from).collect();
+    let next = (!page.next_cursor.is_empty()).then_some(page.next_cursor);
+    Ok(Json(json!({ "items": items, "next_cursor": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    text: String,
+    scope: Option<String>,
+    chat_id: Option<String>,
+    kind: Option<String>,
+    #[serde(default)]
+    pinned: bool,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// `POST /v1/me/memories`: remember something (near-duplicates update the existing memory).
+pub async fn create(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<impl IntoResponse> {
+    let scope = match body.scope.as_deref() {
+        Some(s) => parse_scope(s)?,
+        None if body.chat_id.is_some() => MemoryScope::Chat,
+        None => MemoryScope::World,
+    };
+    let kind = body.kind.as_deref().map(parse_kind).transpose()?;
+    if kind == Some(MemoryKind::DocumentChunk) {
+        return Err(PaError::bad_request("upload documents with POST /v1/chats/{id}/files").into());
+    }
+    let item = MemoryItem {
+        scope: scope as i32,
+        chat_id: body.chat_id.clone(),
+        content: body.text,
+        tags: body.tags,
+        kind: kind.unwrap_or(MemoryKind::Fact) as i32,
+        pinned: body.pinned,
+        source: Some(MemorySource {
+            chat_id: body.chat_id.unwrap_or_default(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let stored = state
+        .memory
+        .clone()
+        .upsert(state.auth.request(
+            &identity,
+            UpsertMemoryRequest {
+                item: Some(item),
+                no_dedup: false,
+            },
+        ))
+        .await?
+        .into_inner();
+    let location = format!("/v1/me/memories/{}", stored.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(MemoryJson::from(stored)),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    text: Option<String>,
+    pinned: Option<bool>,
+}
+
+/// `PATCH /v1/me/memories/{id}`: correct the text and/or pin.
+pub async fn patch(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchBody>,
+) -> ApiResult<Json<MemoryJson>> {
+    if body.text.is_none() && body.pinned.is_none() {
+        return Err(PaError::bad_request("give text and/or pinned").into());
+    }
+    let request = UpdateMemoryRequest {
+        id,
+        content: body.text,
+        pinned: body.pinned,
+    };
+    let item = state
+        .memory
+        .clone()
+        .update(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(item.into()))
+}
+
+/// `DELETE /v1/me/memories/{id}`: forget it.
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let request = ForgetMemoryRequest {
+        id,
+        ..Default::default()
+    };
+    state
+        .memory
+        .clone()
+        .forget(state.auth.request(&identity, request))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadParams {
+    filename: Option<String>,
+}
+
+/// `POST /v1/chats/{id}/files?filename=`: the raw file as the body (Content-Type text/plain,
+/// text/markdown or application/pdf). Its text is chunked, embedded and kept as the chat's
+/// document memory, which searches of that chat find.
+pub async fn upload_file(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    params: Result<Query<UploadParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<impl IntoResponse> {
+    let Query(params) = params?;
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            PaError::bad_request(format!("the file is over {MAX_UPLOAD_BYTES} bytes"))
+        } else {
+            PaError::bad_request(format!("cannot read the body: {}", e.body_text()))
+        }
+    })?;
+    if body.is_empty() {
+        return Err(PaError::bad_request("the body is empty: send the file as the body").into());
+    }
+    // The chat must be the caller's (404 otherwise).
+    state
+        .runs
+        .clone()
+        .get_chat(state.auth.request(
+            &identity,
+            GetChatRequest {
+                chat_id: chat_id.clone(),
+            },
+        ))
+        .await?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let filename = params.filename.unwrap_or_default();
+    let request = IngestDocumentRequest {
+        chat_id: chat_id.clone(),
+        filename: filename.clone(),
+        content_type,
+        data: body.to_vec(),
+    };
+    let done = state
+        .memory
+        .clone()
+        .ingest_document(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "document_id": done.document_id, "chat_id": chat_id, "filename": filename,
+            "chunks": done.chunks, "chars": done.chars, "embedding_model": done.embedding_model,
+        })),
+    ))
+}
