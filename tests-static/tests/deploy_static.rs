@@ -12,11 +12,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_norway::Value as Yaml;
 use serde_json::Value as Json;
+use serde_norway::Value as Yaml;
 use tests_static::{COMMON, Helm, SERVICES, workspace_root};
-
-type R = Result<(), Box<dyn std::error::Error>>;
 
 fn root() -> PathBuf {
     workspace_root()
@@ -131,9 +129,26 @@ fn env_literals(dir: &Path) -> BTreeSet<String> {
     found
 }
 
+/// All the Rust source under `dir`, concatenated.
+fn source_text(dir: &Path) -> String {
+    let mut text = String::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                stack.push(entry.path());
+            }
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    text
+}
+
 #[test]
 fn the_catalogue_lists_exactly_the_variables_the_code_reads() {
-    let fix = "add it to tests-static/src/lib.rs and run `cargo run -p tests-static --bin gen-config`";
+    let fix =
+        "add it to tests-static/src/lib.rs and run `cargo run -p tests-static --bin gen-config`";
     let common: BTreeSet<&str> = COMMON.iter().map(|c| c.var.name).collect();
     let kit = env_literals(&root().join("libs/pa-kit/src"));
     for name in &kit {
@@ -167,6 +182,34 @@ fn the_catalogue_lists_exactly_the_variables_the_code_reads() {
                 "{name} is listed for {} but its source no longer reads it",
                 service.dir
             );
+        }
+    }
+    // Which services read pa-kit's variables follows from what they call.
+    for service in SERVICES {
+        let src = source_text(&root().join(service.dir).join("src"));
+        let common = src.contains("CommonConfig") || src.contains("ServiceConfig");
+        let rls = src.contains("connect_schema_rls");
+        let timeout = src.contains("ServiceConfig") || src.contains("\"PA_REQUEST_TIMEOUT_MS\"");
+        for (names, expected) in [
+            (
+                &["DATABASE_URL", "REDIS_URL", "PA_INTERNAL_SECRET"][..],
+                common,
+            ),
+            (&["PA_DB_APP_USER", "PA_DB_APP_PASSWORD"][..], rls),
+            (&["PA_REQUEST_TIMEOUT_MS"][..], timeout),
+        ] {
+            for name in names {
+                let listed = COMMON
+                    .iter()
+                    .any(|c| c.var.name == *name && c.used_by.contains(&service.name));
+                assert_eq!(
+                    listed,
+                    expected,
+                    "COMMON {name}: used_by should {}include {}",
+                    if expected { "" } else { "not " },
+                    service.name
+                );
+            }
         }
     }
     // Every service crate of the workspace has a list.
@@ -216,7 +259,11 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
         .pop()
         .unwrap_or(Yaml::Null);
     let deployments = of_kind(&objects, "Deployment");
-    assert_eq!(deployments.len(), SERVICES.len(), "one Deployment per service");
+    assert_eq!(
+        deployments.len(),
+        SERVICES.len(),
+        "one Deployment per service"
+    );
     for service in SERVICES {
         let (file, deployment) = deployments
             .iter()
@@ -225,7 +272,11 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
             .unwrap_or_else(|| panic!("no Deployment for {}", service.name));
         let pod = &deployment["spec"]["template"]["spec"];
         let container = &pod["containers"][0];
-        assert_eq!(container["name"], format!("svc-{}", service.name).as_str(), "{file}");
+        assert_eq!(
+            container["name"],
+            format!("svc-{}", service.name).as_str(),
+            "{file}"
+        );
         for probe in ["livenessProbe", "readinessProbe"] {
             let p = &container[probe];
             assert!(
@@ -233,10 +284,7 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
                 "{file}: {probe} must ask the health endpoint"
             );
         }
-        assert!(
-            container.get("resources").is_some(),
-            "{file}: no resources"
-        );
+        assert!(container.get("resources").is_some(), "{file}: no resources");
         let limits = &values["services"][service.name]["resources"]["limits"];
         assert!(
             limits["cpu"].as_str().is_some() && limits["memory"].as_str().is_some(),
@@ -260,7 +308,12 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
                         .unwrap_or_else(|| panic!("{file}: secret {} not wired", var.name));
                     let reference = &entry["valueFrom"]["secretKeyRef"];
                     assert_eq!(reference["key"], var.name, "{file}");
-                    assert_eq!(reference["optional"].as_bool().unwrap_or(false), optional, "{file}: {}", var.name);
+                    assert_eq!(
+                        reference["optional"].as_bool().unwrap_or(false),
+                        optional,
+                        "{file}: {}",
+                        var.name
+                    );
                 }
                 Helm::Chart(_) => assert!(
                     env.contains_key(var.name),
@@ -272,7 +325,10 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
         let text = read(&format!("helm/personal-agent/templates/{file}"));
         assert!(
             text.contains(&format!(".Values.services.{}.resources", service.name))
-                && text.contains(&format!("\"pa.env\" (dict \"root\" $ \"component\" \"{}\")", service.name)),
+                && text.contains(&format!(
+                    "\"pa.env\" (dict \"root\" $ \"component\" \"{}\")",
+                    service.name
+                )),
             "{file}: resources and values env come from services.{}",
             service.name
         );
@@ -283,7 +339,10 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
             "{file}: no Service"
         );
         let pdbs = of_kind(&objects, "PodDisruptionBudget");
-        assert!(pdbs.iter().any(|(f, _)| f == file), "{file}: no PodDisruptionBudget");
+        assert!(
+            pdbs.iter().any(|(f, _)| f == file),
+            "{file}: no PodDisruptionBudget"
+        );
         let scales = matches!(service.name, "gateway" | "runs" | "worker");
         let hpas = of_kind(&objects, "HorizontalPodAutoscaler");
         assert_eq!(hpas.iter().any(|(f, _)| f == file), scales, "{file}: HPA");
@@ -296,13 +355,17 @@ fn network_policies_leave_only_the_gateway_reachable_from_outside() {
     let policies = of_kind(&objects, "NetworkPolicy");
     // A default deny over every pod of the release.
     assert!(
-        policies.iter().any(|(_, p)| p["spec"]["podSelector"]["matchLabels"]
-            .get("app.kubernetes.io/instance")
-            .is_some()
-            && p["spec"]["podSelector"]["matchLabels"]
-                .get("app.kubernetes.io/component")
-                .is_none()
-            && p["spec"]["ingress"].as_sequence().is_some_and(Vec::is_empty)),
+        policies
+            .iter()
+            .any(|(_, p)| p["spec"]["podSelector"]["matchLabels"]
+                .get("app.kubernetes.io/instance")
+                .is_some()
+                && p["spec"]["podSelector"]["matchLabels"]
+                    .get("app.kubernetes.io/component")
+                    .is_none()
+                && p["spec"]["ingress"]
+                    .as_sequence()
+                    .is_some_and(Vec::is_empty)),
         "no default-deny NetworkPolicy"
     );
     let mut open_to_outside = BTreeSet::new();
@@ -333,11 +396,19 @@ fn network_policies_leave_only_the_gateway_reachable_from_outside() {
     let mesh_ports: BTreeSet<u64> = policies
         .iter()
         .filter(|(_, p)| !str_of(&p["metadata"]["name"]).ends_with("-gateway"))
-        .flat_map(|(_, p)| p["spec"]["ingress"].as_sequence().cloned().unwrap_or_default())
+        .flat_map(|(_, p)| {
+            p["spec"]["ingress"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
         .flat_map(|rule| rule["ports"].as_sequence().cloned().unwrap_or_default())
         .filter_map(|port| port["port"].as_u64())
         .collect();
-    assert_eq!(mesh_ports, BTreeSet::from([50051, 50052, 50053, 50054, 50055]));
+    assert_eq!(
+        mesh_ports,
+        BTreeSet::from([50051, 50052, 50053, 50054, 50055])
+    );
 }
 
 fn schema_validator() -> jsonschema::Validator {
@@ -357,7 +428,10 @@ fn default_values() -> Json {
 fn the_generated_schema_validates_the_default_values_and_refuses_bad_ones() {
     let validator = schema_validator();
     let values = default_values();
-    let errors: Vec<String> = validator.iter_errors(&values).map(|e| e.to_string()).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&values)
+        .map(|e| e.to_string())
+        .collect();
     assert!(errors.is_empty(), "values.yaml: {errors:?}");
 
     let refused = |mutate: &dyn Fn(&mut Json), why: &str| {
@@ -417,9 +491,14 @@ fn chart_dependencies_are_optional_and_the_realm_is_the_same_file() {
         .map(|d| (str_of(&d["name"]), str_of(&d["condition"])))
         .collect();
     for name in ["postgresql", "redis", "temporal", "keycloak"] {
-        let condition = deps.get(name).unwrap_or_else(|| panic!("no dependency {name}"));
+        let condition = deps
+            .get(name)
+            .unwrap_or_else(|| panic!("no dependency {name}"));
         assert_eq!(*condition, format!("{name}.enabled"));
-        assert!(values[name]["enabled"].is_boolean(), "values.yaml: {name}.enabled");
+        assert!(
+            values[name]["enabled"].is_boolean(),
+            "values.yaml: {name}.enabled"
+        );
     }
     assert_eq!(
         read("helm/personal-agent/files/realm-personal-agent.json"),
@@ -433,7 +512,10 @@ fn chart_dependencies_are_optional_and_the_realm_is_the_same_file() {
     assert_eq!(jobs.len(), 1, "one migration Job");
     let hook = str_of(&jobs[0]["metadata"]["annotations"]["helm.sh/hook"]);
     assert!(hook.contains("pre-upgrade"), "{hook}");
-    assert_eq!(jobs[0]["spec"]["template"]["spec"]["containers"][0]["name"], "pa-migrate");
+    assert_eq!(
+        jobs[0]["spec"]["template"]["spec"]["containers"][0]["name"],
+        "pa-migrate"
+    );
 }
 
 /// (stage name, its lines) of a Dockerfile.
@@ -491,7 +573,11 @@ fn dockerfiles_are_multi_stage_and_run_as_a_non_root_user() {
     // Every service binary and pa-migrate are built from deploy/Dockerfile by Compose.
     let compose = read("deploy/compose.yaml");
     for service in SERVICES {
-        assert!(compose.contains(&format!("BIN: {}", service.dir)), "{}", service.dir);
+        assert!(
+            compose.contains(&format!("BIN: {}", service.dir)),
+            "{}",
+            service.dir
+        );
     }
     assert!(compose.contains("BIN: pa-migrate"));
     assert!(read(".dockerignore").lines().any(|l| l.trim() == "target"));
@@ -534,7 +620,10 @@ fn compose_runs_every_service_with_a_healthcheck() {
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                 .collect();
-            assert!(env_example.contains(&var), "deploy/.env.example lacks {var}");
+            assert!(
+                env_example.contains(&var),
+                "deploy/.env.example lacks {var}"
+            );
         }
     }
     assert_eq!(published, BTreeSet::from(["gateway", "dev-idp"]));
@@ -543,8 +632,17 @@ fn compose_runs_every_service_with_a_healthcheck() {
             .get(service.name)
             .unwrap_or_else(|| panic!("compose.yaml: no {}", service.name));
         let known: BTreeSet<&str> = service.all_vars().iter().map(|v| v.name).collect();
-        for var in svc["environment"].as_mapping().into_iter().flatten().map(|(k, _)| str_of(k)) {
-            assert!(known.contains(var), "compose.yaml: {} sets unknown {var}", service.name);
+        for var in svc["environment"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| str_of(k))
+        {
+            assert!(
+                known.contains(var),
+                "compose.yaml: {} sets unknown {var}",
+                service.name
+            );
         }
         // The listen address must not be loopback inside a container.
         let addr = service
@@ -585,7 +683,10 @@ fn the_book_links_resolve() {
         // A page may be an mdBook include of a file outside src/ (the ADRs in docs/adr).
         if let Some(include) = text.trim().strip_prefix("{{#include ") {
             let included = include.trim_end_matches("}}").trim();
-            assert!(base.join(included).exists(), "{target} includes {included}, which does not exist");
+            assert!(
+                base.join(included).exists(),
+                "{target} includes {included}, which does not exist"
+            );
             continue;
         }
         assert!(text.starts_with("# "), "{target} has no title");
@@ -596,12 +697,19 @@ fn the_book_links_resolve() {
             if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
                 continue;
             }
-            assert!(base.join(file).exists(), "{target} links {link}, which does not exist");
+            assert!(
+                base.join(file).exists(),
+                "{target} links {link}, which does not exist"
+            );
         }
     }
     assert!(links >= 7, "SUMMARY.md lists {links} pages");
     assert!(read("docs/book.toml").contains("src = \"src\""));
-    for adr in std::fs::read_dir(root().join("docs/adr")).into_iter().flatten().flatten() {
+    for adr in std::fs::read_dir(root().join("docs/adr"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let name = adr.file_name().to_string_lossy().into_owned();
         assert!(
             summary.contains(&format!("](adr/{name})")),

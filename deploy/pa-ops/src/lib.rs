@@ -115,7 +115,9 @@ impl Probe {
                     path: path.to_string(),
                 })
             }
-            _ => Err("usage: pa-healthcheck grpc <host:port> | http http://<host:port>/<path>".into()),
+            _ => Err(
+                "usage: pa-healthcheck grpc <host:port> | http http://<host:port>/<path>".into(),
+            ),
         }
     }
 

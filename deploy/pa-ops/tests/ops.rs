@@ -72,7 +72,10 @@ async fn pa_migrate_applies_every_services_migrations_once() -> R {
 #[tokio::test]
 async fn pa_migrate_reports_an_unreachable_database() {
     let err = pa_ops::migrate_all("postgres://pa@127.0.0.1:1/none").await;
-    assert!(matches!(err, Err(pa_kit::db::DbError::Connect(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(pa_kit::db::DbError::Connect(_))),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
