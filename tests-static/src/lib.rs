@@ -78,7 +78,7 @@ const fn var(
 
 const ALL: &[&str] = &["gateway", "runs", "models", "tools", "memory", "worker"];
 const WITH_DB: &[&str] = &["gateway", "runs", "models", "tools", "memory"];
-const WITH_RLS: &[&str] = &["tools", "memory"];
+const WITH_RLS: &[&str] = &["gateway", "runs", "tools", "memory"];
 const SECRET: Helm = Helm::Secret { optional: false };
 const OPTIONAL_SECRET: Helm = Helm::Secret { optional: true };
 

@@ -34,13 +34,13 @@ pub const SCHEMAS: &[Schema] = &[
     Schema {
         service: "svc-gateway",
         schema: "gateway",
-        rls: false,
+        rls: true,
         migrator: &GATEWAY,
     },
     Schema {
         service: "svc-runs",
         schema: "runs",
-        rls: false,
+        rls: true,
         migrator: &RUNS,
     },
     Schema {
