@@ -30,6 +30,9 @@ pub enum Helm {
     Secret { optional: bool },
     /// Set by the chart's templates (listen addresses, in-cluster URLs), from the values named.
     Chart(&'static str),
+    /// Set by the image (`ENV` in deploy/Dockerfile), e.g. where the gateway image holds the
+    /// web app.
+    Image,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -762,6 +765,7 @@ fn helm_cell(v: &Var, service: Option<&str>) -> String {
         Helm::Secret { optional: false } => "secret key (required)".into(),
         Helm::Secret { optional: true } => "secret key (optional)".into(),
         Helm::Chart(from) => format!("set by the chart: {from}"),
+        Helm::Image => "set by the image".into(),
     }
 }
 

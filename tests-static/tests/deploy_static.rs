@@ -320,6 +320,11 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
                     "{file}: the chart does not set {}",
                     var.name
                 ),
+                Helm::Image => assert!(
+                    read("deploy/Dockerfile").contains(&format!("ENV {}=", var.name)),
+                    "deploy/Dockerfile does not set {}",
+                    var.name
+                ),
             }
         }
         let text = read(&format!("helm/personal-agent/templates/{file}"));
