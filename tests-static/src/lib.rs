@@ -1,0 +1,853 @@
+//! The configuration catalogue: every environment variable every service reads, with its
+//! default, meaning and how the Helm chart sets it — one list per service plus the variables
+//! pa-kit reads for all of them.
+//!
+//! Two files are generated from it (`cargo run -p tests-static --bin gen-config`):
+//! `helm/personal-agent/values.schema.json` and `docs/src/configuration.md`. The tests of this
+//! crate fail when either is stale, and when a service's source reads a variable that is not
+//! listed here (or a listed one is no longer read), so the reference cannot drift from the code.
+
+use serde_json::{Value, json};
+
+/// What a variable holds (drives the JSON schema).
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    Text,
+    /// A non-negative integer (milliseconds, counts).
+    Int,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// A Postgres identifier we splice into SQL: `[A-Za-z0-9_]+`.
+    Ident,
+}
+
+/// How the Helm chart sets a variable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Helm {
+    /// From values: `env.<NAME>` (every service) or `services.<svc>.env.<NAME>`.
+    Value,
+    /// From the key of the same name in the Secret named by `secrets.existingSecret`.
+    Secret { optional: bool },
+    /// Set by the chart's templates (listen addresses, in-cluster URLs), from the values named.
+    Chart(&'static str),
+    /// Set by the image (`ENV` in deploy/Dockerfile), e.g. where the gateway image holds the
+    /// web app.
+    Image,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Var {
+    pub name: &'static str,
+    /// The default when unset, as the operator reads it.
+    pub default: &'static str,
+    pub kind: Kind,
+    pub helm: Helm,
+    pub doc: &'static str,
+}
+
+/// A variable pa-kit reads, and the services that read it through pa-kit.
+#[derive(Clone, Copy, Debug)]
+pub struct CommonVar {
+    pub var: Var,
+    pub used_by: &'static [&'static str],
+    /// Read by a library (tracing-subscriber), so it never appears as a literal in our source.
+    pub read_by_library: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Service {
+    /// The chart's name for it: `services.<name>` in values.
+    pub name: &'static str,
+    /// Its crate folder, whose `src/` is scanned for the variables it reads.
+    pub dir: &'static str,
+    pub vars: &'static [Var],
+}
+
+const fn var(
+    name: &'static str,
+    default: &'static str,
+    kind: Kind,
+    helm: Helm,
+    doc: &'static str,
+) -> Var {
+    Var {
+        name,
+        default,
+        kind,
+        helm,
+        doc,
+    }
+}
+
+const ALL: &[&str] = &["gateway", "runs", "models", "tools", "memory", "worker"];
+const WITH_DB: &[&str] = &["gateway", "runs", "models", "tools", "memory"];
+const WITH_RLS: &[&str] = &["gateway", "runs", "tools", "memory"];
+const SECRET: Helm = Helm::Secret { optional: false };
+const OPTIONAL_SECRET: Helm = Helm::Secret { optional: true };
+
+/// The variables of libs/pa-kit.
+pub const COMMON: &[CommonVar] = &[
+    CommonVar {
+        var: var(
+            "DATABASE_URL",
+            "postgres://pa@127.0.0.1:55432/personal_agent",
+            Kind::Text,
+            SECRET,
+            "Postgres URL of the schema owner: runs the migrations and, for services under row-level security, creates the application role when it may.",
+        ),
+        used_by: WITH_DB,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "REDIS_URL",
+            "redis://127.0.0.1:6379",
+            Kind::Text,
+            Helm::Chart("externalRedis.url, or the bundled Redis"),
+            "Redis: per-run AG-UI event streams and rate-limit counters.",
+        ),
+        used_by: WITH_DB,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_INTERNAL_SECRET",
+            "a dev secret (logged as a warning)",
+            Kind::Text,
+            SECRET,
+            "HMAC key of the internal credential the gateway forwards with each call; the same on every service.",
+        ),
+        used_by: WITH_DB,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_DB_APP_USER",
+            "pa_app",
+            Kind::Ident,
+            Helm::Value,
+            "The application role services under row-level security query as (no superuser, no BYPASSRLS); `[A-Za-z0-9_]`.",
+        ),
+        used_by: WITH_RLS,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_DB_APP_PASSWORD",
+            "none",
+            Kind::Text,
+            OPTIONAL_SECRET,
+            "Password of the application role.",
+        ),
+        used_by: WITH_RLS,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_REQUEST_TIMEOUT_MS",
+            "30000",
+            Kind::Int,
+            Helm::Value,
+            "Bound on unary gRPC calls served.",
+        ),
+        used_by: &["runs", "models", "tools", "memory", "worker"],
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_LOG_FORMAT",
+            "text",
+            Kind::OneOf(&["text", "json"]),
+            Helm::Value,
+            "`json` logs one JSON object per line.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "RUST_LOG",
+            "info",
+            Kind::Text,
+            Helm::Value,
+            "Log filter (tracing-subscriber `EnvFilter` syntax, e.g. `info,svc_runs=debug`).",
+        ),
+        used_by: ALL,
+        read_by_library: true,
+    },
+];
+
+/// The chart's in-cluster addresses: services listen on all interfaces of their pod.
+pub const SERVICES: &[Service] = &[
+    Service {
+        name: "gateway",
+        dir: "svc-gateway",
+        vars: &[
+            var(
+                "PA_GATEWAY_ADDR",
+                "127.0.0.1:8080",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:8080"),
+                "HTTP listen address (REST, SSE, AG-UI).",
+            ),
+            var(
+                "PA_GATEWAY_GRPC_ADDR",
+                "127.0.0.1:50050",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50050"),
+                "Public gRPC API listen address; `none` turns it off.",
+            ),
+            var(
+                "PA_RUNS_URL",
+                "http://127.0.0.1:50051",
+                Kind::Text,
+                Helm::Chart("the runs Service"),
+                "svc-runs.",
+            ),
+            var(
+                "PA_MODELS_URL",
+                "http://127.0.0.1:50052",
+                Kind::Text,
+                Helm::Chart("the models Service"),
+                "svc-models.",
+            ),
+            var(
+                "PA_TOOLS_URL",
+                "http://127.0.0.1:50053",
+                Kind::Text,
+                Helm::Chart("the tools Service"),
+                "svc-tools.",
+            ),
+            var(
+                "PA_MEMORY_URL",
+                "http://127.0.0.1:50054",
+                Kind::Text,
+                Helm::Chart("the memory Service"),
+                "svc-memory.",
+            ),
+            var(
+                "PA_WORKER_URL",
+                "http://127.0.0.1:50055",
+                Kind::Text,
+                Helm::Chart("the worker Service"),
+                "svc-worker's health endpoint, checked by `/readyz`; `none` = not checked.",
+            ),
+            var(
+                "PA_AUTH_MODE",
+                "unset: every API call is refused with 401",
+                Kind::OneOf(&["", "dev", "oidc"]),
+                Helm::Value,
+                "`oidc`: bearer JWTs from the OpenID Provider; `dev`: every caller is a dev user (never on a reachable server). API keys work in every mode.",
+            ),
+            var(
+                "PA_OIDC_ISSUER",
+                "http://127.0.0.1:8090",
+                Kind::Text,
+                Helm::Value,
+                "Issuer URL; the JWKS is found by discovery.",
+            ),
+            var(
+                "PA_OIDC_AUDIENCE",
+                "pa-api",
+                Kind::Text,
+                Helm::Value,
+                "Required `aud` of access tokens.",
+            ),
+            var(
+                "PA_OIDC_CLIENT_ID",
+                "pa-web",
+                Kind::Text,
+                Helm::Value,
+                "Public client of the web app (Authorization Code + PKCE), told to browsers by `/v1/auth/config`.",
+            ),
+            var(
+                "PA_OIDC_TENANT_CLAIM",
+                "tenant",
+                Kind::Text,
+                Helm::Value,
+                "Claim holding the tenant.",
+            ),
+            var(
+                "PA_OIDC_ROLES_CLAIM",
+                "roles",
+                Kind::Text,
+                Helm::Value,
+                "Claim holding the roles (array).",
+            ),
+            var(
+                "PA_OIDC_ALGORITHMS",
+                "RS256,ES256",
+                Kind::Text,
+                Helm::Value,
+                "Accepted signature algorithms; asymmetric ones only.",
+            ),
+            var(
+                "PA_OIDC_LEEWAY_SECS",
+                "30",
+                Kind::Int,
+                Helm::Value,
+                "Clock skew allowed on `exp` and `nbf`.",
+            ),
+            var(
+                "PA_OIDC_JWKS_MIN_REFETCH_SECS",
+                "10",
+                Kind::Int,
+                Helm::Value,
+                "Least interval between JWKS refetches on an unknown `kid`.",
+            ),
+            var(
+                "PA_RATE_USER_PER_MIN",
+                "600",
+                Kind::Int,
+                Helm::Value,
+                "Requests per minute per user (shared by all replicas through Redis); 0 = unlimited.",
+            ),
+            var(
+                "PA_RATE_TENANT_PER_MIN",
+                "6000",
+                Kind::Int,
+                Helm::Value,
+                "Requests per minute per tenant; 0 = unlimited.",
+            ),
+            var(
+                "PA_SSE_KEEPALIVE_MS",
+                "15000",
+                Kind::Int,
+                Helm::Value,
+                "Interval of SSE keep-alive comments.",
+            ),
+        ],
+    },
+    Service {
+        name: "runs",
+        dir: "svc-runs",
+        vars: &[
+            var(
+                "PA_RUNS_ADDR",
+                "127.0.0.1:50051",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50051"),
+                "gRPC listen address.",
+            ),
+            var(
+                "PA_MODELS_URL",
+                "http://127.0.0.1:50052",
+                Kind::Text,
+                Helm::Chart("the models Service"),
+                "svc-models.",
+            ),
+            var(
+                "PA_TOOLS_URL",
+                "http://127.0.0.1:50053",
+                Kind::Text,
+                Helm::Chart("the tools Service"),
+                "svc-tools.",
+            ),
+            var(
+                "PA_RUN_MAX_MODEL_REQUESTS",
+                "16",
+                Kind::Int,
+                Helm::Value,
+                "Model requests per run.",
+            ),
+            var(
+                "PA_RUN_MAX_TOOL_CALLS",
+                "32",
+                Kind::Int,
+                Helm::Value,
+                "Tool calls per run.",
+            ),
+            var(
+                "PA_RUN_MAX_TOTAL_TOKENS",
+                "0",
+                Kind::Int,
+                Helm::Value,
+                "Tokens per run; 0 = unlimited.",
+            ),
+            var(
+                "PA_DAILY_TOKEN_BUDGET",
+                "0",
+                Kind::Int,
+                Helm::Value,
+                "Tokens a user may spend per UTC day, checked before a run starts; 0 = unlimited.",
+            ),
+            var(
+                "PA_HISTORY_MESSAGES",
+                "50",
+                Kind::Int,
+                Helm::Value,
+                "Earlier messages of the chat the model sees.",
+            ),
+        ],
+    },
+    Service {
+        name: "models",
+        dir: "svc-models",
+        vars: &[
+            var(
+                "PA_MODELS_ADDR",
+                "127.0.0.1:50052",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50052"),
+                "gRPC listen address.",
+            ),
+            var(
+                "PA_OFFLINE_TOKEN_DELAY_MS",
+                "15",
+                Kind::Int,
+                Helm::Value,
+                "Pause between the offline model's tokens, so streaming is visible.",
+            ),
+            var(
+                "PA_MODELS_CONFIG",
+                "`models.toml` in the working directory, if present",
+                Kind::Text,
+                Helm::Chart("services.models.catalog (mounted from a ConfigMap)"),
+                "The declarative catalog (providers, models, tags, policies), applied at every start.",
+            ),
+            var(
+                "PA_KEK",
+                "a fixed dev key (logged as a warning)",
+                Kind::Text,
+                SECRET,
+                "Key-encryption key of stored provider keys: base64 of 32 bytes.",
+            ),
+            var(
+                "PA_KEK_ID",
+                "kek-1",
+                Kind::Text,
+                Helm::Value,
+                "Id of `PA_KEK`, stored with every encrypted key.",
+            ),
+            var(
+                "PA_KEK_PREVIOUS",
+                "none",
+                Kind::Text,
+                OPTIONAL_SECRET,
+                "Older keys `id:base64,…`, for rotation: rows are re-encrypted under `PA_KEK` at start.",
+            ),
+            var(
+                "PA_PROVIDER_FIRST_BYTE_TIMEOUT_MS",
+                "30000",
+                Kind::Int,
+                Helm::Value,
+                "Wait for a provider's first byte before falling back.",
+            ),
+            var(
+                "PA_PROVIDER_IDLE_TIMEOUT_MS",
+                "60000",
+                Kind::Int,
+                Helm::Value,
+                "Longest silence inside a provider's stream.",
+            ),
+            var(
+                "PA_PROVIDER_CONNECT_TIMEOUT_MS",
+                "5000",
+                Kind::Int,
+                Helm::Value,
+                "Provider connect timeout.",
+            ),
+        ],
+    },
+    Service {
+        name: "tools",
+        dir: "svc-tools",
+        vars: &[var(
+            "PA_TOOLS_ADDR",
+            "127.0.0.1:50053",
+            Kind::Text,
+            Helm::Chart("0.0.0.0:50053"),
+            "gRPC listen address.",
+        )],
+    },
+    Service {
+        name: "memory",
+        dir: "svc-memory",
+        vars: &[var(
+            "PA_MEMORY_ADDR",
+            "127.0.0.1:50054",
+            Kind::Text,
+            Helm::Chart("0.0.0.0:50054"),
+            "gRPC listen address.",
+        )],
+    },
+    Service {
+        name: "worker",
+        dir: "svc-worker",
+        vars: &[
+            var(
+                "PA_WORKER_ADDR",
+                "127.0.0.1:50055",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50055"),
+                "gRPC health listen address.",
+            ),
+            var(
+                "TEMPORAL_ADDRESS",
+                "127.0.0.1:7233",
+                Kind::Text,
+                Helm::Chart("temporal.address, or the bundled Temporal frontend"),
+                "Temporal frontend `host:port`.",
+            ),
+        ],
+    },
+];
+
+impl Service {
+    /// The pa-kit variables this service reads.
+    pub fn common(&self) -> impl Iterator<Item = &'static CommonVar> + '_ {
+        COMMON.iter().filter(|c| c.used_by.contains(&self.name))
+    }
+
+    /// Everything it reads: its own variables, then the common ones.
+    pub fn all_vars(&self) -> Vec<Var> {
+        let mut vars: Vec<Var> = self.vars.to_vec();
+        vars.extend(self.common().map(|c| c.var));
+        vars
+    }
+}
+
+fn var_schema(v: &Var) -> Value {
+    let description = format!("{} Default: {}.", v.doc, v.default);
+    match v.kind {
+        Kind::Int => json!({
+            "description": description,
+            "type": ["string", "integer"],
+            "pattern": "^[0-9]+$",
+            "minimum": 0,
+        }),
+        Kind::OneOf(words) => {
+            json!({ "description": description, "type": "string", "enum": words })
+        }
+        Kind::Ident => json!({
+            "description": description,
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_]+$",
+        }),
+        Kind::Text => json!({ "description": description, "type": "string" }),
+    }
+}
+
+/// `{NAME: schema}` of the variables set from values, closed to anything else so a typo fails.
+fn env_schema<'a>(vars: impl Iterator<Item = &'a Var>, what: &str) -> Value {
+    let properties: serde_json::Map<String, Value> = vars
+        .filter(|v| v.helm == Helm::Value)
+        .map(|v| (v.name.to_string(), var_schema(v)))
+        .collect();
+    json!({
+        "description": what,
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": false,
+    })
+}
+
+fn resources_schema() -> Value {
+    let quantities = json!({
+        "type": "object",
+        "properties": {
+            "cpu": { "type": ["string", "number"] },
+            "memory": { "type": "string" },
+        },
+        "required": ["cpu", "memory"],
+    });
+    json!({
+        "description": "Container resources; requests and limits are required.",
+        "type": "object",
+        "properties": { "requests": quantities, "limits": quantities },
+        "required": ["requests", "limits"],
+        "additionalProperties": false,
+    })
+}
+
+fn service_schema(service: &Service) -> Value {
+    let scales = matches!(service.name, "gateway" | "runs" | "worker");
+    let mut properties = json!({
+        "replicas": { "type": "integer", "minimum": 0 },
+        "resources": resources_schema(),
+        "env": env_schema(
+            service.all_vars().iter(),
+            &format!("Environment of svc-{} (overrides `env`).", service.name),
+        ),
+        "extraEnv": {
+            "description": "More container env entries (Kubernetes EnvVar objects), e.g. provider keys named by the catalog's `api_key_env`.",
+            "type": "array",
+            "items": { "type": "object", "required": ["name"] },
+        },
+        "podDisruptionBudget": {
+            "type": "object",
+            "properties": {
+                "enabled": { "type": "boolean" },
+                "minAvailable": { "type": ["integer", "string"] },
+            },
+            "required": ["enabled"],
+            "additionalProperties": false,
+        },
+        "nodeSelector": { "type": "object" },
+        "tolerations": { "type": "array" },
+        "affinity": { "type": "object" },
+        "podAnnotations": { "type": "object" },
+    });
+    let mut required = vec!["replicas", "resources", "env", "podDisruptionBudget"];
+    if scales {
+        properties["autoscaling"] = json!({
+            "type": "object",
+            "properties": {
+                "enabled": { "type": "boolean" },
+                "minReplicas": { "type": "integer", "minimum": 1 },
+                "maxReplicas": { "type": "integer", "minimum": 1 },
+                "targetCPUUtilizationPercentage": { "type": "integer", "minimum": 1, "maximum": 100 },
+            },
+            "required": ["enabled", "minReplicas", "maxReplicas", "targetCPUUtilizationPercentage"],
+            "additionalProperties": false,
+        });
+        required.push("autoscaling");
+    }
+    if service.name == "models" {
+        properties["catalog"] = json!({
+            "description": "models.toml content (see deploy/models.example.toml); mounted and named by PA_MODELS_CONFIG. Empty = none.",
+            "type": "string",
+        });
+    }
+    if service.name == "gateway" {
+        properties["service"] = json!({
+            "type": "object",
+            "properties": {
+                "type": { "enum": ["ClusterIP", "NodePort", "LoadBalancer"] },
+                "annotations": { "type": "object" },
+            },
+            "additionalProperties": false,
+        });
+        properties["ingress"] = json!({
+            "type": "object",
+            "properties": {
+                "enabled": { "type": "boolean" },
+                "className": { "type": "string" },
+                "host": { "type": "string" },
+                "annotations": { "type": "object" },
+                "tls": { "type": "array" },
+            },
+            "required": ["enabled"],
+            "additionalProperties": false,
+        });
+    }
+    json!({
+        "description": format!("svc-{}", service.name),
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// `helm/personal-agent/values.schema.json`.
+pub fn values_schema() -> Value {
+    let services: serde_json::Map<String, Value> = SERVICES
+        .iter()
+        .map(|s| (s.name.to_string(), service_schema(s)))
+        .collect();
+    let service_names: Vec<&str> = SERVICES.iter().map(|s| s.name).collect();
+    let secret_keys: Vec<&str> = all_vars()
+        .into_iter()
+        .filter(|v| matches!(v.helm, Helm::Secret { .. }))
+        .map(|v| v.name)
+        .collect();
+    let common = COMMON.iter().map(|c| &c.var);
+    let enabled = json!({
+        "type": "object",
+        "properties": { "enabled": { "type": "boolean" } },
+        "required": ["enabled"],
+    });
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Personal Agent Helm values",
+        "description": "Generated by `cargo run -p tests-static --bin gen-config` from tests-static/src/lib.rs; do not edit.",
+        "type": "object",
+        "properties": {
+            "nameOverride": { "type": "string" },
+            "fullnameOverride": { "type": "string" },
+            "image": {
+                "type": "object",
+                "properties": {
+                    "repository": { "description": "Images are <repository>/<service>:<tag> (svc-gateway, svc-runs, …, pa-migrate).", "type": "string", "minLength": 1 },
+                    "tag": { "description": "Default: the chart's appVersion.", "type": "string" },
+                    "pullPolicy": { "enum": ["Always", "IfNotPresent", "Never"] },
+                },
+                "required": ["repository", "tag", "pullPolicy"],
+                "additionalProperties": false,
+            },
+            "imagePullSecrets": { "type": "array" },
+            "secrets": {
+                "description": format!("Secrets are referenced, never held in values. The Secret named `existingSecret` holds the keys {}.", secret_keys.join(", ")),
+                "type": "object",
+                "properties": {
+                    "existingSecret": { "type": "string", "minLength": 1 },
+                },
+                "required": ["existingSecret"],
+                "additionalProperties": false,
+            },
+            "env": env_schema(common, "Environment of every service (common pa-kit settings)."),
+            "services": {
+                "type": "object",
+                "properties": services,
+                "required": service_names,
+                "additionalProperties": false,
+            },
+            "migrations": {
+                "description": "pa-migrate as a pre-install/pre-upgrade Job.",
+                "type": "object",
+                "properties": {
+                    "enabled": { "type": "boolean" },
+                    "backoffLimit": { "type": "integer", "minimum": 0 },
+                    "resources": resources_schema(),
+                },
+                "required": ["enabled", "resources"],
+                "additionalProperties": false,
+            },
+            "networkPolicy": {
+                "description": "Only the gateway accepts traffic from outside the release; the services accept only the mesh.",
+                "type": "object",
+                "properties": {
+                    "enabled": { "type": "boolean" },
+                    "gatewayFrom": { "description": "NetworkPolicyPeer list allowed to reach the gateway; empty = anyone.", "type": "array" },
+                },
+                "required": ["enabled"],
+                "additionalProperties": false,
+            },
+            "podSecurityContext": { "type": "object" },
+            "securityContext": { "type": "object" },
+            "externalRedis": {
+                "type": "object",
+                "properties": { "url": { "description": "redis://… of an external Redis; empty = the bundled one.", "type": "string" } },
+                "additionalProperties": false,
+            },
+            "temporal": {
+                "description": "`enabled` installs the Temporal chart; `address` points at an external frontend instead.",
+                "type": "object",
+                "properties": {
+                    "enabled": { "type": "boolean" },
+                    "address": { "type": "string" },
+                },
+                "required": ["enabled"],
+            },
+            "postgresql": enabled.clone(),
+            "redis": enabled.clone(),
+            "keycloak": enabled,
+            "keycloakRealm": {
+                "description": "The realm as code (helm/keycloak/realm-personal-agent.json) as a ConfigMap for Keycloak's --import-realm.",
+                "type": "object",
+                "properties": { "enabled": { "type": "boolean" } },
+                "required": ["enabled"],
+                "additionalProperties": false,
+            },
+        },
+        "required": ["image", "secrets", "env", "services", "migrations", "networkPolicy", "postgresql", "redis", "temporal", "keycloak", "keycloakRealm"],
+    })
+}
+
+/// Every variable once (a name shared by several services is listed once).
+pub fn all_vars() -> Vec<Var> {
+    let mut seen = std::collections::BTreeSet::new();
+    COMMON
+        .iter()
+        .map(|c| c.var)
+        .chain(SERVICES.iter().flat_map(|s| s.vars.iter().copied()))
+        .filter(|v| seen.insert(v.name))
+        .collect()
+}
+
+fn helm_cell(v: &Var, service: Option<&str>) -> String {
+    match v.helm {
+        Helm::Value => match service {
+            Some(s) => format!("`services.{s}.env.{}`", v.name),
+            None => format!("`env.{}`", v.name),
+        },
+        Helm::Secret { optional: false } => "secret key (required)".into(),
+        Helm::Secret { optional: true } => "secret key (optional)".into(),
+        Helm::Chart(from) => format!("set by the chart: {from}"),
+        Helm::Image => "set by the image".into(),
+    }
+}
+
+fn row(v: &Var, doc: &str, helm: String) -> String {
+    // Pipes inside a cell would split it.
+    let cell = |s: &str| s.replace('|', "\\|");
+    format!(
+        "| `{}` | {} | {} | {} |\n",
+        v.name,
+        cell(v.default),
+        cell(doc),
+        helm
+    )
+}
+
+/// `docs/src/configuration.md`.
+pub fn configuration_md() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         <!-- Generated by `cargo run -p tests-static --bin gen-config` from tests-static/src/lib.rs;\n     \
+         the tests fail when this page is stale or when a service reads a variable not listed. -->\n\n\
+         Every service reads environment variables only; the defaults fit the local dev stack\n\
+         (`make up`). In the Helm chart, plain settings come from values (`env` for every service,\n\
+         `services.<name>.env` for one; `values.schema.json` refuses unknown names), secrets from\n\
+         the Secret named by `secrets.existingSecret` (one key per variable, same name), and\n\
+         addresses are wired by the chart itself.\n\n\
+         ## Every service (pa-kit)\n\n\
+         | variable | default | meaning | Helm |\n|---|---|---|---|\n",
+    );
+    for c in COMMON {
+        let users = if c.used_by == ALL {
+            "all services".to_string()
+        } else {
+            c.used_by
+                .iter()
+                .map(|s| format!("svc-{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let doc = format!("{} Read by {users}.", c.var.doc);
+        out.push_str(&row(&c.var, &doc, helm_cell(&c.var, None)));
+    }
+    for s in SERVICES {
+        out.push_str(&format!(
+            "\n## svc-{}\n\n| variable | default | meaning | Helm |\n|---|---|---|---|\n",
+            s.name
+        ));
+        for v in s.vars {
+            out.push_str(&row(v, v.doc, helm_cell(v, Some(s.name))));
+        }
+    }
+    out.push_str(
+        "\n## Secret keys\n\n\
+         The Secret named by `secrets.existingSecret` (created by you, e.g. with\n\
+         `kubectl create secret generic personal-agent --from-literal=…`) holds:\n\n",
+    );
+    for v in all_vars() {
+        if let Helm::Secret { optional } = v.helm {
+            out.push_str(&format!(
+                "- `{}`{}\n",
+                v.name,
+                if optional { " (optional)" } else { "" }
+            ));
+        }
+    }
+    out
+}
+
+/// The workspace root (this crate's parent folder).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The generated files: (path from the workspace root, content).
+pub fn generated() -> Vec<(&'static str, String)> {
+    let mut schema = serde_json::to_string_pretty(&values_schema()).unwrap_or_default();
+    schema.push('\n');
+    vec![
+        ("helm/personal-agent/values.schema.json", schema),
+        ("docs/src/configuration.md", configuration_md()),
+    ]
+}
