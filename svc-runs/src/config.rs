@@ -26,6 +26,8 @@ pub struct Config {
     /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
     /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
     pub temporal: svc_worker::TemporalConfig,
+    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`.
+    pub curator: Option<crate::durable::CuratorSettings>,
 }
 
 impl Config {
@@ -45,6 +47,14 @@ impl Config {
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
             daily_token_budget: env_parse("PA_DAILY_TOKEN_BUDGET", 0)?,
             temporal: svc_worker::TemporalConfig::from_env(),
+            curator: if env_or("PA_CURATOR", "on") == "off" {
+                None
+            } else {
+                Some(crate::durable::CuratorSettings {
+                    debounce_ms: env_parse("PA_CURATOR_DEBOUNCE_MS", 5000)?,
+                    max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
+                })
+            },
         })
     }
 }

@@ -5,6 +5,7 @@
 use pa_kit::PaError;
 use pa_proto::v1::RunSpec;
 use svc_worker::chat::ChatAgentWorkflow;
+use svc_worker::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
 use svc_worker::{ChatRunInput, TemporalConfig};
 use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
 use tokio::sync::OnceCell;
@@ -18,8 +19,18 @@ use crate::inline::RunStart;
 #[derive(Clone)]
 pub struct DurableDriver {
     config: TemporalConfig,
+    curator: Option<CuratorSettings>,
     client: std::sync::Arc<OnceCell<Client>>,
     redis: deadpool_redis::Pool,
+}
+
+/// When the Curator runs (`PA_CURATOR=off` disables it).
+#[derive(Clone, Copy, Debug)]
+pub struct CuratorSettings {
+    /// `PA_CURATOR_DEBOUNCE_MS`, default 5000: how long it waits for more turns.
+    pub debounce_ms: u64,
+    /// `PA_CURATOR_MAX_SIGNALS`, default 50: turns before it continues as new.
+    pub max_signals: u32,
 }
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> PaError {
@@ -28,9 +39,14 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> PaError {
 }
 
 impl DurableDriver {
-    pub fn new(config: TemporalConfig, redis: deadpool_redis::Pool) -> Self {
+    pub fn new(
+        config: TemporalConfig,
+        curator: Option<CuratorSettings>,
+        redis: deadpool_redis::Pool,
+    ) -> Self {
         Self {
             config,
+            curator,
             client: Default::default(),
             redis,
         }
@@ -77,6 +93,57 @@ impl DurableDriver {
             }
             Err(err) => Err(unavailable("cannot start the workflow", err)),
         }
+    }
+
+    /// Tells the chat's Curator that a turn finished (signal-with-start, in the background: the
+    /// run's end never waits for it).
+    pub fn notify_curator(&self, spec: &RunSpec) {
+        let Some(settings) = self.curator else {
+            return;
+        };
+        let driver = self.clone();
+        let identity = spec.identity.clone().unwrap_or_default();
+        let chat_id = spec.chat_id.clone();
+        let turn = TurnFinished {
+            run_id: spec.run_id.clone(),
+            label: spec
+                .model_selection
+                .as_ref()
+                .map(|m| m.resolved_label.clone())
+                .unwrap_or_default(),
+        };
+        tokio::spawn(async move {
+            let run_id = turn.run_id.clone();
+            let result = async {
+                let client = driver.client().await?;
+                let options = WorkflowStartOptions::new(
+                    driver.config.task_queue.clone(),
+                    curator_id(&identity.tenant_id, &chat_id),
+                )
+                .build();
+                client
+                    .signal_with_start_workflow(
+                        CuratorWorkflow::run,
+                        CuratorInput {
+                            identity,
+                            chat_id,
+                            curated: 0,
+                            debounce_ms: settings.debounce_ms,
+                            max_signals: settings.max_signals,
+                        },
+                        CuratorWorkflow::turn_finished,
+                        turn,
+                        options,
+                    )
+                    .await
+                    .map_err(|e| unavailable("cannot signal the Curator", e))?;
+                Ok::<(), PaError>(())
+            }
+            .await;
+            if let Err(err) = result {
+                tracing::warn!(%run_id, %err, "Curator not notified");
+            }
+        });
     }
 
     /// Asks the run to stop: the cancel flag stops a model turn in flight at its next token,

@@ -30,6 +30,8 @@ pub struct RunStart {
 pub struct InlineDriver {
     pub(crate) store: RunStore,
     pub(crate) io: RunIo,
+    /// For the Curator, which every finished turn notifies.
+    pub(crate) durable: crate::durable::DurableDriver,
     pub(crate) sink: EventSink,
     /// Daily token counters (quotas).
     pub(crate) redis: deadpool_redis::Pool,
@@ -239,11 +241,15 @@ impl RunState<'_> {
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {
         let ending = RunEnding::of(&outcome);
-        self.driver
+        let recorded = self
+            .driver
             .store
             .finish_run(self.spec, &ending, &self.attempts)
             .await
             .map_err(PaError::from)?;
+        if recorded && ending.status == pa_proto::v1::RunStatus::Succeeded {
+            self.driver.durable.notify_curator(self.spec);
+        }
         crate::ledger::count_tokens(&self.driver.redis, self.spec, ending.usage.total_tokens).await;
         if let Some(event) = self.held_terminal.take() {
             self.driver.sink.emit(&self.spec.run_id, &event).await?;

@@ -22,6 +22,7 @@ pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: 
 pub async fn finish_durable(
     store: &RunStore,
     redis: &deadpool_redis::Pool,
+    durable: &crate::durable::DurableDriver,
     identity: &Identity,
     request: FinishRunRequest,
 ) -> Result<bool, RunsError> {
@@ -45,6 +46,9 @@ pub async fn finish_durable(
     let recorded = store.finish_run(&spec, &ending, &request.attempts).await?;
     if recorded {
         count_tokens(redis, &spec, ending.usage.total_tokens).await;
+        if ending.status == RunStatus::Succeeded {
+            durable.notify_curator(&spec);
+        }
     }
     Ok(recorded)
 }

@@ -2,7 +2,7 @@
 //! the inline driver runs pa-agent's loop and streams AG-UI events to Redis.
 
 pub mod config;
-mod durable;
+pub mod durable;
 mod error;
 mod inline;
 mod launch;
@@ -39,7 +39,10 @@ pub async fn run(
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let sink = EventSink::new(redis.clone());
+    let durable =
+        durable::DurableDriver::new(config.temporal.clone(), config.curator, redis.clone());
     let driver = inline::InlineDriver {
+        durable: durable.clone(),
         store: store.clone(),
         io: pa_runner::RunIo {
             models: models.clone(),
@@ -59,7 +62,7 @@ pub async fn run(
         auth: auth.clone(),
         limits: config.limits,
         driver,
-        durable: durable::DurableDriver::new(config.temporal.clone(), redis.clone()),
+        durable: durable.clone(),
         sink,
         shutdown: shutdown.clone(),
         redis: redis.clone(),

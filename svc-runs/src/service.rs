@@ -284,6 +284,7 @@ impl pa_proto::v1::run_ledger_service_server::RunLedgerService for RunServiceImp
         let recorded = crate::ledger::finish_durable(
             &self.launcher.store,
             &self.launcher.redis,
+            &self.launcher.durable,
             &identity,
             request.into_inner(),
         )

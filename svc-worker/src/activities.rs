@@ -9,7 +9,9 @@ use deadpool_redis::Pool;
 use pa_agent::{Action, Input};
 use pa_kit::PaError;
 use pa_kit::run_events::EventSink;
+use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
+use pa_proto::v1::run_service_client::RunServiceClient;
 use pa_proto::v1::{AgUiEvent, FinishRunRequest};
 use pa_runner::RunIo;
 use temporalio_common::RetryPolicy;
@@ -18,6 +20,10 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
 use crate::chat::{FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallInput};
+use crate::curator::{CurateInput, prompt};
+
+/// How many of a chat's latest messages the Curator reads.
+const CURATOR_MESSAGES: usize = 30;
 
 /// A worker that stops heartbeating for this long is taken for dead: its activity is retried.
 pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,6 +40,8 @@ pub fn retry_policy() -> RetryPolicy {
 pub struct RunActivities {
     pub io: RunIo,
     pub ledger: RunLedgerServiceClient<Channel>,
+    pub runs: RunServiceClient<Channel>,
+    pub memory: MemoryServiceClient<Channel>,
     pub sink: EventSink,
     pub redis: Pool,
 }
@@ -154,6 +162,112 @@ impl RunActivities {
         heartbeating(&ctx, 0u64, self.io.execute_tool(&spec, call)).await
     }
 
+    /// The Curator's step: asks the chat's model for a rolling summary and durable facts and
+    /// writes them to svc-memory (summary: one fixed id per chat; facts: world memories, which
+    /// svc-memory de-duplicates). Returns how many memories were written.
+    #[activity]
+    pub async fn curate_chat(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CurateInput,
+    ) -> Result<u32, ActivityError> {
+        let Some(last) = input.turns.last().cloned() else {
+            return Ok(0);
+        };
+        let messages = self
+            .recent_messages(&input.identity, &input.chat_id)
+            .await
+            .map_err(failure)?;
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        let transcript: String = messages
+            .iter()
+            .map(|m| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        let request = pa_proto::v1::StreamChatRequest {
+            label: last.label.clone(),
+            messages: vec![
+                pa_proto::v1::ChatTurnMessage {
+                    role: "system".into(),
+                    content: prompt::INSTRUCTIONS.into(),
+                    ..Default::default()
+                },
+                pa_proto::v1::ChatTurnMessage {
+                    role: "user".into(),
+                    content: transcript,
+                    ..Default::default()
+                },
+            ],
+            run_id: last.run_id.clone(),
+            ..Default::default()
+        };
+        let mut models = self.io.models.clone();
+        let mut stream = models
+            .stream_chat(self.io.auth.request(&input.identity, request))
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+            .into_inner();
+        let mut answer = String::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+        {
+            use pa_proto::v1::stream_chat_chunk::Chunk;
+            match chunk.chunk {
+                Some(Chunk::TextDelta(text)) => answer.push_str(&text),
+                Some(Chunk::Failure(f)) => {
+                    return Err(failure(PaError::unavailable(f.message)));
+                }
+                Some(Chunk::Finish(_)) => break,
+                _ => {}
+            }
+        }
+        let curated = prompt::parse(&answer);
+        let source = pa_proto::v1::MemorySource {
+            chat_id: input.chat_id.clone(),
+            run_id: last.run_id.clone(),
+            ..Default::default()
+        };
+        let mut items = Vec::new();
+        if !curated.summary.is_empty() {
+            items.push(pa_proto::v1::MemoryItem {
+                id: format!("summary-{}", input.chat_id),
+                scope: pa_proto::v1::MemoryScope::Chat as i32,
+                chat_id: Some(input.chat_id.clone()),
+                content: curated.summary,
+                kind: pa_proto::v1::MemoryKind::Summary as i32,
+                source: Some(source.clone()),
+                ..Default::default()
+            });
+        }
+        for fact in curated.facts {
+            items.push(pa_proto::v1::MemoryItem {
+                scope: pa_proto::v1::MemoryScope::World as i32,
+                content: fact,
+                kind: pa_proto::v1::MemoryKind::Fact as i32,
+                source: Some(source.clone()),
+                ..Default::default()
+            });
+        }
+        let mut memory = self.memory.clone();
+        let written = items.len() as u32;
+        for item in items {
+            memory
+                .upsert(self.io.auth.request(
+                    &input.identity,
+                    pa_proto::v1::UpsertMemoryRequest {
+                        item: Some(item),
+                        no_dedup: false,
+                    },
+                ))
+                .await
+                .map_err(|s| failure(PaError::from(s)))?;
+        }
+        Ok(written)
+    }
+
     /// Records the run's end in svc-runs, counts its tokens once, then writes the remaining
     /// events (RUN_FINISHED / RUN_ERROR last, so a client that sees it can read the stored reply).
     #[activity]
@@ -191,6 +305,40 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         Ok(recorded)
+    }
+}
+
+impl RunActivities {
+    /// The chat's latest messages, oldest first.
+    async fn recent_messages(
+        &self,
+        identity: &pa_proto::v1::Identity,
+        chat_id: &str,
+    ) -> Result<Vec<pa_proto::v1::ChatMessage>, PaError> {
+        let mut runs = self.runs.clone();
+        let mut token = String::new();
+        let mut all = Vec::new();
+        loop {
+            let page = runs
+                .list_messages(self.io.auth.request(
+                    identity,
+                    pa_proto::v1::ListMessagesRequest {
+                        chat_id: chat_id.to_string(),
+                        page_size: 500,
+                        page_token: token,
+                    },
+                ))
+                .await
+                .map_err(PaError::from)?
+                .into_inner();
+            all.extend(page.messages);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        let skip = all.len().saturating_sub(CURATOR_MESSAGES);
+        Ok(all.split_off(skip))
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod activities;
 pub mod chat;
+pub mod curator;
 pub mod temporal;
 
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct Config {
     pub runs_url: String,
     pub models_url: String,
     pub tools_url: String,
+    /// `PA_MEMORY_URL`: where the Curator writes.
+    pub memory_url: String,
     /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
     /// died waits before another worker takes it.
     pub sticky_timeout: Duration,
@@ -46,6 +49,7 @@ impl Config {
             runs_url: env_or("PA_RUNS_URL", "http://127.0.0.1:50051"),
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
             tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
+            memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
             sticky_timeout: Duration::from_millis(env_parse("PA_WORKER_STICKY_TIMEOUT_MS", 2000)?),
         })
     }
@@ -80,6 +84,10 @@ pub async fn run(
             auth,
         },
         ledger: RunLedgerServiceClient::new(channel(&config.runs_url)?),
+        runs: pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?),
+        memory: pa_proto::v1::memory_service_client::MemoryServiceClient::new(channel(
+            &config.memory_url,
+        )?),
         sink: EventSink::new(redis.clone()),
         redis,
     };
@@ -92,6 +100,8 @@ pub async fn run(
         .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
         .graceful_shutdown_period(Duration::from_secs(5))
         .register_workflow::<ChatAgentWorkflow>()
+        .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .register_workflow::<curator::CuratorWorkflow>()
         .map_err(|e| WorkerError::Worker(e.to_string()))?
         .register_activities(activities)
         .build();

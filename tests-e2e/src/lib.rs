@@ -226,6 +226,11 @@ impl MeshBuilder {
                     history_messages: 50,
                     daily_token_budget: self.daily_token_budget,
                     temporal: temporal.clone(),
+                    // The Curator needs a worker; meshes without one leave it off.
+                    curator: self.worker.then_some(svc_runs::durable::CuratorSettings {
+                        debounce_ms: 200,
+                        max_signals: 50,
+                    }),
                 };
                 let s = shutdown.clone();
                 async move {
@@ -273,6 +278,7 @@ impl MeshBuilder {
             runs_url: runs_url.clone(),
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
+            memory_url: memory_url.clone(),
             sticky_timeout: Duration::from_millis(500),
         };
         if self.worker {
@@ -433,6 +439,7 @@ impl Mesh {
             .env("PA_RUNS_URL", &c.runs_url)
             .env("PA_MODELS_URL", &c.models_url)
             .env("PA_TOOLS_URL", &c.tools_url)
+            .env("PA_MEMORY_URL", &c.memory_url)
             .env(
                 "PA_WORKER_STICKY_TIMEOUT_MS",
                 c.sticky_timeout.as_millis().to_string(),

@@ -226,3 +226,77 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
     assert_eq!(run["status"], "succeeded", "{run}");
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance() -> R {
+    let mesh = Mesh::builder().worker().start().await?;
+    let fake = FakeProvider::start().await?;
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/providers",
+            &json!({ "id": "cur", "kind": "openai_compatible", "base_url": fake.base_url(),
+                     "tags": ["zero-retention"], "platform_api_key": "sk-cur" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/models",
+            &json!({ "label": "cur:model", "context_window": 32000 }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    // The turn's answer, then the Curator's (asked of the same model).
+    fake.push(Reply::text("Teal is a fine colour."));
+    fake.push(Reply::text(
+        r#"{"summary": "The user said their favourite colour is teal.", "facts": ["favourite colour: teal"]}"#,
+    ));
+    let chat = mesh.create_chat("curated").await?;
+    let (run, _) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "my favourite colour is teal", "model": "cur:model" }),
+    )
+    .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let run_id = run["id"].as_str().unwrap_or_default().to_string();
+    let mut found = Value::Null;
+    for _ in 0..150 {
+        let (_, page) = mesh.get_json("/v1/me/memories").await?;
+        if let Some(items) = page["items"].as_array()
+            && items.iter().any(|m| m["kind"] == "summary")
+            && items.iter().any(|m| m["kind"] == "fact")
+        {
+            found = page;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let items = found["items"].as_array().cloned().unwrap_or_default();
+    let summary = items
+        .iter()
+        .find(|m| m["kind"] == "summary")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        summary["text"], "The user said their favourite colour is teal.",
+        "{found}"
+    );
+    assert_eq!(summary["scope"], "chat");
+    assert_eq!(summary["chat_id"].as_str(), Some(chat.as_str()));
+    assert_eq!(summary["source"]["run_id"].as_str(), Some(run_id.as_str()));
+    let fact = items
+        .iter()
+        .find(|m| m["kind"] == "fact")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(fact["text"], "favourite colour: teal");
+    assert_eq!(fact["scope"], "world");
+    // The Curator asked the chat's own model, with the conversation.
+    let asked = &fake.requests()[1].body;
+    assert!(
+        asked.to_string().contains("my favourite colour is teal"),
+        "{asked}"
+    );
+    mesh.stop().await
+}
