@@ -9,6 +9,9 @@
 //! a scripted OpenAI-compatible provider (pa-testkit), next to calling that provider directly:
 //! time to first chunk and the gap between chunks.
 //!
+//! `cargo run -p pa-bench --release -- durable [--runs N]`: first token of a durable run
+//! (Temporal dev server, in-process worker) next to an inline one, and durable runs/s.
+//!
 //! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
 //! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
 
@@ -54,10 +57,22 @@ impl Summary {
 }
 
 async fn mesh_first_token(mesh: &Mesh, chat_id: &str) -> Result<Duration, BoxError> {
+    mode_first_token(mesh, chat_id, false).await
+}
+
+/// POST run (inline or durable) → first TEXT_MESSAGE_CONTENT on its SSE stream.
+async fn mode_first_token(mesh: &Mesh, chat_id: &str, durable: bool) -> Result<Duration, BoxError> {
     let started = Instant::now();
-    let run_id = mesh
-        .start_run(chat_id, "benchmark the first token please")
+    let body = serde_json::json!({
+        "message": "benchmark the first token please", "model": "auto", "durable": durable,
+    });
+    let (status, run) = mesh
+        .post_json(&format!("/v1/chats/{chat_id}/runs"), &body)
         .await?;
+    if status != 202 {
+        return Err(format!("start run: {status} {run}").into());
+    }
+    let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
     if std::env::var("PA_BENCH_TRACE").is_ok() {
         eprintln!("post {:?}", started.elapsed());
     }
@@ -328,6 +343,75 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
     mesh.stop().await
 }
 
+/// Durable (Temporal) vs inline first token, side by side on one mesh with an in-process worker,
+/// then how many durable runs per second one worker sustains.
+async fn durable(runs: usize) -> Result<(), BoxError> {
+    let mesh = Mesh::builder().worker().start().await?;
+    let warmup = 20;
+    let mut chat = mesh.create_chat("bench").await?;
+    for _ in 0..warmup {
+        mode_first_token(&mesh, &chat, false).await?;
+        mode_first_token(&mesh, &chat, true).await?;
+    }
+    let mut inline = Summary {
+        name: "inline: POST run -> first token (SSE)",
+        samples: vec![],
+    };
+    let mut durable = Summary {
+        name: "durable: POST run -> first token (SSE)",
+        samples: vec![],
+    };
+    for i in 0..runs {
+        if i % 50 == 0 {
+            chat = mesh.create_chat("bench").await?;
+        }
+        inline
+            .samples
+            .push(mode_first_token(&mesh, &chat, false).await?);
+        durable
+            .samples
+            .push(mode_first_token(&mesh, &chat, true).await?);
+    }
+    println!(
+        "first-token latency, offline model, {runs} runs each (after {warmup} warm-up), milliseconds"
+    );
+    println!(
+        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
+        "path", "runs", "p50", "p99", "mean", "max"
+    );
+    println!(
+        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
+        "", "", "", "", "", ""
+    );
+    println!("{}", inline.row());
+    println!("{}", durable.row());
+    println!("goal: durable <= 25 ms at p50 on the dev server");
+
+    // Throughput: many durable runs at once, each in its own chat, until all have finished.
+    let total = runs.clamp(50, 400);
+    let concurrency = 32;
+    let started = Instant::now();
+    let mut chats = Vec::with_capacity(total);
+    for _ in 0..total {
+        chats.push(mesh.create_chat("throughput").await?);
+    }
+    let started_runs = Instant::now();
+    let results: Vec<Result<Duration, BoxError>> = futures::stream::iter(chats.iter())
+        .map(|chat| mode_first_token(&mesh, chat, true))
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let elapsed = started_runs.elapsed();
+    println!(
+        "durable throughput, one worker: {total} runs ({concurrency} at a time) in {:.2} s = {:.1} runs/s ({failed} failed; set-up {:.1} s)",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        (started_runs - started).as_secs_f64()
+    );
+    mesh.stop().await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     if std::env::var("PA_BENCH_TRACE").is_ok() {
@@ -343,9 +427,10 @@ async fn main() -> std::process::ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("first-token") => first_token(runs).await,
         Some("relay") => relay(runs).await,
+        Some("durable") => durable(runs).await,
         Some("memory") => memory::run(runs.min(1000)).await,
         _ => {
-            eprintln!("usage: pa-bench first-token|relay|memory [--runs N]");
+            eprintln!("usage: pa-bench first-token|relay|durable|memory [--runs N]");
             return std::process::ExitCode::from(2);
         }
     };

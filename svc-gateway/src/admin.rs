@@ -421,3 +421,65 @@ pub async fn tenant_usage(
     require_admin(&identity)?;
     usage(&state, &identity, UsageScope::Tenant, q?.0).await
 }
+
+fn schedule_client(
+    state: &AppState,
+) -> Result<
+    pa_proto::v1::schedule_service_client::ScheduleServiceClient<tonic::transport::Channel>,
+    ApiError,
+> {
+    state
+        .schedules
+        .clone()
+        .ok_or_else(|| PaError::unavailable("no svc-worker is configured (PA_WORKER_URL)").into())
+}
+
+/// The maintenance schedules (Temporal) with their last and next run.
+pub async fn list_schedules(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let listed = schedule_client(&state)?
+        .list_schedules(
+            state
+                .auth
+                .request(&identity, pa_proto::v1::ListSchedulesRequest {}),
+        )
+        .await?
+        .into_inner();
+    let time = |ms: i64| {
+        (ms > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()))
+            .flatten()
+    };
+    let items: Vec<Value> = listed
+        .schedules
+        .into_iter()
+        .map(|s| {
+            json!({
+                "id": s.id, "task": s.task, "every_secs": s.every_secs,
+                "last_run_at": time(s.last_run_at_ms), "next_run_at": time(s.next_run_at_ms),
+                "paused": s.paused, "runs": s.runs,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+/// Runs a schedule now.
+pub async fn trigger_schedule(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    require_admin(&identity)?;
+    schedule_client(&state)?
+        .trigger_schedule(
+            state
+                .auth
+                .request(&identity, pa_proto::v1::TriggerScheduleRequest { id }),
+        )
+        .await?;
+    Ok(axum::http::StatusCode::ACCEPTED)
+}

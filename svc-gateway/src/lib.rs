@@ -79,6 +79,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/models/{label}", patch(admin::patch_model))
         .route("/v1/admin/policies", get(admin::list_policies))
+        .route("/v1/admin/schedules", get(admin::list_schedules))
+        .route(
+            "/v1/admin/schedules/{id}/trigger",
+            post(admin::trigger_schedule),
+        )
         .route(
             "/v1/admin/policies/{classification}",
             put(admin::put_policy),
@@ -148,7 +153,8 @@ async fn index() -> axum::Json<serde_json::Value> {
             "GET /v1/me/integrations", "POST /v1/me/integrations", "GET /v1/me/integrations/{id}",
             "PATCH /v1/me/integrations/{id}", "DELETE /v1/me/integrations/{id}",
             "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools",
-            "GET /v1/control (WebSocket)",
+            "GET /v1/control (WebSocket)", "GET /v1/admin/schedules",
+            "POST /v1/admin/schedules/{id}/trigger",
             "GET /v1/me/memories", "POST /v1/me/memories", "PATCH /v1/me/memories/{id}",
             "DELETE /v1/me/memories/{id}", "POST /v1/chats/{id}/files"
         ]
@@ -209,8 +215,9 @@ pub fn build_state(
         ("svc-tools", tools.clone()),
         ("svc-memory", memory.clone()),
     ];
-    if let Some(worker) = &config.worker_url {
-        backends.push(("svc-worker", channel(worker)?));
+    let worker = config.worker_url.as_deref().map(channel).transpose()?;
+    if let Some(worker) = &worker {
+        backends.push(("svc-worker", worker.clone()));
     }
     let web = config.web_dir.as_deref().and_then(|dir| {
         let web = static_files::WebDir::open(dir);
@@ -234,6 +241,7 @@ pub fn build_state(
         tools: pa_proto::v1::tool_service_client::ToolServiceClient::new(tools),
         memory: pa_proto::v1::memory_service_client::MemoryServiceClient::new(memory)
             .max_encoding_message_size(memories::MAX_UPLOAD_BYTES + 1024 * 1024),
+        schedules: worker.map(pa_proto::v1::schedule_service_client::ScheduleServiceClient::new),
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         rate_limits: config.rate_limits,

@@ -22,6 +22,8 @@ pub struct AppState {
     pub usage: UsageServiceClient<Channel>,
     pub tools: pa_proto::v1::tool_service_client::ToolServiceClient<Channel>,
     pub memory: pa_proto::v1::memory_service_client::MemoryServiceClient<Channel>,
+    /// svc-worker's maintenance schedules (absent when no worker is configured).
+    pub schedules: Option<pa_proto::v1::schedule_service_client::ScheduleServiceClient<Channel>>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
     pub rate_limits: pa_kit::limits::RateLimits,

@@ -268,6 +268,23 @@ impl RunActivities {
         Ok(written)
     }
 
+    /// One maintenance task (see `schedules`). Returns how many things it changed.
+    #[activity]
+    pub async fn maintenance(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: crate::schedules::MaintenanceInput,
+    ) -> Result<u64, ActivityError> {
+        match input.task.as_str() {
+            "trim_run_streams" => crate::schedules::trim_run_streams(&self.redis)
+                .await
+                .map_err(|e| ActivityError::from(std::io::Error::other(e))),
+            other => Err(ActivityError::from(std::io::Error::other(format!(
+                "unknown maintenance task {other}"
+            )))),
+        }
+    }
+
     /// Records the run's end in svc-runs, counts its tokens once, then writes the remaining
     /// events (RUN_FINISHED / RUN_ERROR last, so a client that sees it can read the stored reply).
     #[activity]

@@ -4,6 +4,8 @@
 pub mod activities;
 pub mod chat;
 pub mod curator;
+pub mod schedules;
+mod service;
 pub mod temporal;
 
 use std::time::Duration;
@@ -35,6 +37,8 @@ pub struct Config {
     pub tools_url: String,
     /// `PA_MEMORY_URL`: where the Curator writes.
     pub memory_url: String,
+    /// `PA_WORKER_SCHEDULES` (`on`/`off`, default on): create the maintenance schedules.
+    pub schedules: bool,
     /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
     /// died waits before another worker takes it.
     pub sticky_timeout: Duration,
@@ -50,6 +54,7 @@ impl Config {
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
             tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
             memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
+            schedules: env_or("PA_WORKER_SCHEDULES", "on") != "off",
             sticky_timeout: Duration::from_millis(env_parse("PA_WORKER_STICKY_TIMEOUT_MS", 2000)?),
         })
     }
@@ -94,6 +99,15 @@ pub async fn run(
     let client = temporal::connect(&config.temporal)
         .await
         .map_err(WorkerError::from)?;
+    if config.schedules {
+        schedules::ensure(&client, &config.temporal.task_queue)
+            .await
+            .map_err(WorkerError::Worker)?;
+    }
+    let schedule_service = service::Schedules {
+        client: client.clone(),
+        task_queue: config.temporal.task_queue.clone(),
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Worker(e.to_string()))?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
@@ -103,13 +117,22 @@ pub async fn run(
         .map_err(|e| WorkerError::Worker(e.to_string()))?
         .register_workflow::<curator::CuratorWorkflow>()
         .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .register_workflow::<schedules::MaintenanceWorkflow>()
+        .map_err(|e| WorkerError::Worker(e.to_string()))?
         .register_activities(activities)
         .build();
     let mut worker =
         Worker::new(&runtime, client, options).map_err(|e| WorkerError::Worker(e.to_string()))?;
     let stop_worker = worker.shutdown_handle();
 
-    let server = GrpcServer::new(Duration::from_secs(30))?;
+    let server = GrpcServer::new(Duration::from_secs(30))?.add_service(
+        pa_proto::v1::schedule_service_server::ScheduleServiceServer::with_interceptor(
+            schedule_service,
+            pa_kit::identity::RequireIdentity(pa_kit::InternalAuth::new(
+                &config.common.internal_secret,
+            )),
+        ),
+    );
     server
         .health
         .set_service_status("temporal", ServingStatus::Serving)

@@ -42,6 +42,7 @@ pub struct MeshBuilder {
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
     worker: bool,
+    schedules: bool,
     tools: svc_tools::ToolsSettings,
     web_dir: Option<std::path::PathBuf>,
 }
@@ -52,6 +53,14 @@ impl MeshBuilder {
     /// [`Mesh::spawn_worker_process`]).
     pub fn worker(mut self) -> Self {
         self.worker = true;
+        self
+    }
+
+    /// [`MeshBuilder::worker`], and the worker creates its maintenance schedules (the test
+    /// should delete them at the end: they outlive the mesh in Temporal).
+    pub fn worker_with_schedules(mut self) -> Self {
+        self.worker = true;
+        self.schedules = true;
         self
     }
 
@@ -144,6 +153,14 @@ impl MeshBuilder {
         let (runs_listener, runs_url) = listen().await?;
         let (gateway_listener, gateway_addr) = listen().await?;
         let (public_grpc_listener, public_grpc_url) = listen().await?;
+        // The worker's address is known before the gateway starts (it lists its schedules).
+        let worker_listener = if self.worker {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            Some(listener)
+        } else {
+            None
+        };
 
         let shutdown = Shutdown::new();
         services.push((
@@ -248,8 +265,10 @@ impl MeshBuilder {
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
             memory_url: memory_url.clone(),
-            // The worker has no part in inline runs; the in-process mesh does not start it.
-            worker_url: None,
+            worker_url: worker_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| format!("http://{a}")),
             auth_mode: self.auth_mode,
             oidc: self.oidc.clone(),
             rate_limits: self.rate_limits,
@@ -279,6 +298,7 @@ impl MeshBuilder {
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
             memory_url: memory_url.clone(),
+            schedules: self.schedules,
             sticky_timeout: Duration::from_millis(500),
         };
         if self.worker {
@@ -297,9 +317,10 @@ impl MeshBuilder {
                             .build()
                             .map_err(|e| e.to_string())?;
                         runtime.block_on(async move {
-                            let listener = pa_kit::grpc::bind("127.0.0.1:0")
-                                .await
-                                .map_err(|e| e.to_string())?;
+                            let listener = match worker_listener {
+                                Some(l) => TcpListener::from_std(l).map_err(|e| e.to_string())?,
+                                None => return Err("no worker listener".to_string()),
+                            };
                             svc_worker::run(config, listener, s)
                                 .await
                                 .map_err(|e| e.to_string())
@@ -416,6 +437,7 @@ impl Mesh {
             daily_token_budget: 0,
             auth_mode: svc_gateway::AuthMode::Dev,
             worker: false,
+            schedules: false,
             tools: svc_tools::ToolsSettings::default(),
             web_dir: None,
         }

@@ -300,3 +300,81 @@ async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance()
     );
     mesh.stop().await
 }
+
+#[tokio::test]
+async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
+    let mesh = Mesh::builder().worker_with_schedules().start().await?;
+    let result = async {
+        let (status, listed) = mesh.get_json("/v1/admin/schedules").await?;
+        assert_eq!(status, 200, "{listed}");
+        let items = listed["items"].as_array().cloned().unwrap_or_default();
+        let trim = items
+            .iter()
+            .find(|s| s["task"] == "trim_run_streams")
+            .cloned()
+            .ok_or("no trim_run_streams schedule")?;
+        assert!(trim["next_run_at"].is_string(), "{trim}");
+        assert_eq!(trim["every_secs"], 3600);
+        // A run stream someone left without an expiry.
+        let redis = pa_kit::redis::pool(&mesh.worker_config.common.redis_url, 2)?;
+        let key = format!("pa:run:orphan-{}:events", uuid::Uuid::new_v4().simple());
+        let mut conn = redis.get().await?;
+        let _: String = deadpool_redis::redis::cmd("XADD")
+            .arg(&key)
+            .arg("*")
+            .arg("e")
+            .arg("{}")
+            .query_async(&mut *conn)
+            .await?;
+        assert_eq!(ttl(&mut conn, &key).await?, -1);
+        let id = trim["id"].as_str().unwrap_or_default().to_string();
+        let (status, body) = mesh
+            .post_json(&format!("/v1/admin/schedules/{id}/trigger"), &json!({}))
+            .await?;
+        assert_eq!(status, 202, "{body}");
+        let mut expires = -1;
+        for _ in 0..100 {
+            expires = ttl(&mut conn, &key).await?;
+            if expires > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let _: i64 = deadpool_redis::redis::cmd("DEL")
+            .arg(&key)
+            .query_async(&mut *conn)
+            .await?;
+        assert!(expires > 0, "the triggered run gave the stream an expiry");
+        let (_, listed) = mesh.get_json("/v1/admin/schedules").await?;
+        let runs = listed["items"][0]["runs"].as_u64().unwrap_or(0);
+        assert!(runs >= 1, "{listed}");
+        let (status, _) = mesh
+            .post_json("/v1/admin/schedules/nope/trigger", &json!({}))
+            .await?;
+        assert_eq!(status, 404);
+        Ok::<(), E>(())
+    }
+    .await;
+    // Schedules outlive the mesh in Temporal: remove this mesh's.
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    for task in svc_worker::schedules::TASKS {
+        let id =
+            svc_worker::schedules::schedule_id(&mesh.worker_config.temporal.task_queue, task.name);
+        let _ = client
+            .get_schedule_handle(id)
+            .delete(Default::default())
+            .await;
+    }
+    result?;
+    mesh.stop().await
+}
+
+async fn ttl(
+    conn: &mut deadpool_redis::Connection,
+    key: &str,
+) -> Result<i64, deadpool_redis::redis::RedisError> {
+    deadpool_redis::redis::cmd("TTL")
+        .arg(key)
+        .query_async::<i64>(&mut **conn)
+        .await
+}
