@@ -85,7 +85,7 @@ async fn a_failed_run_exits_non_zero_with_the_error_on_stderr() -> R {
     .await?;
     let stderr = String::from_utf8(out.stderr)?;
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("pa-tui:") && stderr.len() > 20, "{stderr}");
+    assert!(stderr.contains("nonexistent:model"), "{stderr}");
     assert!(!String::from_utf8(out.stdout)?.contains("hi"));
 
     // An unknown chat: the gateway's 404 is reported, not a panic.
@@ -111,6 +111,67 @@ async fn a_failed_run_exits_non_zero_with_the_error_on_stderr() -> R {
     let out = pa_tui(&["--once", "hi", "--url", "http://127.0.0.1:9"], &[]).await?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8(out.stderr)?.contains("cannot reach the gateway"));
+    Ok(())
+}
+
+/// A run that ends in RUN_ERROR mid-stream (cancelled from outside): the partial text is on
+/// stdout, the error on stderr, exit code 2.
+#[tokio::test]
+async fn a_run_error_mid_stream_exits_2() -> R {
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(40))
+        .start()
+        .await?;
+    let message = (0..200)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let url = mesh.gateway_url.clone();
+    let child =
+        tokio::spawn(async move { pa_tui(&["--once", &message, "--url", &url], &[]).await });
+    // Find the run through the chat pa-tui created, then cancel it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let run_id = loop {
+        assert!(tokio::time::Instant::now() < deadline, "no run appeared");
+        let (_, chats) = mesh.get_json("/v1/chats").await?;
+        if let Some(chat) = chats["items"].as_array().and_then(|c| c.first()) {
+            let (_, messages) = mesh
+                .get_json(&format!(
+                    "/v1/chats/{}/messages",
+                    chat["id"].as_str().unwrap_or("")
+                ))
+                .await?;
+            if let Some(run) = messages["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|m| m["run_id"].as_str())
+            {
+                break run.to_string();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // The echo has a preface of a few tokens; 1 s in, "w0" has streamed and w199 is ~7 s away.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (status, run) = mesh
+        .post_json(&format!("/v1/runs/{run_id}/cancel"), &serde_json::json!({}))
+        .await?;
+    assert_eq!(status, 200, "{run}");
+    let out = child.await??;
+    let stdout = String::from_utf8(out.stdout)?;
+    let stderr = String::from_utf8(out.stderr)?;
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(stderr.contains("cancelled"), "{stderr}");
+    assert!(
+        stdout.contains("w0") && !stdout.contains("w199"),
+        "partial text: {stdout}"
+    );
+    mesh.stop().await?;
     Ok(())
 }
 
