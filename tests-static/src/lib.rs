@@ -660,6 +660,13 @@ pub const SERVICES: &[Service] = &[
                 "Task queue polled for durable runs; the same for both.",
             ),
             var(
+                "PA_WORKER_SCHEDULES",
+                "on",
+                Kind::Text,
+                Helm::Value,
+                "on/off: create the maintenance schedules (Temporal) when the worker starts.",
+            ),
+            var(
                 "PA_WORKER_STICKY_TIMEOUT_MS",
                 "2000",
                 Kind::Int,
