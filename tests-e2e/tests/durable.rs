@@ -378,3 +378,85 @@ async fn ttl(
         .query_async::<i64>(&mut **conn)
         .await
 }
+
+/// Histories captured from real durable runs (text, two tool calls, a second turn; and a
+/// cancelled one) replay deterministically against the current workflow code.
+#[tokio::test]
+async fn captured_histories_replay_deterministically() -> R {
+    use svc_worker::chat::ChatAgentWorkflow;
+    use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+    let mesh = Mesh::builder()
+        .worker()
+        .offline_token_delay(Duration::from_millis(50))
+        .start()
+        .await?;
+    let fake = FakeProvider::start().await?;
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/providers",
+            &json!({ "id": "rp", "kind": "openai_compatible", "base_url": fake.base_url(),
+                     "tags": ["zero-retention"], "platform_api_key": "sk-rp" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    let (status, saved) = mesh
+        .post_json(
+            "/v1/admin/models",
+            &json!({ "label": "rp:model", "context_window": 32000, "capabilities": ["tools"] }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{saved}");
+    fake.push(Reply::chunks(vec![
+        Chunk::text("Checking. "),
+        Chunk::tool_call("call_1", "lookup", r#"{"q":"a"}"#),
+        Chunk::tool_call("call_2", "lookup", r#"{"q":"b"}"#),
+    ]));
+    fake.push(Reply::text("Done."));
+    let chat = mesh.create_chat("replay").await?;
+    let (tools_run, _) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "look things up", "model": "rp:model", "durable": true }),
+    )
+    .await?;
+    assert_eq!(tools_run["status"], "succeeded", "{tools_run}");
+    // A cancelled one too: its history has the signal in it.
+    let cancelled = start(
+        &mesh,
+        &chat,
+        json!({ "message": "one two three four five six seven eight nine ten", "durable": true }),
+    )
+    .await?;
+    mesh.read_events(&cancelled, None, Some(3)).await?;
+    let (status, _) = mesh
+        .post_json(&format!("/v1/runs/{cancelled}/cancel"), &json!({}))
+        .await?;
+    assert_eq!(status, 200);
+    mesh.read_events(&cancelled, None, None).await?;
+
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<ChatAgentWorkflow>()?
+            .build(),
+    )?;
+    for run_id in [
+        tools_run["id"].as_str().unwrap_or_default(),
+        cancelled.as_str(),
+    ] {
+        let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        // The workflow has closed (the run's end is written after the outcome is stored).
+        for _ in 0..50 {
+            let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+            if run["status"] != "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let history = handle.fetch_history(Default::default());
+        replayer.replay_workflow(history).await?;
+    }
+    mesh.stop().await
+}
