@@ -30,6 +30,20 @@ async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> Result<(Value, Vec<
     Ok((run, events))
 }
 
+/// Registers `fake` as provider `id` with the model `<id>:model` (able to call tools or not).
+async fn add_fake_model(mesh: &Mesh, id: &str, fake: &FakeProvider, tools: bool) -> R {
+    let provider = json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(),
+                           "tags": ["zero-retention"], "platform_api_key": format!("sk-{id}") });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &provider).await?;
+    assert_eq!(status, 200, "{saved}");
+    let capabilities: Vec<&str> = if tools { vec!["tools"] } else { vec![] };
+    let model = json!({ "label": format!("{id}:model"), "context_window": 32000,
+                        "capabilities": capabilities });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &model).await?;
+    assert_eq!(status, 200, "{saved}");
+    Ok(())
+}
+
 /// The events with what differs between two runs of the same conversation blanked out: ids
 /// (run, thread, message) and timestamps.
 fn normalized(events: &[SseEvent]) -> Vec<Value> {
@@ -105,21 +119,7 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
 async fn inline_and_durable_runs_emit_identical_events() -> R {
     let mesh = Mesh::builder().worker().start().await?;
     let fake = FakeProvider::start().await?;
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/providers",
-            &json!({ "id": "tc", "kind": "openai_compatible", "base_url": fake.base_url(),
-                     "tags": ["zero-retention"], "platform_api_key": "sk-tc" }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/models",
-            &json!({ "label": "tc:model", "context_window": 32000, "capabilities": ["tools"] }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
+    add_fake_model(&mesh, "tc", &fake, true).await?;
     let mut runs = Vec::new();
     for durable in [false, true] {
         // Text, then two tool calls in one turn, then the answer.
@@ -231,21 +231,7 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
 async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance() -> R {
     let mesh = Mesh::builder().worker().start().await?;
     let fake = FakeProvider::start().await?;
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/providers",
-            &json!({ "id": "cur", "kind": "openai_compatible", "base_url": fake.base_url(),
-                     "tags": ["zero-retention"], "platform_api_key": "sk-cur" }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/models",
-            &json!({ "label": "cur:model", "context_window": 32000 }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
+    add_fake_model(&mesh, "cur", &fake, false).await?;
     // The turn's answer, then the Curator's (asked of the same model).
     fake.push(Reply::text("Teal is a fine colour."));
     fake.push(Reply::text(
@@ -392,21 +378,7 @@ async fn captured_histories_replay_deterministically() -> R {
         .start()
         .await?;
     let fake = FakeProvider::start().await?;
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/providers",
-            &json!({ "id": "rp", "kind": "openai_compatible", "base_url": fake.base_url(),
-                     "tags": ["zero-retention"], "platform_api_key": "sk-rp" }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
-    let (status, saved) = mesh
-        .post_json(
-            "/v1/admin/models",
-            &json!({ "label": "rp:model", "context_window": 32000, "capabilities": ["tools"] }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{saved}");
+    add_fake_model(&mesh, "rp", &fake, true).await?;
     fake.push(Reply::chunks(vec![
         Chunk::text("Checking. "),
         Chunk::tool_call("call_1", "lookup", r#"{"q":"a"}"#),
