@@ -40,6 +40,18 @@ struct Summary {
     samples: Vec<Duration>,
 }
 
+/// The header of the tables [`Summary::row`] fills; `count` names the sample-count column.
+fn print_table_header(count: &str) {
+    println!(
+        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
+        "path", count, "p50", "p99", "mean", "max"
+    );
+    println!(
+        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
+        "", "", "", "", "", ""
+    );
+}
+
 impl Summary {
     fn row(&mut self) -> String {
         self.samples.sort();
@@ -270,14 +282,7 @@ async fn relay(runs: usize) -> Result<(), BoxError> {
     println!(
         "svc-models relay vs the provider directly, {runs} streamed replies of 20 chunks each, milliseconds"
     );
-    println!(
-        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
-        "path", "n", "p50", "p99", "mean", "max"
-    );
-    println!(
-        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
-        "", "", "", "", "", ""
-    );
+    print_table_header("n");
     for summary in [
         &mut direct_first,
         &mut relay_first,
@@ -326,14 +331,7 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
     println!(
         "first-token latency, offline model, {runs} runs each (after {warmup} warm-up), milliseconds"
     );
-    println!(
-        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
-        "path", "runs", "p50", "p99", "mean", "max"
-    );
-    println!(
-        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
-        "", "", "", "", "", ""
-    );
+    print_table_header("runs");
     println!("{}", via_mesh.row());
     println!("{}", direct.row());
     println!(
@@ -375,14 +373,7 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
     println!(
         "first-token latency, offline model, {runs} runs each (after {warmup} warm-up), milliseconds"
     );
-    println!(
-        "| {:<44} | {:>5} | {:>9} | {:>9} | {:>9} | {:>9} |",
-        "path", "runs", "p50", "p99", "mean", "max"
-    );
-    println!(
-        "|{:-<46}|{:-<7}|{:-<11}|{:-<11}|{:-<11}|{:-<11}|",
-        "", "", "", "", "", ""
-    );
+    print_table_header("runs");
     println!("{}", inline.row());
     println!("{}", durable.row());
     println!("goal: durable <= 25 ms at p50 on the dev server");
