@@ -5,6 +5,7 @@ pub mod config;
 pub mod documents;
 mod embed;
 mod memories;
+mod reembed;
 mod service;
 mod store;
 
@@ -33,17 +34,28 @@ pub async fn run(
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let models = pa_kit::grpc::channel(&config.models_url)
         .map_err(|e| StartError::Other(format!("PA_MODELS_URL: {e}")))?;
+    let embedder = embed::Embedder::new(models, auth.clone(), config.embed_label.clone());
+    let reembed = reembed::Reembed {
+        owner: pools.owner,
+        embedder: embedder.clone(),
+    };
     let memories = memories::Memories {
         store: store::MemoryStore::new(pools.app),
-        embedder: embed::Embedder::new(models, auth.clone(), config.embed_label.clone()),
+        embedder,
     };
     let server = MemoryServiceServer::new(service::MemoryServiceImpl::new(memories))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     GrpcServer::new(config.request_timeout)?
         .add_service(tonic::service::interceptor::InterceptedService::new(
             server,
-            RequireIdentity(auth),
+            RequireIdentity(auth.clone()),
         ))
+        .add_service(
+            pa_proto::v1::maintenance_service_server::MaintenanceServiceServer::with_interceptor(
+                reembed,
+                RequireIdentity(auth),
+            ),
+        )
         .serve(listener, shutdown)
         .await?;
     Ok(())

@@ -1,8 +1,13 @@
 //! The model catalog (schema `models`): providers with their tags and (encrypted) platform
 //! keys, models, the tag vocabulary and classification policies. Reads go through a short-lived
 //! in-memory [`Snapshot`]: model calls are the hot path and the catalog changes rarely; every
-//! admin write through this instance drops the snapshot at once.
+//! admin write through this instance drops the snapshots at once.
+//!
+//! Row-level security (migration 0004): platform rows (`_platform`) are readable by everyone;
+//! a tenant's policy overrides and tags only inside that tenant's transaction. So a snapshot is
+//! per tenant: the shared platform rows plus that tenant's own, never another tenant's.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -91,7 +96,8 @@ pub struct Policy {
     pub forbidden_tags: Vec<String>,
 }
 
-/// Everything governance and resolution read, as of one moment.
+/// Everything governance and resolution read for one tenant, as of one moment: the platform
+/// rows and that tenant's own policies and tags.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub providers: Vec<Provider>,
@@ -153,8 +159,10 @@ type Cached = (Instant, Arc<Snapshot>);
 
 #[derive(Clone)]
 pub struct Catalog {
+    /// The application role's pool: every query here is subject to the policies.
     pool: PgPool,
-    cache: Arc<RwLock<Option<Cached>>>,
+    /// By tenant; the platform's own snapshot under [`PLATFORM`].
+    cache: Arc<RwLock<HashMap<String, Cached>>>,
 }
 
 fn sealed_from_row(row: &sqlx::postgres::PgRow) -> Result<Option<Sealed>, sqlx::Error> {
@@ -193,25 +201,83 @@ impl Catalog {
 
     pub fn invalidate(&self) {
         if let Ok(mut cache) = self.cache.write() {
-            *cache = None;
+            cache.clear();
         }
     }
 
-    pub async fn snapshot(&self) -> Result<Arc<Snapshot>, CatalogError> {
-        if let Ok(cache) = self.cache.read()
-            && let Some((at, snap)) = cache.as_ref()
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok(snap.clone());
-        }
-        let snap = Arc::new(self.load().await?);
+    fn cached(&self, tenant: &str) -> Option<Arc<Snapshot>> {
+        let cache = self.cache.read().ok()?;
+        let (at, snap) = cache.get(tenant)?;
+        (at.elapsed() < CACHE_TTL).then(|| snap.clone())
+    }
+
+    fn remember(&self, tenant: &str, snap: &Arc<Snapshot>) {
         if let Ok(mut cache) = self.cache.write() {
-            *cache = Some((Instant::now(), snap.clone()));
+            // Stale entries go on every insert, so the map holds only recently active tenants.
+            cache.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            cache.insert(tenant.to_string(), (Instant::now(), snap.clone()));
         }
+    }
+
+    /// The catalog as `tenant_id` sees it (an empty tenant sees the platform's alone).
+    pub async fn snapshot(&self, tenant_id: &str) -> Result<Arc<Snapshot>, CatalogError> {
+        let tenant = if tenant_id.is_empty() {
+            PLATFORM
+        } else {
+            tenant_id
+        };
+        if let Some(snap) = self.cached(tenant) {
+            return Ok(snap);
+        }
+        let platform = match self.cached(PLATFORM) {
+            Some(snap) => snap,
+            None => {
+                let snap = Arc::new(self.load_platform().await?);
+                self.remember(PLATFORM, &snap);
+                snap
+            }
+        };
+        if tenant == PLATFORM {
+            return Ok(platform);
+        }
+        let (policies, known_tags) = self.load_tenant_rules(tenant).await?;
+        let snap = if policies.is_empty() && known_tags.is_empty() {
+            platform
+        } else {
+            let mut own = Snapshot::clone(&platform);
+            own.policies.extend(policies);
+            own.known_tags.extend(known_tags);
+            Arc::new(own)
+        };
+        self.remember(tenant, &snap);
         Ok(snap)
     }
 
-    async fn load(&self) -> Result<Snapshot, CatalogError> {
+    /// A tenant's own policy overrides and tags, read in its transaction.
+    async fn load_tenant_rules(
+        &self,
+        tenant: &str,
+    ) -> Result<(Vec<Policy>, Vec<(String, String)>), CatalogError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        let policy_rows = sqlx::query(
+            "SELECT tenant_id, classification, required_tags, forbidden_tags FROM policies \
+             WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        let known_tags = sqlx::query_as::<_, (String, String)>(
+            "SELECT tenant_id, tag FROM known_tags WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((policies_of(&policy_rows)?, known_tags))
+    }
+
+    /// The platform rows: without a tenant setting, the policies admit `_platform` rows alone.
+    async fn load_platform(&self) -> Result<Snapshot, CatalogError> {
         let provider_rows = sqlx::query(
             "SELECT id, kind, COALESCE(base_url, '') AS base_url, tags, enabled, display_name, \
                platform_kek_id, platform_wrapped_dek, platform_dek_nonce, platform_ciphertext, platform_nonce \
@@ -270,33 +336,29 @@ impl Catalog {
             });
         }
         let policy_rows = sqlx::query(
-            "SELECT tenant_id, classification, required_tags, forbidden_tags FROM policies",
+            "SELECT tenant_id, classification, required_tags, forbidden_tags FROM policies \
+             WHERE tenant_id = $1",
         )
+        .bind(PLATFORM)
         .fetch_all(&self.pool)
         .await?;
-        let mut policies = Vec::new();
-        for row in &policy_rows {
-            let value: i16 = row.try_get("classification")?;
-            // A row with a classification we do not know is skipped: no policy = refused.
-            if let Ok(classification) = DataClassification::try_from(i32::from(value)) {
-                policies.push(Policy {
-                    tenant_id: row.try_get("tenant_id")?,
-                    classification,
-                    required_tags: row.try_get("required_tags")?,
-                    forbidden_tags: row.try_get("forbidden_tags")?,
-                });
-            }
-        }
-        let known_tags =
-            sqlx::query_as::<_, (String, String)>("SELECT tenant_id, tag FROM known_tags")
-                .fetch_all(&self.pool)
-                .await?;
+        let known_tags = sqlx::query_as::<_, (String, String)>(
+            "SELECT tenant_id, tag FROM known_tags WHERE tenant_id = $1",
+        )
+        .bind(PLATFORM)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(Snapshot {
             providers,
             models,
-            policies,
+            policies: policies_of(&policy_rows)?,
             known_tags,
         })
+    }
+
+    /// A transaction allowed to write platform rows (the policies' WITH CHECK).
+    async fn platform_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        pa_kit::db::tenant_tx(&self.pool, PLATFORM).await
     }
 
     // ---- administration --------------------------------------------------------------
@@ -327,6 +389,7 @@ impl Catalog {
         for tag in &info.tags {
             validate_id("tag", tag)?;
         }
+        let mut tx = self.platform_tx().await?;
         sqlx::query(
             "INSERT INTO providers (tenant_id, id, kind, base_url, tags, enabled, display_name) \
              VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7) \
@@ -341,7 +404,7 @@ impl Catalog {
         .bind(&info.tags)
         .bind(info.enabled)
         .bind(&info.display_name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if let Some(sealed) = platform_key {
             sqlx::query(
@@ -356,11 +419,12 @@ impl Catalog {
             .bind(&sealed.dek_nonce)
             .bind(&sealed.ciphertext)
             .bind(&sealed.nonce)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         self.invalidate();
-        let snap = self.snapshot().await?;
+        let snap = self.snapshot(PLATFORM).await?;
         snap.provider(&info.id)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownProvider(info.id.clone()))
@@ -371,7 +435,7 @@ impl Catalog {
             return Err(CatalogError::BadLabel(info.label.clone()));
         }
         let (provider, model) = info.label.split_once(':').unwrap_or_default();
-        let snap = self.snapshot().await?;
+        let snap = self.snapshot(PLATFORM).await?;
         if snap.provider(provider).is_none() {
             return Err(CatalogError::UnknownProvider(provider.to_string()));
         }
@@ -384,6 +448,7 @@ impl Catalog {
         } else {
             info.display_name.trim()
         };
+        let mut tx = self.platform_tx().await?;
         sqlx::query(
             "INSERT INTO models (tenant_id, label, provider_id, model, display_name, enabled, context_window, \
                input_price_micros, output_price_micros, supports_tools, supports_vision, supports_reasoning) \
@@ -406,10 +471,11 @@ impl Catalog {
         .bind(caps.tools)
         .bind(caps.vision)
         .bind(caps.reasoning)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.invalidate();
-        let snap = self.snapshot().await?;
+        let snap = self.snapshot(PLATFORM).await?;
         snap.model(&info.label)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownModel(info.label.clone()))
@@ -420,7 +486,7 @@ impl Catalog {
         &self,
         patch: &pa_proto::v1::PatchModelRequest,
     ) -> Result<CatalogModel, CatalogError> {
-        let snap = self.snapshot().await?;
+        let snap = self.snapshot(PLATFORM).await?;
         let mut info = snap
             .model(&patch.label)
             .map(|m| m.info.clone())
@@ -462,6 +528,7 @@ impl Catalog {
         for tag in policy.required_tags.iter().chain(&policy.forbidden_tags) {
             validate_id("tag", tag)?;
         }
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant_id).await?;
         sqlx::query(
             "INSERT INTO policies (tenant_id, classification, required_tags, forbidden_tags) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, classification) DO UPDATE SET required_tags = EXCLUDED.required_tags, \
@@ -471,14 +538,16 @@ impl Catalog {
         .bind(classification as i16)
         .bind(&policy.required_tags)
         .bind(&policy.forbidden_tags)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
 
     /// Adds tags to the platform vocabulary (from the declarative config).
     pub async fn add_known_tags(&self, tags: &[(String, String)]) -> Result<(), CatalogError> {
+        let mut tx = self.platform_tx().await?;
         for (tag, description) in tags {
             validate_id("tag", tag)?;
             sqlx::query(
@@ -488,12 +557,30 @@ impl Catalog {
             .bind(PLATFORM)
             .bind(tag)
             .bind(description)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         }
+        tx.commit().await?;
         self.invalidate();
         Ok(())
     }
+}
+
+fn policies_of(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Policy>, sqlx::Error> {
+    let mut policies = Vec::with_capacity(rows.len());
+    for row in rows {
+        let value: i16 = row.try_get("classification")?;
+        // A row with a classification we do not know is skipped: no policy = refused.
+        if let Ok(classification) = DataClassification::try_from(i32::from(value)) {
+            policies.push(Policy {
+                tenant_id: row.try_get("tenant_id")?,
+                classification,
+                required_tags: row.try_get("required_tags")?,
+                forbidden_tags: row.try_get("forbidden_tags")?,
+            });
+        }
+    }
+    Ok(policies)
 }
 
 fn validate_id(kind: &str, id: &str) -> Result<(), CatalogError> {

@@ -174,6 +174,7 @@ impl KeyStore {
         let key_id = uuid::Uuid::now_v7().to_string();
         let last4 = secret.last4();
         drop(secret);
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "INSERT INTO user_keys (tenant_id, user_id, provider, key_id, kek_id, wrapped_dek, \
                  dek_nonce, ciphertext, nonce, last4) \
@@ -195,8 +196,9 @@ impl KeyStore {
         .bind(&sealed.ciphertext)
         .bind(&sealed.nonce)
         .bind(&last4)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         tracing::info!(tenant, user, provider, key_id, "user key stored");
         Ok(KeyRef {
             provider: provider.to_string(),
@@ -209,14 +211,16 @@ impl KeyStore {
     /// The caller's keys, by provider; references only.
     pub async fn list(&self, identity: &Identity) -> Result<Vec<KeyRef>, KeyError> {
         let (tenant, user) = owner(identity)?;
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let rows = sqlx::query(
             "SELECT provider, key_id, last4, created_at FROM user_keys \
              WHERE tenant_id = $1 AND user_id = $2 ORDER BY provider",
         )
         .bind(tenant)
         .bind(user)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter()
             .map(|row| {
                 Ok(KeyRef {
@@ -235,15 +239,17 @@ impl KeyStore {
     pub async fn delete(&self, identity: &Identity, provider: &str) -> Result<(), KeyError> {
         let (tenant, user) = owner(identity)?;
         validate_provider(provider)?;
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let deleted = sqlx::query(
             "DELETE FROM user_keys WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
         )
         .bind(tenant)
         .bind(user)
         .bind(provider)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        tx.commit().await?;
         if deleted == 0 {
             return Err(KeyError::NotFound(provider.to_string()));
         }
@@ -259,6 +265,7 @@ impl KeyStore {
     ) -> Result<Option<Secret>, KeyError> {
         let (tenant, user) = owner(identity)?;
         validate_provider(provider)?;
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let row = sqlx::query(
             "SELECT kek_id, wrapped_dek, dek_nonce, ciphertext, nonce FROM user_keys \
              WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
@@ -266,8 +273,9 @@ impl KeyStore {
         .bind(tenant)
         .bind(user)
         .bind(provider)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
+        tx.commit().await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -286,7 +294,10 @@ impl KeyStore {
     /// Moves every row not under the current KEK to it (the DEK is re-wrapped; the ciphertext
     /// stays). Returns how many rows moved. Stops at the first row that does not open (logged
     /// with its owner), leaving the rows moved so far moved: running it again is safe.
-    pub async fn rewrap_all(&self) -> Result<u64, KeyError> {
+    ///
+    /// It walks every tenant's rows, like a migration, so it runs on the schema owner's pool
+    /// (`owner`), which row-level security does not restrict; requests never reach it.
+    pub async fn rewrap_all(&self, owner: &PgPool) -> Result<u64, KeyError> {
         let current = self.enc.current_id();
         let mut moved = 0u64;
         let mut after = (String::new(), String::new(), String::new());
@@ -302,7 +313,7 @@ impl KeyStore {
             .bind(&after.1)
             .bind(&after.2)
             .bind(REWRAP_BATCH)
-            .fetch_all(&self.pool)
+            .fetch_all(owner)
             .await?;
             for row in &rows {
                 let tenant: String = row.try_get("tenant_id")?;
@@ -336,7 +347,7 @@ impl KeyStore {
                 .bind(&provider)
                 .bind(&key_id)
                 .bind(&sealed.kek_id)
-                .execute(&self.pool)
+                .execute(owner)
                 .await?
                 .rows_affected();
             }
@@ -620,8 +631,8 @@ mod tests {
                         .expose(),
                     "sk-user001"
                 );
-                assert_eq!(rotated.rewrap_all().await.unwrap(), users.len() as u64);
-                assert_eq!(rotated.rewrap_all().await.unwrap(), 0);
+                assert_eq!(rotated.rewrap_all(&pool).await.unwrap(), users.len() as u64);
+                assert_eq!(rotated.rewrap_all(&pool).await.unwrap(), 0);
                 let stale: i64 =
                     sqlx::query_scalar("SELECT count(*) FROM user_keys WHERE kek_id <> 'k2'")
                         .fetch_one(&pool)

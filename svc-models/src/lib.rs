@@ -48,8 +48,10 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), StartError> {
-    let pool =
-        pa_kit::db::connect_schema(&config.common.database_url, "models", &MIGRATOR, 10).await?;
+    let pools =
+        pa_kit::db::connect_schema_rls(&config.common.database_url, "models", &MIGRATOR, 10)
+            .await?;
+    let pool = pools.app.clone();
     let enc = Arc::new(match &config.kek {
         Some((id, key, previous)) => {
             keys::KeyEncryption::from_config(id, key, previous).map_err(keys::KeyError::from)?
@@ -72,7 +74,7 @@ pub async fn run(
     }
     let keys = keys::KeyStore::new(pool.clone(), enc.clone());
     // Rotation: keys still sealed under an older KEK move to the current one.
-    let moved = keys.rewrap_all().await?;
+    let moved = keys.rewrap_all(&pools.owner).await?;
     if moved > 0 {
         tracing::info!(
             moved,
@@ -113,7 +115,16 @@ pub async fn run(
             services.clone(),
             guard.clone(),
         ))
-        .add_service(UsageServiceServer::with_interceptor(services, guard))
+        .add_service(UsageServiceServer::with_interceptor(
+            services,
+            guard.clone(),
+        ))
+        .add_service(
+            pa_proto::v1::maintenance_service_server::MaintenanceServiceServer::with_interceptor(
+                usage::UsageRollup { owner: pools.owner },
+                guard,
+            ),
+        )
         .serve(listener, shutdown)
         .await?;
     Ok(())

@@ -169,7 +169,7 @@ impl Relay {
                 after_first_token: after,
             })
         };
-        let snapshot = match self.catalog.snapshot().await {
+        let snapshot = match self.catalog.snapshot(&identity.tenant_id).await {
             Ok(s) => s,
             Err(e) => {
                 let e = PaError::from(e);

@@ -26,7 +26,7 @@ pub async fn resolve(
     identity: &Identity,
     request: &ResolveModelRequest,
 ) -> Result<ModelSelection, PaError> {
-    let snapshot = relay.catalog.snapshot().await?;
+    let snapshot = relay.catalog.snapshot(&identity.tenant_id).await?;
     let classification = classification_of(request.classification)
         .map_err(|e| PaError::new(ErrorCode::PolicyDenied, e.to_string()))?;
     let needs = request.needs.unwrap_or_default();

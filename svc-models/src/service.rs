@@ -45,7 +45,12 @@ impl ModelService for Services {
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         let identity = request.identity()?;
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
         let callable = self.relay.callable(&identity, &snapshot).await?;
         let models = snapshot
             .usable_models()
@@ -93,7 +98,12 @@ impl ModelService for Services {
         } else {
             req.label
         };
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
         let model = snapshot.usable_model(&label).map_err(PaError::from)?;
         let provider = snapshot
             .provider(&model.info.provider)
@@ -145,7 +155,12 @@ impl ModelAdminService for Services {
         request: Request<ListProvidersRequest>,
     ) -> Result<Response<ListProvidersResponse>, Status> {
         require_admin(&request.identity()?)?;
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(PLATFORM)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ListProvidersResponse {
             providers: snapshot.providers.iter().map(|p| p.info()).collect(),
         }))
@@ -187,7 +202,12 @@ impl ModelAdminService for Services {
         request: Request<ListAllModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         require_admin(&request.identity()?)?;
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(PLATFORM)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ListModelsResponse {
             models: snapshot.models.iter().map(|m| m.info.clone()).collect(),
         }))
@@ -231,7 +251,12 @@ impl ModelAdminService for Services {
     ) -> Result<Response<ListPoliciesResponse>, Status> {
         let identity = request.identity()?;
         require_admin(&identity)?;
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
         use pa_proto::v1::DataClassification as C;
         let policies = [C::Public, C::Internal, C::Confidential, C::Restricted]
             .into_iter()
@@ -275,7 +300,12 @@ impl KeyService for Services {
     ) -> Result<Response<KeyRef>, Status> {
         let identity = request.identity()?;
         let req = request.into_inner();
-        let snapshot = self.relay.catalog.snapshot().await.map_err(PaError::from)?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
         match snapshot.provider(&req.provider) {
             Some(p) if p.kind == "openai_compatible" => {}
             Some(_) => {
@@ -369,5 +399,28 @@ impl UsageService for Services {
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(GetUsageResponse { days }))
+    }
+}
+
+#[tonic::async_trait]
+impl pa_proto::v1::maintenance_service_server::MaintenanceService for crate::usage::UsageRollup {
+    async fn run_maintenance(
+        &self,
+        request: Request<pa_proto::v1::RunMaintenanceRequest>,
+    ) -> Result<Response<pa_proto::v1::RunMaintenanceResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let request = request.into_inner();
+        let (affected, more) = match request.task.as_str() {
+            // A batch is days here: at most a year of them per call.
+            "rollup_usage" => self
+                .rollup(pa_kit::maintenance::batch(request.limit).min(366))
+                .await
+                .map_err(PaError::from)?,
+            other => return Err(pa_kit::maintenance::unknown_task("svc-models", other).into()),
+        };
+        Ok(Response::new(pa_proto::v1::RunMaintenanceResponse {
+            affected,
+            more,
+        }))
     }
 }

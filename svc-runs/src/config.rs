@@ -26,6 +26,9 @@ pub struct Config {
     /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
     /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
     pub temporal: svc_worker::TemporalConfig,
+    /// `PA_DELETED_CHAT_RETENTION_HOURS`, default 720 (30 days): how long a deleted chat is
+    /// kept (hidden) before the `purge_deleted_chats` schedule removes it for good.
+    pub deleted_chat_retention: Duration,
     /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`.
     pub curator: Option<crate::durable::CuratorSettings>,
 }
@@ -46,6 +49,9 @@ impl Config {
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
             daily_token_budget: env_parse("PA_DAILY_TOKEN_BUDGET", 0)?,
+            deleted_chat_retention: Duration::from_secs(
+                3600 * env_parse::<u64>("PA_DELETED_CHAT_RETENTION_HOURS", 720)?,
+            ),
             temporal: svc_worker::TemporalConfig::from_env(),
             curator: if env_or("PA_CURATOR", "on") == "off" {
                 None

@@ -7,6 +7,7 @@ mod error;
 mod inline;
 mod launch;
 mod ledger;
+mod maintenance;
 pub mod mode;
 mod service;
 mod store;
@@ -35,6 +36,10 @@ pub async fn run(
         pa_kit::db::connect_schema_rls(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
     let auth = InternalAuth::new(&config.common.internal_secret);
+    let maintenance = maintenance::Maintenance {
+        owner: pools.owner,
+        retention: config.deleted_chat_retention,
+    };
     let store = store::RunStore::new(pools.app);
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
@@ -80,8 +85,14 @@ pub async fn run(
         ))
         .add_service(RunLedgerServiceServer::with_interceptor(
             service,
-            RequireIdentity(auth),
+            RequireIdentity(auth.clone()),
         ))
+        .add_service(
+            pa_proto::v1::maintenance_service_server::MaintenanceServiceServer::with_interceptor(
+                maintenance,
+                RequireIdentity(auth),
+            ),
+        )
         .serve(listener, shutdown)
         .await?;
     Ok(())

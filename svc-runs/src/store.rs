@@ -155,7 +155,7 @@ impl RunStore {
         let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "SELECT id, title, classification, created_at, updated_at FROM chats \
-             WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
+             WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND deleted_at IS NULL",
         )
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
@@ -193,7 +193,7 @@ impl RunStore {
         let rows = sqlx::query(
             "SELECT id, title, classification, created_at, updated_at, \
                     (extract(epoch from created_at) * 1000000)::bigint AS created_us \
-             FROM chats WHERE tenant_id = $1 AND user_id = $2 \
+             FROM chats WHERE tenant_id = $1 AND user_id = $2 AND deleted_at IS NULL \
                AND ($3::bigint IS NULL OR (created_at, id) < (to_timestamp($3::double precision / 1000000), $4)) \
              ORDER BY created_at DESC, id DESC LIMIT $5",
         )
@@ -218,7 +218,9 @@ impl RunStore {
         Ok((chats, next))
     }
 
-    /// Deletes the chat with its messages and runs; returns the ids of its runs.
+    /// Deletes the chat: from now on it is gone for every read (its messages and runs go with it
+    /// when the `purge_deleted_chats` schedule removes it after the retention). Returns the ids
+    /// of its runs.
     pub async fn delete_chat(
         &self,
         identity: &Identity,
@@ -233,13 +235,15 @@ impl RunStore {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM chats WHERE tenant_id = $1 AND user_id = $2 AND id = $3")
-                .bind(&identity.tenant_id)
-                .bind(&identity.user_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let deleted = sqlx::query(
+            "UPDATE chats SET deleted_at = now() \
+             WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND deleted_at IS NULL",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
         if deleted.rows_affected() == 0 {
             return Err(RunsError::ChatNotFound(id.to_string()));
         }

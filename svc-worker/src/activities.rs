@@ -44,6 +44,7 @@ pub struct RunActivities {
     pub memory: MemoryServiceClient<Channel>,
     pub sink: EventSink,
     pub redis: Pool,
+    pub maintenance: crate::schedules::MaintenanceClients,
 }
 
 /// Numbers a step's events: `<step>-<seq>`, seq from `first`.
@@ -272,16 +273,16 @@ impl RunActivities {
     #[activity]
     pub async fn maintenance(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: crate::schedules::MaintenanceInput,
     ) -> Result<u64, ActivityError> {
         match input.task.as_str() {
             "trim_run_streams" => crate::schedules::trim_run_streams(&self.redis)
                 .await
                 .map_err(|e| ActivityError::from(std::io::Error::other(e))),
-            other => Err(ActivityError::from(std::io::Error::other(format!(
-                "unknown maintenance task {other}"
-            )))),
+            other => heartbeating(&ctx, 0u64, self.maintenance.run(other))
+                .await?
+                .map_err(failure),
         }
     }
 

@@ -14,6 +14,7 @@ use pa_kit::config::{CommonConfig, ConfigError, env_or, env_parse};
 use pa_kit::grpc::{GrpcServer, channel};
 use pa_kit::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown, StartError};
+use pa_proto::v1::maintenance_service_client::MaintenanceServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
@@ -86,7 +87,7 @@ pub async fn run(
         io: RunIo {
             models: ModelServiceClient::new(channel(&config.models_url)?),
             tools: ToolServiceClient::new(channel(&config.tools_url)?),
-            auth,
+            auth: auth.clone(),
         },
         ledger: RunLedgerServiceClient::new(channel(&config.runs_url)?),
         runs: pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?),
@@ -95,6 +96,12 @@ pub async fn run(
         )?),
         sink: EventSink::new(redis.clone()),
         redis,
+        maintenance: schedules::MaintenanceClients {
+            runs: MaintenanceServiceClient::new(channel(&config.runs_url)?),
+            models: MaintenanceServiceClient::new(channel(&config.models_url)?),
+            memory: MaintenanceServiceClient::new(channel(&config.memory_url)?),
+            auth: auth.clone(),
+        },
     };
     let client = temporal::connect(&config.temporal)
         .await

@@ -1,9 +1,17 @@
 //! Maintenance on Temporal schedules, created idempotently when the worker starts. Each schedule
 //! starts a MaintenanceWorkflow that runs its task as one activity.
 //!
-//! Tasks today: `trim_run_streams` — every run's event stream gets an expiry (a stream left
-//! without one, e.g. by a writer that died between XADD and EXPIRE, would live forever) and is
-//! capped in length.
+//! Tasks:
+//! - `trim_run_streams` (here, on Redis): every run's event stream gets an expiry (a stream left
+//!   without one, e.g. by a writer that died between XADD and EXPIRE, would live forever) and is
+//!   capped in length;
+//! - `rollup_usage` (svc-models): finished days of usage rolled up per day, user and model;
+//! - `purge_deleted_chats` (svc-runs): chats deleted longer ago than the retention go for good;
+//! - `reembed_memories` (svc-memory): memories without a vector of the current embedding model
+//!   get one.
+//!
+//! The last three belong to the service that owns the tables: the activity asks it through
+//! MaintenanceService, batch after batch, as the platform (an internal identity).
 
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +25,12 @@ use temporalio_client::schedules::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
+use pa_kit::identity::internal_identity;
+use pa_kit::{InternalAuth, PaError};
+use pa_proto::v1::RunMaintenanceRequest;
+use pa_proto::v1::maintenance_service_client::MaintenanceServiceClient;
+use tonic::transport::Channel;
+
 use crate::activities::RunActivities;
 
 /// A maintenance task and how often it runs.
@@ -26,10 +40,71 @@ pub struct Task {
     pub every: Duration,
 }
 
-pub const TASKS: &[Task] = &[Task {
-    name: "trim_run_streams",
-    every: Duration::from_secs(3600),
-}];
+pub const TASKS: &[Task] = &[
+    Task {
+        name: "trim_run_streams",
+        every: Duration::from_secs(3600),
+    },
+    Task {
+        name: "rollup_usage",
+        every: Duration::from_secs(3600),
+    },
+    Task {
+        name: "purge_deleted_chats",
+        every: Duration::from_secs(6 * 3600),
+    },
+    Task {
+        name: "reembed_memories",
+        every: Duration::from_secs(6 * 3600),
+    },
+];
+
+/// Batches one maintenance run asks for at most, so a run ends even if work keeps arriving.
+const MAX_BATCHES: usize = 1000;
+
+/// The services that run maintenance over their own tables.
+#[derive(Clone)]
+pub struct MaintenanceClients {
+    pub runs: MaintenanceServiceClient<Channel>,
+    pub models: MaintenanceServiceClient<Channel>,
+    pub memory: MaintenanceServiceClient<Channel>,
+    pub auth: InternalAuth,
+}
+
+impl MaintenanceClients {
+    /// Runs `task` at the service that owns it until no work is left; returns the rows changed.
+    pub async fn run(&self, task: &str) -> Result<u64, PaError> {
+        let client = match task {
+            "purge_deleted_chats" => &self.runs,
+            "rollup_usage" => &self.models,
+            "reembed_memories" => &self.memory,
+            other => {
+                return Err(PaError::bad_request(format!(
+                    "unknown maintenance task {other}"
+                )));
+            }
+        };
+        let identity = internal_identity("svc-worker");
+        let mut total = 0;
+        for _ in 0..MAX_BATCHES {
+            let request = RunMaintenanceRequest {
+                task: task.to_string(),
+                limit: 0,
+            };
+            let done = client
+                .clone()
+                .run_maintenance(self.auth.request(&identity, request))
+                .await
+                .map_err(|s| PaError::from_status(&s))?
+                .into_inner();
+            total += done.affected;
+            if !done.more {
+                break;
+            }
+        }
+        Ok(total)
+    }
+}
 
 /// Stream key pattern and limits (see pa_kit::run_events).
 const STREAM_PATTERN: &str = "pa:run:*:events";

@@ -45,6 +45,7 @@ pub struct MeshBuilder {
     schedules: bool,
     tools: svc_tools::ToolsSettings,
     web_dir: Option<std::path::PathBuf>,
+    deleted_chat_retention: Duration,
 }
 
 impl MeshBuilder {
@@ -65,6 +66,13 @@ impl MeshBuilder {
     }
 
     /// svc-tools' settings (network allow-list, DNS overrides, stdio MCP commands, time limits).
+    /// How long svc-runs keeps a deleted chat before `purge_deleted_chats` removes it
+    /// (default 30 days).
+    pub fn deleted_chat_retention(mut self, retention: Duration) -> Self {
+        self.deleted_chat_retention = retention;
+        self
+    }
+
     pub fn tools_settings(mut self, settings: svc_tools::ToolsSettings) -> Self {
         self.tools = settings;
         self
@@ -242,6 +250,7 @@ impl MeshBuilder {
                     },
                     history_messages: 50,
                     daily_token_budget: self.daily_token_budget,
+                    deleted_chat_retention: self.deleted_chat_retention,
                     temporal: temporal.clone(),
                     // The Curator needs a worker; meshes without one leave it off.
                     curator: self.worker.then_some(svc_runs::durable::CuratorSettings {
@@ -440,6 +449,7 @@ impl Mesh {
             schedules: false,
             tools: svc_tools::ToolsSettings::default(),
             web_dir: None,
+            deleted_chat_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 

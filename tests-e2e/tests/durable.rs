@@ -1,7 +1,10 @@
 //! Durable runs on Temporal (the dev server from `scripts/stack.sh`), end to end through the
 //! gateway: the same assertions as the inline chat turn, identical AG-UI events in both modes,
-//! cancel, and a worker killed mid-turn.
+//! cancel, and a worker killed mid-turn or mid tool call.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pa_testkit::{Chunk, FakeProvider, Reply};
@@ -227,6 +230,121 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
     mesh.stop().await
 }
 
+/// A page that takes its time (long enough to kill a worker while a tool call waits on it),
+/// counting the requests it gets.
+async fn slow_site(hits: Arc<AtomicUsize>) -> Result<SocketAddr, E> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(move || {
+            let hits = hits.clone();
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                "<html><body><p>The slow page says 7.</p></body></html>"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> R {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let site = slow_site(hits.clone()).await?;
+    let mesh = Mesh::builder()
+        .tools_settings(svc_tools::ToolsSettings {
+            allow: svc_tools::netguard::AllowList::parse("slow.test")?,
+            dns_overrides: vec![("slow.test".into(), "127.0.0.1".parse()?)],
+            fetch_timeout: Duration::from_secs(20),
+            ..svc_tools::ToolsSettings::default()
+        })
+        .start()
+        .await?;
+    let (status, created) = mesh
+        .post_json(
+            "/v1/me/integrations",
+            &json!({ "kind": "web_fetch", "name": "Web" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "slowtool", &fake, true).await?;
+    let url = format!("http://slow.test:{}/slow", site.port());
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_slow",
+        "web_fetch",
+        json!({ "url": url }).to_string(),
+    )]));
+    fake.push(Reply::text("The page says 7."));
+
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = mesh.spawn_worker_process(binary)?;
+    let chat = mesh.create_chat("crash-tool").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "what does the page say?", "model": "slowtool:model", "durable": true }),
+    )
+    .await?;
+    // The tool call is on its way to the page: kill -9 the worker while it waits.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tool call reaches the page"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(binary)?;
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    replacement.kill()?;
+    replacement.wait()?;
+
+    assert!(
+        hits.load(Ordering::SeqCst) >= 2,
+        "the interrupted call ran again on the new worker"
+    );
+    let results: Vec<&SseEvent> = events
+        .iter()
+        .filter(|e| e.event_type() == "TOOL_CALL_RESULT")
+        .collect();
+    assert_eq!(results.len(), 1, "one result for the one call");
+    let content = results[0].data["content"].as_str().unwrap_or_default();
+    assert!(content.contains("The slow page says 7."), "{content}");
+    let starts = events
+        .iter()
+        .filter(|e| e.event_type() == "TOOL_CALL_START")
+        .count();
+    assert_eq!(starts, 1, "the call is announced once");
+    let ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(ids.len(), unique.len(), "no event twice");
+    let text: String = events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert_eq!(text, "The page says 7.");
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED")
+    );
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    mesh.stop().await
+}
+
 #[tokio::test]
 async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance() -> R {
     let mesh = Mesh::builder().worker().start().await?;
@@ -342,6 +460,210 @@ async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
     }
     .await;
     // Schedules outlive the mesh in Temporal: remove this mesh's.
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    for task in svc_worker::schedules::TASKS {
+        let id =
+            svc_worker::schedules::schedule_id(&mesh.worker_config.temporal.task_queue, task.name);
+        let _ = client
+            .get_schedule_handle(id)
+            .delete(Default::default())
+            .await;
+    }
+    result?;
+    mesh.stop().await
+}
+
+/// Triggers the schedule of `task` through the gateway.
+async fn trigger(mesh: &Mesh, task: &str) -> R {
+    let id = svc_worker::schedules::schedule_id(&mesh.worker_config.temporal.task_queue, task);
+    let (status, body) = mesh
+        .post_json(&format!("/v1/admin/schedules/{id}/trigger"), &json!({}))
+        .await?;
+    assert_eq!(status, 202, "{body}");
+    Ok(())
+}
+
+/// Polls `query` (one number) on the owner's connection until `done` holds, for up to 20 s.
+async fn eventually(
+    owner: &mut sqlx::PgConnection,
+    query: &str,
+    bind: &str,
+    done: impl Fn(i64) -> bool,
+) -> Result<i64, E> {
+    let mut value = 0;
+    for _ in 0..100 {
+        value = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_string()))
+            .bind(bind)
+            .fetch_one(&mut *owner)
+            .await?;
+        if done(value) {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{query} ({bind}) stayed at {value}").into())
+}
+
+#[tokio::test]
+async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories() -> R {
+    use sqlx::Connection;
+    let mesh = Mesh::builder()
+        .worker_with_schedules()
+        .deleted_chat_retention(Duration::ZERO)
+        .start()
+        .await?;
+    let result = async {
+        let mut owner = sqlx::PgConnection::connect(&mesh.database_url).await?;
+        let (status, listed) = mesh.get_json("/v1/admin/schedules").await?;
+        assert_eq!(status, 200, "{listed}");
+        let tasks: Vec<&str> = listed["items"]
+            .as_array()
+            .map(|items| items.iter().filter_map(|s| s["task"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            tasks,
+            [
+                "trim_run_streams",
+                "rollup_usage",
+                "purge_deleted_chats",
+                "reembed_memories"
+            ]
+        );
+
+        // A deleted chat is gone for every read at once, and kept (hidden) until the purge.
+        let chat = mesh.create_chat("doomed").await?;
+        let (run, _) = run_to_end(&mesh, &chat, json!({ "message": "goodbye" })).await?;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let deleted = mesh
+            .http
+            .delete(mesh.url(&format!("/v1/chats/{chat}")))
+            .send()
+            .await?;
+        assert!(deleted.status().is_success(), "{}", deleted.status());
+        let (status, _) = mesh.get_json(&format!("/v1/chats/{chat}")).await?;
+        assert_eq!(status, 404);
+        let (status, _) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+        assert_eq!(status, 404);
+        let (_, chats) = mesh.get_json("/v1/chats").await?;
+        assert!(!chats.to_string().contains(&chat), "{chats}");
+        let (status, _) = mesh
+            .post_json(
+                &format!("/v1/chats/{chat}/runs"),
+                &json!({ "message": "still there?" }),
+            )
+            .await?;
+        assert_eq!(status, 404);
+        let messages = "SELECT count(*) FROM runs.messages WHERE chat_id = $1";
+        assert_eq!(
+            eventually(&mut owner, messages, &chat, |n| n == 2).await?,
+            2
+        );
+
+        // Usage of a finished day (two calls of yesterday), beside today's run above.
+        for _ in 0..2 {
+            sqlx::query(
+                "INSERT INTO models.usage_records (tenant_id, user_id, run_id, label, key_source, \
+                   input_tokens, output_tokens, cached_input_tokens, cost_micros, created_at) \
+                 VALUES ('dev', 'dev-user', 'r-yesterday', 'offline:echo', 'none', 100, 50, 0, 7, \
+                   now() - interval '1 day')",
+            )
+            .execute(&mut owner)
+            .await?;
+        }
+        let yesterday: String = sqlx::query_scalar(
+            "SELECT to_char((now() AT TIME ZONE 'UTC')::date - 1, 'YYYY-MM-DD')",
+        )
+        .fetch_one(&mut owner)
+        .await?;
+        let usage_path = format!("/v1/me/usage?from={yesterday}");
+        // Yesterday's reading (today's still grows: the Curator calls the model too).
+        let yesterdays = |usage: &Value| -> Value {
+            usage["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|d| d["day"] == yesterday.as_str()))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let (status, before) = mesh.get_json(&usage_path).await?;
+        assert_eq!(status, 200, "{before}");
+        let before = yesterdays(&before);
+        assert_eq!(before["requests"], 2, "{before}");
+        assert_eq!(before["input_tokens"], 200, "{before}");
+
+        // A memory whose embedding never happened is invisible to vector search.
+        let (status, memory) = mesh
+            .post_json(
+                "/v1/me/memories",
+                &json!({ "text": "The user's cat is called Miso." }),
+            )
+            .await?;
+        assert_eq!(status, 201, "{memory}");
+        let memory_id = memory["id"].as_str().unwrap_or_default().to_string();
+        sqlx::query(
+            "UPDATE memory.items SET embedding = NULL, embedding_dims = NULL, \
+               embedding_model = NULL WHERE id = $1",
+        )
+        .bind(&memory_id)
+        .execute(&mut owner)
+        .await?;
+
+        for task in ["purge_deleted_chats", "rollup_usage", "reembed_memories"] {
+            trigger(&mesh, task).await?;
+        }
+        let chats = "SELECT count(*) FROM runs.chats WHERE id = $1";
+        eventually(&mut owner, chats, &chat, |n| n == 0).await?;
+        assert_eq!(
+            eventually(&mut owner, messages, &chat, |n| n == 0).await?,
+            0,
+            "the messages went with the chat"
+        );
+        let rolled = "SELECT coalesce(sum(calls), 0)::bigint FROM models.usage_daily \
+                      WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date - 1";
+        assert_eq!(
+            eventually(&mut owner, rolled, "dev-user", |n| n == 2).await?,
+            2
+        );
+        let (_, after) = mesh.get_json(&usage_path).await?;
+        assert_eq!(
+            yesterdays(&after),
+            before,
+            "the same reading before and after the rollup"
+        );
+        let embedded = "SELECT count(*) FROM memory.items WHERE id = $1 \
+                        AND embedding IS NOT NULL AND embedding_model IS NOT NULL";
+        eventually(&mut owner, embedded, &memory_id, |n| n == 1).await?;
+
+        // Only the platform's own services may ask; a task goes to the service that owns it.
+        let mut runs_maintenance =
+            pa_proto::v1::maintenance_service_client::MaintenanceServiceClient::connect(
+                mesh.runs_url.clone(),
+            )
+            .await?;
+        let ask = |task: &str| pa_proto::v1::RunMaintenanceRequest {
+            task: task.into(),
+            limit: 0,
+        };
+        let mut admin = Mesh::identity("dev", "dev-user");
+        admin.roles.push("admin".into());
+        let refused = runs_maintenance
+            .run_maintenance(mesh.auth.request(&admin, ask("purge_deleted_chats")))
+            .await
+            .expect_err("an admin is not the platform");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let platform = pa_kit::identity::internal_identity("test");
+        let elsewhere = runs_maintenance
+            .run_maintenance(mesh.auth.request(&platform, ask("rollup_usage")))
+            .await
+            .expect_err("svc-runs does not own usage");
+        assert_eq!(elsewhere.code(), tonic::Code::Unimplemented);
+        let again = runs_maintenance
+            .run_maintenance(mesh.auth.request(&platform, ask("purge_deleted_chats")))
+            .await?
+            .into_inner();
+        assert_eq!((again.affected, again.more), (0, false), "nothing left");
+        Ok::<(), E>(())
+    }
+    .await;
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     for task in svc_worker::schedules::TASKS {
         let id =

@@ -394,6 +394,13 @@ pub const SERVICES: &[Service] = &[
                 "Earlier messages of the chat the model sees.",
             ),
             var(
+                "PA_DELETED_CHAT_RETENTION_HOURS",
+                "720",
+                Kind::Int,
+                Helm::Value,
+                "How long a deleted chat is kept, hidden, before the purge_deleted_chats schedule removes it with its runs and messages.",
+            ),
+            var(
                 "TEMPORAL_ADDRESS",
                 "127.0.0.1:7233",
                 Kind::Text,

@@ -124,6 +124,32 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// The identity a service uses when it acts for itself (schedules, maintenance): tenant
+/// `_platform`, user = the service's name, [`AuthMethod::Internal`].
+pub fn internal_identity(service: &str) -> Identity {
+    Identity {
+        tenant_id: "_platform".into(),
+        user_id: service.into(),
+        roles: vec![],
+        scopes: vec![],
+        auth_method: AuthMethod::Internal as i32,
+        display_name: service.into(),
+    }
+}
+
+/// Refuses (403) anyone but a service acting for itself. The gateway never builds an internal
+/// identity, so no end user (not even an admin) reaches what this guards.
+pub fn require_internal(identity: &Identity) -> Result<(), PaError> {
+    if identity.auth_method == AuthMethod::Internal as i32 {
+        Ok(())
+    } else {
+        Err(PaError::new(
+            crate::ErrorCode::Forbidden,
+            "only the platform's own services may call this",
+        ))
+    }
+}
+
 /// Refuses (403) a caller without `role`.
 pub fn require_role(identity: &Identity, role: &str) -> Result<(), PaError> {
     if identity.roles.iter().any(|r| r == role) {
