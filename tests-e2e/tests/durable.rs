@@ -165,6 +165,18 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
     // Wait for the first token, then cancel.
     let first = mesh.read_events(&run_id, None, Some(3)).await?;
     assert_eq!(first.len(), 3);
+    // The run's status is a workflow query.
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let workflow =
+        client.get_workflow_handle::<svc_worker::chat::ChatAgentWorkflow>(run_id.clone());
+    let workflow_status = || {
+        workflow.query(
+            svc_worker::chat::ChatAgentWorkflow::status,
+            (),
+            Default::default(),
+        )
+    };
+    assert_eq!(workflow_status().await?, "running");
     let (status, run) = mesh
         .post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
         .await?;
@@ -179,6 +191,11 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
     assert_eq!(last["code"], "cancelled", "{last}");
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["status"], "cancelled", "{run}");
+    assert_eq!(
+        workflow_status().await?,
+        "cancelled",
+        "the query answers after the end too"
+    );
     mesh.stop().await
 }
 
