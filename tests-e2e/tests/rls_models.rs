@@ -242,5 +242,24 @@ async fn models_tables_fail_closed_and_tenant_policies_stay_with_their_tenant() 
         .rows_affected();
     assert_eq!(deleted, 0, "nor delete the platform's policies");
     tx.rollback().await?;
+
+    // The sweep: every table of every service carries tenant_id and forces row-level security.
+    let tables: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity, \
+           EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' \
+                   AND NOT a.attisdropped) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p') AND c.relname <> '_sqlx_migrations' \
+           AND n.nspname IN ('gateway', 'runs', 'models', 'tools', 'memory') ORDER BY 1",
+    )
+    .fetch_all(&mut owner)
+    .await?;
+    assert!(tables.len() >= 15, "{tables:?}");
+    for (table, enabled, forced, tenant_column) in &tables {
+        assert!(
+            *enabled && *forced && *tenant_column,
+            "{table}: rls {enabled}, forced {forced}, tenant_id {tenant_column}"
+        );
+    }
     mesh.stop().await
 }
