@@ -45,6 +45,8 @@ pub struct MeshBuilder {
     schedules: bool,
     tools: svc_tools::ToolsSettings,
     web_dir: Option<std::path::PathBuf>,
+    approval_timeout: Duration,
+    curator: bool,
 }
 
 impl MeshBuilder {
@@ -112,6 +114,19 @@ impl MeshBuilder {
 
     pub fn auth_mode(mut self, mode: svc_gateway::AuthMode) -> Self {
         self.auth_mode = mode;
+        self
+    }
+
+    /// No Curator after durable-mesh turns: it asks the chat's model too, which would take
+    /// replies a test scripted for its runs.
+    pub fn without_curator(mut self) -> Self {
+        self.curator = false;
+        self
+    }
+
+    /// How long a tool call held by the untrusted-content gate waits for approval (default 60 s).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
         self
     }
 
@@ -242,12 +257,15 @@ impl MeshBuilder {
                     },
                     history_messages: 50,
                     daily_token_budget: self.daily_token_budget,
+                    approval_timeout: self.approval_timeout,
                     temporal: temporal.clone(),
                     // The Curator needs a worker; meshes without one leave it off.
-                    curator: self.worker.then_some(svc_runs::durable::CuratorSettings {
-                        debounce_ms: 200,
-                        max_signals: 50,
-                    }),
+                    curator: (self.worker && self.curator).then_some(
+                        svc_runs::durable::CuratorSettings {
+                            debounce_ms: 200,
+                            max_signals: 50,
+                        },
+                    ),
                 };
                 let s = shutdown.clone();
                 async move {
@@ -440,6 +458,8 @@ impl Mesh {
             schedules: false,
             tools: svc_tools::ToolsSettings::default(),
             web_dir: None,
+            approval_timeout: Duration::from_secs(60),
+            curator: true,
         }
     }
 

@@ -394,6 +394,14 @@ pub const SERVICES: &[Service] = &[
                 "Earlier messages of the chat the model sees.",
             ),
             var(
+                "PA_TOOL_APPROVAL_TIMEOUT_MS",
+                "300000",
+                Kind::Int,
+                Helm::Value,
+                "How long a high-privilege tool call after untrusted content waits for a human's \
+                 approval before it is refused (inline and durable runs).",
+            ),
+            var(
                 "TEMPORAL_ADDRESS",
                 "127.0.0.1:7233",
                 Kind::Text,
