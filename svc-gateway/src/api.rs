@@ -5,9 +5,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use pa_kit::PaError;
+use pa_proto::v1::control_command::{Command, ToolCallDecision};
 use pa_proto::v1::{
-    CancelRunRequest, CreateChatRequest, CreateRunRequest, DeleteChatRequest, GetChatRequest,
-    GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest, RunMode,
+    CancelRunRequest, ControlCommand, CreateChatRequest, CreateRunRequest, DeleteChatRequest,
+    GetChatRequest, GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest,
+    RunMode,
 };
 use serde::Deserialize;
 
@@ -237,6 +239,45 @@ pub async fn cancel_run(
         .await?
         .into_inner();
     Ok(Json(run.into()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalBody {
+    approve: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/runs/{id}/approvals/{tool_call_id}` `{"approve": bool, "reason"?}`: a human's
+/// decision on a tool call the untrusted-content gate holds (the run's CUSTOM
+/// `tool_call_approval` event). The same RPC as the control socket's approve/deny.
+pub async fn decide_tool_call(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path((run_id, tool_call_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ApprovalBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let command = ControlCommand {
+        run_id: run_id.clone(),
+        command: Some(Command::ToolCallDecision(ToolCallDecision {
+            tool_call_id: tool_call_id.clone(),
+            approved: body.approve,
+            reason: body.reason,
+        })),
+    };
+    let ack = state
+        .control
+        .clone()
+        .send_control(state.auth.request(&identity, command))
+        .await?
+        .into_inner();
+    Ok(Json(serde_json::json!({
+        "run_id": run_id,
+        "tool_call_id": tool_call_id,
+        "approved": body.approve,
+        "detail": ack.detail,
+    })))
 }
 
 #[derive(Deserialize, Default)]

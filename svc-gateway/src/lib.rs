@@ -52,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chats/{id}/runs", post(api::create_run))
         .route("/v1/runs/{id}", get(api::get_run))
         .route("/v1/runs/{id}/cancel", post(api::cancel_run))
+        .route(
+            "/v1/runs/{id}/approvals/{tool_call_id}",
+            post(api::decide_tool_call),
+        )
         .route("/v1/runs/{id}/events", get(api::run_events))
         .route("/v1/models", get(api::list_models))
         .route(
@@ -143,7 +147,8 @@ async fn index() -> axum::Json<serde_json::Value> {
         "endpoints": [
             "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
             "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
-            "POST /v1/runs/{id}/cancel", "GET /v1/runs/{id}/events", "GET /v1/models",
+            "POST /v1/runs/{id}/cancel", "POST /v1/runs/{id}/approvals/{tool_call_id}",
+            "GET /v1/runs/{id}/events", "GET /v1/models",
             "POST /v1/ag-ui", "POST /v1/me/api-keys", "GET /v1/me/api-keys", "DELETE /v1/me/api-keys/{id}",
             "GET /v1/auth/config", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
             "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",

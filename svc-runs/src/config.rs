@@ -23,6 +23,9 @@ pub struct Config {
     pub daily_token_budget: u64,
     /// `PA_HISTORY_MESSAGES`, default 50: how many earlier messages of a chat the model sees.
     pub history_messages: u32,
+    /// `PA_TOOL_APPROVAL_TIMEOUT_MS`, default 300000: how long a high-privilege tool call after
+    /// untrusted content waits for a human's approval before it is refused (both run modes).
+    pub approval_timeout: Duration,
     /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
     /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
     pub temporal: svc_worker::TemporalConfig,
@@ -52,6 +55,10 @@ impl Config {
             deleted_chat_retention: Duration::from_secs(
                 3600 * env_parse::<u64>("PA_DELETED_CHAT_RETENTION_HOURS", 720)?,
             ),
+            approval_timeout: Duration::from_millis(env_parse(
+                "PA_TOOL_APPROVAL_TIMEOUT_MS",
+                300_000,
+            )?),
             temporal: svc_worker::TemporalConfig::from_env(),
             curator: if env_or("PA_CURATOR", "on") == "off" {
                 None

@@ -4,7 +4,7 @@
 
 use pa_kit::PaError;
 use pa_proto::v1::RunSpec;
-use svc_worker::chat::ChatAgentWorkflow;
+use svc_worker::chat::{ChatAgentWorkflow, ToolCallDecided};
 use svc_worker::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
 use svc_worker::{ChatRunInput, TemporalConfig};
 use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
@@ -22,6 +22,8 @@ pub struct DurableDriver {
     curator: Option<CuratorSettings>,
     client: std::sync::Arc<OnceCell<Client>>,
     redis: deadpool_redis::Pool,
+    /// How long a workflow waits for a tool-call approval (`PA_TOOL_APPROVAL_TIMEOUT_MS`).
+    approval_timeout: std::time::Duration,
 }
 
 /// When the Curator runs (`PA_CURATOR=off` disables it).
@@ -43,12 +45,14 @@ impl DurableDriver {
         config: TemporalConfig,
         curator: Option<CuratorSettings>,
         redis: deadpool_redis::Pool,
+        approval_timeout: std::time::Duration,
     ) -> Self {
         Self {
             config,
             curator,
             client: Default::default(),
             redis,
+            approval_timeout,
         }
     }
 
@@ -81,6 +85,8 @@ impl DurableDriver {
                     history,
                     tools: start.tools,
                     notices: start.notices,
+                    high_privilege_tools: start.high_privilege_tools,
+                    approval_timeout_ms: self.approval_timeout.as_millis() as u64,
                 },
                 options,
             )
@@ -144,6 +150,30 @@ impl DurableDriver {
                 tracing::warn!(%run_id, %err, "Curator not notified");
             }
         });
+    }
+
+    /// Hands a tool-call decision (already recorded in Redis) to the run's workflow, which is
+    /// waiting for it on a durable timer.
+    pub async fn decide_tool_call(
+        &self,
+        run_id: &str,
+        tool_call_id: &str,
+        approved: bool,
+    ) -> Result<(), PaError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        handle
+            .signal(
+                ChatAgentWorkflow::decide_tool_call,
+                ToolCallDecided {
+                    tool_call_id: tool_call_id.to_string(),
+                    approved,
+                },
+                WorkflowSignalOptions::default(),
+            )
+            .await
+            .map_err(|e| unavailable("cannot signal the run's workflow", e))?;
+        Ok(())
     }
 
     /// Asks the run to stop: the cancel flag stops a model turn in flight at its next token,

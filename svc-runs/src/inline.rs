@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, Outcome, RunIds, ToolCall, TurnMessage};
+use pa_kit::approvals::ApprovalState;
 use pa_kit::error::ErrorCodeExt;
 use pa_kit::run_events::EventSink;
 use pa_kit::{PaError, Shutdown};
@@ -23,6 +24,8 @@ use crate::store::RunStore;
 pub struct RunStart {
     pub tools: Vec<ChatToolDefinition>,
     pub notices: Vec<String>,
+    /// The toolset's high-privilege tools (the untrusted-content gate).
+    pub high_privilege_tools: Vec<String>,
 }
 
 /// Starts inline runs and cancels them. Cheap to clone.
@@ -37,6 +40,8 @@ pub struct InlineDriver {
     pub(crate) redis: deadpool_redis::Pool,
     pub(crate) shutdown: Shutdown,
     pub(crate) history_messages: u32,
+    /// How long a tool call waits for a human's approval before it is refused.
+    pub(crate) approval_timeout: std::time::Duration,
     /// Cancellation handles of the runs this process drives.
     pub(crate) active: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -140,6 +145,7 @@ impl InlineDriver {
         run.feed(Input::Start {
             history,
             notices: start.notices,
+            high_privilege_tools: start.high_privilege_tools,
         })
         .await?;
         while let Some(action) = run.queue.pop_front() {
@@ -158,6 +164,13 @@ impl InlineDriver {
                         run.feed(cancelled()).await?;
                     } else {
                         run.call_tool(call).await?;
+                    }
+                }
+                Action::AwaitApproval { call, event } => {
+                    if cancel.is_cancelled() {
+                        run.feed(cancelled()).await?;
+                    } else {
+                        run.await_approval(call, event, cancel).await?;
                     }
                 }
                 Action::Finish(outcome) => {
@@ -191,7 +204,7 @@ impl RunState<'_> {
         let actions = self.agent.step(input).map_err(PaError::internal)?;
         if self.agent.is_done() {
             self.queue
-                .retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
+                .retain(|a| matches!(a, Action::Emit(_) | Action::Finish(_)));
         }
         let mut events = Vec::new();
         for action in actions {
@@ -237,6 +250,36 @@ impl RunState<'_> {
     async fn call_tool(&mut self, call: ToolCall) -> Result<(), PaError> {
         let input = self.driver.io.execute_tool(self.spec, call).await;
         self.feed(input).await
+    }
+
+    /// Asks a human: opens the request (so an answer finds it), publishes it, and waits for the
+    /// decision — which may be taken through any svc-runs replica, hence Redis — or the timeout.
+    async fn await_approval(
+        &mut self,
+        call: ToolCall,
+        event: AgUiEvent,
+        cancel: &CancellationToken,
+    ) -> Result<(), PaError> {
+        let driver = self.driver;
+        let redis = &driver.redis;
+        let run_id = &self.spec.run_id.clone();
+        pa_kit::approvals::open(redis, run_id, &call.id).await?;
+        driver.sink.emit(run_id, &event).await?;
+        let (approved, timed_out) = tokio::select! {
+            approved = pa_kit::approvals::decided(redis, run_id, &call.id) => (approved, false),
+            _ = tokio::time::sleep(driver.approval_timeout) => {
+                // A decision that got in just before the timeout still counts.
+                let stands = pa_kit::approvals::expire(redis, run_id, &call.id).await?;
+                (stands == ApprovalState::Approved, stands == ApprovalState::TimedOut)
+            }
+            _ = cancel.cancelled() => return self.feed(cancelled()).await,
+        };
+        self.feed(Input::ApprovalDecision {
+            tool_call_id: call.id,
+            approved,
+            timed_out,
+        })
+        .await
     }
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {

@@ -229,6 +229,7 @@ impl Launcher {
         let start = RunStart {
             tools: pa_runner::model_tools(&toolset.tools),
             notices: pa_runner::gate_notices(&toolset.blocked),
+            high_privilege_tools: pa_runner::high_privilege_tools(&toolset.tools),
         };
         match mode {
             RunMode::Durable => {

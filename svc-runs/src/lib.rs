@@ -1,6 +1,7 @@
 //! svc-runs: chats, messages and runs. `launch_run` is the one chokepoint that builds a RunSpec;
 //! the inline driver runs pa-agent's loop and streams AG-UI events to Redis.
 
+mod approvals;
 pub mod config;
 pub mod durable;
 mod error;
@@ -44,8 +45,12 @@ pub async fn run(
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let sink = EventSink::new(redis.clone());
-    let durable =
-        durable::DurableDriver::new(config.temporal.clone(), config.curator, redis.clone());
+    let durable = durable::DurableDriver::new(
+        config.temporal.clone(),
+        config.curator,
+        redis.clone(),
+        config.approval_timeout,
+    );
     let driver = inline::InlineDriver {
         durable: durable.clone(),
         store: store.clone(),
@@ -58,6 +63,7 @@ pub async fn run(
         redis: redis.clone(),
         shutdown: shutdown.clone(),
         history_messages: config.history_messages,
+        approval_timeout: config.approval_timeout,
         active: Default::default(),
     };
     let launcher = launch::Launcher {

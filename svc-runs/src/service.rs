@@ -257,17 +257,19 @@ impl ControlService for RunServiceImpl {
                 }))
             }
             Some(control_command::Command::ToolCallDecision(decision)) => {
-                // No tool call can be waiting for approval yet: the gates arrive with the
-                // toolsets issue. Say so precisely rather than pretend.
-                self.launcher
-                    .store
-                    .get_run(&identity, &command.run_id)
-                    .await?;
-                Err(PaError::not_found(format!(
-                    "no tool call {} is waiting for approval in run {}",
-                    decision.tool_call_id, command.run_id
-                ))
-                .into())
+                let state = crate::approvals::decide(
+                    &self.launcher,
+                    &identity,
+                    &command.run_id,
+                    &decision.tool_call_id,
+                    decision.approved,
+                )
+                .await?;
+                Ok(Response::new(ControlAck {
+                    run_id: command.run_id,
+                    accepted: true,
+                    detail: format!("tool call {} {}", decision.tool_call_id, state.as_str()),
+                }))
             }
             None => Err(PaError::bad_request("command is required").into()),
         }

@@ -19,7 +19,9 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
-use crate::chat::{FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallInput};
+use crate::chat::{
+    ApprovalInput, ExpireApprovalInput, FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallInput,
+};
 use crate::curator::{CurateInput, prompt};
 
 /// How many of a chat's latest messages the Curator reads.
@@ -161,6 +163,51 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         heartbeating(&ctx, 0u64, self.io.execute_tool(&spec, call)).await
+    }
+
+    /// Opens a tool call's approval request (before anyone can see it, so no answer comes too
+    /// early), then writes the pending events and the request event after them.
+    #[activity]
+    pub async fn request_approval(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ApprovalInput,
+    ) -> Result<(), ActivityError> {
+        let ApprovalInput {
+            spec,
+            step,
+            mut pending,
+            tool_call_id,
+            event,
+        } = input;
+        pa_kit::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
+            .await
+            .map_err(failure)?;
+        pending.push(event);
+        self.sink
+            .emit_at(&spec.run_id, &ids(step, 0, pending))
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
+    /// The approval's timer fired: closes the request and returns the decision that stands (one
+    /// recorded just before, whose signal has not arrived, still counts).
+    #[activity]
+    pub async fn expire_approval(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ExpireApprovalInput,
+    ) -> Result<Input, ActivityError> {
+        use pa_kit::approvals::ApprovalState;
+        let stands = pa_kit::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id)
+            .await
+            .map_err(failure)?;
+        Ok(Input::ApprovalDecision {
+            tool_call_id: input.tool_call_id,
+            approved: stands == ApprovalState::Approved,
+            timed_out: stands == ApprovalState::TimedOut,
+        })
     }
 
     /// The Curator's step: asks the chat's model for a rolling summary and durable facts and

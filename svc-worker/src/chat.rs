@@ -22,8 +22,8 @@ use pa_runner::RunEnding;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowResult,
+    ActivityExecutionError, ActivityOptions, CancellableFuture, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 use crate::activities::RunActivities;
@@ -40,6 +40,39 @@ pub struct ChatRunInput {
     /// Reported as steps after RUN_STARTED (tools a gate removed).
     #[serde(default)]
     pub notices: Vec<String>,
+    /// The toolset's high-privilege tools (the untrusted-content gate).
+    #[serde(default)]
+    pub high_privilege_tools: Vec<String>,
+    /// How long a tool call waits for a human's approval (a durable timer); 0 = the default.
+    #[serde(default)]
+    pub approval_timeout_ms: u64,
+}
+
+/// The default of `PA_TOOL_APPROVAL_TIMEOUT_MS`.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The `decide_tool_call` signal: a human's answer to an approval request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ToolCallDecided {
+    pub tool_call_id: String,
+    pub approved: bool,
+}
+
+/// Opens an approval request and writes the pending events, then the request event.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApprovalInput {
+    pub spec: RunSpec,
+    pub step: u64,
+    pub pending: Vec<AgUiEvent>,
+    pub tool_call_id: String,
+    pub event: AgUiEvent,
+}
+
+/// Closes an approval request nobody answered before the workflow's timer fired.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExpireApprovalInput {
+    pub run_id: String,
+    pub tool_call_id: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,6 +129,12 @@ fn tool_call_options() -> ActivityOptions {
         .build()
 }
 
+fn approval_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(crate::activities::retry_policy())
+        .build()
+}
+
 fn finish_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
         .retry_policy(crate::activities::retry_policy())
@@ -107,6 +146,8 @@ fn finish_options() -> ActivityOptions {
 pub struct ChatAgentWorkflow {
     /// Set by the `cancel` signal; checked before every model turn and tool call.
     cancel_requested: bool,
+    /// Tool-call decisions from the `decide_tool_call` signal, by tool call id (first one wins).
+    decisions: std::collections::BTreeMap<String, bool>,
     /// `running` until the run ends, then its final status (the `status` query).
     status: String,
 }
@@ -143,7 +184,7 @@ impl Drive {
         if self.agent.is_done() {
             // Like the inline driver: once the loop is done, calls still queued are dropped.
             self.queue
-                .retain(|a| !matches!(a, Action::CallModel(_) | Action::CallTool(_)));
+                .retain(|a| matches!(a, Action::Emit(_) | Action::Finish(_)));
         }
         Ok(())
     }
@@ -185,6 +226,7 @@ impl ChatAgentWorkflow {
             Input::Start {
                 history: input.history,
                 notices: input.notices,
+                high_privilege_tools: input.high_privilege_tools.clone(),
             },
             false,
         )?;
@@ -192,7 +234,9 @@ impl ChatAgentWorkflow {
             let cancel = ctx.state(|s| s.cancel_requested);
             match action {
                 Action::Emit(_) => {}
-                Action::CallModel(_) | Action::CallTool(_) if cancel => {
+                Action::CallModel(_) | Action::CallTool(_) | Action::AwaitApproval { .. }
+                    if cancel =>
+                {
                     drive.feed(pa_runner::cancelled(), false)?;
                 }
                 Action::CallModel(request) => {
@@ -235,9 +279,41 @@ impl ChatAgentWorkflow {
                             tool_call_id: call.id,
                             content: format!("the tool could not run: {}", describe(&err)),
                             is_error: true,
+                            untrusted: false,
                         },
                     };
                     drive.feed(input, false)?;
+                }
+                Action::AwaitApproval { call, event } => {
+                    let timeout = match input.approval_timeout_ms {
+                        0 => DEFAULT_APPROVAL_TIMEOUT,
+                        ms => Duration::from_millis(ms),
+                    };
+                    let step = drive.next_step();
+                    let request = ApprovalInput {
+                        spec: spec.clone(),
+                        step,
+                        pending: std::mem::take(&mut drive.pending),
+                        tool_call_id: call.id.clone(),
+                        event,
+                    };
+                    let decision = match ctx
+                        .execute_activity(
+                            RunActivities::request_approval,
+                            request,
+                            approval_options(),
+                        )
+                        .await
+                    {
+                        Ok(()) => await_decision(ctx, &spec, &call.id, timeout).await?,
+                        // Nobody could be asked: the call is refused, as if nobody answered.
+                        Err(_) => Some(Input::ApprovalDecision {
+                            tool_call_id: call.id.clone(),
+                            approved: false,
+                            timed_out: true,
+                        }),
+                    };
+                    drive.feed(decision.unwrap_or_else(pa_runner::cancelled), false)?;
                 }
                 Action::Finish(outcome) => {
                     let ending = RunEnding::of(&outcome);
@@ -264,6 +340,19 @@ impl ChatAgentWorkflow {
         ))
     }
 
+    /// A human approved or denied a tool call waiting for approval (svc-runs has recorded the
+    /// decision in Redis first). A second decision for the same call changes nothing.
+    #[signal]
+    pub fn decide_tool_call(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        decision: ToolCallDecided,
+    ) {
+        self.decisions
+            .entry(decision.tool_call_id)
+            .or_insert(decision.approved);
+    }
+
     /// Stops the run: the next model turn or tool call is not started, and a model turn in
     /// flight stops at its next token (svc-runs also raises the run's cancel flag in Redis).
     #[signal]
@@ -274,6 +363,57 @@ impl ChatAgentWorkflow {
     #[query]
     pub fn status(&self, _ctx: &WorkflowContextView) -> String {
         self.status.clone()
+    }
+}
+
+/// Waits for the decision on `tool_call_id` (the `decide_tool_call` signal) or the durable
+/// timer, whichever comes first; `None` when the run was cancelled meanwhile. On the timer, an
+/// activity closes the request — and returns a decision that reached Redis while its signal
+/// had not arrived, so the answer svc-runs accepted is the one that counts.
+async fn await_decision(
+    ctx: &mut WorkflowContext<ChatAgentWorkflow>,
+    spec: &RunSpec,
+    tool_call_id: &str,
+    timeout: Duration,
+) -> WorkflowResult<Option<Input>> {
+    let timer = std::pin::pin!(ctx.timer(timeout));
+    let mut timer = timer;
+    let answered = temporalio_sdk::workflows::select! {
+        _ = timer.as_mut() => false,
+        _ = ctx.wait_condition(|s: &ChatAgentWorkflow| {
+            s.cancel_requested || s.decisions.contains_key(tool_call_id)
+        }) => true,
+    };
+    if answered {
+        // A timer left running would fire into a workflow that no longer waits for it.
+        timer.cancel();
+    }
+    let (cancelled, decision) =
+        ctx.state(|s| (s.cancel_requested, s.decisions.get(tool_call_id).copied()));
+    if let Some(approved) = decision {
+        return Ok(Some(Input::ApprovalDecision {
+            tool_call_id: tool_call_id.to_string(),
+            approved,
+            timed_out: false,
+        }));
+    }
+    if cancelled {
+        return Ok(None);
+    }
+    let expire = ExpireApprovalInput {
+        run_id: spec.run_id.clone(),
+        tool_call_id: tool_call_id.to_string(),
+    };
+    match ctx
+        .execute_activity(RunActivities::expire_approval, expire, approval_options())
+        .await
+    {
+        Ok(input) => Ok(Some(input)),
+        Err(_) => Ok(Some(Input::ApprovalDecision {
+            tool_call_id: tool_call_id.to_string(),
+            approved: false,
+            timed_out: true,
+        })),
     }
 }
 

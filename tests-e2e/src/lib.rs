@@ -46,6 +46,8 @@ pub struct MeshBuilder {
     tools: svc_tools::ToolsSettings,
     web_dir: Option<std::path::PathBuf>,
     deleted_chat_retention: Duration,
+    approval_timeout: Duration,
+    curator: bool,
 }
 
 impl MeshBuilder {
@@ -120,6 +122,19 @@ impl MeshBuilder {
 
     pub fn auth_mode(mut self, mode: svc_gateway::AuthMode) -> Self {
         self.auth_mode = mode;
+        self
+    }
+
+    /// No Curator after durable-mesh turns: it asks the chat's model too, which would take
+    /// replies a test scripted for its runs.
+    pub fn without_curator(mut self) -> Self {
+        self.curator = false;
+        self
+    }
+
+    /// How long a tool call held by the untrusted-content gate waits for approval (default 60 s).
+    pub fn approval_timeout(mut self, timeout: Duration) -> Self {
+        self.approval_timeout = timeout;
         self
     }
 
@@ -251,12 +266,15 @@ impl MeshBuilder {
                     history_messages: 50,
                     daily_token_budget: self.daily_token_budget,
                     deleted_chat_retention: self.deleted_chat_retention,
+                    approval_timeout: self.approval_timeout,
                     temporal: temporal.clone(),
                     // The Curator needs a worker; meshes without one leave it off.
-                    curator: self.worker.then_some(svc_runs::durable::CuratorSettings {
-                        debounce_ms: 200,
-                        max_signals: 50,
-                    }),
+                    curator: (self.worker && self.curator).then_some(
+                        svc_runs::durable::CuratorSettings {
+                            debounce_ms: 200,
+                            max_signals: 50,
+                        },
+                    ),
                 };
                 let s = shutdown.clone();
                 async move {
@@ -450,6 +468,8 @@ impl Mesh {
             tools: svc_tools::ToolsSettings::default(),
             web_dir: None,
             deleted_chat_retention: Duration::from_secs(30 * 24 * 3600),
+            approval_timeout: Duration::from_secs(60),
+            curator: true,
         }
     }
 

@@ -401,6 +401,14 @@ pub const SERVICES: &[Service] = &[
                 "How long a deleted chat is kept, hidden, before the purge_deleted_chats schedule removes it with its runs and messages.",
             ),
             var(
+                "PA_TOOL_APPROVAL_TIMEOUT_MS",
+                "300000",
+                Kind::Int,
+                Helm::Value,
+                "How long a high-privilege tool call after untrusted content waits for a human's \
+                 approval before it is refused (inline and durable runs).",
+            ),
+            var(
                 "TEMPORAL_ADDRESS",
                 "127.0.0.1:7233",
                 Kind::Text,

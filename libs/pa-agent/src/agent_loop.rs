@@ -1,7 +1,7 @@
 use pa_proto::v1::{
-    AgUiEvent, ReasoningEnd, ReasoningMessageContent, ReasoningMessageEnd, ReasoningMessageStart,
-    ReasoningStart, RunError, RunFinished, RunStarted, StepFinished, StepStarted,
-    TextMessageContent, TextMessageEnd, TextMessageStart, ToolCallArgs, ToolCallEnd,
+    AgUiEvent, Custom, ReasoningEnd, ReasoningMessageContent, ReasoningMessageEnd,
+    ReasoningMessageStart, ReasoningStart, RunError, RunFinished, RunStarted, StepFinished,
+    StepStarted, TextMessageContent, TextMessageEnd, TextMessageStart, ToolCallArgs, ToolCallEnd,
     ToolCallResult, ToolCallStart, Usage, UsageLimits, ag_ui_event::Event,
 };
 
@@ -52,6 +52,10 @@ pub enum Input {
         history: Vec<TurnMessage>,
         #[serde(default)]
         notices: Vec<String>,
+        /// The run's high-privilege tools: once the run has ingested untrusted content, a call
+        /// to one of them waits for a human's approval instead of running.
+        #[serde(default)]
+        high_privilege_tools: Vec<String>,
     },
     /// A streamed piece of the model's text.
     ModelText(String),
@@ -68,6 +72,18 @@ pub enum Input {
         tool_call_id: String,
         content: String,
         is_error: bool,
+        /// The content came from outside (a web page, search results, an MCP server): from now
+        /// on the run has ingested untrusted content.
+        #[serde(default)]
+        untrusted: bool,
+    },
+    /// A human's answer to an approval request (see [`Action::AwaitApproval`]); no answer in
+    /// time is a refusal too (`timed_out`).
+    ApprovalDecision {
+        tool_call_id: String,
+        approved: bool,
+        #[serde(default)]
+        timed_out: bool,
     },
     /// The user (or shutdown) cancelled the run.
     Cancel { reason: String },
@@ -84,6 +100,15 @@ pub enum Action {
     Emit(AgUiEvent),
     CallModel(ModelRequest),
     CallTool(ToolCall),
+    /// A high-privilege call after untrusted content: the driver records that an approval is
+    /// pending, writes `event` (the CUSTOM `tool_call_approval` request) and waits for a human's
+    /// decision (or its timeout), which it feeds back as [`Input::ApprovalDecision`]. The event
+    /// travels with the action, not as an `Emit`, so no client can answer before the driver
+    /// is ready to take the answer.
+    AwaitApproval {
+        call: ToolCall,
+        event: AgUiEvent,
+    },
     Finish(Outcome),
 }
 
@@ -149,6 +174,15 @@ pub struct AgentLoop {
     all_text: String,
     turn_tool_calls: Vec<ToolCall>,
     pending_tools: Vec<String>,
+    /// Names of the tools that need approval once the run is `tainted`.
+    #[serde(default)]
+    high_privilege_tools: Vec<String>,
+    /// The run has ingested untrusted content (a tool result marked so).
+    #[serde(default)]
+    tainted: bool,
+    /// Calls waiting for a human's decision (their ids are in `pending_tools` too).
+    #[serde(default)]
+    awaiting_approval: Vec<ToolCall>,
 }
 
 impl AgentLoop {
@@ -166,6 +200,9 @@ impl AgentLoop {
             all_text: String::new(),
             turn_tool_calls: Vec::new(),
             pending_tools: Vec::new(),
+            high_privilege_tools: Vec::new(),
+            tainted: false,
+            awaiting_approval: Vec::new(),
         }
     }
 
@@ -180,8 +217,16 @@ impl AgentLoop {
     pub fn step(&mut self, input: Input) -> Result<Vec<Action>, LoopError> {
         let mut actions = Vec::new();
         match (self.phase, input) {
-            (Phase::NotStarted, Input::Start { history, notices }) => {
+            (
+                Phase::NotStarted,
+                Input::Start {
+                    history,
+                    notices,
+                    high_privilege_tools,
+                },
+            ) => {
                 self.history = history;
+                self.high_privilege_tools = high_privilege_tools;
                 actions.push(self.emit(Event::RunStarted(RunStarted {
                     thread_id: self.ids.thread_id.clone(),
                     run_id: self.ids.run_id.clone(),
@@ -287,34 +332,69 @@ impl AgentLoop {
                     tool_call_id,
                     content,
                     is_error,
+                    untrusted,
                 },
             ) => {
-                let Some(pos) = self.pending_tools.iter().position(|id| *id == tool_call_id) else {
+                let waiting = self.awaiting_approval.iter().any(|c| c.id == tool_call_id);
+                if waiting || !self.pending_tools.contains(&tool_call_id) {
                     return Err(LoopError::UnexpectedInput {
                         input: "tool_result(unknown id)",
                         state: self.phase.name(),
                     });
-                };
-                self.pending_tools.remove(pos);
-                let result_message_id = format!("{}-result-{tool_call_id}", self.ids.run_id);
+                }
+                if untrusted {
+                    self.tainted = true;
+                }
                 let content = if is_error {
                     format!("error: {content}")
                 } else {
                     content
                 };
-                actions.push(self.emit(Event::ToolCallResult(ToolCallResult {
-                    message_id: result_message_id,
-                    tool_call_id: tool_call_id.clone(),
-                    content: content.clone(),
-                    role: Some("tool".into()),
+                self.record_result(tool_call_id, content, &mut actions);
+            }
+            (
+                Phase::AwaitingTools,
+                Input::ApprovalDecision {
+                    tool_call_id,
+                    approved,
+                    timed_out,
+                },
+            ) => {
+                let Some(pos) = self
+                    .awaiting_approval
+                    .iter()
+                    .position(|c| c.id == tool_call_id)
+                else {
+                    return Err(LoopError::UnexpectedInput {
+                        input: "approval_decision(unknown id)",
+                        state: self.phase.name(),
+                    });
+                };
+                let call = self.awaiting_approval.remove(pos);
+                let value = serde_json::json!({
+                    "toolCallId": call.id, "approved": approved, "timedOut": timed_out,
+                })
+                .to_string();
+                actions.push(self.emit(Event::Custom(Custom {
+                    name: "tool_call_decision".into(),
+                    value_json: value,
                     timestamp: None,
                 })));
-                let mut tool_message = TurnMessage::new("tool", content);
-                tool_message.tool_call_id = Some(tool_call_id);
-                self.history.push(tool_message);
-                if self.pending_tools.is_empty() {
-                    self.segment += 1;
-                    self.dispatch_model(&mut actions);
+                if approved {
+                    actions.push(Action::CallTool(call));
+                } else {
+                    // The model learns why the call did not happen and may carry on without it.
+                    let why = if timed_out {
+                        "nobody approved it in time"
+                    } else {
+                        "the user denied it"
+                    };
+                    let content = format!(
+                        "A human refused this tool call: {} was not run ({why}). It needed \
+                         approval because this run has read untrusted content.",
+                        call.name
+                    );
+                    self.record_result(call.id, content, &mut actions);
                 }
             }
             (Phase::AwaitingModel | Phase::AwaitingTools, Input::Cancel { reason }) => {
@@ -437,8 +517,51 @@ impl AgentLoop {
         for call in calls {
             self.usage.tool_calls += 1;
             self.pending_tools.push(call.id.clone());
-            actions.push(Action::CallTool(call));
+            if self.needs_approval(&call) {
+                // `toolCallName` as in TOOL_CALL_START (what the web app and the TUI read);
+                // `args` is the arguments' JSON text, as in TOOL_CALL_ARGS.
+                let value = serde_json::json!({
+                    "toolCallId": call.id, "toolCallName": call.name, "args": call.arguments_json,
+                })
+                .to_string();
+                let event = AgUiEvent::new(Event::Custom(Custom {
+                    name: "tool_call_approval".into(),
+                    value_json: value,
+                    timestamp: None,
+                }));
+                self.awaiting_approval.push(call.clone());
+                actions.push(Action::AwaitApproval { call, event });
+            } else {
+                actions.push(Action::CallTool(call));
+            }
         }
+    }
+
+    /// A call's result: reported, added to the history; the next model turn once the batch is
+    /// complete.
+    fn record_result(&mut self, tool_call_id: String, content: String, actions: &mut Vec<Action>) {
+        self.pending_tools.retain(|id| *id != tool_call_id);
+        let result_message_id = format!("{}-result-{tool_call_id}", self.ids.run_id);
+        actions.push(self.emit(Event::ToolCallResult(ToolCallResult {
+            message_id: result_message_id,
+            tool_call_id: tool_call_id.clone(),
+            content: content.clone(),
+            role: Some("tool".into()),
+            timestamp: None,
+        })));
+        let mut tool_message = TurnMessage::new("tool", content);
+        tool_message.tool_call_id = Some(tool_call_id);
+        self.history.push(tool_message);
+        if self.pending_tools.is_empty() {
+            self.segment += 1;
+            self.dispatch_model(actions);
+        }
+    }
+
+    /// The untrusted-content gate: after the run has read untrusted content, a high-privilege
+    /// tool could be acting on instructions planted in it, so a human decides.
+    fn needs_approval(&self, call: &ToolCall) -> bool {
+        self.tainted && self.high_privilege_tools.contains(&call.name)
     }
 
     fn finish_succeeded(&mut self, actions: &mut Vec<Action>) {
@@ -479,6 +602,7 @@ fn input_name(input: &Input) -> &'static str {
         Input::ModelFinished { .. } => "model_finished",
         Input::ModelFailed { .. } => "model_failed",
         Input::ToolResult { .. } => "tool_result",
+        Input::ApprovalDecision { .. } => "approval_decision",
         Input::Cancel { .. } => "cancel",
     }
 }
@@ -503,6 +627,7 @@ mod tests {
                 Action::Emit(e) => e.type_name().to_string(),
                 Action::CallModel(_) => "call_model".into(),
                 Action::CallTool(c) => format!("call_tool:{}", c.name),
+                Action::AwaitApproval { call, .. } => format!("await_approval:{}", call.name),
                 Action::Finish(_) => "finish".into(),
             })
             .collect()
@@ -513,6 +638,7 @@ mod tests {
             .step(Input::Start {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
+                high_privilege_tools: vec![],
             })
             .unwrap()
     }
@@ -524,6 +650,7 @@ mod tests {
             .step(Input::Start {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec!["tool_gate: removed web_fetch".into()],
+                high_privilege_tools: vec![],
             })
             .unwrap();
         assert_eq!(
@@ -593,6 +720,7 @@ mod tests {
                 tool_call_id: "tc1".into(),
                 content: "noon".into(),
                 is_error: false,
+                untrusted: false,
             })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "call_model"]);
@@ -638,6 +766,7 @@ mod tests {
                 tool_call_id: "tc1".into(),
                 content: "x".into(),
                 is_error: false,
+                untrusted: false,
             })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "RUN_ERROR", "finish"]);
@@ -722,5 +851,213 @@ mod tests {
             all
         };
         assert_eq!(run(), run());
+    }
+
+    fn call(id: &str, name: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            name: name.into(),
+            arguments_json: r#"{"cmd":"rm -rf /"}"#.into(),
+        }
+    }
+
+    /// A run with `shell` as its high-privilege tool, after a model turn asking for `calls`.
+    fn gated_run(calls: &[ToolCall]) -> (AgentLoop, Vec<Action>) {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+                notices: vec![],
+                high_privilege_tools: vec!["shell".into()],
+            })
+            .unwrap();
+        for c in calls {
+            agent.step(Input::ModelToolCall(c.clone())).unwrap();
+        }
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        (agent, actions)
+    }
+
+    fn result(id: &str, untrusted: bool) -> Input {
+        Input::ToolResult {
+            tool_call_id: id.into(),
+            content: "page text".into(),
+            is_error: false,
+            untrusted,
+        }
+    }
+
+    /// fetch (untrusted) → the model asks for shell → it waits for approval.
+    fn tainted_then_shell() -> (AgentLoop, Vec<Action>) {
+        let (mut agent, _) = gated_run(&[call("f1", "web_fetch")]);
+        agent.step(result("f1", true)).unwrap();
+        agent
+            .step(Input::ModelToolCall(call("s1", "shell")))
+            .unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        (agent, actions)
+    }
+
+    #[test]
+    fn high_privilege_tools_run_freely_before_untrusted_content() {
+        let (_, actions) = gated_run(&[call("s0", "shell")]);
+        assert_eq!(types(&actions).last().unwrap(), "call_tool:shell");
+    }
+
+    #[test]
+    fn trusted_results_do_not_taint_the_run() {
+        let (mut agent, _) = gated_run(&[call("c1", "clock")]);
+        agent.step(result("c1", false)).unwrap();
+        agent
+            .step(Input::ModelToolCall(call("s1", "shell")))
+            .unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        assert_eq!(types(&actions).last().unwrap(), "call_tool:shell");
+    }
+
+    #[test]
+    fn after_untrusted_content_a_high_privilege_call_awaits_approval() {
+        let (_, actions) = tainted_then_shell();
+        assert_eq!(
+            types(&actions),
+            [
+                "TOOL_CALL_START",
+                "TOOL_CALL_ARGS",
+                "TOOL_CALL_END",
+                "await_approval:shell"
+            ]
+        );
+        let Some(Action::AwaitApproval { event, .. }) = actions.last() else {
+            panic!()
+        };
+        let json: serde_json::Value = serde_json::from_str(&event.to_json().unwrap()).unwrap();
+        assert_eq!(json["type"], "CUSTOM");
+        assert_eq!(json["name"], "tool_call_approval");
+        assert_eq!(json["value"]["toolCallId"], "s1");
+        assert_eq!(json["value"]["toolCallName"], "shell");
+        assert_eq!(json["value"]["args"], r#"{"cmd":"rm -rf /"}"#);
+    }
+
+    #[test]
+    fn approval_runs_the_call() {
+        let (mut agent, _) = tainted_then_shell();
+        // Its result cannot arrive before the decision.
+        assert!(agent.step(result("s1", false)).is_err());
+        let actions = agent
+            .step(Input::ApprovalDecision {
+                tool_call_id: "s1".into(),
+                approved: true,
+                timed_out: false,
+            })
+            .unwrap();
+        assert_eq!(types(&actions), ["CUSTOM", "call_tool:shell"]);
+        let actions = agent.step(result("s1", false)).unwrap();
+        assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "call_model"]);
+    }
+
+    #[test]
+    fn denial_or_timeout_is_a_refusal_the_model_reads() {
+        for timed_out in [false, true] {
+            let (mut agent, _) = tainted_then_shell();
+            let actions = agent
+                .step(Input::ApprovalDecision {
+                    tool_call_id: "s1".into(),
+                    approved: false,
+                    timed_out,
+                })
+                .unwrap();
+            assert_eq!(
+                types(&actions),
+                ["CUSTOM", "TOOL_CALL_RESULT", "call_model"]
+            );
+            let Some(Action::CallModel(request)) = actions.last() else {
+                panic!()
+            };
+            let last = request.messages.last().unwrap();
+            assert_eq!(last.role, "tool");
+            assert_eq!(last.tool_call_id.as_deref(), Some("s1"));
+            assert!(last.content.contains("A human refused"), "{}", last.content);
+            assert_eq!(last.content.contains("in time"), timed_out);
+            // A decision is taken once.
+            assert!(
+                agent
+                    .step(Input::ApprovalDecision {
+                        tool_call_id: "s1".into(),
+                        approved: true,
+                        timed_out: false,
+                    })
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn a_run_waiting_for_approval_can_be_cancelled() {
+        let (mut agent, _) = tainted_then_shell();
+        let actions = agent
+            .step(Input::Cancel {
+                reason: "user cancelled".into(),
+            })
+            .unwrap();
+        assert_eq!(types(&actions), ["RUN_ERROR", "finish"]);
+    }
+
+    #[test]
+    fn a_batch_waits_for_every_call_including_the_approved_one() {
+        let (mut agent, _) = gated_run(&[call("f1", "web_fetch")]);
+        agent.step(result("f1", true)).unwrap();
+        agent
+            .step(Input::ModelToolCall(call("c1", "clock")))
+            .unwrap();
+        agent
+            .step(Input::ModelToolCall(call("s1", "shell")))
+            .unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        assert_eq!(
+            types(&actions)[6..],
+            ["call_tool:clock", "await_approval:shell"]
+        );
+        assert_eq!(
+            types(&agent.step(result("c1", false)).unwrap()),
+            ["TOOL_CALL_RESULT"]
+        );
+        let actions = agent
+            .step(Input::ApprovalDecision {
+                tool_call_id: "s1".into(),
+                approved: false,
+                timed_out: false,
+            })
+            .unwrap();
+        assert_eq!(
+            types(&actions),
+            ["CUSTOM", "TOOL_CALL_RESULT", "call_model"]
+        );
+    }
+
+    #[test]
+    fn a_loop_serialized_before_the_gate_existed_still_loads() {
+        let agent = AgentLoop::new(ids(), UsageLimits::default());
+        let mut json: serde_json::Value = serde_json::to_value(&agent).unwrap();
+        for field in ["high_privilege_tools", "tainted", "awaiting_approval"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        let loaded: AgentLoop = serde_json::from_value(json).unwrap();
+        assert!(!loaded.tainted);
     }
 }

@@ -1,5 +1,6 @@
 //! Plumbing every Personal Agent service shares. Nothing here knows a service's domain.
 
+pub mod approvals;
 pub mod config;
 pub mod crypto;
 pub mod db;

@@ -78,12 +78,14 @@ impl RunIo {
                     tool_call_id: call.id,
                     content: result.content,
                     is_error: result.is_error,
+                    untrusted: result.untrusted_content,
                 }
             }
             Err(status) => Input::ToolResult {
                 tool_call_id: call.id,
                 content: PaError::from(status).message,
                 is_error: true,
+                untrusted: false,
             },
         }
     }
@@ -164,6 +166,16 @@ pub fn model_tools(tools: &[ToolDefinition]) -> Vec<ChatToolDefinition> {
             description: t.description.clone(),
             parameters_json_schema: t.parameters_json_schema.clone(),
         })
+        .collect()
+}
+
+/// The names of the toolset's high-privilege tools: the untrusted-content gate asks a human
+/// before running one of them once the run has read untrusted content.
+pub fn high_privilege_tools(tools: &[ToolDefinition]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| t.high_privilege)
+        .map(|t| t.name.clone())
         .collect()
 }
 
