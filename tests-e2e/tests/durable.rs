@@ -120,7 +120,8 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
 
 #[tokio::test]
 async fn inline_and_durable_runs_emit_identical_events() -> R {
-    let mesh = Mesh::builder().worker().start().await?;
+    // No Curator: it asks the chat's model too and could take a scripted reply.
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
     let fake = FakeProvider::start().await?;
     add_fake_model(&mesh, "tc", &fake, true).await?;
     let mut runs = Vec::new();
