@@ -186,7 +186,7 @@ impl MeshBuilder {
             "svc-tools",
             shutdown.clone(),
             tokio::spawn({
-                let mut config = svc_tools::Config::for_tests(common.clone(), timeout);
+                let mut config = svc_tools::Config::for_tests(common.clone(), timeout, &memory_url);
                 config.tools = self.tools.clone();
                 let s = shutdown.clone();
                 async move {
@@ -233,6 +233,7 @@ impl MeshBuilder {
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
+                    memory_url: memory_url.clone(),
                     request_timeout: timeout,
                     limits: pa_proto::v1::UsageLimits {
                         max_model_requests: 16,
@@ -241,6 +242,7 @@ impl MeshBuilder {
                         max_subagent_depth: 2,
                     },
                     history_messages: 50,
+                    recall: Default::default(),
                     daily_token_budget: self.daily_token_budget,
                     temporal: temporal.clone(),
                     // The Curator needs a worker; meshes without one leave it off.
