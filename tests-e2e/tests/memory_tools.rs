@@ -254,7 +254,7 @@ async fn another_users_memories_are_never_recalled_nor_forgotten() -> R {
     // Nor did automatic recall give the model anything of Bob's.
     for request in fake.requests() {
         assert!(
-            !request.body.to_string().contains("comet"),
+            !request.body.to_string().contains("year of the comet"),
             "{}",
             request.body
         );
