@@ -13,6 +13,9 @@ pub struct Config {
     pub models_url: String,
     /// `PA_TOOLS_URL`, default `http://127.0.0.1:50053`.
     pub tools_url: String,
+    /// `PA_MEMORY_URL`, default `http://127.0.0.1:50054`: automatic recall, and forgetting a
+    /// deleted chat's memories.
+    pub memory_url: String,
     /// `PA_REQUEST_TIMEOUT_MS`, default 30000.
     pub request_timeout: Duration,
     /// `PA_RUN_MAX_MODEL_REQUESTS` (default 16), `PA_RUN_MAX_TOOL_CALLS` (default 32),
@@ -26,6 +29,9 @@ pub struct Config {
     /// `PA_TOOL_APPROVAL_TIMEOUT_MS`, default 300000: how long a high-privilege tool call after
     /// untrusted content waits for a human's approval before it is refused (both run modes).
     pub approval_timeout: Duration,
+    /// `PA_RECALL_TOKEN_BUDGET`, `PA_RECALL_LIMIT`, `PA_RECALL_MIN_SCORE`,
+    /// `PA_RECALL_TIMEOUT_MS`: automatic recall at run start (see [`pa_runner::RecallSettings`]).
+    pub recall: pa_runner::RecallSettings,
     /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
     /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
     pub temporal: svc_worker::TemporalConfig,
@@ -43,6 +49,7 @@ impl Config {
             listen_addr: env_or("PA_RUNS_ADDR", "127.0.0.1:50051"),
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),
             tools_url: env_or("PA_TOOLS_URL", "http://127.0.0.1:50053"),
+            memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
             request_timeout: Duration::from_millis(env_parse("PA_REQUEST_TIMEOUT_MS", 30_000)?),
             limits: UsageLimits {
                 max_model_requests: env_parse("PA_RUN_MAX_MODEL_REQUESTS", 16)?,
@@ -51,6 +58,12 @@ impl Config {
                 max_subagent_depth: 2,
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
+            recall: pa_runner::RecallSettings {
+                limit: env_parse("PA_RECALL_LIMIT", 8)?,
+                min_score: env_parse("PA_RECALL_MIN_SCORE", 0.3)?,
+                token_budget: env_parse("PA_RECALL_TOKEN_BUDGET", 600)?,
+                timeout: Duration::from_millis(env_parse("PA_RECALL_TIMEOUT_MS", 3000)?),
+            },
             daily_token_budget: env_parse("PA_DAILY_TOKEN_BUDGET", 0)?,
             deleted_chat_retention: Duration::from_secs(
                 3600 * env_parse::<u64>("PA_DELETED_CHAT_RETENTION_HOURS", 720)?,

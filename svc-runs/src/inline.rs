@@ -42,6 +42,8 @@ pub struct InlineDriver {
     pub(crate) history_messages: u32,
     /// How long a tool call waits for a human's approval before it is refused.
     pub(crate) approval_timeout: std::time::Duration,
+    /// Automatic recall at run start.
+    pub(crate) recall: pa_runner::RecallSettings,
     /// Cancellation handles of the runs this process drives.
     pub(crate) active: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -120,13 +122,27 @@ impl InlineDriver {
             .collect())
     }
 
+    /// What a run starts from, for both drivers: the chat's history with the memories
+    /// recalled for this message in front of it, and the notices with the recall's STEP.
+    pub async fn context(
+        &self,
+        spec: &RunSpec,
+        mut start: RunStart,
+    ) -> Result<(Vec<TurnMessage>, RunStart), PaError> {
+        let (history, recalled) =
+            tokio::join!(self.history(spec), self.io.recall(spec, &self.recall));
+        let mut history = history?;
+        pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
+        Ok((history, start))
+    }
+
     async fn drive(
         &self,
         spec: &RunSpec,
         start: RunStart,
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
-        let history = self.history(spec).await?;
+        let (history, start) = self.context(spec, start).await?;
         let ids = RunIds {
             thread_id: spec.chat_id.clone(),
             run_id: spec.run_id.clone(),

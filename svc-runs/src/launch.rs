@@ -5,11 +5,12 @@
 
 use pa_kit::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
+use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
-    AssembleToolsetRequest, CreateRunRequest, DataClassification, Identity, ModelNeeds,
-    ResolveModelRequest, Run, RunInput, RunMode, RunSpec, RunStatus, UsageLimits,
+    AssembleToolsetRequest, CreateRunRequest, DataClassification, ForgetMemoryRequest, Identity,
+    ModelNeeds, ResolveModelRequest, Run, RunInput, RunMode, RunSpec, RunStatus, UsageLimits,
 };
 use tonic::transport::Channel;
 
@@ -56,6 +57,8 @@ pub struct Launcher {
     pub store: RunStore,
     pub models: ModelServiceClient<Channel>,
     pub tools: ToolServiceClient<Channel>,
+    /// svc-memory: a deleted chat's memories are forgotten.
+    pub memory: MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
     pub limits: UsageLimits,
     pub driver: InlineDriver,
@@ -73,6 +76,31 @@ pub struct Launched {
 }
 
 impl Launcher {
+    /// Forgets the chat-scope memories (and documents) of one of the caller's chats.
+    pub async fn forget_chat_memories(
+        &self,
+        identity: &Identity,
+        chat_id: &str,
+    ) -> Result<(), RunsError> {
+        if chat_id.is_empty() {
+            return Err(RunsError::ChatNotFound(String::new()));
+        }
+        let request = ForgetMemoryRequest {
+            chat_id: chat_id.to_string(),
+            ..Default::default()
+        };
+        let forgotten = self
+            .memory
+            .clone()
+            .forget(self.auth.request(identity, request))
+            .await
+            .map_err(pa_kit::PaError::from)?
+            .into_inner()
+            .forgotten;
+        tracing::info!(%chat_id, forgotten, "forgot the memories of a deleted chat");
+        Ok(())
+    }
+
     pub async fn launch_run(
         &self,
         identity: &Identity,
@@ -233,7 +261,8 @@ impl Launcher {
         };
         match mode {
             RunMode::Durable => {
-                let history = self.driver.history(&spec).await?;
+                // Recalled here, not in the workflow: the workflow replays what it was given.
+                let (history, start) = self.driver.context(&spec, start).await?;
                 if let Err(err) = self.durable.start(spec.clone(), history, start).await {
                     self.driver.fail(&spec, &err).await;
                     return Err(err.into());

@@ -19,6 +19,7 @@ use pa_kit::identity::RequireIdentity;
 use pa_kit::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::control_service_server::ControlServiceServer;
+use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_ledger_service_server::RunLedgerServiceServer;
 use pa_proto::v1::run_service_server::RunServiceServer;
@@ -44,6 +45,7 @@ pub async fn run(
     let store = store::RunStore::new(pools.app);
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
+    let memory = MemoryServiceClient::new(channel(&config.memory_url)?);
     let sink = EventSink::new(redis.clone());
     let durable = durable::DurableDriver::new(
         config.temporal.clone(),
@@ -57,6 +59,7 @@ pub async fn run(
         io: pa_runner::RunIo {
             models: models.clone(),
             tools: tools.clone(),
+            memory: memory.clone(),
             auth: auth.clone(),
         },
         sink: sink.clone(),
@@ -64,12 +67,14 @@ pub async fn run(
         shutdown: shutdown.clone(),
         history_messages: config.history_messages,
         approval_timeout: config.approval_timeout,
+        recall: config.recall,
         active: Default::default(),
     };
     let launcher = launch::Launcher {
         store,
         models,
         tools,
+        memory,
         auth: auth.clone(),
         limits: config.limits,
         driver,

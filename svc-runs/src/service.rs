@@ -138,11 +138,13 @@ impl RunService for RunServiceImpl {
         request: Request<DeleteChatRequest>,
     ) -> Result<Response<DeleteChatResponse>, Status> {
         let identity = request.identity()?;
-        let runs = self
-            .launcher
-            .store
-            .delete_chat(&identity, &request.get_ref().chat_id)
+        let chat_id = &request.get_ref().chat_id;
+        // Its memories first: when they cannot be forgotten now, nothing is deleted and the
+        // client can retry, rather than a deleted chat leaving memories behind.
+        self.launcher
+            .forget_chat_memories(&identity, chat_id)
             .await?;
+        let runs = self.launcher.store.delete_chat(&identity, chat_id).await?;
         for run_id in &runs {
             self.launcher.driver.cancel(run_id);
         }

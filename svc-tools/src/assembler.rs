@@ -4,8 +4,8 @@
 //!
 //! A toolset is: the ambient web tools (web_fetch, web_search, weather — from ALL the user's
 //! enabled integrations, whatever the chat selected), the tools of the MCP servers the chat
-//! selected (listed now, names prefixed by server, schemas validated), minus what the tag gate
-//! removes for the resolved model's provider.
+//! selected (listed now, names prefixed by server, schemas validated), the memory tools
+//! (remember, recall, forget), minus what the tag gate removes for the resolved model's provider.
 
 use pa_proto::v1::{BlockedTool, Identity, ToolDefinition, Toolset};
 use serde_json::json;
@@ -16,6 +16,7 @@ use crate::error::ToolsError;
 use crate::gate::tag_gate;
 use crate::integrations::{IntegrationStore, Kind, Record};
 use crate::mcp;
+use crate::memory::{self, MemoryTools};
 use crate::netguard::NetGuard;
 use crate::web;
 
@@ -32,6 +33,15 @@ pub struct ToolsetAssembler {
     pub store: IntegrationStore,
     pub guard: NetGuard,
     pub settings: ToolsSettings,
+    pub memory: MemoryTools,
+}
+
+/// What a snapshot says about its run, for the tools that act on it.
+#[derive(Clone, Debug, Default)]
+pub struct SnapshotRun {
+    pub run_id: String,
+    /// '' when assembled without a chat.
+    pub chat_id: String,
 }
 
 pub fn source_of(record: &Record) -> String {
@@ -104,12 +114,14 @@ impl ToolsetAssembler {
         store: IntegrationStore,
         guard: NetGuard,
         settings: ToolsSettings,
+        memory: MemoryTools,
     ) -> Self {
         Self {
             pool,
             store,
             guard,
             settings,
+            memory,
         }
     }
 
@@ -316,6 +328,7 @@ impl ToolsetAssembler {
         }
         let records = self.store.list(identity).await?;
         let mut tools = ambient_tools(&records);
+        tools.extend(memory::definitions());
         let mut blocked = Vec::new();
         let selected = if selected.is_empty() && !chat_id.is_empty() {
             self.store.selection(identity, chat_id).await?
@@ -347,8 +360,8 @@ impl ToolsetAssembler {
         blocked.extend(gated);
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         sqlx::query(
-            "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+            "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(&identity.tenant_id)
@@ -358,6 +371,7 @@ impl ToolsetAssembler {
         .bind(provider_tags)
         .bind(serde_json::to_value(&tools)?)
         .bind(serde_json::to_value(&blocked)?)
+        .bind(chat_id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -373,9 +387,18 @@ impl ToolsetAssembler {
         identity: &Identity,
         snapshot_id: &str,
     ) -> Result<Toolset, ToolsError> {
+        Ok(self.snapshot_with_run(identity, snapshot_id).await?.0)
+    }
+
+    async fn snapshot_with_run(
+        &self,
+        identity: &Identity,
+        snapshot_id: &str,
+    ) -> Result<(Toolset, SnapshotRun), ToolsError> {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
-            "SELECT tools, blocked FROM toolset_snapshots WHERE tenant_id = $1 AND id = $2 AND user_id = $3",
+            "SELECT tools, blocked, run_id, chat_id FROM toolset_snapshots \
+             WHERE tenant_id = $1 AND id = $2 AND user_id = $3",
         )
         .bind(&identity.tenant_id)
         .bind(snapshot_id)
@@ -384,25 +407,31 @@ impl ToolsetAssembler {
         .await?
         .ok_or_else(|| ToolsError::UnknownSnapshot(snapshot_id.to_string()))?;
         tx.commit().await?;
-        Ok(Toolset {
+        let toolset = Toolset {
             snapshot_id: snapshot_id.to_string(),
             tools: serde_json::from_value(row.try_get("tools")?)?,
             blocked: serde_json::from_value(row.try_get("blocked")?)?,
-        })
+        };
+        let run = SnapshotRun {
+            run_id: row.try_get("run_id")?,
+            chat_id: row.try_get("chat_id")?,
+        };
+        Ok((toolset, run))
     }
 
-    /// Only a tool of the run's snapshot may run.
+    /// Only a tool of the run's snapshot may run; with the run it was assembled for.
     pub async fn tool_for_call(
         &self,
         identity: &Identity,
         snapshot_id: &str,
         name: &str,
-    ) -> Result<ToolDefinition, ToolsError> {
-        let toolset = self.snapshot(identity, snapshot_id).await?;
+    ) -> Result<(ToolDefinition, SnapshotRun), ToolsError> {
+        let (toolset, run) = self.snapshot_with_run(identity, snapshot_id).await?;
         toolset
             .tools
             .into_iter()
             .find(|t| t.name == name)
+            .map(|tool| (tool, run))
             .ok_or_else(|| ToolsError::NotInSnapshot {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),

@@ -13,6 +13,8 @@ pub struct Config {
     pub listen_addr: String,
     /// `PA_REQUEST_TIMEOUT_MS`, default 30000.
     pub request_timeout: Duration,
+    /// `PA_MEMORY_URL`, default `http://127.0.0.1:50054`: svc-memory, behind the memory tools.
+    pub memory_url: String,
     pub tools: ToolsSettings,
 }
 
@@ -112,6 +114,7 @@ impl Config {
             common: base.common,
             listen_addr: base.listen_addr,
             request_timeout: base.request_timeout,
+            memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
             tools: ToolsSettings {
                 allow,
                 dns_overrides,
@@ -130,12 +133,13 @@ impl Config {
         })
     }
 
-    /// For in-process tests: defaults, no listen address.
-    pub fn for_tests(common: CommonConfig, request_timeout: Duration) -> Self {
+    /// For in-process tests: defaults, no listen address, svc-memory at `memory_url`.
+    pub fn for_tests(common: CommonConfig, request_timeout: Duration, memory_url: &str) -> Self {
         Self {
             common,
             listen_addr: String::new(),
             request_timeout,
+            memory_url: memory_url.to_string(),
             tools: ToolsSettings::default(),
         }
     }

@@ -5,10 +5,11 @@
 use pa_proto::v1::{ExecuteToolResponse, Identity, ToolDefinition};
 use serde_json::{Map, Value};
 
-use crate::assembler::{READ_RESOURCE, ToolsetAssembler};
+use crate::assembler::{READ_RESOURCE, SnapshotRun, ToolsetAssembler};
 use crate::error::ToolsError;
 use crate::integrations::{Kind, Record};
 use crate::mcp;
+use crate::memory::{self, RunContext};
 use crate::web::{self, SearchApi, SearchConfig, ToolFailure, WeatherConfig};
 
 const MAX_ARGUMENT_BYTES: usize = 64 * 1024;
@@ -61,8 +62,11 @@ impl ToolsetAssembler {
         name: &str,
         arguments_json: &str,
     ) -> Result<ExecuteToolResponse, ToolsError> {
-        let tool = self.tool_for_call(identity, snapshot_id, name).await?;
+        let (tool, run) = self.tool_for_call(identity, snapshot_id, name).await?;
         let outcome = match parse_arguments(arguments_json) {
+            Ok(args) if memory::is_memory_tool(&tool) => {
+                self.run_memory_tool(identity, &run, &tool, &args).await
+            }
             Ok(args) => self.run(identity, &tool, args).await,
             Err(message) => Outcome::failed(message),
         };
@@ -72,6 +76,24 @@ impl ToolsetAssembler {
             untrusted_content: outcome.untrusted,
             tool: Some(tool),
         })
+    }
+
+    async fn run_memory_tool(
+        &self,
+        identity: &Identity,
+        run: &SnapshotRun,
+        tool: &ToolDefinition,
+        args: &Map<String, Value>,
+    ) -> Outcome {
+        let context = RunContext {
+            identity,
+            run_id: &run.run_id,
+            chat_id: &run.chat_id,
+        };
+        match self.memory.run(&context, &tool.name, args).await {
+            Ok(text) => Outcome::ok(text, false),
+            Err(message) => Outcome::failed(message),
+        }
     }
 
     async fn integration(

@@ -8,6 +8,7 @@ mod executor;
 pub mod gate;
 mod integrations;
 pub mod mcp;
+pub mod memory;
 pub mod netguard;
 mod service;
 pub mod web;
@@ -17,8 +18,9 @@ use std::sync::Arc;
 pub use config::{Config, ToolsSettings};
 use pa_kit::Shutdown;
 use pa_kit::crypto::KeyEncryption;
-use pa_kit::grpc::GrpcServer;
+use pa_kit::grpc::{GrpcServer, channel};
 use pa_kit::identity::RequireIdentity;
+use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::tool_service_server::ToolServiceServer;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -54,9 +56,16 @@ pub async fn run(
         .app;
     let store =
         integrations::IntegrationStore::new(pool.clone(), enc, settings.mcp_stdio_commands.clone());
-    let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings);
-    let service = service::ToolServiceImpl::new(assembler);
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
+    let memory = memory::MemoryTools::new(
+        MemoryServiceClient::new(
+            channel(&config.memory_url)
+                .map_err(|e| StartError::Other(format!("PA_MEMORY_URL: {e}")))?,
+        ),
+        auth.clone(),
+    );
+    let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory);
+    let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?
         .add_service(ToolServiceServer::with_interceptor(
             service,

@@ -83,17 +83,18 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let auth = InternalAuth::new(&config.common.internal_secret);
     let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
+    let memory =
+        pa_proto::v1::memory_service_client::MemoryServiceClient::new(channel(&config.memory_url)?);
     let activities = activities::RunActivities {
         io: RunIo {
             models: ModelServiceClient::new(channel(&config.models_url)?),
             tools: ToolServiceClient::new(channel(&config.tools_url)?),
+            memory: memory.clone(),
             auth: auth.clone(),
         },
         ledger: RunLedgerServiceClient::new(channel(&config.runs_url)?),
         runs: pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?),
-        memory: pa_proto::v1::memory_service_client::MemoryServiceClient::new(channel(
-            &config.memory_url,
-        )?),
+        memory,
         sink: EventSink::new(redis.clone()),
         redis,
         maintenance: schedules::MaintenanceClients {

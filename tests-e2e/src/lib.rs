@@ -209,7 +209,7 @@ impl MeshBuilder {
             "svc-tools",
             shutdown.clone(),
             tokio::spawn({
-                let mut config = svc_tools::Config::for_tests(common.clone(), timeout);
+                let mut config = svc_tools::Config::for_tests(common.clone(), timeout, &memory_url);
                 config.tools = self.tools.clone();
                 let s = shutdown.clone();
                 async move {
@@ -256,6 +256,7 @@ impl MeshBuilder {
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
+                    memory_url: memory_url.clone(),
                     request_timeout: timeout,
                     limits: pa_proto::v1::UsageLimits {
                         max_model_requests: 16,
@@ -264,6 +265,7 @@ impl MeshBuilder {
                         max_subagent_depth: 2,
                     },
                     history_messages: 50,
+                    recall: Default::default(),
                     daily_token_budget: self.daily_token_budget,
                     deleted_chat_retention: self.deleted_chat_retention,
                     approval_timeout: self.approval_timeout,

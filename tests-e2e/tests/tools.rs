@@ -211,7 +211,7 @@ impl Tools {
             provider_tags: provider_tags.iter().map(|t| t.to_string()).collect(),
             ..Default::default()
         };
-        Ok(self
+        let mut toolset = self
             .client
             .clone()
             .assemble_toolset(
@@ -219,7 +219,11 @@ impl Tools {
                     .request(&Mesh::identity("dev", "dev-user"), request),
             )
             .await?
-            .into_inner())
+            .into_inner();
+        // The memory tools are in every toolset (tests/memory_tools.rs); these tests are about
+        // the others.
+        toolset.tools.retain(|t| t.source != "first_party");
+        Ok(toolset)
     }
 
     async fn execute(
@@ -400,7 +404,7 @@ async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused
         .await?
         .into_inner();
     let names: Vec<&str> = stored.tools.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["web_fetch"]);
+    assert_eq!(names, ["web_fetch", "remember", "recall", "forget"]);
     assert!(stored.tools[0].untrusted_output && !stored.tools[0].high_privilege);
     // A tool outside the snapshot is not the caller's to run.
     let err = tools

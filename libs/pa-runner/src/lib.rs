@@ -3,9 +3,14 @@
 //! tool call reach svc-models and svc-tools, and how their answers become pa-agent inputs —
 //! one implementation, so the two modes cannot drift apart.
 
+mod recall;
+
+pub use recall::{RecallSettings, Recalled, apply as apply_recall, approx_tokens, build_context};
+
 use pa_agent::{Input, ModelRequest, Outcome, ToolCall, TurnMessage};
 use pa_kit::error::ErrorCodeExt;
 use pa_kit::{InternalAuth, PaError};
+use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
@@ -21,6 +26,8 @@ use tonic::transport::Channel;
 pub struct RunIo {
     pub models: ModelServiceClient<Channel>,
     pub tools: ToolServiceClient<Channel>,
+    /// svc-memory, for automatic recall at run start.
+    pub memory: MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
 }
 
