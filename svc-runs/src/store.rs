@@ -324,7 +324,9 @@ impl RunStore {
     /// visibility is checked by the caller through the chat).
     pub async fn get_run(&self, identity: &Identity, run_id: &str) -> Result<Run, RunsError> {
         let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND user_id = $2 AND id = $3"
+            "SELECT {RUN_COLUMNS} FROM runs WHERE tenant_id = $1 AND user_id = $2 AND id = $3 \
+             AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.tenant_id = runs.tenant_id \
+               AND c.id = runs.chat_id AND c.deleted_at IS NOT NULL)"
         );
         let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
