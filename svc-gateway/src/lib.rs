@@ -64,6 +64,7 @@ fn table() -> Vec<Route> {
         get("/", root),
         get("/v1", index),
         get("/v1/openapi.json", openapi::serve),
+        get("/metrics", metrics),
         get("/v1/control", control_ws::control),
         get("/healthz", healthz),
         get("/readyz", readyz),
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, r| router.route(r.path, r.endpoint))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn(pa_kit::metrics::track_http))
         .with_state(state)
 }
 
@@ -161,6 +163,17 @@ async fn index() -> axum::Json<serde_json::Value> {
         "openapi": "/v1/openapi.json",
         "endpoints": endpoints,
     }))
+}
+
+/// Prometheus metrics of this process (`PA_METRICS=off`: 404).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    if state.metrics {
+        pa_kit::metrics::serve().await
+    } else {
+        pa_kit::metrics::disabled().await
+    }
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "meta",
@@ -244,6 +257,7 @@ pub fn build_state(
         web
     });
     Ok(AppState {
+        metrics: config.common.metrics,
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
         presence: control_ws::PresenceHub::new(&config.common.redis_url),
         web,
@@ -298,6 +312,7 @@ pub async fn run(
                 state: state.clone(),
             };
             let server = pa_kit::grpc::GrpcServer::new(std::time::Duration::from_secs(30))?
+                .metrics(config.common.metrics)
                 .add_service(pa_proto::v1::run_service_server::RunServiceServer::new(
                     api.clone(),
                 ))

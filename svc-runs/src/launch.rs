@@ -230,6 +230,9 @@ impl Launcher {
             tools: pa_runner::model_tools(&toolset.tools),
             notices: pa_runner::gate_notices(&toolset.blocked),
         };
+        pa_kit::metrics::RUNS_STARTED
+            .with_label_values(&[crate::store::mode_name(mode)])
+            .inc();
         match mode {
             RunMode::Durable => {
                 let history = self.driver.history(&spec).await?;

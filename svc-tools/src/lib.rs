@@ -58,6 +58,7 @@ pub async fn run(
     let service = service::ToolServiceImpl::new(assembler);
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     GrpcServer::new(config.request_timeout)?
+        .metrics(config.common.metrics)
         .add_service(ToolServiceServer::with_interceptor(
             service,
             RequireIdentity(auth),

@@ -7,6 +7,7 @@ pub mod error;
 pub mod grpc;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod redis;
 pub mod run_events;
 pub mod shutdown;
