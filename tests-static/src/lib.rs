@@ -933,7 +933,6 @@ pub fn values_schema() -> Value {
                 "properties": {
                     "enabled": { "type": "boolean" },
                     "gatewayFrom": { "description": "NetworkPolicyPeer list allowed to reach the gateway; empty = anyone.", "type": "array" },
-                    "metricsFrom": { "description": "NetworkPolicyPeer list allowed to scrape the services' /metrics; empty = only the mesh.", "type": "array" },
                 },
                 "required": ["enabled"],
                 "additionalProperties": false,
