@@ -68,6 +68,7 @@ fn provider_json(p: ProviderInfo) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/v1/admin/providers", tag = "admin", responses((status = 200, description = "`{items: [provider]}` (admin)", body = serde_json::Value)))]
 pub async fn list_providers(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -88,7 +89,7 @@ pub async fn list_providers(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderBody {
     id: String,
@@ -110,6 +111,7 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(post, path = "/v1/admin/providers", tag = "admin", request_body = ProviderBody, responses((status = 201, description = "The provider (platform_api_key is write-only)", body = serde_json::Value)))]
 pub async fn upsert_provider(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -136,6 +138,7 @@ pub async fn upsert_provider(
     Ok((StatusCode::OK, Json(provider_json(provider.into_inner()))))
 }
 
+#[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the whole catalog (admin)", body = serde_json::Value)))]
 pub async fn list_all_models(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -156,7 +159,7 @@ pub async fn list_all_models(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelBody {
     label: String,
@@ -173,6 +176,7 @@ pub struct ModelBody {
     enabled: bool,
 }
 
+#[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = ModelBody, responses((status = 200, description = "The model", body = serde_json::Value)))]
 pub async fn upsert_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -201,7 +205,7 @@ pub async fn upsert_model(
     Ok(Json(model_json(saved.into_inner())))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelPatchBody {
     enabled: Option<bool>,
@@ -212,6 +216,7 @@ pub struct ModelPatchBody {
     capabilities: Option<Vec<String>>,
 }
 
+#[utoipa::path(patch, path = "/v1/admin/models/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model")), request_body = ModelPatchBody, responses((status = 200, description = "The model", body = serde_json::Value)))]
 pub async fn patch_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -247,6 +252,7 @@ struct PolicyJson {
     forbidden_tags: Vec<String>,
 }
 
+#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", responses((status = 200, description = "`{items: [{classification, required_tags, forbidden_tags}]}`", body = serde_json::Value)))]
 pub async fn list_policies(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -270,13 +276,14 @@ pub async fn list_policies(
     Ok(Json(json!({ "items": items })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyBody {
     required_tags: Vec<String>,
     forbidden_tags: Vec<String>,
 }
 
+#[utoipa::path(put, path = "/v1/admin/policies/{classification}", tag = "admin", params(("classification" = String, Path, description = "public, internal, confidential or restricted")), request_body = PolicyBody, responses((status = 200, description = "The policy", body = serde_json::Value)))]
 pub async fn put_policy(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -312,6 +319,7 @@ fn key_json(k: pa_proto::v1::KeyRef) -> Value {
             "created_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms).map(|t| t.to_rfc3339()) })
 }
 
+#[utoipa::path(get, path = "/v1/me/keys", tag = "keys", responses((status = 200, description = "`{items: [{provider, key_id, last4}]}`: your provider keys", body = serde_json::Value)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -327,12 +335,13 @@ pub async fn list_keys(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyBody {
     api_key: String,
 }
 
+#[utoipa::path(put, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = KeyBody, responses((status = 200, description = "`{provider, key_id, last4}`; the key is never returned", body = serde_json::Value)))]
 pub async fn put_key(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -351,6 +360,7 @@ pub async fn put_key(
     Ok(Json(key_json(key.into_inner())))
 }
 
+#[utoipa::path(delete, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), responses((status = 204, description = "Deleted")))]
 pub async fn delete_key(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -368,8 +378,9 @@ pub async fn delete_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UsageQuery {
     from: Option<String>,
     to: Option<String>,
@@ -405,6 +416,7 @@ async fn usage(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(get, path = "/v1/me/usage", tag = "usage", params(UsageQuery), responses((status = 200, description = "`{items: [{day, model, requests, input_tokens, output_tokens, cached_input_tokens, cost_micros}]}`", body = serde_json::Value)))]
 pub async fn my_usage(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -413,6 +425,7 @@ pub async fn my_usage(
     usage(&state, &identity, UsageScope::Me, q?.0).await
 }
 
+#[utoipa::path(get, path = "/v1/admin/usage", tag = "admin", params(UsageQuery), responses((status = 200, description = "The tenant's usage per day and model", body = serde_json::Value)))]
 pub async fn tenant_usage(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -435,6 +448,7 @@ fn schedule_client(
 }
 
 /// The maintenance schedules (Temporal) with their last and next run.
+#[utoipa::path(get, path = "/v1/admin/schedules", tag = "admin", responses((status = 200, description = "`{items: [{id, task, every_secs, last_run_at, next_run_at, paused, runs}]}`", body = serde_json::Value)))]
 pub async fn list_schedules(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -468,6 +482,7 @@ pub async fn list_schedules(
 }
 
 /// Runs a schedule now.
+#[utoipa::path(post, path = "/v1/admin/schedules/{id}/trigger", tag = "admin", params(("id" = String, Path, description = "The schedule id")), responses((status = 204, description = "Triggered")))]
 pub async fn trigger_schedule(
     State(state): State<AppState>,
     Caller(identity): Caller,

@@ -76,6 +76,7 @@ fn json_or_empty(value: &Value) -> String {
     }
 }
 
+#[utoipa::path(post, path = "/v1/ag-ui", tag = "runs", request_body(content = serde_json::Value, description = "AG-UI RunAgentInput (threadId, runId, messages, tools, state, forwardedProps)"), responses((status = 200, description = "AG-UI events as Server-Sent Events", body = String, content_type = "text/event-stream")))]
 pub async fn run_agent(
     State(state): State<AppState>,
     Caller(identity): Caller,

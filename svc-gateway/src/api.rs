@@ -44,6 +44,7 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Ap
     Ok(q?.0)
 }
 
+#[utoipa::path(post, path = "/v1/chats", tag = "chats", request_body(content = Option<CreateChatBody>, description = "Optional: an empty body creates an untitled internal chat"), responses((status = 201, description = "The chat; Location is its URL", body = ChatJson)))]
 pub async fn create_chat(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -83,6 +84,7 @@ pub async fn create_chat(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/chats", tag = "chats", params(PageQuery), responses((status = 200, description = "Chats, newest first", body = Page<ChatJson>)))]
 pub async fn list_chats(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -105,6 +107,7 @@ pub async fn list_chats(
     )))
 }
 
+#[utoipa::path(get, path = "/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat id")), responses((status = 200, description = "The chat", body = ChatJson)))]
 pub async fn get_chat(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -120,6 +123,7 @@ pub async fn get_chat(
     Ok(Json(chat.into()))
 }
 
+#[utoipa::path(delete, path = "/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat id")), responses((status = 204, description = "Deleted with its runs, messages and event streams")))]
 pub async fn delete_chat(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -134,6 +138,7 @@ pub async fn delete_chat(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/chats/{id}/messages", tag = "chats", params(("id" = String, Path, description = "The chat id"), PageQuery), responses((status = 200, description = "Messages, oldest first", body = Page<MessageJson>)))]
 pub async fn list_messages(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -158,6 +163,7 @@ pub async fn list_messages(
     )))
 }
 
+#[utoipa::path(post, path = "/v1/chats/{id}/runs", tag = "runs", params(("id" = String, Path, description = "The chat id")), request_body = CreateRunBody, responses((status = 202, description = "The run was started; Location is its URL", body = RunAcceptedJson), (status = 200, description = "A retry with a known run_id: the existing run", body = RunAcceptedJson)))]
 pub async fn create_run(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -211,6 +217,7 @@ pub async fn create_run(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "The run id")), responses((status = 200, description = "The run", body = RunJson)))]
 pub async fn get_run(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -226,6 +233,7 @@ pub async fn get_run(
     Ok(Json(run.into()))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "The run id")), responses((status = 200, description = "The run (cancelling is idempotent)", body = RunJson)))]
 pub async fn cancel_run(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -241,7 +249,7 @@ pub async fn cancel_run(
     Ok(Json(run.into()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalBody {
     approve: bool,
@@ -252,6 +260,11 @@ pub struct ApprovalBody {
 /// `POST /v1/runs/{id}/approvals/{tool_call_id}` `{"approve": bool, "reason"?}`: a human's
 /// decision on a tool call the untrusted-content gate holds (the run's CUSTOM
 /// `tool_call_approval` event). The same RPC as the control socket's approve/deny.
+#[utoipa::path(post, path = "/v1/runs/{id}/approvals/{tool_call_id}", tag = "runs",
+    params(("id" = String, Path, description = "The run id"),
+           ("tool_call_id" = String, Path, description = "The held tool call (the CUSTOM tool_call_approval event's toolCallId)")),
+    request_body = ApprovalBody,
+    responses((status = 200, description = "The decision was recorded; 404 when the run has no such pending call, 409 after another decision, a timeout or the run's end")))]
 pub async fn decide_tool_call(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -280,12 +293,14 @@ pub async fn decide_tool_call(
     })))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     after: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "The run id"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this stream id"), EventsQuery), responses((status = 200, description = "AG-UI events as Server-Sent Events (`id: <stream id>`, `data: <AG-UI JSON>`); ends after RUN_FINISHED or RUN_ERROR", body = String, content_type = "text/event-stream")))]
 pub async fn run_events(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -307,6 +322,7 @@ pub async fn run_events(
     Ok(sse::follow_run(&state, identity, run_id, after))
 }
 
+#[utoipa::path(get, path = "/v1/models", tag = "models", responses((status = 200, description = "The models the caller may use", body = Page<ModelJson>)))]
 pub async fn list_models(
     State(state): State<AppState>,
     Caller(identity): Caller,

@@ -94,7 +94,7 @@ impl ApiKeyStore {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     name: String,
@@ -129,6 +129,7 @@ fn store(state: &AppState) -> Result<&ApiKeyStore, ApiError> {
         .ok_or_else(|| PaError::unavailable("API keys are not configured").into())
 }
 
+#[utoipa::path(post, path = "/v1/me/api-keys", tag = "api-keys", request_body = CreateKeyBody, responses((status = 201, description = "`{id, name, scopes, key, ...}`: `key` (pa_...) is shown only now", body = serde_json::Value)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -222,6 +223,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+#[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -248,6 +250,7 @@ pub async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
+#[utoipa::path(delete, path = "/v1/me/api-keys/{id}", tag = "api-keys", params(("id" = String, Path, description = "The API key id")), responses((status = 204, description = "Revoked")))]
 pub async fn revoke(
     State(state): State<AppState>,
     Caller(identity): Caller,

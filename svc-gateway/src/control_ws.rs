@@ -181,6 +181,7 @@ fn protocol_token(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+#[utoipa::path(get, path = "/v1/control", tag = "control", params(("Sec-WebSocket-Protocol" = String, Header, description = "`pa.control.v1, bearer.<token>`")), responses((status = 101, description = "WebSocket: JSON frames hello, cancel, approve/deny -> ack/error; presence")))]
 pub async fn control(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
     if !parts.headers.contains_key(header::AUTHORIZATION)

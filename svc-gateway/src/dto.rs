@@ -31,7 +31,7 @@ pub fn parse_classification(name: &str) -> Option<DataClassification> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ChatJson {
     pub id: String,
     pub title: String,
@@ -52,7 +52,7 @@ impl From<Chat> for ChatJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MessageJson {
     pub id: String,
     pub chat_id: String,
@@ -75,7 +75,7 @@ impl From<ChatMessage> for MessageJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     /// Pass as `?cursor=` for the next page; null on the last page.
@@ -91,21 +91,22 @@ impl<T> Page<T> {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CreateChatBody {
     pub title: Option<String>,
     pub classification: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunBody {
     pub message: String,
@@ -139,7 +140,7 @@ pub fn status_name(status: i32) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ModelChoiceJson {
     pub requested: String,
     pub resolved: String,
@@ -148,7 +149,7 @@ pub struct ModelChoiceJson {
     pub fallbacks: Vec<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UsageJson {
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -159,7 +160,7 @@ pub struct UsageJson {
     pub cached_input_tokens: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AttemptJson {
     pub label: String,
     pub outcome: String,
@@ -183,13 +184,13 @@ impl From<pa_proto::v1::ModelAttempt> for AttemptJson {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunErrorJson {
     pub code: String,
     pub message: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunJson {
     pub id: String,
     pub chat_id: String,
@@ -248,7 +249,7 @@ impl From<Run> for RunJson {
 }
 
 /// The 202 answer to POST /v1/chats/{id}/runs.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct RunAcceptedJson {
     pub run_id: String,
     pub mode: &'static str,
@@ -259,7 +260,7 @@ pub struct RunAcceptedJson {
     pub existing: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ModelJson {
     pub label: String,
     pub display_name: String,

@@ -53,6 +53,7 @@ fn config_json(config: Option<Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/me/integrations", tag = "integrations", responses((status = 200, description = "`{items: [integration]}`", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -70,7 +71,7 @@ pub async fn list(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     kind: String,
@@ -92,6 +93,7 @@ fn yes() -> bool {
     true
 }
 
+#[utoipa::path(post, path = "/v1/me/integrations", tag = "integrations", request_body = CreateBody, responses((status = 201, description = "The integration; secrets are sealed and never returned (only secret_names)", body = serde_json::Value)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -113,6 +115,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(integration_json(created))))
 }
 
+#[utoipa::path(get, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), responses((status = 200, description = "The integration", body = serde_json::Value)))]
 pub async fn get(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -125,7 +128,7 @@ pub async fn get(
     Ok(Json(integration_json(found)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     name: Option<String>,
@@ -137,6 +140,7 @@ pub struct PatchBody {
     secrets: Option<HashMap<String, String>>,
 }
 
+#[utoipa::path(patch, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), request_body = PatchBody, responses((status = 200, description = "The integration", body = serde_json::Value)))]
 pub async fn patch(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -160,6 +164,7 @@ pub async fn patch(
     Ok(Json(integration_json(updated)))
 }
 
+#[utoipa::path(delete, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), responses((status = 204, description = "Deleted")))]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -198,6 +203,7 @@ fn selection_json(s: ChatToolSelection) -> Value {
     json!({ "chat_id": s.chat_id, "integration_ids": s.integration_ids })
 }
 
+#[utoipa::path(get, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), responses((status = 200, description = "`{chat_id, integration_ids}`", body = serde_json::Value)))]
 pub async fn get_selection(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -215,12 +221,13 @@ pub async fn get_selection(
     Ok(Json(selection_json(selection)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SelectionBody {
     integration_ids: Vec<String>,
 }
 
+#[utoipa::path(put, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), request_body = SelectionBody, responses((status = 200, description = "`{chat_id, integration_ids}`", body = serde_json::Value)))]
 pub async fn put_selection(
     State(state): State<AppState>,
     Caller(identity): Caller,

@@ -12,6 +12,7 @@ mod dto;
 mod integrations;
 mod memories;
 pub mod oidc;
+pub mod openapi;
 mod problem;
 mod public_grpc;
 mod sse;
@@ -20,8 +21,9 @@ pub mod static_files;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
-use axum::routing::{get, patch, post, put};
+use axum::routing::MethodRouter;
 pub use config::{AuthMode, Config};
 use pa_kit::grpc::channel;
 use pa_kit::{InternalAuth, Shutdown};
@@ -35,98 +37,107 @@ pub use state::AppState;
 
 pub use pa_kit::StartError;
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(root))
-        .route("/v1", get(index))
-        .route("/v1/control", get(control_ws::control))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/v1/auth/config", get(auth_config))
-        .route("/readyz", get(readyz))
-        .route("/v1/chats", post(api::create_chat).get(api::list_chats))
-        .route(
-            "/v1/chats/{id}",
-            get(api::get_chat).delete(api::delete_chat),
-        )
-        .route("/v1/chats/{id}/messages", get(api::list_messages))
-        .route("/v1/chats/{id}/runs", post(api::create_run))
-        .route("/v1/runs/{id}", get(api::get_run))
-        .route("/v1/runs/{id}/cancel", post(api::cancel_run))
-        .route(
-            "/v1/runs/{id}/approvals/{tool_call_id}",
-            post(api::decide_tool_call),
-        )
-        .route("/v1/runs/{id}/events", get(api::run_events))
-        .route("/v1/models", get(api::list_models))
-        .route(
-            "/v1/me/api-keys",
-            post(api_keys::create).get(api_keys::list),
-        )
-        .route(
-            "/v1/me/api-keys/{id}",
-            axum::routing::delete(api_keys::revoke),
-        )
-        .route("/v1/me/keys", get(admin::list_keys))
-        .route(
-            "/v1/me/keys/{provider}",
-            put(admin::put_key).delete(admin::delete_key),
-        )
-        .route("/v1/me/usage", get(admin::my_usage))
-        .route("/v1/admin/usage", get(admin::tenant_usage))
-        .route(
-            "/v1/admin/providers",
-            get(admin::list_providers).post(admin::upsert_provider),
-        )
-        .route(
-            "/v1/admin/models",
-            get(admin::list_all_models).post(admin::upsert_model),
-        )
-        .route("/v1/admin/models/{label}", patch(admin::patch_model))
-        .route("/v1/admin/policies", get(admin::list_policies))
-        .route("/v1/admin/schedules", get(admin::list_schedules))
-        .route(
-            "/v1/admin/schedules/{id}/trigger",
-            post(admin::trigger_schedule),
-        )
-        .route(
-            "/v1/admin/policies/{classification}",
-            put(admin::put_policy),
-        )
-        .route("/v1/ag-ui", post(agui::run_agent))
-        .route(
-            "/v1/me/integrations",
-            get(integrations::list).post(integrations::create),
-        )
-        .route(
-            "/v1/me/integrations/{id}",
-            get(integrations::get)
-                .patch(integrations::patch)
-                .delete(integrations::delete),
-        )
-        .route(
-            "/v1/chats/{id}/tools",
-            get(integrations::get_selection).put(integrations::put_selection),
-        )
-        .route(
-            "/v1/me/memories",
-            get(memories::list).post(memories::create),
-        )
-        .route(
-            "/v1/me/memories/{id}",
-            patch(memories::patch).delete(memories::delete),
-        )
-        .route(
-            "/v1/chats/{id}/files",
-            post(memories::upload_file).layer(axum::extract::DefaultBodyLimit::max(
+/// One registered endpoint: a method, a path and its handler. The router is built from this
+/// table and nothing else, so `routes()` is exactly what the gateway serves — the OpenAPI test
+/// holds the document to it, and a new endpoint without docs fails that test.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    endpoint: MethodRouter<AppState>,
+}
+
+macro_rules! route_fns {
+    ($($name:ident => $method:ident),*) => {$(
+        fn $name<H, T>(path: &'static str, handler: H) -> Route
+        where
+            H: axum::handler::Handler<T, AppState>,
+            T: 'static,
+        {
+            Route { method: Method::$method, path, endpoint: axum::routing::$name(handler) }
+        }
+    )*};
+}
+route_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE);
+
+fn table() -> Vec<Route> {
+    vec![
+        get("/", root),
+        get("/v1", index),
+        get("/v1/openapi.json", openapi::serve),
+        get("/metrics", metrics),
+        get("/v1/control", control_ws::control),
+        get("/healthz", healthz),
+        get("/readyz", readyz),
+        get("/v1/auth/config", auth_config),
+        post("/v1/chats", api::create_chat),
+        get("/v1/chats", api::list_chats),
+        get("/v1/chats/{id}", api::get_chat),
+        delete("/v1/chats/{id}", api::delete_chat),
+        get("/v1/chats/{id}/messages", api::list_messages),
+        post("/v1/chats/{id}/runs", api::create_run),
+        get("/v1/runs/{id}", api::get_run),
+        post("/v1/runs/{id}/cancel", api::cancel_run),
+        post("/v1/runs/{id}/approvals/{tool_call_id}", api::decide_tool_call),
+        get("/v1/runs/{id}/events", api::run_events),
+        get("/v1/models", api::list_models),
+        post("/v1/me/api-keys", api_keys::create),
+        get("/v1/me/api-keys", api_keys::list),
+        delete("/v1/me/api-keys/{id}", api_keys::revoke),
+        get("/v1/me/keys", admin::list_keys),
+        put("/v1/me/keys/{provider}", admin::put_key),
+        delete("/v1/me/keys/{provider}", admin::delete_key),
+        get("/v1/me/usage", admin::my_usage),
+        get("/v1/admin/usage", admin::tenant_usage),
+        get("/v1/admin/providers", admin::list_providers),
+        post("/v1/admin/providers", admin::upsert_provider),
+        get("/v1/admin/models", admin::list_all_models),
+        post("/v1/admin/models", admin::upsert_model),
+        patch("/v1/admin/models/{label}", admin::patch_model),
+        get("/v1/admin/policies", admin::list_policies),
+        put("/v1/admin/policies/{classification}", admin::put_policy),
+        get("/v1/admin/schedules", admin::list_schedules),
+        post("/v1/admin/schedules/{id}/trigger", admin::trigger_schedule),
+        post("/v1/ag-ui", agui::run_agent),
+        get("/v1/me/integrations", integrations::list),
+        post("/v1/me/integrations", integrations::create),
+        get("/v1/me/integrations/{id}", integrations::get),
+        patch("/v1/me/integrations/{id}", integrations::patch),
+        delete("/v1/me/integrations/{id}", integrations::delete),
+        get("/v1/chats/{id}/tools", integrations::get_selection),
+        put("/v1/chats/{id}/tools", integrations::put_selection),
+        get("/v1/me/memories", memories::list),
+        post("/v1/me/memories", memories::create),
+        patch("/v1/me/memories/{id}", memories::patch),
+        delete("/v1/me/memories/{id}", memories::delete),
+        {
+            let mut upload = post("/v1/chats/{id}/files", memories::upload_file);
+            upload.endpoint = upload.endpoint.layer(axum::extract::DefaultBodyLimit::max(
                 memories::MAX_UPLOAD_BYTES,
-            )),
-        )
+            ));
+            upload
+        },
+    ]
+}
+
+/// Every (method, path) the router serves, in registration order.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    // axum merges the method routers of one path, so one entry per method is enough.
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.endpoint))
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn(pa_kit::metrics::track_http))
         .with_state(state)
 }
 
 /// The web app when it is built, else the API's index.
+#[utoipa::path(get, path = "/", tag = "meta",
+    responses((status = 200, description = "The web app's index.html when it is built, else the API's index (JSON)")))]
 async fn root(
     State(state): State<AppState>,
     req: axum::extract::Request,
@@ -140,33 +151,41 @@ async fn root(
     index().await.into_response()
 }
 
+#[utoipa::path(get, path = "/v1", tag = "meta",
+    responses((status = 200, description = "The API's name, version, endpoints and where its OpenAPI document is", body = serde_json::Value)))]
 async fn index() -> axum::Json<serde_json::Value> {
+    let endpoints: Vec<String> = routes()
+        .into_iter()
+        .map(|(method, path)| format!("{method} {path}"))
+        .collect();
     axum::Json(json!({
         "name": "Personal Agent",
         "version": env!("CARGO_PKG_VERSION"),
-        "endpoints": [
-            "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
-            "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
-            "POST /v1/runs/{id}/cancel", "POST /v1/runs/{id}/approvals/{tool_call_id}",
-            "GET /v1/runs/{id}/events", "GET /v1/models",
-            "POST /v1/ag-ui", "POST /v1/me/api-keys", "GET /v1/me/api-keys", "DELETE /v1/me/api-keys/{id}",
-            "GET /v1/auth/config", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
-            "DELETE /v1/me/keys/{provider}", "GET /v1/me/usage", "GET /v1/admin/usage",
-            "GET /v1/admin/providers", "POST /v1/admin/providers", "GET /v1/admin/models",
-            "POST /v1/admin/models", "PATCH /v1/admin/models/{label}", "GET /v1/admin/policies",
-            "PUT /v1/admin/policies/{classification}", "GET /healthz", "GET /readyz",
-            "GET /v1/me/integrations", "POST /v1/me/integrations", "GET /v1/me/integrations/{id}",
-            "PATCH /v1/me/integrations/{id}", "DELETE /v1/me/integrations/{id}",
-            "GET /v1/chats/{id}/tools", "PUT /v1/chats/{id}/tools",
-            "GET /v1/control (WebSocket)", "GET /v1/admin/schedules",
-            "POST /v1/admin/schedules/{id}/trigger",
-            "GET /v1/me/memories", "POST /v1/me/memories", "PATCH /v1/me/memories/{id}",
-            "DELETE /v1/me/memories/{id}", "POST /v1/chats/{id}/files"
-        ]
+        "openapi": "/v1/openapi.json",
+        "endpoints": endpoints,
     }))
 }
 
+/// Prometheus metrics of this process (`PA_METRICS=off`: 404).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    if state.metrics {
+        pa_kit::metrics::serve().await
+    } else {
+        pa_kit::metrics::disabled().await
+    }
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "The gateway process is alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
 /// How clients log in (public): the mode, and for OIDC the issuer, client id and audience.
+#[utoipa::path(get, path = "/v1/auth/config", tag = "meta",
+    responses((status = 200, description = "`{mode: oidc|dev|disabled}`, and for OIDC `issuer`, `client_id`, `audience`, `scopes`", body = serde_json::Value)))]
 async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(match &state.oidc {
         Some(v) => {
@@ -179,6 +198,10 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
 }
 
 /// Ready when every backend's tonic-health says SERVING.
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses(
+        (status = 200, description = "Every backend serves: `{ready: true, services: {name: serving}}`", body = serde_json::Value),
+        (status = 503, description = "Some backend is down: `{ready: false, services: {name: serving|down}}`", body = serde_json::Value)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = futures::future::join_all(
         state
@@ -235,6 +258,7 @@ pub fn build_state(
         web
     });
     Ok(AppState {
+        metrics: config.common.metrics,
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
         presence: control_ws::PresenceHub::new(&config.common.redis_url),
         web,
@@ -289,6 +313,7 @@ pub async fn run(
                 state: state.clone(),
             };
             let server = pa_kit::grpc::GrpcServer::new(std::time::Duration::from_secs(30))?
+                .metrics(config.common.metrics)
                 .add_service(pa_proto::v1::run_service_server::RunServiceServer::new(
                     api.clone(),
                 ))

@@ -68,7 +68,7 @@ fn parse_kind(name: &str) -> Result<MemoryKind, PaError> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct MemoryJson {
     id: String,
     scope: &'static str,
@@ -116,8 +116,9 @@ impl From<MemoryItem> for MemoryJson {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     q: Option<String>,
     scope: Option<String>,
@@ -129,6 +130,7 @@ pub struct ListParams {
 }
 
 /// `GET /v1/me/memories`: newest first, paged; with `?q=` a hybrid search (top `limit`, no paging).
+#[utoipa::path(get, path = "/v1/me/memories", tag = "memories", params(ListParams), responses((status = 200, description = "`{items: [memory], next_cursor}`; with `q` a hybrid search, best first", body = serde_json::Value)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -187,7 +189,7 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     text: String,
@@ -201,6 +203,7 @@ pub struct CreateBody {
 }
 
 /// `POST /v1/me/memories`: remember something (near-duplicates update the existing memory).
+#[utoipa::path(post, path = "/v1/me/memories", tag = "memories", request_body = CreateBody, responses((status = 201, description = "The memory (a near-duplicate updates the existing one)", body = MemoryJson)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -248,7 +251,7 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     text: Option<String>,
@@ -256,6 +259,7 @@ pub struct PatchBody {
 }
 
 /// `PATCH /v1/me/memories/{id}`: correct the text and/or pin.
+#[utoipa::path(patch, path = "/v1/me/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory id")), request_body = PatchBody, responses((status = 200, description = "The memory", body = MemoryJson)))]
 pub async fn patch(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -280,6 +284,7 @@ pub async fn patch(
 }
 
 /// `DELETE /v1/me/memories/{id}`: forget it.
+#[utoipa::path(delete, path = "/v1/me/memories/{id}", tag = "memories", params(("id" = String, Path, description = "The memory id")), responses((status = 204, description = "Forgotten")))]
 pub async fn delete(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -297,8 +302,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct UploadParams {
     filename: Option<String>,
 }
@@ -306,6 +312,7 @@ pub struct UploadParams {
 /// `POST /v1/chats/{id}/files?filename=`: the raw file as the body (Content-Type text/plain,
 /// text/markdown or application/pdf). Its text is chunked, embedded and kept as the chat's
 /// document memory, which searches of that chat find.
+#[utoipa::path(post, path = "/v1/chats/{id}/files", tag = "memories", params(("id" = String, Path, description = "The chat id"), UploadParams), request_body(description = "The raw file (10 MiB at most)", content((Vec<u8> = "text/plain"), (Vec<u8> = "text/markdown"), (Vec<u8> = "application/pdf"))), responses((status = 201, description = "`{document_id, chat_id, filename, chunks, chars, embedding_model}`", body = serde_json::Value)))]
 pub async fn upload_file(
     State(state): State<AppState>,
     Caller(identity): Caller,

@@ -12,8 +12,8 @@ use serde::Serialize;
 #[derive(Debug)]
 pub struct ApiError(pub PaError);
 
-#[derive(Serialize)]
-struct Problem<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Problem<'a> {
     #[serde(rename = "type")]
     kind: String,
     title: &'a str,

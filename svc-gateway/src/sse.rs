@@ -66,9 +66,12 @@ pub fn follow_run(
         }
     };
     let stop = state.shutdown.token().cancelled_owned();
+    // Counted while the stream lives: the guard goes with it when the client leaves.
+    let client = SseClient::connect();
     let events = pa_kit::run_events::follow(state.redis.clone(), run_id, after, still_live)
         .take_until(stop)
-        .map(|item| {
+        .map(move |item| {
+            let _counted = &client;
             Ok(match item {
                 Ok(stored) => match stored.event.to_json() {
                     Ok(json) => SseEvent::default().id(stored.stream_id).data(json),
@@ -78,6 +81,22 @@ pub fn follow_run(
             })
         });
     Sse::new(events).keep_alive(KeepAlive::new().interval(state.sse_keepalive))
+}
+
+/// One open SSE stream in `pa_sse_clients`.
+struct SseClient;
+
+impl SseClient {
+    fn connect() -> Self {
+        pa_kit::metrics::SSE_CLIENTS.inc();
+        Self
+    }
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        pa_kit::metrics::SSE_CLIENTS.dec();
+    }
 }
 
 #[cfg(test)]

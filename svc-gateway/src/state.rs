@@ -15,6 +15,8 @@ use crate::config::AuthMode;
 /// Shared by every handler; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// `PA_METRICS`: whether GET /metrics answers.
+    pub metrics: bool,
     pub runs: RunServiceClient<Channel>,
     pub models: ModelServiceClient<Channel>,
     pub model_admin: ModelAdminServiceClient<Channel>,

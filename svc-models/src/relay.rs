@@ -294,6 +294,18 @@ impl Relay {
                         tracing::error!(%e, run_id = %request.run_id, "cannot record usage");
                     }
                     attempt.outcome = "ok".into();
+                    for (kind, tokens) in [
+                        ("input", usage.input_tokens),
+                        ("output", usage.output_tokens),
+                        ("cached_input", usage.cached_input_tokens),
+                    ] {
+                        pa_kit::metrics::MODEL_TOKENS
+                            .with_label_values(&[label.as_str(), kind])
+                            .inc_by(tokens);
+                    }
+                    pa_kit::metrics::MODEL_ATTEMPTS
+                        .with_label_values(&[label.as_str(), "ok"])
+                        .inc();
                     attempts.push(attempt);
                     return Chunk::Finish(ChatFinish {
                         finish_reason,
@@ -310,6 +322,9 @@ impl Relay {
                         self.breakers.failure(&provider.id, Instant::now());
                     }
                     refuse(&mut attempt, error.code, error.message.clone());
+                    pa_kit::metrics::MODEL_ATTEMPTS
+                        .with_label_values(&[label.as_str(), error.code])
+                        .inc();
                     attempts.push(attempt);
                     if after_first_output || !error.retryable {
                         return failure(error.code, error.message, attempts, after_first_output);

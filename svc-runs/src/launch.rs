@@ -259,6 +259,9 @@ impl Launcher {
             notices: pa_runner::gate_notices(&toolset.blocked),
             high_privilege_tools: pa_runner::high_privilege_tools(&toolset.tools),
         };
+        pa_kit::metrics::RUNS_STARTED
+            .with_label_values(&[crate::store::mode_name(mode)])
+            .inc();
         match mode {
             RunMode::Durable => {
                 // Recalled here, not in the workflow: the workflow replays what it was given.

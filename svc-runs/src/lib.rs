@@ -86,6 +86,7 @@ pub async fn run(
     };
     let service = service::RunServiceImpl::new(launcher, redis);
     GrpcServer::new(config.request_timeout)?
+        .metrics(config.common.metrics)
         .add_service(RunServiceServer::with_interceptor(
             service.clone(),
             RequireIdentity(auth.clone()),

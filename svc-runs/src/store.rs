@@ -423,11 +423,12 @@ impl RunStore {
             .map(|i| i.tenant_id.clone())
             .unwrap_or_default();
         let mut tx = tenant_tx(&self.pool, &tenant_id).await?;
-        let updated = sqlx::query(
+        let updated: Option<f64> = sqlx::query_scalar(
             "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \
                model_requests = $6, tool_calls = $7, cost_micros = $8, error_code = $9, \
                error_message = $10, finished_at = now(), attempts = $13, cached_input_tokens = $14 \
-             WHERE id = $1 AND status IN ($11, $12)",
+             WHERE id = $1 AND status IN ($11, $12) \
+             RETURNING EXTRACT(EPOCH FROM (now() - created_at))::float8",
         )
         .bind(&spec.run_id)
         .bind(end.status as i16)
@@ -443,12 +444,12 @@ impl RunStore {
         .bind(RunStatus::Running as i16)
         .bind(serde_json::to_value(attempts).map_err(|e| RunsError::Corrupt(e.to_string()))?)
         .bind(end.usage.cached_input_tokens as i64)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if updated.rows_affected() == 0 {
+        let Some(wall_secs) = updated else {
             tx.rollback().await?;
             return Ok(false);
-        }
+        };
         if !end.assistant_text.is_empty() {
             sqlx::query(
                 "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
@@ -463,6 +464,7 @@ impl RunStore {
             .await?;
         }
         tx.commit().await?;
+        record_finished(spec, end, attempts, wall_secs);
         Ok(true)
     }
 
@@ -495,6 +497,34 @@ impl RunStore {
         let bytes = bytes.ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
         RunSpec::decode(bytes.as_slice()).map_err(|e| RunsError::Corrupt(e.to_string()))
     }
+}
+
+pub fn mode_name(mode: RunMode) -> &'static str {
+    match mode {
+        RunMode::Durable => "durable",
+        _ => "inline",
+    }
+}
+
+/// Counts a finished run and observes its wall time and the platform's overhead: the wall time
+/// minus what svc-models spent on provider attempts (their latencies, fallbacks included).
+fn record_finished(spec: &RunSpec, end: &RunEnding, attempts: &[ModelAttempt], wall_secs: f64) {
+    let mode = mode_name(RunMode::try_from(spec.mode).unwrap_or(RunMode::Inline));
+    let status = match end.status {
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Cancelled => "cancelled",
+        _ => "failed",
+    };
+    let model_secs: f64 = attempts.iter().map(|a| a.latency_ms as f64 / 1000.0).sum();
+    pa_kit::metrics::RUNS_FINISHED
+        .with_label_values(&[mode, status])
+        .inc();
+    pa_kit::metrics::RUN_SECONDS
+        .with_label_values(&[mode, status])
+        .observe(wall_secs);
+    pa_kit::metrics::PLATFORM_OVERHEAD_SECONDS
+        .with_label_values(&[mode])
+        .observe((wall_secs - model_secs).max(0.0));
 }
 
 #[allow(dead_code)]

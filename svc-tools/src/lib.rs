@@ -67,6 +67,7 @@ pub async fn run(
     let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory);
     let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?
+        .metrics(config.common.metrics)
         .add_service(ToolServiceServer::with_interceptor(
             service,
             RequireIdentity(auth),

@@ -70,9 +70,16 @@ impl ToolService for ToolServiceImpl {
         let response = self
             .assembler
             .execute(&identity, &req.snapshot_id, &req.name, &req.arguments_json)
-            .await
-            .map_err(err)?;
-        Ok(Response::new(response))
+            .await;
+        let outcome = match &response {
+            Ok(r) if !r.is_error => "ok",
+            Ok(_) => "error",
+            Err(_) => "refused",
+        };
+        pa_kit::metrics::TOOL_CALLS
+            .with_label_values(&[req.name.as_str(), outcome])
+            .inc();
+        Ok(Response::new(response.map_err(err)?))
     }
 
     async fn list_integrations(

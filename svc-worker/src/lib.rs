@@ -133,14 +133,16 @@ pub async fn run(
         Worker::new(&runtime, client, options).map_err(|e| WorkerError::Worker(e.to_string()))?;
     let stop_worker = worker.shutdown_handle();
 
-    let server = GrpcServer::new(Duration::from_secs(30))?.add_service(
-        pa_proto::v1::schedule_service_server::ScheduleServiceServer::with_interceptor(
-            schedule_service,
-            pa_kit::identity::RequireIdentity(pa_kit::InternalAuth::new(
-                &config.common.internal_secret,
-            )),
-        ),
-    );
+    let server = GrpcServer::new(Duration::from_secs(30))?
+        .metrics(config.common.metrics)
+        .add_service(
+            pa_proto::v1::schedule_service_server::ScheduleServiceServer::with_interceptor(
+                schedule_service,
+                pa_kit::identity::RequireIdentity(pa_kit::InternalAuth::new(
+                    &config.common.internal_secret,
+                )),
+            ),
+        );
     server
         .health
         .set_service_status("temporal", ServingStatus::Serving)

@@ -166,6 +166,7 @@ impl MeshBuilder {
             database_url: database_url.clone(),
             redis_url,
             internal_secret: secret.clone(),
+            metrics: true,
         };
         let timeout = Duration::from_secs(30);
 

@@ -172,6 +172,17 @@ pub const COMMON: &[CommonVar] = &[
     },
     CommonVar {
         var: var(
+            "PA_METRICS",
+            "on",
+            Kind::OneOf(&["on", "off"]),
+            Helm::Value,
+            "`GET /metrics` (Prometheus text): on the gateway's HTTP port, and on each gRPC service's gRPC port (it also accepts HTTP/1.1 for the scrape); `off` answers 404.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
             "RUST_LOG",
             "info",
             Kind::Text,
@@ -981,6 +992,12 @@ pub fn values_schema() -> Value {
                     "gatewayFrom": { "description": "NetworkPolicyPeer list allowed to reach the gateway; empty = anyone.", "type": "array" },
                 },
                 "required": ["enabled"],
+                "additionalProperties": false,
+            },
+            "metrics": {
+                "description": "Prometheus: GET /metrics on every service (PA_METRICS); scrapeAnnotations adds prometheus.io/* pod annotations.",
+                "type": "object",
+                "properties": { "scrapeAnnotations": { "type": "boolean" } },
                 "additionalProperties": false,
             },
             "podSecurityContext": { "type": "object" },

@@ -45,6 +45,8 @@ pub struct CommonConfig {
     pub database_url: String,
     pub redis_url: String,
     pub internal_secret: String,
+    /// `PA_METRICS`, default on: `GET /metrics` (Prometheus) on the service's port; `off` hides it.
+    pub metrics: bool,
 }
 
 impl CommonConfig {
@@ -61,6 +63,10 @@ impl CommonConfig {
             database_url: env_or("DATABASE_URL", DEFAULT_DATABASE_URL),
             redis_url: env_or("REDIS_URL", DEFAULT_REDIS_URL),
             internal_secret: internal_secret.unwrap_or_else(|| DEV_INTERNAL_SECRET.to_string()),
+            metrics: !matches!(
+                env_or("PA_METRICS", "on").to_ascii_lowercase().as_str(),
+                "off" | "false" | "0" | "no"
+            ),
         }
     }
 }

@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 
 use crate::shutdown::Shutdown;
 
@@ -36,11 +38,14 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
         })
 }
 
-/// A tonic server builder with the standard layers, plus the health and reflection services.
+/// A tonic server builder with the standard layers, plus the health and reflection services
+/// and `GET /metrics` (Prometheus text, over HTTP/1.1 on the same port).
 pub struct GrpcServer {
     pub health: HealthReporter,
-    router: tonic::transport::server::Router,
+    server: Server<Stack<crate::metrics::GrpcMetricsLayer, Identity>>,
+    routes: Routes,
     service_names: Vec<&'static str>,
+    metrics: bool,
 }
 
 impl GrpcServer {
@@ -53,18 +58,28 @@ impl GrpcServer {
             .build_v1()?;
         // Timeout bounds each call; past the per-connection concurrency limit, calls are shed
         // with UNAVAILABLE instead of queueing without bound.
-        let router = Server::builder()
+        // HTTP/1.1 is accepted for Prometheus' scrape of /metrics; gRPC clients speak HTTP/2.
+        let server = Server::builder()
             .timeout(request_timeout)
             .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
             .load_shed(true)
             .tcp_nodelay(true)
-            .add_service(health_service)
-            .add_service(reflection);
+            .accept_http1(true)
+            .layer(crate::metrics::GrpcMetricsLayer);
+        let routes = Routes::new(health_service).add_service(reflection);
         Ok(Self {
             health,
-            router,
+            server,
+            routes,
             service_names: Vec::new(),
+            metrics: true,
         })
+    }
+
+    /// Whether `GET /metrics` answers (`PA_METRICS`, see [`crate::config::CommonConfig`]).
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
+        self
     }
 
     pub fn add_service<S>(mut self, service: S) -> Self
@@ -79,7 +94,7 @@ impl GrpcServer {
         S::Future: Send + 'static,
     {
         self.service_names.push(S::NAME);
-        self.router = self.router.add_service(service);
+        self.routes = self.routes.add_service(service);
         self
     }
 
@@ -87,9 +102,18 @@ impl GrpcServer {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
         let Self {
             health,
-            router,
+            mut server,
+            mut routes,
             service_names,
+            metrics,
         } = self;
+        let router = routes.axum_router_mut();
+        let handler = if metrics {
+            axum::routing::get(crate::metrics::serve)
+        } else {
+            axum::routing::get(crate::metrics::disabled)
+        };
+        *router = std::mem::take(router).route("/metrics", handler);
         for name in &service_names {
             health
                 .set_service_status(*name, ServingStatus::Serving)
@@ -119,7 +143,10 @@ impl GrpcServer {
                 tracing::info!(left, "drained; closing gRPC server");
             }
         };
-        router.serve_with_incoming_shutdown(incoming, stop).await?;
+        server
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod identity;
 pub mod limits;
 pub mod maintenance;
+pub mod metrics;
 pub mod redis;
 pub mod run_events;
 pub mod shutdown;

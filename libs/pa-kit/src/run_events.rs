@@ -199,6 +199,7 @@ pub async fn read_after(
                 if name != FIELD {
                     continue;
                 }
+                observe_lag(&stream_id);
                 match AgUiEvent::from_json(&json) {
                     Ok(event) => events.push(StoredEvent {
                         stream_id: stream_id.clone(),
@@ -210,6 +211,28 @@ pub async fn read_after(
         }
     }
     Ok(events)
+}
+
+/// Records how long an event sat in Redis before this read. Only ids Redis generated (`*`, the
+/// inline driver) hold a time; the durable driver's `<step>-<seq>` ids do not and are skipped.
+fn observe_lag(stream_id: &str) {
+    let Some(ms) = stream_id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<u64>().ok())
+    else {
+        return;
+    };
+    // Before 2001 = not a time.
+    if ms < 1_000_000_000_000 {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(ms);
+    crate::metrics::RUN_EVENT_LAG_SECONDS
+        .with_label_values(&["run_events"])
+        .observe(now.saturating_sub(ms) as f64 / 1000.0);
 }
 
 /// Whether a run's stream exists at all (it expires some time after the run ends).

@@ -1,0 +1,112 @@
+//! The HTTP API's OpenAPI document, generated from the handlers' `#[utoipa::path]`
+//! annotations and the JSON types' `ToSchema` derives, served at `GET /v1/openapi.json`.
+//! Every operation also declares its errors: `application/problem+json` (see `problem.rs`).
+
+use std::sync::OnceLock;
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+use crate::{admin, agui, api, api_keys, control_ws, integrations, memories};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Personal Agent HTTP API",
+        description = "REST + SSE face of the Personal Agent mesh. Authenticate with \
+            `Authorization: Bearer <OIDC JWT or pa_… API key>` (or the dev headers when \
+            PA_AUTH_MODE=dev). Every error is `application/problem+json` with a stable `code`."
+    ),
+    paths(
+        crate::root, crate::index, serve, crate::metrics, crate::healthz, crate::readyz, crate::auth_config,
+        control_ws::control,
+        api::create_chat, api::list_chats, api::get_chat, api::delete_chat, api::list_messages,
+        api::create_run, api::get_run, api::cancel_run, api::decide_tool_call, api::run_events,
+        api::list_models,
+        api_keys::create, api_keys::list, api_keys::revoke,
+        admin::list_keys, admin::put_key, admin::delete_key, admin::my_usage, admin::tenant_usage,
+        admin::list_providers, admin::upsert_provider, admin::list_all_models, admin::upsert_model,
+        admin::patch_model, admin::list_policies, admin::put_policy, admin::list_schedules,
+        admin::trigger_schedule,
+        agui::run_agent,
+        integrations::list, integrations::create, integrations::get, integrations::patch,
+        integrations::delete, integrations::get_selection, integrations::put_selection,
+        memories::list, memories::create, memories::patch, memories::delete, memories::upload_file,
+    ),
+    components(schemas(crate::problem::Problem)),
+    modifiers(&Errors),
+)]
+struct ApiDoc;
+
+/// Adds the problem+json error answer to every operation, and the two ways to authenticate.
+struct Errors;
+
+impl utoipa::Modify for Errors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let problem = ResponseBuilder::new()
+            .description(
+                "An error as RFC 9457 problem details: `{type, title, status, detail, code}` \
+                 with a stable `code` (bad_request, unauthenticated, forbidden, not_found, \
+                 conflict, too_many_requests, unavailable, …); 429 and 503 carry Retry-After",
+            )
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let operations: [&mut Option<Operation>; 5] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.responses
+                    .responses
+                    .insert("default".into(), problem.clone().into());
+            }
+        }
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An OIDC access token (JWT) or a pa_… API key"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "dev_user",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "x-pa-dev-user",
+                "PA_AUTH_MODE=dev only: act as this user",
+            ))),
+        );
+    }
+}
+
+/// The document as JSON (built once).
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi().to_pretty_json().unwrap_or_else(|err| {
+            format!(r#"{{"error": "cannot render the OpenAPI document: {err}"}}"#)
+        })
+    })
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = serde_json::Value)))]
+pub async fn serve() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
+}

@@ -1,0 +1,166 @@
+//! The OpenAPI document served at /v1/openapi.json describes exactly the routes the gateway's
+//! router registers, and declares the problem+json errors every endpoint can answer.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// The real router, with backends that refuse connections and no authenticator: every API call
+/// is a 401 problem, which is enough to tell a routed request from the fallback's 404.
+fn app() -> axum::Router {
+    let mut config = svc_gateway::Config::from_env().expect("config from the environment");
+    config.auth_mode = svc_gateway::AuthMode::Disabled;
+    config.oidc = None;
+    config.web_dir = None;
+    config.worker_url = None;
+    // Port 9 (discard) is closed here: /readyz answers "down" at once.
+    for url in [
+        &mut config.runs_url,
+        &mut config.models_url,
+        &mut config.tools_url,
+        &mut config.memory_url,
+    ] {
+        *url = "http://127.0.0.1:9".into();
+    }
+    let state = svc_gateway::build_state(&config, pa_kit::Shutdown::new(), None).expect("state");
+    svc_gateway::router(state)
+}
+
+async fn call(app: &axum::Router, method: Method, uri: &str) -> (StatusCode, String, Value) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+        .await
+        .expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, content_type, body)
+}
+
+async fn document(app: &axum::Router) -> Value {
+    let (status, content_type, doc) = call(app, Method::GET, "/v1/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    assert!(doc.is_object(), "the document is JSON");
+    doc
+}
+
+/// (method, path) of every operation in the document.
+fn operations(doc: &Value) -> Vec<(String, String)> {
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut ops = Vec::new();
+    for (path, item) in paths {
+        for (method, _) in item.as_object().expect("path item") {
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
+            {
+                ops.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn the_document_is_openapi_3_and_covers_every_route() {
+    let app = app();
+    let doc = document(&app).await;
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3."), "OpenAPI 3.x, got {version}");
+    assert!(doc["info"]["title"].as_str().is_some_and(|t| !t.is_empty()));
+
+    // Every route the router registers is documented …
+    let routes = svc_gateway::routes();
+    assert!(routes.len() > 40, "the route table is the router's");
+    let documented = operations(&doc);
+    let missing: Vec<String> = routes
+        .iter()
+        .filter(|(m, p)| !documented.contains(&(m.to_string(), p.to_string())))
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "routes without OpenAPI docs: {missing:?}"
+    );
+    // … and nothing else is.
+    let extra: Vec<String> = documented
+        .iter()
+        .filter(|(m, p)| !routes.iter().any(|(rm, rp)| rm.as_str() == m && rp == p))
+        .map(|(m, p)| format!("{m} {p}"))
+        .collect();
+    assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    // routes() and the router come from one table; this checks the router itself answers each
+    // documented operation with a handler rather than the fallback or a 405.
+    let app = app();
+    let doc = document(&app).await;
+    for (method, path) in operations(&doc) {
+        let uri = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        let uri = if uri.is_empty() { "/".to_string() } else { uri };
+        let method = Method::from_bytes(method.as_bytes()).expect("method");
+        let (status, _, body) = call(&app, method.clone(), &uri).await;
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(
+            !detail.contains("no such endpoint") && !detail.contains("method not allowed"),
+            "{method} {uri} is documented but not routed: {status} {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn errors_are_declared_as_problem_json() {
+    let app = app();
+    let doc = document(&app).await;
+    let problem = &doc["components"]["schemas"]["Problem"];
+    let properties = problem["properties"]
+        .as_object()
+        .expect("Problem properties");
+    for field in ["type", "title", "status", "detail", "code"] {
+        assert!(properties.contains_key(field), "Problem.{field}");
+    }
+    for (method, path) in operations(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let schema = &op["responses"]["default"]["content"]["application/problem+json"]["schema"];
+        assert_eq!(
+            schema["$ref"], "#/components/schemas/Problem",
+            "{method} {path} declares its problem+json errors"
+        );
+    }
+    // A real error matches the declared shape.
+    let (status, content_type, body) = call(&app, Method::GET, "/v1/chats").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(content_type, "application/problem+json");
+    let body = body.as_object().expect("problem object");
+    for key in body.keys() {
+        assert!(
+            properties.contains_key(key),
+            "undeclared problem field {key}"
+        );
+    }
+    for required in problem["required"].as_array().expect("required") {
+        let required = required.as_str().expect("name");
+        assert!(body.contains_key(required), "missing {required}");
+    }
+}
