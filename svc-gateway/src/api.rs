@@ -7,14 +7,15 @@ use axum::response::IntoResponse;
 use pa_kit::PaError;
 use pa_proto::v1::{
     CancelRunRequest, CreateChatRequest, CreateRunRequest, DeleteChatRequest, GetChatRequest,
-    GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest, RunMode,
+    GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest, RenameChatRequest,
+    RunMode,
 };
 use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::dto::{
     ChatJson, CreateChatBody, CreateRunBody, MessageJson, ModelJson, Page, PageQuery,
-    RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
+    RenameChatBody, RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
 };
 use crate::problem::ApiError;
 use crate::sse;
@@ -113,6 +114,26 @@ pub async fn get_chat(
         .runs
         .clone()
         .get_chat(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(chat.into()))
+}
+
+/// `PATCH /v1/chats/{id}` `{title}`: renames the chat; svc-runs validates the title.
+pub async fn rename_chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    ApiJson(body): ApiJson<RenameChatBody>,
+) -> ApiResult<Json<ChatJson>> {
+    let request = RenameChatRequest {
+        chat_id,
+        title: body.title,
+    };
+    let chat = state
+        .runs
+        .clone()
+        .rename_chat(state.auth.request(&identity, request))
         .await?
         .into_inner();
     Ok(Json(chat.into()))

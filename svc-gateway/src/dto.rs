@@ -105,6 +105,13 @@ pub struct CreateChatBody {
     pub classification: Option<String>,
 }
 
+/// The body of `PATCH /v1/chats/{id}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameChatBody {
+    pub title: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunBody {

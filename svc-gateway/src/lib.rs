@@ -46,7 +46,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chats", post(api::create_chat).get(api::list_chats))
         .route(
             "/v1/chats/{id}",
-            get(api::get_chat).delete(api::delete_chat),
+            get(api::get_chat)
+                .patch(api::rename_chat)
+                .delete(api::delete_chat),
         )
         .route("/v1/chats/{id}/messages", get(api::list_messages))
         .route("/v1/chats/{id}/runs", post(api::create_run))
@@ -142,7 +144,7 @@ async fn index() -> axum::Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "endpoints": [
             "POST /v1/chats", "GET /v1/chats", "GET /v1/chats/{id}", "DELETE /v1/chats/{id}",
-            "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
+            "PATCH /v1/chats/{id}", "GET /v1/chats/{id}/messages", "POST /v1/chats/{id}/runs", "GET /v1/runs/{id}",
             "POST /v1/runs/{id}/cancel", "GET /v1/runs/{id}/events", "GET /v1/models",
             "POST /v1/ag-ui", "POST /v1/me/api-keys", "GET /v1/me/api-keys", "DELETE /v1/me/api-keys/{id}",
             "GET /v1/auth/config", "GET /v1/me/keys", "PUT /v1/me/keys/{provider}",
