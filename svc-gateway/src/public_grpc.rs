@@ -13,7 +13,7 @@ use pa_proto::v1::{
     CancelRunRequest, Chat, CreateChatRequest, CreateRunRequest, CreateRunResponse,
     DeleteChatRequest, DeleteChatResponse, EmbedRequest, EmbedResponse, GetChatRequest,
     GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
-    ListMessagesResponse, ListModelsRequest, RenameChatRequest, ListModelsResponse, ModelSelection,
+    ListMessagesResponse, ListModelsRequest, ListModelsResponse, ModelSelection, RenameChatRequest,
     ResolveModelRequest, Run, RunEvent, StreamChatChunk, StreamChatRequest, StreamRunEventsRequest,
 };
 use tonic::{Request, Response, Status};

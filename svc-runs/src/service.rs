@@ -12,7 +12,8 @@ use pa_proto::v1::{
     CancelRunRequest, Chat, ControlAck, ControlCommand, CreateChatRequest, CreateRunRequest,
     CreateRunResponse, DataClassification, DeleteChatRequest, DeleteChatResponse, GetChatRequest,
     GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
-    ListMessagesResponse, RenameChatRequest, Run, RunEvent, StreamRunEventsRequest, control_command,
+    ListMessagesResponse, RenameChatRequest, Run, RunEvent, StreamRunEventsRequest,
+    control_command,
 };
 use tonic::{Request, Response, Status};
 

@@ -37,7 +37,8 @@ async fn a_chat_is_renamed_and_bad_titles_or_foreign_chats_are_refused() -> R {
     let path = format!("/v1/chats/{chat_id}");
     let (_, before) = mesh.get_json(&path).await?;
 
-    let (status, _, renamed) = patch(&mesh, &path, &json!({"title": "  New title  "}), None).await?;
+    let (status, _, renamed) =
+        patch(&mesh, &path, &json!({"title": "  New title  "}), None).await?;
     assert_eq!(status, 200, "{renamed}");
     assert_eq!(renamed["title"], "New title", "the title is trimmed");
     assert_eq!(renamed["id"], json!(chat_id));
