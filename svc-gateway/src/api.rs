@@ -9,6 +9,7 @@ use pa_proto::v1::control_command::{Command, ToolCallDecision};
 use pa_proto::v1::{
     CancelRunRequest, ControlCommand, CreateChatRequest, CreateRunRequest, DeleteChatRequest,
     GetChatRequest, GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest,
+    RenameChatRequest,
     RunMode,
 };
 use serde::Deserialize;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use crate::auth::Caller;
 use crate::dto::{
     ChatJson, CreateChatBody, CreateRunBody, MessageJson, ModelJson, Page, PageQuery,
-    RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
+    RenameChatBody, RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
 };
 use crate::problem::ApiError;
 use crate::sse;
@@ -118,6 +119,27 @@ pub async fn get_chat(
         .runs
         .clone()
         .get_chat(state.auth.request(&identity, request))
+        .await?
+        .into_inner();
+    Ok(Json(chat.into()))
+}
+
+/// `PATCH /v1/chats/{id}` `{title}`: renames the chat; svc-runs validates the title.
+#[utoipa::path(patch, path = "/v1/chats/{id}", tag = "chats", params(("id" = String, Path, description = "The chat id")), request_body = RenameChatBody, responses((status = 200, description = "The renamed chat", body = ChatJson)))]
+pub async fn rename_chat(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(chat_id): Path<String>,
+    ApiJson(body): ApiJson<RenameChatBody>,
+) -> ApiResult<Json<ChatJson>> {
+    let request = RenameChatRequest {
+        chat_id,
+        title: body.title,
+    };
+    let chat = state
+        .runs
+        .clone()
+        .rename_chat(state.auth.request(&identity, request))
         .await?
         .into_inner();
     Ok(Json(chat.into()))

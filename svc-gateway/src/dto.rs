@@ -106,6 +106,13 @@ pub struct CreateChatBody {
     pub classification: Option<String>,
 }
 
+/// The body of `PATCH /v1/chats/{id}`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameChatBody {
+    pub title: String,
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunBody {

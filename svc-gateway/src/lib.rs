@@ -72,6 +72,7 @@ fn table() -> Vec<Route> {
         post("/v1/chats", api::create_chat),
         get("/v1/chats", api::list_chats),
         get("/v1/chats/{id}", api::get_chat),
+        patch("/v1/chats/{id}", api::rename_chat),
         delete("/v1/chats/{id}", api::delete_chat),
         get("/v1/chats/{id}/messages", api::list_messages),
         post("/v1/chats/{id}/runs", api::create_run),

@@ -13,7 +13,7 @@ use pa_proto::v1::{
     CancelRunRequest, Chat, CreateChatRequest, CreateRunRequest, CreateRunResponse,
     DeleteChatRequest, DeleteChatResponse, EmbedRequest, EmbedResponse, GetChatRequest,
     GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
-    ListMessagesResponse, ListModelsRequest, ListModelsResponse, ModelSelection,
+    ListMessagesResponse, ListModelsRequest, ListModelsResponse, ModelSelection, RenameChatRequest,
     ResolveModelRequest, Run, RunEvent, StreamChatChunk, StreamChatRequest, StreamRunEventsRequest,
 };
 use tonic::{Request, Response, Status};
@@ -100,6 +100,18 @@ impl RunService for PublicApi {
             .runs
             .clone()
             .delete_chat(self.forward(&id, request.into_inner()))
+            .await
+    }
+
+    async fn rename_chat(
+        &self,
+        request: Request<RenameChatRequest>,
+    ) -> Result<Response<Chat>, Status> {
+        let id = self.caller(&request, &format!("{RUNS}RenameChat")).await?;
+        self.state
+            .runs
+            .clone()
+            .rename_chat(self.forward(&id, request.into_inner()))
             .await
     }
 

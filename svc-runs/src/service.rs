@@ -12,7 +12,8 @@ use pa_proto::v1::{
     CancelRunRequest, Chat, ControlAck, ControlCommand, CreateChatRequest, CreateRunRequest,
     CreateRunResponse, DataClassification, DeleteChatRequest, DeleteChatResponse, GetChatRequest,
     GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
-    ListMessagesResponse, Run, RunEvent, StreamRunEventsRequest, control_command,
+    ListMessagesResponse, RenameChatRequest, Run, RunEvent, StreamRunEventsRequest,
+    control_command,
 };
 use tonic::{Request, Response, Status};
 
@@ -70,6 +71,16 @@ impl RunServiceImpl {
     }
 }
 
+/// Creating and renaming a chat share one limit on the (trimmed) title.
+fn check_title_length(title: &str) -> Result<(), RunsError> {
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(RunsError::Invalid(format!(
+            "title is over {MAX_TITLE_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
 type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -81,11 +92,7 @@ impl RunService for RunServiceImpl {
         let identity = request.identity()?;
         let req = request.into_inner();
         let title = req.title.trim();
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(
-                RunsError::Invalid(format!("title is over {MAX_TITLE_CHARS} characters")).into(),
-            );
-        }
+        check_title_length(title)?;
         let title = if title.is_empty() { "New chat" } else { title };
         let classification = match DataClassification::try_from(req.classification) {
             Ok(DataClassification::Unspecified) => DataClassification::Internal,
@@ -151,6 +158,25 @@ impl RunService for RunServiceImpl {
         // The chat is gone; so is what its runs streamed.
         self.launcher.sink.delete(&runs).await?;
         Ok(Response::new(DeleteChatResponse {}))
+    }
+
+    async fn rename_chat(
+        &self,
+        request: Request<RenameChatRequest>,
+    ) -> Result<Response<Chat>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let title = req.title.trim();
+        if title.is_empty() {
+            return Err(RunsError::Invalid("title must not be empty".into()).into());
+        }
+        check_title_length(title)?;
+        let chat = self
+            .launcher
+            .store
+            .rename_chat(&identity, &req.chat_id, title)
+            .await?;
+        Ok(Response::new(chat))
     }
 
     async fn list_messages(

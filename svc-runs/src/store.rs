@@ -218,6 +218,30 @@ impl RunStore {
         Ok((chats, next))
     }
 
+    /// Sets the title of one of the caller's chats (not a deleted one) and bumps `updated_at`.
+    pub async fn rename_chat(
+        &self,
+        identity: &Identity,
+        id: &str,
+        title: &str,
+    ) -> Result<Chat, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let row = sqlx::query(
+            "UPDATE chats SET title = $4, updated_at = now() \
+             WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND deleted_at IS NULL \
+             RETURNING id, title, classification, created_at, updated_at",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(id)
+        .bind(title)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let row = row.ok_or_else(|| RunsError::ChatNotFound(id.to_string()))?;
+        Ok(chat_from_row(&row)?)
+    }
+
     /// Deletes the chat: from now on it is gone for every read (its messages and runs go with it
     /// when the `purge_deleted_chats` schedule removes it after the retention). Returns the ids
     /// of its runs.

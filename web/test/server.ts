@@ -53,3 +53,37 @@ export async function startSseServer(opts: { tokens: string[]; dropAfter?: numbe
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
   };
 }
+
+/** A local JSON API: `handle` answers each request (status + body); every request is recorded. */
+export interface JsonServer {
+  url: string;
+  requests: { method: string; path: string; body: unknown }[];
+  close: () => Promise<void>;
+}
+
+export async function startJsonServer(
+  handle: (method: string, path: string, body: unknown) => { status: number; body?: unknown },
+): Promise<JsonServer> {
+  const requests: JsonServer['requests'] = [];
+  const server = http.createServer((req, res) => {
+    let raw = '';
+    req.on('data', (chunk: Buffer) => { raw += chunk.toString(); });
+    req.on('end', () => {
+      const body: unknown = raw ? JSON.parse(raw) : null;
+      const method = req.method ?? 'GET';
+      const path = req.url ?? '';
+      requests.push({ method, path, body });
+      const answer = handle(method, path, body);
+      const type = answer.status >= 400 ? 'application/problem+json' : 'application/json';
+      if (answer.body === undefined) res.writeHead(answer.status).end();
+      else res.writeHead(answer.status, { 'content-type': type }).end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}

@@ -7,6 +7,8 @@ import { api, type Chat, type Page } from '@/api/http';
 
 export const CLASSIFICATIONS = ['public', 'internal', 'confidential', 'restricted'] as const;
 export type Classification = (typeof CLASSIFICATIONS)[number];
+/** The gateway's limit on a chat title (svc-runs MAX_TITLE_CHARS). */
+export const MAX_TITLE_CHARS = 200;
 
 export const useChats = defineStore('chats', {
   state: () => ({
@@ -48,10 +50,12 @@ export const useChats = defineStore('chats', {
       this.items.unshift(chat);
       return chat;
     },
-    async rename(id: string, title: string): Promise<void> {
-      const chat = await api<Chat>(`/v1/chats/${id}`, { method: 'PATCH', body: { title } });
+    /** PATCH /v1/chats/{id}; the server trims and validates the title (ApiError 400/404). */
+    async rename(id: string, title: string): Promise<Chat> {
+      const chat = await api<Chat>(`/v1/chats/${encodeURIComponent(id)}`, { method: 'PATCH', body: { title: title.trim() } });
       const i = this.items.findIndex((c) => c.id === id);
-      if (i >= 0) this.items[i] = chat ?? { ...this.items[i]!, title };
+      if (i >= 0) this.items[i] = chat;
+      return chat;
     },
     async remove(id: string): Promise<void> {
       await api<void>(`/v1/chats/${id}`, { method: 'DELETE' });
