@@ -9,8 +9,7 @@ use pa_proto::v1::control_command::{Command, ToolCallDecision};
 use pa_proto::v1::{
     CancelRunRequest, ControlCommand, CreateChatRequest, CreateRunRequest, DeleteChatRequest,
     GetChatRequest, GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest,
-    RenameChatRequest,
-    RunMode,
+    RenameChatRequest, RunMode,
 };
 use serde::Deserialize;
 

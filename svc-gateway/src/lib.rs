@@ -78,7 +78,10 @@ fn table() -> Vec<Route> {
         post("/v1/chats/{id}/runs", api::create_run),
         get("/v1/runs/{id}", api::get_run),
         post("/v1/runs/{id}/cancel", api::cancel_run),
-        post("/v1/runs/{id}/approvals/{tool_call_id}", api::decide_tool_call),
+        post(
+            "/v1/runs/{id}/approvals/{tool_call_id}",
+            api::decide_tool_call,
+        ),
         get("/v1/runs/{id}/events", api::run_events),
         get("/v1/models", api::list_models),
         post("/v1/me/api-keys", api_keys::create),

@@ -87,7 +87,7 @@ const fn var(
 const ALL: &[&str] = &["gateway", "runs", "models", "tools", "memory", "worker"];
 const WITH_DB: &[&str] = &["gateway", "runs", "models", "tools", "memory"];
 const WITH_TIMEOUT: &[&str] = &["runs", "models", "tools", "memory"];
-const WITH_RLS: &[&str] = &["gateway", "runs", "tools", "memory"];
+const WITH_RLS: &[&str] = &["gateway", "runs", "models", "tools", "memory"];
 const SECRET: Helm = Helm::Secret { optional: false };
 const OPTIONAL_SECRET: Helm = Helm::Secret { optional: true };
 

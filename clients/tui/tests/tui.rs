@@ -152,8 +152,25 @@ async fn a_run_error_mid_stream_exits_2() -> R {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // The echo has a preface of a few tokens; 1 s in, "w0" has streamed and w199 is ~7 s away.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Wait until "w0" has streamed (the run may first recall memories); w199 is ~7 s later.
+    let mut last: Option<String> = None;
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "w0 never streamed");
+        let next = mesh.read_events(&run_id, last.as_deref(), Some(1)).await?;
+        let Some(event) = next.into_iter().next() else {
+            continue;
+        };
+        last = event.id.clone();
+        if event.event_type() == "TEXT_MESSAGE_CONTENT"
+            && event.data["delta"]
+                .as_str()
+                .is_some_and(|d| d.contains("w0"))
+        {
+            break;
+        }
+    }
+    // Give pa-tui a moment to print what it received.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, run) = mesh
         .post_json(&format!("/v1/runs/{run_id}/cancel"), &serde_json::json!({}))
         .await?;

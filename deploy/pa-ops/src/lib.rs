@@ -46,7 +46,7 @@ pub const SCHEMAS: &[Schema] = &[
     Schema {
         service: "svc-models",
         schema: "models",
-        rls: false,
+        rls: true,
         migrator: &MODELS,
     },
     Schema {
