@@ -165,7 +165,7 @@ install_pgvector() {
   local work="$DEV/build/pgvector-$PGVECTOR_VERSION" tarball="$DEV/build/pgvector-$PGVECTOR_VERSION.tar.gz"
   mkdir -p "$DEV/build"
   log "pgvector: CPU lacks AVX-512; building a portable vector.so $PGVECTOR_VERSION"
-  if ! echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet 2>/dev/null; then
+  if [[ ! -f $tarball ]] || ! echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet >/dev/null 2>&1; then
     curl -fsSL --retry 3 -o "$tarball" "$PGVECTOR_URL" || die "pgvector: cannot download $PGVECTOR_URL"
     echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet || die "pgvector: checksum mismatch for $tarball"
   fi
