@@ -188,19 +188,10 @@ impl pa_proto::v1::maintenance_service_server::MaintenanceService for crate::ree
         &self,
         request: Request<pa_proto::v1::RunMaintenanceRequest>,
     ) -> Result<Response<pa_proto::v1::RunMaintenanceResponse>, Status> {
-        pa_kit::identity::require_internal(&request.identity()?)?;
-        let request = request.into_inner();
-        let (affected, more) = match request.task.as_str() {
-            // Each memory costs an embedding: smaller batches than a plain row update.
-            "reembed_memories" => self
-                .run(pa_kit::maintenance::batch(request.limit).min(256))
-                .await
-                .map_err(PaError::from)?,
-            other => return Err(pa_kit::maintenance::unknown_task("svc-memory", other).into()),
-        };
-        Ok(Response::new(pa_proto::v1::RunMaintenanceResponse {
-            affected,
-            more,
-        }))
+        // Each memory costs an embedding: smaller batches than a plain row update.
+        pa_kit::maintenance::answer("svc-memory", "reembed_memories", 256, request, |limit| {
+            self.run(limit)
+        })
+        .await
     }
 }

@@ -408,19 +408,10 @@ impl pa_proto::v1::maintenance_service_server::MaintenanceService for crate::usa
         &self,
         request: Request<pa_proto::v1::RunMaintenanceRequest>,
     ) -> Result<Response<pa_proto::v1::RunMaintenanceResponse>, Status> {
-        pa_kit::identity::require_internal(&request.identity()?)?;
-        let request = request.into_inner();
-        let (affected, more) = match request.task.as_str() {
-            // A batch is days here: at most a year of them per call.
-            "rollup_usage" => self
-                .rollup(pa_kit::maintenance::batch(request.limit).min(366))
-                .await
-                .map_err(PaError::from)?,
-            other => return Err(pa_kit::maintenance::unknown_task("svc-models", other).into()),
-        };
-        Ok(Response::new(pa_proto::v1::RunMaintenanceResponse {
-            affected,
-            more,
-        }))
+        // A batch is days here: at most a year of them per call.
+        pa_kit::maintenance::answer("svc-models", "rollup_usage", 366, request, |days| {
+            self.rollup(days)
+        })
+        .await
     }
 }

@@ -331,19 +331,13 @@ impl pa_proto::v1::maintenance_service_server::MaintenanceService
         &self,
         request: Request<pa_proto::v1::RunMaintenanceRequest>,
     ) -> Result<Response<pa_proto::v1::RunMaintenanceResponse>, Status> {
-        pa_kit::identity::require_internal(&request.identity()?)?;
-        let request = request.into_inner();
-        let limit = pa_kit::maintenance::batch(request.limit);
-        let (affected, more) = match request.task.as_str() {
-            "purge_deleted_chats" => self
-                .purge_deleted_chats(limit)
-                .await
-                .map_err(PaError::from)?,
-            other => return Err(pa_kit::maintenance::unknown_task("svc-runs", other).into()),
-        };
-        Ok(Response::new(pa_proto::v1::RunMaintenanceResponse {
-            affected,
-            more,
-        }))
+        pa_kit::maintenance::answer(
+            "svc-runs",
+            "purge_deleted_chats",
+            pa_kit::maintenance::MAX_BATCH,
+            request,
+            |limit| self.purge_deleted_chats(limit),
+        )
+        .await
     }
 }

@@ -1,7 +1,10 @@
 //! The shared half of the MaintenanceService contract (durable.proto): each service runs the
 //! tasks over its own tables; this holds who may ask and how big one batch is.
 
+use pa_proto::v1::{RunMaintenanceRequest, RunMaintenanceResponse};
+
 use crate::error::PaError;
+use crate::identity::{RequestIdentity, require_internal};
 
 /// Rows per call when the caller leaves `limit` at 0.
 pub const DEFAULT_BATCH: u32 = 500;
@@ -18,10 +21,37 @@ pub fn batch(limit: u32) -> u32 {
 }
 
 /// A task this service does not own.
-pub fn unknown_task(service: &str, task: &str) -> PaError {
+fn unknown_task(service: &str, task: &str) -> PaError {
     PaError::unimplemented(format!(
         "{service} does not run the maintenance task {task:?}"
     ))
+}
+
+/// Answers a MaintenanceService call for a `service` that owns one `task`: only internal
+/// callers, only that task, one batch of at most `cap` rows done by `run`.
+pub async fn answer<Fut, E>(
+    service: &str,
+    task: &str,
+    cap: u32,
+    request: tonic::Request<RunMaintenanceRequest>,
+    run: impl FnOnce(u32) -> Fut,
+) -> Result<tonic::Response<RunMaintenanceResponse>, tonic::Status>
+where
+    Fut: std::future::Future<Output = Result<(u64, bool), E>>,
+    PaError: From<E>,
+{
+    require_internal(&request.identity()?)?;
+    let request = request.into_inner();
+    if request.task != task {
+        return Err(unknown_task(service, &request.task).into());
+    }
+    let (affected, more) = run(batch(request.limit).min(cap))
+        .await
+        .map_err(PaError::from)?;
+    Ok(tonic::Response::new(RunMaintenanceResponse {
+        affected,
+        more,
+    }))
 }
 
 #[cfg(test)]
