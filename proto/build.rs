@@ -36,6 +36,11 @@ const OPTIONAL_FIELDS: &[&str] = &[
     "error_code",
     "error_message",
     "finished_at_ms",
+    "description",
+    "parent_tool_call_id",
+    "parent_subagent_run_id",
+    "result",
+    "outcome",
 ];
 
 /// `*_json` string fields whose content is embedded as JSON on the wire.

@@ -14,9 +14,15 @@ impl std::fmt::Display for WireError {
 
 impl std::error::Error for WireError {}
 
+/// The wire name of [`AgUiEvent::subagent_run_id`].
+const SUBAGENT_RUN_ID: &str = "subagentRunId";
+
 impl AgUiEvent {
     pub fn new(event: Event) -> Self {
-        Self { event: Some(event) }
+        Self {
+            event: Some(event),
+            subagent_run_id: None,
+        }
     }
 
     /// The AG-UI JSON: `{"type":"TEXT_MESSAGE_CONTENT","messageId":"…","delta":"…"}`.
@@ -25,12 +31,51 @@ impl AgUiEvent {
             .event
             .as_ref()
             .ok_or_else(|| WireError("empty event".into()))?;
-        serde_json::to_string(event).map_err(|e| WireError(e.to_string()))
+        let Some(subagent_run_id) = &self.subagent_run_id else {
+            return serde_json::to_string(event).map_err(|e| WireError(e.to_string()));
+        };
+        // Attribution sits beside the event's own fields, as AG-UI puts it.
+        let mut value = serde_json::to_value(event).map_err(|e| WireError(e.to_string()))?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert(
+                SUBAGENT_RUN_ID.into(),
+                serde_json::Value::String(subagent_run_id.clone()),
+            );
+        }
+        serde_json::to_string(&value).map_err(|e| WireError(e.to_string()))
     }
 
     pub fn from_json(json: &str) -> Result<Self, WireError> {
-        let event: Event = serde_json::from_str(json).map_err(|e| WireError(e.to_string()))?;
-        Ok(Self::new(event))
+        if !json.contains(SUBAGENT_RUN_ID) {
+            let event: Event = serde_json::from_str(json).map_err(|e| WireError(e.to_string()))?;
+            return Ok(Self::new(event));
+        }
+        let mut value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| WireError(e.to_string()))?;
+        // SUBAGENT_STARTED / _FINISHED / _ERROR name their sub-run in a field of their own.
+        let own_field = value["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("SUBAGENT_"));
+        let subagent_run_id = if own_field {
+            None
+        } else {
+            value
+                .as_object_mut()
+                .and_then(|o| o.remove(SUBAGENT_RUN_ID))
+                .and_then(|v| v.as_str().map(str::to_string))
+        };
+        let event: Event = serde_json::from_value(value).map_err(|e| WireError(e.to_string()))?;
+        Ok(Self {
+            event: Some(event),
+            subagent_run_id,
+        })
+    }
+
+    /// This event, attributed to the sub-agent run `subagent_run_id` (relayed into a parent's
+    /// stream).
+    pub fn attributed_to(mut self, subagent_run_id: &str) -> Self {
+        self.subagent_run_id = Some(subagent_run_id.to_string());
+        self
     }
 
     /// The AG-UI `type` name, e.g. `RUN_FINISHED`.
@@ -75,6 +120,9 @@ impl Event {
             Event::ReasoningEnd(_) => "REASONING_END",
             Event::Custom(_) => "CUSTOM",
             Event::Raw(_) => "RAW",
+            Event::SubagentStarted(_) => "SUBAGENT_STARTED",
+            Event::SubagentFinished(_) => "SUBAGENT_FINISHED",
+            Event::SubagentError(_) => "SUBAGENT_ERROR",
         }
     }
 }
@@ -123,6 +171,37 @@ mod tests {
         assert_eq!(json, r#"{"type":"STATE_SNAPSHOT","snapshot":{"a":[1,2]}}"#);
         assert_eq!(AgUiEvent::from_json(&json).unwrap(), event);
         assert_eq!(event.type_name(), "STATE_SNAPSHOT");
+    }
+
+    #[test]
+    fn subagent_attribution_rides_beside_the_event_fields_and_round_trips() {
+        let event = AgUiEvent::new(Event::TextMessageContent(TextMessageContent {
+            message_id: "m1".into(),
+            delta: "hi".into(),
+            timestamp: None,
+        }))
+        .attributed_to("sub-1");
+        let json = event.to_json().unwrap();
+        assert_eq!(
+            json,
+            r#"{"delta":"hi","messageId":"m1","subagentRunId":"sub-1","type":"TEXT_MESSAGE_CONTENT"}"#
+        );
+        assert_eq!(AgUiEvent::from_json(&json).unwrap(), event);
+        let plain = AgUiEvent::from_json(
+            r#"{"type":"TEXT_MESSAGE_CONTENT","messageId":"m1","delta":"hi"}"#,
+        )
+        .unwrap();
+        assert_eq!(plain.subagent_run_id, None);
+        // A SUBAGENT_* event's own subagentRunId is its field, not an attribution.
+        let started = AgUiEvent::from_json(
+            r#"{"type":"SUBAGENT_STARTED","subagentRunId":"sub-2","name":"explore"}"#,
+        )
+        .unwrap();
+        assert_eq!(started.subagent_run_id, None);
+        match started.event {
+            Some(Event::SubagentStarted(s)) => assert_eq!(s.subagent_run_id, "sub-2"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

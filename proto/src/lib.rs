@@ -48,3 +48,20 @@ pub mod json_string {
         serde_json::to_string(&value).map_err(serde::de::Error::custom)
     }
 }
+
+/// The sub-agent tools: offered by svc-tools like any first-party tool, but run by the run's
+/// driver (inline or durable), which starts a sub-run through svc-runs' launch_run.
+pub mod subagents {
+    /// A sub-agent with only the read-only tools.
+    pub const EXPLORE: &str = "explore";
+    /// A sub-agent with the parent's tools (under its own model's tag gate).
+    pub const DELEGATE: &str = "delegate";
+    /// Several sub-agent steps, one after the other, each a durable sub-run.
+    pub const RUN_AGENTS_SCRIPT: &str = "run_agents_script";
+    /// The `source` of these tools in a toolset.
+    pub const SOURCE: &str = "subagent";
+
+    pub fn is_subagent_tool(name: &str) -> bool {
+        matches!(name, EXPLORE | DELEGATE | RUN_AGENTS_SCRIPT)
+    }
+}

@@ -206,6 +206,9 @@ pub struct RunJson {
     pub status: &'static str,
     pub model: ModelChoiceJson,
     pub usage: UsageJson,
+    /// The run's usage with all its sub-agent runs' (only where the run was read on its own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_with_sub_runs: Option<UsageJson>,
     /// Every model attempt, fallbacks included, in order.
     pub attempts: Vec<AttemptJson>,
     pub error: Option<RunErrorJson>,
@@ -213,6 +216,20 @@ pub struct RunJson {
     pub created_at: String,
     pub finished_at: Option<String>,
     pub events_url: String,
+}
+
+impl From<pa_proto::v1::Usage> for UsageJson {
+    fn from(usage: pa_proto::v1::Usage) -> Self {
+        Self {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            total_tokens: usage.total_tokens,
+            model_requests: usage.model_requests,
+            tool_calls: usage.tool_calls,
+            cost_micros: usage.cost_micros,
+            cached_input_tokens: usage.cached_input_tokens,
+        }
+    }
 }
 
 impl From<Run> for RunJson {
@@ -234,15 +251,8 @@ impl From<Run> for RunJson {
                 provider_tags: model.provider_tags,
                 fallbacks: model.fallback_labels,
             },
-            usage: UsageJson {
-                input_tokens: usage.input_tokens,
-                output_tokens: usage.output_tokens,
-                total_tokens: usage.total_tokens,
-                model_requests: usage.model_requests,
-                tool_calls: usage.tool_calls,
-                cost_micros: usage.cost_micros,
-                cached_input_tokens: usage.cached_input_tokens,
-            },
+            usage: UsageJson::from(usage),
+            usage_with_sub_runs: run.usage_with_sub_runs.map(UsageJson::from),
             attempts: run.attempts.into_iter().map(AttemptJson::from).collect(),
             error,
             created_at: time(run.created_at_ms),

@@ -136,7 +136,32 @@ pub fn router(state: AppState) -> Router {
         .fallback(static_files::fallback)
         .method_not_allowed_fallback(problem::method_not_allowed)
         .layer(axum::middleware::from_fn(pa_kit::metrics::track_http))
+        .layer(axum::middleware::from_fn(trace_http))
         .with_state(state)
+}
+
+/// Every request's span: the root of a run's trace (or a child of the caller's W3C
+/// `traceparent`); the calls it makes to the services continue it.
+async fn trace_http(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "http.server",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        pa.service = "svc-gateway",
+    );
+    pa_kit::trace::adopt_from_headers(&span, request.headers());
+    tracing::Instrument::instrument(next.run(request), span).await
 }
 
 /// The web app when it is built, else the API's index.
@@ -317,6 +342,7 @@ pub async fn run(
                 state: state.clone(),
             };
             let server = pa_kit::grpc::GrpcServer::new(std::time::Duration::from_secs(30))?
+                .named("svc-gateway")
                 .metrics(config.common.metrics)
                 .add_service(pa_proto::v1::run_service_server::RunServiceServer::new(
                     api.clone(),

@@ -46,6 +46,7 @@ pub async fn run(
     let server = MemoryServiceServer::new(service::MemoryServiceImpl::new(memories))
         .max_decoding_message_size(MAX_MESSAGE_BYTES);
     GrpcServer::new(config.request_timeout)?
+        .named("svc-memory")
         .metrics(config.common.metrics)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             server,

@@ -103,6 +103,7 @@ pub async fn run(
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let guard = RequireIdentity(auth);
     GrpcServer::new(config.request_timeout)?
+        .named("svc-models")
         .metrics(config.common.metrics)
         .add_service(ModelServiceServer::with_interceptor(
             services.clone(),

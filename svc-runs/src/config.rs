@@ -19,7 +19,8 @@ pub struct Config {
     /// `PA_REQUEST_TIMEOUT_MS`, default 30000.
     pub request_timeout: Duration,
     /// `PA_RUN_MAX_MODEL_REQUESTS` (default 16), `PA_RUN_MAX_TOOL_CALLS` (default 32),
-    /// `PA_RUN_MAX_TOTAL_TOKENS` (default 0 = unlimited): per-run limits.
+    /// `PA_RUN_MAX_TOTAL_TOKENS` (default 0 = unlimited), `PA_RUN_MAX_SUBAGENT_DEPTH` (default
+    /// 2): per-run limits. A sub-agent run gets what is left of its parent's.
     pub limits: UsageLimits,
     /// `PA_DAILY_TOKEN_BUDGET`, default 0 (unlimited): tokens a user may spend per UTC day;
     /// checked before a run starts.
@@ -55,7 +56,7 @@ impl Config {
                 max_model_requests: env_parse("PA_RUN_MAX_MODEL_REQUESTS", 16)?,
                 max_tool_calls: env_parse("PA_RUN_MAX_TOOL_CALLS", 32)?,
                 max_total_tokens: env_parse("PA_RUN_MAX_TOTAL_TOKENS", 0)?,
-                max_subagent_depth: 2,
+                max_subagent_depth: env_parse("PA_RUN_MAX_SUBAGENT_DEPTH", 2)?,
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
             recall: pa_runner::RecallSettings {

@@ -107,6 +107,10 @@ impl DurableDriver {
         let Some(settings) = self.curator else {
             return;
         };
+        if spec.parent_run_id.is_some() {
+            // A sub-agent's work is not a turn of the chat.
+            return;
+        }
         let driver = self.clone();
         let identity = spec.identity.clone().unwrap_or_default();
         let chat_id = spec.chat_id.clone();

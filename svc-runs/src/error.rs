@@ -14,6 +14,9 @@ pub enum RunsError {
     ShuttingDown,
     #[error("{0}")]
     Unsupported(String),
+    /// A per-run limit (sub-agent depth, what is left of a parent's budget).
+    #[error("{0}")]
+    UsageLimit(String),
     #[error("stored run is unreadable: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -34,6 +37,7 @@ impl From<RunsError> for PaError {
                 PaError::unavailable(err.to_string()).with_retry_after_ms(1000)
             }
             RunsError::Unsupported(_) => PaError::new(ErrorCode::Unimplemented, err.to_string()),
+            RunsError::UsageLimit(_) => PaError::new(ErrorCode::TooManyRequests, err.to_string()),
             RunsError::Corrupt(e) => PaError::internal(e),
             RunsError::Upstream(e) => e,
             RunsError::Db(e) => e.into(),

@@ -61,13 +61,24 @@ impl InlineDriver {
         let token = CancellationToken::new();
         self.active().insert(spec.run_id.clone(), token.clone());
         let driver = self.clone();
-        self.shutdown.spawn_tracked(async move {
-            let run_id = spec.run_id.clone();
-            if let Err(err) = driver.drive(&spec, start, &token).await {
-                driver.fail(&spec, &err).await;
-            }
-            driver.active().remove(&run_id);
-        });
+        // The run's span: a child of the CreateRun (or StartSubRun) call that started it.
+        let span = tracing::info_span!(
+            "run",
+            otel.name = "run",
+            pa.service = "svc-runs",
+            run_id = %spec.run_id,
+            mode = "inline",
+        );
+        self.shutdown.spawn_tracked(tracing::Instrument::instrument(
+            async move {
+                let run_id = spec.run_id.clone();
+                if let Err(err) = driver.drive(&spec, start, &token).await {
+                    driver.fail(&spec, &err).await;
+                }
+                driver.active().remove(&run_id);
+            },
+            span,
+        ));
     }
 
     /// Asks a running run to stop; false when this process is not running it.
@@ -111,6 +122,10 @@ impl InlineDriver {
 
     /// The chat's recent messages as the model sees them (both drivers start from this).
     pub async fn history(&self, spec: &RunSpec) -> Result<Vec<TurnMessage>, PaError> {
+        if spec.parent_run_id.is_some() {
+            // A sub-agent sees its task, not the chat.
+            return Ok(crate::subagents::opening(spec));
+        }
         let identity = spec.identity.clone().unwrap_or_default();
         Ok(self
             .store
@@ -179,7 +194,7 @@ impl InlineDriver {
                     if cancel.is_cancelled() {
                         run.feed(cancelled()).await?;
                     } else {
-                        run.call_tool(call).await?;
+                        run.call_tool(call, cancel).await?;
                     }
                 }
                 Action::AwaitApproval { call, event } => {
@@ -196,6 +211,18 @@ impl InlineDriver {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes a sub-run's events into this run's stream, after what is there.
+struct AppendRelay<'a> {
+    sink: &'a EventSink,
+    run_id: &'a str,
+}
+
+impl pa_runner::EventRelay for AppendRelay<'_> {
+    async fn relay(&mut self, events: Vec<AgUiEvent>) -> Result<(), PaError> {
+        self.sink.emit_all(self.run_id, &events).await.map(|_| ())
     }
 }
 
@@ -243,6 +270,25 @@ impl RunState<'_> {
         request: ModelRequest,
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
+        let span =
+            pa_runner::model_turn_span("svc-runs", self.spec, self.agent.usage().model_requests);
+        let before = *self.agent.usage();
+        let result =
+            tracing::Instrument::instrument(self.model_turn(request, cancel), span.clone()).await;
+        let after = self.agent.usage();
+        span.record(
+            "tokens",
+            after.total_tokens.saturating_sub(before.total_tokens),
+        );
+        span.record("attempts", self.attempts.len());
+        result
+    }
+
+    async fn model_turn(
+        &mut self,
+        request: ModelRequest,
+        cancel: &CancellationToken,
+    ) -> Result<(), PaError> {
         let started = tokio::select! {
             started = self.driver.io.start_model_turn(self.spec, request, &self.tools) => started,
             _ = cancel.cancelled() => return self.feed(cancelled()).await,
@@ -263,8 +309,26 @@ impl RunState<'_> {
         }
     }
 
-    async fn call_tool(&mut self, call: ToolCall) -> Result<(), PaError> {
-        let input = self.driver.io.execute_tool(self.spec, call).await;
+    async fn call_tool(
+        &mut self,
+        call: ToolCall,
+        cancel: &CancellationToken,
+    ) -> Result<(), PaError> {
+        let mut relay = AppendRelay {
+            sink: &self.driver.sink,
+            run_id: &self.spec.run_id,
+        };
+        let spent = self.agent.usage_with_nested();
+        let span = pa_runner::tool_call_span("svc-runs", self.spec, &call);
+        // A sub-agent call can take long: a cancel stops waiting for it (svc-runs cancels the
+        // run's sub-runs with it).
+        let input = tokio::select! {
+            input = tracing::Instrument::instrument(
+                self.driver.io.run_tool(self.spec, call, &self.tools, spent, &mut relay),
+                span,
+            ) => input,
+            _ = cancel.cancelled() => cancelled(),
+        };
         self.feed(input).await
     }
 

@@ -69,6 +69,37 @@ pub struct Launcher {
     pub daily_token_budget: u64,
 }
 
+/// What launch_plan starts: a user's run, or a sub-agent's.
+pub(crate) struct LaunchPlan {
+    pub run_id: String,
+    /// The id came from the client (a stale stream under it is removed).
+    pub client_chose_id: bool,
+    pub chat: pa_proto::v1::Chat,
+    /// As requested ("" = auto).
+    pub model: String,
+    pub input: RunInput,
+    pub requested_durable: bool,
+    pub sub_run: Option<SubRunPlan>,
+}
+
+/// A sub-agent run's place under its parent.
+pub(crate) struct SubRunPlan {
+    pub parent_run_id: String,
+    pub depth: u32,
+    /// explore | delegate
+    pub kind: String,
+    /// What is left of the parent's budget.
+    pub limits: UsageLimits,
+    /// A step of a run_agents_script (durable).
+    pub scripted: bool,
+}
+
+impl SubRunPlan {
+    fn read_only(&self) -> bool {
+        self.kind == pa_proto::subagents::EXPLORE
+    }
+}
+
 /// The result of launch_run: the run, and whether it already existed (idempotent retry).
 pub struct Launched {
     pub run: Run,
@@ -139,6 +170,38 @@ impl Launcher {
             request.run_id.clone()
         };
         let chat = self.store.get_chat(identity, &request.chat_id).await?;
+        let plan = LaunchPlan {
+            run_id,
+            client_chose_id: !request.run_id.is_empty(),
+            chat,
+            model: request.model,
+            input: RunInput {
+                message: request.message,
+                client_tools_json: request.client_tools_json,
+                state_json: request.state_json,
+            },
+            requested_durable,
+            sub_run: None,
+        };
+        self.launch_plan(identity, plan).await
+    }
+
+    /// The common part of launch_run for user runs and sub-agent runs: quotas, model, toolset,
+    /// RunSpec, the run row, the driver.
+    pub(crate) async fn launch_plan(
+        &self,
+        identity: &Identity,
+        plan: LaunchPlan,
+    ) -> Result<Launched, RunsError> {
+        let LaunchPlan {
+            run_id,
+            client_chose_id,
+            chat,
+            model,
+            input,
+            requested_durable,
+            sub_run,
+        } = plan;
         // Quotas before anything is spent.
         pa_kit::limits::check_token_budget(
             &self.redis,
@@ -150,17 +213,17 @@ impl Launcher {
         let classification = DataClassification::try_from(chat.classification)
             .unwrap_or(DataClassification::Internal);
 
-        let requested = if request.model.trim().is_empty() {
+        let requested = if model.trim().is_empty() {
             "auto"
         } else {
-            request.model.trim()
+            model.trim()
         };
         let resolve = ResolveModelRequest {
             requested: requested.to_string(),
             classification: classification as i32,
             // A run that offers tools needs a model that can call them.
             needs: Some(ModelNeeds {
-                tools: has_tools(&request.client_tools_json),
+                tools: has_tools(&input.client_tools_json),
                 ..Default::default()
             }),
         };
@@ -180,27 +243,29 @@ impl Launcher {
             provider_tags: selection.provider_tags.clone(),
             selected_integrations: Vec::new(),
             snapshot_id: snapshot_id.clone(),
+            read_only: sub_run.as_ref().is_some_and(SubRunPlan::read_only),
         };
+        let agents_script = sub_run.as_ref().is_some_and(|s| s.scripted);
         let mut spec = RunSpec {
             run_id: run_id.clone(),
             chat_id: chat.id.clone(),
-            parent_run_id: None,
+            parent_run_id: sub_run.as_ref().map(|s| s.parent_run_id.clone()),
             identity: Some(identity.clone()),
             // What the request alone decides; the toolset may still make it durable (below).
             mode: decide_mode(ModeFacts {
                 requested_durable,
+                agents_script,
                 ..Default::default()
             }) as i32,
             model_selection: Some(selection),
             toolset_snapshot_id: snapshot_id,
-            limits: Some(self.limits),
-            input: Some(RunInput {
-                message: request.message,
-                client_tools_json: request.client_tools_json,
-                state_json: request.state_json,
-            }),
+            limits: Some(sub_run.as_ref().map_or(self.limits, |s| s.limits)),
+            input: Some(input),
             classification: classification as i32,
             assistant_message_id: new_id(),
+            depth: sub_run.as_ref().map_or(0, |s| s.depth),
+            subagent_kind: sub_run.as_ref().map(|s| s.kind.clone()).unwrap_or_default(),
+            trace_parent: pa_kit::trace::current_traceparent(),
         };
         let mut tools = self.tools.clone();
         let assembled = async {
@@ -229,7 +294,7 @@ impl Launcher {
                 Err(other) => Err(other),
             };
         };
-        if !request.run_id.is_empty() {
+        if client_chose_id {
             // The row is ours, so a stream under this client-chosen id is stale (a run of a
             // deleted chat) and goes before the driver writes the first event. Ids we generate
             // are fresh UUIDv7s and need no such check.
@@ -246,6 +311,7 @@ impl Launcher {
         let mode = decide_mode(ModeFacts {
             requested_durable,
             long_running_tools: has_long_running_tools(&toolset.tools),
+            agents_script,
             ..Default::default()
         });
         let mut run = run;

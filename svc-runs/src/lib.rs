@@ -12,6 +12,7 @@ mod maintenance;
 pub mod mode;
 mod service;
 mod store;
+mod subagents;
 
 pub use config::Config;
 use pa_kit::grpc::{GrpcServer, channel};
@@ -46,6 +47,19 @@ pub async fn run(
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let memory = MemoryServiceClient::new(channel(&config.memory_url)?);
+    // Sub-agent calls of inline runs reach StartSubRun like the worker's do: over gRPC, to
+    // this very process (its listener), so both drivers share one path.
+    let own_url = format!(
+        "http://127.0.0.1:{}",
+        listener.local_addr().map_err(StartError::from)?.port()
+    );
+    let own = channel(&own_url)?;
+    let subagents = pa_runner::SubAgentIo {
+        ledger: pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient::new(own.clone()),
+        runs: pa_proto::v1::run_service_client::RunServiceClient::new(own),
+        redis: redis.clone(),
+        auth: auth.clone(),
+    };
     let sink = EventSink::new(redis.clone());
     let durable = durable::DurableDriver::new(
         config.temporal.clone(),
@@ -61,6 +75,7 @@ pub async fn run(
             tools: tools.clone(),
             memory: memory.clone(),
             auth: auth.clone(),
+            subagents,
         },
         sink: sink.clone(),
         redis: redis.clone(),
@@ -86,6 +101,7 @@ pub async fn run(
     };
     let service = service::RunServiceImpl::new(launcher, redis);
     GrpcServer::new(config.request_timeout)?
+        .named("svc-runs")
         .metrics(config.common.metrics)
         .add_service(RunServiceServer::with_interceptor(
             service.clone(),

@@ -40,6 +40,12 @@ impl RunServiceImpl {
         if is_terminal(run.status) {
             return Ok(run);
         }
+        // Its sub-agent runs stop with it.
+        for child in store.running_sub_runs(identity, run_id).await? {
+            if let Err(err) = Box::pin(self.cancel(identity, &child)).await {
+                tracing::warn!(%err, run_id = %child, "cannot cancel a sub-agent run");
+            }
+        }
         let driver = &self.launcher.driver;
         if run.mode == pa_proto::v1::RunMode::Durable as i32 {
             self.launcher.durable.cancel(run_id).await?;
@@ -213,12 +219,10 @@ impl RunService for RunServiceImpl {
 
     async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
         let identity = request.identity()?;
-        Ok(Response::new(
-            self.launcher
-                .store
-                .get_run(&identity, &request.get_ref().run_id)
-                .await?,
-        ))
+        let store = &self.launcher.store;
+        let mut run = store.get_run(&identity, &request.get_ref().run_id).await?;
+        run.usage_with_sub_runs = Some(store.tree_usage(&identity, &run.id).await?);
+        Ok(Response::new(run))
     }
 
     async fn cancel_run(
@@ -320,6 +324,21 @@ impl pa_proto::v1::run_ledger_service_server::RunLedgerService for RunServiceImp
         )
         .await?;
         Ok(Response::new(pa_proto::v1::FinishRunResponse { recorded }))
+    }
+
+    async fn start_sub_run(
+        &self,
+        request: Request<pa_proto::v1::StartSubRunRequest>,
+    ) -> Result<Response<pa_proto::v1::StartSubRunResponse>, Status> {
+        let identity = request.identity()?;
+        let launched = self
+            .launcher
+            .start_sub_run(&identity, request.into_inner())
+            .await?;
+        Ok(Response::new(pa_proto::v1::StartSubRunResponse {
+            run_id: launched.run.id,
+            existing: launched.existing,
+        }))
     }
 }
 

@@ -88,6 +88,7 @@ fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
         created_at_ms: ms(row.try_get("created_at")?),
         finished_at_ms: finished.map(ms),
         assistant_message_id: row.try_get("assistant_message_id")?,
+        usage_with_sub_runs: None,
     })
 }
 
@@ -364,6 +365,68 @@ impl RunStore {
         Ok(run_from_row(&row)?)
     }
 
+    /// The usage of `run_id` and of all its sub-agent runs, however deep.
+    pub async fn tree_usage(&self, identity: &Identity, run_id: &str) -> Result<Usage, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let row = sqlx::query(
+            "WITH RECURSIVE tree AS ( \
+               SELECT id, input_tokens, output_tokens, total_tokens, model_requests, tool_calls, \
+                 cost_micros, cached_input_tokens FROM runs \
+               WHERE tenant_id = $1 AND user_id = $2 AND id = $3 \
+               UNION ALL \
+               SELECT r.id, r.input_tokens, r.output_tokens, r.total_tokens, r.model_requests, \
+                 r.tool_calls, r.cost_micros, r.cached_input_tokens \
+               FROM runs r JOIN tree t ON r.parent_run_id = t.id WHERE r.tenant_id = $1) \
+             SELECT COALESCE(SUM(input_tokens), 0)::int8 AS input_tokens, \
+               COALESCE(SUM(output_tokens), 0)::int8 AS output_tokens, \
+               COALESCE(SUM(total_tokens), 0)::int8 AS total_tokens, \
+               COALESCE(SUM(model_requests), 0)::int8 AS model_requests, \
+               COALESCE(SUM(tool_calls), 0)::int8 AS tool_calls, \
+               COALESCE(SUM(cost_micros), 0)::int8 AS cost_micros, \
+               COALESCE(SUM(cached_input_tokens), 0)::int8 AS cached_input_tokens FROM tree",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(run_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let n = |name: &str| -> Result<u64, sqlx::Error> {
+            Ok(row.try_get::<i64, _>(name)?.max(0) as u64)
+        };
+        Ok(Usage {
+            input_tokens: n("input_tokens")?,
+            output_tokens: n("output_tokens")?,
+            total_tokens: n("total_tokens")?,
+            model_requests: n("model_requests")? as u32,
+            tool_calls: n("tool_calls")? as u32,
+            cost_micros: n("cost_micros")?,
+            cached_input_tokens: n("cached_input_tokens")?,
+        })
+    }
+
+    /// The sub-agent runs of `run_id` still going (to cancel them with it).
+    pub async fn running_sub_runs(
+        &self,
+        identity: &Identity,
+        run_id: &str,
+    ) -> Result<Vec<String>, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE tenant_id = $1 AND user_id = $2 AND parent_run_id = $3 \
+             AND status IN ($4, $5)",
+        )
+        .bind(&identity.tenant_id)
+        .bind(&identity.user_id)
+        .bind(run_id)
+        .bind(RunStatus::Queued as i16)
+        .bind(RunStatus::Running as i16)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
     pub async fn run_status(
         &self,
         tenant_id: &str,
@@ -378,7 +441,8 @@ impl RunStore {
         Ok(status.map(i32::from))
     }
 
-    /// Writes the run (in `status`), the user's message and the chat's new `updated_at` in one
+    /// Writes the run (in `status`), the user's message and the chat's new `updated_at` (a
+    /// sub-agent run: only the run — its task and reply are not chat messages) in one
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
     /// the unique index sees rows that row-level security hides).
@@ -401,10 +465,11 @@ impl RunStore {
                ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
              message AS ( \
                INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
-               SELECT $2, $16, $4, 'user', $17, run.id FROM run), \
+               SELECT $2, $16, $4, 'user', $17, run.id FROM run WHERE $5::text IS NULL), \
              chat AS ( \
                UPDATE chats SET updated_at = now() \
-               WHERE tenant_id = $2 AND id = $4 AND EXISTS (SELECT 1 FROM run)) \
+               WHERE tenant_id = $2 AND id = $4 AND $5::text IS NULL \
+                 AND EXISTS (SELECT 1 FROM run)) \
              SELECT * FROM run"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -474,7 +539,8 @@ impl RunStore {
             tx.rollback().await?;
             return Ok(false);
         };
-        if !end.assistant_text.is_empty() {
+        // A sub-agent's reply goes to its parent as a tool result, not into the chat.
+        if !end.assistant_text.is_empty() && spec.parent_run_id.is_none() {
             sqlx::query(
                 "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
                  VALUES ($1, $2, $3, 'assistant', $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING",

@@ -301,12 +301,17 @@ impl ToolsetAssembler {
     pub async fn assemble(
         &self,
         identity: &Identity,
-        run_id: &str,
-        chat_id: &str,
-        snapshot_id: &str,
-        provider_tags: &[String],
-        selected: &[String],
+        request: &pa_proto::v1::AssembleToolsetRequest,
     ) -> Result<Toolset, ToolsError> {
+        let pa_proto::v1::AssembleToolsetRequest {
+            run_id,
+            chat_id,
+            provider_tags,
+            selected_integrations: selected,
+            snapshot_id,
+            read_only,
+        } = request;
+        let read_only = *read_only;
         if run_id.is_empty() {
             return Err(ToolsError::MissingRunId);
         }
@@ -329,6 +334,7 @@ impl ToolsetAssembler {
         let records = self.store.list(identity).await?;
         let mut tools = ambient_tools(&records);
         tools.extend(memory::definitions());
+        tools.extend(crate::subagent::definitions());
         let mut blocked = Vec::new();
         let selected = if selected.is_empty() && !chat_id.is_empty() {
             self.store.selection(identity, chat_id).await?
@@ -356,8 +362,12 @@ impl ToolsetAssembler {
             }
             blocked.extend(server_blocked);
         }
-        let (tools, gated) = tag_gate(tools, provider_tags);
+        let (mut tools, gated) = tag_gate(tools, provider_tags);
         blocked.extend(gated);
+        if read_only {
+            // An explore sub-agent: what could change anything is not offered at all.
+            tools.retain(|t| t.read_only);
+        }
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \

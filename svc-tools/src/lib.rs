@@ -11,6 +11,7 @@ pub mod mcp;
 pub mod memory;
 pub mod netguard;
 mod service;
+pub mod subagent;
 pub mod web;
 
 use std::sync::Arc;
@@ -67,6 +68,7 @@ pub async fn run(
     let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory);
     let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?
+        .named("svc-tools")
         .metrics(config.common.metrics)
         .add_service(ToolServiceServer::with_interceptor(
             service,

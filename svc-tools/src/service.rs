@@ -46,18 +46,7 @@ impl ToolService for ToolServiceImpl {
     ) -> Result<Response<Toolset>, Status> {
         let identity = request.identity()?;
         let req = request.get_ref();
-        let toolset = self
-            .assembler
-            .assemble(
-                &identity,
-                &req.run_id,
-                &req.chat_id,
-                &req.snapshot_id,
-                &req.provider_tags,
-                &req.selected_integrations,
-            )
-            .await
-            .map_err(err)?;
+        let toolset = self.assembler.assemble(&identity, req).await.map_err(err)?;
         Ok(Response::new(toolset))
     }
 

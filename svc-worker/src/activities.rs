@@ -58,6 +58,25 @@ fn ids(step: u64, first: u64, events: Vec<AgUiEvent>) -> Vec<(String, AgUiEvent)
         .collect()
 }
 
+/// Writes a sub-run's events into the parent's stream under `<step>-<seq>` ids.
+struct StepRelay<'a> {
+    sink: &'a EventSink,
+    run_id: &'a str,
+    step: u64,
+    next: u64,
+}
+
+impl pa_runner::EventRelay for StepRelay<'_> {
+    async fn relay(&mut self, events: Vec<AgUiEvent>) -> Result<(), PaError> {
+        let count = events.len() as u64;
+        self.sink
+            .emit_at(self.run_id, &ids(self.step, self.next, events))
+            .await?;
+        self.next += count;
+        Ok(())
+    }
+}
+
 fn failure(err: PaError) -> ActivityError {
     ActivityError::from(std::io::Error::other(err.to_string()))
 }
@@ -72,97 +91,28 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let ModelTurnInput {
-            spec,
-            step,
-            pending,
-            mut agent,
-            request,
-            tools,
-        } = input;
-        let mut seq = pending.len() as u64;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
-        let mut output = ModelTurnOutput::default();
-        let mut feed =
-            |input: Input, output: &mut ModelTurnOutput| -> Result<Vec<AgUiEvent>, ActivityError> {
-                let actions = agent
-                    .step(input.clone())
-                    .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
-                output.inputs.push(input);
-                Ok(actions
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        // The end of the run goes out once it is recorded (the finish activity).
-                        Action::Emit(event) if !event.is_terminal() => Some(event),
-                        _ => None,
-                    })
-                    .collect())
-            };
-        let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, &spec.run_id);
-        tokio::pin!(cancel_flag);
-        let started = tokio::select! {
-            started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started?,
-            _ = &mut cancel_flag => Err(pa_runner::cancelled()),
-        };
-        let mut turn = match started {
-            Ok(turn) => turn,
-            Err(ended) => {
-                let events = feed(ended, &mut output)?;
-                self.sink
-                    .emit_at(&spec.run_id, &ids(step, seq, events))
-                    .await
-                    .map_err(failure)?;
-                return Ok(output);
-            }
-        };
-        loop {
-            let next = tokio::select! {
-                next = heartbeating(&ctx, seq, turn.next(&mut output.attempts)) => next?,
-                _ = &mut cancel_flag => Some(pa_runner::cancelled()),
-            };
-            let Some(input) = next else {
-                return Ok(output);
-            };
-            let ends = pa_runner::ends_model_turn(&input) || matches!(input, Input::Cancel { .. });
-            let events = feed(input, &mut output)?;
-            let count = events.len() as u64;
-            self.sink
-                .emit_at(&spec.run_id, &ids(step, seq, events))
-                .await
-                .map_err(failure)?;
-            seq += count;
-            if ends {
-                return Ok(output);
-            }
-            // Progress is a heartbeat too (the SDK throttles what it sends); `heartbeating` only
-            // covers the waits between tokens.
-            ctx.record_heartbeat(seq)
-                .await
-                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
-        }
+        // The span continues the trace of the request that launched the run.
+        let span = pa_runner::model_turn_span(
+            "svc-worker",
+            &input.spec,
+            input.agent.usage().model_requests,
+        );
+        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
+        tracing::Instrument::instrument(self.model_turn_in_span(ctx, input), span).await
     }
 
-    /// Writes the pending events, then runs one tool call through svc-tools.
+    /// Writes the pending events, then runs one tool call (through svc-tools, or a sub-agent's
+    /// run through svc-runs).
     #[activity]
     pub async fn tool_call(
         self: Arc<Self>,
         ctx: ActivityContext,
         input: ToolCallInput,
     ) -> Result<Input, ActivityError> {
-        let ToolCallInput {
-            spec,
-            step,
-            pending,
-            call,
-        } = input;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
-        heartbeating(&ctx, 0u64, self.io.execute_tool(&spec, call)).await
+        // The span continues the trace of the request that launched the run.
+        let span = pa_runner::tool_call_span("svc-worker", &input.spec, &input.call);
+        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
+        tracing::Instrument::instrument(self.tool_call_in_span(ctx, input), span).await
     }
 
     /// Opens a tool call's approval request (before anyone can see it, so no answer comes too
@@ -425,5 +375,116 @@ async fn heartbeating<F: std::future::Future>(
                 .await
                 .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?,
         }
+    }
+}
+
+/// The activities' bodies, run inside their spans.
+impl RunActivities {
+    async fn model_turn_in_span(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ModelTurnInput,
+    ) -> Result<ModelTurnOutput, ActivityError> {
+        let ModelTurnInput {
+            spec,
+            step,
+            pending,
+            mut agent,
+            request,
+            tools,
+        } = input;
+        let mut seq = pending.len() as u64;
+        self.sink
+            .emit_at(&spec.run_id, &ids(step, 0, pending))
+            .await
+            .map_err(failure)?;
+        let mut output = ModelTurnOutput::default();
+        let mut feed =
+            |input: Input, output: &mut ModelTurnOutput| -> Result<Vec<AgUiEvent>, ActivityError> {
+                let actions = agent
+                    .step(input.clone())
+                    .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+                output.inputs.push(input);
+                Ok(actions
+                    .into_iter()
+                    .filter_map(|a| match a {
+                        // The end of the run goes out once it is recorded (the finish activity).
+                        Action::Emit(event) if !event.is_terminal() => Some(event),
+                        _ => None,
+                    })
+                    .collect())
+            };
+        let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, &spec.run_id);
+        tokio::pin!(cancel_flag);
+        let started = tokio::select! {
+            started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started?,
+            _ = &mut cancel_flag => Err(pa_runner::cancelled()),
+        };
+        let mut turn = match started {
+            Ok(turn) => turn,
+            Err(ended) => {
+                let events = feed(ended, &mut output)?;
+                self.sink
+                    .emit_at(&spec.run_id, &ids(step, seq, events))
+                    .await
+                    .map_err(failure)?;
+                return Ok(output);
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                next = heartbeating(&ctx, seq, turn.next(&mut output.attempts)) => next?,
+                _ = &mut cancel_flag => Some(pa_runner::cancelled()),
+            };
+            let Some(input) = next else {
+                return Ok(output);
+            };
+            let ends = pa_runner::ends_model_turn(&input) || matches!(input, Input::Cancel { .. });
+            let events = feed(input, &mut output)?;
+            let count = events.len() as u64;
+            self.sink
+                .emit_at(&spec.run_id, &ids(step, seq, events))
+                .await
+                .map_err(failure)?;
+            seq += count;
+            if ends {
+                return Ok(output);
+            }
+            // Progress is a heartbeat too (the SDK throttles what it sends); `heartbeating` only
+            // covers the waits between tokens.
+            ctx.record_heartbeat(seq)
+                .await
+                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+        }
+    }
+
+    async fn tool_call_in_span(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: ToolCallInput,
+    ) -> Result<Input, ActivityError> {
+        let ToolCallInput {
+            spec,
+            step,
+            pending,
+            call,
+            offered,
+            spent,
+        } = input;
+        let written = pending.len() as u64;
+        self.sink
+            .emit_at(&spec.run_id, &ids(step, 0, pending))
+            .await
+            .map_err(failure)?;
+        // A sub-run's events go under this step's ids after the pending ones, so a retry
+        // rewrites the same ids and nothing repeats.
+        let mut relay = StepRelay {
+            sink: &self.sink,
+            run_id: &spec.run_id,
+            step,
+            next: written,
+        };
+        let run = self.io.run_tool(&spec, call, &offered, spent, &mut relay);
+        heartbeating(&ctx, 0u64, run).await
     }
 }

@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, RunIds, ToolCall, TurnMessage};
-use pa_proto::v1::{AgUiEvent, ChatToolDefinition, ModelAttempt, RunSpec, RunStatus};
+use pa_proto::v1::{AgUiEvent, ChatToolDefinition, ModelAttempt, RunSpec, RunStatus, Usage};
 use pa_runner::RunEnding;
 use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
@@ -101,6 +101,12 @@ pub struct ToolCallInput {
     pub step: u64,
     pub pending: Vec<AgUiEvent>,
     pub call: ToolCall,
+    /// The tools the model was offered (a sub-agent tool runs only if it was one of them).
+    #[serde(default)]
+    pub offered: Vec<ChatToolDefinition>,
+    /// The run's usage so far, its sub-runs' included: what a sub-agent run may still spend.
+    #[serde(default)]
+    pub spent: Usage,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -269,6 +275,8 @@ impl ChatAgentWorkflow {
                         step,
                         pending: std::mem::take(&mut drive.pending),
                         call: call.clone(),
+                        offered: input.tools.clone(),
+                        spent: drive.agent.usage_with_nested(),
                     };
                     let result = ctx
                         .execute_activity(RunActivities::tool_call, tool, tool_call_options())
@@ -280,6 +288,7 @@ impl ChatAgentWorkflow {
                             content: format!("the tool could not run: {}", describe(&err)),
                             is_error: true,
                             untrusted: false,
+                            nested: Default::default(),
                         },
                     };
                     drive.feed(input, false)?;

@@ -85,15 +85,23 @@ pub async fn run(
     let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
     let memory =
         pa_proto::v1::memory_service_client::MemoryServiceClient::new(channel(&config.memory_url)?);
+    let ledger = RunLedgerServiceClient::new(channel(&config.runs_url)?);
+    let runs = pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?);
     let activities = activities::RunActivities {
         io: RunIo {
             models: ModelServiceClient::new(channel(&config.models_url)?),
             tools: ToolServiceClient::new(channel(&config.tools_url)?),
             memory: memory.clone(),
             auth: auth.clone(),
+            subagents: pa_runner::SubAgentIo {
+                ledger: ledger.clone(),
+                runs: runs.clone(),
+                redis: redis.clone(),
+                auth: auth.clone(),
+            },
         },
-        ledger: RunLedgerServiceClient::new(channel(&config.runs_url)?),
-        runs: pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?),
+        ledger,
+        runs,
         memory,
         sink: EventSink::new(redis.clone()),
         redis,
@@ -134,6 +142,7 @@ pub async fn run(
     let stop_worker = worker.shutdown_handle();
 
     let server = GrpcServer::new(Duration::from_secs(30))?
+        .named("svc-worker")
         .metrics(config.common.metrics)
         .add_service(
             pa_proto::v1::schedule_service_server::ScheduleServiceServer::with_interceptor(

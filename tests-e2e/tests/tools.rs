@@ -220,9 +220,12 @@ impl Tools {
             )
             .await?
             .into_inner();
-        // The memory tools are in every toolset (tests/memory_tools.rs); these tests are about
+        // The memory and sub-agent tools are in every toolset (tests/memory_tools.rs,
+        // tests/subagents.rs); these tests are about
         // the others.
-        toolset.tools.retain(|t| t.source != "first_party");
+        toolset
+            .tools
+            .retain(|t| t.source != "first_party" && t.source != pa_proto::subagents::SOURCE);
         Ok(toolset)
     }
 
@@ -404,7 +407,18 @@ async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused
         .await?
         .into_inner();
     let names: Vec<&str> = stored.tools.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["web_fetch", "remember", "recall", "forget"]);
+    assert_eq!(
+        names,
+        [
+            "web_fetch",
+            "remember",
+            "recall",
+            "forget",
+            "explore",
+            "delegate",
+            "run_agents_script"
+        ]
+    );
     assert!(stored.tools[0].untrusted_output && !stored.tools[0].high_privilege);
     // A tool outside the snapshot is not the caller's to run.
     let err = tools

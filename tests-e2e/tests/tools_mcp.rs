@@ -93,9 +93,12 @@ impl Tools {
             )
             .await?
             .into_inner();
-        // The memory tools are in every toolset (tests/memory_tools.rs); these tests are about
+        // The memory and sub-agent tools are in every toolset (tests/memory_tools.rs,
+        // tests/subagents.rs); these tests are about
         // the others.
-        toolset.tools.retain(|t| t.source != "first_party");
+        toolset
+            .tools
+            .retain(|t| t.source != "first_party" && t.source != pa_proto::subagents::SOURCE);
         Ok(toolset)
     }
 

@@ -192,6 +192,17 @@ pub const COMMON: &[CommonVar] = &[
         used_by: ALL,
         read_by_library: true,
     },
+    CommonVar {
+        var: var(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "OTLP/gRPC collector for traces, e.g. `http://otel-collector:4317`; empty = no export. Spans carry `service.name` and `pa.service`; W3C trace context crosses every internal call and a durable run's activities.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
 ];
 
 /// The chart's in-cluster addresses: services listen on all interfaces of their pod.
@@ -424,6 +435,13 @@ pub const SERVICES: &[Service] = &[
                 Kind::Int,
                 Helm::Value,
                 "Tokens per run; 0 = unlimited.",
+            ),
+            var(
+                "PA_RUN_MAX_SUBAGENT_DEPTH",
+                "2",
+                Kind::Int,
+                Helm::Value,
+                "How deep sub-agent runs (explore, delegate, run_agents_script) may nest; 0 = unlimited.",
             ),
             var(
                 "PA_DAILY_TOKEN_BUDGET",

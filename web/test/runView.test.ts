@@ -14,9 +14,9 @@ describe('applyEvent', () => {
     feed({ type: 'TOOL_CALL_ARGS', toolCallId: 'c1', delta: '"Oslo"}' });
     feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 'c1' } });
     feed({ type: 'TOOL_CALL_RESULT', toolCallId: 'c1', content: 'sunny', timestamp: 350 });
-    feed({ type: 'RUN_STARTED', runId: 'sub', parentRunId: 'r1' });
-    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 's1', delta: 'sub says' });
-    feed({ type: 'RUN_FINISHED', runId: 'sub' });
+    feed({ type: 'SUBAGENT_STARTED', subagentRunId: 'sub', name: 'delegate', parentToolCallId: 'c2' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 's1', delta: 'sub says', subagentRunId: 'sub' });
+    feed({ type: 'SUBAGENT_FINISHED', subagentRunId: 'sub', outcome: 'success' });
     feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'It is ' });
     feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'sunny.' });
     feed({ type: 'RUN_FINISHED', runId: 'r1' });
@@ -30,6 +30,32 @@ describe('applyEvent', () => {
     expect(toolDurationMs(tool)).toBe(250);
     const sub = v.parts[2]!;
     expect(sub.kind === 'subrun' && replyText(sub.run)).toBe('sub says');
+    expect(sub.kind === 'subrun' && sub.run.status).toBe('finished');
+    expect(sub.kind === 'subrun' && sub.name).toBe('delegate');
+  });
+
+  it('nests a sub-run of a sub-run and keeps each one\'s tool calls and approvals apart', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'SUBAGENT_STARTED', subagentRunId: 'a', name: 'delegate', parentToolCallId: 'c1' });
+    feed({ type: 'SUBAGENT_STARTED', subagentRunId: 'b', name: 'explore', parentSubagentRunId: 'a' });
+    feed({ type: 'TOOL_CALL_START', toolCallId: 't', toolCallName: 'shell', subagentRunId: 'a' });
+    feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 't' }, subagentRunId: 'a' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'bm', delta: 'deep', subagentRunId: 'b' });
+    feed({ type: 'SUBAGENT_ERROR', subagentRunId: 'b', message: 'usage limit', code: 'usage_limit' });
+    // The parent's own text after its sub-run is not swallowed by the sub-run.
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm', delta: 'mine' });
+    expect(replyText(v)).toBe('mine');
+    const a = v.parts[0]!;
+    if (a.kind !== 'subrun') throw new Error('expected a sub-run');
+    expect(a.run.runId).toBe('a');
+    const tool = a.run.parts.find((p) => p.kind === 'tool') as ToolPart;
+    expect(tool.approval).toBe('pending');
+    const b = a.run.parts.find((p) => p.kind === 'subrun');
+    if (!b || b.kind !== 'subrun') throw new Error('expected a nested sub-run');
+    expect(replyText(b.run)).toBe('deep');
+    expect(b.run.status).toBe('error');
+    expect(b.run.error).toBe('usage limit');
   });
 
   it('marks a cancelled run', () => {

@@ -142,6 +142,35 @@ impl App {
             .run_id
             .as_deref()
             .is_some_and(|id| event["runId"].as_str().is_none_or(|r| r == id));
+        // A sub-agent run's events (relayed, with subagentRunId): its start and end are shown,
+        // its approval requests answered on its own run; the rest stays in its own stream.
+        if let Some(sub_run) = event["subagentRunId"].as_str() {
+            match event["type"].as_str().unwrap_or_default() {
+                "SUBAGENT_STARTED" => self.info(format!(
+                    "Sub-agent {} started: {}",
+                    s("name"),
+                    s("description")
+                )),
+                "SUBAGENT_FINISHED" => self.info(format!("Sub-agent {sub_run} finished.")),
+                "SUBAGENT_ERROR" => {
+                    self.info(format!("Sub-agent {sub_run} failed: {}", s("message")))
+                }
+                "CUSTOM" if event["name"] == "tool_call_approval" => {
+                    let value = &event["value"];
+                    self.approval = Some(Approval {
+                        run_id: sub_run.to_string(),
+                        tool_call_id: value["toolCallId"].as_str().unwrap_or_default().to_string(),
+                        name: value["toolCallName"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                        args: value["args"].as_str().unwrap_or_default().to_string(),
+                    });
+                }
+                _ => {}
+            }
+            return;
+        }
         match event["type"].as_str().unwrap_or_default() {
             "TEXT_MESSAGE_START" => self.entries.push(Entry::Assistant(String::new())),
             "TEXT_MESSAGE_CONTENT" => {

@@ -174,8 +174,10 @@ async fn once(api: &Api, question: &str, args: &Args) -> Result<ExitCode, BoxErr
         &sse::FollowOptions::default(),
         |event, _| {
             let own = event["runId"].as_str().is_none_or(|r| r == run_id);
+            // A sub-agent's text (relayed, with subagentRunId) is not the answer.
+            let sub_run = event.get("subagentRunId").is_some();
             match event["type"].as_str().unwrap_or_default() {
-                "TEXT_MESSAGE_CONTENT" => {
+                "TEXT_MESSAGE_CONTENT" if !sub_run => {
                     let delta = event["delta"].as_str().unwrap_or_default();
                     printed |= !delta.is_empty();
                     let _ = stdout.write_all(delta.as_bytes());

@@ -76,6 +76,10 @@ pub enum Input {
         /// on the run has ingested untrusted content.
         #[serde(default)]
         untrusted: bool,
+        /// What a sub-agent run behind this call used (its own run records it): counted
+        /// against this run's limits, not added to its usage.
+        #[serde(default)]
+        nested: Usage,
     },
     /// A human's answer to an approval request (see [`Action::AwaitApproval`]); no answer in
     /// time is a refusal too (`timed_out`).
@@ -183,6 +187,9 @@ pub struct AgentLoop {
     /// Calls waiting for a human's decision (their ids are in `pending_tools` too).
     #[serde(default)]
     awaiting_approval: Vec<ToolCall>,
+    /// What this run's sub-agent runs used: it counts against the limits.
+    #[serde(default)]
+    nested: Usage,
 }
 
 impl AgentLoop {
@@ -203,11 +210,20 @@ impl AgentLoop {
             high_privilege_tools: Vec::new(),
             tainted: false,
             awaiting_approval: Vec::new(),
+            nested: Usage::default(),
         }
     }
 
     pub fn usage(&self) -> &Usage {
         &self.usage
+    }
+
+    /// This run's usage with its sub-agent runs' added: what the limits are checked against,
+    /// and what a new sub-agent run is told has been spent.
+    pub fn usage_with_nested(&self) -> Usage {
+        let mut total = self.usage;
+        add_usage(&mut total, &self.nested);
+        total
     }
 
     pub fn is_done(&self) -> bool {
@@ -333,6 +349,7 @@ impl AgentLoop {
                     content,
                     is_error,
                     untrusted,
+                    nested,
                 },
             ) => {
                 let waiting = self.awaiting_approval.iter().any(|c| c.id == tool_call_id);
@@ -345,6 +362,7 @@ impl AgentLoop {
                 if untrusted {
                     self.tainted = true;
                 }
+                add_usage(&mut self.nested, &nested);
                 let content = if is_error {
                     format!("error: {content}")
                 } else {
@@ -469,14 +487,15 @@ impl AgentLoop {
 
     /// Usage limits are checked here, at the dispatch point, before the request is made.
     fn dispatch_model(&mut self, actions: &mut Vec<Action>) {
+        let spent = self.usage_with_nested();
         let max = self.limits.max_model_requests;
-        if max > 0 && self.usage.model_requests >= max {
+        if max > 0 && spent.model_requests >= max {
             let message = format!("usage limit: at most {max} model requests per run");
             self.finish_failed("usage_limit".into(), message, actions);
             return;
         }
         let max_tokens = self.limits.max_total_tokens;
-        if max_tokens > 0 && self.usage.total_tokens >= max_tokens {
+        if max_tokens > 0 && spent.total_tokens >= max_tokens {
             let message = format!("usage limit: at most {max_tokens} tokens per run");
             self.finish_failed("usage_limit".into(), message, actions);
             return;
@@ -490,7 +509,7 @@ impl AgentLoop {
 
     fn dispatch_tools(&mut self, calls: Vec<ToolCall>, actions: &mut Vec<Action>) {
         let max = self.limits.max_tool_calls;
-        if max > 0 && self.usage.tool_calls + calls.len() as u32 > max {
+        if max > 0 && self.usage_with_nested().tool_calls + calls.len() as u32 > max {
             let message = format!("usage limit: at most {max} tool calls per run");
             self.finish_failed("usage_limit".into(), message, actions);
             return;
@@ -591,6 +610,17 @@ impl AgentLoop {
             usage: self.usage,
         }));
     }
+}
+
+/// Adds every counter of `more` to `total`.
+fn add_usage(total: &mut Usage, more: &Usage) {
+    total.input_tokens += more.input_tokens;
+    total.output_tokens += more.output_tokens;
+    total.total_tokens += more.total_tokens;
+    total.model_requests += more.model_requests;
+    total.tool_calls += more.tool_calls;
+    total.cost_micros += more.cost_micros;
+    total.cached_input_tokens += more.cached_input_tokens;
 }
 
 fn input_name(input: &Input) -> &'static str {
@@ -721,6 +751,7 @@ mod tests {
                 content: "noon".into(),
                 is_error: false,
                 untrusted: false,
+                nested: Default::default(),
             })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "call_model"]);
@@ -767,11 +798,63 @@ mod tests {
                 content: "x".into(),
                 is_error: false,
                 untrusted: false,
+                nested: Default::default(),
             })
             .unwrap();
         assert_eq!(types(&actions), ["TOOL_CALL_RESULT", "RUN_ERROR", "finish"]);
         assert!(
             matches!(actions.last(), Some(Action::Finish(Outcome::Failed { code, .. })) if code == "usage_limit")
+        );
+    }
+
+    #[test]
+    fn a_sub_agents_tool_calls_count_against_the_parents_limit_but_not_its_usage() {
+        let limits = UsageLimits {
+            max_tool_calls: 3,
+            ..Default::default()
+        };
+        let mut agent = AgentLoop::new(ids(), limits);
+        start(&mut agent);
+        let call = |id: &str| ToolCall {
+            id: id.into(),
+            name: "delegate".into(),
+            arguments_json: "{}".into(),
+        };
+        agent.step(Input::ModelToolCall(call("tc1"))).unwrap();
+        agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        let nested = Usage {
+            tool_calls: 2,
+            model_requests: 2,
+            total_tokens: 40,
+            ..Default::default()
+        };
+        agent
+            .step(Input::ToolResult {
+                tool_call_id: "tc1".into(),
+                content: "done".into(),
+                is_error: false,
+                untrusted: false,
+                nested,
+            })
+            .unwrap();
+        assert_eq!(agent.usage().tool_calls, 1);
+        assert_eq!(agent.usage().total_tokens, 0);
+        assert_eq!(agent.usage_with_nested().tool_calls, 3);
+        assert_eq!(agent.usage_with_nested().model_requests, 4);
+        // 1 own + 2 nested = 3: one more call is over the limit.
+        agent.step(Input::ModelToolCall(call("tc2"))).unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        assert!(
+            matches!(actions.last(), Some(Action::Finish(Outcome::Failed { code, message, .. }))
+                if code == "usage_limit" && message.contains("tool calls"))
         );
     }
 
@@ -888,6 +971,7 @@ mod tests {
             content: "page text".into(),
             is_error: false,
             untrusted,
+            nested: Default::default(),
         }
     }
 

@@ -43,6 +43,8 @@ pub async fn bind(addr: &str) -> Result<TcpListener, ServeError> {
 pub struct GrpcServer {
     pub health: HealthReporter,
     server: Server<Stack<crate::metrics::GrpcMetricsLayer, Identity>>,
+    /// The name the layer's spans carry (`pa.service`).
+    service: std::sync::Arc<std::sync::OnceLock<&'static str>>,
     routes: Routes,
     service_names: Vec<&'static str>,
     metrics: bool,
@@ -59,21 +61,30 @@ impl GrpcServer {
         // Timeout bounds each call; past the per-connection concurrency limit, calls are shed
         // with UNAVAILABLE instead of queueing without bound.
         // HTTP/1.1 is accepted for Prometheus' scrape of /metrics; gRPC clients speak HTTP/2.
+        let layer = crate::metrics::GrpcMetricsLayer::default();
+        let service = layer.service.clone();
         let server = Server::builder()
             .timeout(request_timeout)
             .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
             .load_shed(true)
             .tcp_nodelay(true)
             .accept_http1(true)
-            .layer(crate::metrics::GrpcMetricsLayer);
+            .layer(layer);
         let routes = Routes::new(health_service).add_service(reflection);
         Ok(Self {
             health,
             server,
+            service,
             routes,
             service_names: Vec::new(),
             metrics: true,
         })
+    }
+
+    /// The service's name on its spans (`pa.service`), e.g. `svc-runs`.
+    pub fn named(self, service: &'static str) -> Self {
+        let _ = self.service.set(service);
+        self
     }
 
     /// Whether `GET /metrics` answers (`PA_METRICS`, see [`crate::config::CommonConfig`]).
@@ -103,6 +114,7 @@ impl GrpcServer {
         let Self {
             health,
             mut server,
+            service: _,
             mut routes,
             service_names,
             metrics,

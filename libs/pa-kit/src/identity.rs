@@ -67,6 +67,8 @@ impl InternalAuth {
         if let Ok(value) = format!("v1.{expires_ms}.{tag}").parse() {
             metadata.insert(CREDENTIAL_HEADER, value);
         }
+        // Every internal call continues the caller's trace.
+        crate::trace::inject_current(metadata);
     }
 
     /// Wraps a message in a request that carries the caller's identity.

@@ -14,6 +14,7 @@ pub mod redis;
 pub mod run_events;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use error::{ErrorCode, PaError};
 pub use identity::{InternalAuth, RequestIdentity};
@@ -27,7 +28,7 @@ where
     Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
     telemetry::init(service);
-    match body(Shutdown::on_signals()).await {
+    let code = match body(Shutdown::on_signals()).await {
         Ok(()) => {
             tracing::info!(service, "stopped");
             std::process::ExitCode::SUCCESS
@@ -36,7 +37,9 @@ where
             tracing::error!(service, %err, "cannot run");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    telemetry::flush();
+    code
 }
 
 /// Why a service could not start or keep serving.

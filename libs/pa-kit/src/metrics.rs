@@ -6,7 +6,7 @@
 //! the gateway on its HTTP port. `PA_METRICS=off` turns the endpoint off.
 
 use std::pin::Pin;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -206,21 +206,29 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     response
 }
 
-/// Tower layer timing every gRPC call (see [`GRPC_SERVER_SECONDS`]).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct GrpcMetricsLayer;
+/// Tower layer timing every gRPC call (see [`GRPC_SERVER_SECONDS`]) and opening its span, a
+/// child of the caller's (W3C `traceparent`), named for the service that serves it.
+#[derive(Clone, Debug, Default)]
+pub struct GrpcMetricsLayer {
+    /// `pa.service` of the spans; set once by [`crate::grpc::GrpcServer::named`].
+    pub(crate) service: Arc<OnceLock<&'static str>>,
+}
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            service: self.service.clone(),
+        }
     }
 }
 
 #[derive(Clone, Debug)]
 pub struct GrpcMetrics<S> {
     inner: S,
+    service: Arc<OnceLock<&'static str>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -252,12 +260,30 @@ where
                     .map(|(service, method)| (service.to_owned(), method.to_owned()))
             })
             .flatten();
-        let future = self.inner.call(request);
-        Box::pin(async move {
+        let span = match &call {
+            Some((service, method)) => {
+                let span = tracing::info_span!(
+                    "grpc.server",
+                    otel.name = %format!("{service}/{method}"),
+                    otel.kind = "server",
+                    rpc.service = %service,
+                    rpc.method = %method,
+                    pa.service = self.service.get().copied().unwrap_or("unnamed"),
+                );
+                crate::trace::adopt_from_headers(&span, request.headers());
+                span
+            }
+            None => tracing::Span::none(),
+        };
+        let future = span.in_scope(|| self.inner.call(request));
+        let call_span = span.clone();
+        let timed = async move {
             let started = Instant::now();
             let response = future.await?;
             let recorder = call.map(|(service, method)| Recorder {
                 started,
+                // The span lasts until the (possibly streamed) answer ends.
+                _span: call_span,
                 service,
                 method,
                 // A trailers-only answer (every error tonic returns from a handler) has its
@@ -265,7 +291,8 @@ where
                 code: response.headers().get("grpc-status").map(code_name),
             });
             Ok(response.map(|inner| MeteredBody { inner, recorder }))
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(timed, span))
     }
 }
 
@@ -277,6 +304,7 @@ fn code_name(value: &HeaderValue) -> String {
 /// Observes the call when its response body ends or is dropped (a client that went away).
 struct Recorder {
     started: Instant,
+    _span: tracing::Span,
     service: String,
     method: String,
     code: Option<String>,

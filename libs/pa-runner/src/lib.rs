@@ -4,8 +4,10 @@
 //! one implementation, so the two modes cannot drift apart.
 
 mod recall;
+mod subagent;
 
 pub use recall::{RecallSettings, Recalled, apply as apply_recall, approx_tokens, build_context};
+pub use subagent::{EventRelay, SubAgentIo, SubRunOutcome, SubTask, add_usage, parse_call};
 
 use pa_agent::{Input, ModelRequest, Outcome, ToolCall, TurnMessage};
 use pa_kit::error::ErrorCodeExt;
@@ -29,6 +31,8 @@ pub struct RunIo {
     /// svc-memory, for automatic recall at run start.
     pub memory: MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
+    /// Sub-agent tool calls (explore, delegate, run_agents_script), through svc-runs.
+    pub subagents: SubAgentIo,
 }
 
 /// A model turn in flight: chunks from svc-models, turned into pa-agent inputs.
@@ -63,6 +67,26 @@ impl RunIo {
         }
     }
 
+    /// Runs one tool call: a sub-agent tool the run was offered through svc-runs (a sub-run whose
+    /// events `relay` writes into this run's stream), any other through svc-tools. `spent` is the
+    /// run's usage so far with its sub-runs'. A failed tool is the model's to handle (an error
+    /// result it sees), never the run's end.
+    pub async fn run_tool(
+        &self,
+        spec: &RunSpec,
+        call: ToolCall,
+        offered: &[ChatToolDefinition],
+        spent: Usage,
+        relay: &mut impl EventRelay,
+    ) -> Input {
+        if pa_proto::subagents::is_subagent_tool(&call.name)
+            && offered.iter().any(|t| t.name == call.name)
+        {
+            return self.subagents.run(spec, call, spent, relay).await;
+        }
+        self.execute_tool(spec, call).await
+    }
+
     /// Runs one tool call through svc-tools. A failed tool is the model's to handle (an error
     /// result it sees), never the run's end.
     pub async fn execute_tool(&self, spec: &RunSpec, call: ToolCall) -> Input {
@@ -86,6 +110,7 @@ impl RunIo {
                     content: result.content,
                     is_error: result.is_error,
                     untrusted: result.untrusted_content,
+                    nested: Default::default(),
                 }
             }
             Err(status) => Input::ToolResult {
@@ -93,6 +118,7 @@ impl RunIo {
                 content: PaError::from(status).message,
                 is_error: true,
                 untrusted: false,
+                nested: Default::default(),
             },
         }
     }
@@ -225,6 +251,38 @@ fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
             })
             .collect(),
     }
+}
+
+/// A model turn's span, as both drivers (`service`) open it: the model, the turn and, once it
+/// ended, its tokens and attempts.
+pub fn model_turn_span(service: &'static str, spec: &RunSpec, turn: u32) -> tracing::Span {
+    let model = spec
+        .model_selection
+        .as_ref()
+        .map(|m| m.resolved_label.as_str())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "model_turn",
+        otel.name = "model_turn",
+        pa.service = service,
+        run_id = %spec.run_id,
+        model = %model,
+        turn,
+        tokens = tracing::field::Empty,
+        attempts = tracing::field::Empty,
+    )
+}
+
+/// A tool call's span, as both drivers (`service`) open it.
+pub fn tool_call_span(service: &'static str, spec: &RunSpec, call: &ToolCall) -> tracing::Span {
+    tracing::info_span!(
+        "tool_call",
+        otel.name = %format!("tool_call {}", call.name),
+        pa.service = service,
+        run_id = %spec.run_id,
+        tool = %call.name,
+        tool_call_id = %call.id,
+    )
 }
 
 /// How a run ended, as svc-runs records it.

@@ -16,7 +16,8 @@ export interface ToolPart {
   /** Set while the tool call waits for the user's decision. */
   approval: 'pending' | 'approved' | 'denied' | null;
 }
-export interface SubRunPart { kind: 'subrun'; run: RunView }
+/** A sub-agent run (explore, delegate, a script step) started by the tool call `toolCallId`. */
+export interface SubRunPart { kind: 'subrun'; name: string; toolCallId: string; run: RunView }
 export type Part = TextPart | ReasoningPart | ToolPart | SubRunPart;
 
 export type RunStatus = 'running' | 'finished' | 'error' | 'cancelled';
@@ -33,13 +34,15 @@ export function newRunView(runId: string): RunView {
   return { runId, status: 'running', parts: [], error: null, lastEventId: null };
 }
 
-/** The innermost running sub-run (events go there), else the run itself. */
-function activeView(view: RunView): RunView {
-  for (let i = view.parts.length - 1; i >= 0; i--) {
-    const p = view.parts[i]!;
-    if (p.kind === 'subrun' && p.run.status === 'running') return activeView(p.run);
+/** The (possibly nested) sub-run view with this run id. */
+function findSubRun(view: RunView, runId: string): RunView | undefined {
+  for (const p of view.parts) {
+    if (p.kind !== 'subrun') continue;
+    if (p.run.runId === runId) return p.run;
+    const inner = findSubRun(p.run, runId);
+    if (inner) return inner;
   }
-  return view;
+  return undefined;
 }
 
 function findTool(view: RunView, id: string): ToolPart | undefined {
@@ -59,13 +62,31 @@ const ts = (e: AgUiEvent, now: number): number => (typeof e.timestamp === 'numbe
 /** Applies one event in place (callers keep the object reactive) and returns the view. */
 export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now = Date.now()): RunView {
   if (id) view.lastEventId = id;
-  const target = activeView(view);
+  // AG-UI subagent attribution: a sub-run's events carry its id (subagentRunId).
+  const attributed = str(e.subagentRunId);
+  const target = (attributed && findSubRun(view, attributed)) || view;
   switch (e.type) {
-    case 'RUN_STARTED': {
-      const parent = str(e.parentRunId);
-      const runId = str(e.runId);
-      if (parent && runId && runId !== view.runId) {
-        target.parts.push({ kind: 'subrun', run: newRunView(runId) });
+    case 'SUBAGENT_STARTED': {
+      const runId = str(e.subagentRunId);
+      const parentId = str(e.parentSubagentRunId);
+      const parent = (parentId && findSubRun(view, parentId)) || view;
+      if (runId && !findSubRun(view, runId)) {
+        parent.parts.push({
+          kind: 'subrun', name: str(e.name), toolCallId: str(e.parentToolCallId), run: newRunView(runId),
+        });
+      }
+      break;
+    }
+    case 'SUBAGENT_FINISHED': {
+      const sub = findSubRun(view, str(e.subagentRunId));
+      if (sub) sub.status = 'finished';
+      break;
+    }
+    case 'SUBAGENT_ERROR': {
+      const sub = findSubRun(view, str(e.subagentRunId));
+      if (sub) {
+        sub.status = str(e.code) === 'cancelled' ? 'cancelled' : 'error';
+        sub.error = str(e.message) || 'the sub-agent failed';
       }
       break;
     }
@@ -123,12 +144,12 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
       });
       break;
     case 'TOOL_CALL_ARGS': {
-      const t = findTool(view, str(e.toolCallId));
+      const t = findTool(target, str(e.toolCallId));
       if (t) t.args += str(e.delta);
       break;
     }
     case 'TOOL_CALL_RESULT': {
-      const t = findTool(view, str(e.toolCallId));
+      const t = findTool(target, str(e.toolCallId));
       if (t) {
         t.result = str(e.content);
         t.endedAt = ts(e, now);
@@ -142,7 +163,7 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
       const value = (e.value ?? {}) as Record<string, unknown>;
       const toolCallId = str(value.toolCallId ?? value.tool_call_id);
       if (name === 'tool_call_approval' || name === 'approval_request') {
-        let t = findTool(view, toolCallId);
+        let t = findTool(target, toolCallId);
         if (!t) {
           t = {
             kind: 'tool', id: toolCallId, name: str(value.toolCallName ?? value.name), args: str(value.args),
@@ -152,7 +173,7 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
         }
         t.approval = 'pending';
       } else if (name === 'tool_call_decision') {
-        const t = findTool(view, toolCallId);
+        const t = findTool(target, toolCallId);
         if (t) t.approval = value.approved ? 'approved' : 'denied';
       }
       break;
