@@ -1,0 +1,343 @@
+//! The device agent end to end, with the real `pa-device` binary: the user asks the gateway for
+//! an enrollment code, `pa-device enroll` trades it for a device token, `pa-device run` connects
+//! (one outbound WebSocket) and its jail and PTY become tools of the user's runs. A scripted
+//! model lists and reads a file in the jail and runs `echo` in a terminal; then the agent is
+//! killed in the middle of a `sleep 30`: the call fails at once with a tool error the model
+//! reads, the run goes on, and the device's tools are gone from the next run's toolset.
+//!
+//! Device tools make runs durable, so this mesh has a worker (Temporal).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use tests_e2e::{Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The `pa-device` of this workspace: `$PA_DEVICE_BIN`, else next to the test binaries (a
+/// workspace test build builds it), else built now.
+fn device_binary() -> BoxResult<PathBuf> {
+    if let Some(path) = std::env::var_os("PA_DEVICE_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/device_agent-… → target/<profile>/pa-device
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or("no target dir")?;
+    let binary = profile_dir.join(format!("pa-device{}", std::env::consts::EXE_SUFFIX));
+    if !binary.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "pa-device", "--bin", "pa-device"])
+            .status()?;
+        if !status.success() {
+            return Err("cannot build pa-device".into());
+        }
+    }
+    Ok(binary)
+}
+
+fn temp_dir(tag: &str) -> BoxResult<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "pa-e2e-device-{tag}-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+async fn setup_model(mesh: &Mesh, fake: &FakeProvider) -> R {
+    let body = json!({ "id": "fd", "kind": "openai_compatible", "base_url": fake.base_url(),
+                       "platform_api_key": "sk-test" });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    let body = json!({ "label": "fd:m", "context_window": 32000, "capabilities": ["tools"] });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    Ok(())
+}
+
+async fn run_to_end(mesh: &Mesh, chat: &str, message: &str) -> BoxResult<(String, Vec<SseEvent>)> {
+    let (status, accepted) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": message, "model": "fd:m" }),
+        )
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    let events = tokio::time::timeout(
+        Duration::from_secs(90),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    Ok((run_id, events))
+}
+
+fn result_of(events: &[SseEvent], call: &str) -> String {
+    events
+        .iter()
+        .find(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == call)
+        .and_then(|e| e.data["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// What the model was told about `call` in its last request.
+fn model_saw(fake: &FakeProvider, call: &str) -> String {
+    let Some(last) = fake.requests().into_iter().last() else {
+        return String::new();
+    };
+    last.body["messages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call)
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// The tool names the model was offered in its last request.
+fn offered_tools(fake: &FakeProvider) -> Vec<String> {
+    fake.requests()
+        .into_iter()
+        .last()
+        .map(|r| {
+            r.body["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["function"]["name"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn device_online(mesh: &Mesh, online: bool) -> BoxResult<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, list) = mesh.get_json("/v1/me/devices").await?;
+        assert_eq!(status, 200, "{list}");
+        if let Some(device) = list["devices"].as_array().and_then(|d| d.first())
+            && device["online"] == online
+        {
+            return Ok(device.clone());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the device never became online={online}: {list}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_killed() -> R {
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let fake = FakeProvider::start().await?;
+    setup_model(&mesh, &fake).await?;
+    let binary = device_binary()?;
+    let home = temp_dir("home")?;
+    let jail = home.join("shared");
+    std::fs::create_dir_all(jail.join("docs"))?;
+    std::fs::write(jail.join("docs/notes.txt"), "the jail says: blue-42\n")?;
+    std::fs::write(home.join("outside.txt"), "outside secret")?;
+    let config = home.join("device.json");
+
+    // A one-time code, redeemed by the real binary.
+    let (status, enrollment) = mesh
+        .post_json("/v1/me/devices/enrollments", &json!({}))
+        .await?;
+    assert_eq!(status, 201, "{enrollment}");
+    let code = enrollment["code"].as_str().unwrap_or_default().to_string();
+    let enroll = tokio::process::Command::new(&binary)
+        .args([
+            "enroll",
+            &code,
+            "--gateway",
+            &mesh.gateway_url,
+            "--name",
+            "laptop",
+        ])
+        .arg("--root")
+        .arg(&jail)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await?;
+    assert!(
+        enroll.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enroll.stderr)
+    );
+    // The code works once.
+    let (status, again) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": code, "name": "other" }),
+        )
+        .await?;
+    assert_eq!(status, 401, "{again}");
+
+    let mut agent = tokio::process::Command::new(&binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let device = device_online(&mesh, true).await?;
+    assert_eq!(device["name"], "laptop");
+    assert!(
+        device["tools"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == "pty_exec")),
+        "{device}"
+    );
+
+    // The scripted model lists, reads, and runs echo in a terminal on the device.
+    let chat = mesh.create_chat("device").await?;
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_list",
+        "laptop__fs_list",
+        json!({ "path": "docs" }).to_string(),
+    )]));
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_read",
+        "laptop__fs_read",
+        json!({ "path": "docs/notes.txt" }).to_string(),
+    )]));
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_escape",
+        "laptop__fs_read",
+        json!({ "path": "../outside.txt" }).to_string(),
+    )]));
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_echo",
+        "laptop__pty_exec",
+        json!({ "command": "echo hello-from-the-pty" }).to_string(),
+    )]));
+    fake.push(Reply::text("The note says blue-42."));
+    let (run_id, events) = run_to_end(&mesh, &chat, "what does my note say?").await?;
+    let last = events.last().map(|e| e.event_type().to_string());
+    assert_eq!(last.as_deref(), Some("RUN_FINISHED"), "{events:?}");
+    let offered = offered_tools(&fake);
+    for tool in [
+        "laptop__fs_list",
+        "laptop__fs_read",
+        "laptop__fs_write",
+        "laptop__pty_exec",
+    ] {
+        assert!(
+            offered.iter().any(|t| t == tool),
+            "{tool} not in {offered:?}"
+        );
+    }
+    assert!(result_of(&events, "c_list").contains("notes.txt"));
+    assert_eq!(result_of(&events, "c_read"), "the jail says: blue-42\n");
+    assert!(model_saw(&fake, "c_read").contains("blue-42"));
+    let escape = result_of(&events, "c_escape");
+    assert!(
+        escape.contains("refused") && !escape.contains("outside secret"),
+        "{escape}"
+    );
+    let echo = result_of(&events, "c_echo");
+    assert!(echo.contains("hello-from-the-pty"), "{echo}");
+    assert!(model_saw(&fake, "c_echo").contains("hello-from-the-pty"));
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(
+        run["mode"], "durable",
+        "device tools make a run durable: {run}"
+    );
+
+    // A long command in flight when the agent dies: the call fails now, not at its timeout.
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_sleep",
+        "laptop__pty_exec",
+        json!({ "command": "sleep 30" }).to_string(),
+    )]));
+    fake.push(Reply::text("The device went away."));
+    let (status, accepted) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": "sleep", "model": "fd:m" }),
+        )
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    // Wait until the call is on its way, then give it a moment to reach the device.
+    for n in 1..200 {
+        let events = tokio::time::timeout(
+            Duration::from_secs(30),
+            mesh.read_events(&run_id, None, Some(n)),
+        )
+        .await??;
+        if events
+            .iter()
+            .any(|e| e.event_type() == "TOOL_CALL_END" && e.data["toolCallId"] == "c_sleep")
+        {
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = Instant::now();
+    agent.kill().await?;
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    let ended_after = killed_at.elapsed();
+    let last = events.last().map(|e| e.event_type().to_string());
+    assert_eq!(last.as_deref(), Some("RUN_FINISHED"), "{events:?}");
+    let failed = result_of(&events, "c_sleep");
+    assert!(failed.contains("disconnected"), "{failed}");
+    assert!(model_saw(&fake, "c_sleep").contains("disconnected"));
+    assert!(
+        ended_after < Duration::from_secs(15),
+        "the in-flight call waited for its timeout: {ended_after:?}"
+    );
+
+    // Offline now, and the next run's toolset has none of its tools.
+    device_online(&mesh, false).await?;
+    fake.push(Reply::text("No devices."));
+    let (_, events) = run_to_end(&mesh, &chat, "anything on my laptop?").await?;
+    assert_eq!(
+        events.last().map(|e| e.event_type().to_string()).as_deref(),
+        Some("RUN_FINISHED")
+    );
+    let offered = offered_tools(&fake);
+    assert!(
+        !offered.iter().any(|t| t.starts_with("laptop__")),
+        "{offered:?}"
+    );
+
+    // Deleting the device revokes its token.
+    let id = device["id"].as_str().unwrap_or_default();
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/me/devices/{id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    let stored: Value = serde_json::from_slice(&std::fs::read(&config)?)?;
+    let token = stored["device_token"].as_str().unwrap_or_default();
+    let ws = mesh.gateway_url.replacen("http://", "ws://", 1) + "/v1/devices/connect";
+    let refused = mesh
+        .http
+        .get(ws.replacen("ws://", "http://", 1))
+        .bearer_auth(token)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 401);
+
+    std::fs::remove_dir_all(&home)?;
+    mesh.stop().await?;
+    Ok(())
+}
