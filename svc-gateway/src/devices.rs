@@ -361,9 +361,9 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     // Subscribe before announcing the device online, so no call is published into the void.
     let client = redis::Client::open(state.redis_url.as_str())?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub
-        .subscribe(device_bus::calls_channel(&connection))
-        .await?;
+    let channel = device_bus::calls_channel(&connection);
+    pubsub.subscribe(&channel).await?;
+    let (mut subscription, mut calls) = pubsub.split();
     mark_online(&state, &device.id, &connection).await?;
     tracing::info!(device = %device.id, name = %device.name, %connection, "device online");
     tx.send(text(
@@ -377,7 +377,6 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     heartbeat.tick().await;
     let mut last_heard = tokio::time::Instant::now();
     let result: Result<(), BoxError> = async {
-        let mut calls = pubsub.on_message();
         loop {
             tokio::select! {
                 frame = rx.next() => {
@@ -448,11 +447,31 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     }
     .await;
 
-    // Gone: no new calls reach this connection, and the ones in flight fail now.
-    drop(pubsub);
+    // Gone: no new calls reach this connection (a publish now finds no subscriber and fails
+    // at once), and the ones in flight fail now — with those published just before the
+    // unsubscribe, still queued on the subscription.
     if let Err(err) = mark_offline(&state, &device.id, &connection).await {
         tracing::warn!(device = %device.id, %err, "cannot clear the online key (it expires)");
     }
+    match subscription.unsubscribe(&channel).await {
+        Ok(()) => {
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(100), calls.next()).await
+            {
+                if let Ok(BusCall::Call { id, .. }) = message
+                    .get_payload::<String>()
+                    .map_err(|_| ())
+                    .and_then(|p| serde_json::from_str::<BusCall>(&p).map_err(|_| ()))
+                {
+                    in_flight.insert(id);
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(device = %device.id, %err, "cannot unsubscribe a device's calls")
+        }
+    }
+    drop((subscription, calls));
     let failure = BusResult {
         content: format!(
             "the device {:?} disconnected during the call; it did not finish",

@@ -101,6 +101,7 @@ impl Session {
     }
 
     fn kill(&self, reason: &str) {
+        tracing::debug!(session = %self.id, reason, "pty kill");
         {
             let mut st = lock(&self.state);
             if st.exit.is_some() {
@@ -270,6 +271,7 @@ impl PtyManager {
         if command.trim().is_empty() {
             return Err(PtyError::EmptyCommand);
         }
+        tracing::debug!(command, "pty start");
         {
             let mut sessions = lock(&self.sessions);
             sessions.retain(|_, s| !s.finished());
@@ -293,6 +295,7 @@ impl PtyManager {
             .slave
             .spawn_command(cmd)
             .map_err(|e| PtyError::Spawn(e.to_string()))?;
+        tracing::debug!(pid = ?child.process_id(), "pty spawned");
         // Only the child holds the terminal's slave side now: its exit ends our reads.
         drop(pair.slave);
         let mut reader = pair

@@ -174,6 +174,53 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
         other => panic!("{other:?}"),
     }
 
+    // A cancelled call stops (its command is killed) and the device goes on serving.
+    let marker = format!("sleep 30.{}", std::process::id());
+    let long = GatewayMessage::Call {
+        id: "long".into(),
+        tool: "pty_exec".into(),
+        arguments: json!({ "command": marker }),
+    };
+    ws.send(Message::Text(serde_json::to_string(&long).unwrap().into()))
+        .await
+        .unwrap();
+    let running = || {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout).contains(&marker)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !running() {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = GatewayMessage::Cancel { id: "long".into() };
+    ws.send(Message::Text(
+        serde_json::to_string(&cancel).unwrap().into(),
+    ))
+    .await
+    .unwrap();
+    let (text, _) = call(&mut ws, "after", "fs_read", json!({"path": "hello.txt"})).await;
+    assert_eq!(text, "text in the jail");
+    let (out, is_error) = call(
+        &mut ws,
+        "after2",
+        "pty_exec",
+        json!({"command": "echo after"}),
+    )
+    .await;
+    assert!(!is_error && out.contains("after"), "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled command still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // The gateway goes away: the device comes back (with backoff) and says hello again.
     drop(ws);
     let mut ws = tokio::time::timeout(Duration::from_secs(20), accept(&listener, TOKEN))

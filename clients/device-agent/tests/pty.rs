@@ -149,3 +149,34 @@ async fn session_count_is_capped() {
     assert!(pty.start("true", 80, 24, None).is_ok());
     pty.kill_all();
 }
+
+#[tokio::test]
+async fn a_cancelled_exec_is_killed_and_the_next_one_runs() {
+    let pty = manager(PtyLimits::default());
+    let marker = format!("sleep 302.{}", std::process::id());
+    let running = || {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout).contains(&marker)
+    };
+    // The caller gives up: the future is dropped mid-run.
+    let cancelled = tokio::time::timeout(Duration::from_millis(700), pty.exec(&marker, None)).await;
+    assert!(cancelled.is_err());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running() {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled command still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        let next = tokio::time::timeout(Duration::from_secs(10), pty.exec("echo next", None))
+            .await
+            .expect("the next command hung")
+            .unwrap();
+        assert_eq!(next.output.trim(), "next");
+    }
+}
