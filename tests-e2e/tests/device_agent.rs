@@ -561,8 +561,97 @@ async fn device_write_and_terminal_tools_need_approval_after_untrusted_content()
     assert!(model_saw(&fake, "g_write").contains("refused"));
     assert!(result_of(&events, "g_echo").contains("approved-run"));
 
-    agent.child.kill().await?;
+    // Deleting the device disconnects it (at its next heartbeat) and the agent, refused on
+    // reconnecting, stops and says to enroll again.
+    let device = device_online(&mesh, true).await?;
+    let id = device["id"].as_str().unwrap_or_default();
+    let r = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/me/devices/{id}")))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 204);
+    let exit = tokio::time::timeout(Duration::from_secs(40), agent.child.wait()).await??;
+    assert!(!exit.success(), "{exit:?}");
+    let (_, list) = mesh.get_json("/v1/me/devices").await?;
+    assert_eq!(list["devices"], json!([]), "{list}");
+
     std::fs::remove_dir_all(&agent.home)?;
     mesh.stop().await?;
     Ok(())
+}
+
+/// Device rows are under row-level security: the application role sees none without a
+/// setting, a device's own row with its id (how a token is checked before the tenant is known),
+/// an enrollment with its code's hash, and the tenant's rows with the tenant.
+#[tokio::test]
+async fn device_rows_are_under_row_level_security() -> R {
+    use sqlx::Connection;
+    let mesh = Mesh::builder().start().await?;
+    let (status, enrollment) = mesh
+        .post_json("/v1/me/devices/enrollments", &json!({ "name": "box" }))
+        .await?;
+    assert_eq!(status, 201, "{enrollment}");
+    let (status, enrolled) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": enrollment["code"], "platform": "linux-x86_64" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{enrolled}");
+    assert_eq!(enrolled["name"], "box");
+    let id = enrolled["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        enrolled["device_token"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("pad_{id}_")))
+    );
+    // A wrong or unknown code is refused the same way.
+    let (status, _) = mesh
+        .post_json("/v1/devices/enroll", &json!({ "code": "AAAA-BBBB-CCCC" }))
+        .await?;
+    assert_eq!(status, 401);
+
+    let app_url = mesh
+        .database_url
+        .replacen("postgres://pa@", "postgres://pa_app@", 1);
+    assert_ne!(
+        app_url, mesh.database_url,
+        "the test expects the dev stack's URL"
+    );
+    let mut app = sqlx::PgConnection::connect(&app_url).await?;
+    let devices = "SELECT count(*) FROM tools.devices";
+    let enrollments = "SELECT count(*) FROM tools.device_enrollments";
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    assert_eq!(count(devices).fetch_one(&mut app).await?, 0);
+    assert_eq!(count(enrollments).fetch_one(&mut app).await?, 0);
+    for (setting, value, want_devices) in [
+        ("pa.device_id", "0123456789abcdef0123456789abcdef", 0),
+        ("pa.device_id", id.as_str(), 1),
+        ("pa.tenant_id", "other", 0),
+        ("pa.tenant_id", "dev", 1),
+    ] {
+        let mut tx = app.begin().await?;
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(setting)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        assert_eq!(
+            count(devices).fetch_one(&mut *tx).await?,
+            want_devices,
+            "{setting}={value}"
+        );
+        tx.rollback().await?;
+    }
+    let mut tx = app.begin().await?;
+    sqlx::query("SELECT set_config('pa.tenant_id', 'dev', true)")
+        .execute(&mut *tx)
+        .await?;
+    assert_eq!(count(enrollments).fetch_one(&mut *tx).await?, 1);
+    tx.rollback().await?;
+    mesh.stop().await
 }

@@ -25,6 +25,8 @@ use crate::tools::Device;
 const MAX_CONCURRENT_CALLS: usize = 16;
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that lasted this long was a good one: the next reconnect starts fast again.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -131,11 +133,16 @@ pub async fn run(
         loop {
             match connect(&url, &config.device_token).await {
                 Ok(ws) => {
-                    attempt = 0;
                     tracing::info!(url = %url, "connected to the gateway");
+                    let since = tokio::time::Instant::now();
                     match serve(ws, device.clone()).await {
                         Ok(()) => tracing::info!("connection closed"),
                         Err(e) => tracing::warn!(error = %e, "connection lost"),
+                    }
+                    // A connection that lasted starts the backoff over; one the gateway drops
+                    // at once (it refused our hello) keeps backing off.
+                    if since.elapsed() >= STABLE_AFTER {
+                        attempt = 0;
                     }
                 }
                 Err(e @ ClientError::Unauthorized(_)) => return Err(e),
