@@ -8,6 +8,7 @@ mod api_keys;
 mod auth;
 pub mod config;
 pub mod control_ws;
+mod devices;
 mod dto;
 mod integrations;
 mod memories;
@@ -107,6 +108,11 @@ fn table() -> Vec<Route> {
         get("/v1/me/integrations/{id}", integrations::get),
         patch("/v1/me/integrations/{id}", integrations::patch),
         delete("/v1/me/integrations/{id}", integrations::delete),
+        post("/v1/me/devices/enrollments", devices::create_enrollment),
+        get("/v1/me/devices", devices::list),
+        delete("/v1/me/devices/{id}", devices::delete),
+        post("/v1/devices/enroll", devices::enroll),
+        get("/v1/devices/connect", devices::connect),
         get("/v1/chats/{id}/tools", integrations::get_selection),
         put("/v1/chats/{id}/tools", integrations::put_selection),
         get("/v1/me/memories", memories::list),
@@ -312,6 +318,7 @@ pub fn build_state(
             _ => None,
         },
         redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,
+        redis_url: config.common.redis_url.clone(),
         sse_keepalive: config.sse_keepalive,
         backends,
         shutdown,

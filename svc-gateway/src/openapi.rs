@@ -11,7 +11,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
-use crate::{admin, agui, api, api_keys, control_ws, integrations, memories};
+use crate::{admin, agui, api, api_keys, control_ws, devices, integrations, memories};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ use crate::{admin, agui, api, api_keys, control_ws, integrations, memories};
         agui::run_agent,
         integrations::list, integrations::create, integrations::get, integrations::patch,
         integrations::delete, integrations::get_selection, integrations::put_selection,
+        devices::create_enrollment, devices::list, devices::delete, devices::enroll, devices::connect,
         memories::list, memories::create, memories::patch, memories::delete, memories::upload_file,
     ),
     components(schemas(crate::problem::Problem)),

@@ -34,6 +34,8 @@ pub struct AppState {
     /// Present in OIDC mode.
     pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,
+    /// For the connections that cannot come from the pool (a device socket's subscription).
+    pub redis_url: String,
     pub sse_keepalive: Duration,
     /// (name, channel) of every backend /readyz checks.
     pub backends: Vec<(&'static str, Channel)>,

@@ -5,13 +5,15 @@
 //! A toolset is: the ambient web tools (web_fetch, web_search, weather — from ALL the user's
 //! enabled integrations, whatever the chat selected), the tools of the MCP servers the chat
 //! selected (listed now, names prefixed by server, schemas validated), the memory tools
-//! (remember, recall, forget), minus what the tag gate removes for the resolved model's provider.
+//! (remember, recall, forget), the tools of the user's online devices (`<device>__<tool>`, see
+//! `devices.rs`), minus what the tag gate removes for the resolved model's provider.
 
 use pa_proto::v1::{BlockedTool, Identity, ToolDefinition, Toolset};
 use serde_json::json;
 use sqlx::{PgPool, Row};
 
 use crate::config::ToolsSettings;
+use crate::devices::DeviceRegistry;
 use crate::error::ToolsError;
 use crate::gate::tag_gate;
 use crate::integrations::{IntegrationStore, Kind, Record};
@@ -34,6 +36,7 @@ pub struct ToolsetAssembler {
     pub guard: NetGuard,
     pub settings: ToolsSettings,
     pub memory: MemoryTools,
+    pub devices: DeviceRegistry,
 }
 
 /// What a snapshot says about its run, for the tools that act on it.
@@ -115,6 +118,7 @@ impl ToolsetAssembler {
         guard: NetGuard,
         settings: ToolsSettings,
         memory: MemoryTools,
+        devices: DeviceRegistry,
     ) -> Self {
         Self {
             pool,
@@ -122,6 +126,7 @@ impl ToolsetAssembler {
             guard,
             settings,
             memory,
+            devices,
         }
     }
 
@@ -347,7 +352,23 @@ impl ToolsetAssembler {
             .collect();
         let listed =
             futures::future::join_all(servers.iter().map(|r| self.mcp_tools(identity, r))).await;
-        for (server_tools, server_blocked) in listed {
+        // The user's online devices, then the MCP servers' tools; a name taken is reported.
+        let device_tools = match self.devices.online_tools(identity).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the user's devices");
+                blocked.push(BlockedTool {
+                    name: "*__*".into(),
+                    reason: format!("the devices could not be listed: {e}"),
+                    gate: "device_unavailable".into(),
+                    source: "device:*".into(),
+                });
+                Vec::new()
+            }
+        };
+        for (server_tools, server_blocked) in
+            std::iter::once((device_tools, Vec::new())).chain(listed)
+        {
             for tool in server_tools {
                 if tools.iter().any(|t| t.name == tool.name) {
                     blocked.push(BlockedTool {
@@ -446,31 +467,5 @@ impl ToolsetAssembler {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),
             })
-    }
-
-    pub async fn devices(
-        &self,
-        identity: &Identity,
-    ) -> Result<Vec<pa_proto::v1::Device>, ToolsError> {
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
-        let rows = sqlx::query(
-            "SELECT id, name, kind, last_seen_at > now() - interval '60 seconds' AS online \
-             FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",
-        )
-        .bind(&identity.tenant_id)
-        .bind(&identity.user_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows.iter()
-            .map(|row| {
-                Ok(pa_proto::v1::Device {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    kind: row.try_get("kind")?,
-                    online: row.try_get::<Option<bool>, _>("online")?.unwrap_or(false),
-                })
-            })
-            .collect()
     }
 }

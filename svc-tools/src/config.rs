@@ -44,6 +44,9 @@ pub struct ToolsSettings {
     /// `PA_KEK`, `PA_KEK_ID` (default `kek-1`), `PA_KEK_PREVIOUS`: the same key-encryption
     /// keys as svc-models, for integration secrets. Unset = the dev KEK, with a warning.
     pub kek: Option<(String, String, String)>,
+    /// `PA_TOOLS_DEVICE_TIMEOUT_MS` (default 25000): how long a device tool call may take
+    /// (below the 30 s gRPC request timeout); the device is told to stop the call after it.
+    pub device_call_timeout: Duration,
 }
 
 impl Default for ToolsSettings {
@@ -57,6 +60,7 @@ impl Default for ToolsSettings {
             mcp_call_timeout: Duration::from_secs(25),
             mcp_list_timeout: Duration::from_secs(10),
             kek: None,
+            device_call_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -129,6 +133,7 @@ impl Config {
                 mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 25_000)?,
                 mcp_list_timeout: ms("PA_TOOLS_MCP_LIST_TIMEOUT_MS", 10_000)?,
                 kek,
+                device_call_timeout: ms("PA_TOOLS_DEVICE_TIMEOUT_MS", 25_000)?,
             },
         })
     }

@@ -21,6 +21,12 @@ pub enum ToolsError {
     Corrupt(#[from] serde_json::Error),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    #[error("device {0} not found")]
+    DeviceNotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("Redis: {0}")]
+    Redis(String),
 }
 
 impl From<ToolsError> for PaError {
@@ -28,7 +34,10 @@ impl From<ToolsError> for PaError {
         match err {
             ToolsError::UnknownSnapshot(_)
             | ToolsError::NotInSnapshot { .. }
-            | ToolsError::IntegrationNotFound(_) => PaError::not_found(err.to_string()),
+            | ToolsError::IntegrationNotFound(_)
+            | ToolsError::DeviceNotFound(_) => PaError::not_found(err.to_string()),
+            ToolsError::Unauthenticated(_) => PaError::unauthenticated(err.to_string()),
+            ToolsError::Redis(_) => PaError::new(pa_kit::ErrorCode::Unavailable, err.to_string()),
             ToolsError::MissingRunId | ToolsError::BadSnapshotId | ToolsError::Invalid(_) => {
                 PaError::bad_request(err.to_string())
             }

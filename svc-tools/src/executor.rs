@@ -67,6 +67,20 @@ impl ToolsetAssembler {
             Ok(args) if memory::is_memory_tool(&tool) => {
                 self.run_memory_tool(identity, &run, &tool, &args).await
             }
+            Ok(args) if tool.source.starts_with("device:") => {
+                match self
+                    .devices
+                    .call(identity, &tool, Value::Object(args))
+                    .await
+                {
+                    Ok(result) => Outcome {
+                        content: result.content,
+                        is_error: result.is_error,
+                        untrusted: tool.untrusted_output,
+                    },
+                    Err(message) => Outcome::failed(message),
+                }
+            }
             Ok(args) => self.run(identity, &tool, args).await,
             Err(message) => Outcome::failed(message),
         };

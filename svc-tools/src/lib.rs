@@ -3,6 +3,7 @@
 
 mod assembler;
 pub mod config;
+pub mod devices;
 mod error;
 mod executor;
 pub mod gate;
@@ -65,7 +66,10 @@ pub async fn run(
         ),
         auth.clone(),
     );
-    let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory);
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    let devices = devices::DeviceRegistry::new(pool.clone(), redis, settings.device_call_timeout);
+    let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory, devices);
     let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?
         .named("svc-tools")

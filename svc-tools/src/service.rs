@@ -11,6 +11,12 @@ use pa_proto::v1::{
     ListDevicesRequest, ListDevicesResponse, ListIntegrationsRequest, ListIntegrationsResponse,
     Toolset, UpdateIntegrationRequest,
 };
+use pa_proto::v1::{
+    AuthenticateDeviceRequest, AuthenticateDeviceResponse, CreateDeviceEnrollmentRequest,
+    DeleteDeviceRequest, DeleteDeviceResponse, DeviceEnrollment, EnrollDeviceRequest,
+    EnrollDeviceResponse, SetDeviceOfflineRequest, SetDeviceOfflineResponse,
+    SetDeviceOnlineRequest, SetDeviceOnlineResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::assembler::ToolsetAssembler;
@@ -93,8 +99,103 @@ impl ToolService for ToolServiceImpl {
         request: Request<ListDevicesRequest>,
     ) -> Result<Response<ListDevicesResponse>, Status> {
         let identity = request.identity()?;
-        let devices = self.assembler.devices(&identity).await.map_err(err)?;
+        let devices = self.assembler.devices.list(&identity).await.map_err(err)?;
         Ok(Response::new(ListDevicesResponse { devices }))
+    }
+
+    async fn create_device_enrollment(
+        &self,
+        request: Request<CreateDeviceEnrollmentRequest>,
+    ) -> Result<Response<DeviceEnrollment>, Status> {
+        let identity = request.identity()?;
+        let enrollment = self
+            .assembler
+            .devices
+            .create_enrollment(&identity, &request.get_ref().name)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(enrollment))
+    }
+
+    /// Internal: the gateway redeems a code for a device that has no login.
+    async fn enroll_device(
+        &self,
+        request: Request<EnrollDeviceRequest>,
+    ) -> Result<Response<EnrollDeviceResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let req = request.get_ref();
+        let enrolled = self
+            .assembler
+            .devices
+            .enroll(&req.code, &req.name, &req.kind, &req.platform)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(enrolled))
+    }
+
+    async fn authenticate_device(
+        &self,
+        request: Request<AuthenticateDeviceRequest>,
+    ) -> Result<Response<AuthenticateDeviceResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let (device, owner) = self
+            .assembler
+            .devices
+            .authenticate(&request.get_ref().device_token)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(AuthenticateDeviceResponse {
+            device: Some(device),
+            owner: Some(owner),
+        }))
+    }
+
+    async fn set_device_online(
+        &self,
+        request: Request<SetDeviceOnlineRequest>,
+    ) -> Result<Response<SetDeviceOnlineResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let req = request.into_inner();
+        self.assembler
+            .devices
+            .set_online(
+                &req.device_id,
+                &req.connection_id,
+                req.heartbeat,
+                &req.platform,
+                req.read_only,
+                req.tools,
+            )
+            .await
+            .map_err(err)?;
+        Ok(Response::new(SetDeviceOnlineResponse {}))
+    }
+
+    async fn set_device_offline(
+        &self,
+        request: Request<SetDeviceOfflineRequest>,
+    ) -> Result<Response<SetDeviceOfflineResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let req = request.get_ref();
+        self.assembler
+            .devices
+            .set_offline(&req.device_id, &req.connection_id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(SetDeviceOfflineResponse {}))
+    }
+
+    async fn delete_device(
+        &self,
+        request: Request<DeleteDeviceRequest>,
+    ) -> Result<Response<DeleteDeviceResponse>, Status> {
+        let identity = request.identity()?;
+        self.assembler
+            .devices
+            .delete(&identity, &request.get_ref().id)
+            .await
+            .map_err(err)?;
+        Ok(Response::new(DeleteDeviceResponse {}))
     }
 
     async fn create_integration(

@@ -662,6 +662,13 @@ pub const SERVICES: &[Service] = &[
                 "Listing an MCP server's tools when a run's toolset is assembled.",
             ),
             var(
+                "PA_TOOLS_DEVICE_TIMEOUT_MS",
+                "25000",
+                Kind::Int,
+                Helm::Value,
+                "One device tool call (kept below the 30 s request timeout); the device is told to stop the call after it.",
+            ),
+            var(
                 "PA_KEK",
                 "a fixed dev key (logged as a warning)",
                 Kind::Text,

@@ -4,6 +4,7 @@ pub mod approvals;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod device_bus;
 pub mod error;
 pub mod grpc;
 pub mod identity;

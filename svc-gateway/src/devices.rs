@@ -1,0 +1,501 @@
+//! The user's devices (device agents) over REST, and the device socket.
+//!
+//! - `POST /v1/me/devices/enrollments` → a one-time code (valid 10 minutes) for
+//!   `pa-device enroll CODE --gateway URL`;
+//! - `POST /v1/devices/enroll` (no user login: the code is the credential) → the device's id and
+//!   token, shown once;
+//! - `GET /v1/me/devices`, `DELETE /v1/me/devices/{id}`;
+//! - `GET /v1/devices/connect`: the device's WebSocket, `Authorization: Bearer <device token>`.
+//!
+//! The socket: the device says `hello` (its tools) first; the gateway records it with svc-tools,
+//! subscribes to the connection's call channel in Redis and sets the device's online key (see
+//! [`pa_kit::device_bus`]). Calls published by svc-tools (on any replica) are forwarded as
+//! `{"type":"call","id","tool","arguments"}`; the device's `{"type":"result","id","content",
+//! "is_error"}` is pushed back to the caller's result list. Heartbeats refresh the online key
+//! and svc-tools' last-seen (a deleted device is disconnected there). When the socket ends, the
+//! online key goes, and every call still in flight is failed at once with a tool error.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use deadpool_redis::redis::{self, AsyncCommands};
+use futures::{SinkExt, StreamExt};
+use pa_kit::PaError;
+use pa_kit::device_bus::{self, BusCall, BusResult};
+use pa_proto::v1::{
+    AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest, Device,
+    DeviceTool, EnrollDeviceRequest, ListDevicesRequest, SetDeviceOfflineRequest,
+    SetDeviceOnlineRequest,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::ApiJson;
+use crate::auth::Caller;
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// A frame from a device is at most this (a file read is capped well below it by the device).
+const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// The device must say hello this soon after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// No frame (not even a ping) from the device for this long: it is gone.
+const DEAD_AFTER: Duration = Duration::from_secs(45);
+const GATEWAY: &str = "svc-gateway";
+
+fn device_json(d: Device) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "kind": d.kind,
+        "online": d.online,
+        "platform": d.platform,
+        "read_only": d.read_only,
+        "tools": d.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        "created_at_ms": d.created_at_ms,
+        "last_seen_at_ms": d.last_seen_at_ms,
+    })
+}
+
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentBody {
+    /// The device's name unless the device gives one.
+    #[serde(default)]
+    name: String,
+}
+
+#[utoipa::path(post, path = "/v1/me/devices/enrollments", tag = "devices", request_body = EnrollmentBody,
+    responses((status = 201, description = "`{code, expires_at_ms}`: a one-time code for `pa-device enroll CODE --gateway URL`, valid 10 minutes", body = serde_json::Value)))]
+pub async fn create_enrollment(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    ApiJson(body): ApiJson<EnrollmentBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let name = body.name;
+    let enrollment = state
+        .tools
+        .clone()
+        .create_device_enrollment(
+            state
+                .auth
+                .request(&identity, CreateDeviceEnrollmentRequest { name }),
+        )
+        .await?
+        .into_inner();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "code": enrollment.code, "expires_at_ms": enrollment.expires_at_ms })),
+    ))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct EnrollBody {
+    code: String,
+    #[serde(default)]
+    name: String,
+    /// device_agent (default) | browser_sandbox | browser_extension
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    platform: String,
+}
+
+/// The one endpoint without a user login: the enrollment code is the credential.
+#[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollBody, security(()),
+    responses((status = 200, description = "`{device_id, device_token, name}`; the token is shown once", body = serde_json::Value)))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> ApiResult<Json<Value>> {
+    let internal = pa_kit::identity::internal_identity(GATEWAY);
+    let enrolled = state
+        .tools
+        .clone()
+        .enroll_device(state.auth.request(
+            &internal,
+            EnrollDeviceRequest {
+                code: body.code,
+                name: body.name,
+                kind: body.kind,
+                platform: body.platform,
+            },
+        ))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "device_id": enrolled.device_id,
+        "device_token": enrolled.device_token,
+        "name": enrolled.name,
+    })))
+}
+
+#[utoipa::path(get, path = "/v1/me/devices", tag = "devices",
+    responses((status = 200, description = "`{devices: [{id, name, kind, online, platform, read_only, tools, created_at_ms, last_seen_at_ms}]}`", body = serde_json::Value)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> ApiResult<Json<Value>> {
+    let devices = state
+        .tools
+        .clone()
+        .list_devices(state.auth.request(&identity, ListDevicesRequest {}))
+        .await?
+        .into_inner()
+        .devices;
+    Ok(Json(json!({
+        "devices": devices.into_iter().map(device_json).collect::<Vec<_>>()
+    })))
+}
+
+#[utoipa::path(delete, path = "/v1/me/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The device id")),
+    responses((status = 204, description = "Deleted: its token stops working and a connected device is disconnected")))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    state
+        .tools
+        .clone()
+        .delete_device(state.auth.request(&identity, DeleteDeviceRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+}
+
+#[utoipa::path(get, path = "/v1/devices/connect", tag = "devices",
+    params(("Authorization" = String, Header, description = "`Bearer <device token>`")),
+    responses((status = 101, description = "WebSocket: the device's hello, then calls → results (JSON text frames)")))]
+pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    let Some(token) = bearer(&parts.headers) else {
+        return ApiError::from(PaError::unauthenticated(
+            "missing Authorization: Bearer <device token>",
+        ))
+        .into_response();
+    };
+    let internal = pa_kit::identity::internal_identity(GATEWAY);
+    let authenticated = state
+        .tools
+        .clone()
+        .authenticate_device(state.auth.request(
+            &internal,
+            AuthenticateDeviceRequest {
+                device_token: token,
+            },
+        ))
+        .await;
+    let device = match authenticated {
+        Ok(answer) => match answer.into_inner().device {
+            Some(device) => device,
+            None => return ApiError::from(PaError::internal("no device")).into_response(),
+        },
+        Err(status) => return ApiError::from(status).into_response(),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return rejection.into_response(),
+    };
+    upgrade
+        .max_message_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            let id = device.id.clone();
+            if let Err(err) = session(state, device, socket).await {
+                tracing::info!(device = %id, %err, "device socket ended with an error");
+            }
+        })
+}
+
+#[derive(Deserialize)]
+struct AnnouncedTool {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    parameters: Value,
+    #[serde(default)]
+    privilege_class: String,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum DeviceFrame {
+    Hello {
+        #[serde(default)]
+        platform: String,
+        #[serde(default)]
+        read_only: bool,
+        #[serde(default)]
+        tools: Vec<AnnouncedTool>,
+    },
+    Result {
+        id: String,
+        #[serde(default)]
+        content: String,
+        #[serde(default)]
+        is_error: bool,
+    },
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn text(value: &impl serde::Serialize) -> Result<Message, BoxError> {
+    Ok(Message::Text(Utf8Bytes::from(serde_json::to_string(
+        value,
+    )?)))
+}
+
+/// Pushes a call's result where its caller waits.
+async fn deliver(state: &AppState, call_id: &str, result: &BusResult) -> Result<(), BoxError> {
+    let mut conn = state.redis.get().await?;
+    let key = device_bus::result_key(call_id);
+    redis::pipe()
+        .rpush(&key, serde_json::to_string(result)?)
+        .pexpire(&key, device_bus::RESULT_TTL.as_millis() as i64)
+        .query_async::<()>(&mut conn)
+        .await?;
+    Ok(())
+}
+
+/// Sets the online key to this connection.
+async fn mark_online(state: &AppState, device_id: &str, connection: &str) -> Result<(), BoxError> {
+    let mut conn = state.redis.get().await?;
+    let ttl = device_bus::ONLINE_TTL.as_millis() as u64;
+    let _: () = conn
+        .pset_ex(device_bus::online_key(device_id), connection, ttl)
+        .await?;
+    Ok(())
+}
+
+/// Removes the online key if it is still this connection's (a newer connection of the same
+/// device keeps its own).
+async fn mark_offline(state: &AppState, device_id: &str, connection: &str) -> Result<(), BoxError> {
+    let mut conn = state.redis.get().await?;
+    let _: i64 = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    )
+    .key(device_bus::online_key(device_id))
+    .arg(connection)
+    .invoke_async(&mut conn)
+    .await?;
+    Ok(())
+}
+
+async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(), BoxError> {
+    let (mut tx, mut rx) = socket.split();
+    // The device announces itself first.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            match rx.next().await {
+                Some(Ok(Message::Text(body))) => return Some(body),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+    .ok_or("no hello from the device")?;
+    let Ok(DeviceFrame::Hello {
+        platform,
+        read_only,
+        tools,
+    }) = serde_json::from_str::<DeviceFrame>(hello.as_str())
+    else {
+        let _ = tx
+            .send(text(
+                &json!({"type": "error", "message": "the first frame must be hello"}),
+            )?)
+            .await;
+        return Err("the first frame was not a hello".into());
+    };
+    let connection = uuid::Uuid::new_v4().simple().to_string();
+    let tools: Vec<DeviceTool> = tools
+        .into_iter()
+        .map(|t| DeviceTool {
+            name: t.name,
+            description: t.description,
+            parameters_json_schema: t.parameters.to_string(),
+            privilege_class: t.privilege_class,
+        })
+        .collect();
+    let internal = pa_kit::identity::internal_identity(GATEWAY);
+    let online = SetDeviceOnlineRequest {
+        device_id: device.id.clone(),
+        connection_id: connection.clone(),
+        heartbeat: false,
+        platform,
+        read_only,
+        tools,
+    };
+    if let Err(status) = state
+        .tools
+        .clone()
+        .set_device_online(state.auth.request(&internal, online))
+        .await
+    {
+        let _ = tx
+            .send(text(
+                &json!({"type": "error", "message": status.message()}),
+            )?)
+            .await;
+        return Err(format!("device refused: {}", status.message()).into());
+    }
+    // Subscribe before announcing the device online, so no call is published into the void.
+    let client = redis::Client::open(state.redis_url.as_str())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    let channel = device_bus::calls_channel(&connection);
+    pubsub.subscribe(&channel).await?;
+    let (mut subscription, mut calls) = pubsub.split();
+    mark_online(&state, &device.id, &connection).await?;
+    tracing::info!(device = %device.id, name = %device.name, %connection, "device online");
+    tx.send(text(
+        &json!({"type": "welcome", "device_id": device.id, "name": device.name}),
+    )?)
+    .await?;
+
+    let mut in_flight: HashSet<String> = HashSet::new();
+    let mut heartbeat = tokio::time::interval(device_bus::HEARTBEAT);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let result: Result<(), BoxError> = async {
+        loop {
+            tokio::select! {
+                frame = rx.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    let body = match frame {
+                        Some(Ok(Message::Text(body))) => body,
+                        Some(Ok(Message::Close(_))) | None => return Ok(()),
+                        Some(Ok(_)) => continue, // pings are answered by the library
+                        Some(Err(err)) => return Err(err.into()),
+                    };
+                    match serde_json::from_str::<DeviceFrame>(body.as_str()) {
+                        Ok(DeviceFrame::Result { id, content, is_error }) => {
+                            if in_flight.remove(&id) {
+                                deliver(&state, &id, &BusResult { content, is_error }).await?;
+                            }
+                        }
+                        Ok(DeviceFrame::Hello { .. }) => {}
+                        Err(err) => tracing::debug!(%err, "unreadable frame from a device"),
+                    }
+                }
+                message = calls.next() => {
+                    let Some(message) = message else {
+                        return Err("the call subscription ended".into());
+                    };
+                    let Ok(payload) = message.get_payload::<String>() else { continue };
+                    match serde_json::from_str::<BusCall>(&payload) {
+                        Ok(call @ BusCall::Call { .. }) => {
+                            if let BusCall::Call { id, .. } = &call {
+                                in_flight.insert(id.clone());
+                            }
+                            tx.send(text(&call)?).await?;
+                        }
+                        Ok(cancel @ BusCall::Cancel { .. }) => {
+                            if let BusCall::Cancel { id } = &cancel {
+                                in_flight.remove(id);
+                            }
+                            tx.send(text(&cancel)?).await?;
+                        }
+                        Err(err) => tracing::warn!(%err, "unreadable device call"),
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > DEAD_AFTER {
+                        return Err("the device went silent".into());
+                    }
+                    mark_online(&state, &device.id, &connection).await?;
+                    let beat = SetDeviceOnlineRequest {
+                        device_id: device.id.clone(),
+                        connection_id: connection.clone(),
+                        heartbeat: true,
+                        ..Default::default()
+                    };
+                    if let Err(status) = state.tools.clone().set_device_online(state.auth.request(&internal, beat)).await {
+                        if status.code() == tonic::Code::NotFound {
+                            let _ = tx.send(Message::Close(None)).await;
+                            return Err("the device was deleted".into());
+                        }
+                        tracing::warn!(device = %device.id, error = %status.message(), "device heartbeat not recorded");
+                    }
+                    tx.send(Message::Ping(Default::default())).await?;
+                }
+                _ = state.shutdown.triggered() => {
+                    let _ = tx.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    .await;
+
+    // Gone: no new calls reach this connection (a publish now finds no subscriber and fails
+    // at once), and the ones in flight fail now — with those published just before the
+    // unsubscribe, still queued on the subscription.
+    if let Err(err) = mark_offline(&state, &device.id, &connection).await {
+        tracing::warn!(device = %device.id, %err, "cannot clear the online key (it expires)");
+    }
+    match subscription.unsubscribe(&channel).await {
+        Ok(()) => {
+            while let Ok(Some(message)) =
+                tokio::time::timeout(Duration::from_millis(100), calls.next()).await
+            {
+                if let Ok(BusCall::Call { id, .. }) = message
+                    .get_payload::<String>()
+                    .map_err(|_| ())
+                    .and_then(|p| serde_json::from_str::<BusCall>(&p).map_err(|_| ()))
+                {
+                    in_flight.insert(id);
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(device = %device.id, %err, "cannot unsubscribe a device's calls")
+        }
+    }
+    drop((subscription, calls));
+    let failure = BusResult {
+        content: format!(
+            "the device {:?} disconnected during the call; it did not finish",
+            device.name
+        ),
+        is_error: true,
+    };
+    for id in in_flight {
+        if let Err(err) = deliver(&state, &id, &failure).await {
+            tracing::warn!(call = %id, %err, "cannot fail an in-flight device call");
+        }
+    }
+    let offline = SetDeviceOfflineRequest {
+        device_id: device.id.clone(),
+        connection_id: connection.clone(),
+    };
+    if let Err(status) = state
+        .tools
+        .clone()
+        .set_device_offline(state.auth.request(&internal, offline))
+        .await
+    {
+        tracing::warn!(device = %device.id, error = %status.message(), "cannot record the device offline");
+    }
+    tracing::info!(device = %device.id, %connection, "device offline");
+    result
+}
