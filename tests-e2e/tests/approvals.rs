@@ -124,13 +124,17 @@ async fn start(mesh: &Mesh, chat: &str, id: &str, durable: bool) -> BoxResult<St
 
 /// Reads the run's events until the approval request; returns it.
 async fn approval_request(mesh: &Mesh, run_id: &str) -> BoxResult<SseEvent> {
-    for n in 1..80 {
+    // Follows the stream one event at a time with Last-Event-ID (re-reading it from the start
+    // each time could stall long enough to run the approval into its timeout).
+    let mut last_id: Option<String> = None;
+    for _ in 1..80 {
         let events = tokio::time::timeout(
             Duration::from_secs(30),
-            mesh.read_events(run_id, None, Some(n)),
+            mesh.read_events(run_id, last_id.as_deref(), Some(1)),
         )
         .await??;
         if let Some(last) = events.last() {
+            last_id = last.id.clone().or(last_id);
             if last.event_type() == "CUSTOM" && last.data["name"] == "tool_call_approval" {
                 return Ok(last.clone());
             }
