@@ -98,7 +98,20 @@ impl RunActivities {
             input.agent.usage().model_requests,
         );
         pa_kit::trace::adopt(&span, &input.spec.trace_parent);
-        tracing::Instrument::instrument(self.model_turn_in_span(ctx, input), span).await
+        let output =
+            tracing::Instrument::instrument(self.model_turn_in_span(ctx, input), span.clone())
+                .await?;
+        let tokens: u64 = output
+            .inputs
+            .iter()
+            .map(|i| match i {
+                Input::ModelFinished { usage } => usage.total_tokens,
+                _ => 0,
+            })
+            .sum();
+        span.record("tokens", tokens);
+        span.record("attempts", output.attempts.len());
+        Ok(output)
     }
 
     /// Writes the pending events, then runs one tool call (through svc-tools, or a sub-agent's

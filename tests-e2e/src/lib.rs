@@ -601,6 +601,24 @@ impl Mesh {
         Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
     }
 
+    /// Registers an OpenAI-compatible provider `fp` at `base_url` (a scripted fake) with one
+    /// tool-calling model, `fp:m`, through the admin API.
+    pub async fn add_fake_model(&self, base_url: &str) -> Result<(), BoxError> {
+        let body = serde_json::json!({ "id": "fp", "kind": "openai_compatible", "base_url": base_url,
+                           "tags": [], "platform_api_key": "sk-test" });
+        let (status, saved) = self.post_json("/v1/admin/providers", &body).await?;
+        if status != 200 {
+            return Err(format!("provider: {status} {saved}").into());
+        }
+        let body = serde_json::json!({ "label": "fp:m", "context_window": 32000, "input_price_micros": 1,
+                           "output_price_micros": 1, "capabilities": ["tools"] });
+        let (status, saved) = self.post_json("/v1/admin/models", &body).await?;
+        if status != 200 {
+            return Err(format!("model: {status} {saved}").into());
+        }
+        Ok(())
+    }
+
     pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
         let (status, chat) = self
             .post_json("/v1/chats", &serde_json::json!({ "title": title }))

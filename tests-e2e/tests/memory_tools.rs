@@ -24,14 +24,7 @@ async fn mesh(worker: bool) -> BoxResult<(Mesh, FakeProvider)> {
         .start()
         .await?;
     let fake = FakeProvider::start().await?;
-    let body = json!({ "id": "fp", "kind": "openai_compatible", "base_url": fake.base_url(),
-                       "tags": [], "platform_api_key": "sk-test" });
-    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
-    assert_eq!(status, 200, "{saved}");
-    let body = json!({ "label": "fp:m", "context_window": 32000, "input_price_micros": 1,
-                       "output_price_micros": 1, "capabilities": ["tools"] });
-    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
-    assert_eq!(status, 200, "{saved}");
+    mesh.add_fake_model(&fake.base_url()).await?;
     Ok((mesh, fake))
 }
 

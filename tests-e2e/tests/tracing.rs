@@ -170,14 +170,7 @@ async fn one_run_is_one_connected_trace_across_the_services() -> R {
 
     let mesh = Mesh::builder().worker().without_curator().start().await?;
     let fake = FakeProvider::start().await?;
-    let body = json!({ "id": "fp", "kind": "openai_compatible", "base_url": fake.base_url(),
-                       "tags": [], "platform_api_key": "sk-test" });
-    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
-    assert_eq!(status, 200, "{saved}");
-    let body = json!({ "label": "fp:m", "context_window": 32000, "input_price_micros": 1,
-                       "output_price_micros": 1, "capabilities": ["tools"] });
-    let (status, saved) = mesh.post_json("/v1/admin/models", &body).await?;
-    assert_eq!(status, 200, "{saved}");
+    mesh.add_fake_model(&fake.base_url()).await?;
     let chat = mesh.create_chat("traced").await?;
 
     // Inline: a model turn that calls `recall` (svc-tools → svc-memory), then an answer.
@@ -265,6 +258,14 @@ async fn one_run_is_one_connected_trace_across_the_services() -> R {
         );
     }
     assert_connected(&trace);
+    let turn = trace
+        .iter()
+        .find(|s| {
+            s.name == "model_turn"
+                && s.attributes.get("pa.service").map(String::as_str) == Some("svc-worker")
+        })
+        .expect("the worker's model_turn span");
+    assert!(turn.attributes.contains_key("tokens"), "{turn:?}");
     mesh.stop().await?;
     let _ = provider.shutdown();
     Ok(())

@@ -613,7 +613,7 @@ impl AgentLoop {
 }
 
 /// Adds every counter of `more` to `total`.
-fn add_usage(total: &mut Usage, more: &Usage) {
+pub fn add_usage(total: &mut Usage, more: &Usage) {
     total.input_tokens += more.input_tokens;
     total.output_tokens += more.output_tokens;
     total.total_tokens += more.total_tokens;

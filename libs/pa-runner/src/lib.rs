@@ -7,7 +7,7 @@ mod recall;
 mod subagent;
 
 pub use recall::{RecallSettings, Recalled, apply as apply_recall, approx_tokens, build_context};
-pub use subagent::{EventRelay, SubAgentIo, SubRunOutcome, SubTask, add_usage, parse_call};
+pub use subagent::{EventRelay, SubAgentIo, SubRunOutcome, SubTask, parse_call};
 
 use pa_agent::{Input, ModelRequest, Outcome, ToolCall, TurnMessage};
 use pa_kit::error::ErrorCodeExt;

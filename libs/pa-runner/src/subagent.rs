@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pa_agent::{Input, ToolCall};
+use pa_agent::{Input, ToolCall, add_usage};
 use pa_kit::{InternalAuth, PaError};
 use pa_proto::subagents::{DELEGATE, EXPLORE, RUN_AGENTS_SCRIPT};
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
@@ -116,17 +116,6 @@ pub fn parse_call(call: &ToolCall) -> Result<Vec<SubTask>, String> {
         }
         other => Err(format!("{other} is not a sub-agent tool")),
     }
-}
-
-/// Adds every counter of `more` to `total`.
-pub fn add_usage(total: &mut Usage, more: &Usage) {
-    total.input_tokens += more.input_tokens;
-    total.output_tokens += more.output_tokens;
-    total.total_tokens += more.total_tokens;
-    total.model_requests += more.model_requests;
-    total.tool_calls += more.tool_calls;
-    total.cost_micros += more.cost_micros;
-    total.cached_input_tokens += more.cached_input_tokens;
 }
 
 /// A script step's task, with what the earlier steps found in front of it.
