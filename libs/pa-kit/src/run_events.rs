@@ -173,6 +173,20 @@ pub struct StoredEvent {
     pub event: AgUiEvent,
 }
 
+/// A pooled connection with a read in flight. Dropped before the read came back (an SSE client
+/// went away mid-BLOCK), the connection is still blocked in Redis, and every command queued
+/// behind it on that multiplexed connection would wait out the BLOCK: it is closed instead of
+/// going back to the pool.
+struct InFlightRead(Option<deadpool_redis::Connection>);
+
+impl Drop for InFlightRead {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_redis::Connection::take(conn));
+        }
+    }
+}
+
 type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
 
 /// Reads the events after `after` ("" or "0" = from the start), blocking up to `block` for new
@@ -184,14 +198,20 @@ pub async fn read_after(
     block: Option<Duration>,
 ) -> Result<Vec<StoredEvent>, PaError> {
     let after = if after.is_empty() { "0" } else { after };
-    let mut conn = pool.get().await.map_err(redis_error)?;
+    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
     let mut cmd = redis::cmd("XREAD");
     cmd.arg("COUNT").arg(512);
     if let Some(block) = block {
         cmd.arg("BLOCK").arg(block.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream_key(run_id)).arg(after);
-    let reply: XReadReply = cmd.query_async(&mut *conn).await.map_err(redis_error)?;
+    let result: Result<XReadReply, _> = match read.0.as_mut() {
+        Some(conn) => cmd.query_async(conn).await,
+        None => Ok(None),
+    };
+    // The read came back: the connection is free for the pool again.
+    drop(read.0.take());
+    let reply = result.map_err(redis_error)?;
     let mut events = Vec::new();
     for (_key, entries) in reply.unwrap_or_default() {
         for (stream_id, fields) in entries {
@@ -314,4 +334,40 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the real Redis (REDIS_URL, default 127.0.0.1:6379): a blocking read abandoned
+    /// midway must not make the next read on the pool wait out its BLOCK.
+    #[tokio::test]
+    async fn an_abandoned_blocking_read_does_not_stall_the_next_one() {
+        let url = std::env::var("REDIS_URL")
+            .unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
+        let Ok(pool) = crate::redis::pool(&url, 1) else {
+            panic!("REDIS_URL is not valid");
+        };
+        let run_id = format!("abandoned-read-{}", uuid::Uuid::now_v7());
+        let blocked = tokio::spawn({
+            let pool = pool.clone();
+            let run_id = run_id.clone();
+            async move { read_after(&pool, &run_id, "0", Some(Duration::from_secs(10))).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        blocked.abort();
+        let _ = blocked.await;
+        let started = std::time::Instant::now();
+        let events = tokio::time::timeout(
+            Duration::from_secs(5),
+            read_after(&pool, &run_id, "0", None),
+        )
+        .await;
+        assert!(
+            matches!(events, Ok(Ok(ref e)) if e.is_empty()),
+            "the next read stalled or failed: {events:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
 }
