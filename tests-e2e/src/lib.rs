@@ -619,6 +619,25 @@ impl Mesh {
         Ok(())
     }
 
+    /// Starts a run (`body` as POSTed to `/v1/chats/{chat}/runs`) and reads its stream to the
+    /// end, within `timeout`; returns the run id and its events.
+    pub async fn run_to_end(
+        &self,
+        chat: &str,
+        body: &Value,
+        timeout: Duration,
+    ) -> Result<(String, Vec<SseEvent>), BoxError> {
+        let (status, accepted) = self
+            .post_json(&format!("/v1/chats/{chat}/runs"), body)
+            .await?;
+        if status != 202 {
+            return Err(format!("start run: {status} {accepted}").into());
+        }
+        let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+        let events = tokio::time::timeout(timeout, self.read_events(&run_id, None, None)).await??;
+        Ok((run_id, events))
+    }
+
     pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
         let (status, chat) = self
             .post_json("/v1/chats", &serde_json::json!({ "title": title }))

@@ -29,16 +29,9 @@ async fn mesh(worker: bool) -> BoxResult<(Mesh, FakeProvider)> {
 }
 
 async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> BoxResult<Vec<SseEvent>> {
-    let (status, accepted) = mesh
-        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+    let (_, events) = mesh
+        .run_to_end(chat, &body, Duration::from_secs(60))
         .await?;
-    assert_eq!(status, 202, "{accepted}");
-    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
-    let events = tokio::time::timeout(
-        Duration::from_secs(60),
-        mesh.read_events(&run_id, None, None),
-    )
-    .await??;
     let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
     assert_eq!(kinds.last(), Some(&"RUN_FINISHED"), "{kinds:?}");
     Ok(events)

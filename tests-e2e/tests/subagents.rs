@@ -34,17 +34,7 @@ fn call(id: &str, tool: &str, args: Value) -> Reply {
 
 /// Starts a run and reads its stream to the end; returns (run id, events).
 async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> BoxResult<(String, Vec<SseEvent>)> {
-    let (status, accepted) = mesh
-        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
-        .await?;
-    assert_eq!(status, 202, "{accepted}");
-    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
-    let events = tokio::time::timeout(
-        Duration::from_secs(90),
-        mesh.read_events(&run_id, None, None),
-    )
-    .await??;
-    Ok((run_id, events))
+    mesh.run_to_end(chat, &body, Duration::from_secs(90)).await
 }
 
 fn of_type<'a>(events: &'a [SseEvent], kind: &str) -> Vec<&'a SseEvent> {

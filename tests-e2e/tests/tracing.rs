@@ -106,6 +106,29 @@ impl Receiver {
     }
 }
 
+impl Receiver {
+    /// The trace of the span `pick` chooses, once it spans every `wanted` service; asserts it
+    /// does and that it is one connected tree.
+    async fn connected_trace(
+        &self,
+        pick: impl Fn(&Collected) -> bool,
+        wanted: &[&str],
+    ) -> Vec<Collected> {
+        let trace = self
+            .trace_of(pick, |t| wanted.iter().all(|w| services(t).contains(*w)))
+            .await;
+        let seen = services(&trace);
+        for service in wanted {
+            assert!(
+                seen.contains(*service),
+                "{service} missing from the trace: {seen:?}"
+            );
+        }
+        assert_connected(&trace);
+        trace
+    }
+}
+
 fn services(trace: &[Collected]) -> BTreeSet<String> {
     trace
         .iter()
@@ -211,19 +234,11 @@ async fn one_run_is_one_connected_trace_across_the_services() -> R {
         "svc-memory",
     ];
     let trace = receiver
-        .trace_of(
+        .connected_trace(
             |s| s.name == "run" && s.attributes.get("run_id") == Some(&inline_run),
-            |t| wanted.iter().all(|w| services(t).contains(*w)),
+            &wanted,
         )
         .await;
-    let seen = services(&trace);
-    for service in wanted {
-        assert!(
-            seen.contains(service),
-            "{service} missing from the trace: {seen:?}"
-        );
-    }
-    assert_connected(&trace);
     let turn = trace
         .iter()
         .find(|s| s.name == "model_turn")
@@ -241,23 +256,15 @@ async fn one_run_is_one_connected_trace_across_the_services() -> R {
 
     let wanted = ["svc-gateway", "svc-runs", "svc-worker", "svc-models"];
     let trace = receiver
-        .trace_of(
+        .connected_trace(
             |s| {
                 s.name == "model_turn"
                     && s.attributes.get("run_id") == Some(&durable_run)
                     && s.attributes.get("pa.service").map(String::as_str) == Some("svc-worker")
             },
-            |t| wanted.iter().all(|w| services(t).contains(*w)),
+            &wanted,
         )
         .await;
-    let seen = services(&trace);
-    for service in wanted {
-        assert!(
-            seen.contains(service),
-            "{service} missing from the durable trace: {seen:?}"
-        );
-    }
-    assert_connected(&trace);
     let turn = trace
         .iter()
         .find(|s| {
