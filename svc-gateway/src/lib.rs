@@ -18,6 +18,8 @@ mod problem;
 mod public_grpc;
 mod sse;
 mod state;
+mod users;
+
 pub mod static_files;
 
 use axum::Router;
@@ -101,6 +103,8 @@ fn table() -> Vec<Route> {
         get("/v1/admin/policies", admin::list_policies),
         put("/v1/admin/policies/{classification}", admin::put_policy),
         get("/v1/admin/schedules", admin::list_schedules),
+        get("/v1/admin/users", users::list),
+        patch("/v1/admin/users/{user_id}", users::patch),
         post("/v1/admin/schedules/{id}/trigger", admin::trigger_schedule),
         post("/v1/ag-ui", agui::run_agent),
         get("/v1/me/integrations", integrations::list),
@@ -261,6 +265,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     )
 }
 
+/// How long a replica trusts what it last read about a user (a disable reaches every replica
+/// within it).
+pub const USER_RECHECK: std::time::Duration = users::RECHECK;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 pub fn build_state(
@@ -309,6 +317,9 @@ pub fn build_state(
         auth: InternalAuth::new(&config.common.internal_secret),
         auth_mode: config.auth_mode,
         rate_limits: config.rate_limits,
+        users: db
+            .clone()
+            .map(|pool| std::sync::Arc::new(users::UserDirectory::new(pool))),
         api_keys: db.map(api_keys::ApiKeyStore::new),
         oidc: match (&config.auth_mode, &config.oidc) {
             (AuthMode::Oidc, Some(oidc)) => Some(std::sync::Arc::new(

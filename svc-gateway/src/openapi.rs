@@ -11,7 +11,7 @@ use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
-use crate::{admin, agui, api, api_keys, control_ws, devices, integrations, memories};
+use crate::{admin, agui, api, api_keys, control_ws, devices, integrations, memories, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,7 +31,7 @@ use crate::{admin, agui, api, api_keys, control_ws, devices, integrations, memor
         admin::list_keys, admin::put_key, admin::delete_key, admin::my_usage, admin::tenant_usage,
         admin::list_providers, admin::upsert_provider, admin::list_all_models, admin::upsert_model,
         admin::patch_model, admin::list_policies, admin::put_policy, admin::list_schedules,
-        admin::trigger_schedule,
+        admin::trigger_schedule, users::list, users::patch,
         agui::run_agent,
         integrations::list, integrations::create, integrations::get, integrations::patch,
         integrations::delete, integrations::get_selection, integrations::put_selection,

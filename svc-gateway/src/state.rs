@@ -31,6 +31,8 @@ pub struct AppState {
     pub rate_limits: pa_kit::limits::RateLimits,
     /// API keys (needs the gateway's database).
     pub api_keys: Option<crate::api_keys::ApiKeyStore>,
+    /// The tenant's users as seen here, and who is disabled (needs the gateway's database).
+    pub users: Option<std::sync::Arc<crate::users::UserDirectory>>,
     /// Present in OIDC mode.
     pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,

@@ -37,6 +37,8 @@ pub const ENROLLMENT_TTL: Duration = Duration::from_secs(10 * 60);
 pub const TOKEN_PREFIX: &str = "pad_";
 /// The device tools that only read; everything else a device offers is high privilege.
 pub const READ_ONLY_TOOLS: &[&str] = &["fs_list", "fs_read", "fs_search"];
+/// The browser extension's tools that only look.
+pub const BROWSER_READ_TOOLS: &[&str] = &["read_tab", "list_tabs", "screenshot"];
 /// Codes use letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 12;
@@ -147,28 +149,48 @@ fn checked_tools(tools: Vec<DeviceTool>) -> Result<Vec<DeviceTool>, ToolsError> 
     Ok(tools)
 }
 
+/// The privilege of a device's tool, decided here from the device's kind and the tool's name
+/// (never from what the device announces): `(read_only, privilege_class)`.
+///
+/// - the device agent: listing, reading and searching files are reads; the rest writes files
+///   or runs commands;
+/// - the cloud browser (`browser_sandbox`): every tool is a read. It is a throwaway browser
+///   with no one's cookies, one context per run, whose egress refuses private addresses: like
+///   web_fetch, it can only look at the public web;
+/// - the browser extension: reading the active tab and taking a screenshot are reads;
+///   navigating, clicking and typing act in the user's own, logged-in browser.
+pub fn privilege(kind: &str, tool: &str) -> (bool, &'static str) {
+    match kind {
+        "browser_sandbox" => (true, "read"),
+        "browser_extension" if BROWSER_READ_TOOLS.contains(&tool) => (true, "read"),
+        "browser_extension" => (false, "act"),
+        _ if READ_ONLY_TOOLS.contains(&tool) => (true, "read"),
+        _ if tool.starts_with("fs_") => (false, "write"),
+        _ => (false, "exec"),
+    }
+}
+
+/// Whether a tool's output is untrusted content: everything a browser shows is the web's.
+pub fn untrusted_output(kind: &str) -> bool {
+    kind.starts_with("browser_")
+}
+
 /// The toolset entry of a device's tool.
-pub fn definition(device_id: &str, device_name: &str, tool: &DeviceTool) -> ToolDefinition {
-    let read_only = READ_ONLY_TOOLS.contains(&tool.name.as_str());
+pub fn definition(device: &Device, tool: &DeviceTool) -> ToolDefinition {
+    let (read_only, class) = privilege(&device.kind, &tool.name);
     ToolDefinition {
-        name: format!("{}__{}", prefix(device_name), tool.name),
-        description: format!("[device {device_name}] {}", tool.description),
+        name: format!("{}__{}", prefix(&device.name), tool.name),
+        description: format!("[device {}] {}", device.name, tool.description),
         parameters_json_schema: tool.parameters_json_schema.clone(),
-        source: format!("device:{device_id}"),
+        source: format!("device:{}", device.id),
         high_privilege: !read_only,
         read_only,
         provider_tags_required: Vec::new(),
         provider_tags_blocked: Vec::new(),
-        privilege_class: if read_only {
-            "read"
-        } else if tool.name.starts_with("fs_") {
-            "write"
-        } else {
-            "exec"
-        }
-        .into(),
-        // The user's own files and commands: not marked untrusted (see docs/src/devices.md).
-        untrusted_output: false,
+        privilege_class: class.into(),
+        // The user's own files and commands are not marked untrusted (see
+        // docs/src/devices.md); web pages are.
+        untrusted_output: untrusted_output(&device.kind),
         origin_name: tool.name.clone(),
     }
 }
@@ -497,7 +519,7 @@ impl DeviceRegistry {
         Ok(devices
             .iter()
             .filter(|d| d.online)
-            .flat_map(|d| d.tools.iter().map(|t| definition(&d.id, &d.name, t)))
+            .flat_map(|d| d.tools.iter().map(|t| definition(d, t)))
             .collect())
     }
 
@@ -507,6 +529,7 @@ impl DeviceRegistry {
         identity: &Identity,
         tool: &ToolDefinition,
         arguments: serde_json::Value,
+        run_id: &str,
     ) -> Result<BusResult, String> {
         let device_id = tool.source.strip_prefix("device:").unwrap_or_default();
         let owned = self
@@ -542,6 +565,7 @@ impl DeviceRegistry {
             id: call_id.clone(),
             tool: tool.origin_name.clone(),
             arguments,
+            run_id: run_id.to_string(),
         };
         let channel = device_bus::calls_channel(&connection);
         let body = serde_json::to_string(&call).map_err(|e| e.to_string())?;
@@ -607,22 +631,49 @@ mod tests {
             parameters_json_schema: r#"{"type":"object"}"#.into(),
             ..Default::default()
         };
-        let read = definition("d1", "My Laptop", &tool("fs_read"));
+        let device = |kind: &str, name: &str| Device {
+            id: "d1".into(),
+            name: name.into(),
+            kind: kind.into(),
+            ..Default::default()
+        };
+        let laptop = device("device_agent", "My Laptop");
+        let read = definition(&laptop, &tool("fs_read"));
         assert_eq!(read.name, "my_laptop__fs_read");
         assert_eq!(read.source, "device:d1");
-        assert!(!read.high_privilege && read.read_only);
+        assert!(!read.high_privilege && read.read_only && !read.untrusted_output);
         for name in ["fs_write", "pty_exec", "pty_start", "something_new"] {
-            let t = definition("d1", "x", &tool(name));
+            let t = definition(&laptop, &tool(name));
             assert!(t.high_privilege && !t.read_only, "{name}");
         }
         assert_eq!(
-            definition("d1", "x", &tool("fs_write")).privilege_class,
+            definition(&laptop, &tool("fs_write")).privilege_class,
             "write"
         );
         assert_eq!(
-            definition("d1", "x", &tool("pty_exec")).privilege_class,
+            definition(&laptop, &tool("pty_exec")).privilege_class,
             "exec"
         );
+
+        // A device cannot make its tools harmless by naming them like another kind's reads.
+        let extension = device("browser_extension", "chrome");
+        let read_tab = definition(&extension, &tool("read_tab"));
+        assert!(read_tab.read_only && read_tab.untrusted_output);
+        for name in ["navigate", "click", "type_text", "fs_write", "fs_read"] {
+            let t = definition(&extension, &tool(name));
+            assert!(t.high_privilege && t.privilege_class == "act", "{name}");
+        }
+        assert!(definition(&laptop, &tool("read_tab")).high_privilege);
+
+        // The cloud browser only looks at the public web, and all it reads is untrusted.
+        let sandbox = device("browser_sandbox", "cloud");
+        for name in ["navigate", "click", "read_page"] {
+            let t = definition(&sandbox, &tool(name));
+            assert!(
+                t.read_only && !t.high_privilege && t.untrusted_output,
+                "{name}"
+            );
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl ToolsetAssembler {
             Ok(args) if tool.source.starts_with("device:") => {
                 match self
                     .devices
-                    .call(identity, &tool, Value::Object(args))
+                    .call(identity, &tool, Value::Object(args), &run.run_id)
                     .await
                 {
                     Ok(result) => Outcome {

@@ -680,6 +680,16 @@ impl Mesh {
     }
 }
 
+/// The content of the TOOL_CALL_RESULT of tool call `call_id` among `events` ("" if none).
+pub fn tool_result(events: &[SseEvent], call_id: &str) -> String {
+    events
+        .iter()
+        .find(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == call_id)
+        .and_then(|e| e.data["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// One Server-Sent Event.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseEvent {

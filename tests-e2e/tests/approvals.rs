@@ -16,7 +16,7 @@ use pa_testkit::{Chunk, FakeProvider, Reply};
 use serde_json::{Value, json};
 use svc_tools::ToolsSettings;
 use svc_tools::netguard::AllowList;
-use tests_e2e::{Mesh, SseEvent};
+use tests_e2e::{Mesh, SseEvent, tool_result};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -164,31 +164,6 @@ async fn run_end(mesh: &Mesh, run_id: &str) -> BoxResult<(Value, Vec<SseEvent>)>
     Ok((run, events))
 }
 
-fn result_of(events: &[SseEvent], call: &str) -> String {
-    events
-        .iter()
-        .find(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == call)
-        .and_then(|e| e.data["content"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// What the model was told about `call` in the last request it got.
-fn model_saw(fake: &FakeProvider, call: &str) -> String {
-    let requests = fake.requests();
-    let Some(last) = requests.last() else {
-        return String::new();
-    };
-    last.body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call)
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
 /// One gated run: the request is announced, the decision is taken (with the error cases checked
 /// on the way), and the run ends. Returns the run, its events and what the model was told.
 async fn gated_run(
@@ -248,7 +223,7 @@ async fn gated_run(
     assert_eq!(problem["code"], "conflict", "{problem}");
 
     let (run, events) = run_end(mesh, &run_id).await?;
-    let seen = model_saw(fake, &call);
+    let seen = fake.last_tool_message(&call);
     Ok((run, events, seen))
 }
 
@@ -288,7 +263,7 @@ async fn approve_and_deny(durable: bool) -> R {
         .filter_map(|e| e.data["toolCallId"].as_str())
         .collect();
     assert_eq!(calls.len(), 2, "{calls:?}");
-    assert!(result_of(&events, calls[1]).contains("simulated"));
+    assert!(tool_result(&events, calls[1]).contains("simulated"));
 
     // Before any untrusted content, the same tool runs without asking.
     fake.push(Reply::chunks(vec![Chunk::tool_call(
@@ -304,7 +279,7 @@ async fn approve_and_deny(durable: bool) -> R {
         !events.iter().any(|e| e.event_type() == "CUSTOM"),
         "no approval asked"
     );
-    assert!(result_of(&events, "call_free").contains("simulated"));
+    assert!(tool_result(&events, "call_free").contains("simulated"));
 
     if durable {
         // Their histories (the signal, the timer cancelled) replay deterministically.
@@ -366,10 +341,10 @@ async fn an_unanswered_approval_times_out_into_a_refusal() -> R {
         approval_request(&mesh, &run_id).await?;
         let (run, events) = run_end(&mesh, &run_id).await?;
         assert_eq!(run["status"], "succeeded", "{run}");
-        let seen = model_saw(&fake, &call);
+        let seen = fake.last_tool_message(&call);
         assert!(seen.contains("A human refused"), "{seen}");
         assert!(seen.contains("in time"), "{seen}");
-        assert!(result_of(&events, &call).contains("A human refused"));
+        assert!(tool_result(&events, &call).contains("A human refused"));
         let (status, problem) = decide(&mesh, &run_id, &call, true).await?;
         assert_eq!(status, 409, "{problem}");
         if durable {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pa_testkit::{Chunk, FakeProvider, Reply};
 use serde_json::{Value, json};
-use tests_e2e::{Mesh, SseEvent};
+use tests_e2e::{Mesh, SseEvent, tool_result};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -74,30 +74,6 @@ async fn run_to_end(mesh: &Mesh, chat: &str, message: &str) -> BoxResult<(String
     )
     .await??;
     Ok((run_id, events))
-}
-
-fn result_of(events: &[SseEvent], call: &str) -> String {
-    events
-        .iter()
-        .find(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == call)
-        .and_then(|e| e.data["content"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// What the model was told about `call` in its last request.
-fn model_saw(fake: &FakeProvider, call: &str) -> String {
-    let Some(last) = fake.requests().into_iter().last() else {
-        return String::new();
-    };
-    last.body["messages"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call)
-        .and_then(|m| m["content"].as_str())
-        .unwrap_or("")
-        .to_string()
 }
 
 /// The tool names the model was offered in its last request.
@@ -274,17 +250,20 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
             "{tool} not in {offered:?}"
         );
     }
-    assert!(result_of(&events, "c_list").contains("notes.txt"));
-    assert_eq!(result_of(&events, "c_read"), "the jail says: blue-42\n");
-    assert!(model_saw(&fake, "c_read").contains("blue-42"));
-    let escape = result_of(&events, "c_escape");
+    assert!(tool_result(&events, "c_list").contains("notes.txt"));
+    assert_eq!(tool_result(&events, "c_read"), "the jail says: blue-42\n");
+    assert!(fake.last_tool_message("c_read").contains("blue-42"));
+    let escape = tool_result(&events, "c_escape");
     assert!(
         escape.contains("refused") && !escape.contains("outside secret"),
         "{escape}"
     );
-    let echo = result_of(&events, "c_echo");
+    let echo = tool_result(&events, "c_echo");
     assert!(echo.contains("hello-from-the-pty"), "{echo}");
-    assert!(model_saw(&fake, "c_echo").contains("hello-from-the-pty"));
+    assert!(
+        fake.last_tool_message("c_echo")
+            .contains("hello-from-the-pty")
+    );
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(
         run["mode"], "durable",
@@ -302,7 +281,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     let started = Instant::now();
     let (_, events) = run_to_end(&mesh, &chat, "slow").await?;
     let took = started.elapsed();
-    let slow = result_of(&events, "c_slow");
+    let slow = tool_result(&events, "c_slow");
     assert!(slow.contains("did not answer within"), "{slow}");
     assert!(
         took >= DEVICE_CALL_TIMEOUT && took < Duration::from_secs(30),
@@ -345,7 +324,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
             let seen = events
                 .ok()
                 .and_then(Result::ok)
-                .map(|e| result_of(&e, "c_sleep"))
+                .map(|e| tool_result(&e, "c_sleep"))
                 .unwrap_or_default();
             return Err(format!("the command never started; the call got {seen:?}").into());
         }
@@ -363,7 +342,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     assert_eq!(last.as_deref(), Some("RUN_FINISHED"), "{events:?}");
     // "disconnected" (the gateway failed it when the socket dropped), not "did not answer
     // within" (the timeout).
-    let failed = result_of(&events, "c_sleep");
+    let failed = tool_result(&events, "c_sleep");
     assert!(failed.contains("disconnected"), "{failed}");
     // The terminal died with the agent: its command is not left running.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -375,7 +354,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
         !process_running(&format!("sleep 32.{}", std::process::id())),
         "the command outlived its agent"
     );
-    assert!(model_saw(&fake, "c_sleep").contains("disconnected"));
+    assert!(fake.last_tool_message("c_sleep").contains("disconnected"));
     assert!(
         ended_after < DEVICE_CALL_TIMEOUT,
         "the in-flight call waited for its timeout: {ended_after:?}"
@@ -556,10 +535,10 @@ async fn device_write_and_terminal_tools_need_approval_after_untrusted_content()
         Some("RUN_FINISHED"),
         "{events:?}"
     );
-    assert!(result_of(&events, "g_read").contains("blue-42"));
+    assert!(tool_result(&events, "g_read").contains("blue-42"));
     assert!(!agent.jail.join("pwned.txt").exists(), "a denied write ran");
-    assert!(model_saw(&fake, "g_write").contains("refused"));
-    assert!(result_of(&events, "g_echo").contains("approved-run"));
+    assert!(fake.last_tool_message("g_write").contains("refused"));
+    assert!(tool_result(&events, "g_echo").contains("approved-run"));
 
     // Deleting the device disconnects it (at its next heartbeat) and the agent, refused on
     // reconnecting, stops and says to enroll again.

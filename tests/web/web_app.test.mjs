@@ -5,6 +5,8 @@
 //   PA_WEB_URL_2     a second gateway replica on the same Redis (presence across replicas)
 //   PA_WEB_OUTPUT    where the screenshots go (git-ignored)
 //   PA_TOKEN_DELAY_MS the offline model's pause between tokens
+//   PA_FAKE_MODEL_URL a scripted OpenAI-compatible model: it reads a page with web_fetch, then
+//                    asks to `remember` something (a write after untrusted content: approval)
 // Each step saves a screenshot; what this mesh cannot do yet logs "skip:".
 
 import assert from 'node:assert/strict';
@@ -19,6 +21,7 @@ selectors.setTestIdAttribute('data-test');
 
 const BASE = process.env.PA_WEB_URL ?? 'http://127.0.0.1:8080';
 const BASE2 = process.env.PA_WEB_URL_2;
+const FAKE_MODEL_URL = process.env.PA_FAKE_MODEL_URL;
 const OUT = process.env.PA_WEB_OUTPUT ?? path.resolve('test-output');
 const PREFIX = '(offline echo model: no real model is configured) You said: ';
 fs.mkdirSync(OUT, { recursive: true });
@@ -176,7 +179,6 @@ test('approve/deny go over the control socket and get a clear answer', async () 
   assert.equal(answer.type, 'error');
   assert.equal(answer.code, 'not_found');
   assert.match(answer.message, /waiting for approval/);
-  console.log('skip: approving a real tool call needs a tool that asks for approval (not in this mesh yet)');
 });
 
 test('presence: the user\'s tabs are listed, across gateway replicas', async () => {
@@ -281,6 +283,63 @@ test('settings: an integration can be added, listed and disabled', async () => {
   await shot(page, 'integration-disabled');
 });
 
+test('settings: a device can be added with a one-time code', async () => {
+  await page.goto(`${BASE}/settings/devices`);
+  await page.getByTestId('device-list').waitFor();
+  assert.match((await page.getByTestId('device-list').textContent()) ?? '', /No devices yet/);
+  await page.getByTestId('device-add').click();
+  await page.getByTestId('device-code').waitFor();
+  const text = (await page.getByTestId('device-code').textContent()) ?? '';
+  const code = text.match(/[A-Z2-9]{4}-[A-Z2-9]{4}-[A-Z2-9]{4}/)?.[0];
+  assert.ok(code, text);
+  assert.ok(text.includes(`pa-device enroll ${code} --gateway ${BASE}`), text);
+  // The code is real: it enrolls a device, which the page then lists.
+  const enrolled = await page.evaluate(async (c) => {
+    const res = await fetch('/v1/devices/enroll', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: c, name: 'web-test-laptop' }) });
+    return res.status;
+  }, code);
+  assert.equal(enrolled, 200);
+  await page.getByRole('button', { name: 'Refresh' }).click();
+  await page.waitForFunction(() => document.querySelector('[data-test=device-list]')?.textContent?.includes('web-test-laptop'));
+  assert.match((await page.getByTestId('device-list').textContent()) ?? '', /offline/);
+  await shot(page, 'device-added');
+  page.once('dialog', (d) => d.accept());
+  await page.getByRole('button', { name: 'Remove web-test-laptop' }).click();
+  await page.waitForFunction(() => document.querySelector('[data-test=device-list]')?.textContent?.includes('No devices yet'));
+});
+
+test('a chat offers the MCP servers picked for it', async () => {
+  const created = await page.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch('/v1/me/integrations', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ kind: 'mcp_http', name: 'Docs MCP', config: { url: 'http://127.0.0.1:9/mcp' }, secrets: {} }),
+    });
+    return { status: res.status, body: await res.json() };
+  });
+  assert.ok(created.status < 300, JSON.stringify(created));
+  await page.goto(`${BASE}/`);
+  await page.getByTestId('new-title').fill('Tools chat');
+  await page.getByTestId('composer').first().fill('hello tools');
+  await page.getByTestId('send').first().click();
+  await page.waitForURL(/\/chat\//);
+  const chatId = new URL(page.url()).pathname.split('/').pop();
+  await page.getByTestId('chat-tools').click();
+  await page.getByTestId('chat-tools-dialog').waitFor();
+  await page.getByTestId(`chat-tool-${created.body.id}`).click();
+  await shot(page, 'chat-tools');
+  await page.getByTestId('chat-tools-save').click();
+  await page.getByTestId('chat-tools-dialog').waitFor({ state: 'detached' });
+  assert.match((await page.getByTestId('chat-tools').textContent()) ?? '', /Tools \(1\)/);
+  const selection = await page.evaluate(async (id) => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch(`/v1/chats/${id}/tools`, { headers: { authorization: `Bearer ${token}` } });
+    return res.json();
+  }, chatId);
+  assert.deepEqual(selection.integration_ids, [created.body.id]);
+});
+
 test('settings: API keys, provider keys and the usage chart', async () => {
   await page.goto(`${BASE}/settings/api-keys`);
   await page.getByTestId('apikey-list').waitFor().catch(async (err) => {
@@ -318,6 +377,16 @@ test('alice sees the admin pages', async () => {
   await page.goto(`${BASE}/admin/models`);
   await page.waitForFunction(() => document.querySelector('[data-test=admin-models]')?.textContent?.includes('offline'));
   await shot(page, 'admin-models');
+  // Users and roles: alice is listed as herself, an admin, and cannot disable herself.
+  await page.goto(`${BASE}/admin/users`);
+  await page.getByTestId('user-row').first().waitFor();
+  const me = page.getByTestId('user-row').filter({ hasText: '(you)' });
+  await me.waitFor();
+  assert.match((await me.textContent()) ?? '', /admin/);
+  assert.equal(await me.getByTestId('user-toggle').count(), 0, 'no button to disable yourself');
+  await page.getByTestId('users-search').locator('input').fill('no-such-user-xyz');
+  await page.waitForFunction(() => document.querySelector('[data-test=users]')?.textContent?.includes('No users match'));
+  await shot(page, 'admin-users');
 });
 
 test('dark mode, keyboard and a phone-sized screen', async () => {
@@ -355,6 +424,48 @@ test('the service worker caches the shell, never the API', async () => {
   assert.ok(!cached.some((u) => u.startsWith('/v1')), `no API data is cached: ${cached}`);
 });
 
+test('a tool call that needs approval waits for the user and runs once approved', async () => {
+  assert.ok(FAKE_MODEL_URL, 'PA_FAKE_MODEL_URL is not set');
+  // The scripted model as an admin-registered model, and web_fetch for alice.
+  const setup = await page.evaluate(async (base) => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const post = async (p, body) => {
+      const res = await fetch(p, { method: 'POST', headers, body: JSON.stringify(body) });
+      return `${res.status} ${await res.text()}`;
+    };
+    return [
+      await post('/v1/admin/providers', { id: 'fp', kind: 'openai_compatible', base_url: base, tags: [], platform_api_key: 'sk-test' }),
+      await post('/v1/admin/models', { label: 'fp:m', display_name: 'Scripted test model', context_window: 32000, input_price_micros: 1, output_price_micros: 1, capabilities: ['tools'] }),
+      await post('/v1/me/integrations', { kind: 'web_fetch', name: 'Web' }),
+    ];
+  }, FAKE_MODEL_URL);
+  for (const r of setup) assert.match(r, /^20/, r);
+  await page.goto(`${BASE}/`);
+  await page.getByTestId('new-title').fill('Approval chat');
+  await page.getByTestId('model-picker').click();
+  await page.getByRole('option', { name: /Scripted test model/ }).click();
+  await page.getByTestId('composer').first().fill('Read the page and keep what matters');
+  await page.getByTestId('send').first().click();
+  await page.waitForURL(/\/chat\//);
+  const approval = page.getByTestId('approval');
+  await approval.waitFor({ timeout: 30_000 });
+  assert.match((await page.getByTestId('live-run').textContent()) ?? '', /remember/);
+  await shot(page, 'approval-requested');
+  await page.getByTestId('approve').click();
+  await page.waitForSelector('[data-test=live-run][data-status=finished]', { timeout: 30_000 });
+  assert.match(await liveReply(page), /Noted: you like pelicans/);
+  assert.match((await page.getByTestId('live-run').textContent()) ?? '', /Approved/);
+  await shot(page, 'approval-approved');
+  // The approved call ran: the memory is there.
+  const found = await page.evaluate(async () => {
+    const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
+    const res = await fetch('/v1/me/memories?q=pelican', { headers: { authorization: `Bearer ${token}` } });
+    return (await res.json()).items.map((m) => m.text);
+  });
+  assert.ok(found.includes("The user's favourite bird is the pelican"), JSON.stringify(found));
+});
+
 test('logout, then bob (not an admin) is refused the admin pages', async () => {
   await page.getByTestId('logout').click();
   // oidc-provider asks to confirm the sign-out.
@@ -375,7 +486,7 @@ test('logout, then bob (not an admin) is refused the admin pages', async () => {
   // The server agrees.
   const status = await page.evaluate(async () => {
     const token = JSON.parse(localStorage.getItem('pa.auth.tokens')).access_token;
-    return (await fetch('/v1/admin/models', { headers: { authorization: `Bearer ${token}` } })).status;
+    return Promise.all(['/v1/admin/models', '/v1/admin/users'].map(async (p) => (await fetch(p, { headers: { authorization: `Bearer ${token}` } })).status));
   });
-  assert.equal(status, 403);
+  assert.deepEqual(status, [403, 403]);
 });

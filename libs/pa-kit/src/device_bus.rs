@@ -39,6 +39,10 @@ pub enum BusCall {
         tool: String,
         #[serde(default)]
         arguments: serde_json::Value,
+        /// The run the call belongs to: a browser device keeps one isolated browser context per
+        /// run. Empty when unknown.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        run_id: String,
     },
     /// The caller gave up (timeout): the device should stop the call.
     Cancel { id: String },

@@ -155,6 +155,21 @@ impl FakeProvider {
         self.inner.shared.requests().pop()
     }
 
+    /// What the model was told about tool call `call_id` in the most recent request (the
+    /// content of its `tool` message), or "" when that request has none.
+    pub fn last_tool_message(&self, call_id: &str) -> String {
+        self.last_request()
+            .and_then(|last| {
+                last.body["messages"]
+                    .as_array()?
+                    .iter()
+                    .find(|m| m["role"] == "tool" && m["tool_call_id"] == call_id)
+                    .and_then(|m| m["content"].as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.inner.shared.clear_requests();

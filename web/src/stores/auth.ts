@@ -63,6 +63,11 @@ export const useAuth = defineStore('auth', {
       const c = this.claims;
       return String(c.name ?? c.preferred_username ?? c.sub ?? '');
     },
+    /** The id the gateway knows this user by (the token's subject). */
+    userId(): string {
+      if (this.mode === 'dev') return 'dev-user';
+      return String(this.claims.sub ?? '');
+    },
     roles(): string[] {
       if (this.mode === 'dev') return ['user', 'admin'];
       const r = this.claims.roles;

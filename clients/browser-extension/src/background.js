@@ -1,0 +1,144 @@
+// The extension's service worker: after the user allowed it on the options page and enrolled
+// with a one-time code, it keeps one WebSocket to the gateway (svc-gateway/src/devices.rs) and
+// answers tool calls. A browser cannot set Authorization on a WebSocket, so the device token
+// travels as the subprotocol `pa-device-token.<token>` (the gateway selects `pa-device`).
+// An app-level ping every 20 s keeps both the socket and this worker alive; an alarm brings the
+// connection back after the browser suspended the worker.
+
+import { TOOLS, ToolError, connectUrl, nextBackoff, runTool } from './tools.js';
+
+const KEEPALIVE_MS = 20000;
+const state = { socket: null, status: 'not enrolled', detail: '', backoff: 0, retry: null, keepalive: null };
+
+async function saved() {
+  return chrome.storage.local.get(['gateway', 'device_id', 'device_token', 'name', 'consented']);
+}
+
+function setStatus(status, detail = '') {
+  state.status = status;
+  state.detail = detail;
+  chrome.action?.setBadgeText({ text: status === 'connected' ? 'on' : '' }).catch(() => {});
+}
+
+function scheduleReconnect() {
+  clearTimeout(state.retry);
+  state.backoff = nextBackoff(state.backoff);
+  state.retry = setTimeout(() => connect().catch(() => {}), state.backoff);
+}
+
+async function connect() {
+  const s = await saved();
+  if (!s.consented || !s.device_token || !s.gateway) {
+    setStatus('not enrolled');
+    return;
+  }
+  if (state.socket && state.socket.readyState <= WebSocket.OPEN) return;
+  clearTimeout(state.retry);
+  setStatus('connecting');
+  const socket = new WebSocket(connectUrl(s.gateway), ['pa-device', `pa-device-token.${s.device_token}`]);
+  state.socket = socket;
+  const cancelled = new Set();
+  socket.onopen = () => {
+    socket.send(
+      JSON.stringify({
+        type: 'hello',
+        agent_version: chrome.runtime.getManifest().version,
+        platform: `chrome-extension/${navigator.platform || 'unknown'}`,
+        read_only: false,
+        tools: TOOLS,
+      }),
+    );
+    state.keepalive = setInterval(() => {
+      if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}');
+    }, KEEPALIVE_MS);
+  };
+  socket.onmessage = async (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message.type === 'welcome') {
+      state.backoff = 0;
+      setStatus('connected', `as ${message.name}`);
+    } else if (message.type === 'error') {
+      setStatus('refused', message.message);
+    } else if (message.type === 'cancel') {
+      cancelled.add(message.id);
+    } else if (message.type === 'call') {
+      let content;
+      let isError = false;
+      try {
+        content = await runTool(message.tool, message.arguments ?? {});
+      } catch (err) {
+        content = err instanceof ToolError ? err.message : `the browser failed: ${err?.message ?? err}`;
+        isError = true;
+      }
+      if (cancelled.delete(message.id) || socket.readyState !== WebSocket.OPEN) return;
+      socket.send(JSON.stringify({ type: 'result', id: message.id, content: String(content), is_error: isError }));
+    }
+  };
+  socket.onclose = () => {
+    clearInterval(state.keepalive);
+    if (state.socket !== socket) return;
+    state.socket = null;
+    if (state.status !== 'refused') setStatus('disconnected', 'reconnecting');
+    scheduleReconnect();
+  };
+}
+
+async function enroll({ gateway, code, name, consent }) {
+  if (consent !== true) throw new Error('the extension connects only after you allow it');
+  const base = new URL(String(gateway));
+  if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new Error('the gateway URL must be http(s)');
+  const response = await fetch(new URL('/v1/devices/enroll', base), {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ code: String(code ?? '').trim(), name: String(name ?? '').trim() || 'browser', kind: 'browser_extension', platform: 'chrome-extension' }),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.detail || body.title || `enrollment refused (${response.status})`);
+  await chrome.storage.local.set({
+    gateway: base.origin,
+    device_id: body.device_id,
+    device_token: body.device_token,
+    name: body.name,
+    consented: true,
+  });
+  state.backoff = 0;
+  await connect();
+  return { device_id: body.device_id, name: body.name };
+}
+
+async function forget() {
+  await chrome.storage.local.clear();
+  const socket = state.socket;
+  state.socket = null;
+  socket?.close(1000);
+  clearTimeout(state.retry);
+  setStatus('not enrolled');
+}
+
+chrome.runtime.onMessage.addListener((message, sender, reply) => {
+  // Only this extension's own pages talk to the worker.
+  if (sender.id !== chrome.runtime.id) return false;
+  const answer = async () => {
+    if (message?.type === 'enroll') return enroll(message);
+    if (message?.type === 'forget') return forget();
+    const s = await saved();
+    return { status: state.status, detail: state.detail, gateway: s.gateway ?? '', name: s.name ?? '', device_id: s.device_id ?? '' };
+  };
+  answer().then(
+    (value) => reply({ ok: true, value }),
+    (err) => reply({ ok: false, error: err?.message ?? String(err) }),
+  );
+  return true;
+});
+
+chrome.alarms.create('pa-reconnect', { periodInMinutes: 1 });
+chrome.alarms.onAlarm.addListener((alarm) => {
+  if (alarm.name === 'pa-reconnect') connect().catch(() => {});
+});
+chrome.runtime.onStartup.addListener(() => connect().catch(() => {}));
+connect().catch(() => {});
