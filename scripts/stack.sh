@@ -463,6 +463,7 @@ temporal_up() {
   log "temporal: starting on 127.0.0.1:$TEMPORAL_PORT (db $DEV/temporal.db, log $LOGS/temporal.log)"
   setsid nohup "$t" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
     --db-filename "$DEV/temporal.db" \
+    --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off \
     >"$LOGS/temporal.log" 2>&1 </dev/null &
   echo $! >"$DEV/temporal.pid"
   local pid=$!
