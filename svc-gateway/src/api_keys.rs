@@ -22,7 +22,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub const PREFIX: &str = "pa_";
-pub const SCOPES: &[&str] = &["chats", "runs", "models", "memory", "admin"];
+pub const SCOPES: &[&str] = &["chats", "runs", "models", "memory", "devices", "admin"];
 const MAX_KEYS_PER_USER: i64 = 50;
 
 fn random_text(bytes: usize) -> Result<String, PaError> {

@@ -155,6 +155,10 @@ pub fn required_scope(path: &str) -> &'static str {
         "chats"
     } else if path.starts_with("/v1/memories") || path.starts_with("/v1/me/memories") {
         "memory"
+    } else if path.starts_with("/v1/me/devices") {
+        // Enrolling a device gives an agent a new reach (a machine, a browser): never by
+        // default.
+        "devices"
     } else {
         "models"
     }

@@ -104,10 +104,31 @@ async fn api_keys_are_scoped_and_expire() -> R {
     assert_eq!(get("/v1/models").await?.status(), 200);
     assert_eq!(get("/v1/chats").await?.status(), 403, "no chats scope");
     assert_eq!(
+        get("/v1/me/devices").await?.status(),
+        403,
+        "no devices scope"
+    );
+    assert_eq!(
         get("/v1/admin/models").await?.status(),
         403,
         "no admin scope"
     );
+
+    let (status, created) = mesh
+        .post_json(
+            "/v1/me/api-keys",
+            &json!({ "name": "devices", "scopes": ["devices"] }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let devices_key = created["key"].as_str().unwrap_or_default().to_string();
+    let r = mesh
+        .http
+        .get(mesh.url("/v1/me/devices"))
+        .bearer_auth(&devices_key)
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "the devices scope lists devices");
 
     for bad in [
         json!({"name": ""}),

@@ -141,17 +141,20 @@ async fn the_browser_clients_unit_tests_pass() -> R {
     need_node_modules(&sandbox, "playwright-core");
     need_node_modules(&sandbox, "ws");
     let out = node(&sandbox, &["--test", "test/"], &[]).await?;
-    assert!(
-        out.contains("# fail 0") && out.contains("# pass 7"),
-        "{out}"
-    );
+    assert!(out.contains("# fail 0") && passed(&out) >= 7, "{out}");
     let extension = repo().join("clients/browser-extension");
     let out = node(&extension, &["--test", "test/"], &[]).await?;
-    assert!(
-        out.contains("# fail 0") && out.contains("# pass 6"),
-        "{out}"
-    );
+    assert!(out.contains("# fail 0") && passed(&out) >= 6, "{out}");
     Ok(())
+}
+
+/// The `# pass N` of a `node --test` report.
+fn passed(report: &str) -> usize {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix("# pass "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[tokio::test]
