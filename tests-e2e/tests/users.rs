@@ -36,6 +36,26 @@ async fn call(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+/// `PATCH /v1/admin/users/{user}` with `{"disabled": disabled}` on the first replica, as `who`.
+async fn set_disabled(
+    mesh: &Mesh,
+    who: (&str, &str, &str),
+    user: &str,
+    disabled: Value,
+) -> BoxResult<(u16, Value)> {
+    let path = format!("/v1/admin/users/{user}");
+    let body = Some(json!({ "disabled": disabled }));
+    call(
+        mesh,
+        &mesh.gateway_url,
+        reqwest::Method::PATCH,
+        &path,
+        who,
+        body,
+    )
+    .await
+}
+
 async fn with_key(mesh: &Mesh, key: &str, path: &str) -> BoxResult<u16> {
     let response = mesh
         .http
@@ -140,70 +160,22 @@ async fn admins_see_the_users_and_a_disabled_user_is_refused_everywhere() -> R {
     let (status, problem) = call(&mesh, &first, M::GET, "/v1/admin/users", BOB, None).await?;
     assert_eq!(status, 403, "{problem}");
     assert_eq!(problem["code"], "forbidden");
-    let (status, _) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/bobby",
-        BOB,
-        Some(json!({ "disabled": true })),
-    )
-    .await?;
+    let (status, _) = set_disabled(&mesh, BOB, "bobby", json!(true)).await?;
     assert_eq!(status, 403);
 
     // Bad requests and impossible ones.
-    let (status, problem) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/ada",
-        ADMIN,
-        Some(json!({ "disabled": true })),
-    )
-    .await?;
+    let (status, problem) = set_disabled(&mesh, ADMIN, "ada", json!(true)).await?;
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["code"], "failed_precondition");
-    let (status, problem) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/nobody",
-        ADMIN,
-        Some(json!({ "disabled": true })),
-    )
-    .await?;
+    let (status, problem) = set_disabled(&mesh, ADMIN, "nobody", json!(true)).await?;
     assert_eq!(status, 404, "{problem}");
-    let (status, problem) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/gus",
-        ADMIN,
-        Some(json!({ "disabled": true })),
-    )
-    .await?;
+    let (status, problem) = set_disabled(&mesh, ADMIN, "gus", json!(true)).await?;
     assert_eq!(status, 404, "another tenant's user: {problem}");
-    let (status, problem) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/bob",
-        ADMIN,
-        Some(json!({ "disabled": "yes" })),
-    )
-    .await?;
+    let (status, problem) = set_disabled(&mesh, ADMIN, "bob", json!("yes")).await?;
     assert_eq!(status, 400, "{problem}");
 
     // Disabled: refused at once on this replica, signed in or by key, and soon on the other.
-    let (status, bob) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/bob",
-        ADMIN,
-        Some(json!({ "disabled": true })),
-    )
-    .await?;
+    let (status, bob) = set_disabled(&mesh, ADMIN, "bob", json!(true)).await?;
     assert_eq!(status, 200, "{bob}");
     assert_eq!(bob["disabled"], true);
     assert_eq!(bob["disabled_by"], "ada");
@@ -234,15 +206,7 @@ async fn admins_see_the_users_and_a_disabled_user_is_refused_everywhere() -> R {
     assert_eq!(status, 200);
 
     // Enabled again.
-    let (status, bob) = call(
-        &mesh,
-        &first,
-        M::PATCH,
-        "/v1/admin/users/bob",
-        ADMIN,
-        Some(json!({ "disabled": false })),
-    )
-    .await?;
+    let (status, bob) = set_disabled(&mesh, ADMIN, "bob", json!(false)).await?;
     assert_eq!(status, 200, "{bob}");
     assert_eq!(bob["disabled"], false);
     assert!(bob["disabled_by"].is_null(), "{bob}");
