@@ -680,6 +680,21 @@ impl Mesh {
     }
 }
 
+/// Serves `html` at `http://127.0.0.1:<port>/page` until the test ends: a page with an
+/// instruction planted in it, as a hostile site would serve.
+pub async fn serve_page(html: &'static str) -> Result<std::net::SocketAddr, BoxError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/page",
+        axum::routing::get(move || async move {
+            ([(axum::http::header::CONTENT_TYPE, "text/html")], html)
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
 /// The content of the TOOL_CALL_RESULT of tool call `call_id` among `events` ("" if none).
 pub fn tool_result(events: &[SseEvent], call_id: &str) -> String {
     events
