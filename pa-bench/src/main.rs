@@ -10,7 +10,8 @@
 //! time to first chunk and the gap between chunks.
 //!
 //! `cargo run -p pa-bench --release -- durable [--runs N]`: first token of a durable run
-//! (Temporal dev server, in-process worker) next to an inline one, and durable runs/s.
+//! (Temporal dev server, in-process worker; started eagerly by svc-worker, and through the task
+//! queue as the baseline) next to an inline one, and durable runs/s.
 //!
 //! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
 //! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
@@ -341,27 +342,44 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
     mesh.stop().await
 }
 
-/// Durable (Temporal) vs inline first token, side by side on one mesh with an in-process worker,
-/// then how many durable runs per second one worker sustains.
+/// Durable (Temporal) vs inline first token, side by side, with an in-process worker: durable
+/// runs started by svc-worker (eager start, the default) and, as the baseline, by svc-runs through
+/// Temporal (a second mesh whose svc-runs finds no svc-worker to ask); then how many durable runs
+/// per second one worker sustains.
 async fn durable(runs: usize) -> Result<(), BoxError> {
     let mesh = Mesh::builder().worker().start().await?;
+    let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let nobody = format!("http://{}", unanswered.local_addr()?);
+    drop(unanswered);
+    let queued = Mesh::builder()
+        .worker()
+        .runs_worker_url(&nobody)
+        .start()
+        .await?;
     let warmup = 20;
     let mut chat = mesh.create_chat("bench").await?;
+    let mut queued_chat = queued.create_chat("bench").await?;
     for _ in 0..warmup {
         mode_first_token(&mesh, &chat, false).await?;
         mode_first_token(&mesh, &chat, true).await?;
+        mode_first_token(&queued, &queued_chat, true).await?;
     }
     let mut inline = Summary {
         name: "inline: POST run -> first token (SSE)",
         samples: vec![],
     };
     let mut durable = Summary {
-        name: "durable: POST run -> first token (SSE)",
+        name: "durable, eager start by svc-worker",
+        samples: vec![],
+    };
+    let mut durable_queued = Summary {
+        name: "durable, started through the task queue",
         samples: vec![],
     };
     for i in 0..runs {
         if i % 50 == 0 {
             chat = mesh.create_chat("bench").await?;
+            queued_chat = queued.create_chat("bench").await?;
         }
         inline
             .samples
@@ -369,13 +387,18 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         durable
             .samples
             .push(mode_first_token(&mesh, &chat, true).await?);
+        durable_queued
+            .samples
+            .push(mode_first_token(&queued, &queued_chat, true).await?);
     }
+    queued.stop().await?;
     println!(
         "first-token latency, offline model, {runs} runs each (after {warmup} warm-up), milliseconds"
     );
     print_table_header("runs");
     println!("{}", inline.row());
     println!("{}", durable.row());
+    println!("{}", durable_queued.row());
     println!("goal: durable <= 25 ms at p50 on the dev server");
 
     // Throughput: many durable runs at once, each in its own chat, until all have finished.

@@ -36,6 +36,9 @@ pub struct Config {
     /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
     /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
     pub temporal: svc_worker::TemporalConfig,
+    /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`; `none` = start durable runs through
+    /// Temporal directly. svc-worker starts them so its worker takes the first task at once.
+    pub worker_url: Option<String>,
     /// `PA_DELETED_CHAT_RETENTION_HOURS`, default 720 (30 days): how long a deleted chat is
     /// kept (hidden) before the `purge_deleted_chats` schedule removes it for good.
     pub deleted_chat_retention: Duration,
@@ -74,6 +77,8 @@ impl Config {
                 300_000,
             )?),
             temporal: svc_worker::TemporalConfig::from_env(),
+            worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
+                .filter(|u| u != "none"),
             curator: if env_or("PA_CURATOR", "on") == "off" {
                 None
             } else {

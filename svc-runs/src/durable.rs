@@ -2,13 +2,17 @@
 //! from `PA_TEMPORAL_TASK_QUEUE`). svc-runs starts it with the spec and the chat history, and
 //! cancels it with a signal; the worker's activities write the events and record the end.
 
+use pa_kit::InternalAuth;
 use pa_kit::PaError;
 use pa_proto::v1::RunSpec;
+use pa_proto::v1::durable_run_service_client::DurableRunServiceClient;
 use svc_worker::chat::{ChatAgentWorkflow, ToolCallDecided};
 use svc_worker::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
+use svc_worker::start::Started;
 use svc_worker::{ChatRunInput, TemporalConfig};
 use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
 use tokio::sync::OnceCell;
+use tonic::transport::Channel;
 
 use pa_agent::TurnMessage;
 
@@ -24,7 +28,13 @@ pub struct DurableDriver {
     redis: deadpool_redis::Pool,
     /// How long a workflow waits for a tool-call approval (`PA_TOOL_APPROVAL_TIMEOUT_MS`).
     approval_timeout: std::time::Duration,
+    /// svc-worker (`PA_WORKER_URL`), which starts runs so its worker takes them at once.
+    worker: Option<DurableRunServiceClient<Channel>>,
+    auth: InternalAuth,
 }
+
+/// How long svc-runs waits for svc-worker to start a run before starting it itself.
+const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// When the Curator runs (`PA_CURATOR=off` disables it).
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +56,8 @@ impl DurableDriver {
         curator: Option<CuratorSettings>,
         redis: deadpool_redis::Pool,
         approval_timeout: std::time::Duration,
+        worker: Option<Channel>,
+        auth: InternalAuth,
     ) -> Self {
         Self {
             config,
@@ -53,6 +65,8 @@ impl DurableDriver {
             client: Default::default(),
             redis,
             approval_timeout,
+            worker: worker.map(DurableRunServiceClient::new),
+            auth,
         }
     }
 
@@ -66,34 +80,39 @@ impl DurableDriver {
             .await
     }
 
-    /// Starts the run's workflow (id = run id, so a retried start finds the one it made).
+    /// Starts the run's workflow (id = run id, so a retried start finds the one it made):
+    /// through svc-worker, whose worker then takes the first task at once (eager start), or,
+    /// when no worker answers, through Temporal directly (the task waits for any worker).
     pub async fn start(
         &self,
         spec: RunSpec,
         history: Vec<TurnMessage>,
         start: RunStart,
     ) -> Result<(), PaError> {
+        let input = ChatRunInput {
+            spec,
+            history,
+            tools: start.tools,
+            notices: start.notices,
+            high_privilege_tools: start.high_privilege_tools,
+            approval_timeout_ms: self.approval_timeout.as_millis() as u64,
+        };
+        let run_id = input.spec.run_id.clone();
+        if let Some(worker) = &self.worker {
+            let identity = input.spec.identity.clone().unwrap_or_default();
+            let mut request = self.auth.request(&identity, input.to_request());
+            request.set_timeout(WORKER_START_TIMEOUT);
+            match worker.clone().start_durable_run(request).await {
+                Ok(_) => return Ok(()),
+                Err(status) => {
+                    tracing::info!(%run_id, %status, "svc-worker did not start the run; starting it through Temporal");
+                }
+            }
+        }
         let client = self.client().await?;
-        let options =
-            WorkflowStartOptions::new(self.config.task_queue.clone(), spec.run_id.clone()).build();
-        let run_id = spec.run_id.clone();
-        match client
-            .start_workflow(
-                ChatAgentWorkflow::run,
-                ChatRunInput {
-                    spec,
-                    history,
-                    tools: start.tools,
-                    notices: start.notices,
-                    high_privilege_tools: start.high_privilege_tools,
-                    approval_timeout_ms: self.approval_timeout.as_millis() as u64,
-                },
-                options,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.to_string().contains("already") => {
+        match svc_worker::start::start_chat_run(client, &self.config.task_queue, input).await {
+            Ok(Started::New) => Ok(()),
+            Ok(Started::Existing) => {
                 tracing::info!(%run_id, "workflow already started");
                 Ok(())
             }

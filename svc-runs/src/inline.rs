@@ -28,6 +28,28 @@ pub struct RunStart {
     pub high_privilege_tools: Vec<String>,
 }
 
+/// What a run's context is read from: the chat's history and what recall found.
+type ContextParts = (Vec<TurnMessage>, Option<pa_runner::Recalled>);
+
+/// A run's context being read (see [`InlineDriver::begin_context`]).
+pub struct ContextRead(tokio::task::JoinHandle<Result<ContextParts, PaError>>);
+
+impl ContextRead {
+    /// The history the model sees, recalled memories in front, and `start` with the recall's
+    /// notice.
+    pub async fn finish(
+        self,
+        mut start: RunStart,
+    ) -> Result<(Vec<TurnMessage>, RunStart), PaError> {
+        let (mut history, recalled) = self
+            .0
+            .await
+            .map_err(|e| PaError::internal(format!("reading the run's context failed: {e}")))??;
+        pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
+        Ok((history, start))
+    }
+}
+
 /// Starts inline runs and cancels them. Cheap to clone.
 #[derive(Clone)]
 pub struct InlineDriver {
@@ -57,7 +79,7 @@ impl InlineDriver {
     }
 
     /// Runs `spec` in a tracked task (shutdown drains it), offering the model `tools`.
-    pub fn start(&self, spec: RunSpec, start: RunStart) {
+    pub fn start(&self, spec: RunSpec, start: RunStart, context: ContextRead) {
         let token = CancellationToken::new();
         self.active().insert(spec.run_id.clone(), token.clone());
         let driver = self.clone();
@@ -72,7 +94,7 @@ impl InlineDriver {
         self.shutdown.spawn_tracked(tracing::Instrument::instrument(
             async move {
                 let run_id = spec.run_id.clone();
-                if let Err(err) = driver.drive(&spec, start, &token).await {
+                if let Err(err) = driver.drive(&spec, start, context, &token).await {
                     driver.fail(&spec, &err).await;
                 }
                 driver.active().remove(&run_id);
@@ -120,44 +142,55 @@ impl InlineDriver {
         }
     }
 
-    /// The chat's recent messages as the model sees them (both drivers start from this).
-    pub async fn history(&self, spec: &RunSpec) -> Result<Vec<TurnMessage>, PaError> {
+    /// The chat's recent messages as the model sees them, this run's message last (both drivers
+    /// start from this). Read before the run row is written, so the row's copy of the message is
+    /// not read back but appended.
+    async fn history(&self, spec: &RunSpec) -> Result<Vec<TurnMessage>, PaError> {
         if spec.parent_run_id.is_some() {
             // A sub-agent sees its task, not the chat.
             return Ok(crate::subagents::opening(spec));
         }
         let identity = spec.identity.clone().unwrap_or_default();
-        Ok(self
-            .store
-            .history(&identity.tenant_id, &spec.chat_id, self.history_messages)
-            .await
-            .map_err(PaError::from)?
-            .into_iter()
-            .map(|m| TurnMessage::new(&m.role, m.content))
-            .collect())
+        let earlier = self.history_messages.saturating_sub(1);
+        let mut history: Vec<TurnMessage> = if earlier == 0 {
+            Vec::new()
+        } else {
+            self.store
+                .history(&identity.tenant_id, &spec.chat_id, earlier)
+                .await
+                .map_err(PaError::from)?
+                .into_iter()
+                .map(|m| TurnMessage::new(&m.role, m.content))
+                .collect()
+        };
+        let message = spec.input.as_ref().map(|i| i.message.clone());
+        history.push(TurnMessage::new("user", message.unwrap_or_default()));
+        Ok(history)
     }
 
-    /// What a run starts from, for both drivers: the chat's history with the memories
-    /// recalled for this message in front of it, and the notices with the recall's STEP.
-    pub async fn context(
-        &self,
-        spec: &RunSpec,
-        mut start: RunStart,
-    ) -> Result<(Vec<TurnMessage>, RunStart), PaError> {
-        let (history, recalled) =
-            tokio::join!(self.history(spec), self.io.recall(spec, &self.recall));
-        let mut history = history?;
-        pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
-        Ok((history, start))
+    /// Begins reading what a run starts from, for both drivers: the chat's history and the
+    /// memories recalled for this message. launch_run calls it before it resolves the model and
+    /// assembles the toolset, so the reads overlap those calls rather than follow them.
+    pub fn begin_context(&self, spec: &RunSpec) -> ContextRead {
+        let driver = self.clone();
+        let spec = spec.clone();
+        ContextRead(tokio::spawn(async move {
+            let (history, recalled) = tokio::join!(
+                driver.history(&spec),
+                driver.io.recall(&spec, &driver.recall)
+            );
+            Ok((history?, recalled))
+        }))
     }
 
     async fn drive(
         &self,
         spec: &RunSpec,
         start: RunStart,
+        context: ContextRead,
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
-        let (history, start) = self.context(spec, start).await?;
+        let (history, start) = context.finish(start).await?;
         let ids = RunIds {
             thread_id: spec.chat_id.clone(),
             run_id: spec.run_id.clone(),

@@ -202,17 +202,8 @@ impl Launcher {
             requested_durable,
             sub_run,
         } = plan;
-        // Quotas before anything is spent.
-        pa_kit::limits::check_token_budget(
-            &self.redis,
-            &identity.tenant_id,
-            &identity.user_id,
-            self.daily_token_budget,
-        )
-        .await?;
         let classification = DataClassification::try_from(chat.classification)
             .unwrap_or(DataClassification::Internal);
-
         let requested = if model.trim().is_empty() {
             "auto"
         } else {
@@ -227,24 +218,9 @@ impl Launcher {
                 ..Default::default()
             }),
         };
-        let mut models = self.models.clone();
-        let selection = models
-            .resolve(self.auth.request(identity, resolve))
-            .await
-            .map_err(pa_kit::PaError::from)?
-            .into_inner();
-
         // The snapshot id is ours to choose, so the toolset snapshot and the run row are written
         // at the same time rather than one after the other.
         let snapshot_id = format!("ts-{run_id}");
-        let assemble = AssembleToolsetRequest {
-            run_id: run_id.clone(),
-            chat_id: chat.id.clone(),
-            provider_tags: selection.provider_tags.clone(),
-            selected_integrations: Vec::new(),
-            snapshot_id: snapshot_id.clone(),
-            read_only: sub_run.as_ref().is_some_and(SubRunPlan::read_only),
-        };
         let agents_script = sub_run.as_ref().is_some_and(|s| s.scripted);
         let mut spec = RunSpec {
             run_id: run_id.clone(),
@@ -257,8 +233,9 @@ impl Launcher {
                 agents_script,
                 ..Default::default()
             }) as i32,
-            model_selection: Some(selection),
-            toolset_snapshot_id: snapshot_id,
+            // Resolved below.
+            model_selection: None,
+            toolset_snapshot_id: snapshot_id.clone(),
             limits: Some(sub_run.as_ref().map_or(self.limits, |s| s.limits)),
             input: Some(input),
             classification: classification as i32,
@@ -267,6 +244,33 @@ impl Launcher {
             subagent_kind: sub_run.as_ref().map(|s| s.kind.clone()).unwrap_or_default(),
             trace_parent: pa_kit::trace::current_traceparent(),
         };
+        // Quotas before anything is spent.
+        pa_kit::limits::check_token_budget(
+            &self.redis,
+            &identity.tenant_id,
+            &identity.user_id,
+            self.daily_token_budget,
+        )
+        .await?;
+        // The history and the recall need neither the model nor the toolset: they are read
+        // while those are settled.
+        let context = self.driver.begin_context(&spec);
+        let selection = self
+            .models
+            .clone()
+            .resolve(self.auth.request(identity, resolve))
+            .await
+            .map_err(pa_kit::PaError::from)?
+            .into_inner();
+        let assemble = AssembleToolsetRequest {
+            run_id: run_id.clone(),
+            chat_id: chat.id.clone(),
+            provider_tags: selection.provider_tags.clone(),
+            selected_integrations: Vec::new(),
+            snapshot_id,
+            read_only: sub_run.as_ref().is_some_and(SubRunPlan::read_only),
+        };
+        spec.model_selection = Some(selection);
         let mut tools = self.tools.clone();
         let assembled = async {
             tools
@@ -331,13 +335,13 @@ impl Launcher {
         match mode {
             RunMode::Durable => {
                 // Recalled here, not in the workflow: the workflow replays what it was given.
-                let (history, start) = self.driver.context(&spec, start).await?;
+                let (history, start) = context.finish(start).await?;
                 if let Err(err) = self.durable.start(spec.clone(), history, start).await {
                     self.driver.fail(&spec, &err).await;
                     return Err(err.into());
                 }
             }
-            _ => self.driver.start(spec, start),
+            _ => self.driver.start(spec, start, context),
         }
         Ok(Launched {
             run,

@@ -66,6 +66,8 @@ pub async fn run(
         config.curator,
         redis.clone(),
         config.approval_timeout,
+        config.worker_url.as_deref().map(channel).transpose()?,
+        auth.clone(),
     );
     let driver = inline::InlineDriver {
         durable: durable.clone(),

@@ -6,6 +6,7 @@ pub mod chat;
 pub mod curator;
 pub mod schedules;
 mod service;
+pub mod start;
 pub mod temporal;
 
 use std::time::Duration;
@@ -30,7 +31,8 @@ pub use temporal::TemporalConfig;
 pub struct Config {
     pub common: CommonConfig,
     pub temporal: TemporalConfig,
-    /// `PA_WORKER_ADDR`, default `127.0.0.1:50055` (health only).
+    /// `PA_WORKER_ADDR`, default `127.0.0.1:50055`: health, durable run starts (svc-runs) and
+    /// schedules (the gateway).
     pub listen_addr: String,
     /// `PA_RUNS_URL`, `PA_MODELS_URL`, `PA_TOOLS_URL`: the services the activities call.
     pub runs_url: String,
@@ -124,6 +126,10 @@ pub async fn run(
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
     };
+    let durable_runs = service::DurableRuns {
+        client: client.clone(),
+        task_queue: config.temporal.task_queue.clone(),
+    };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Worker(e.to_string()))?;
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
@@ -144,6 +150,12 @@ pub async fn run(
     let server = GrpcServer::new(Duration::from_secs(30))?
         .named("svc-worker")
         .metrics(config.common.metrics)
+        .add_service(
+            pa_proto::v1::durable_run_service_server::DurableRunServiceServer::with_interceptor(
+                durable_runs,
+                pa_kit::identity::RequireIdentity(auth.clone()),
+            ),
+        )
         .add_service(
             pa_proto::v1::schedule_service_server::ScheduleServiceServer::with_interceptor(
                 schedule_service,

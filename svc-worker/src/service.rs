@@ -1,11 +1,13 @@
-//! svc-worker's gRPC face: its schedules, for admins (through the gateway). Thin: the work is in
-//! `schedules`.
+//! svc-worker's gRPC face: starting durable runs (for svc-runs) and its schedules (for admins,
+//! through the gateway). Thin: the work is in `start` and `schedules`.
 
 use pa_kit::PaError;
 use pa_kit::identity::{RequestIdentity, require_role};
+use pa_proto::v1::durable_run_service_server::DurableRunService;
 use pa_proto::v1::schedule_service_server::ScheduleService;
 use pa_proto::v1::{
-    ListSchedulesRequest, ListSchedulesResponse, TriggerScheduleRequest, TriggerScheduleResponse,
+    ListSchedulesRequest, ListSchedulesResponse, StartDurableRunRequest, StartDurableRunResponse,
+    TriggerScheduleRequest, TriggerScheduleResponse,
 };
 use temporalio_client::Client;
 use tonic::{Request, Response, Status};
@@ -18,6 +20,36 @@ pub struct Schedules {
 
 fn unavailable(err: String) -> Status {
     PaError::unavailable(format!("schedules: {err}")).into()
+}
+
+/// Starts durable runs with the worker's own client, so their first workflow task is this
+/// worker's at once (eager start).
+#[derive(Clone)]
+pub struct DurableRuns {
+    pub client: Client,
+    pub task_queue: String,
+}
+
+#[tonic::async_trait]
+impl DurableRunService for DurableRuns {
+    async fn start_durable_run(
+        &self,
+        request: Request<StartDurableRunRequest>,
+    ) -> Result<Response<StartDurableRunResponse>, Status> {
+        request.identity()?;
+        let input = crate::ChatRunInput::from_request(request.into_inner())
+            .ok_or_else(|| PaError::bad_request("a durable run needs a spec with a run id"))?;
+        let started = crate::start::start_chat_run(&self.client, &self.task_queue, input)
+            .await
+            .map_err(|e| {
+                Status::from(PaError::unavailable(format!(
+                    "cannot start the run's workflow: {e}"
+                )))
+            })?;
+        Ok(Response::new(StartDurableRunResponse {
+            existing: started == crate::start::Started::Existing,
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -48,6 +48,8 @@ pub struct MeshBuilder {
     deleted_chat_retention: Duration,
     approval_timeout: Duration,
     curator: bool,
+    /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
+    runs_worker_url: Option<String>,
 }
 
 impl MeshBuilder {
@@ -56,6 +58,13 @@ impl MeshBuilder {
     /// [`Mesh::spawn_worker_process`]).
     pub fn worker(mut self) -> Self {
         self.worker = true;
+        self
+    }
+
+    /// svc-runs asks `url` (not this mesh's worker) to start durable runs: an address nobody
+    /// answers at makes it start them through Temporal itself.
+    pub fn runs_worker_url(mut self, url: &str) -> Self {
+        self.runs_worker_url = Some(url.to_string());
         self
     }
 
@@ -186,6 +195,11 @@ impl MeshBuilder {
             None
         };
 
+        let worker_url = worker_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!("http://{a}"));
+
         let shutdown = Shutdown::new();
         services.push((
             "svc-models",
@@ -271,6 +285,9 @@ impl MeshBuilder {
                     deleted_chat_retention: self.deleted_chat_retention,
                     approval_timeout: self.approval_timeout,
                     temporal: temporal.clone(),
+                    // This mesh's in-process worker starts its durable runs (eager start);
+                    // without one, svc-runs starts them through Temporal itself.
+                    worker_url: self.runs_worker_url.clone().or_else(|| worker_url.clone()),
                     // The Curator needs a worker; meshes without one leave it off.
                     curator: (self.worker && self.curator).then_some(
                         svc_runs::durable::CuratorSettings {
@@ -295,10 +312,7 @@ impl MeshBuilder {
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
             memory_url: memory_url.clone(),
-            worker_url: worker_listener
-                .as_ref()
-                .and_then(|l| l.local_addr().ok())
-                .map(|a| format!("http://{a}")),
+            worker_url: worker_url.clone(),
             auth_mode: self.auth_mode,
             oidc: self.oidc.clone(),
             rate_limits: self.rate_limits,
@@ -373,6 +387,7 @@ impl MeshBuilder {
             database,
             database_url,
             auth: InternalAuth::new(&secret),
+            worker_url: worker_url.clone(),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .build()?,
@@ -421,6 +436,8 @@ pub struct Mesh {
     admin_url: String,
     database: String,
     pub auth: InternalAuth,
+    /// This mesh's in-process svc-worker, if it runs one.
+    pub worker_url: Option<String>,
     pub http: reqwest::Client,
     /// How this mesh's svc-worker is (or would be) configured.
     pub worker_config: svc_worker::Config,
@@ -473,6 +490,7 @@ impl Mesh {
             deleted_chat_retention: Duration::from_secs(30 * 24 * 3600),
             approval_timeout: Duration::from_secs(60),
             curator: true,
+            runs_worker_url: None,
         }
     }
 

@@ -118,6 +118,89 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
     mesh.stop().await
 }
 
+/// svc-runs starts durable runs through svc-worker (whose worker takes the first task at once);
+/// when svc-worker does not answer, it starts them through Temporal itself and a worker polling
+/// the task queue takes them from there.
+#[tokio::test]
+async fn a_durable_run_starts_through_temporal_when_svc_worker_does_not_answer() -> R {
+    let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dead = format!("http://{}", unanswered.local_addr()?);
+    drop(unanswered);
+    let mesh = Mesh::builder()
+        .worker()
+        .without_curator()
+        .runs_worker_url(&dead)
+        .start()
+        .await?;
+    let chat = mesh.create_chat("fallback").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "started the long way", "durable": true }),
+    )
+    .await?;
+    assert_eq!(run["mode"], "durable", "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let text: String = events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert!(text.contains("started the long way"), "{text}");
+    mesh.stop().await
+}
+
+/// StartDurableRun is idempotent per run id and refuses a request without a run.
+#[tokio::test]
+async fn svc_worker_starts_a_run_once_and_refuses_a_request_without_one() -> R {
+    use pa_proto::v1::durable_run_service_client::DurableRunServiceClient;
+    use pa_proto::v1::{RunInput, RunSpec, StartDurableRunRequest};
+
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let chat = mesh.create_chat("starts").await?;
+    // A real run, so the workflow has a spec to finish with; its start went through svc-worker.
+    let (run, _) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "once only", "durable": true }),
+    )
+    .await?;
+    let run_id = run["id"].as_str().unwrap_or_default().to_string();
+    let identity = Mesh::identity("dev", "dev");
+    let mut worker =
+        DurableRunServiceClient::connect(mesh.worker_url.clone().ok_or("no worker")?).await?;
+    let again = StartDurableRunRequest {
+        spec: Some(RunSpec {
+            run_id: run_id.clone(),
+            chat_id: chat.clone(),
+            identity: Some(identity.clone()),
+            input: Some(RunInput {
+                message: "once only".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let answer = worker
+        .start_durable_run(mesh.auth.request(&identity, again))
+        .await?
+        .into_inner();
+    assert!(
+        answer.existing,
+        "a second start of run {run_id} found its workflow"
+    );
+    let refused = worker
+        .start_durable_run(
+            mesh.auth
+                .request(&identity, StartDurableRunRequest::default()),
+        )
+        .await
+        .expect_err("a request without a spec is refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    mesh.stop().await
+}
+
 #[tokio::test]
 async fn inline_and_durable_runs_emit_identical_events() -> R {
     // No Curator: it asks the chat's model too and could take a scripted reply.

@@ -388,6 +388,13 @@ pub const SERVICES: &[Service] = &[
                 "svc-memory: automatic recall at run start; a deleted chat's memories are forgotten.",
             ),
             var(
+                "PA_WORKER_URL",
+                "http://127.0.0.1:50055",
+                Kind::Text,
+                Helm::Chart("the worker Service"),
+                "svc-worker, which starts durable runs so its worker takes the first step at once (eager start); `none`, or no answer: svc-runs starts them through Temporal itself.",
+            ),
+            var(
                 "PA_RECALL_TOKEN_BUDGET",
                 "600",
                 Kind::Int,

@@ -236,7 +236,8 @@ pub fn cancelled() -> Input {
     }
 }
 
-fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
+/// A loop message as svc-models takes it.
+pub fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
     ChatTurnMessage {
         role: message.role,
         content: message.content,
@@ -245,6 +246,24 @@ fn to_chat_message(message: TurnMessage) -> ChatTurnMessage {
             .tool_calls
             .into_iter()
             .map(|c| ChatToolCall {
+                id: c.id,
+                name: c.name,
+                arguments_json: c.arguments_json,
+            })
+            .collect(),
+    }
+}
+
+/// The inverse of [`to_chat_message`].
+pub fn from_chat_message(message: ChatTurnMessage) -> TurnMessage {
+    TurnMessage {
+        role: message.role,
+        content: message.content,
+        tool_call_id: message.tool_call_id,
+        tool_calls: message
+            .tool_calls
+            .into_iter()
+            .map(|c| ToolCall {
                 id: c.id,
                 name: c.name,
                 arguments_json: c.arguments_json,

@@ -1,0 +1,126 @@
+//! Starting a durable run's workflow, for both starters: svc-worker's DurableRunService, whose
+//! client shares a connection with this worker (Temporal hands the first workflow task back in
+//! the start call's reply, eager start), and svc-runs when no worker answers (the task waits in
+//! the queue for any worker; the SDK drops the eager request when no local worker can take it).
+
+use pa_proto::v1::StartDurableRunRequest;
+use temporalio_client::errors::WorkflowStartError;
+use temporalio_client::{Client, WorkflowIdReusePolicy, WorkflowStartOptions};
+
+use crate::chat::{ChatAgentWorkflow, ChatRunInput};
+
+/// What a start did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Started {
+    New,
+    /// The run's workflow existed already (a retried start).
+    Existing,
+}
+
+/// Starts `input`'s run as ChatAgentWorkflow on `task_queue`. The workflow id is the run id and is
+/// never reused, so a retried start finds the workflow it made, running or ended, and starts
+/// nothing.
+pub async fn start_chat_run(
+    client: &Client,
+    task_queue: &str,
+    input: ChatRunInput,
+) -> Result<Started, String> {
+    let options = WorkflowStartOptions::new(task_queue.to_string(), input.spec.run_id.clone())
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .enable_eager_workflow_start(true)
+        .build();
+    match client
+        .start_workflow(ChatAgentWorkflow::run, input, options)
+        .await
+    {
+        Ok(_) => Ok(Started::New),
+        Err(WorkflowStartError::AlreadyStarted { .. }) => Ok(Started::Existing),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+impl ChatRunInput {
+    /// The request svc-runs sends svc-worker for this input.
+    pub fn to_request(&self) -> StartDurableRunRequest {
+        StartDurableRunRequest {
+            spec: Some(self.spec.clone()),
+            history: self
+                .history
+                .iter()
+                .cloned()
+                .map(pa_runner::to_chat_message)
+                .collect(),
+            tools: self.tools.clone(),
+            notices: self.notices.clone(),
+            high_privilege_tools: self.high_privilege_tools.clone(),
+            approval_timeout_ms: self.approval_timeout_ms,
+        }
+    }
+
+    /// The input a request describes; None without a spec or a run id.
+    pub fn from_request(request: StartDurableRunRequest) -> Option<Self> {
+        let spec = request.spec.filter(|s| !s.run_id.is_empty())?;
+        Some(Self {
+            spec,
+            history: request
+                .history
+                .into_iter()
+                .map(pa_runner::from_chat_message)
+                .collect(),
+            tools: request.tools,
+            notices: request.notices,
+            high_privilege_tools: request.high_privilege_tools,
+            approval_timeout_ms: request.approval_timeout_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pa_agent::{ToolCall, TurnMessage};
+    use pa_proto::v1::{ChatToolDefinition, RunSpec};
+
+    use super::*;
+
+    #[test]
+    fn a_run_input_survives_the_trip_through_the_request() {
+        let mut tool_reply = TurnMessage::new("tool", "42");
+        tool_reply.tool_call_id = Some("call-1".into());
+        let mut asking = TurnMessage::new("assistant", "");
+        asking.tool_calls = vec![ToolCall {
+            id: "call-1".into(),
+            name: "calc".into(),
+            arguments_json: "{\"x\":1}".into(),
+        }];
+        let input = ChatRunInput {
+            spec: RunSpec {
+                run_id: "run-1".into(),
+                chat_id: "chat-1".into(),
+                ..Default::default()
+            },
+            history: vec![TurnMessage::new("user", "hi"), asking, tool_reply],
+            tools: vec![ChatToolDefinition {
+                name: "calc".into(),
+                ..Default::default()
+            }],
+            notices: vec!["recalled 2 memories".into()],
+            high_privilege_tools: vec!["shell".into()],
+            approval_timeout_ms: 1234,
+        };
+        let back = ChatRunInput::from_request(input.to_request()).expect("valid request");
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&input).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_request_without_a_run_is_refused() {
+        assert!(ChatRunInput::from_request(StartDurableRunRequest::default()).is_none());
+        let unnamed = StartDurableRunRequest {
+            spec: Some(RunSpec::default()),
+            ..Default::default()
+        };
+        assert!(ChatRunInput::from_request(unnamed).is_none());
+    }
+}
