@@ -54,6 +54,11 @@ impl Memories {
         if query.text.len() > crate::store::MAX_CONTENT {
             return Err(MemoryError::Invalid("query is too long".into()));
         }
+        // Recall runs at the start of every run: for a user with nothing stored in reach it
+        // costs one indexed lookup, not an embedding.
+        if !self.store.any_matching(identity, &query).await? {
+            return Ok((Vec::new(), String::new()));
+        }
         let embedding = if query.vector {
             Some(self.embed_one(identity, &query.text).await?)
         } else {

@@ -310,6 +310,29 @@ impl MemoryStore {
 
     /// Hybrid search: the `vector` ranking (cosine, nearest first, at least `min_similarity`)
     /// and the `full_text` ranking fused by reciprocal rank; top `limit`.
+    /// Whether any memory passes the query's filters (scope, chat, kinds, time): when none
+    /// does, a search has nothing to rank and its query needs no embedding.
+    pub async fn any_matching(
+        &self,
+        identity: &Identity,
+        query: &SearchQuery,
+    ) -> Result<bool, MemoryError> {
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT EXISTS (SELECT 1 FROM items WHERE");
+        push_filters(
+            &mut qb,
+            identity,
+            query.scope,
+            query.chat_id.as_deref(),
+            &query.kinds,
+        );
+        push_time(&mut qb, query.since_ms, query.until_ms);
+        qb.push(")");
+        let any: bool = qb.build_query_scalar().fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(any)
+    }
+
     pub async fn search(
         &self,
         identity: &Identity,

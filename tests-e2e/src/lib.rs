@@ -792,3 +792,67 @@ mod tests {
         );
     }
 }
+
+/// A free port below the kernel's ephemeral range, for a process that must be told its port
+/// before it starts (the dev IdP, whose issuer URL the gateways are configured with). A port
+/// reserved with `bind(":0")` and released comes from the ephemeral range, where a mesh started
+/// in between can take it; ports below the range are only ever taken on purpose.
+pub fn port_below_ephemeral_range() -> Result<u16, BoxError> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768u16);
+    let (from, to) = (low.saturating_sub(12_000).max(1024), low);
+    let span = u32::from(to - from).max(1);
+    let seed = uuid::Uuid::new_v4().as_u128();
+    for attempt in 0..200u32 {
+        let offset = ((seed >> (attempt % 96)) as u32).wrapping_add(attempt * 7919) % span;
+        let port = from + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("no free port in {from}..{to}").into())
+}
+
+/// The value of the Prometheus sample `name{labels…}` in `text` (every given label must match;
+/// the largest when several series do), if present.
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.split('{').next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|(_, value)| value.parse::<f64>().ok())
+        .reduce(f64::max)
+}
+
+impl Mesh {
+    /// How many calls of `service`/`method` the service at `base` (a gRPC URL) has answered
+    /// (its `/metrics`), 0 before the first.
+    pub async fn grpc_calls(
+        &self,
+        base: &str,
+        service: &str,
+        method: &str,
+    ) -> Result<f64, BoxError> {
+        let text = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(metric_sample(
+            &text,
+            "pa_grpc_server_handling_seconds_count",
+            &[("grpc_service", service), ("grpc_method", method)],
+        )
+        .unwrap_or(0.0))
+    }
+}

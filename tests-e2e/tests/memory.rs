@@ -84,6 +84,67 @@ fn texts(items: &[MemoryItem]) -> Vec<&str> {
 
 const ME: (&str, &str) = ("acme", "alice");
 
+/// Recall runs at every run start: a search with nothing in reach answers from one lookup and
+/// computes no embedding; once something is stored, the query is embedded and ranked.
+#[tokio::test]
+async fn a_search_with_nothing_in_reach_computes_no_embedding() -> R {
+    let (mesh, mut client) = mesh().await?;
+    let embeds = || mesh.grpc_calls(&mesh.models_url, "personal_agent.v1.ModelService", "Embed");
+    let before = embeds().await?;
+    let identity = Mesh::identity(ME.0, ME.1);
+    let empty = client
+        .search(
+            mesh.auth
+                .request(&identity, query("what is my daughter called?")),
+        )
+        .await?
+        .into_inner();
+    assert!(empty.results.is_empty());
+    assert_eq!(empty.embedding_model, "", "nothing was embedded");
+    assert_eq!(embeds().await?, before, "no Embed call for an empty search");
+
+    // Someone else's memory is not in reach either.
+    remember(
+        &mesh,
+        &mut client,
+        ("acme", "bob"),
+        world("Bob's daughter is Ada."),
+    )
+    .await?;
+    let stored = embeds().await?;
+    assert!(stored > before, "storing a memory embeds it");
+    let still = client
+        .search(
+            mesh.auth
+                .request(&identity, query("what is my daughter called?")),
+        )
+        .await?
+        .into_inner();
+    assert!(still.results.is_empty());
+    assert_eq!(embeds().await?, stored);
+
+    remember(
+        &mesh,
+        &mut client,
+        ME,
+        world("My daughter's name is Matilda."),
+    )
+    .await?;
+    let mine = embeds().await?;
+    let found = client
+        .search(
+            mesh.auth
+                .request(&identity, query("what is my daughter called?")),
+        )
+        .await?
+        .into_inner();
+    assert_eq!(found.embedding_model, MINILM);
+    assert_eq!(embeds().await?, mine + 1.0, "the query was embedded");
+    let found: Vec<_> = found.results.into_iter().filter_map(|r| r.item).collect();
+    assert_eq!(texts(&found), ["My daughter's name is Matilda."]);
+    mesh.stop().await
+}
+
 #[tokio::test]
 async fn world_memory_from_one_chat_is_recalled_in_another_but_chat_memory_is_not() -> R {
     let (mesh, mut client) = mesh().await?;

@@ -1,24 +1,9 @@
 //! Prometheus metrics through the real mesh: after one run, the services' /metrics show the
 //! run counted, svc-runs' RPC latency series and the platform overhead observed.
 
-use tests_e2e::Mesh;
+use tests_e2e::{Mesh, metric_sample as sample};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// The value of the sample `name{labels…}` (every given label must match), if present.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .filter(|(series, _)| {
-            series.split('{').next() == Some(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|(_, value)| value.parse::<f64>().ok())
-        .reduce(f64::max)
-}
 
 async fn scrape(
     mesh: &Mesh,

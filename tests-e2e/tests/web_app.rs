@@ -87,12 +87,10 @@ async fn the_web_app_works_in_a_real_browser() -> R {
         "the build prints the bundle size:\n{built}"
     );
 
-    // The IdP must know the gateways' origins, and the gateways its issuer: reserve its port
-    // first, start the mesh, then the IdP on that port with the gateways as web origins.
-    let idp_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
+    // The IdP must know the gateways' origins, and the gateways its issuer: choose its port
+    // first (outside the range the mesh's listeners come from), start the mesh, then the IdP
+    // on that port with the gateways as web origins.
+    let idp_port = tests_e2e::port_below_ephemeral_range()?;
     let issuer = format!("http://127.0.0.1:{idp_port}");
     let config = svc_gateway::oidc::OidcConfig {
         issuer: issuer.clone(),
@@ -149,20 +147,28 @@ async fn the_web_app_works_in_a_real_browser() -> R {
             format!("{},{second}", mesh.gateway_url),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let stdout = idp.stdout.take().ok_or("no stdout")?;
+    let mut stderr = idp.stderr.take().ok_or("no stderr")?;
     let mut lines = BufReader::new(stdout).lines();
-    tokio::time::timeout(Duration::from_secs(20), async {
+    let listening = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await? {
             if line.contains("dev IdP listening") {
-                return Ok::<_, std::io::Error>(());
+                return Ok::<_, std::io::Error>(true);
             }
         }
-        Err(std::io::Error::other("the IdP exited"))
+        Ok(false)
     })
     .await??;
+    if !listening {
+        let mut why = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut why).await?;
+        return Err(format!("the IdP exited on port {idp_port}: {why}").into());
+    }
+    // Keep draining its error output so it never blocks on a full pipe.
+    tokio::spawn(async move { tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await });
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
 
     let output_dir = tests.join("test-output");

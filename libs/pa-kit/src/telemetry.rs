@@ -29,9 +29,17 @@ pub fn init(service: &'static str) {
             },
         );
     let otel = otlp.as_ref().map(|p| crate::trace::layer(p, service));
+    // `PA_LOG_SPANS=close`: a line per finished span with its busy and idle time (where a
+    // request's time goes, without an OTLP collector).
+    let span_events = if std::env::var("PA_LOG_SPANS").is_ok_and(|v| v == "close") {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_span_events(span_events);
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     // try_init: tests start several services in one process.
     let _ = if json {
