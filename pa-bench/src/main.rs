@@ -347,15 +347,25 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
 /// Temporal (a second mesh whose svc-runs finds no svc-worker to ask); then how many durable runs
 /// per second one worker sustains.
 async fn durable(runs: usize) -> Result<(), BoxError> {
-    let mesh = Mesh::builder().worker().start().await?;
+    // The product's Curator (it curates a chat once its turns pause), unless
+    // PA_BENCH_CURATOR=off.
+    let builder = || {
+        let builder = Mesh::builder()
+            .worker()
+            .curator_debounce(Duration::from_millis(
+                svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS,
+            ));
+        if std::env::var("PA_BENCH_CURATOR").is_ok_and(|v| v == "off") {
+            builder.without_curator()
+        } else {
+            builder
+        }
+    };
+    let mesh = builder().start().await?;
     let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
     let nobody = format!("http://{}", unanswered.local_addr()?);
     drop(unanswered);
-    let queued = Mesh::builder()
-        .worker()
-        .runs_worker_url(&nobody)
-        .start()
-        .await?;
+    let queued = builder().runs_worker_url(&nobody).start().await?;
     let warmup = 20;
     let mut chat = mesh.create_chat("bench").await?;
     let mut queued_chat = queued.create_chat("bench").await?;

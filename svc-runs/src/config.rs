@@ -83,7 +83,10 @@ impl Config {
                 None
             } else {
                 Some(crate::durable::CuratorSettings {
-                    debounce_ms: env_parse("PA_CURATOR_DEBOUNCE_MS", 5000)?,
+                    debounce_ms: env_parse(
+                        "PA_CURATOR_DEBOUNCE_MS",
+                        crate::durable::DEFAULT_CURATOR_DEBOUNCE_MS,
+                    )?,
                     max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
                 })
             },

@@ -36,6 +36,9 @@ pub struct DurableDriver {
 /// How long svc-runs waits for svc-worker to start a run before starting it itself.
 const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The default of `PA_CURATOR_DEBOUNCE_MS`.
+pub const DEFAULT_CURATOR_DEBOUNCE_MS: u64 = 5000;
+
 /// When the Curator runs (`PA_CURATOR=off` disables it).
 #[derive(Clone, Copy, Debug)]
 pub struct CuratorSettings {

@@ -407,10 +407,8 @@ impl RunActivities {
             tools,
         } = input;
         let mut seq = pending.len() as u64;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
+        let pending = ids(step, 0, pending);
+        let pending = self.sink.emit_at(&spec.run_id, &pending);
         let mut output = ModelTurnOutput::default();
         let mut feed =
             |input: Input, output: &mut ModelTurnOutput| -> Result<Vec<AgUiEvent>, ActivityError> {
@@ -429,10 +427,17 @@ impl RunActivities {
             };
         let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, &spec.run_id);
         tokio::pin!(cancel_flag);
-        let started = tokio::select! {
-            started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started?,
-            _ = &mut cancel_flag => Err(pa_runner::cancelled()),
+        // The pending events are written while the model call opens (cancelled or not); the
+        // turn's own events follow them.
+        let opening = async {
+            tokio::select! {
+                started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started,
+                _ = &mut cancel_flag => Ok(Err(pa_runner::cancelled())),
+            }
         };
+        let (written, started) = tokio::join!(pending, opening);
+        written.map_err(failure)?;
+        let started = started?;
         let mut turn = match started {
             Ok(turn) => turn,
             Err(ended) => {

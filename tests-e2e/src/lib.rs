@@ -48,6 +48,8 @@ pub struct MeshBuilder {
     deleted_chat_retention: Duration,
     approval_timeout: Duration,
     curator: bool,
+    /// How long the Curator waits for more turns of a chat (tests: 200 ms).
+    curator_debounce: Duration,
     /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
     runs_worker_url: Option<String>,
 }
@@ -138,6 +140,13 @@ impl MeshBuilder {
     /// replies a test scripted for its runs.
     pub fn without_curator(mut self) -> Self {
         self.curator = false;
+        self
+    }
+
+    /// How long the Curator waits for more turns of a chat before it curates (tests default to
+    /// 200 ms; the product to `svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS`).
+    pub fn curator_debounce(mut self, debounce: Duration) -> Self {
+        self.curator_debounce = debounce;
         self
     }
 
@@ -291,7 +300,7 @@ impl MeshBuilder {
                     // The Curator needs a worker; meshes without one leave it off.
                     curator: (self.worker && self.curator).then_some(
                         svc_runs::durable::CuratorSettings {
-                            debounce_ms: 200,
+                            debounce_ms: self.curator_debounce.as_millis() as u64,
                             max_signals: 50,
                         },
                     ),
@@ -491,6 +500,7 @@ impl Mesh {
             approval_timeout: Duration::from_secs(60),
             curator: true,
             runs_worker_url: None,
+            curator_debounce: Duration::from_millis(200),
         }
     }
 
@@ -774,25 +784,6 @@ pub async fn read_sse(
     Ok(events)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn database_is_replaced_in_urls() {
-        assert_eq!(
-            super::with_database("postgres://pa@h:1/db", "x"),
-            "postgres://pa@h:1/x"
-        );
-        assert_eq!(
-            super::with_database("postgres://pa@h:1/db?sslmode=disable", "x"),
-            "postgres://pa@h:1/x?sslmode=disable"
-        );
-        assert_eq!(
-            super::with_database("postgres://pa@h:1", "x"),
-            "postgres://pa@h:1/x"
-        );
-    }
-}
-
 /// A free port below the kernel's ephemeral range, for a process that must be told its port
 /// before it starts (the dev IdP, whose issuer URL the gateways are configured with). A port
 /// reserved with `bind(":0")` and released comes from the ephemeral range, where a mesh started
@@ -854,5 +845,24 @@ impl Mesh {
             &[("grpc_service", service), ("grpc_method", method)],
         )
         .unwrap_or(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_is_replaced_in_urls() {
+        assert_eq!(
+            super::with_database("postgres://pa@h:1/db", "x"),
+            "postgres://pa@h:1/x"
+        );
+        assert_eq!(
+            super::with_database("postgres://pa@h:1/db?sslmode=disable", "x"),
+            "postgres://pa@h:1/x?sslmode=disable"
+        );
+        assert_eq!(
+            super::with_database("postgres://pa@h:1", "x"),
+            "postgres://pa@h:1/x"
+        );
     }
 }

@@ -172,6 +172,17 @@ pub const COMMON: &[CommonVar] = &[
     },
     CommonVar {
         var: var(
+            "PA_LOG_SPANS",
+            "unset",
+            Kind::OneOf(&["", "close"]),
+            Helm::Value,
+            "`close` logs a line per finished span (each request and RPC) with its busy and idle time: where a request's time goes, without an OTLP collector.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
             "PA_METRICS",
             "on",
             Kind::OneOf(&["on", "off"]),
