@@ -200,6 +200,22 @@ fn push_filters<'a>(
     }
 }
 
+/// A search's filters: whose, which scope, chat and kinds, and when.
+fn push_search_filters<'a>(
+    qb: &mut QueryBuilder<Postgres>,
+    identity: &'a Identity,
+    query: &'a SearchQuery,
+) {
+    push_filters(
+        qb,
+        identity,
+        query.scope,
+        query.chat_id.as_deref(),
+        &query.kinds,
+    );
+    push_time(qb, query.since_ms, query.until_ms);
+}
+
 fn push_time(qb: &mut QueryBuilder<Postgres>, since_ms: Option<i64>, until_ms: Option<i64>) {
     let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     if let Some(ms) = since_ms {
@@ -319,14 +335,7 @@ impl MemoryStore {
     ) -> Result<bool, MemoryError> {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let mut qb = QueryBuilder::<Postgres>::new("SELECT EXISTS (SELECT 1 FROM items WHERE");
-        push_filters(
-            &mut qb,
-            identity,
-            query.scope,
-            query.chat_id.as_deref(),
-            &query.kinds,
-        );
-        push_time(&mut qb, query.since_ms, query.until_ms);
+        push_search_filters(&mut qb, identity, query);
         qb.push(")");
         let any: bool = qb.build_query_scalar().fetch_one(&mut *tx).await?;
         tx.commit().await?;
@@ -357,14 +366,7 @@ impl MemoryStore {
             ));
             qb.push_bind(Vector::from(embedding.vector.clone()))
                 .push(format!("::vector({dims})) AS sim FROM items WHERE"));
-            push_filters(
-                &mut qb,
-                identity,
-                query.scope,
-                query.chat_id.as_deref(),
-                &query.kinds,
-            );
-            push_time(&mut qb, query.since_ms, query.until_ms);
+            push_search_filters(&mut qb, identity, query);
             qb.push(format!(
                 " AND embedding_dims = {dims} AND embedding_model = "
             ))
@@ -395,14 +397,7 @@ impl MemoryStore {
             ));
             qb.push_bind(query.text.as_str())
                 .push(")::text, '&', '|')::tsquery AS q) AS tq WHERE tsv @@ tq.q AND");
-            push_filters(
-                &mut qb,
-                identity,
-                query.scope,
-                query.chat_id.as_deref(),
-                &query.kinds,
-            );
-            push_time(&mut qb, query.since_ms, query.until_ms);
+            push_search_filters(&mut qb, identity, query);
             qb.push(" ORDER BY rank DESC, updated_at DESC LIMIT ")
                 .push_bind(candidates);
             let rows = qb.build().fetch_all(&mut *tx).await?;
