@@ -143,8 +143,8 @@ impl InlineDriver {
     }
 
     /// The chat's recent messages as the model sees them, this run's message last (both drivers
-    /// start from this). Read before the run row is written, so the row's copy of the message is
-    /// not read back but appended.
+    /// start from this). Read while the run row is being written, so the row's copy of the
+    /// message is left out of the read and the message appended.
     async fn history(&self, spec: &RunSpec) -> Result<Vec<TurnMessage>, PaError> {
         if spec.parent_run_id.is_some() {
             // A sub-agent sees its task, not the chat.
@@ -156,7 +156,7 @@ impl InlineDriver {
             Vec::new()
         } else {
             self.store
-                .history(&identity.tenant_id, &spec.chat_id, earlier)
+                .history(&identity.tenant_id, &spec.chat_id, earlier, &spec.run_id)
                 .await
                 .map_err(PaError::from)?
                 .into_iter()

@@ -321,21 +321,25 @@ impl RunStore {
         Ok((messages, next))
     }
 
-    /// The last `limit` messages of a chat, oldest first: what the model sees.
+    /// The chat's last `limit` messages, oldest first, leaving out those of run `except_run_id`
+    /// (a run reading its context while its own message is being written).
     pub async fn history(
         &self,
         tenant_id: &str,
         chat_id: &str,
         limit: u32,
+        except_run_id: &str,
     ) -> Result<Vec<ChatMessage>, RunsError> {
         let mut tx = tenant_tx(&self.pool, tenant_id).await?;
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
-             WHERE tenant_id = $1 AND chat_id = $2 ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
+             WHERE tenant_id = $1 AND chat_id = $2 AND run_id IS DISTINCT FROM $4 \
+             ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
         )
         .bind(tenant_id)
         .bind(chat_id)
         .bind(i64::from(limit.max(1)))
+        .bind(except_run_id)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
