@@ -464,6 +464,7 @@ temporal_up() {
   setsid nohup "$t" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
     --db-filename "$DEV/temporal.db" \
     --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off \
+    --dynamic-config-value system.enableActivityEagerExecution=true \
     >"$LOGS/temporal.log" 2>&1 </dev/null &
   echo $! >"$DEV/temporal.pid"
   local pid=$!
