@@ -15,6 +15,9 @@
 //!
 //! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
 //! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
+//!
+//! `cargo run -p pa-bench --release -- embed [--runs N]`: the offline embedder's latency for one
+//! short query (recall's cost at run start).
 
 mod memory;
 
@@ -453,8 +456,9 @@ async fn main() -> std::process::ExitCode {
         Some("relay") => relay(runs).await,
         Some("durable") => durable(runs).await,
         Some("memory") => memory::run(runs.min(1000)).await,
+        Some("embed") => memory::query_latency(runs),
         _ => {
-            eprintln!("usage: pa-bench first-token|relay|durable|memory [--runs N]");
+            eprintln!("usage: pa-bench first-token|relay|durable|memory|embed [--runs N]");
             return std::process::ExitCode::from(2);
         }
     };

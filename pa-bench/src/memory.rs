@@ -206,3 +206,31 @@ pub async fn run(runs: usize) -> Result<(), BoxError> {
     drop(db);
     mesh.stop().await
 }
+
+/// `pa-bench embed`: how long the offline embedder takes for one short query (what recall puts
+/// on a run's critical path when memories are in reach), p50/p99 over `runs` distinct queries.
+pub fn query_latency(runs: usize) -> Result<(), BoxError> {
+    let model = svc_models::embedder::MiniLm::load(&pa_testkit::embed_model_dir()?)?;
+    let queries: Vec<String> = (0..runs.max(20))
+        .map(|i| format!("what did I say about the trip number {i} last week"))
+        .collect();
+    for q in &queries[..10] {
+        model.embed(std::slice::from_ref(q))?;
+    }
+    let mut times = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        model.embed(std::slice::from_ref(q))?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    let at =
+        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    println!(
+        "offline embedder, one short query (all-MiniLM-L6-v2), {} queries: p50 {:.2} ms, p99 {:.2} ms",
+        times.len(),
+        at(0.5),
+        at(0.99)
+    );
+    Ok(())
+}

@@ -14,9 +14,7 @@ use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
 use tokio::sync::OnceCell;
 use tonic::transport::Channel;
 
-use pa_agent::TurnMessage;
-
-use crate::inline::RunStart;
+use crate::inline::DurableContext;
 
 /// Cheap to clone; connects to Temporal on first use (svc-runs starts without it, and inline
 /// runs never need it).
@@ -86,12 +84,12 @@ impl DurableDriver {
     /// Starts the run's workflow (id = run id, so a retried start finds the one it made):
     /// through svc-worker, whose worker then takes the first task at once (eager start), or,
     /// when no worker answers, through Temporal directly (the task waits for any worker).
-    pub async fn start(
-        &self,
-        spec: RunSpec,
-        history: Vec<TurnMessage>,
-        start: RunStart,
-    ) -> Result<(), PaError> {
+    pub async fn start(&self, spec: RunSpec, context: DurableContext) -> Result<(), PaError> {
+        let DurableContext {
+            history,
+            start,
+            recall_wait_ms,
+        } = context;
         let input = ChatRunInput {
             spec,
             history,
@@ -99,6 +97,7 @@ impl DurableDriver {
             notices: start.notices,
             high_privilege_tools: start.high_privilege_tools,
             approval_timeout_ms: self.approval_timeout.as_millis() as u64,
+            recall_wait_ms,
         };
         let run_id = input.spec.run_id.clone();
         if let Some(worker) = &self.worker {

@@ -28,25 +28,95 @@ pub struct RunStart {
     pub high_privilege_tools: Vec<String>,
 }
 
-/// What a run's context is read from: the chat's history and what recall found.
-type ContextParts = (Vec<TurnMessage>, Option<pa_runner::Recalled>);
+/// A run's context being read (see [`InlineDriver::begin_context`]): the chat's history, and
+/// the recall (none when recall is off), each on its own task.
+pub struct ContextRead {
+    history: tokio::task::JoinHandle<Result<Vec<TurnMessage>, PaError>>,
+    recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
+}
 
-/// A run's context being read (see [`InlineDriver::begin_context`]).
-pub struct ContextRead(tokio::task::JoinHandle<Result<ContextParts, PaError>>);
+/// A durable run's context (see [`ContextRead::finish_or_hand_over`]).
+pub struct DurableContext {
+    pub history: Vec<TurnMessage>,
+    pub start: RunStart,
+    /// 0: the recall is in `history` and `start`. Otherwise it is handed over to the run's
+    /// workflow when it is done, and the workflow waits up to this long for it.
+    pub recall_wait_ms: u64,
+}
+
+/// How much longer than recall's own timeout a workflow waits for its hand-over.
+const HANDOVER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ContextRead {
+    async fn history(
+        history: tokio::task::JoinHandle<Result<Vec<TurnMessage>, PaError>>,
+    ) -> Result<Vec<TurnMessage>, PaError> {
+        history
+            .await
+            .map_err(|e| PaError::internal(format!("reading the run's history failed: {e}")))?
+    }
+
+    async fn recalled(
+        recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
+    ) -> Option<pa_runner::Recalled> {
+        // Recall is a help: a task that died is a run without memories.
+        recall?.await.unwrap_or_else(|err| {
+            tracing::warn!(%err, "automatic recall skipped: its task failed");
+            None
+        })
+    }
+
     /// The history the model sees, recalled memories in front, and `start` with the recall's
     /// notice.
     pub async fn finish(
         self,
         mut start: RunStart,
     ) -> Result<(Vec<TurnMessage>, RunStart), PaError> {
-        let (mut history, recalled) = self
-            .0
-            .await
-            .map_err(|e| PaError::internal(format!("reading the run's context failed: {e}")))??;
+        let mut history = Self::history(self.history).await?;
+        let recalled = Self::recalled(self.recall).await;
         pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
         Ok((history, start))
+    }
+
+    /// For a durable run: as [`Self::finish`] when the recall is done; when it is still
+    /// running, the history alone, and the recall is handed over to the run's workflow once it
+    /// is (its first model turn waits for it), so Temporal's start does not wait for recall.
+    pub async fn finish_or_hand_over(
+        self,
+        start: RunStart,
+        redis: &deadpool_redis::Pool,
+        run_id: &str,
+        recall_timeout: std::time::Duration,
+    ) -> Result<DurableContext, PaError> {
+        let recall = match self.recall {
+            Some(recall) if !recall.is_finished() => recall,
+            done => {
+                let (history, start) = Self {
+                    history: self.history,
+                    recall: done,
+                }
+                .finish(start)
+                .await?;
+                return Ok(DurableContext {
+                    history,
+                    start,
+                    recall_wait_ms: 0,
+                });
+            }
+        };
+        let history = Self::history(self.history).await?;
+        let (redis, run_id) = (redis.clone(), run_id.to_string());
+        tokio::spawn(async move {
+            let recalled = Self::recalled(Some(recall)).await;
+            if let Err(err) = pa_runner::hand_over_recall(&redis, &run_id, &recalled).await {
+                tracing::warn!(%run_id, %err, "recall not handed over; the run goes on without it");
+            }
+        });
+        Ok(DurableContext {
+            history,
+            start,
+            recall_wait_ms: (recall_timeout + HANDOVER_SLACK).as_millis() as u64,
+        })
     }
 }
 
@@ -172,15 +242,16 @@ impl InlineDriver {
     /// memories recalled for this message. launch_run calls it before it resolves the model and
     /// assembles the toolset, so the reads overlap those calls rather than follow them.
     pub fn begin_context(&self, spec: &RunSpec) -> ContextRead {
+        let recall = (self.recall.token_budget > 0).then(|| {
+            let (io, settings, spec) = (self.io.clone(), self.recall, spec.clone());
+            tokio::spawn(async move { io.recall(&spec, &settings).await })
+        });
         let driver = self.clone();
         let spec = spec.clone();
-        ContextRead(tokio::spawn(async move {
-            let (history, recalled) = tokio::join!(
-                driver.history(&spec),
-                driver.io.recall(&spec, &driver.recall)
-            );
-            Ok((history?, recalled))
-        }))
+        ContextRead {
+            history: tokio::spawn(async move { driver.history(&spec).await }),
+            recall,
+        }
     }
 
     async fn drive(

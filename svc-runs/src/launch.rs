@@ -334,9 +334,17 @@ impl Launcher {
             .inc();
         match mode {
             RunMode::Durable => {
-                // Recalled here, not in the workflow: the workflow replays what it was given.
-                let (history, start) = context.finish(start).await?;
-                if let Err(err) = self.durable.start(spec.clone(), history, start).await {
+                // Recalled here, not in the workflow: the workflow replays what it was given
+                // (a recall still running is handed to its first model turn).
+                let context = context
+                    .finish_or_hand_over(
+                        start,
+                        &self.redis,
+                        &spec.run_id,
+                        self.driver.recall.timeout,
+                    )
+                    .await?;
+                if let Err(err) = self.durable.start(spec.clone(), context).await {
                     self.driver.fail(&spec, &err).await;
                     return Err(err.into());
                 }

@@ -401,15 +401,45 @@ impl RunActivities {
         let ModelTurnInput {
             spec,
             step,
-            pending,
+            mut pending,
             mut agent,
-            request,
+            mut request,
             tools,
+            start,
         } = input;
+        let mut output = ModelTurnOutput::default();
+        if let Some(start) = start {
+            // svc-runs started the run while its recall was running: the loop starts here,
+            // with the recall in front of the history, and its first request is this turn's.
+            let wait = Duration::from_millis(start.recall_wait_ms);
+            let recall = pa_runner::await_recall(&self.redis, &spec.run_id, wait);
+            let recalled = heartbeating(&ctx, 0, recall).await?;
+            let started = start.with_recall(recalled);
+            let actions = agent
+                .step(started.clone())
+                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+            output.start = Some(started);
+            let mut first_request = None;
+            for action in actions {
+                match action {
+                    Action::Emit(event) if !event.is_terminal() => pending.push(event),
+                    Action::CallModel(asked) => first_request = Some(asked),
+                    _ => {}
+                }
+            }
+            let Some(asked) = first_request else {
+                // The loop ended at its start: the workflow goes on from the same start.
+                self.sink
+                    .emit_at(&spec.run_id, &ids(step, 0, pending))
+                    .await
+                    .map_err(failure)?;
+                return Ok(output);
+            };
+            request = asked;
+        }
         let mut seq = pending.len() as u64;
         let pending = ids(step, 0, pending);
         let pending = self.sink.emit_at(&spec.run_id, &pending);
-        let mut output = ModelTurnOutput::default();
         let mut feed =
             |input: Input, output: &mut ModelTurnOutput| -> Result<Vec<AgUiEvent>, ActivityError> {
                 let actions = agent

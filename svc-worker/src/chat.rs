@@ -46,6 +46,11 @@ pub struct ChatRunInput {
     /// How long a tool call waits for a human's approval (a durable timer); 0 = the default.
     #[serde(default)]
     pub approval_timeout_ms: u64,
+    /// 0: `history` and `notices` are complete. Otherwise svc-runs started the run while recall
+    /// was still running (so Temporal's start overlaps it): the first model turn waits up to this
+    /// long for the recall and starts the loop with it (see [`DeferredStart`]).
+    #[serde(default)]
+    pub recall_wait_ms: u64,
 }
 
 /// The default of `PA_TOOL_APPROVAL_TIMEOUT_MS`.
@@ -83,9 +88,38 @@ pub struct ModelTurnInput {
     pub pending: Vec<AgUiEvent>,
     /// The workflow's loop as it is now; the activity steps a copy.
     pub agent: AgentLoop,
+    /// Unused (empty) with `start`: the first request comes from starting the loop.
     pub request: ModelRequest,
     #[serde(default)]
     pub tools: Vec<ChatToolDefinition>,
+    /// The loop is not started yet: the activity starts it once the recall is there.
+    #[serde(default)]
+    pub start: Option<DeferredStart>,
+}
+
+/// A run's start that waits for its recall: the activity puts what svc-runs hands over in front
+/// of the history (as the inline driver does before it starts its loop), starts its copy of the
+/// loop with it and streams the first turn; the workflow starts its own loop with the same input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeferredStart {
+    pub history: Vec<TurnMessage>,
+    pub notices: Vec<String>,
+    pub high_privilege_tools: Vec<String>,
+    pub recall_wait_ms: u64,
+}
+
+impl DeferredStart {
+    /// The loop's start with what was recalled.
+    pub fn with_recall(self, recalled: Option<pa_runner::Recalled>) -> Input {
+        let mut history = self.history;
+        let mut notices = self.notices;
+        pa_runner::apply_recall(recalled, &mut history, &mut notices);
+        Input::Start {
+            history,
+            notices,
+            high_privilege_tools: self.high_privilege_tools,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -93,6 +127,9 @@ pub struct ModelTurnOutput {
     /// Every input the activity fed its loop copy, in order; the last ends the turn.
     pub inputs: Vec<Input>,
     pub attempts: Vec<ModelAttempt>,
+    /// The start the activity fed first (a [`DeferredStart`]), before `inputs`.
+    #[serde(default)]
+    pub start: Option<Input>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -195,6 +232,24 @@ impl Drive {
         Ok(())
     }
 
+    /// Feeds what a model turn's activity fed its copy of the loop (its events are written), or
+    /// the turn's failure.
+    fn turn_done(
+        &mut self,
+        result: Result<ModelTurnOutput, ActivityExecutionError>,
+    ) -> WorkflowResult<()> {
+        match result {
+            Ok(output) => {
+                self.attempts.extend(output.attempts);
+                for input in output.inputs {
+                    self.feed(input, true)?;
+                }
+                Ok(())
+            }
+            Err(err) => self.feed(activity_failed(&err), false),
+        }
+    }
+
     fn next_step(&mut self) -> u64 {
         self.step += 1;
         self.step
@@ -228,14 +283,48 @@ impl ChatAgentWorkflow {
             attempts: Vec::new(),
             step: 0,
         };
-        drive.feed(
-            Input::Start {
-                history: input.history,
-                notices: input.notices,
-                high_privilege_tools: input.high_privilege_tools.clone(),
-            },
-            false,
-        )?;
+        let start = DeferredStart {
+            history: input.history,
+            notices: input.notices,
+            high_privilege_tools: input.high_privilege_tools.clone(),
+            recall_wait_ms: input.recall_wait_ms,
+        };
+        if input.recall_wait_ms == 0 || ctx.state(|s| s.cancel_requested) {
+            // Nothing to wait for (or no reason to: the run is cancelled already).
+            drive.feed(start.with_recall(None), false)?;
+        } else {
+            // The first turn starts the activity's copy of the loop once the recall is there,
+            // and reports the start it used; this loop starts the same way.
+            let turn = ModelTurnInput {
+                spec: spec.clone(),
+                step: drive.next_step(),
+                pending: Vec::new(),
+                agent: drive.agent.clone(),
+                request: ModelRequest {
+                    messages: Vec::new(),
+                },
+                tools: input.tools.clone(),
+                start: Some(start.clone()),
+            };
+            let mut result = ctx
+                .execute_activity(RunActivities::model_turn, turn, model_turn_options())
+                .await;
+            match result.as_mut().ok().and_then(|output| output.start.take()) {
+                Some(started) => drive.feed(started, true)?,
+                // The turn failed: its events may not have been written, so they go out with
+                // the next activity.
+                None => drive.feed(start.with_recall(None), false)?,
+            }
+            // The loop's first model call is the one the activity made (or failed to make).
+            if let Some(at) = drive
+                .queue
+                .iter()
+                .position(|a| matches!(a, Action::CallModel(_)))
+            {
+                drive.queue.remove(at);
+            }
+            drive.turn_done(result)?;
+        }
         while let Some(action) = drive.queue.pop_front() {
             let cancel = ctx.state(|s| s.cancel_requested);
             match action {
@@ -254,19 +343,12 @@ impl ChatAgentWorkflow {
                         agent: drive.agent.clone(),
                         request,
                         tools: input.tools.clone(),
+                        start: None,
                     };
                     let result = ctx
                         .execute_activity(RunActivities::model_turn, turn, model_turn_options())
                         .await;
-                    match result {
-                        Ok(output) => {
-                            drive.attempts.extend(output.attempts);
-                            for input in output.inputs {
-                                drive.feed(input, true)?;
-                            }
-                        }
-                        Err(err) => drive.feed(activity_failed(&err), false)?,
-                    }
+                    drive.turn_done(result)?;
                 }
                 Action::CallTool(call) => {
                     let step = drive.next_step();

@@ -54,6 +54,7 @@ impl ChatRunInput {
             notices: self.notices.clone(),
             high_privilege_tools: self.high_privilege_tools.clone(),
             approval_timeout_ms: self.approval_timeout_ms,
+            recall_wait_ms: self.recall_wait_ms,
         }
     }
 
@@ -71,6 +72,7 @@ impl ChatRunInput {
             notices: request.notices,
             high_privilege_tools: request.high_privilege_tools,
             approval_timeout_ms: request.approval_timeout_ms,
+            recall_wait_ms: request.recall_wait_ms,
         })
     }
 }
@@ -106,6 +108,7 @@ mod tests {
             notices: vec!["recalled 2 memories".into()],
             high_privilege_tools: vec!["shell".into()],
             approval_timeout_ms: 1234,
+            recall_wait_ms: 5000,
         };
         let back = ChatRunInput::from_request(input.to_request()).expect("valid request");
         assert_eq!(

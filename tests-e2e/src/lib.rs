@@ -52,6 +52,8 @@ pub struct MeshBuilder {
     curator_debounce: Duration,
     /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
     runs_worker_url: Option<String>,
+    /// svc-runs reaches svc-memory through a proxy holding each answer this long (0: directly).
+    recall_delay: Duration,
 }
 
 impl MeshBuilder {
@@ -67,6 +69,13 @@ impl MeshBuilder {
     /// answers at makes it start them through Temporal itself.
     pub fn runs_worker_url(mut self, url: &str) -> Self {
         self.runs_worker_url = Some(url.to_string());
+        self
+    }
+
+    /// svc-runs reaches svc-memory through a proxy that holds every piece of its answers for
+    /// `delay`: recall is still running when a run is ready to start.
+    pub fn slow_recall(mut self, delay: Duration) -> Self {
+        self.recall_delay = delay;
         self
     }
 
@@ -193,6 +202,12 @@ impl MeshBuilder {
         let (tools_listener, tools_url) = listen().await?;
         let (memory_listener, memory_url) = listen().await?;
         let (runs_listener, runs_url) = listen().await?;
+        let runs_memory_url = if self.recall_delay.is_zero() {
+            memory_url.clone()
+        } else {
+            let upstream = memory_url.trim_start_matches("http://").to_string();
+            slow_answers_proxy(upstream, self.recall_delay).await?
+        };
         let (gateway_listener, gateway_addr) = listen().await?;
         let (public_grpc_listener, public_grpc_url) = listen().await?;
         // The worker's address is known before the gateway starts (it lists its schedules).
@@ -280,7 +295,7 @@ impl MeshBuilder {
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
-                    memory_url: memory_url.clone(),
+                    memory_url: runs_memory_url.clone(),
                     request_timeout: timeout,
                     limits: pa_proto::v1::UsageLimits {
                         max_model_requests: 16,
@@ -501,6 +516,7 @@ impl Mesh {
             curator: true,
             runs_worker_url: None,
             curator_debounce: Duration::from_millis(200),
+            recall_delay: Duration::ZERO,
         }
     }
 
@@ -724,6 +740,67 @@ pub async fn serve_page(html: &'static str) -> Result<std::net::SocketAddr, BoxE
 }
 
 /// The content of the TOOL_CALL_RESULT of tool call `call_id` among `events` ("" if none).
+/// A TCP proxy to `upstream` (host:port) that holds every piece of the answers for `delay`
+/// before passing it on: a slow dependency. Returns its `http://` URL.
+pub async fn slow_answers_proxy(upstream: String, delay: Duration) -> Result<String, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let asks = tokio::io::copy(&mut client_read, &mut server_write);
+                let answers = async {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        tokio::time::sleep(delay).await;
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                };
+                let _ = tokio::join!(asks, answers);
+            });
+        }
+    });
+    Ok(url)
+}
+
+/// A run's events with what differs between two runs of the same conversation blanked out:
+/// ids (run, thread, message) and timestamps.
+pub fn normalized(events: &[SseEvent]) -> Vec<Value> {
+    let run_id = events
+        .first()
+        .and_then(|e| e.data["runId"].as_str())
+        .unwrap_or("?")
+        .to_string();
+    events
+        .iter()
+        .map(|e| {
+            let mut data = e.data.clone();
+            if let Some(obj) = data.as_object_mut() {
+                for key in [
+                    "runId",
+                    "threadId",
+                    "messageId",
+                    "timestamp",
+                    "parentMessageId",
+                ] {
+                    obj.remove(key);
+                }
+            }
+            // Tool errors name the run's toolset snapshot.
+            serde_json::from_str(&data.to_string().replace(&run_id, "<run>")).unwrap_or(data)
+        })
+        .collect()
+}
+
 pub fn tool_result(events: &[SseEvent], call_id: &str) -> String {
     events
         .iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pa_testkit::{Chunk, FakeProvider, Reply};
 use serde_json::{Value, json};
-use tests_e2e::{Mesh, SseEvent};
+use tests_e2e::{Mesh, SseEvent, normalized};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type E = Box<dyn std::error::Error + Send + Sync>;
@@ -45,35 +45,6 @@ async fn add_fake_model(mesh: &Mesh, id: &str, fake: &FakeProvider, tools: bool)
     let (status, saved) = mesh.post_json("/v1/admin/models", &model).await?;
     assert_eq!(status, 200, "{saved}");
     Ok(())
-}
-
-/// The events with what differs between two runs of the same conversation blanked out: ids
-/// (run, thread, message) and timestamps.
-fn normalized(events: &[SseEvent]) -> Vec<Value> {
-    let run_id = events
-        .first()
-        .and_then(|e| e.data["runId"].as_str())
-        .unwrap_or("?")
-        .to_string();
-    events
-        .iter()
-        .map(|e| {
-            let mut data = e.data.clone();
-            if let Some(obj) = data.as_object_mut() {
-                for key in [
-                    "runId",
-                    "threadId",
-                    "messageId",
-                    "timestamp",
-                    "parentMessageId",
-                ] {
-                    obj.remove(key);
-                }
-            }
-            // Tool errors name the run's toolset snapshot.
-            serde_json::from_str(&data.to_string().replace(&run_id, "<run>")).unwrap_or(data)
-        })
-        .collect()
 }
 
 #[tokio::test]
@@ -829,6 +800,30 @@ async fn captured_histories_replay_deterministically() -> R {
         .await?;
     assert_eq!(status, 200);
     mesh.read_events(&cancelled, None, None).await?;
+    // And one whose recall was still running when it started (its first turn starts the loop).
+    let slow = Mesh::builder()
+        .worker()
+        .without_curator()
+        .slow_recall(Duration::from_millis(300))
+        .start()
+        .await?;
+    // Its own provider: the first mesh's Curator may still ask `fake` for a summary.
+    let slow_fake = FakeProvider::start().await?;
+    add_fake_model(&slow, "rp", &slow_fake, true).await?;
+    slow_fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_1",
+        "lookup",
+        r#"{"q":"a"}"#,
+    )]));
+    slow_fake.push(Reply::text("Done."));
+    let slow_chat = slow.create_chat("replay").await?;
+    let (deferred_run, _) = run_to_end(
+        &slow,
+        &slow_chat,
+        json!({ "message": "look it up", "model": "rp:model", "durable": true }),
+    )
+    .await?;
+    assert_eq!(deferred_run["status"], "succeeded", "{deferred_run}");
 
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     let replayer = WorkflowReplayer::new(
@@ -836,14 +831,15 @@ async fn captured_histories_replay_deterministically() -> R {
             .register_workflow::<ChatAgentWorkflow>()?
             .build(),
     )?;
-    for run_id in [
-        tools_run["id"].as_str().unwrap_or_default(),
-        cancelled.as_str(),
+    for (owner, run_id) in [
+        (&mesh, tools_run["id"].as_str().unwrap_or_default()),
+        (&mesh, cancelled.as_str()),
+        (&slow, deferred_run["id"].as_str().unwrap_or_default()),
     ] {
         let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
         // The workflow has closed (the run's end is written after the outcome is stored).
         for _ in 0..50 {
-            let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+            let (_, run) = owner.get_json(&format!("/v1/runs/{run_id}")).await?;
             if run["status"] != "running" {
                 break;
             }
@@ -853,5 +849,6 @@ async fn captured_histories_replay_deterministically() -> R {
         let history = handle.fetch_history(Default::default());
         replayer.replay_workflow(history).await?;
     }
+    slow.stop().await?;
     mesh.stop().await
 }

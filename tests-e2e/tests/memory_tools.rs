@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pa_testkit::{Chunk, FakeProvider, Reply};
 use serde_json::{Value, json};
-use tests_e2e::{Mesh, SseEvent};
+use tests_e2e::{Mesh, SseEvent, normalized};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -339,6 +339,69 @@ async fn automatic_recall_puts_relevant_memories_before_the_history_in_both_mode
     let (events, body) = recalled_run(&mesh, &fake, "Quelle heure est-il?", false).await?;
     assert_ne!(body["messages"][0]["role"], "system", "{body}");
     assert!(steps(&events).is_empty(), "{:?}", steps(&events));
+    mesh.stop().await
+}
+
+/// A durable run that is ready to start while its recall is still running (svc-memory answers
+/// slowly) does not wait for it: the workflow starts, and its first model turn takes the recall
+/// when svc-runs hands it over. The events and the model's request are those of an inline run,
+/// which waits for its recall before it starts.
+#[tokio::test]
+async fn a_durable_run_starts_before_its_recall_and_its_first_turn_takes_it() -> R {
+    pa_testkit::embed_model_dir()?;
+    let mesh = Mesh::builder()
+        .worker()
+        .without_curator()
+        .slow_recall(Duration::from_millis(500))
+        .start()
+        .await?;
+    let fake = FakeProvider::start().await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
+    let dog = rest_memory(
+        &mesh,
+        "dev-user",
+        json!({ "text": "My dog is a beagle called Biscuit." }),
+    )
+    .await?;
+    let dog_id = dog["id"].as_str().unwrap_or_default().to_string();
+    let mut runs = Vec::new();
+    for durable in [false, true] {
+        let (events, body) =
+            recalled_run(&mesh, &fake, "What is the name of my dog?", durable).await?;
+        assert_eq!(body["messages"][0]["role"], "system", "{body}");
+        let context = body["messages"][0]["content"].as_str().unwrap_or("");
+        assert!(
+            context.contains("My dog is a beagle called Biscuit."),
+            "durable {durable}: {context}"
+        );
+        let named = steps(&events);
+        assert!(
+            named.iter().any(|s| s.contains(&dog_id)),
+            "durable {durable}: {named:?}"
+        );
+        runs.push(events);
+    }
+    assert_eq!(normalized(&runs[0]), normalized(&runs[1]));
+    // Only the durable run's recall went through the hand-over (svc-runs started its workflow
+    // without waiting for it); the inline run waited.
+    let redis = pa_kit::redis::pool(&mesh.worker_config.common.redis_url, 1)?;
+    let mut conn = redis.get().await?;
+    let mut handed = Vec::new();
+    for events in &runs {
+        let run_id = events[0].data["runId"].as_str().unwrap_or_default();
+        let value: Option<String> = deadpool_redis::redis::cmd("LINDEX")
+            .arg(format!("pa:run:{run_id}:recall"))
+            .arg(0)
+            .query_async(&mut conn)
+            .await?;
+        handed.push(value);
+    }
+    assert_eq!(handed[0], None, "the inline run handed nothing over");
+    assert!(
+        handed[1].as_deref().is_some_and(|v| v.contains(&dog_id)),
+        "{:?}",
+        handed[1]
+    );
     mesh.stop().await
 }
 

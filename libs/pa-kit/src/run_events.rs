@@ -173,6 +173,57 @@ pub struct StoredEvent {
     pub event: AgUiEvent,
 }
 
+/// Where svc-runs hands over something a durable run's workflow needs but was not ready when it
+/// was started (the recall): one value, written once, read without being consumed, so a retried
+/// activity reads it again.
+fn handover_key(run_id: &str, what: &str) -> String {
+    format!("pa:run:{run_id}:{what}")
+}
+
+/// Writes the hand-over `what` of a run (kept as long as its events).
+pub async fn hand_over(pool: &Pool, run_id: &str, what: &str, value: &str) -> Result<(), PaError> {
+    let key = handover_key(run_id, what);
+    let mut conn = pool.get().await.map_err(redis_error)?;
+    redis::pipe()
+        .atomic()
+        .del(&key)
+        .ignore()
+        .rpush(&key, value)
+        .ignore()
+        .expire(&key, STREAM_TTL_SECS)
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(redis_error)
+}
+
+/// The hand-over `what` of a run, waiting up to `wait` for it; `None` if it did not come.
+pub async fn await_handover(
+    pool: &Pool,
+    run_id: &str,
+    what: &str,
+    wait: Duration,
+) -> Result<Option<String>, PaError> {
+    let key = handover_key(run_id, what);
+    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
+    // BLMOVE from the list to itself: blocks until the value is there and leaves it in place.
+    let result: Result<Option<String>, _> = match read.0.as_mut() {
+        Some(conn) => {
+            redis::cmd("BLMOVE")
+                .arg(&key)
+                .arg(&key)
+                .arg("LEFT")
+                .arg("LEFT")
+                .arg(wait.as_secs_f64().max(0.001))
+                .query_async(conn)
+                .await
+        }
+        None => Ok(None),
+    };
+    drop(read.0.take());
+    result.map_err(redis_error)
+}
+
 /// A pooled connection with a read in flight. Dropped before the read came back (an SSE client
 /// went away mid-BLOCK), the connection is still blocked in Redis, and every command queued
 /// behind it on that multiplexed connection would wait out the BLOCK: it is closed instead of
@@ -369,5 +420,51 @@ mod tests {
             "the next read stalled or failed: {events:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    /// Against the real Redis: a reader waiting for a hand-over gets it when it is written, a
+    /// retried reader gets the same value again, and a reader of one never written gets none
+    /// once its wait is over.
+    #[tokio::test]
+    async fn a_hand_over_reaches_a_waiting_reader_and_stays_for_a_retried_one() {
+        let url = std::env::var("REDIS_URL")
+            .unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
+        let Ok(pool) = crate::redis::pool(&url, 4) else {
+            panic!("REDIS_URL is not valid");
+        };
+        let run_id = format!("hand-over-{}", uuid::Uuid::now_v7());
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            let run_id = run_id.clone();
+            async move { await_handover(&pool, &run_id, "recall", Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the reader did not wait");
+        hand_over(&pool, &run_id, "recall", "{\"ids\":[\"m1\"]}")
+            .await
+            .expect("hand-over written");
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the waiting reader was woken")
+            .expect("reader task")
+            .expect("read");
+        assert_eq!(got.as_deref(), Some("{\"ids\":[\"m1\"]}"));
+        let again = await_handover(&pool, &run_id, "recall", Duration::from_millis(100))
+            .await
+            .expect("read");
+        assert_eq!(again, got, "a second reader gets the same value");
+        let mut conn = pool.get().await.expect("redis");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(handover_key(&run_id, "recall"))
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        assert!(ttl > 0 && ttl <= STREAM_TTL_SECS, "ttl {ttl}");
+        let started = std::time::Instant::now();
+        let none = await_handover(&pool, &run_id, "other", Duration::from_millis(300))
+            .await
+            .expect("read");
+        assert_eq!(none, None);
+        assert!(started.elapsed() >= Duration::from_millis(250));
     }
 }

@@ -6,7 +6,10 @@
 mod recall;
 mod subagent;
 
-pub use recall::{RecallSettings, Recalled, apply as apply_recall, approx_tokens, build_context};
+pub use recall::{
+    RecallSettings, Recalled, apply as apply_recall, approx_tokens, await_recall, build_context,
+    hand_over_recall,
+};
 pub use subagent::{EventRelay, SubAgentIo, SubRunOutcome, SubTask, parse_call};
 
 use pa_agent::{Input, ModelRequest, Outcome, ToolCall, TurnMessage};

@@ -39,7 +39,7 @@ impl Default for RecallSettings {
 }
 
 /// What automatic recall adds to a run.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recalled {
     /// The system message that goes before the history.
     pub context: TurnMessage,
@@ -108,6 +108,44 @@ pub fn apply(
     if let Some(recalled) = recalled {
         notices.push(recalled.notice());
         history.insert(0, recalled.context);
+    }
+}
+
+/// The hand-over name of a run's recall (see [`pa_kit::run_events::hand_over`]).
+const RECALL_HANDOVER: &str = "recall";
+
+/// Hands a durable run's recall to its workflow, which was started before the recall finished.
+pub async fn hand_over_recall(
+    redis: &deadpool_redis::Pool,
+    run_id: &str,
+    recalled: &Option<Recalled>,
+) -> Result<(), PaError> {
+    let json = serde_json::to_string(recalled)
+        .map_err(|e| PaError::internal(format!("recall not serialisable: {e}")))?;
+    pa_kit::run_events::hand_over(redis, run_id, RECALL_HANDOVER, &json).await
+}
+
+/// The recall svc-runs hands over for `run_id`, waiting up to `wait`. Nothing (none found, none
+/// handed over in time, Redis unavailable) is `None`: a run goes on without memories.
+pub async fn await_recall(
+    redis: &deadpool_redis::Pool,
+    run_id: &str,
+    wait: Duration,
+) -> Option<Recalled> {
+    match pa_kit::run_events::await_handover(redis, run_id, RECALL_HANDOVER, wait).await {
+        Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|err| {
+            tracing::warn!(%run_id, %err, "automatic recall skipped: unreadable hand-over");
+            None
+        }),
+        Ok(None) => {
+            tracing::warn!(%run_id, wait_ms = wait.as_millis() as u64,
+                "automatic recall skipped: svc-runs did not hand it over in time");
+            None
+        }
+        Err(err) => {
+            tracing::warn!(%run_id, %err, "automatic recall skipped: hand-over unreadable");
+            None
+        }
     }
 }
 
