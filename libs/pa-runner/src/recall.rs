@@ -1,9 +1,11 @@
 //! Automatic recall: before a run's first model turn, the user's world memories and this chat's
 //! memories most relevant to the new message are put in front of the history as one system
 //! message, within a token budget, and a STEP names the memories injected. Both drivers start
-//! from it (svc-runs does it at launch for a durable run, so the workflow only replays what it
-//! was given). Memory is a help, not a dependency: if svc-memory is down, slow or refuses, the
-//! run goes on without it.
+//! from it. svc-runs recalls at launch for a durable run too (the workflow only replays what it
+//! was given): in its start input, or, when recall is still running as the workflow could
+//! start, handed over through Redis to the first model turn ([`hand_over_recall`],
+//! [`await_recall`]). Memory is a help, not a dependency: if svc-memory is down, slow or
+//! refuses, the run goes on without it.
 
 use std::time::Duration;
 
