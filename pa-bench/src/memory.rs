@@ -224,13 +224,11 @@ pub fn query_latency(runs: usize) -> Result<(), BoxError> {
         times.push(t.elapsed());
     }
     times.sort();
-    let at =
-        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
     println!(
-        "offline embedder, one short query (all-MiniLM-L6-v2), {} queries: p50 {:.2} ms, p99 {:.2} ms",
+        "offline embedder, one short query (all-MiniLM-L6-v2), {} queries: p50 {} ms, p99 {} ms",
         times.len(),
-        at(0.5),
-        at(0.99)
+        crate::ms(crate::percentile(&times, 0.5)),
+        crate::ms(crate::percentile(&times, 0.99))
     );
     Ok(())
 }

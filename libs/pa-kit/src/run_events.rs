@@ -205,23 +205,14 @@ pub async fn await_handover(
     wait: Duration,
 ) -> Result<Option<String>, PaError> {
     let key = handover_key(run_id, what);
-    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
     // BLMOVE from the list to itself: blocks until the value is there and leaves it in place.
-    let result: Result<Option<String>, _> = match read.0.as_mut() {
-        Some(conn) => {
-            redis::cmd("BLMOVE")
-                .arg(&key)
-                .arg(&key)
-                .arg("LEFT")
-                .arg("LEFT")
-                .arg(wait.as_secs_f64().max(0.001))
-                .query_async(conn)
-                .await
-        }
-        None => Ok(None),
-    };
-    drop(read.0.take());
-    result.map_err(redis_error)
+    let mut cmd = redis::cmd("BLMOVE");
+    cmd.arg(&key)
+        .arg(&key)
+        .arg("LEFT")
+        .arg("LEFT")
+        .arg(wait.as_secs_f64().max(0.001));
+    blocking_query(pool, &cmd).await
 }
 
 /// A pooled connection with a read in flight. Dropped before the read came back (an SSE client
@@ -238,6 +229,22 @@ impl Drop for InFlightRead {
     }
 }
 
+/// Runs a blocking command on a pooled connection, which goes back to the pool only once the
+/// answer is in (see [`InFlightRead`]).
+async fn blocking_query<T: redis::FromRedisValue>(
+    pool: &Pool,
+    cmd: &redis::Cmd,
+) -> Result<T, PaError> {
+    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
+    let result = match read.0.as_mut() {
+        Some(conn) => cmd.query_async(conn).await.map_err(redis_error),
+        None => Err(PaError::internal("no redis connection")),
+    };
+    // The answer came back: the connection is free for the pool again.
+    drop(read.0.take());
+    result
+}
+
 type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
 
 /// Reads the events after `after` ("" or "0" = from the start), blocking up to `block` for new
@@ -249,20 +256,13 @@ pub async fn read_after(
     block: Option<Duration>,
 ) -> Result<Vec<StoredEvent>, PaError> {
     let after = if after.is_empty() { "0" } else { after };
-    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
     let mut cmd = redis::cmd("XREAD");
     cmd.arg("COUNT").arg(512);
     if let Some(block) = block {
         cmd.arg("BLOCK").arg(block.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream_key(run_id)).arg(after);
-    let result: Result<XReadReply, _> = match read.0.as_mut() {
-        Some(conn) => cmd.query_async(conn).await,
-        None => Ok(None),
-    };
-    // The read came back: the connection is free for the pool again.
-    drop(read.0.take());
-    let reply = result.map_err(redis_error)?;
+    let reply: XReadReply = blocking_query(pool, &cmd).await?;
     let mut events = Vec::new();
     for (_key, entries) in reply.unwrap_or_default() {
         for (stream_id, fields) in entries {
@@ -391,15 +391,21 @@ where
 mod tests {
     use super::*;
 
-    /// Against the real Redis (REDIS_URL, default 127.0.0.1:6379): a blocking read abandoned
-    /// midway must not make the next read on the pool wait out its BLOCK.
-    #[tokio::test]
-    async fn an_abandoned_blocking_read_does_not_stall_the_next_one() {
+    /// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379).
+    fn real_redis(size: usize) -> Pool {
         let url = std::env::var("REDIS_URL")
             .unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
-        let Ok(pool) = crate::redis::pool(&url, 1) else {
+        let Ok(pool) = crate::redis::pool(&url, size) else {
             panic!("REDIS_URL is not valid");
         };
+        pool
+    }
+
+    /// A blocking read abandoned midway must not make the next read on the pool wait out its
+    /// BLOCK.
+    #[tokio::test]
+    async fn an_abandoned_blocking_read_does_not_stall_the_next_one() {
+        let pool = real_redis(1);
         let run_id = format!("abandoned-read-{}", uuid::Uuid::now_v7());
         let blocked = tokio::spawn({
             let pool = pool.clone();
@@ -427,11 +433,7 @@ mod tests {
     /// once its wait is over.
     #[tokio::test]
     async fn a_hand_over_reaches_a_waiting_reader_and_stays_for_a_retried_one() {
-        let url = std::env::var("REDIS_URL")
-            .unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
-        let Ok(pool) = crate::redis::pool(&url, 4) else {
-            panic!("REDIS_URL is not valid");
-        };
+        let pool = real_redis(4);
         let run_id = format!("hand-over-{}", uuid::Uuid::now_v7());
         let waiting = tokio::spawn({
             let pool = pool.clone();
