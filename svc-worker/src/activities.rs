@@ -39,6 +39,7 @@ pub fn retry_policy() -> RetryPolicy {
         .build()
 }
 
+#[derive(Clone)]
 pub struct RunActivities {
     pub io: RunIo,
     pub ledger: RunLedgerServiceClient<Channel>,
@@ -47,6 +48,32 @@ pub struct RunActivities {
     pub sink: EventSink,
     pub redis: Pool,
     pub maintenance: crate::schedules::MaintenanceClients,
+    /// First turns svc-worker's starter began before Temporal handed their activity out.
+    pub early: crate::early::EarlyTurns,
+}
+
+/// Where a model turn's heartbeats go: its activity's context, or, for a turn begun before its
+/// activity ran (`early`), the activity that adopts it, once one has.
+#[derive(Clone)]
+pub enum Beat {
+    Activity(Box<ActivityContext>),
+    Early(Arc<std::sync::OnceLock<ActivityContext>>),
+}
+
+impl Beat {
+    async fn record(&self, seq: u64) -> Result<(), ActivityError> {
+        let ctx = match self {
+            Beat::Activity(ctx) => Some(ctx.as_ref()),
+            Beat::Early(adopter) => adopter.get(),
+        };
+        match ctx {
+            Some(ctx) => ctx
+                .record_heartbeat(seq)
+                .await
+                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string()))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Numbers a step's events: `<step>-<seq>`, seq from `first`.
@@ -91,27 +118,16 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        // The span continues the trace of the request that launched the run.
-        let span = pa_runner::model_turn_span(
-            "svc-worker",
-            &input.spec,
-            input.agent.usage().model_requests,
-        );
-        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
-        let output =
-            tracing::Instrument::instrument(self.model_turn_in_span(ctx, input), span.clone())
-                .await?;
-        let tokens: u64 = output
-            .inputs
-            .iter()
-            .map(|i| match i {
-                Input::ModelFinished { usage } => usage.total_tokens,
-                _ => 0,
-            })
-            .sum();
-        span.record("tokens", tokens);
-        span.record("attempts", output.attempts.len());
-        Ok(output)
+        if input.step == crate::chat::FIRST_STEP
+            && let Some(early) = self.early.claim(&input.spec.run_id)
+        {
+            // svc-worker's starter began this turn when the workflow started.
+            if let Some(output) = early.adopt(ctx.clone()).await {
+                return output.map_err(|e| failure(PaError::unavailable(e)));
+            }
+        }
+        self.traced_model_turn(Beat::Activity(Box::new(ctx)), input)
+            .await
     }
 
     /// Writes the pending events, then runs one tool call (through svc-tools, or a sub-agent's
@@ -290,9 +306,13 @@ impl RunActivities {
             "trim_run_streams" => crate::schedules::trim_run_streams(&self.redis)
                 .await
                 .map_err(|e| ActivityError::from(std::io::Error::other(e))),
-            other => heartbeating(&ctx, 0u64, self.maintenance.run(other))
-                .await?
-                .map_err(failure),
+            other => heartbeating(
+                &Beat::Activity(Box::new(ctx)),
+                0u64,
+                self.maintenance.run(other),
+            )
+            .await?
+            .map_err(failure),
         }
     }
 
@@ -373,7 +393,7 @@ impl RunActivities {
 /// Runs `work`, heartbeating `details` (the last event seq written) while it is pending: a
 /// model can think for a long time before its first token, and a silent worker is a dead one.
 async fn heartbeating<F: std::future::Future>(
-    ctx: &ActivityContext,
+    beat: &Beat,
     details: u64,
     work: F,
 ) -> Result<F::Output, ActivityError> {
@@ -383,19 +403,45 @@ async fn heartbeating<F: std::future::Future>(
     loop {
         tokio::select! {
             out = &mut work => return Ok(out),
-            _ = ticks.tick() => ctx
-                .record_heartbeat(details)
-                .await
-                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?,
+            _ = ticks.tick() => beat.record(details).await?,
         }
     }
 }
 
 /// The activities' bodies, run inside their spans.
 impl RunActivities {
+    /// A model turn in its span (which continues the trace of the request that launched the
+    /// run): the `model_turn` activity's body, and an early first turn's.
+    pub(crate) async fn traced_model_turn(
+        self: Arc<Self>,
+        beat: Beat,
+        input: ModelTurnInput,
+    ) -> Result<ModelTurnOutput, ActivityError> {
+        let span = pa_runner::model_turn_span(
+            "svc-worker",
+            &input.spec,
+            input.agent.usage().model_requests,
+        );
+        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
+        let output =
+            tracing::Instrument::instrument(self.model_turn_in_span(beat, input), span.clone())
+                .await?;
+        let tokens: u64 = output
+            .inputs
+            .iter()
+            .map(|i| match i {
+                Input::ModelFinished { usage } => usage.total_tokens,
+                _ => 0,
+            })
+            .sum();
+        span.record("tokens", tokens);
+        span.record("attempts", output.attempts.len());
+        Ok(output)
+    }
+
     async fn model_turn_in_span(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        beat: Beat,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
         let ModelTurnInput {
@@ -409,11 +455,17 @@ impl RunActivities {
         } = input;
         let mut output = ModelTurnOutput::default();
         if let Some(start) = start {
-            // svc-runs started the run while its recall was running: the loop starts here,
-            // with the recall in front of the history, and its first request is this turn's.
-            let wait = Duration::from_millis(start.recall_wait_ms);
-            let recall = pa_runner::await_recall(&self.redis, &spec.run_id, wait);
-            let recalled = heartbeating(&ctx, 0, recall).await?;
+            // The run's first turn: the loop starts here, with the recall (when svc-runs started
+            // the run while its recall was running) in front of the history, and its first
+            // request is this turn's.
+            let recalled = match start.recall_wait_ms {
+                0 => None,
+                ms => {
+                    let wait = Duration::from_millis(ms);
+                    let recall = pa_runner::await_recall(&self.redis, &spec.run_id, wait);
+                    heartbeating(&beat, 0, recall).await?
+                }
+            };
             let started = start.with_recall(recalled);
             let actions = agent
                 .step(started.clone())
@@ -461,7 +513,7 @@ impl RunActivities {
         // turn's own events follow them.
         let opening = async {
             tokio::select! {
-                started = heartbeating(&ctx, seq, self.io.start_model_turn(&spec, request, &tools)) => started,
+                started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request, &tools)) => started,
                 _ = &mut cancel_flag => Ok(Err(pa_runner::cancelled())),
             }
         };
@@ -481,7 +533,7 @@ impl RunActivities {
         };
         loop {
             let next = tokio::select! {
-                next = heartbeating(&ctx, seq, turn.next(&mut output.attempts)) => next?,
+                next = heartbeating(&beat, seq, turn.next(&mut output.attempts)) => next?,
                 _ = &mut cancel_flag => Some(pa_runner::cancelled()),
             };
             let Some(input) = next else {
@@ -500,9 +552,7 @@ impl RunActivities {
             }
             // Progress is a heartbeat too (the SDK throttles what it sends); `heartbeating` only
             // covers the waits between tokens.
-            ctx.record_heartbeat(seq)
-                .await
-                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+            beat.record(seq).await?;
         }
     }
 
@@ -533,6 +583,6 @@ impl RunActivities {
             next: written,
         };
         let run = self.io.run_tool(&spec, call, &offered, spent, &mut relay);
-        heartbeating(&ctx, 0u64, run).await
+        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, run).await
     }
 }

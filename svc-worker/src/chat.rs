@@ -48,7 +48,7 @@ pub struct ChatRunInput {
     pub approval_timeout_ms: u64,
     /// 0: `history` and `notices` are complete. Otherwise svc-runs started the run while recall
     /// was still running (so Temporal's start overlaps it): the first model turn waits up to this
-    /// long for the recall and starts the loop with it (see [`DeferredStart`]).
+    /// long for the recall (see [`DeferredStart`]).
     #[serde(default)]
     pub recall_wait_ms: u64,
 }
@@ -97,9 +97,10 @@ pub struct ModelTurnInput {
     pub start: Option<DeferredStart>,
 }
 
-/// A run's start that waits for its recall: the activity puts what svc-runs hands over in front
-/// of the history (as the inline driver does before it starts its loop), starts its copy of the
-/// loop with it and streams the first turn; the workflow starts its own loop with the same input.
+/// A run's start, made by its first model turn: the activity puts what svc-runs hands over (when
+/// it started the run while its recall was running) in front of the history, as the inline
+/// driver does before it starts its loop, starts its copy of the loop with it and streams the
+/// first turn; the workflow starts its own loop with the same input.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DeferredStart {
     pub history: Vec<TurnMessage>,
@@ -109,6 +110,15 @@ pub struct DeferredStart {
 }
 
 impl DeferredStart {
+    pub fn of(input: &ChatRunInput) -> Self {
+        Self {
+            history: input.history.clone(),
+            notices: input.notices.clone(),
+            high_privilege_tools: input.high_privilege_tools.clone(),
+            recall_wait_ms: input.recall_wait_ms,
+        }
+    }
+
     /// The loop's start with what was recalled.
     pub fn with_recall(self, recalled: Option<pa_runner::Recalled>) -> Input {
         let mut history = self.history;
@@ -130,6 +140,10 @@ pub struct ModelTurnOutput {
     /// The start the activity fed first (a [`DeferredStart`]), before `inputs`.
     #[serde(default)]
     pub start: Option<Input>,
+    /// The turn began when the workflow started, before its activity ran (see `early`); kept in
+    /// the history for whoever reads it.
+    #[serde(default)]
+    pub early: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -206,6 +220,16 @@ struct Drive {
 }
 
 impl Drive {
+    fn new(spec: &RunSpec) -> Self {
+        Self {
+            agent: AgentLoop::new(run_ids(spec), spec.limits.unwrap_or_default()),
+            queue: VecDeque::new(),
+            pending: Vec::new(),
+            attempts: Vec::new(),
+            step: 0,
+        }
+    }
+
     /// Steps the loop; its events wait in `pending` unless an activity already wrote them.
     fn feed(&mut self, input: Input, already_written: bool) -> WorkflowResult<()> {
         let actions = self
@@ -256,6 +280,35 @@ impl Drive {
     }
 }
 
+fn run_ids(spec: &RunSpec) -> RunIds {
+    RunIds {
+        thread_id: spec.chat_id.clone(),
+        run_id: spec.run_id.clone(),
+        parent_run_id: spec.parent_run_id.clone(),
+        assistant_message_id: spec.assistant_message_id.clone(),
+    }
+}
+
+/// The step of a run's first model turn.
+pub const FIRST_STEP: u64 = 1;
+
+/// A run's first model turn, as the workflow schedules it: a pure function of the run's input,
+/// so svc-worker's starter can begin the same turn before Temporal hands the activity out (see
+/// `early`).
+pub fn first_turn(input: &ChatRunInput) -> ModelTurnInput {
+    ModelTurnInput {
+        spec: input.spec.clone(),
+        step: FIRST_STEP,
+        pending: Vec::new(),
+        agent: AgentLoop::new(run_ids(&input.spec), input.spec.limits.unwrap_or_default()),
+        request: ModelRequest {
+            messages: Vec::new(),
+        },
+        tools: input.tools.clone(),
+        start: Some(DeferredStart::of(input)),
+    }
+}
+
 /// Ends the workflow as failed, without retrying its task (the loop's state would not change).
 fn terminate(message: String) -> temporalio_sdk::WorkflowTermination {
     temporalio_sdk::ApplicationFailure::non_retryable(message).into()
@@ -269,43 +322,16 @@ impl ChatAgentWorkflow {
         input: ChatRunInput,
     ) -> WorkflowResult<String> {
         ctx.state_mut(|s| s.status = "running".into());
-        let spec = input.spec;
-        let ids = RunIds {
-            thread_id: spec.chat_id.clone(),
-            run_id: spec.run_id.clone(),
-            parent_run_id: spec.parent_run_id.clone(),
-            assistant_message_id: spec.assistant_message_id.clone(),
-        };
-        let mut drive = Drive {
-            agent: AgentLoop::new(ids, spec.limits.unwrap_or_default()),
-            queue: VecDeque::new(),
-            pending: Vec::new(),
-            attempts: Vec::new(),
-            step: 0,
-        };
-        let start = DeferredStart {
-            history: input.history,
-            notices: input.notices,
-            high_privilege_tools: input.high_privilege_tools.clone(),
-            recall_wait_ms: input.recall_wait_ms,
-        };
-        if input.recall_wait_ms == 0 || ctx.state(|s| s.cancel_requested) {
-            // Nothing to wait for (or no reason to: the run is cancelled already).
-            drive.feed(start.with_recall(None), false)?;
+        let mut drive = Drive::new(&input.spec);
+        if ctx.state(|s| s.cancel_requested) {
+            // No reason to call the model: the run is cancelled already.
+            drive.feed(DeferredStart::of(&input).with_recall(None), false)?;
         } else {
-            // The first turn starts the activity's copy of the loop once the recall is there,
-            // and reports the start it used; this loop starts the same way.
-            let turn = ModelTurnInput {
-                spec: spec.clone(),
-                step: drive.next_step(),
-                pending: Vec::new(),
-                agent: drive.agent.clone(),
-                request: ModelRequest {
-                    messages: Vec::new(),
-                },
-                tools: input.tools.clone(),
-                start: Some(start.clone()),
-            };
+            // The first turn starts the activity's copy of the loop (once the recall is there,
+            // if svc-runs handed one over) and reports the start it used; this loop starts the
+            // same way.
+            let turn = first_turn(&input);
+            drive.step = turn.step;
             let mut result = ctx
                 .execute_activity(RunActivities::model_turn, turn, model_turn_options())
                 .await;
@@ -313,7 +339,7 @@ impl ChatAgentWorkflow {
                 Some(started) => drive.feed(started, true)?,
                 // The turn failed: its events may not have been written, so they go out with
                 // the next activity.
-                None => drive.feed(start.with_recall(None), false)?,
+                None => drive.feed(DeferredStart::of(&input).with_recall(None), false)?,
             }
             // The loop's first model call is the one the activity made (or failed to make).
             if let Some(at) = drive
@@ -325,6 +351,7 @@ impl ChatAgentWorkflow {
             }
             drive.turn_done(result)?;
         }
+        let spec = input.spec;
         while let Some(action) = drive.queue.pop_front() {
             let cancel = ctx.state(|s| s.cancel_requested);
             match action {

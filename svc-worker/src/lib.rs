@@ -4,6 +4,7 @@
 pub mod activities;
 pub mod chat;
 pub mod curator;
+pub mod early;
 pub mod schedules;
 mod service;
 pub mod start;
@@ -77,19 +78,17 @@ impl From<WorkerError> for StartError {
     }
 }
 
-/// Runs the worker (and its health endpoint on `listener`) until `shutdown` fires.
-pub async fn run(
-    config: Config,
-    listener: tokio::net::TcpListener,
-    shutdown: Shutdown,
-) -> Result<(), StartError> {
-    let auth = InternalAuth::new(&config.common.internal_secret);
-    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
+/// The activities' clients (connected lazily) and an empty set of early turns.
+pub fn run_activities(
+    config: &Config,
+    redis: deadpool_redis::Pool,
+    auth: InternalAuth,
+) -> Result<activities::RunActivities, tonic::transport::Error> {
     let memory =
         pa_proto::v1::memory_service_client::MemoryServiceClient::new(channel(&config.memory_url)?);
     let ledger = RunLedgerServiceClient::new(channel(&config.runs_url)?);
     let runs = pa_proto::v1::run_service_client::RunServiceClient::new(channel(&config.runs_url)?);
-    let activities = activities::RunActivities {
+    Ok(activities::RunActivities {
         io: RunIo {
             models: ModelServiceClient::new(channel(&config.models_url)?),
             tools: ToolServiceClient::new(channel(&config.tools_url)?),
@@ -107,13 +106,25 @@ pub async fn run(
         memory,
         sink: EventSink::new(redis.clone()),
         redis,
+        early: early::EarlyTurns::default(),
         maintenance: schedules::MaintenanceClients {
             runs: MaintenanceServiceClient::new(channel(&config.runs_url)?),
             models: MaintenanceServiceClient::new(channel(&config.models_url)?),
             memory: MaintenanceServiceClient::new(channel(&config.memory_url)?),
             auth: auth.clone(),
         },
-    };
+    })
+}
+
+/// Runs the worker (and its health endpoint on `listener`) until `shutdown` fires.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: Shutdown,
+) -> Result<(), StartError> {
+    let auth = InternalAuth::new(&config.common.internal_secret);
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
+    let activities = run_activities(&config, redis, auth.clone())?;
     let client = temporal::connect(&config.temporal)
         .await
         .map_err(WorkerError::from)?;
@@ -129,6 +140,7 @@ pub async fn run(
     let durable_runs = service::DurableRuns {
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
+        activities: std::sync::Arc::new(activities.clone()),
     };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Worker(e.to_string()))?;

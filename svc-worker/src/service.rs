@@ -28,6 +28,8 @@ fn unavailable(err: String) -> Status {
 pub struct DurableRuns {
     pub client: Client,
     pub task_queue: String,
+    /// The worker's activities: a new run's first turn begins here (see `early`).
+    pub activities: std::sync::Arc<crate::activities::RunActivities>,
 }
 
 #[tonic::async_trait]
@@ -39,13 +41,17 @@ impl DurableRunService for DurableRuns {
         request.identity()?;
         let input = crate::ChatRunInput::from_request(request.into_inner())
             .ok_or_else(|| PaError::bad_request("a durable run needs a spec with a run id"))?;
-        let started = crate::start::start_chat_run(&self.client, &self.task_queue, input)
+        let early = self.activities.early.reserve(&input.spec.run_id);
+        let started = crate::start::start_chat_run(&self.client, &self.task_queue, input.clone())
             .await
             .map_err(|e| {
                 Status::from(PaError::unavailable(format!(
                     "cannot start the run's workflow: {e}"
                 )))
             })?;
+        if let (Some(early), crate::start::Started::New) = (early, started) {
+            early.begin(self.activities.clone(), input);
+        }
         Ok(Response::new(StartDurableRunResponse {
             existing: started == crate::start::Started::Existing,
         }))

@@ -121,6 +121,56 @@ async fn a_durable_run_starts_through_temporal_when_svc_worker_does_not_answer()
     mesh.stop().await
 }
 
+/// svc-worker begins a new run's first turn as soon as Temporal has recorded the workflow; the
+/// turn's activity, handed to the same worker, adopts it: the model is asked once, and the
+/// history records the turn as begun early.
+#[tokio::test]
+async fn a_durable_runs_first_turn_begins_at_the_start_and_its_activity_adopts_it() -> R {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "early", &fake, false).await?;
+    fake.push(Reply::text("An early answer."));
+    let chat = mesh.create_chat("early").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "answer early", "model": "early:model", "durable": true }),
+    )
+    .await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let text: String = events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect();
+    assert_eq!(text, "An early answer.");
+    assert_eq!(fake.request_count(), 1, "the turn ran once");
+
+    let run_id = run["id"].as_str().unwrap_or_default().to_string();
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let handle = client.get_workflow_handle::<svc_worker::ChatAgentWorkflow>(run_id);
+    let mut turns = Vec::new();
+    for event in handle
+        .fetch_history(Default::default())
+        .into_events()
+        .await?
+    {
+        if let Some(Attributes::ActivityTaskCompletedEventAttributes(done)) = event.attributes {
+            let payload = done.result.and_then(|r| r.payloads.into_iter().next());
+            let output: Value =
+                serde_json::from_slice(&payload.map(|p| p.data).unwrap_or_default())?;
+            if output.get("inputs").is_some() {
+                turns.push(output);
+            }
+        }
+    }
+    assert_eq!(turns.len(), 1, "one model turn: {turns:?}");
+    assert_eq!(turns[0]["early"], true, "{}", turns[0]);
+    mesh.stop().await
+}
+
 /// StartDurableRun is idempotent per run id and refuses a request without a run.
 #[tokio::test]
 async fn svc_worker_starts_a_run_once_and_refuses_a_request_without_one() -> R {
