@@ -33,6 +33,15 @@ async fn run_to_end(mesh: &Mesh, chat: &str, body: Value) -> Result<(Value, Vec<
     Ok((run, events))
 }
 
+/// The text a run's TEXT_MESSAGE_CONTENT events carry, in order.
+fn text_of(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect()
+}
+
 /// Registers `fake` as provider `id` with the model `<id>:model` (able to call tools or not).
 async fn add_fake_model(mesh: &Mesh, id: &str, fake: &FakeProvider, tools: bool) -> R {
     let provider = json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(),
@@ -60,11 +69,7 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
     let kinds: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
     assert_eq!(kinds.first(), Some(&"RUN_STARTED"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"RUN_FINISHED"), "{kinds:?}");
-    let text: String = events
-        .iter()
-        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
+    let text = text_of(&events);
     assert!(text.contains("hello durable world"), "{text}");
     assert_eq!(run["mode"], "durable", "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -112,11 +117,7 @@ async fn a_durable_run_starts_through_temporal_when_svc_worker_does_not_answer()
     .await?;
     assert_eq!(run["mode"], "durable", "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
-    let text: String = events
-        .iter()
-        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
+    let text = text_of(&events);
     assert!(text.contains("started the long way"), "{text}");
     mesh.stop().await
 }
@@ -140,11 +141,7 @@ async fn a_durable_runs_first_turn_begins_at_the_start_and_its_activity_adopts_i
     )
     .await?;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let text: String = events
-        .iter()
-        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
+    let text = text_of(&events);
     assert_eq!(text, "An early answer.");
     assert_eq!(fake.request_count(), 1, "the turn ran once");
 
@@ -332,11 +329,7 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
     replacement.kill()?;
     replacement.wait()?;
     let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
-    let text: String = all
-        .iter()
-        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
+    let text = text_of(&all);
     assert!(
         text.contains(&message),
         "every token once, in order: {text}"
@@ -452,11 +445,7 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(ids.len(), unique.len(), "no event twice");
-    let text: String = events
-        .iter()
-        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
-        .filter_map(|e| e.data["delta"].as_str())
-        .collect();
+    let text = text_of(&events);
     assert_eq!(text, "The page says 7.");
     assert_eq!(
         events.last().map(SseEvent::event_type),
