@@ -353,11 +353,13 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
     // The product's Curator (it curates a chat once its turns pause), unless
     // PA_BENCH_CURATOR=off.
     let builder = || {
+        let debounce = std::env::var("PA_BENCH_CURATOR_DEBOUNCE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS);
         let builder = Mesh::builder()
             .worker()
-            .curator_debounce(Duration::from_millis(
-                svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS,
-            ));
+            .curator_debounce(Duration::from_millis(debounce));
         if std::env::var("PA_BENCH_CURATOR").is_ok_and(|v| v == "off") {
             builder.without_curator()
         } else {

@@ -3,7 +3,7 @@
 
 use pa_kit::{InternalAuth, PaError};
 use pa_proto::v1::model_service_client::ModelServiceClient;
-use pa_proto::v1::{EmbedRequest, Identity};
+use pa_proto::v1::{EmbedPurpose, EmbedRequest, Identity};
 use tonic::transport::Channel;
 
 /// Texts per Embed call (svc-models takes at most 256).
@@ -34,10 +34,12 @@ impl Embedder {
         }
     }
 
+    /// `purpose`: Query when someone waits for the vectors, Document for texts being stored.
     pub async fn embed(
         &self,
         identity: &Identity,
         texts: &[String],
+        purpose: EmbedPurpose,
     ) -> Result<Embeddings, PaError> {
         let mut model = String::new();
         let mut vectors = Vec::with_capacity(texts.len());
@@ -45,6 +47,7 @@ impl Embedder {
             let request = EmbedRequest {
                 inputs: batch.to_vec(),
                 label: self.label.clone(),
+                purpose: purpose as i32,
             };
             let response = self
                 .client

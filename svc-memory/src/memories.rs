@@ -2,7 +2,7 @@
 //! the store. Knows nothing of gRPC.
 
 use pa_kit::PaError;
-use pa_proto::v1::{Identity, MemoryItem, ScoredMemory};
+use pa_proto::v1::{EmbedPurpose, Identity, MemoryItem, ScoredMemory};
 
 use crate::documents;
 use crate::embed::Embedder;
@@ -23,8 +23,16 @@ pub struct Ingested {
 }
 
 impl Memories {
-    async fn embed_one(&self, identity: &Identity, text: &str) -> Result<Embedding, MemoryError> {
-        let mut e = self.embedder.embed(identity, &[text.to_string()]).await?;
+    async fn embed_one(
+        &self,
+        identity: &Identity,
+        text: &str,
+        purpose: EmbedPurpose,
+    ) -> Result<Embedding, MemoryError> {
+        let mut e = self
+            .embedder
+            .embed(identity, &[text.to_string()], purpose)
+            .await?;
         Ok(Embedding {
             model: e.model,
             vector: e.vectors.pop().unwrap_or_default(),
@@ -38,7 +46,9 @@ impl Memories {
         dedup: bool,
     ) -> Result<MemoryItem, MemoryError> {
         crate::store::validate(&item)?;
-        let embedding = self.embed_one(identity, &item.content).await?;
+        let embedding = self
+            .embed_one(identity, &item.content, EmbedPurpose::Document)
+            .await?;
         self.store.upsert(identity, item, embedding, dedup).await
     }
 
@@ -60,7 +70,10 @@ impl Memories {
             return Ok((Vec::new(), String::new()));
         }
         let embedding = if query.vector {
-            Some(self.embed_one(identity, &query.text).await?)
+            Some(
+                self.embed_one(identity, &query.text, EmbedPurpose::Query)
+                    .await?,
+            )
         } else {
             None
         };
@@ -92,7 +105,9 @@ impl Memories {
         let content = match content {
             Some(text) => {
                 crate::store::validate_content(&text)?;
-                let embedding = self.embed_one(identity, &text).await?;
+                let embedding = self
+                    .embed_one(identity, &text, EmbedPurpose::Document)
+                    .await?;
                 Some((text, embedding))
             }
             None => None,
@@ -149,7 +164,10 @@ impl Memories {
         if chunks.is_empty() {
             return Err(invalid(documents::DocumentError::Empty));
         }
-        let embeddings = self.embedder.embed(identity, &chunks).await?;
+        let embeddings = self
+            .embedder
+            .embed(identity, &chunks, EmbedPurpose::Document)
+            .await?;
         let document_id = uuid::Uuid::now_v7().to_string();
         let count = chunks.len();
         self.store

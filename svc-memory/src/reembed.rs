@@ -6,7 +6,7 @@
 //! limits apply.
 
 use pa_kit::identity::{AuthMethod, internal_identity};
-use pa_proto::v1::Identity;
+use pa_proto::v1::{EmbedPurpose, Identity};
 use pgvector::Vector;
 use sqlx::PgPool;
 
@@ -40,6 +40,7 @@ impl Reembed {
             .embed(
                 &internal_identity("svc-memory"),
                 &["model probe".to_string()],
+                EmbedPurpose::Query,
             )
             .await?
             .model;
@@ -60,7 +61,11 @@ impl Reembed {
             let texts: Vec<String> = owned.iter().map(|r| r.3.clone()).collect();
             let embedded = self
                 .embedder
-                .embed(&owner_identity(tenant, user), &texts)
+                .embed(
+                    &owner_identity(tenant, user),
+                    &texts,
+                    EmbedPurpose::Document,
+                )
                 .await?;
             if embedded.model != current {
                 // The model changed while we worked: the next run picks these up again.

@@ -110,9 +110,14 @@ impl ModelService for Services {
             .cloned()
             .ok_or_else(|| PaError::not_found(format!("provider of {label} is missing")))?;
         let (model_id, vectors) = if provider.kind == "offline" {
+            let lane = if req.purpose == pa_proto::v1::EmbedPurpose::Document as i32 {
+                crate::embedder::Lane::Background
+            } else {
+                crate::embedder::Lane::Interactive
+            };
             let (id, vectors) = self
                 .embedder
-                .embed(req.inputs)
+                .embed(req.inputs, lane)
                 .await
                 .map_err(PaError::internal)?;
             (id.to_string(), vectors)

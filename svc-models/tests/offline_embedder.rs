@@ -66,7 +66,10 @@ async fn missing_model_files_fall_back_to_the_hashed_embedder_and_say_so() {
     let missing = std::env::temp_dir().join(format!("no-model-{}", std::process::id()));
     let embedder = OfflineEmbedder::new(Some(missing));
     let (id, vectors) = embedder
-        .embed(vec!["hello world".into()])
+        .embed(
+            vec!["hello world".into()],
+            svc_models::embedder::Lane::Interactive,
+        )
         .await
         .expect("falls back");
     assert_eq!(id, svc_models::embedder::HASHED_MODEL_ID);
@@ -74,8 +77,30 @@ async fn missing_model_files_fall_back_to_the_hashed_embedder_and_say_so() {
 
     let dir = pa_testkit::embed_model_dir().expect("model files");
     let (id, _) = OfflineEmbedder::new(Some(dir))
-        .embed(vec!["hello world".into()])
+        .embed(
+            vec!["hello world".into()],
+            svc_models::embedder::Lane::Interactive,
+        )
         .await
         .expect("embeds");
     assert_eq!(id, MINILM_MODEL_ID);
+}
+
+#[tokio::test]
+async fn both_lanes_give_the_same_vectors() {
+    use svc_models::embedder::Lane;
+    let dir = pa_testkit::embed_model_dir().expect("model files");
+    let embedder = OfflineEmbedder::new(Some(dir));
+    let texts = vec!["a fact to store".to_string(), "another one".to_string()];
+    let (_, interactive) = embedder
+        .embed(texts.clone(), Lane::Interactive)
+        .await
+        .expect("embeds");
+    let (_, background) = embedder
+        .embed(texts, Lane::Background)
+        .await
+        .expect("embeds");
+    for (a, b) in interactive.iter().zip(&background) {
+        assert!(cosine(a, b) > 0.99999, "{}", cosine(a, b));
+    }
 }

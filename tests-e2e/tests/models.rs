@@ -614,6 +614,7 @@ async fn embeddings_go_to_the_provider_and_offline_ones_are_deterministic() -> R
     let request = EmbedRequest {
         inputs: vec!["hello".into(), "world".into()],
         label: "emb:text-embed".into(),
+        ..Default::default()
     };
     let response = models
         .embed(mesh.auth.request(&alice, request))
@@ -628,14 +629,26 @@ async fn embeddings_go_to_the_provider_and_offline_ones_are_deterministic() -> R
     let offline = EmbedRequest {
         inputs: vec!["same text".into(), "same text".into()],
         label: String::new(),
+        purpose: pa_proto::v1::EmbedPurpose::Query as i32,
     };
     let response = models
-        .embed(mesh.auth.request(&alice, offline))
+        .embed(mesh.auth.request(&alice, offline.clone()))
         .await?
         .into_inner();
     assert_eq!(response.served_label, "offline:echo");
     assert_eq!(response.embeddings[0].values.len(), 384);
     assert_eq!(response.embeddings[0], response.embeddings[1]);
+    // Texts being stored are embedded in the background lane: the same vectors.
+    let document = EmbedRequest {
+        purpose: pa_proto::v1::EmbedPurpose::Document as i32,
+        ..offline
+    };
+    let stored = models
+        .embed(mesh.auth.request(&alice, document))
+        .await?
+        .into_inner();
+    assert_eq!(stored.embeddings, response.embeddings);
+    assert_eq!(stored.model_id, response.model_id);
     mesh.stop().await
 }
 
