@@ -40,6 +40,9 @@ pub enum EmbedderError {
     Tokenizer(String),
     #[error("model: {0}")]
     Model(#[from] candle_core::Error),
+    /// The threads an embedding runs on could not be made or joined.
+    #[error("embedding threads: {0}")]
+    Threads(String),
 }
 
 /// all-MiniLM-L6-v2, loaded.
@@ -147,7 +150,7 @@ fn background_pool() -> Result<&'static rayon::ThreadPool, EmbedderError> {
             .map_err(|e| e.to_string())
     })
     .as_ref()
-    .map_err(|e| EmbedderError::Tokenizer(format!("background embedding threads: {e}")))
+    .map_err(|e| EmbedderError::Threads(format!("background lane: {e}")))
 }
 
 /// Runs `work` with its matrix kernels on one core: the calling thread's own one-thread pool.
@@ -165,9 +168,7 @@ fn on_one_core<T: Send>(work: impl FnOnce() -> T + Send) -> Result<T, EmbedderEr
     }
     POOL.with(|pool| match pool {
         Ok(pool) => Ok(pool.install(work)),
-        Err(e) => Err(EmbedderError::Tokenizer(format!(
-            "query embedding thread: {e}"
-        ))),
+        Err(e) => Err(EmbedderError::Threads(format!("query lane: {e}"))),
     })
 }
 
@@ -242,7 +243,7 @@ impl OfflineEmbedder {
                     Lane::Background => background_pool()?.install(|| model.embed(&texts)),
                 })
                 .await
-                .map_err(|e| EmbedderError::Tokenizer(format!("embedding task: {e}")))??;
+                .map_err(|e| EmbedderError::Threads(format!("embedding task: {e}")))??;
                 Ok((MINILM_MODEL_ID, vectors))
             }
             None => Ok((
