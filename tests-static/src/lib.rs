@@ -473,7 +473,7 @@ pub const SERVICES: &[Service] = &[
                 "0",
                 Kind::Int,
                 Helm::Value,
-                "Tokens a user may spend per UTC day, checked before a run starts; 0 = unlimited.",
+                "Tokens a user may spend per UTC day; 0 = unlimited. Each run holds its share (its token limit, or 16000) before it starts, so concurrent runs cannot together pass it.",
             ),
             var(
                 "PA_HISTORY_MESSAGES",
