@@ -75,6 +75,7 @@ async fn tokens_are_checked_against_the_issuers_keys_and_every_bad_one_is_refuse
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::ZERO,
+        jwks_max_age: Duration::from_secs(600),
     };
     let mesh = Mesh::builder().oidc(config).start().await?;
     let call = |token: String| {

@@ -16,6 +16,7 @@ pub mod run_events;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+pub mod validate;
 
 pub use error::{ErrorCode, PaError};
 pub use identity::{InternalAuth, RequestIdentity};
@@ -29,6 +30,12 @@ where
     Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
     telemetry::init(service);
+    // Outside dev mode a service never runs on the public dev secrets.
+    if let Err(err) = config::check_secrets(service, |name| std::env::var(name).ok()) {
+        tracing::error!(service, "cannot run: {err}");
+        telemetry::flush();
+        return std::process::ExitCode::FAILURE;
+    }
     let code = match body(Shutdown::on_signals()).await {
         Ok(()) => {
             tracing::info!(service, "stopped");
