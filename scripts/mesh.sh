@@ -32,6 +32,7 @@ cmd_up() {
   export PA_INTERNAL_SECRET="${PA_INTERNAL_SECRET:-$(cat "$DEV/internal-secret")}"
   export PA_AUTH_MODE="${PA_AUTH_MODE:-dev}"
   export PA_GATEWAY_ADDR="$GATEWAY_ADDR"
+  export PA_METRICS_ADDR="${PA_METRICS_ADDR:-127.0.0.1:9464}"
   export RUST_LOG="${RUST_LOG:-info}"
   for svc in "${SERVICES[@]}"; do
     if alive "$svc"; then log "$svc already running (pid $(pid_of "$svc"))"; continue; fi
@@ -55,6 +56,7 @@ $(tail -n 15 "$LOGS/$svc.log")"
   Personal Agent is up:  http://$GATEWAY_ADDR
   Try it:   curl -s -XPOST http://$GATEWAY_ADDR/v1/chats -H 'content-type: application/json' -d '{"title":"hi"}'
   Logs:     $LOGS/   (services, postgres, temporal)
+  Metrics:  http://$PA_METRICS_ADDR/metrics   (the gateway's; each gRPC service on its port)
   Stop:     make down
 
 MSG

@@ -41,30 +41,31 @@ where
     }
 }
 
-/// The secrets `service` cannot run without outside dev mode: every service signs and checks
-/// the internal credential; svc-models and svc-tools seal secrets under `PA_KEK`.
-pub fn required_secrets(service: &str) -> &'static [&'static str] {
-    match service {
-        "svc-models" | "svc-tools" => &["PA_INTERNAL_SECRET", "PA_KEK"],
-        "svc-gateway" | "svc-runs" | "svc-memory" | "svc-worker" => &["PA_INTERNAL_SECRET"],
-        _ => &[],
-    }
-}
-
 /// Whether the process runs in dev mode (`PA_AUTH_MODE=dev`, what `make up` sets): the only
 /// mode in which the public dev secrets may stand in for unset ones.
 pub fn is_dev_mode(lookup: impl Fn(&str) -> Option<String>) -> bool {
     lookup("PA_AUTH_MODE").is_some_and(|m| m.trim() == "dev")
 }
 
-/// Outside dev mode, a one-line error naming the first required secret of `service` that is
-/// unset or empty.
-pub fn check_secrets(service: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+/// Outside dev mode, a one-line error naming the first secret `service` needs that is unset or
+/// empty: `PA_INTERNAL_SECRET` for every service (`svc-*`: each signs or checks the internal
+/// credential), then its own `secrets` (svc-models and svc-tools seal secrets under `PA_KEK`).
+pub fn check_secrets(
+    service: &str,
+    secrets: &[&str],
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
     if is_dev_mode(&lookup) {
         return Ok(());
     }
-    match required_secrets(service)
+    let internal: &[&str] = if service.starts_with("svc-") {
+        &["PA_INTERNAL_SECRET"]
+    } else {
+        &[]
+    };
+    match internal
         .iter()
+        .chain(secrets)
         .find(|name| lookup(name).is_none_or(|v| v.trim().is_empty()))
     {
         Some(name) => Err(format!(
@@ -142,31 +143,25 @@ mod tests {
         }
     }
 
+    /// A service's own secret (svc-models and svc-tools pass `PA_KEK`).
+    const OWN: &[&str] = &["X_SEALING_KEY"];
+
     #[test]
     fn outside_dev_mode_services_need_their_secrets() {
-        let err = check_secrets("svc-runs", env(&[])).unwrap_err();
+        let err = check_secrets("svc-runs", &[], env(&[])).unwrap_err();
         assert!(err.starts_with("PA_INTERNAL_SECRET "), "{err}");
         assert!(!err.contains('\n'));
-        let err = check_secrets(
-            "svc-runs",
-            env(&[("PA_AUTH_MODE", "oidc"), ("PA_INTERNAL_SECRET", " ")]),
-        )
-        .unwrap_err();
+        let blank = env(&[("PA_AUTH_MODE", "oidc"), ("PA_INTERNAL_SECRET", " ")]);
+        let err = check_secrets("svc-runs", &[], blank).unwrap_err();
         assert!(err.starts_with("PA_INTERNAL_SECRET "), "{err}");
-        assert!(check_secrets("svc-runs", env(&[("PA_INTERNAL_SECRET", "s")])).is_ok());
-        let err = check_secrets("svc-models", env(&[("PA_INTERNAL_SECRET", "s")])).unwrap_err();
-        assert!(err.starts_with("PA_KEK "), "{err}");
-        let err = check_secrets("svc-tools", env(&[("PA_INTERNAL_SECRET", "s")])).unwrap_err();
-        assert!(err.starts_with("PA_KEK "), "{err}");
-        assert!(
-            check_secrets(
-                "svc-tools",
-                env(&[("PA_INTERNAL_SECRET", "s"), ("PA_KEK", "k")])
-            )
-            .is_ok()
-        );
+        assert!(check_secrets("svc-runs", &[], env(&[("PA_INTERNAL_SECRET", "s")])).is_ok());
+        let err =
+            check_secrets("svc-models", OWN, env(&[("PA_INTERNAL_SECRET", "s")])).unwrap_err();
+        assert!(err.starts_with("X_SEALING_KEY "), "{err}");
+        let both = env(&[("PA_INTERNAL_SECRET", "s"), ("X_SEALING_KEY", "k")]);
+        assert!(check_secrets("svc-tools", OWN, both).is_ok());
         for service in ["svc-gateway", "svc-memory", "svc-worker"] {
-            assert!(check_secrets(service, env(&[])).is_err(), "{service}");
+            assert!(check_secrets(service, &[], env(&[])).is_err(), "{service}");
         }
     }
 
@@ -180,12 +175,10 @@ mod tests {
             "svc-memory",
             "svc-worker",
         ] {
-            assert!(
-                check_secrets(service, env(&[("PA_AUTH_MODE", "dev")])).is_ok(),
-                "{service}"
-            );
+            let dev = env(&[("PA_AUTH_MODE", "dev")]);
+            assert!(check_secrets(service, OWN, dev).is_ok(), "{service}");
         }
-        // Tools without a service of their own (pa-migrate) need none.
-        assert!(check_secrets("pa-migrate", env(&[])).is_ok());
+        // Tools that are not services (pa-migrate) need no internal secret.
+        assert!(check_secrets("pa-migrate", &[], env(&[])).is_ok());
     }
 }
