@@ -162,8 +162,10 @@ async fn api_keys_are_scoped_and_expire() -> R {
 /// current roles (a demoted admin's key loses admin at once, a disabled user's key stops).
 #[tokio::test]
 async fn keys_follow_route_scopes_and_their_users_current_roles() -> R {
-    let mesh = Mesh::builder().start().await?;
-    let create = |body: serde_json::Value| mesh.post_json("/v1/me/api-keys", &body);
+    let owned = Mesh::builder().start().await?;
+    let mesh = &owned;
+    let create =
+        |body: serde_json::Value| async move { mesh.post_json("/v1/me/api-keys", &body).await };
     let (status, models_only) = create(json!({"name": "m", "scopes": ["models"]})).await?;
     assert_eq!(status, 201, "{models_only}");
     let models_key = models_only["key"].as_str().unwrap_or_default().to_string();
@@ -271,5 +273,5 @@ async fn keys_follow_route_scopes_and_their_users_current_roles() -> R {
             .status(),
         403
     );
-    mesh.stop().await
+    owned.stop().await
 }
