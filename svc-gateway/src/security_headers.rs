@@ -56,19 +56,28 @@ impl SecurityHeaders {
     }
 }
 
-pub async fn layer(
-    State(policy): State<SecurityHeaders>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let mut response = next.run(request).await;
+/// Whether an answer is the web app's (its pages, scripts and service worker: a worker runs
+/// under the policy its script was served with) rather than the API's.
+fn is_web(path: &str, response: &Response) -> bool {
+    let api = path == "/v1" || path.starts_with("/v1/") || path == "/healthz" || path == "/readyz";
     let html = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
+    html || (!api && response.status().is_success())
+}
+
+pub async fn layer(
+    State(policy): State<SecurityHeaders>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let mut response = next.run(request).await;
+    let web = is_web(&path, &response);
     let headers = response.headers_mut();
-    let csp = if html {
+    let csp = if web {
         policy.web_csp
     } else {
         HeaderValue::from_static(API_CSP)
@@ -115,5 +124,22 @@ mod tests {
         let csp = web_csp(Some("https://a.example; script-src *"));
         assert!(csp.contains("connect-src 'self';"), "{csp}");
         assert!(HeaderValue::from_str(&csp).is_ok());
+    }
+
+    #[test]
+    fn the_web_apps_files_get_its_policy_and_the_api_its_own() {
+        let answer = |content_type: &'static str| {
+            let mut r = Response::new(axum::body::Body::empty());
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            r
+        };
+        // The service worker's script: its policy is the worker's, which must reach the shell.
+        assert!(is_web("/sw.js", &answer("text/javascript")));
+        assert!(is_web("/assets/index-x.js", &answer("text/javascript")));
+        assert!(is_web("/", &answer("text/html; charset=utf-8")));
+        assert!(!is_web("/v1/chats", &answer("application/json")));
+        assert!(!is_web("/v1", &answer("application/json")));
+        assert!(!is_web("/healthz", &answer("text/plain")));
     }
 }
