@@ -162,15 +162,15 @@ pub async fn delete_chat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/chats/{id}/messages", tag = "chats", params(("id" = String, Path, description = "The chat id"), PageQuery), responses((status = 200, description = "Messages, oldest first", body = Page<MessageJson>)))]
+#[utoipa::path(get, path = "/v1/chats/{id}/messages", tag = "chats", params(("id" = String, Path, description = "The chat id"), crate::dto::MessagesQuery), responses((status = 200, description = "Messages, oldest first", body = Page<MessageJson>)))]
 pub async fn list_messages(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<crate::dto::MessagesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Page<MessageJson>>> {
     let q = query(q)?;
-    crate::dto::check_limit(q.limit)?;
+    crate::dto::check_limit_up_to(q.limit, crate::dto::caps::MAX_MESSAGES_LIMIT)?;
     let request = ListMessagesRequest {
         chat_id,
         page_size: q.limit.unwrap_or(0),

@@ -95,6 +95,8 @@ impl<T> Page<T> {
 pub mod caps {
     /// `?limit=` of every paged list: 1..=`MAX_LIMIT`.
     pub const MAX_LIMIT: u32 = 200;
+    /// `?limit=` of a chat's messages (a whole conversation in one page): 1..=500.
+    pub const MAX_MESSAGES_LIMIT: u32 = 500;
     /// A chat title (characters; svc-runs holds the same).
     pub const MAX_TITLE_CHARS: usize = 200;
     /// Tags of a memory, and provider tags of an integration.
@@ -111,10 +113,14 @@ pub mod caps {
 
 /// `limit` within 1..=[`caps::MAX_LIMIT`] when given; absent = the list's default.
 pub fn check_limit(limit: Option<u32>) -> Result<(), pa_kit::PaError> {
+    check_limit_up_to(limit, caps::MAX_LIMIT)
+}
+
+/// `limit` within 1..=`max` when given.
+pub fn check_limit_up_to(limit: Option<u32>, max: u32) -> Result<(), pa_kit::PaError> {
     match limit {
-        Some(n) if n == 0 || n > caps::MAX_LIMIT => Err(pa_kit::PaError::bad_request(format!(
-            "limit must be 1-{}",
-            caps::MAX_LIMIT
+        Some(n) if n == 0 || n > max => Err(pa_kit::PaError::bad_request(format!(
+            "limit must be 1-{max}"
         ))),
         _ => Ok(()),
     }
@@ -157,6 +163,17 @@ pub fn check_tags(field: &str, tags: &[String]) -> Result<(), pa_kit::PaError> {
 pub struct PageQuery {
     /// Page size, 1-200 (default 50); outside: 400.
     #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The page of a chat's messages: up to 500 (a whole conversation in one page).
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Page size, 1-500 (default 100); outside: 400.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -389,6 +406,8 @@ mod tests {
         assert!(check_limit(Some(200)).is_ok());
         assert!(check_limit(Some(0)).is_err());
         assert!(check_limit(Some(201)).is_err());
+        assert!(check_limit_up_to(Some(500), caps::MAX_MESSAGES_LIMIT).is_ok());
+        assert!(check_limit_up_to(Some(501), caps::MAX_MESSAGES_LIMIT).is_err());
         assert!(check_title(&"t".repeat(200)).is_ok());
         assert!(check_title(&"t".repeat(201)).is_err());
         let tags = |n: usize, len: usize| vec!["x".repeat(len); n];
