@@ -11,6 +11,7 @@ mod integrations;
 pub mod mcp;
 pub mod memory;
 pub mod netguard;
+pub mod sandbox;
 mod service;
 pub mod subagent;
 pub mod web;
@@ -56,8 +57,17 @@ pub async fn run(
     let pool = pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10)
         .await?
         .app;
-    let store =
-        integrations::IntegrationStore::new(pool.clone(), enc, settings.mcp_stdio_commands.clone());
+    // Tried once at start: where the sandbox does not work, stdio MCP servers are refused with
+    // the reason (logged now).
+    let sandbox = sandbox::Sandbox::start(settings.mcp_sandbox.clone()).await;
+    let store = integrations::IntegrationStore::new(
+        pool.clone(),
+        enc,
+        integrations::StdioPolicy {
+            commands: settings.mcp_stdio_commands.clone(),
+            sandbox,
+        },
+    );
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let memory = memory::MemoryTools::new(
         MemoryServiceClient::new(
