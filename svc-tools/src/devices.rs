@@ -116,17 +116,17 @@ fn valid_name(name: &str) -> Result<String, ToolsError> {
 
 /// A device kind ('' = device_agent).
 fn known_kind(kind: &str) -> Result<&'static str, ToolsError> {
-    let kind = if kind.is_empty() { "device_agent" } else { kind };
-    KINDS
-        .iter()
-        .find(|k| **k == kind)
-        .copied()
-        .ok_or_else(|| {
-            invalid(format!(
-                "unknown device kind {kind:?}: expected {}",
-                KINDS.join(", ")
-            ))
-        })
+    let kind = if kind.is_empty() {
+        "device_agent"
+    } else {
+        kind
+    };
+    KINDS.iter().find(|k| **k == kind).copied().ok_or_else(|| {
+        invalid(format!(
+            "unknown device kind {kind:?}: expected {}",
+            KINDS.join(", ")
+        ))
+    })
 }
 
 fn millis(t: Option<DateTime<Utc>>) -> i64 {
@@ -204,7 +204,9 @@ const fn privilege_of(read_only: bool, high: bool, class: &'static str) -> Privi
 ///   navigating, clicking and typing act in it.
 pub fn privilege(kind: &str, tool: &str) -> Privilege {
     match kind {
-        "browser_sandbox" if SANDBOX_READ_TOOLS.contains(&tool) => privilege_of(true, false, "read"),
+        "browser_sandbox" if SANDBOX_READ_TOOLS.contains(&tool) => {
+            privilege_of(true, false, "read")
+        }
         "browser_sandbox" => privilege_of(true, true, "network"),
         "browser_extension" if BROWSER_PRIVATE_READS.contains(&tool) => {
             privilege_of(true, true, "read_private")
@@ -724,7 +726,10 @@ mod tests {
         // Reading a tab or a screenshot of the user's logged-in browser: high privilege.
         for name in ["read_tab", "screenshot"] {
             let t = definition(&extension, &tool(name));
-            assert!(t.read_only && t.high_privilege && t.untrusted_output, "{name}");
+            assert!(
+                t.read_only && t.high_privilege && t.untrusted_output,
+                "{name}"
+            );
             assert_eq!(t.privilege_class, "read_private");
         }
         let list_tabs = definition(&extension, &tool("list_tabs"));
@@ -747,7 +752,10 @@ mod tests {
         }
         for name in ["navigate", "click", "type_text", "anything_new"] {
             let t = definition(&sandbox, &tool(name));
-            assert!(t.read_only && t.high_privilege && t.untrusted_output, "{name}");
+            assert!(
+                t.read_only && t.high_privilege && t.untrusted_output,
+                "{name}"
+            );
         }
     }
 

@@ -545,7 +545,7 @@ mod tests {
     #[test]
     fn the_child_gets_the_baseline_the_allowed_and_its_own() {
         let settings = SandboxSettings {
-            env_allow: vec!["PA_TEST_NEVER_SET_X".into()],
+            env_allow: vec!["Pa_test_never_set".into()],
             ..SandboxSettings::default()
         };
         let user: BTreeMap<String, String> = [

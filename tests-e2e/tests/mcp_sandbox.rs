@@ -238,10 +238,17 @@ async fn a_sandboxed_stdio_server_sees_only_its_environment_not_the_service() ->
 
     // This service's /proc is not there: its pid does not exist in the sandbox, and no
     // environment it can read holds anything of this process's.
-    assert_eq!(report["target_environ"]["ok"], false, "{}", report["target_environ"]);
+    assert_eq!(
+        report["target_environ"]["ok"], false,
+        "{}",
+        report["target_environ"]
+    );
     let seen = report["scan"]["environ"].as_str().unwrap_or_default();
     let mine = own_environ();
-    assert!(!mine.is_empty(), "this process's environment is readable to itself");
+    assert!(
+        !mine.is_empty(),
+        "this process's environment is readable to itself"
+    );
     let child_env: Vec<String> = report["env"]
         .as_object()
         .map(|m| {
@@ -257,7 +264,11 @@ async fn a_sandboxed_stdio_server_sees_only_its_environment_not_the_service() ->
         assert!(!seen.contains(needle), "{needle} visible: {seen}");
     }
     let pids = report["scan"]["pids"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(pids <= 4, "the sandbox sees {pids} processes: {}", report["scan"]["pids"]);
+    assert!(
+        pids <= 4,
+        "the sandbox sees {pids} processes: {}",
+        report["scan"]["pids"]
+    );
 
     // The hidden path is empty; the rest of the file system is read-only.
     assert_eq!(report["file"]["ok"], false, "{}", report["file"]);
@@ -331,8 +342,14 @@ async fn the_operators_opt_out_runs_unsandboxed_with_the_environment_rules() -> 
     .await?;
     // Unsandboxed, the probe does reach this process's environment: what the sandboxed test
     // asserts absent is findable by the probe.
-    assert_eq!(report["target_environ"]["ok"], true, "{}", report["target_environ"]);
-    let text = report["target_environ"]["text"].as_str().unwrap_or_default();
+    assert_eq!(
+        report["target_environ"]["ok"], true,
+        "{}",
+        report["target_environ"]
+    );
+    let text = report["target_environ"]["text"]
+        .as_str()
+        .unwrap_or_default();
     let mine = own_environ();
     assert!(
         mine.iter().any(|e| text.contains(e.as_str())),
@@ -342,8 +359,17 @@ async fn the_operators_opt_out_runs_unsandboxed_with_the_environment_rules() -> 
     let names = env_names(&report);
     assert!(names.contains("PROBE_TOKEN"), "{names:?}");
     assert!(
-        names.iter().all(|n| ["HOME", "LANG", "PATH", "TERM", "TMPDIR", "TZ", "PWD", "PROBE_TOKEN"]
-            .contains(&n.as_str())),
+        names.iter().all(|n| [
+            "HOME",
+            "LANG",
+            "PATH",
+            "TERM",
+            "TMPDIR",
+            "TZ",
+            "PWD",
+            "PROBE_TOKEN"
+        ]
+        .contains(&n.as_str())),
         "{names:?}"
     );
     mesh.stop().await

@@ -335,13 +335,16 @@ where
 
 /// The pid (as this host sees it) of the `node` process with `marker` among its arguments.
 fn node_with_argument(marker: &str) -> Option<String> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_node = args.first().is_some_and(|a| a.ends_with(b"node"));
-        (is_node && args.contains(&marker.as_bytes())).then_some(pid)
-    })
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_node = args.first().is_some_and(|a| a.ends_with(b"node"));
+            (is_node && args.contains(&marker.as_bytes())).then_some(pid)
+        })
 }
 
 #[tokio::test]
