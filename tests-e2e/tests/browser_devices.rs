@@ -291,10 +291,9 @@ async fn the_cloud_browser_opens_a_local_page_clicks_and_reads_it() -> R {
     }
     fake.push(Reply::text("The secret word is pelican."));
     let body = json!({ "message": "what does the page hide?", "model": "fp:m" });
-    // The first page is untrusted content: from then on, where the browser goes and what it
-    // clicks (data could leave that way) waits for approval; reading the page does not.
-    let (run_id, events) =
-        run_approving(&mesh, &chat, &body, &["c_click", "c_again", "c_private"]).await?;
+    let (run_id, events) = mesh
+        .run_to_end(&chat, &body, Duration::from_secs(120))
+        .await?;
     assert_eq!(last_type(&events), "RUN_FINISHED", "{events:?}");
     let opened = tool_result(&events, "c_open");
     assert!(
@@ -317,9 +316,12 @@ async fn the_cloud_browser_opens_a_local_page_clicks_and_reads_it() -> R {
             .contains(&private_host),
         "the private address was reached"
     );
-    assert_eq!(
-        approvals_asked(&events),
-        ["c_click", "c_again", "c_private"]
+    // Browser tools only look (no approval), and what they bring back is untrusted.
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.data["name"] == "tool_call_approval"),
+        "a sandbox tool asked for approval"
     );
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["mode"], "durable", "{run}");

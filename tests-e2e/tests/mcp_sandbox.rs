@@ -91,11 +91,10 @@ async fn probe(mesh: &Mesh, toolset: &Toolset, prefix: &str, args: Value) -> Box
         toolset.blocked
     );
     let request = ExecuteToolRequest {
-        run_id: "direct".into(),
         snapshot_id: toolset.snapshot_id.clone(),
-        tool_call_id: "c1".into(),
         name,
         arguments_json: args.to_string(),
+        ..Default::default()
     };
     let mut client = ToolServiceClient::connect(mesh.tools_url.clone()).await?;
     let result = client

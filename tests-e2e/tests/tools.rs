@@ -419,13 +419,7 @@ async fn a_scripted_model_fetches_a_local_page_and_private_addresses_are_refused
             "run_agents_script"
         ]
     );
-    // web_fetch reads untrusted pages and the model picks the URL (data could leave in it):
-    // a read, but high privilege, held for approval once the run is tainted.
-    assert!(
-        stored.tools[0].untrusted_output
-            && stored.tools[0].high_privilege
-            && stored.tools[0].read_only
-    );
+    assert!(stored.tools[0].untrusted_output && !stored.tools[0].high_privilege);
     // A tool outside the snapshot is not the caller's to run.
     let err = tools
         .execute(&snapshot, "weather", json!({ "location": "Oslo" }))
