@@ -430,7 +430,7 @@ impl Sandbox {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        let mut cmd = self.command_for("true", &[], &BTreeMap::new(), false);
+        let mut cmd = self.command_for("true", &[], &baseline_env(), false);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -49,7 +49,7 @@ async function probe(args) {
     uid: process.getuid(),
     pid: process.pid,
     target_environ: args.pid ? read(`/proc/${args.pid}/environ`) : null,
-    scan: scanProc(),
+    scan: args.scan === false ? null : scanProc(),
     file: args.path ? read(args.path) : null,
     net: await tryConnect(args.port),
   };
@@ -93,6 +93,7 @@ createInterface({ input: process.stdin }).on('line', async (line) => {
                   pid: { type: 'integer' },
                   port: { type: 'integer' },
                   path: { type: 'string' },
+                  scan: { type: 'boolean' },
                 },
               },
             },
