@@ -215,9 +215,6 @@ impl Draft {
                 if command.is_empty() {
                     return Err(invalid("config.command is required for mcp_stdio"));
                 }
-                if let Some(reason) = stdio.sandbox.unavailable() {
-                    return Err(ToolsError::SandboxUnavailable(reason));
-                }
                 if !stdio.commands.iter().any(|c| c == command) {
                     return Err(invalid(format!(
                         "command {command:?} is not one the operator allows for stdio MCP \
@@ -392,6 +389,13 @@ impl IntegrationStore {
         let (tenant, user) = owner(identity)?;
         let draft = draft.validate(&self.stdio)?;
         validate_secrets(draft.kind, &secrets)?;
+        // Where stdio servers cannot run, a new one is refused with the reason (an existing one
+        // can still be changed, disabled or deleted; it is refused when it would start).
+        if draft.kind == Kind::McpStdio
+            && let Some(reason) = self.stdio.sandbox.unavailable()
+        {
+            return Err(ToolsError::SandboxUnavailable(reason));
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let sealed = self.seal(identity, &id, &secrets)?;
         let names: Vec<String> = secrets.keys().cloned().collect();
