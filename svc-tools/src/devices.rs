@@ -45,8 +45,6 @@ pub const READ_ONLY_TOOLS: &[&str] = &["fs_list", "fs_read", "fs_search"];
 pub const BROWSER_READ_TOOLS: &[&str] = &["read_tab", "list_tabs", "screenshot"];
 /// Of those, the ones that read the user's own, logged-in pages: high privilege.
 pub const BROWSER_PRIVATE_READS: &[&str] = &["read_tab", "screenshot"];
-/// The cloud browser's tools that only look at the page already open.
-pub const SANDBOX_READ_TOOLS: &[&str] = &["read_page", "screenshot"];
 /// Codes use letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 12;
@@ -195,19 +193,16 @@ const fn privilege_of(read_only: bool, high: bool, class: &'static str) -> Privi
 ///
 /// - the device agent: listing, reading and searching files are low-privilege reads; the rest
 ///   writes files or runs commands;
-/// - the cloud browser (`browser_sandbox`, a throwaway browser with no one's cookies whose
-///   egress refuses private addresses): reading the open page and a screenshot are low-privilege
-///   reads; navigating, clicking and typing change nothing of the user's but choose where data
-///   goes (a URL, a form), so they are high privilege: a tainted run could send data out;
+/// - the cloud browser (`browser_sandbox`): every tool is a read. It is a throwaway browser
+///   with no one's cookies, one context per run, whose egress refuses private addresses: like
+///   web_fetch, it can only look at the public web (which tools can send data out once a run
+///   is tainted is decided with the run's taint, not here);
 /// - the browser extension: listing tabs is a low-privilege read; reading a tab and taking a
 ///   screenshot read the user's own, logged-in browser (high privilege, still reads);
 ///   navigating, clicking and typing act in it.
 pub fn privilege(kind: &str, tool: &str) -> Privilege {
     match kind {
-        "browser_sandbox" if SANDBOX_READ_TOOLS.contains(&tool) => {
-            privilege_of(true, false, "read")
-        }
-        "browser_sandbox" => privilege_of(true, true, "network"),
+        "browser_sandbox" => privilege_of(true, false, "read"),
         "browser_extension" if BROWSER_PRIVATE_READS.contains(&tool) => {
             privilege_of(true, true, "read_private")
         }
@@ -740,20 +735,12 @@ mod tests {
         }
         assert!(definition(&laptop, &tool("read_tab")).high_privilege);
 
-        // The cloud browser only looks at the public web, and all it reads is untrusted; where
-        // it goes and what it submits could carry data out.
+        // The cloud browser only looks at the public web, and all it reads is untrusted.
         let sandbox = device("browser_sandbox", "cloud");
-        for name in ["read_page", "screenshot"] {
+        for name in ["navigate", "click", "read_page"] {
             let t = definition(&sandbox, &tool(name));
             assert!(
                 t.read_only && !t.high_privilege && t.untrusted_output,
-                "{name}"
-            );
-        }
-        for name in ["navigate", "click", "type_text", "anything_new"] {
-            let t = definition(&sandbox, &tool(name));
-            assert!(
-                t.read_only && t.high_privilege && t.untrusted_output,
                 "{name}"
             );
         }
