@@ -129,10 +129,21 @@ async fn a_sandboxed_stdio_server_sees_only_its_environment_not_the_service() ->
     std::fs::write(&secret_file, "hidden-key-material")?;
     let visible_file = base.join(format!("pa-visible-{tag}.txt"));
     std::fs::write(&visible_file, "visible")?;
+    // One variable of this process's own environment the operator passes on (PA_MCP_ENV_ALLOW).
+    let baseline = ["PATH", "HOME", "TMPDIR", "LANG", "TERM", "TZ", "PWD"];
+    let passed = own_environ()
+        .into_iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .find(|(k, v)| !baseline.contains(&k.as_str()) && !k.starts_with("PA_") && !v.is_empty())
+        .ok_or("this process has no environment variable to pass on")?;
     let mesh = Mesh::builder()
         .tools_settings(settings(SandboxSettings {
             hide: vec![hidden.clone()],
             network_allowed: true,
+            env_allow: vec!["TZ".into(), passed.0.clone()],
             ..SandboxSettings::default()
         }))
         .start()
@@ -231,7 +242,9 @@ async fn a_sandboxed_stdio_server_sees_only_its_environment_not_the_service() ->
     if std::env::var_os("TZ").is_some() {
         expected.insert("TZ".into());
     }
+    expected.insert(passed.0.clone());
     assert_eq!(env_names(&report), expected, "{}", report["env"]);
+    assert_eq!(report["env"][&passed.0], passed.1.as_str());
     assert_eq!(report["env"]["PROBE_TOKEN"], "tok-123");
     assert_eq!(report["env"]["PATH"], "/usr/local/bin:/usr/bin:/bin");
 
@@ -241,6 +254,19 @@ async fn a_sandboxed_stdio_server_sees_only_its_environment_not_the_service() ->
         report["target_environ"]["ok"], false,
         "{}",
         report["target_environ"]
+    );
+    // The secrets reached the child through its environment, never a command line (which any
+    // local user can read): the sandbox's init (bubblewrap) carries none of them.
+    assert_eq!(
+        report["init_cmdline"]["ok"], true,
+        "{}",
+        report["init_cmdline"]
+    );
+    let init = report["init_cmdline"]["text"].as_str().unwrap_or_default();
+    assert!(init.contains("--unshare-pid"), "{init}");
+    assert!(
+        !init.contains("tok-123") && !init.contains("PROBE_TOKEN"),
+        "{init}"
     );
     let seen = report["scan"]["environ"].as_str().unwrap_or_default();
     let mine = own_environ();

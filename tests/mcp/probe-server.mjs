@@ -49,6 +49,8 @@ async function probe(args) {
     uid: process.getuid(),
     pid: process.pid,
     target_environ: args.pid ? read(`/proc/${args.pid}/environ`) : null,
+    // Whatever started this process and is visible as pid 1 (the sandbox's own init).
+    init_cmdline: read('/proc/1/cmdline'),
     scan: args.scan === false ? null : scanProc(),
     file: args.path ? read(args.path) : null,
     net: await tryConnect(args.port),
