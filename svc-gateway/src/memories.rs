@@ -78,6 +78,12 @@ pub struct MemoryJson {
     tags: Vec<String>,
     pinned: bool,
     source: serde_json::Value,
+    /// Untrusted content (written from a run that had read untrusted content, or a file's
+    /// chunk): a run that recalls it is tainted.
+    untrusted: bool,
+    /// The classification of the chat it came from: recalled only into chats classified at
+    /// least as high.
+    classification: &'static str,
     embedding_model: String,
     created_at: String,
     updated_at: String,
@@ -107,6 +113,8 @@ impl From<MemoryItem> for MemoryJson {
             tags: m.tags,
             pinned: m.pinned,
             source,
+            untrusted: m.untrusted,
+            classification: crate::dto::classification_name(m.classification),
             embedding_model: m.embedding_model,
             created_at: time(m.created_at_ms),
             updated_at: time(m.updated_at_ms),
@@ -332,8 +340,8 @@ pub async fn upload_file(
     if body.is_empty() {
         return Err(PaError::bad_request("the body is empty: send the file as the body").into());
     }
-    // The chat must be the caller's (404 otherwise).
-    state
+    // The chat must be the caller's (404 otherwise); its chunks keep its classification.
+    let chat = state
         .runs
         .clone()
         .get_chat(state.auth.request(
@@ -342,7 +350,8 @@ pub async fn upload_file(
                 chat_id: chat_id.clone(),
             },
         ))
-        .await?;
+        .await?
+        .into_inner();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -354,6 +363,7 @@ pub async fn upload_file(
         filename: filename.clone(),
         content_type,
         data: body.to_vec(),
+        classification: chat.classification,
     };
     let done = state
         .memory

@@ -73,7 +73,36 @@ fn ambient_tool(
         privilege_class: "network".into(),
         untrusted_output: true,
         origin_name: name.into(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
+}
+
+/// A browser's tools that only look (read a page or a tab, list tabs, take a screenshot): every
+/// other tool of a browser device can make the browser send something (navigate to a URL,
+/// click a submit, type into a form).
+const BROWSER_LOOK_TOOLS: &[&str] = &["read_tab", "list_tabs", "screenshot", "read_page"];
+
+/// Whether `tool` can send data to a destination the model chooses: web_fetch (its URL,
+/// query string included, is the model's), a browser device's navigate/click/type (anything
+/// but looking), an MCP tool not marked read-only (the server may do anything with its
+/// arguments). Once a run has ingested untrusted content, such a tool counts as high privilege
+/// and waits for a human's approval, so planted instructions cannot carry the run's data out
+/// (docs/adr/0122-egress-tools-after-taint.md).
+pub fn sends_data_out(tool: &ToolDefinition) -> bool {
+    let origin = if tool.origin_name.is_empty() {
+        tool.name.as_str()
+    } else {
+        tool.origin_name.as_str()
+    };
+    if tool.source.starts_with("mcp:") {
+        return !tool.read_only;
+    }
+    if tool.source.starts_with("device:") {
+        // Browsers are the devices whose output is the web's.
+        return tool.untrusted_output && !BROWSER_LOOK_TOOLS.contains(&origin);
+    }
+    tool.source.starts_with("integration:") && origin == "web_fetch"
 }
 
 /// web_fetch, web_search and weather from the first enabled integration of each kind.
@@ -249,6 +278,8 @@ impl ToolsetAssembler {
                 privilege_class: if tool.read_only { "read" } else { "write" }.into(),
                 untrusted_output: true,
                 origin_name: tool.name,
+                // Set by the assembler (`sends_data_out`).
+                egress: false,
             });
         }
         if !listing.resources.is_empty() {
@@ -297,6 +328,8 @@ impl ToolsetAssembler {
                 privilege_class: "read".into(),
                 untrusted_output: true,
                 origin_name: String::new(),
+                // Set by the assembler (`sends_data_out`).
+                egress: false,
             });
         }
         (tools, blocked)
@@ -385,6 +418,9 @@ impl ToolsetAssembler {
         }
         let (mut tools, gated) = tag_gate(tools, provider_tags);
         blocked.extend(gated);
+        for tool in &mut tools {
+            tool.egress = sends_data_out(tool);
+        }
         if read_only {
             // An explore sub-agent: what could change anything is not offered at all.
             tools.retain(|t| t.read_only);
@@ -467,5 +503,44 @@ impl ToolsetAssembler {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, source: &str, read_only: bool, untrusted_output: bool) -> ToolDefinition {
+        ToolDefinition {
+            name: name.into(),
+            origin_name: name.rsplit("__").next().unwrap_or(name).into(),
+            source: source.into(),
+            read_only,
+            untrusted_output,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tools_that_can_send_data_out_are_egress() {
+        assert!(sends_data_out(&tool("web_fetch", "integration:i1", true, true)));
+        assert!(!sends_data_out(&tool("web_search", "integration:i2", true, true)));
+        assert!(!sends_data_out(&tool("weather", "integration:i3", true, true)));
+        // An MCP server's tools: what is not marked read-only may do anything.
+        assert!(sends_data_out(&tool("gh__create_issue", "mcp:m1", false, true)));
+        assert!(!sends_data_out(&tool("gh__search", "mcp:m1", true, true)));
+        // A browser: anything but looking; the device agent's tools are gated as they are.
+        for name in ["navigate", "click", "type_text"] {
+            let t = tool(&format!("web__{name}"), "device:d1", true, true);
+            assert!(sends_data_out(&t), "{name}");
+        }
+        for name in ["read_tab", "list_tabs", "screenshot", "read_page"] {
+            let t = tool(&format!("web__{name}"), "device:d1", true, true);
+            assert!(!sends_data_out(&t), "{name}");
+        }
+        assert!(!sends_data_out(&tool("pc__fs_read", "device:d2", true, false)));
+        // First-party tools: the memory tools and sub-agents are gated by their own privilege.
+        assert!(!sends_data_out(&tool("remember", "first_party", false, false)));
+        assert!(!sends_data_out(&tool("web_fetch", "first_party", true, false)));
     }
 }

@@ -192,6 +192,8 @@ pub fn definition(device: &Device, tool: &DeviceTool) -> ToolDefinition {
         // docs/src/devices.md); web pages are.
         untrusted_output: untrusted_output(&device.kind),
         origin_name: tool.name.clone(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
 }
 
