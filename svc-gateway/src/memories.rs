@@ -9,9 +9,9 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pa_kit::PaError;
 use pa_proto::v1::{
-    ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest, ListMemoriesRequest, MemoryItem,
-    MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest, UpdateMemoryRequest,
-    UpsertMemoryRequest,
+    DataClassification, ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest,
+    ListMemoriesRequest, MemoryItem, MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest,
+    UpdateMemoryRequest, UpsertMemoryRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -208,6 +208,9 @@ pub struct CreateBody {
     pinned: bool,
     #[serde(default)]
     tags: Vec<String>,
+    /// Recalled only into chats classified at least this: `public`, `internal`, `confidential`,
+    /// `restricted` (default: the chat's for a chat memory, else `internal`).
+    classification: Option<String>,
 }
 
 /// `POST /v1/me/memories`: remember something (near-duplicates update the existing memory).
@@ -226,6 +229,32 @@ pub async fn create(
     if kind == Some(MemoryKind::DocumentChunk) {
         return Err(PaError::bad_request("upload documents with POST /v1/chats/{id}/files").into());
     }
+    let classification = match body.classification.as_deref() {
+        // A chat's memory is the chat's data: it keeps the chat's classification.
+        None => match body.chat_id.as_deref().filter(|c| !c.is_empty()) {
+            Some(chat_id) => DataClassification::try_from(
+                state
+                    .runs
+                    .clone()
+                    .get_chat(state.auth.request(
+                        &identity,
+                        GetChatRequest {
+                            chat_id: chat_id.to_string(),
+                        },
+                    ))
+                    .await?
+                    .into_inner()
+                    .classification,
+            )
+            .unwrap_or(DataClassification::Internal),
+            None => DataClassification::Internal,
+        },
+        Some(name) => crate::dto::parse_classification(name).ok_or_else(|| {
+            PaError::bad_request(
+                "classification must be public, internal, confidential or restricted",
+            )
+        })?,
+    };
     let item = MemoryItem {
         scope: scope as i32,
         chat_id: body.chat_id.clone(),
@@ -237,6 +266,7 @@ pub async fn create(
             chat_id: body.chat_id.unwrap_or_default(),
             ..Default::default()
         }),
+        classification: classification as i32,
         ..Default::default()
     };
     let stored = state

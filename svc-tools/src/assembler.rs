@@ -523,11 +523,31 @@ mod tests {
 
     #[test]
     fn tools_that_can_send_data_out_are_egress() {
-        assert!(sends_data_out(&tool("web_fetch", "integration:i1", true, true)));
-        assert!(!sends_data_out(&tool("web_search", "integration:i2", true, true)));
-        assert!(!sends_data_out(&tool("weather", "integration:i3", true, true)));
+        assert!(sends_data_out(&tool(
+            "web_fetch",
+            "integration:i1",
+            true,
+            true
+        )));
+        assert!(!sends_data_out(&tool(
+            "web_search",
+            "integration:i2",
+            true,
+            true
+        )));
+        assert!(!sends_data_out(&tool(
+            "weather",
+            "integration:i3",
+            true,
+            true
+        )));
         // An MCP server's tools: what is not marked read-only may do anything.
-        assert!(sends_data_out(&tool("gh__create_issue", "mcp:m1", false, true)));
+        assert!(sends_data_out(&tool(
+            "gh__create_issue",
+            "mcp:m1",
+            false,
+            true
+        )));
         assert!(!sends_data_out(&tool("gh__search", "mcp:m1", true, true)));
         // A browser: anything but looking; the device agent's tools are gated as they are.
         for name in ["navigate", "click", "type_text"] {
@@ -538,9 +558,24 @@ mod tests {
             let t = tool(&format!("web__{name}"), "device:d1", true, true);
             assert!(!sends_data_out(&t), "{name}");
         }
-        assert!(!sends_data_out(&tool("pc__fs_read", "device:d2", true, false)));
+        assert!(!sends_data_out(&tool(
+            "pc__fs_read",
+            "device:d2",
+            true,
+            false
+        )));
         // First-party tools: the memory tools and sub-agents are gated by their own privilege.
-        assert!(!sends_data_out(&tool("remember", "first_party", false, false)));
-        assert!(!sends_data_out(&tool("web_fetch", "first_party", true, false)));
+        assert!(!sends_data_out(&tool(
+            "remember",
+            "first_party",
+            false,
+            false
+        )));
+        assert!(!sends_data_out(&tool(
+            "web_fetch",
+            "first_party",
+            true,
+            false
+        )));
     }
 }

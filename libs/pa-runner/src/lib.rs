@@ -20,9 +20,8 @@ use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
     BlockedTool, ChatToolCall, ChatToolDefinition, ChatTurnMessage, DataClassification,
-    ExecuteToolRequest, Identity,
-    ModelAttempt, RunSpec, RunStatus, StreamChatChunk, StreamChatRequest, ToolDefinition, Usage,
-    stream_chat_chunk::Chunk,
+    ExecuteToolRequest, Identity, ModelAttempt, RunSpec, RunStatus, StreamChatChunk,
+    StreamChatRequest, ToolDefinition, Usage, stream_chat_chunk::Chunk,
 };
 use tonic::Streaming;
 use tonic::transport::Channel;

@@ -262,7 +262,11 @@ mod tests {
         let mut history = vec![TurnMessage::new("user", "hi")];
         let mut notices = vec!["tag_gate: removed x".to_string()];
         let found = vec![memory("a", "I live in Oslo.", MemoryScope::World)];
-        assert!(!apply(build_context(&found, 600), &mut history, &mut notices));
+        assert!(!apply(
+            build_context(&found, 600),
+            &mut history,
+            &mut notices
+        ));
         assert_eq!(history[0].role, "system");
         assert_eq!(history[1].content, "hi");
         assert_eq!(notices[1], "memory_recall: injected memories a");
