@@ -388,3 +388,55 @@ async fn inline_taint_and_classification_follow_the_data() -> R {
 async fn durable_taint_and_classification_follow_the_data() -> R {
     taint_follows_the_data(true).await
 }
+
+/// A memory written by hand keeps the classification it was given (a chat memory its chat's):
+/// one marked public is recalled into a public chat's run; one left at the default is not.
+#[tokio::test]
+async fn a_hand_written_memory_keeps_its_classification() -> R {
+    let (mesh, fake) = mesh(false).await?;
+    let (status, shared) = mesh
+        .post_json(
+            "/v1/me/memories",
+            &json!({ "text": "The user's cat is called Miso", "classification": "public" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{shared}");
+    assert_eq!(shared["classification"], "public");
+    assert_eq!(shared["untrusted"], false);
+    let (status, private) = mesh
+        .post_json(
+            "/v1/me/memories",
+            &json!({ "text": "The user's cat Miso sees a vet for anxiety" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{private}");
+    assert_eq!(private["classification"], "internal");
+    let (status, problem) = mesh
+        .post_json(
+            "/v1/me/memories",
+            &json!({ "text": "x", "classification": "secret" }),
+        )
+        .await?;
+    assert_eq!(status, 400, "{problem}");
+    let secret = chat(&mesh, "secret", "confidential").await?;
+    let (status, in_chat) = mesh
+        .post_json(
+            "/v1/me/memories",
+            &json!({ "text": "Budget code 7731", "chat_id": secret }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{in_chat}");
+    assert_eq!(in_chat["classification"], "confidential");
+
+    let public = chat(&mesh, "public", "public").await?;
+    fake.push(Reply::text("Miso!"));
+    let (_, events, _) = run(&mesh, &public, "What is my cat Miso called?", false, false).await?;
+    let step = recall_step(&events);
+    let (shared, private) = (
+        shared["id"].as_str().unwrap_or_default(),
+        private["id"].as_str().unwrap_or_default(),
+    );
+    assert!(step.contains(shared), "{step}");
+    assert!(!step.contains(private), "{step}");
+    mesh.stop().await
+}
