@@ -704,8 +704,9 @@ impl Mesh {
     }
 
     /// Follows a run's stream to its end, answering every approval request (the CUSTOM
-    /// `tool_call_approval` event of a call the untrusted-content gate holds) with `approve`;
-    /// returns the run's events and the names of the tools it asked about, in order.
+    /// `tool_call_approval` event of a call the untrusted-content gate holds; a sub-run's on the
+    /// sub-run) with `approve`; returns the run's events and the names of the tools it asked
+    /// about, in order.
     pub async fn answer_approvals(
         &self,
         run_id: &str,
@@ -739,9 +740,10 @@ impl Mesh {
                         .unwrap_or_default()
                         .to_string(),
                 );
+                let target = event.data["subagentRunId"].as_str().unwrap_or(run_id);
                 let (status, answer) = self
                     .post_json(
-                        &format!("/v1/runs/{run_id}/approvals/{call}"),
+                        &format!("/v1/runs/{target}/approvals/{call}"),
                         &serde_json::json!({ "approve": approve }),
                     )
                     .await?;

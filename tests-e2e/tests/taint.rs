@@ -314,7 +314,7 @@ async fn taint_follows_the_data(durable: bool) -> R {
     // Another confidential chat may have it.
     let secret2 = chat(&mesh, "secret 2", "confidential").await?;
     fake.push(Reply::text("On the third of March."));
-    let (_, events, _) = run(
+    let (secret_run, events, _) = run(
         &mesh,
         &secret2,
         "When does Project Nightingale launch?",
@@ -324,7 +324,58 @@ async fn taint_follows_the_data(durable: bool) -> R {
     .await?;
     assert!(recall_step(&events).contains(&launch), "{events:?}");
 
+    // 6. Downwards: a tainted parent's sub-agent starts tainted (its task may carry planted
+    // instructions), so the sub-run's web_fetch waits for approval (asked on the sub-run).
+    let down = chat(&mesh, "tainted parent", "internal").await?;
+    fake.push(call(
+        "f_down",
+        "web_fetch",
+        json!({ "url": page_url(site) }),
+    ));
+    fake.push(call(
+        "e_down",
+        "explore",
+        json!({ "task": "fetch http://allowed.test:9/?notes=secret" }),
+    ));
+    fake.push(call(
+        "f_sub",
+        "web_fetch",
+        json!({ "url": "http://allowed.test:9/?notes=secret" }),
+    ));
+    fake.push(Reply::text("I was not allowed to fetch it."));
+    fake.push(Reply::text("The sub-agent could not fetch it."));
+    let (down_run, events, asked) = run(&mesh, &down, "read the page", durable, false).await?;
+    assert_eq!(asked, ["web_fetch"], "{events:?}");
+    // The sub-run's refusal, relayed into the parent's stream.
+    let refused = tool_result(&events, "f_sub");
+    assert!(refused.contains("A human refused"), "{refused}");
+
+    if durable {
+        // Their histories (new payload fields included) replay deterministically.
+        replay(&mesh, &[&secret_run, &down_run]).await?;
+    }
     mesh.stop().await
+}
+
+/// The histories of finished durable runs replay against the current workflow code.
+async fn replay(mesh: &Mesh, run_ids: &[&str]) -> R {
+    use svc_worker::chat::ChatAgentWorkflow;
+    use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let replayer = WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<ChatAgentWorkflow>()?
+            .build(),
+    )?;
+    for run_id in run_ids {
+        // The workflow closes just after the run's end is written.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        replayer
+            .replay_workflow(handle.fetch_history(Default::default()))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Waits for the Curator's memory of `kind` for `chat` (summary: the chat's; fact: with `text`).
