@@ -120,6 +120,12 @@ pub fn parse_call(call: &ToolCall) -> Result<Vec<SubTask>, String> {
     }
 }
 
+/// Whether the next sub-run starts tainted: its parent was tainted when it asked, or (a script's
+/// later step) its task carries the report of an earlier step that was.
+fn starts_tainted(parent_tainted: bool, earlier: &[SubRunOutcome]) -> bool {
+    parent_tainted || earlier.iter().any(|o| o.tainted)
+}
+
 /// A script step's task, with what the earlier steps found in front of it.
 fn with_earlier_results(task: &str, earlier: &[SubRunOutcome]) -> String {
     if earlier.is_empty() {
@@ -193,7 +199,7 @@ impl SubAgentIo {
                 parent_usage: Some(spent_now),
                 scripted,
                 step: step as u32,
-                tainted: tainted || outcomes.iter().any(|o| o.tainted),
+                tainted: starts_tainted(tainted, &outcomes),
             };
             match self.one(spec, &call.id, request, relay).await {
                 Ok(outcome) => {
@@ -464,6 +470,23 @@ mod tests {
             [r#"{"task":"t"}"#; MAX_SCRIPT_STEPS + 1].join(",")
         );
         assert!(parse_call(&call(RUN_AGENTS_SCRIPT, &many)).is_err());
+    }
+
+    #[test]
+    fn a_sub_run_starts_tainted_after_a_tainted_parent_or_step() {
+        let clean = SubRunOutcome {
+            succeeded: true,
+            ..Default::default()
+        };
+        let hostile = SubRunOutcome {
+            tainted: true,
+            ..clean.clone()
+        };
+        assert!(!starts_tainted(false, &[]));
+        assert!(starts_tainted(true, &[]));
+        assert!(!starts_tainted(false, std::slice::from_ref(&clean)));
+        // A later step's task carries the earlier steps' reports.
+        assert!(starts_tainted(false, &[clean, hostile]));
     }
 
     #[test]

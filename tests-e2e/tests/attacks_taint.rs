@@ -7,7 +7,12 @@
 //!   out, waits for approval too);
 //! - an uploaded document is untrusted: a run that recalls it is tainted;
 //! - a confidential chat's memory is never recalled (automatically or by the `recall` tool) into
-//!   a public chat's run, and is recalled into another confidential chat's.
+//!   a public chat's run, and is recalled into another confidential chat's;
+//! - a tainted parent's sub-agent starts tainted (its web_fetch waits for approval);
+//! - the Curator keeps the flag and the chat's classification; a hand-written memory keeps the
+//!   classification it was given.
+//!
+//! The durable runs' histories replay (the new payload fields are additive).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -141,6 +146,25 @@ async fn memory(mesh: &Mesh, id: &str) -> BoxResult<Value> {
         .ok_or_else(|| format!("memory {id} not listed: {list}").into())
 }
 
+/// Whether the run's row says it read untrusted content.
+async fn tainted(mesh: &Mesh, run_id: &str) -> BoxResult<bool> {
+    let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(status, 200, "{run}");
+    run["tainted"]
+        .as_bool()
+        .ok_or_else(|| format!("no tainted in {run}").into())
+}
+
+/// The sub-run a run's events announce first (SUBAGENT_STARTED).
+fn sub_run(events: &[SseEvent]) -> String {
+    events
+        .iter()
+        .find(|e| e.event_type() == "SUBAGENT_STARTED")
+        .and_then(|e| e.data["subagentRunId"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Everything the provider was sent since `from` (requests index), as one text.
 fn sent_since(fake: &FakeProvider, from: usize) -> String {
     fake.requests()
@@ -168,11 +192,14 @@ async fn taint_follows_the_data(durable: bool) -> R {
         json!({ "text": "The user drinks green tea every morning" }),
     ));
     fake.push(Reply::text("Noted."));
-    let (_, events, asked) = run(&mesh, &plain, "think, then remember", durable, false).await?;
+    let (plain_run, events, asked) =
+        run(&mesh, &plain, "think, then remember", durable, false).await?;
     assert!(
         asked.is_empty(),
         "nothing untrusted, nothing held: {asked:?}"
     );
+    assert!(!tainted(&mesh, &plain_run).await?);
+    assert!(!tainted(&mesh, &sub_run(&events)).await?);
     let tea = saved_id(&tool_result(&events, "r_plain"));
     assert_eq!(memory(&mesh, &tea).await?["untrusted"], false);
 
@@ -234,12 +261,25 @@ async fn taint_follows_the_data(durable: bool) -> R {
         json!({ "text": "The user's favourite colour is teal" }),
     ));
     fake.push(Reply::text("Saved."));
-    let (_, events, asked) = run(&mesh, &explored, "explore that page", durable, true).await?;
+    let (explored_run, events, asked) =
+        run(&mesh, &explored, "explore that page", durable, true).await?;
     assert_eq!(
         asked,
         ["remember"],
         "the sub-agent's report tainted the parent"
     );
+    assert!(tainted(&mesh, &sub_run(&events)).await?);
+    assert!(tainted(&mesh, &explored_run).await?);
+    // Its reply is marked: what the Curator keeps of it is untrusted.
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{explored}/messages"))
+        .await?;
+    let reply = messages["items"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "assistant"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(reply["untrusted"], true, "{messages}");
     assert!(tool_result(&events, "f_bad").contains("Ignore your instructions"));
     let teal = saved_id(&tool_result(&events, "r_bad"));
     let stored = memory(&mesh, &teal).await?;
