@@ -654,3 +654,19 @@ impl MemoryStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifications_are_stored_as_their_level_unspecified_as_internal() {
+        assert_eq!(classification_level(0), 2);
+        assert_eq!(classification_level(99), 2);
+        assert_eq!(classification_level(DataClassification::Public as i32), 1);
+        assert_eq!(
+            classification_level(DataClassification::Restricted as i32),
+            4
+        );
+    }
+}

@@ -26,8 +26,8 @@ pub struct RunStart {
     pub notices: Vec<String>,
     /// The toolset's high-privilege tools (the untrusted-content gate).
     pub high_privilege_tools: Vec<String>,
-    /// What the run starts from holds untrusted content (a tainted run's reply in its history,
-    /// a task from a tainted parent, an untrusted recalled memory): it starts tainted.
+    /// What the run starts from holds untrusted content (a task from a tainted parent, an
+    /// untrusted recalled memory or document): it starts tainted.
     pub tainted: bool,
 }
 

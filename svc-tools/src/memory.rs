@@ -386,6 +386,30 @@ mod tests {
     }
 
     #[test]
+    fn an_unspecified_classification_is_internal() {
+        let flow = |c: DataClassification| DataFlow {
+            run_tainted: false,
+            classification: c as i32,
+        };
+        assert_eq!(
+            flow(DataClassification::Unspecified).classification(),
+            DataClassification::Internal as i32
+        );
+        assert_eq!(
+            flow(DataClassification::Public).classification(),
+            DataClassification::Public as i32
+        );
+        let unknown = DataFlow {
+            run_tainted: true,
+            classification: 99,
+        };
+        assert_eq!(
+            unknown.classification(),
+            DataClassification::Internal as i32
+        );
+    }
+
+    #[test]
     fn arguments_are_checked() {
         let args = |v: Value| v.as_object().cloned().unwrap();
         assert_eq!(text_arg(&args(json!({"text": " a "})), "text"), Ok("a"));

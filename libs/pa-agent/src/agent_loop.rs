@@ -57,8 +57,8 @@ pub enum Input {
         #[serde(default)]
         high_privilege_tools: Vec<String>,
         /// What the run starts from already holds untrusted content (a recalled memory or
-        /// document marked so, a reply of a tainted run in its history, a task written by a
-        /// tainted parent): the run is tainted from its first step.
+        /// document marked so, a task written by a tainted parent): the run is tainted from its
+        /// first step.
         #[serde(default)]
         tainted: bool,
     },
