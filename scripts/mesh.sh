@@ -32,6 +32,8 @@ cmd_up() {
   export PA_INTERNAL_SECRET="${PA_INTERNAL_SECRET:-$(cat "$DEV/internal-secret")}"
   export PA_AUTH_MODE="${PA_AUTH_MODE:-dev}"
   export PA_GATEWAY_ADDR="$GATEWAY_ADDR"
+  # The dev stack may point a provider at a local inference server (Ollama, vLLM, llama.cpp).
+  export PA_MODELS_NET_ALLOW="${PA_MODELS_NET_ALLOW:-127.0.0.1,localhost,::1}"
   export RUST_LOG="${RUST_LOG:-info}"
   for svc in "${SERVICES[@]}"; do
     if alive "$svc"; then log "$svc already running (pid $(pid_of "$svc"))"; continue; fi

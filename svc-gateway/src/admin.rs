@@ -1,5 +1,11 @@
 //! Model governance over REST: the catalog for admins, keys and usage for everyone.
-//! Admin endpoints need the `admin` role (checked here and again by svc-models).
+//!
+//! Two kinds of administrator (ADR 0130), checked here and again by svc-models: a platform
+//! administrator (`platform-admin`) owns the shared catalog (scope `platform`): providers,
+//! models, platform keys, default policies, maintenance schedules. A tenant administrator
+//! (`admin`) manages the organisation's own providers and models (scope `tenant`, invisible to
+//! other tenants), switches platform models off for the organisation (model overlays) and sets
+//! its policies. A tenant administrator touching a platform row gets 403 `forbidden`.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -8,8 +14,8 @@ use pa_kit::PaError;
 use pa_proto::v1::{
     ClassificationPolicy, DeleteUserKeyRequest, GetUsageRequest, Identity, ListAllModelsRequest,
     ListPoliciesRequest, ListProvidersRequest, ListUserKeysRequest, ModelCapabilities, ModelInfo,
-    PatchModelRequest, ProviderInfo, PutUserKeyRequest, UpsertModelRequest, UpsertProviderRequest,
-    UsageScope,
+    PatchModelRequest, ProviderInfo, PutUserKeyRequest, SetModelOverlayRequest, UpsertModelRequest,
+    UpsertProviderRequest, UsageScope,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -22,8 +28,21 @@ use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// A tenant or a platform administrator; what each may touch is svc-models' to decide.
 fn require_admin(identity: &Identity) -> Result<(), ApiError> {
-    Ok(pa_kit::identity::require_role(identity, "admin")?)
+    Ok(pa_kit::identity::require_any_admin(identity)?)
+}
+
+/// `platform`, `tenant` or absent (platform administrators: platform; others: tenant).
+fn parse_scope(scope: Option<String>) -> Result<String, ApiError> {
+    match scope.as_deref() {
+        None | Some("") => Ok(String::new()),
+        Some(s @ ("platform" | "tenant")) => Ok(s.to_string()),
+        Some(other) => Err(PaError::bad_request(format!(
+            "scope {other:?} is neither \"platform\" nor \"tenant\""
+        ))
+        .into()),
+    }
 }
 
 fn parse_capabilities(names: &[String]) -> Result<ModelCapabilities, ApiError> {
@@ -53,6 +72,8 @@ fn model_json(m: ModelInfo) -> Value {
         "output_price_micros": m.output_price_micros,
         "capabilities": capability_names(m.capabilities),
         "provider_tags": m.provider_tags,
+        "scope": m.scope,
+        "tenant_disabled": m.tenant_disabled,
     })
 }
 
@@ -65,10 +86,11 @@ fn provider_json(p: ProviderInfo) -> Value {
         "tags": p.tags,
         "enabled": p.enabled,
         "has_platform_key": p.has_platform_key,
+        "scope": p.scope,
     })
 }
 
-#[utoipa::path(get, path = "/v1/admin/providers", tag = "admin", responses((status = 200, description = "`{items: [provider]}` (admin)", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/admin/providers", tag = "admin", responses((status = 200, description = "`{items: [{id, kind, base_url, display_name, tags, enabled, has_platform_key, scope}]}`: the platform's providers and your organisation's own (tenant or platform administrator)", body = serde_json::Value)))]
 pub async fn list_providers(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -102,16 +124,21 @@ pub struct ProviderBody {
     tags: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
-    /// Write-only; never returned.
+    /// Write-only; never returned. The provider's own key: the platform's for a platform
+    /// provider, the organisation's for a tenant provider.
     #[serde(default)]
     platform_api_key: Option<String>,
+    /// `platform` (platform administrators only) or `tenant`; default: `platform` for a
+    /// platform administrator, `tenant` for a tenant administrator.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 fn yes() -> bool {
     true
 }
 
-#[utoipa::path(post, path = "/v1/admin/providers", tag = "admin", request_body = ProviderBody, responses((status = 201, description = "The provider (platform_api_key is write-only)", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/v1/admin/providers", tag = "admin", request_body = ProviderBody, responses((status = 200, description = "The provider (platform_api_key is write-only). A tenant provider is visible to your organisation alone; its base_url must pass the network guard (no private, loopback, link-local or metadata address unless PA_MODELS_NET_ALLOW admits it)", body = serde_json::Value), (status = 400, description = "Invalid input or a refused base_url"), (status = 403, description = "A tenant administrator touching the platform catalog (`forbidden`)"), (status = 409, description = "A tenant provider id the platform catalog uses (`conflict`)")))]
 pub async fn upsert_provider(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -127,6 +154,7 @@ pub async fn upsert_provider(
             enabled: body.enabled,
             has_platform_key: false,
             display_name: body.display_name,
+            scope: parse_scope(body.scope)?,
         }),
         platform_api_key: body.platform_api_key.unwrap_or_default(),
     };
@@ -138,7 +166,7 @@ pub async fn upsert_provider(
     Ok((StatusCode::OK, Json(provider_json(provider.into_inner()))))
 }
 
-#[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the whole catalog (admin)", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the platform's models (with `tenant_disabled` when your organisation switched one off) and your organisation's own (`scope: tenant`)", body = serde_json::Value)))]
 pub async fn list_all_models(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -174,9 +202,13 @@ pub struct ModelBody {
     capabilities: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    /// `platform` (platform administrators only) or `tenant` (a model of your organisation's
+    /// own provider); default as for providers.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = ModelBody, responses((status = 200, description = "The model", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = ModelBody, responses((status = 200, description = "The model", body = serde_json::Value), (status = 403, description = "A tenant administrator adding a model to the platform catalog or to a platform provider")))]
 pub async fn upsert_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -191,6 +223,7 @@ pub async fn upsert_model(
         input_price_micros: body.input_price_micros,
         output_price_micros: body.output_price_micros,
         capabilities: Some(parse_capabilities(&body.capabilities)?),
+        scope: parse_scope(body.scope)?,
         ..Default::default()
     };
     let saved = state
@@ -216,7 +249,7 @@ pub struct ModelPatchBody {
     capabilities: Option<Vec<String>>,
 }
 
-#[utoipa::path(patch, path = "/v1/admin/models/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model")), request_body = ModelPatchBody, responses((status = 200, description = "The model", body = serde_json::Value)))]
+#[utoipa::path(patch, path = "/v1/admin/models/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model")), request_body = ModelPatchBody, responses((status = 200, description = "The model", body = serde_json::Value), (status = 403, description = "A platform model patched by a tenant administrator (use the model overlay); nothing changes"), (status = 404, description = "No such model in your view of the catalog")))]
 pub async fn patch_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -245,11 +278,42 @@ pub async fn patch_model(
     Ok(Json(model_json(saved.into_inner())))
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OverlayBody {
+    enabled: bool,
+}
+
+/// Switches a platform model on or off for your organisation alone (the platform row and other
+/// tenants are not touched).
+#[utoipa::path(put, path = "/v1/admin/model-overlays/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model of a platform model")), request_body = OverlayBody, responses((status = 200, description = "The model as your organisation sees it (`tenant_disabled`)", body = serde_json::Value), (status = 400, description = "Not a platform model"), (status = 404, description = "No such model")))]
+pub async fn put_model_overlay(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(label): Path<String>,
+    ApiJson(body): ApiJson<OverlayBody>,
+) -> ApiResult<Json<Value>> {
+    require_admin(&identity)?;
+    let saved = state
+        .model_admin
+        .clone()
+        .set_model_overlay(state.auth.request(
+            &identity,
+            SetModelOverlayRequest {
+                label,
+                enabled: body.enabled,
+            },
+        ))
+        .await?;
+    Ok(Json(model_json(saved.into_inner())))
+}
+
 #[derive(Serialize)]
 struct PolicyJson {
     classification: &'static str,
     required_tags: Vec<String>,
     forbidden_tags: Vec<String>,
+    scope: String,
 }
 
 #[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", responses((status = 200, description = "`{items: [{classification, required_tags, forbidden_tags}]}`", body = serde_json::Value)))]
@@ -271,6 +335,7 @@ pub async fn list_policies(
             classification: classification_name(p.classification),
             required_tags: p.required_tags,
             forbidden_tags: p.forbidden_tags,
+            scope: p.scope,
         })
         .collect();
     Ok(Json(json!({ "items": items })))
@@ -281,6 +346,9 @@ pub async fn list_policies(
 pub struct PolicyBody {
     required_tags: Vec<String>,
     forbidden_tags: Vec<String>,
+    /// `tenant` (default: your organisation's override) or `platform` (the default every
+    /// organisation without an override gets; platform administrators only).
+    scope: Option<String>,
 }
 
 #[utoipa::path(put, path = "/v1/admin/policies/{classification}", tag = "admin", params(("classification" = String, Path, description = "public, internal, confidential or restricted")), request_body = PolicyBody, responses((status = 200, description = "The policy", body = serde_json::Value)))]
@@ -298,6 +366,7 @@ pub async fn put_policy(
         classification: c as i32,
         required_tags: body.required_tags,
         forbidden_tags: body.forbidden_tags,
+        scope: parse_scope(body.scope)?,
     };
     let saved = state
         .model_admin
@@ -309,6 +378,7 @@ pub async fn put_policy(
         "classification": classification_name(saved.classification),
         "required_tags": saved.required_tags,
         "forbidden_tags": saved.forbidden_tags,
+        "scope": saved.scope,
     })))
 }
 
@@ -316,10 +386,12 @@ pub async fn put_policy(
 
 fn key_json(k: pa_proto::v1::KeyRef) -> Value {
     json!({ "provider": k.provider, "key_id": k.key_id, "last4": k.last4,
-            "created_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms).map(|t| t.to_rfc3339()) })
+            "created_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms).map(|t| t.to_rfc3339()),
+            "bound_base_url": k.bound_base_url, "current_base_url": k.current_base_url,
+            "needs_confirmation": k.needs_confirmation })
 }
 
-#[utoipa::path(get, path = "/v1/me/keys", tag = "keys", responses((status = 200, description = "`{items: [{provider, key_id, last4}]}`: your provider keys", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/keys", tag = "keys", responses((status = 200, description = "`{items: [{provider, key_id, last4, created_at, bound_base_url, current_base_url, needs_confirmation}]}`: your provider keys. A key is sent only to the base URL it was given for; `needs_confirmation` = the provider's base URL changed since, and the key is not used until you confirm", body = serde_json::Value)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -356,6 +428,35 @@ pub async fn put_key(
         .keys
         .clone()
         .put_user_key(state.auth.request(&identity, request))
+        .await?;
+    Ok(Json(key_json(key.into_inner())))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmKeyBody {
+    /// The provider's current base URL, as you saw it (`current_base_url`).
+    base_url: String,
+}
+
+/// Lets your stored key go to the provider's current base URL.
+#[utoipa::path(post, path = "/v1/me/keys/{provider}/confirm", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = ConfirmKeyBody, responses((status = 200, description = "The key, bound to the current base URL", body = serde_json::Value), (status = 404, description = "No key for this provider"), (status = 409, description = "The base URL is not the provider's current one (`failed_precondition`)")))]
+pub async fn confirm_key(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(provider): Path<String>,
+    ApiJson(body): ApiJson<ConfirmKeyBody>,
+) -> ApiResult<Json<Value>> {
+    let key = state
+        .keys
+        .clone()
+        .confirm_user_key(state.auth.request(
+            &identity,
+            pa_proto::v1::ConfirmUserKeyRequest {
+                provider,
+                base_url: body.base_url,
+            },
+        ))
         .await?;
     Ok(Json(key_json(key.into_inner())))
 }
@@ -448,12 +549,12 @@ fn schedule_client(
 }
 
 /// The maintenance schedules (Temporal) with their last and next run.
-#[utoipa::path(get, path = "/v1/admin/schedules", tag = "admin", responses((status = 200, description = "`{items: [{id, task, every_secs, last_run_at, next_run_at, paused, runs}]}`", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/admin/schedules", tag = "admin", responses((status = 200, description = "`{items: [{id, task, every_secs, last_run_at, next_run_at, paused, runs}]}` (platform administrators: maintenance spans every tenant)", body = serde_json::Value), (status = 403, description = "Not a platform administrator")))]
 pub async fn list_schedules(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Value>> {
-    require_admin(&identity)?;
+    pa_kit::identity::require_platform_admin(&identity)?;
     let listed = schedule_client(&state)?
         .list_schedules(
             state
@@ -482,13 +583,13 @@ pub async fn list_schedules(
 }
 
 /// Runs a schedule now.
-#[utoipa::path(post, path = "/v1/admin/schedules/{id}/trigger", tag = "admin", params(("id" = String, Path, description = "The schedule id")), responses((status = 204, description = "Triggered")))]
+#[utoipa::path(post, path = "/v1/admin/schedules/{id}/trigger", tag = "admin", params(("id" = String, Path, description = "The schedule id")), responses((status = 202, description = "Triggered"), (status = 403, description = "Not a platform administrator")))]
 pub async fn trigger_schedule(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
-    require_admin(&identity)?;
+    pa_kit::identity::require_platform_admin(&identity)?;
     schedule_client(&state)?
         .trigger_schedule(
             state

@@ -12,7 +12,8 @@ use crate::state::AppState;
 
 pub const DEV_USER_HEADER: &str = "x-pa-dev-user";
 pub const DEV_TENANT_HEADER: &str = "x-pa-dev-tenant";
-/// Comma-separated roles of the dev caller (default `user,admin`).
+/// Comma-separated roles of the dev caller (default `user,admin,platform-admin`: the one dev
+/// user runs the whole platform).
 pub const DEV_ROLES_HEADER: &str = "x-pa-dev-roles";
 
 /// The authenticated caller of a request.
@@ -93,7 +94,7 @@ impl Caller {
                     display_name: user_id.clone(),
                     tenant_id,
                     user_id,
-                    roles: dev_value(parts, DEV_ROLES_HEADER, "user,admin", ",")?
+                    roles: dev_value(parts, DEV_ROLES_HEADER, "user,admin,platform-admin", ",")?
                         .split(',')
                         .filter(|r| !r.is_empty())
                         .map(str::to_string)

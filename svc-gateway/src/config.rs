@@ -68,6 +68,7 @@ impl Config {
                 client_id: env_or("PA_OIDC_CLIENT_ID", "pa-web"),
                 tenant_claim: env_or("PA_OIDC_TENANT_CLAIM", "tenant"),
                 roles_claim: env_or("PA_OIDC_ROLES_CLAIM", "roles"),
+                platform_admin_role: env_or("PA_PLATFORM_ADMIN_ROLE", "platform-admin"),
                 algorithms,
                 leeway_secs: env_parse("PA_OIDC_LEEWAY_SECS", 30)?,
                 jwks_min_refetch: Duration::from_secs(env_parse(

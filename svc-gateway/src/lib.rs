@@ -93,6 +93,7 @@ fn table() -> Vec<Route> {
         get("/v1/me/keys", admin::list_keys),
         put("/v1/me/keys/{provider}", admin::put_key),
         delete("/v1/me/keys/{provider}", admin::delete_key),
+        post("/v1/me/keys/{provider}/confirm", admin::confirm_key),
         get("/v1/me/usage", admin::my_usage),
         get("/v1/admin/usage", admin::tenant_usage),
         get("/v1/admin/providers", admin::list_providers),
@@ -100,6 +101,7 @@ fn table() -> Vec<Route> {
         get("/v1/admin/models", admin::list_all_models),
         post("/v1/admin/models", admin::upsert_model),
         patch("/v1/admin/models/{label}", admin::patch_model),
+        put("/v1/admin/model-overlays/{label}", admin::put_model_overlay),
         get("/v1/admin/policies", admin::list_policies),
         put("/v1/admin/policies/{classification}", admin::put_policy),
         get("/v1/admin/schedules", admin::list_schedules),
@@ -229,7 +231,8 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
     axum::Json(match &state.oidc {
         Some(v) => {
             json!({ "mode": "oidc", "issuer": v.config.issuer, "client_id": v.config.client_id,
-                           "audience": v.config.audience, "scopes": ["openid", "profile", "email"] })
+                           "audience": v.config.audience, "scopes": ["openid", "profile", "email"],
+                           "platform_admin_role": v.config.platform_admin_role })
         }
         None if state.auth_mode == AuthMode::Dev => json!({ "mode": "dev" }),
         None => json!({ "mode": "disabled" }),

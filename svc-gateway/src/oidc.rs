@@ -26,6 +26,9 @@ pub struct OidcConfig {
     pub tenant_claim: String,
     /// `PA_OIDC_ROLES_CLAIM`, default `roles`.
     pub roles_claim: String,
+    /// `PA_PLATFORM_ADMIN_ROLE`, default `platform-admin`: the IdP role that makes a user a
+    /// platform administrator (mapped to the mesh's `platform-admin`; ADR 0130).
+    pub platform_admin_role: String,
     /// `PA_OIDC_ALGORITHMS`, default `RS256,ES256`.
     pub algorithms: Vec<Algorithm>,
     /// `PA_OIDC_LEEWAY_SECS`, default 30.
@@ -33,6 +36,29 @@ pub struct OidcConfig {
     /// `PA_OIDC_JWKS_MIN_REFETCH_SECS`, default 10: an unknown `kid` refetches the keys at most
     /// this often, so garbage tokens cannot hammer the provider.
     pub jwks_min_refetch: Duration,
+}
+
+/// The IdP's platform role becomes the mesh's [`PLATFORM_ADMIN_ROLE`]; a token carrying the
+/// mesh's name for it when the IdP's role is named otherwise does not make anyone a platform
+/// administrator.
+///
+/// [`PLATFORM_ADMIN_ROLE`]: pa_kit::identity::PLATFORM_ADMIN_ROLE
+pub fn platform_roles(roles: Vec<String>, platform_admin_role: &str) -> Vec<String> {
+    use pa_kit::identity::PLATFORM_ADMIN_ROLE;
+    let mut out: Vec<String> = Vec::with_capacity(roles.len());
+    for role in roles {
+        let mapped = if !platform_admin_role.is_empty() && role == platform_admin_role {
+            PLATFORM_ADMIN_ROLE.to_string()
+        } else if role == PLATFORM_ADMIN_ROLE {
+            continue;
+        } else {
+            role
+        };
+        if !out.contains(&mapped) {
+            out.push(mapped);
+        }
+    }
+    out
 }
 
 /// Only asymmetric algorithms may be allowed.
@@ -203,11 +229,12 @@ impl OidcVerifier {
         let tenant_id = text(&claims[&self.config.tenant_claim])
             .filter(|s| !s.is_empty())
             .ok_or_else(|| refuse("no tenant claim"))?;
-        let roles = match &claims[&self.config.roles_claim] {
+        let roles: Vec<String> = match &claims[&self.config.roles_claim] {
             Value::Array(items) => items.iter().filter_map(text).collect(),
             Value::String(list) => list.split_whitespace().map(str::to_string).collect(),
             _ => Vec::new(),
         };
+        let roles = platform_roles(roles, &self.config.platform_admin_role);
         let scopes = text(&claims["scope"])
             .map(|s| s.split_whitespace().map(str::to_string).collect())
             .unwrap_or_default();
@@ -227,6 +254,24 @@ impl OidcVerifier {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_configured_idp_role_makes_a_platform_administrator() {
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            super::platform_roles(roles(&["admin", "ops-root"]), "ops-root"),
+            roles(&["admin", "platform-admin"])
+        );
+        // The mesh's own name, from an IdP whose platform role is named otherwise: dropped.
+        assert_eq!(
+            super::platform_roles(roles(&["admin", "platform-admin"]), "ops-root"),
+            roles(&["admin"])
+        );
+        assert_eq!(
+            super::platform_roles(roles(&["user", "platform-admin"]), "platform-admin"),
+            roles(&["user", "platform-admin"])
+        );
+    }
+
     #[test]
     fn only_asymmetric_algorithms_are_accepted() {
         assert!(super::parse_algorithms("RS256, ES256").is_ok());

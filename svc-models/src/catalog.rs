@@ -4,8 +4,14 @@
 //! admin write through this instance drops the snapshots at once.
 //!
 //! Row-level security (migration 0004): platform rows (`_platform`) are readable by everyone;
-//! a tenant's policy overrides and tags only inside that tenant's transaction. So a snapshot is
-//! per tenant: the shared platform rows plus that tenant's own, never another tenant's.
+//! a tenant's own providers, models, overlays, policy overrides and tags only inside that
+//! tenant's transaction. So a snapshot is per tenant: the shared platform rows plus that
+//! tenant's own, never another tenant's.
+//!
+//! Who may write what (ADR 0130) is decided by the caller through [`Scope`]: platform rows only
+//! in [`Scope::Platform`] (platform administrators), a tenant's rows only in its own
+//! [`Scope::Tenant`]. A tenant's provider never shadows a platform one (ids are refused at
+//! write time, and a platform provider added later wins in the snapshot).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -20,6 +26,10 @@ use sqlx::{PgPool, Row};
 use crate::keys::Sealed;
 
 pub const PLATFORM: &str = "_platform";
+/// Caps on administrator input (documented in the OpenAPI document).
+pub const MAX_TAGS: usize = 32;
+pub const MAX_DISPLAY_NAME: usize = 200;
+pub const MAX_BASE_URL: usize = 2048;
 const CACHE_TTL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +44,46 @@ pub enum CatalogError {
     UnknownProvider(String),
     #[error("{0}")]
     Invalid(String),
+    /// A tenant administrator touching a platform row.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
+}
+
+/// Whose rows a write touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// The shared catalog (platform administrators only).
+    Platform,
+    /// One tenant's own rows.
+    Tenant(&'a str),
+}
+
+impl Scope<'_> {
+    pub fn tenant(&self) -> &str {
+        match self {
+            Scope::Platform => PLATFORM,
+            Scope::Tenant(t) => t,
+        }
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scope::Platform => "platform",
+            Scope::Tenant(_) => "tenant",
+        }
+    }
+}
+
+/// "platform" or "tenant" for a row's tenant id.
+pub fn scope_name(tenant_id: &str) -> &'static str {
+    if tenant_id == PLATFORM {
+        "platform"
+    } else {
+        "tenant"
+    }
 }
 
 impl From<CatalogError> for PaError {
@@ -50,6 +98,10 @@ impl From<CatalogError> for PaError {
             CatalogError::Disabled(_) => {
                 PaError::new(pa_kit::ErrorCode::FailedPrecondition, err.to_string())
             }
+            CatalogError::Forbidden(_) => {
+                PaError::new(pa_kit::ErrorCode::Forbidden, err.to_string())
+            }
+            CatalogError::Conflict(_) => PaError::new(pa_kit::ErrorCode::Conflict, err.to_string()),
             CatalogError::Db(e) => e.into(),
         }
     }
@@ -57,6 +109,8 @@ impl From<CatalogError> for PaError {
 
 #[derive(Clone, Debug)]
 pub struct Provider {
+    /// `_platform` for the shared catalog, else the owning tenant.
+    pub tenant_id: String,
     pub id: String,
     pub kind: String,
     pub base_url: String,
@@ -76,7 +130,14 @@ impl Provider {
             enabled: self.enabled,
             has_platform_key: self.platform_key.is_some(),
             display_name: self.display_name.clone(),
+            scope: scope_name(&self.tenant_id).into(),
         }
+    }
+
+    /// Unique across tenants (two tenants may both own a provider `local`): circuit breakers
+    /// and the like key on it, so one tenant's failing server never trips another's.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.tenant_id, self.id)
     }
 }
 
@@ -125,11 +186,9 @@ impl Snapshot {
             .any(|(t, known)| known == tag && (t == PLATFORM || t == tenant_id))
     }
 
-    /// Enabled models of enabled providers.
+    /// Enabled models of enabled providers, not switched off for the tenant.
     pub fn usable_models(&self) -> impl Iterator<Item = &CatalogModel> {
-        self.models
-            .iter()
-            .filter(|m| m.info.enabled && m.provider_enabled)
+        self.models.iter().filter(|m| m.usable())
     }
 
     pub fn model(&self, label: &str) -> Option<&CatalogModel> {
@@ -148,10 +207,17 @@ impl Snapshot {
         let model = self
             .model(label)
             .ok_or_else(|| CatalogError::UnknownModel(label.to_string()))?;
-        if !model.info.enabled || !model.provider_enabled {
+        if !model.usable() {
             return Err(CatalogError::Disabled(label.to_string()));
         }
         Ok(model)
+    }
+}
+
+impl CatalogModel {
+    /// Enabled, its provider enabled, and not switched off by the tenant's overlay.
+    pub fn usable(&self) -> bool {
+        self.info.enabled && self.provider_enabled && !self.info.tenant_disabled
     }
 }
 
@@ -240,25 +306,21 @@ impl Catalog {
         if tenant == PLATFORM {
             return Ok(platform);
         }
-        let (policies, known_tags) = self.load_tenant_rules(tenant).await?;
-        let snap = if policies.is_empty() && known_tags.is_empty() {
+        let own = self.load_tenant(tenant).await?;
+        let snap = if own.is_empty() {
             platform
         } else {
-            let mut own = Snapshot::clone(&platform);
-            own.policies.extend(policies);
-            own.known_tags.extend(known_tags);
-            Arc::new(own)
+            Arc::new(merge(&platform, own))
         };
         self.remember(tenant, &snap);
         Ok(snap)
     }
 
-    /// A tenant's own policy overrides and tags, read in its transaction.
-    async fn load_tenant_rules(
-        &self,
-        tenant: &str,
-    ) -> Result<(Vec<Policy>, Vec<(String, String)>), CatalogError> {
+    /// A tenant's own rows (providers, models, overlays, policy overrides, tags), read in its
+    /// transaction.
+    async fn load_tenant(&self, tenant: &str) -> Result<TenantRows, CatalogError> {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        let (providers, models) = load_catalog_rows(&mut tx, tenant).await?;
         let policy_rows = sqlx::query(
             "SELECT tenant_id, classification, required_tags, forbidden_tags FROM policies \
              WHERE tenant_id = $1",
@@ -272,69 +334,27 @@ impl Catalog {
         .bind(tenant)
         .fetch_all(&mut *tx)
         .await?;
+        let overlays = sqlx::query_as::<_, (String, bool)>(
+            "SELECT label, enabled FROM model_overlays WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok((policies_of(&policy_rows)?, known_tags))
+        Ok(TenantRows {
+            providers,
+            models,
+            overlays,
+            policies: policies_of(&policy_rows)?,
+            known_tags,
+        })
     }
 
     /// The platform rows: without a tenant setting, the policies admit `_platform` rows alone.
     async fn load_platform(&self) -> Result<Snapshot, CatalogError> {
-        let provider_rows = sqlx::query(
-            "SELECT id, kind, COALESCE(base_url, '') AS base_url, tags, enabled, display_name, \
-               platform_kek_id, platform_wrapped_dek, platform_dek_nonce, platform_ciphertext, platform_nonce \
-             FROM providers WHERE tenant_id = $1 ORDER BY id",
-        )
-        .bind(PLATFORM)
-        .fetch_all(&self.pool)
-        .await?;
-        let providers = provider_rows
-            .iter()
-            .map(|row| {
-                Ok(Provider {
-                    id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
-                    base_url: row.try_get("base_url")?,
-                    tags: row.try_get("tags")?,
-                    enabled: row.try_get("enabled")?,
-                    display_name: row.try_get("display_name")?,
-                    platform_key: sealed_from_row(row)?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let model_rows = sqlx::query(
-            "SELECT m.label, m.provider_id, m.model, m.display_name, m.enabled, m.context_window, \
-               m.input_price_micros, m.output_price_micros, m.supports_tools, m.supports_vision, \
-               m.supports_reasoning \
-             FROM models m WHERE m.tenant_id = $1 \
-             ORDER BY m.input_price_micros + m.output_price_micros, m.label",
-        )
-        .bind(PLATFORM)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut models = Vec::with_capacity(model_rows.len());
-        for row in &model_rows {
-            let provider_id: String = row.try_get("provider_id")?;
-            let provider = providers.iter().find(|p| p.id == provider_id);
-            models.push(CatalogModel {
-                info: ModelInfo {
-                    label: row.try_get("label")?,
-                    provider: provider_id.clone(),
-                    model: row.try_get("model")?,
-                    display_name: row.try_get("display_name")?,
-                    enabled: row.try_get("enabled")?,
-                    context_window: row.try_get::<i32, _>("context_window")?.max(0) as u32,
-                    input_price_micros: u64_of(row, "input_price_micros")?,
-                    output_price_micros: u64_of(row, "output_price_micros")?,
-                    capabilities: Some(ModelCapabilities {
-                        tools: row.try_get("supports_tools")?,
-                        vision: row.try_get("supports_vision")?,
-                        reasoning: row.try_get("supports_reasoning")?,
-                    }),
-                    provider_tags: provider.map(|p| p.tags.clone()).unwrap_or_default(),
-                },
-                provider_kind: provider.map(|p| p.kind.clone()).unwrap_or_default(),
-                provider_enabled: provider.is_some_and(|p| p.enabled),
-            });
-        }
+        let mut conn = self.pool.acquire().await?;
+        let (providers, models) = load_catalog_rows(&mut conn, PLATFORM).await?;
+        drop(conn);
         let policy_rows = sqlx::query(
             "SELECT tenant_id, classification, required_tags, forbidden_tags FROM policies \
              WHERE tenant_id = $1",
@@ -356,21 +376,34 @@ impl Catalog {
         })
     }
 
-    /// A transaction allowed to write platform rows (the policies' WITH CHECK).
-    async fn platform_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        pa_kit::db::tenant_tx(&self.pool, PLATFORM).await
+    /// A transaction allowed to write `scope`'s rows (the policies' WITH CHECK).
+    async fn scope_tx(
+        &self,
+        scope: Scope<'_>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        pa_kit::db::tenant_tx(&self.pool, scope.tenant()).await
     }
 
     // ---- administration --------------------------------------------------------------
+    // The caller decides the scope from the caller's role (svc-models' service layer); here
+    // every write stays inside it: a tenant scope never writes or changes a platform row.
 
-    /// Creates or updates a provider; `platform_key` replaces the stored key when given.
+    /// Creates or updates a provider of `scope`; `key` replaces the stored key when given.
+    /// A tenant cannot take an id the platform uses (409), so a tenant provider never stands
+    /// in for a shared one.
     pub async fn upsert_provider(
         &self,
+        scope: Scope<'_>,
         info: &ProviderInfo,
-        platform_key: Option<&Sealed>,
+        key: Option<&Sealed>,
     ) -> Result<Provider, CatalogError> {
         validate_id("provider id", &info.id)?;
         match info.kind.as_str() {
+            "offline" if scope != Scope::Platform => {
+                return Err(CatalogError::Invalid(
+                    "a tenant provider must be openai_compatible".into(),
+                ));
+            }
             "offline" => {}
             "openai_compatible" => {
                 let url = info.base_url.trim();
@@ -379,6 +412,11 @@ impl Catalog {
                         "an openai_compatible provider needs an http(s) base_url".into(),
                     ));
                 }
+                if url.len() > MAX_BASE_URL {
+                    return Err(CatalogError::Invalid(format!(
+                        "base_url is longer than {MAX_BASE_URL} characters"
+                    )));
+                }
             }
             other => {
                 return Err(CatalogError::Invalid(format!(
@@ -386,10 +424,31 @@ impl Catalog {
                 )));
             }
         }
+        if info.tags.len() > MAX_TAGS {
+            return Err(CatalogError::Invalid(format!(
+                "at most {MAX_TAGS} tags per provider"
+            )));
+        }
         for tag in &info.tags {
             validate_id("tag", tag)?;
         }
-        let mut tx = self.platform_tx().await?;
+        if info.display_name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(CatalogError::Invalid(format!(
+                "display_name is longer than {MAX_DISPLAY_NAME} characters"
+            )));
+        }
+        if let Scope::Tenant(tenant) = scope {
+            let platform = self.snapshot(PLATFORM).await?;
+            if platform.provider(&info.id).is_some() {
+                return Err(CatalogError::Conflict(format!(
+                    "provider id {:?} belongs to the platform catalog; choose another id for \
+                     your organisation's provider (tenant {tenant})",
+                    info.id
+                )));
+            }
+        }
+        let tenant = scope.tenant();
+        let mut tx = self.scope_tx(scope).await?;
         sqlx::query(
             "INSERT INTO providers (tenant_id, id, kind, base_url, tags, enabled, display_name) \
              VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7) \
@@ -397,7 +456,7 @@ impl Catalog {
                tags = EXCLUDED.tags, enabled = EXCLUDED.enabled, display_name = EXCLUDED.display_name, \
                updated_at = now()",
         )
-        .bind(PLATFORM)
+        .bind(tenant)
         .bind(&info.id)
         .bind(&info.kind)
         .bind(info.base_url.trim())
@@ -406,13 +465,13 @@ impl Catalog {
         .bind(&info.display_name)
         .execute(&mut *tx)
         .await?;
-        if let Some(sealed) = platform_key {
+        if let Some(sealed) = key {
             sqlx::query(
                 "UPDATE providers SET platform_kek_id = $3, platform_wrapped_dek = $4, platform_dek_nonce = $5, \
                    platform_ciphertext = $6, platform_nonce = $7, updated_at = now() \
                  WHERE tenant_id = $1 AND id = $2",
             )
-            .bind(PLATFORM)
+            .bind(tenant)
             .bind(&info.id)
             .bind(&sealed.kek_id)
             .bind(&sealed.wrapped_dek)
@@ -424,23 +483,43 @@ impl Catalog {
         }
         tx.commit().await?;
         self.invalidate();
-        let snap = self.snapshot(PLATFORM).await?;
+        let snap = self.snapshot(tenant).await?;
         snap.provider(&info.id)
+            .filter(|p| p.tenant_id == tenant)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownProvider(info.id.clone()))
     }
 
-    pub async fn upsert_model(&self, info: &ModelInfo) -> Result<CatalogModel, CatalogError> {
+    /// Creates or updates a model of `scope`. A tenant's models live on the tenant's own
+    /// providers only (a platform provider's key is the platform's to spend).
+    pub async fn upsert_model(
+        &self,
+        scope: Scope<'_>,
+        info: &ModelInfo,
+    ) -> Result<CatalogModel, CatalogError> {
         if !is_label(&info.label) {
             return Err(CatalogError::BadLabel(info.label.clone()));
         }
         let (provider, model) = info.label.split_once(':').unwrap_or_default();
-        let snap = self.snapshot(PLATFORM).await?;
-        if snap.provider(provider).is_none() {
-            return Err(CatalogError::UnknownProvider(provider.to_string()));
+        let tenant = scope.tenant();
+        let snap = self.snapshot(tenant).await?;
+        match snap.provider(provider) {
+            None => return Err(CatalogError::UnknownProvider(provider.to_string())),
+            Some(p) if p.tenant_id != tenant => {
+                return Err(CatalogError::Forbidden(format!(
+                    "provider {provider} belongs to the platform catalog: only a platform \
+                     administrator adds its models"
+                )));
+            }
+            Some(_) => {}
         }
         if info.context_window == 0 {
             return Err(CatalogError::Invalid("context_window must be > 0".into()));
+        }
+        if info.display_name.chars().count() > MAX_DISPLAY_NAME {
+            return Err(CatalogError::Invalid(format!(
+                "display_name is longer than {MAX_DISPLAY_NAME} characters"
+            )));
         }
         let caps = info.capabilities.unwrap_or_default();
         let display = if info.display_name.trim().is_empty() {
@@ -448,7 +527,7 @@ impl Catalog {
         } else {
             info.display_name.trim()
         };
-        let mut tx = self.platform_tx().await?;
+        let mut tx = self.scope_tx(scope).await?;
         sqlx::query(
             "INSERT INTO models (tenant_id, label, provider_id, model, display_name, enabled, context_window, \
                input_price_micros, output_price_micros, supports_tools, supports_vision, supports_reasoning) \
@@ -459,7 +538,7 @@ impl Catalog {
                supports_tools = EXCLUDED.supports_tools, supports_vision = EXCLUDED.supports_vision, \
                supports_reasoning = EXCLUDED.supports_reasoning",
         )
-        .bind(PLATFORM)
+        .bind(tenant)
         .bind(&info.label)
         .bind(provider)
         .bind(model)
@@ -475,22 +554,37 @@ impl Catalog {
         .await?;
         tx.commit().await?;
         self.invalidate();
-        let snap = self.snapshot(PLATFORM).await?;
+        let snap = self.snapshot(tenant).await?;
         snap.model(&info.label)
             .cloned()
             .ok_or_else(|| CatalogError::UnknownModel(info.label.clone()))
     }
 
-    /// Applies the fields that are set.
+    /// Applies the fields that are set, to a row of `scope`: a tenant administrator patching a
+    /// platform model is refused (403; the overlay is [`Catalog::set_overlay`]).
     pub async fn patch_model(
         &self,
+        scope: Scope<'_>,
         patch: &pa_proto::v1::PatchModelRequest,
     ) -> Result<CatalogModel, CatalogError> {
-        let snap = self.snapshot(PLATFORM).await?;
-        let mut info = snap
+        let snap = self.snapshot(scope.tenant()).await?;
+        let model = snap
             .model(&patch.label)
-            .map(|m| m.info.clone())
             .ok_or_else(|| CatalogError::UnknownModel(patch.label.clone()))?;
+        if model.info.scope != scope.name() {
+            return Err(CatalogError::Forbidden(format!(
+                "model {} is a {} model; {}",
+                patch.label,
+                model.info.scope,
+                if scope == Scope::Platform {
+                    "a tenant's own model is changed by its tenant's administrators"
+                } else {
+                    "only a platform administrator changes it (switch it off for your \
+                     organisation with PUT /v1/admin/model-overlays/{label})"
+                }
+            )));
+        }
+        let mut info = model.info.clone();
         if let Some(enabled) = patch.enabled {
             info.enabled = enabled;
         }
@@ -509,14 +603,63 @@ impl Catalog {
         if let Some(caps) = patch.capabilities {
             info.capabilities = Some(caps);
         }
-        self.upsert_model(&info).await
+        self.upsert_model(scope, &info).await
     }
 
+    /// Switches a platform model on or off for one tenant (the overlay); the platform row is
+    /// not touched. A platform model the platform disabled stays disabled.
+    pub async fn set_overlay(
+        &self,
+        tenant: &str,
+        actor: &str,
+        label: &str,
+        enabled: bool,
+    ) -> Result<CatalogModel, CatalogError> {
+        if tenant == PLATFORM || tenant.is_empty() {
+            return Err(CatalogError::Invalid(
+                "an overlay belongs to a tenant".into(),
+            ));
+        }
+        if !is_label(label) {
+            return Err(CatalogError::BadLabel(label.to_string()));
+        }
+        let snap = self.snapshot(tenant).await?;
+        match snap.model(label) {
+            None => return Err(CatalogError::UnknownModel(label.to_string())),
+            Some(m) if m.info.scope != "platform" => {
+                return Err(CatalogError::Invalid(format!(
+                    "{label} is your organisation's own model: PATCH it instead"
+                )));
+            }
+            Some(_) => {}
+        }
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        sqlx::query(
+            "INSERT INTO model_overlays (tenant_id, label, enabled, updated_by) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, label) DO UPDATE SET enabled = EXCLUDED.enabled, \
+               updated_by = EXCLUDED.updated_by, updated_at = now()",
+        )
+        .bind(tenant)
+        .bind(label)
+        .bind(enabled)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.invalidate();
+        let snap = self.snapshot(tenant).await?;
+        snap.model(label)
+            .cloned()
+            .ok_or_else(|| CatalogError::UnknownModel(label.to_string()))
+    }
+
+    /// Sets `scope`'s policy for one classification (a tenant's overrides the platform's).
     pub async fn set_policy(
         &self,
-        tenant_id: &str,
+        scope: Scope<'_>,
         policy: &ClassificationPolicy,
     ) -> Result<(), CatalogError> {
+        let tenant_id = scope.tenant();
         let classification = DataClassification::try_from(policy.classification)
             .ok()
             .filter(|c| *c != DataClassification::Unspecified)
@@ -525,6 +668,11 @@ impl Catalog {
                     "classification must be public, internal, confidential or restricted".into(),
                 )
             })?;
+        if policy.required_tags.len() + policy.forbidden_tags.len() > 2 * MAX_TAGS {
+            return Err(CatalogError::Invalid(format!(
+                "at most {MAX_TAGS} required and {MAX_TAGS} forbidden tags"
+            )));
+        }
         for tag in policy.required_tags.iter().chain(&policy.forbidden_tags) {
             validate_id("tag", tag)?;
         }
@@ -547,7 +695,7 @@ impl Catalog {
 
     /// Adds tags to the platform vocabulary (from the declarative config).
     pub async fn add_known_tags(&self, tags: &[(String, String)]) -> Result<(), CatalogError> {
-        let mut tx = self.platform_tx().await?;
+        let mut tx = self.scope_tx(Scope::Platform).await?;
         for (tag, description) in tags {
             validate_id("tag", tag)?;
             sqlx::query(
@@ -564,6 +712,138 @@ impl Catalog {
         self.invalidate();
         Ok(())
     }
+}
+
+/// One tenant's own rows, to merge over the platform's.
+struct TenantRows {
+    providers: Vec<Provider>,
+    models: Vec<CatalogModel>,
+    /// (label, enabled) of platform models.
+    overlays: Vec<(String, bool)>,
+    policies: Vec<Policy>,
+    known_tags: Vec<(String, String)>,
+}
+
+impl TenantRows {
+    fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+            && self.models.is_empty()
+            && self.overlays.is_empty()
+            && self.policies.is_empty()
+            && self.known_tags.is_empty()
+    }
+}
+
+/// The platform snapshot with a tenant's rows over it. A tenant provider (and its models) whose
+/// id a platform provider has is left out: the platform's wins, so no tenant can stand in for
+/// a shared provider, not even inside its own tenant.
+fn merge(platform: &Snapshot, own: TenantRows) -> Snapshot {
+    let mut snap = platform.clone();
+    let shadowed = |id: &str| platform.providers.iter().any(|p| p.id == id);
+    for provider in own.providers {
+        if shadowed(&provider.id) {
+            tracing::warn!(tenant = %provider.tenant_id, provider = %provider.id,
+                "a tenant provider has the id of a platform provider; the platform's is used");
+        } else {
+            snap.providers.push(provider);
+        }
+    }
+    snap.models.extend(
+        own.models
+            .into_iter()
+            .filter(|m| !shadowed(&m.info.provider)),
+    );
+    for (label, enabled) in own.overlays {
+        if let Some(m) = snap
+            .models
+            .iter_mut()
+            .find(|m| m.info.label == label && m.info.scope == "platform")
+        {
+            m.info.tenant_disabled = !enabled;
+        }
+    }
+    snap.models.sort_by(|a, b| {
+        let price = |m: &CatalogModel| {
+            m.info
+                .input_price_micros
+                .saturating_add(m.info.output_price_micros)
+        };
+        price(a)
+            .cmp(&price(b))
+            .then_with(|| a.info.label.cmp(&b.info.label))
+    });
+    snap.policies.extend(own.policies);
+    snap.known_tags.extend(own.known_tags);
+    snap
+}
+
+/// The providers and models of one tenant (or of the platform), on a connection whose tenant
+/// setting admits them.
+async fn load_catalog_rows(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+) -> Result<(Vec<Provider>, Vec<CatalogModel>), sqlx::Error> {
+    let provider_rows = sqlx::query(
+        "SELECT id, kind, COALESCE(base_url, '') AS base_url, tags, enabled, display_name, \
+           platform_kek_id, platform_wrapped_dek, platform_dek_nonce, platform_ciphertext, platform_nonce \
+         FROM providers WHERE tenant_id = $1 ORDER BY id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await?;
+    let providers = provider_rows
+        .iter()
+        .map(|row| {
+            Ok(Provider {
+                tenant_id: tenant.to_string(),
+                id: row.try_get("id")?,
+                kind: row.try_get("kind")?,
+                base_url: row.try_get("base_url")?,
+                tags: row.try_get("tags")?,
+                enabled: row.try_get("enabled")?,
+                display_name: row.try_get("display_name")?,
+                platform_key: sealed_from_row(row)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    let model_rows = sqlx::query(
+        "SELECT m.label, m.provider_id, m.model, m.display_name, m.enabled, m.context_window, \
+           m.input_price_micros, m.output_price_micros, m.supports_tools, m.supports_vision, \
+           m.supports_reasoning \
+         FROM models m WHERE m.tenant_id = $1 \
+         ORDER BY m.input_price_micros + m.output_price_micros, m.label",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut models = Vec::with_capacity(model_rows.len());
+    for row in &model_rows {
+        let provider_id: String = row.try_get("provider_id")?;
+        let provider = providers.iter().find(|p| p.id == provider_id);
+        models.push(CatalogModel {
+            info: ModelInfo {
+                label: row.try_get("label")?,
+                provider: provider_id.clone(),
+                model: row.try_get("model")?,
+                display_name: row.try_get("display_name")?,
+                enabled: row.try_get("enabled")?,
+                context_window: row.try_get::<i32, _>("context_window")?.max(0) as u32,
+                input_price_micros: u64_of(row, "input_price_micros")?,
+                output_price_micros: u64_of(row, "output_price_micros")?,
+                capabilities: Some(ModelCapabilities {
+                    tools: row.try_get("supports_tools")?,
+                    vision: row.try_get("supports_vision")?,
+                    reasoning: row.try_get("supports_reasoning")?,
+                }),
+                provider_tags: provider.map(|p| p.tags.clone()).unwrap_or_default(),
+                scope: scope_name(tenant).into(),
+                tenant_disabled: false,
+            },
+            provider_kind: provider.map(|p| p.kind.clone()).unwrap_or_default(),
+            provider_enabled: provider.is_some_and(|p| p.enabled),
+        });
+    }
+    Ok((providers, models))
 }
 
 fn policies_of(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Policy>, sqlx::Error> {
@@ -640,6 +920,8 @@ pub mod test_support {
                     reasoning: false,
                 }),
                 provider_tags: tags.iter().map(|t| t.to_string()).collect(),
+                scope: "platform".into(),
+                tenant_disabled: false,
             },
             provider_kind: "openai_compatible".into(),
             provider_enabled: true,
@@ -695,5 +977,70 @@ mod tests {
         assert!(!super::is_label("echo"));
         assert!(!super::is_label(":echo"));
         assert!(!super::is_label("a: b"));
+    }
+
+    use super::test_support::{model, snapshot};
+    use super::*;
+
+    fn provider(tenant: &str, id: &str, url: &str) -> Provider {
+        Provider {
+            tenant_id: tenant.into(),
+            id: id.into(),
+            kind: "openai_compatible".into(),
+            base_url: url.into(),
+            tags: vec![],
+            enabled: true,
+            display_name: id.into(),
+            platform_key: None,
+        }
+    }
+
+    fn tenant_model(label: &str, provider: &str) -> CatalogModel {
+        let mut m = model(label, provider, &[], 1, false);
+        m.info.scope = "tenant".into();
+        m
+    }
+
+    #[test]
+    fn a_tenant_never_stands_in_for_a_platform_provider() {
+        let mut platform = snapshot(vec![model("shared:m", "shared", &[], 5, false)]);
+        platform.providers = vec![provider(PLATFORM, "shared", "https://shared.example/v1")];
+        let own = TenantRows {
+            providers: vec![
+                provider("acme", "shared", "http://evil.example/v1"),
+                provider("acme", "ours", "https://ours.example/v1"),
+            ],
+            models: vec![
+                tenant_model("shared:other", "shared"),
+                tenant_model("ours:m", "ours"),
+            ],
+            overlays: vec![("shared:m".into(), false), ("ours:m".into(), false)],
+            policies: vec![],
+            known_tags: vec![],
+        };
+        let merged = merge(&platform, own);
+        let shared = merged
+            .provider("shared")
+            .map(|p| (p.tenant_id.as_str(), p.base_url.as_str()));
+        assert_eq!(shared, Some((PLATFORM, "https://shared.example/v1")));
+        assert!(
+            merged.model("shared:other").is_none(),
+            "a model of a shadowed id is dropped"
+        );
+        assert_eq!(
+            merged.provider("ours").map(|p| p.key()),
+            Some("acme/ours".into())
+        );
+        // The overlay switches the platform model off for the tenant and leaves the row enabled;
+        // it never applies to the tenant's own models (those are patched directly).
+        let shared_m = merged
+            .model("shared:m")
+            .map(|m| m.info.clone())
+            .unwrap_or_default();
+        assert!(shared_m.enabled && shared_m.tenant_disabled);
+        assert!(merged.usable_model("shared:m").is_err());
+        assert!(merged.usable_model("ours:m").is_ok());
+        // The platform snapshot itself is untouched.
+        assert!(platform.usable_model("shared:m").is_ok());
     }
 }

@@ -27,6 +27,10 @@ pub struct Config {
     /// `PA_EMBED_MODEL_DIR`: all-MiniLM-L6-v2 for offline embeddings; default
     /// `.dev/models/all-MiniLM-L6-v2` if it exists. None = a hashed fallback (logged).
     pub embed_model_dir: Option<std::path::PathBuf>,
+    /// `PA_MODELS_NET_ALLOW`: CIDRs and host names provider base URLs may reach although they
+    /// are private, loopback or link-local (e.g. `127.0.0.1, ollama.internal`); default none.
+    /// Every other non-public address is refused, like web_fetch's (ADR 0130).
+    pub net_allow: pa_netguard::AllowList,
 }
 
 fn embed_model_dir(default: std::path::PathBuf) -> Option<std::path::PathBuf> {
@@ -68,6 +72,14 @@ impl Config {
             provider_idle_timeout: ms("PA_PROVIDER_IDLE_TIMEOUT_MS", 60_000)?,
             provider_connect_timeout: ms("PA_PROVIDER_CONNECT_TIMEOUT_MS", 5_000)?,
             embed_model_dir: embed_model_dir(".dev/models/all-MiniLM-L6-v2".into()),
+            net_allow: {
+                let value = env_or("PA_MODELS_NET_ALLOW", "");
+                pa_netguard::AllowList::parse(&value).map_err(|reason| ConfigError {
+                    name: "PA_MODELS_NET_ALLOW".into(),
+                    value,
+                    reason,
+                })?
+            },
         })
     }
 
@@ -88,6 +100,8 @@ impl Config {
                 std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                     .join("../.dev/models/all-MiniLM-L6-v2"),
             ),
+            // Tests' scripted providers listen on loopback.
+            net_allow: pa_netguard::AllowList::parse("127.0.0.1, localhost").unwrap_or_default(),
         }
     }
 }

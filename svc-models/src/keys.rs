@@ -157,11 +157,13 @@ impl KeyStore {
         Self { pool, enc }
     }
 
-    /// Stores (or replaces) the caller's key for `provider`; every put gets a new `key_id`.
+    /// Stores (or replaces) the caller's key for `provider`, bound to the provider's current
+    /// `base_url` (the key goes there and nowhere else); every put gets a new `key_id`.
     pub async fn put(
         &self,
         identity: &Identity,
         provider: &str,
+        base_url: &str,
         api_key: &str,
     ) -> Result<KeyRef, KeyError> {
         let (tenant, user) = owner(identity)?;
@@ -177,13 +179,14 @@ impl KeyStore {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let created_at: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
             "INSERT INTO user_keys (tenant_id, user_id, provider, key_id, kek_id, wrapped_dek, \
-                 dek_nonce, ciphertext, nonce, last4) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                 dek_nonce, ciphertext, nonce, last4, bound_base_url) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (tenant_id, user_id, provider) DO UPDATE SET \
                  key_id = EXCLUDED.key_id, kek_id = EXCLUDED.kek_id, \
                  wrapped_dek = EXCLUDED.wrapped_dek, dek_nonce = EXCLUDED.dek_nonce, \
                  ciphertext = EXCLUDED.ciphertext, nonce = EXCLUDED.nonce, \
-                 last4 = EXCLUDED.last4, created_at = now(), updated_at = now() \
+                 last4 = EXCLUDED.last4, bound_base_url = EXCLUDED.bound_base_url, \
+                 created_at = now(), updated_at = now() \
              RETURNING created_at",
         )
         .bind(tenant)
@@ -196,6 +199,7 @@ impl KeyStore {
         .bind(&sealed.ciphertext)
         .bind(&sealed.nonce)
         .bind(&last4)
+        .bind(base_url)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -205,7 +209,44 @@ impl KeyStore {
             key_id,
             last4,
             created_at_ms: created_at.timestamp_millis(),
+            bound_base_url: base_url.to_string(),
+            ..Default::default()
         })
+    }
+
+    /// Binds the caller's key for `provider` to `base_url` (the user confirmed it).
+    pub async fn confirm(
+        &self,
+        identity: &Identity,
+        provider: &str,
+        base_url: &str,
+    ) -> Result<(), KeyError> {
+        let (tenant, user) = owner(identity)?;
+        validate_provider(provider)?;
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        let updated = sqlx::query(
+            "UPDATE user_keys SET bound_base_url = $4, updated_at = now() \
+             WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(provider)
+        .bind(base_url)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        if updated == 0 {
+            return Err(KeyError::NotFound(provider.to_string()));
+        }
+        tracing::info!(
+            tenant,
+            user,
+            provider,
+            base_url,
+            "user key confirmed for a base URL"
+        );
+        Ok(())
     }
 
     /// The caller's keys, by provider; references only.
@@ -213,7 +254,7 @@ impl KeyStore {
         let (tenant, user) = owner(identity)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let rows = sqlx::query(
-            "SELECT provider, key_id, last4, created_at FROM user_keys \
+            "SELECT provider, key_id, last4, created_at, bound_base_url FROM user_keys \
              WHERE tenant_id = $1 AND user_id = $2 ORDER BY provider",
         )
         .bind(tenant)
@@ -230,6 +271,8 @@ impl KeyStore {
                     created_at_ms: row
                         .try_get::<chrono::DateTime<chrono::Utc>, _>("created_at")?
                         .timestamp_millis(),
+                    bound_base_url: row.try_get("bound_base_url")?,
+                    ..Default::default()
                 })
             })
             .collect()
@@ -257,17 +300,18 @@ impl KeyStore {
         Ok(())
     }
 
-    /// The caller's key for `provider`, decrypted for a provider call; `None` when there is none.
+    /// The caller's key for `provider`, decrypted for a provider call, with the base URL it is
+    /// bound to ('' = stored before keys were bound); `None` when there is none.
     pub async fn get(
         &self,
         identity: &Identity,
         provider: &str,
-    ) -> Result<Option<Secret>, KeyError> {
+    ) -> Result<Option<(Secret, String)>, KeyError> {
         let (tenant, user) = owner(identity)?;
         validate_provider(provider)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let row = sqlx::query(
-            "SELECT kek_id, wrapped_dek, dek_nonce, ciphertext, nonce FROM user_keys \
+            "SELECT kek_id, wrapped_dek, dek_nonce, ciphertext, nonce, bound_base_url FROM user_keys \
              WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
         )
         .bind(tenant)
@@ -280,9 +324,10 @@ impl KeyStore {
             return Ok(None);
         };
         let sealed = sealed_from_row(&row)?;
+        let bound: String = row.try_get("bound_base_url")?;
         let aad = user_key_aad(tenant, user, provider);
         match self.enc.open(&sealed, &aad) {
-            Ok(secret) => Ok(Some(secret)),
+            Ok(secret) => Ok(Some((secret, bound))),
             Err(err) => {
                 tracing::error!(tenant, user, provider, kek_id = %sealed.kek_id, error = %err,
                     "a stored user key does not open");
@@ -436,7 +481,10 @@ mod tests {
 
         use super::*;
 
-        const MIGRATION: &str = include_str!("../migrations/0003_user_keys.sql");
+        const MIGRATIONS: [&str; 2] = [
+            include_str!("../migrations/0003_user_keys.sql"),
+            include_str!("../migrations/0006_tenant_catalog.sql"),
+        ];
 
         fn identity(tenant: &str, user: &str) -> Identity {
             Identity {
@@ -472,7 +520,9 @@ mod tests {
                 .await
                 .unwrap();
             let outcome = async {
-                sqlx::raw_sql(MIGRATION).execute(&pool).await.unwrap();
+                for migration in MIGRATIONS {
+                    sqlx::raw_sql(migration).execute(&pool).await.unwrap();
+                }
                 tokio::spawn(body(pool.clone())).await
             }
             .await;
@@ -500,20 +550,52 @@ mod tests {
                 assert!(store.list(&alice).await.unwrap().is_empty());
                 assert!(store.get(&alice, "openai").await.unwrap().is_none());
 
-                let first = store.put(&alice, "openai", KEY).await.unwrap();
+                let first = store
+                    .put(&alice, "openai", "https://api.example.com/v1", KEY)
+                    .await
+                    .unwrap();
                 assert_eq!(first.provider, "openai");
                 assert_eq!(first.last4, "WXYZ");
                 assert!(uuid::Uuid::parse_str(&first.key_id).is_ok());
                 assert!(first.created_at_ms > 0);
+                assert_eq!(first.bound_base_url, "https://api.example.com/v1");
+                // Confirming binds the key to another base URL; `get` says which.
+                store
+                    .confirm(&alice, "openai", "https://moved.example.com/v1")
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    store.get(&alice, "openai").await.unwrap().unwrap().1,
+                    "https://moved.example.com/v1"
+                );
+                assert!(matches!(
+                    store.confirm(&bob, "openai", "https://x.example.com").await,
+                    Err(KeyError::NotFound(_))
+                ));
+                store
+                    .confirm(&alice, "openai", "https://api.example.com/v1")
+                    .await
+                    .unwrap();
                 let other = store
-                    .put(&alice, "anthropic", "sk-ant-zzzzzzzzzzzz9876")
+                    .put(
+                        &alice,
+                        "anthropic",
+                        "https://api.example.com/v1",
+                        "sk-ant-zzzzzzzzzzzz9876",
+                    )
                     .await
                     .unwrap();
 
                 let listed = store.list(&alice).await.unwrap();
                 assert_eq!(listed, vec![other.clone(), first.clone()]);
                 assert_eq!(
-                    store.get(&alice, "openai").await.unwrap().unwrap().expose(),
+                    store
+                        .get(&alice, "openai")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .0
+                        .expose(),
                     KEY
                 );
 
@@ -534,13 +616,24 @@ mod tests {
 
                 // A second put replaces the key, with a new key_id.
                 let second = store
-                    .put(&alice, "openai", "sk-test-replacement-0000")
+                    .put(
+                        &alice,
+                        "openai",
+                        "https://api.example.com/v1",
+                        "sk-test-replacement-0000",
+                    )
                     .await
                     .unwrap();
                 assert_ne!(second.key_id, first.key_id);
                 assert_eq!(second.last4, "0000");
                 assert_eq!(
-                    store.get(&alice, "openai").await.unwrap().unwrap().expose(),
+                    store
+                        .get(&alice, "openai")
+                        .await
+                        .unwrap()
+                        .unwrap()
+                        .0
+                        .expose(),
                     "sk-test-replacement-0000"
                 );
                 assert_eq!(store.list(&alice).await.unwrap(), vec![other, second]);
@@ -579,15 +672,31 @@ mod tests {
 
                 // Bad input.
                 assert!(matches!(
-                    store.put(&alice, "Open AI", KEY).await,
+                    store
+                        .put(&alice, "Open AI", "https://api.example.com/v1", KEY)
+                        .await,
                     Err(KeyError::InvalidProvider)
                 ));
                 assert!(matches!(
-                    store.put(&alice, "openai", "sk with space").await,
+                    store
+                        .put(
+                            &alice,
+                            "openai",
+                            "https://api.example.com/v1",
+                            "sk with space"
+                        )
+                        .await,
                     Err(KeyError::InvalidKey(_))
                 ));
                 assert!(matches!(
-                    store.put(&identity("t1", ""), "openai", KEY).await,
+                    store
+                        .put(
+                            &identity("t1", ""),
+                            "openai",
+                            "https://api.example.com/v1",
+                            KEY
+                        )
+                        .await,
                     Err(KeyError::NoIdentity)
                 ));
 
@@ -611,9 +720,14 @@ mod tests {
                     .map(|i| identity("t1", &format!("user{i:03}")))
                     .collect();
                 for user in &users {
-                    old.put(user, "openai", &format!("sk-{}", user.user_id))
-                        .await
-                        .unwrap();
+                    old.put(
+                        user,
+                        "openai",
+                        "https://api.example.com/v1",
+                        &format!("sk-{}", user.user_id),
+                    )
+                    .await
+                    .unwrap();
                 }
                 let refs = old.list(&users[0]).await.unwrap();
 
@@ -628,6 +742,7 @@ mod tests {
                         .await
                         .unwrap()
                         .unwrap()
+                        .0
                         .expose(),
                     "sk-user001"
                 );
@@ -650,6 +765,7 @@ mod tests {
                             .await
                             .unwrap()
                             .unwrap()
+                            .0
                             .expose(),
                         format!("sk-{}", user.user_id)
                     );

@@ -82,12 +82,14 @@ pub async fn run(
             "re-encrypted stored keys under the current KEK"
         );
     }
+    let net_guard = pa_netguard::AddressGuard::new(config.net_allow.clone(), &[]);
     let relay = relay::Relay {
         catalog,
         keys,
         enc,
         usage: usage::UsageStore::new(pool),
-        http: provider::http_client(config.provider_connect_timeout)?,
+        http: provider::http_client(&net_guard, config.provider_connect_timeout)?,
+        net_guard,
         breakers: breaker::Breakers::default(),
         timeouts: relay::Timeouts {
             first_byte: config.provider_first_byte_timeout,

@@ -104,8 +104,14 @@ pub fn classify(err: &OpenAIError) -> ProviderError {
 }
 
 /// Builds the reqwest client every provider call shares (connection pool, connect timeout).
-pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The client for provider calls: every connection goes through `guard` (base URLs may not
+/// reach private, loopback, link-local or metadata addresses unless the operator allows them).
+pub fn http_client(
+    guard: &pa_netguard::AddressGuard,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    guard
+        .client_builder()
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))

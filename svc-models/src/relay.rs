@@ -37,6 +37,8 @@ pub struct Relay {
     pub enc: Arc<KeyEncryption>,
     pub usage: UsageStore,
     pub http: reqwest::Client,
+    /// The address policy `http` connects under; base URLs are checked with it when set.
+    pub net_guard: pa_netguard::AddressGuard,
     pub breakers: Breakers,
     pub timeouts: Timeouts,
     pub offline_token_delay: Duration,
@@ -79,8 +81,14 @@ impl Callable {
     }
 }
 
-pub fn platform_key_aad(provider: &str) -> String {
-    format!("platform-key/{provider}")
+/// The associated data a provider's own key (the platform's, or a tenant's for its own
+/// provider) is sealed with: a key copied to another provider row does not open there.
+pub fn provider_key_aad(tenant: &str, provider: &str) -> String {
+    if tenant == crate::catalog::PLATFORM {
+        format!("platform-key/{provider}")
+    } else {
+        format!("tenant-key/{tenant}/{provider}")
+    }
 }
 
 impl Relay {
@@ -92,13 +100,29 @@ impl Relay {
         if provider.kind == "offline" {
             return Ok(KeyChoice::None);
         }
-        if let Some(secret) = self.keys.get(identity, &provider.id).await? {
+        if let Some((secret, bound)) = self.keys.get(identity, &provider.id).await? {
+            // A key goes only where it was given for (ADR 0130): never silently to a base URL
+            // that changed since, and never swapped for the platform key behind the user's back.
+            if !bound.is_empty() && bound != provider.base_url {
+                return Err(PaError::new(
+                    pa_kit::ErrorCode::FailedPrecondition,
+                    format!(
+                        "the base URL of provider {p} changed since you stored your key (it was \
+                         given for {bound}, the provider now points at {now}); your key is not \
+                         sent there until you confirm with POST /v1/me/keys/{p}/confirm \
+                         {{\"base_url\": \"{now}\"}} or store it again",
+                        p = provider.id,
+                        now = provider.base_url,
+                    ),
+                ));
+            }
             return Ok(KeyChoice::User(secret));
         }
         if let Some(sealed) = &provider.platform_key {
-            return Ok(KeyChoice::Platform(
-                self.enc.open(sealed, &platform_key_aad(&provider.id))?,
-            ));
+            return Ok(KeyChoice::Platform(self.enc.open(
+                sealed,
+                &provider_key_aad(&provider.tenant_id, &provider.id),
+            )?));
         }
         Err(PaError::new(
             pa_kit::ErrorCode::FailedPrecondition,
@@ -107,6 +131,17 @@ impl Relay {
                 p = provider.id
             ),
         ))
+    }
+
+    /// Refuses a provider base URL the network guard would not connect to, with the reason.
+    pub async fn check_base_url(&self, base_url: &str) -> Result<(), PaError> {
+        let url = reqwest::Url::parse(base_url.trim())
+            .map_err(|e| PaError::bad_request(format!("base_url is not a URL: {e}")))?;
+        self.net_guard.check_reachable(&url).await.map_err(|e| {
+            PaError::bad_request(format!(
+                "base_url {e}; an operator can allow it with PA_MODELS_NET_ALLOW"
+            ))
+        })
     }
 
     /// The caller's [`Callable`]; their own keys are looked up only when some usable model
@@ -246,7 +281,7 @@ impl Relay {
                 attempts.push(attempt);
                 continue;
             };
-            if !self.breakers.allows(&provider.id, Instant::now()) {
+            if !self.breakers.allows(&provider.key(), Instant::now()) {
                 refuse(
                     &mut attempt,
                     "unavailable",
@@ -279,7 +314,7 @@ impl Relay {
             attempt.latency_ms = started.elapsed().as_millis() as u64;
             match outcome {
                 Ok((finish_reason, mut usage)) => {
-                    self.breakers.success(&provider.id);
+                    self.breakers.success(&provider.key());
                     usage.cost_micros = cost_micros(
                         &usage,
                         model.info.input_price_micros,
@@ -319,7 +354,7 @@ impl Relay {
                     after_first_output,
                 }) => {
                     if error.retryable {
-                        self.breakers.failure(&provider.id, Instant::now());
+                        self.breakers.failure(&provider.key(), Instant::now());
                     }
                     refuse(&mut attempt, error.code, error.message.clone());
                     pa_kit::metrics::MODEL_ATTEMPTS

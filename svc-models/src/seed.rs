@@ -8,9 +8,9 @@ use pa_proto::v1::{
 };
 use serde::Deserialize;
 
-use crate::catalog::{Catalog, CatalogError, PLATFORM};
+use crate::catalog::{Catalog, CatalogError, PLATFORM, Scope};
 use crate::keys::{KeyEncryption, Secret};
-use crate::relay::platform_key_aad;
+use crate::relay::provider_key_aad;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -158,6 +158,7 @@ pub async fn apply(
             tags: p.tags.clone(),
             enabled: p.enabled,
             has_platform_key: false,
+            scope: "platform".into(),
             display_name: if p.display_name.is_empty() {
                 p.id.clone()
             } else {
@@ -167,8 +168,11 @@ pub async fn apply(
         let key = match &p.api_key_env {
             Some(var) => match std::env::var(var) {
                 Ok(value) if !value.trim().is_empty() => Some(
-                    enc.seal(&Secret::new(value.trim()), &platform_key_aad(&p.id))
-                        .map_err(|e| invalid(format!("provider {}: {e}", p.id)))?,
+                    enc.seal(
+                        &Secret::new(value.trim()),
+                        &provider_key_aad(PLATFORM, &p.id),
+                    )
+                    .map_err(|e| invalid(format!("provider {}: {e}", p.id)))?,
                 ),
                 _ => {
                     tracing::warn!(provider = %p.id, var, "platform key variable is not set; users need their own key");
@@ -178,7 +182,7 @@ pub async fn apply(
             None => None,
         };
         catalog
-            .upsert_provider(&info, key.as_ref())
+            .upsert_provider(Scope::Platform, &info, key.as_ref())
             .await
             .map_err(catalog_err)?;
     }
@@ -210,17 +214,23 @@ pub async fn apply(
                 .map_err(|e| invalid(format!("model {}: {e}", m.label)))?,
             capabilities: Some(caps),
             provider_tags: Vec::new(),
+            scope: "platform".into(),
+            tenant_disabled: false,
         };
-        catalog.upsert_model(&info).await.map_err(catalog_err)?;
+        catalog
+            .upsert_model(Scope::Platform, &info)
+            .await
+            .map_err(catalog_err)?;
     }
     for p in &file.policies {
         let policy = ClassificationPolicy {
             classification: classification(&p.classification).map_err(invalid)? as i32,
             required_tags: p.required_tags.clone(),
             forbidden_tags: p.forbidden_tags.clone(),
+            scope: "platform".into(),
         };
         catalog
-            .set_policy(PLATFORM, &policy)
+            .set_policy(Scope::Platform, &policy)
             .await
             .map_err(catalog_err)?;
     }

@@ -10,19 +10,19 @@ use pa_proto::v1::model_admin_service_server::ModelAdminService;
 use pa_proto::v1::model_service_server::ModelService;
 use pa_proto::v1::usage_service_server::UsageService;
 use pa_proto::v1::{
-    ClassificationPolicy, DeleteUserKeyRequest, DeleteUserKeyResponse, EmbedRequest, EmbedResponse,
-    Embedding, GetUsageRequest, GetUsageResponse, Identity, KeyRef, ListAllModelsRequest,
-    ListModelsRequest, ListModelsResponse, ListPoliciesRequest, ListPoliciesResponse,
-    ListProvidersRequest, ListProvidersResponse, ListUserKeysRequest, ListUserKeysResponse,
-    ModelInfo, ModelSelection, PatchModelRequest, ProviderInfo, PutUserKeyRequest,
-    ResolveModelRequest, StreamChatChunk, StreamChatRequest, UpsertModelRequest,
-    UpsertProviderRequest, UsageScope,
+    ClassificationPolicy, ConfirmUserKeyRequest, DeleteUserKeyRequest, DeleteUserKeyResponse,
+    EmbedRequest, EmbedResponse, Embedding, GetUsageRequest, GetUsageResponse, Identity, KeyRef,
+    ListAllModelsRequest, ListModelsRequest, ListModelsResponse, ListPoliciesRequest,
+    ListPoliciesResponse, ListProvidersRequest, ListProvidersResponse, ListUserKeysRequest,
+    ListUserKeysResponse, ModelInfo, ModelSelection, PatchModelRequest, ProviderInfo,
+    PutUserKeyRequest, ResolveModelRequest, SetModelOverlayRequest, StreamChatChunk,
+    StreamChatRequest, UpsertModelRequest, UpsertProviderRequest, UsageScope,
 };
 use tonic::{Request, Response, Status};
 
-use crate::catalog::PLATFORM;
+use crate::catalog::{PLATFORM, Scope, Snapshot, scope_name};
 use crate::keys::Secret;
-use crate::relay::{Relay, platform_key_aad};
+use crate::relay::{Relay, provider_key_aad};
 
 #[derive(Clone)]
 pub struct Services {
@@ -32,8 +32,56 @@ pub struct Services {
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
 
+/// A tenant administrator or a platform administrator (every admin endpoint needs one of them;
+/// what each may touch is decided by [`admin_scope`]).
 fn require_admin(identity: &Identity) -> Result<(), Status> {
-    Ok(pa_kit::identity::require_role(identity, "admin")?)
+    Ok(pa_kit::identity::require_any_admin(identity)?)
+}
+
+/// The caller's own tenant as a write scope (never the platform's).
+fn tenant_scope(identity: &Identity) -> Result<Scope<'_>, Status> {
+    if identity.tenant_id.is_empty() || identity.tenant_id == PLATFORM {
+        return Err(PaError::bad_request("the caller has no tenant").into());
+    }
+    Ok(Scope::Tenant(&identity.tenant_id))
+}
+
+fn forbidden_platform() -> Status {
+    PaError::new(
+        ErrorCode::Forbidden,
+        "the platform catalog (providers, models, platform keys, default policies) is changed \
+         by platform administrators only; tenant administrators manage their organisation's own \
+         providers and models (scope \"tenant\") and switch platform models off for it with \
+         PUT /v1/admin/model-overlays/{label}",
+    )
+    .into()
+}
+
+/// Where an admin write goes (ADR 0130): `requested` is "platform", "tenant" or "" (the
+/// platform for a platform administrator, else the caller's tenant). The platform scope needs
+/// the platform role; anything else stays inside the caller's tenant.
+fn admin_scope<'a>(identity: &'a Identity, requested: &str) -> Result<Scope<'a>, Status> {
+    require_admin(identity)?;
+    let platform = pa_kit::identity::is_platform_admin(identity);
+    match requested {
+        "platform" if platform => Ok(Scope::Platform),
+        "platform" => Err(forbidden_platform()),
+        "" if platform => Ok(Scope::Platform),
+        "" | "tenant" => tenant_scope(identity),
+        other => Err(PaError::bad_request(format!(
+            "scope {other:?} is neither \"platform\" nor \"tenant\""
+        ))
+        .into()),
+    }
+}
+
+/// A KeyRef with whether its binding still matches the provider's base URL.
+fn key_ref_now(mut key: KeyRef, snapshot: &Snapshot) -> KeyRef {
+    if let Some(p) = snapshot.provider(&key.provider) {
+        key.current_base_url = p.base_url.clone();
+        key.needs_confirmation = !key.bound_base_url.is_empty() && key.bound_base_url != p.base_url;
+    }
+    key
 }
 
 #[tonic::async_trait]
@@ -159,11 +207,13 @@ impl ModelAdminService for Services {
         &self,
         request: Request<ListProvidersRequest>,
     ) -> Result<Response<ListProvidersResponse>, Status> {
-        require_admin(&request.identity()?)?;
+        let identity = request.identity()?;
+        require_admin(&identity)?;
+        // The platform's providers and the caller's tenant's own, never another tenant's.
         let snapshot = self
             .relay
             .catalog
-            .snapshot(PLATFORM)
+            .snapshot(&identity.tenant_id)
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(ListProvidersResponse {
@@ -175,11 +225,15 @@ impl ModelAdminService for Services {
         &self,
         request: Request<UpsertProviderRequest>,
     ) -> Result<Response<ProviderInfo>, Status> {
-        require_admin(&request.identity()?)?;
+        let identity = request.identity()?;
         let req = request.into_inner();
         let info = req
             .provider
             .ok_or_else(|| PaError::bad_request("provider is required"))?;
+        let scope = admin_scope(&identity, &info.scope)?;
+        if info.kind == "openai_compatible" {
+            self.relay.check_base_url(&info.base_url).await?;
+        }
         let sealed = if req.platform_api_key.is_empty() {
             None
         } else {
@@ -188,7 +242,7 @@ impl ModelAdminService for Services {
                     .enc
                     .seal(
                         &Secret::new(req.platform_api_key),
-                        &platform_key_aad(&info.id),
+                        &provider_key_aad(scope.tenant(), &info.id),
                     )
                     .map_err(PaError::from)?,
             )
@@ -196,9 +250,12 @@ impl ModelAdminService for Services {
         let provider = self
             .relay
             .catalog
-            .upsert_provider(&info, sealed.as_ref())
+            .upsert_provider(scope, &info, sealed.as_ref())
             .await
             .map_err(PaError::from)?;
+        tracing::info!(actor = %identity.user_id, tenant = %identity.tenant_id,
+            scope = scope.name(), provider = %provider.id, base_url = %provider.base_url,
+            key_replaced = sealed.is_some(), "provider upserted");
         Ok(Response::new(provider.info()))
     }
 
@@ -206,11 +263,12 @@ impl ModelAdminService for Services {
         &self,
         request: Request<ListAllModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        require_admin(&request.identity()?)?;
+        let identity = request.identity()?;
+        require_admin(&identity)?;
         let snapshot = self
             .relay
             .catalog
-            .snapshot(PLATFORM)
+            .snapshot(&identity.tenant_id)
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(ListModelsResponse {
@@ -222,15 +280,16 @@ impl ModelAdminService for Services {
         &self,
         request: Request<UpsertModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
-        require_admin(&request.identity()?)?;
+        let identity = request.identity()?;
         let info = request
             .into_inner()
             .model
             .ok_or_else(|| PaError::bad_request("model is required"))?;
+        let scope = admin_scope(&identity, &info.scope)?;
         let model = self
             .relay
             .catalog
-            .upsert_model(&info)
+            .upsert_model(scope, &info)
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(model.info))
@@ -240,11 +299,29 @@ impl ModelAdminService for Services {
         &self,
         request: Request<PatchModelRequest>,
     ) -> Result<Response<ModelInfo>, Status> {
-        require_admin(&request.identity()?)?;
+        let identity = request.identity()?;
+        require_admin(&identity)?;
+        // The row decides the scope: a platform model needs the platform role.
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
+        let row_scope = snapshot
+            .model(&request.get_ref().label)
+            .map(|m| m.info.scope.clone())
+            .ok_or_else(|| {
+                PaError::not_found(format!(
+                    "model {} is not in the catalog",
+                    request.get_ref().label
+                ))
+            })?;
+        let scope = admin_scope(&identity, &row_scope)?;
         let model = self
             .relay
             .catalog
-            .patch_model(request.get_ref())
+            .patch_model(scope, request.get_ref())
             .await
             .map_err(PaError::from)?;
         Ok(Response::new(model.info))
@@ -270,6 +347,7 @@ impl ModelAdminService for Services {
                 classification: p.classification as i32,
                 required_tags: p.required_tags.clone(),
                 forbidden_tags: p.forbidden_tags.clone(),
+                scope: scope_name(&p.tenant_id).into(),
             })
             .collect();
         Ok(Response::new(ListPoliciesResponse { policies }))
@@ -281,19 +359,39 @@ impl ModelAdminService for Services {
         request: Request<ClassificationPolicy>,
     ) -> Result<Response<ClassificationPolicy>, Status> {
         let identity = request.identity()?;
-        require_admin(&identity)?;
-        let policy = request.into_inner();
-        let tenant = if identity.tenant_id.is_empty() {
-            PLATFORM
+        let mut policy = request.into_inner();
+        // A policy without a scope is the tenant's override, for either kind of admin.
+        let requested = if policy.scope.is_empty() {
+            "tenant"
         } else {
-            identity.tenant_id.as_str()
+            policy.scope.as_str()
         };
+        let scope = admin_scope(&identity, requested)?;
         self.relay
             .catalog
-            .set_policy(tenant, &policy)
+            .set_policy(scope, &policy)
             .await
             .map_err(PaError::from)?;
+        policy.scope = scope.name().into();
         Ok(Response::new(policy))
+    }
+
+    /// Switches a platform model on or off for the caller's tenant.
+    async fn set_model_overlay(
+        &self,
+        request: Request<SetModelOverlayRequest>,
+    ) -> Result<Response<ModelInfo>, Status> {
+        let identity = request.identity()?;
+        require_admin(&identity)?;
+        let scope = tenant_scope(&identity)?;
+        let req = request.into_inner();
+        let model = self
+            .relay
+            .catalog
+            .set_overlay(scope.tenant(), &identity.user_id, &req.label, req.enabled)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(model.info))
     }
 }
 
@@ -311,8 +409,8 @@ impl KeyService for Services {
             .snapshot(&identity.tenant_id)
             .await
             .map_err(PaError::from)?;
-        match snapshot.provider(&req.provider) {
-            Some(p) if p.kind == "openai_compatible" => {}
+        let base_url = match snapshot.provider(&req.provider) {
+            Some(p) if p.kind == "openai_compatible" => p.base_url.clone(),
             Some(_) => {
                 return Err(PaError::bad_request(format!(
                     "provider {} takes no key",
@@ -327,14 +425,58 @@ impl KeyService for Services {
                 ))
                 .into());
             }
+        };
+        let key = self
+            .relay
+            .keys
+            .put(&identity, &req.provider, &base_url, &req.api_key)
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(key_ref_now(key, &snapshot)))
+    }
+
+    async fn confirm_user_key(
+        &self,
+        request: Request<ConfirmUserKeyRequest>,
+    ) -> Result<Response<KeyRef>, Status> {
+        let identity = request.identity()?;
+        let req = request.into_inner();
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
+        let provider = snapshot.provider(&req.provider).ok_or_else(|| {
+            PaError::not_found(format!("provider {} is not in the catalog", req.provider))
+        })?;
+        // The user names the URL they agree to: a URL changed again since they looked is not
+        // confirmed by an old answer.
+        if req.base_url.trim() != provider.base_url {
+            return Err(PaError::new(
+                ErrorCode::FailedPrecondition,
+                format!(
+                    "provider {} now points at {}; confirm with that base_url",
+                    provider.id, provider.base_url
+                ),
+            )
+            .into());
         }
-        Ok(Response::new(
-            self.relay
-                .keys
-                .put(&identity, &req.provider, &req.api_key)
-                .await
-                .map_err(PaError::from)?,
-        ))
+        self.relay
+            .keys
+            .confirm(&identity, &req.provider, &provider.base_url)
+            .await
+            .map_err(PaError::from)?;
+        let key = self
+            .relay
+            .keys
+            .list(&identity)
+            .await
+            .map_err(PaError::from)?
+            .into_iter()
+            .find(|k| k.provider == req.provider)
+            .ok_or_else(|| PaError::not_found(format!("no key is stored for {}", req.provider)))?;
+        Ok(Response::new(key_ref_now(key, &snapshot)))
     }
 
     async fn list_user_keys(
@@ -342,13 +484,22 @@ impl KeyService for Services {
         request: Request<ListUserKeysRequest>,
     ) -> Result<Response<ListUserKeysResponse>, Status> {
         let identity = request.identity()?;
+        let snapshot = self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?;
         Ok(Response::new(ListUserKeysResponse {
             keys: self
                 .relay
                 .keys
                 .list(&identity)
                 .await
-                .map_err(PaError::from)?,
+                .map_err(PaError::from)?
+                .into_iter()
+                .map(|k| key_ref_now(k, &snapshot))
+                .collect(),
         }))
     }
 

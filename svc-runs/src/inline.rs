@@ -512,7 +512,11 @@ impl RunState<'_> {
         if recorded && ending.status == pa_proto::v1::RunStatus::Succeeded {
             self.driver.durable.notify_curator(self.spec);
         }
-        crate::ledger::count_tokens(&self.driver.redis, self.spec, ending.usage.total_tokens).await;
+        if recorded {
+            // Once: the run's share of the daily budget is settled by whoever recorded its end.
+            crate::ledger::count_tokens(&self.driver.redis, self.spec, ending.usage.total_tokens)
+                .await;
+        }
         if let Some(event) = self.held_terminal.take() {
             self.driver.sink.emit(&self.spec.run_id, &event).await?;
         }

@@ -69,6 +69,46 @@ pub struct Launcher {
     pub daily_token_budget: u64,
 }
 
+/// Tokens a user run holds when no per-run limit (`PA_RUN_MAX_TOTAL_TOKENS`) says otherwise
+/// and a daily budget is set.
+pub const DEFAULT_RUN_RESERVATION: u64 = 16_000;
+
+/// A run's share of the daily budget, given back unless the run started (every early return of
+/// launch_plan after the reservation drops it armed).
+#[derive(Default)]
+struct HeldTokens {
+    redis: Option<deadpool_redis::Pool>,
+    tenant: String,
+    user: String,
+    reservation: Option<pa_kit::limits::TokenReservation>,
+}
+
+impl HeldTokens {
+    /// The run owns its share now (it settles it when it ends).
+    fn keep(&mut self) {
+        self.reservation = None;
+    }
+}
+
+impl Drop for HeldTokens {
+    fn drop(&mut self) {
+        if let (Some(redis), Some(reservation)) = (self.redis.take(), self.reservation.take()) {
+            let (tenant, user) = (
+                std::mem::take(&mut self.tenant),
+                std::mem::take(&mut self.user),
+            );
+            tokio::spawn(async move {
+                if let Err(err) =
+                    pa_kit::limits::settle_tokens(&redis, &tenant, &user, Some(reservation), 0)
+                        .await
+                {
+                    tracing::warn!(%err, "cannot give back the tokens of a run that did not start");
+                }
+            });
+        }
+    }
+}
+
 /// What launch_plan starts: a user's run, or a sub-agent's.
 pub(crate) struct LaunchPlan {
     pub run_id: String,
@@ -246,15 +286,43 @@ impl Launcher {
             depth: sub_run.as_ref().map_or(0, |s| s.depth),
             subagent_kind: sub_run.as_ref().map(|s| s.kind.clone()).unwrap_or_default(),
             trace_parent: pa_kit::trace::current_traceparent(),
+            // Set below when a daily budget holds a share for the run.
+            reserved_tokens: 0,
+            budget_day: 0,
         };
-        // Quotas before anything is spent.
-        pa_kit::limits::check_token_budget(
-            &self.redis,
-            &identity.tenant_id,
-            &identity.user_id,
-            self.daily_token_budget,
-        )
-        .await?;
+        // Quotas before anything is spent: a run holds its share of the user's daily budget
+        // from here, so runs started together cannot together pass it (ADR 0131). A sub-agent
+        // spends within its parent's share.
+        let mut held = HeldTokens::default();
+        if sub_run.is_none() {
+            let want = if spec.limits.unwrap_or_default().max_total_tokens > 0 {
+                spec.limits.unwrap_or_default().max_total_tokens
+            } else {
+                DEFAULT_RUN_RESERVATION
+            };
+            if let Some(reservation) = pa_kit::limits::reserve_tokens(
+                &self.redis,
+                &identity.tenant_id,
+                &identity.user_id,
+                self.daily_token_budget,
+                want,
+            )
+            .await?
+            {
+                // The run may spend no more than it holds.
+                let mut limits = spec.limits.unwrap_or_default();
+                limits.max_total_tokens = reservation.tokens;
+                spec.limits = Some(limits);
+                spec.reserved_tokens = reservation.tokens;
+                spec.budget_day = reservation.day;
+                held = HeldTokens {
+                    redis: Some(self.redis.clone()),
+                    tenant: identity.tenant_id.clone(),
+                    user: identity.user_id.clone(),
+                    reservation: Some(reservation),
+                };
+            }
+        }
         // The history and the recall need neither the model nor the toolset: they are read
         // while those are settled.
         let task_untrusted = sub_run.as_ref().is_some_and(|s| s.tainted);
@@ -354,8 +422,13 @@ impl Launcher {
                     self.driver.fail(&spec, &err).await;
                     return Err(err.into());
                 }
+                // The run settles its share when it ends.
+                held.keep();
             }
-            _ => self.driver.start(spec, start, context),
+            _ => {
+                held.keep();
+                self.driver.start(spec, start, context);
+            }
         }
         Ok(Launched {
             run,

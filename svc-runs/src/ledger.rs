@@ -7,12 +7,22 @@ use pa_runner::RunEnding;
 use crate::error::RunsError;
 use crate::store::RunStore;
 
-/// Adds a finished run's tokens to its user's daily counter; a failure only logs (the run itself
-/// is recorded either way).
+/// Settles a finished run's share of its user's daily budget against the tokens it used (a run
+/// without a share adds them); a failure only logs (the run itself is recorded either way).
 pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: u64) {
     let identity = spec.identity.clone().unwrap_or_default();
-    if let Err(err) =
-        pa_kit::limits::add_tokens(redis, &identity.tenant_id, &identity.user_id, tokens).await
+    let reservation = (spec.reserved_tokens > 0).then_some(pa_kit::limits::TokenReservation {
+        tokens: spec.reserved_tokens,
+        day: spec.budget_day,
+    });
+    if let Err(err) = pa_kit::limits::settle_tokens(
+        redis,
+        &identity.tenant_id,
+        &identity.user_id,
+        reservation,
+        tokens,
+    )
+    .await
     {
         tracing::warn!(%err, run_id = %spec.run_id, "cannot count tokens against the daily budget");
     }

@@ -10,7 +10,8 @@ pub mod gate;
 mod integrations;
 pub mod mcp;
 pub mod memory;
-pub mod netguard;
+/// The network guard lives in `pa-netguard` (svc-models guards provider base URLs with it too).
+pub use pa_netguard as netguard;
 mod service;
 pub mod subagent;
 pub mod web;

@@ -2,7 +2,7 @@
 //! through the gateway). Thin: the work is in `start` and `schedules`.
 
 use pa_kit::PaError;
-use pa_kit::identity::{RequestIdentity, require_role};
+use pa_kit::identity::{RequestIdentity, require_platform_admin};
 use pa_proto::v1::durable_run_service_server::DurableRunService;
 use pa_proto::v1::schedule_service_server::ScheduleService;
 use pa_proto::v1::{
@@ -64,7 +64,7 @@ impl ScheduleService for Schedules {
         &self,
         request: Request<ListSchedulesRequest>,
     ) -> Result<Response<ListSchedulesResponse>, Status> {
-        require_role(&request.identity()?, "admin")?;
+        require_platform_admin(&request.identity()?)?;
         let schedules = crate::schedules::list(&self.client, &self.task_queue)
             .await
             .map_err(unavailable)?;
@@ -75,7 +75,7 @@ impl ScheduleService for Schedules {
         &self,
         request: Request<TriggerScheduleRequest>,
     ) -> Result<Response<TriggerScheduleResponse>, Status> {
-        require_role(&request.identity()?, "admin")?;
+        require_platform_admin(&request.identity()?)?;
         let id = request.into_inner().id;
         let known = crate::schedules::TASKS
             .iter()

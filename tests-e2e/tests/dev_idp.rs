@@ -72,6 +72,7 @@ async fn users_of_the_dev_idp_log_in_and_use_the_api() -> R {
         client_id: "pa-web".into(),
         tenant_claim: "tenant".into(),
         roles_claim: "roles".into(),
+        platform_admin_role: "platform-admin".into(),
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::from_secs(10),

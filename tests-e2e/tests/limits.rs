@@ -100,3 +100,81 @@ async fn a_used_up_daily_token_budget_refuses_the_next_run_before_it_starts() ->
     );
     mesh.stop().await
 }
+
+/// Fifty runs started at once by one user cannot together spend more than the daily budget:
+/// each holds its share before it starts (ADR 0131), so the budget is never promised twice.
+#[tokio::test]
+async fn fifty_parallel_runs_cannot_overspend_the_daily_budget() -> R {
+    let budget = 60;
+    let mesh = Mesh::builder()
+        .daily_token_budget(budget)
+        // Slow enough that all fifty starts arrive while the first run holds its share.
+        .offline_token_delay(std::time::Duration::from_millis(100))
+        .start()
+        .await?;
+    let (user, tenant) = (unique("u"), unique("t"));
+    let post = |path: String, body: Value| {
+        mesh.http
+            .post(mesh.url(&path))
+            .header("x-pa-dev-user", &user)
+            .header("x-pa-dev-tenant", &tenant)
+            .json(&body)
+            .send()
+    };
+    let chat: Value = post("/v1/chats".into(), json!({"title": "budget"}))
+        .await?
+        .json()
+        .await?;
+    let chat_id = chat["id"].as_str().unwrap_or_default().to_string();
+    // Each run alone fits the budget (the offline model counts words: ~25 tokens a run).
+    let message = "one two three four five six seven eight nine ten eleven twelve";
+    let starts = futures::future::join_all((0..50).map(|_| {
+        post(
+            format!("/v1/chats/{chat_id}/runs"),
+            json!({ "message": message }),
+        )
+    }))
+    .await;
+    let mut started = Vec::new();
+    for r in starts {
+        let r = r?;
+        match r.status().as_u16() {
+            202 => started.push(
+                r.json::<Value>().await?["run_id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            429 => {}
+            other => return Err(format!("unexpected {other}: {}", r.text().await?).into()),
+        }
+    }
+    assert!(!started.is_empty(), "the budget admits at least one run");
+    let mut spent = 0;
+    for run_id in &started {
+        let events = mesh
+            .http
+            .get(mesh.url(&format!("/v1/runs/{run_id}/events")))
+            .header("x-pa-dev-user", &user)
+            .header("x-pa-dev-tenant", &tenant)
+            .send()
+            .await?;
+        tests_e2e::read_sse(events, None).await?;
+        let run: Value = mesh
+            .http
+            .get(mesh.url(&format!("/v1/runs/{run_id}")))
+            .header("x-pa-dev-user", &user)
+            .header("x-pa-dev-tenant", &tenant)
+            .send()
+            .await?
+            .json()
+            .await?;
+        spent += run["usage"]["total_tokens"].as_u64().unwrap_or(0);
+    }
+    assert!(
+        spent <= budget,
+        "{} runs spent {spent} tokens of a {budget}-token budget",
+        started.len()
+    );
+    mesh.stop().await
+}

@@ -72,6 +72,7 @@ async fn tokens_are_checked_against_the_issuers_keys_and_every_bad_one_is_refuse
         client_id: "pa-web".into(),
         tenant_claim: "tenant".into(),
         roles_claim: "roles".into(),
+        platform_admin_role: "platform-admin".into(),
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::ZERO,

@@ -49,10 +49,13 @@ async fn models_tables_fail_closed_and_tenant_policies_stay_with_their_tenant() 
     let mut keys = KeyServiceClient::connect(mesh.models_url.clone()).await?;
     let (acme_admin, globex_admin) = (admin("acme", "root"), admin("globex", "boss"));
 
-    // A platform provider (written in the platform's transaction), usable by both tenants.
+    // A platform provider (written in the platform's transaction by a platform administrator),
+    // usable by both tenants.
+    let mut operator = Mesh::identity("operators", "pat");
+    operator.roles.push("platform-admin".into());
     admin_client
         .upsert_provider(mesh.auth.request(
-            &acme_admin,
+            &operator,
             UpsertProviderRequest {
                 provider: Some(ProviderInfo {
                     id: "rlsai".into(),
@@ -77,6 +80,7 @@ async fn models_tables_fail_closed_and_tenant_policies_stay_with_their_tenant() 
                     classification: DataClassification::Confidential as i32,
                     required_tags: vec![tag.into()],
                     forbidden_tags: vec![],
+                    ..Default::default()
                 },
             ))
             .await?;

@@ -315,6 +315,13 @@ pub const SERVICES: &[Service] = &[
                 "Claim holding the roles (array).",
             ),
             var(
+                "PA_PLATFORM_ADMIN_ROLE",
+                "platform-admin",
+                Kind::Text,
+                Helm::Value,
+                "The IdP role of platform administrators (the shared model catalog, platform keys, default policies, maintenance); `admin` is a tenant administrator.",
+            ),
+            var(
                 "PA_OIDC_ALGORITHMS",
                 "RS256,ES256",
                 Kind::Text,
@@ -466,7 +473,7 @@ pub const SERVICES: &[Service] = &[
                 "0",
                 Kind::Int,
                 Helm::Value,
-                "Tokens a user may spend per UTC day, checked before a run starts; 0 = unlimited.",
+                "Tokens a user may spend per UTC day; 0 = unlimited. Each run holds its share (its token limit, or 16000) before it starts, so concurrent runs cannot together pass it.",
             ),
             var(
                 "PA_HISTORY_MESSAGES",
@@ -559,6 +566,13 @@ pub const SERVICES: &[Service] = &[
                 Kind::Text,
                 Helm::Chart("services.models.catalog (mounted from a ConfigMap)"),
                 "The declarative catalog (providers, models, tags, policies), applied at every start.",
+            ),
+            var(
+                "PA_MODELS_NET_ALLOW",
+                "empty: public addresses only",
+                Kind::Text,
+                Helm::Value,
+                "Comma-separated CIDRs and host names provider base URLs may reach although private, loopback or link-local (a self-hosted inference server). Cloud metadata and every other non-public address are refused.",
             ),
             var(
                 "PA_KEK",

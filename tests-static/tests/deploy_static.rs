@@ -420,7 +420,49 @@ fn network_policies_leave_only_the_gateway_reachable_from_outside() {
         .collect();
     assert_eq!(
         mesh_ports,
-        BTreeSet::from([50051, 50052, 50053, 50054, 50055])
+        BTreeSet::from([6379, 50051, 50052, 50053, 50054, 50055]),
+        "the mesh's ports and the bundled Redis's, each open to the release alone"
+    );
+    // The bundled Redis has a password (from the Secret), and every service connects with it.
+    let redis_policy = policies
+        .iter()
+        .find(|(_, p)| str_of(&p["metadata"]["name"]).ends_with("-redis"))
+        .map(|(_, p)| p)
+        .unwrap_or_else(|| panic!("no NetworkPolicy for the bundled Redis"));
+    assert_eq!(
+        redis_policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "redis"
+    );
+    let values = documents(&read("helm/personal-agent/values.yaml"), "values.yaml")
+        .pop()
+        .unwrap_or(Yaml::Null);
+    assert_eq!(values["redis"]["auth"]["enabled"].as_bool(), Some(true));
+    assert_eq!(
+        values["redis"]["auth"]["existingSecretPasswordKey"],
+        "REDIS_PASSWORD"
+    );
+    for (file, deployment) in of_kind(&objects, "Deployment") {
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        let position = |name: &str| env.iter().position(|e| e["name"] == name);
+        let (Some(password), Some(url)) = (position("REDIS_PASSWORD"), position("REDIS_URL"))
+        else {
+            panic!("{file}: REDIS_PASSWORD and REDIS_URL must both be set");
+        };
+        assert!(
+            password < url,
+            "{file}: $(REDIS_PASSWORD) expands only if defined before"
+        );
+        assert_eq!(
+            env[password]["valueFrom"]["secretKeyRef"]["key"], "REDIS_PASSWORD",
+            "{file}"
+        );
+    }
+    assert!(
+        read("helm/personal-agent/templates/_helpers.tpl").contains("redis://:$(REDIS_PASSWORD)@"),
+        "the bundled Redis's URL carries the password"
     );
 }
 

@@ -49,11 +49,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- end -}}
 
+{{/* REDIS_URL: yours, or the bundled Redis with the password from the Secret (the templates
+set REDIS_PASSWORD first; Kubernetes expands $(REDIS_PASSWORD), so the password never sits in a
+manifest). */}}
 {{- define "pa.redisUrl" -}}
 {{- if .Values.externalRedis.url -}}
 {{- .Values.externalRedis.url -}}
 {{- else -}}
-{{- printf "redis://%s-redis-master:6379" .Release.Name -}}
+{{- printf "redis://:$(REDIS_PASSWORD)@%s-redis-master:6379" .Release.Name -}}
 {{- end -}}
 {{- end -}}
 

@@ -152,6 +152,31 @@ pub fn require_internal(identity: &Identity) -> Result<(), PaError> {
     }
 }
 
+/// The role of a platform administrator: the shared model catalog, platform keys, default
+/// policies and platform maintenance (ADR 0130). The gateway maps the IdP's role named by
+/// `PA_PLATFORM_ADMIN_ROLE` to it; `admin` alone is a tenant administrator.
+pub const PLATFORM_ADMIN_ROLE: &str = "platform-admin";
+/// The role of a tenant administrator.
+pub const TENANT_ADMIN_ROLE: &str = "admin";
+
+/// Whether the caller administers the platform.
+pub fn is_platform_admin(identity: &Identity) -> bool {
+    identity.roles.iter().any(|r| r == PLATFORM_ADMIN_ROLE)
+}
+
+/// Refuses (403) a caller who is not a platform administrator.
+pub fn require_platform_admin(identity: &Identity) -> Result<(), PaError> {
+    require_role(identity, PLATFORM_ADMIN_ROLE)
+}
+
+/// Refuses (403) a caller who administers neither the tenant nor the platform.
+pub fn require_any_admin(identity: &Identity) -> Result<(), PaError> {
+    if is_platform_admin(identity) {
+        return Ok(());
+    }
+    require_role(identity, TENANT_ADMIN_ROLE)
+}
+
 /// Refuses (403) a caller without `role`.
 pub fn require_role(identity: &Identity, role: &str) -> Result<(), PaError> {
     if identity.roles.iter().any(|r| r == role) {

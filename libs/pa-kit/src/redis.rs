@@ -15,3 +15,14 @@ pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
     config.pool = Some(deadpool_redis::PoolConfig::new(max_size));
     Ok(config.create_pool(Some(Runtime::Tokio1))?)
 }
+
+/// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379), for tests.
+#[cfg(test)]
+pub(crate) fn real_redis(size: usize) -> deadpool_redis::Pool {
+    let url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
+    let Ok(pool) = pool(&url, size) else {
+        panic!("REDIS_URL is not valid");
+    };
+    pool
+}

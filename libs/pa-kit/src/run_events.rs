@@ -391,15 +391,7 @@ where
 mod tests {
     use super::*;
 
-    /// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379).
-    fn real_redis(size: usize) -> Pool {
-        let url = std::env::var("REDIS_URL")
-            .unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
-        let Ok(pool) = crate::redis::pool(&url, size) else {
-            panic!("REDIS_URL is not valid");
-        };
-        pool
-    }
+    use crate::redis::real_redis;
 
     /// A blocking read abandoned midway must not make the next read on the pool wait out its
     /// BLOCK.

@@ -13,6 +13,8 @@ interface AuthConfig {
   issuer?: string;
   client_id?: string;
   scopes?: string[];
+  /** The IdP role of platform administrators (PA_PLATFORM_ADMIN_ROLE). */
+  platform_admin_role?: string;
 }
 
 interface Discovery {
@@ -69,12 +71,18 @@ export const useAuth = defineStore('auth', {
       return String(this.claims.sub ?? '');
     },
     roles(): string[] {
-      if (this.mode === 'dev') return ['user', 'admin'];
+      if (this.mode === 'dev') return ['user', 'admin', 'platform-admin'];
       const r = this.claims.roles;
       return Array.isArray(r) ? r.map(String) : [];
     },
+    /** A platform administrator: the shared model catalog, platform keys, default policies. */
+    isPlatformAdmin(): boolean {
+      if (this.mode === 'dev') return true;
+      return this.roles.includes(this.config?.platform_admin_role || 'platform-admin');
+    },
+    /** Any administrator: a tenant's (`admin`) or the platform's. */
     isAdmin(): boolean {
-      return this.roles.includes('admin');
+      return this.roles.includes('admin') || this.isPlatformAdmin;
     },
   },
   actions: {

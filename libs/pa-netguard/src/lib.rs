@@ -1,4 +1,4 @@
-//! Outbound HTTP for tools, safe against server-side request forgery: only http/https, every
+//! Outbound HTTP for tools and model providers, safe against server-side request forgery: only http/https, every
 //! host name resolved here and private, loopback, link-local, CGNAT, unique-local and metadata
 //! addresses refused (unless the operator's allow-list names them), the connection made to the
 //! very address that was checked (a resolver that filters, so no second lookup can differ), and
@@ -158,7 +158,7 @@ impl Policy {
     fn check_ip(&self, host: &str, ip: IpAddr) -> Result<(), NetError> {
         match non_public_reason(ip) {
             Some(why) if !self.allow.allows_ip(ip) => Err(NetError::Refused(format!(
-                "{host} is {why} ({ip}), which tools may not reach"
+                "{host} is {why} ({ip}), which may not be reached from here"
             ))),
             _ => Ok(()),
         }
@@ -276,23 +276,7 @@ impl NetGuard {
     /// Scheme, and IP-literal hosts (reqwest does not resolve those, so the resolver cannot
     /// check them).
     pub fn check_url(&self, url: &Url) -> Result<(), NetError> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(NetError::Refused(format!(
-                "only http and https URLs can be fetched, not {}:",
-                url.scheme()
-            )));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(NetError::Refused(
-                "URLs with credentials are not fetched".into(),
-            ));
-        }
-        match url.host() {
-            None => Err(NetError::BadUrl("no host".into())),
-            Some(url::Host::Ipv4(ip)) => self.policy.check_ip(&ip.to_string(), IpAddr::V4(ip)),
-            Some(url::Host::Ipv6(ip)) => self.policy.check_ip(&ip.to_string(), IpAddr::V6(ip)),
-            Some(url::Host::Domain(_)) => Ok(()),
-        }
+        check_url(&self.policy, url)
     }
 
     /// Sends `request`, following up to [`MAX_REDIRECTS`] redirects (each checked; a POST
@@ -387,6 +371,83 @@ fn request_error(err: reqwest::Error) -> NetError {
         return NetError::Failed("could not connect".into());
     }
     NetError::Failed(err.without_url().to_string())
+}
+
+fn check_url(policy: &Policy, url: &Url) -> Result<(), NetError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(NetError::Refused(format!(
+            "only http and https URLs can be fetched, not {}:",
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(NetError::Refused(
+            "URLs with credentials are not fetched".into(),
+        ));
+    }
+    match url.host() {
+        None => Err(NetError::BadUrl("no host".into())),
+        Some(url::Host::Ipv4(ip)) => policy.check_ip(&ip.to_string(), IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => policy.check_ip(&ip.to_string(), IpAddr::V6(ip)),
+        Some(url::Host::Domain(_)) => Ok(()),
+    }
+}
+
+/// The guard's address policy for callers that build their own HTTP client (model providers'
+/// base URLs): the same resolver that refuses non-public addresses, and the same URL checks.
+#[derive(Clone)]
+pub struct AddressGuard {
+    policy: Arc<Policy>,
+}
+
+impl AddressGuard {
+    pub fn new(allow: AllowList, overrides: &[(String, IpAddr)]) -> Self {
+        Self {
+            policy: Arc::new(Policy {
+                allow,
+                overrides: overrides.iter().cloned().collect(),
+            }),
+        }
+    }
+
+    /// A client builder whose every connection goes to an address that passed the policy; it
+    /// follows no redirects and uses no proxy.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        NetGuard::client_builder_for(&self.policy)
+    }
+
+    /// Scheme, credentials and IP-literal hosts.
+    pub fn check_url(&self, url: &Url) -> Result<(), NetError> {
+        check_url(&self.policy, url)
+    }
+
+    /// [`check_url`](Self::check_url) and, for a host name, every address it resolves to now:
+    /// for refusing a URL when it is configured, with a clear reason (calls are guarded again).
+    pub async fn check_reachable(&self, url: &Url) -> Result<(), NetError> {
+        self.check_url(url)?;
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        if self.policy.allow.allows_host(&host) {
+            return Ok(());
+        }
+        let addrs: Vec<IpAddr> = match self.policy.overrides.get(&host) {
+            Some(ip) => vec![*ip],
+            None => tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|_| NetError::Failed(format!("cannot resolve {host}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(NetError::Failed(format!("cannot resolve {host}")));
+        }
+        for ip in addrs {
+            self.policy.check_ip(&host, ip)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -484,5 +545,30 @@ mod tests {
                 .check_url(&Url::parse("https://example.com/a").unwrap())
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn an_address_guard_refuses_what_the_fetcher_refuses() {
+        let guard = AddressGuard::new(AllowList::default(), &[]);
+        for url in [
+            "http://127.0.0.1:8080/v1",
+            "http://localhost:8080/v1",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:80/",
+            "http://10.1.2.3/v1",
+            "http://user:pw@api.example.com/v1",
+            "file:///etc/passwd",
+        ] {
+            let url = Url::parse(url).unwrap();
+            assert!(guard.check_reachable(&url).await.is_err(), "{url}");
+        }
+        let allowed = AddressGuard::new(AllowList::parse("127.0.0.1, localhost").unwrap(), &[]);
+        for url in ["http://127.0.0.1:8080/v1", "http://localhost:9/v1"] {
+            let url = Url::parse(url).unwrap();
+            assert!(allowed.check_reachable(&url).await.is_ok(), "{url}");
+        }
+        // The allow-list is exact: it admits no other private address.
+        let url = Url::parse("http://10.0.0.1/v1").unwrap();
+        assert!(allowed.check_reachable(&url).await.is_err());
     }
 }
