@@ -78,15 +78,25 @@ fn ambient_tool(
     }
 }
 
-/// A browser's tools that only look (read a page or a tab, list tabs, take a screenshot): every
-/// other tool of a browser device can make the browser send something (navigate to a URL,
-/// click a submit, type into a form).
-const BROWSER_LOOK_TOOLS: &[&str] = &["read_tab", "list_tabs", "screenshot", "read_page"];
+/// The device tools that only look: a browser reading a page or a tab, listing tabs, taking a
+/// screenshot; the device agent listing, reading and searching files. Every other device tool
+/// can send something out (a browser navigating to a URL, clicking a submit, typing into a
+/// form; a terminal running `curl`), and so does one a device announces that is not listed
+/// here.
+const DEVICE_LOOK_TOOLS: &[&str] = &[
+    "read_tab",
+    "list_tabs",
+    "screenshot",
+    "read_page",
+    "fs_list",
+    "fs_read",
+    "fs_search",
+];
 
 /// Whether `tool` can send data to a destination the model chooses: web_fetch (its URL,
-/// query string included, is the model's), a browser device's navigate/click/type (anything
-/// but looking), an MCP tool not marked read-only (the server may do anything with its
-/// arguments). Once a run has ingested untrusted content, such a tool counts as high privilege
+/// query string included, is the model's), a device tool that does more than look (a
+/// browser's navigate/click/type, a terminal), an MCP tool not marked read-only (the server
+/// may do anything with its arguments). Once a run has ingested untrusted content, such a tool counts as high privilege
 /// and waits for a human's approval, so planted instructions cannot carry the run's data out
 /// (docs/adr/0122-egress-tools-after-taint.md).
 pub fn sends_data_out(tool: &ToolDefinition) -> bool {
@@ -99,8 +109,7 @@ pub fn sends_data_out(tool: &ToolDefinition) -> bool {
         return !tool.read_only;
     }
     if tool.source.starts_with("device:") {
-        // Browsers are the devices whose output is the web's.
-        return tool.untrusted_output && !BROWSER_LOOK_TOOLS.contains(&origin);
+        return !DEVICE_LOOK_TOOLS.contains(&origin);
     }
     tool.source.starts_with("integration:") && origin == "web_fetch"
 }
@@ -549,21 +558,30 @@ mod tests {
             true
         )));
         assert!(!sends_data_out(&tool("gh__search", "mcp:m1", true, true)));
-        // A browser: anything but looking; the device agent's tools are gated as they are.
-        for name in ["navigate", "click", "type_text"] {
-            let t = tool(&format!("web__{name}"), "device:d1", true, true);
+        // A device: anything but looking, whatever its kind or what it announces.
+        for name in [
+            "navigate",
+            "click",
+            "type_text",
+            "pty_exec",
+            "fs_write",
+            "new_tool",
+        ] {
+            let t = tool(&format!("dev__{name}"), "device:d1", true, true);
             assert!(sends_data_out(&t), "{name}");
         }
-        for name in ["read_tab", "list_tabs", "screenshot", "read_page"] {
-            let t = tool(&format!("web__{name}"), "device:d1", true, true);
+        for name in [
+            "read_tab",
+            "list_tabs",
+            "screenshot",
+            "read_page",
+            "fs_list",
+            "fs_read",
+            "fs_search",
+        ] {
+            let t = tool(&format!("dev__{name}"), "device:d1", true, true);
             assert!(!sends_data_out(&t), "{name}");
         }
-        assert!(!sends_data_out(&tool(
-            "pc__fs_read",
-            "device:d2",
-            true,
-            false
-        )));
         // First-party tools: the memory tools and sub-agents are gated by their own privilege.
         assert!(!sends_data_out(&tool(
             "remember",
