@@ -4,7 +4,7 @@
 //!   call (`remember`) waits for approval, while a sub-agent that read nothing untrusted does not;
 //! - a memory written by a tainted run is untrusted: automatic recall brings it into a run of
 //!   another chat, which is then tainted from its start (its `web_fetch`, which can send data
-//!   out, waits for approval too);
+//!   out, waits for approval too); the `recall` tool bringing it in taints a run as well;
 //! - an uploaded document is untrusted: a run that recalls it is tainted;
 //! - a confidential chat's memory is never recalled (automatically or by the `recall` tool) into
 //!   a public chat's run, and is recalled into another confidential chat's;
@@ -309,6 +309,24 @@ async fn taint_follows_the_data(durable: bool) -> R {
         fake.last_tool_message("f_later")
             .contains("A human refused")
     );
+
+    // The same memory brought in by the recall tool taints the run from that result on.
+    let asked_for = chat(&mesh, "tool recall", "internal").await?;
+    fake.push(call(
+        "rc_teal",
+        "recall",
+        json!({ "query": "favourite colour teal" }),
+    ));
+    fake.push(call(
+        "r_tool",
+        "remember",
+        json!({ "text": "The user asked about colours" }),
+    ));
+    fake.push(Reply::text("Teal."));
+    let (_, events, asked) = run(&mesh, &asked_for, "hi", durable, false).await?;
+    assert!(!recall_step(&events).contains(&teal), "{events:?}");
+    assert!(tool_result(&events, "rc_teal").contains(&teal));
+    assert_eq!(asked, ["remember"], "the recalled memory tainted the run");
 
     // 5. Classification follows the data: a confidential chat's memory is never recalled into
     // a public chat's run, automatically or by the recall tool.
