@@ -34,6 +34,7 @@ cmd_up() {
   export PA_GATEWAY_ADDR="$GATEWAY_ADDR"
   # The dev stack may point a provider at a local inference server (Ollama, vLLM, llama.cpp).
   export PA_MODELS_NET_ALLOW="${PA_MODELS_NET_ALLOW:-127.0.0.1,localhost,::1}"
+  export PA_METRICS_ADDR="${PA_METRICS_ADDR:-127.0.0.1:9464}"
   export RUST_LOG="${RUST_LOG:-info}"
   for svc in "${SERVICES[@]}"; do
     if alive "$svc"; then log "$svc already running (pid $(pid_of "$svc"))"; continue; fi
@@ -57,6 +58,7 @@ $(tail -n 15 "$LOGS/$svc.log")"
   Personal Agent is up:  http://$GATEWAY_ADDR
   Try it:   curl -s -XPOST http://$GATEWAY_ADDR/v1/chats -H 'content-type: application/json' -d '{"title":"hi"}'
   Logs:     $LOGS/   (services, postgres, temporal)
+  Metrics:  http://$PA_METRICS_ADDR/metrics   (the gateway's; each gRPC service on its port)
   Stop:     make down
 
 MSG

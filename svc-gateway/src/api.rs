@@ -65,6 +65,7 @@ pub async fn create_chat(
             )
         })?,
     };
+    crate::dto::check_title(body.title.as_deref().unwrap_or_default())?;
     let request = CreateChatRequest {
         title: body.title.unwrap_or_default(),
         classification: classification as i32,
@@ -91,6 +92,7 @@ pub async fn list_chats(
     q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Page<ChatJson>>> {
     let q = query(q)?;
+    crate::dto::check_limit(q.limit)?;
     let request = ListChatsRequest {
         page_size: q.limit.unwrap_or(0),
         page_token: q.cursor.unwrap_or_default(),
@@ -131,6 +133,7 @@ pub async fn rename_chat(
     Path(chat_id): Path<String>,
     ApiJson(body): ApiJson<RenameChatBody>,
 ) -> ApiResult<Json<ChatJson>> {
+    crate::dto::check_title(&body.title)?;
     let request = RenameChatRequest {
         chat_id,
         title: body.title,
@@ -159,14 +162,15 @@ pub async fn delete_chat(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/v1/chats/{id}/messages", tag = "chats", params(("id" = String, Path, description = "The chat id"), PageQuery), responses((status = 200, description = "Messages, oldest first", body = Page<MessageJson>)))]
+#[utoipa::path(get, path = "/v1/chats/{id}/messages", tag = "chats", params(("id" = String, Path, description = "The chat id"), crate::dto::MessagesQuery), responses((status = 200, description = "Messages, oldest first", body = Page<MessageJson>)))]
 pub async fn list_messages(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
-    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    q: Result<Query<crate::dto::MessagesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Page<MessageJson>>> {
     let q = query(q)?;
+    crate::dto::check_limit_up_to(q.limit, crate::dto::caps::MAX_MESSAGES_LIMIT)?;
     let request = ListMessagesRequest {
         chat_id,
         page_size: q.limit.unwrap_or(0),

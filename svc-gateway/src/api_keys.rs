@@ -1,7 +1,9 @@
 //! API keys for scripts and gRPC integrators: `pa_<id>_<secret>`, shown once, stored as a
 //! SHA-256 of the secret (a 256-bit random secret needs no slow hash), scoped, expirable and
-//! revocable. A key acts as its creator, with the creator's roles at creation (admin only when
-//! the key has the `admin` scope).
+//! revocable. A key acts as its creator with the creator's *current* roles (those of their
+//! latest sign-in, read at every use: a demoted admin's keys lose admin at once, a disabled
+//! user's keys stop working), an administrator role only when the key has the `admin` scope,
+//! and only on routes its scopes grant (see `auth::Scope`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -22,7 +24,26 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 pub const PREFIX: &str = "pa_";
-pub const SCOPES: &[&str] = &["chats", "runs", "models", "memory", "devices", "admin"];
+pub const SCOPES: &[&str] = &[
+    "chats",
+    "runs",
+    "models",
+    "memory",
+    "devices",
+    "integrations",
+    "admin",
+];
+
+/// The roles a key acts with: its user's current roles, without any administrator role
+/// (`admin`, a platform administrator role …) unless the key has the `admin` scope.
+pub fn key_roles(current: &[String], scopes: &[String]) -> Vec<String> {
+    let admin_scope = scopes.iter().any(|s| s == "admin");
+    current
+        .iter()
+        .filter(|r| admin_scope || !r.contains("admin"))
+        .cloned()
+        .collect()
+}
 const MAX_KEYS_PER_USER: i64 = 50;
 
 fn random_text(bytes: usize) -> Result<String, PaError> {
@@ -83,12 +104,21 @@ impl ApiKeyStore {
             return Err(refuse());
         }
         let user_id: String = row.try_get("user_id").map_err(PaError::from)?;
+        let tenant_id: String = row.try_get("tenant_id").map_err(PaError::from)?;
+        let scopes: Vec<String> = row.try_get("scopes").map_err(PaError::from)?;
+        // The user's standing now, not when the key was made.
+        let (current, disabled) = crate::users::standing(&self.pool, &tenant_id, &user_id)
+            .await?
+            .unwrap_or_default();
+        if disabled {
+            return Err(crate::users::disabled());
+        }
         Ok(Identity {
-            tenant_id: row.try_get("tenant_id").map_err(PaError::from)?,
+            tenant_id,
             display_name: user_id.clone(),
             user_id,
-            roles: row.try_get("roles").map_err(PaError::from)?,
-            scopes: row.try_get("scopes").map_err(PaError::from)?,
+            roles: key_roles(&current, &scopes),
+            scopes,
             auth_method: AuthMethod::ApiKey as i32,
         })
     }
@@ -278,6 +308,26 @@ pub async fn revoke(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_get_admin_roles_only_with_the_admin_scope() {
+        let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let current = strings(&["user", "admin", "platform-admin"]);
+        assert_eq!(
+            super::key_roles(&current, &strings(&["chats", "admin"])),
+            current
+        );
+        assert_eq!(
+            super::key_roles(&current, &strings(&["chats", "runs"])),
+            strings(&["user"])
+        );
+        // A demoted user's key has what the user has now.
+        assert_eq!(
+            super::key_roles(&strings(&["user"]), &strings(&["admin"])),
+            strings(&["user"])
+        );
+        assert!(super::key_roles(&[], &strings(&["admin"])).is_empty());
+    }
+
     #[test]
     fn keys_split_by_position() {
         assert_eq!(

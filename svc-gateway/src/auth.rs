@@ -19,6 +19,39 @@ pub const DEV_ROLES_HEADER: &str = "x-pa-dev-roles";
 /// The authenticated caller of a request.
 pub struct Caller(pub Identity);
 
+/// What an API key needs to call a route. Every route of the table declares one (see
+/// `lib.rs`); a request that reaches [`Caller`] without one is refused to API keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// No authentication (health, the API's index, the web app, a device's own credentials).
+    Public,
+    /// Signed-in users only: an API key never manages credentials (API keys, provider keys).
+    SessionOnly,
+    Chats,
+    Runs,
+    Models,
+    Memory,
+    Devices,
+    Integrations,
+    Admin,
+}
+
+impl Scope {
+    /// The API-key scope that grants the route; `None`: no API key may call it.
+    pub fn key_scope(self) -> Option<&'static str> {
+        Some(match self {
+            Scope::Public | Scope::SessionOnly => return None,
+            Scope::Chats => "chats",
+            Scope::Runs => "runs",
+            Scope::Models => "models",
+            Scope::Memory => "memory",
+            Scope::Devices => "devices",
+            Scope::Integrations => "integrations",
+            Scope::Admin => "admin",
+        })
+    }
+}
+
 /// A dev header's value: 1-64 characters of A-Z a-z 0-9 - _ . @ and the `extra` ones.
 fn dev_value(parts: &Parts, header: &str, default: &str, extra: &str) -> Result<String, ApiError> {
     match parts.headers.get(header) {
@@ -75,8 +108,16 @@ impl Caller {
         if let Some(key) = bearer(parts).filter(|t| t.starts_with(crate::api_keys::PREFIX))
             && let Some(store) = &state.api_keys
         {
+            // Fail closed: a route without a declared scope takes no API key.
+            let needed = parts.extensions.get::<Scope>().and_then(|s| s.key_scope());
+            let Some(needed) = needed else {
+                return Err(PaError::new(
+                    pa_kit::ErrorCode::Forbidden,
+                    "API keys cannot call this endpoint; sign in",
+                )
+                .into());
+            };
             let identity = store.verify(key).await?;
-            let needed = required_scope(parts.uri.path());
             if !identity.scopes.iter().any(|s| s == needed) {
                 return Err(PaError::new(
                     pa_kit::ErrorCode::Forbidden,
@@ -135,32 +176,82 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The API-key scope an endpoint needs.
-pub fn required_scope(path: &str) -> &'static str {
-    if let Some(method) = path.strip_prefix("/personal_agent.v1.RunService/") {
-        return if method.contains("Chat") || method == "ListMessages" {
-            "chats"
-        } else {
-            "runs"
-        };
+/// The scope of a public gRPC method (`/personal_agent.v1.<Service>/<Method>`).
+pub fn grpc_scope(path: &str) -> Scope {
+    match path.strip_prefix("/personal_agent.v1.RunService/") {
+        Some(method) if method.contains("Chat") || method == "ListMessages" => Scope::Chats,
+        Some(_) => Scope::Runs,
+        None if path.starts_with("/personal_agent.v1.ModelService/") => Scope::Models,
+        None => Scope::SessionOnly,
     }
-    if path.starts_with("/v1/admin") {
-        "admin"
-    } else if path.starts_with("/v1/runs")
-        || path.starts_with("/v1/control")
-        || path.starts_with("/v1/ag-ui")
-        || path.ends_with("/runs")
-    {
-        "runs"
-    } else if path.starts_with("/v1/chats") {
-        "chats"
-    } else if path.starts_with("/v1/memories") || path.starts_with("/v1/me/memories") {
-        "memory"
-    } else if path.starts_with("/v1/me/devices") {
-        // Enrolling a device gives an agent a new reach (a machine, a browser): never by
-        // default.
-        "devices"
-    } else {
-        "models"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_methods_have_their_scopes() {
+        assert_eq!(
+            grpc_scope("/personal_agent.v1.RunService/CreateChat"),
+            Scope::Chats
+        );
+        assert_eq!(
+            grpc_scope("/personal_agent.v1.RunService/ListMessages"),
+            Scope::Chats
+        );
+        assert_eq!(
+            grpc_scope("/personal_agent.v1.RunService/CreateRun"),
+            Scope::Runs
+        );
+        assert_eq!(
+            grpc_scope("/personal_agent.v1.ModelService/ListModels"),
+            Scope::Models
+        );
+        assert_eq!(grpc_scope("/personal_agent.v1.Other/X").key_scope(), None);
+    }
+
+    /// Every route of the table declares a scope, and the declaration matches what the route
+    /// does: a route fails this test when it is added without a thought about API keys.
+    #[test]
+    fn every_route_declares_its_scope() {
+        let public = [
+            "/",
+            "/v1",
+            "/v1/openapi.json",
+            "/healthz",
+            "/readyz",
+            "/v1/auth/config",
+            "/v1/devices/enroll",
+            "/v1/devices/connect",
+        ];
+        for (method, path, scope) in crate::route_scopes() {
+            let expected = if public.contains(&path) {
+                Scope::Public
+            } else if path.starts_with("/v1/admin/") {
+                Scope::Admin
+            } else if path.starts_with("/v1/me/api-keys") || path.starts_with("/v1/me/keys") {
+                Scope::SessionOnly
+            } else if path.starts_with("/v1/me/integrations") || path.ends_with("/tools") {
+                Scope::Integrations
+            } else if path.starts_with("/v1/me/memories") {
+                Scope::Memory
+            } else if path.starts_with("/v1/me/devices") {
+                Scope::Devices
+            } else if path.starts_with("/v1/runs")
+                || path.ends_with("/runs")
+                || path == "/v1/control"
+                || path == "/v1/ag-ui"
+            {
+                Scope::Runs
+            } else if path.starts_with("/v1/chats") {
+                Scope::Chats
+            } else if path == "/v1/models" || path == "/v1/me/usage" {
+                Scope::Models
+            } else {
+                panic!("{method} {path}: no expectation for its scope; add one here")
+            };
+            assert_eq!(scope, expected, "{method} {path}");
+        }
     }
 }

@@ -22,6 +22,9 @@ pub struct Config {
     pub listen_addr: String,
     /// `PA_GATEWAY_GRPC_ADDR`, default `127.0.0.1:50050`: the public gRPC API; `none` = off.
     pub grpc_listen_addr: Option<String>,
+    /// `PA_METRICS_ADDR`, default `127.0.0.1:9464`: `GET /metrics` (Prometheus) on a listener of
+    /// its own, never on the public HTTP port; `none` = off.
+    pub metrics_listen_addr: Option<String>,
     /// `PA_RUNS_URL`, default `http://127.0.0.1:50051`.
     pub runs_url: String,
     /// `PA_MODELS_URL`, default `http://127.0.0.1:50052`.
@@ -75,6 +78,7 @@ impl Config {
                     "PA_OIDC_JWKS_MIN_REFETCH_SECS",
                     10,
                 )?),
+                jwks_max_age: Duration::from_secs(env_parse("PA_OIDC_JWKS_MAX_AGE_SECS", 600)?),
             })
         } else {
             None
@@ -83,6 +87,8 @@ impl Config {
             common: CommonConfig::from_env(),
             listen_addr: env_or("PA_GATEWAY_ADDR", "127.0.0.1:8080"),
             grpc_listen_addr: Some(env_or("PA_GATEWAY_GRPC_ADDR", "127.0.0.1:50050"))
+                .filter(|a| a != "none"),
+            metrics_listen_addr: Some(env_or("PA_METRICS_ADDR", "127.0.0.1:9464"))
                 .filter(|a| a != "none"),
             runs_url: env_or("PA_RUNS_URL", "http://127.0.0.1:50051"),
             models_url: env_or("PA_MODELS_URL", "http://127.0.0.1:50052"),

@@ -70,6 +70,10 @@ pub struct EnrollmentBody {
     /// The device's name unless the device gives one.
     #[serde(default)]
     name: String,
+    /// What the code enrolls: device_agent (default) | browser_sandbox | browser_extension. The
+    /// device gets this kind; one claiming another kind is refused.
+    #[serde(default)]
+    kind: String,
 }
 
 #[utoipa::path(post, path = "/v1/me/devices/enrollments", tag = "devices", request_body = EnrollmentBody,
@@ -79,14 +83,14 @@ pub async fn create_enrollment(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<EnrollmentBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let name = body.name;
+    let EnrollmentBody { name, kind } = body;
     let enrollment = state
         .tools
         .clone()
         .create_device_enrollment(
             state
                 .auth
-                .request(&identity, CreateDeviceEnrollmentRequest { name }),
+                .request(&identity, CreateDeviceEnrollmentRequest { name, kind }),
         )
         .await?
         .into_inner();
@@ -101,7 +105,8 @@ pub struct EnrollBody {
     code: String,
     #[serde(default)]
     name: String,
-    /// device_agent (default) | browser_sandbox | browser_extension
+    /// What the device is: empty, or the kind its code was created for (anything else is
+    /// refused; the code decides)
     #[serde(default)]
     kind: String,
     #[serde(default)]

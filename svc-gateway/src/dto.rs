@@ -95,10 +95,89 @@ impl<T> Page<T> {
     }
 }
 
+/// The caps of the HTTP API's inputs (documented in the OpenAPI document); beyond one: 400.
+pub mod caps {
+    /// `?limit=` of every paged list: 1..=`MAX_LIMIT`.
+    pub const MAX_LIMIT: u32 = 200;
+    /// `?limit=` of a chat's messages (a whole conversation in one page): 1..=500.
+    pub const MAX_MESSAGES_LIMIT: u32 = 500;
+    /// A chat title (characters; svc-runs holds the same).
+    pub const MAX_TITLE_CHARS: usize = 200;
+    /// Tags of a memory, and provider tags of an integration.
+    pub const MAX_TAGS: usize = 32;
+    /// One tag (characters).
+    pub const MAX_TAG_CHARS: usize = 64;
+    /// Secrets of one integration.
+    pub const MAX_SECRETS: usize = 32;
+    /// A secret's name (characters).
+    pub const MAX_SECRET_NAME_CHARS: usize = 128;
+    /// An uploaded file's name (characters).
+    pub const MAX_FILENAME_CHARS: usize = 255;
+}
+
+/// `limit` within 1..=[`caps::MAX_LIMIT`] when given; absent = the list's default.
+pub fn check_limit(limit: Option<u32>) -> Result<(), pa_kit::PaError> {
+    check_limit_up_to(limit, caps::MAX_LIMIT)
+}
+
+/// `limit` within 1..=`max` when given.
+pub fn check_limit_up_to(limit: Option<u32>, max: u32) -> Result<(), pa_kit::PaError> {
+    match limit {
+        Some(n) if n == 0 || n > max => Err(pa_kit::PaError::bad_request(format!(
+            "limit must be 1-{max}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A chat title: at most [`caps::MAX_TITLE_CHARS`] characters.
+pub fn check_title(title: &str) -> Result<(), pa_kit::PaError> {
+    if title.chars().count() > caps::MAX_TITLE_CHARS {
+        return Err(pa_kit::PaError::bad_request(format!(
+            "title must be at most {} characters",
+            caps::MAX_TITLE_CHARS
+        )));
+    }
+    Ok(())
+}
+
+/// A list of tags: at most [`caps::MAX_TAGS`] of at most [`caps::MAX_TAG_CHARS`] characters.
+pub fn check_tags(field: &str, tags: &[String]) -> Result<(), pa_kit::PaError> {
+    if tags.len() > caps::MAX_TAGS {
+        return Err(pa_kit::PaError::bad_request(format!(
+            "{field}: at most {} tags",
+            caps::MAX_TAGS
+        )));
+    }
+    if tags
+        .iter()
+        .any(|t| t.chars().count() > caps::MAX_TAG_CHARS || t.chars().any(char::is_control))
+    {
+        return Err(pa_kit::PaError::bad_request(format!(
+            "{field}: a tag is at most {} characters, without control characters",
+            caps::MAX_TAG_CHARS
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize, Default, utoipa::IntoParams)]
 #[serde(default, deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1-200 (default 50); outside: 400.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// The page of a chat's messages: up to 500 (a whole conversation in one page).
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[serde(default, deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MessagesQuery {
+    /// Page size, 1-500 (default 100); outside: 400.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }
@@ -106,6 +185,8 @@ pub struct PageQuery {
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CreateChatBody {
+    /// At most 200 characters.
+    #[schema(max_length = 200)]
     pub title: Option<String>,
     pub classification: Option<String>,
 }
@@ -114,6 +195,8 @@ pub struct CreateChatBody {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameChatBody {
+    /// At most 200 characters.
+    #[schema(max_length = 200)]
     pub title: String,
 }
 
@@ -317,5 +400,28 @@ impl From<ModelInfo> for ModelJson {
             provider_tags: m.provider_tags,
             capabilities,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_hold() {
+        assert!(check_limit(None).is_ok());
+        assert!(check_limit(Some(1)).is_ok());
+        assert!(check_limit(Some(200)).is_ok());
+        assert!(check_limit(Some(0)).is_err());
+        assert!(check_limit(Some(201)).is_err());
+        assert!(check_limit_up_to(Some(500), caps::MAX_MESSAGES_LIMIT).is_ok());
+        assert!(check_limit_up_to(Some(501), caps::MAX_MESSAGES_LIMIT).is_err());
+        assert!(check_title(&"t".repeat(200)).is_ok());
+        assert!(check_title(&"t".repeat(201)).is_err());
+        let tags = |n: usize, len: usize| vec!["x".repeat(len); n];
+        assert!(check_tags("tags", &tags(32, 64)).is_ok());
+        assert!(check_tags("tags", &tags(33, 1)).is_err());
+        assert!(check_tags("tags", &tags(1, 65)).is_err());
+        assert!(check_tags("tags", &["a\nb".to_string()]).is_err());
     }
 }

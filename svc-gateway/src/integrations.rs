@@ -78,15 +78,47 @@ pub struct CreateBody {
     name: String,
     #[serde(default = "yes")]
     enabled: bool,
+    /// At most 32 tags of at most 64 characters.
     #[serde(default)]
+    #[schema(max_items = 32)]
     provider_tags_required: Vec<String>,
+    /// At most 32 tags of at most 64 characters.
     #[serde(default)]
+    #[schema(max_items = 32)]
     provider_tags_blocked: Vec<String>,
     #[serde(default)]
     config: Option<Value>,
-    /// Write-only (api_key, bearer_token, header:<Name>, env:<NAME>); never returned.
+    /// Write-only (api_key, bearer_token, header:<Name>, env:<NAME>); never returned. At most
+    /// 32, names of at most 128 characters.
     #[serde(default)]
     secrets: HashMap<String, String>,
+}
+
+/// Caps of an integration's tags and secrets (svc-tools checks the rest).
+fn check_caps(
+    required: &[String],
+    blocked: &[String],
+    secrets: Option<&HashMap<String, String>>,
+) -> Result<(), PaError> {
+    use crate::dto::caps::{MAX_SECRET_NAME_CHARS, MAX_SECRETS};
+    crate::dto::check_tags("provider_tags_required", required)?;
+    crate::dto::check_tags("provider_tags_blocked", blocked)?;
+    if let Some(secrets) = secrets {
+        if secrets.len() > MAX_SECRETS {
+            return Err(PaError::bad_request(format!(
+                "at most {MAX_SECRETS} secrets"
+            )));
+        }
+        if secrets
+            .keys()
+            .any(|k| k.is_empty() || k.chars().count() > MAX_SECRET_NAME_CHARS)
+        {
+            return Err(PaError::bad_request(format!(
+                "a secret's name is 1-{MAX_SECRET_NAME_CHARS} characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn yes() -> bool {
@@ -99,6 +131,11 @@ pub async fn create(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    check_caps(
+        &body.provider_tags_required,
+        &body.provider_tags_blocked,
+        Some(&body.secrets),
+    )?;
     let request = CreateIntegrationRequest {
         kind: body.kind,
         name: body.name,
@@ -133,10 +170,12 @@ pub async fn get(
 pub struct PatchBody {
     name: Option<String>,
     enabled: Option<bool>,
+    #[schema(max_items = 32)]
     provider_tags_required: Option<Vec<String>>,
+    #[schema(max_items = 32)]
     provider_tags_blocked: Option<Vec<String>>,
     config: Option<Value>,
-    /// Present = replaces every stored secret (`{}` removes them).
+    /// Present = replaces every stored secret (`{}` removes them); at most 32.
     secrets: Option<HashMap<String, String>>,
 }
 
@@ -147,6 +186,11 @@ pub async fn patch(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Json<Value>> {
+    check_caps(
+        body.provider_tags_required.as_deref().unwrap_or_default(),
+        body.provider_tags_blocked.as_deref().unwrap_or_default(),
+        body.secrets.as_ref(),
+    )?;
     let request = UpdateIntegrationRequest {
         id,
         name: body.name,

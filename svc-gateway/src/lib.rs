@@ -16,12 +16,15 @@ pub mod oidc;
 pub mod openapi;
 mod problem;
 mod public_grpc;
+mod security_headers;
 mod sse;
 mod state;
 mod users;
+mod validate;
 
 pub mod static_files;
 
+pub use auth::Scope;
 use axum::Router;
 use axum::extract::State;
 use axum::http::Method;
@@ -43,90 +46,132 @@ pub use pa_kit::StartError;
 /// One registered endpoint: a method, a path and its handler. The router is built from this
 /// table and nothing else, so `routes()` is exactly what the gateway serves — the OpenAPI test
 /// holds the document to it, and a new endpoint without docs fails that test.
+/// Every route declares the [`Scope`] an API key needs for it (and whether it is public), so
+/// no endpoint falls through to a default.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
+    pub scope: Scope,
     endpoint: MethodRouter<AppState>,
 }
 
 macro_rules! route_fns {
     ($($name:ident => $method:ident),*) => {$(
-        fn $name<H, T>(path: &'static str, handler: H) -> Route
+        fn $name<H, T>(path: &'static str, scope: Scope, handler: H) -> Route
         where
             H: axum::handler::Handler<T, AppState>,
             T: 'static,
         {
-            Route { method: Method::$method, path, endpoint: axum::routing::$name(handler) }
+            Route { method: Method::$method, path, scope, endpoint: axum::routing::$name(handler) }
         }
     )*};
 }
 route_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELETE);
 
 fn table() -> Vec<Route> {
+    use Scope::*;
     vec![
-        get("/", root),
-        get("/v1", index),
-        get("/v1/openapi.json", openapi::serve),
-        get("/metrics", metrics),
-        get("/v1/control", control_ws::control),
-        get("/healthz", healthz),
-        get("/readyz", readyz),
-        get("/v1/auth/config", auth_config),
-        post("/v1/chats", api::create_chat),
-        get("/v1/chats", api::list_chats),
-        get("/v1/chats/{id}", api::get_chat),
-        patch("/v1/chats/{id}", api::rename_chat),
-        delete("/v1/chats/{id}", api::delete_chat),
-        get("/v1/chats/{id}/messages", api::list_messages),
-        post("/v1/chats/{id}/runs", api::create_run),
-        get("/v1/runs/{id}", api::get_run),
-        post("/v1/runs/{id}/cancel", api::cancel_run),
+        get("/", Public, root),
+        get("/v1", Public, index),
+        get("/v1/openapi.json", Public, openapi::serve),
+        get("/v1/control", Runs, control_ws::control),
+        get("/healthz", Public, healthz),
+        get("/readyz", Public, readyz),
+        get("/v1/auth/config", Public, auth_config),
+        post("/v1/chats", Chats, api::create_chat),
+        get("/v1/chats", Chats, api::list_chats),
+        get("/v1/chats/{id}", Chats, api::get_chat),
+        patch("/v1/chats/{id}", Chats, api::rename_chat),
+        delete("/v1/chats/{id}", Chats, api::delete_chat),
+        get("/v1/chats/{id}/messages", Chats, api::list_messages),
+        post("/v1/chats/{id}/runs", Runs, api::create_run),
+        get("/v1/runs/{id}", Runs, api::get_run),
+        post("/v1/runs/{id}/cancel", Runs, api::cancel_run),
         post(
             "/v1/runs/{id}/approvals/{tool_call_id}",
+            Runs,
             api::decide_tool_call,
         ),
-        get("/v1/runs/{id}/events", api::run_events),
-        get("/v1/models", api::list_models),
-        post("/v1/me/api-keys", api_keys::create),
-        get("/v1/me/api-keys", api_keys::list),
-        delete("/v1/me/api-keys/{id}", api_keys::revoke),
-        get("/v1/me/keys", admin::list_keys),
-        put("/v1/me/keys/{provider}", admin::put_key),
-        delete("/v1/me/keys/{provider}", admin::delete_key),
-        post("/v1/me/keys/{provider}/confirm", admin::confirm_key),
-        get("/v1/me/usage", admin::my_usage),
-        get("/v1/admin/usage", admin::tenant_usage),
-        get("/v1/admin/providers", admin::list_providers),
-        post("/v1/admin/providers", admin::upsert_provider),
-        get("/v1/admin/models", admin::list_all_models),
-        post("/v1/admin/models", admin::upsert_model),
-        patch("/v1/admin/models/{label}", admin::patch_model),
-        put("/v1/admin/model-overlays/{label}", admin::put_model_overlay),
-        get("/v1/admin/policies", admin::list_policies),
-        put("/v1/admin/policies/{classification}", admin::put_policy),
-        get("/v1/admin/schedules", admin::list_schedules),
-        get("/v1/admin/users", users::list),
-        patch("/v1/admin/users/{user_id}", users::patch),
-        post("/v1/admin/schedules/{id}/trigger", admin::trigger_schedule),
-        post("/v1/ag-ui", agui::run_agent),
-        get("/v1/me/integrations", integrations::list),
-        post("/v1/me/integrations", integrations::create),
-        get("/v1/me/integrations/{id}", integrations::get),
-        patch("/v1/me/integrations/{id}", integrations::patch),
-        delete("/v1/me/integrations/{id}", integrations::delete),
-        post("/v1/me/devices/enrollments", devices::create_enrollment),
-        get("/v1/me/devices", devices::list),
-        delete("/v1/me/devices/{id}", devices::delete),
-        post("/v1/devices/enroll", devices::enroll),
-        get("/v1/devices/connect", devices::connect),
-        get("/v1/chats/{id}/tools", integrations::get_selection),
-        put("/v1/chats/{id}/tools", integrations::put_selection),
-        get("/v1/me/memories", memories::list),
-        post("/v1/me/memories", memories::create),
-        patch("/v1/me/memories/{id}", memories::patch),
-        delete("/v1/me/memories/{id}", memories::delete),
+        get("/v1/runs/{id}/events", Runs, api::run_events),
+        get("/v1/models", Models, api::list_models),
+        // Credentials are managed by a signed-in user only, never through an API key.
+        post("/v1/me/api-keys", SessionOnly, api_keys::create),
+        get("/v1/me/api-keys", SessionOnly, api_keys::list),
+        delete("/v1/me/api-keys/{id}", SessionOnly, api_keys::revoke),
+        get("/v1/me/keys", SessionOnly, admin::list_keys),
+        put("/v1/me/keys/{provider}", SessionOnly, admin::put_key),
+        delete("/v1/me/keys/{provider}", SessionOnly, admin::delete_key),
+        post(
+            "/v1/me/keys/{provider}/confirm",
+            SessionOnly,
+            admin::confirm_key,
+        ),
+        get("/v1/me/usage", Models, admin::my_usage),
+        get("/v1/admin/usage", Admin, admin::tenant_usage),
+        get("/v1/admin/providers", Admin, admin::list_providers),
+        post("/v1/admin/providers", Admin, admin::upsert_provider),
+        get("/v1/admin/models", Admin, admin::list_all_models),
+        post("/v1/admin/models", Admin, admin::upsert_model),
+        patch("/v1/admin/models/{label}", Admin, admin::patch_model),
+        put(
+            "/v1/admin/model-overlays/{label}",
+            Admin,
+            admin::put_model_overlay,
+        ),
+        get("/v1/admin/policies", Admin, admin::list_policies),
+        put(
+            "/v1/admin/policies/{classification}",
+            Admin,
+            admin::put_policy,
+        ),
+        get("/v1/admin/schedules", Admin, admin::list_schedules),
+        get("/v1/admin/users", Admin, users::list),
+        patch("/v1/admin/users/{user_id}", Admin, users::patch),
+        post(
+            "/v1/admin/schedules/{id}/trigger",
+            Admin,
+            admin::trigger_schedule,
+        ),
+        post("/v1/ag-ui", Runs, agui::run_agent),
+        get("/v1/me/integrations", Integrations, integrations::list),
+        post("/v1/me/integrations", Integrations, integrations::create),
+        get("/v1/me/integrations/{id}", Integrations, integrations::get),
+        patch(
+            "/v1/me/integrations/{id}",
+            Integrations,
+            integrations::patch,
+        ),
+        delete(
+            "/v1/me/integrations/{id}",
+            Integrations,
+            integrations::delete,
+        ),
+        post(
+            "/v1/me/devices/enrollments",
+            Devices,
+            devices::create_enrollment,
+        ),
+        get("/v1/me/devices", Devices, devices::list),
+        delete("/v1/me/devices/{id}", Devices, devices::delete),
+        // A device authenticates with its one-time code, then its own device token.
+        post("/v1/devices/enroll", Public, devices::enroll),
+        get("/v1/devices/connect", Public, devices::connect),
+        get(
+            "/v1/chats/{id}/tools",
+            Integrations,
+            integrations::get_selection,
+        ),
+        put(
+            "/v1/chats/{id}/tools",
+            Integrations,
+            integrations::put_selection,
+        ),
+        get("/v1/me/memories", Memory, memories::list),
+        post("/v1/me/memories", Memory, memories::create),
+        patch("/v1/me/memories/{id}", Memory, memories::patch),
+        delete("/v1/me/memories/{id}", Memory, memories::delete),
         {
-            let mut upload = post("/v1/chats/{id}/files", memories::upload_file);
+            let mut upload = post("/v1/chats/{id}/files", Chats, memories::upload_file);
             upload.endpoint = upload.endpoint.layer(axum::extract::DefaultBodyLimit::max(
                 memories::MAX_UPLOAD_BYTES,
             ));
@@ -140,14 +185,34 @@ pub fn routes() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|r| (r.method, r.path)).collect()
 }
 
-pub fn router(state: AppState) -> Router {
-    // axum merges the method routers of one path, so one entry per method is enough.
+/// Every (method, path, scope) of the route table.
+pub fn route_scopes() -> Vec<(Method, &'static str, Scope)> {
     table()
         .into_iter()
-        .fold(Router::new(), |router, r| router.route(r.path, r.endpoint))
+        .map(|r| (r.method, r.path, r.scope))
+        .collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    // axum merges the method routers of one path, so one entry per method is enough. Each
+    // route carries its scope to the `Caller` extractor; axum's own 405 (with `Allow`) answers
+    // an undeclared method.
+    let headers = security_headers::SecurityHeaders::new(
+        state.oidc.as_ref().map(|o| o.config.issuer.as_str()),
+    );
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, r| {
+            router.route(r.path, r.endpoint.route_layer(axum::Extension(r.scope)))
+        })
         .fallback(static_files::fallback)
-        .method_not_allowed_fallback(problem::method_not_allowed)
+        .layer(axum::middleware::from_fn(validate::layer))
         .layer(axum::middleware::from_fn(pa_kit::metrics::track_http))
+        .layer(axum::middleware::from_fn(problem::ensure_problem))
+        .layer(axum::middleware::from_fn_with_state(
+            headers,
+            security_headers::layer,
+        ))
         .layer(axum::middleware::from_fn(trace_http))
         .with_state(state)
 }
@@ -207,15 +272,19 @@ async fn index() -> axum::Json<serde_json::Value> {
     }))
 }
 
-/// Prometheus metrics of this process (`PA_METRICS=off`: 404).
-#[utoipa::path(get, path = "/metrics", tag = "meta",
-    responses((status = 200, description = "Prometheus text exposition (version 0.0.4)", body = String, content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> axum::response::Response {
-    if state.metrics {
-        pa_kit::metrics::serve().await
-    } else {
-        pa_kit::metrics::disabled().await
-    }
+/// Prometheus metrics of this process, served only on the metrics listener
+/// (`PA_METRICS_ADDR`), never on the public HTTP port (`PA_METRICS=off`: 404).
+pub fn metrics_router(enabled: bool) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move {
+            if enabled {
+                pa_kit::metrics::serve().await
+            } else {
+                pa_kit::metrics::disabled().await
+            }
+        }),
+    )
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "meta",
@@ -375,6 +444,20 @@ pub async fn run(
         }
         None => None,
     };
+    let metrics = match &config.metrics_listen_addr {
+        Some(addr) => {
+            let metrics_listener = pa_kit::grpc::bind(addr).await?;
+            tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics serving");
+            let app = metrics_router(config.common.metrics);
+            let shutdown = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(metrics_listener, app)
+                    .with_graceful_shutdown(async move { shutdown.triggered().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let app = router(state);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
     // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
@@ -390,6 +473,12 @@ pub async fn run(
         match grpc.await {
             Ok(result) => result?,
             Err(err) => tracing::error!(%err, "public gRPC server task failed"),
+        }
+    }
+    if let Some(metrics) = metrics {
+        match metrics.await {
+            Ok(result) => result?,
+            Err(err) => tracing::error!(%err, "metrics server task failed"),
         }
     }
     Ok(())

@@ -132,6 +132,8 @@ pub struct ListParams {
     scope: Option<String>,
     chat_id: Option<String>,
     kind: Option<String>,
+    /// 1-200 (a search with `q` returns at most 100); outside: 400.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     cursor: Option<String>,
     pinned: Option<bool>,
@@ -150,10 +152,8 @@ pub async fn list(
         Some(k) => vec![parse_kind(k)? as i32],
         None => vec![],
     };
+    crate::dto::check_limit(p.limit)?;
     let limit = p.limit.unwrap_or(0);
-    if limit > 200 {
-        return Err(PaError::bad_request("limit must be 1..200").into());
-    }
     let mut client = state.memory.clone();
     if let Some(q) = p.q.filter(|q| !q.trim().is_empty()) {
         let request = SearchMemoryRequest {
@@ -206,7 +206,9 @@ pub struct CreateBody {
     kind: Option<String>,
     #[serde(default)]
     pinned: bool,
+    /// At most 32 tags of at most 64 characters.
     #[serde(default)]
+    #[schema(max_items = 32)]
     tags: Vec<String>,
     /// Recalled only into chats classified at least this: `public`, `internal`, `confidential`,
     /// `restricted` (default: the chat's for a chat memory, else `internal`).
@@ -229,6 +231,7 @@ pub async fn create(
     if kind == Some(MemoryKind::DocumentChunk) {
         return Err(PaError::bad_request("upload documents with POST /v1/chats/{id}/files").into());
     }
+    crate::dto::check_tags("tags", &body.tags)?;
     let classification = match body.classification.as_deref() {
         // A chat's memory is the chat's data: it keeps the chat's classification.
         None => match body.chat_id.as_deref().filter(|c| !c.is_empty()) {
@@ -344,7 +347,34 @@ pub async fn delete(
 #[serde(default, deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct UploadParams {
+    /// At most 255 characters, no control characters.
+    #[param(max_length = 255)]
     filename: Option<String>,
+}
+
+/// An upload's name: at most [`crate::dto::caps::MAX_FILENAME_CHARS`] characters of text.
+fn check_filename(name: &str) -> Result<(), PaError> {
+    let max = crate::dto::caps::MAX_FILENAME_CHARS;
+    if name.chars().count() > max || name.chars().any(char::is_control) {
+        return Err(PaError::bad_request(format!(
+            "filename must be at most {max} characters, without control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A text upload must be text: valid UTF-8 without NUL (a PDF is svc-memory's to read).
+fn check_text_upload(content_type: &str, body: &[u8]) -> Result<(), PaError> {
+    if !content_type
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("text/")
+    {
+        return Ok(());
+    }
+    let text =
+        std::str::from_utf8(body).map_err(|_| PaError::bad_request("a text file must be UTF-8"))?;
+    pa_kit::validate::text("the file", text)
 }
 
 /// `POST /v1/chats/{id}/files?filename=`: the raw file as the body (Content-Type text/plain,
@@ -357,19 +387,14 @@ pub async fn upload_file(
     Path(chat_id): Path<String>,
     params: Result<Query<UploadParams>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    // Over MAX_UPLOAD_BYTES: axum's 413, which leaves as problem+json `payload_too_large`.
+    body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let Query(params) = params?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            PaError::bad_request(format!("the file is over {MAX_UPLOAD_BYTES} bytes"))
-        } else {
-            PaError::bad_request(format!("cannot read the body: {}", e.body_text()))
-        }
-    })?;
     if body.is_empty() {
         return Err(PaError::bad_request("the body is empty: send the file as the body").into());
     }
+    check_filename(params.filename.as_deref().unwrap_or_default())?;
     // The chat must be the caller's (404 otherwise); its chunks keep its classification.
     let chat = state
         .runs
@@ -387,6 +412,7 @@ pub async fn upload_file(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
+    check_text_upload(&content_type, &body)?;
     let filename = params.filename.unwrap_or_default();
     let request = IngestDocumentRequest {
         chat_id: chat_id.clone(),

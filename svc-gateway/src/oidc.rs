@@ -1,6 +1,9 @@
 //! Bearer JWTs from an OpenID Provider, validated against the issuer's JWKS: keys found through
 //! OIDC discovery and cached, refetched (at most every `jwks_min_refetch`) when a token names an unknown `kid`
-//! (key rotation); an algorithm allow-list (never `none`, never HMAC — so a token "signed" with
+//! (key rotation), and refreshed when the cached set is older than the JWKS answer's
+//! `Cache-Control: max-age` (at most `jwks_max_age`), so a key the provider removed stops
+//! working within that time; when the provider cannot be reached the last keys stay in use
+//! (logged) and the refresh is retried. An algorithm allow-list (never `none`, never HMAC — so a token "signed" with
 //! the public key as an HMAC secret is refused); `iss`, `aud`, `exp` and `nbf` checked with a
 //! small clock skew. Tenant and roles come from configurable claims.
 
@@ -36,6 +39,32 @@ pub struct OidcConfig {
     /// `PA_OIDC_JWKS_MIN_REFETCH_SECS`, default 10: an unknown `kid` refetches the keys at most
     /// this often, so garbage tokens cannot hammer the provider.
     pub jwks_min_refetch: Duration,
+    /// `PA_OIDC_JWKS_MAX_AGE_SECS`, default 600: the keys are refreshed at least this often
+    /// (sooner when the JWKS answer's `Cache-Control: max-age` says so).
+    pub jwks_max_age: Duration,
+}
+
+/// How long a JWKS answer may be used: its `Cache-Control` max-age (`no-cache`/`no-store`:
+/// 0), never more than `cap`.
+pub fn jwks_lifetime(cache_control: Option<&str>, cap: Duration) -> Duration {
+    let Some(value) = cache_control else {
+        return cap;
+    };
+    let mut lifetime = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-cache" || lower == "no-store" {
+            return Duration::ZERO;
+        }
+        if let Some(secs) = lower.strip_prefix("max-age=") {
+            lifetime = secs
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
+        }
+    }
+    lifetime.map_or(cap, |l| l.min(cap))
 }
 
 /// The IdP's platform role becomes the mesh's [`PLATFORM_ADMIN_ROLE`]; a token carrying the
@@ -88,6 +117,8 @@ struct KeyCache {
     jwks_uri: Option<String>,
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
+    /// When the keys must be fetched again.
+    stale_at: Option<Instant>,
 }
 
 pub struct OidcVerifier {
@@ -151,13 +182,23 @@ impl OidcVerifier {
                 uri
             }
         };
-        let jwks: JwkSet = self
+        // Whatever happens next, do not ask again before `jwks_min_refetch`.
+        cache.fetched_at = Some(Instant::now());
+        let response = self
             .http
             .get(&jwks_uri)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|_| unavailable("JWKS fetch failed"))?
+            .map_err(|_| unavailable("JWKS fetch failed"))?;
+        let lifetime = jwks_lifetime(
+            response
+                .headers()
+                .get(reqwest::header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok()),
+            self.config.jwks_max_age,
+        );
+        let jwks: JwkSet = response
             .json()
             .await
             .map_err(|_| unavailable("JWKS is not valid"))?;
@@ -167,6 +208,7 @@ impl OidcVerifier {
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
             .collect();
         cache.fetched_at = Some(Instant::now());
+        cache.stale_at = Some(Instant::now() + lifetime);
         tracing::info!(
             keys = cache.keys.len(),
             "fetched the identity provider's signing keys"
@@ -175,6 +217,17 @@ impl OidcVerifier {
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, PaError> {
+        let stale = {
+            let cache = self.cache.read().await;
+            cache.stale_at.is_some_and(|at| Instant::now() >= at)
+        };
+        if stale {
+            // The scheduled refresh: a key the provider removed goes now. An unreachable
+            // provider leaves the last keys in use (retried after `jwks_min_refetch`).
+            if let Err(err) = self.fetch_keys().await {
+                tracing::warn!(%err, "cannot refresh the identity provider's keys; using the last ones");
+            }
+        }
         if let Some(key) = self.cache.read().await.keys.get(kid) {
             return Ok(key.clone());
         }
@@ -254,6 +307,20 @@ impl OidcVerifier {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn the_jwks_lifetime_follows_cache_control_within_the_cap() {
+        let cap = Duration::from_secs(600);
+        let life = |h| super::jwks_lifetime(h, cap);
+        assert_eq!(life(None), cap);
+        assert_eq!(life(Some("public, max-age=60")), Duration::from_secs(60));
+        assert_eq!(life(Some("max-age=86400")), cap);
+        assert_eq!(life(Some("no-cache")), Duration::ZERO);
+        assert_eq!(life(Some("public")), cap);
+        assert_eq!(life(Some("max-age=oops")), cap);
+    }
+
     #[test]
     fn only_the_configured_idp_role_makes_a_platform_administrator() {
         let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();

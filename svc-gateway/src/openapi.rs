@@ -22,7 +22,7 @@ use crate::{admin, agui, api, api_keys, control_ws, devices, integrations, memor
             PA_AUTH_MODE=dev). Every error is `application/problem+json` with a stable `code`."
     ),
     paths(
-        crate::root, crate::index, serve, crate::metrics, crate::healthz, crate::readyz, crate::auth_config,
+        crate::root, crate::index, serve, crate::healthz, crate::readyz, crate::auth_config,
         control_ws::control,
         api::create_chat, api::list_chats, api::get_chat, api::rename_chat, api::delete_chat, api::list_messages,
         api::create_run, api::get_run, api::cancel_run, api::decide_tool_call, api::run_events,

@@ -27,8 +27,15 @@ pub struct PublicApi {
 }
 
 impl PublicApi {
-    /// Authenticates a gRPC call the way the HTTP API does (same extractor, same limits).
-    async fn caller<T>(&self, request: &Request<T>, path: &str) -> Result<Identity, Status> {
+    /// Validates the message (no NUL in any string, bounded ids: `InvalidArgument` otherwise,
+    /// before anything is forwarded), then authenticates the call the way the HTTP API does
+    /// (same extractor, same limits, the method's API-key scope).
+    async fn caller<T: serde::Serialize>(
+        &self,
+        request: &Request<T>,
+        path: &str,
+    ) -> Result<Identity, Status> {
+        pa_kit::validate::message(request.get_ref()).map_err(Status::from)?;
         let mut builder = http::Request::builder().uri(path);
         if let Some(headers) = builder.headers_mut() {
             *headers = request.metadata().clone().into_headers();
@@ -37,6 +44,7 @@ impl PublicApi {
             .body(())
             .map_err(|_| Status::from(PaError::bad_request("bad request metadata")))?
             .into_parts();
+        parts.extensions.insert(crate::auth::grpc_scope(path));
         let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
             &mut parts,
             &self.state,

@@ -94,10 +94,43 @@ fn disabled_error() -> PaError {
 
 type CacheKey = (String, String);
 
+struct Seen {
+    at: Instant,
+    disabled: bool,
+    roles: Vec<String>,
+}
+
+/// What the gateway knows of a user now: their roles of the latest sign-in, and whether an
+/// admin disabled them. `None`: the user never signed in to the tenant.
+pub async fn standing(
+    pool: &PgPool,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Option<(Vec<String>, bool)>, PaError> {
+    let mut tx = pa_kit::db::tenant_tx(pool, tenant_id).await?;
+    let row = sqlx::query(
+        "SELECT roles, disabled_at IS NOT NULL AS disabled FROM users \
+         WHERE tenant_id = $1 AND user_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.map(|row| Ok((row.try_get("roles")?, row.try_get("disabled")?)))
+        .transpose()
+        .map_err(|e: sqlx::Error| PaError::from(e))
+}
+
+/// Refused: the user is disabled.
+pub fn disabled() -> PaError {
+    disabled_error()
+}
+
 pub struct UserDirectory {
     pool: PgPool,
-    /// (tenant, user) → (when read, disabled).
-    seen: Mutex<HashMap<CacheKey, (Instant, bool)>>,
+    /// (tenant, user) → (when read, disabled, roles recorded).
+    seen: Mutex<HashMap<CacheKey, Seen>>,
 }
 
 impl UserDirectory {
@@ -108,30 +141,43 @@ impl UserDirectory {
         }
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<bool> {
+    /// Whether the user is disabled, as read less than [`RECHECK`] ago; `None` when that is
+    /// older, or when a signed-in caller now has other roles than recorded (a promotion or a
+    /// demotion is recorded at once, so the user's API keys follow it).
+    fn cached(&self, key: &CacheKey, identity: &Identity) -> Option<bool> {
         let seen = self.seen.lock().ok()?;
+        let signed_in = identity.auth_method != AuthMethod::ApiKey as i32;
         seen.get(key)
-            .filter(|(at, _)| at.elapsed() < RECHECK)
-            .map(|(_, disabled)| *disabled)
+            .filter(|s| s.at.elapsed() < RECHECK)
+            .filter(|s| !signed_in || s.roles == identity.roles)
+            .map(|s| s.disabled)
     }
 
-    fn remember(&self, key: CacheKey, disabled: bool) {
+    fn remember(&self, key: CacheKey, disabled: bool, roles: Vec<String>) {
         if let Ok(mut seen) = self.seen.lock() {
             if seen.len() >= MAX_CACHED {
                 seen.clear();
             }
-            seen.insert(key, (Instant::now(), disabled));
+            seen.insert(
+                key,
+                Seen {
+                    at: Instant::now(),
+                    disabled,
+                    roles,
+                },
+            );
         }
     }
 
-    /// Records the caller (at most every [`RECHECK`] per replica) and refuses a disabled one.
+    /// Records the caller (at most every [`RECHECK`] per replica, at once when a signed-in
+    /// caller's roles changed) and refuses a disabled one.
     pub async fn admit(&self, identity: &Identity) -> Result<(), PaError> {
         let key = (identity.tenant_id.clone(), identity.user_id.clone());
-        let disabled = match self.cached(&key) {
+        let disabled = match self.cached(&key, identity) {
             Some(disabled) => disabled,
             None => {
                 let disabled = self.record(identity).await?;
-                self.remember(key, disabled);
+                self.remember(key, disabled, identity.roles.clone());
                 disabled
             }
         };
@@ -244,8 +290,13 @@ impl UserDirectory {
         let row = row.ok_or_else(|| {
             PaError::not_found(format!("no user {user_id:?} has signed in to this tenant"))
         })?;
-        self.remember((admin.tenant_id.clone(), user_id.to_string()), disabled);
-        Ok(UserRecord::from_row(&row)?)
+        let record = UserRecord::from_row(&row)?;
+        self.remember(
+            (admin.tenant_id.clone(), user_id.to_string()),
+            disabled,
+            record.roles.clone(),
+        );
+        Ok(record)
     }
 }
 
@@ -260,8 +311,9 @@ pub struct UsersQuery {
     /// Part of a user id or display name.
     #[serde(default)]
     q: String,
-    /// 1-200 (default 50).
+    /// 1-200 (default 50); outside: 400.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     #[serde(default)]
@@ -276,6 +328,11 @@ pub async fn list(
     Query(query): Query<UsersQuery>,
 ) -> Result<Json<Value>, ApiError> {
     pa_kit::identity::require_role(&identity, "admin")?;
+    if let Some(limit) = query.limit
+        && !(1..=MAX_LIMIT).contains(&limit)
+    {
+        return Err(PaError::bad_request(format!("limit must be 1-{MAX_LIMIT}")).into());
+    }
     let (users, next) = directory(&state)?
         .list(
             &identity.tenant_id,

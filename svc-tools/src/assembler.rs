@@ -188,12 +188,17 @@ impl ToolsetAssembler {
         Ok(match record.kind {
             Kind::McpStdio => {
                 let command = record.config_str("command").unwrap_or("").to_string();
+                let stdio = self.store.stdio();
+                if let Some(reason) = stdio.sandbox.unavailable() {
+                    return Err(ToolsError::SandboxUnavailable(reason));
+                }
                 // The operator's list is checked again: it may have shrunk since creation.
-                if !self.settings.mcp_stdio_commands.contains(&command) {
+                if !stdio.commands.contains(&command) {
                     return Err(ToolsError::Invalid(format!(
                         "the command {command:?} is no longer allowed for stdio MCP servers"
                     )));
                 }
+                // The integration's own variables; the sandbox drops any reserved name.
                 let mut env = map("env");
                 for (name, value) in &secrets {
                     if let Some(var) = name.strip_prefix("env:") {
@@ -211,6 +216,8 @@ impl ToolsetAssembler {
                         })
                         .unwrap_or_default(),
                     env,
+                    network: record.config["network"].as_bool().unwrap_or(false),
+                    sandbox: stdio.sandbox.clone(),
                 }
             }
             _ => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 use pa_kit::config::{CommonConfig, ConfigError, ServiceConfig, env_or, env_parse};
 
 use crate::netguard::AllowList;
+use crate::sandbox::SandboxSettings;
 
 /// svc-tools settings, from the environment.
 #[derive(Clone, Debug)]
@@ -41,6 +42,10 @@ pub struct ToolsSettings {
     pub mcp_call_timeout: Duration,
     /// `PA_TOOLS_MCP_LIST_TIMEOUT_MS` (default 10000): listing a server's tools at assembly.
     pub mcp_list_timeout: Duration,
+    /// `PA_MCP_SANDBOX`, `PA_MCP_BWRAP`, `PA_MCP_ENV_ALLOW`, `PA_MCP_SANDBOX_HIDE`,
+    /// `PA_MCP_SANDBOX_USER`, `PA_MCP_NETWORK_ALLOWED`: how stdio MCP servers are confined
+    /// (see `sandbox.rs`; default: bubblewrap, no network, environment allow-list `TZ`).
+    pub mcp_sandbox: SandboxSettings,
     /// `PA_KEK`, `PA_KEK_ID` (default `kek-1`), `PA_KEK_PREVIOUS`: the same key-encryption
     /// keys as svc-models, for integration secrets. Unset = the dev KEK, with a warning.
     pub kek: Option<(String, String, String)>,
@@ -59,6 +64,7 @@ impl Default for ToolsSettings {
             mcp_stdio_commands: Vec::new(),
             mcp_call_timeout: Duration::from_secs(25),
             mcp_list_timeout: Duration::from_secs(10),
+            mcp_sandbox: SandboxSettings::default(),
             kek: None,
             device_call_timeout: Duration::from_secs(25),
         }
@@ -90,6 +96,20 @@ pub fn parse_dns_overrides(value: &str) -> Result<Vec<(String, IpAddr)>, String>
             Ok((name.trim().to_ascii_lowercase(), ip))
         })
         .collect()
+}
+
+fn sandbox_from_env() -> Result<SandboxSettings, ConfigError> {
+    let var = |name: &str| std::env::var(name).ok();
+    let network_allowed = env_parse("PA_MCP_NETWORK_ALLOWED", false)?;
+    SandboxSettings::parse(
+        var("PA_MCP_SANDBOX").as_deref(),
+        var("PA_MCP_BWRAP").as_deref(),
+        var("PA_MCP_ENV_ALLOW").as_deref(),
+        var("PA_MCP_SANDBOX_HIDE").as_deref(),
+        var("PA_MCP_SANDBOX_USER").as_deref(),
+        network_allowed,
+    )
+    .map_err(|(name, reason)| bad(name, &var(name).unwrap_or_default(), reason))
 }
 
 impl Config {
@@ -132,6 +152,7 @@ impl Config {
                     .collect(),
                 mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 25_000)?,
                 mcp_list_timeout: ms("PA_TOOLS_MCP_LIST_TIMEOUT_MS", 10_000)?,
+                mcp_sandbox: sandbox_from_env()?,
                 kek,
                 device_call_timeout: ms("PA_TOOLS_DEVICE_TIMEOUT_MS", 25_000)?,
             },

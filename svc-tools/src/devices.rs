@@ -1,16 +1,20 @@
 //! The device registry and device tool calls.
 //!
-//! A signed-in user asks for a one-time enrollment code (12 random characters, stored as a
-//! SHA-256, valid [`ENROLLMENT_TTL`]); the device agent trades it (through the gateway, without
+//! A signed-in user asks for a one-time enrollment code for one kind of device (12 random
+//! characters, stored as a SHA-256 with the kind, valid [`ENROLLMENT_TTL`]); the device trades it (through the gateway, without
 //! a user login) for a device id and a device token `pad_<device id>_<secret>` (only the
 //! secret's SHA-256 is stored). The gateway authenticates the device's socket with the token,
 //! records what the device announced (its tools) and keeps its online key in Redis (see
 //! [`pa_kit::device_bus`]).
 //!
+//! The device's kind is the code's: the privilege of its tools follows the kind, so a device
+//! never picks it (one that claims another kind at enrollment is refused).
+//!
 //! The toolset of a run holds the tools of the user's online devices, named
-//! `<device>__<tool>`, source `device:<id>`. Only the known read-only tools (list, read, search)
-//! are low privilege: writing and every terminal tool — and any tool a device announces that we
-//! do not know — are high privilege, so the untrusted-content gate asks a human first.
+//! `<device>__<tool>`, source `device:<id>`. Only the known tools that read nothing private and
+//! send nothing out are low privilege (see [`privilege`]); everything else — and any tool a
+//! device announces that we do not know — is high privilege, so the untrusted-content gate asks
+//! a human first. Everything a device returns is untrusted content.
 //!
 //! A call is published to the connection holding the device and its result awaited (BLPOP) for
 //! at most the device call timeout; when the socket drops mid-call, the gateway pushes a failure
@@ -39,6 +43,8 @@ pub const TOKEN_PREFIX: &str = "pad_";
 pub const READ_ONLY_TOOLS: &[&str] = &["fs_list", "fs_read", "fs_search"];
 /// The browser extension's tools that only look.
 pub const BROWSER_READ_TOOLS: &[&str] = &["read_tab", "list_tabs", "screenshot"];
+/// Of those, the ones that read the user's own, logged-in pages: high privilege.
+pub const BROWSER_PRIVATE_READS: &[&str] = &["read_tab", "screenshot"];
 /// Codes use letters and digits that cannot be mistaken for one another (no 0/O, 1/I/L).
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
 const CODE_LEN: usize = 12;
@@ -106,6 +112,21 @@ fn valid_name(name: &str) -> Result<String, ToolsError> {
     Ok(name.to_string())
 }
 
+/// A device kind ('' = device_agent).
+fn known_kind(kind: &str) -> Result<&'static str, ToolsError> {
+    let kind = if kind.is_empty() {
+        "device_agent"
+    } else {
+        kind
+    };
+    KINDS.iter().find(|k| **k == kind).copied().ok_or_else(|| {
+        invalid(format!(
+            "unknown device kind {kind:?}: expected {}",
+            KINDS.join(", ")
+        ))
+    })
+}
+
 fn millis(t: Option<DateTime<Utc>>) -> i64 {
     t.map(|t| t.timestamp_millis()).unwrap_or_default()
 }
@@ -149,47 +170,72 @@ fn checked_tools(tools: Vec<DeviceTool>) -> Result<Vec<DeviceTool>, ToolsError> 
     Ok(tools)
 }
 
-/// The privilege of a device's tool, decided here from the device's kind and the tool's name
-/// (never from what the device announces): `(read_only, privilege_class)`.
-///
-/// - the device agent: listing, reading and searching files are reads; the rest writes files
-///   or runs commands;
-/// - the cloud browser (`browser_sandbox`): every tool is a read. It is a throwaway browser
-///   with no one's cookies, one context per run, whose egress refuses private addresses: like
-///   web_fetch, it can only look at the public web;
-/// - the browser extension: reading the active tab and taking a screenshot are reads;
-///   navigating, clicking and typing act in the user's own, logged-in browser.
-pub fn privilege(kind: &str, tool: &str) -> (bool, &'static str) {
-    match kind {
-        "browser_sandbox" => (true, "read"),
-        "browser_extension" if BROWSER_READ_TOOLS.contains(&tool) => (true, "read"),
-        "browser_extension" => (false, "act"),
-        _ if READ_ONLY_TOOLS.contains(&tool) => (true, "read"),
-        _ if tool.starts_with("fs_") => (false, "write"),
-        _ => (false, "exec"),
+/// What a device's tool may do, decided here from the device's kind (fixed by its enrollment
+/// code) and the tool's name, never from what the device announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Privilege {
+    /// It changes nothing (an `explore` sub-agent may have it).
+    pub read_only: bool,
+    /// It needs a human's approval once the run has read untrusted content.
+    pub high: bool,
+    pub class: &'static str,
+}
+
+const fn privilege_of(read_only: bool, high: bool, class: &'static str) -> Privilege {
+    Privilege {
+        read_only,
+        high,
+        class,
     }
 }
 
-/// Whether a tool's output is untrusted content: everything a browser shows is the web's.
-pub fn untrusted_output(kind: &str) -> bool {
-    kind.starts_with("browser_")
+/// The privilege of a device's tool (docs/adr/0112-device-and-browser-tool-privilege.md):
+///
+/// - the device agent: listing, reading and searching files are low-privilege reads; the rest
+///   writes files or runs commands;
+/// - the cloud browser (`browser_sandbox`): every tool is a read. It is a throwaway browser
+///   with no one's cookies, one context per run, whose egress refuses private addresses: like
+///   web_fetch, it can only look at the public web (which tools can send data out once a run
+///   is tainted is decided with the run's taint, not here);
+/// - the browser extension: listing tabs is a low-privilege read; reading a tab and taking a
+///   screenshot read the user's own, logged-in browser (high privilege, still reads);
+///   navigating, clicking and typing act in it.
+pub fn privilege(kind: &str, tool: &str) -> Privilege {
+    match kind {
+        "browser_sandbox" => privilege_of(true, false, "read"),
+        "browser_extension" if BROWSER_PRIVATE_READS.contains(&tool) => {
+            privilege_of(true, true, "read_private")
+        }
+        "browser_extension" if BROWSER_READ_TOOLS.contains(&tool) => {
+            privilege_of(true, false, "read")
+        }
+        "browser_extension" => privilege_of(false, true, "act"),
+        _ if READ_ONLY_TOOLS.contains(&tool) => privilege_of(true, false, "read"),
+        _ if tool.starts_with("fs_") => privilege_of(false, true, "write"),
+        _ => privilege_of(false, true, "exec"),
+    }
+}
+
+/// Whether a device tool's output is untrusted content: always. A web page is the web's; a
+/// file or a command's output on the user's machine may hold text someone else wrote (a
+/// download, a cloned repository, a mail), so it taints the run like a web page does.
+pub fn untrusted_output(_kind: &str) -> bool {
+    true
 }
 
 /// The toolset entry of a device's tool.
 pub fn definition(device: &Device, tool: &DeviceTool) -> ToolDefinition {
-    let (read_only, class) = privilege(&device.kind, &tool.name);
+    let privilege = privilege(&device.kind, &tool.name);
     ToolDefinition {
         name: format!("{}__{}", prefix(&device.name), tool.name),
         description: format!("[device {}] {}", device.name, tool.description),
         parameters_json_schema: tool.parameters_json_schema.clone(),
         source: format!("device:{}", device.id),
-        high_privilege: !read_only,
-        read_only,
+        high_privilege: privilege.high,
+        read_only: privilege.read_only,
         provider_tags_required: Vec::new(),
         provider_tags_blocked: Vec::new(),
-        privilege_class: class.into(),
-        // The user's own files and commands are not marked untrusted (see
-        // docs/src/devices.md); web pages are.
+        privilege_class: privilege.class.into(),
         untrusted_output: untrusted_output(&device.kind),
         origin_name: tool.name.clone(),
         // Set by the assembler (`sends_data_out`).
@@ -210,12 +256,14 @@ impl DeviceRegistry {
         &self,
         identity: &Identity,
         name: &str,
+        kind: &str,
     ) -> Result<DeviceEnrollment, ToolsError> {
         let name = if name.trim().is_empty() {
             String::new()
         } else {
             valid_name(name)?
         };
+        let kind = known_kind(kind)?;
         let code = new_code()?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let open: i64 = sqlx::query_scalar(
@@ -232,14 +280,15 @@ impl DeviceRegistry {
             )));
         }
         let expires: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO device_enrollments (tenant_id, code_hash, user_id, name, expires_at) \
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5)) RETURNING expires_at",
+            "INSERT INTO device_enrollments (tenant_id, code_hash, user_id, name, expires_at, kind) \
+             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6) RETURNING expires_at",
         )
         .bind(&identity.tenant_id)
         .bind(sha256(&normalize_code(&code)))
         .bind(&identity.user_id)
         .bind(&name)
         .bind(ENROLLMENT_TTL.as_secs_f64())
+        .bind(kind)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -249,7 +298,9 @@ impl DeviceRegistry {
         })
     }
 
-    /// Redeems a code (once, before it expires) for a new device of the code's user.
+    /// Redeems a code (once, before it expires) for a new device of the code's user, of the
+    /// code's kind. `kind` is what the device claims: empty, or the code's kind; any other is
+    /// refused and the code stays unused.
     pub async fn enroll(
         &self,
         code: &str,
@@ -264,14 +315,11 @@ impl DeviceRegistry {
         if normalized.len() != CODE_LEN {
             return Err(refused());
         }
-        let kind = if kind.is_empty() {
-            "device_agent"
+        let claimed = if kind.is_empty() {
+            None
         } else {
-            kind
+            Some(known_kind(kind)?)
         };
-        if !KINDS.contains(&kind) {
-            return Err(invalid(format!("unknown device kind {kind:?}")));
-        }
         let code_hash = sha256(&normalized);
         let device_id = uuid::Uuid::new_v4().simple().to_string();
         let mut tx = pa_kit::db::scoped_tx(
@@ -285,7 +333,7 @@ impl DeviceRegistry {
         let row = sqlx::query(
             "UPDATE device_enrollments SET used_at = now(), device_id = $2 \
              WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now() \
-             RETURNING tenant_id, user_id, name",
+             RETURNING tenant_id, user_id, name, kind",
         )
         .bind(&code_hash)
         .bind(&device_id)
@@ -295,6 +343,18 @@ impl DeviceRegistry {
         let tenant_id: String = row.try_get("tenant_id")?;
         let user_id: String = row.try_get("user_id")?;
         let enrolled_name: String = row.try_get("name")?;
+        let kind: String = row.try_get("kind")?;
+        if let Some(claimed) = claimed
+            && claimed != kind
+        {
+            // Dropping the transaction rolls the redemption back: the code stays usable by the
+            // device it was made for.
+            tracing::warn!(%tenant_id, %user_id, claimed, code_kind = %kind, "enrollment refused: the device claims another kind");
+            return Err(invalid(format!(
+                "this enrollment code is for a {kind}, not a {claimed}: create a code for a \
+                 {claimed} in the web app (Settings → Devices)"
+            )));
+        }
         let name = match (name.trim().is_empty(), enrolled_name.is_empty()) {
             (false, _) => valid_name(name)?,
             (true, false) => enrolled_name,
@@ -327,13 +387,13 @@ impl DeviceRegistry {
         .bind(&device_id)
         .bind(&user_id)
         .bind(&name)
-        .bind(kind)
+        .bind(&kind)
         .bind(sha256(&secret))
         .bind(platform.chars().take(64).collect::<String>())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        tracing::info!(%tenant_id, %user_id, %device_id, "device enrolled");
+        tracing::info!(%tenant_id, %user_id, %device_id, %kind, "device enrolled");
         Ok(EnrollDeviceResponse {
             device_id,
             device_token: token,
@@ -643,7 +703,8 @@ mod tests {
         let read = definition(&laptop, &tool("fs_read"));
         assert_eq!(read.name, "my_laptop__fs_read");
         assert_eq!(read.source, "device:d1");
-        assert!(!read.high_privilege && read.read_only && !read.untrusted_output);
+        // A file may hold what someone else wrote: untrusted, like a web page.
+        assert!(!read.high_privilege && read.read_only && read.untrusted_output);
         for name in ["fs_write", "pty_exec", "pty_start", "something_new"] {
             let t = definition(&laptop, &tool(name));
             assert!(t.high_privilege && !t.read_only, "{name}");
@@ -659,8 +720,17 @@ mod tests {
 
         // A device cannot make its tools harmless by naming them like another kind's reads.
         let extension = device("browser_extension", "chrome");
-        let read_tab = definition(&extension, &tool("read_tab"));
-        assert!(read_tab.read_only && read_tab.untrusted_output);
+        // Reading a tab or a screenshot of the user's logged-in browser: high privilege.
+        for name in ["read_tab", "screenshot"] {
+            let t = definition(&extension, &tool(name));
+            assert!(
+                t.read_only && t.high_privilege && t.untrusted_output,
+                "{name}"
+            );
+            assert_eq!(t.privilege_class, "read_private");
+        }
+        let list_tabs = definition(&extension, &tool("list_tabs"));
+        assert!(list_tabs.read_only && !list_tabs.high_privilege && list_tabs.untrusted_output);
         for name in ["navigate", "click", "type_text", "fs_write", "fs_read"] {
             let t = definition(&extension, &tool(name));
             assert!(t.high_privilege && t.privilege_class == "act", "{name}");

@@ -27,6 +27,8 @@ pub enum ToolsError {
     Unauthenticated(String),
     #[error("Redis: {0}")]
     Redis(String),
+    #[error("{0}")]
+    SandboxUnavailable(String),
 }
 
 impl From<ToolsError> for PaError {
@@ -38,6 +40,10 @@ impl From<ToolsError> for PaError {
             | ToolsError::DeviceNotFound(_) => PaError::not_found(err.to_string()),
             ToolsError::Unauthenticated(_) => PaError::unauthenticated(err.to_string()),
             ToolsError::Redis(_) => PaError::new(pa_kit::ErrorCode::Unavailable, err.to_string()),
+            // The operator's setup, not the caller's request: 409, never a 5xx.
+            ToolsError::SandboxUnavailable(_) => {
+                PaError::new(pa_kit::ErrorCode::FailedPrecondition, err.to_string())
+            }
             ToolsError::MissingRunId | ToolsError::BadSnapshotId | ToolsError::Invalid(_) => {
                 PaError::bad_request(err.to_string())
             }

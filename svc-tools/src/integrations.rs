@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 
 use crate::error::{ToolsError, invalid};
+use crate::sandbox::{Sandbox, check_user_env_name};
 
 const MAX_NAME_CHARS: usize = 64;
 const MAX_TAGS: usize = 32;
@@ -164,10 +165,17 @@ fn string_map(config: &Value, field: &str) -> Result<(), ToolsError> {
     }
 }
 
+/// What the operator allows stdio MCP servers: the commands they may run and the sandbox they
+/// run in.
+#[derive(Clone, Debug)]
+pub struct StdioPolicy {
+    pub commands: Vec<String>,
+    pub sandbox: Sandbox,
+}
+
 impl Draft {
-    /// Checks name, tags and the kind's settings. `stdio_commands` is the operator's list of
-    /// commands a stdio MCP server may run.
-    pub fn validate(mut self, stdio_commands: &[String]) -> Result<Self, ToolsError> {
+    /// Checks name, tags and the kind's settings against the operator's stdio policy.
+    pub fn validate(mut self, stdio: &StdioPolicy) -> Result<Self, ToolsError> {
         self.name = self.name.trim().to_string();
         if self.name.is_empty()
             || self.name.chars().count() > MAX_NAME_CHARS
@@ -207,7 +215,7 @@ impl Draft {
                 if command.is_empty() {
                     return Err(invalid("config.command is required for mcp_stdio"));
                 }
-                if !stdio_commands.iter().any(|c| c == command) {
+                if !stdio.commands.iter().any(|c| c == command) {
                     return Err(invalid(format!(
                         "command {command:?} is not one the operator allows for stdio MCP \
                          servers (PA_TOOLS_MCP_STDIO_COMMANDS)"
@@ -219,6 +227,23 @@ impl Draft {
                     _ => return Err(invalid("config.args must be an array of strings")),
                 }
                 string_map(&self.config, "env")?;
+                if let Some(env) = self.config.get("env").and_then(Value::as_object) {
+                    for name in env.keys() {
+                        check_user_env_name(name)
+                            .map_err(|e| invalid(format!("config.env: {e}")))?;
+                    }
+                }
+                match self.config.get("network") {
+                    None | Some(Value::Null) | Some(Value::Bool(false)) => {}
+                    Some(Value::Bool(true)) if stdio.sandbox.settings().network_allowed => {}
+                    Some(Value::Bool(true)) => {
+                        return Err(invalid(
+                            "config.network: the operator does not allow stdio MCP servers the \
+                             network (PA_MCP_NETWORK_ALLOWED)",
+                        ));
+                    }
+                    Some(_) => return Err(invalid("config.network must be true or false")),
+                }
             }
         }
         Ok(self)
@@ -232,6 +257,11 @@ fn validate_secrets(kind: Kind, secrets: &BTreeMap<String, String>) -> Result<()
                 "a {} integration has no secret named {name:?}",
                 kind.as_str()
             )));
+        }
+        if kind == Kind::McpStdio
+            && let Some(var) = name.strip_prefix("env:")
+        {
+            check_user_env_name(var).map_err(|e| invalid(format!("secret {name:?}: {e}")))?;
         }
         if value.is_empty() || value.len() > MAX_SECRET_BYTES {
             return Err(invalid(format!(
@@ -306,16 +336,20 @@ fn record(row: &sqlx::postgres::PgRow) -> Result<Record, ToolsError> {
 pub struct IntegrationStore {
     pool: PgPool,
     enc: Arc<KeyEncryption>,
-    stdio_commands: Arc<Vec<String>>,
+    stdio: Arc<StdioPolicy>,
 }
 
 impl IntegrationStore {
-    pub fn new(pool: PgPool, enc: Arc<KeyEncryption>, stdio_commands: Vec<String>) -> Self {
+    pub fn new(pool: PgPool, enc: Arc<KeyEncryption>, stdio: StdioPolicy) -> Self {
         Self {
             pool,
             enc,
-            stdio_commands: Arc::new(stdio_commands),
+            stdio: Arc::new(stdio),
         }
+    }
+
+    pub fn stdio(&self) -> &StdioPolicy {
+        &self.stdio
     }
 
     fn seal(
@@ -353,8 +387,15 @@ impl IntegrationStore {
         secrets: BTreeMap<String, String>,
     ) -> Result<Record, ToolsError> {
         let (tenant, user) = owner(identity)?;
-        let draft = draft.validate(&self.stdio_commands)?;
+        let draft = draft.validate(&self.stdio)?;
         validate_secrets(draft.kind, &secrets)?;
+        // Where stdio servers cannot run, a new one is refused with the reason (an existing one
+        // can still be changed, disabled or deleted; it is refused when it would start).
+        if draft.kind == Kind::McpStdio
+            && let Some(reason) = self.stdio.sandbox.unavailable()
+        {
+            return Err(ToolsError::SandboxUnavailable(reason));
+        }
         let id = uuid::Uuid::now_v7().to_string();
         let sealed = self.seal(identity, &id, &secrets)?;
         let names: Vec<String> = secrets.keys().cloned().collect();
@@ -457,7 +498,7 @@ impl IntegrationStore {
             config: current.config.clone(),
         };
         change(&mut draft);
-        let draft = draft.validate(&self.stdio_commands)?;
+        let draft = draft.validate(&self.stdio)?;
         let (sealed, names) = match &secrets {
             Some(secrets) => {
                 validate_secrets(draft.kind, secrets)?;

@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod memory;
 /// The network guard lives in `pa-netguard` (svc-models guards provider base URLs with it too).
 pub use pa_netguard as netguard;
+pub mod sandbox;
 mod service;
 pub mod subagent;
 pub mod web;
@@ -57,8 +58,17 @@ pub async fn run(
     let pool = pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10)
         .await?
         .app;
-    let store =
-        integrations::IntegrationStore::new(pool.clone(), enc, settings.mcp_stdio_commands.clone());
+    // Tried once at start: where the sandbox does not work, stdio MCP servers are refused with
+    // the reason (logged now).
+    let sandbox = sandbox::Sandbox::start(settings.mcp_sandbox.clone()).await;
+    let store = integrations::IntegrationStore::new(
+        pool.clone(),
+        enc,
+        integrations::StdioPolicy {
+            commands: settings.mcp_stdio_commands.clone(),
+            sandbox,
+        },
+    );
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let memory = memory::MemoryTools::new(
         MemoryServiceClient::new(

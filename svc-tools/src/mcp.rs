@@ -1,5 +1,5 @@
-//! MCP client (rmcp): a user's MCP servers, over stdio (a child process with a clean
-//! environment, killed when the call ends) or streamable HTTP (through the guarded client, so
+//! MCP client (rmcp): a user's MCP servers, over stdio (a child process in the sandbox of
+//! `sandbox.rs`, with only the environment it allows, killed when the call ends) or streamable HTTP (through the guarded client, so
 //! the same address rules as web_fetch apply). Each listing and each call opens its own session
 //! and closes it afterwards: nothing long-lived to leak, and a server that died is simply
 //! started again on the next call. Every failure comes back as a message for the model.
@@ -17,13 +17,12 @@ use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Map, Value};
 
 use crate::netguard::NetGuard;
+use crate::sandbox::Sandbox;
 
 /// The longest schema we accept for one tool.
 const MAX_SCHEMA_BYTES: usize = 64 * 1024;
 /// Text handed back to the model from one call.
 const MAX_RESULT_CHARS: usize = 40_000;
-/// PATH for stdio servers: the environment is cleared, so nothing of this service leaks in.
-const SAFE_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Where a server is.
 #[derive(Clone, Debug)]
@@ -31,7 +30,11 @@ pub enum Target {
     Stdio {
         command: String,
         args: Vec<String>,
+        /// The integration's own variables (config.env and env:<NAME> secrets).
         env: BTreeMap<String, String>,
+        /// The integration asked for the network (honoured if the operator allows it).
+        network: bool,
+        sandbox: Sandbox,
     },
     Http {
         url: String,
@@ -67,16 +70,15 @@ async fn connect(
     guard: &NetGuard,
 ) -> Result<RunningService<RoleClient, ()>, String> {
     match target {
-        Target::Stdio { command, args, env } => {
-            let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args)
-                .env_clear()
-                .env("PATH", SAFE_PATH)
-                .envs(env)
-                .kill_on_drop(true);
-            if let Ok(tmp) = std::env::var("TMPDIR") {
-                cmd.env("TMPDIR", tmp);
-            }
+        Target::Stdio {
+            command,
+            args,
+            env,
+            network,
+            sandbox,
+        } => {
+            let mut cmd = sandbox.command(command, args, env, *network)?;
+            cmd.kill_on_drop(true);
             let (transport, _) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::null())
                 .spawn()

@@ -120,7 +120,7 @@ impl ToolService for ToolServiceImpl {
         let enrollment = self
             .assembler
             .devices
-            .create_enrollment(&identity, &request.get_ref().name)
+            .create_enrollment(&identity, &request.get_ref().name, &request.get_ref().kind)
             .await
             .map_err(err)?;
         Ok(Response::new(enrollment))

@@ -340,10 +340,13 @@ impl MeshBuilder {
                 }
             }),
         ));
+        // The gateway's /metrics has a listener of its own (never the public port).
+        let gateway_metrics_addr = format!("127.0.0.1:{}", port_below_ephemeral_range()?);
         let gateway_config = svc_gateway::Config {
             common: common.clone(),
             listen_addr: String::new(),
             grpc_listen_addr: None,
+            metrics_listen_addr: Some(gateway_metrics_addr.clone()),
             runs_url: runs_url.clone(),
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
@@ -413,6 +416,7 @@ impl MeshBuilder {
         let mesh = Mesh {
             gateway_config,
             gateway_url: gateway_addr,
+            gateway_metrics_url: format!("http://{gateway_metrics_addr}"),
             worker_config,
             public_grpc_url,
             runs_url,
@@ -462,6 +466,8 @@ type ServiceTask = tokio::task::JoinHandle<Result<(), String>>;
 /// A running mesh. Call [`Mesh::stop`] at the end to shut it down and drop its database.
 pub struct Mesh {
     pub gateway_url: String,
+    /// The gateway's metrics listener (`GET /metrics`).
+    pub gateway_metrics_url: String,
     /// The gateway's public gRPC API.
     pub public_grpc_url: String,
     pub runs_url: String,
@@ -488,7 +494,8 @@ impl Mesh {
     pub async fn add_gateway(&mut self) -> Result<String, BoxError> {
         let (listener, url) = listen().await?;
         let shutdown = Shutdown::new();
-        let config = self.gateway_config.clone();
+        let mut config = self.gateway_config.clone();
+        config.metrics_listen_addr = None;
         let s = shutdown.clone();
         let task = tokio::spawn(async move {
             svc_gateway::run(config, listener, None, s)
@@ -1072,6 +1079,7 @@ impl DevIdp {
             algorithms: svc_gateway::oidc::parse_algorithms("RS256")?,
             leeway_secs: 30,
             jwks_min_refetch: Duration::from_secs(10),
+            jwks_max_age: Duration::from_secs(600),
         })
     }
 

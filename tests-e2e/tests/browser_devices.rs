@@ -98,9 +98,10 @@ async fn page_server() -> BoxResult<(u16, Arc<Mutex<Vec<String>>>)> {
     Ok((port, hosts))
 }
 
-async fn enrollment_code(mesh: &Mesh) -> BoxResult<String> {
+/// A one-time code for a device of `kind` (the code decides the device's kind).
+async fn enrollment_code(mesh: &Mesh, kind: &str) -> BoxResult<String> {
     let (status, enrollment) = mesh
-        .post_json("/v1/me/devices/enrollments", &json!({}))
+        .post_json("/v1/me/devices/enrollments", &json!({ "kind": kind }))
         .await?;
     assert_eq!(status, 201, "{enrollment}");
     Ok(enrollment["code"].as_str().unwrap_or_default().to_string())
@@ -126,6 +127,59 @@ async fn online_device(mesh: &Mesh, kind: &str) -> BoxResult<Value> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Starts a run and approves each of `calls` (in order) once the run waits for it; returns the
+/// run's id and all its events.
+async fn run_approving(
+    mesh: &Mesh,
+    chat: &str,
+    body: &Value,
+    calls: &[&str],
+) -> BoxResult<(String, Vec<SseEvent>)> {
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    for call in calls {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, decided) = mesh
+                .post_json(
+                    &format!("/v1/runs/{run_id}/approvals/{call}"),
+                    &json!({ "approve": true }),
+                )
+                .await?;
+            if status < 300 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{call} never waited for approval: {status} {decided}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let events = tokio::time::timeout(
+        Duration::from_secs(120),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    Ok((run_id, events))
+}
+
+/// The calls the run asked a human to approve, in order.
+fn approvals_asked(events: &[SseEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.data["name"] == "tool_call_approval")
+        .map(|e| {
+            e.data["value"]["toolCallId"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }
 
 fn last_type(events: &[SseEvent]) -> String {
@@ -171,7 +225,7 @@ async fn the_cloud_browser_opens_a_local_page_clicks_and_reads_it() -> R {
         std::env::temp_dir().join(format!("pa-e2e-sandbox-{}", uuid::Uuid::new_v4().simple()));
     let config = home.join("browser-sandbox.json");
     let config_arg = config.to_string_lossy().to_string();
-    let code = enrollment_code(&mesh).await?;
+    let code = enrollment_code(&mesh, "browser_sandbox").await?;
     let gateway = mesh.url("");
     let enrolled = node(
         &sandbox,
@@ -320,7 +374,7 @@ async fn the_browser_extension_registers_as_a_device_and_reads_the_active_tab() 
     .await?;
     assert!(out.contains("built into"), "{out}");
 
-    let code = enrollment_code(&mesh).await?;
+    let code = enrollment_code(&mesh, "browser_extension").await?;
     let gateway = mesh.url("");
     let page = format!("http://127.0.0.1:{port}/");
     let shots = web_tests.join("test-output/extension");
@@ -360,8 +414,9 @@ async fn the_browser_extension_registers_as_a_device_and_reads_the_active_tab() 
         "{device}"
     );
 
-    // Reading the tab is a read; clicking in the user's own browser, after untrusted content,
-    // waits for the user's approval.
+    // Reading the tab in a run that has read nothing untrusted goes ahead; what it read is
+    // untrusted, so clicking in the user's own browser, and reading their tab again, wait for
+    // the user's approval.
     let chat = mesh.create_chat("my browser").await?;
     fake.push(Reply::chunks(vec![Chunk::tool_call(
         "c_tab",
@@ -373,34 +428,15 @@ async fn the_browser_extension_registers_as_a_device_and_reads_the_active_tab() 
         "chrome__click",
         json!({ "text": "Reveal" }).to_string(),
     )]));
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "c_tab_again",
+        "chrome__read_tab",
+        "{}".to_string(),
+    )]));
     fake.push(Reply::text("Done."));
     let body = json!({ "message": "what is in my tab?", "model": "fp:m" });
-    let (status, accepted) = mesh
-        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
-        .await?;
-    assert_eq!(status, 202, "{accepted}");
-    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, decided) = mesh
-            .post_json(
-                &format!("/v1/runs/{run_id}/approvals/c_click"),
-                &json!({ "approve": true }),
-            )
-            .await?;
-        if status < 300 {
-            break;
-        }
-        if Instant::now() > deadline {
-            return Err(format!("the click never waited for approval: {status} {decided}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let events = tokio::time::timeout(
-        Duration::from_secs(90),
-        mesh.read_events(&run_id, None, None),
-    )
-    .await??;
+    let (_, events) = run_approving(&mesh, &chat, &body, &["c_click", "c_tab_again"]).await?;
+    assert_eq!(approvals_asked(&events), ["c_click", "c_tab_again"]);
     assert_eq!(last_type(&events), "RUN_FINISHED", "{events:?}");
     let tab = tool_result(&events, "c_tab");
     assert!(tab.contains("Hello from the test page"), "{tab}");

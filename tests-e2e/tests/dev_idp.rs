@@ -76,6 +76,7 @@ async fn users_of_the_dev_idp_log_in_and_use_the_api() -> R {
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::from_secs(10),
+        jwks_max_age: Duration::from_secs(600),
     };
     let mesh = Mesh::builder().oidc(config).start().await?;
     let alice = token(&mesh.http, &issuer, "alice").await?;

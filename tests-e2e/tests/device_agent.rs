@@ -235,7 +235,16 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
         json!({ "command": "echo hello-from-the-pty" }).to_string(),
     )]));
     fake.push(Reply::text("The note says blue-42."));
-    let (run_id, events) = run_to_end(&mesh, &chat, "what does my note say?").await?;
+    // What the device returned is untrusted: after the listing, the terminal asks first.
+    let (run_id, events) =
+        run_approving(&mesh, &chat, "what does my note say?", &["c_echo"]).await?;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.data["name"] == "tool_call_approval"
+                && e.data["value"]["toolCallId"] != "c_echo"),
+        "only the terminal call asked for approval"
+    );
     let last = events.last().map(|e| e.event_type().to_string());
     assert_eq!(last.as_deref(), Some("RUN_FINISHED"), "{events:?}");
     let offered = offered_tools(&fake);
@@ -400,6 +409,40 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     std::fs::remove_dir_all(&home)?;
     mesh.stop().await?;
     Ok(())
+}
+
+/// Runs `message`, approving each of `calls` (in order) when the run asks; all the events.
+async fn run_approving(
+    mesh: &Mesh,
+    chat: &str,
+    message: &str,
+    calls: &[&str],
+) -> BoxResult<(String, Vec<SseEvent>)> {
+    let (status, accepted) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": message, "model": "fd:m" }),
+        )
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    let mut cursor = None;
+    for call in calls {
+        approval_request(mesh, &run_id, &mut cursor, call).await?;
+        let (status, ack) = mesh
+            .post_json(
+                &format!("/v1/runs/{run_id}/approvals/{call}"),
+                &json!({ "approve": true }),
+            )
+            .await?;
+        assert_eq!(status, 200, "{ack}");
+    }
+    let events = tokio::time::timeout(
+        Duration::from_secs(90),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    Ok((run_id, events))
 }
 
 /// Follows the run's events from `cursor` (a Last-Event-ID) until it asks approval for `call`;
@@ -616,5 +659,118 @@ async fn device_rows_are_under_row_level_security() -> R {
         .await?;
     assert_eq!(count(enrollments).fetch_one(&mut *tx).await?, 1);
     tx.rollback().await?;
+    mesh.stop().await
+}
+
+async fn code_for(mesh: &Mesh, kind: Option<&str>) -> BoxResult<String> {
+    let body = match kind {
+        Some(kind) => json!({ "kind": kind }),
+        None => json!({}),
+    };
+    let (status, enrollment) = mesh.post_json("/v1/me/devices/enrollments", &body).await?;
+    assert_eq!(status, 201, "{enrollment}");
+    Ok(enrollment["code"].as_str().unwrap_or_default().to_string())
+}
+
+async fn kind_of(mesh: &Mesh, id: &str) -> BoxResult<Option<String>> {
+    let (_, list) = mesh.get_json("/v1/me/devices").await?;
+    Ok(list["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["id"] == id)
+        .map(|d| d["kind"].as_str().unwrap_or_default().to_string()))
+}
+
+/// A device's kind is its enrollment code's (docs/adr/0111): a device that claims another kind
+/// is refused and the code stays usable; one that claims nothing, or the code's kind, gets it.
+#[tokio::test]
+async fn a_device_gets_the_kind_of_its_code_never_the_one_it_claims() -> R {
+    let mesh = Mesh::builder().start().await?;
+    // A device-agent code (the default): a device claiming to be a browser is refused, and
+    // nothing is enrolled.
+    let code = code_for(&mesh, None).await?;
+    for claimed in ["browser_sandbox", "browser_extension"] {
+        let (status, problem) = mesh
+            .post_json(
+                "/v1/devices/enroll",
+                &json!({ "code": code, "name": "sneaky", "kind": claimed }),
+            )
+            .await?;
+        assert_eq!(status, 400, "{claimed}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("device_agent"),
+            "{problem}"
+        );
+    }
+    let (_, list) = mesh.get_json("/v1/me/devices").await?;
+    assert_eq!(list["devices"], json!([]), "{list}");
+    // The code is still good for what it was made for; claiming nothing gets the code's kind.
+    let (status, enrolled) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": code, "name": "laptop" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{enrolled}");
+    let id = enrolled["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(kind_of(&mesh, &id).await?.as_deref(), Some("device_agent"));
+
+    // A browser-extension code: the extension (which says what it is) gets it; a device agent
+    // cannot use it to pass as anything else, and the kind is the code's when none is claimed.
+    let code = code_for(&mesh, Some("browser_extension")).await?;
+    let (status, problem) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": code, "kind": "device_agent" }),
+        )
+        .await?;
+    assert_eq!(status, 400, "{problem}");
+    let (status, enrolled) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": code, "name": "chrome", "kind": "browser_extension" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{enrolled}");
+    let id = enrolled["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        kind_of(&mesh, &id).await?.as_deref(),
+        Some("browser_extension")
+    );
+    let code = code_for(&mesh, Some("browser_sandbox")).await?;
+    let (status, enrolled) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": code, "name": "cloud" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{enrolled}");
+    let id = enrolled["device_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        kind_of(&mesh, &id).await?.as_deref(),
+        Some("browser_sandbox")
+    );
+
+    // An unknown kind is refused when the code is made.
+    let (status, problem) = mesh
+        .post_json(
+            "/v1/me/devices/enrollments",
+            &json!({ "kind": "root_shell" }),
+        )
+        .await?;
+    assert_eq!(status, 400, "{problem}");
     mesh.stop().await
 }

@@ -224,3 +224,293 @@ async fn grpc_errors_carry_the_same_codes_and_forged_identities_are_refused() ->
     assert!(pa_kit::grpc::is_serving(pa_kit::grpc::channel(&mesh.runs_url)?).await);
     mesh.stop().await
 }
+
+/// Issue 21, item 6: hostile input is refused with a 4xx problem+json before any service is
+/// called, next to the same request made well, and the services stay healthy.
+#[tokio::test]
+async fn hostile_input_is_refused_with_problem_json_and_nothing_breaks() -> R {
+    let web = std::env::temp_dir().join(format!("pa-web-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&web)?;
+    std::fs::write(web.join("index.html"), "<!doctype html><title>t</title>")?;
+    let mesh = Mesh::builder().web_dir(&web).start().await?;
+    let http = &mesh.http;
+    let expect = |status: u16, code: &'static str| {
+        move |(s, body): (u16, Value)| {
+            assert_eq!((s, body["code"].as_str()), (status, Some(code)), "{body}");
+        }
+    };
+    let post = |path: &str, body: Value| http.post(mesh.url(path)).json(&body).send();
+
+    // NUL in any stored string → 400; the same without NUL is stored.
+    let (status, chat) = mesh
+        .post_json("/v1/chats", &json!({"title": "fine"}))
+        .await?;
+    assert_eq!(status, 201, "{chat}");
+    let chat_id = chat["id"].as_str().unwrap_or_default().to_string();
+    expect(400, "bad_request")(
+        problem(post("/v1/chats", json!({"title": "a\u{0}b"})).await?).await?,
+    );
+    // Even without a JSON content type (the body of POST /v1/chats is optional).
+    let raw = http
+        .post(mesh.url("/v1/chats"))
+        .body(r#"{"title": "nul \u0000 here"}"#)
+        .send()
+        .await?;
+    expect(400, "bad_request")(problem(raw).await?);
+    for (path, body) in [
+        (
+            format!("/v1/chats/{chat_id}/runs"),
+            json!({"message": "hi\u{0}"}),
+        ),
+        ("/v1/me/memories".to_string(), json!({"text": "x\u{0}y"})),
+        (
+            "/v1/me/memories".to_string(),
+            json!({"text": "ok", "tags": ["t\u{0}"]}),
+        ),
+        ("/v1/me/api-keys".to_string(), json!({"name": "k\u{0}"})),
+        (
+            "/v1/me/integrations".to_string(),
+            json!({"kind": "web_fetch", "name": "n\u{0}"}),
+        ),
+        (
+            "/v1/chats".to_string(),
+            json!({"title": "ok", "classification\u{0}": "x"}),
+        ),
+    ] {
+        expect(400, "bad_request")(problem(post(&path, body).await?).await?);
+    }
+    let r = http
+        .patch(mesh.url(&format!("/v1/chats/{chat_id}")))
+        .json(&json!({"title": "\u{0}"}))
+        .send()
+        .await?;
+    expect(400, "bad_request")(problem(r).await?);
+
+    // Path ids: overlong, NUL, control characters, bad UTF-8 → 400, never a 500.
+    let long = "a".repeat(8000);
+    for path in [
+        format!("/v1/chats/{long}"),
+        format!("/v1/runs/{long}/events"),
+        format!("/v1/me/memories/{long}"),
+        format!("/v1/me/api-keys/{long}"),
+        "/v1/chats/a%00b".to_string(),
+        "/v1/runs/x%0Ay".to_string(),
+        "/v1/chats/%FF%FE/messages".to_string(),
+    ] {
+        for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+            let r = http.request(method.clone(), mesh.url(&path)).send().await?;
+            let (status, body) = problem(r).await?;
+            assert!(
+                status == 400 || status == 404 || status == 405,
+                "{method} {}…: {status} {body}",
+                &path[..path.len().min(40)]
+            );
+        }
+    }
+    expect(404, "not_found")(
+        problem(http.get(mesh.url("/v1/chats/no-such-chat")).send().await?).await?,
+    );
+
+    // Query: NUL, limits outside their documented range.
+    for path in [
+        "/v1/chats?limit=0",
+        "/v1/chats?limit=201",
+        "/v1/me/memories?limit=0",
+        "/v1/me/memories?limit=500",
+        "/v1/admin/users?limit=0",
+        "/v1/admin/users?limit=1000",
+        "/v1/me/memories?q=a%00b",
+    ] {
+        expect(400, "bad_request")(problem(http.get(mesh.url(path)).send().await?).await?);
+    }
+    let chats_path = format!("/v1/chats/{chat_id}/messages?limit=999");
+    expect(400, "bad_request")(problem(http.get(mesh.url(&chats_path)).send().await?).await?);
+    for path in [
+        "/v1/chats?limit=200",
+        "/v1/chats?limit=1",
+        "/v1/me/memories?limit=200",
+    ] {
+        assert_eq!(
+            http.get(mesh.url(path)).send().await?.status(),
+            200,
+            "{path}"
+        );
+    }
+
+    // Caps: title, tags, secrets, filename.
+    let (status, _) = mesh
+        .post_json("/v1/chats", &json!({"title": "t".repeat(200)}))
+        .await?;
+    assert_eq!(status, 201);
+    expect(400, "bad_request")(
+        problem(post("/v1/chats", json!({"title": "t".repeat(201)})).await?).await?,
+    );
+    let tags: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+    expect(400, "bad_request")(
+        problem(
+            post(
+                "/v1/me/memories",
+                json!({"text": "many tags", "tags": tags}),
+            )
+            .await?,
+        )
+        .await?,
+    );
+    let (status, memory) = mesh
+        .post_json(
+            "/v1/me/memories",
+            &json!({"text": "a few tags", "tags": &tags[..3]}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{memory}");
+    let secrets: serde_json::Map<String, Value> =
+        (0..33).map(|i| (format!("env:S{i}"), json!("v"))).collect();
+    expect(400, "bad_request")(
+        problem(
+            post(
+                "/v1/me/integrations",
+                json!({"kind": "web_fetch", "name": "many", "secrets": secrets}),
+            )
+            .await?,
+        )
+        .await?,
+    );
+    expect(400, "bad_request")(
+        problem(
+            post(
+                "/v1/me/integrations",
+                json!({"kind": "web_fetch", "name": "tags", "provider_tags_required": tags}),
+            )
+            .await?,
+        )
+        .await?,
+    );
+    let upload = |filename: String, content_type: &'static str, body: Vec<u8>| {
+        http.post(mesh.url(&format!("/v1/chats/{chat_id}/files")))
+            .query(&[("filename", filename)])
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    expect(400, "bad_request")(
+        problem(upload("n".repeat(256), "text/plain", b"hello".to_vec()).await?).await?,
+    );
+    expect(400, "bad_request")(
+        problem(upload("a\0.txt".into(), "text/plain", b"hello".to_vec()).await?).await?,
+    );
+    expect(400, "bad_request")(
+        problem(upload("nul.txt".into(), "text/plain", b"hel\0lo".to_vec()).await?).await?,
+    );
+    let r = upload("notes.txt".into(), "text/plain", b"hello, notes".to_vec()).await?;
+    assert_eq!(r.status(), 201, "{}", r.text().await?);
+
+    // 413 is problem+json too, for JSON bodies and uploads.
+    let big = format!(r#"{{"title": "{}"}}"#, "x".repeat(3 * 1024 * 1024));
+    let r = http
+        .post(mesh.url("/v1/chats"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
+    expect(413, "payload_too_large")(problem(r).await?);
+    let r = upload("big.txt".into(), "text/plain", vec![b'a'; 11 * 1024 * 1024]).await?;
+    expect(413, "payload_too_large")(problem(r).await?);
+
+    // Undeclared methods → 405 with Allow; JSON rejections and unknown routes → problem+json.
+    let r = http.put(mesh.url("/v1/chats")).send().await?;
+    let allow = r
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    expect(405, "method_not_allowed")(problem(r).await?);
+    assert!(
+        allow.contains("GET") && allow.contains("POST"),
+        "Allow: {allow}"
+    );
+    let r = http.delete(mesh.url("/v1/models")).send().await?;
+    assert!(r.headers().contains_key("allow"));
+    expect(405, "method_not_allowed")(problem(r).await?);
+    let r = http
+        .post(mesh.url("/v1/me/memories"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await?;
+    assert!(problem(r).await?.0 / 100 == 4);
+    expect(404, "not_found")(problem(http.post(mesh.url("/v1/nowhere")).send().await?).await?);
+    // A WebSocket endpoint asked without an upgrade.
+    let r = http.get(mesh.url("/v1/control")).send().await?;
+    assert!(problem(r).await?.0 / 100 == 4);
+
+    // Security headers: the API's answers and the web app's strict CSP.
+    let r = http.get(mesh.url("/v1")).send().await?;
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+    assert_eq!(header(&r, "x-frame-options"), "DENY");
+    assert_eq!(header(&r, "referrer-policy"), "no-referrer");
+    assert!(header(&r, "content-security-policy").starts_with("default-src 'none'"));
+    let r = http.get(mesh.url("/chats/some-spa-route")).send().await?;
+    assert_eq!(r.status(), 200);
+    let csp = header(&r, "content-security-policy");
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-eval") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let r = http.get(mesh.url("/v1/nowhere")).send().await?;
+    assert_eq!(header(&r, "x-content-type-options"), "nosniff");
+
+    // Every service is still healthy, and the stored chat is intact.
+    let (status, ready) = mesh.get_json("/readyz").await?;
+    assert_eq!(status, 200, "{ready}");
+    let (status, fine) = mesh.get_json(&format!("/v1/chats/{chat_id}")).await?;
+    assert_eq!((status, fine["title"].as_str()), (200, Some("fine")));
+    let _ = std::fs::remove_dir_all(&web);
+    mesh.stop().await
+}
+
+/// The public gRPC API refuses NUL and hostile ids with InvalidArgument before forwarding.
+#[tokio::test]
+async fn the_public_grpc_api_refuses_nul_and_hostile_ids() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let mut runs = RunServiceClient::connect(mesh.public_grpc_url.clone()).await?;
+    let chat = runs
+        .create_chat(CreateChatRequest {
+            title: "fine".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    assert_eq!(chat.title, "fine");
+    let status = runs
+        .create_chat(CreateChatRequest {
+            title: "a\0b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("NUL");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    for chat_id in ["c".repeat(8000), "a\0b".to_string(), "a\nb".to_string()] {
+        let status = runs
+            .get_chat(GetChatRequest { chat_id })
+            .await
+            .expect_err("hostile id");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    }
+    let got = runs
+        .get_chat(GetChatRequest {
+            chat_id: chat.id.clone(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(got.id, chat.id);
+    mesh.stop().await
+}

@@ -717,6 +717,6 @@ async fn chat_documents_are_chunked_embedded_and_searchable_in_their_chat() -> R
         vec![b'a'; 11 * 1024 * 1024],
     )
     .await?;
-    assert_eq!(status, 400);
+    assert_eq!(status, 413, "over the upload limit: payload_too_large");
     mesh.stop().await
 }

@@ -85,7 +85,7 @@ async fn a_run_shows_up_in_the_services_metrics() -> R {
     );
 
     // The model call's tokens (svc-models), the event stream's lag and the gateway's HTTP
-    // series (svc-gateway, on its HTTP port).
+    // series (svc-gateway, on its metrics listener).
     let models = scrape(&mesh, &mesh.models_url).await?;
     assert!(
         sample(
@@ -105,7 +105,7 @@ async fn a_run_shows_up_in_the_services_metrics() -> R {
         ) >= Some(1.0),
         "server-streaming calls are timed too"
     );
-    let gateway = scrape(&mesh, &mesh.gateway_url).await?;
+    let gateway = scrape(&mesh, &mesh.gateway_metrics_url).await?;
     assert!(sample(&gateway, "pa_run_event_lag_seconds_count", &[]) >= Some(1.0));
     assert!(
         sample(
@@ -119,6 +119,16 @@ async fn a_run_shows_up_in_the_services_metrics() -> R {
         ) >= Some(1.0)
     );
     assert!(gateway.contains("# TYPE pa_sse_clients gauge"));
+    // Never on the public port: there it is an unknown route (problem+json 404).
+    let public = mesh.http.get(mesh.url("/metrics")).send().await?;
+    assert_eq!(public.status(), 404);
+    assert_eq!(
+        public
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
     mesh.stop().await?;
     Ok(())
 }

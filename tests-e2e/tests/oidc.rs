@@ -76,6 +76,7 @@ async fn tokens_are_checked_against_the_issuers_keys_and_every_bad_one_is_refuse
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::ZERO,
+        jwks_max_age: Duration::from_secs(600),
     };
     let mesh = Mesh::builder().oidc(config).start().await?;
     let call = |token: String| {
@@ -214,5 +215,53 @@ async fn tokens_are_checked_against_the_issuers_keys_and_every_bad_one_is_refuse
         &claims(&iss, "alice", "acme", &["user"]),
     );
     assert_eq!(call(after).await?.status(), 200);
+    mesh.stop().await
+}
+
+/// Issue 21, item 5: the keys are refreshed on a schedule (the JWKS lifetime, at most
+/// `jwks_max_age`), so a key the provider removed stops working even though no token named an
+/// unknown key.
+#[tokio::test]
+async fn a_key_the_provider_removed_stops_working() -> R {
+    let jwks = Arc::new(Mutex::new(serde_json::from_str::<Value>(JWKS_1)?));
+    let iss = issuer(jwks.clone()).await?;
+    let config = svc_gateway::oidc::OidcConfig {
+        issuer: iss.clone(),
+        audience: "pa-api".into(),
+        client_id: "pa-web".into(),
+        tenant_claim: "tenant".into(),
+        roles_claim: "roles".into(),
+        platform_admin_role: "platform-admin".into(),
+        algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
+        leeway_secs: 30,
+        jwks_min_refetch: Duration::ZERO,
+        jwks_max_age: Duration::from_secs(1),
+    };
+    let mesh = Mesh::builder().oidc(config).start().await?;
+    let call = |token: &str| {
+        mesh.http
+            .get(mesh.url("/v1/chats"))
+            .bearer_auth(token)
+            .send()
+    };
+    let old = sign(
+        "test-key-1",
+        KEY_1,
+        &claims(&iss, "alice", "acme", &["user"]),
+    );
+    let new = sign(
+        "test-key-2",
+        KEY_2,
+        &claims(&iss, "alice", "acme", &["user"]),
+    );
+    assert_eq!(call(&old).await?.status(), 200);
+    // The provider replaces key 1 with key 2.
+    *jwks.lock().map_err(|_| "poisoned")? = serde_json::from_str::<Value>(JWKS_2)?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = call(&old).await?;
+    assert_eq!(r.status(), 401, "the removed key is no longer trusted");
+    let body: Value = r.json().await?;
+    assert_eq!(body["code"], "unauthenticated", "{body}");
+    assert_eq!(call(&new).await?.status(), 200, "the new key is");
     mesh.stop().await
 }

@@ -66,7 +66,7 @@ fn settings() -> ToolsSettings {
     ToolsSettings {
         // Only for the local HTTP server; everything else stays refused.
         allow: AllowList::parse("127.0.0.1/32").expect("allow-list"),
-        mcp_stdio_commands: vec!["node".into(), "sh".into()],
+        mcp_stdio_commands: vec!["node".into()],
         mcp_call_timeout: Duration::from_secs(15),
         ..ToolsSettings::default()
     }
@@ -334,18 +334,32 @@ where
     Ok(tool_results(&events).join("\n"))
 }
 
+/// The pid (as this host sees it) of the `node` process with `marker` among its arguments.
+fn node_with_argument(marker: &str) -> Option<String> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_node = args.first().is_some_and(|a| a.ends_with(b"node"));
+            (is_node && args.contains(&marker.as_bytes())).then_some(pid)
+        })
+}
+
 #[tokio::test]
 async fn an_mcp_server_killed_mid_call_is_a_tool_error_and_the_run_continues() -> R {
     let js = server_js();
     let mut http = start_http_server().await?;
     let mesh = Mesh::builder().tools_settings(settings()).start().await?;
-    let pid_file = std::env::temp_dir().join(format!("pa-mcp-{}.pid", uuid::Uuid::new_v4()));
-    // The wrapper records the server's pid (exec keeps it), so the test can kill exactly it.
+    // The server runs sandboxed (its own PID namespace, its own /tmp): it is found by a marker
+    // argument (the server ignores it) in the host's process list, so the test kills exactly it.
+    let marker = format!("pa-mcp-{}", uuid::Uuid::new_v4().simple());
     let stdio_id = create(
         &mesh,
         json!({ "kind": "mcp_stdio", "name": "stdio",
-                "config": { "command": "sh", "args": ["-c", "echo $$ > \"$0\"; exec node \"$1\" stdio",
-                            pid_file.to_string_lossy(), js.to_string_lossy()] } }),
+                "config": { "command": "node", "args": [js.to_string_lossy(), "stdio", marker] } }),
     )
     .await?;
     let http_id = create(
@@ -370,16 +384,15 @@ async fn an_mcp_server_killed_mid_call_is_a_tool_error_and_the_run_continues() -
     assert!(!result.contains("completed"), "{result}");
     assert!(result.contains("MCP"), "{result}");
 
-    // stdio: svc-tools started it; kill that very pid.
-    let _ = std::fs::remove_file(&pid_file);
+    // stdio: svc-tools started it (in the sandbox); kill that very process.
     let result = killed_mid_call(
         &mesh,
         &chat,
         "stdio__trigger-long-running-operation",
         || {
-            let pid_file = pid_file.clone();
+            let marker = marker.clone();
             async move {
-                let pid = std::fs::read_to_string(&pid_file)?.trim().to_string();
+                let pid = node_with_argument(&marker).ok_or("the stdio server is not running")?;
                 let status = tokio::process::Command::new("kill")
                     .args(["-9", &pid])
                     .status()
@@ -390,7 +403,6 @@ async fn an_mcp_server_killed_mid_call_is_a_tool_error_and_the_run_continues() -
         },
     )
     .await?;
-    let _ = std::fs::remove_file(&pid_file);
     assert!(!result.contains("completed"), "{result}");
     assert!(result.contains("MCP"), "{result}");
     mesh.stop().await

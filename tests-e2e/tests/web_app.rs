@@ -102,6 +102,7 @@ async fn the_web_app_works_in_a_real_browser() -> R {
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::from_secs(10),
+        jwks_max_age: Duration::from_secs(600),
     };
     let token_delay_ms = 60;
     // A scripted model and a page with an instruction planted in it: the browser test has the

@@ -117,8 +117,19 @@ pub const COMMON: &[CommonVar] = &[
     },
     CommonVar {
         var: var(
+            "PA_AUTH_MODE",
+            "unset: every API call is refused with 401",
+            Kind::OneOf(&["", "dev", "oidc"]),
+            Helm::Value,
+            "Gateway: `oidc`: bearer JWTs from the OpenID Provider; `dev`: every caller is a dev user (never on a reachable server). API keys work in every mode. Every service: only with `dev` may `PA_INTERNAL_SECRET` (and `PA_KEK`) be unset (public dev values, logged as a warning); otherwise the service refuses to start with one line naming the variable.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
             "PA_INTERNAL_SECRET",
-            "a dev secret (logged as a warning)",
+            "required; a public dev secret (logged as a warning) only when PA_AUTH_MODE=dev",
             Kind::Text,
             SECRET,
             "HMAC key of the internal credential the gateway forwards with each call; the same on every service.",
@@ -187,7 +198,7 @@ pub const COMMON: &[CommonVar] = &[
             "on",
             Kind::OneOf(&["on", "off"]),
             Helm::Value,
-            "`GET /metrics` (Prometheus text): on the gateway's HTTP port, and on each gRPC service's gRPC port (it also accepts HTTP/1.1 for the scrape); `off` answers 404.",
+            "`GET /metrics` (Prometheus text): on the gateway's metrics listener (`PA_METRICS_ADDR`, never its public HTTP port), and on each gRPC service's gRPC port (it also accepts HTTP/1.1 for the scrape); `off` answers 404.",
         ),
         used_by: ALL,
         read_by_library: false,
@@ -238,6 +249,13 @@ pub const SERVICES: &[Service] = &[
                 "Public gRPC API listen address; `none` turns it off.",
             ),
             var(
+                "PA_METRICS_ADDR",
+                "127.0.0.1:9464",
+                Kind::Text,
+                Helm::Chart("0.0.0.0:9464"),
+                "Listen address of `GET /metrics` (Prometheus), kept off the public HTTP port; `none` turns it off.",
+            ),
+            var(
                 "PA_RUNS_URL",
                 "http://127.0.0.1:50051",
                 Kind::Text,
@@ -271,13 +289,6 @@ pub const SERVICES: &[Service] = &[
                 Kind::Text,
                 Helm::Chart("the worker Service"),
                 "svc-worker's health endpoint, checked by `/readyz`; `none` = not checked.",
-            ),
-            var(
-                "PA_AUTH_MODE",
-                "unset: every API call is refused with 401",
-                Kind::OneOf(&["", "dev", "oidc"]),
-                Helm::Value,
-                "`oidc`: bearer JWTs from the OpenID Provider; `dev`: every caller is a dev user (never on a reachable server). API keys work in every mode.",
             ),
             var(
                 "PA_OIDC_ISSUER",
@@ -341,6 +352,13 @@ pub const SERVICES: &[Service] = &[
                 Kind::Int,
                 Helm::Value,
                 "Least interval between JWKS refetches on an unknown `kid`.",
+            ),
+            var(
+                "PA_OIDC_JWKS_MAX_AGE_SECS",
+                "600",
+                Kind::Int,
+                Helm::Value,
+                "The JWKS is refreshed at least this often (sooner when its `Cache-Control: max-age` says so), so a key the provider removed stops working.",
             ),
             var(
                 "PA_RATE_USER_PER_MIN",
@@ -576,7 +594,7 @@ pub const SERVICES: &[Service] = &[
             ),
             var(
                 "PA_KEK",
-                "a fixed dev key (logged as a warning)",
+                "required; a fixed dev key (logged as a warning) only when PA_AUTH_MODE=dev",
                 Kind::Text,
                 SECRET,
                 "Key-encryption key of stored provider keys: base64 of 32 bytes.",
@@ -677,7 +695,7 @@ pub const SERVICES: &[Service] = &[
                 "empty: stdio MCP servers are refused",
                 Kind::Text,
                 Helm::Value,
-                "Commands an `mcp_stdio` integration may start (comma-separated, matched exactly); they run inside the svc-tools container.",
+                "Commands an `mcp_stdio` integration may start (comma-separated, matched exactly); they run inside the svc-tools container, in the sandbox of `PA_MCP_SANDBOX`.",
             ),
             var(
                 "PA_TOOLS_MCP_TIMEOUT_MS",
@@ -685,6 +703,48 @@ pub const SERVICES: &[Service] = &[
                 Kind::Int,
                 Helm::Value,
                 "One MCP tool call, start-up included (below the 30 s request timeout).",
+            ),
+            var(
+                "PA_MCP_SANDBOX",
+                "bwrap",
+                Kind::OneOf(&["bwrap", "bubblewrap", "on", "off"]),
+                Helm::Value,
+                "How stdio MCP servers are confined: `bwrap` (Debian's bubblewrap: read-only root, own PID namespace and `/proc`, fresh `/tmp`, no capabilities, no network) or `off` (the operator's explicit opt-out, logged at start). Where bubblewrap does not work, svc-tools logs why at start and refuses stdio MCP servers (409 `failed_precondition` naming the cause). The distroless image has no bubblewrap: stdio MCP needs an image that adds it and the servers' interpreters.",
+            ),
+            var(
+                "PA_MCP_BWRAP",
+                "bwrap (from PATH)",
+                Kind::Text,
+                Helm::Value,
+                "The bubblewrap binary.",
+            ),
+            var(
+                "PA_MCP_ENV_ALLOW",
+                "TZ",
+                Kind::Text,
+                Helm::Value,
+                "Names of svc-tools' own environment variables passed to stdio MCP servers, besides the baseline svc-tools sets (`PATH`, `HOME=/tmp`, `TMPDIR=/tmp`, `LANG=C.UTF-8`, `TERM=dumb`) and the integration's own `config.env` and `env:<NAME>` secrets. A `PA_*` name is refused at start. Users can never set `PATH`, `LD_*`, `NODE_*`, `PYTHON*`, `PERL*`, `RUBY*`, `BASH_ENV`, `ENV` and similar (400 when saved, dropped when the server starts).",
+            ),
+            var(
+                "PA_MCP_SANDBOX_HIDE",
+                "`.dev`, `/run/secrets`, `/var/run/secrets`, the Postgres, Redis and Docker sockets",
+                Kind::Text,
+                Helm::Value,
+                "Comma-separated paths hidden inside the sandbox (an empty tmpfs over a directory, `/dev/null` over a file); relative paths are from the working directory. List your secrets files and mounts.",
+            ),
+            var(
+                "PA_MCP_SANDBOX_USER",
+                "65534:65534",
+                Kind::Text,
+                Helm::Value,
+                "`uid[:gid]` the sandbox runs as when svc-tools runs as root (`keep` = stay root, without capabilities).",
+            ),
+            var(
+                "PA_MCP_NETWORK_ALLOWED",
+                "false",
+                Kind::OneOf(&["true", "false"]),
+                Helm::Value,
+                "Whether a stdio MCP integration may ask for the network (`config.network: true`); such a server shares the host's network, loopback included.",
             ),
             var(
                 "PA_TOOLS_MCP_LIST_TIMEOUT_MS",
@@ -702,7 +762,7 @@ pub const SERVICES: &[Service] = &[
             ),
             var(
                 "PA_KEK",
-                "a fixed dev key (logged as a warning)",
+                "required; a fixed dev key (logged as a warning) only when PA_AUTH_MODE=dev",
                 Kind::Text,
                 SECRET,
                 "Key-encryption key of integration secrets (API keys, MCP headers): base64 of 32 bytes; may be the same as svc-models'.",

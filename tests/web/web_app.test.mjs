@@ -287,6 +287,8 @@ test('settings: a device can be added with a one-time code', async () => {
   await page.goto(`${BASE}/settings/devices`);
   await page.getByTestId('device-list').waitFor();
   assert.match((await page.getByTestId('device-list').textContent()) ?? '', /No devices yet/);
+  // The code fixes the device's kind (picked here; a device agent unless the user picks another).
+  await page.getByTestId('device-kind').waitFor();
   await page.getByTestId('device-add').click();
   await page.getByTestId('device-code').waitFor();
   const text = (await page.getByTestId('device-code').textContent()) ?? '';
@@ -302,6 +304,7 @@ test('settings: a device can be added with a one-time code', async () => {
   await page.getByRole('button', { name: 'Refresh' }).click();
   await page.waitForFunction(() => document.querySelector('[data-test=device-list]')?.textContent?.includes('web-test-laptop'));
   assert.match((await page.getByTestId('device-list').textContent()) ?? '', /offline/);
+  assert.match((await page.getByTestId('device-list').textContent()) ?? '', /Device agent/);
   await shot(page, 'device-added');
   page.once('dialog', (d) => d.accept());
   await page.getByRole('button', { name: 'Remove web-test-laptop' }).click();

@@ -275,5 +275,6 @@ fn svc_gateway_oidc(
         algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
         leeway_secs: 30,
         jwks_min_refetch: Duration::from_secs(10),
+        jwks_max_age: Duration::from_secs(600),
     })
 }

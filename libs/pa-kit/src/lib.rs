@@ -16,6 +16,7 @@ pub mod run_events;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;
+pub mod validate;
 
 pub use error::{ErrorCode, PaError};
 pub use identity::{InternalAuth, RequestIdentity};
@@ -28,7 +29,28 @@ where
     F: FnOnce(Shutdown) -> Fut,
     Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
+    service_main_with_secrets(service, &[], body).await
+}
+
+/// [`service_main`] for a service that also holds `secrets` (e.g. `PA_KEK`): outside
+/// `PA_AUTH_MODE=dev` it refuses to start, with one line naming the variable, when one of them
+/// (or `PA_INTERNAL_SECRET`) is unset.
+pub async fn service_main_with_secrets<F, Fut>(
+    service: &'static str,
+    secrets: &'static [&'static str],
+    body: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(Shutdown) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
+{
     telemetry::init(service);
+    // Outside dev mode a service never runs on the public dev secrets.
+    if let Err(err) = config::check_secrets(service, secrets, |name| std::env::var(name).ok()) {
+        tracing::error!(service, "cannot run: {err}");
+        telemetry::flush();
+        return std::process::ExitCode::FAILURE;
+    }
     let code = match body(Shutdown::on_signals()).await {
         Ok(()) => {
             tracing::info!(service, "stopped");
