@@ -60,6 +60,9 @@ pub struct MessageJson {
     pub content: String,
     pub run_id: Option<String>,
     pub created_at: String,
+    /// A reply of a run that had read untrusted content (what the Curator keeps of it is
+    /// untrusted too).
+    pub untrusted: bool,
 }
 
 impl From<ChatMessage> for MessageJson {
@@ -71,6 +74,7 @@ impl From<ChatMessage> for MessageJson {
             role: m.role,
             content: m.content,
             run_id: m.run_id,
+            untrusted: m.untrusted,
         }
     }
 }
@@ -294,6 +298,9 @@ pub struct RunJson {
     pub usage_with_sub_runs: Option<UsageJson>,
     /// Every model attempt, fallbacks included, in order.
     pub attempts: Vec<AttemptJson>,
+    /// The run read untrusted content (a tool result, a sub-agent's report, a recalled memory
+    /// or document marked so): its high-privilege and egress calls waited for approval.
+    pub tainted: bool,
     pub error: Option<RunErrorJson>,
     pub assistant_message_id: String,
     pub created_at: String,
@@ -337,6 +344,7 @@ impl From<Run> for RunJson {
             usage: UsageJson::from(usage),
             usage_with_sub_runs: run.usage_with_sub_runs.map(UsageJson::from),
             attempts: run.attempts.into_iter().map(AttemptJson::from).collect(),
+            tainted: run.tainted,
             error,
             created_at: time(run.created_at_ms),
             finished_at: run.finished_at_ms.map(time),

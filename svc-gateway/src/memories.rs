@@ -9,9 +9,9 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pa_kit::PaError;
 use pa_proto::v1::{
-    ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest, ListMemoriesRequest, MemoryItem,
-    MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest, UpdateMemoryRequest,
-    UpsertMemoryRequest,
+    DataClassification, ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest,
+    ListMemoriesRequest, MemoryItem, MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest,
+    UpdateMemoryRequest, UpsertMemoryRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -78,6 +78,12 @@ pub struct MemoryJson {
     tags: Vec<String>,
     pinned: bool,
     source: serde_json::Value,
+    /// Untrusted content (written from a run that had read untrusted content, or a file's
+    /// chunk): a run that recalls it is tainted.
+    untrusted: bool,
+    /// The classification of the chat it came from: recalled only into chats classified at
+    /// least as high.
+    classification: &'static str,
     embedding_model: String,
     created_at: String,
     updated_at: String,
@@ -107,6 +113,8 @@ impl From<MemoryItem> for MemoryJson {
             tags: m.tags,
             pinned: m.pinned,
             source,
+            untrusted: m.untrusted,
+            classification: crate::dto::classification_name(m.classification),
             embedding_model: m.embedding_model,
             created_at: time(m.created_at_ms),
             updated_at: time(m.updated_at_ms),
@@ -202,6 +210,9 @@ pub struct CreateBody {
     #[serde(default)]
     #[schema(max_items = 32)]
     tags: Vec<String>,
+    /// Recalled only into chats classified at least this: `public`, `internal`, `confidential`,
+    /// `restricted` (default: the chat's for a chat memory, else `internal`).
+    classification: Option<String>,
 }
 
 /// `POST /v1/me/memories`: remember something (near-duplicates update the existing memory).
@@ -221,6 +232,32 @@ pub async fn create(
         return Err(PaError::bad_request("upload documents with POST /v1/chats/{id}/files").into());
     }
     crate::dto::check_tags("tags", &body.tags)?;
+    let classification = match body.classification.as_deref() {
+        // A chat's memory is the chat's data: it keeps the chat's classification.
+        None => match body.chat_id.as_deref().filter(|c| !c.is_empty()) {
+            Some(chat_id) => DataClassification::try_from(
+                state
+                    .runs
+                    .clone()
+                    .get_chat(state.auth.request(
+                        &identity,
+                        GetChatRequest {
+                            chat_id: chat_id.to_string(),
+                        },
+                    ))
+                    .await?
+                    .into_inner()
+                    .classification,
+            )
+            .unwrap_or(DataClassification::Internal),
+            None => DataClassification::Internal,
+        },
+        Some(name) => crate::dto::parse_classification(name).ok_or_else(|| {
+            PaError::bad_request(
+                "classification must be public, internal, confidential or restricted",
+            )
+        })?,
+    };
     let item = MemoryItem {
         scope: scope as i32,
         chat_id: body.chat_id.clone(),
@@ -232,6 +269,7 @@ pub async fn create(
             chat_id: body.chat_id.unwrap_or_default(),
             ..Default::default()
         }),
+        classification: classification as i32,
         ..Default::default()
     };
     let stored = state
@@ -357,8 +395,8 @@ pub async fn upload_file(
         return Err(PaError::bad_request("the body is empty: send the file as the body").into());
     }
     check_filename(params.filename.as_deref().unwrap_or_default())?;
-    // The chat must be the caller's (404 otherwise).
-    state
+    // The chat must be the caller's (404 otherwise); its chunks keep its classification.
+    let chat = state
         .runs
         .clone()
         .get_chat(state.auth.request(
@@ -367,7 +405,8 @@ pub async fn upload_file(
                 chat_id: chat_id.clone(),
             },
         ))
-        .await?;
+        .await?
+        .into_inner();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -380,6 +419,7 @@ pub async fn upload_file(
         filename: filename.clone(),
         content_type,
         data: body.to_vec(),
+        classification: chat.classification,
     };
     let done = state
         .memory

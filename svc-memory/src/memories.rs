@@ -143,6 +143,7 @@ impl Memories {
         filename: &str,
         content_type: &str,
         data: Vec<u8>,
+        classification: i32,
     ) -> Result<Ingested, MemoryError> {
         if chat_id.is_empty() {
             return Err(MemoryError::Invalid("chat_id is required".into()));
@@ -177,6 +178,7 @@ impl Memories {
                     chat_id,
                     document_id: &document_id,
                     name: &name,
+                    classification: crate::store::classification_level(classification),
                 },
                 chunks,
                 &embeddings.model,

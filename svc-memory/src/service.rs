@@ -89,6 +89,8 @@ impl MemoryService for MemoryServiceImpl {
             min_similarity: req.min_score,
             vector: mode != SearchMode::Text,
             full_text: mode != SearchMode::Vector,
+            max_classification: (req.max_classification != 0)
+                .then(|| crate::store::classification_level(req.max_classification)),
         };
         let (results, embedding_model) = self.memories.search(&identity, query).await?;
         Ok(Response::new(SearchMemoryResponse {
@@ -171,6 +173,7 @@ impl MemoryService for MemoryServiceImpl {
                 &req.filename,
                 &req.content_type,
                 req.data,
+                req.classification,
             )
             .await?;
         Ok(Response::new(IngestDocumentResponse {

@@ -4,7 +4,9 @@
 //! tenant transaction under row-level security and filters on the caller's user id.
 
 use pa_kit::PaError;
-use pa_proto::v1::{Identity, MemoryItem, MemoryKind, MemoryScope, MemorySource, ScoredMemory};
+use pa_proto::v1::{
+    DataClassification, Identity, MemoryItem, MemoryKind, MemoryScope, MemorySource, ScoredMemory,
+};
 use pgvector::Vector;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
@@ -20,7 +22,7 @@ const MIN_CANDIDATES: i64 = 40;
 
 const COLUMNS: &str = "id, scope, chat_id, content, tags, created_at, updated_at, kind, \
     source_chat_id, source_run_id, source_message_id, document_id, document_name, chunk_index, \
-    pinned, embedding_model, embedding_dims";
+    pinned, embedding_model, embedding_dims, untrusted, classification";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
@@ -65,6 +67,8 @@ pub struct SearchQuery {
     pub min_similarity: f32,
     pub vector: bool,
     pub full_text: bool,
+    /// Only memories classified at most this (a run's chat classification); None = any.
+    pub max_classification: Option<i16>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -82,6 +86,17 @@ pub struct NewDocument<'a> {
     pub chat_id: &'a str,
     pub document_id: &'a str,
     pub name: &'a str,
+    /// The chat's classification (see [`classification_level`]).
+    pub classification: i16,
+}
+
+/// A classification as stored: the DataClassification number, UNSPECIFIED (or an unknown
+/// number) as INTERNAL, the default of a chat.
+pub fn classification_level(classification: i32) -> i16 {
+    match DataClassification::try_from(classification) {
+        Ok(DataClassification::Unspecified) | Err(_) => DataClassification::Internal as i16,
+        Ok(c) => c as i16,
+    }
 }
 
 #[derive(Clone)]
@@ -152,6 +167,8 @@ fn from_row(row: &PgRow) -> Result<MemoryItem, sqlx::Error> {
                 .max(0) as u32,
         }),
         pinned: row.try_get("pinned")?,
+        untrusted: row.try_get("untrusted")?,
+        classification: i32::from(row.try_get::<i16, _>("classification")?),
         embedding_model: non_empty(row.try_get("embedding_model")?),
         embedding_dims: row
             .try_get::<Option<i32>, _>("embedding_dims")?
@@ -214,6 +231,9 @@ fn push_search_filters<'a>(
         &query.kinds,
     );
     push_time(qb, query.since_ms, query.until_ms);
+    if let Some(max) = query.max_classification {
+        qb.push(" AND classification <= ").push_bind(max);
+    }
 }
 
 fn push_time(qb: &mut QueryBuilder<Postgres>, since_ms: Option<i64>, until_ms: Option<i64>) {
@@ -282,8 +302,10 @@ impl MemoryStore {
         let sql = format!(
             "INSERT INTO items (tenant_id, id, user_id, scope, chat_id, content, tags, kind, \
                source_chat_id, source_run_id, source_message_id, document_id, document_name, \
-               chunk_index, pinned, embedding, embedding_model, embedding_dims) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+               chunk_index, pinned, embedding, embedding_model, embedding_dims, untrusted, \
+               classification) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+               $19, $20) \
              ON CONFLICT (tenant_id, id) DO UPDATE SET content = EXCLUDED.content, \
                tags = CASE WHEN cardinality(EXCLUDED.tags) > 0 THEN EXCLUDED.tags ELSE items.tags END, \
                kind = EXCLUDED.kind, \
@@ -291,6 +313,8 @@ impl MemoryStore {
                source_run_id = coalesce(EXCLUDED.source_run_id, items.source_run_id), \
                source_message_id = coalesce(EXCLUDED.source_message_id, items.source_message_id), \
                pinned = items.pinned OR EXCLUDED.pinned, \
+               untrusted = items.untrusted OR EXCLUDED.untrusted, \
+               classification = GREATEST(items.classification, EXCLUDED.classification), \
                embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model, \
                embedding_dims = EXCLUDED.embedding_dims, deleted_at = NULL, updated_at = now() \
              WHERE items.user_id = EXCLUDED.user_id AND items.scope = EXCLUDED.scope \
@@ -316,6 +340,9 @@ impl MemoryStore {
             .bind(Vector::from(embedding.vector))
             .bind(&embedding.model)
             .bind(dims as i32)
+            // A document chunk is always untrusted: a file comes from outside.
+            .bind(item.untrusted || kind == MemoryKind::DocumentChunk)
+            .bind(classification_level(item.classification))
             .fetch_optional(&mut *tx)
             .await?
             // The id exists but is someone else's (or in another scope): do not reveal it.
@@ -605,8 +632,8 @@ impl MemoryStore {
             sqlx::query(
                 "INSERT INTO items (tenant_id, id, user_id, scope, chat_id, content, kind, \
                    source_chat_id, document_id, document_name, chunk_index, embedding, \
-                   embedding_model, embedding_dims) \
-                 VALUES ($1, $2, $3, 2, $4, $5, 4, $4, $6, $7, $8, $9, $10, $11)",
+                   embedding_model, embedding_dims, untrusted, classification) \
+                 VALUES ($1, $2, $3, 2, $4, $5, 4, $4, $6, $7, $8, $9, $10, $11, true, $12)",
             )
             .bind(&identity.tenant_id)
             .bind(uuid::Uuid::now_v7().to_string())
@@ -619,10 +646,27 @@ impl MemoryStore {
             .bind(Vector::from(vector))
             .bind(model)
             .bind(dims)
+            .bind(doc.classification)
             .execute(&mut *tx)
             .await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifications_are_stored_as_their_level_unspecified_as_internal() {
+        assert_eq!(classification_level(0), 2);
+        assert_eq!(classification_level(99), 2);
+        assert_eq!(classification_level(DataClassification::Public as i32), 1);
+        assert_eq!(
+            classification_level(DataClassification::Restricted as i32),
+            4
+        );
     }
 }

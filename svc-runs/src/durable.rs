@@ -98,6 +98,7 @@ impl DurableDriver {
             high_privilege_tools: start.high_privilege_tools,
             approval_timeout_ms: self.approval_timeout.as_millis() as u64,
             recall_wait_ms,
+            tainted: start.tainted,
         };
         let run_id = input.spec.run_id.clone();
         if let Some(worker) = &self.worker {

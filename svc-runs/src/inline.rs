@@ -26,12 +26,15 @@ pub struct RunStart {
     pub notices: Vec<String>,
     /// The toolset's high-privilege tools (the untrusted-content gate).
     pub high_privilege_tools: Vec<String>,
+    /// What the run starts from holds untrusted content (a task from a tainted parent, an
+    /// untrusted recalled memory or document): it starts tainted.
+    pub tainted: bool,
 }
 
 /// A run's context being read (see [`InlineDriver::begin_context`]): the chat's history, and
 /// the recall (none when recall is off), each on its own task.
 pub struct ContextRead {
-    history: tokio::task::JoinHandle<Result<Vec<TurnMessage>, PaError>>,
+    history: tokio::task::JoinHandle<Result<History, PaError>>,
     recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
 }
 
@@ -47,10 +50,16 @@ pub struct DurableContext {
 /// How much longer than recall's own timeout a workflow waits for its hand-over.
 const HANDOVER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The conversation a run starts from, and whether it holds untrusted content.
+pub(crate) struct History {
+    messages: Vec<TurnMessage>,
+    untrusted: bool,
+}
+
 impl ContextRead {
     async fn history(
-        history: tokio::task::JoinHandle<Result<Vec<TurnMessage>, PaError>>,
-    ) -> Result<Vec<TurnMessage>, PaError> {
+        history: tokio::task::JoinHandle<Result<History, PaError>>,
+    ) -> Result<History, PaError> {
         history
             .await
             .map_err(|e| PaError::internal(format!("reading the run's history failed: {e}")))?
@@ -67,14 +76,19 @@ impl ContextRead {
     }
 
     /// The history the model sees, recalled memories in front, and `start` with the recall's
-    /// notice.
+    /// notice and the taint of both.
     pub async fn finish(
         self,
         mut start: RunStart,
     ) -> Result<(Vec<TurnMessage>, RunStart), PaError> {
-        let mut history = Self::history(self.history).await?;
+        let History {
+            messages: mut history,
+            untrusted,
+        } = Self::history(self.history).await?;
         let recalled = Self::recalled(self.recall).await;
-        pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
+        let recalled_untrusted =
+            pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
+        start.tainted |= untrusted || recalled_untrusted;
         Ok((history, start))
     }
 
@@ -83,7 +97,7 @@ impl ContextRead {
     /// is (its first model turn waits for it), so Temporal's start does not wait for recall.
     pub async fn finish_or_hand_over(
         self,
-        start: RunStart,
+        mut start: RunStart,
         redis: &deadpool_redis::Pool,
         run_id: &str,
         recall_timeout: std::time::Duration,
@@ -104,7 +118,12 @@ impl ContextRead {
                 });
             }
         };
-        let history = Self::history(self.history).await?;
+        let History {
+            messages: history,
+            untrusted,
+        } = Self::history(self.history).await?;
+        // The recall's own taint travels with its hand-over.
+        start.tainted |= untrusted;
         let (redis, run_id) = (redis.clone(), run_id.to_string());
         tokio::spawn(async move {
             let recalled = Self::recalled(Some(recall)).await;
@@ -214,34 +233,48 @@ impl InlineDriver {
 
     /// The chat's recent messages as the model sees them, this run's message last (both drivers
     /// start from this). Read while the run row is being written, so the row's copy of the
-    /// message is left out of the read and the message appended.
-    async fn history(&self, spec: &RunSpec) -> Result<Vec<TurnMessage>, PaError> {
+    /// message is left out of the read and the message appended. A sub-agent's task is
+    /// untrusted when its parent was tainted as it wrote it (`task_untrusted`).
+    async fn history(&self, spec: &RunSpec, task_untrusted: bool) -> Result<History, PaError> {
         if spec.parent_run_id.is_some() {
             // A sub-agent sees its task, not the chat.
-            return Ok(crate::subagents::opening(spec));
+            return Ok(History {
+                messages: crate::subagents::opening(spec),
+                untrusted: task_untrusted,
+            });
         }
         let identity = spec.identity.clone().unwrap_or_default();
         let earlier = self.history_messages.saturating_sub(1);
-        let mut history: Vec<TurnMessage> = if earlier == 0 {
+        let stored = if earlier == 0 {
             Vec::new()
         } else {
             self.store
                 .history(&identity.tenant_id, &spec.chat_id, earlier, &spec.run_id)
                 .await
                 .map_err(PaError::from)?
-                .into_iter()
-                .map(|m| TurnMessage::new(&m.role, m.content))
-                .collect()
         };
+        // A reply of a tainted run is marked (`untrusted`) for what leaves the chat (the
+        // Curator's memories), but does not taint the chat's later runs: the user saw it and
+        // continues from it (docs/adr/0120-taint-follows-the-data.md).
+        let untrusted = task_untrusted;
+        let mut history: Vec<TurnMessage> = stored
+            .into_iter()
+            .map(|m| TurnMessage::new(&m.role, m.content))
+            .collect();
         let message = spec.input.as_ref().map(|i| i.message.clone());
         history.push(TurnMessage::new("user", message.unwrap_or_default()));
-        Ok(history)
+        Ok(History {
+            messages: history,
+            untrusted,
+        })
     }
 
     /// Begins reading what a run starts from, for both drivers: the chat's history and the
     /// memories recalled for this message. launch_run calls it before it resolves the model and
     /// assembles the toolset, so the reads overlap those calls rather than follow them.
-    pub fn begin_context(&self, spec: &RunSpec) -> ContextRead {
+    /// `task_untrusted`: a sub-run whose parent was tainted (its task may carry planted
+    /// instructions).
+    pub fn begin_context(&self, spec: &RunSpec, task_untrusted: bool) -> ContextRead {
         let recall = (self.recall.token_budget > 0).then(|| {
             let (io, settings, spec) = (self.io.clone(), self.recall, spec.clone());
             tokio::spawn(async move { io.recall(&spec, &settings).await })
@@ -249,7 +282,7 @@ impl InlineDriver {
         let driver = self.clone();
         let spec = spec.clone();
         ContextRead {
-            history: tokio::spawn(async move { driver.history(&spec).await }),
+            history: tokio::spawn(async move { driver.history(&spec, task_untrusted).await }),
             recall,
         }
     }
@@ -281,6 +314,7 @@ impl InlineDriver {
             history,
             notices: start.notices,
             high_privilege_tools: start.high_privilege_tools,
+            tainted: start.tainted,
         })
         .await?;
         while let Some(action) = run.queue.pop_front() {
@@ -423,12 +457,13 @@ impl RunState<'_> {
             run_id: &self.spec.run_id,
         };
         let spent = self.agent.usage_with_nested();
+        let tainted = self.agent.is_tainted();
         let span = pa_runner::tool_call_span("svc-runs", self.spec, &call);
         // A sub-agent call can take long: a cancel stops waiting for it (svc-runs cancels the
         // run's sub-runs with it).
         let input = tokio::select! {
             input = tracing::Instrument::instrument(
-                self.driver.io.run_tool(self.spec, call, &self.tools, spent, &mut relay),
+                self.driver.io.run_tool(self.spec, call, &self.tools, spent, tainted, &mut relay),
                 span,
             ) => input,
             _ = cancel.cancelled() => cancelled(),
@@ -467,7 +502,7 @@ impl RunState<'_> {
     }
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {
-        let ending = RunEnding::of(&outcome);
+        let ending = RunEnding::of_loop(&outcome, self.agent.is_tainted());
         let recorded = self
             .driver
             .store

@@ -132,6 +132,9 @@ pub(crate) struct SubRunPlan {
     pub limits: UsageLimits,
     /// A step of a run_agents_script (durable).
     pub scripted: bool,
+    /// The parent had ingested untrusted content when it wrote the task: the sub-run starts
+    /// tainted.
+    pub tainted: bool,
 }
 
 impl SubRunPlan {
@@ -322,7 +325,8 @@ impl Launcher {
         }
         // The history and the recall need neither the model nor the toolset: they are read
         // while those are settled.
-        let context = self.driver.begin_context(&spec);
+        let task_untrusted = sub_run.as_ref().is_some_and(|s| s.tainted);
+        let context = self.driver.begin_context(&spec, task_untrusted);
         let selection = self
             .models
             .clone()
@@ -396,6 +400,8 @@ impl Launcher {
             tools: pa_runner::model_tools(&toolset.tools),
             notices: pa_runner::gate_notices(&toolset.blocked),
             high_privilege_tools: pa_runner::high_privilege_tools(&toolset.tools),
+            // Set from the history and the recall once they are read.
+            tainted: false,
         };
         pa_kit::metrics::RUNS_STARTED
             .with_label_values(&[crate::store::mode_name(mode)])

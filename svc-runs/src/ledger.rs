@@ -52,6 +52,7 @@ pub async fn finish_durable(
         error_code: some(request.error_code),
         error_message: some(request.error_message),
         assistant_text: request.assistant_text,
+        tainted: request.tainted,
     };
     let recorded = store.finish_run(&spec, &ending, &request.attempts).await?;
     if recorded {

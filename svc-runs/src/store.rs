@@ -46,13 +46,14 @@ fn message_from_row(row: &PgRow) -> Result<ChatMessage, sqlx::Error> {
         content: row.try_get("content")?,
         run_id: row.try_get("run_id")?,
         created_at_ms: ms(row.try_get("created_at")?),
+        untrusted: row.try_get("untrusted")?,
     })
 }
 
 const RUN_COLUMNS: &str = "id, chat_id, parent_run_id, mode, status, requested_model, \
     resolved_label, model_reason, provider_tags, fallback_labels, assistant_message_id, \
     input_tokens, output_tokens, total_tokens, model_requests, tool_calls, cost_micros, \
-    error_code, error_message, created_at, finished_at, attempts, cached_input_tokens";
+    error_code, error_message, created_at, finished_at, attempts, cached_input_tokens, tainted";
 
 fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
     let finished: Option<DateTime<Utc>> = row.try_get("finished_at")?;
@@ -89,6 +90,7 @@ fn run_from_row(row: &PgRow) -> Result<Run, sqlx::Error> {
         finished_at_ms: finished.map(ms),
         assistant_message_id: row.try_get("assistant_message_id")?,
         usage_with_sub_runs: None,
+        tainted: row.try_get("tainted")?,
     })
 }
 
@@ -299,7 +301,7 @@ impl RunStore {
         };
         let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let rows = sqlx::query(
-            "SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
+            "SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted FROM messages \
              WHERE tenant_id = $1 AND chat_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
         )
         .bind(&identity.tenant_id)
@@ -332,7 +334,8 @@ impl RunStore {
     ) -> Result<Vec<ChatMessage>, RunsError> {
         let mut tx = tenant_tx(&self.pool, tenant_id).await?;
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq FROM messages \
+            "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
+             FROM messages \
              WHERE tenant_id = $1 AND chat_id = $2 AND run_id IS DISTINCT FROM $4 \
              ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
         )
@@ -519,7 +522,8 @@ impl RunStore {
         let updated: Option<f64> = sqlx::query_scalar(
             "UPDATE runs SET status = $2, input_tokens = $3, output_tokens = $4, total_tokens = $5, \
                model_requests = $6, tool_calls = $7, cost_micros = $8, error_code = $9, \
-               error_message = $10, finished_at = now(), attempts = $13, cached_input_tokens = $14 \
+               error_message = $10, finished_at = now(), attempts = $13, cached_input_tokens = $14, \
+               tainted = $15 \
              WHERE id = $1 AND status IN ($11, $12) \
              RETURNING EXTRACT(EPOCH FROM (now() - created_at))::float8",
         )
@@ -537,6 +541,7 @@ impl RunStore {
         .bind(RunStatus::Running as i16)
         .bind(serde_json::to_value(attempts).map_err(|e| RunsError::Corrupt(e.to_string()))?)
         .bind(end.usage.cached_input_tokens as i64)
+        .bind(end.tainted)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(wall_secs) = updated else {
@@ -546,14 +551,15 @@ impl RunStore {
         // A sub-agent's reply goes to its parent as a tool result, not into the chat.
         if !end.assistant_text.is_empty() && spec.parent_run_id.is_none() {
             sqlx::query(
-                "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
-                 VALUES ($1, $2, $3, 'assistant', $4, $5) ON CONFLICT (tenant_id, id) DO NOTHING",
+                "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id, untrusted) \
+                 VALUES ($1, $2, $3, 'assistant', $4, $5, $6) ON CONFLICT (tenant_id, id) DO NOTHING",
             )
             .bind(&tenant_id)
             .bind(&spec.assistant_message_id)
             .bind(&spec.chat_id)
             .bind(&end.assistant_text)
             .bind(&spec.run_id)
+            .bind(end.tainted)
             .execute(&mut *tx)
             .await?;
         }

@@ -181,6 +181,7 @@ impl Launcher {
                 kind: request.kind,
                 limits,
                 scripted: request.scripted,
+                tainted: request.tainted,
             }),
         };
         self.launch_plan(identity, plan).await

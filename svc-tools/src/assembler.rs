@@ -73,7 +73,45 @@ fn ambient_tool(
         privilege_class: "network".into(),
         untrusted_output: true,
         origin_name: name.into(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
+}
+
+/// The device tools that only look: a browser reading a page or a tab, listing tabs, taking a
+/// screenshot; the device agent listing, reading and searching files. Every other device tool
+/// can send something out (a browser navigating to a URL, clicking a submit, typing into a
+/// form; a terminal running `curl`), and so does one a device announces that is not listed
+/// here.
+const DEVICE_LOOK_TOOLS: &[&str] = &[
+    "read_tab",
+    "list_tabs",
+    "screenshot",
+    "read_page",
+    "fs_list",
+    "fs_read",
+    "fs_search",
+];
+
+/// Whether `tool` can send data to a destination the model chooses: web_fetch (its URL,
+/// query string included, is the model's), a device tool that does more than look (a
+/// browser's navigate/click/type, a terminal), an MCP tool not marked read-only (the server
+/// may do anything with its arguments). Once a run has ingested untrusted content, such a tool counts as high privilege
+/// and waits for a human's approval, so planted instructions cannot carry the run's data out
+/// (docs/adr/0122-egress-tools-after-taint.md).
+pub fn sends_data_out(tool: &ToolDefinition) -> bool {
+    let origin = if tool.origin_name.is_empty() {
+        tool.name.as_str()
+    } else {
+        tool.origin_name.as_str()
+    };
+    if tool.source.starts_with("mcp:") {
+        return !tool.read_only;
+    }
+    if tool.source.starts_with("device:") {
+        return !DEVICE_LOOK_TOOLS.contains(&origin);
+    }
+    tool.source.starts_with("integration:") && origin == "web_fetch"
 }
 
 /// web_fetch, web_search and weather from the first enabled integration of each kind.
@@ -256,6 +294,8 @@ impl ToolsetAssembler {
                 privilege_class: if tool.read_only { "read" } else { "write" }.into(),
                 untrusted_output: true,
                 origin_name: tool.name,
+                // Set by the assembler (`sends_data_out`).
+                egress: false,
             });
         }
         if !listing.resources.is_empty() {
@@ -304,6 +344,8 @@ impl ToolsetAssembler {
                 privilege_class: "read".into(),
                 untrusted_output: true,
                 origin_name: String::new(),
+                // Set by the assembler (`sends_data_out`).
+                egress: false,
             });
         }
         (tools, blocked)
@@ -392,6 +434,9 @@ impl ToolsetAssembler {
         }
         let (mut tools, gated) = tag_gate(tools, provider_tags);
         blocked.extend(gated);
+        for tool in &mut tools {
+            tool.egress = sends_data_out(tool);
+        }
         if read_only {
             // An explore sub-agent: what could change anything is not offered at all.
             tools.retain(|t| t.read_only);
@@ -474,5 +519,88 @@ impl ToolsetAssembler {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(name: &str, source: &str, read_only: bool, untrusted_output: bool) -> ToolDefinition {
+        ToolDefinition {
+            name: name.into(),
+            origin_name: name.rsplit("__").next().unwrap_or(name).into(),
+            source: source.into(),
+            read_only,
+            untrusted_output,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn tools_that_can_send_data_out_are_egress() {
+        assert!(sends_data_out(&tool(
+            "web_fetch",
+            "integration:i1",
+            true,
+            true
+        )));
+        assert!(!sends_data_out(&tool(
+            "web_search",
+            "integration:i2",
+            true,
+            true
+        )));
+        assert!(!sends_data_out(&tool(
+            "weather",
+            "integration:i3",
+            true,
+            true
+        )));
+        // An MCP server's tools: what is not marked read-only may do anything.
+        assert!(sends_data_out(&tool(
+            "gh__create_issue",
+            "mcp:m1",
+            false,
+            true
+        )));
+        assert!(!sends_data_out(&tool("gh__search", "mcp:m1", true, true)));
+        // A device: anything but looking, whatever its kind or what it announces.
+        for name in [
+            "navigate",
+            "click",
+            "type_text",
+            "pty_exec",
+            "fs_write",
+            "new_tool",
+        ] {
+            let t = tool(&format!("dev__{name}"), "device:d1", true, true);
+            assert!(sends_data_out(&t), "{name}");
+        }
+        for name in [
+            "read_tab",
+            "list_tabs",
+            "screenshot",
+            "read_page",
+            "fs_list",
+            "fs_read",
+            "fs_search",
+        ] {
+            let t = tool(&format!("dev__{name}"), "device:d1", true, true);
+            assert!(!sends_data_out(&t), "{name}");
+        }
+        // First-party tools: the memory tools and sub-agents are gated by their own privilege.
+        assert!(!sends_data_out(&tool(
+            "remember",
+            "first_party",
+            false,
+            false
+        )));
+        assert!(!sends_data_out(&tool(
+            "web_fetch",
+            "first_party",
+            true,
+            false
+        )));
     }
 }

@@ -238,6 +238,8 @@ pub fn definition(device: &Device, tool: &DeviceTool) -> ToolDefinition {
         privilege_class: privilege.class.into(),
         untrusted_output: untrusted_output(&device.kind),
         origin_name: tool.name.clone(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
 }
 

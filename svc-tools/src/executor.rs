@@ -9,7 +9,7 @@ use crate::assembler::{READ_RESOURCE, SnapshotRun, ToolsetAssembler};
 use crate::error::ToolsError;
 use crate::integrations::{Kind, Record};
 use crate::mcp;
-use crate::memory::{self, RunContext};
+use crate::memory::{self, DataFlow, RunContext};
 use crate::web::{self, SearchApi, SearchConfig, ToolFailure, WeatherConfig};
 
 const MAX_ARGUMENT_BYTES: usize = 64 * 1024;
@@ -61,11 +61,13 @@ impl ToolsetAssembler {
         snapshot_id: &str,
         name: &str,
         arguments_json: &str,
+        flow: DataFlow,
     ) -> Result<ExecuteToolResponse, ToolsError> {
         let (tool, run) = self.tool_for_call(identity, snapshot_id, name).await?;
         let outcome = match parse_arguments(arguments_json) {
             Ok(args) if memory::is_memory_tool(&tool) => {
-                self.run_memory_tool(identity, &run, &tool, &args).await
+                self.run_memory_tool(identity, &run, &tool, &args, flow)
+                    .await
             }
             Ok(args) if tool.source.starts_with("device:") => {
                 match self
@@ -98,14 +100,17 @@ impl ToolsetAssembler {
         run: &SnapshotRun,
         tool: &ToolDefinition,
         args: &Map<String, Value>,
+        flow: DataFlow,
     ) -> Outcome {
         let context = RunContext {
             identity,
             run_id: &run.run_id,
             chat_id: &run.chat_id,
+            flow,
         };
+        // An untrusted memory that `recall` brings into the run taints it.
         match self.memory.run(&context, &tool.name, args).await {
-            Ok(text) => Outcome::ok(text, false),
+            Ok((text, untrusted)) => Outcome::ok(text, untrusted),
             Err(message) => Outcome::failed(message),
         }
     }

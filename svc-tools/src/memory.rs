@@ -6,8 +6,8 @@
 use pa_kit::{InternalAuth, PaError};
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::{
-    ForgetMemoryRequest, Identity, MemoryItem, MemoryKind, MemoryScope, MemorySource,
-    SearchMemoryRequest, ToolDefinition, UpsertMemoryRequest,
+    DataClassification, ForgetMemoryRequest, Identity, MemoryItem, MemoryKind, MemoryScope,
+    MemorySource, SearchMemoryRequest, ToolDefinition, UpsertMemoryRequest,
 };
 use serde_json::{Map, Value, json};
 use tonic::transport::Channel;
@@ -30,6 +30,28 @@ pub struct RunContext<'a> {
     pub run_id: &'a str,
     /// '' when the snapshot was assembled without a chat.
     pub chat_id: &'a str,
+    pub flow: DataFlow,
+}
+
+/// What the caller (the run's driver) says about the data around a call: taint and
+/// classification follow the data into memories and back (docs/adr/0120, 0121).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataFlow {
+    /// The run has ingested untrusted content: what `remember` writes is untrusted.
+    pub run_tainted: bool,
+    /// The run's chat classification (UNSPECIFIED = INTERNAL): `remember` stores it, `recall`
+    /// finds only memories classified at most this.
+    pub classification: i32,
+}
+
+impl DataFlow {
+    /// The classification as governance reads it: UNSPECIFIED is INTERNAL.
+    pub fn classification(&self) -> i32 {
+        match DataClassification::try_from(self.classification) {
+            Ok(DataClassification::Unspecified) | Err(_) => DataClassification::Internal as i32,
+            Ok(c) => c as i32,
+        }
+    }
 }
 
 /// Cheap to clone: a lazily connected channel to svc-memory.
@@ -56,6 +78,8 @@ fn tool(name: &str, description: &str, schema: Value, class: &str) -> ToolDefini
         // The user's own memories, not content from outside.
         untrusted_output: false,
         origin_name: name.into(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
 }
 
@@ -177,17 +201,18 @@ impl MemoryTools {
         Self { client, auth }
     }
 
-    /// Runs memory tool `name`; `Err` is the text of a failed call.
+    /// Runs memory tool `name`: its text, and whether that holds untrusted content (`recall`
+    /// found an untrusted memory); `Err` is the text of a failed call.
     pub async fn run(
         &self,
         run: &RunContext<'_>,
         name: &str,
         args: &Map<String, Value>,
-    ) -> Result<String, String> {
+    ) -> Result<(String, bool), String> {
         match name {
-            REMEMBER => self.remember(run, args).await,
+            REMEMBER => self.remember(run, args).await.map(|t| (t, false)),
             RECALL => self.recall(run, args).await,
-            FORGET => self.forget(run, args).await,
+            FORGET => self.forget(run, args).await.map(|t| (t, false)),
             other => Err(format!("{other} is not a memory tool")),
         }
     }
@@ -225,6 +250,10 @@ impl MemoryTools {
                 run_id: run.run_id.to_string(),
                 ..Default::default()
             }),
+            // Written under the influence of untrusted content, it stays untrusted; it keeps
+            // the chat's classification.
+            untrusted: run.flow.run_tainted,
+            classification: run.flow.classification(),
             ..Default::default()
         };
         let request = UpsertMemoryRequest {
@@ -256,7 +285,7 @@ impl MemoryTools {
         &self,
         run: &RunContext<'_>,
         args: &Map<String, Value>,
-    ) -> Result<String, String> {
+    ) -> Result<(String, bool), String> {
         let query = text_arg(args, "query")?;
         let limit = match args.get("top_k") {
             None | Some(Value::Null) => DEFAULT_RECALL,
@@ -281,6 +310,8 @@ impl MemoryTools {
             scope: scope as i32,
             chat_id,
             limit: limit as u32,
+            // Never a memory of a chat classified higher than this run's.
+            max_classification: run.flow.classification(),
             ..Default::default()
         };
         let found = self
@@ -292,8 +323,11 @@ impl MemoryTools {
             .into_inner()
             .results;
         if found.is_empty() {
-            return Ok("No memories match.".into());
+            return Ok(("No memories match.".into(), false));
         }
+        let untrusted = found
+            .iter()
+            .any(|r| r.item.as_ref().is_some_and(|m| m.untrusted));
         let lines: Vec<String> = found
             .into_iter()
             .filter_map(|r| r.item)
@@ -307,7 +341,10 @@ impl MemoryTools {
                 )
             })
             .collect();
-        Ok(format!("Memories, best match first:\n{}", lines.join("\n")))
+        Ok((
+            format!("Memories, best match first:\n{}", lines.join("\n")),
+            untrusted,
+        ))
     }
 
     async fn forget(
@@ -346,6 +383,30 @@ mod tests {
         }
         assert!(tools[0].high_privilege && tools[2].high_privilege);
         assert!(tools[1].read_only && !tools[1].high_privilege);
+    }
+
+    #[test]
+    fn an_unspecified_classification_is_internal() {
+        let flow = |c: DataClassification| DataFlow {
+            run_tainted: false,
+            classification: c as i32,
+        };
+        assert_eq!(
+            flow(DataClassification::Unspecified).classification(),
+            DataClassification::Internal as i32
+        );
+        assert_eq!(
+            flow(DataClassification::Public).classification(),
+            DataClassification::Public as i32
+        );
+        let unknown = DataFlow {
+            run_tainted: true,
+            classification: 99,
+        };
+        assert_eq!(
+            unknown.classification(),
+            DataClassification::Internal as i32
+        );
     }
 
     #[test]

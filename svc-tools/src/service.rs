@@ -64,7 +64,16 @@ impl ToolService for ToolServiceImpl {
         let req = request.get_ref();
         let response = self
             .assembler
-            .execute(&identity, &req.snapshot_id, &req.name, &req.arguments_json)
+            .execute(
+                &identity,
+                &req.snapshot_id,
+                &req.name,
+                &req.arguments_json,
+                crate::memory::DataFlow {
+                    run_tainted: req.run_tainted,
+                    classification: req.classification,
+                },
+            )
             .await;
         let outcome = match &response {
             Ok(r) if !r.is_error => "ok",

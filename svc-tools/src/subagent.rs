@@ -21,6 +21,8 @@ fn tool(name: &str, description: &str, schema: Value, read_only: bool) -> ToolDe
         privilege_class: if read_only { "read" } else { "exec" }.into(),
         untrusted_output: false,
         origin_name: name.into(),
+        // Set by the assembler (`sends_data_out`).
+        egress: false,
     }
 }
 

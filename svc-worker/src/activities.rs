@@ -208,6 +208,24 @@ impl RunActivities {
         if messages.is_empty() {
             return Ok(0);
         }
+        // Taint and classification follow the data: what is curated from a reply of a run that
+        // had read untrusted content is untrusted, and every memory keeps the chat's
+        // classification (recall never brings it into a chat classified lower).
+        let untrusted = messages.iter().any(|m| m.untrusted);
+        let classification = self
+            .runs
+            .clone()
+            .get_chat(self.io.auth.request(
+                &input.identity,
+                pa_proto::v1::GetChatRequest {
+                    chat_id: input.chat_id.clone(),
+                },
+            ))
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+            .into_inner()
+            .classification;
+        let classification = pa_runner::effective_classification(classification);
         let transcript: String = messages
             .iter()
             .map(|m| format!("{}: {}\n", m.role, m.content))
@@ -227,6 +245,8 @@ impl RunActivities {
                 },
             ],
             run_id: last.run_id.clone(),
+            // Governance checks the chat's own classification.
+            classification,
             ..Default::default()
         };
         let mut models = self.io.models.clone();
@@ -266,6 +286,8 @@ impl RunActivities {
                 content: curated.summary,
                 kind: pa_proto::v1::MemoryKind::Summary as i32,
                 source: Some(source.clone()),
+                untrusted,
+                classification,
                 ..Default::default()
             });
         }
@@ -275,6 +297,8 @@ impl RunActivities {
                 content: fact,
                 kind: pa_proto::v1::MemoryKind::Fact as i32,
                 source: Some(source.clone()),
+                untrusted,
+                classification,
                 ..Default::default()
             });
         }
@@ -340,6 +364,7 @@ impl RunActivities {
             error_message: ending.error_message.clone().unwrap_or_default(),
             assistant_text: ending.assistant_text.clone(),
             attempts,
+            tainted: ending.tainted,
         };
         let mut ledger = self.ledger.clone();
         let recorded = ledger
@@ -568,6 +593,7 @@ impl RunActivities {
             call,
             offered,
             spent,
+            tainted,
         } = input;
         let written = pending.len() as u64;
         self.sink
@@ -582,7 +608,9 @@ impl RunActivities {
             step,
             next: written,
         };
-        let run = self.io.run_tool(&spec, call, &offered, spent, &mut relay);
+        let run = self
+            .io
+            .run_tool(&spec, call, &offered, spent, tainted, &mut relay);
         heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, run).await
     }
 }

@@ -51,6 +51,10 @@ pub struct ChatRunInput {
     /// long for the recall (see [`DeferredStart`]).
     #[serde(default)]
     pub recall_wait_ms: u64,
+    /// What the run starts from holds untrusted content (see svc-runs' `RunStart::tainted`); a
+    /// recall handed over later adds its own taint. Absent in histories of older workflows.
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 /// The default of `PA_TOOL_APPROVAL_TIMEOUT_MS`.
@@ -107,6 +111,8 @@ pub struct DeferredStart {
     pub notices: Vec<String>,
     pub high_privilege_tools: Vec<String>,
     pub recall_wait_ms: u64,
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 impl DeferredStart {
@@ -116,18 +122,20 @@ impl DeferredStart {
             notices: input.notices.clone(),
             high_privilege_tools: input.high_privilege_tools.clone(),
             recall_wait_ms: input.recall_wait_ms,
+            tainted: input.tainted,
         }
     }
 
-    /// The loop's start with what was recalled.
+    /// The loop's start with what was recalled (an untrusted memory taints the run).
     pub fn with_recall(self, recalled: Option<pa_runner::Recalled>) -> Input {
         let mut history = self.history;
         let mut notices = self.notices;
-        pa_runner::apply_recall(recalled, &mut history, &mut notices);
+        let untrusted = pa_runner::apply_recall(recalled, &mut history, &mut notices);
         Input::Start {
             history,
             notices,
             high_privilege_tools: self.high_privilege_tools,
+            tainted: self.tainted || untrusted,
         }
     }
 }
@@ -158,6 +166,10 @@ pub struct ToolCallInput {
     /// The run's usage so far, its sub-runs' included: what a sub-agent run may still spend.
     #[serde(default)]
     pub spent: Usage,
+    /// The run has ingested untrusted content (a sub-run starts tainted; memories written are
+    /// untrusted).
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -386,6 +398,7 @@ impl ChatAgentWorkflow {
                         call: call.clone(),
                         offered: input.tools.clone(),
                         spent: drive.agent.usage_with_nested(),
+                        tainted: drive.agent.is_tainted(),
                     };
                     let result = ctx
                         .execute_activity(RunActivities::tool_call, tool, tool_call_options())
@@ -434,7 +447,7 @@ impl ChatAgentWorkflow {
                     drive.feed(decision.unwrap_or_else(pa_runner::cancelled), false)?;
                 }
                 Action::Finish(outcome) => {
-                    let ending = RunEnding::of(&outcome);
+                    let ending = RunEnding::of_loop(&outcome, drive.agent.is_tainted());
                     let status = ending.status;
                     let step = drive.next_step();
                     let finish = FinishInput {

@@ -203,6 +203,7 @@ mod tests {
             high_privilege_tools: vec![],
             approval_timeout_ms: 0,
             recall_wait_ms: 0,
+            tainted: false,
         }
     }
 

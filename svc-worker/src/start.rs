@@ -55,6 +55,7 @@ impl ChatRunInput {
             high_privilege_tools: self.high_privilege_tools.clone(),
             approval_timeout_ms: self.approval_timeout_ms,
             recall_wait_ms: self.recall_wait_ms,
+            tainted: self.tainted,
         }
     }
 
@@ -73,6 +74,7 @@ impl ChatRunInput {
             high_privilege_tools: request.high_privilege_tools,
             approval_timeout_ms: request.approval_timeout_ms,
             recall_wait_ms: request.recall_wait_ms,
+            tainted: request.tainted,
         })
     }
 }
@@ -109,6 +111,7 @@ mod tests {
             high_privilege_tools: vec!["shell".into()],
             approval_timeout_ms: 1234,
             recall_wait_ms: 5000,
+            tainted: true,
         };
         let back = ChatRunInput::from_request(input.to_request()).expect("valid request");
         assert_eq!(

@@ -723,6 +723,61 @@ impl Mesh {
         Ok(run["run_id"].as_str().unwrap_or_default().to_string())
     }
 
+    /// Follows a run's stream to its end, answering every approval request (the CUSTOM
+    /// `tool_call_approval` event of a call the untrusted-content gate holds; a sub-run's on the
+    /// sub-run) with `approve`; returns the run's events and the names of the tools it asked
+    /// about, in order.
+    pub async fn answer_approvals(
+        &self,
+        run_id: &str,
+        approve: bool,
+        timeout: Duration,
+    ) -> Result<(Vec<SseEvent>, Vec<String>), BoxError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_id: Option<String> = None;
+        let mut events = Vec::new();
+        let mut asked = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // One event at a time, so a request is answered as soon as it is announced.
+            let next =
+                tokio::time::timeout(left, self.read_events(run_id, last_id.as_deref(), Some(1)))
+                    .await
+                    .map_err(|_| format!("run {run_id} did not end in time: {asked:?}"))??;
+            let Some(event) = next.into_iter().next() else {
+                continue;
+            };
+            last_id = event.id.clone().or(last_id);
+            let kind = event.event_type().to_string();
+            if kind == "CUSTOM" && event.data["name"] == "tool_call_approval" {
+                let call = event.data["value"]["toolCallId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                asked.push(
+                    event.data["value"]["toolCallName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                let target = event.data["subagentRunId"].as_str().unwrap_or(run_id);
+                let (status, answer) = self
+                    .post_json(
+                        &format!("/v1/runs/{target}/approvals/{call}"),
+                        &serde_json::json!({ "approve": approve }),
+                    )
+                    .await?;
+                if status != 200 {
+                    return Err(format!("approval of {call}: {status} {answer}").into());
+                }
+            }
+            events.push(event);
+            if kind == "RUN_FINISHED" || kind == "RUN_ERROR" {
+                return Ok((events, asked));
+            }
+        }
+    }
+
     /// Reads a run's SSE stream after `last_event_id`, until its end or `max` events.
     pub async fn read_events(
         &self,

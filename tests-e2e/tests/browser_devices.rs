@@ -291,10 +291,22 @@ async fn the_cloud_browser_opens_a_local_page_clicks_and_reads_it() -> R {
     }
     fake.push(Reply::text("The secret word is pelican."));
     let body = json!({ "message": "what does the page hide?", "model": "fp:m" });
-    let (run_id, events) = mesh
-        .run_to_end(&chat, &body, Duration::from_secs(120))
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+    // Once the first page is read, the run holds untrusted content: every tool that can make
+    // the browser send something (click, navigate) waits for approval; reading does not.
+    let (events, asked) = mesh
+        .answer_approvals(&run_id, true, Duration::from_secs(120))
         .await?;
     assert_eq!(last_type(&events), "RUN_FINISHED", "{events:?}");
+    assert_eq!(
+        asked,
+        ["cloud__click", "cloud__navigate", "cloud__navigate"],
+        "{events:?}"
+    );
     let opened = tool_result(&events, "c_open");
     assert!(
         opened.contains("Title: Browser device test page") && opened.contains("seen before: no"),
@@ -315,13 +327,6 @@ async fn the_cloud_browser_opens_a_local_page_clicks_and_reads_it() -> R {
             .map_err(|_| "poisoned")?
             .contains(&private_host),
         "the private address was reached"
-    );
-    // Browser tools only look (no approval), and what they bring back is untrusted.
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.data["name"] == "tool_call_approval"),
-        "a sandbox tool asked for approval"
     );
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["mode"], "durable", "{run}");

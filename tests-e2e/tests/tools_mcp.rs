@@ -114,6 +114,7 @@ impl Tools {
             tool_call_id: "c1".into(),
             name: name.into(),
             arguments_json: args.to_string(),
+            ..Default::default()
         };
         Ok(self
             .client

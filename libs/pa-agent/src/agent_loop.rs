@@ -56,6 +56,11 @@ pub enum Input {
         /// to one of them waits for a human's approval instead of running.
         #[serde(default)]
         high_privilege_tools: Vec<String>,
+        /// What the run starts from already holds untrusted content (a recalled memory or
+        /// document marked so, a task written by a tainted parent): the run is tainted from its
+        /// first step.
+        #[serde(default)]
+        tainted: bool,
     },
     /// A streamed piece of the model's text.
     ModelText(String),
@@ -72,8 +77,9 @@ pub enum Input {
         tool_call_id: String,
         content: String,
         is_error: bool,
-        /// The content came from outside (a web page, search results, an MCP server): from now
-        /// on the run has ingested untrusted content.
+        /// The content came from outside (a web page, search results, an MCP server, the report
+        /// of a sub-agent that had read such content, untrusted memories): from now on the run
+        /// has ingested untrusted content.
         #[serde(default)]
         untrusted: bool,
         /// What a sub-agent run behind this call used (its own run records it): counted
@@ -181,7 +187,8 @@ pub struct AgentLoop {
     /// Names of the tools that need approval once the run is `tainted`.
     #[serde(default)]
     high_privilege_tools: Vec<String>,
-    /// The run has ingested untrusted content (a tool result marked so).
+    /// The run has ingested untrusted content (a tool result marked so, or a start marked so).
+    /// Never cleared: taint follows the data for the rest of the run.
     #[serde(default)]
     tainted: bool,
     /// Calls waiting for a human's decision (their ids are in `pending_tools` too).
@@ -230,6 +237,13 @@ impl AgentLoop {
         self.phase == Phase::Done
     }
 
+    /// Whether the run has ingested untrusted content: its drivers record it on the run (a
+    /// parent reading a sub-agent's report, the Curator reading its reply, a tool writing a
+    /// memory all carry it on).
+    pub fn is_tainted(&self) -> bool {
+        self.tainted
+    }
+
     pub fn step(&mut self, input: Input) -> Result<Vec<Action>, LoopError> {
         let mut actions = Vec::new();
         match (self.phase, input) {
@@ -239,10 +253,12 @@ impl AgentLoop {
                     history,
                     notices,
                     high_privilege_tools,
+                    tainted,
                 },
             ) => {
                 self.history = history;
                 self.high_privilege_tools = high_privilege_tools;
+                self.tainted |= tainted;
                 actions.push(self.emit(Event::RunStarted(RunStarted {
                     thread_id: self.ids.thread_id.clone(),
                     run_id: self.ids.run_id.clone(),
@@ -669,6 +685,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
                 high_privilege_tools: vec![],
+                tainted: false,
             })
             .unwrap()
     }
@@ -681,6 +698,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec!["tool_gate: removed web_fetch".into()],
                 high_privilege_tools: vec![],
+                tainted: false,
             })
             .unwrap();
         assert_eq!(
@@ -952,6 +970,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
                 high_privilege_tools: vec!["shell".into()],
+                tainted: false,
             })
             .unwrap();
         for c in calls {
@@ -1143,5 +1162,77 @@ mod tests {
         }
         let loaded: AgentLoop = serde_json::from_value(json).unwrap();
         assert!(!loaded.tainted);
+    }
+    /// A run whose start is marked tainted, with `shell` and `web_fetch` (egress) gated.
+    fn tainted_start() -> AgentLoop {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+                notices: vec![],
+                high_privilege_tools: vec!["shell".into(), "web_fetch".into()],
+                tainted: true,
+            })
+            .unwrap();
+        agent
+    }
+
+    fn ask(agent: &mut AgentLoop, calls: &[ToolCall]) -> Vec<Action> {
+        for c in calls {
+            agent.step(Input::ModelToolCall(c.clone())).unwrap();
+        }
+        agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_tainted_start_holds_high_privilege_calls_from_the_first_turn() {
+        let mut agent = tainted_start();
+        assert!(agent.is_tainted());
+        let actions = ask(&mut agent, &[call("w1", "web_fetch"), call("c1", "clock")]);
+        assert_eq!(
+            types(&actions)[6..],
+            ["await_approval:web_fetch", "call_tool:clock"]
+        );
+    }
+
+    #[test]
+    fn an_untrusted_sub_agent_report_taints_the_parent() {
+        let (mut agent, _) = gated_run(&[call("e1", "explore")]);
+        assert!(!agent.is_tainted());
+        // The sub-run read a hostile page: its report comes back marked untrusted.
+        agent.step(result("e1", true)).unwrap();
+        assert!(agent.is_tainted());
+        let actions = ask(&mut agent, &[call("s1", "shell")]);
+        assert_eq!(types(&actions).last().unwrap(), "await_approval:shell");
+    }
+
+    #[test]
+    fn taint_is_never_cleared_by_later_trusted_content() {
+        let (mut agent, _) = gated_run(&[call("f1", "web_fetch")]);
+        agent.step(result("f1", true)).unwrap();
+        ask(&mut agent, &[call("c1", "clock")]);
+        agent.step(result("c1", false)).unwrap();
+        assert!(agent.is_tainted());
+        let actions = ask(&mut agent, &[call("s1", "shell")]);
+        assert_eq!(types(&actions).last().unwrap(), "await_approval:shell");
+    }
+
+    #[test]
+    fn an_untainted_start_stays_untainted_and_taint_survives_a_replay() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        start(&mut agent);
+        assert!(!agent.is_tainted());
+        let agent = tainted_start();
+        let json = serde_json::to_string(&agent).unwrap();
+        let loaded: AgentLoop = serde_json::from_str(&json).unwrap();
+        assert!(loaded.is_tainted());
+        // A start recorded before the field existed is an untainted start.
+        let old = serde_json::json!({"Start": {"history": [], "notices": []}});
+        let input: Input = serde_json::from_value(old).unwrap();
+        assert!(matches!(input, Input::Start { tainted: false, .. }));
     }
 }

@@ -19,9 +19,9 @@ use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
-    BlockedTool, ChatToolCall, ChatToolDefinition, ChatTurnMessage, ExecuteToolRequest, Identity,
-    ModelAttempt, RunSpec, RunStatus, StreamChatChunk, StreamChatRequest, ToolDefinition, Usage,
-    stream_chat_chunk::Chunk,
+    BlockedTool, ChatToolCall, ChatToolDefinition, ChatTurnMessage, DataClassification,
+    ExecuteToolRequest, Identity, ModelAttempt, RunSpec, RunStatus, StreamChatChunk,
+    StreamChatRequest, ToolDefinition, Usage, stream_chat_chunk::Chunk,
 };
 use tonic::Streaming;
 use tonic::transport::Channel;
@@ -80,19 +80,21 @@ impl RunIo {
         call: ToolCall,
         offered: &[ChatToolDefinition],
         spent: Usage,
+        tainted: bool,
         relay: &mut impl EventRelay,
     ) -> Input {
         if pa_proto::subagents::is_subagent_tool(&call.name)
             && offered.iter().any(|t| t.name == call.name)
         {
-            return self.subagents.run(spec, call, spent, relay).await;
+            return self.subagents.run(spec, call, spent, tainted, relay).await;
         }
-        self.execute_tool(spec, call).await
+        self.execute_tool(spec, call, tainted).await
     }
 
-    /// Runs one tool call through svc-tools. A failed tool is the model's to handle (an error
-    /// result it sees), never the run's end.
-    pub async fn execute_tool(&self, spec: &RunSpec, call: ToolCall) -> Input {
+    /// Runs one tool call through svc-tools; `tainted`: the run has ingested untrusted content
+    /// (what the memory tools write is then untrusted). A failed tool is the model's to handle
+    /// (an error result it sees), never the run's end.
+    pub async fn execute_tool(&self, spec: &RunSpec, call: ToolCall, tainted: bool) -> Input {
         let identity: Identity = spec.identity.clone().unwrap_or_default();
         let request = ExecuteToolRequest {
             run_id: spec.run_id.clone(),
@@ -100,6 +102,8 @@ impl RunIo {
             tool_call_id: call.id.clone(),
             name: call.name,
             arguments_json: call.arguments_json,
+            run_tainted: tainted,
+            classification: effective_classification(spec.classification),
         };
         let mut tools = self.tools.clone();
         match tools
@@ -206,13 +210,23 @@ pub fn model_tools(tools: &[ToolDefinition]) -> Vec<ChatToolDefinition> {
 }
 
 /// The names of the toolset's high-privilege tools: the untrusted-content gate asks a human
-/// before running one of them once the run has read untrusted content.
+/// before running one of them once the run has read untrusted content. A tool that can send
+/// data out (`egress`: web_fetch, a browser's navigate, an MCP tool not marked read-only)
+/// counts as one: after untrusted content it could carry the run's data to an attacker.
 pub fn high_privilege_tools(tools: &[ToolDefinition]) -> Vec<String> {
     tools
         .iter()
-        .filter(|t| t.high_privilege)
+        .filter(|t| t.high_privilege || t.egress)
         .map(|t| t.name.clone())
         .collect()
+}
+
+/// A chat classification as governance reads it: UNSPECIFIED is INTERNAL.
+pub fn effective_classification(classification: i32) -> i32 {
+    match DataClassification::try_from(classification) {
+        Ok(DataClassification::Unspecified) | Err(_) => DataClassification::Internal as i32,
+        Ok(c) => c as i32,
+    }
 }
 
 /// What the run reports about tools a gate removed (a STEP after RUN_STARTED each).
@@ -316,6 +330,9 @@ pub struct RunEnding {
     pub error_message: Option<String>,
     /// The reply stored as the chat's assistant message ("" = none).
     pub assistant_text: String,
+    /// The run ingested untrusted content (recorded on the run and on its reply).
+    #[serde(default)]
+    pub tainted: bool,
 }
 
 impl RunEnding {
@@ -327,6 +344,7 @@ impl RunEnding {
                 error_code: None,
                 error_message: None,
                 assistant_text: final_text.clone(),
+                tainted: false,
             },
             Outcome::Failed {
                 code,
@@ -338,6 +356,7 @@ impl RunEnding {
                 error_code: Some(code.clone()),
                 error_message: Some(message.clone()),
                 assistant_text: String::new(),
+                tainted: false,
             },
             Outcome::Cancelled {
                 partial_text,
@@ -348,6 +367,7 @@ impl RunEnding {
                 error_code: Some("cancelled".into()),
                 error_message: Some("cancelled by the user".into()),
                 assistant_text: partial_text.clone(),
+                tainted: false,
             },
         }
     }
@@ -365,6 +385,15 @@ impl RunEnding {
             error_code: Some(err.code.slug().to_string()),
             error_message: Some(err.message.clone()),
             assistant_text: String::new(),
+            tainted: false,
+        }
+    }
+
+    /// The ending of a run whose loop ended with `outcome`, `tainted` as the loop says.
+    pub fn of_loop(outcome: &Outcome, tainted: bool) -> Self {
+        Self {
+            tainted,
+            ..Self::of(outcome)
         }
     }
 }

@@ -60,6 +60,8 @@ pub struct SubRunOutcome {
     /// The sub-run's reply, or why it failed.
     pub text: String,
     pub usage: Usage,
+    /// The sub-run ingested untrusted content (its run row says so): its report is untrusted.
+    pub tainted: bool,
 }
 
 /// Reads a sub-agent call's arguments: one task (explore, delegate) or a script's steps.
@@ -118,6 +120,12 @@ pub fn parse_call(call: &ToolCall) -> Result<Vec<SubTask>, String> {
     }
 }
 
+/// Whether the next sub-run starts tainted: its parent was tainted when it asked, or (a script's
+/// later step) its task carries the report of an earlier step that was.
+fn starts_tainted(parent_tainted: bool, earlier: &[SubRunOutcome]) -> bool {
+    parent_tainted || earlier.iter().any(|o| o.tainted)
+}
+
 /// A script step's task, with what the earlier steps found in front of it.
 fn with_earlier_results(task: &str, earlier: &[SubRunOutcome]) -> String {
     if earlier.is_empty() {
@@ -133,12 +141,18 @@ fn with_earlier_results(task: &str, earlier: &[SubRunOutcome]) -> String {
     text
 }
 
-fn tool_result(call_id: String, content: String, is_error: bool, nested: Usage) -> Input {
+fn tool_result(
+    call_id: String,
+    content: String,
+    is_error: bool,
+    untrusted: bool,
+    nested: Usage,
+) -> Input {
     Input::ToolResult {
         tool_call_id: call_id,
         content,
         is_error,
-        untrusted: false,
+        untrusted,
         nested,
     }
 }
@@ -148,16 +162,23 @@ impl SubAgentIo {
     /// usage as `nested` (counted against the parent's limits). `spent` is what the parent has
     /// used so far, its earlier sub-runs included. Nothing here fails the parent: every problem
     /// is a tool error the model sees.
+    ///
+    /// Taint follows the data both ways: a parent that had ingested untrusted content
+    /// (`tainted`) wrote the task under its influence, so the sub-run starts tainted (and a
+    /// script's later step, whose task carries an earlier tainted step's report, too); a
+    /// sub-run that ingested untrusted content makes its report untrusted, so the parent is
+    /// tainted when it reads it.
     pub async fn run(
         &self,
         spec: &RunSpec,
         call: ToolCall,
         spent: Usage,
+        tainted: bool,
         relay: &mut impl EventRelay,
     ) -> Input {
         let tasks = match parse_call(&call) {
             Ok(tasks) => tasks,
-            Err(message) => return tool_result(call.id, message, true, Usage::default()),
+            Err(message) => return tool_result(call.id, message, true, false, Usage::default()),
         };
         let scripted = call.name == RUN_AGENTS_SCRIPT;
         let mut nested = Usage::default();
@@ -178,6 +199,7 @@ impl SubAgentIo {
                 parent_usage: Some(spent_now),
                 scripted,
                 step: step as u32,
+                tainted: starts_tainted(tainted, &outcomes),
             };
             match self.one(spec, &call.id, request, relay).await {
                 Ok(outcome) => {
@@ -185,7 +207,7 @@ impl SubAgentIo {
                     outcomes.push(outcome);
                 }
                 Err(err) if outcomes.is_empty() => {
-                    return tool_result(call.id, err.message, true, nested);
+                    return tool_result(call.id, err.message, true, false, nested);
                 }
                 Err(err) => {
                     outcomes.push(SubRunOutcome {
@@ -196,6 +218,7 @@ impl SubAgentIo {
                 }
             }
         }
+        let untrusted = outcomes.iter().any(|o| o.tainted);
         if !scripted {
             let outcome = outcomes.pop().unwrap_or_default();
             let content = if outcome.succeeded {
@@ -203,7 +226,7 @@ impl SubAgentIo {
             } else {
                 format!("the sub-agent failed: {}", outcome.text)
             };
-            return tool_result(call.id, content, !outcome.succeeded, nested);
+            return tool_result(call.id, content, !outcome.succeeded, untrusted, nested);
         }
         let all_ok = outcomes.len() == tasks.len() && outcomes.iter().all(|o| o.succeeded);
         let steps: Vec<Value> = outcomes
@@ -221,7 +244,7 @@ impl SubAgentIo {
             })
             .collect();
         let content = json!({ "steps": steps }).to_string();
-        tool_result(call.id, content, !all_ok, nested)
+        tool_result(call.id, content, !all_ok, untrusted, nested)
     }
 
     /// Starts one sub-run (or finds the one a retried call started), relays its events until it
@@ -271,6 +294,8 @@ impl SubAgentIo {
             .into_inner();
         // The whole subtree counts against the parent, not only the sub-run's own turns.
         outcome.usage = run.usage_with_sub_runs.or(run.usage).unwrap_or_default();
+        // Recorded with its end, before its RUN_FINISHED / RUN_ERROR was written.
+        outcome.tainted = run.tainted;
         Ok(outcome)
     }
 
@@ -354,6 +379,7 @@ impl SubAgentIo {
                     succeeded,
                     text,
                     usage: Usage::default(),
+                    tainted: false,
                 });
             }
         }
@@ -388,6 +414,7 @@ impl SubAgentIo {
                 .error_message
                 .unwrap_or_else(|| "the sub-agent's reply is no longer available".into()),
             usage: Usage::default(),
+            tainted: run.tainted,
         }))
     }
 }
@@ -443,6 +470,23 @@ mod tests {
             [r#"{"task":"t"}"#; MAX_SCRIPT_STEPS + 1].join(",")
         );
         assert!(parse_call(&call(RUN_AGENTS_SCRIPT, &many)).is_err());
+    }
+
+    #[test]
+    fn a_sub_run_starts_tainted_after_a_tainted_parent_or_step() {
+        let clean = SubRunOutcome {
+            succeeded: true,
+            ..Default::default()
+        };
+        let hostile = SubRunOutcome {
+            tainted: true,
+            ..clean.clone()
+        };
+        assert!(!starts_tainted(false, &[]));
+        assert!(starts_tainted(true, &[]));
+        assert!(!starts_tainted(false, std::slice::from_ref(&clean)));
+        // A later step's task carries the earlier steps' reports.
+        assert!(starts_tainted(false, &[clean, hostile]));
     }
 
     #[test]
