@@ -96,6 +96,7 @@ impl DurableDriver {
             tools: start.tools,
             notices: start.notices,
             high_privilege_tools: start.high_privilege_tools,
+            approval_always_tools: start.approval_always_tools,
             approval_timeout_ms: self.approval_timeout.as_millis() as u64,
             recall_wait_ms,
             tainted: start.tainted,

@@ -26,6 +26,8 @@ pub struct RunStart {
     pub notices: Vec<String>,
     /// The toolset's high-privilege tools (the untrusted-content gate).
     pub high_privilege_tools: Vec<String>,
+    /// Tools every call of which waits for approval, tainted or not.
+    pub approval_always_tools: Vec<String>,
     /// What the run starts from holds untrusted content (a task from a tainted parent, an
     /// untrusted recalled memory or document): it starts tainted.
     pub tainted: bool,
@@ -314,6 +316,7 @@ impl InlineDriver {
             history,
             notices: start.notices,
             high_privilege_tools: start.high_privilege_tools,
+            approval_always_tools: start.approval_always_tools,
             tainted: start.tainted,
         })
         .await?;

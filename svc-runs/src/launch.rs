@@ -400,6 +400,7 @@ impl Launcher {
             tools: pa_runner::model_tools(&toolset.tools),
             notices: pa_runner::gate_notices(&toolset.blocked),
             high_privilege_tools: pa_runner::high_privilege_tools(&toolset.tools),
+            approval_always_tools: pa_runner::approval_always_tools(&toolset.tools),
             // Set from the history and the recall once they are read.
             tainted: false,
         };

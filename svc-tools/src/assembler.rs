@@ -75,6 +75,7 @@ fn ambient_tool(
         origin_name: name.into(),
         // Set by the assembler (`sends_data_out`).
         egress: false,
+        always_approve: false,
     }
 }
 
@@ -296,6 +297,7 @@ impl ToolsetAssembler {
                 origin_name: tool.name,
                 // Set by the assembler (`sends_data_out`).
                 egress: false,
+                always_approve: false,
             });
         }
         if !listing.resources.is_empty() {
@@ -346,6 +348,7 @@ impl ToolsetAssembler {
                 origin_name: String::new(),
                 // Set by the assembler (`sends_data_out`).
                 egress: false,
+                always_approve: false,
             });
         }
         (tools, blocked)

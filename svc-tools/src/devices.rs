@@ -240,7 +240,15 @@ pub fn definition(device: &Device, tool: &DeviceTool) -> ToolDefinition {
         origin_name: tool.name.clone(),
         // Set by the assembler (`sends_data_out`).
         egress: false,
+        // Reading the user's own, logged-in browser asks every time (ADR 0112).
+        always_approve: always_approve(&device.kind, &tool.name),
     }
+}
+
+/// Whether every call of a device's tool waits for its user's approval, tainted run or not:
+/// the extension's reads of the user's own, logged-in pages (a tab's text, a screenshot).
+pub fn always_approve(kind: &str, tool: &str) -> bool {
+    kind == "browser_extension" && BROWSER_PRIVATE_READS.contains(&tool)
 }
 
 impl DeviceRegistry {
@@ -736,6 +744,13 @@ mod tests {
             assert!(t.high_privilege && t.privilege_class == "act", "{name}");
         }
         assert!(definition(&laptop, &tool("read_tab")).high_privilege);
+        // A tab or a screenshot of the user's own browser is asked for every time; listing the
+        // tabs, another kind's tool of the same name, and the cloud browser are not.
+        assert!(always_approve("browser_extension", "read_tab"));
+        assert!(always_approve("browser_extension", "screenshot"));
+        assert!(!always_approve("browser_extension", "list_tabs"));
+        assert!(!always_approve("browser_sandbox", "read_tab"));
+        assert!(!always_approve("device_agent", "screenshot"));
 
         // The cloud browser only looks at the public web, and all it reads is untrusted.
         let sandbox = device("browser_sandbox", "cloud");

@@ -80,6 +80,7 @@ fn tool(name: &str, description: &str, schema: Value, class: &str) -> ToolDefini
         origin_name: name.into(),
         // Set by the assembler (`sends_data_out`).
         egress: false,
+        always_approve: false,
     }
 }
 

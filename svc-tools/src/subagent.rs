@@ -23,6 +23,7 @@ fn tool(name: &str, description: &str, schema: Value, read_only: bool) -> ToolDe
         origin_name: name.into(),
         // Set by the assembler (`sends_data_out`).
         egress: false,
+        always_approve: false,
     }
 }
 

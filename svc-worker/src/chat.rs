@@ -43,6 +43,10 @@ pub struct ChatRunInput {
     /// The toolset's high-privilege tools (the untrusted-content gate).
     #[serde(default)]
     pub high_privilege_tools: Vec<String>,
+    /// Tools every call of which waits for a human's approval, tainted or not. Absent in
+    /// histories of older workflows.
+    #[serde(default)]
+    pub approval_always_tools: Vec<String>,
     /// How long a tool call waits for a human's approval (a durable timer); 0 = the default.
     #[serde(default)]
     pub approval_timeout_ms: u64,
@@ -110,6 +114,8 @@ pub struct DeferredStart {
     pub history: Vec<TurnMessage>,
     pub notices: Vec<String>,
     pub high_privilege_tools: Vec<String>,
+    #[serde(default)]
+    pub approval_always_tools: Vec<String>,
     pub recall_wait_ms: u64,
     #[serde(default)]
     pub tainted: bool,
@@ -121,6 +127,7 @@ impl DeferredStart {
             history: input.history.clone(),
             notices: input.notices.clone(),
             high_privilege_tools: input.high_privilege_tools.clone(),
+            approval_always_tools: input.approval_always_tools.clone(),
             recall_wait_ms: input.recall_wait_ms,
             tainted: input.tainted,
         }
@@ -135,6 +142,7 @@ impl DeferredStart {
             history,
             notices,
             high_privilege_tools: self.high_privilege_tools,
+            approval_always_tools: self.approval_always_tools,
             tainted: self.tainted || untrusted,
         }
     }

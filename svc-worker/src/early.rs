@@ -201,6 +201,7 @@ mod tests {
             tools: vec![],
             notices: vec![],
             high_privilege_tools: vec![],
+            approval_always_tools: vec![],
             approval_timeout_ms: 0,
             recall_wait_ms: 0,
             tainted: false,

@@ -56,6 +56,9 @@ pub enum Input {
         /// to one of them waits for a human's approval instead of running.
         #[serde(default)]
         high_privilege_tools: Vec<String>,
+        /// Tools every call of which waits for a human's approval, tainted or not.
+        #[serde(default)]
+        approval_always_tools: Vec<String>,
         /// What the run starts from already holds untrusted content (a recalled memory or
         /// document marked so, a task written by a tainted parent): the run is tainted from its
         /// first step.
@@ -187,6 +190,9 @@ pub struct AgentLoop {
     /// Names of the tools that need approval once the run is `tainted`.
     #[serde(default)]
     high_privilege_tools: Vec<String>,
+    /// Names of the tools that always need approval.
+    #[serde(default)]
+    approval_always_tools: Vec<String>,
     /// The run has ingested untrusted content (a tool result marked so, or a start marked so).
     /// Never cleared: taint follows the data for the rest of the run.
     #[serde(default)]
@@ -215,6 +221,7 @@ impl AgentLoop {
             turn_tool_calls: Vec::new(),
             pending_tools: Vec::new(),
             high_privilege_tools: Vec::new(),
+            approval_always_tools: Vec::new(),
             tainted: false,
             awaiting_approval: Vec::new(),
             nested: Usage::default(),
@@ -253,11 +260,13 @@ impl AgentLoop {
                     history,
                     notices,
                     high_privilege_tools,
+                    approval_always_tools,
                     tainted,
                 },
             ) => {
                 self.history = history;
                 self.high_privilege_tools = high_privilege_tools;
+                self.approval_always_tools = approval_always_tools;
                 self.tainted |= tainted;
                 actions.push(self.emit(Event::RunStarted(RunStarted {
                     thread_id: self.ids.thread_id.clone(),
@@ -596,7 +605,8 @@ impl AgentLoop {
     /// The untrusted-content gate: after the run has read untrusted content, a high-privilege
     /// tool could be acting on instructions planted in it, so a human decides.
     fn needs_approval(&self, call: &ToolCall) -> bool {
-        self.tainted && self.high_privilege_tools.contains(&call.name)
+        self.approval_always_tools.contains(&call.name)
+            || (self.tainted && self.high_privilege_tools.contains(&call.name))
     }
 
     fn finish_succeeded(&mut self, actions: &mut Vec<Action>) {
@@ -685,6 +695,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
                 high_privilege_tools: vec![],
+                approval_always_tools: vec![],
                 tainted: false,
             })
             .unwrap()
@@ -698,6 +709,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec!["tool_gate: removed web_fetch".into()],
                 high_privilege_tools: vec![],
+                approval_always_tools: vec![],
                 tainted: false,
             })
             .unwrap();
@@ -970,6 +982,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
                 high_privilege_tools: vec!["shell".into()],
+                approval_always_tools: vec![],
                 tainted: false,
             })
             .unwrap();
@@ -1171,6 +1184,7 @@ mod tests {
                 history: vec![TurnMessage::new("user", "hi")],
                 notices: vec![],
                 high_privilege_tools: vec!["shell".into(), "web_fetch".into()],
+                approval_always_tools: vec![],
                 tainted: true,
             })
             .unwrap();

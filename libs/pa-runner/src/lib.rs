@@ -221,6 +221,16 @@ pub fn high_privilege_tools(tools: &[ToolDefinition]) -> Vec<String> {
         .collect()
 }
 
+/// The names of the toolset's tools that always wait for a human's approval, tainted run or not
+/// (reading the user's own, logged-in browser).
+pub fn approval_always_tools(tools: &[ToolDefinition]) -> Vec<String> {
+    tools
+        .iter()
+        .filter(|t| t.always_approve)
+        .map(|t| t.name.clone())
+        .collect()
+}
+
 /// A chat classification as governance reads it: UNSPECIFIED is INTERNAL.
 pub fn effective_classification(classification: i32) -> i32 {
     match DataClassification::try_from(classification) {
