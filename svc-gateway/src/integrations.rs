@@ -73,6 +73,7 @@ pub async fn list(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IntegrationCreateBody)]
 pub struct CreateBody {
     kind: String,
     name: String,
@@ -167,6 +168,7 @@ pub async fn get(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IntegrationPatchBody)]
 pub struct PatchBody {
     name: Option<String>,
     enabled: Option<bool>,

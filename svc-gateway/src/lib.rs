@@ -101,7 +101,11 @@ fn table() -> Vec<Route> {
         get("/v1/me/keys", SessionOnly, admin::list_keys),
         put("/v1/me/keys/{provider}", SessionOnly, admin::put_key),
         delete("/v1/me/keys/{provider}", SessionOnly, admin::delete_key),
-        post("/v1/me/keys/{provider}/confirm", SessionOnly, admin::confirm_key),
+        post(
+            "/v1/me/keys/{provider}/confirm",
+            SessionOnly,
+            admin::confirm_key,
+        ),
         get("/v1/me/usage", Models, admin::my_usage),
         get("/v1/admin/usage", Admin, admin::tenant_usage),
         get("/v1/admin/providers", Admin, admin::list_providers),
@@ -109,7 +113,11 @@ fn table() -> Vec<Route> {
         get("/v1/admin/models", Admin, admin::list_all_models),
         post("/v1/admin/models", Admin, admin::upsert_model),
         patch("/v1/admin/models/{label}", Admin, admin::patch_model),
-        put("/v1/admin/model-overlays/{label}", Admin, admin::put_model_overlay),
+        put(
+            "/v1/admin/model-overlays/{label}",
+            Admin,
+            admin::put_model_overlay,
+        ),
         get("/v1/admin/policies", Admin, admin::list_policies),
         put(
             "/v1/admin/policies/{classification}",

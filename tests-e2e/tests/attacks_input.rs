@@ -575,6 +575,24 @@ async fn judge_inner(
     if !(400..500).contains(&status) {
         problems.push(format!("status {status}"));
     }
+    // 499 (cancelled) is what a caller sees when a backend connection broke under it, and a
+    // 429 without Retry-After is not a rate limit (this mesh has none): both are failures.
+    if status == 499 {
+        problems.push("499: a call was cancelled (a broken backend connection?)".into());
+    }
+    if status == 429 && !headers.contains_key("retry-after") {
+        problems.push("429 without Retry-After".into());
+    }
+    for leak in [
+        "protocol error",
+        "transport error",
+        "http2 error",
+        "connect error",
+    ] {
+        if text.contains(leak) {
+            problems.push(format!("the answer repeats a library error ({leak})"));
+        }
+    }
     if case.expect_405 {
         if status != 405 {
             problems.push(format!("{status} instead of 405"));
@@ -862,5 +880,49 @@ async fn every_route_refuses_hostile_input_with_problem_json_and_the_mesh_stays_
         cases.len(),
         failures.join("\n")
     );
+    mesh.stop().await
+}
+
+/// Behind the gateway too: a service reached directly (an internal caller that skipped the
+/// validation layer) answers a NUL that Postgres refuses with InvalidArgument, not Internal.
+#[tokio::test]
+async fn a_nul_that_postgres_refuses_is_invalid_argument_not_internal() -> R {
+    use pa_proto::v1::CreateChatRequest;
+    use pa_proto::v1::run_service_client::RunServiceClient;
+
+    let mesh = Mesh::builder().start().await?;
+    let mut runs = RunServiceClient::connect(mesh.runs_url.clone()).await?;
+    let who = Mesh::identity("sweep-t1", "sweep-alice");
+    let status = runs
+        .create_chat(mesh.auth.request(
+            &who,
+            CreateChatRequest {
+                title: "a\u{0}b".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("a NUL in a title is refused");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status
+            .metadata()
+            .get("x-pa-error-code")
+            .and_then(|v| v.to_str().ok()),
+        Some("bad_request")
+    );
+    assert!(!status.message().contains('\u{0}'));
+    // The service is fine afterwards.
+    let chat = runs
+        .create_chat(mesh.auth.request(
+            &who,
+            CreateChatRequest {
+                title: "fine".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(chat.title, "fine");
     mesh.stop().await
 }
