@@ -75,6 +75,8 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 #[schema(as = IntegrationCreateBody)]
 pub struct CreateBody {
+    /// searxng, brave, tavily, web_fetch, open_meteo, mcp_stdio or mcp_http.
+    #[schema(example = "web_fetch")]
     kind: String,
     name: String,
     #[serde(default = "yes")]

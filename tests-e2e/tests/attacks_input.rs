@@ -102,6 +102,14 @@ fn value_of(doc: &Value, schema: &Value, depth: usize, required_only: bool) -> V
     {
         return first.clone();
     }
+    // A documented example is a value the handler takes.
+    if let Some(example) = schema
+        .get("example")
+        .or_else(|| schema.pointer("/examples/0"))
+        .filter(|e| !e.is_null())
+    {
+        return example.clone();
+    }
     if depth > 6 {
         return Value::Null;
     }
