@@ -73,6 +73,7 @@ pub struct EnrollmentBody {
     /// What the code enrolls: device_agent (default) | browser_sandbox | browser_extension. The
     /// device gets this kind; one claiming another kind is refused.
     #[serde(default)]
+    #[schema(example = "device_agent")]
     kind: String,
 }
 

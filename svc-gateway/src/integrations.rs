@@ -73,7 +73,10 @@ pub async fn list(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IntegrationCreateBody)]
 pub struct CreateBody {
+    /// searxng, brave, tavily, web_fetch, open_meteo, mcp_stdio or mcp_http.
+    #[schema(example = "web_fetch")]
     kind: String,
     name: String,
     #[serde(default = "yes")]
@@ -167,6 +170,7 @@ pub async fn get(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = IntegrationPatchBody)]
 pub struct PatchBody {
     name: Option<String>,
     enabled: Option<bool>,

@@ -199,6 +199,7 @@ pub async fn list(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = MemoryCreateBody)]
 pub struct CreateBody {
     text: String,
     scope: Option<String>,
@@ -294,6 +295,7 @@ pub async fn create(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = MemoryPatchBody)]
 pub struct PatchBody {
     text: Option<String>,
     pinned: Option<bool>,

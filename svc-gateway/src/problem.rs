@@ -32,7 +32,7 @@ impl IntoResponse for ApiError {
             kind: format!("https://personal-agent.dev/problems/{}", code.slug()),
             title,
             status: status.as_u16(),
-            detail: &self.0.message,
+            detail: &pa_kit::error::bounded(&self.0.message),
             code: code.slug(),
         };
         let mut response = (status, Json(body)).into_response();

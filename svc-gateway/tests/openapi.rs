@@ -164,3 +164,44 @@ async fn errors_are_declared_as_problem_json() {
         assert!(body.contains_key(required), "missing {required}");
     }
 }
+
+/// The properties of the JSON request body of `method path` in the document.
+fn body_properties(doc: &Value, method: &str, path: &str) -> Vec<String> {
+    let pointer = format!(
+        "/paths/{}/{method}/requestBody/content/application~1json/schema/$ref",
+        path.replace('~', "~0").replace('/', "~1")
+    );
+    let reference = doc.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
+    let schema = doc
+        .pointer(reference.trim_start_matches('#'))
+        .unwrap_or(&Value::Null);
+    let mut names: Vec<String> = schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Two handlers' body types of the same Rust name (`CreateBody` of integrations and of
+/// memories) once shared one schema name, and the document described one with the other's
+/// fields: every request body is documented with its own fields.
+#[tokio::test]
+async fn request_bodies_of_the_same_rust_name_are_documented_apart() {
+    let doc = document(&app()).await;
+    let integration = body_properties(&doc, "post", "/v1/me/integrations");
+    assert!(integration.contains(&"kind".to_string()), "{integration:?}");
+    assert!(
+        !integration.contains(&"text".to_string()),
+        "{integration:?}"
+    );
+    let memory = body_properties(&doc, "post", "/v1/me/memories");
+    assert!(memory.contains(&"text".to_string()), "{memory:?}");
+    assert!(!memory.contains(&"kind".to_string()) || !memory.contains(&"secrets".to_string()));
+    let patch = body_properties(&doc, "patch", "/v1/me/integrations/{id}");
+    assert!(patch.contains(&"enabled".to_string()), "{patch:?}");
+    assert!(!patch.contains(&"text".to_string()), "{patch:?}");
+    let patch = body_properties(&doc, "patch", "/v1/me/memories/{id}");
+    assert!(patch.contains(&"pinned".to_string()), "{patch:?}");
+    assert!(!patch.contains(&"enabled".to_string()), "{patch:?}");
+}

@@ -9,6 +9,24 @@ use tonic::metadata::MetadataValue;
 const CODE_HEADER: &str = "x-pa-error-code";
 const DETAIL_HEADER: &str = "x-pa-error-bin";
 
+/// The longest error message that goes on the wire (bytes). A message travels in gRPC
+/// headers (`grpc-message` and the detail), which a peer refuses past its header limit (16 KiB
+/// for tonic): a message that repeats a 100k-character input would otherwise reset the whole
+/// HTTP/2 connection (every call on it fails) instead of answering the caller's mistake.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`] (on a character boundary, marked with `…`).
+pub fn bounded(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.into();
+    }
+    let mut end = MAX_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end]).into()
+}
+
 pub trait ErrorCodeExt {
     fn grpc_code(self) -> tonic::Code;
     fn http_status(self) -> u16;
@@ -177,10 +195,11 @@ impl PaError {
 
 impl From<PaError> for tonic::Status {
     fn from(err: PaError) -> Self {
-        let mut status = tonic::Status::new(err.code.grpc_code(), err.message.clone());
+        let message = bounded(&err.message).into_owned();
+        let mut status = tonic::Status::new(err.code.grpc_code(), message.clone());
         let detail = pa_proto::v1::ErrorDetail {
             code: err.code as i32,
-            message: err.message,
+            message,
             retry_after_ms: err.retry_after_ms,
         };
         let md = status.metadata_mut();
@@ -199,8 +218,27 @@ impl From<tonic::Status> for PaError {
     }
 }
 
+/// Postgres' refusals of a value itself (SQLSTATE class 22, data exception: a NUL or an
+/// invalid character in `text`, a value too long for its column, a number out of range, a
+/// malformed literal): the caller's input was wrong, so 400 and not 500. The value is never
+/// repeated.
+fn input_refused_by_postgres(err: &sqlx::Error) -> Option<&'static str> {
+    let code = err.as_database_error()?.code()?;
+    Some(match code.as_ref() {
+        "22021" | "22P05" => "text must be valid UTF-8 without NUL characters",
+        "22001" => "a value is too long",
+        "22003" => "a number is out of range",
+        c if c.starts_with("22") => "a value is not valid here",
+        _ => return None,
+    })
+}
+
 impl From<sqlx::Error> for PaError {
     fn from(err: sqlx::Error) -> Self {
+        if let Some(message) = input_refused_by_postgres(&err) {
+            tracing::debug!(%err, "input refused by Postgres");
+            return PaError::bad_request(message);
+        }
         match err {
             sqlx::Error::PoolTimedOut => {
                 PaError::unavailable("database busy").with_retry_after_ms(500)
@@ -228,6 +266,24 @@ mod tests {
         let err = PaError::from_status(&status);
         assert_eq!(err.code, ErrorCode::TooManyRequests);
         assert_eq!(err.code.http_status(), 429);
+    }
+
+    #[test]
+    fn a_huge_message_stays_within_header_limits() {
+        let err = PaError::bad_request(format!("unknown kind: {}", "é".repeat(100_000)));
+        let status: tonic::Status = err.into();
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        assert!(status.message().ends_with('…'));
+        let headers = status.metadata().clone().into_headers();
+        let size: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len())
+            .sum();
+        assert!(size < 4 * 1024, "{size} bytes of headers");
+        let back = PaError::from_status(&status);
+        assert_eq!(back.code, ErrorCode::BadRequest);
+        assert!(back.message.starts_with("unknown kind: é"));
+        assert_eq!(bounded("short"), "short");
     }
 
     #[test]
