@@ -414,9 +414,9 @@ async fn the_browser_extension_registers_as_a_device_and_reads_the_active_tab() 
         "{device}"
     );
 
-    // Reading the tab in a run that has read nothing untrusted goes ahead; what it read is
-    // untrusted, so clicking in the user's own browser, and reading their tab again, wait for
-    // the user's approval.
+    // Reading the user's own tab waits for their approval every time, even in a run that has
+    // read nothing untrusted (ADR 0112); what it read is untrusted, so clicking in their
+    // browser waits too.
     let chat = mesh.create_chat("my browser").await?;
     fake.push(Reply::chunks(vec![Chunk::tool_call(
         "c_tab",
@@ -435,8 +435,12 @@ async fn the_browser_extension_registers_as_a_device_and_reads_the_active_tab() 
     )]));
     fake.push(Reply::text("Done."));
     let body = json!({ "message": "what is in my tab?", "model": "fp:m" });
-    let (_, events) = run_approving(&mesh, &chat, &body, &["c_click", "c_tab_again"]).await?;
-    assert_eq!(approvals_asked(&events), ["c_click", "c_tab_again"]);
+    let (_, events) =
+        run_approving(&mesh, &chat, &body, &["c_tab", "c_click", "c_tab_again"]).await?;
+    assert_eq!(
+        approvals_asked(&events),
+        ["c_tab", "c_click", "c_tab_again"]
+    );
     assert_eq!(last_type(&events), "RUN_FINISHED", "{events:?}");
     let tab = tool_result(&events, "c_tab");
     assert!(tab.contains("Hello from the test page"), "{tab}");

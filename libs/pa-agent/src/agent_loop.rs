@@ -1023,6 +1023,33 @@ mod tests {
     }
 
     #[test]
+    fn an_always_approve_tool_waits_for_approval_in_an_untainted_run() {
+        let mut agent = AgentLoop::new(ids(), UsageLimits::default());
+        agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+                notices: vec![],
+                high_privilege_tools: vec!["shell".into()],
+                approval_always_tools: vec!["read_tab".into()],
+                tainted: false,
+            })
+            .unwrap();
+        agent
+            .step(Input::ModelToolCall(call("t1", "read_tab")))
+            .unwrap();
+        let actions = agent
+            .step(Input::ModelFinished {
+                usage: Usage::default(),
+            })
+            .unwrap();
+        assert!(!agent.is_tainted());
+        assert_eq!(types(&actions).last().unwrap(), "await_approval:read_tab");
+        // A high-privilege tool of the same untainted run still runs freely.
+        let (_, actions) = gated_run(&[call("s0", "shell")]);
+        assert_eq!(types(&actions).last().unwrap(), "call_tool:shell");
+    }
+
+    #[test]
     fn high_privilege_tools_run_freely_before_untrusted_content() {
         let (_, actions) = gated_run(&[call("s0", "shell")]);
         assert_eq!(types(&actions).last().unwrap(), "call_tool:shell");
