@@ -84,6 +84,18 @@ fn key_ref_now(mut key: KeyRef, snapshot: &Snapshot) -> KeyRef {
     key
 }
 
+impl Services {
+    /// The catalog as the caller's tenant sees it (the platform's rows and the tenant's own).
+    async fn catalog_of(&self, identity: &Identity) -> Result<std::sync::Arc<Snapshot>, Status> {
+        Ok(self
+            .relay
+            .catalog
+            .snapshot(&identity.tenant_id)
+            .await
+            .map_err(PaError::from)?)
+    }
+}
+
 #[tonic::async_trait]
 impl ModelService for Services {
     /// The models the caller may pick: enabled, callable (a key exists), and allowed for at
@@ -93,12 +105,7 @@ impl ModelService for Services {
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
         let identity = request.identity()?;
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         let callable = self.relay.callable(&identity, &snapshot).await?;
         let models = snapshot
             .usable_models()
@@ -146,12 +153,7 @@ impl ModelService for Services {
         } else {
             req.label
         };
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         let model = snapshot.usable_model(&label).map_err(PaError::from)?;
         let provider = snapshot
             .provider(&model.info.provider)
@@ -210,12 +212,7 @@ impl ModelAdminService for Services {
         let identity = request.identity()?;
         require_admin(&identity)?;
         // The platform's providers and the caller's tenant's own, never another tenant's.
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         Ok(Response::new(ListProvidersResponse {
             providers: snapshot.providers.iter().map(|p| p.info()).collect(),
         }))
@@ -265,12 +262,7 @@ impl ModelAdminService for Services {
     ) -> Result<Response<ListModelsResponse>, Status> {
         let identity = request.identity()?;
         require_admin(&identity)?;
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         Ok(Response::new(ListModelsResponse {
             models: snapshot.models.iter().map(|m| m.info.clone()).collect(),
         }))
@@ -302,12 +294,7 @@ impl ModelAdminService for Services {
         let identity = request.identity()?;
         require_admin(&identity)?;
         // The row decides the scope: a platform model needs the platform role.
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         let row_scope = snapshot
             .model(&request.get_ref().label)
             .map(|m| m.info.scope.clone())
@@ -333,12 +320,7 @@ impl ModelAdminService for Services {
     ) -> Result<Response<ListPoliciesResponse>, Status> {
         let identity = request.identity()?;
         require_admin(&identity)?;
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         use pa_proto::v1::DataClassification as C;
         let policies = [C::Public, C::Internal, C::Confidential, C::Restricted]
             .into_iter()
@@ -403,12 +385,7 @@ impl KeyService for Services {
     ) -> Result<Response<KeyRef>, Status> {
         let identity = request.identity()?;
         let req = request.into_inner();
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         let base_url = match snapshot.provider(&req.provider) {
             Some(p) if p.kind == "openai_compatible" => p.base_url.clone(),
             Some(_) => {
@@ -441,12 +418,7 @@ impl KeyService for Services {
     ) -> Result<Response<KeyRef>, Status> {
         let identity = request.identity()?;
         let req = request.into_inner();
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         let provider = snapshot.provider(&req.provider).ok_or_else(|| {
             PaError::not_found(format!("provider {} is not in the catalog", req.provider))
         })?;
@@ -484,12 +456,7 @@ impl KeyService for Services {
         request: Request<ListUserKeysRequest>,
     ) -> Result<Response<ListUserKeysResponse>, Status> {
         let identity = request.identity()?;
-        let snapshot = self
-            .relay
-            .catalog
-            .snapshot(&identity.tenant_id)
-            .await
-            .map_err(PaError::from)?;
+        let snapshot = self.catalog_of(&identity).await?;
         Ok(Response::new(ListUserKeysResponse {
             keys: self
                 .relay

@@ -2,86 +2,19 @@
 //! the API with the access token it issued.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tests_e2e::Mesh;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tests_e2e::{DevIdp, Mesh};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-async fn token(
-    http: &reqwest::Client,
-    issuer: &str,
-    user: &str,
-) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
-    let body = format!("grant_type=password&username={user}&password={user}-password&scope=openid");
-    let r = http
-        .post(format!("{issuer}/token"))
-        .basic_auth("pa-cli", Some("pa-cli-secret"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
-        .send()
-        .await?;
-    let status = r.status();
-    let answer: Value = r.json().await?;
-    let token = answer["access_token"]
-        .as_str()
-        .ok_or_else(|| format!("{status}: {answer}"))?;
-    Ok(token.to_string())
-}
-
 #[tokio::test]
 async fn users_of_the_dev_idp_log_in_and_use_the_api() -> R {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/dev-idp");
-    assert!(
-        dir.join("node_modules/oidc-provider").exists(),
-        "deploy/dev-idp has no node_modules: run `make test` (it installs them)"
-    );
-    let mut idp = tokio::process::Command::new("node")
-        .arg("server.mjs")
-        .current_dir(&dir)
-        .env("PA_IDP_PORT", "0")
-        .env("PA_IDP_JWKS_FILE", "memory")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = idp.stdout.take().ok_or("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let issuer = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await? {
-            if line.contains("dev IdP listening")
-                && let Some(issuer) = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("issuer="))
-            {
-                return Ok::<_, std::io::Error>(issuer.to_string());
-            }
-        }
-        Err(std::io::Error::other("the IdP exited"))
-    })
-    .await??;
-    // Keep draining its log so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let config = svc_gateway::oidc::OidcConfig {
-        issuer: issuer.clone(),
-        audience: "pa-api".into(),
-        client_id: "pa-web".into(),
-        tenant_claim: "tenant".into(),
-        roles_claim: "roles".into(),
-        platform_admin_role: "platform-admin".into(),
-        algorithms: svc_gateway::oidc::parse_algorithms("RS256").map_err(|e| e.to_string())?,
-        leeway_secs: 30,
-        jwks_min_refetch: Duration::from_secs(10),
-        jwks_max_age: Duration::from_secs(600),
-    };
-    let mesh = Mesh::builder().oidc(config).start().await?;
-    let alice = token(&mesh.http, &issuer, "alice").await?;
-    let bob = token(&mesh.http, &issuer, "bob").await?;
-    let carol = token(&mesh.http, &issuer, "carol").await?;
+    let idp = DevIdp::start().await?;
+    let mesh = Mesh::builder().oidc(idp.oidc_config()?).start().await?;
+    let alice = idp.token(&mesh.http, "alice").await?;
+    let bob = idp.token(&mesh.http, "bob").await?;
+    let carol = idp.token(&mesh.http, "carol").await?;
     let with =
         |t: &str, req: reqwest::RequestBuilder| req.header("authorization", format!("Bearer {t}"));
 
@@ -153,7 +86,7 @@ async fn users_of_the_dev_idp_log_in_and_use_the_api() -> R {
         404
     );
     mesh.stop().await?;
-    idp.kill().await?;
+    drop(idp); // killed on drop
     Ok(())
 }
 
