@@ -101,7 +101,7 @@ pub fn parse_dns_overrides(value: &str) -> Result<Vec<(String, IpAddr)>, String>
 fn sandbox_from_env() -> Result<SandboxSettings, ConfigError> {
     let var = |name: &str| std::env::var(name).ok();
     let network_allowed = env_parse("PA_MCP_NETWORK_ALLOWED", false)?;
-    SandboxSettings::parse(
+    let mut settings = SandboxSettings::parse(
         var("PA_MCP_SANDBOX").as_deref(),
         var("PA_MCP_BWRAP").as_deref(),
         var("PA_MCP_ENV_ALLOW").as_deref(),
@@ -109,7 +109,15 @@ fn sandbox_from_env() -> Result<SandboxSettings, ConfigError> {
         var("PA_MCP_SANDBOX_USER").as_deref(),
         network_allowed,
     )
-    .map_err(|(name, reason)| bad(name, &var(name).unwrap_or_default(), reason))
+    .map_err(|(name, reason)| bad(name, &var(name).unwrap_or_default(), reason))?;
+    settings.expose = var("PA_MCP_SANDBOX_EXPOSE")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from)
+        .collect();
+    Ok(settings)
 }
 
 impl Config {

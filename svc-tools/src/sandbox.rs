@@ -173,6 +173,10 @@ pub struct SandboxSettings {
     /// Default: `.dev` (the dev stack's data, logs and sockets), `/run/secrets`,
     /// `/var/run/secrets` (mounted credentials), the Postgres, Redis and Docker sockets.
     pub hide: Vec<PathBuf>,
+    /// `PA_MCP_SANDBOX_EXPOSE`: paths under `/tmp` shown read-only inside the sandbox although
+    /// its `/tmp` is a fresh, empty one (a server installed in a temporary checkout, as in
+    /// tests); default none. Hidden paths stay hidden within them.
+    pub expose: Vec<PathBuf>,
     /// `PA_MCP_SANDBOX_USER`: `uid[:gid]` the sandbox runs as when svc-tools runs as root
     /// (default `65534:65534`, nobody); `keep` keeps root (without capabilities).
     pub run_as: Option<(u32, u32)>,
@@ -201,6 +205,7 @@ impl Default for SandboxSettings {
             bwrap: PathBuf::from("bwrap"),
             env_allow: vec!["TZ".into()],
             hide: DEFAULT_HIDE.iter().map(PathBuf::from).collect(),
+            expose: Vec::new(),
             run_as: Some((65534, 65534)),
             network_allowed: false,
         }
@@ -329,8 +334,24 @@ fn existing_hidden(hide: &[PathBuf]) -> Vec<(PathBuf, bool)> {
     out
 }
 
-/// bubblewrap's arguments for `program args`.
+/// The exposed paths that exist, resolved, without duplicates.
+fn existing_exposed(expose: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for path in expose {
+        if let Ok(resolved) = std::fs::canonicalize(path)
+            && resolved != Path::new("/")
+            && !out.contains(&resolved)
+        {
+            out.push(resolved);
+        }
+    }
+    out
+}
+
+/// bubblewrap's arguments for `program args`: `exposed` paths come back read-only over the
+/// fresh `/tmp`, then `hidden` ones are covered (so a hidden path stays hidden inside one).
 pub fn bwrap_args(
+    exposed: &[PathBuf],
     hidden: &[(PathBuf, bool)],
     network: bool,
     program: &str,
@@ -360,6 +381,11 @@ pub fn bwrap_args(
     .collect();
     if !network {
         out.push("--unshare-net".into());
+    }
+    for path in exposed {
+        out.push("--ro-bind".into());
+        out.push(path.clone().into_os_string());
+        out.push(path.clone().into_os_string());
     }
     for (path, is_dir) in hidden {
         if *is_dir {
@@ -463,7 +489,8 @@ impl Sandbox {
     ) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.bwrap);
         let hidden = existing_hidden(&self.settings.hide);
-        cmd.args(bwrap_args(&hidden, network, program, args))
+        let exposed = existing_exposed(&self.settings.expose);
+        cmd.args(bwrap_args(&exposed, &hidden, network, program, args))
             .env_clear()
             .envs(env);
         if rustix::process::geteuid().is_root()
@@ -593,6 +620,7 @@ mod tests {
     #[test]
     fn bwrap_isolates_pid_net_and_tmp() {
         let args = bwrap_args(
+            &[PathBuf::from("/tmp/checkout/tests/mcp")],
             &[
                 (PathBuf::from("/srv/secrets"), true),
                 (PathBuf::from("/etc/pa.key"), false),
@@ -616,11 +644,16 @@ mod tests {
             "--tmpfs /tmp",
             "--tmpfs /srv/secrets",
             "--ro-bind /dev/null /etc/pa.key",
+            "--tmpfs /tmp --unshare-net --ro-bind /tmp/checkout/tests/mcp /tmp/checkout/tests/mcp",
         ] {
             assert!(joined.contains(part), "{part} missing from {joined}");
         }
+        // Exposed paths come back before hidden ones are covered.
+        let exposed_at = joined.find("/tmp/checkout").unwrap_or(usize::MAX);
+        let hidden_at = joined.find("/srv/secrets").unwrap_or(0);
+        assert!(exposed_at < hidden_at, "{joined}");
         assert!(joined.ends_with("-- node server.js"), "{joined}");
-        let with_net = bwrap_args(&[], true, "node", &[]);
+        let with_net = bwrap_args(&[], &[], true, "node", &[]);
         assert!(!with_net.iter().any(|a| a == "--unshare-net"));
     }
 }

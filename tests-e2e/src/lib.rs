@@ -262,6 +262,13 @@ impl MeshBuilder {
             tokio::spawn({
                 let mut config = svc_tools::Config::for_tests(common.clone(), timeout, &memory_url);
                 config.tools = self.tools.clone();
+                // The test MCP servers live in this checkout, which may sit under /tmp (a CI
+                // clone): the sandbox's own /tmp would hide them.
+                config
+                    .tools
+                    .mcp_sandbox
+                    .expose
+                    .push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp"));
                 let s = shutdown.clone();
                 async move {
                     svc_tools::run(config, tools_listener, s)

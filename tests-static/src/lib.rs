@@ -733,6 +733,13 @@ pub const SERVICES: &[Service] = &[
                 "Comma-separated paths hidden inside the sandbox (an empty tmpfs over a directory, `/dev/null` over a file); relative paths are from the working directory. List your secrets files and mounts.",
             ),
             var(
+                "PA_MCP_SANDBOX_EXPOSE",
+                "none",
+                Kind::Text,
+                Helm::Value,
+                "Comma-separated paths under `/tmp` shown read-only inside the sandbox, whose own `/tmp` is empty (a server installed in a temporary checkout).",
+            ),
+            var(
                 "PA_MCP_SANDBOX_USER",
                 "65534:65534",
                 Kind::Text,
