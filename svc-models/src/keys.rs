@@ -127,6 +127,21 @@ fn user_key_aad(tenant: &str, user: &str, provider: &str) -> String {
     format!("user-key/{tenant}/{user}/{provider}")
 }
 
+/// A stored key's reference (never the key) from a row of provider, key_id, last4, created_at
+/// and bound_base_url.
+fn key_ref_of(row: &sqlx::postgres::PgRow) -> Result<KeyRef, sqlx::Error> {
+    Ok(KeyRef {
+        provider: row.try_get("provider")?,
+        key_id: row.try_get("key_id")?,
+        last4: row.try_get("last4")?,
+        created_at_ms: row
+            .try_get::<chrono::DateTime<chrono::Utc>, _>("created_at")?
+            .timestamp_millis(),
+        bound_base_url: row.try_get("bound_base_url")?,
+        ..Default::default()
+    })
+}
+
 fn sealed_from_row(row: &sqlx::postgres::PgRow) -> Result<Sealed, sqlx::Error> {
     Ok(Sealed {
         kek_id: row.try_get("kek_id")?,
@@ -214,31 +229,32 @@ impl KeyStore {
         })
     }
 
-    /// Binds the caller's key for `provider` to `base_url` (the user confirmed it).
+    /// Binds the caller's key for `provider` to `base_url` (the user confirmed it); returns the
+    /// key as it is now.
     pub async fn confirm(
         &self,
         identity: &Identity,
         provider: &str,
         base_url: &str,
-    ) -> Result<(), KeyError> {
+    ) -> Result<KeyRef, KeyError> {
         let (tenant, user) = owner(identity)?;
         validate_provider(provider)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
-        let updated = sqlx::query(
+        let row = sqlx::query(
             "UPDATE user_keys SET bound_base_url = $4, updated_at = now() \
-             WHERE tenant_id = $1 AND user_id = $2 AND provider = $3",
+             WHERE tenant_id = $1 AND user_id = $2 AND provider = $3 \
+             RETURNING provider, key_id, last4, created_at, bound_base_url",
         )
         .bind(tenant)
         .bind(user)
         .bind(provider)
         .bind(base_url)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
-        if updated == 0 {
+        let Some(row) = row else {
             return Err(KeyError::NotFound(provider.to_string()));
-        }
+        };
         tracing::info!(
             tenant,
             user,
@@ -246,7 +262,7 @@ impl KeyStore {
             base_url,
             "user key confirmed for a base URL"
         );
-        Ok(())
+        Ok(key_ref_of(&row)?)
     }
 
     /// The caller's keys, by provider; references only.
@@ -262,20 +278,7 @@ impl KeyStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        rows.iter()
-            .map(|row| {
-                Ok(KeyRef {
-                    provider: row.try_get("provider")?,
-                    key_id: row.try_get("key_id")?,
-                    last4: row.try_get("last4")?,
-                    created_at_ms: row
-                        .try_get::<chrono::DateTime<chrono::Utc>, _>("created_at")?
-                        .timestamp_millis(),
-                    bound_base_url: row.try_get("bound_base_url")?,
-                    ..Default::default()
-                })
-            })
-            .collect()
+        rows.iter().map(|row| Ok(key_ref_of(row)?)).collect()
     }
 
     /// Deletes the caller's key for `provider`; [`KeyError::NotFound`] when there is none.

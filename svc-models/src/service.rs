@@ -434,20 +434,12 @@ impl KeyService for Services {
             )
             .into());
         }
-        self.relay
+        let key = self
+            .relay
             .keys
             .confirm(&identity, &req.provider, &provider.base_url)
             .await
             .map_err(PaError::from)?;
-        let key = self
-            .relay
-            .keys
-            .list(&identity)
-            .await
-            .map_err(PaError::from)?
-            .into_iter()
-            .find(|k| k.provider == req.provider)
-            .ok_or_else(|| PaError::not_found(format!("no key is stored for {}", req.provider)))?;
         Ok(Response::new(key_ref_now(key, &snapshot)))
     }
 

@@ -295,8 +295,9 @@ impl Launcher {
         // spends within its parent's share.
         let mut held = HeldTokens::default();
         if sub_run.is_none() {
-            let want = if spec.limits.unwrap_or_default().max_total_tokens > 0 {
-                spec.limits.unwrap_or_default().max_total_tokens
+            let mut limits = spec.limits.unwrap_or_default();
+            let want = if limits.max_total_tokens > 0 {
+                limits.max_total_tokens
             } else {
                 DEFAULT_RUN_RESERVATION
             };
@@ -310,7 +311,6 @@ impl Launcher {
             .await?
             {
                 // The run may spend no more than it holds.
-                let mut limits = spec.limits.unwrap_or_default();
                 limits.max_total_tokens = reservation.tokens;
                 spec.limits = Some(limits);
                 spec.reserved_tokens = reservation.tokens;
