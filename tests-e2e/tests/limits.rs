@@ -178,3 +178,79 @@ async fn fifty_parallel_runs_cannot_overspend_the_daily_budget() -> R {
     );
     mesh.stop().await
 }
+
+/// A run that is refused after it took its share (its id is someone else's, in another tenant)
+/// gives the share back: the budget is not eaten by runs that never started.
+#[tokio::test]
+async fn a_run_that_never_starts_gives_its_share_of_the_budget_back() -> R {
+    let budget = 60;
+    let mesh = Mesh::builder().daily_token_budget(budget).start().await?;
+    let taken = unique("run");
+    let as_user = |user: &str, tenant: &str, path: String, body: Value| {
+        mesh.http
+            .post(mesh.url(&path))
+            .header("x-pa-dev-user", user)
+            .header("x-pa-dev-tenant", tenant)
+            .json(&body)
+            .send()
+    };
+    // Someone in another tenant holds the run id.
+    let (owner, owner_tenant) = (unique("owner"), unique("t"));
+    let chat: Value = as_user(&owner, &owner_tenant, "/v1/chats".into(), json!({}))
+        .await?
+        .json()
+        .await?;
+    let r = as_user(
+        &owner,
+        &owner_tenant,
+        format!("/v1/chats/{}/runs", chat["id"].as_str().unwrap_or("")),
+        json!({ "message": "mine", "run_id": taken }),
+    )
+    .await?;
+    assert_eq!(r.status(), 202);
+
+    let (user, tenant) = (unique("u"), unique("t"));
+    let chat: Value = as_user(&user, &tenant, "/v1/chats".into(), json!({}))
+        .await?
+        .json()
+        .await?;
+    let runs = format!("/v1/chats/{}/runs", chat["id"].as_str().unwrap_or(""));
+    // Each refused attempt first holds the whole budget (no per-run limit here).
+    for _ in 0..3 {
+        let r = as_user(
+            &user,
+            &tenant,
+            runs.clone(),
+            json!({ "message": "x", "run_id": taken }),
+        )
+        .await?;
+        assert_eq!(r.status(), 409, "{}", r.text().await?);
+        // Given back (on a task) before long: the next run starts.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let r = as_user(&user, &tenant, runs.clone(), json!({ "message": "probe" })).await?;
+            match r.status().as_u16() {
+                202 => {
+                    let run: Value = r.json().await?;
+                    let events = mesh
+                        .http
+                        .get(mesh.url(&format!(
+                            "/v1/runs/{}/events",
+                            run["run_id"].as_str().unwrap_or("")
+                        )))
+                        .header("x-pa-dev-user", &user)
+                        .header("x-pa-dev-tenant", &tenant)
+                        .send()
+                        .await?;
+                    tests_e2e::read_sse(events, None).await?;
+                    break;
+                }
+                429 if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return Err(format!("the share was not given back: {other}").into()),
+            }
+        }
+    }
+    mesh.stop().await
+}
