@@ -16,9 +16,13 @@
 //! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
 //! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
 //!
+//! `cargo run -p pa-bench --release -- chaos [--runs N] [--targets svc-runs,postgres]`: the
+//! chaos table (kill -9 of each process mid-stream; see chaos.rs).
+//!
 //! `cargo run -p pa-bench --release -- embed [--runs N]`: the offline embedder's latency for one
 //! short query (recall's cost at run start).
 
+mod chaos;
 mod memory;
 
 use std::time::{Duration, Instant};
@@ -459,8 +463,23 @@ async fn main() -> std::process::ExitCode {
         Some("durable") => durable(runs).await,
         Some("memory") => memory::run(runs.min(1000)).await,
         Some("embed") => memory::query_latency(runs),
+        Some("chaos") => {
+            let targets = args
+                .iter()
+                .position(|a| a == "--targets")
+                .and_then(|i| args.get(i + 1));
+            // 20 per mode unless --runs says otherwise (issue 24's table).
+            let runs = if args.iter().any(|a| a == "--runs") {
+                runs.min(200)
+            } else {
+                20
+            };
+            chaos::run(runs, targets.map(String::as_str)).await
+        }
         _ => {
-            eprintln!("usage: pa-bench first-token|relay|durable|memory|embed [--runs N]");
+            eprintln!(
+                "usage: pa-bench first-token|relay|durable|memory|embed|chaos [--runs N] [--targets a,b]"
+            );
             return std::process::ExitCode::from(2);
         }
     };

@@ -483,3 +483,20 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// The service as its binary runs it: configuration from the environment, listeners bound,
+/// served until SIGTERM/SIGINT. `main.rs` calls this, and so does the e2e harness's
+/// `pa-e2e-service` (one binary that can be any service, started and killed as a process).
+pub async fn main_from_env() -> std::process::ExitCode {
+    pa_kit::service_main("svc-gateway", |shutdown| async move {
+        let config = crate::Config::from_env()?;
+        let listener = pa_kit::grpc::bind(&config.listen_addr).await?;
+        let grpc = match &config.grpc_listen_addr {
+            Some(addr) => Some(pa_kit::grpc::bind(addr).await?),
+            None => None,
+        };
+        crate::run(config, listener, grpc, shutdown).await?;
+        Ok(())
+    })
+    .await
+}

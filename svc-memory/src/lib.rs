@@ -62,3 +62,16 @@ pub async fn run(
         .await?;
     Ok(())
 }
+
+/// The service as its binary runs it: configuration from the environment, listeners bound,
+/// served until SIGTERM/SIGINT. `main.rs` calls this, and so does the e2e harness's
+/// `pa-e2e-service` (one binary that can be any service, started and killed as a process).
+pub async fn main_from_env() -> std::process::ExitCode {
+    pa_kit::service_main("svc-memory", |shutdown| async move {
+        let config = crate::config::from_env()?;
+        let listener = pa_kit::grpc::bind(&config.listen_addr).await?;
+        crate::run(config, listener, shutdown).await?;
+        Ok(())
+    })
+    .await
+}

@@ -2,11 +2,5 @@
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    pa_kit::service_main("svc-worker", |shutdown| async move {
-        let config = svc_worker::Config::from_env()?;
-        let listener = pa_kit::grpc::bind(&config.listen_addr).await?;
-        svc_worker::run(config, listener, shutdown).await?;
-        Ok(())
-    })
-    .await
+    svc_worker::main_from_env().await
 }

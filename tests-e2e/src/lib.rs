@@ -14,6 +14,9 @@ use tokio::net::TcpListener;
 
 pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
 
+pub mod chaos;
+pub mod stores;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Replaces the database name of a Postgres URL.
@@ -910,9 +913,31 @@ pub async fn read_sse(
     response: reqwest::Response,
     max: Option<usize>,
 ) -> Result<Vec<SseEvent>, BoxError> {
+    let mut events = Vec::new();
+    read_sse_until(response, &mut events, &mut |_| {}, max).await?;
+    Ok(events)
+}
+
+/// Parses an SSE response body into `events` (calling `seen` on each) until a terminal AG-UI
+/// event (returns true) or the end of the body (false). Events read before a broken connection
+/// stay in `events`, so a client can resume after the last one.
+pub async fn read_sse_into(
+    response: reqwest::Response,
+    events: &mut Vec<SseEvent>,
+    seen: &mut (dyn FnMut(&SseEvent) + Send),
+) -> Result<bool, BoxError> {
+    read_sse_until(response, events, seen, None).await
+}
+
+async fn read_sse_until(
+    response: reqwest::Response,
+    events: &mut Vec<SseEvent>,
+    seen: &mut (dyn FnMut(&SseEvent) + Send),
+    max: Option<usize>,
+) -> Result<bool, BoxError> {
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
-    let mut events = Vec::new();
+    let mut read = 0usize;
     while let Some(chunk) = stream.next().await {
         buffer.push_str(std::str::from_utf8(&chunk?)?);
         while let Some(end) = buffer.find("\n\n") {
@@ -934,13 +959,18 @@ pub async fn read_sse(
                 data: serde_json::from_str(&data)?,
             };
             let terminal = matches!(event.event_type(), "RUN_FINISHED" | "RUN_ERROR");
+            seen(&event);
             events.push(event);
-            if terminal || max.is_some_and(|m| events.len() >= m) {
-                return Ok(events);
+            read += 1;
+            if terminal {
+                return Ok(true);
+            }
+            if max.is_some_and(|m| read >= m) {
+                return Ok(false);
             }
         }
     }
-    Ok(events)
+    Ok(false)
 }
 
 /// A free port below the kernel's ephemeral range, for a process that must be told its port

@@ -1,0 +1,738 @@
+//! The chaos harness (docs/adr/0180-chaos-suite.md): the whole mesh as processes of their own
+//! (`pa-e2e-service <svc>`), over a Postgres, a Redis and a Temporal dev server that the harness
+//! starts itself on its own ports, so any one of the nine can be killed with SIGKILL mid-stream
+//! and started again on the same port — while clients follow their runs' SSE streams and resume
+//! with `Last-Event-ID` after every break.
+//!
+//! - [`ChaosMesh::start`] starts the stores and the six services; [`ChaosMesh::kill`] and
+//!   [`ChaosMesh::restart`] act on a [`Target`].
+//! - [`ChaosMesh::round`] is one row of the chaos table: `runs` inline and `runs` durable runs
+//!   in flight, the target killed once every run has streamed some text, restarted, every run
+//!   followed to its end, then the checks of issue 24 ([`RoundReport`]).
+//!
+//! Used by `tests/chaos.rs` (in `make test`) and by `pa-bench chaos` (which prints the table).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::stores::{OwnPostgres, OwnRedis, OwnTemporal};
+use crate::{BoxError, SseEvent, port_below_ephemeral_range, read_sse_into};
+
+/// What a round kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Gateway,
+    Runs,
+    Models,
+    Tools,
+    Memory,
+    Worker,
+    Postgres,
+    Temporal,
+    Redis,
+}
+
+impl Target {
+    pub const ALL: [Target; 9] = [
+        Target::Gateway,
+        Target::Runs,
+        Target::Models,
+        Target::Tools,
+        Target::Memory,
+        Target::Worker,
+        Target::Postgres,
+        Target::Temporal,
+        Target::Redis,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gateway => "svc-gateway",
+            Target::Runs => "svc-runs",
+            Target::Models => "svc-models",
+            Target::Tools => "svc-tools",
+            Target::Memory => "svc-memory",
+            Target::Worker => "svc-worker",
+            Target::Postgres => "postgres",
+            Target::Temporal => "temporal",
+            Target::Redis => "redis",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Target> {
+        Target::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    fn service(self) -> Option<&'static str> {
+        match self {
+            Target::Postgres | Target::Temporal | Target::Redis => None,
+            other => Some(other.name()),
+        }
+    }
+}
+
+/// The six services, in start order (backends first).
+const SERVICES: [&str; 6] = [
+    "svc-models",
+    "svc-tools",
+    "svc-memory",
+    "svc-runs",
+    "svc-worker",
+    "svc-gateway",
+];
+
+/// How the services are started.
+#[derive(Clone, Debug)]
+pub struct ChaosSettings {
+    /// The `pa-e2e-service` binary.
+    pub binary: PathBuf,
+    /// The offline model's delay between tokens.
+    pub token_delay: Duration,
+    /// Extra environment for every service (e.g. shorter leases).
+    pub env: Vec<(String, String)>,
+    /// Where the processes' logs go (one file per service, appended across restarts).
+    pub log_dir: PathBuf,
+}
+
+/// The mesh as processes, over stores of its own.
+pub struct ChaosMesh {
+    pub postgres: OwnPostgres,
+    pub redis: OwnRedis,
+    pub temporal: OwnTemporal,
+    settings: ChaosSettings,
+    env: Vec<(String, String)>,
+    children: BTreeMap<&'static str, Child>,
+    addrs: BTreeMap<&'static str, String>,
+    pub gateway_url: String,
+    pub http: reqwest::Client,
+}
+
+fn free_addr() -> Result<String, BoxError> {
+    Ok(format!("127.0.0.1:{}", port_below_ephemeral_range()?))
+}
+
+impl ChaosMesh {
+    pub async fn start(settings: ChaosSettings) -> Result<ChaosMesh, BoxError> {
+        std::fs::create_dir_all(&settings.log_dir)?;
+        let (postgres, redis, temporal) = tokio::try_join!(
+            OwnPostgres::start(),
+            OwnRedis::start_persistent(),
+            OwnTemporal::start(),
+        )?;
+        let database_url = postgres.create_database("pa_chaos").await?;
+        let mut addrs = BTreeMap::new();
+        for svc in SERVICES {
+            addrs.insert(svc, free_addr()?);
+        }
+        let url = |svc: &str| format!("http://{}", addrs[svc]);
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_URL", redis.url()),
+            ("TEMPORAL_ADDRESS", temporal.address()),
+            ("PA_TEMPORAL_NAMESPACE", "default".into()),
+            (
+                "PA_TEMPORAL_TASK_QUEUE",
+                format!("chaos-{}", uuid::Uuid::new_v4().simple()),
+            ),
+            (
+                "PA_INTERNAL_SECRET",
+                format!("chaos-{}", uuid::Uuid::new_v4()),
+            ),
+            ("PA_AUTH_MODE", "dev".into()),
+            ("PA_GATEWAY_ADDR", addrs["svc-gateway"].clone()),
+            ("PA_GATEWAY_GRPC_ADDR", "none".into()),
+            ("PA_METRICS_ADDR", "none".into()),
+            ("PA_WEB_DIR", "none".into()),
+            ("PA_RUNS_ADDR", addrs["svc-runs"].clone()),
+            ("PA_MODELS_ADDR", addrs["svc-models"].clone()),
+            ("PA_TOOLS_ADDR", addrs["svc-tools"].clone()),
+            ("PA_MEMORY_ADDR", addrs["svc-memory"].clone()),
+            ("PA_WORKER_ADDR", addrs["svc-worker"].clone()),
+            ("PA_RUNS_URL", url("svc-runs")),
+            ("PA_MODELS_URL", url("svc-models")),
+            ("PA_TOOLS_URL", url("svc-tools")),
+            ("PA_MEMORY_URL", url("svc-memory")),
+            ("PA_WORKER_URL", url("svc-worker")),
+            ("PA_RATE_USER_PER_MIN", "0".into()),
+            ("PA_RATE_TENANT_PER_MIN", "0".into()),
+            ("PA_SSE_KEEPALIVE_MS", "1000".into()),
+            (
+                "PA_OFFLINE_TOKEN_DELAY_MS",
+                settings.token_delay.as_millis().to_string(),
+            ),
+            // The schedules' first ticks would only add load to a short test.
+            ("PA_WORKER_SCHEDULES", "off".into()),
+            (
+                "RUST_LOG",
+                std::env::var("PA_CHAOS_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if let Ok(dir) = std::env::var("PA_EMBED_MODEL_DIR") {
+            env.push(("PA_EMBED_MODEL_DIR".into(), dir));
+        }
+        env.extend(settings.env.iter().cloned());
+        let gateway_url = url("svc-gateway");
+        let mut mesh = ChaosMesh {
+            postgres,
+            redis,
+            temporal,
+            settings,
+            env,
+            children: BTreeMap::new(),
+            addrs,
+            gateway_url,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .connect_timeout(Duration::from_secs(2))
+                .build()?,
+        };
+        for svc in SERVICES {
+            mesh.spawn(svc)?;
+            // Migrations run at start: one service at a time takes its schema.
+            mesh.wait_listening(svc, Duration::from_secs(120)).await?;
+        }
+        mesh.wait_ready(Duration::from_secs(60)).await?;
+        Ok(mesh)
+    }
+
+    fn spawn(&mut self, svc: &'static str) -> Result<(), BoxError> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.settings.log_dir.join(format!("{svc}.log")))?;
+        let child = Command::new(&self.settings.binary)
+            .arg(svc)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.settings.binary.display()))?;
+        self.children.insert(svc, child);
+        Ok(())
+    }
+
+    async fn wait_listening(
+        &mut self,
+        svc: &'static str,
+        within: Duration,
+    ) -> Result<(), BoxError> {
+        let deadline = Instant::now() + within;
+        loop {
+            if tokio::net::TcpStream::connect(&self.addrs[svc])
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Some(child) = self.children.get_mut(svc)
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(format!(
+                    "{svc} exited during start-up ({status}); see {}",
+                    self.settings.log_dir.join(format!("{svc}.log")).display()
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{svc} did not listen within {within:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the gateway's `/readyz` answers 200.
+    pub async fn wait_ready(&self, within: Duration) -> Result<(), BoxError> {
+        let deadline = Instant::now() + within;
+        let mut last;
+        loop {
+            match self.http.get(self.url("/readyz")).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() > deadline {
+                return Err(format!("mesh not ready within {within:?}: {last}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway_url)
+    }
+
+    /// SIGKILL, as an OOM killer or a lost node would.
+    pub async fn kill(&mut self, target: Target) -> Result<(), BoxError> {
+        match target.service() {
+            Some(svc) => {
+                if let Some(mut child) = self.children.remove(svc) {
+                    child.kill()?;
+                    child.wait()?;
+                }
+            }
+            None => match target {
+                Target::Postgres => self.postgres.kill()?,
+                Target::Redis => self.redis.kill()?,
+                _ => self.temporal.kill()?,
+            },
+        }
+        Ok(())
+    }
+
+    /// Starts `target` again on its port (a store on its data).
+    pub async fn restart(&mut self, target: Target) -> Result<(), BoxError> {
+        match target.service() {
+            Some(svc) => {
+                let svc = SERVICES
+                    .into_iter()
+                    .find(|s| *s == svc)
+                    .ok_or("unknown service")?;
+                self.spawn(svc)?;
+                self.wait_listening(svc, Duration::from_secs(60)).await?;
+            }
+            None => match target {
+                Target::Postgres => self.postgres.restart().await?,
+                Target::Redis => self.redis.restart().await?,
+                _ => self.temporal.restart().await?,
+            },
+        }
+        Ok(())
+    }
+
+    /// Stops the services (SIGTERM, then SIGKILL after 20 s) and the stores.
+    pub async fn stop(mut self) -> Result<(), BoxError> {
+        for svc in SERVICES.iter().rev() {
+            if let Some(child) = self.children.get(svc) {
+                // SAFETY-free: kill(2) through the shell-less `kill` binary would fork; the
+                // pid is our own child's.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), BoxError> {
+        let r = self.http.post(self.url(path)).json(body).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Result<(u16, Value), BoxError> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// One row of the chaos table: `runs` inline and `runs` durable runs, `target` killed once
+    /// every run has streamed some text, restarted at once, every run followed to its end.
+    pub async fn round(&mut self, target: Target, runs: usize) -> Result<RoundReport, BoxError> {
+        // Long enough that every run is still streaming when the last has started.
+        let words = 250;
+        let this = &*self;
+        let starts = (0..runs * 2).map(|i| {
+            let durable = i % 2 == 1;
+            let message = chaos_message(target, i, words);
+            async move {
+                let chat = this
+                    .create_chat(&format!("chaos {} {i}", target.name()))
+                    .await?;
+                let (status, accepted) = this
+                    .post_json(
+                        &format!("/v1/chats/{chat}/runs"),
+                        &json!({ "message": message, "durable": durable }),
+                    )
+                    .await?;
+                if status != 202 {
+                    return Err::<StartedRun, BoxError>(
+                        format!("start run: {status} {accepted}").into(),
+                    );
+                }
+                Ok(StartedRun {
+                    run_id: accepted["run_id"].as_str().unwrap_or_default().to_string(),
+                    chat,
+                    durable,
+                    expected: format!("{OFFLINE_PREFIX}{message}"),
+                })
+            }
+        });
+        let started: Vec<StartedRun> = futures::future::try_join_all(starts).await?;
+        // Every client follows its run from the start, through breaks, to its end.
+        let (texted, mut all_texted) = tokio::sync::watch::channel(0usize);
+        let texted = std::sync::Arc::new(texted);
+        let deadline = Instant::now() + FOLLOW_DEADLINE;
+        let followers: Vec<_> = started
+            .iter()
+            .map(|run| {
+                let (http, base, run_id, texted) = (
+                    self.http.clone(),
+                    self.gateway_url.clone(),
+                    run.run_id.clone(),
+                    texted.clone(),
+                );
+                tokio::spawn(async move {
+                    follow_run(&http, &base, &run_id, deadline, move || {
+                        texted.send_modify(|n| *n += 1);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        // Kill once every run is mid-stream: a signal, not a sleep.
+        let total = started.len();
+        let all_streaming = tokio::time::timeout(
+            Duration::from_secs(60),
+            all_texted.wait_for(|n| *n >= total),
+        )
+        .await;
+        if all_streaming.is_err() {
+            return Err(format!(
+                "{}: not every run streamed text within 60 s before the kill",
+                target.name()
+            )
+            .into());
+        }
+        let killed_at = Instant::now();
+        self.kill(target).await?;
+        self.restart(target).await?;
+        let restarted_in = killed_at.elapsed();
+        let mut followed = Vec::new();
+        for (run, follower) in started.iter().zip(followers) {
+            followed.push((run, follower.await??));
+        }
+        self.wait_ready(Duration::from_secs(60)).await?;
+        let mut report = RoundReport {
+            target: Some(target),
+            restarted_in,
+            ..RoundReport::default()
+        };
+        for (run, follow) in &followed {
+            report.check_run(run, follow, killed_at);
+        }
+        // After recovery: every request answers, and no run is left RUNNING.
+        report.failed_requests = self.requests_after_recovery(&started).await;
+        Ok(report)
+    }
+
+    async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
+        let (status, chat) = self
+            .post_json("/v1/chats", &json!({ "title": title }))
+            .await?;
+        if status != 201 {
+            return Err(format!("create chat: {status} {chat}").into());
+        }
+        Ok(chat["id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Varied requests once the mesh says it is ready: every one must succeed. Returns what
+    /// failed (empty = none), including runs that are still not in a final state.
+    async fn requests_after_recovery(&self, runs: &[StartedRun]) -> Vec<String> {
+        let mut failed = Vec::new();
+        let mut expect =
+            |what: String, result: Result<(u16, Value), BoxError>, ok: u16| match result {
+                Ok((status, _)) if status == ok => {}
+                Ok((status, body)) => failed.push(format!("{what}: {status} {body}")),
+                Err(e) => failed.push(format!("{what}: {e}")),
+            };
+        let chat = self
+            .post_json("/v1/chats", &json!({ "title": "after" }))
+            .await;
+        let chat_id = chat
+            .as_ref()
+            .ok()
+            .and_then(|(_, c)| c["id"].as_str())
+            .unwrap_or("none")
+            .to_string();
+        expect("POST /v1/chats".into(), chat, 201);
+        for path in [
+            "/v1/chats?limit=50".to_string(),
+            "/v1/models".to_string(),
+            "/v1/me/usage".to_string(),
+            "/v1/me/memories?limit=20".to_string(),
+            format!("/v1/chats/{chat_id}/messages?limit=50"),
+        ] {
+            let r = self.get_json(&path).await;
+            expect(format!("GET {path}"), r, 200);
+        }
+        for run in runs {
+            let r = self.get_json(&format!("/v1/runs/{}", run.run_id)).await;
+            let r = match r {
+                Ok((200, body)) if !is_final(&body["status"]) => {
+                    Err(format!("still {}", body["status"]).into())
+                }
+                other => other,
+            };
+            expect(format!("GET /v1/runs/{}", run.run_id), r, 200);
+            let r = self
+                .get_json(&format!("/v1/chats/{}/messages?limit=50", run.chat))
+                .await;
+            expect(format!("GET messages of {}", run.chat), r, 200);
+        }
+        failed
+    }
+}
+
+/// The offline model's reply is this, then the user's message.
+pub const OFFLINE_PREFIX: &str = "(offline echo model: no real model is configured) You said: ";
+
+/// How long a client follows a run at most (a run that has not ended by then failed the test).
+const FOLLOW_DEADLINE: Duration = Duration::from_secs(90);
+
+/// A distinct message of `words` words, so each run's exact text is known.
+fn chaos_message(target: Target, i: usize, words: usize) -> String {
+    (0..words)
+        .map(|w| format!("{}-{i}-w{w}", target.name()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn is_final(status: &Value) -> bool {
+    let s = status.as_str().unwrap_or_default().to_ascii_lowercase();
+    ["succeeded", "failed", "cancelled", "canceled"]
+        .iter()
+        .any(|f| s.ends_with(f))
+}
+
+struct StartedRun {
+    run_id: String,
+    chat: String,
+    durable: bool,
+    expected: String,
+}
+
+/// What a client saw of one run, across every reconnection.
+#[derive(Debug, Default)]
+pub struct FollowedRun {
+    pub events: Vec<SseEvent>,
+    /// Connections that broke (or could not be made) before the run's end.
+    pub breaks: u32,
+    /// When the terminal event arrived.
+    pub ended_at: Option<Instant>,
+}
+
+/// Follows a run's SSE stream to its terminal event, reconnecting with `Last-Event-ID` after
+/// every break until `deadline`. `on_text` is called once, at the run's first text.
+pub async fn follow_run(
+    http: &reqwest::Client,
+    gateway_url: &str,
+    run_id: &str,
+    deadline: Instant,
+    on_text: impl FnOnce() + Send,
+) -> Result<FollowedRun, BoxError> {
+    let mut followed = FollowedRun::default();
+    let mut on_text = Some(on_text);
+    let url = format!("{gateway_url}/v1/runs/{run_id}/events");
+    while Instant::now() < deadline {
+        let mut request = http.get(&url);
+        if let Some(id) = followed.events.iter().rev().find_map(|e| e.id.clone()) {
+            request = request.header("last-event-id", id);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let attempt = tokio::time::timeout(left, async {
+            let response = request.send().await?;
+            if !response.status().is_success() {
+                return Err::<bool, BoxError>(format!("events: {}", response.status()).into());
+            }
+            read_sse_into(response, &mut followed.events, &mut |event| {
+                if event.event_type() == "TEXT_MESSAGE_CONTENT"
+                    && let Some(f) = on_text.take()
+                {
+                    f();
+                }
+            })
+            .await
+        })
+        .await;
+        match attempt {
+            Ok(Ok(true)) => {
+                followed.ended_at = Some(Instant::now());
+                return Ok(followed);
+            }
+            Ok(_) => {
+                followed.breaks += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(followed)
+}
+
+/// One row of the chaos table, and what went wrong in it.
+#[derive(Debug, Default)]
+pub struct RoundReport {
+    pub target: Option<Target>,
+    pub restarted_in: Duration,
+    pub inline: ModeReport,
+    pub durable: ModeReport,
+    /// Requests after recovery that did not succeed, and runs not in a final state.
+    pub failed_requests: Vec<String>,
+}
+
+/// What became of one mode's runs in a round.
+#[derive(Debug, Default)]
+pub struct ModeReport {
+    pub runs: usize,
+    /// Ended with RUN_FINISHED and exactly the expected text.
+    pub completed: usize,
+    /// Ended with a RUN_ERROR whose code is retryable (inline runs only).
+    pub ended_retryable: usize,
+    /// The slowest end after the kill.
+    pub slowest_end: Duration,
+    /// What is wrong (a run that did not end, a duplicate event id, a wrong text, …).
+    pub problems: Vec<String>,
+}
+
+/// RUN_ERROR codes a client may retry (docs/src/api.md lists them).
+pub const RETRYABLE_CODES: [&str; 4] =
+    ["owner_lost", "unavailable", "deadline_exceeded", "aborted"];
+
+impl RoundReport {
+    fn check_run(&mut self, run: &StartedRun, followed: &FollowedRun, killed_at: Instant) {
+        let mode = if run.durable {
+            &mut self.durable
+        } else {
+            &mut self.inline
+        };
+        mode.runs += 1;
+        let id = &run.run_id;
+        let mut seen = HashSet::new();
+        for event in &followed.events {
+            if let Some(event_id) = &event.id
+                && !seen.insert(event_id.clone())
+            {
+                mode.problems
+                    .push(format!("{id}: event id {event_id} twice"));
+            }
+        }
+        let Some(ended_at) = followed.ended_at else {
+            mode.problems
+                .push(format!("{id}: did not end ({} breaks)", followed.breaks));
+            return;
+        };
+        mode.slowest_end = mode
+            .slowest_end
+            .max(ended_at.saturating_duration_since(killed_at));
+        let last = followed.events.last();
+        let kind = last.map(|e| e.event_type()).unwrap_or_default();
+        let text = visible_text(&followed.events);
+        match kind {
+            "RUN_FINISHED" if text == run.expected => mode.completed += 1,
+            "RUN_FINISHED" => mode.problems.push(format!(
+                "{id}: finished with other text ({} chars, expected {})",
+                text.len(),
+                run.expected.len()
+            )),
+            _ => {
+                let code = last
+                    .and_then(|e| e.data["code"].as_str())
+                    .unwrap_or_default();
+                if !run.durable && RETRYABLE_CODES.contains(&code) {
+                    mode.ended_retryable += 1;
+                } else {
+                    mode.problems.push(format!(
+                        "{id}: ended {kind} {code}: {}",
+                        last.map(|e| e.data["message"].to_string())
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Whether the round meets issue 24: durable runs all complete, inline runs all end
+    /// (finished or retryable), within 15 s of the kill for inline runs, nothing failed after.
+    pub fn passed(&self) -> bool {
+        self.durable.completed == self.durable.runs
+            && self.inline.completed + self.inline.ended_retryable == self.inline.runs
+            && self.inline.problems.is_empty()
+            && self.durable.problems.is_empty()
+            && self.failed_requests.is_empty()
+    }
+
+    /// The row as the chaos table prints it.
+    pub fn row(&self) -> String {
+        let name = self.target.map(Target::name).unwrap_or("?");
+        format!(
+            "| {name} | inline {}/{} ended ({} finished, {} retryable error), slowest {:.1} s | durable {}/{} completed | failed after recovery: {} | restart {:.1} s |",
+            self.inline.completed + self.inline.ended_retryable,
+            self.inline.runs,
+            self.inline.completed,
+            self.inline.ended_retryable,
+            self.inline.slowest_end.as_secs_f64(),
+            self.durable.completed,
+            self.durable.runs,
+            self.failed_requests.len(),
+            self.restarted_in.as_secs_f64(),
+        )
+    }
+
+    /// Everything that went wrong, one line each.
+    pub fn problems(&self) -> Vec<String> {
+        self.inline
+            .problems
+            .iter()
+            .chain(&self.durable.problems)
+            .chain(&self.failed_requests)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The assistant text a client shows: every TEXT_MESSAGE_CONTENT delta, minus the messages a
+/// CUSTOM `message_discarded` event withdrew (a model turn retried after its relay died).
+pub fn visible_text(events: &[SseEvent]) -> String {
+    let discarded: HashSet<&str> = events
+        .iter()
+        .filter(|e| e.event_type() == "CUSTOM" && e.data["name"] == "message_discarded")
+        .filter_map(|e| e.data["value"]["messageId"].as_str())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter(|e| !discarded.contains(e.data["messageId"].as_str().unwrap_or_default()))
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect()
+}
+
+/// The `pa-e2e-service` binary next to the running test or bench (same target dir).
+pub fn service_binary() -> Result<PathBuf, BoxError> {
+    if let Ok(path) = std::env::var("PA_E2E_SERVICE_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // A test runs from target/<profile>/deps/, a bench binary from target/<profile>/.
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("pa-e2e-service"))
+        .collect::<Vec<_>>();
+    candidates
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or_else(|| "pa-e2e-service is not built (cargo build -p tests-e2e --bins)".into())
+}
