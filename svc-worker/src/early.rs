@@ -232,6 +232,18 @@ mod tests {
         })
     }
 
+    /// Waits (30 s at most) until a turn of `turns` was not adopted in time.
+    async fn window_closed(turns: &EarlyTurns) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !turns.off.load(Ordering::Relaxed) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the window never closed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_reservation_dropped_because_the_start_failed_leaves_nothing_behind() {
         let turns = EarlyTurns::default();
@@ -249,7 +261,8 @@ mod tests {
         let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
         let reserved = turns.reserve("run-1").expect("turns begin early");
         reserved.begin(nowhere(turns.clone()), input("run-1"));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The signal, not a guess at how long the window takes under load.
+        window_closed(&turns).await;
         assert!(turns.claim("run-1").is_none(), "stopped and forgotten");
         assert!(
             turns.reserve("run-2").is_none(),
@@ -263,10 +276,15 @@ mod tests {
         let reserved = turns.reserve("run-1").expect("turns begin early");
         let claimed = turns.claim("run-1").expect("reserved");
         reserved.begin(nowhere(turns.clone()), input("run-1"));
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // A witness begun after it, with the same window, that nobody adopts: once it is
+        // stopped, run-1's window has closed too.
+        let witness = EarlyTurns::adopted_within(Duration::from_millis(100));
+        let unadopted = witness.reserve("witness").expect("turns begin early");
+        unadopted.begin(nowhere(witness.clone()), input("witness"));
+        window_closed(&witness).await;
         // Claimed before the window closed: not stopped (it ran to its end, here a failure to
         // reach the model), and not held against early turns.
-        let ended = tokio::time::timeout(Duration::from_secs(10), claimed.turn.done).await;
+        let ended = tokio::time::timeout(Duration::from_secs(60), claimed.turn.done).await;
         assert!(matches!(ended, Ok(Ok(Err(_)))), "{ended:?}");
         assert!(turns.reserve("run-2").is_some(), "still begins turns early");
     }

@@ -85,7 +85,8 @@ impl MeshBuilder {
     }
 
     /// svc-runs reaches svc-memory through a proxy that holds every piece of its answers for
-    /// `delay`: recall is still running when a run is ready to start.
+    /// `delay`: recall is still running when a run is ready to start (its timeout is 30 s then,
+    /// not the default 3 s).
     pub fn slow_recall(mut self, delay: Duration) -> Self {
         self.recall_delay = delay;
         self
@@ -124,7 +125,7 @@ impl MeshBuilder {
         self
     }
 
-    /// How long svc-models waits for a provider's first byte (default 5 s in tests).
+    /// How long svc-models waits for a provider's first byte (default 30 s in tests).
     pub fn provider_first_byte_timeout(mut self, timeout: Duration) -> Self {
         self.provider_first_byte_timeout = Some(timeout);
         self
@@ -312,7 +313,7 @@ impl MeshBuilder {
             "svc-runs",
             shutdown.clone(),
             tokio::spawn({
-                let config = svc_runs::Config {
+                let mut config = svc_runs::Config {
                     common: common.clone(),
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
@@ -342,6 +343,11 @@ impl MeshBuilder {
                         },
                     ),
                 };
+                if !self.recall_delay.is_zero() {
+                    // A slowed recall gets time to answer however loaded the machine is: its
+                    // test wants the recall still running at the start, not timed out.
+                    config.recall.timeout = Duration::from_secs(30);
+                }
                 let s = shutdown.clone();
                 async move {
                     svc_runs::run(config, runs_listener, s)

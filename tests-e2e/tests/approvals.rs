@@ -280,9 +280,14 @@ async fn replay(mesh: &Mesh, run_ids: &[&str]) -> R {
             .build(),
     )?;
     for run_id in run_ids {
-        // The workflow closes just after the run's end is written.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        // The workflow closes just after the run's end is written: wait for its close event
+        // (any outcome), not for a guessed while.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(60),
+            handle.get_result(Default::default()),
+        )
+        .await?;
         replayer
             .replay_workflow(handle.fetch_history(Default::default()))
             .await?;

@@ -426,9 +426,14 @@ async fn replay(mesh: &Mesh, run_ids: &[&str]) -> R {
             .build(),
     )?;
     for run_id in run_ids {
-        // The workflow closes just after the run's end is written.
-        tokio::time::sleep(Duration::from_millis(300)).await;
         let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        // The workflow closes just after the run's end is written: wait for its close event
+        // (any outcome), not for a guessed while.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(60),
+            handle.get_result(Default::default()),
+        )
+        .await?;
         replayer
             .replay_workflow(handle.fetch_history(Default::default()))
             .await?;
@@ -438,7 +443,7 @@ async fn replay(mesh: &Mesh, run_ids: &[&str]) -> R {
 
 /// Waits for the Curator's memory of `kind` for `chat` (summary: the chat's; fact: with `text`).
 async fn curated(mesh: &Mesh, chat: &str, text: &str) -> BoxResult<(Value, Value)> {
-    for _ in 0..150 {
+    for _ in 0..300 {
         let (_, page) = mesh.get_json("/v1/me/memories?limit=200").await?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         let summary = items

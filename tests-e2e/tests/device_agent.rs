@@ -178,8 +178,9 @@ async fn device_online(mesh: &Mesh, online: bool) -> BoxResult<Value> {
     }
 }
 
-/// The device's calls time out after this here (25 s by default).
-const DEVICE_CALL_TIMEOUT: Duration = Duration::from_secs(6);
+/// The device's calls time out after this here (25 s by default): long enough that no quick
+/// call misses it on a loaded machine.
+const DEVICE_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 #[tokio::test]
 async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_killed() -> R {
@@ -280,7 +281,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     );
 
     // A call past the device call timeout: the model hears so, and the device kills the command.
-    let marker = format!("sleep 31.{}", std::process::id());
+    let marker = format!("sleep 310.{}", std::process::id());
     fake.push(Reply::chunks(vec![Chunk::tool_call(
         "c_slow",
         "laptop__pty_exec",
@@ -293,10 +294,10 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     let slow = tool_result(&events, "c_slow");
     assert!(slow.contains("did not answer within"), "{slow}");
     assert!(
-        took >= DEVICE_CALL_TIMEOUT && took < Duration::from_secs(30),
+        took >= DEVICE_CALL_TIMEOUT && took < Duration::from_secs(120),
         "{took:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while process_running(&marker) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -354,7 +355,7 @@ async fn an_enrolled_device_serves_its_jail_and_terminal_and_vanishes_when_kille
     let failed = tool_result(&events, "c_sleep");
     assert!(failed.contains("disconnected"), "{failed}");
     // The terminal died with the agent: its command is not left running.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while process_running(&format!("sleep 32.{}", std::process::id())) && Instant::now() < deadline
     {
         tokio::time::sleep(Duration::from_millis(100)).await;

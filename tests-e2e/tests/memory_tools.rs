@@ -352,7 +352,9 @@ async fn a_durable_run_starts_before_its_recall_and_its_first_turn_takes_it() ->
     let mesh = Mesh::builder()
         .worker()
         .without_curator()
-        .slow_recall(Duration::from_millis(500))
+        // Slow enough that the durable run is always ready before its recall (it hands it
+        // over), with the recall's timeout raised to match (see `slow_recall`).
+        .slow_recall(Duration::from_millis(1500))
         .start()
         .await?;
     let fake = FakeProvider::start().await?;

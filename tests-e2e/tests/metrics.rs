@@ -86,7 +86,26 @@ async fn a_run_shows_up_in_the_services_metrics() -> R {
 
     // The model call's tokens (svc-models), the event stream's lag and the gateway's HTTP
     // series (svc-gateway, on its metrics listener).
-    let models = scrape(&mesh, &mesh.models_url).await?;
+    // StreamChat is observed once svc-models' response body is done, a moment after svc-runs
+    // read its last chunk: scrape until it shows (30 s at most) instead of racing it.
+    let stream_chat = [
+        ("grpc_service", "personal_agent.v1.ModelService"),
+        ("grpc_method", "StreamChat"),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let models = loop {
+        let models = scrape(&mesh, &mesh.models_url).await?;
+        if sample(
+            &models,
+            "pa_grpc_server_handling_seconds_count",
+            &stream_chat,
+        ) >= Some(1.0)
+            || std::time::Instant::now() > deadline
+        {
+            break models;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert!(
         sample(
             &models,
@@ -98,10 +117,7 @@ async fn a_run_shows_up_in_the_services_metrics() -> R {
         sample(
             &models,
             "pa_grpc_server_handling_seconds_count",
-            &[
-                ("grpc_service", "personal_agent.v1.ModelService"),
-                ("grpc_method", "StreamChat")
-            ],
+            &stream_chat
         ) >= Some(1.0),
         "server-streaming calls are timed too"
     );

@@ -661,14 +661,15 @@ async fn a_rate_limited_provider_is_skipped_for_the_next_one_at_once() -> R {
     add_provider(&mesh, "rb", &b, &["zero-retention"], Some("sk-b")).await?;
     add_model(&mesh, "ra:m", 1, &[]).await?;
     add_model(&mesh, "rb:m", 2, &[]).await?;
-    a.push(Reply::rate_limited(30));
+    // Waiting it out would take 5 minutes: far past the bound below, however loaded the machine.
+    a.push(Reply::rate_limited(300));
     b.push(Reply::text("from b"));
     let chat = mesh.create_chat("429").await?;
     let started = std::time::Instant::now();
     let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
     assert_eq!(text_of(&events), "from b", "{run}");
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(10),
+        started.elapsed() < std::time::Duration::from_secs(120),
         "did not wait out Retry-After"
     );
     assert_eq!(
@@ -683,7 +684,8 @@ async fn a_rate_limited_provider_is_skipped_for_the_next_one_at_once() -> R {
 #[tokio::test]
 async fn a_provider_that_hangs_times_out_and_the_next_one_answers() -> R {
     let mesh = Mesh::builder()
-        .provider_first_byte_timeout(std::time::Duration::from_millis(700))
+        // Long enough that the quick provider's first byte never misses it under load.
+        .provider_first_byte_timeout(std::time::Duration::from_secs(5))
         .start()
         .await?;
     let a = FakeProvider::start().await?;
@@ -698,6 +700,6 @@ async fn a_provider_that_hangs_times_out_and_the_next_one_answers() -> R {
     let (run, events) = run_to_end(&mesh, &chat, json!({ "message": "hi" })).await?;
     assert_eq!(text_of(&events), "on time", "{run}");
     assert_eq!(run["attempts"][0]["error_code"], "timeout", "{run}");
-    assert!(run["attempts"][0]["latency_ms"].as_u64().unwrap_or(0) >= 700);
+    assert!(run["attempts"][0]["latency_ms"].as_u64().unwrap_or(0) >= 5000);
     mesh.stop().await
 }

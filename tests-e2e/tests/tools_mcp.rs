@@ -323,6 +323,8 @@ where
         "{:?}",
         events.iter().map(SseEvent::event_type).collect::<Vec<_>>()
     );
+    // A moment for the call to be in flight; a kill that comes earlier fails the call the
+    // same way (the server is gone), so this cannot make the test fail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     kill().await?;
     let events = mesh.read_events(&run_id, None, None).await?;
@@ -392,7 +394,18 @@ async fn an_mcp_server_killed_mid_call_is_a_tool_error_and_the_run_continues() -
         || {
             let marker = marker.clone();
             async move {
-                let pid = node_with_argument(&marker).ok_or("the stdio server is not running")?;
+                // Each call starts its own server: wait for it (a loaded machine starts node
+                // slowly) instead of assuming it is up.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                let pid = loop {
+                    if let Some(pid) = node_with_argument(&marker) {
+                        break pid;
+                    }
+                    if tokio::time::Instant::now() > deadline {
+                        return Err("the stdio server is not running".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
                 let status = tokio::process::Command::new("kill")
                     .args(["-9", &pid])
                     .status()

@@ -155,7 +155,7 @@ async fn the_web_app_works_in_a_real_browser() -> R {
     let stdout = idp.stdout.take().ok_or("no stdout")?;
     let mut stderr = idp.stderr.take().ok_or("no stderr")?;
     let mut lines = BufReader::new(stdout).lines();
-    let listening = tokio::time::timeout(Duration::from_secs(20), async {
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await? {
             if line.contains("dev IdP listening") {
                 return Ok::<_, std::io::Error>(true);

@@ -120,7 +120,8 @@ test('a new chat streams its reply', async () => {
 });
 
 test('a reload mid-stream resumes from Last-Event-ID without losing or repeating a token', async () => {
-  const message = longMessage('resume', 50);
+  // Long enough (~15 s of tokens) that a loaded machine still reloads mid-stream.
+  const message = longMessage('resume', 250);
   const expected = PREFIX + message;
   await page.getByTestId('composer').fill(message);
   await page.getByTestId('send').click();
@@ -146,7 +147,8 @@ test('a reload mid-stream resumes from Last-Event-ID without losing or repeating
 });
 
 test('the stop button cancels a running reply', async () => {
-  await page.getByTestId('composer').fill(longMessage('stop', 80));
+  // Long enough (~30 s of tokens) that the stop always lands mid-reply, even under load.
+  await page.getByTestId('composer').fill(longMessage('stop', 500));
   await page.getByTestId('send').click();
   await page.waitForFunction((n) => (document.querySelector('[data-test=live-reply]')?.textContent ?? '').length > n, PREFIX.length + 10);
   await page.getByTestId('stop').click();

@@ -56,7 +56,7 @@ async fn accept(listener: &TcpListener, accept_token: &str) -> Option<WebSocketS
 
 async fn next_message(ws: &mut WebSocketStream<TcpStream>) -> DeviceMessage {
     loop {
-        let frame = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        let frame = tokio::time::timeout(Duration::from_secs(60), ws.next())
             .await
             .expect("the device went silent")
             .expect("the device closed")
@@ -156,17 +156,22 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
     let (_, is_error) = call(&mut ws, "c5", "no_such_tool", json!({})).await;
     assert!(is_error);
 
-    // Calls run concurrently: a slow one does not hold up a quick one.
+    // Calls run concurrently: a slow one does not hold up a quick one. The slow one waits for
+    // a file the test writes only once the quick answer is in (a signal, not a race).
+    let gate = root.join("slow.gate");
     let slow = GatewayMessage::Call {
         id: "slow".into(),
         tool: "pty_exec".into(),
-        arguments: json!({"command": "sleep 2; echo slow"}),
+        arguments: json!({
+            "command": format!("until [ -e '{}' ]; do sleep 0.05; done; echo slow", gate.display())
+        }),
     };
     ws.send(Message::Text(serde_json::to_string(&slow).unwrap().into()))
         .await
         .unwrap();
     let (text, _) = call(&mut ws, "quick", "fs_read", json!({"path": "hello.txt"})).await;
     assert_eq!(text, "text in the jail");
+    std::fs::write(&gate, "").unwrap();
     match next_message(&mut ws).await {
         DeviceMessage::Result { id, content, .. } => {
             assert!(id == "slow" && content.contains("slow"))
@@ -191,7 +196,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
             .unwrap();
         String::from_utf8_lossy(&ps.stdout).contains(&marker)
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !running() {
         assert!(std::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -212,7 +217,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
     )
     .await;
     assert!(!is_error && out.contains("after"), "{out}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while running() {
         assert!(
             std::time::Instant::now() < deadline,

@@ -354,6 +354,7 @@ mod tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let (returned, client_returned) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut buf = [0u8; 4096];
@@ -364,8 +365,10 @@ mod tests {
                 body.len()
             );
             socket.write_all(answer.as_bytes()).await.expect("write");
-            // A second connection would be a retry: see whether one comes.
-            tokio::time::timeout(Duration::from_millis(300), listener.accept())
+            // A second connection would be a retry, made before the follow returned: by then it
+            // waits in the listener's backlog, so accepting it does not depend on timing.
+            let _ = client_returned.await;
+            tokio::time::timeout(Duration::from_secs(1), listener.accept())
                 .await
                 .is_ok()
         });
@@ -380,6 +383,7 @@ mod tests {
         )
         .await
         .expect_err("a 404 ends the follow");
+        let _ = returned.send(());
         assert!(
             matches!(err, StreamError::Refused { status: 404, .. }),
             "{err}"

@@ -88,7 +88,8 @@ async fn pa_healthcheck_follows_grpc_health_and_http_status() -> R {
     let serving = tokio::spawn(server.serve(listener, shutdown.clone()));
     let grpc = pa_ops::Probe::parse(&["grpc".into(), grpc_addr.clone()])?;
     let mut healthy = false;
-    for _ in 0..50 {
+    // Up to 30 s for the server to start on a loaded machine.
+    for _ in 0..600 {
         if grpc.check().await {
             healthy = true;
             break;

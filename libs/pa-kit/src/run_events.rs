@@ -402,14 +402,16 @@ mod tests {
         let blocked = tokio::spawn({
             let pool = pool.clone();
             let run_id = run_id.clone();
-            async move { read_after(&pool, &run_id, "0", Some(Duration::from_secs(10))).await }
+            async move { read_after(&pool, &run_id, "0", Some(Duration::from_secs(120))).await }
         });
+        // Time for the BLOCK to reach Redis; if it has not under load, the test proves less but
+        // cannot fail wrongly. A stalled next read waits 120 s, far past the deadline below.
         tokio::time::sleep(Duration::from_millis(200)).await;
         blocked.abort();
         let _ = blocked.await;
         let started = std::time::Instant::now();
         let events = tokio::time::timeout(
-            Duration::from_secs(5),
+            Duration::from_secs(60),
             read_after(&pool, &run_id, "0", None),
         )
         .await;
@@ -417,7 +419,7 @@ mod tests {
             matches!(events, Ok(Ok(ref e)) if e.is_empty()),
             "the next read stalled or failed: {events:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     /// Against the real Redis: a reader waiting for a hand-over gets it when it is written, a
@@ -430,14 +432,16 @@ mod tests {
         let waiting = tokio::spawn({
             let pool = pool.clone();
             let run_id = run_id.clone();
-            async move { await_handover(&pool, &run_id, "recall", Duration::from_secs(10)).await }
+            async move { await_handover(&pool, &run_id, "recall", Duration::from_secs(60)).await }
         });
+        // Safe under load: the reader waits 60 s, and one that only starts after the hand-over
+        // finds the value at once.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished(), "the reader did not wait");
         hand_over(&pool, &run_id, "recall", "{\"ids\":[\"m1\"]}")
             .await
             .expect("hand-over written");
-        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+        let got = tokio::time::timeout(Duration::from_secs(30), waiting)
             .await
             .expect("the waiting reader was woken")
             .expect("reader task")

@@ -256,7 +256,7 @@ async fn binary_prints_base_url_and_serves() {
             .read_line(&mut line)
             .map(|_| line)
     });
-    let base_url = tokio::time::timeout(std::time::Duration::from_secs(2), first_line).await;
+    let base_url = tokio::time::timeout(std::time::Duration::from_secs(30), first_line).await;
     let base_url = match base_url {
         Ok(Ok(Ok(line))) => line.trim().to_owned(),
         other => {
@@ -275,7 +275,7 @@ async fn binary_prints_base_url_and_serves() {
         .await;
         response.json::<Value>().await.unwrap()
     };
-    let completion = tokio::time::timeout(std::time::Duration::from_secs(2), result).await;
+    let completion = tokio::time::timeout(std::time::Duration::from_secs(30), result).await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
