@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::stores::{OwnPostgres, OwnRedis, OwnTemporal};
 use crate::{BoxError, SseEvent, port_below_ephemeral_range, read_sse_into};
+use crate::{OwnPostgres, OwnRedis, OwnTemporal};
 
 /// What a round kills.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -121,10 +121,10 @@ impl ChaosMesh {
         std::fs::create_dir_all(&settings.log_dir)?;
         let (postgres, redis, temporal) = tokio::try_join!(
             OwnPostgres::start(),
-            OwnRedis::start_persistent(),
+            OwnRedis::start(),
             OwnTemporal::start(),
         )?;
-        let database_url = postgres.create_database("pa_chaos").await?;
+        let database_url = postgres.url();
         let mut addrs = BTreeMap::new();
         for svc in SERVICES {
             addrs.insert(svc, free_addr()?);

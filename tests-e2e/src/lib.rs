@@ -15,7 +15,8 @@ use tokio::net::TcpListener;
 pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
 
 pub mod chaos;
-pub mod stores;
+mod stores;
+pub use stores::{OwnPostgres, OwnRedis, OwnTemporal};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
