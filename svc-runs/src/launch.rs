@@ -354,7 +354,12 @@ impl Launcher {
         let user_message_id = new_id();
         let inserted = self
             .store
-            .insert_run(&spec, &user_message_id, RunStatus::Running);
+            .insert_run(
+                &spec,
+                &user_message_id,
+                RunStatus::Running,
+                Some(self.driver.leases.instance()),
+            );
         let (assembled, inserted) = tokio::join!(assembled, inserted);
         let Some(run) = inserted? else {
             // The id is taken: by a concurrent retry of this request (return that run), or by
