@@ -527,7 +527,12 @@ impl RunState<'_> {
         let ending = RunEnding::of_loop(&outcome, self.agent.is_tainted());
         let terminal: Vec<AgUiEvent> = self.held_terminal.take().into_iter().collect();
         self.driver
-            .end_run(self.spec, ending, std::mem::take(&mut self.attempts), terminal)
+            .end_run(
+                self.spec,
+                ending,
+                std::mem::take(&mut self.attempts),
+                terminal,
+            )
             .await;
         Ok(())
     }

@@ -551,57 +551,79 @@ pub fn orphan_ending(
     }
 }
 
-/// Beats, watches and reaps, and drains the outbox, until the process ends (it is not a tracked
-/// task: while shutdown drains the runs, their owner keeps beating).
+/// Beats, watches and reaps, and drains the outbox. Not tracked tasks: while shutdown drains
+/// the runs, their owner keeps beating; once shutdown is triggered the instance takes no more
+/// work (no reaping, no draining) and stops beating when its last run is done.
 pub fn spawn(driver: InlineDriver) {
-    tokio::spawn(async move {
-        let settings = driver.leases.settings;
-        let mut renew = tokio::time::interval(settings.renew_every);
-        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut scan = tokio::time::interval(settings.scan_every);
-        scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut watch = Watch::default();
-        let mut outbox = crate::outbox::Backoff::default();
-        let mut scans: u64 = 0;
-        loop {
-            tokio::select! {
-                _ = renew.tick() => {
-                    if !beat(&driver).await {
-                        watch.reset();
+    let settings = driver.leases.settings;
+    // Set by a failed beat of this instance, taken by its watcher: its own store trouble may be
+    // everyone's, so what it saw meanwhile does not count.
+    let troubled = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done =
+        |driver: &InlineDriver| driver.shutdown.is_triggered() && driver.active_runs().is_empty();
+    // The two beats run on their own, so a store that hangs delays only its own beat.
+    tokio::spawn({
+        let (driver, troubled) = (driver.clone(), troubled.clone());
+        async move {
+            let mut tick = interval(settings.renew_every);
+            while !done(&driver) {
+                tick.tick().await;
+                let local = driver.active_runs();
+                match driver.leases.beat_pg(&local).await {
+                    Ok(stop) => {
+                        for run_id in stop {
+                            tracing::info!(
+                                run_id,
+                                "a run was cancelled or taken elsewhere: stopping it"
+                            );
+                            driver.cancel(&run_id);
+                        }
                     }
-                }
-                _ = scan.tick() => {
-                    crate::outbox::drain(&driver, &mut outbox).await;
-                    reap(&driver, &mut watch).await;
-                    scans += 1;
-                    if scans % 600 == 1 {
-                        driver.leases.forget_old_owners().await;
+                    Err(err) => {
+                        troubled.store(true, std::sync::atomic::Ordering::SeqCst);
+                        tracing::warn!(%err, "cannot renew the inline run lease in Postgres");
                     }
                 }
             }
         }
     });
-}
-
-/// One beat in both stores; false when either failed.
-async fn beat(driver: &InlineDriver) -> bool {
-    let local = driver.active_runs();
-    let pg = driver.leases.beat_pg(&local).await;
-    let redis = driver.leases.beat_redis().await;
-    let ok = pg.is_ok() && redis.is_ok();
-    match pg {
-        Ok(stop) => {
-            for run_id in stop {
-                tracing::info!(run_id, "a run was cancelled or taken elsewhere: stopping it");
-                driver.cancel(&run_id);
+    tokio::spawn({
+        let (driver, troubled) = (driver.clone(), troubled.clone());
+        async move {
+            let mut tick = interval(settings.renew_every);
+            while !done(&driver) {
+                tick.tick().await;
+                if let Err(err) = driver.leases.beat_redis().await {
+                    troubled.store(true, std::sync::atomic::Ordering::SeqCst);
+                    tracing::warn!(%err, "cannot renew the inline run lease in Redis");
+                }
             }
         }
-        Err(err) => tracing::warn!(%err, "cannot renew the inline run lease in Postgres"),
-    }
-    if let Err(err) = redis {
-        tracing::warn!(%err, "cannot renew the inline run lease in Redis");
-    }
-    ok
+    });
+    tokio::spawn(async move {
+        let mut tick = interval(settings.scan_every);
+        let mut watch = Watch::default();
+        let mut outbox = crate::outbox::Backoff::default();
+        let mut scans: u64 = 0;
+        while !driver.shutdown.is_triggered() {
+            tick.tick().await;
+            if troubled.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                watch.reset();
+            }
+            crate::outbox::drain(&driver, &mut outbox).await;
+            reap(&driver, &mut watch).await;
+            scans += 1;
+            if scans % 600 == 1 {
+                driver.leases.forget_old_owners().await;
+            }
+        }
+    });
+}
+
+fn interval(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }
 
 /// One scan: watches the owners of unfinished inline runs and ends the runs of gone ones.
@@ -763,7 +785,9 @@ mod tests {
         assert_eq!(state.terminal, None);
         let closing = closing_events(&state, OWNER_LOST, "gone");
         assert_eq!(closing.len(), 2);
-        assert!(matches!(&closing[0].event, Some(Event::TextMessageEnd(e)) if e.message_id == "m-1"));
+        assert!(
+            matches!(&closing[0].event, Some(Event::TextMessageEnd(e)) if e.message_id == "m-1")
+        );
         assert!(
             matches!(&closing[1].event, Some(Event::RunError(e)) if e.code.as_deref() == Some(OWNER_LOST))
         );
@@ -808,15 +832,37 @@ mod tests {
         let lease = Duration::from_secs(6);
         let t0 = Instant::now();
         let mut watch = Watch::default();
-        assert!(watch.observe(t0, &[seen("a", 5, 9, true)], lease).is_empty());
+        assert!(
+            watch
+                .observe(t0, &[seen("a", 5, 9, true)], lease)
+                .is_empty()
+        );
         let t = |s: u64| t0 + Duration::from_secs(s);
-        assert!(watch.observe(t(5), &[seen("a", 5, 9, true)], lease).is_empty());
-        assert_eq!(watch.observe(t(6), &[seen("a", 5, 9, true)], lease), vec!["a"]);
+        assert!(
+            watch
+                .observe(t(5), &[seen("a", 5, 9, true)], lease)
+                .is_empty()
+        );
+        assert_eq!(
+            watch.observe(t(6), &[seen("a", 5, 9, true)], lease),
+            vec!["a"]
+        );
         // A failed scan (a store outage): the lease is counted again from the next scan.
         watch.reset();
-        assert!(watch.observe(t(20), &[seen("a", 5, 9, true)], lease).is_empty());
-        assert!(watch.observe(t(25), &[seen("a", 5, 9, true)], lease).is_empty());
-        assert_eq!(watch.observe(t(26), &[seen("a", 5, 9, true)], lease), vec!["a"]);
+        assert!(
+            watch
+                .observe(t(20), &[seen("a", 5, 9, true)], lease)
+                .is_empty()
+        );
+        assert!(
+            watch
+                .observe(t(25), &[seen("a", 5, 9, true)], lease)
+                .is_empty()
+        );
+        assert_eq!(
+            watch.observe(t(26), &[seen("a", 5, 9, true)], lease),
+            vec!["a"]
+        );
     }
 
     #[test]
@@ -828,15 +874,34 @@ mod tests {
         // Cut off from Postgres, still beating in Redis.
         watch.observe(t0, &[seen("a", 5, 1, true)], lease);
         watch.observe(t(4), &[seen("a", 5, 3, true)], lease);
-        assert!(watch.observe(t(8), &[seen("a", 5, 5, true)], lease).is_empty());
+        assert!(
+            watch
+                .observe(t(8), &[seen("a", 5, 5, true)], lease)
+                .is_empty()
+        );
         // Beating in Postgres only.
-        assert!(watch.observe(t(12), &[seen("a", 7, 5, true)], lease).is_empty());
+        assert!(
+            watch
+                .observe(t(12), &[seen("a", 7, 5, true)], lease)
+                .is_empty()
+        );
         // Standing still, but Postgres' clock says the last beat is recent.
-        assert!(watch.observe(t(30), &[seen("a", 7, 5, false)], lease).is_empty());
-        assert_eq!(watch.observe(t(31), &[seen("a", 7, 5, true)], lease), vec!["a"]);
+        assert!(
+            watch
+                .observe(t(30), &[seen("a", 7, 5, false)], lease)
+                .is_empty()
+        );
+        assert_eq!(
+            watch.observe(t(31), &[seen("a", 7, 5, true)], lease),
+            vec!["a"]
+        );
         // An owner no longer seen is forgotten.
         assert!(watch.observe(t(32), &[], lease).is_empty());
-        assert!(watch.observe(t(40), &[seen("a", 7, 5, true)], lease).is_empty());
+        assert!(
+            watch
+                .observe(t(40), &[seen("a", 7, 5, true)], lease)
+                .is_empty()
+        );
     }
 
     #[test]

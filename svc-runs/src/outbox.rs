@@ -75,7 +75,8 @@ impl Backoff {
         let delay = Duration::from_millis(500)
             .saturating_mul(1 << failures.min(7).saturating_sub(1))
             .min(Duration::from_secs(30));
-        self.failed.insert(run_id.to_string(), (failures, now + delay));
+        self.failed
+            .insert(run_id.to_string(), (failures, now + delay));
         delay
     }
 
@@ -99,11 +100,8 @@ impl InlineDriver {
         let run_id = &spec.run_id;
         let mut wait = Duration::from_millis(200);
         loop {
-            match tokio::time::timeout(
-                STORE_WAIT,
-                self.store.finish_run(spec, &ending, &attempts),
-            )
-            .await
+            match tokio::time::timeout(STORE_WAIT, self.store.finish_run(spec, &ending, &attempts))
+                .await
             {
                 Ok(Ok(recorded)) => {
                     if recorded {
@@ -171,7 +169,10 @@ impl InlineDriver {
             tokio::time::sleep(wait).await;
             wait *= 2;
         }
-        tracing::error!(run_id, "a recorded run's last events could not be published");
+        tracing::error!(
+            run_id,
+            "a recorded run's last events could not be published"
+        );
     }
 
     /// Lands one outbox entry; true when it is done with (landed, or already ended).
@@ -184,12 +185,10 @@ impl InlineDriver {
                 return Ok(());
             }
         };
-        let recorded = tokio::time::timeout(
-            STORE_WAIT,
-            self.store.finish_run(&spec, &ending, &attempts),
-        )
-        .await
-        .map_err(|_| PaError::unavailable("recording a run's end timed out"))??;
+        let recorded =
+            tokio::time::timeout(STORE_WAIT, self.store.finish_run(&spec, &ending, &attempts))
+                .await
+                .map_err(|_| PaError::unavailable("recording a run's end timed out"))??;
         if recorded {
             tracing::info!(run_id, "a run's end landed from the outbox");
             self.settle(&spec, &ending).await;
@@ -293,7 +292,10 @@ mod tests {
         assert!(backoff.due("a", t0));
         assert_eq!(backoff.failed("a", t0), Duration::from_millis(500));
         assert!(!backoff.due("a", t0));
-        assert!(backoff.due("b", t0), "one entry's failures do not hold back another");
+        assert!(
+            backoff.due("b", t0),
+            "one entry's failures do not hold back another"
+        );
         assert!(backoff.due("a", t0 + Duration::from_millis(500)));
         assert_eq!(backoff.failed("a", t0), Duration::from_secs(1));
         for _ in 0..10 {

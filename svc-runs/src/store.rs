@@ -583,12 +583,12 @@ impl RunStore {
             "UPDATE runs SET mode = $2, spec = $3, \
                owner_id = CASE WHEN $2 = $4 THEN NULL ELSE owner_id END WHERE id = $1",
         )
-            .bind(&spec.run_id)
-            .bind(spec.mode as i16)
-            .bind(spec.encode_to_vec())
-            .bind(RunMode::Durable as i16)
-            .execute(&mut *tx)
-            .await?;
+        .bind(&spec.run_id)
+        .bind(spec.mode as i16)
+        .bind(spec.encode_to_vec())
+        .bind(RunMode::Durable as i16)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

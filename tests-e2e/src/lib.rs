@@ -1308,10 +1308,7 @@ impl CutProxy {
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    conns
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(task);
+                    conns.lock().unwrap_or_else(|p| p.into_inner()).push(task);
                 }
             }
         });

@@ -127,13 +127,9 @@ async fn follow_to_end(
     let mut events = Vec::new();
     let mut after = "0".to_string();
     loop {
-        let batch = pa_kit::run_events::read_after(
-            redis,
-            run_id,
-            &after,
-            Some(Duration::from_millis(200)),
-        )
-        .await?;
+        let batch =
+            pa_kit::run_events::read_after(redis, run_id, &after, Some(Duration::from_millis(200)))
+                .await?;
         for stored in batch {
             after = stored.stream_id;
             let terminal = stored.event.is_terminal();
@@ -216,7 +212,11 @@ async fn assert_orphan_ended(
     let run = get_run(mesh, url, who, run_id).await?;
     assert_eq!(run.status, status as i32, "{run:?}");
     assert_eq!(run.error_code.as_deref(), Some(code));
-    assert_eq!(run.usage.unwrap_or_default().model_requests, 1, "usage recorded");
+    assert_eq!(
+        run.usage.unwrap_or_default().model_requests,
+        1,
+        "usage recorded"
+    );
     assert_eq!(
         reply(mesh, url, who, &run).await?.as_deref(),
         Some(partial.as_str()),
@@ -322,7 +322,11 @@ async fn cancel_ends_a_run_whose_owner_is_dead() -> R {
         ))
         .await?
         .into_inner();
-    assert_eq!(cancelled.status, RunStatus::Cancelled as i32, "{cancelled:?}");
+    assert_eq!(
+        cancelled.status,
+        RunStatus::Cancelled as i32,
+        "{cancelled:?}"
+    );
     assert!(killed.elapsed() < Duration::from_secs(15));
     let events = follow_to_end(&redis, &run, Duration::from_secs(5)).await?;
     assert_orphan_ended(
@@ -358,7 +362,10 @@ async fn a_live_run_is_not_reaped_while_its_owner_cannot_reach_postgres() -> R {
     proxy.restore();
     let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
     assert!(
-        matches!(events.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_))),
+        matches!(
+            events.last().and_then(|e| e.event.as_ref()),
+            Some(Event::RunFinished(_))
+        ),
         "{:?}",
         events.last()
     );
@@ -396,7 +403,10 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
     proxy.cut();
     let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
     assert!(
-        matches!(events.last().and_then(|e| e.event.as_ref()), Some(Event::RunFinished(_))),
+        matches!(
+            events.last().and_then(|e| e.event.as_ref()),
+            Some(Event::RunFinished(_))
+        ),
         "{:?}",
         events.last()
     );
