@@ -370,7 +370,7 @@ async fn a_live_run_is_not_reaped_while_its_owner_cannot_reach_postgres() -> R {
         events.last()
     );
     assert!(events.iter().all(|e| run_error_code(e).is_none()));
-    assert_eq!(deltas(&events).split_whitespace().count() > WORDS, true);
+    assert!(deltas(&events).split_whitespace().count() > WORDS);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let row = get_run(&mesh, &mesh.runs_url, &who, &run).await?;
