@@ -312,7 +312,7 @@ impl MeshBuilder {
             namespace: "default".into(),
             task_queue: format!("pa-runs-{database}"),
         };
-        let mut runs_config = None;
+        let runs_config: Option<svc_runs::Config>;
         let shutdown = Shutdown::new();
         services.push((
             "svc-runs",
