@@ -247,6 +247,8 @@ pub struct Leases {
     pub(crate) settings: LeaseSettings,
     owner_pool: PgPool,
     redis: deadpool_redis::Pool,
+    /// This deployment's run-end outbox (ADR 0151).
+    pub(crate) outbox_key: String,
 }
 
 /// A run whose owner is not this instance, as cancel sees it.
@@ -257,12 +259,19 @@ pub struct OwnerState {
 }
 
 impl Leases {
-    pub fn new(settings: LeaseSettings, owner_pool: PgPool, redis: deadpool_redis::Pool) -> Self {
+    /// `database`: the name of this deployment's database (it names the outbox).
+    pub fn new(
+        settings: LeaseSettings,
+        owner_pool: PgPool,
+        redis: deadpool_redis::Pool,
+        database: &str,
+    ) -> Self {
         Self {
             instance: format!("runs-{}", uuid::Uuid::now_v7()),
             settings,
             owner_pool,
             redis,
+            outbox_key: crate::outbox::outbox_key(database),
         }
     }
 

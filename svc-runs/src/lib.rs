@@ -41,10 +41,15 @@ pub async fn run(
         pa_kit::db::connect_schema_rls(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
     let auth = InternalAuth::new(&config.common.internal_secret);
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&pools.owner)
+        .await
+        .map_err(|e| StartError::Db(pa_kit::db::DbError::Connect(e)))?;
     let leases = std::sync::Arc::new(lease::Leases::new(
         config.leases,
         pools.owner.clone(),
         redis.clone(),
+        &database,
     ));
     let maintenance = maintenance::Maintenance {
         owner: pools.owner,

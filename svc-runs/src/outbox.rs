@@ -22,7 +22,11 @@ use tokio::time::Instant;
 use crate::error::RunsError;
 use crate::inline::InlineDriver;
 
-pub const OUTBOX_KEY: &str = "pa:runs:outbox";
+/// The outbox of the deployment whose database is `database`: deployments (and test meshes)
+/// sharing one Redis never land, or drop, each other's entries.
+pub fn outbox_key(database: &str) -> String {
+    format!("pa:runs:outbox:{database}")
+}
 
 /// How long one attempt to record a run's end may take before the outbox takes it.
 const STORE_WAIT: Duration = Duration::from_secs(5);
@@ -140,7 +144,7 @@ impl InlineDriver {
                 &spec.run_id,
                 events,
                 SideWrite::HSet {
-                    key: OUTBOX_KEY,
+                    key: &self.leases.outbox_key,
                     field: &spec.run_id,
                     value: &entry,
                 },
@@ -199,7 +203,7 @@ impl InlineDriver {
     async fn remove(&self, run_id: &str) -> Result<(), RunsError> {
         let mut conn = self.redis.get().await.map_err(redis_unavailable)?;
         let _: i64 = conn
-            .hdel(OUTBOX_KEY, run_id)
+            .hdel(&self.leases.outbox_key, run_id)
             .await
             .map_err(redis_unavailable)?;
         Ok(())
@@ -211,7 +215,7 @@ impl InlineDriver {
 pub(crate) async fn take_one(driver: &InlineDriver, run_id: &str) -> Result<bool, PaError> {
     let mut conn = driver.redis.get().await.map_err(redis_unavailable)?;
     let json: Option<String> = conn
-        .hget(OUTBOX_KEY, run_id)
+        .hget(&driver.leases.outbox_key, run_id)
         .await
         .map_err(redis_unavailable)?;
     drop(conn);
@@ -227,7 +231,7 @@ pub(crate) async fn take_one(driver: &InlineDriver, run_id: &str) -> Result<bool
 /// Tries every due entry of the outbox once.
 pub(crate) async fn drain(driver: &InlineDriver, backoff: &mut Backoff) {
     let entries: Vec<(String, String)> = match driver.redis.get().await {
-        Ok(mut conn) => match conn.hgetall(OUTBOX_KEY).await {
+        Ok(mut conn) => match conn.hgetall(&driver.leases.outbox_key).await {
             Ok(entries) => entries,
             Err(err) => {
                 tracing::warn!(%err, "cannot read the run-end outbox");
