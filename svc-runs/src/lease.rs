@@ -108,19 +108,17 @@ pub fn stream_state<'a>(events: impl IntoIterator<Item = &'a AgUiEvent>) -> Stre
                 }
                 state.text.push_str(&content.delta);
             }
-            Some(Event::TextMessageEnd(end)) => {
-                if state.open_message.as_deref() == Some(end.message_id.as_str()) {
-                    state.open_message = None;
-                }
+            Some(Event::TextMessageEnd(end))
+                if state.open_message.as_deref() == Some(end.message_id.as_str()) =>
+            {
+                state.open_message = None;
             }
             Some(Event::ReasoningStart(start)) => {
                 state.open_reasoning = Some(start.message_id.clone());
             }
             Some(Event::ReasoningEnd(_)) => state.open_reasoning = None,
-            Some(Event::RunFinished(_)) | Some(Event::RunError(_)) => {
-                if state.terminal.is_none() {
-                    state.terminal = Some(event.clone());
-                }
+            Some(Event::RunFinished(_)) | Some(Event::RunError(_)) if state.terminal.is_none() => {
+                state.terminal = Some(event.clone());
             }
             _ => {}
         }
@@ -172,9 +170,12 @@ pub struct OwnerSeen {
 }
 
 /// The watcher's memory: each owner's beats as last seen, and since when (its own clock).
+/// An owner's (Postgres, Redis) beats.
+type Beats = (Option<i64>, Option<i64>);
+
 #[derive(Debug, Default)]
 pub struct Watch {
-    seen: HashMap<String, ((Option<i64>, Option<i64>), Instant)>,
+    seen: HashMap<String, (Beats, Instant)>,
 }
 
 impl Watch {
