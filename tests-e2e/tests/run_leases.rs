@@ -31,12 +31,12 @@ fn init_tracing() {
 
 async fn mesh(leases: svc_runs::lease::LeaseSettings) -> BoxResult<Mesh> {
     init_tracing();
-    Ok(Mesh::builder()
+    Mesh::builder()
         .without_curator()
         .offline_token_delay(TOKEN_DELAY)
         .run_leases(leases)
         .start()
-        .await?)
+        .await
 }
 
 fn who() -> Identity {
