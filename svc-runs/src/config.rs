@@ -44,6 +44,9 @@ pub struct Config {
     pub deleted_chat_retention: Duration,
     /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`.
     pub curator: Option<crate::durable::CuratorSettings>,
+    /// `PA_RUN_LEASE_MS` (default 6000), `PA_RUN_LEASE_RENEW_MS` (2000),
+    /// `PA_RUN_REAPER_SCAN_MS` (2000): the lease of an inline run's owner (ADR 0150).
+    pub leases: crate::lease::LeaseSettings,
 }
 
 impl Config {
@@ -79,6 +82,17 @@ impl Config {
             temporal: svc_worker::TemporalConfig::from_env(),
             worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
                 .filter(|u| u != "none"),
+            leases: crate::lease::LeaseSettings {
+                lease: Duration::from_millis(env_parse("PA_RUN_LEASE_MS", 6000)?),
+                renew_every: Duration::from_millis(env_parse("PA_RUN_LEASE_RENEW_MS", 2000)?),
+                scan_every: Duration::from_millis(env_parse("PA_RUN_REAPER_SCAN_MS", 2000)?),
+            }
+            .check()
+            .map_err(|reason| ConfigError {
+                name: "PA_RUN_LEASE_MS".into(),
+                value: env_or("PA_RUN_LEASE_MS", "6000"),
+                reason,
+            })?,
             curator: if env_or("PA_CURATOR", "on") == "off" {
                 None
             } else {

@@ -159,6 +159,8 @@ pub struct InlineDriver {
     pub(crate) recall: pa_runner::RecallSettings,
     /// Cancellation handles of the runs this process drives.
     pub(crate) active: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// This instance's leases on the runs it drives (ADR 0150).
+    pub(crate) leases: Arc<crate::lease::Leases>,
 }
 
 impl InlineDriver {
@@ -209,28 +211,22 @@ impl InlineDriver {
         self.active().contains_key(run_id)
     }
 
+    /// The runs this process drives now.
+    pub fn active_runs(&self) -> Vec<String> {
+        self.active().keys().cloned().collect()
+    }
+
     /// Ends a run that cannot go on (infrastructure failure, or cancelled with no driver):
-    /// records it and tells stream readers.
+    /// records it and tells stream readers (through the outbox when Postgres is down).
     pub async fn fail(&self, spec: &RunSpec, err: &PaError) {
         tracing::warn!(run_id = %spec.run_id, %err, "run failed");
-        match self
-            .store
-            .finish_run(spec, &RunEnding::of_error(err), &[])
-            .await
-        {
-            Ok(true) => {
-                let event = AgUiEvent::new(Event::RunError(RunError {
-                    message: err.message.clone(),
-                    code: Some(err.code.slug().to_string()),
-                    timestamp: None,
-                }));
-                if let Err(e) = self.sink.emit(&spec.run_id, &event).await {
-                    tracing::error!(run_id = %spec.run_id, %e, "cannot publish RUN_ERROR");
-                }
-            }
-            Ok(false) => {}
-            Err(e) => tracing::error!(run_id = %spec.run_id, %e, "cannot record failed run"),
-        }
+        let event = AgUiEvent::new(Event::RunError(RunError {
+            message: err.message.clone(),
+            code: Some(err.code.slug().to_string()),
+            timestamp: None,
+        }));
+        self.end_run(spec, RunEnding::of_error(err), Vec::new(), vec![event])
+            .await;
     }
 
     /// The chat's recent messages as the model sees them, this run's message last (both drivers
@@ -311,6 +307,7 @@ impl InlineDriver {
             queue: VecDeque::new(),
             attempts: Vec::new(),
             held_terminal: None,
+            progress: crate::lease::Progress::default(),
         };
         run.feed(Input::Start {
             history,
@@ -379,6 +376,9 @@ struct RunState<'a> {
     /// RUN_FINISHED/RUN_ERROR waits until the outcome is stored, so a client that sees it can
     /// read the persisted reply straight away.
     held_terminal: Option<AgUiEvent>,
+    /// The usage and attempts last written beside the events (for whoever ends the run if this
+    /// process dies).
+    progress: crate::lease::Progress,
 }
 
 impl RunState<'_> {
@@ -398,12 +398,31 @@ impl RunState<'_> {
                 other => self.queue.push_back(other),
             }
         }
-        // One step's events (e.g. TEXT_MESSAGE_START + the first CONTENT) go out in one round trip.
-        self.driver
-            .sink
-            .emit_all(&self.spec.run_id, &events)
-            .await
-            .map(|_| ())
+        // One step's events (e.g. TEXT_MESSAGE_START + the first CONTENT) go out in one round
+        // trip; when the usage or the attempts changed, the run's progress goes with them.
+        let sink = &self.driver.sink;
+        let run_id = &self.spec.run_id;
+        if *self.agent.usage() != self.progress.usage
+            || self.attempts.len() != self.progress.attempts.len()
+        {
+            let progress = crate::lease::Progress {
+                usage: *self.agent.usage(),
+                attempts: self.attempts.clone(),
+            };
+            let (key, value) = crate::lease::progress_write(run_id, &progress)?;
+            sink.emit_all_with(
+                run_id,
+                &events,
+                pa_kit::run_events::SideWrite::Set {
+                    key: &key,
+                    value: &value,
+                },
+            )
+            .await?;
+            self.progress = progress;
+            return Ok(());
+        }
+        sink.emit_all(run_id, &events).await.map(|_| ())
     }
 
     async fn call_model(
@@ -506,23 +525,15 @@ impl RunState<'_> {
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {
         let ending = RunEnding::of_loop(&outcome, self.agent.is_tainted());
-        let recorded = self
-            .driver
-            .store
-            .finish_run(self.spec, &ending, &self.attempts)
-            .await
-            .map_err(PaError::from)?;
-        if recorded && ending.status == pa_proto::v1::RunStatus::Succeeded {
-            self.driver.durable.notify_curator(self.spec);
-        }
-        if recorded {
-            // Once: the run's share of the daily budget is settled by whoever recorded its end.
-            crate::ledger::count_tokens(&self.driver.redis, self.spec, ending.usage.total_tokens)
-                .await;
-        }
-        if let Some(event) = self.held_terminal.take() {
-            self.driver.sink.emit(&self.spec.run_id, &event).await?;
-        }
+        let terminal: Vec<AgUiEvent> = self.held_terminal.take().into_iter().collect();
+        self.driver
+            .end_run(
+                self.spec,
+                ending,
+                std::mem::take(&mut self.attempts),
+                terminal,
+            )
+            .await;
         Ok(())
     }
 }

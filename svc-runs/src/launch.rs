@@ -352,9 +352,12 @@ impl Launcher {
         };
         // Inline runs start at once, so they are written as RUNNING.
         let user_message_id = new_id();
-        let inserted = self
-            .store
-            .insert_run(&spec, &user_message_id, RunStatus::Running);
+        let inserted = self.store.insert_run(
+            &spec,
+            &user_message_id,
+            RunStatus::Running,
+            Some(self.driver.leases.instance()),
+        );
         let (assembled, inserted) = tokio::join!(assembled, inserted);
         let Some(run) = inserted? else {
             // The id is taken: by a concurrent retry of this request (return that run), or by

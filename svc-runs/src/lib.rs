@@ -7,9 +7,11 @@ pub mod durable;
 mod error;
 mod inline;
 mod launch;
+pub mod lease;
 mod ledger;
 mod maintenance;
 pub mod mode;
+mod outbox;
 mod service;
 mod store;
 mod subagents;
@@ -39,6 +41,16 @@ pub async fn run(
         pa_kit::db::connect_schema_rls(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
     let auth = InternalAuth::new(&config.common.internal_secret);
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&pools.owner)
+        .await
+        .map_err(|e| StartError::Db(pa_kit::db::DbError::Connect(e)))?;
+    let leases = std::sync::Arc::new(lease::Leases::new(
+        config.leases,
+        pools.owner.clone(),
+        redis.clone(),
+        &database,
+    ));
     let maintenance = maintenance::Maintenance {
         owner: pools.owner,
         retention: config.deleted_chat_retention,
@@ -86,7 +98,14 @@ pub async fn run(
         approval_timeout: config.approval_timeout,
         recall: config.recall,
         active: Default::default(),
+        leases: leases.clone(),
     };
+    // This instance beats before it takes any run, so its runs are never seen without an owner
+    // that beats; then it beats, reaps runs of gone owners and drains the outbox until it exits.
+    if let Err(err) = leases.beat_pg(&[]).await {
+        tracing::warn!(%err, "cannot write this instance's first beat");
+    }
+    lease::spawn(driver.clone());
     let launcher = launch::Launcher {
         store,
         models,

@@ -65,13 +65,10 @@ impl RunServiceImpl {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         } else {
+            // Another instance drives it (asked through the database), or its owner is gone
+            // (claimed and ended here, partial reply kept).
             let spec = store.spec(&identity.tenant_id, run_id).await?;
-            driver
-                .fail(
-                    &spec,
-                    &PaError::new(pa_kit::ErrorCode::Cancelled, "cancelled by the user"),
-                )
-                .await;
+            crate::lease::cancel_elsewhere(driver, store, &spec).await?;
         }
         store.get_run(identity, run_id).await
     }

@@ -458,6 +458,7 @@ impl RunStore {
         spec: &RunSpec,
         user_message_id: &str,
         status: RunStatus,
+        owner: Option<&str>,
     ) -> Result<Option<Run>, RunsError> {
         let identity = spec.identity.clone().unwrap_or_default();
         let selection = spec.model_selection.clone().unwrap_or_default();
@@ -467,8 +468,8 @@ impl RunStore {
             "WITH run AS ( \
                INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
                  requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
-                 toolset_snapshot_id, assistant_message_id, spec) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 toolset_snapshot_id, assistant_message_id, spec, owner_id) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18) \
                ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
              message AS ( \
                INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
@@ -497,6 +498,7 @@ impl RunStore {
             .bind(spec.encode_to_vec())
             .bind(user_message_id)
             .bind(&input.message)
+            .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -576,12 +578,17 @@ impl RunStore {
             .map(|i| i.tenant_id.clone())
             .unwrap_or_default();
         let mut tx = tenant_tx(&self.pool, &tenant_id).await?;
-        sqlx::query("UPDATE runs SET mode = $2, spec = $3 WHERE id = $1")
-            .bind(&spec.run_id)
-            .bind(spec.mode as i16)
-            .bind(spec.encode_to_vec())
-            .execute(&mut *tx)
-            .await?;
+        // A durable run is Temporal's: no svc-runs instance owns it (no lease).
+        sqlx::query(
+            "UPDATE runs SET mode = $2, spec = $3, \
+               owner_id = CASE WHEN $2 = $4 THEN NULL ELSE owner_id END WHERE id = $1",
+        )
+        .bind(&spec.run_id)
+        .bind(spec.mode as i16)
+        .bind(spec.encode_to_vec())
+        .bind(RunMode::Durable as i16)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -60,6 +60,8 @@ pub struct MeshBuilder {
     recall_delay: Duration,
     /// svc-models' `PA_MODELS_NET_ALLOW` (None: the test default, loopback allowed).
     models_net_allow: Option<String>,
+    /// svc-runs' inline run leases.
+    run_leases: svc_runs::lease::LeaseSettings,
 }
 
 impl MeshBuilder {
@@ -174,6 +176,12 @@ impl MeshBuilder {
     }
 
     /// How long a tool call held by the untrusted-content gate waits for approval (default 60 s).
+    /// svc-runs' inline run leases (lease, renewal and reaper intervals).
+    pub fn run_leases(mut self, leases: svc_runs::lease::LeaseSettings) -> Self {
+        self.run_leases = leases;
+        self
+    }
+
     pub fn approval_timeout(mut self, timeout: Duration) -> Self {
         self.approval_timeout = timeout;
         self
@@ -309,6 +317,7 @@ impl MeshBuilder {
             namespace: "default".into(),
             task_queue: format!("pa-runs-{database}"),
         };
+        let runs_config: Option<svc_runs::Config>;
         let shutdown = Shutdown::new();
         services.push((
             "svc-runs",
@@ -343,12 +352,14 @@ impl MeshBuilder {
                             max_signals: 50,
                         },
                     ),
+                    leases: self.run_leases,
                 };
                 if !self.recall_delay.is_zero() {
                     // A slowed recall gets time to answer however loaded the machine is: its
                     // test wants the recall still running at the start, not timed out.
                     config.recall.timeout = Duration::from_secs(30);
                 }
+                runs_config = Some(config.clone());
                 let s = shutdown.clone();
                 async move {
                     svc_runs::run(config, runs_listener, s)
@@ -432,6 +443,7 @@ impl MeshBuilder {
 
         let mesh = Mesh {
             gateway_config,
+            runs_config: runs_config.ok_or("svc-runs was not configured")?,
             gateway_url: gateway_addr,
             gateway_metrics_url: format!("http://{gateway_metrics_addr}"),
             worker_config,
@@ -503,6 +515,8 @@ pub struct Mesh {
     services: Vec<(&'static str, Shutdown, ServiceTask)>,
     /// The gateway's configuration, to start more replicas of it.
     gateway_config: svc_gateway::Config,
+    /// svc-runs' configuration, to start more replicas of it (see [`RunsReplica`]).
+    pub runs_config: svc_runs::Config,
 }
 
 impl Mesh {
@@ -554,6 +568,7 @@ impl Mesh {
             curator_debounce: Duration::from_millis(200),
             recall_delay: Duration::ZERO,
             models_net_allow: None,
+            run_leases: Default::default(),
         }
     }
 
@@ -1223,4 +1238,164 @@ impl AsUser {
         let (_, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
         Ok((run, events))
     }
+}
+
+/// One more svc-runs replica on a runtime of its own, which [`RunsReplica::kill`] drops at once:
+/// its tasks die where they are, without draining — as a `kill -9` of the process would leave
+/// its runs.
+pub struct RunsReplica {
+    runtime: Option<tokio::runtime::Runtime>,
+    pub url: String,
+}
+
+impl RunsReplica {
+    /// Starts svc-runs with `config` (e.g. [`Mesh::runs_config`] with another database URL)
+    /// and waits until it answers.
+    pub async fn start(config: svc_runs::Config) -> Result<RunsReplica, BoxError> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.spawn(async move {
+            let result = match TcpListener::from_std(listener) {
+                Ok(listener) => svc_runs::run(config, listener, Shutdown::new())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(err) = result {
+                tracing::error!(%err, "svc-runs replica stopped");
+            }
+        });
+        let replica = RunsReplica {
+            runtime: Some(runtime),
+            url,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            // Any answer (this one is refused: no identity) means it serves.
+            let mut runs = pa_proto::v1::run_service_client::RunServiceClient::new(
+                tonic::transport::Endpoint::from_shared(replica.url.clone())?.connect_lazy(),
+            );
+            let asked = tokio::time::timeout(
+                Duration::from_secs(1),
+                runs.get_run(pa_proto::v1::GetRunRequest::default()),
+            )
+            .await;
+            if let Ok(answer) = asked
+                && !matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable)
+            {
+                return Ok(replica);
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err("the svc-runs replica did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the replica: its runtime goes at once, every task of it with it.
+    pub fn kill(mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for RunsReplica {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A TCP proxy a test can cut: cut, it drops every connection through it and refuses new ones
+/// (as an unreachable server would); restored, it forwards again.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    pub async fn start(upstream: String) -> Result<CutProxy, BoxError> {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let accept = tokio::spawn({
+            let (open, conns) = (open.clone(), conns.clone());
+            async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+                }
+            }
+        });
+        Ok(CutProxy {
+            addr,
+            open,
+            conns,
+            accept,
+        })
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for task in self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+
+    /// Forwards new connections again.
+    pub fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// `url` (a Postgres URL) with its host and port replaced by `addr`.
+pub fn with_host_port(url: &str, addr: std::net::SocketAddr) -> String {
+    let scheme_end = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let userinfo = authority
+        .rfind('@')
+        .map(|i| &authority[..=i])
+        .unwrap_or_default();
+    format!(
+        "{}{userinfo}{addr}{}",
+        &url[..scheme_end],
+        &rest[authority_end..]
+    )
 }

@@ -537,6 +537,27 @@ pub const SERVICES: &[Service] = &[
                 "Task queue durable runs are started on and svc-worker polls; the same for both.",
             ),
             var(
+                "PA_RUN_LEASE_MS",
+                "6000",
+                Kind::Int,
+                Helm::Value,
+                "Inline run leases (ADR 0150): how long the beats of the svc-runs instance driving an inline run must stand still, as another replica watches them, before that replica ends its runs with RUN_ERROR `owner_lost`. At least twice PA_RUN_LEASE_RENEW_MS.",
+            ),
+            var(
+                "PA_RUN_LEASE_RENEW_MS",
+                "2000",
+                Kind::Int,
+                Helm::Value,
+                "How often each svc-runs instance beats for its inline runs (one write to Postgres and one to Redis per tick, whatever the number of runs).",
+            ),
+            var(
+                "PA_RUN_REAPER_SCAN_MS",
+                "2000",
+                Kind::Int,
+                Helm::Value,
+                "How often each svc-runs instance looks for inline runs of gone owners and drains the run-end outbox (ADR 0151).",
+            ),
+            var(
                 "PA_CURATOR",
                 "on",
                 Kind::OneOf(&["on", "off"]),

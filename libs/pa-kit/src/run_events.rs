@@ -75,6 +75,79 @@ impl EventSink {
     }
 }
 
+/// A write that goes with a batch of events, in the same MULTI/EXEC (see
+/// [`EventSink::emit_all_with`]).
+#[derive(Clone, Copy, Debug)]
+pub enum SideWrite<'a> {
+    /// SET `key` `value`, kept as long as a run's events.
+    Set { key: &'a str, value: &'a str },
+    /// HSET `key` `field` `value` (no expiry: the reader removes the field).
+    HSet {
+        key: &'a str,
+        field: &'a str,
+        value: &'a str,
+    },
+}
+
+impl EventSink {
+    /// XADDs events in order and makes `side` in one transaction (MULTI/EXEC, one round trip):
+    /// both happen or neither. svc-runs writes a run's progress with its events this way, and
+    /// the outbox entry of a run whose end the database could not take with its terminal event.
+    pub async fn emit_all_with(
+        &self,
+        run_id: &str,
+        events: &[AgUiEvent],
+        side: SideWrite<'_>,
+    ) -> Result<Vec<String>, PaError> {
+        let key = stream_key(run_id);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for event in events {
+            let json = event.to_json().map_err(PaError::internal)?;
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_MAX_LEN)
+                .arg("*")
+                .arg(FIELD)
+                .arg(json);
+        }
+        if !events.is_empty() {
+            pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
+        }
+        match side {
+            SideWrite::Set { key, value } => {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(STREAM_TTL_SECS)
+                    .ignore();
+            }
+            SideWrite::HSet { key, field, value } => {
+                pipe.cmd("HSET").arg(key).arg(field).arg(value).ignore();
+            }
+        }
+        let mut conn = self.pool.get().await.map_err(redis_error)?;
+        let ids: Vec<String> = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
+        Ok(ids)
+    }
+}
+
+/// Every event of a run's stream so far, oldest first (no blocking).
+pub async fn read_all(pool: &Pool, run_id: &str) -> Result<Vec<StoredEvent>, PaError> {
+    let mut all: Vec<StoredEvent> = Vec::new();
+    loop {
+        let after = all.last().map_or("0", |e| e.stream_id.as_str()).to_string();
+        let batch = read_after(pool, run_id, &after, None).await?;
+        if batch.is_empty() {
+            return Ok(all);
+        }
+        all.extend(batch);
+    }
+}
+
 /// XADDs each (id, event) unless the stream is already past that id, and refreshes the expiry —
 /// atomically, in one round trip. Redis refuses an id at or below the stream's last one, which is
 /// exactly "written before": a retried writer re-sends the same ids and adds only what is new.
