@@ -418,6 +418,8 @@ where
         buffer: std::collections::VecDeque<StoredEvent>,
         done: bool,
         still_live: F,
+        /// Since when reads fail because Redis is unreachable.
+        outage: Option<tokio::time::Instant>,
     }
     let state = State {
         pool,
@@ -426,6 +428,7 @@ where
         buffer: Default::default(),
         done: false,
         still_live,
+        outage: None,
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
@@ -450,7 +453,24 @@ where
                         }
                     }
                 }
-                Ok(events) => s.buffer.extend(events),
+                Ok(events) => {
+                    s.outage = None;
+                    s.buffer.extend(events)
+                }
+                // Redis is down or restarting: the run goes on (its driver retries its writes),
+                // so the reader waits for Redis rather than ending the client's stream with an
+                // error it would have to resume from anyway. The SSE keep-alives continue.
+                Err(err)
+                    if err.code == crate::ErrorCode::Unavailable
+                        && s.outage
+                            .is_none_or(|since| since.elapsed() < OUTAGE_PATIENCE) =>
+                {
+                    let since = *s.outage.get_or_insert_with(tokio::time::Instant::now);
+                    let backoff = (since.elapsed() / 4)
+                        .clamp(Duration::from_millis(100), Duration::from_secs(2));
+                    tracing::debug!(run_id = %s.run_id, %err, "event stream store unavailable; waiting");
+                    tokio::time::sleep(backoff).await;
+                }
                 Err(err) => {
                     s.done = true;
                     return Some((Err(err), s));
@@ -459,6 +479,9 @@ where
         }
     })
 }
+
+/// How long a reader waits for an unreachable Redis before it gives the client an error.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests {
