@@ -162,6 +162,7 @@ impl PaError {
     /// Reads the typed error back out of a status from another service. A status that did not
     /// come from a Personal Agent service maps by its gRPC code.
     pub fn from_status(status: &tonic::Status) -> Self {
+        use std::error::Error as _;
         if let Some(detail) = status
             .metadata()
             .get_bin(DETAIL_HEADER)
@@ -187,6 +188,12 @@ impl PaError {
             tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
             tonic::Code::Cancelled => ErrorCode::Cancelled,
             tonic::Code::Unimplemented => ErrorCode::Unimplemented,
+            // No service's answer (those carry the detail header) but a local failure of the
+            // connection — tonic reports a broken HTTP/2 stream as INTERNAL or UNKNOWN with the
+            // h2/hyper/io error as its source: the peer died mid-call, a retryable outage.
+            tonic::Code::Internal | tonic::Code::Unknown if status.source().is_some() => {
+                ErrorCode::Unavailable
+            }
             _ => ErrorCode::Internal,
         };
         Self::new(code, status.message())
@@ -250,6 +257,18 @@ impl From<sqlx::Error> for PaError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_broken_connection_is_unavailable_but_a_services_internal_error_is_not() {
+        let broken = tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(PaError::from_status(&broken).code, ErrorCode::Unavailable);
+        let answered = tonic::Status::internal("the handler failed");
+        assert_eq!(PaError::from_status(&answered).code, ErrorCode::Internal);
+    }
+
     use super::*;
 
     #[test]
