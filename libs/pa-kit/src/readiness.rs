@@ -74,7 +74,11 @@ impl Readiness {
             redis: redis.as_ref().map(|_| true),
         };
         let (tx, rx) = watch::channel(initial);
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // Built outside a runtime (a test of a router alone): nothing to probe with.
+            return Readiness(rx);
+        };
+        runtime.spawn(async move {
             let mut tick = tokio::time::interval(PROBE_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
