@@ -179,9 +179,10 @@ fn assert_unavailable(
     }
 }
 
-/// kill -9 of the Postgres postmaster: /readyz says not ready and requests get 503
-/// `unavailable` (HTTP) / UNAVAILABLE (gRPC) while it is down; after the restart not one of
-/// 56 mixed requests fails (every pooled connection was broken by the restart).
+/// kill -9 of Postgres, restarted at once: not one of 56 mixed requests right after fails
+/// (every pooled connection was broken by the restart). Then an outage: /readyz says not ready
+/// and requests get 503 `unavailable` (HTTP) / UNAVAILABLE (gRPC) while it is down; after the
+/// restart, again not one request fails.
 #[tokio::test]
 async fn a_postgres_restart_fails_no_request_once_it_is_back() -> R {
     pa_testkit::embed_model_dir()?;
@@ -194,6 +195,22 @@ async fn a_postgres_restart_fails_no_request_once_it_is_back() -> R {
         assert_eq!(failed?, Vec::<String>::new());
     }
 
+    // A restart at once (as `scripts/stack.sh up` after a crash): every pooled connection is
+    // broken, and the first requests after it meet them.
+    pg.kill()?;
+    pg.restart().await?;
+    let failed = run_workload(&mesh, &chat, 56).await?;
+    assert_eq!(
+        failed,
+        Vec::<String>::new(),
+        "requests failed after an immediate restart"
+    );
+    let warm = futures::future::join_all((0..4).map(|_| run_workload(&mesh, &chat, 14))).await;
+    for failed in warm {
+        assert_eq!(failed?, Vec::<String>::new());
+    }
+
+    // An outage: not ready, and 503 `unavailable` until it is back.
     pg.kill()?;
     let body = readyz_becomes(&mesh, 503, "postgres", "down").await?;
     assert_eq!(body["ready"], false);

