@@ -40,10 +40,6 @@ fn pool_options(max_connections: u32) -> PgPoolOptions {
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
             Box::pin(async move {
-                if std::env::var_os("PA_NEGATIVE").is_some() {
-                    let _ = conn;
-                    return Ok(true);
-                }
                 if opened_before_last_connection_error(meta.age) {
                     return Ok(false);
                 }
@@ -120,7 +116,6 @@ where
     Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
 {
     match op().await {
-        Err(err) if std::env::var_os("PA_NEGATIVE").is_some() => Err(err),
         Err(err) if worth_retrying(&err) => {
             tracing::info!(%err, "Postgres connection failed; retrying once on a fresh one");
             note_connection_error();
