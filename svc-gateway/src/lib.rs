@@ -308,11 +308,12 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
     })
 }
 
-/// Ready when every backend's tonic-health says SERVING.
+/// Ready when the gateway's own stores answer and every backend's tonic-health says SERVING
+/// (each backend says NOT_SERVING while one of its stores is down: docs/adr/0170).
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
-        (status = 200, description = "Every backend serves: `{ready: true, services: {name: serving}}`", body = serde_json::Value),
-        (status = 503, description = "Some backend is down: `{ready: false, services: {name: serving|down}}`", body = serde_json::Value)))]
+        (status = 200, description = "Every backend serves: `{ready: true, services: {name: serving}, stores: {postgres|redis: up}}`", body = serde_json::Value),
+        (status = 503, description = "Some backend or store is down: `{ready: false, services: {name: serving|down}, stores: {postgres|redis: up|down}}`", body = serde_json::Value)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = futures::future::join_all(
         state
@@ -321,7 +322,13 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
             .map(|(name, ch)| async move { (*name, pa_kit::grpc::is_serving(ch.clone()).await) }),
     )
     .await;
-    let ready = checks.iter().all(|(_, ok)| *ok);
+    let stores = state.readiness.current();
+    let ready = stores.ready() && checks.iter().all(|(_, ok)| *ok);
+    let store_detail: serde_json::Map<_, _> = stores
+        .detail()
+        .into_iter()
+        .map(|(name, up)| (name.to_string(), json!(up)))
+        .collect();
     let detail: serde_json::Map<_, _> = checks
         .into_iter()
         .map(|(name, ok)| (name.to_string(), json!(if ok { "serving" } else { "down" })))
@@ -333,7 +340,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     };
     (
         status,
-        axum::Json(json!({ "ready": ready, "services": detail })),
+        axum::Json(json!({ "ready": ready, "services": detail, "stores": store_detail })),
     )
 }
 
@@ -372,8 +379,15 @@ pub fn build_state(
         }
         web
     });
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 512)?;
+    let readiness = pa_kit::readiness::Readiness::probe(
+        db.iter().cloned().collect(),
+        Some(redis.clone()),
+        shutdown.clone(),
+    );
     Ok(AppState {
         metrics: config.common.metrics,
+        readiness,
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
         presence: control_ws::PresenceHub::new(&config.common.redis_url),
         web,
@@ -400,7 +414,7 @@ pub fn build_state(
             )),
             _ => None,
         },
-        redis: pa_kit::redis::pool(&config.common.redis_url, 512)?,
+        redis,
         redis_url: config.common.redis_url.clone(),
         sse_keepalive: config.sse_keepalive,
         backends,
@@ -434,6 +448,7 @@ pub async fn run(
             let server = pa_kit::grpc::GrpcServer::new(std::time::Duration::from_secs(30))?
                 .named("svc-gateway")
                 .metrics(config.common.metrics)
+                .readiness(state.readiness.clone())
                 .add_service(pa_proto::v1::run_service_server::RunServiceServer::new(
                     api.clone(),
                 ))

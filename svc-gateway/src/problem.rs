@@ -180,7 +180,11 @@ pub async fn ensure_problem(
     let path = request.uri().path().to_owned();
     let answer = next.run(request).await;
     let status = answer.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_problem(&answer) {
+    // /readyz's 503 is its documented JSON (which backend or store is down), for probes.
+    if !(status.is_client_error() || status.is_server_error())
+        || is_problem(&answer)
+        || (path == "/readyz" && status == StatusCode::SERVICE_UNAVAILABLE)
+    {
         return answer;
     }
     let (parts, body) = answer.into_parts();

@@ -39,6 +39,8 @@ pub struct AppState {
     /// For the connections that cannot come from the pool (a device socket's subscription).
     pub redis_url: String,
     pub sse_keepalive: Duration,
+    /// Whether the gateway's own Postgres and Redis answer (/readyz).
+    pub readiness: pa_kit::readiness::Readiness,
     /// (name, channel) of every backend /readyz checks.
     pub backends: Vec<(&'static str, Channel)>,
     /// Open SSE streams end when it fires, so shutdown is not held up by idle followers

@@ -31,6 +31,8 @@ pub async fn run(
     let pools =
         pa_kit::db::connect_schema_rls(&config.common.database_url, "memory", &MIGRATOR, 10)
             .await?;
+    let readiness =
+        pa_kit::readiness::Readiness::probe(vec![pools.app.clone()], None, shutdown.clone());
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let models = pa_kit::grpc::channel(&config.models_url)
         .map_err(|e| StartError::Other(format!("PA_MODELS_URL: {e}")))?;
@@ -48,6 +50,7 @@ pub async fn run(
     GrpcServer::new(config.request_timeout)?
         .named("svc-memory")
         .metrics(config.common.metrics)
+        .readiness(readiness)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             server,
             RequireIdentity(auth.clone()),

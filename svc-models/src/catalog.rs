@@ -351,7 +351,18 @@ impl Catalog {
     }
 
     /// The platform rows: without a tenant setting, the policies admit `_platform` rows alone.
+    /// A read: when the connection breaks under it, it is read once more on a fresh one.
     async fn load_platform(&self) -> Result<Snapshot, CatalogError> {
+        match self.load_platform_once().await {
+            Err(CatalogError::Db(err)) if pa_kit::db::worth_retrying(&err) => {
+                pa_kit::db::note_connection_error();
+                self.load_platform_once().await
+            }
+            other => other,
+        }
+    }
+
+    async fn load_platform_once(&self) -> Result<Snapshot, CatalogError> {
         let mut conn = self.pool.acquire().await?;
         let (providers, models) = load_catalog_rows(&mut conn, PLATFORM).await?;
         drop(conn);

@@ -52,6 +52,7 @@ pub async fn run(
         pa_kit::db::connect_schema_rls(&config.common.database_url, "models", &MIGRATOR, 10)
             .await?;
     let pool = pools.app.clone();
+    let readiness = pa_kit::readiness::Readiness::probe(vec![pool.clone()], None, shutdown.clone());
     let enc = Arc::new(match &config.kek {
         Some((id, key, previous)) => {
             keys::KeyEncryption::from_config(id, key, previous).map_err(keys::KeyError::from)?
@@ -107,6 +108,7 @@ pub async fn run(
     GrpcServer::new(config.request_timeout)?
         .named("svc-models")
         .metrics(config.common.metrics)
+        .readiness(readiness)
         .add_service(ModelServiceServer::with_interceptor(
             services.clone(),
             guard.clone(),

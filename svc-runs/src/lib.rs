@@ -40,6 +40,11 @@ pub async fn run(
     let pools =
         pa_kit::db::connect_schema_rls(&config.common.database_url, "runs", &MIGRATOR, 20).await?;
     let redis = pa_kit::redis::pool(&config.common.redis_url, 256)?;
+    let readiness = pa_kit::readiness::Readiness::probe(
+        vec![pools.app.clone()],
+        Some(redis.clone()),
+        shutdown.clone(),
+    );
     let auth = InternalAuth::new(&config.common.internal_secret);
     let database: String = sqlx::query_scalar("SELECT current_database()::text")
         .fetch_one(&pools.owner)
@@ -124,6 +129,7 @@ pub async fn run(
     GrpcServer::new(config.request_timeout)?
         .named("svc-runs")
         .metrics(config.common.metrics)
+        .readiness(readiness)
         .add_service(RunServiceServer::with_interceptor(
             service.clone(),
             RequireIdentity(auth.clone()),

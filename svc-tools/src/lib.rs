@@ -79,12 +79,18 @@ pub async fn run(
     );
     let redis = pa_kit::redis::pool(&config.common.redis_url, 64)
         .map_err(|e| StartError::Other(e.to_string()))?;
+    let readiness = pa_kit::readiness::Readiness::probe(
+        vec![pool.clone()],
+        Some(redis.clone()),
+        shutdown.clone(),
+    );
     let devices = devices::DeviceRegistry::new(pool.clone(), redis, settings.device_call_timeout);
     let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory, devices);
     let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?
         .named("svc-tools")
         .metrics(config.common.metrics)
+        .readiness(readiness)
         .add_service(ToolServiceServer::with_interceptor(
             service,
             RequireIdentity(auth),

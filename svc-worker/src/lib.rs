@@ -124,6 +124,8 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let auth = InternalAuth::new(&config.common.internal_secret);
     let redis = pa_kit::redis::pool(&config.common.redis_url, 64)?;
+    let readiness =
+        pa_kit::readiness::Readiness::probe(Vec::new(), Some(redis.clone()), shutdown.clone());
     let activities = run_activities(&config, redis, auth.clone())?;
     let client = temporal::connect(&config.temporal)
         .await
@@ -162,6 +164,7 @@ pub async fn run(
     let server = GrpcServer::new(Duration::from_secs(30))?
         .named("svc-worker")
         .metrics(config.common.metrics)
+        .readiness(readiness)
         .add_service(
             pa_proto::v1::durable_run_service_server::DurableRunServiceServer::with_interceptor(
                 durable_runs,
@@ -186,8 +189,19 @@ pub async fn run(
         stop_worker();
     });
     tracing::info!(task_queue = %config.temporal.task_queue, "Temporal worker polling");
-    let health = server.serve(listener, shutdown);
-    let (worked, served) = tokio::join!(worker.run(), health);
+    let health = server.serve(listener, shutdown.clone());
+    let worked = async {
+        let worked = worker.run().await;
+        if !shutdown.is_triggered() {
+            // A worker that gave up polling (e.g. Temporal unreachable past its retries) must
+            // not leave a process that looks healthy and runs nothing: stop, so it is
+            // restarted (docs/adr/0170-store-outages.md).
+            tracing::error!(result = ?worked.as_ref().err(), "the Temporal worker stopped on its own; stopping svc-worker");
+            shutdown.trigger();
+        }
+        worked
+    };
+    let (worked, served) = tokio::join!(worked, health);
     worked.map_err(|e| WorkerError::Worker(e.to_string()))?;
     served?;
     Ok(())

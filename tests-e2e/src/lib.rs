@@ -62,9 +62,35 @@ pub struct MeshBuilder {
     models_net_allow: Option<String>,
     /// svc-runs' inline run leases.
     run_leases: svc_runs::lease::LeaseSettings,
+    /// The Postgres server (an admin URL) the mesh creates its database on (None: DATABASE_URL).
+    database_url: Option<String>,
+    /// None: REDIS_URL.
+    redis_url: Option<String>,
+    /// None: TEMPORAL_ADDRESS.
+    temporal_address: Option<String>,
 }
 
 impl MeshBuilder {
+    /// The mesh creates its database on this Postgres server (`url` as DATABASE_URL: a role
+    /// that may create databases), e.g. [`OwnPostgres::url`], instead of `DATABASE_URL`'s.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_string());
+        self
+    }
+
+    /// Redis at `url` (e.g. [`OwnRedis::url`]) instead of `REDIS_URL`.
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_string());
+        self
+    }
+
+    /// The Temporal frontend at `address` (e.g. [`OwnTemporal::address`]) instead of
+    /// `TEMPORAL_ADDRESS`.
+    pub fn temporal_address(mut self, address: &str) -> Self {
+        self.temporal_address = Some(address.to_string());
+        self
+    }
+
     /// Also runs svc-worker in-process, for durable runs (each mesh has its own task queue).
     /// Without it, durable runs wait for a worker started by the test (see
     /// [`Mesh::spawn_worker_process`]).
@@ -194,9 +220,14 @@ impl MeshBuilder {
     }
 
     pub async fn start(self) -> Result<Mesh, BoxError> {
-        let admin_url =
-            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-        let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into());
+        let admin_url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into()),
+        };
+        let redis_url = match &self.redis_url {
+            Some(url) => url.clone(),
+            None => std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into()),
+        };
         // The creation time is in the name so `make clean-test-dbs` drops only
         // databases left behind by old runs, never those of a run in progress.
         let created = std::time::SystemTime::now()
@@ -313,7 +344,12 @@ impl MeshBuilder {
         // Durable runs go to this mesh's own task queue, so parallel tests never take each
         // other's workflows.
         let temporal = svc_worker::TemporalConfig {
-            address: std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into()),
+            address: match &self.temporal_address {
+                Some(address) => address.clone(),
+                None => {
+                    std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into())
+                }
+            },
             namespace: "default".into(),
             task_queue: format!("pa-runs-{database}"),
         };
@@ -569,6 +605,9 @@ impl Mesh {
             recall_delay: Duration::ZERO,
             models_net_allow: None,
             run_leases: Default::default(),
+            database_url: None,
+            redis_url: None,
+            temporal_address: None,
         }
     }
 

@@ -29,8 +29,8 @@
 //! - `url()` (Postgres: `postgres://pa@127.0.0.1:PORT/personal_agent`, the superuser `pa`, trust
 //!   auth; Redis: `redis://127.0.0.1:PORT`), `OwnTemporal::address()` (`127.0.0.1:PORT`),
 //!   `port()`, `pid()` (the running server process, `None` while killed), `log()` (its log text).
-//! - `kill()`: SIGKILL of the server process (Postgres: the postmaster only; its backends notice
-//!   and exit on their own, `restart` removes any that linger). Idempotent.
+//! - `kill()`: SIGKILL of the server process (Postgres: the postmaster, then its backends, so
+//!   that no open connection answers once `kill` returns). Idempotent.
 //! - `restart().await`: starts it again on the same port with the same data; waits as `start`.
 //!   Postgres runs crash recovery first, which the wait covers.
 //! - `is_up()`: whether it answers now.
@@ -367,12 +367,22 @@ impl OwnPostgres {
         Self::answers(&self.url_of("postgres")).await
     }
 
-    /// SIGKILL of the postmaster (as `kill -9`); it is reaped at once.
+    /// SIGKILL of the postmaster (as `kill -9`; it is reaped at once), then of its backends:
+    /// a backend notices its postmaster's death only when it next waits, and could answer a
+    /// query or two meanwhile. After `kill` returns, no connection to it works.
     pub fn kill(&mut self) -> Result<(), BoxError> {
         if let Some(pid) = self.pid() {
             self.orphans.extend(children_of(pid));
         }
         kill_child(&mut self.child);
+        for p in &self.orphans {
+            signal(*p, "-KILL");
+        }
+        // Until they are gone (their sockets close as they die).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.orphans.iter().any(|p| alive(*p)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         Ok(())
     }
 
@@ -380,8 +390,9 @@ impl OwnPostgres {
     /// dir; returns once crash recovery is over and it answers queries.
     pub async fn restart(&mut self) -> Result<(), BoxError> {
         self.kill()?;
-        // Backends of the dead postmaster exit on their own; one that lingers would keep the
-        // shared memory, and Postgres would refuse to start.
+        // Backends of the dead postmaster were killed (or exit on their own when it died some
+        // other way); one that lingers would keep the shared memory, and Postgres would refuse
+        // to start.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             self.orphans.retain(|p| alive(*p));

@@ -28,7 +28,8 @@ fn key(run_id: &str, tool_call_id: &str) -> String {
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
     tracing::warn!(%err, "redis");
-    PaError::unavailable("approval store unavailable").with_retry_after_ms(1000)
+    PaError::unavailable("Redis (approvals) is unavailable; retry shortly")
+        .with_retry_after_ms(1000)
 }
 
 /// Where an approval request stands.

@@ -3,6 +3,7 @@
 //! its tables and its sqlx migration history (`_sqlx_migrations`) live there and nowhere else.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
@@ -20,6 +21,108 @@ pub enum DbError {
         schema: String,
         source: sqlx::migrate::MigrateError,
     },
+}
+
+/// How long a pooled connection may sit idle before it is pinged when acquired.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// The options of every pool: connections that cannot be trusted are replaced when acquired
+/// (docs/adr/0170-store-outages.md).
+///
+/// - A connection opened before the last connection-class error this process saw (a restart
+///   of Postgres breaks every one of them at once) is dropped, not tried.
+/// - One idle for more than [`IDLE_CHECK`] is pinged first. sqlx pings every connection when
+///   it is released, so one used within the last second is known good, and a busy pool pays
+///   no extra round trip.
+fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if opened_before_last_connection_error(meta.age) {
+                    return Ok(false);
+                }
+                if meta.idle_for > IDLE_CHECK
+                    && let Err(err) = conn.ping().await
+                {
+                    tracing::info!(%err, "dropping a broken pooled Postgres connection");
+                    note_connection_error();
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+/// The process' clock for [`note_connection_error`]: milliseconds since the first call, +1.
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
+
+/// When (see [`now_ms`]) this process last saw a connection-class Postgres error; 0 = never.
+static LAST_CONNECTION_ERROR_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Records that a Postgres connection broke (or could not be made): every pooled connection
+/// opened before now is dropped when next acquired instead of failing a request.
+pub fn note_connection_error() {
+    LAST_CONNECTION_ERROR_MS.fetch_max(now_ms(), Ordering::Relaxed);
+}
+
+fn opened_before_last_connection_error(age: Duration) -> bool {
+    let last = LAST_CONNECTION_ERROR_MS.load(Ordering::Relaxed);
+    last != 0 && now_ms().saturating_sub(age.as_millis() as u64) <= last
+}
+
+/// Whether `err` says the connection to Postgres failed (or Postgres is not accepting
+/// connections), rather than anything about the statement: I/O and TLS errors, the pool's
+/// time-out or closing, SQLSTATE class 08 (connection exception), 57P01–57P03 (the server is
+/// shutting down, crashed, or starting up) and 53300 (too many connections). Such an error
+/// maps to `unavailable`, and a statement that failed with one before it could run is retried
+/// once on a fresh connection.
+pub fn is_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
+    }
+}
+
+/// A connection-class error after which one more attempt may succeed at once: not the pool's
+/// time-out (it already waited) nor its closing (the service is stopping).
+pub fn worth_retrying(err: &sqlx::Error) -> bool {
+    is_connection_error(err) && !matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+}
+
+/// Runs `op` and, when it fails with a connection-class error, once more (on a fresh
+/// connection: the error makes the pools drop every older one). Only for operations that are
+/// safe to run twice — a read, or a single statement whose effect is idempotent — since the
+/// first attempt may have reached Postgres before the connection broke.
+pub async fn retry_once<T, F, Fut>(mut op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    match op().await {
+        Err(err) if worth_retrying(&err) => {
+            tracing::info!(%err, "Postgres connection failed; retrying once on a fresh one");
+            note_connection_error();
+            op().await
+        }
+        other => other,
+    }
 }
 
 fn search_path(schema: &str) -> String {
@@ -48,12 +151,7 @@ pub async fn connect_schema(
         let _ = conn.close().await;
     }
     let options = base.options([("search_path", search_path(schema))]);
-    let pool = PgPoolOptions::new()
-        .max_connections(max_connections)
-        // A ping before every acquire costs a round trip on each request's hot path; a
-        // connection broken meanwhile fails its query and is dropped by the pool instead.
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
+    let pool = pool_options(max_connections)
         .connect_with(options)
         .await
         .map_err(DbError::Connect)?;
@@ -131,12 +229,7 @@ pub async fn connect_schema_rls(
     if let Some(password) = &password {
         options = options.password(password);
     }
-    let app = PgPoolOptions::new()
-        .max_connections(max_connections)
-        // A ping before every acquire costs a round trip on each request's hot path; a
-        // connection broken meanwhile fails its query and is dropped by the pool instead.
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(5))
+    let app = pool_options(max_connections)
         .connect_with(options.options([("search_path", search_path(schema))]))
         .await
         .map_err(DbError::Connect)?;
@@ -169,7 +262,9 @@ pub async fn scoped_tx(
             sql_literal(value)?
         ));
     }
-    pool.begin_with(sqlx::AssertSqlSafe(statement)).await
+    // BEGIN is the first statement on the acquired connection: when it fails because the
+    // connection is broken, nothing ran, so it is retried on a fresh one.
+    retry_once(|| pool.begin_with(sqlx::AssertSqlSafe(statement.clone()))).await
 }
 
 /// A string as an escape-string literal (`E'…'`): backslashes and quotes are doubled, which is

@@ -246,11 +246,59 @@ impl From<sqlx::Error> for PaError {
             tracing::debug!(%err, "input refused by Postgres");
             return PaError::bad_request(message);
         }
-        match err {
-            sqlx::Error::PoolTimedOut => {
-                PaError::unavailable("database busy").with_retry_after_ms(500)
-            }
-            other => PaError::internal(other),
+        if crate::db::is_connection_error(&err) {
+            return PaError::store_unavailable(Store::Postgres, &err);
+        }
+        PaError::internal(err)
+    }
+}
+
+/// A store a service depends on, named in an `unavailable` error's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Postgres,
+    Redis,
+    Temporal,
+}
+
+impl Store {
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Postgres => "Postgres",
+            Store::Redis => "Redis",
+            Store::Temporal => "Temporal",
+        }
+    }
+}
+
+impl PaError {
+    /// `store` cannot be reached (a connection-class error): `unavailable` (503 / UNAVAILABLE)
+    /// with a message naming the store and nothing of the cause, which is logged here. A
+    /// Postgres connection error also makes the pools drop their older connections.
+    pub fn store_unavailable(store: Store, cause: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(store = store.name(), %cause, "store unavailable");
+        if store == Store::Postgres {
+            crate::db::note_connection_error();
+        }
+        PaError::unavailable(format!("{} is unavailable; retry shortly", store.name()))
+            .with_retry_after_ms(1000)
+    }
+}
+
+impl From<deadpool_redis::PoolError> for PaError {
+    fn from(err: deadpool_redis::PoolError) -> Self {
+        PaError::store_unavailable(Store::Redis, &err)
+    }
+}
+
+impl From<redis::RedisError> for PaError {
+    /// Every failure of a Redis command we send is the store's, not the caller's: connection
+    /// errors, and replies our own scripts did not expect, alike.
+    fn from(err: redis::RedisError) -> Self {
+        if crate::redis::is_connection_error(&err) {
+            PaError::store_unavailable(Store::Redis, &err)
+        } else {
+            PaError::internal(err)
         }
     }
 }
@@ -303,6 +351,63 @@ mod tests {
         assert_eq!(back.code, ErrorCode::BadRequest);
         assert!(back.message.starts_with("unknown kind: é"));
         assert_eq!(bounded("short"), "short");
+    }
+
+    fn io(kind: std::io::ErrorKind) -> sqlx::Error {
+        sqlx::Error::Io(std::io::Error::new(kind, "socket detail 10.0.0.7:5432"))
+    }
+
+    #[test]
+    fn connection_class_store_errors_are_unavailable_and_name_the_store() {
+        for err in [
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::ConnectionReset),
+            io(std::io::ErrorKind::UnexpectedEof),
+            io(std::io::ErrorKind::BrokenPipe),
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::WorkerCrashed,
+        ] {
+            assert!(crate::db::is_connection_error(&err), "{err}");
+            let pa = PaError::from(err);
+            assert_eq!(pa.code, ErrorCode::Unavailable);
+            assert_eq!(pa.code.slug(), "unavailable");
+            assert_eq!(pa.code.http_status(), 503);
+            assert_eq!(pa.code.grpc_code(), tonic::Code::Unavailable);
+            assert_eq!(pa.message, "Postgres is unavailable; retry shortly");
+            assert!(pa.retry_after_ms > 0);
+        }
+        // Not the connection's fault: a statement's own failure stays internal.
+        for err in [
+            sqlx::Error::RowNotFound,
+            sqlx::Error::ColumnNotFound("x".into()),
+            sqlx::Error::Protocol("odd".into()),
+        ] {
+            assert!(!crate::db::is_connection_error(&err), "{err}");
+            assert_eq!(PaError::from(err).code, ErrorCode::Internal);
+        }
+
+        let refused = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "127.0.0.1:6379",
+        ));
+        assert!(crate::redis::is_connection_error(&refused));
+        let pa = PaError::from(refused);
+        assert_eq!(
+            (pa.code, pa.message.as_str()),
+            (
+                ErrorCode::Unavailable,
+                "Redis is unavailable; retry shortly"
+            )
+        );
+        let script = redis::RedisError::from((redis::ErrorKind::TypeError, "unexpected reply"));
+        assert!(!crate::redis::is_connection_error(&script));
+        assert_eq!(PaError::from(script).code, ErrorCode::Internal);
+        let pool = deadpool_redis::PoolError::Timeout(deadpool_redis::TimeoutType::Create);
+        assert_eq!(PaError::from(pool).code, ErrorCode::Unavailable);
+
+        let temporal = PaError::store_unavailable(Store::Temporal, &"transport error");
+        assert_eq!(temporal.message, "Temporal is unavailable; retry shortly");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub struct GrpcServer {
     routes: Routes,
     service_names: Vec<&'static str>,
     metrics: bool,
+    readiness: Option<crate::readiness::Readiness>,
 }
 
 impl GrpcServer {
@@ -78,6 +79,7 @@ impl GrpcServer {
             routes,
             service_names: Vec::new(),
             metrics: true,
+            readiness: None,
         })
     }
 
@@ -90,6 +92,13 @@ impl GrpcServer {
     /// Whether `GET /metrics` answers (`PA_METRICS`, see [`crate::config::CommonConfig`]).
     pub fn metrics(mut self, on: bool) -> Self {
         self.metrics = on;
+        self
+    }
+
+    /// The health status follows the service's stores: NOT_SERVING while one is down (see
+    /// [`crate::readiness`]). Without it, the service serves from start to shutdown.
+    pub fn readiness(mut self, readiness: crate::readiness::Readiness) -> Self {
+        self.readiness = Some(readiness);
         self
     }
 
@@ -118,6 +127,7 @@ impl GrpcServer {
             mut routes,
             service_names,
             metrics,
+            readiness,
         } = self;
         let router = routes.axum_router_mut();
         let handler = if metrics {
@@ -132,6 +142,44 @@ impl GrpcServer {
                 .await;
         }
         health.set_service_status("", ServingStatus::Serving).await;
+        if let Some(mut readiness) = readiness {
+            let health = health.clone();
+            let names = service_names.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut now = readiness.current();
+                loop {
+                    // Shutdown's NOT_SERVING is final.
+                    if shutdown.is_triggered() {
+                        return;
+                    }
+                    let status = if now.ready() {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    };
+                    for name in names.iter().copied().chain([""]) {
+                        health.set_service_status(name, status).await;
+                    }
+                    if shutdown.is_triggered() {
+                        // It fired while we wrote: its NOT_SERVING must be the last word.
+                        for name in names.iter().copied().chain([""]) {
+                            health
+                                .set_service_status(name, ServingStatus::NotServing)
+                                .await;
+                        }
+                        return;
+                    }
+                    tokio::select! {
+                        _ = shutdown.triggered() => return,
+                        next = readiness.changed() => match next {
+                            Some(next) => now = next,
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, services = ?service_names, "gRPC serving");
         // Our own listener bypasses tonic's socket options: set TCP_NODELAY here, or each small

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod limits;
 pub mod maintenance;
 pub mod metrics;
+pub mod readiness;
 pub mod redis;
 pub mod run_events;
 pub mod shutdown;
@@ -18,7 +19,7 @@ pub mod telemetry;
 pub mod trace;
 pub mod validate;
 
-pub use error::{ErrorCode, PaError};
+pub use error::{ErrorCode, PaError, Store};
 pub use identity::{InternalAuth, RequestIdentity};
 pub use shutdown::Shutdown;
 

@@ -10,7 +10,8 @@ use crate::error::{ErrorCode, PaError};
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
     tracing::warn!(%err, "redis (limits)");
-    PaError::unavailable("rate limiter unavailable").with_retry_after_ms(1000)
+    PaError::unavailable("Redis (rate limits) is unavailable; retry shortly")
+        .with_retry_after_ms(1000)
 }
 
 fn now_ms() -> u64 {

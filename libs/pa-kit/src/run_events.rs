@@ -25,7 +25,8 @@ pub fn stream_key(run_id: &str) -> String {
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
     tracing::warn!(%err, "redis");
-    PaError::unavailable("event stream store unavailable").with_retry_after_ms(1000)
+    PaError::unavailable("Redis (run event streams) is unavailable; retry shortly")
+        .with_retry_after_ms(1000)
 }
 
 /// Appends a run's events. Cheap to clone.
