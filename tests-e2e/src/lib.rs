@@ -390,6 +390,11 @@ impl MeshBuilder {
             memory_url: memory_url.clone(),
             schedules: self.schedules,
             sticky_timeout: Duration::from_millis(500),
+            turn_retry: svc_worker::activities::TurnRetry {
+                attempts: 3,
+                first_delay: Duration::from_millis(200),
+            },
+            claim_threshold: svc_worker::claims::DEFAULT_THRESHOLD,
         };
         if self.worker {
             let shutdown = Shutdown::new();
@@ -570,6 +575,12 @@ impl Mesh {
                 "PA_WORKER_STICKY_TIMEOUT_MS",
                 c.sticky_timeout.as_millis().to_string(),
             )
+            .env("PA_MODEL_TURN_ATTEMPTS", c.turn_retry.attempts.to_string())
+            .env(
+                "PA_MODEL_TURN_RETRY_MS",
+                c.turn_retry.first_delay.as_millis().to_string(),
+            )
+            .env("PA_CLAIM_CHECK_BYTES", c.claim_threshold.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("PA_E2E_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
