@@ -192,4 +192,67 @@ mod tests {
         assert!(!is_reference(&user), "a user's text is never resolved");
         assert!(is_reference(&TurnMessage::new("tool", format!("{MARK}{digest}"))));
     }
+
+    fn claims(threshold: usize) -> Claims {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| pa_kit::config::DEFAULT_REDIS_URL.into());
+        Claims::new(pa_kit::redis::pool(&url, 4).expect("pool"), threshold)
+    }
+
+    fn tool(content: String) -> TurnMessage {
+        let mut message = TurnMessage::new("tool", content);
+        message.tool_call_id = Some("call_1".into());
+        message
+    }
+
+    #[tokio::test]
+    async fn large_payloads_go_by_reference_and_come_back_whole() {
+        let claims = claims(1024);
+        let run = format!("claims-{}", std::process::id());
+        let big = "y".repeat(5000);
+        let marker = claims.check_content(&run, big.clone()).await.expect("stored");
+        assert!(marker.starts_with(MARK) && marker.len() < 100, "{marker}");
+        assert_eq!(claims.check_content(&run, "small".into()).await.expect("kept"), "small");
+        let history: Vec<TurnMessage> = (0..50)
+            .map(|i| TurnMessage::new("user", format!("message {i} {}", "z".repeat(100))))
+            .collect();
+        let claimed = claims.check_history(&run, history.clone()).await.expect("stored");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].role, HISTORY_ROLE);
+        let mut carried = claimed.clone();
+        carried.push(tool(marker.clone()));
+        let mut expected = history.clone();
+        expected.push(tool(big.clone()));
+        assert_eq!(claims.hydrate_messages(&run, carried).await.expect("read"), expected);
+    }
+
+    #[tokio::test]
+    async fn a_forged_reference_resolves_to_itself_and_never_to_another_runs_payload() {
+        let claims = claims(1024);
+        let victim = format!("victim-{}", std::process::id());
+        let attacker = format!("attacker-{}", std::process::id());
+        let secret = "s".repeat(5000);
+        let victims = claims.check_content(&victim, secret.clone()).await.expect("stored");
+        // A tool result (a web page) that is exactly the victim's marker: claimed as text.
+        let carried = claims
+            .check_content(&attacker, victims.clone())
+            .await
+            .expect("stored");
+        assert_ne!(carried, victims);
+        let back = claims
+            .hydrate_messages(&attacker, vec![tool(carried)])
+            .await
+            .expect("read");
+        assert_eq!(back[0].content, victims, "the page's own text, not the victim's data");
+        // A marker that slipped in unclaimed is looked up in this run's keys only.
+        let stolen = claims.hydrate_messages(&attacker, vec![tool(victims)]).await;
+        assert!(stolen.is_err(), "{stolen:?}");
+        // A user's message is never resolved.
+        let user = TurnMessage::new("user", carried_marker_text());
+        let kept = claims.hydrate_messages(&attacker, vec![user.clone()]).await.expect("kept");
+        assert_eq!(kept, vec![user]);
+    }
+
+    fn carried_marker_text() -> String {
+        format!("{MARK}{}", "0".repeat(64))
+    }
 }

@@ -56,12 +56,28 @@ pub struct MeshBuilder {
     recall_delay: Duration,
     /// svc-models' `PA_MODELS_NET_ALLOW` (None: the test default, loopback allowed).
     models_net_allow: Option<String>,
+    /// How many of a chat's latest messages a run sees (svc-runs' `PA_HISTORY_MESSAGES`).
+    history_messages: u32,
+    /// svc-runs reaches Postgres through a [`CutProxy`] (`Mesh::runs_db`).
+    runs_db_proxy: bool,
 }
 
 impl MeshBuilder {
     /// Also runs svc-worker in-process, for durable runs (each mesh has its own task queue).
     /// Without it, durable runs wait for a worker started by the test (see
     /// [`Mesh::spawn_worker_process`]).
+    /// svc-runs reaches Postgres through a proxy the test can cut ([`Mesh::runs_db`]).
+    pub fn runs_db_behind_proxy(mut self) -> Self {
+        self.runs_db_proxy = true;
+        self
+    }
+
+    /// How many of a chat's latest messages a run sees (default 50).
+    pub fn history_messages(mut self, messages: u32) -> Self {
+        self.history_messages = messages;
+        self
+    }
+
     pub fn worker(mut self) -> Self {
         self.worker = true;
         self
@@ -205,6 +221,30 @@ impl MeshBuilder {
             metrics: true,
         };
         let timeout = Duration::from_secs(30);
+        let runs_db = if self.runs_db_proxy {
+            let url = reqwest::Url::parse(&database_url)?;
+            let upstream = format!(
+                "{}:{}",
+                url.host_str().unwrap_or("127.0.0.1"),
+                url.port().unwrap_or(5432)
+            );
+            Some(CutProxy::start(upstream).await?)
+        } else {
+            None
+        };
+        let runs_common = match &runs_db {
+            Some(proxy) => {
+                let mut url = reqwest::Url::parse(&database_url)?;
+                url.set_host(Some("127.0.0.1"))?;
+                url.set_port(Some(proxy.addr.port()))
+                    .map_err(|()| "cannot set the proxy's port")?;
+                CommonConfig {
+                    database_url: url.to_string(),
+                    ..common.clone()
+                }
+            }
+            None => common.clone(),
+        };
 
         let mut services = Vec::new();
         let (models_listener, models_url) = listen().await?;
@@ -310,7 +350,7 @@ impl MeshBuilder {
             shutdown.clone(),
             tokio::spawn({
                 let config = svc_runs::Config {
-                    common: common.clone(),
+                    common: runs_common.clone(),
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
@@ -322,7 +362,7 @@ impl MeshBuilder {
                         max_total_tokens: 0,
                         max_subagent_depth: 2,
                     },
-                    history_messages: 50,
+                    history_messages: self.history_messages,
                     recall: Default::default(),
                     daily_token_budget: self.daily_token_budget,
                     deleted_chat_retention: self.deleted_chat_retention,
@@ -444,6 +484,7 @@ impl MeshBuilder {
                 .pool_max_idle_per_host(64)
                 .build()?,
             services,
+            runs_db,
         };
         mesh.wait_ready(Duration::from_secs(60)).await?;
         Ok(mesh)
@@ -498,6 +539,8 @@ pub struct Mesh {
     services: Vec<(&'static str, Shutdown, ServiceTask)>,
     /// The gateway's configuration, to start more replicas of it.
     gateway_config: svc_gateway::Config,
+    /// The proxy between svc-runs and Postgres ([`MeshBuilder::runs_db_behind_proxy`]).
+    pub runs_db: Option<CutProxy>,
 }
 
 impl Mesh {
@@ -549,6 +592,8 @@ impl Mesh {
             curator_debounce: Duration::from_millis(200),
             recall_delay: Duration::ZERO,
             models_net_allow: None,
+            history_messages: 50,
+            runs_db_proxy: false,
         }
     }
 
@@ -1196,5 +1241,76 @@ impl AsUser {
             tokio::time::timeout(Duration::from_secs(30), read_sse(response, None)).await??;
         let (_, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
         Ok((run, events))
+    }
+}
+
+/// A TCP proxy to `upstream` (host:port) whose connections a test can cut, as the death of the
+/// process behind it would (every open connection reset at once); while it is `down`, new
+/// connections are refused too (dropped on accept), until [`CutProxy::up`].
+#[derive(Clone)]
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    pub async fn start(upstream: String) -> Result<CutProxy, BoxError> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let proxy = CutProxy {
+            addr,
+            cut: cut.clone(),
+            down: down.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cuts = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let asks = tokio::io::copy(&mut client_read, &mut server_write);
+                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    tokio::select! {
+                        _ = async { tokio::join!(asks, answers) } => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(proxy)
+    }
+
+    /// The proxy's `http://` URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resets every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Resets every open connection; new ones go through (a process killed and restarted).
+    pub fn cut(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
