@@ -463,8 +463,8 @@ async fn history_sizes() -> Result<(), BoxError> {
         for i in 0..earlier {
             let role = if i % 2 == 0 { "user" } else { "assistant" };
             sqlx::query(
-                "INSERT INTO messages (tenant_id, id, chat_id, role, content) \
-                 SELECT tenant_id, $1, id, $2, $3 FROM chats WHERE id = $4",
+                "INSERT INTO runs.messages (tenant_id, id, chat_id, role, content) \
+                 SELECT tenant_id, $1, id, $2, $3 FROM runs.chats WHERE id = $4",
             )
             .bind(format!("bench-{i}"))
             .bind(role)

@@ -1283,8 +1283,10 @@ impl CutProxy {
                     let (mut server_read, mut server_write) = server.into_split();
                     let asks = tokio::io::copy(&mut client_read, &mut server_write);
                     let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    // Either side closing (or a cut) ends the connection on both.
                     tokio::select! {
-                        _ = async { tokio::join!(asks, answers) } => {}
+                        _ = asks => {}
+                        _ = answers => {}
                         _ = cuts.changed() => {}
                     }
                 });

@@ -213,6 +213,7 @@ async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
     .await??;
     worker.kill()?;
     worker.wait()?;
+    relay.down();
     let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
     assert_eq!(all.last().map(SseEvent::event_type), Some("RUN_FINISHED"));
     assert_eq!(discarded(&all).len(), 1, "one message_discarded");
@@ -226,47 +227,16 @@ async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
     mesh.stop().await
 }
 
-/// A page of `bytes` bytes of text.
-async fn big_site(bytes: usize) -> Result<std::net::SocketAddr, E> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let line = "All work and no play makes a big tool result.\n";
-    let body: String = line.repeat(bytes / line.len() + 1);
-    let app = axum::Router::new().route(
-        "/big",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain")], body) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok(addr)
-}
-
 #[tokio::test]
 async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference() -> R {
-    let site = big_site(1_600_000).await?;
     let mesh = Mesh::builder()
         .worker()
         .without_curator()
         .history_messages(400)
-        .tools_settings(svc_tools::ToolsSettings {
-            allow: svc_tools::netguard::AllowList::parse("big.test")?,
-            dns_overrides: vec![("big.test".into(), "127.0.0.1".parse()?)],
-            fetch_timeout: Duration::from_secs(20),
-            ..svc_tools::ToolsSettings::default()
-        })
         .start()
         .await?;
-    let (status, created) = mesh
-        .post_json(
-            "/v1/me/integrations",
-            &json!({ "kind": "web_fetch", "name": "Web" }),
-        )
-        .await?;
-    assert_eq!(status, 201, "{created}");
     let fake = FakeProvider::start().await?;
-    add_fake_model(&mesh, "big", &fake, true).await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
     let chat = mesh.create_chat("long").await?;
     // 200 earlier messages (1 KiB each) in the chat.
     let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
@@ -274,8 +244,8 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
         let role = if i % 2 == 0 { "user" } else { "assistant" };
         let content = format!("message {i}: {}", "x".repeat(1024));
         sqlx::query(
-            "INSERT INTO messages (tenant_id, id, chat_id, role, content) \
-             SELECT tenant_id, $1, id, $2, $3 FROM chats WHERE id = $4",
+            "INSERT INTO runs.messages (tenant_id, id, chat_id, role, content) \
+             SELECT tenant_id, $1, id, $2, $3 FROM runs.chats WHERE id = $4",
         )
         .bind(format!("old-{i}"))
         .bind(role)
@@ -284,17 +254,23 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
         .execute(&mut db)
         .await?;
     }
-    let url = format!("http://big.test:{}/big", site.port());
+    // The tool result: a sub-agent's 1.5 MiB report (web_fetch and MCP results are cut to
+    // 40k characters; a report is not).
+    let line = "All work and no play makes a big tool result.\n";
+    let piece = line.repeat(100_000 / line.len());
+    let report = piece.repeat(16);
     fake.push(Reply::chunks(vec![Chunk::tool_call(
         "call_big",
-        "web_fetch",
-        json!({ "url": url }).to_string(),
+        "delegate",
+        json!({ "task": "Write a long report." }).to_string(),
     )]));
-    fake.push(Reply::text("It is a big page."));
+    // Streamed in 16 deltas of 100 kB.
+    fake.push(Reply::chunks(vec![Chunk::text(piece.clone()); 16]));
+    fake.push(Reply::text("It is a big report."));
     let run_id = start(
         &mesh,
         &chat,
-        json!({ "message": "how big is it?", "model": "big:model", "durable": true }),
+        json!({ "message": "how big is it?", "model": "fp:m", "durable": true }),
     )
     .await?;
     let events = events_to_end(&mesh, &run_id).await?;
@@ -304,8 +280,18 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
         "{:?}",
         events.last().map(|e| &e.data)
     );
-    let result = tests_e2e::tool_result(&events, "call_big");
+    let result = events
+        .iter()
+        .find(|e| {
+            e.event_type() == "TOOL_CALL_RESULT"
+                && e.data["toolCallId"] == "call_big"
+                && e.data.get("subagentRunId").is_none()
+        })
+        .and_then(|e| e.data["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
     assert!(result.len() > 1_500_000, "the whole result streams: {}", result.len());
+    assert_eq!(result, report);
     // The model saw the whole history and the whole result.
     let asked = fake.last_request().ok_or("no request")?;
     let messages = asked.body["messages"].as_array().cloned().unwrap_or_default();
@@ -316,7 +302,7 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
             .any(|m| m["content"].as_str().is_some_and(|c| c.starts_with("message 0: "))),
         "the oldest message reached the model"
     );
-    assert_eq!(fake.last_tool_message("call_big").len(), result.len());
+    assert_eq!(fake.last_tool_message("call_big"), report);
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["status"], "succeeded", "{run}");
     // The workflow's history holds references, not the payloads.
@@ -365,6 +351,17 @@ async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once
         .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
         .count();
     assert_eq!(terminal, 1);
+    // svc-runs could not store it: the row (read past the proxy) is still running.
+    let mut direct = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let (status,): (i16,) = sqlx::query_as("SELECT status FROM runs.runs WHERE id = $1")
+        .bind(&run_id)
+        .fetch_one(&mut direct)
+        .await?;
+    assert_eq!(
+        status,
+        pa_proto::v1::RunStatus::Running as i16,
+        "the end reached the stream before the store"
+    );
     // Postgres comes back: the outcome lands (the finish activity retries it).
     db.up();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
