@@ -9,10 +9,10 @@ use deadpool_redis::Pool;
 use pa_agent::{Action, Input};
 use pa_kit::PaError;
 use pa_kit::run_events::EventSink;
+use pa_proto::v1::ag_ui_event::Event;
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
-use pa_proto::v1::ag_ui_event::Event;
 use pa_proto::v1::{AgUiEvent, FinishRunRequest};
 use pa_runner::RunIo;
 use temporalio_common::RetryPolicy;
@@ -429,12 +429,18 @@ impl RunActivities {
         {
             Ok(Ok(response)) => Ok(response.into_inner().recorded),
             Ok(Err(status)) => Err(PaError::from(status)),
-            Err(_) => Err(PaError::unavailable("svc-runs did not record the run's end in time")),
+            Err(_) => Err(PaError::unavailable(
+                "svc-runs did not record the run's end in time",
+            )),
         };
         if let Err(err) = &recorded {
             tracing::warn!(run_id = %spec.run_id, %err, "the run's end is not recorded yet: its events go out first, the record is retried");
         }
-        let pending = self.claims.hydrate_events(&spec.run_id, pending).await.map_err(failure)?;
+        let pending = self
+            .claims
+            .hydrate_events(&spec.run_id, pending)
+            .await
+            .map_err(failure)?;
         self.sink
             .emit_at(&spec.run_id, &ids(step, 0, pending))
             .await
@@ -443,7 +449,9 @@ impl RunActivities {
             Ok(recorded) => Ok(recorded),
             // A refusal (the run is not this tenant's, a forged request) will not change.
             Err(err) if !retryable(&err) => Err(ActivityError::application(
-                temporalio_sdk::ApplicationFailure::non_retryable(std::io::Error::other(err.to_string())),
+                temporalio_sdk::ApplicationFailure::non_retryable(std::io::Error::other(
+                    err.to_string(),
+                )),
             )),
             Err(err) => Err(failure(err)),
         }
@@ -698,9 +706,7 @@ impl RunActivities {
             let stop = stop.or_else(|| {
                 failed_for_good.then(|| Input::ModelFailed {
                     code: "unavailable".into(),
-                    message: format!(
-                        "the model turn failed {tries} times (retryable): {broke}"
-                    ),
+                    message: format!("the model turn failed {tries} times (retryable): {broke}"),
                 })
             });
             if let Some(stop) = stop {
@@ -758,7 +764,12 @@ impl RunActivities {
 
     /// Where a retried model turn's events go: after the last `message_discarded` an earlier
     /// attempt of the step wrote, with as many discards behind it.
-    async fn resume_point(&self, run_id: &str, step: u64, first_seq: u64) -> Result<Resume, PaError> {
+    async fn resume_point(
+        &self,
+        run_id: &str,
+        step: u64,
+        first_seq: u64,
+    ) -> Result<Resume, PaError> {
         use deadpool_redis::redis;
         let mut conn = self
             .redis
@@ -783,9 +794,7 @@ impl RunActivities {
                     Some(Event::Custom(c)) if c.name == MESSAGE_DISCARDED
                 )
             });
-            let seq = id
-                .rsplit_once('-')
-                .and_then(|(_, s)| s.parse::<u64>().ok());
+            let seq = id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok());
             if let (true, Some(seq)) = (discarded, seq) {
                 resume.seq = seq + 1;
                 resume.discards += 1;
@@ -924,7 +933,10 @@ impl Attempt {
 
 /// Steps the loop; the events it emits, the run's end left out (the finish activity writes it
 /// once the outcome is stored).
-fn step_loop(agent: &mut pa_agent::AgentLoop, input: Input) -> Result<Vec<AgUiEvent>, ActivityError> {
+fn step_loop(
+    agent: &mut pa_agent::AgentLoop,
+    input: Input,
+) -> Result<Vec<AgUiEvent>, ActivityError> {
     let actions = agent
         .step(input)
         .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
@@ -1053,7 +1065,11 @@ mod tests {
         assert!(attempt.wrote_message());
         let discard = discard_events(&mut agent, 0, &attempt, "relay died").expect("discard");
         let types: Vec<&str> = discard.iter().map(|e| e.type_name()).collect();
-        assert_eq!(types, ["TEXT_MESSAGE_END", "CUSTOM"], "no RUN_ERROR: {types:?}");
+        assert_eq!(
+            types,
+            ["TEXT_MESSAGE_END", "CUSTOM"],
+            "no RUN_ERROR: {types:?}"
+        );
         let Some(Event::Custom(custom)) = &discard[1].event else {
             panic!("a CUSTOM event");
         };

@@ -216,10 +216,12 @@ fn approval_options() -> ActivityOptions {
 /// svc-runs cannot store the outcome (Postgres down) and is retried, with backoff and without an
 /// attempt limit, until the outcome lands (for a day at most).
 fn finish_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: crate::activities::FINISH_OUTBOX_FOR,
-        start_to_close: Duration::from_secs(60),
-    })
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: crate::activities::FINISH_OUTBOX_FOR,
+            start_to_close: Duration::from_secs(60),
+        },
+    )
     .retry_policy(crate::activities::finish_retry_policy())
     .build()
 }

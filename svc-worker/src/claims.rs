@@ -142,13 +142,16 @@ impl Claims {
         marker: &str,
         depth: usize,
     ) -> Result<Vec<TurnMessage>, PaError> {
-        let digest = marked(marker).ok_or_else(|| PaError::internal("a malformed history reference"))?;
+        let digest =
+            marked(marker).ok_or_else(|| PaError::internal("a malformed history reference"))?;
         let json = self.get(run_id, digest).await?;
         let stored: Vec<TurnMessage> = serde_json::from_str(&json).map_err(PaError::internal)?;
         let mut out = Vec::with_capacity(stored.len());
         for message in stored {
             if message.role == HISTORY_ROLE && depth < MAX_DEPTH {
-                out.extend(Box::pin(self.stored_history(run_id, &message.content, depth + 1)).await?);
+                out.extend(
+                    Box::pin(self.stored_history(run_id, &message.content, depth + 1)).await?,
+                );
             } else {
                 out.push(message);
             }
@@ -190,11 +193,15 @@ mod tests {
         assert_eq!(marked("plain text"), None);
         let user = TurnMessage::new("user", format!("{MARK}{digest}"));
         assert!(!is_reference(&user), "a user's text is never resolved");
-        assert!(is_reference(&TurnMessage::new("tool", format!("{MARK}{digest}"))));
+        assert!(is_reference(&TurnMessage::new(
+            "tool",
+            format!("{MARK}{digest}")
+        )));
     }
 
     fn claims(threshold: usize) -> Claims {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| pa_kit::config::DEFAULT_REDIS_URL.into());
+        let url =
+            std::env::var("REDIS_URL").unwrap_or_else(|_| pa_kit::config::DEFAULT_REDIS_URL.into());
         Claims::new(pa_kit::redis::pool(&url, 4).expect("pool"), threshold)
     }
 
@@ -209,20 +216,35 @@ mod tests {
         let claims = claims(1024);
         let run = format!("claims-{}", std::process::id());
         let big = "y".repeat(5000);
-        let marker = claims.check_content(&run, big.clone()).await.expect("stored");
+        let marker = claims
+            .check_content(&run, big.clone())
+            .await
+            .expect("stored");
         assert!(marker.starts_with(MARK) && marker.len() < 100, "{marker}");
-        assert_eq!(claims.check_content(&run, "small".into()).await.expect("kept"), "small");
+        assert_eq!(
+            claims
+                .check_content(&run, "small".into())
+                .await
+                .expect("kept"),
+            "small"
+        );
         let history: Vec<TurnMessage> = (0..50)
             .map(|i| TurnMessage::new("user", format!("message {i} {}", "z".repeat(100))))
             .collect();
-        let claimed = claims.check_history(&run, history.clone()).await.expect("stored");
+        let claimed = claims
+            .check_history(&run, history.clone())
+            .await
+            .expect("stored");
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].role, HISTORY_ROLE);
         let mut carried = claimed.clone();
         carried.push(tool(marker.clone()));
         let mut expected = history.clone();
         expected.push(tool(big.clone()));
-        assert_eq!(claims.hydrate_messages(&run, carried).await.expect("read"), expected);
+        assert_eq!(
+            claims.hydrate_messages(&run, carried).await.expect("read"),
+            expected
+        );
     }
 
     #[tokio::test]
@@ -231,7 +253,10 @@ mod tests {
         let victim = format!("victim-{}", std::process::id());
         let attacker = format!("attacker-{}", std::process::id());
         let secret = "s".repeat(5000);
-        let victims = claims.check_content(&victim, secret.clone()).await.expect("stored");
+        let victims = claims
+            .check_content(&victim, secret.clone())
+            .await
+            .expect("stored");
         // A tool result (a web page) that is exactly the victim's marker: claimed as text.
         let carried = claims
             .check_content(&attacker, victims.clone())
@@ -242,13 +267,21 @@ mod tests {
             .hydrate_messages(&attacker, vec![tool(carried)])
             .await
             .expect("read");
-        assert_eq!(back[0].content, victims, "the page's own text, not the victim's data");
+        assert_eq!(
+            back[0].content, victims,
+            "the page's own text, not the victim's data"
+        );
         // A marker that slipped in unclaimed is looked up in this run's keys only.
-        let stolen = claims.hydrate_messages(&attacker, vec![tool(victims)]).await;
+        let stolen = claims
+            .hydrate_messages(&attacker, vec![tool(victims)])
+            .await;
         assert!(stolen.is_err(), "{stolen:?}");
         // A user's message is never resolved.
         let user = TurnMessage::new("user", carried_marker_text());
-        let kept = claims.hydrate_messages(&attacker, vec![user.clone()]).await.expect("kept");
+        let kept = claims
+            .hydrate_messages(&attacker, vec![user.clone()])
+            .await
+            .expect("kept");
         assert_eq!(kept, vec![user]);
     }
 

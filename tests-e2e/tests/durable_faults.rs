@@ -119,7 +119,10 @@ async fn a_model_stream_cut_mid_turn_is_retried_under_a_new_message_id() -> R {
         .find(|e| e.event_type() == "TEXT_MESSAGE_START")
         .map(|e| e.data["messageId"].clone())
         .unwrap_or_default();
-    assert_eq!(gone[0]["messageId"], first_id, "the broken message is the one discarded");
+    assert_eq!(
+        gone[0]["messageId"], first_id,
+        "the broken message is the one discarded"
+    );
     assert!(gone[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
     // The broken message was closed before it was discarded; the retry has its own id.
     let ends: Vec<&Value> = events
@@ -173,7 +176,11 @@ async fn a_model_turn_that_keeps_breaking_off_ends_with_a_retryable_run_error() 
         "{}",
         last.data
     );
-    assert_eq!(discarded(&events).len(), 3, "every broken attempt is discarded");
+    assert_eq!(
+        discarded(&events).len(),
+        3,
+        "every broken attempt is discarded"
+    );
     assert_eq!(kept_text(&events), "");
     assert_eq!(fake.request_count(), 3, "the limit holds");
     assert_ids_unique(&events);
@@ -201,7 +208,9 @@ async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
     let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
     let early = mesh.read_events(&run_id, None, Some(8)).await?;
     assert!(
-        early.iter().any(|e| e.event_type() == "TEXT_MESSAGE_CONTENT"),
+        early
+            .iter()
+            .any(|e| e.event_type() == "TEXT_MESSAGE_CONTENT"),
         "tokens are streaming"
     );
     relay.cut();
@@ -290,16 +299,23 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
         .and_then(|e| e.data["content"].as_str())
         .unwrap_or_default()
         .to_string();
-    assert!(result.len() > 1_500_000, "the whole result streams: {}", result.len());
+    assert!(
+        result.len() > 1_500_000,
+        "the whole result streams: {}",
+        result.len()
+    );
     assert_eq!(result, report);
     // The model saw the whole history and the whole result.
     let asked = fake.last_request().ok_or("no request")?;
-    let messages = asked.body["messages"].as_array().cloned().unwrap_or_default();
+    let messages = asked.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(messages.len() >= 203, "{} messages", messages.len());
     assert!(
-        messages
-            .iter()
-            .any(|m| m["content"].as_str().is_some_and(|c| c.starts_with("message 0: "))),
+        messages.iter().any(|m| m["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("message 0: "))),
         "the oldest message reached the model"
     );
     assert_eq!(fake.last_tool_message("call_big"), report);
@@ -318,8 +334,7 @@ async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference
 }
 
 #[tokio::test]
-async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once_it_is_back()
--> R {
+async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once_it_is_back() -> R {
     let mesh = Mesh::builder()
         .offline_token_delay(Duration::from_millis(40))
         .worker()
@@ -345,7 +360,11 @@ async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once
     db.down();
     let events = tokio::time::timeout(Duration::from_secs(30), &mut follow).await???;
     let last = events.last().ok_or("no events")?;
-    assert_eq!(last.event_type(), "RUN_FINISHED", "the end arrives during the outage");
+    assert_eq!(
+        last.event_type(),
+        "RUN_FINISHED",
+        "the end arrives during the outage"
+    );
     let terminal = events
         .iter()
         .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))

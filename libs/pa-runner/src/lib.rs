@@ -211,7 +211,8 @@ impl ModelTurn {
                         // The provider's stream broke off after its first tokens (svc-models
                         // cannot fall back then): another attempt of the turn may succeed.
                         if failure.after_first_token && failure.code == "unavailable" {
-                            self.broke = Some(format!("the model stream broke off: {}", failure.message));
+                            self.broke =
+                                Some(format!("the model stream broke off: {}", failure.message));
                         }
                         Input::ModelFailed {
                             code: failure.code,
@@ -227,7 +228,10 @@ impl ModelTurn {
                     ))
                 }
                 Err(status) => {
-                    self.broke = Some(format!("the model relay's stream broke: {}", status.message()));
+                    self.broke = Some(format!(
+                        "the model relay's stream broke: {}",
+                        status.message()
+                    ));
                     model_failed(&PaError::from(status))
                 }
             };
