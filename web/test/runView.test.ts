@@ -51,7 +51,7 @@ describe('applyEvent', () => {
     feed({ type: 'TEXT_MESSAGE_END', messageId: 'm1-retry1' });
     feed({ type: 'RUN_FINISHED', runId: 'r1' });
     expect(replyText(v)).toBe('Whole answer.');
-    expect(v.parts.map((p) => p.id)).toEqual(['m1-retry1']);
+    expect(v.parts.map((p) => (p.kind === 'subrun' ? p.run.runId : p.id))).toEqual(['m1-retry1']);
     expect(v.status).toBe('finished');
   });
 
