@@ -116,7 +116,7 @@ impl Claims {
         run_id: &str,
         messages: Vec<TurnMessage>,
     ) -> Result<Vec<TurnMessage>, PaError> {
-        if !messages.iter().any(|m| is_reference(m)) {
+        if !messages.iter().any(is_reference) {
             return Ok(messages);
         }
         let mut out = Vec::with_capacity(messages.len());
