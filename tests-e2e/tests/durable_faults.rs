@@ -22,11 +22,11 @@ async fn start(mesh: &Mesh, chat: &str, body: Value) -> Result<String, E> {
 }
 
 async fn events_to_end(mesh: &Mesh, run_id: &str) -> Result<Vec<SseEvent>, E> {
-    Ok(tokio::time::timeout(
+    tokio::time::timeout(
         Duration::from_secs(90),
         mesh.read_events(run_id, None, None),
     )
-    .await??)
+    .await?
 }
 
 async fn add_fake_model(mesh: &Mesh, id: &str, fake: &FakeProvider, tools: bool) -> R {
