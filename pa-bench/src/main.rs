@@ -11,7 +11,8 @@
 //!
 //! `cargo run -p pa-bench --release -- durable [--runs N]`: first token of a durable run
 //! (Temporal dev server, in-process worker; started eagerly by svc-worker, and through the task
-//! queue as the baseline) next to an inline one, and durable runs/s.
+//! queue as the baseline) next to an inline one, durable runs/s, and the Temporal workflow
+//! history of a durable run (events, encoded bytes) in a short and in a long chat.
 //!
 //! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
 //! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
@@ -442,6 +443,63 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         total as f64 / elapsed.as_secs_f64(),
         (started_runs - started).as_secs_f64()
     );
+    mesh.stop().await?;
+    history_sizes().await
+}
+
+/// The workflow history of one durable run in a short chat and in a long one (200 earlier
+/// messages of 1 KiB, all of which the run reads): large payloads travel by reference
+/// (ADR 0161), so the size should not follow the chat's length.
+async fn history_sizes() -> Result<(), BoxError> {
+    let mesh = Mesh::builder()
+        .worker()
+        .without_curator()
+        .history_messages(400)
+        .start()
+        .await?;
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    println!("durable run: Temporal workflow history (GetWorkflowExecutionHistory)");
+    println!("| chat | messages before | events | bytes |");
+    println!("|---|---:|---:|---:|");
+    for earlier in [0usize, 200] {
+        let chat = mesh.create_chat("history").await?;
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+        for i in 0..earlier {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            sqlx::query(
+                "INSERT INTO runs.messages (tenant_id, id, chat_id, role, content) \
+                 SELECT tenant_id, $1, id, $2, $3 FROM runs.chats WHERE id = $4",
+            )
+            .bind(format!("bench-{i}"))
+            .bind(role)
+            .bind(format!("message {i}: {}", "x".repeat(1024)))
+            .bind(&chat)
+            .execute(&mut db)
+            .await?;
+        }
+        let body = serde_json::json!({ "message": "how long is this chat?", "durable": true });
+        let (status, run) = mesh
+            .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+            .await?;
+        if status != 202 {
+            return Err(format!("start run: {status} {run}").into());
+        }
+        let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
+        mesh.read_events(&run_id, None, None).await?;
+        // The workflow closes once the run's end is stored.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+            if run["status"] != "running" || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let size = svc_worker::temporal::history_size(&client, &run_id).await?;
+        let name = if earlier == 0 { "short" } else { "long" };
+        println!("| {name} | {earlier} | {} | {} |", size.events, size.bytes);
+    }
+    println!("goal: the same size for both (history and large tool results go by reference)");
     mesh.stop().await
 }
 

@@ -9,6 +9,7 @@ use deadpool_redis::Pool;
 use pa_agent::{Action, Input};
 use pa_kit::PaError;
 use pa_kit::run_events::EventSink;
+use pa_proto::v1::ag_ui_event::Event;
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
@@ -39,6 +40,22 @@ pub fn retry_policy() -> RetryPolicy {
         .build()
 }
 
+/// The finish activity's retries: from 200 ms up to every 30 s, no attempt limit (bounded by
+/// [`FINISH_OUTBOX_FOR`]).
+pub fn finish_retry_policy() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_millis(200))
+        .maximum_interval(Duration::from_secs(30))
+        .maximum_attempts(0)
+        .build()
+}
+
+/// How long a run's outcome is retried into svc-runs before the workflow gives up.
+pub const FINISH_OUTBOX_FOR: Duration = Duration::from_secs(24 * 3600);
+
+/// How long one FinishRun call may take before the terminal event goes out without it.
+const FINISH_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct RunActivities {
     pub io: RunIo,
@@ -50,6 +67,10 @@ pub struct RunActivities {
     pub maintenance: crate::schedules::MaintenanceClients,
     /// First turns svc-worker's starter began before Temporal handed their activity out.
     pub early: crate::early::EarlyTurns,
+    /// Large histories and tool results, stored once and passed by reference.
+    pub claims: crate::claims::Claims,
+    /// How a model turn that broke off is retried.
+    pub turn_retry: TurnRetry,
 }
 
 /// Where a model turn's heartbeats go: its activity's context, or, for a turn begun before its
@@ -61,6 +82,14 @@ pub enum Beat {
 }
 
 impl Beat {
+    /// The activity's attempt (1 for the first; an early turn is its activity's first).
+    fn attempt(&self) -> u32 {
+        match self {
+            Beat::Activity(ctx) => ctx.info().attempt,
+            Beat::Early(_) => 1,
+        }
+    }
+
     async fn record(&self, seq: u64) -> Result<(), ActivityError> {
         let ctx = match self {
             Beat::Activity(ctx) => Some(ctx.as_ref()),
@@ -102,6 +131,22 @@ impl pa_runner::EventRelay for StepRelay<'_> {
         self.next += count;
         Ok(())
     }
+}
+
+/// Whether a failed call may succeed later (a store or service down, a timeout).
+fn retryable(err: &PaError) -> bool {
+    use pa_kit::ErrorCode;
+    !matches!(
+        err.code,
+        ErrorCode::BadRequest
+            | ErrorCode::Unauthenticated
+            | ErrorCode::Forbidden
+            | ErrorCode::PolicyDenied
+            | ErrorCode::NotFound
+            | ErrorCode::Conflict
+            | ErrorCode::FailedPrecondition
+            | ErrorCode::Unimplemented
+    )
 }
 
 fn failure(err: PaError) -> ActivityError {
@@ -163,6 +208,11 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         pending.push(event);
+        let pending = self
+            .claims
+            .hydrate_events(&spec.run_id, pending)
+            .await
+            .map_err(failure)?;
         self.sink
             .emit_at(&spec.run_id, &ids(step, 0, pending))
             .await
@@ -342,6 +392,10 @@ impl RunActivities {
 
     /// Records the run's end in svc-runs, counts its tokens once, then writes the remaining
     /// events (RUN_FINISHED / RUN_ERROR last, so a client that sees it can read the stored reply).
+    /// When svc-runs cannot record it (its store is down, or it is), the events are written all
+    /// the same — a client must see its run end — and the activity fails, so Temporal retries
+    /// the record (an outbox); a retry rewrites the same event ids, which the stream already
+    /// holds: no terminal event twice. See ADR 0162.
     #[activity]
     pub async fn finish_run(
         self: Arc<Self>,
@@ -367,17 +421,40 @@ impl RunActivities {
             tainted: ending.tainted,
         };
         let mut ledger = self.ledger.clone();
-        let recorded = ledger
-            .finish_run(self.io.auth.request(&identity, request))
+        let recorded = match tokio::time::timeout(
+            FINISH_CALL_TIMEOUT,
+            ledger.finish_run(self.io.auth.request(&identity, request)),
+        )
+        .await
+        {
+            Ok(Ok(response)) => Ok(response.into_inner().recorded),
+            Ok(Err(status)) => Err(PaError::from(status)),
+            Err(_) => Err(PaError::unavailable(
+                "svc-runs did not record the run's end in time",
+            )),
+        };
+        if let Err(err) = &recorded {
+            tracing::warn!(run_id = %spec.run_id, %err, "the run's end is not recorded yet: its events go out first, the record is retried");
+        }
+        let pending = self
+            .claims
+            .hydrate_events(&spec.run_id, pending)
             .await
-            .map_err(|s| failure(PaError::from(s)))?
-            .into_inner()
-            .recorded;
+            .map_err(failure)?;
         self.sink
             .emit_at(&spec.run_id, &ids(step, 0, pending))
             .await
             .map_err(failure)?;
-        Ok(recorded)
+        match recorded {
+            Ok(recorded) => Ok(recorded),
+            // A refusal (the run is not this tenant's, a forged request) will not change.
+            Err(err) if !retryable(&err) => Err(ActivityError::application(
+                temporalio_sdk::ApplicationFailure::non_retryable(std::io::Error::other(
+                    err.to_string(),
+                )),
+            )),
+            Err(err) => Err(failure(err)),
+        }
     }
 }
 
@@ -478,6 +555,7 @@ impl RunActivities {
             tools,
             start,
         } = input;
+        let run_id = spec.run_id.as_str();
         let mut output = ModelTurnOutput::default();
         if let Some(start) = start {
             // The run's first turn: the loop starts here, with the recall (when svc-runs started
@@ -487,7 +565,7 @@ impl RunActivities {
                 0 => None,
                 ms => {
                     let wait = Duration::from_millis(ms);
-                    let recall = pa_runner::await_recall(&self.redis, &spec.run_id, wait);
+                    let recall = pa_runner::await_recall(&self.redis, run_id, wait);
                     heartbeating(&beat, 0, recall).await?
                 }
             };
@@ -495,7 +573,8 @@ impl RunActivities {
             let actions = agent
                 .step(started.clone())
                 .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
-            output.start = Some(started);
+            // The workflow starts its loop with the history by reference (see `claims`).
+            output.start = Some(self.claim_start(run_id, started).await.map_err(failure)?);
             let mut first_request = None;
             for action in actions {
                 match action {
@@ -506,79 +585,222 @@ impl RunActivities {
             }
             let Some(asked) = first_request else {
                 // The loop ended at its start: the workflow goes on from the same start.
+                let pending = self
+                    .claims
+                    .hydrate_events(run_id, pending)
+                    .await
+                    .map_err(failure)?;
                 self.sink
-                    .emit_at(&spec.run_id, &ids(step, 0, pending))
+                    .emit_at(run_id, &ids(step, 0, pending))
                     .await
                     .map_err(failure)?;
                 return Ok(output);
             };
             request = asked;
         }
-        let mut seq = pending.len() as u64;
+        request.messages = self
+            .claims
+            .hydrate_messages(run_id, request.messages)
+            .await
+            .map_err(failure)?;
+        let pending = self
+            .claims
+            .hydrate_events(run_id, pending)
+            .await
+            .map_err(failure)?;
+        let first_seq = pending.len() as u64;
+        // A retried activity whose earlier attempt discarded a broken-off message goes on after
+        // that discard (a plain retry rewrites the same ids, which the stream already holds).
+        let Resume {
+            mut seq,
+            mut discards,
+        } = if beat.attempt() > 1 {
+            self.resume_point(run_id, step, first_seq)
+                .await
+                .map_err(failure)?
+        } else {
+            Resume {
+                seq: first_seq,
+                discards: 0,
+            }
+        };
         let pending = ids(step, 0, pending);
-        let pending = self.sink.emit_at(&spec.run_id, &pending);
-        let mut feed =
-            |input: Input, output: &mut ModelTurnOutput| -> Result<Vec<AgUiEvent>, ActivityError> {
-                let actions = agent
-                    .step(input.clone())
-                    .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
-                output.inputs.push(input);
-                Ok(actions
-                    .into_iter()
-                    .filter_map(|a| match a {
-                        // The end of the run goes out once it is recorded (the finish activity).
-                        Action::Emit(event) if !event.is_terminal() => Some(event),
-                        _ => None,
-                    })
-                    .collect())
-            };
-        let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, &spec.run_id);
+        let pending = self.sink.emit_at(run_id, &pending);
+        let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, run_id);
         tokio::pin!(cancel_flag);
         // The pending events are written while the model call opens (cancelled or not); the
         // turn's own events follow them.
         let opening = async {
             tokio::select! {
-                started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request, &tools)) => started,
+                started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request.clone(), &tools)) => started,
                 _ = &mut cancel_flag => Ok(Err(pa_runner::cancelled())),
             }
         };
         let (written, started) = tokio::join!(pending, opening);
         written.map_err(failure)?;
-        let started = started?;
-        let mut turn = match started {
-            Ok(turn) => turn,
-            Err(ended) => {
-                let events = feed(ended, &mut output)?;
-                self.sink
-                    .emit_at(&spec.run_id, &ids(step, seq, events))
-                    .await
-                    .map_err(failure)?;
-                return Ok(output);
-            }
-        };
+        let mut started = started?;
+        // Each attempt steps a fresh copy of the loop as the workflow has it: a broken-off
+        // attempt leaves no trace in what the workflow is fed.
+        let base = agent;
+        let mut tries = 0u32;
         loop {
-            let next = tokio::select! {
-                next = heartbeating(&beat, seq, turn.next(&mut output.attempts)) => next?,
+            let mut agent = base.clone();
+            let mut attempt = Attempt::default();
+            let broke = match started {
+                Err(ended) if pa_runner::relay_unreachable(&ended) => describe_failure(&ended),
+                Err(ended) => {
+                    let events = step_loop(&mut agent, ended.clone())?;
+                    output.inputs.push(ended);
+                    self.emit_turn(run_id, step, &mut seq, discards, &mut attempt, events)
+                        .await?;
+                    return Ok(output);
+                }
+                Ok(mut turn) => loop {
+                    let next = tokio::select! {
+                        next = heartbeating(&beat, seq, turn.next(&mut output.attempts)) => next?,
+                        _ = &mut cancel_flag => Some(pa_runner::cancelled()),
+                    };
+                    let Some(input) = next else {
+                        output.inputs = attempt.inputs;
+                        return Ok(output);
+                    };
+                    let cancel = matches!(input, Input::Cancel { .. });
+                    if !cancel && let Some(reason) = turn.broke() {
+                        break reason.to_string();
+                    }
+                    let ends = pa_runner::ends_model_turn(&input) || cancel;
+                    let events = step_loop(&mut agent, input.clone())?;
+                    attempt.inputs.push(input);
+                    self.emit_turn(run_id, step, &mut seq, discards, &mut attempt, events)
+                        .await?;
+                    if ends {
+                        output.inputs = attempt.inputs;
+                        return Ok(output);
+                    }
+                    // Progress is a heartbeat too (the SDK throttles what it sends);
+                    // `heartbeating` only covers the waits between tokens.
+                    beat.record(seq).await?;
+                },
+            };
+            tries += 1;
+            tracing::warn!(run_id, step, tries, reason = %broke, "a model turn broke off");
+            if attempt.wrote_message() {
+                // The partial message is closed and marked discarded; the next attempt streams
+                // under a new message id.
+                let events = discard_events(&mut agent, discards, &attempt, &broke)?;
+                let events = ids(step, seq, events);
+                seq += events.len() as u64;
+                self.sink.emit_at(run_id, &events).await.map_err(failure)?;
+                discards += 1;
+            }
+            let failed_for_good = tries >= self.turn_retry.attempts;
+            let backoff = async {
+                if !failed_for_good {
+                    tokio::time::sleep(self.turn_retry.delay(tries)).await;
+                }
+            };
+            let stop = tokio::select! {
+                waited = heartbeating(&beat, seq, backoff) => { waited?; None }
                 _ = &mut cancel_flag => Some(pa_runner::cancelled()),
             };
-            let Some(input) = next else {
-                return Ok(output);
-            };
-            let ends = pa_runner::ends_model_turn(&input) || matches!(input, Input::Cancel { .. });
-            let events = feed(input, &mut output)?;
-            let count = events.len() as u64;
-            self.sink
-                .emit_at(&spec.run_id, &ids(step, seq, events))
-                .await
-                .map_err(failure)?;
-            seq += count;
-            if ends {
+            let stop = stop.or_else(|| {
+                failed_for_good.then(|| Input::ModelFailed {
+                    code: "unavailable".into(),
+                    message: format!("the model turn failed {tries} times (retryable): {broke}"),
+                })
+            });
+            if let Some(stop) = stop {
+                let mut agent = base.clone();
+                let events = step_loop(&mut agent, stop.clone())?;
+                output.inputs = vec![stop];
+                let events = ids(step, seq, events);
+                self.sink.emit_at(run_id, &events).await.map_err(failure)?;
                 return Ok(output);
             }
-            // Progress is a heartbeat too (the SDK throttles what it sends); `heartbeating` only
-            // covers the waits between tokens.
-            beat.record(seq).await?;
+            started = tokio::select! {
+                started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request.clone(), &tools)) => started?,
+                _ = &mut cancel_flag => Err(pa_runner::cancelled()),
+            };
         }
+    }
+
+    /// Writes a turn attempt's events (message ids of a retry tagged `-retry<n>`) after `seq`.
+    async fn emit_turn(
+        &self,
+        run_id: &str,
+        step: u64,
+        seq: &mut u64,
+        discards: u32,
+        attempt: &mut Attempt,
+        events: Vec<AgUiEvent>,
+    ) -> Result<(), ActivityError> {
+        let events = retag(events, discards);
+        attempt.saw(&events);
+        let events = ids(step, *seq, events);
+        *seq += events.len() as u64;
+        self.sink.emit_at(run_id, &events).await.map_err(failure)?;
+        Ok(())
+    }
+
+    /// The start the workflow feeds its loop: the history by reference when it is large.
+    async fn claim_start(&self, run_id: &str, started: Input) -> Result<Input, PaError> {
+        match started {
+            Input::Start {
+                history,
+                notices,
+                high_privilege_tools,
+                approval_always_tools,
+                tainted,
+            } => Ok(Input::Start {
+                history: self.claims.check_history(run_id, history).await?,
+                notices,
+                high_privilege_tools,
+                approval_always_tools,
+                tainted,
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Where a retried model turn's events go: after the last `message_discarded` an earlier
+    /// attempt of the step wrote, with as many discards behind it.
+    async fn resume_point(
+        &self,
+        run_id: &str,
+        step: u64,
+        first_seq: u64,
+    ) -> Result<Resume, PaError> {
+        use deadpool_redis::redis;
+        let mut conn = self
+            .redis
+            .get()
+            .await
+            .map_err(|e| PaError::unavailable(format!("event stream store: {e}")))?;
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(pa_kit::run_events::stream_key(run_id))
+            .arg(format!("{step}-{first_seq}"))
+            .arg(format!("{step}-{}", u64::MAX))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| PaError::unavailable(format!("event stream store: {e}")))?;
+        let mut resume = Resume {
+            seq: first_seq,
+            discards: 0,
+        };
+        for (id, fields) in entries {
+            let discarded = fields.iter().any(|(_, json)| {
+                matches!(
+                    AgUiEvent::from_json(json).ok().and_then(|e| e.event),
+                    Some(Event::Custom(c)) if c.name == MESSAGE_DISCARDED
+                )
+            });
+            let seq = id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok());
+            if let (true, Some(seq)) = (discarded, seq) {
+                resume.seq = seq + 1;
+                resume.discards += 1;
+            }
+        }
+        Ok(resume)
     }
 
     async fn tool_call_in_span(
@@ -596,6 +818,11 @@ impl RunActivities {
             tainted,
         } = input;
         let written = pending.len() as u64;
+        let pending = self
+            .claims
+            .hydrate_events(&spec.run_id, pending)
+            .await
+            .map_err(failure)?;
         self.sink
             .emit_at(&spec.run_id, &ids(step, 0, pending))
             .await
@@ -610,7 +837,263 @@ impl RunActivities {
         };
         let run = self
             .io
-            .run_tool(&spec, call, &offered, spent, tainted, &mut relay);
-        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, run).await
+            .try_run_tool(&spec, call, &offered, spent, tainted, &mut relay);
+        let result = heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, run)
+            .await?
+            // svc-tools (or a store behind it) could not be reached: Temporal retries the call.
+            .map_err(|reason| failure(PaError::unavailable(reason)))?;
+        // A large result travels by reference (see `claims`).
+        match result {
+            Input::ToolResult {
+                tool_call_id,
+                content,
+                is_error: false,
+                untrusted,
+                nested,
+            } => Ok(Input::ToolResult {
+                tool_call_id,
+                content: self
+                    .claims
+                    .check_content(&spec.run_id, content)
+                    .await
+                    .map_err(failure)?,
+                is_error: false,
+                untrusted,
+                nested,
+            }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// The CUSTOM event that marks a broken-off attempt's message as discarded (ADR 0160).
+pub const MESSAGE_DISCARDED: &str = "message_discarded";
+
+/// How a durable model turn that breaks off (svc-models or the provider stream died) is retried:
+/// `PA_MODEL_TURN_ATTEMPTS` attempts in all (default 4), waiting `PA_MODEL_TURN_RETRY_MS`
+/// (default 500), doubled after each, at most 5 s, between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TurnRetry {
+    pub attempts: u32,
+    pub first_delay: Duration,
+}
+
+impl Default for TurnRetry {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            first_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+impl TurnRetry {
+    /// The wait after the `tries`th broken attempt.
+    pub fn delay(&self, tries: u32) -> Duration {
+        let factor = 1u32 << tries.saturating_sub(1).min(16);
+        self.first_delay
+            .saturating_mul(factor)
+            .min(Duration::from_secs(5))
+    }
+}
+
+/// Where a model turn's events go on.
+struct Resume {
+    seq: u64,
+    discards: u32,
+}
+
+/// One attempt of a model turn: the inputs it fed and the messages it opened.
+#[derive(Default)]
+struct Attempt {
+    inputs: Vec<Input>,
+    text_id: Option<String>,
+    reasoning_id: Option<String>,
+}
+
+impl Attempt {
+    fn saw(&mut self, events: &[AgUiEvent]) {
+        for event in events {
+            match &event.event {
+                Some(Event::TextMessageStart(m)) if self.text_id.is_none() => {
+                    self.text_id = Some(m.message_id.clone());
+                }
+                Some(Event::ReasoningStart(m)) if self.reasoning_id.is_none() => {
+                    self.reasoning_id = Some(m.message_id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn wrote_message(&self) -> bool {
+        self.text_id.is_some() || self.reasoning_id.is_some()
+    }
+}
+
+/// Steps the loop; the events it emits, the run's end left out (the finish activity writes it
+/// once the outcome is stored).
+fn step_loop(
+    agent: &mut pa_agent::AgentLoop,
+    input: Input,
+) -> Result<Vec<AgUiEvent>, ActivityError> {
+    let actions = agent
+        .step(input)
+        .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+    Ok(actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Emit(event) if !event.is_terminal() => Some(event),
+            _ => None,
+        })
+        .collect())
+}
+
+fn describe_failure(input: &Input) -> String {
+    match input {
+        Input::ModelFailed { message, .. } => format!("the model relay is unreachable: {message}"),
+        _ => "the model relay is unreachable".into(),
+    }
+}
+
+/// Closes a broken-off attempt's open messages (the loop copy it stepped closes them as a
+/// failure would; the run's end is left out) and marks them discarded: one CUSTOM
+/// `message_discarded` `{messageId, reason}` (`reasoningMessageId` too when it streamed
+/// reasoning).
+fn discard_events(
+    agent: &mut pa_agent::AgentLoop,
+    discards: u32,
+    attempt: &Attempt,
+    reason: &str,
+) -> Result<Vec<AgUiEvent>, ActivityError> {
+    let closing = step_loop(
+        agent,
+        Input::ModelFailed {
+            code: "unavailable".into(),
+            message: reason.into(),
+        },
+    )?;
+    let mut events = retag(closing, discards);
+    let mut value = serde_json::json!({ "reason": reason });
+    match (&attempt.text_id, &attempt.reasoning_id) {
+        (Some(text), reasoning) => {
+            value["messageId"] = text.clone().into();
+            if let Some(reasoning) = reasoning {
+                value["reasoningMessageId"] = reasoning.clone().into();
+            }
+        }
+        (None, Some(reasoning)) => value["messageId"] = reasoning.clone().into(),
+        (None, None) => {}
+    }
+    events.push(AgUiEvent::new(Event::Custom(pa_proto::v1::Custom {
+        name: MESSAGE_DISCARDED.into(),
+        value_json: value.to_string(),
+        timestamp: None,
+    })));
+    Ok(events)
+}
+
+/// A retried attempt's events: its messages get ids of their own (`<id>-retry<n>`), so a client
+/// can drop the discarded ones by id.
+fn retag(mut events: Vec<AgUiEvent>, discards: u32) -> Vec<AgUiEvent> {
+    if discards == 0 {
+        return events;
+    }
+    let tag = |id: &mut String| {
+        if !id.is_empty() {
+            id.push_str(&format!("-retry{discards}"));
+        }
+    };
+    for event in &mut events {
+        match event.event.as_mut() {
+            Some(Event::TextMessageStart(m)) => tag(&mut m.message_id),
+            Some(Event::TextMessageContent(m)) => tag(&mut m.message_id),
+            Some(Event::TextMessageEnd(m)) => tag(&mut m.message_id),
+            Some(Event::ReasoningStart(m)) => tag(&mut m.message_id),
+            Some(Event::ReasoningMessageStart(m)) => tag(&mut m.message_id),
+            Some(Event::ReasoningMessageContent(m)) => tag(&mut m.message_id),
+            Some(Event::ReasoningMessageEnd(m)) => tag(&mut m.message_id),
+            Some(Event::ReasoningEnd(m)) => tag(&mut m.message_id),
+            Some(Event::ToolCallStart(m)) => {
+                if let Some(parent) = m.parent_message_id.as_mut() {
+                    tag(parent);
+                }
+            }
+            _ => {}
+        }
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pa_agent::{AgentLoop, RunIds, TurnMessage};
+
+    fn started() -> AgentLoop {
+        let mut agent = AgentLoop::new(
+            RunIds {
+                thread_id: "c".into(),
+                run_id: "r".into(),
+                parent_run_id: None,
+                assistant_message_id: "m".into(),
+            },
+            Default::default(),
+        );
+        agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hi")],
+                notices: vec![],
+                high_privilege_tools: vec![],
+                approval_always_tools: vec![],
+                tainted: false,
+            })
+            .expect("start");
+        agent
+    }
+
+    #[test]
+    fn a_broken_attempt_is_closed_and_discarded_and_its_retry_has_a_new_id() {
+        let base = started();
+        let mut agent = base.clone();
+        let mut attempt = Attempt::default();
+        let events = step_loop(&mut agent, Input::ModelReasoning("hmm".into())).expect("step");
+        let mut events2 = step_loop(&mut agent, Input::ModelText("Part".into())).expect("step");
+        let mut all = events;
+        all.append(&mut events2);
+        attempt.saw(&all);
+        assert!(attempt.wrote_message());
+        let discard = discard_events(&mut agent, 0, &attempt, "relay died").expect("discard");
+        let types: Vec<&str> = discard.iter().map(|e| e.type_name()).collect();
+        assert_eq!(
+            types,
+            ["TEXT_MESSAGE_END", "CUSTOM"],
+            "no RUN_ERROR: {types:?}"
+        );
+        let Some(Event::Custom(custom)) = &discard[1].event else {
+            panic!("a CUSTOM event");
+        };
+        let value: serde_json::Value = serde_json::from_str(&custom.value_json).expect("json");
+        assert_eq!(value["messageId"], "m");
+        assert_eq!(value["reasoningMessageId"], "m-reasoning");
+        assert_eq!(value["reason"], "relay died");
+        // The retry steps a fresh copy: its message gets an id of its own.
+        let mut retry = base.clone();
+        let events = retag(
+            step_loop(&mut retry, Input::ModelText("Whole".into())).expect("step"),
+            1,
+        );
+        let Some(Event::TextMessageStart(start)) = &events[0].event else {
+            panic!("a TEXT_MESSAGE_START");
+        };
+        assert_eq!(start.message_id, "m-retry1");
+    }
+
+    #[test]
+    fn retries_back_off_and_stop_growing() {
+        let retry = TurnRetry::default();
+        assert_eq!(retry.delay(1), Duration::from_millis(500));
+        assert_eq!(retry.delay(2), Duration::from_secs(1));
+        assert_eq!(retry.delay(40), Duration::from_secs(5));
     }
 }

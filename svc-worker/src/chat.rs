@@ -212,10 +212,18 @@ fn approval_options() -> ActivityOptions {
         .build()
 }
 
+/// The finish activity is the outbox of a run's outcome: it writes the terminal event even when
+/// svc-runs cannot store the outcome (Postgres down) and is retried, with backoff and without an
+/// attempt limit, until the outcome lands (for a day at most).
 fn finish_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-        .retry_policy(crate::activities::retry_policy())
-        .build()
+    ActivityOptions::with_close_timeouts(
+        temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: crate::activities::FINISH_OUTBOX_FOR,
+            start_to_close: Duration::from_secs(60),
+        },
+    )
+    .retry_policy(crate::activities::finish_retry_policy())
+    .build()
 }
 
 #[workflow]

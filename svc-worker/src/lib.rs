@@ -3,6 +3,7 @@
 
 pub mod activities;
 pub mod chat;
+pub mod claims;
 pub mod curator;
 pub mod early;
 pub mod schedules;
@@ -46,6 +47,12 @@ pub struct Config {
     /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
     /// died waits before another worker takes it.
     pub sticky_timeout: Duration,
+    /// `PA_MODEL_TURN_ATTEMPTS` (default 4) and `PA_MODEL_TURN_RETRY_MS` (default 500): how a
+    /// durable model turn that broke off (svc-models or the provider stream died) is retried.
+    pub turn_retry: activities::TurnRetry,
+    /// `PA_CLAIM_CHECK_BYTES`, default 65536: histories and tool results above this size travel
+    /// through Temporal by reference (stored once in Redis).
+    pub claim_threshold: usize,
 }
 
 impl Config {
@@ -60,6 +67,11 @@ impl Config {
             memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
             schedules: env_or("PA_WORKER_SCHEDULES", "on") != "off",
             sticky_timeout: Duration::from_millis(env_parse("PA_WORKER_STICKY_TIMEOUT_MS", 2000)?),
+            turn_retry: activities::TurnRetry {
+                attempts: env_parse::<u32>("PA_MODEL_TURN_ATTEMPTS", 4)?.max(1),
+                first_delay: Duration::from_millis(env_parse("PA_MODEL_TURN_RETRY_MS", 500)?),
+            },
+            claim_threshold: env_parse("PA_CLAIM_CHECK_BYTES", claims::DEFAULT_THRESHOLD)?,
         })
     }
 }
@@ -105,6 +117,8 @@ pub fn run_activities(
         runs,
         memory,
         sink: EventSink::new(redis.clone()),
+        claims: claims::Claims::new(redis.clone(), config.claim_threshold),
+        turn_retry: config.turn_retry,
         redis,
         early: early::EarlyTurns::default(),
         maintenance: schedules::MaintenanceClients {

@@ -39,8 +39,14 @@ impl DurableRunService for DurableRuns {
         request: Request<StartDurableRunRequest>,
     ) -> Result<Response<StartDurableRunResponse>, Status> {
         request.identity()?;
-        let input = crate::ChatRunInput::from_request(request.into_inner())
+        let mut input = crate::ChatRunInput::from_request(request.into_inner())
             .ok_or_else(|| PaError::bad_request("a durable run needs a spec with a run id"))?;
+        // A long history goes into the workflow's history by reference (see `claims`).
+        input.history = self
+            .activities
+            .claims
+            .check_history(&input.spec.run_id, std::mem::take(&mut input.history))
+            .await?;
         let early = self.activities.early.reserve(&input.spec.run_id);
         let started = crate::start::start_chat_run(&self.client, &self.task_queue, input.clone())
             .await

@@ -52,3 +52,27 @@ pub async fn connect(config: &TemporalConfig) -> Result<Client, TemporalError> {
     )
     .map_err(|e| failed(e.to_string()))
 }
+
+/// The size of a workflow's history: how many events, and how many bytes they take encoded
+/// (what Temporal's 50 MB history limit counts). `pa-bench durable` reports it per run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HistorySize {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+/// Reads the history of the workflow `workflow_id` (a run id) and measures it.
+pub async fn history_size(client: &Client, workflow_id: &str) -> Result<HistorySize, String> {
+    use futures::StreamExt;
+    use prost::Message;
+    let handle =
+        client.get_workflow_handle::<crate::chat::ChatAgentWorkflow>(workflow_id.to_string());
+    let mut history = handle.fetch_history(Default::default());
+    let mut size = HistorySize::default();
+    while let Some(event) = history.next().await {
+        let event = event.map_err(|e| e.to_string())?;
+        size.events += 1;
+        size.bytes += event.encoded_len();
+    }
+    Ok(size)
+}

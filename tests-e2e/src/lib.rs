@@ -68,6 +68,10 @@ pub struct MeshBuilder {
     redis_url: Option<String>,
     /// None: TEMPORAL_ADDRESS.
     temporal_address: Option<String>,
+    /// How many of a chat's latest messages a run sees (svc-runs' `PA_HISTORY_MESSAGES`).
+    history_messages: u32,
+    /// svc-runs reaches Postgres through a [`CutProxy`] (`Mesh::runs_db`).
+    runs_db_proxy: bool,
 }
 
 impl MeshBuilder {
@@ -94,6 +98,18 @@ impl MeshBuilder {
     /// Also runs svc-worker in-process, for durable runs (each mesh has its own task queue).
     /// Without it, durable runs wait for a worker started by the test (see
     /// [`Mesh::spawn_worker_process`]).
+    /// svc-runs reaches Postgres through a proxy the test can cut ([`Mesh::runs_db`]).
+    pub fn runs_db_behind_proxy(mut self) -> Self {
+        self.runs_db_proxy = true;
+        self
+    }
+
+    /// How many of a chat's latest messages a run sees (default 50).
+    pub fn history_messages(mut self, messages: u32) -> Self {
+        self.history_messages = messages;
+        self
+    }
+
     pub fn worker(mut self) -> Self {
         self.worker = true;
         self
@@ -249,6 +265,30 @@ impl MeshBuilder {
             metrics: true,
         };
         let timeout = Duration::from_secs(30);
+        let runs_db = if self.runs_db_proxy {
+            let url = reqwest::Url::parse(&database_url)?;
+            let upstream = format!(
+                "{}:{}",
+                url.host_str().unwrap_or("127.0.0.1"),
+                url.port().unwrap_or(5432)
+            );
+            Some(CutProxy::start(upstream).await?)
+        } else {
+            None
+        };
+        let runs_common = match &runs_db {
+            Some(proxy) => {
+                let mut url = reqwest::Url::parse(&database_url)?;
+                url.set_host(Some("127.0.0.1"))?;
+                url.set_port(Some(proxy.addr.port()))
+                    .map_err(|()| "cannot set the proxy's port")?;
+                CommonConfig {
+                    database_url: url.to_string(),
+                    ..common.clone()
+                }
+            }
+            None => common.clone(),
+        };
 
         let mut services = Vec::new();
         let (models_listener, models_url) = listen().await?;
@@ -360,7 +400,7 @@ impl MeshBuilder {
             shutdown.clone(),
             tokio::spawn({
                 let mut config = svc_runs::Config {
-                    common: common.clone(),
+                    common: runs_common.clone(),
                     listen_addr: String::new(),
                     models_url: models_url.clone(),
                     tools_url: tools_url.clone(),
@@ -372,7 +412,7 @@ impl MeshBuilder {
                         max_total_tokens: 0,
                         max_subagent_depth: 2,
                     },
-                    history_messages: 50,
+                    history_messages: self.history_messages,
                     recall: Default::default(),
                     daily_token_budget: self.daily_token_budget,
                     deleted_chat_retention: self.deleted_chat_retention,
@@ -447,6 +487,11 @@ impl MeshBuilder {
             memory_url: memory_url.clone(),
             schedules: self.schedules,
             sticky_timeout: Duration::from_millis(500),
+            turn_retry: svc_worker::activities::TurnRetry {
+                attempts: 3,
+                first_delay: Duration::from_millis(200),
+            },
+            claim_threshold: svc_worker::claims::DEFAULT_THRESHOLD,
         };
         if self.worker {
             let shutdown = Shutdown::new();
@@ -497,6 +542,7 @@ impl MeshBuilder {
                 .pool_max_idle_per_host(64)
                 .build()?,
             services,
+            runs_db,
         };
         mesh.wait_ready(Duration::from_secs(60)).await?;
         Ok(mesh)
@@ -553,6 +599,8 @@ pub struct Mesh {
     gateway_config: svc_gateway::Config,
     /// svc-runs' configuration, to start more replicas of it (see [`RunsReplica`]).
     pub runs_config: svc_runs::Config,
+    /// The proxy between svc-runs and Postgres ([`MeshBuilder::runs_db_behind_proxy`]).
+    pub runs_db: Option<CutProxy>,
 }
 
 impl Mesh {
@@ -608,6 +656,8 @@ impl Mesh {
             database_url: None,
             redis_url: None,
             temporal_address: None,
+            history_messages: 50,
+            runs_db_proxy: false,
         }
     }
 
@@ -634,6 +684,12 @@ impl Mesh {
                 "PA_WORKER_STICKY_TIMEOUT_MS",
                 c.sticky_timeout.as_millis().to_string(),
             )
+            .env("PA_MODEL_TURN_ATTEMPTS", c.turn_retry.attempts.to_string())
+            .env(
+                "PA_MODEL_TURN_RETRY_MS",
+                c.turn_retry.first_delay.as_millis().to_string(),
+            )
+            .env("PA_CLAIM_CHECK_BYTES", c.claim_threshold.to_string())
             .env(
                 "RUST_LOG",
                 std::env::var("PA_E2E_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -1352,73 +1408,76 @@ impl Drop for RunsReplica {
     }
 }
 
-/// A TCP proxy a test can cut: cut, it drops every connection through it and refuses new ones
-/// (as an unreachable server would); restored, it forwards again.
+/// A TCP proxy to `upstream` (host:port) whose connections a test can cut, as the death of the
+/// process behind it would (every open connection reset at once); while it is `down`, new
+/// connections are refused too (dropped on accept), until [`CutProxy::up`].
+#[derive(Clone)]
 pub struct CutProxy {
     pub addr: std::net::SocketAddr,
-    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
+    cut: tokio::sync::watch::Sender<u64>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CutProxy {
     pub async fn start(upstream: String) -> Result<CutProxy, BoxError> {
-        use std::sync::atomic::Ordering;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
-            Default::default();
-        let accept = tokio::spawn({
-            let (open, conns) = (open.clone(), conns.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let upstream = upstream.clone();
-                    let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    conns.lock().unwrap_or_else(|p| p.into_inner()).push(task);
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let proxy = CutProxy {
+            addr,
+            cut: cut.clone(),
+            down: down.clone(),
+        };
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if down.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
                 }
+                let upstream = upstream.clone();
+                let mut cuts = cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let asks = tokio::io::copy(&mut client_read, &mut server_write);
+                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    // Either side closing (or a cut) ends the connection on both.
+                    tokio::select! {
+                        _ = asks => {}
+                        _ = answers => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
             }
         });
-        Ok(CutProxy {
-            addr,
-            open,
-            conns,
-            accept,
-        })
+        Ok(proxy)
     }
 
-    /// Drops every connection and refuses new ones.
+    /// The proxy's `http://` URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Resets every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Resets every open connection; new ones go through (a process killed and restarted).
     pub fn cut(&self) {
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        for task in self
-            .conns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
+        self.cut.send_modify(|n| *n += 1);
     }
 
-    /// Forwards new connections again.
-    pub fn restore(&self) {
-        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.cut();
+    /// Accepts connections again.
+    pub fn up(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

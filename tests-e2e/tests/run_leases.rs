@@ -356,10 +356,10 @@ async fn a_live_run_is_not_reaped_while_its_owner_cannot_reach_postgres() -> R {
     let who = who();
     let run = start_run(&mesh, &owner.url, &who).await?;
     wait_for_deltas(&redis, &run, 5).await?;
-    proxy.cut();
+    proxy.down();
     // Longer than a lease plus a scan: the other replica would have reaped it by now.
     tokio::time::sleep(Duration::from_secs(9)).await;
-    proxy.restore();
+    proxy.up();
     let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
     assert!(
         matches!(
@@ -400,7 +400,7 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
     let who = who();
     let run = start_run(&mesh, &owner.url, &who).await?;
     wait_for_deltas(&redis, &run, 5).await?;
-    proxy.cut();
+    proxy.down();
     let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
     assert!(
         matches!(
@@ -418,7 +418,7 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
         .fetch_one(&mut db)
         .await?;
     assert_eq!(status, RunStatus::Running as i16);
-    proxy.restore();
+    proxy.up();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status: i16 = sqlx::query_scalar("SELECT status FROM runs.runs WHERE id = $1")

@@ -887,6 +887,27 @@ pub const SERVICES: &[Service] = &[
                 "How long a workflow cached on a worker that died waits before another worker takes it.",
             ),
             var(
+                "PA_MODEL_TURN_ATTEMPTS",
+                "4",
+                Kind::Int,
+                Helm::Value,
+                "How many times a durable model turn that broke off (svc-models or the provider stream died) is tried before the run fails (ADR 160).",
+            ),
+            var(
+                "PA_MODEL_TURN_RETRY_MS",
+                "500",
+                Kind::Int,
+                Helm::Value,
+                "The wait before a broken-off durable model turn is tried again (doubled each time, at most 5 s).",
+            ),
+            var(
+                "PA_CLAIM_CHECK_BYTES",
+                "65536",
+                Kind::Int,
+                Helm::Value,
+                "Durable runs pass histories and tool results above this size through Temporal by reference, stored once in Redis (ADR 161).",
+            ),
+            var(
                 "PA_RUNS_URL",
                 "http://127.0.0.1:50051",
                 Kind::Text,

@@ -34,6 +34,27 @@ describe('applyEvent', () => {
     expect(sub.kind === 'subrun' && sub.name).toBe('delegate');
   });
 
+  it('drops a message the run discarded (message_discarded) and keeps its retry', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'RUN_STARTED', runId: 'r1' });
+    feed({ type: 'REASONING_MESSAGE_CONTENT', messageId: 'm1-reasoning', delta: 'hmm' });
+    feed({ type: 'TEXT_MESSAGE_START', messageId: 'm1' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1', delta: 'Partial ' });
+    feed({ type: 'TEXT_MESSAGE_END', messageId: 'm1' });
+    feed({
+      type: 'CUSTOM', name: 'message_discarded',
+      value: { messageId: 'm1', reasoningMessageId: 'm1-reasoning', reason: 'the model relay broke off' },
+    });
+    feed({ type: 'TEXT_MESSAGE_START', messageId: 'm1-retry1' });
+    feed({ type: 'TEXT_MESSAGE_CONTENT', messageId: 'm1-retry1', delta: 'Whole answer.' });
+    feed({ type: 'TEXT_MESSAGE_END', messageId: 'm1-retry1' });
+    feed({ type: 'RUN_FINISHED', runId: 'r1' });
+    expect(replyText(v)).toBe('Whole answer.');
+    expect(v.parts.map((p) => (p.kind === 'subrun' ? p.run.runId : p.id))).toEqual(['m1-retry1']);
+    expect(v.status).toBe('finished');
+  });
+
   it('nests a sub-run of a sub-run and keeps each one\'s tool calls and approvals apart', () => {
     const v = newRunView('r1');
     const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);

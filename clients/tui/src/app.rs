@@ -75,6 +75,9 @@ pub struct App {
     /// The model picker's highlighted index while it is open (F2).
     pub picker: Option<usize>,
     pub status: String,
+    /// The streamed assistant messages: AG-UI messageId → index into `entries` (a discarded one
+    /// is removed by its id).
+    streamed: Vec<(String, usize)>,
 }
 
 impl Default for App {
@@ -97,6 +100,7 @@ impl App {
             models: Vec::new(),
             model: model.to_string(),
             picker: None,
+            streamed: Vec::new(),
             status: "Enter: send · Tab: chats · F2: model · Esc: cancel run · Ctrl-C: quit".into(),
         }
     }
@@ -112,6 +116,7 @@ impl App {
 
     pub fn show_messages(&mut self, chat_id: &str, messages: Vec<Message>) {
         self.chat_id = Some(chat_id.to_string());
+        self.streamed.clear();
         self.entries = messages
             .into_iter()
             .map(|m| match m.role.as_str() {
@@ -172,13 +177,25 @@ impl App {
             return;
         }
         match event["type"].as_str().unwrap_or_default() {
-            "TEXT_MESSAGE_START" => self.entries.push(Entry::Assistant(String::new())),
+            "TEXT_MESSAGE_START" => {
+                self.streamed.push((s("messageId"), self.entries.len()));
+                self.entries.push(Entry::Assistant(String::new()));
+            }
             "TEXT_MESSAGE_CONTENT" => {
                 let delta = s("delta");
                 match self.entries.last_mut() {
                     Some(Entry::Assistant(text)) => text.push_str(&delta),
-                    _ => self.entries.push(Entry::Assistant(delta)),
+                    _ => {
+                        self.streamed.push((s("messageId"), self.entries.len()));
+                        self.entries.push(Entry::Assistant(delta));
+                    }
                 }
+            }
+            // A durable run's model turn broke off and is retried under a new message id: the
+            // partial message goes away.
+            "CUSTOM" if event["name"] == "message_discarded" => {
+                let id = event["value"]["messageId"].as_str().unwrap_or_default();
+                self.discard_message(id);
             }
             "TOOL_CALL_START" => self.entries.push(Entry::Tool {
                 id: s("toolCallId"),
@@ -243,6 +260,22 @@ impl App {
     pub fn run_ended(&mut self) {
         self.run_id = None;
         self.approval = None;
+    }
+
+    /// Removes the streamed assistant message `message_id` from the transcript.
+    fn discard_message(&mut self, message_id: &str) {
+        let Some(pos) = self.streamed.iter().position(|(id, _)| id == message_id) else {
+            return;
+        };
+        let (_, index) = self.streamed.remove(pos);
+        if matches!(self.entries.get(index), Some(Entry::Assistant(_))) {
+            self.entries.remove(index);
+            for (_, i) in &mut self.streamed {
+                if *i > index {
+                    *i -= 1;
+                }
+            }
+        }
     }
 
     fn tool_mut(&mut self, id: &str) -> Option<&mut Entry> {
@@ -343,6 +376,7 @@ impl App {
             KeyCode::Char('n') if !self.running() => {
                 self.chat_id = None;
                 self.entries.clear();
+                self.streamed.clear();
                 self.focus = Focus::Input;
             }
             KeyCode::Enter if !self.running() => {
@@ -450,6 +484,28 @@ mod tests {
                 result: Some("4°C".into())
             }]
         );
+    }
+
+    #[test]
+    fn a_discarded_message_is_removed_and_its_retry_shown() {
+        let mut app = App::new("auto");
+        app.run_started("c", "r1");
+        app.handle_event(&json!({"type": "TEXT_MESSAGE_START", "messageId": "m1"}));
+        app.handle_event(
+            &json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1", "delta": "Partial "}),
+        );
+        app.handle_event(&json!({"type": "TEXT_MESSAGE_END", "messageId": "m1"}));
+        app.handle_event(&json!({"type": "CUSTOM", "name": "message_discarded",
+            "value": {"messageId": "m1", "reason": "the model relay broke off"}}));
+        app.handle_event(&json!({"type": "TEXT_MESSAGE_START", "messageId": "m1-retry1"}));
+        app.handle_event(
+            &json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m1-retry1", "delta": "Whole."}),
+        );
+        // A discard of a message it never saw changes nothing.
+        app.handle_event(&json!({"type": "CUSTOM", "name": "message_discarded",
+            "value": {"messageId": "other", "reason": "x"}}));
+        app.handle_event(&json!({"type": "RUN_FINISHED", "runId": "r1"}));
+        assert_eq!(app.entries, vec![Entry::Assistant("Whole.".into())]);
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct RunIo {
 pub struct ModelTurn {
     stream: Streaming<StreamChatChunk>,
     done: bool,
+    /// Why the turn broke off, when its end was the relay's (or the provider stream's) death
+    /// rather than the model's answer: a fresh attempt may well succeed.
+    broke: Option<String>,
 }
 
 impl RunIo {
@@ -65,6 +68,7 @@ impl RunIo {
             Ok(response) => Ok(ModelTurn {
                 stream: response.into_inner(),
                 done: false,
+                broke: None,
             }),
             Err(status) => Err(model_failed(&PaError::from(status))),
         }
@@ -91,44 +95,97 @@ impl RunIo {
         self.execute_tool(spec, call, tainted).await
     }
 
+    /// [`RunIo::run_tool`] for a driver that can retry: `Err(reason)` when svc-tools could not
+    /// be reached or died during the call (its connection broke, or a store behind it is
+    /// unavailable), instead of an error result for the model.
+    pub async fn try_run_tool(
+        &self,
+        spec: &RunSpec,
+        call: ToolCall,
+        offered: &[ChatToolDefinition],
+        spent: Usage,
+        tainted: bool,
+        relay: &mut impl EventRelay,
+    ) -> Result<Input, String> {
+        if pa_proto::subagents::is_subagent_tool(&call.name)
+            && offered.iter().any(|t| t.name == call.name)
+        {
+            return Ok(self.subagents.run(spec, call, spent, tainted, relay).await);
+        }
+        match self.call_tool(spec, &call, tainted).await {
+            Err(status) if transport_failure(&status) => Err(format!(
+                "the tool service could not run {}: {}",
+                call.name,
+                status.message()
+            )),
+            result => Ok(tool_input(call, result)),
+        }
+    }
+
     /// Runs one tool call through svc-tools; `tainted`: the run has ingested untrusted content
     /// (what the memory tools write is then untrusted). A failed tool is the model's to handle
     /// (an error result it sees), never the run's end.
     pub async fn execute_tool(&self, spec: &RunSpec, call: ToolCall, tainted: bool) -> Input {
+        let result = self.call_tool(spec, &call, tainted).await;
+        tool_input(call, result)
+    }
+
+    async fn call_tool(
+        &self,
+        spec: &RunSpec,
+        call: &ToolCall,
+        tainted: bool,
+    ) -> Result<pa_proto::v1::ExecuteToolResponse, tonic::Status> {
         let identity: Identity = spec.identity.clone().unwrap_or_default();
         let request = ExecuteToolRequest {
             run_id: spec.run_id.clone(),
             snapshot_id: spec.toolset_snapshot_id.clone(),
             tool_call_id: call.id.clone(),
-            name: call.name,
-            arguments_json: call.arguments_json,
+            name: call.name.clone(),
+            arguments_json: call.arguments_json.clone(),
             run_tainted: tainted,
             classification: effective_classification(spec.classification),
         };
         let mut tools = self.tools.clone();
-        match tools
+        tools
             .execute_tool(self.auth.request(&identity, request))
             .await
-        {
-            Ok(response) => {
-                let result = response.into_inner();
-                Input::ToolResult {
-                    tool_call_id: call.id,
-                    content: result.content,
-                    is_error: result.is_error,
-                    untrusted: result.untrusted_content,
-                    nested: Default::default(),
-                }
-            }
-            Err(status) => Input::ToolResult {
-                tool_call_id: call.id,
-                content: PaError::from(status).message,
-                is_error: true,
-                untrusted: false,
-                nested: Default::default(),
-            },
-        }
+            .map(tonic::Response::into_inner)
     }
+}
+
+/// A tool call's answer as the loop takes it; a failed call is an error result for the model.
+fn tool_input(
+    call: ToolCall,
+    result: Result<pa_proto::v1::ExecuteToolResponse, tonic::Status>,
+) -> Input {
+    match result {
+        Ok(result) => Input::ToolResult {
+            tool_call_id: call.id,
+            content: result.content,
+            is_error: result.is_error,
+            untrusted: result.untrusted_content,
+            nested: Default::default(),
+        },
+        Err(status) => Input::ToolResult {
+            tool_call_id: call.id,
+            content: PaError::from(status).message,
+            is_error: true,
+            untrusted: false,
+            nested: Default::default(),
+        },
+    }
+}
+
+/// Whether a failed call failed in transport (the service or a store behind it unreachable,
+/// the connection broken) rather than by the service's own answer.
+pub fn transport_failure(status: &tonic::Status) -> bool {
+    // A broken HTTP/2 stream (the peer killed mid-call) arrives as INTERNAL with the transport
+    // error as its source: pa-kit classifies it as unavailable.
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+    ) || PaError::from_status(status).code == pa_kit::ErrorCode::Unavailable
 }
 
 impl ModelTurn {
@@ -153,6 +210,12 @@ impl ModelTurn {
                     }
                     Some(Chunk::Failure(failure)) => {
                         attempts.extend(failure.attempts);
+                        // The provider's stream broke off after its first tokens (svc-models
+                        // cannot fall back then): another attempt of the turn may succeed.
+                        if failure.after_first_token && failure.code == "unavailable" {
+                            self.broke =
+                                Some(format!("the model stream broke off: {}", failure.message));
+                        }
                         Input::ModelFailed {
                             code: failure.code,
                             message: failure.message,
@@ -160,16 +223,39 @@ impl ModelTurn {
                     }
                     None => continue,
                 },
-                Ok(None) => model_failed(&PaError::unavailable(
-                    "the model stream ended without finishing",
-                )),
-                Err(status) => model_failed(&PaError::from(status)),
+                Ok(None) => {
+                    self.broke = Some("the model relay's stream ended without finishing".into());
+                    model_failed(&PaError::unavailable(
+                        "the model stream ended without finishing",
+                    ))
+                }
+                Err(status) => {
+                    self.broke = Some(format!(
+                        "the model relay's stream broke: {}",
+                        status.message()
+                    ));
+                    model_failed(&PaError::from(status))
+                }
             };
             self.done = ends_model_turn(&input);
             return Some(input);
         }
         None
     }
+}
+
+impl ModelTurn {
+    /// Why the turn ended by breaking off (the relay or the provider stream died), if it did:
+    /// set with the `ModelFailed` input that ended it.
+    pub fn broke(&self) -> Option<&str> {
+        self.broke.as_deref()
+    }
+}
+
+/// Whether a model turn that could not open (`start_model_turn`'s error input) failed because
+/// svc-models could not be reached: another attempt may succeed.
+pub fn relay_unreachable(input: &Input) -> bool {
+    matches!(input, Input::ModelFailed { code, .. } if code == "unavailable")
 }
 
 /// Whether `input` is the last of a model turn.

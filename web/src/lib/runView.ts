@@ -175,6 +175,14 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
       } else if (name === 'tool_call_decision') {
         const t = findTool(target, toolCallId);
         if (t) t.approval = value.approved ? 'approved' : 'denied';
+      } else if (name === 'message_discarded') {
+        // A durable run's model turn broke off (the model relay died) and is retried under a new
+        // message id: {messageId, reason, reasoningMessageId?}. The partial message goes away.
+        const gone = [str(value.messageId), str(value.reasoningMessageId)].filter((m) => m !== '');
+        for (let i = target.parts.length - 1; i >= 0; i--) {
+          const p = target.parts[i]!;
+          if ((p.kind === 'text' || p.kind === 'reasoning') && gone.includes(p.id)) target.parts.splice(i, 1);
+        }
       }
       break;
     }

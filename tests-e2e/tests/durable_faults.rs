@@ -1,0 +1,411 @@
+//! Durable runs through the death of what they depend on (issue 24): a model turn that breaks
+//! off (the provider stream cut, svc-models killed) is retried under a new message id and the
+//! broken message is marked `message_discarded` (ADR 0160); a long chat and a huge tool result
+//! travel through Temporal by reference (ADR 0161); a run's end reaches its stream while
+//! svc-runs cannot store it, and is stored once Postgres is back (ADR 0162).
+
+use std::time::Duration;
+
+use pa_testkit::{Chunk, FakeProvider, Reply};
+use serde_json::{Value, json};
+use tests_e2e::{CutProxy, Mesh, SseEvent};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+type E = Box<dyn std::error::Error + Send + Sync>;
+
+async fn start(mesh: &Mesh, chat: &str, body: Value) -> Result<String, E> {
+    let (status, accepted) = mesh
+        .post_json(&format!("/v1/chats/{chat}/runs"), &body)
+        .await?;
+    assert_eq!(status, 202, "{accepted}");
+    Ok(accepted["run_id"].as_str().unwrap_or_default().to_string())
+}
+
+async fn events_to_end(mesh: &Mesh, run_id: &str) -> Result<Vec<SseEvent>, E> {
+    tokio::time::timeout(
+        Duration::from_secs(90),
+        mesh.read_events(run_id, None, None),
+    )
+    .await?
+}
+
+async fn add_fake_model(mesh: &Mesh, id: &str, fake: &FakeProvider, tools: bool) -> R {
+    let provider = json!({ "id": id, "kind": "openai_compatible", "base_url": fake.base_url(),
+                           "tags": ["zero-retention"], "platform_api_key": format!("sk-{id}") });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &provider).await?;
+    assert_eq!(status, 200, "{saved}");
+    let capabilities: Vec<&str> = if tools { vec!["tools"] } else { vec![] };
+    let model = json!({ "label": format!("{id}:model"), "context_window": 1_000_000,
+                        "capabilities": capabilities });
+    let (status, saved) = mesh.post_json("/v1/admin/models", &model).await?;
+    assert_eq!(status, 200, "{saved}");
+    Ok(())
+}
+
+/// The `message_discarded` events' values.
+fn discarded(events: &[SseEvent]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event_type() == "CUSTOM" && e.data["name"] == "message_discarded")
+        .map(|e| e.data["value"].clone())
+        .collect()
+}
+
+/// What a client that drops discarded messages shows: the text of the other messages.
+fn kept_text(events: &[SseEvent]) -> String {
+    let gone: Vec<Value> = discarded(events)
+        .into_iter()
+        .map(|v| v["messageId"].clone())
+        .collect();
+    events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_CONTENT")
+        .filter(|e| !gone.contains(&e.data["messageId"]))
+        .filter_map(|e| e.data["delta"].as_str())
+        .collect()
+}
+
+fn assert_ids_unique(events: &[SseEvent]) {
+    let ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(ids.len(), unique.len(), "no event id twice: {ids:?}");
+}
+
+async fn assistant_messages(mesh: &Mesh, chat: &str) -> Result<Vec<String>, E> {
+    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+    Ok(messages["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect())
+}
+
+#[tokio::test]
+async fn a_model_stream_cut_mid_turn_is_retried_under_a_new_message_id() -> R {
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "cut", &fake, false).await?;
+    // The provider's stream breaks off after its first tokens; the retry gets a whole answer.
+    fake.push(
+        Reply::chunks(vec![
+            Chunk::text("Partial "),
+            Chunk::text("answer "),
+            Chunk::text("lost"),
+        ])
+        .disconnect_after(3),
+    );
+    fake.push(Reply::text("The whole answer."));
+    let chat = mesh.create_chat("cut").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "hello", "model": "cut:model", "durable": true }),
+    )
+    .await?;
+    let events = events_to_end(&mesh, &run_id).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED")
+    );
+    let gone = discarded(&events);
+    assert_eq!(gone.len(), 1, "one message_discarded: {gone:?}");
+    let first_id = events
+        .iter()
+        .find(|e| e.event_type() == "TEXT_MESSAGE_START")
+        .map(|e| e.data["messageId"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        gone[0]["messageId"], first_id,
+        "the broken message is the one discarded"
+    );
+    assert!(gone[0]["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    // The broken message was closed before it was discarded; the retry has its own id.
+    let ends: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event_type() == "TEXT_MESSAGE_END")
+        .map(|e| &e.data["messageId"])
+        .collect();
+    assert_eq!(ends.len(), 2, "{ends:?}");
+    assert_eq!(*ends[0], first_id);
+    assert_ne!(*ends[1], first_id);
+    assert_eq!(kept_text(&events), "The whole answer.");
+    assert_ids_unique(&events);
+    assert_eq!(fake.request_count(), 2, "one retry");
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(
+        assistant_messages(&mesh, &chat).await?,
+        vec!["The whole answer.".to_string()],
+        "the history keeps the completed attempt only"
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_model_turn_that_keeps_breaking_off_ends_with_a_retryable_run_error() -> R {
+    // The test mesh's worker tries a turn 3 times.
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "broken", &fake, false).await?;
+    for _ in 0..3 {
+        fake.push(
+            Reply::chunks(vec![Chunk::text("Never "), Chunk::text("whole")]).disconnect_after(2),
+        );
+    }
+    fake.push(Reply::text("not asked"));
+    let chat = mesh.create_chat("broken").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "hello", "model": "broken:model", "durable": true }),
+    )
+    .await?;
+    let events = events_to_end(&mesh, &run_id).await?;
+    let last = events.last().ok_or("no events")?;
+    assert_eq!(last.event_type(), "RUN_ERROR", "{:?}", last.data);
+    assert_eq!(last.data["code"], "unavailable", "a retryable code");
+    assert!(
+        last.data["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("3 times")),
+        "{}",
+        last.data
+    );
+    assert_eq!(
+        discarded(&events).len(),
+        3,
+        "every broken attempt is discarded"
+    );
+    assert_eq!(kept_text(&events), "");
+    assert_eq!(fake.request_count(), 3, "the limit holds");
+    assert_ids_unique(&events);
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(assistant_messages(&mesh, &chat).await?.is_empty());
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
+    let mut mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(60))
+        .without_curator()
+        .start()
+        .await?;
+    // The worker reaches svc-models through a proxy: cutting it is svc-models' death as the
+    // worker sees it (its stream resets), and its next connection a restarted replica.
+    let relay = CutProxy::start(mesh.models_url.trim_start_matches("http://").to_string()).await?;
+    mesh.worker_config.models_url = relay.url();
+    let mut worker = mesh.spawn_worker_process(env!("CARGO_BIN_EXE_pa-e2e-worker"))?;
+    let chat = mesh.create_chat("relay").await?;
+    let words: Vec<String> = (1..=30).map(|i| format!("w{i}")).collect();
+    let message = words.join(" ");
+    let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
+    let early = mesh.read_events(&run_id, None, Some(8)).await?;
+    assert!(
+        early
+            .iter()
+            .any(|e| e.event_type() == "TEXT_MESSAGE_CONTENT"),
+        "tokens are streaming"
+    );
+    relay.cut();
+    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
+    let rest = tokio::time::timeout(
+        Duration::from_secs(90),
+        mesh.read_events(&run_id, Some(&resumed_from), None),
+    )
+    .await??;
+    worker.kill()?;
+    worker.wait()?;
+    relay.down();
+    let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
+    assert_eq!(all.last().map(SseEvent::event_type), Some("RUN_FINISHED"));
+    assert_eq!(discarded(&all).len(), 1, "one message_discarded");
+    let kept = kept_text(&all);
+    assert!(kept.contains(&message), "the retried answer, whole: {kept}");
+    assert_eq!(kept.matches("w17 ").count(), 1, "{kept}");
+    assert_ids_unique(&all);
+    let stored = assistant_messages(&mesh, &chat).await?;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0], kept);
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_long_chat_and_a_huge_tool_result_travel_through_temporal_by_reference() -> R {
+    let mesh = Mesh::builder()
+        .worker()
+        .without_curator()
+        .history_messages(400)
+        .start()
+        .await?;
+    let fake = FakeProvider::start().await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
+    let chat = mesh.create_chat("long").await?;
+    // 200 earlier messages (1 KiB each) in the chat.
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    for i in 0..200 {
+        let role = if i % 2 == 0 { "user" } else { "assistant" };
+        let content = format!("message {i}: {}", "x".repeat(1024));
+        sqlx::query(
+            "INSERT INTO runs.messages (tenant_id, id, chat_id, role, content) \
+             SELECT tenant_id, $1, id, $2, $3 FROM runs.chats WHERE id = $4",
+        )
+        .bind(format!("old-{i}"))
+        .bind(role)
+        .bind(content)
+        .bind(&chat)
+        .execute(&mut db)
+        .await?;
+    }
+    // The tool result: a sub-agent's 1.5 MiB report (web_fetch and MCP results are cut to
+    // 40k characters; a report is not).
+    let line = "All work and no play makes a big tool result.\n";
+    let piece = line.repeat(100_000 / line.len());
+    let report = piece.repeat(16);
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "call_big",
+        "delegate",
+        json!({ "task": "Write a long report." }).to_string(),
+    )]));
+    // Streamed in 16 deltas of 100 kB.
+    fake.push(Reply::chunks(vec![Chunk::text(piece.clone()); 16]));
+    fake.push(Reply::text("It is a big report."));
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "how big is it?", "model": "fp:m", "durable": true }),
+    )
+    .await?;
+    let events = events_to_end(&mesh, &run_id).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED"),
+        "{:?}",
+        events.last().map(|e| &e.data)
+    );
+    let result = events
+        .iter()
+        .find(|e| {
+            e.event_type() == "TOOL_CALL_RESULT"
+                && e.data["toolCallId"] == "call_big"
+                && e.data.get("subagentRunId").is_none()
+        })
+        .and_then(|e| e.data["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        result.len() > 1_500_000,
+        "the whole result streams: {}",
+        result.len()
+    );
+    assert_eq!(result, report);
+    // The model saw the whole history and the whole result.
+    let asked = fake.last_request().ok_or("no request")?;
+    let messages = asked.body["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(messages.len() >= 203, "{} messages", messages.len());
+    assert!(
+        messages.iter().any(|m| m["content"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("message 0: "))),
+        "the oldest message reached the model"
+    );
+    assert_eq!(fake.last_tool_message("call_big"), report);
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    // The workflow's history holds references, not the payloads.
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let size = svc_worker::temporal::history_size(&client, &run_id).await?;
+    assert!(
+        size.bytes < 256 * 1024,
+        "the workflow history is {} bytes in {} events",
+        size.bytes,
+        size.events
+    );
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once_it_is_back() -> R {
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(40))
+        .worker()
+        .without_curator()
+        .runs_db_behind_proxy()
+        .start()
+        .await?;
+    let db = mesh.runs_db.clone().ok_or("no proxy")?;
+    let chat = mesh.create_chat("outage").await?;
+    let message = "one two three four five six seven eight nine ten eleven twelve";
+    let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
+    // The client follows the stream; Postgres goes away for svc-runs mid-turn.
+    let mut follow = tokio::spawn({
+        let http = mesh.http.clone();
+        let url = mesh.url(&format!("/v1/runs/{run_id}/events"));
+        async move {
+            let response = http.get(url).send().await?;
+            tests_e2e::read_sse(response, None).await
+        }
+    });
+    let first = mesh.read_events(&run_id, None, Some(4)).await?;
+    assert_eq!(first.len(), 4);
+    db.down();
+    let events = tokio::time::timeout(Duration::from_secs(30), &mut follow).await???;
+    let last = events.last().ok_or("no events")?;
+    assert_eq!(
+        last.event_type(),
+        "RUN_FINISHED",
+        "the end arrives during the outage"
+    );
+    let terminal = events
+        .iter()
+        .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
+        .count();
+    assert_eq!(terminal, 1);
+    // svc-runs could not store it: the row (read past the proxy) is still running.
+    let mut direct = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let (status,): (i16,) = sqlx::query_as("SELECT status FROM runs.runs WHERE id = $1")
+        .bind(&run_id)
+        .fetch_one(&mut direct)
+        .await?;
+    assert_eq!(
+        status,
+        pa_proto::v1::RunStatus::Running as i16,
+        "the end reached the stream before the store"
+    );
+    // Postgres comes back: the outcome lands (the finish activity retries it).
+    db.up();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+        if status == 200 && run["status"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run is stored once Postgres is back: {status} {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = assistant_messages(&mesh, &chat).await?;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    // Still one terminal event in the stream.
+    let again = mesh.read_events(&run_id, None, None).await?;
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
+            .count(),
+        1
+    );
+    assert_ids_unique(&again);
+    mesh.stop().await
+}
