@@ -449,3 +449,93 @@ fn postgres_addr(url: &str) -> BoxResult<String> {
         format!("{host}:5432")
     })
 }
+
+/// (d) Sub-runs follow their parent: the owner dies while a delegate sub-run streams; both the
+/// sub-run and its parent are ended (owner_lost, FAILED) by the surviving replica within 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sub_run_of_a_killed_owner_ends_with_its_parent() -> R {
+    use pa_testkit::{Chunk, FakeProvider, Reply};
+    let mesh = mesh(Default::default()).await?;
+    let fake = FakeProvider::start().await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
+    // The parent delegates; the sub-run answers slowly (it is mid-stream at the kill).
+    fake.push(Reply::chunks(vec![Chunk::tool_call(
+        "p1",
+        "delegate",
+        serde_json::json!({ "task": "Write a long answer." }).to_string(),
+    )]));
+    fake.push(
+        Reply::chunks((0..400).map(|i| Chunk::text(format!("s{i} "))).collect())
+            .with_chunk_delay(Duration::from_millis(50)),
+    );
+    let owner = RunsReplica::start(mesh.runs_config.clone()).await?;
+    let redis = redis();
+    let who = who();
+    let mut runs = client(&owner.url).await?;
+    let chat = runs
+        .create_chat(mesh.auth.request(
+            &who,
+            CreateChatRequest {
+                title: "sub-run leases".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let parent = runs
+        .create_run(mesh.auth.request(
+            &who,
+            CreateRunRequest {
+                chat_id: chat.id,
+                message: "Delegate a long answer.".into(),
+                model: "fp:m".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner()
+        .run
+        .ok_or("no run")?
+        .id;
+    // The sub-run announces itself in the parent's stream, then streams in its own.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let child = loop {
+        let started = pa_kit::run_events::read_all(&redis, &parent)
+            .await?
+            .into_iter()
+            .find_map(|stored| match stored.event.event {
+                Some(Event::SubagentStarted(s)) => Some(s.subagent_run_id),
+                _ => None,
+            });
+        if let Some(child) = started {
+            break child;
+        }
+        if Instant::now() > deadline {
+            return Err("the sub-run did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    wait_for_deltas(&redis, &child, 5).await?;
+    owner.kill();
+    let killed = Instant::now();
+    let (child_events, parent_events) = tokio::try_join!(
+        follow_to_end(&redis, &child, Duration::from_secs(15)),
+        follow_to_end(&redis, &parent, Duration::from_secs(15)),
+    )?;
+    assert!(killed.elapsed() < Duration::from_secs(15));
+    for (run_id, events) in [(&child, &child_events), (&parent, &parent_events)] {
+        let last = events.last().ok_or("no events")?;
+        assert_eq!(
+            run_error_code(last).as_deref(),
+            Some(svc_runs::lease::OWNER_LOST),
+            "{run_id}: {last:?}"
+        );
+        let run = get_run(&mesh, &mesh.runs_url, &who, run_id).await?;
+        assert_eq!(run.status, RunStatus::Failed as i32, "{run:?}");
+    }
+    assert!(
+        !deltas(&child_events).is_empty(),
+        "the sub-run's partial text is in its stream"
+    );
+    mesh.stop().await
+}
