@@ -335,6 +335,23 @@ async fn a_temporal_restart_leaves_durable_runs_working() -> R {
         "a durable start while Temporal is down: {status} {answer}"
     );
     temporal.restart().await?;
+    // A start that was accepted during the outage is not left behind: it ends (finished, or a
+    // retryable error) once Temporal is back.
+    if status == 202 {
+        let run_id = answer["run_id"].as_str().unwrap_or_default().to_string();
+        let events = tokio::time::timeout(
+            Duration::from_secs(60),
+            mesh.read_events(&run_id, None, None),
+        )
+        .await??;
+        let last = events.last().ok_or("no events")?;
+        assert!(
+            last.event_type() == "RUN_FINISHED"
+                || (last.event_type() == "RUN_ERROR" && last.data["code"] == "unavailable"),
+            "the run accepted during the outage ended {:?}",
+            last.data
+        );
+    }
     let mut failed = Vec::new();
     for i in 0..5 {
         match mesh
