@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::{BoxError, SseEvent, port_below_ephemeral_range, read_sse_into};
+use crate::{BoxError, SseEvent, json_answer, port_below_ephemeral_range, read_sse_into};
 use crate::{OwnPostgres, OwnRedis, OwnTemporal};
 
 /// What a round kills.
@@ -334,17 +334,11 @@ impl ChaosMesh {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), BoxError> {
-        let r = self.http.post(self.url(path)).json(body).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        json_answer(self.http.post(self.url(path)).json(body)).await
     }
 
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), BoxError> {
-        let r = self.http.get(self.url(path)).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        json_answer(self.http.get(self.url(path))).await
     }
 
     /// One row of the chaos table: `runs` inline and `runs` durable runs, `target` killed once

@@ -779,17 +779,11 @@ impl Mesh {
     // ---- HTTP helpers -------------------------------------------------------------------
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value), BoxError> {
-        let r = self.http.post(self.url(path)).json(body).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        json_answer(self.http.post(self.url(path)).json(body)).await
     }
 
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), BoxError> {
-        let r = self.http.get(self.url(path)).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        json_answer(self.http.get(self.url(path))).await
     }
 
     /// Registers an OpenAI-compatible provider `fp` at `base_url` (a scripted fake) with one
@@ -924,6 +918,14 @@ impl Mesh {
         }
         read_sse(response, max).await
     }
+}
+
+/// Sends `request`; its status and JSON body (`null` when the body is not JSON).
+pub async fn json_answer(request: reqwest::RequestBuilder) -> Result<(u16, Value), BoxError> {
+    let r = request.send().await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
 /// Serves `html` at `http://127.0.0.1:<port>/page` until the test ends: a page with an

@@ -29,6 +29,22 @@ fn redis_error(err: impl std::fmt::Display) -> PaError {
         .with_retry_after_ms(1000)
 }
 
+/// One XADD per event (ids chosen by Redis, the stream capped) onto `pipe`.
+fn push_xadds(pipe: &mut redis::Pipeline, key: &str, events: &[AgUiEvent]) -> Result<(), PaError> {
+    for event in events {
+        let json = event.to_json().map_err(PaError::internal)?;
+        pipe.cmd("XADD")
+            .arg(key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg("*")
+            .arg(FIELD)
+            .arg(json);
+    }
+    Ok(())
+}
+
 /// Appends a run's events. Cheap to clone.
 #[derive(Clone)]
 pub struct EventSink {
@@ -58,17 +74,7 @@ impl EventSink {
         }
         let key = stream_key(run_id);
         let mut pipe = redis::pipe();
-        for event in events {
-            let json = event.to_json().map_err(PaError::internal)?;
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_MAX_LEN)
-                .arg("*")
-                .arg(FIELD)
-                .arg(json);
-        }
+        push_xadds(&mut pipe, &key, events)?;
         pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
         let mut conn = self.pool.get().await.map_err(redis_error)?;
         let ids: Vec<String> = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
@@ -103,17 +109,7 @@ impl EventSink {
         let key = stream_key(run_id);
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for event in events {
-            let json = event.to_json().map_err(PaError::internal)?;
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_MAX_LEN)
-                .arg("*")
-                .arg(FIELD)
-                .arg(json);
-        }
+        push_xadds(&mut pipe, &key, events)?;
         if !events.is_empty() {
             pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
         }
