@@ -312,8 +312,7 @@ impl ChaosMesh {
     pub async fn stop(mut self) -> Result<(), BoxError> {
         for svc in SERVICES.iter().rev() {
             if let Some(child) = self.children.get(svc) {
-                // SAFETY-free: kill(2) through the shell-less `kill` binary would fork; the
-                // pid is our own child's.
+                // SIGTERM (an orderly stop; std only sends SIGKILL) to our own child's pid.
                 let _ = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status();
