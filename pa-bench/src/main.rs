@@ -351,9 +351,8 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
 }
 
 /// Durable (Temporal) vs inline first token, side by side, with an in-process worker: durable
-/// runs started by svc-worker (eager start, the default) and, as the baseline, by svc-runs through
-/// Temporal (a second mesh whose svc-runs finds no svc-worker to ask); then how many durable runs
-/// per second one worker sustains.
+/// runs started by svc-worker (eager start; svc-worker is Temporal's only client, ADR 0190); then
+/// how many durable runs per second one worker sustains.
 async fn durable(runs: usize) -> Result<(), BoxError> {
     // The product's Curator (it curates a chat once its turns pause), unless
     // PA_BENCH_CURATOR=off.
@@ -361,7 +360,7 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         let debounce = std::env::var("PA_BENCH_CURATOR_DEBOUNCE_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
-            .unwrap_or(svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS);
+            .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS);
         let builder = Mesh::builder()
             .worker()
             .curator_debounce(Duration::from_millis(debounce));
@@ -372,17 +371,11 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         }
     };
     let mesh = builder().start().await?;
-    let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let nobody = format!("http://{}", unanswered.local_addr()?);
-    drop(unanswered);
-    let queued = builder().runs_worker_url(&nobody).start().await?;
     let warmup = 20;
     let mut chat = mesh.create_chat("bench").await?;
-    let mut queued_chat = queued.create_chat("bench").await?;
     for _ in 0..warmup {
         mode_first_token(&mesh, &chat, false).await?;
         mode_first_token(&mesh, &chat, true).await?;
-        mode_first_token(&queued, &queued_chat, true).await?;
     }
     let mut inline = Summary {
         name: "inline: POST run -> first token (SSE)",
@@ -392,14 +385,9 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         name: "durable, eager start by svc-worker",
         samples: vec![],
     };
-    let mut durable_queued = Summary {
-        name: "durable, started through the task queue",
-        samples: vec![],
-    };
     for i in 0..runs {
         if i % 50 == 0 {
             chat = mesh.create_chat("bench").await?;
-            queued_chat = queued.create_chat("bench").await?;
         }
         inline
             .samples
@@ -407,18 +395,13 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         durable
             .samples
             .push(mode_first_token(&mesh, &chat, true).await?);
-        durable_queued
-            .samples
-            .push(mode_first_token(&queued, &queued_chat, true).await?);
     }
-    queued.stop().await?;
     println!(
         "first-token latency, offline model, {runs} runs each (after {warmup} warm-up), milliseconds"
     );
     print_table_header("runs");
     println!("{}", inline.row());
     println!("{}", durable.row());
-    println!("{}", durable_queued.row());
     println!("goal: durable <= 25 ms at p50 on the dev server");
 
     // Throughput: many durable runs at once, each in its own chat, until all have finished.
@@ -532,11 +515,17 @@ async fn main() -> std::process::ExitCode {
             } else {
                 20
             };
-            chaos::run(runs, targets.map(String::as_str)).await
+            let replicas = args
+                .iter()
+                .position(|a| a == "--replicas")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
+            chaos::run(runs, targets.map(String::as_str), replicas).await
         }
         _ => {
             eprintln!(
-                "usage: pa-bench first-token|relay|durable|memory|embed|chaos [--runs N] [--targets a,b]"
+                "usage: pa-bench first-token|relay|durable|memory|embed|chaos [--runs N] [--targets a,b] [--replicas 2]"
             );
             return std::process::ExitCode::from(2);
         }

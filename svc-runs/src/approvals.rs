@@ -65,7 +65,7 @@ pub async fn decide(
     if run.mode == RunMode::Durable as i32 {
         launcher
             .durable
-            .decide_tool_call(run_id, tool_call_id, approved)
+            .decide_tool_call(identity, run_id, tool_call_id, approved)
             .await?;
     }
     Ok(to)

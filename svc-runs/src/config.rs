@@ -33,17 +33,13 @@ pub struct Config {
     /// `PA_RECALL_TOKEN_BUDGET`, `PA_RECALL_LIMIT`, `PA_RECALL_MIN_SCORE`,
     /// `PA_RECALL_TIMEOUT_MS`: automatic recall at run start (see [`pa_runner::RecallSettings`]).
     pub recall: pa_runner::RecallSettings,
-    /// Where durable runs go: `TEMPORAL_ADDRESS`, `PA_TEMPORAL_NAMESPACE`,
-    /// `PA_TEMPORAL_TASK_QUEUE` (see svc-worker).
-    pub temporal: svc_worker::TemporalConfig,
-    /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`; `none` = start durable runs through
-    /// Temporal directly. svc-worker starts them so its worker takes the first task at once.
+    /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`: svc-worker, Temporal's only client,
+    /// which starts, cancels and signals durable runs and the Curator for svc-runs (ADR 0190);
+    /// `none` = no durable runs (503) and no Curator.
     pub worker_url: Option<String>,
     /// `PA_DELETED_CHAT_RETENTION_HOURS`, default 720 (30 days): how long a deleted chat is
     /// kept (hidden) before the `purge_deleted_chats` schedule removes it for good.
     pub deleted_chat_retention: Duration,
-    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`.
-    pub curator: Option<crate::durable::CuratorSettings>,
     /// `PA_RUN_LEASE_MS` (default 6000), `PA_RUN_LEASE_RENEW_MS` (2000),
     /// `PA_RUN_REAPER_SCAN_MS` (2000): the lease of an inline run's owner (ADR 0150).
     pub leases: crate::lease::LeaseSettings,
@@ -79,7 +75,6 @@ impl Config {
                 "PA_TOOL_APPROVAL_TIMEOUT_MS",
                 300_000,
             )?),
-            temporal: svc_worker::TemporalConfig::from_env(),
             worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
                 .filter(|u| u != "none"),
             leases: crate::lease::LeaseSettings {
@@ -93,17 +88,6 @@ impl Config {
                 value: env_or("PA_RUN_LEASE_MS", "6000"),
                 reason,
             })?,
-            curator: if env_or("PA_CURATOR", "on") == "off" {
-                None
-            } else {
-                Some(crate::durable::CuratorSettings {
-                    debounce_ms: env_parse(
-                        "PA_CURATOR_DEBOUNCE_MS",
-                        crate::durable::DEFAULT_CURATOR_DEBOUNCE_MS,
-                    )?,
-                    max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
-                })
-            },
         })
     }
 }

@@ -1,69 +1,64 @@
-//! The durable driver: a run as a Temporal workflow (svc-worker's ChatAgentWorkflow, task queue
-//! from `PA_TEMPORAL_TASK_QUEUE`). svc-runs starts it with the spec and the chat history, and
-//! cancels it with a signal; the worker's activities write the events and record the end.
+//! The durable driver: a run as a Temporal workflow, reached only through svc-worker's
+//! `DurableRunService` (`PA_WORKER_URL`). svc-worker is Temporal's only client (ADR 0190):
+//! svc-runs asks it to start a run with the spec and the chat history, to cancel it, to hand it a
+//! tool-call decision, and to tell a chat's Curator that an inline turn finished. The worker's
+//! activities write the events and record the end (FinishRun).
 
 use pa_kit::InternalAuth;
 use pa_kit::PaError;
-use pa_proto::v1::RunSpec;
 use pa_proto::v1::durable_run_service_client::DurableRunServiceClient;
-use svc_worker::chat::{ChatAgentWorkflow, ToolCallDecided};
-use svc_worker::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
-use svc_worker::start::Started;
-use svc_worker::{ChatRunInput, TemporalConfig};
-use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
-use tokio::sync::OnceCell;
+use pa_proto::v1::{
+    CancelDurableRunRequest, DecideToolCallRequest, NotifyTurnFinishedRequest, RunSpec,
+    StartDurableRunRequest,
+};
 use tonic::transport::Channel;
 
 use crate::inline::DurableContext;
 
-/// Cheap to clone; connects to Temporal on first use (svc-runs starts without it, and inline
-/// runs never need it).
+/// Cheap to clone. Without a worker (`PA_WORKER_URL=none`) durable runs are unavailable and
+/// inline turns reach no Curator.
 #[derive(Clone)]
 pub struct DurableDriver {
-    config: TemporalConfig,
-    curator: Option<CuratorSettings>,
-    client: std::sync::Arc<OnceCell<Client>>,
     redis: deadpool_redis::Pool,
     /// How long a workflow waits for a tool-call approval (`PA_TOOL_APPROVAL_TIMEOUT_MS`).
     approval_timeout: std::time::Duration,
-    /// svc-worker (`PA_WORKER_URL`), which starts runs so its worker takes them at once.
     worker: Option<DurableRunServiceClient<Channel>>,
     auth: InternalAuth,
 }
 
-/// How long svc-runs waits for svc-worker to start a run before starting it itself.
-const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long svc-runs waits for svc-worker to start a run (the start is idempotent: a client's
+/// retry after a timeout finds the workflow the first call made).
+const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The default of `PA_CURATOR_DEBOUNCE_MS`.
-pub const DEFAULT_CURATOR_DEBOUNCE_MS: u64 = 5000;
-
-/// When the Curator runs (`PA_CURATOR=off` disables it).
-#[derive(Clone, Copy, Debug)]
-pub struct CuratorSettings {
-    /// `PA_CURATOR_DEBOUNCE_MS`, default 5000: how long it waits for more turns.
-    pub debounce_ms: u64,
-    /// `PA_CURATOR_MAX_SIGNALS`, default 50: turns before it continues as new.
-    pub max_signals: u32,
-}
+/// How long a signal through svc-worker may take.
+const WORKER_SIGNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 fn unavailable(what: &str, err: impl std::fmt::Display) -> PaError {
     tracing::warn!(%err, "{what}");
     PaError::unavailable(format!("durable runs are unavailable: {what}")).with_retry_after_ms(2000)
 }
 
+/// A worker's refusal keeps its code (bad request, conflict); a worker that could not be
+/// reached, or could not reach Temporal, is `unavailable`.
+fn from_worker(what: &str, status: tonic::Status) -> PaError {
+    let err = PaError::from_status(&status);
+    match err.code {
+        pa_kit::ErrorCode::BadRequest
+        | pa_kit::ErrorCode::Conflict
+        | pa_kit::ErrorCode::NotFound
+        | pa_kit::ErrorCode::Forbidden => err,
+        _ => unavailable(what, status.message()),
+    }
+}
+
 impl DurableDriver {
     pub fn new(
-        config: TemporalConfig,
-        curator: Option<CuratorSettings>,
         redis: deadpool_redis::Pool,
         approval_timeout: std::time::Duration,
         worker: Option<Channel>,
         auth: InternalAuth,
     ) -> Self {
         Self {
-            config,
-            curator,
-            client: Default::default(),
             redis,
             approval_timeout,
             worker: worker.map(DurableRunServiceClient::new),
@@ -71,28 +66,29 @@ impl DurableDriver {
         }
     }
 
-    async fn client(&self) -> Result<&Client, PaError> {
-        self.client
-            .get_or_try_init(|| async {
-                svc_worker::temporal::connect(&self.config)
-                    .await
-                    .map_err(|e| unavailable("cannot reach Temporal", e))
-            })
-            .await
+    fn worker(&self) -> Result<DurableRunServiceClient<Channel>, PaError> {
+        self.worker.clone().ok_or_else(|| {
+            PaError::unavailable(
+                "durable runs are unavailable: no svc-worker is configured (PA_WORKER_URL)",
+            )
+        })
     }
 
-    /// Starts the run's workflow (id = run id, so a retried start finds the one it made):
-    /// through svc-worker, whose worker then takes the first task at once (eager start), or,
-    /// when no worker answers, through Temporal directly (the task waits for any worker).
+    /// Starts the run's workflow through svc-worker (workflow id = run id, so a retried start
+    /// finds the one it made), whose worker then takes the first task at once (eager start).
     pub async fn start(&self, spec: RunSpec, context: DurableContext) -> Result<(), PaError> {
         let DurableContext {
             history,
             start,
             recall_wait_ms,
         } = context;
-        let input = ChatRunInput {
-            spec,
-            history,
+        let identity = spec.identity.clone().unwrap_or_default();
+        let request = StartDurableRunRequest {
+            spec: Some(spec),
+            history: history
+                .into_iter()
+                .map(pa_runner::to_chat_message)
+                .collect(),
             tools: start.tools,
             notices: start.notices,
             high_privilege_tools: start.high_privilege_tools,
@@ -101,80 +97,43 @@ impl DurableDriver {
             recall_wait_ms,
             tainted: start.tainted,
         };
-        let run_id = input.spec.run_id.clone();
-        if let Some(worker) = &self.worker {
-            let identity = input.spec.identity.clone().unwrap_or_default();
-            let mut request = self.auth.request(&identity, input.to_request());
-            request.set_timeout(WORKER_START_TIMEOUT);
-            match worker.clone().start_durable_run(request).await {
-                Ok(_) => return Ok(()),
-                Err(status) => {
-                    tracing::info!(%run_id, %status, "svc-worker did not start the run; starting it through Temporal");
-                }
-            }
-        }
-        let client = self.client().await?;
-        match svc_worker::start::start_chat_run(client, &self.config.task_queue, input).await {
-            Ok(Started::New) => Ok(()),
-            Ok(Started::Existing) => {
-                tracing::info!(%run_id, "workflow already started");
-                Ok(())
-            }
-            Err(err) => Err(unavailable("cannot start the workflow", err)),
-        }
+        let mut request = self.auth.request(&identity, request);
+        request.set_timeout(WORKER_START_TIMEOUT);
+        self.worker()?
+            .start_durable_run(request)
+            .await
+            .map_err(|status| from_worker("svc-worker did not start the run", status))?;
+        Ok(())
     }
 
-    /// Tells the chat's Curator that a turn finished (signal-with-start, in the background: the
-    /// run's end never waits for it).
+    /// Tells the chat's Curator (through svc-worker) that an inline turn finished, in the
+    /// background: the run's end never waits for it. A durable run's worker does this itself.
     pub fn notify_curator(&self, spec: &RunSpec) {
-        let Some(settings) = self.curator else {
-            return;
-        };
-        if spec.parent_run_id.is_some() {
-            // A sub-agent's work is not a turn of the chat.
+        if spec.parent_run_id.is_some() || spec.mode == pa_proto::v1::RunMode::Durable as i32 {
+            // A sub-agent's work is not a turn of the chat; a durable run's end is the worker's.
             return;
         }
-        let driver = self.clone();
-        let identity = spec.identity.clone().unwrap_or_default();
-        let chat_id = spec.chat_id.clone();
-        let turn = TurnFinished {
-            run_id: spec.run_id.clone(),
-            label: spec
-                .model_selection
-                .as_ref()
-                .map(|m| m.resolved_label.clone())
-                .unwrap_or_default(),
+        let Some(mut worker) = self.worker.clone() else {
+            return;
         };
+        let identity = spec.identity.clone().unwrap_or_default();
+        let mut request = self.auth.request(
+            &identity,
+            NotifyTurnFinishedRequest {
+                chat_id: spec.chat_id.clone(),
+                run_id: spec.run_id.clone(),
+                label: spec
+                    .model_selection
+                    .as_ref()
+                    .map(|m| m.resolved_label.clone())
+                    .unwrap_or_default(),
+            },
+        );
+        request.set_timeout(WORKER_SIGNAL_TIMEOUT);
+        let run_id = spec.run_id.clone();
         tokio::spawn(async move {
-            let run_id = turn.run_id.clone();
-            let result = async {
-                let client = driver.client().await?;
-                let options = WorkflowStartOptions::new(
-                    driver.config.task_queue.clone(),
-                    curator_id(&identity.tenant_id, &chat_id),
-                )
-                .build();
-                client
-                    .signal_with_start_workflow(
-                        CuratorWorkflow::run,
-                        CuratorInput {
-                            identity,
-                            chat_id,
-                            curated: 0,
-                            debounce_ms: settings.debounce_ms,
-                            max_signals: settings.max_signals,
-                        },
-                        CuratorWorkflow::turn_finished,
-                        turn,
-                        options,
-                    )
-                    .await
-                    .map_err(|e| unavailable("cannot signal the Curator", e))?;
-                Ok::<(), PaError>(())
-            }
-            .await;
-            if let Err(err) = result {
-                tracing::warn!(%run_id, %err, "Curator not notified");
+            if let Err(status) = worker.notify_turn_finished(request).await {
+                tracing::warn!(%run_id, %status, "Curator not notified");
             }
         });
     }
@@ -183,42 +142,51 @@ impl DurableDriver {
     /// waiting for it on a durable timer.
     pub async fn decide_tool_call(
         &self,
+        identity: &pa_proto::v1::Identity,
         run_id: &str,
         tool_call_id: &str,
         approved: bool,
     ) -> Result<(), PaError> {
-        let client = self.client().await?;
-        let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
-        handle
-            .signal(
-                ChatAgentWorkflow::decide_tool_call,
-                ToolCallDecided {
-                    tool_call_id: tool_call_id.to_string(),
-                    approved,
-                },
-                WorkflowSignalOptions::default(),
-            )
+        let mut request = self.auth.request(
+            identity,
+            DecideToolCallRequest {
+                run_id: run_id.to_string(),
+                tool_call_id: tool_call_id.to_string(),
+                approved,
+            },
+        );
+        request.set_timeout(WORKER_SIGNAL_TIMEOUT);
+        self.worker()?
+            .decide_tool_call(request)
             .await
-            .map_err(|e| unavailable("cannot signal the run's workflow", e))?;
+            .map_err(|status| from_worker("cannot signal the run's workflow", status))?;
         Ok(())
     }
 
     /// Asks the run to stop: the cancel flag stops a model turn in flight at its next token,
-    /// the signal stops the workflow before its next step.
-    pub async fn cancel(&self, run_id: &str) -> Result<(), PaError> {
+    /// the signal (through svc-worker) stops the workflow before its next step.
+    pub async fn cancel(
+        &self,
+        identity: &pa_proto::v1::Identity,
+        run_id: &str,
+    ) -> Result<(), PaError> {
         pa_kit::run_events::request_cancel(&self.redis, run_id).await?;
-        let client = self.client().await?;
-        let handle = client.get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
-        if let Err(err) = handle
-            .signal(
-                ChatAgentWorkflow::cancel,
-                "cancelled by the user".to_string(),
-                WorkflowSignalOptions::default(),
-            )
+        let mut request = self.auth.request(
+            identity,
+            CancelDurableRunRequest {
+                run_id: run_id.to_string(),
+                reason: "cancelled by the user".into(),
+            },
+        );
+        request.set_timeout(WORKER_SIGNAL_TIMEOUT);
+        let answer = self
+            .worker()?
+            .cancel_durable_run(request)
             .await
-        {
+            .map_err(|status| from_worker("cannot signal the run's workflow", status))?;
+        if !answer.into_inner().delivered {
             // A workflow that already ended cannot be signalled; that is not an error here.
-            tracing::info!(%run_id, %err, "cancel signal not delivered");
+            tracing::info!(%run_id, "cancel signal not delivered: the workflow has ended");
         }
         Ok(())
     }

@@ -32,7 +32,6 @@ pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: 
 pub async fn finish_durable(
     store: &RunStore,
     redis: &deadpool_redis::Pool,
-    durable: &crate::durable::DurableDriver,
     identity: &Identity,
     request: FinishRunRequest,
 ) -> Result<bool, RunsError> {
@@ -56,10 +55,8 @@ pub async fn finish_durable(
     };
     let recorded = store.finish_run(&spec, &ending, &request.attempts).await?;
     if recorded {
+        // The worker tells the chat's Curator itself (ADR 0190).
         count_tokens(redis, &spec, ending.usage.total_tokens).await;
-        if ending.status == RunStatus::Succeeded {
-            durable.notify_curator(&spec);
-        }
     }
     Ok(recorded)
 }

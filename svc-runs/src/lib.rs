@@ -79,8 +79,6 @@ pub async fn run(
     };
     let sink = EventSink::new(redis.clone());
     let durable = durable::DurableDriver::new(
-        config.temporal.clone(),
-        config.curator,
         redis.clone(),
         config.approval_timeout,
         config.worker_url.as_deref().map(channel).transpose()?,

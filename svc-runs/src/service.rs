@@ -48,7 +48,7 @@ impl RunServiceImpl {
         }
         let driver = &self.launcher.driver;
         if run.mode == pa_proto::v1::RunMode::Durable as i32 {
-            self.launcher.durable.cancel(run_id).await?;
+            self.launcher.durable.cancel(identity, run_id).await?;
             // The workflow records the end; wait briefly so the answer shows it.
             for _ in 0..150 {
                 let run = store.get_run(identity, run_id).await?;
@@ -315,7 +315,6 @@ impl pa_proto::v1::run_ledger_service_server::RunLedgerService for RunServiceImp
         let recorded = crate::ledger::finish_durable(
             &self.launcher.store,
             &self.launcher.redis,
-            &self.launcher.durable,
             &identity,
             request.into_inner(),
         )

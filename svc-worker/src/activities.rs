@@ -71,6 +71,9 @@ pub struct RunActivities {
     pub claims: crate::claims::Claims,
     /// How a model turn that broke off is retried.
     pub turn_retry: TurnRetry,
+    /// The worker's signals (set once its Temporal client is connected): a durable run that
+    /// ends well tells its chat's Curator from here.
+    pub signals: Arc<std::sync::OnceLock<crate::signals::Signals>>,
 }
 
 /// Where a model turn's heartbeats go: its activity's context, or, for a turn begun before its
@@ -446,7 +449,12 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         match recorded {
-            Ok(recorded) => Ok(recorded),
+            Ok(recorded) => {
+                if recorded && ending.status == pa_proto::v1::RunStatus::Succeeded {
+                    self.turn_finished(&spec);
+                }
+                Ok(recorded)
+            }
             // A refusal (the run is not this tenant's, a forged request) will not change.
             Err(err) if !retryable(&err) => Err(ActivityError::application(
                 temporalio_sdk::ApplicationFailure::non_retryable(std::io::Error::other(
@@ -459,6 +467,29 @@ impl RunActivities {
 }
 
 impl RunActivities {
+    /// Tells the chat's Curator that this run's turn finished (a sub-agent's work is not a
+    /// turn of the chat). Only the activity that recorded the end does, so once per run.
+    fn turn_finished(&self, spec: &pa_proto::v1::RunSpec) {
+        if spec.parent_run_id.is_some() {
+            return;
+        }
+        let Some(signals) = self.signals.get() else {
+            return;
+        };
+        signals.turn_finished(
+            spec.identity.clone().unwrap_or_default(),
+            spec.chat_id.clone(),
+            crate::curator::TurnFinished {
+                run_id: spec.run_id.clone(),
+                label: spec
+                    .model_selection
+                    .as_ref()
+                    .map(|m| m.resolved_label.clone())
+                    .unwrap_or_default(),
+            },
+        );
+    }
+
     /// The chat's latest messages, oldest first.
     async fn recent_messages(
         &self,

@@ -1,5 +1,6 @@
-//! The Curator: one workflow per chat that turns finished turns into memories. svc-runs signals it
-//! (signal-with-start) after each successful run; it waits a moment for more turns (debounce),
+//! The Curator: one workflow per chat that turns finished turns into memories. svc-worker signals
+//! it (signal-with-start, `signals`) after each successful run — a durable run's own activity when
+//! it records the end, an inline run's through `NotifyTurnFinished` from svc-runs; it waits a moment for more turns (debounce),
 //! then one activity asks the model for a rolling summary and durable facts and writes them to
 //! svc-memory. After `max_signals` turns it continues as new, so its history stays short.
 //!

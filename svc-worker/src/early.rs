@@ -224,6 +224,7 @@ mod tests {
             sticky_timeout: Duration::from_secs(1),
             turn_retry: Default::default(),
             claim_threshold: crate::claims::DEFAULT_THRESHOLD,
+            curator: None,
         };
         let redis = pa_kit::redis::pool("redis://127.0.0.1:9", 1).expect("pool");
         let auth = pa_kit::InternalAuth::new("test-secret");

@@ -8,6 +8,7 @@ pub mod curator;
 pub mod early;
 pub mod schedules;
 mod service;
+pub mod signals;
 pub mod start;
 pub mod temporal;
 
@@ -53,6 +54,9 @@ pub struct Config {
     /// `PA_CLAIM_CHECK_BYTES`, default 65536: histories and tool results above this size travel
     /// through Temporal by reference (stored once in Redis).
     pub claim_threshold: usize,
+    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`:
+    /// the per-chat Curator the worker signals after each successful turn.
+    pub curator: Option<signals::CuratorSettings>,
 }
 
 impl Config {
@@ -72,6 +76,17 @@ impl Config {
                 first_delay: Duration::from_millis(env_parse("PA_MODEL_TURN_RETRY_MS", 500)?),
             },
             claim_threshold: env_parse("PA_CLAIM_CHECK_BYTES", claims::DEFAULT_THRESHOLD)?,
+            curator: if env_or("PA_CURATOR", "on") == "off" {
+                None
+            } else {
+                Some(signals::CuratorSettings {
+                    debounce_ms: env_parse(
+                        "PA_CURATOR_DEBOUNCE_MS",
+                        signals::DEFAULT_CURATOR_DEBOUNCE_MS,
+                    )?,
+                    max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
+                })
+            },
         })
     }
 }
@@ -119,6 +134,7 @@ pub fn run_activities(
         sink: EventSink::new(redis.clone()),
         claims: claims::Claims::new(redis.clone(), config.claim_threshold),
         turn_retry: config.turn_retry,
+        signals: Default::default(),
         redis,
         early: early::EarlyTurns::default(),
         maintenance: schedules::MaintenanceClients {
@@ -153,10 +169,17 @@ pub async fn run(
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
     };
+    let signals = signals::Signals::new(
+        client.clone(),
+        config.temporal.task_queue.clone(),
+        config.curator,
+    );
+    let _ = activities.signals.set(signals.clone());
     let durable_runs = service::DurableRuns {
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
         activities: std::sync::Arc::new(activities.clone()),
+        signals,
     };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Worker(e.to_string()))?;

@@ -6,7 +6,9 @@ use pa_kit::identity::{RequestIdentity, require_platform_admin};
 use pa_proto::v1::durable_run_service_server::DurableRunService;
 use pa_proto::v1::schedule_service_server::ScheduleService;
 use pa_proto::v1::{
-    ListSchedulesRequest, ListSchedulesResponse, StartDurableRunRequest, StartDurableRunResponse,
+    CancelDurableRunRequest, CancelDurableRunResponse, DecideToolCallRequest,
+    DecideToolCallResponse, ListSchedulesRequest, ListSchedulesResponse, NotifyTurnFinishedRequest,
+    NotifyTurnFinishedResponse, StartDurableRunRequest, StartDurableRunResponse,
     TriggerScheduleRequest, TriggerScheduleResponse,
 };
 use temporalio_client::Client;
@@ -23,13 +25,27 @@ fn unavailable(err: String) -> Status {
 }
 
 /// Starts durable runs with the worker's own client, so their first workflow task is this
-/// worker's at once (eager start).
+/// worker's at once (eager start), and signals them for svc-runs.
 #[derive(Clone)]
 pub struct DurableRuns {
     pub client: Client,
     pub task_queue: String,
     /// The worker's activities: a new run's first turn begins here (see `early`).
     pub activities: std::sync::Arc<crate::activities::RunActivities>,
+    pub signals: crate::signals::Signals,
+}
+
+fn run_id_of(run_id: &str) -> Result<&str, Status> {
+    if run_id.is_empty() {
+        return Err(PaError::bad_request("run_id is required").into());
+    }
+    Ok(run_id)
+}
+
+fn signal_failed(err: crate::signals::SignalError) -> Status {
+    PaError::unavailable(format!("cannot signal the run's workflow: {err}"))
+        .with_retry_after_ms(2000)
+        .into()
 }
 
 #[tonic::async_trait]
@@ -61,6 +77,78 @@ impl DurableRunService for DurableRuns {
         Ok(Response::new(StartDurableRunResponse {
             existing: started == crate::start::Started::Existing,
         }))
+    }
+
+    async fn cancel_durable_run(
+        &self,
+        request: Request<CancelDurableRunRequest>,
+    ) -> Result<Response<CancelDurableRunResponse>, Status> {
+        request.identity()?;
+        let CancelDurableRunRequest { run_id, reason } = request.into_inner();
+        let reason = if reason.is_empty() {
+            "cancelled by the user".to_string()
+        } else {
+            reason
+        };
+        let delivered = match self.signals.cancel(run_id_of(&run_id)?, reason).await {
+            Ok(()) => true,
+            // A workflow that already ended cannot be stopped; that is not an error here.
+            Err(crate::signals::SignalError::NotRunning) => false,
+            Err(err) => return Err(signal_failed(err)),
+        };
+        Ok(Response::new(CancelDurableRunResponse { delivered }))
+    }
+
+    async fn decide_tool_call(
+        &self,
+        request: Request<DecideToolCallRequest>,
+    ) -> Result<Response<DecideToolCallResponse>, Status> {
+        request.identity()?;
+        let DecideToolCallRequest {
+            run_id,
+            tool_call_id,
+            approved,
+        } = request.into_inner();
+        if tool_call_id.is_empty() {
+            return Err(PaError::bad_request("tool_call_id is required").into());
+        }
+        let decision = crate::chat::ToolCallDecided {
+            tool_call_id,
+            approved,
+        };
+        match self
+            .signals
+            .decide_tool_call(run_id_of(&run_id)?, decision)
+            .await
+        {
+            Ok(()) => Ok(Response::new(DecideToolCallResponse {})),
+            Err(crate::signals::SignalError::NotRunning) => Err(PaError::conflict(
+                "the run has ended; its tool calls can no longer be decided",
+            )
+            .into()),
+            Err(err) => Err(signal_failed(err)),
+        }
+    }
+
+    async fn notify_turn_finished(
+        &self,
+        request: Request<NotifyTurnFinishedRequest>,
+    ) -> Result<Response<NotifyTurnFinishedResponse>, Status> {
+        let identity = request.identity()?;
+        let NotifyTurnFinishedRequest {
+            chat_id,
+            run_id,
+            label,
+        } = request.into_inner();
+        self.signals.turn_finished(
+            identity,
+            chat_id,
+            crate::curator::TurnFinished {
+                run_id: run_id_of(&run_id)?.to_string(),
+                label,
+            },
+        );
+        Ok(Response::new(NotifyTurnFinishedResponse {}))
     }
 }
 

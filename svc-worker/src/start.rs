@@ -1,7 +1,6 @@
-//! Starting a durable run's workflow, for both starters: svc-worker's DurableRunService, whose
-//! client shares a connection with this worker (Temporal hands the first workflow task back in
-//! the start call's reply, eager start), and svc-runs when no worker answers (the task waits in
-//! the queue for any worker; the SDK drops the eager request when no local worker can take it).
+//! Starting a durable run's workflow for svc-worker's DurableRunService, whose client shares a
+//! connection with this worker: Temporal hands the first workflow task back in the start call's
+//! reply (eager start). svc-worker is Temporal's only client (ADR 0190).
 
 use pa_proto::v1::StartDurableRunRequest;
 use temporalio_client::errors::WorkflowStartError;
@@ -40,7 +39,9 @@ pub async fn start_chat_run(
 }
 
 impl ChatRunInput {
-    /// The request svc-runs sends svc-worker for this input.
+    /// The request that describes this input (svc-runs builds its own from the run's context;
+    /// the test below checks that nothing is lost on the way back).
+    #[cfg(test)]
     pub fn to_request(&self) -> StartDurableRunRequest {
         StartDurableRunRequest {
             spec: Some(self.spec.clone()),

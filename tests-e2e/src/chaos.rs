@@ -68,6 +68,11 @@ impl Target {
         Target::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// One of the six services (not a store).
+    pub fn is_service(self) -> bool {
+        self.service().is_some()
+    }
+
     fn service(self) -> Option<&'static str> {
         match self {
             Target::Postgres | Target::Temporal | Target::Redis => None,
@@ -97,6 +102,10 @@ pub struct ChaosSettings {
     pub env: Vec<(String, String)>,
     /// Where the processes' logs go (one file per service, appended across restarts).
     pub log_dir: PathBuf,
+    /// Processes per service (each `PA_*_URL` lists them all; ADR 0191). With more than one,
+    /// [`ChaosMesh::kill`] and [`ChaosMesh::restart`] act on replica 0 and clients fail over to
+    /// another gateway when theirs dies.
+    pub replicas: usize,
 }
 
 /// The mesh as processes, over stores of its own.
@@ -106,9 +115,12 @@ pub struct ChaosMesh {
     pub temporal: OwnTemporal,
     settings: ChaosSettings,
     env: Vec<(String, String)>,
-    children: BTreeMap<&'static str, Child>,
-    addrs: BTreeMap<&'static str, String>,
+    children: BTreeMap<(&'static str, usize), Child>,
+    addrs: BTreeMap<&'static str, Vec<String>>,
+    /// The gateway clients use now (replica 0 until it is killed with replicas to spare).
     pub gateway_url: String,
+    /// Every gateway replica, in order.
+    pub gateway_urls: Vec<String>,
     pub http: reqwest::Client,
 }
 
@@ -125,11 +137,23 @@ impl ChaosMesh {
             OwnTemporal::start(),
         )?;
         let database_url = postgres.url();
+        let replicas = settings.replicas.max(1);
         let mut addrs = BTreeMap::new();
         for svc in SERVICES {
-            addrs.insert(svc, free_addr()?);
+            addrs.insert(
+                svc,
+                (0..replicas)
+                    .map(|_| free_addr())
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
         }
-        let url = |svc: &str| format!("http://{}", addrs[svc]);
+        let urls = |svc: &str| {
+            addrs[svc]
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect::<Vec<_>>()
+        };
+        let url = |svc: &str| urls(svc).join(",");
         let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", database_url.clone()),
             ("REDIS_URL", redis.url()),
@@ -144,15 +168,9 @@ impl ChaosMesh {
                 format!("chaos-{}", uuid::Uuid::new_v4()),
             ),
             ("PA_AUTH_MODE", "dev".into()),
-            ("PA_GATEWAY_ADDR", addrs["svc-gateway"].clone()),
             ("PA_GATEWAY_GRPC_ADDR", "none".into()),
             ("PA_METRICS_ADDR", "none".into()),
             ("PA_WEB_DIR", "none".into()),
-            ("PA_RUNS_ADDR", addrs["svc-runs"].clone()),
-            ("PA_MODELS_ADDR", addrs["svc-models"].clone()),
-            ("PA_TOOLS_ADDR", addrs["svc-tools"].clone()),
-            ("PA_MEMORY_ADDR", addrs["svc-memory"].clone()),
-            ("PA_WORKER_ADDR", addrs["svc-worker"].clone()),
             ("PA_RUNS_URL", url("svc-runs")),
             ("PA_MODELS_URL", url("svc-models")),
             ("PA_TOOLS_URL", url("svc-tools")),
@@ -179,7 +197,8 @@ impl ChaosMesh {
             env.push(("PA_EMBED_MODEL_DIR".into(), dir));
         }
         env.extend(settings.env.iter().cloned());
-        let gateway_url = url("svc-gateway");
+        let gateway_urls = urls("svc-gateway");
+        let gateway_url = gateway_urls[0].clone();
         let mut mesh = ChaosMesh {
             postgres,
             redis,
@@ -189,56 +208,79 @@ impl ChaosMesh {
             children: BTreeMap::new(),
             addrs,
             gateway_url,
+            gateway_urls,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
                 .connect_timeout(Duration::from_secs(2))
                 .build()?,
         };
         for svc in SERVICES {
-            mesh.spawn(svc)?;
-            // Migrations run at start: one service at a time takes its schema.
-            mesh.wait_listening(svc, Duration::from_secs(120)).await?;
+            for replica in 0..replicas {
+                mesh.spawn(svc, replica)?;
+                // Migrations run at start: one process at a time takes its schema.
+                mesh.wait_listening(svc, replica, Duration::from_secs(120))
+                    .await?;
+            }
         }
         mesh.wait_ready(Duration::from_secs(60)).await?;
         Ok(mesh)
     }
 
-    fn spawn(&mut self, svc: &'static str) -> Result<(), BoxError> {
+    fn log_path(&self, svc: &str, replica: usize) -> PathBuf {
+        match replica {
+            0 => self.settings.log_dir.join(format!("{svc}.log")),
+            n => self.settings.log_dir.join(format!("{svc}-{n}.log")),
+        }
+    }
+
+    fn spawn(&mut self, svc: &'static str, replica: usize) -> Result<(), BoxError> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.settings.log_dir.join(format!("{svc}.log")))?;
+            .open(self.log_path(svc, replica))?;
+        // The variable each service listens on.
+        let listen = match svc {
+            "svc-gateway" => "PA_GATEWAY_ADDR",
+            "svc-runs" => "PA_RUNS_ADDR",
+            "svc-models" => "PA_MODELS_ADDR",
+            "svc-tools" => "PA_TOOLS_ADDR",
+            "svc-memory" => "PA_MEMORY_ADDR",
+            _ => "PA_WORKER_ADDR",
+        };
         let child = Command::new(&self.settings.binary)
             .arg(svc)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(listen, &self.addrs[svc][replica])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.settings.binary.display()))?;
-        self.children.insert(svc, child);
+        self.children.insert((svc, replica), child);
         Ok(())
     }
 
     async fn wait_listening(
         &mut self,
         svc: &'static str,
+        replica: usize,
         within: Duration,
     ) -> Result<(), BoxError> {
         let deadline = Instant::now() + within;
+        let log = self.log_path(svc, replica);
         loop {
-            if tokio::net::TcpStream::connect(&self.addrs[svc])
+            if tokio::net::TcpStream::connect(&self.addrs[svc][replica])
                 .await
                 .is_ok()
             {
                 return Ok(());
             }
-            if let Some(child) = self.children.get_mut(svc)
+            if let Some(child) = self.children.get_mut(&(svc, replica))
                 && let Some(status) = child.try_wait()?
             {
                 return Err(format!(
                     "{svc} exited during start-up ({status}); see {}",
-                    self.settings.log_dir.join(format!("{svc}.log")).display()
+                    log.display()
                 )
                 .into());
             }
@@ -270,13 +312,17 @@ impl ChaosMesh {
         format!("{}{path}", self.gateway_url)
     }
 
-    /// SIGKILL, as an OOM killer or a lost node would.
+    /// SIGKILL, as an OOM killer or a lost node would (replica 0 of a service).
     pub async fn kill(&mut self, target: Target) -> Result<(), BoxError> {
         match target.service() {
             Some(svc) => {
-                if let Some(mut child) = self.children.remove(svc) {
+                if let Some(mut child) = self.children.remove(&(svc, 0)) {
                     child.kill()?;
                     child.wait()?;
+                }
+                if svc == "svc-gateway" && self.gateway_urls.len() > 1 {
+                    // Clients go to another gateway, as a load balancer in front would send them.
+                    self.gateway_url = self.gateway_urls[1].clone();
                 }
             }
             None => match target {
@@ -296,8 +342,11 @@ impl ChaosMesh {
                     .into_iter()
                     .find(|s| *s == svc)
                     .ok_or("unknown service")?;
-                self.spawn(svc)?;
-                self.wait_listening(svc, Duration::from_secs(60)).await?;
+                self.spawn(svc, 0)?;
+                self.wait_listening(svc, 0, Duration::from_secs(60)).await?;
+                if svc == "svc-gateway" {
+                    self.gateway_url = self.gateway_urls[0].clone();
+                }
             }
             None => match target {
                 Target::Postgres => self.postgres.restart().await?,
@@ -310,8 +359,9 @@ impl ChaosMesh {
 
     /// Stops the services (SIGTERM, then SIGKILL after 20 s) and the stores.
     pub async fn stop(mut self) -> Result<(), BoxError> {
+        // Front to back: gateways first, so nothing new arrives at the services behind them.
         for svc in SERVICES.iter().rev() {
-            if let Some(child) = self.children.get(svc) {
+            for ((_, _), child) in self.children.iter().filter(|((s, _), _)| s == svc) {
                 // SIGTERM (an orderly stop; std only sends SIGKILL) to our own child's pid.
                 let _ = Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
@@ -343,6 +393,29 @@ impl ChaosMesh {
     /// One row of the chaos table: `runs` inline and `runs` durable runs, `target` killed once
     /// every run has streamed some text, restarted at once, every run followed to its end.
     pub async fn round(&mut self, target: Target, runs: usize) -> Result<RoundReport, BoxError> {
+        self.round_with(target, runs, true).await
+    }
+
+    /// As [`Self::round`] on a mesh with replicas: replica 0 of `target` is killed and stays
+    /// dead until every run has ended, so the other replica carries them (retries, failover),
+    /// then it is started again and the checks after recovery run.
+    pub async fn replica_round(
+        &mut self,
+        target: Target,
+        runs: usize,
+    ) -> Result<RoundReport, BoxError> {
+        if self.settings.replicas < 2 || target.service().is_none() {
+            return Err("a replica round needs a service with two replicas".into());
+        }
+        self.round_with(target, runs, false).await
+    }
+
+    async fn round_with(
+        &mut self,
+        target: Target,
+        runs: usize,
+        restart_at_once: bool,
+    ) -> Result<RoundReport, BoxError> {
         // Long enough that every run is still streaming when the last has started.
         let words = 250;
         let this = &*self;
@@ -380,14 +453,17 @@ impl ChaosMesh {
         let followers: Vec<_> = started
             .iter()
             .map(|run| {
-                let (http, base, run_id, texted) = (
-                    self.http.clone(),
-                    self.gateway_url.clone(),
-                    run.run_id.clone(),
-                    texted.clone(),
-                );
+                // Clients start on the current gateway and move to the next after a break.
+                let mut bases = self.gateway_urls.clone();
+                let first = bases
+                    .iter()
+                    .position(|b| *b == self.gateway_url)
+                    .unwrap_or(0);
+                bases.rotate_left(first);
+                let (http, run_id, texted) =
+                    (self.http.clone(), run.run_id.clone(), texted.clone());
                 tokio::spawn(async move {
-                    follow_run(&http, &base, &run_id, deadline, move || {
+                    follow_run(&http, &bases, &run_id, deadline, move || {
                         texted.send_modify(|n| *n += 1);
                     })
                     .await
@@ -410,11 +486,16 @@ impl ChaosMesh {
         }
         let killed_at = Instant::now();
         self.kill(target).await?;
-        self.restart(target).await?;
+        if restart_at_once {
+            self.restart(target).await?;
+        }
         let restarted_in = killed_at.elapsed();
         let mut followed = Vec::new();
         for (run, follower) in started.iter().zip(followers) {
             followed.push((run, follower.await??));
+        }
+        if !restart_at_once {
+            self.restart(target).await?;
         }
         self.wait_ready(Duration::from_secs(60)).await?;
         let mut report = RoundReport {
@@ -527,19 +608,23 @@ pub struct FollowedRun {
 }
 
 /// Follows a run's SSE stream to its terminal event, reconnecting with `Last-Event-ID` after
-/// every break until `deadline`. `on_text` is called once, at the run's first text.
+/// every break until `deadline` — to the next of `gateway_urls` (a client behind a load balancer
+/// that takes a dead gateway out). `on_text` is called once, at the run's first text.
 pub async fn follow_run(
     http: &reqwest::Client,
-    gateway_url: &str,
+    gateway_urls: &[String],
     run_id: &str,
     deadline: Instant,
     on_text: impl FnOnce() + Send,
 ) -> Result<FollowedRun, BoxError> {
     let mut followed = FollowedRun::default();
     let mut on_text = Some(on_text);
-    let url = format!("{gateway_url}/v1/runs/{run_id}/events");
+    if gateway_urls.is_empty() {
+        return Err("no gateway to follow a run through".into());
+    }
     while Instant::now() < deadline {
-        let mut request = http.get(&url);
+        let base = &gateway_urls[followed.breaks as usize % gateway_urls.len()];
+        let mut request = http.get(format!("{base}/v1/runs/{run_id}/events"));
         if let Some(id) = followed.events.iter().rev().find_map(|e| e.id.clone()) {
             request = request.header("last-event-id", id);
         }
@@ -595,6 +680,9 @@ pub struct ModeReport {
     pub ended_retryable: usize,
     /// The slowest end after the kill.
     pub slowest_end: Duration,
+    /// Runs with a model turn withdrawn (`message_discarded`) and run again: a relay died
+    /// under the turn.
+    pub retried_turns: usize,
     /// What is wrong (a run that did not end, a duplicate event id, a wrong text, …).
     pub problems: Vec<String>,
 }
@@ -612,6 +700,13 @@ impl RoundReport {
         };
         mode.runs += 1;
         let id = &run.run_id;
+        if followed
+            .events
+            .iter()
+            .any(|e| e.event_type() == "CUSTOM" && e.data["name"] == "message_discarded")
+        {
+            mode.retried_turns += 1;
+        }
         let mut seen = HashSet::new();
         for event in &followed.events {
             if let Some(event_id) = &event.id
@@ -670,7 +765,7 @@ impl RoundReport {
     pub fn row(&self) -> String {
         let name = self.target.map(Target::name).unwrap_or("?");
         format!(
-            "| {name} | inline {}/{} ended ({} finished, {} retryable error), slowest {:.1} s | durable {}/{} completed | failed after recovery: {} | restart {:.1} s |",
+            "| {name} | inline {}/{} ended ({} finished, {} retryable error), slowest {:.1} s | durable {}/{} completed ({} turns retried) | failed after recovery: {} | restart {:.1} s |",
             self.inline.completed + self.inline.ended_retryable,
             self.inline.runs,
             self.inline.completed,
@@ -678,6 +773,7 @@ impl RoundReport {
             self.inline.slowest_end.as_secs_f64(),
             self.durable.completed,
             self.durable.runs,
+            self.durable.retried_turns,
             self.failed_requests.len(),
             self.restarted_in.as_secs_f64(),
         )

@@ -56,6 +56,7 @@ pub struct MeshBuilder {
     curator_debounce: Duration,
     /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
     runs_worker_url: Option<String>,
+    worker_process: bool,
     /// svc-runs reaches svc-memory through a proxy holding each answer this long (0: directly).
     recall_delay: Duration,
     /// svc-models' `PA_MODELS_NET_ALLOW` (None: the test default, loopback allowed).
@@ -115,8 +116,16 @@ impl MeshBuilder {
         self
     }
 
-    /// svc-runs asks `url` (not this mesh's worker) to start durable runs: an address nobody
-    /// answers at makes it start them through Temporal itself.
+    /// svc-worker runs as a process the test starts (and kills) with
+    /// [`Mesh::spawn_worker_process`], on an address reserved now, which svc-runs asks for
+    /// durable runs. The gateway does not wait for it to be ready.
+    pub fn worker_process(mut self) -> Self {
+        self.worker_process = true;
+        self
+    }
+
+    /// svc-runs asks `url` (not this mesh's worker) for durable runs: an address nobody answers
+    /// at makes durable starts unavailable.
     pub fn runs_worker_url(mut self, url: &str) -> Self {
         self.runs_worker_url = Some(url.to_string());
         self
@@ -211,7 +220,7 @@ impl MeshBuilder {
     }
 
     /// How long the Curator waits for more turns of a chat before it curates (tests default to
-    /// 200 ms; the product to `svc_runs::durable::DEFAULT_CURATOR_DEBOUNCE_MS`).
+    /// 200 ms; the product to `svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS`).
     pub fn curator_debounce(mut self, debounce: Duration) -> Self {
         self.curator_debounce = debounce;
         self
@@ -316,6 +325,12 @@ impl MeshBuilder {
             .as_ref()
             .and_then(|l| l.local_addr().ok())
             .map(|a| format!("http://{a}"));
+        // A worker the test starts as a process listens on an address reserved here.
+        let worker_process_addr = if self.worker_process {
+            Some(format!("127.0.0.1:{}", port_below_ephemeral_range()?))
+        } else {
+            None
+        };
 
         let shutdown = Shutdown::new();
         services.push((
@@ -417,17 +432,12 @@ impl MeshBuilder {
                     daily_token_budget: self.daily_token_budget,
                     deleted_chat_retention: self.deleted_chat_retention,
                     approval_timeout: self.approval_timeout,
-                    temporal: temporal.clone(),
-                    // This mesh's in-process worker starts its durable runs (eager start);
-                    // without one, svc-runs starts them through Temporal itself.
-                    worker_url: self.runs_worker_url.clone().or_else(|| worker_url.clone()),
-                    // The Curator needs a worker; meshes without one leave it off.
-                    curator: (self.worker && self.curator).then_some(
-                        svc_runs::durable::CuratorSettings {
-                            debounce_ms: self.curator_debounce.as_millis() as u64,
-                            max_signals: 50,
-                        },
-                    ),
+                    // This mesh's in-process worker: durable runs and the Curator (ADR 0190).
+                    worker_url: self
+                        .runs_worker_url
+                        .clone()
+                        .or_else(|| worker_url.clone())
+                        .or_else(|| worker_process_addr.as_ref().map(|a| format!("http://{a}"))),
                     leases: self.run_leases,
                 };
                 if !self.recall_delay.is_zero() {
@@ -480,7 +490,7 @@ impl MeshBuilder {
         let worker_config = svc_worker::Config {
             common: common.clone(),
             temporal: temporal.clone(),
-            listen_addr: String::new(),
+            listen_addr: worker_process_addr.clone().unwrap_or_default(),
             runs_url: runs_url.clone(),
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
@@ -492,6 +502,12 @@ impl MeshBuilder {
                 first_delay: Duration::from_millis(200),
             },
             claim_threshold: svc_worker::claims::DEFAULT_THRESHOLD,
+            curator: self
+                .curator
+                .then_some(svc_worker::signals::CuratorSettings {
+                    debounce_ms: self.curator_debounce.as_millis() as u64,
+                    max_signals: 50,
+                }),
         };
         if self.worker {
             let shutdown = Shutdown::new();
@@ -649,6 +665,7 @@ impl Mesh {
             approval_timeout: Duration::from_secs(60),
             curator: true,
             runs_worker_url: None,
+            worker_process: false,
             curator_debounce: Duration::from_millis(200),
             recall_delay: Duration::ZERO,
             models_net_allow: None,
@@ -675,7 +692,14 @@ impl Mesh {
             .env("TEMPORAL_ADDRESS", &c.temporal.address)
             .env("PA_TEMPORAL_NAMESPACE", &c.temporal.namespace)
             .env("PA_TEMPORAL_TASK_QUEUE", &c.temporal.task_queue)
-            .env("PA_WORKER_ADDR", "127.0.0.1:0")
+            .env(
+                "PA_WORKER_ADDR",
+                if c.listen_addr.is_empty() {
+                    "127.0.0.1:0"
+                } else {
+                    &c.listen_addr
+                },
+            )
             .env("PA_RUNS_URL", &c.runs_url)
             .env("PA_MODELS_URL", &c.models_url)
             .env("PA_TOOLS_URL", &c.tools_url)
@@ -690,6 +714,14 @@ impl Mesh {
                 c.turn_retry.first_delay.as_millis().to_string(),
             )
             .env("PA_CLAIM_CHECK_BYTES", c.claim_threshold.to_string())
+            .env("PA_CURATOR", if c.curator.is_some() { "on" } else { "off" })
+            .env(
+                "PA_CURATOR_DEBOUNCE_MS",
+                c.curator
+                    .map(|s| s.debounce_ms)
+                    .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS)
+                    .to_string(),
+            )
             .env(
                 "RUST_LOG",
                 std::env::var("PA_E2E_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -704,6 +736,26 @@ impl Mesh {
                 None => std::process::Stdio::null(),
             })
             .spawn()?)
+    }
+
+    /// Waits until the worker process started by [`Self::spawn_worker_process`] serves (a
+    /// mesh built with [`MeshBuilder::worker_process`]).
+    pub async fn wait_worker_process(&self, within: Duration) -> Result<(), BoxError> {
+        let addr = &self.worker_config.listen_addr;
+        if addr.is_empty() {
+            return Err(
+                "this mesh reserved no worker address (MeshBuilder::worker_process)".into(),
+            );
+        }
+        let channel = pa_kit::grpc::channel(&format!("http://{addr}"))?;
+        let deadline = tokio::time::Instant::now() + within;
+        while !pa_kit::grpc::is_serving(channel.clone()).await {
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("the worker process did not serve within {within:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
     }
 
     async fn wait_ready(&self, within: Duration) -> Result<(), BoxError> {

@@ -30,6 +30,7 @@ async fn every_run_ends_through_the_death_of_any_one_process() -> R {
         token_delay: Duration::from_millis(15),
         env: vec![],
         log_dir: log_dir.clone(),
+        replicas: 1,
     })
     .await?;
     let mut rows = Vec::new();

@@ -94,11 +94,11 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
     mesh.stop().await
 }
 
-/// svc-runs starts durable runs through svc-worker (whose worker takes the first task at once);
-/// when svc-worker does not answer, it starts them through Temporal itself and a worker polling
-/// the task queue takes them from there.
+/// svc-runs starts durable runs only through svc-worker, Temporal's only client (ADR 0190).
+/// When svc-worker does not answer, a durable start is refused with a retryable `unavailable`
+/// (never `internal`), no run is left RUNNING, and inline runs of the same chat still work.
 #[tokio::test]
-async fn a_durable_run_starts_through_temporal_when_svc_worker_does_not_answer() -> R {
+async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answer() -> R {
     let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
     let dead = format!("http://{}", unanswered.local_addr()?);
     drop(unanswered);
@@ -108,17 +108,33 @@ async fn a_durable_run_starts_through_temporal_when_svc_worker_does_not_answer()
         .runs_worker_url(&dead)
         .start()
         .await?;
-    let chat = mesh.create_chat("fallback").await?;
-    let (run, events) = run_to_end(
-        &mesh,
-        &chat,
-        json!({ "message": "started the long way", "durable": true }),
-    )
-    .await?;
-    assert_eq!(run["mode"], "durable", "{run}");
+    let chat = mesh.create_chat("no worker").await?;
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let (status, answer) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": "nobody starts me", "durable": true, "run_id": run_id }),
+        )
+        .await?;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["code"], "unavailable", "{answer}");
+    assert!(
+        answer["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("durable runs are unavailable"),
+        "{answer}"
+    );
+    // The refused run is not left behind: it is failed (or was never kept).
+    let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert!(
+        status == 404 || (status == 200 && run["status"] == "failed"),
+        "a refused durable start left a run behind: {status} {run}"
+    );
+    let (run, events) =
+        run_to_end(&mesh, &chat, json!({ "message": "inline still works" })).await?;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let text = text_of(&events);
-    assert!(text.contains("started the long way"), "{text}");
+    assert!(text_of(&events).contains("inline still works"));
     mesh.stop().await
 }
 
@@ -315,10 +331,12 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
 async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> R {
     let mesh = Mesh::builder()
         .offline_token_delay(Duration::from_millis(60))
+        .worker_process()
         .start()
         .await?;
     let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
     let mut worker = mesh.spawn_worker_process(binary)?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("crash").await?;
     let words: Vec<String> = (1..=40).map(|i| format!("w{i}")).collect();
     let message = words.join(" ");
@@ -389,6 +407,7 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
             fetch_timeout: Duration::from_secs(20),
             ..svc_tools::ToolsSettings::default()
         })
+        .worker_process()
         .start()
         .await?;
     let (status, created) = mesh
@@ -410,6 +429,7 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
 
     let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
     let mut worker = mesh.spawn_worker_process(binary)?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("crash-tool").await?;
     let run_id = start(
         &mesh,

@@ -195,6 +195,7 @@ async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
     let mut mesh = Mesh::builder()
         .offline_token_delay(Duration::from_millis(60))
         .without_curator()
+        .worker_process()
         .start()
         .await?;
     // The worker reaches svc-models through a proxy: cutting it is svc-models' death as the
@@ -202,6 +203,7 @@ async fn svc_models_dying_mid_turn_is_survived_by_a_durable_run() -> R {
     let relay = CutProxy::start(mesh.models_url.trim_start_matches("http://").to_string()).await?;
     mesh.worker_config.models_url = relay.url();
     let mut worker = mesh.spawn_worker_process(env!("CARGO_BIN_EXE_pa-e2e-worker"))?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("relay").await?;
     let words: Vec<String> = (1..=30).map(|i| format!("w{i}")).collect();
     let message = words.join(" ");

@@ -539,3 +539,74 @@ async fn a_sub_run_of_a_killed_owner_ends_with_its_parent() -> R {
     );
     mesh.stop().await
 }
+
+/// Hostile: a run whose owner is dead is still only its user's. Another tenant's user, and
+/// another user of the same tenant, can neither see it nor cancel it (`not_found`, and the run
+/// goes on waiting for its reaper); its own user's cancel then ends it. The claim a cancel makes
+/// on an ownerless run happens only after the caller is authorised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nobody_else_can_touch_a_run_whose_owner_is_dead() -> R {
+    let mesh = mesh(svc_runs::lease::LeaseSettings {
+        scan_every: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await?;
+    let mut config = mesh.runs_config.clone();
+    config.leases = Default::default();
+    let owner = RunsReplica::start(config).await?;
+    let redis = redis();
+    let who = who();
+    let run = start_run(&mesh, &owner.url, &who).await?;
+    wait_for_deltas(&redis, &run, 5).await?;
+    owner.kill();
+    let strangers = [
+        Mesh::identity("t-leases-other", &who.user_id),
+        Mesh::identity(&who.tenant_id, &format!("u-{}", uuid::Uuid::now_v7())),
+    ];
+    let mut runs = client(&mesh.runs_url).await?;
+    for stranger in &strangers {
+        let cancel = runs
+            .cancel_run(mesh.auth.request(
+                stranger,
+                CancelRunRequest {
+                    run_id: run.clone(),
+                },
+            ))
+            .await
+            .expect_err("a stranger's cancel");
+        assert_eq!(cancel.code(), tonic::Code::NotFound, "{cancel:?}");
+        let read = runs
+            .get_run(mesh.auth.request(
+                stranger,
+                GetRunRequest {
+                    run_id: run.clone(),
+                },
+            ))
+            .await
+            .expect_err("a stranger's read");
+        assert_eq!(read.code(), tonic::Code::NotFound, "{read:?}");
+    }
+    // Nothing the strangers did ended or claimed it.
+    let still = get_run(&mesh, &mesh.runs_url, &who, &run).await?;
+    assert_eq!(still.status, RunStatus::Running as i32, "{still:?}");
+    let events = pa_kit::run_events::read_all(&redis, &run).await?;
+    assert!(
+        !events.iter().any(|e| e.event.is_terminal()),
+        "a stranger's call ended the run"
+    );
+    let cancelled = runs
+        .cancel_run(mesh.auth.request(
+            &who,
+            CancelRunRequest {
+                run_id: run.clone(),
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(
+        cancelled.status,
+        RunStatus::Cancelled as i32,
+        "{cancelled:?}"
+    );
+    mesh.stop().await
+}

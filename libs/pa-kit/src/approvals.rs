@@ -73,16 +73,21 @@ impl ApprovalState {
 
 /// Opens the request (pending). Idempotent: a retried driver never resets a decision.
 pub async fn open(pool: &Pool, run_id: &str, tool_call_id: &str) -> Result<(), PaError> {
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let _: Option<String> = redis::cmd("SET")
-        .arg(key(run_id, tool_call_id))
-        .arg(PENDING)
-        .arg("NX")
-        .arg("EX")
-        .arg(TTL_SECS)
-        .query_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+    let request = key(run_id, tool_call_id);
+    let _: Option<String> = crate::redis::bounded(pool, move |conn| {
+        Box::pin(async move {
+            redis::cmd("SET")
+                .arg(&request)
+                .arg(PENDING)
+                .arg("NX")
+                .arg("EX")
+                .arg(TTL_SECS)
+                .query_async(&mut *conn)
+                .await
+        })
+    })
+    .await
+    .map_err(redis_error)?;
     Ok(())
 }
 
@@ -92,11 +97,12 @@ pub async fn state(
     run_id: &str,
     tool_call_id: &str,
 ) -> Result<Option<ApprovalState>, PaError> {
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let value: Option<String> = conn
-        .get(key(run_id, tool_call_id))
-        .await
-        .map_err(redis_error)?;
+    let request = key(run_id, tool_call_id);
+    let value: Option<String> = crate::redis::bounded(pool, move |conn| {
+        Box::pin(async move { conn.get(&request).await })
+    })
+    .await
+    .map_err(redis_error)?;
     Ok(value.as_deref().and_then(ApprovalState::parse))
 }
 
@@ -117,13 +123,19 @@ pub async fn decide(
     tool_call_id: &str,
     to: ApprovalState,
 ) -> Result<Option<ApprovalState>, PaError> {
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let before: Option<String> = redis::Script::new(DECIDE_SCRIPT)
-        .key(key(run_id, tool_call_id))
-        .arg(to.as_str())
-        .invoke_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+    let request = key(run_id, tool_call_id);
+    let to = to.as_str();
+    let before: Option<String> = crate::redis::bounded(pool, move |conn| {
+        Box::pin(async move {
+            redis::Script::new(DECIDE_SCRIPT)
+                .key(&request)
+                .arg(to)
+                .invoke_async(&mut *conn)
+                .await
+        })
+    })
+    .await
+    .map_err(redis_error)?;
     Ok(before.as_deref().and_then(ApprovalState::parse))
 }
 

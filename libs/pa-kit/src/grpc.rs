@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::{Channel, Server};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
@@ -211,13 +211,10 @@ impl GrpcServer {
     }
 }
 
-/// A lazily connecting client channel: services start in any order.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_string())?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .connect_lazy())
+/// A lazily connecting client channel: services start in any order. `urls` is one URL or a
+/// comma-separated list of a service's replicas, balanced (see [`crate::endpoints`]).
+pub fn channel(urls: &str) -> Result<Channel, tonic::transport::Error> {
+    crate::endpoints::channel(urls)
 }
 
 /// Asks a service's tonic-health endpoint whether it serves.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod device_bus;
+pub mod endpoints;
 pub mod error;
 pub mod grpc;
 pub mod identity;

@@ -43,19 +43,24 @@ pub async fn check_rate(
     let window = now / 60_000;
     let user_key = format!("pa:rl:u:{tenant}:{user}:{window}");
     let tenant_key = format!("pa:rl:t:{tenant}:{window}");
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let (user_count, _, tenant_count, _): (u64, i64, u64, i64) = redis::pipe()
-        .cmd("INCR")
-        .arg(&user_key)
-        .cmd("EXPIRE")
-        .arg(&user_key)
-        .arg(120)
-        .cmd("INCR")
-        .arg(&tenant_key)
-        .cmd("EXPIRE")
-        .arg(&tenant_key)
-        .arg(120)
-        .query_async(&mut *conn)
+    let (user_count, _, tenant_count, _): (u64, i64, u64, i64) =
+        crate::redis::bounded(pool, move |conn| {
+            Box::pin(async move {
+                redis::pipe()
+                    .cmd("INCR")
+                    .arg(&user_key)
+                    .cmd("EXPIRE")
+                    .arg(&user_key)
+                    .arg(120)
+                    .cmd("INCR")
+                    .arg(&tenant_key)
+                    .cmd("EXPIRE")
+                    .arg(&tenant_key)
+                    .arg(120)
+                    .query_async(&mut *conn)
+                    .await
+            })
+        })
         .await
         .map_err(redis_error)?;
     let retry_after_ms = (window + 1) * 60_000 - now;
@@ -129,14 +134,19 @@ pub async fn reserve_tokens(
     let now = now_ms();
     let day = now / DAY_MS;
     let until_tomorrow_ms = (day + 1) * DAY_MS - now;
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let (grant, used): (i64, i64) = redis::Script::new(RESERVE_SCRIPT)
-        .key(day_key_of(tenant, user, day))
-        .arg(budget)
-        .arg(want.max(1))
-        .invoke_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+    let day_key = day_key_of(tenant, user, day);
+    let (grant, used): (i64, i64) = crate::redis::bounded(pool, move |conn| {
+        Box::pin(async move {
+            redis::Script::new(RESERVE_SCRIPT)
+                .key(&day_key)
+                .arg(budget)
+                .arg(want.max(1))
+                .invoke_async(&mut *conn)
+                .await
+        })
+    })
+    .await
+    .map_err(redis_error)?;
     if grant < 0 {
         return Err(PaError::new(
             ErrorCode::TooManyRequests,
@@ -171,17 +181,21 @@ pub async fn settle_tokens(
         return Ok(());
     }
     let key = day_key_of(tenant, user, day);
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let _: (i64, i64) = redis::pipe()
-        .cmd("INCRBY")
-        .arg(&key)
-        .arg(delta)
-        .cmd("EXPIRE")
-        .arg(&key)
-        .arg(2 * 86_400)
-        .query_async(&mut *conn)
-        .await
-        .map_err(redis_error)?;
+    let _: (i64, i64) = crate::redis::bounded(pool, move |conn| {
+        Box::pin(async move {
+            redis::pipe()
+                .cmd("INCRBY")
+                .arg(&key)
+                .arg(delta)
+                .cmd("EXPIRE")
+                .arg(&key)
+                .arg(2 * 86_400)
+                .query_async(&mut *conn)
+                .await
+        })
+    })
+    .await
+    .map_err(redis_error)?;
     Ok(())
 }
 

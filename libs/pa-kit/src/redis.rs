@@ -58,6 +58,104 @@ impl From<CommandError> for crate::PaError {
     }
 }
 
+/// How long one Redis command (not a blocking read) may take, checking out its connection
+/// included, before it fails as `unavailable`. Nothing waits on Redis forever: a command that
+/// hangs (a connection cut without a reset, a pool whose connections are all stuck) fails its
+/// caller, who retries (a durable activity is retried by Temporal, an inline run ends).
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(2500);
+
+/// Why a connection could not be checked out.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("Redis pool: {0}")]
+    Pool(#[from] deadpool_redis::PoolError),
+    #[error("no Redis connection within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// A pooled connection checked out for a command. It goes back to the pool only through
+/// [`Checkout::release`], once the answer is in; dropped before that (the command timed out,
+/// or a reader went away mid-BLOCK), it is closed instead: a connection with a command still in
+/// flight would make every command queued behind it on that multiplexed connection wait.
+pub struct Checkout(Option<deadpool_redis::Connection>);
+
+impl Checkout {
+    /// A connection from `pool`, within [`CALL_TIMEOUT`].
+    pub async fn get(pool: &Pool) -> Result<Checkout, CheckoutError> {
+        match tokio::time::timeout(CALL_TIMEOUT, pool.get()).await {
+            Ok(conn) => Ok(Checkout(Some(conn?))),
+            Err(_) => Err(CheckoutError::TimedOut(CALL_TIMEOUT)),
+        }
+    }
+
+    /// The connection (for one command).
+    pub fn conn(&mut self) -> &mut deadpool_redis::Connection {
+        self.0
+            .as_mut()
+            .expect("a checkout holds its connection until it is released or dropped")
+    }
+
+    /// The answer came back: the connection is free for the pool again.
+    pub fn release(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(deadpool_redis::Connection::take(conn));
+        }
+    }
+}
+
+/// Runs one command future on a checked-out connection within `limit`; the connection goes back
+/// to the pool only when the answer came in time.
+pub async fn within<T>(
+    limit: Duration,
+    mut checkout: Checkout,
+    call: impl for<'c> FnOnce(
+        &'c mut deadpool_redis::Connection,
+    ) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
+) -> Result<T, CallError> {
+    let answer = tokio::time::timeout(limit, call(checkout.conn())).await;
+    match answer {
+        Ok(Ok(value)) => {
+            checkout.release();
+            Ok(value)
+        }
+        Ok(Err(err)) => {
+            if !is_connection_error(&err) {
+                checkout.release();
+            }
+            Err(CallError::Redis(err))
+        }
+        Err(_) => Err(CallError::TimedOut(limit)),
+    }
+}
+
+/// Why a bounded command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Checkout(#[from] CheckoutError),
+    #[error("Redis: {0}")]
+    Redis(redis::RedisError),
+    #[error("Redis did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// Checks out a connection from `pool` and runs `call` on it, all within [`CALL_TIMEOUT`] each.
+pub async fn bounded<T>(
+    pool: &Pool,
+    call: impl for<'c> FnOnce(
+        &'c mut deadpool_redis::Connection,
+    ) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
+) -> Result<T, CallError> {
+    let checkout = Checkout::get(pool).await?;
+    within(CALL_TIMEOUT, checkout, call).await
+}
+
 /// Runs an idempotent command (a read, or a write whose repetition changes nothing) on a pooled
 /// connection and, when the connection fails under it, once more on another one.
 pub async fn retry_idempotent<T, F>(pool: &Pool, mut command: F) -> Result<T, CommandError>
@@ -88,4 +186,63 @@ pub(crate) fn real_redis(size: usize) -> deadpool_redis::Pool {
         panic!("REDIS_URL is not valid");
     };
     pool
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A "Redis" that accepts connections and never answers: nothing may wait on it forever.
+    async fn silent_server() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        format!("redis://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_redis_that_never_answers_fails_a_bounded_call_instead_of_holding_it() {
+        let pool = pool(&silent_server().await, 2).unwrap();
+        let started = tokio::time::Instant::now();
+        let answer = bounded(&pool, |c| {
+            Box::pin(async move { redis::cmd("PING").query_async::<String>(c).await })
+        })
+        .await;
+        assert!(answer.is_err(), "{answer:?}");
+        // Checking out (connect bounded at 3 s) plus the call: never unbounded.
+        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_call_that_times_out_does_not_return_its_connection_to_the_pool() {
+        let pool = real_redis(1);
+        // A blocking read that outlives its limit: the connection is closed, not pooled.
+        let checkout = Checkout::get(&pool).await.unwrap();
+        let key = format!("pa:test:never:{}", uuid::Uuid::new_v4());
+        let timed_out = within(Duration::from_millis(200), checkout, move |c| {
+            Box::pin(async move {
+                redis::cmd("BLPOP")
+                    .arg(&key)
+                    .arg(5)
+                    .query_async::<Option<(String, String)>>(c)
+                    .await
+            })
+        })
+        .await;
+        assert!(matches!(timed_out, Err(CallError::TimedOut(_))), "{timed_out:?}");
+        // The pool (size 1) hands out a fresh connection at once, not the one still blocked.
+        let started = tokio::time::Instant::now();
+        let pong = bounded(&pool, |c| {
+            Box::pin(async move { redis::cmd("PING").query_async::<String>(c).await })
+        })
+        .await
+        .unwrap();
+        assert_eq!(pong, "PONG");
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
 }

@@ -10,6 +10,7 @@ use futures::Stream;
 use pa_proto::v1::AgUiEvent;
 
 use crate::error::PaError;
+use crate::redis::{CALL_TIMEOUT, Checkout, bounded};
 
 /// Events of one run are kept this long after the last write.
 const STREAM_TTL_SECS: i64 = 24 * 3600;
@@ -76,9 +77,11 @@ impl EventSink {
         let mut pipe = redis::pipe();
         push_xadds(&mut pipe, &key, events)?;
         pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
-        let mut conn = self.pool.get().await.map_err(redis_error)?;
-        let ids: Vec<String> = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
-        Ok(ids)
+        bounded(&self.pool, move |c| {
+            Box::pin(async move { pipe.query_async::<Vec<String>>(c).await })
+        })
+        .await
+        .map_err(redis_error)
     }
 }
 
@@ -126,9 +129,11 @@ impl EventSink {
                 pipe.cmd("HSET").arg(key).arg(field).arg(value).ignore();
             }
         }
-        let mut conn = self.pool.get().await.map_err(redis_error)?;
-        let ids: Vec<String> = pipe.query_async(&mut *conn).await.map_err(redis_error)?;
-        Ok(ids)
+        bounded(&self.pool, move |c| {
+            Box::pin(async move { pipe.query_async::<Vec<String>>(c).await })
+        })
+        .await
+        .map_err(redis_error)
     }
 }
 
@@ -176,20 +181,22 @@ impl EventSink {
         if events.is_empty() {
             return Ok(0);
         }
-        let script = redis::Script::new(EMIT_AT_SCRIPT);
-        let mut invocation = script.key(stream_key(run_id));
-        invocation.arg(STREAM_MAX_LEN).arg(FIELD);
+        let mut args = Vec::with_capacity(events.len() * 2);
         for (id, event) in events {
-            invocation
-                .arg(id)
-                .arg(event.to_json().map_err(PaError::internal)?);
+            args.push(id.clone());
+            args.push(event.to_json().map_err(PaError::internal)?);
         }
-        let mut conn = self.pool.get().await.map_err(redis_error)?;
-        let added: u64 = invocation
-            .invoke_async(&mut *conn)
-            .await
-            .map_err(redis_error)?;
-        Ok(added)
+        let key = stream_key(run_id);
+        bounded(&self.pool, move |c| {
+            Box::pin(async move {
+                let script = redis::Script::new(EMIT_AT_SCRIPT);
+                let mut invocation = script.key(key);
+                invocation.arg(STREAM_MAX_LEN).arg(FIELD).arg(args);
+                invocation.invoke_async::<u64>(c).await
+            })
+        })
+        .await
+        .map_err(redis_error)
     }
 
     /// Removes runs' streams: a stale stream under a reused id, or a deleted chat's runs.
@@ -198,8 +205,11 @@ impl EventSink {
             return Ok(());
         }
         let keys: Vec<String> = run_ids.iter().map(|id| stream_key(id)).collect();
-        let mut conn = self.pool.get().await.map_err(redis_error)?;
-        let _: i64 = conn.del(keys).await.map_err(redis_error)?;
+        bounded(&self.pool, move |c| {
+            Box::pin(async move { c.del::<_, i64>(keys).await })
+        })
+        .await
+        .map_err(redis_error)?;
         Ok(())
     }
 }
@@ -211,12 +221,12 @@ fn cancel_key(run_id: &str) -> String {
 /// Raises a run's cancel flag: a driver streaming a model turn in another process (a durable
 /// run's activity) sees it within [`CANCEL_POLL`] and stops at the next token.
 pub async fn request_cancel(pool: &Pool, run_id: &str) -> Result<(), PaError> {
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    let _: () = conn
-        .set_ex(cancel_key(run_id), 1, STREAM_TTL_SECS as u64)
-        .await
-        .map_err(redis_error)?;
-    Ok(())
+    let key = cancel_key(run_id);
+    bounded(pool, move |c| {
+        Box::pin(async move { c.set_ex::<_, _, ()>(key, 1, STREAM_TTL_SECS as u64).await })
+    })
+    .await
+    .map_err(redis_error)
 }
 
 pub const CANCEL_POLL: Duration = Duration::from_millis(200);
@@ -226,11 +236,13 @@ pub const CANCEL_POLL: Duration = Duration::from_millis(200);
 pub async fn cancel_requested(pool: &Pool, run_id: &str) {
     let key = cancel_key(run_id);
     loop {
-        if let Ok(mut conn) = pool.get().await {
-            let raised: Result<bool, _> = conn.exists(&key).await;
-            if raised.unwrap_or(false) {
-                return;
-            }
+        let key = key.clone();
+        let raised = bounded(pool, move |c| {
+            Box::pin(async move { c.exists::<_, bool>(key).await })
+        })
+        .await;
+        if raised.unwrap_or(false) {
+            return;
         }
         tokio::time::sleep(CANCEL_POLL).await;
     }
@@ -253,18 +265,19 @@ fn handover_key(run_id: &str, what: &str) -> String {
 /// Writes the hand-over `what` of a run (kept as long as its events).
 pub async fn hand_over(pool: &Pool, run_id: &str, what: &str, value: &str) -> Result<(), PaError> {
     let key = handover_key(run_id, what);
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    redis::pipe()
-        .atomic()
+    let mut pipe = redis::pipe();
+    pipe.atomic()
         .del(&key)
         .ignore()
         .rpush(&key, value)
         .ignore()
         .expire(&key, STREAM_TTL_SECS)
-        .ignore()
-        .query_async::<()>(&mut conn)
-        .await
-        .map_err(redis_error)
+        .ignore();
+    bounded(pool, move |c| {
+        Box::pin(async move { pipe.query_async::<()>(c).await })
+    })
+    .await
+    .map_err(redis_error)
 }
 
 /// The hand-over `what` of a run, waiting up to `wait` for it; `None` if it did not come.
@@ -282,37 +295,23 @@ pub async fn await_handover(
         .arg("LEFT")
         .arg("LEFT")
         .arg(wait.as_secs_f64().max(0.001));
-    blocking_query(pool, &cmd).await
+    blocking_query(pool, cmd, wait).await
 }
 
-/// A pooled connection with a read in flight. Dropped before the read came back (an SSE client
-/// went away mid-BLOCK), the connection is still blocked in Redis, and every command queued
-/// behind it on that multiplexed connection would wait out the BLOCK: it is closed instead of
-/// going back to the pool.
-struct InFlightRead(Option<deadpool_redis::Connection>);
-
-impl Drop for InFlightRead {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            drop(deadpool_redis::Connection::take(conn));
-        }
-    }
-}
-
-/// Runs a blocking command on a pooled connection, which goes back to the pool only once the
-/// answer is in (see [`InFlightRead`]).
-async fn blocking_query<T: redis::FromRedisValue>(
+/// Runs a blocking command (waiting up to `wait` in Redis) on a checked-out connection, which
+/// goes back to the pool only once the answer is in (see [`Checkout`]); the answer must come
+/// within `wait` plus [`CALL_TIMEOUT`].
+async fn blocking_query<T: redis::FromRedisValue + Send + 'static>(
     pool: &Pool,
-    cmd: &redis::Cmd,
+    cmd: redis::Cmd,
+    wait: Duration,
 ) -> Result<T, PaError> {
-    let mut read = InFlightRead(Some(pool.get().await.map_err(redis_error)?));
-    let result = match read.0.as_mut() {
-        Some(conn) => cmd.query_async(conn).await.map_err(redis_error),
-        None => Err(PaError::internal("no redis connection")),
-    };
-    // The answer came back: the connection is free for the pool again.
-    drop(read.0.take());
-    result
+    let checkout = Checkout::get(pool).await.map_err(redis_error)?;
+    crate::redis::within(wait + CALL_TIMEOUT, checkout, move |c| {
+        Box::pin(async move { cmd.query_async::<T>(c).await })
+    })
+    .await
+    .map_err(redis_error)
 }
 
 type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
@@ -332,7 +331,7 @@ pub async fn read_after(
         cmd.arg("BLOCK").arg(block.as_millis() as u64);
     }
     cmd.arg("STREAMS").arg(stream_key(run_id)).arg(after);
-    let reply: XReadReply = blocking_query(pool, &cmd).await?;
+    let reply: XReadReply = blocking_query(pool, cmd, block.unwrap_or_default()).await?;
     let mut events = Vec::new();
     for (_key, entries) in reply.unwrap_or_default() {
         for (stream_id, fields) in entries {
@@ -378,8 +377,12 @@ fn observe_lag(stream_id: &str) {
 
 /// Whether a run's stream exists at all (it expires some time after the run ends).
 pub async fn exists(pool: &Pool, run_id: &str) -> Result<bool, PaError> {
-    let mut conn = pool.get().await.map_err(redis_error)?;
-    conn.exists(stream_key(run_id)).await.map_err(redis_error)
+    let key = stream_key(run_id);
+    bounded(pool, move |c| {
+        Box::pin(async move { c.exists::<_, bool>(key).await })
+    })
+    .await
+    .map_err(redis_error)
 }
 
 /// Follows a run's events after `after` until RUN_FINISHED/RUN_ERROR. `still_live` is asked

@@ -1,0 +1,143 @@
+//! What svc-worker tells running workflows, for svc-runs (through `DurableRunService`) and for
+//! its own activities: cancel a run, hand it a tool-call decision, and tell a chat's Curator that a
+//! turn finished. svc-worker is Temporal's only client (ADR 0190); nothing else signals.
+
+use std::time::Duration;
+
+use pa_proto::v1::Identity;
+use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
+
+use crate::chat::{ChatAgentWorkflow, ToolCallDecided};
+use crate::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
+
+/// The default of `PA_CURATOR_DEBOUNCE_MS`.
+pub const DEFAULT_CURATOR_DEBOUNCE_MS: u64 = 5000;
+
+/// When the Curator runs (`PA_CURATOR=off` disables it).
+#[derive(Clone, Copy, Debug)]
+pub struct CuratorSettings {
+    /// `PA_CURATOR_DEBOUNCE_MS`, default 5000: how long it waits for more turns.
+    pub debounce_ms: u64,
+    /// `PA_CURATOR_MAX_SIGNALS`, default 50: turns before it continues as new.
+    pub max_signals: u32,
+}
+
+/// How long one signal may take before the caller hears `unavailable`.
+const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a signal was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// The workflow does not exist or has ended: nothing waits for the signal.
+    #[error("the run's workflow is not running")]
+    NotRunning,
+    #[error("cannot reach Temporal: {0}")]
+    Unavailable(String),
+}
+
+fn classify(err: impl std::fmt::Display) -> SignalError {
+    let text = err.to_string();
+    // The SDK reports a missing or completed workflow as gRPC NOT_FOUND ("workflow execution
+    // already completed", "workflow not found").
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("not found") || lower.contains("already completed") {
+        SignalError::NotRunning
+    } else {
+        SignalError::Unavailable(text)
+    }
+}
+
+/// The worker's signals (cheap to clone).
+#[derive(Clone)]
+pub struct Signals {
+    client: Client,
+    task_queue: String,
+    curator: Option<CuratorSettings>,
+}
+
+impl Signals {
+    pub fn new(client: Client, task_queue: String, curator: Option<CuratorSettings>) -> Self {
+        Self {
+            client,
+            task_queue,
+            curator,
+        }
+    }
+
+    /// Asks the run's workflow to stop before its next step.
+    pub async fn cancel(&self, run_id: &str, reason: String) -> Result<(), SignalError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        let sent = handle.signal(
+            ChatAgentWorkflow::cancel,
+            reason,
+            WorkflowSignalOptions::default(),
+        );
+        match tokio::time::timeout(SIGNAL_TIMEOUT, sent).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(classify(err)),
+            Err(_) => Err(SignalError::Unavailable("the signal timed out".into())),
+        }
+    }
+
+    /// Hands a human's decision on a held tool call to the run's workflow.
+    pub async fn decide_tool_call(
+        &self,
+        run_id: &str,
+        decision: ToolCallDecided,
+    ) -> Result<(), SignalError> {
+        let handle = self
+            .client
+            .get_workflow_handle::<ChatAgentWorkflow>(run_id.to_string());
+        let sent = handle.signal(
+            ChatAgentWorkflow::decide_tool_call,
+            decision,
+            WorkflowSignalOptions::default(),
+        );
+        match tokio::time::timeout(SIGNAL_TIMEOUT, sent).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(classify(err)),
+            Err(_) => Err(SignalError::Unavailable("the signal timed out".into())),
+        }
+    }
+
+    /// Tells the chat's Curator that a turn finished (signal-with-start, in the background: the
+    /// caller never waits for it). Sub-agent runs are not turns of the chat; a worker with the
+    /// Curator off does nothing.
+    pub fn turn_finished(&self, identity: Identity, chat_id: String, turn: TurnFinished) {
+        let Some(settings) = self.curator else {
+            return;
+        };
+        if chat_id.is_empty() {
+            return;
+        }
+        let client = self.client.clone();
+        let options = WorkflowStartOptions::new(
+            self.task_queue.clone(),
+            curator_id(&identity.tenant_id, &chat_id),
+        )
+        .build();
+        tokio::spawn(async move {
+            let run_id = turn.run_id.clone();
+            let sent = client.signal_with_start_workflow(
+                CuratorWorkflow::run,
+                CuratorInput {
+                    identity,
+                    chat_id,
+                    curated: 0,
+                    debounce_ms: settings.debounce_ms,
+                    max_signals: settings.max_signals,
+                },
+                CuratorWorkflow::turn_finished,
+                turn,
+                options,
+            );
+            match tokio::time::timeout(SIGNAL_TIMEOUT, sent).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::warn!(%run_id, %err, "Curator not notified"),
+                Err(_) => tracing::warn!(%run_id, "Curator not notified: the signal timed out"),
+            }
+        });
+    }
+}

@@ -1,0 +1,84 @@
+//! Scale-out (issue 20 item 4, issue 24 item 4; ADR 0191): every service runs as two processes,
+//! every `PA_*_URL` lists both, and clients balance over the replicas that answer. For each
+//! service, replica 0 is killed (`kill -9`) while 10 inline and 10 durable runs stream, and stays
+//! dead until they have ended: the other replica carries them.
+//!
+//! Asserted per service: durable runs complete with the exact text and every event id once (a
+//! model turn that died with its svc-models replica is withdrawn and run again on the other —
+//! `message_discarded`); inline runs end (finished, or a retryable RUN_ERROR when the replica that
+//! drove or relayed them died) within 15 s of the kill; once the replica is back, every request
+//! succeeds and no run is left unfinished.
+
+use std::time::Duration;
+
+use tests_e2e::chaos::{ChaosMesh, ChaosSettings, Target, service_binary};
+
+type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+const RUNS: usize = 10;
+const INLINE_END_BOUND: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_one_replica_of_each_service_loses_no_run() -> R {
+    let targets: Vec<Target> = match std::env::var("PA_SCALE_OUT_TARGETS") {
+        Ok(list) => list.split(',').filter_map(Target::parse).collect(),
+        Err(_) => Target::ALL.into_iter().filter(|t| t.is_service()).collect(),
+    };
+    let log_dir =
+        std::env::temp_dir().join(format!("pa-scale-out-{}", uuid::Uuid::new_v4().simple()));
+    let mut mesh = ChaosMesh::start(ChaosSettings {
+        binary: service_binary()?,
+        token_delay: Duration::from_millis(15),
+        env: vec![],
+        log_dir: log_dir.clone(),
+        replicas: 2,
+    })
+    .await?;
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for target in targets {
+        let report = match mesh.replica_round(target, RUNS).await {
+            Ok(report) => report,
+            Err(err) => {
+                problems.push(format!("{}: round aborted: {err}", target.name()));
+                break;
+            }
+        };
+        eprintln!("{}", report.row());
+        rows.push(report.row());
+        problems.extend(
+            report
+                .problems()
+                .into_iter()
+                .map(|p| format!("{}: {p}", target.name())),
+        );
+        if report.inline.slowest_end > INLINE_END_BOUND {
+            problems.push(format!(
+                "{}: an inline run ended {:.1} s after the kill (bound {INLINE_END_BOUND:?})",
+                target.name(),
+                report.inline.slowest_end.as_secs_f64()
+            ));
+        }
+        if target == Target::Models && report.durable.retried_turns == 0 {
+            // Calls are spread over both replicas, so some of the durable runs' turns were on
+            // the one that died; each must have been withdrawn and run again on the other.
+            problems.push(format!(
+                "svc-models: no durable turn was retried on the other replica: {}",
+                report.row()
+            ));
+        }
+        if !report.passed() && problems.is_empty() {
+            problems.push(format!("{}: round failed: {}", target.name(), report.row()));
+        }
+    }
+    mesh.stop().await?;
+    assert!(
+        problems.is_empty(),
+        "scale-out table:\n{}\nproblems (logs in {}):\n{}",
+        rows.join("\n"),
+        log_dir.display(),
+        problems.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}

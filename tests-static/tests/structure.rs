@@ -1,0 +1,136 @@
+//! The shape of the tree, read from each crate's Cargo.toml (ADR 0190): services meet only
+//! through `proto/`, so no service crate depends on another service crate, no library depends
+//! on a service, and svc-worker is Temporal's only client.
+
+use std::collections::BTreeMap;
+
+use tests_static::workspace_root;
+
+/// The workspace's member directories, from the root Cargo.toml.
+fn members() -> Vec<String> {
+    let text = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+    let start = text.find("members = [").expect("a members list");
+    let end = start
+        + text[start..]
+            .find(']')
+            .expect("the end of the members list");
+    text[start..end]
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.trim().trim_end_matches(',');
+            line.strip_prefix('"')?
+                .strip_suffix('"')
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+/// A crate's name and every crate it names in a dependency section (normal, dev, build or
+/// target-specific), by section.
+fn dependencies(member: &str) -> (String, BTreeMap<String, Vec<String>>) {
+    let path = workspace_root().join(member).join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let mut name = String::new();
+    let mut section = String::new();
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = header.trim_matches(['[', ']']).to_string();
+            // `[dependencies.foo]` names foo as a table of its own.
+            for kind in ["dependencies.", "dev-dependencies.", "build-dependencies."] {
+                if let Some(at) = section.find(kind) {
+                    let dep = section[at + kind.len()..].to_string();
+                    let base = section[..at + kind.len() - 1].to_string();
+                    deps.entry(base).or_default().push(dep);
+                }
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if section == "package" && key == "name" {
+            name = value.trim().trim_matches('"').to_string();
+        }
+        if section.ends_with("dependencies") {
+            let dep = key.split('.').next().unwrap_or(key).trim_matches('"');
+            deps.entry(section.clone())
+                .or_default()
+                .push(dep.to_string());
+        }
+    }
+    assert!(!name.is_empty(), "{member}/Cargo.toml has no package name");
+    (name, deps)
+}
+
+fn is_service(name: &str) -> bool {
+    name.starts_with("svc-")
+}
+
+#[test]
+fn the_parser_sees_what_a_manifest_names() {
+    let (name, deps) = dependencies("svc-worker");
+    assert_eq!(name, "svc-worker");
+    let normal = &deps["dependencies"];
+    assert!(normal.iter().any(|d| d == "pa-kit"), "{deps:?}");
+    assert!(normal.iter().any(|d| d == "temporalio-client"), "{deps:?}");
+    let (_, e2e) = dependencies("tests-e2e");
+    assert!(
+        e2e["dependencies"].iter().any(|d| d == "svc-runs"),
+        "{e2e:?}"
+    );
+}
+
+#[test]
+fn no_service_crate_depends_on_another_service_or_a_library_on_a_service() {
+    let mut edges = Vec::new();
+    let all = members();
+    assert!(all.iter().filter(|m| is_service(m)).count() >= 6, "{all:?}");
+    for member in &all {
+        let (name, deps) = dependencies(member);
+        let is_library = member.starts_with("libs/") || member == "proto";
+        if !is_service(&name) && !is_library {
+            // Test harnesses, benchmarks and clients may start or embed services.
+            continue;
+        }
+        for (section, names) in &deps {
+            for dep in names.iter().filter(|d| is_service(d) && **d != name) {
+                edges.push(format!("{name} -> {dep} ({section})"));
+            }
+        }
+    }
+    assert!(
+        edges.is_empty(),
+        "services meet only through proto/ (ADR 0190); these crate edges break that: {edges:?}"
+    );
+}
+
+#[test]
+fn svc_worker_is_temporals_only_client() {
+    let mut clients = Vec::new();
+    for member in members() {
+        if member.starts_with("tests-") || member == "pa-bench" {
+            // Test harnesses and benchmarks read workflow histories to check what a run did;
+            // they are not part of the product.
+            continue;
+        }
+        let (name, deps) = dependencies(&member);
+        let uses_temporal = deps
+            .values()
+            .flatten()
+            .any(|d| d.starts_with("temporalio-") || d == "svc-worker");
+        if uses_temporal && name != "svc-worker" {
+            clients.push(name);
+        }
+    }
+    assert!(
+        clients.is_empty(),
+        "only svc-worker may reach Temporal (ADR 0190): {clients:?}"
+    );
+}
