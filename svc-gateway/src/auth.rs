@@ -105,7 +105,7 @@ impl FromRequestParts<AppState> for Caller {
 impl Caller {
     async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // API keys work in every mode: they are real credentials, checked against their hash.
-        if let Some(key) = bearer(parts).filter(|t| t.starts_with(crate::api_keys::PREFIX))
+        if let Some(key) = bearer(parts).filter(|t| t.starts_with(crate::api_key_store::PREFIX))
             && let Some(store) = &state.api_keys
         {
             // Fail closed: a route without a declared scope takes no API key.

@@ -20,7 +20,6 @@
 //! one channel, and every replica re-reads the set for its sockets of that user.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -35,88 +34,18 @@ use pa_proto::v1::control_command::{CancelRun, Command, ToolCallDecision};
 use pa_proto::v1::{ControlCommand, Identity};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::broadcast;
 
 use crate::auth::Caller;
+use crate::presence::CHANGED_CHANNEL;
 use crate::state::AppState;
 
 pub const PROTOCOL: &str = "pa.control.v1";
 const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
-/// The one channel presence changes are published on; the payload is the user's key.
-const CHANGED_CHANNEL: &str = "pa:presence:changed";
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A client not refreshed for this long is gone (its replica died without saying so).
 const PRESENCE_TTL: Duration = Duration::from_secs(30);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-
-/// Per-replica plumbing: one Redis subscription shared by all sockets of this gateway.
-pub struct PresenceHub {
-    redis_url: String,
-    changes: broadcast::Sender<String>,
-    subscribed: OnceCell<()>,
-}
-
-impl PresenceHub {
-    pub fn new(redis_url: &str) -> Arc<Self> {
-        Arc::new(Self {
-            redis_url: redis_url.to_string(),
-            changes: broadcast::channel(1024).0,
-            subscribed: OnceCell::new(),
-        })
-    }
-
-    /// Starts the subscriber task once (at the first socket), resubscribing after Redis drops.
-    async fn ensure_subscribed(self: &Arc<Self>, shutdown: pa_kit::Shutdown) {
-        let hub = self.clone();
-        self.subscribed
-            .get_or_init(|| async move {
-                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-                tokio::spawn(hub.subscribe_loop(shutdown, ready_tx));
-                // Wait (briefly) for the first SUBSCRIBE, so this socket sees later changes.
-                let _ = tokio::time::timeout(Duration::from_secs(5), ready_rx).await;
-            })
-            .await;
-    }
-
-    async fn subscribe_loop(
-        self: Arc<Self>,
-        shutdown: pa_kit::Shutdown,
-        ready: tokio::sync::oneshot::Sender<()>,
-    ) {
-        let mut ready = Some(ready);
-        loop {
-            let result = async {
-                let client = deadpool_redis::redis::Client::open(self.redis_url.as_str())?;
-                let mut pubsub = client.get_async_pubsub().await?;
-                pubsub.subscribe(CHANGED_CHANNEL).await?;
-                if let Some(tx) = ready.take() {
-                    let _ = tx.send(());
-                }
-                // A resubscribe may have missed changes: have every socket re-read.
-                let _ = self.changes.send(String::new());
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
-                    if let Ok(key) = msg.get_payload::<String>() {
-                        let _ = self.changes.send(key);
-                    }
-                }
-                Ok::<_, deadpool_redis::redis::RedisError>(())
-            };
-            tokio::select! {
-                r = result => {
-                    if let Err(err) = r {
-                        tracing::warn!(%err, "presence subscription failed; retrying");
-                    }
-                }
-                _ = shutdown.triggered() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.triggered() => return,
-            }
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

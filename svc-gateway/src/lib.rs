@@ -4,6 +4,7 @@
 mod admin;
 mod agui;
 mod api;
+mod api_key_store;
 mod api_keys;
 mod auth;
 pub mod config;
@@ -14,11 +15,13 @@ mod integrations;
 mod memories;
 pub mod oidc;
 pub mod openapi;
+mod presence;
 mod problem;
 mod public_grpc;
 mod security_headers;
 mod sse;
 mod state;
+mod user_directory;
 mod users;
 mod validate;
 
@@ -205,7 +208,7 @@ pub fn router(state: AppState) -> Router {
         .fold(Router::new(), |router, r| {
             router.route(r.path, r.endpoint.route_layer(axum::Extension(r.scope)))
         })
-        .fallback(static_files::fallback)
+        .fallback(fallback)
         .layer(axum::middleware::from_fn(validate::layer))
         .layer(axum::middleware::from_fn(pa_kit::metrics::track_http))
         .layer(axum::middleware::from_fn(problem::ensure_problem))
@@ -239,6 +242,20 @@ async fn trace_http(
     );
     pa_kit::trace::adopt_from_headers(&span, request.headers());
     tracing::Instrument::instrument(next.run(request), span).await
+}
+
+/// The router's fallback: the web app, else the API's problem+json 404.
+async fn fallback(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(web) = &state.web
+        && let Some(res) = static_files::serve(web, req.method(), req.uri().path()).await
+    {
+        return res;
+    }
+    problem::not_found().await.into_response()
 }
 
 /// The web app when it is built, else the API's index.
@@ -346,7 +363,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
 
 /// How long a replica trusts what it last read about a user (a disable reaches every replica
 /// within it).
-pub const USER_RECHECK: std::time::Duration = users::RECHECK;
+pub const USER_RECHECK: std::time::Duration = user_directory::RECHECK;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -389,7 +406,7 @@ pub fn build_state(
         metrics: config.common.metrics,
         readiness,
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
-        presence: control_ws::PresenceHub::new(&config.common.redis_url),
+        presence: presence::PresenceHub::new(&config.common.redis_url),
         web,
         runs: RunServiceClient::new(runs),
         models: ModelServiceClient::new(models.clone()),
@@ -405,8 +422,8 @@ pub fn build_state(
         rate_limits: config.rate_limits,
         users: db
             .clone()
-            .map(|pool| std::sync::Arc::new(users::UserDirectory::new(pool))),
-        api_keys: db.map(api_keys::ApiKeyStore::new),
+            .map(|pool| std::sync::Arc::new(user_directory::UserDirectory::new(pool))),
+        api_keys: db.map(api_key_store::ApiKeyStore::new),
         oidc: match (&config.auth_mode, &config.oidc) {
             (AuthMode::Oidc, Some(oidc)) => Some(std::sync::Arc::new(
                 oidc::OidcVerifier::new(oidc.clone())

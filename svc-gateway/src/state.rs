@@ -30,9 +30,9 @@ pub struct AppState {
     pub auth_mode: AuthMode,
     pub rate_limits: pa_kit::limits::RateLimits,
     /// API keys (needs the gateway's database).
-    pub api_keys: Option<crate::api_keys::ApiKeyStore>,
+    pub api_keys: Option<crate::api_key_store::ApiKeyStore>,
     /// The tenant's users as seen here, and who is disabled (needs the gateway's database).
-    pub users: Option<std::sync::Arc<crate::users::UserDirectory>>,
+    pub users: Option<std::sync::Arc<crate::user_directory::UserDirectory>>,
     /// Present in OIDC mode.
     pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,
@@ -49,7 +49,7 @@ pub struct AppState {
     /// svc-runs' run control (cancel, approve/deny), for the control socket.
     pub control: ControlServiceClient<Channel>,
     /// Presence fan-out of the control socket (one Redis subscription per replica).
-    pub presence: std::sync::Arc<crate::control_ws::PresenceHub>,
+    pub presence: std::sync::Arc<crate::presence::PresenceHub>,
     /// The built web app, when there is one.
     pub web: Option<crate::static_files::WebDir>,
 }

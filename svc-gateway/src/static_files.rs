@@ -6,12 +6,8 @@
 use std::path::{Component, Path, PathBuf};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-
-use crate::problem;
-use crate::state::AppState;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const REVALIDATE: &str = "no-cache";
@@ -108,16 +104,6 @@ pub async fn serve(web: &WebDir, method: &Method, path: &str) -> Option<Response
         return None;
     }
     Some(send_file(&web.root.join("index.html"), REVALIDATE, head).await)
-}
-
-/// The router's fallback: the web app, else the API's problem+json 404.
-pub async fn fallback(State(state): State<AppState>, req: Request) -> Response {
-    if let Some(web) = &state.web
-        && let Some(res) = serve(web, req.method(), req.uri().path()).await
-    {
-        return res;
-    }
-    problem::not_found().await.into_response()
 }
 
 #[cfg(test)]

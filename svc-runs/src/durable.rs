@@ -13,7 +13,7 @@ use pa_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use crate::inline::DurableContext;
+use crate::run_start::DurableContext;
 
 /// Cheap to clone. Without a worker (`PA_WORKER_URL=none`) durable runs are unavailable and
 /// inline turns reach no Curator.

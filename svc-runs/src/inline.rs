@@ -16,37 +16,14 @@ use pa_proto::v1::{
 use pa_runner::{RunEnding, RunIo, cancelled};
 use tokio_util::sync::CancellationToken;
 
+use crate::run_start::{DurableContext, RunStart};
 use crate::store::RunStore;
-
-/// What a run starts with besides its spec: the tools offered to the model and the notices
-/// reported as steps (tools a gate removed).
-#[derive(Clone, Debug, Default)]
-pub struct RunStart {
-    pub tools: Vec<ChatToolDefinition>,
-    pub notices: Vec<String>,
-    /// The toolset's high-privilege tools (the untrusted-content gate).
-    pub high_privilege_tools: Vec<String>,
-    /// Tools every call of which waits for approval, tainted or not.
-    pub approval_always_tools: Vec<String>,
-    /// What the run starts from holds untrusted content (a task from a tainted parent, an
-    /// untrusted recalled memory or document): it starts tainted.
-    pub tainted: bool,
-}
 
 /// A run's context being read (see [`InlineDriver::begin_context`]): the chat's history, and
 /// the recall (none when recall is off), each on its own task.
 pub struct ContextRead {
     history: tokio::task::JoinHandle<Result<History, PaError>>,
     recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
-}
-
-/// A durable run's context (see [`ContextRead::finish_or_hand_over`]).
-pub struct DurableContext {
-    pub history: Vec<TurnMessage>,
-    pub start: RunStart,
-    /// 0: the recall is in `history` and `start`. Otherwise it is handed over to the run's
-    /// workflow when it is done, and the workflow waits up to this long for it.
-    pub recall_wait_ms: u64,
 }
 
 /// How much longer than recall's own timeout a workflow waits for its hand-over.
@@ -237,7 +214,7 @@ impl InlineDriver {
         if spec.parent_run_id.is_some() {
             // A sub-agent sees its task, not the chat.
             return Ok(History {
-                messages: crate::subagents::opening(spec),
+                messages: crate::roles::opening(spec),
                 untrusted: task_untrusted,
             });
         }

@@ -16,8 +16,9 @@ use tonic::transport::Channel;
 
 use crate::durable::DurableDriver;
 use crate::error::RunsError;
-use crate::inline::{InlineDriver, RunStart};
+use crate::inline::InlineDriver;
 use crate::mode::{ModeFacts, decide_mode, has_long_running_tools};
+use crate::run_start::RunStart;
 use crate::store::RunStore;
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;

@@ -13,13 +13,12 @@
 //! `RUN_ERROR owner_lost` (retryable) closes the stream, the row is FAILED with the usage the
 //! owner last wrote, and the run's share of the daily budget is settled.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::redis::{self, AsyncCommands};
 use pa_kit::PaError;
-use pa_kit::run_events::StoredEvent;
 use pa_proto::v1::{
     AgUiEvent, ModelAttempt, ReasoningEnd, ReasoningMessageEnd, RunError, RunMode, RunSpec,
     RunStatus, TextMessageEnd, Usage, ag_ui_event::Event,
@@ -30,12 +29,11 @@ use sqlx::{PgPool, Row};
 use tokio::time::Instant;
 
 use crate::error::RunsError;
-use crate::inline::InlineDriver;
 
 /// The `RUN_ERROR` code of a run whose owner died (retryable: the same message may be sent again).
 pub const OWNER_LOST: &str = "owner_lost";
 
-const OWNER_LOST_MESSAGE: &str = "the svc-runs instance running this run stopped; the partial \
+pub(crate) const OWNER_LOST_MESSAGE: &str = "the svc-runs instance running this run stopped; the partial \
      reply is kept and the run can be retried";
 
 /// `PA_RUN_LEASE_MS` (6000), `PA_RUN_LEASE_RENEW_MS` (2000), `PA_RUN_REAPER_SCAN_MS` (2000).
@@ -206,6 +204,12 @@ impl Watch {
     }
 }
 
+/// The run-end outbox of the deployment whose database is `database`: deployments (and test
+/// meshes) sharing one Redis never land, or drop, each other's entries.
+pub fn outbox_key(database: &str) -> String {
+    format!("pa:runs:outbox:{database}")
+}
+
 fn redis_beat_key(owner: &str) -> String {
     format!("pa:runs:owner:{owner}:beat")
 }
@@ -233,12 +237,12 @@ pub fn progress_write(run_id: &str, progress: &Progress) -> Result<(String, Stri
 
 /// An unfinished inline run and its owner, as the scan reads them.
 #[derive(Clone, Debug)]
-struct Candidate {
-    run_id: String,
-    owner: Option<String>,
-    pg_beat: Option<i64>,
-    stale_in_store: bool,
-    depth: i32,
+pub(crate) struct Candidate {
+    pub(crate) run_id: String,
+    pub(crate) owner: Option<String>,
+    pub(crate) pg_beat: Option<i64>,
+    pub(crate) stale_in_store: bool,
+    pub(crate) depth: i32,
 }
 
 /// This instance's leases: its id, and the queries of owners and claims (on the schema owner's
@@ -272,7 +276,7 @@ impl Leases {
             settings,
             owner_pool,
             redis,
-            outbox_key: crate::outbox::outbox_key(database),
+            outbox_key: outbox_key(database),
         }
     }
 
@@ -302,21 +306,19 @@ impl Leases {
 
     /// Beats in Redis.
     pub async fn beat_redis(&self) -> Result<(), PaError> {
-        let mut conn = self.redis.get().await.map_err(redis_unavailable)?;
         let key = redis_beat_key(&self.instance);
-        redis::pipe()
-            .incr(&key, 1)
-            .ignore()
-            .expire(&key, 24 * 3600)
-            .ignore()
-            .query_async::<()>(&mut *conn)
-            .await
-            .map_err(redis_unavailable)
+        let mut beat = redis::pipe();
+        beat.incr(&key, 1).ignore().expire(&key, 24 * 3600).ignore();
+        pa_kit::redis::bounded(&self.redis, move |c| {
+            Box::pin(async move { beat.query_async::<()>(c).await })
+        })
+        .await
+        .map_err(redis_unavailable)
     }
 
     /// Unfinished inline runs of other owners (or of none: rows from before leases), with the
     /// owners' beats in Postgres.
-    async fn candidates(&self) -> Result<Vec<Candidate>, sqlx::Error> {
+    pub(crate) async fn candidates(&self) -> Result<Vec<Candidate>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT r.id, r.owner_id, o.beat, \
                (o.beat_at IS NULL OR o.beat_at < now() - make_interval(secs => $2)) AS stale, \
@@ -347,18 +349,18 @@ impl Leases {
     }
 
     /// The owners' beats in Redis.
-    async fn redis_beats(&self, owners: &[String]) -> Result<Vec<Option<i64>>, PaError> {
+    pub(crate) async fn redis_beats(&self, owners: &[String]) -> Result<Vec<Option<i64>>, PaError> {
         if owners.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = owners.iter().map(|o| redis_beat_key(o)).collect();
-        let mut conn = self.redis.get().await.map_err(redis_unavailable)?;
-        let beats: Vec<Option<i64>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut *conn)
-            .await
-            .map_err(redis_unavailable)?;
-        Ok(beats)
+        let mut mget = redis::cmd("MGET");
+        mget.arg(keys);
+        pa_kit::redis::bounded(&self.redis, move |c| {
+            Box::pin(async move { mget.query_async::<Vec<Option<i64>>>(c).await })
+        })
+        .await
+        .map_err(redis_unavailable)
     }
 
     /// Takes `run_id` over from `from` (its dead owner, or none); `None` when someone else did
@@ -387,7 +389,7 @@ impl Leases {
     }
 
     /// Gives a claimed run back to `to` (ending it failed half-way: the next scan tries again).
-    async fn release(&self, run_id: &str, to: Option<&str>) {
+    pub(crate) async fn release(&self, run_id: &str, to: Option<&str>) {
         let released = sqlx::query(
             "UPDATE runs SET owner_id = $3 WHERE id = $1 AND owner_id = $2 AND finished_at IS NULL",
         )
@@ -431,7 +433,7 @@ impl Leases {
     }
 
     /// Forgets owners long gone that own no unfinished run.
-    async fn forget_old_owners(&self) {
+    pub(crate) async fn forget_old_owners(&self) {
         let forgotten = sqlx::query(
             "DELETE FROM run_owners o WHERE o.beat_at < now() - interval '1 hour' \
              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.owner_id = o.instance_id \
@@ -447,11 +449,12 @@ impl Leases {
     /// The progress an owner last wrote for `run_id`.
     pub async fn progress(&self, run_id: &str) -> Progress {
         let read = async {
-            let mut conn = self.redis.get().await.map_err(redis_unavailable)?;
-            let json: Option<String> = conn
-                .get(progress_key(run_id))
-                .await
-                .map_err(redis_unavailable)?;
+            let key = progress_key(run_id);
+            let json: Option<String> = pa_kit::redis::bounded(&self.redis, move |c| {
+                Box::pin(async move { c.get(key).await })
+            })
+            .await
+            .map_err(redis_unavailable)?;
             Ok::<_, PaError>(json)
         };
         match read.await {
@@ -470,37 +473,6 @@ impl Leases {
 pub enum OrphanEnd {
     OwnerLost,
     Cancelled,
-}
-
-impl InlineDriver {
-    /// Ends a run this instance claimed (its owner is gone): the ending waiting in the outbox
-    /// when there is one (the run's own), else the end its stream already holds, else the
-    /// partial reply with RUN_ERROR `owner_lost` (or `cancelled`).
-    pub(crate) async fn end_orphan(&self, spec: &RunSpec, why: OrphanEnd, from: Option<&str>) {
-        let run_id = &spec.run_id;
-        match crate::outbox::take_one(self, run_id).await {
-            Ok(true) => return,
-            Ok(false) => {}
-            Err(err) => {
-                tracing::warn!(%err, run_id, "cannot read the outbox; the run is retried later");
-                self.leases.release(run_id, from).await;
-                return;
-            }
-        }
-        let events = match pa_kit::run_events::read_all(&self.redis, run_id).await {
-            Ok(events) => events,
-            Err(err) => {
-                tracing::warn!(%err, run_id, "cannot read a run's stream; retried later");
-                self.leases.release(run_id, from).await;
-                return;
-            }
-        };
-        let state = stream_state(events.iter().map(|e: &StoredEvent| &e.event));
-        let progress = self.leases.progress(run_id).await;
-        let (ending, closing) = orphan_ending(&state, progress.usage, why);
-        tracing::warn!(run_id, ?why, status = ?ending.status, "ending a run whose owner is gone");
-        self.end_run(spec, ending, progress.attempts, closing).await;
-    }
 }
 
 /// How a run whose driver is gone ends, from what its stream holds, and the events still to
@@ -559,186 +531,6 @@ pub fn orphan_ending(
             )
         }
     }
-}
-
-/// Beats, watches and reaps, and drains the outbox. Not tracked tasks: while shutdown drains
-/// the runs, their owner keeps beating; once shutdown is triggered the instance takes no more
-/// work (no reaping, no draining) and stops beating when its last run is done.
-pub fn spawn(driver: InlineDriver) {
-    let settings = driver.leases.settings;
-    // Set by a failed beat of this instance, taken by its watcher: its own store trouble may be
-    // everyone's, so what it saw meanwhile does not count.
-    let troubled = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done =
-        |driver: &InlineDriver| driver.shutdown.is_triggered() && driver.active_runs().is_empty();
-    // The two beats run on their own, so a store that hangs delays only its own beat.
-    tokio::spawn({
-        let (driver, troubled) = (driver.clone(), troubled.clone());
-        async move {
-            let mut tick = interval(settings.renew_every);
-            while !done(&driver) {
-                tick.tick().await;
-                let local = driver.active_runs();
-                match driver.leases.beat_pg(&local).await {
-                    Ok(stop) => {
-                        for run_id in stop {
-                            tracing::info!(
-                                run_id,
-                                "a run was cancelled or taken elsewhere: stopping it"
-                            );
-                            driver.cancel(&run_id);
-                        }
-                    }
-                    Err(err) => {
-                        troubled.store(true, std::sync::atomic::Ordering::SeqCst);
-                        tracing::warn!(%err, "cannot renew the inline run lease in Postgres");
-                    }
-                }
-            }
-        }
-    });
-    tokio::spawn({
-        let (driver, troubled) = (driver.clone(), troubled.clone());
-        async move {
-            let mut tick = interval(settings.renew_every);
-            while !done(&driver) {
-                tick.tick().await;
-                if let Err(err) = driver.leases.beat_redis().await {
-                    troubled.store(true, std::sync::atomic::Ordering::SeqCst);
-                    tracing::warn!(%err, "cannot renew the inline run lease in Redis");
-                }
-            }
-        }
-    });
-    tokio::spawn(async move {
-        let mut tick = interval(settings.scan_every);
-        let mut watch = Watch::default();
-        let mut outbox = crate::outbox::Backoff::default();
-        let mut scans: u64 = 0;
-        while !driver.shutdown.is_triggered() {
-            tick.tick().await;
-            if troubled.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                watch.reset();
-            }
-            crate::outbox::drain(&driver, &mut outbox).await;
-            reap(&driver, &mut watch).await;
-            scans += 1;
-            if scans % 600 == 1 {
-                driver.leases.forget_old_owners().await;
-            }
-        }
-    });
-}
-
-fn interval(every: Duration) -> tokio::time::Interval {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick
-}
-
-/// One scan: watches the owners of unfinished inline runs and ends the runs of gone ones.
-async fn reap(driver: &InlineDriver, watch: &mut Watch) {
-    let leases = &driver.leases;
-    let candidates = match leases.candidates().await {
-        Ok(c) => c,
-        Err(err) => {
-            tracing::warn!(%err, "cannot look for runs of gone owners");
-            watch.reset();
-            return;
-        }
-    };
-    let mut owners: Vec<String> = candidates
-        .iter()
-        .map(|c| c.owner.clone().unwrap_or_default())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    owners.sort();
-    let redis_beats = match leases.redis_beats(&owners).await {
-        Ok(b) => b,
-        Err(err) => {
-            tracing::warn!(%err, "cannot read the owners' beats in Redis");
-            watch.reset();
-            return;
-        }
-    };
-    let seen: Vec<OwnerSeen> = owners
-        .iter()
-        .zip(redis_beats)
-        .map(|(owner, redis_beat)| {
-            let of_owner = candidates
-                .iter()
-                .find(|c| c.owner.as_deref().unwrap_or_default() == owner);
-            OwnerSeen {
-                owner: owner.clone(),
-                pg_beat: of_owner.and_then(|c| c.pg_beat),
-                redis_beat,
-                stale_in_store: of_owner.is_some_and(|c| c.stale_in_store),
-            }
-        })
-        .collect();
-    let gone: HashSet<String> = watch
-        .observe(Instant::now(), &seen, leases.settings.lease)
-        .into_iter()
-        .collect();
-    if gone.is_empty() {
-        return;
-    }
-    // Sub-runs first, so a parent's stream ends after its children's.
-    let mut due: Vec<&Candidate> = candidates
-        .iter()
-        .filter(|c| gone.contains(c.owner.as_deref().unwrap_or_default()))
-        .collect();
-    due.sort_by_key(|c| std::cmp::Reverse(c.depth));
-    for candidate in due {
-        let from = candidate.owner.as_deref();
-        match leases.claim(&candidate.run_id, from).await {
-            Ok(Some(spec)) => driver.end_orphan(&spec, OrphanEnd::OwnerLost, from).await,
-            Ok(None) => {}
-            Err(err) => {
-                tracing::warn!(%err, run_id = %candidate.run_id, "cannot claim a run of a gone owner");
-            }
-        }
-    }
-}
-
-/// Cancel of an inline run this instance does not drive: asks its owner when that one is alive,
-/// and ends the run itself when the owner is gone (or does not answer within a lease).
-pub(crate) async fn cancel_elsewhere(
-    driver: &InlineDriver,
-    store: &crate::store::RunStore,
-    spec: &RunSpec,
-) -> Result<(), RunsError> {
-    let leases = &driver.leases;
-    let run_id = &spec.run_id;
-    let tenant = spec
-        .identity
-        .as_ref()
-        .map(|i| i.tenant_id.clone())
-        .unwrap_or_default();
-    let Some(state) = leases.owner_of(run_id).await? else {
-        return Err(RunsError::RunNotFound(run_id.clone()));
-    };
-    if state.fresh && state.owner.as_deref() != Some(leases.instance()) {
-        leases.request_cancel(run_id).await?;
-        let deadline = Instant::now() + leases.settings.lease + leases.settings.renew_every;
-        while Instant::now() < deadline {
-            if matches!(store.run_status(&tenant, run_id).await, Ok(Some(s)) if crate::store::is_terminal(s))
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    // The owner is gone (or did not answer): whoever claims the run ends it.
-    let state = leases.owner_of(run_id).await?;
-    let from = state.and_then(|s| s.owner);
-    if let Some(spec) = leases.claim(run_id, from.as_deref()).await? {
-        driver
-            .end_orphan(&spec, OrphanEnd::Cancelled, from.as_deref())
-            .await;
-    }
-    Ok(())
 }
 
 /// Cheap to clone handle the driver keeps.

@@ -12,6 +12,9 @@ mod ledger;
 mod maintenance;
 pub mod mode;
 mod outbox;
+mod reaper;
+mod roles;
+mod run_start;
 mod service;
 mod store;
 mod subagents;
@@ -108,7 +111,7 @@ pub async fn run(
     if let Err(err) = leases.beat_pg(&[]).await {
         tracing::warn!(%err, "cannot write this instance's first beat");
     }
-    lease::spawn(driver.clone());
+    reaper::spawn(driver.clone());
     let launcher = launch::Launcher {
         store,
         models,

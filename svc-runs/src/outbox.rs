@@ -22,12 +22,6 @@ use tokio::time::Instant;
 use crate::error::RunsError;
 use crate::inline::InlineDriver;
 
-/// The outbox of the deployment whose database is `database`: deployments (and test meshes)
-/// sharing one Redis never land, or drop, each other's entries.
-pub fn outbox_key(database: &str) -> String {
-    format!("pa:runs:outbox:{database}")
-}
-
 /// How long one attempt to record a run's end may take before the outbox takes it.
 const STORE_WAIT: Duration = Duration::from_secs(5);
 
@@ -201,11 +195,12 @@ impl InlineDriver {
     }
 
     async fn remove(&self, run_id: &str) -> Result<(), RunsError> {
-        let mut conn = self.redis.get().await.map_err(redis_unavailable)?;
-        let _: i64 = conn
-            .hdel(&self.leases.outbox_key, run_id)
-            .await
-            .map_err(redis_unavailable)?;
+        let (key, field) = (self.leases.outbox_key.clone(), run_id.to_string());
+        let _: i64 = pa_kit::redis::bounded(&self.redis, move |c| {
+            Box::pin(async move { c.hdel(key, field).await })
+        })
+        .await
+        .map_err(redis_unavailable)?;
         Ok(())
     }
 }
@@ -213,12 +208,12 @@ impl InlineDriver {
 /// The outbox entry of `run_id`, landed when there is one: Ok(true) when the run had one (it is
 /// landed now, or stays for the drain).
 pub(crate) async fn take_one(driver: &InlineDriver, run_id: &str) -> Result<bool, PaError> {
-    let mut conn = driver.redis.get().await.map_err(redis_unavailable)?;
-    let json: Option<String> = conn
-        .hget(&driver.leases.outbox_key, run_id)
-        .await
-        .map_err(redis_unavailable)?;
-    drop(conn);
+    let (key, field) = (driver.leases.outbox_key.clone(), run_id.to_string());
+    let json: Option<String> = pa_kit::redis::bounded(&driver.redis, move |c| {
+        Box::pin(async move { c.hget(key, field).await })
+    })
+    .await
+    .map_err(redis_unavailable)?;
     let Some(json) = json else {
         return Ok(false);
     };
@@ -230,14 +225,13 @@ pub(crate) async fn take_one(driver: &InlineDriver, run_id: &str) -> Result<bool
 
 /// Tries every due entry of the outbox once.
 pub(crate) async fn drain(driver: &InlineDriver, backoff: &mut Backoff) {
-    let entries: Vec<(String, String)> = match driver.redis.get().await {
-        Ok(mut conn) => match conn.hgetall(&driver.leases.outbox_key).await {
-            Ok(entries) => entries,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read the run-end outbox");
-                return;
-            }
-        },
+    let key = driver.leases.outbox_key.clone();
+    let read = pa_kit::redis::bounded(&driver.redis, move |c| {
+        Box::pin(async move { c.hgetall(key).await })
+    })
+    .await;
+    let entries: Vec<(String, String)> = match read {
+        Ok(entries) => entries,
         Err(err) => {
             tracing::warn!(%err, "cannot read the run-end outbox");
             return;

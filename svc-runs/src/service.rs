@@ -68,7 +68,7 @@ impl RunServiceImpl {
             // Another instance drives it (asked through the database), or its owner is gone
             // (claimed and ended here, partial reply kept).
             let spec = store.spec(&identity.tenant_id, run_id).await?;
-            crate::lease::cancel_elsewhere(driver, store, &spec).await?;
+            crate::reaper::cancel_elsewhere(driver, store, &spec).await?;
         }
         store.get_run(identity, run_id).await
     }

@@ -3,38 +3,12 @@
 //! model's tag gate), with `parent_run_id`, one level deeper, on what is left of the parent's
 //! budget. The parent's driver follows the sub-run's stream (pa-runner's SubAgentIo).
 
-use pa_agent::TurnMessage;
 use pa_proto::subagents::{DELEGATE, EXPLORE};
-use pa_proto::v1::{Identity, RunInput, RunSpec, StartSubRunRequest, Usage, UsageLimits};
+use pa_proto::v1::{Identity, RunInput, StartSubRunRequest, Usage, UsageLimits};
 use sha2::{Digest, Sha256};
 
 use crate::error::RunsError;
 use crate::launch::{LaunchPlan, Launched, Launcher, MAX_MESSAGE_BYTES, SubRunPlan};
-
-/// What a sub-agent is told it is, before its task.
-fn role_prompt(kind: &str) -> &'static str {
-    if kind == EXPLORE {
-        "You are an explore sub-agent working for another agent. You have read-only tools: \
-         look things up, then answer with a concise report of what you found. You cannot change \
-         anything."
-    } else {
-        "You are a sub-agent the main agent delegated a task to. Do the task with the tools you \
-         have, then answer with a concise report of what you did and found."
-    }
-}
-
-/// The conversation a sub-run starts from: its role and its task (not the parent's chat).
-pub fn opening(spec: &RunSpec) -> Vec<TurnMessage> {
-    let task = spec
-        .input
-        .as_ref()
-        .map(|i| i.message.clone())
-        .unwrap_or_default();
-    vec![
-        TurnMessage::new("system", role_prompt(&spec.subagent_kind)),
-        TurnMessage::new("user", task),
-    ]
-}
 
 /// The sub-run of (parent, its model turn, tool call, step): the same id every time, so a
 /// retried driver finds the sub-run it started rather than starting another. The parent's

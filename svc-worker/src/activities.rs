@@ -20,10 +20,12 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tonic::transport::Channel;
 
-use crate::chat::{
-    ApprovalInput, ExpireApprovalInput, FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallInput,
+use crate::curation as prompt;
+use crate::early::Beat;
+use crate::payloads::{
+    ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, ModelTurnInput, ModelTurnOutput,
+    ToolCallInput,
 };
-use crate::curator::{CurateInput, prompt};
 
 /// How many of a chat's latest messages the Curator reads.
 const CURATOR_MESSAGES: usize = 30;
@@ -64,48 +66,29 @@ pub struct RunActivities {
     pub memory: MemoryServiceClient<Channel>,
     pub sink: EventSink,
     pub redis: Pool,
-    pub maintenance: crate::schedules::MaintenanceClients,
+    pub maintenance: crate::maintenance::MaintenanceClients,
     /// First turns svc-worker's starter began before Temporal handed their activity out.
     pub early: crate::early::EarlyTurns,
     /// Large histories and tool results, stored once and passed by reference.
     pub claims: crate::claims::Claims,
     /// How a model turn that broke off is retried.
     pub turn_retry: TurnRetry,
-    /// The worker's signals (set once its Temporal client is connected): a durable run that
-    /// ends well tells its chat's Curator from here.
-    pub signals: Arc<std::sync::OnceLock<crate::signals::Signals>>,
+    /// Where a durable run that ended well tells its chat's Curator (the worker's signals, set
+    /// once its Temporal client is connected).
+    pub signals: Arc<std::sync::OnceLock<Arc<dyn TurnFinishedSink>>>,
+    /// The activities running now (each holds a slot of the worker's).
+    pub running: crate::running::RunningActivities,
 }
 
-/// Where a model turn's heartbeats go: its activity's context, or, for a turn begun before its
-/// activity ran (`early`), the activity that adopts it, once one has.
-#[derive(Clone)]
-pub enum Beat {
-    Activity(Box<ActivityContext>),
-    Early(Arc<std::sync::OnceLock<ActivityContext>>),
-}
-
-impl Beat {
-    /// The activity's attempt (1 for the first; an early turn is its activity's first).
-    fn attempt(&self) -> u32 {
-        match self {
-            Beat::Activity(ctx) => ctx.info().attempt,
-            Beat::Early(_) => 1,
-        }
-    }
-
-    async fn record(&self, seq: u64) -> Result<(), ActivityError> {
-        let ctx = match self {
-            Beat::Activity(ctx) => Some(ctx.as_ref()),
-            Beat::Early(adopter) => adopter.get(),
-        };
-        match ctx {
-            Some(ctx) => ctx
-                .record_heartbeat(seq)
-                .await
-                .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string()))),
-            None => Ok(()),
-        }
-    }
+/// Where a durable run's successful end goes: the chat's Curator (svc-worker's signals implement
+/// it; the activities do not know Temporal's client).
+pub trait TurnFinishedSink: Send + Sync {
+    fn turn_finished(
+        &self,
+        identity: pa_proto::v1::Identity,
+        chat_id: String,
+        turn: crate::payloads::TurnFinished,
+    );
 }
 
 /// Numbers a step's events: `<step>-<seq>`, seq from `first`.
@@ -166,7 +149,10 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        if input.step == crate::chat::FIRST_STEP
+        let _running = self
+            .running
+            .enter("model_turn", &input.spec.run_id, ctx.info().attempt);
+        if input.step == crate::payloads::FIRST_STEP
             && let Some(early) = self.early.claim(&input.spec.run_id)
         {
             // svc-worker's starter began this turn when the workflow started.
@@ -186,6 +172,9 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ToolCallInput,
     ) -> Result<Input, ActivityError> {
+        let _running = self
+            .running
+            .enter("tool_call", &input.spec.run_id, ctx.info().attempt);
         // The span continues the trace of the request that launched the run.
         let span = pa_runner::tool_call_span("svc-worker", &input.spec, &input.call);
         pa_kit::trace::adopt(&span, &input.spec.trace_parent);
@@ -197,9 +186,12 @@ impl RunActivities {
     #[activity]
     pub async fn request_approval(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: ApprovalInput,
     ) -> Result<(), ActivityError> {
+        let _running =
+            self.running
+                .enter("request_approval", &input.spec.run_id, ctx.info().attempt);
         let ApprovalInput {
             spec,
             step,
@@ -228,9 +220,12 @@ impl RunActivities {
     #[activity]
     pub async fn expire_approval(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: ExpireApprovalInput,
     ) -> Result<Input, ActivityError> {
+        let _running = self
+            .running
+            .enter("expire_approval", &input.run_id, ctx.info().attempt);
         use pa_kit::approvals::ApprovalState;
         let stands = pa_kit::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id)
             .await
@@ -248,9 +243,12 @@ impl RunActivities {
     #[activity]
     pub async fn curate_chat(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CurateInput,
     ) -> Result<u32, ActivityError> {
+        let _running = self
+            .running
+            .enter("curate_chat", &input.chat_id, ctx.info().attempt);
         let Some(last) = input.turns.last().cloned() else {
             return Ok(0);
         };
@@ -377,10 +375,13 @@ impl RunActivities {
     pub async fn maintenance(
         self: Arc<Self>,
         ctx: ActivityContext,
-        input: crate::schedules::MaintenanceInput,
+        input: crate::payloads::MaintenanceInput,
     ) -> Result<u64, ActivityError> {
+        let _running = self
+            .running
+            .enter("maintenance", &input.task, ctx.info().attempt);
         match input.task.as_str() {
-            "trim_run_streams" => crate::schedules::trim_run_streams(&self.redis)
+            "trim_run_streams" => pa_kit::run_events::trim_streams(&self.redis)
                 .await
                 .map_err(|e| ActivityError::from(std::io::Error::other(e))),
             other => heartbeating(
@@ -402,9 +403,12 @@ impl RunActivities {
     #[activity]
     pub async fn finish_run(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: FinishInput,
     ) -> Result<bool, ActivityError> {
+        let _running = self
+            .running
+            .enter("finish_run", &input.spec.run_id, ctx.info().attempt);
         let FinishInput {
             spec,
             step,
@@ -479,7 +483,7 @@ impl RunActivities {
         signals.turn_finished(
             spec.identity.clone().unwrap_or_default(),
             spec.chat_id.clone(),
-            crate::curator::TurnFinished {
+            crate::payloads::TurnFinished {
                 run_id: spec.run_id.clone(),
                 label: spec
                     .model_selection
@@ -539,6 +543,21 @@ async fn heartbeating<F: std::future::Future>(
             _ = ticks.tick() => beat.record(details).await?,
         }
     }
+}
+
+/// A new run's first turn (see `early`), run by these activities.
+pub fn first_turn_runner(
+    activities: Arc<RunActivities>,
+    input: crate::payloads::ChatRunInput,
+) -> crate::early::TurnRunner {
+    Box::new(move |beat| {
+        Box::pin(async move {
+            activities
+                .traced_model_turn(beat, crate::payloads::first_turn(&input))
+                .await
+                .map_err(|e| format!("{e:?}"))
+        })
+    })
 }
 
 /// The activities' bodies, run inside their spans.

@@ -16,10 +16,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use pa_agent::{Action, AgentLoop, Input, ModelRequest, RunIds, ToolCall, TurnMessage};
-use pa_proto::v1::{AgUiEvent, ChatToolDefinition, ModelAttempt, RunSpec, RunStatus, Usage};
+use pa_agent::{Action, AgentLoop, Input};
+use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
 use pa_runner::RunEnding;
-use serde::{Deserialize, Serialize};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, CancellableFuture, SyncWorkflowContext,
@@ -27,168 +26,12 @@ use temporalio_sdk::{
 };
 
 use crate::activities::RunActivities;
-
-/// What svc-runs starts a durable run with: the spec `launch_run` built and the chat history the
-/// model sees (read by svc-runs, which owns it).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChatRunInput {
-    pub spec: RunSpec,
-    pub history: Vec<TurnMessage>,
-    /// The toolset as the model is offered it (from the run's snapshot).
-    #[serde(default)]
-    pub tools: Vec<ChatToolDefinition>,
-    /// Reported as steps after RUN_STARTED (tools a gate removed).
-    #[serde(default)]
-    pub notices: Vec<String>,
-    /// The toolset's high-privilege tools (the untrusted-content gate).
-    #[serde(default)]
-    pub high_privilege_tools: Vec<String>,
-    /// Tools every call of which waits for a human's approval, tainted or not. Absent in
-    /// histories of older workflows.
-    #[serde(default)]
-    pub approval_always_tools: Vec<String>,
-    /// How long a tool call waits for a human's approval (a durable timer); 0 = the default.
-    #[serde(default)]
-    pub approval_timeout_ms: u64,
-    /// 0: `history` and `notices` are complete. Otherwise svc-runs started the run while recall
-    /// was still running (so Temporal's start overlaps it): the first model turn waits up to this
-    /// long for the recall (see [`DeferredStart`]).
-    #[serde(default)]
-    pub recall_wait_ms: u64,
-    /// What the run starts from holds untrusted content (see svc-runs' `RunStart::tainted`); a
-    /// recall handed over later adds its own taint. Absent in histories of older workflows.
-    #[serde(default)]
-    pub tainted: bool,
-}
-
-/// The default of `PA_TOOL_APPROVAL_TIMEOUT_MS`.
-pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The `decide_tool_call` signal: a human's answer to an approval request.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ToolCallDecided {
-    pub tool_call_id: String,
-    pub approved: bool,
-}
-
-/// Opens an approval request and writes the pending events, then the request event.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApprovalInput {
-    pub spec: RunSpec,
-    pub step: u64,
-    pub pending: Vec<AgUiEvent>,
-    pub tool_call_id: String,
-    pub event: AgUiEvent,
-}
-
-/// Closes an approval request nobody answered before the workflow's timer fired.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ExpireApprovalInput {
-    pub run_id: String,
-    pub tool_call_id: String,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ModelTurnInput {
-    pub spec: RunSpec,
-    pub step: u64,
-    /// Events to write before the turn's own (ids `<step>-0…`).
-    pub pending: Vec<AgUiEvent>,
-    /// The workflow's loop as it is now; the activity steps a copy.
-    pub agent: AgentLoop,
-    /// Unused (empty) with `start`: the first request comes from starting the loop.
-    pub request: ModelRequest,
-    #[serde(default)]
-    pub tools: Vec<ChatToolDefinition>,
-    /// The loop is not started yet: the activity starts it once the recall is there.
-    #[serde(default)]
-    pub start: Option<DeferredStart>,
-}
-
-/// A run's start, made by its first model turn: the activity puts what svc-runs hands over (when
-/// it started the run while its recall was running) in front of the history, as the inline
-/// driver does before it starts its loop, starts its copy of the loop with it and streams the
-/// first turn; the workflow starts its own loop with the same input.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DeferredStart {
-    pub history: Vec<TurnMessage>,
-    pub notices: Vec<String>,
-    pub high_privilege_tools: Vec<String>,
-    #[serde(default)]
-    pub approval_always_tools: Vec<String>,
-    pub recall_wait_ms: u64,
-    #[serde(default)]
-    pub tainted: bool,
-}
-
-impl DeferredStart {
-    pub fn of(input: &ChatRunInput) -> Self {
-        Self {
-            history: input.history.clone(),
-            notices: input.notices.clone(),
-            high_privilege_tools: input.high_privilege_tools.clone(),
-            approval_always_tools: input.approval_always_tools.clone(),
-            recall_wait_ms: input.recall_wait_ms,
-            tainted: input.tainted,
-        }
-    }
-
-    /// The loop's start with what was recalled (an untrusted memory taints the run).
-    pub fn with_recall(self, recalled: Option<pa_runner::Recalled>) -> Input {
-        let mut history = self.history;
-        let mut notices = self.notices;
-        let untrusted = pa_runner::apply_recall(recalled, &mut history, &mut notices);
-        Input::Start {
-            history,
-            notices,
-            high_privilege_tools: self.high_privilege_tools,
-            approval_always_tools: self.approval_always_tools,
-            tainted: self.tainted || untrusted,
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct ModelTurnOutput {
-    /// Every input the activity fed its loop copy, in order; the last ends the turn.
-    pub inputs: Vec<Input>,
-    pub attempts: Vec<ModelAttempt>,
-    /// The start the activity fed first (a [`DeferredStart`]), before `inputs`.
-    #[serde(default)]
-    pub start: Option<Input>,
-    /// The turn began when the workflow started, before its activity ran (see `early`); kept in
-    /// the history for whoever reads it.
-    #[serde(default)]
-    pub early: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ToolCallInput {
-    pub spec: RunSpec,
-    pub step: u64,
-    pub pending: Vec<AgUiEvent>,
-    pub call: ToolCall,
-    /// The tools the model was offered (a sub-agent tool runs only if it was one of them).
-    #[serde(default)]
-    pub offered: Vec<ChatToolDefinition>,
-    /// The run's usage so far, its sub-runs' included: what a sub-agent run may still spend.
-    #[serde(default)]
-    pub spent: Usage,
-    /// The run has ingested untrusted content (a sub-run starts tainted; memories written are
-    /// untrusted).
-    #[serde(default)]
-    pub tainted: bool,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct FinishInput {
-    pub spec: RunSpec,
-    pub step: u64,
-    /// Ends with RUN_FINISHED or RUN_ERROR, written after the outcome is stored.
-    pub pending: Vec<AgUiEvent>,
-    pub ending: RunEnding,
-    pub attempts: Vec<ModelAttempt>,
-}
+use crate::payloads::run_ids;
+pub use crate::payloads::{
+    ApprovalInput, ChatRunInput, DEFAULT_APPROVAL_TIMEOUT, DeferredStart, ExpireApprovalInput,
+    FIRST_STEP, FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallDecided, ToolCallInput,
+    first_turn,
+};
 
 /// A model turn may stream for minutes; it heartbeats while it does, so a dead worker is noticed
 /// within the heartbeat timeout and the turn retried on another.
@@ -305,35 +148,6 @@ impl Drive {
     fn next_step(&mut self) -> u64 {
         self.step += 1;
         self.step
-    }
-}
-
-fn run_ids(spec: &RunSpec) -> RunIds {
-    RunIds {
-        thread_id: spec.chat_id.clone(),
-        run_id: spec.run_id.clone(),
-        parent_run_id: spec.parent_run_id.clone(),
-        assistant_message_id: spec.assistant_message_id.clone(),
-    }
-}
-
-/// The step of a run's first model turn.
-pub const FIRST_STEP: u64 = 1;
-
-/// A run's first model turn, as the workflow schedules it: a pure function of the run's input,
-/// so svc-worker's starter can begin the same turn before Temporal hands the activity out (see
-/// `early`).
-pub fn first_turn(input: &ChatRunInput) -> ModelTurnInput {
-    ModelTurnInput {
-        spec: input.spec.clone(),
-        step: FIRST_STEP,
-        pending: Vec::new(),
-        agent: AgentLoop::new(run_ids(&input.spec), input.spec.limits.unwrap_or_default()),
-        request: ModelRequest {
-            messages: Vec::new(),
-        },
-        tools: input.tools.clone(),
-        start: Some(DeferredStart::of(input)),
     }
 }
 

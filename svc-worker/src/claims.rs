@@ -58,27 +58,27 @@ impl Claims {
 
     async fn put(&self, run_id: &str, value: &str) -> Result<String, PaError> {
         let digest = hex::encode(Sha256::digest(value.as_bytes()));
-        let mut conn = self.redis.get().await.map_err(store_error)?;
-        redis::cmd("SET")
-            .arg(key(run_id, &digest))
+        let mut set = redis::cmd("SET");
+        set.arg(key(run_id, &digest))
             .arg(value)
             .arg("EX")
-            .arg(TTL_SECS)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(store_error)?;
+            .arg(TTL_SECS);
+        pa_kit::redis::bounded(&self.redis, move |c| {
+            Box::pin(async move { set.query_async::<()>(c).await })
+        })
+        .await
+        .map_err(store_error)?;
         Ok(format!("{MARK}{digest}"))
     }
 
     async fn get(&self, run_id: &str, digest: &str) -> Result<String, PaError> {
-        let mut conn = self.redis.get().await.map_err(store_error)?;
-        let value: Option<String> = redis::cmd("GETEX")
-            .arg(key(run_id, digest))
-            .arg("EX")
-            .arg(TTL_SECS)
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
+        let mut get = redis::cmd("GETEX");
+        get.arg(key(run_id, digest)).arg("EX").arg(TTL_SECS);
+        let value: Option<String> = pa_kit::redis::bounded(&self.redis, move |c| {
+            Box::pin(async move { get.query_async(c).await })
+        })
+        .await
+        .map_err(store_error)?;
         value.ok_or_else(|| PaError::internal(format!("the run's stored payload {digest} is gone")))
     }
 

@@ -10,33 +10,84 @@
 //! output is the activity's. A retried activity (this worker died) runs the turn itself, like any
 //! retry: the event ids it writes are the ones already written.
 //!
-//! A turn whose activity went to another worker (the server does not dispatch activities eagerly)
-//! would run twice; so one that is not adopted within [`ADOPT_WITHIN`] is stopped and this worker
-//! stops beginning turns early, and says so in its log.
+//! A turn whose activity went to another worker (the server does not dispatch activities eagerly,
+//! or this worker had no free activity slot) would run twice; so one that is not adopted within
+//! [`ADOPT_WITHIN`] is stopped and this worker stops beginning turns early for [`OFF_FOR`], and
+//! says so in its log. A turn that already ended by then stays adoptable for [`KEEP_ENDED`]: its
+//! activity, arriving late, returns what the client already saw instead of generating anew.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use tokio::time::Instant;
 
-use temporalio_sdk::activities::ActivityContext;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tokio::sync::oneshot;
 
-use crate::activities::{Beat, RunActivities};
-use crate::chat::{ChatRunInput, ModelTurnOutput, first_turn};
+use crate::payloads::ModelTurnOutput;
+
+/// Where a model turn's heartbeats go: its activity's context, or, for a turn begun before its
+/// activity ran (`early`), the activity that adopts it, once one has.
+#[derive(Clone)]
+pub enum Beat {
+    Activity(Box<ActivityContext>),
+    Early(Arc<std::sync::OnceLock<ActivityContext>>),
+}
+
+impl Beat {
+    /// The activity's attempt (1 for the first; an early turn is its activity's first).
+    pub(crate) fn attempt(&self) -> u32 {
+        match self {
+            Beat::Activity(ctx) => ctx.info().attempt,
+            Beat::Early(_) => 1,
+        }
+    }
+
+    pub(crate) async fn record(&self, seq: u64) -> Result<(), ActivityError> {
+        let ctx = match self {
+            Beat::Activity(ctx) => Some(ctx.as_ref()),
+            Beat::Early(adopter) => adopter.get(),
+        };
+        let Some(ctx) = ctx else {
+            return Ok(());
+        };
+        ctx.record_heartbeat(seq)
+            .await
+            .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
+        // Temporal cancels an attempt it no longer waits for (timed out while the server was
+        // away, its workflow ended, the worker stops): a body that ran on would hold its
+        // activity slot and write beside the attempt that replaced it.
+        if ctx.is_cancelled() {
+            return Err(ActivityError::cancelled());
+        }
+        Ok(())
+    }
+}
 
 /// How long a begun turn waits for its activity.
 pub const ADOPT_WITHIN: Duration = Duration::from_secs(10);
+/// How long a worker that saw a turn go unadopted begins none early.
+pub const OFF_FOR: Duration = Duration::from_secs(300);
+/// How long a turn that ended before its activity came stays adoptable.
+pub const KEEP_ENDED: Duration = Duration::from_secs(600);
 
 type TurnResult = Result<ModelTurnOutput, String>;
+
+/// What runs the turn, given where its heartbeats go (the caller's activities: this module does
+/// not know them).
+pub type TurnRunner =
+    Box<dyn FnOnce(Beat) -> futures::future::BoxFuture<'static, TurnResult> + Send + 'static>;
 
 /// The early first turns of this worker, by run id.
 #[derive(Clone)]
 pub struct EarlyTurns {
     turns: Arc<Mutex<HashMap<String, EarlyTurn>>>,
-    /// Set once a turn was not adopted in time: activities go elsewhere.
-    off: Arc<AtomicBool>,
+    /// Until when no turn begins early (a turn was not adopted in time: activities go
+    /// elsewhere, or wait for a slot).
+    off_until: Arc<Mutex<Option<Instant>>>,
     adopt_within: Duration,
+    off_for: Duration,
 }
 
 impl Default for EarlyTurns {
@@ -49,6 +100,8 @@ struct EarlyTurn {
     adopter: Arc<OnceLock<ActivityContext>>,
     done: oneshot::Receiver<TurnResult>,
     task: tokio::task::AbortHandle,
+    /// The turn ran to its end (its result waits in `done`).
+    ended: Arc<AtomicBool>,
 }
 
 /// A turn registered before its run's workflow is started (the activity can arrive with the
@@ -58,7 +111,7 @@ struct EarlyTurn {
 pub struct Reserved {
     turns: EarlyTurns,
     run_id: String,
-    begin: Option<oneshot::Sender<(Arc<RunActivities>, ChatRunInput)>>,
+    begin: Option<oneshot::Sender<TurnRunner>>,
 }
 
 /// A turn claimed by its activity.
@@ -69,11 +122,28 @@ pub struct Claimed {
 impl EarlyTurns {
     /// Turns that stop unless adopted within `window` ([`ADOPT_WITHIN`] by default).
     pub fn adopted_within(window: Duration) -> Self {
+        Self::with_windows(window, OFF_FOR)
+    }
+
+    /// As [`Self::adopted_within`], beginning none early for `off_for` after a turn was not.
+    pub fn with_windows(adopt_within: Duration, off_for: Duration) -> Self {
         Self {
             turns: Arc::default(),
-            off: Arc::default(),
-            adopt_within: window,
+            off_until: Arc::default(),
+            adopt_within,
+            off_for,
         }
+    }
+
+    /// Whether turns do not begin early now.
+    pub fn is_off(&self) -> bool {
+        let off_until = self.off_until.lock().unwrap_or_else(|p| p.into_inner());
+        off_until.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn turn_off(&self) {
+        *self.off_until.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Instant::now() + self.off_for);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, EarlyTurn>> {
@@ -84,26 +154,25 @@ impl EarlyTurns {
     /// Registers `run_id`'s first turn, to begin once the workflow is known to be new; None when
     /// this worker does not begin turns early.
     pub fn reserve(&self, run_id: &str) -> Option<Reserved> {
-        if self.off.load(Ordering::Relaxed) {
+        if self.is_off() {
             return None;
         }
-        let (begin, started) = oneshot::channel::<(Arc<RunActivities>, ChatRunInput)>();
+        let (begin, started) = oneshot::channel::<TurnRunner>();
         let (finished, done) = oneshot::channel();
         let adopter = Arc::new(OnceLock::new());
         let beat = Beat::Early(adopter.clone());
+        let ended = Arc::new(AtomicBool::new(false));
+        let ended_flag = ended.clone();
         let task = tokio::spawn(async move {
             // Dropped unsent (the start failed or found the workflow existing): nothing runs.
-            let Ok((activities, input)) = started.await else {
+            let Ok(run) = started.await else {
                 return;
             };
-            let output = activities
-                .traced_model_turn(beat, first_turn(&input))
-                .await
-                .map(|output| ModelTurnOutput {
-                    early: true,
-                    ..output
-                })
-                .map_err(|e| format!("{e:?}"));
+            let output = run(beat).await.map(|output| ModelTurnOutput {
+                early: true,
+                ..output
+            });
+            ended_flag.store(true, Ordering::Release);
             let _ = finished.send(output);
         });
         self.lock().insert(
@@ -112,6 +181,7 @@ impl EarlyTurns {
                 adopter,
                 done,
                 task: task.abort_handle(),
+                ended,
             },
         );
         Some(Reserved {
@@ -128,26 +198,41 @@ impl EarlyTurns {
 }
 
 impl Reserved {
-    /// The workflow is new: the turn begins, and stops if no activity adopts it in time.
-    pub fn begin(mut self, activities: Arc<RunActivities>, input: ChatRunInput) {
+    /// The workflow is new: the turn begins (`run`), and stops if no activity adopts it in time.
+    pub fn begin(mut self, run: TurnRunner) {
         if let Some(begin) = self.begin.take() {
-            let _ = begin.send((activities, input));
+            let _ = begin.send(run);
         }
         let turns = self.turns.clone();
         let run_id = self.run_id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(turns.adopt_within).await;
-            if let Some(Claimed { turn }) = turns.claim(&run_id) {
-                turn.task.abort();
-                turns.off.store(true, Ordering::Relaxed);
-                tracing::warn!(
-                    run_id = %run_id,
-                    "a durable run's first turn, begun when its workflow started, was not taken \
-                     by its activity within {:?}: Temporal dispatches activities to other workers \
-                     (enable system.enableActivityEagerExecution); this worker no longer begins \
-                     first turns early",
-                    turns.adopt_within
-                );
+            let late = {
+                let mut map = turns.lock();
+                match map.get(&run_id) {
+                    None => return,
+                    // Ended: kept for its activity, which may still come.
+                    Some(turn) if turn.ended.load(Ordering::Acquire) => None,
+                    Some(_) => map.remove(&run_id),
+                }
+            };
+            turns.turn_off();
+            tracing::warn!(
+                run_id = %run_id,
+                ended = late.is_none(),
+                "a durable run's first turn, begun when its workflow started, was not taken by \
+                 its activity within {:?}: Temporal dispatches activities to other workers \
+                 (enable system.enableActivityEagerExecution) or this worker's activity slots \
+                 are full; no first turns begin early for {:?}",
+                turns.adopt_within,
+                turns.off_for
+            );
+            match late {
+                Some(turn) => turn.task.abort(),
+                None => {
+                    tokio::time::sleep(KEEP_ENDED).await;
+                    turns.claim(&run_id);
+                }
             }
         });
     }
@@ -169,6 +254,7 @@ impl Claimed {
             adopter,
             done,
             task,
+            ..
         } = self.turn;
         let _ = adopter.set(ctx);
         // The activity dropped (cancelled, worker stopping): so is its turn.
@@ -188,6 +274,8 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activities::RunActivities;
+    use crate::payloads::ChatRunInput;
     use pa_proto::v1::RunSpec;
 
     fn input(run_id: &str) -> ChatRunInput {
@@ -238,7 +326,7 @@ mod tests {
     /// Waits (30 s at most) until a turn of `turns` was not adopted in time.
     async fn window_closed(turns: &EarlyTurns) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !turns.off.load(Ordering::Relaxed) {
+        while !turns.is_off() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "the window never closed"
@@ -259,17 +347,85 @@ mod tests {
         assert!(claimed.turn.done.await.is_err(), "nothing ran");
     }
 
+    /// A turn that runs until it is stopped, telling `stopped` when it is.
+    fn endless(stopped: oneshot::Sender<()>) -> TurnRunner {
+        Box::new(move |_beat| {
+            Box::pin(async move {
+                struct Tell(Option<oneshot::Sender<()>>);
+                impl Drop for Tell {
+                    fn drop(&mut self) {
+                        if let Some(tx) = self.0.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                }
+                let _tell = Tell(Some(stopped));
+                futures::future::pending::<TurnResult>().await
+            })
+        })
+    }
+
+    /// A turn that ends at once with `text` as its only input.
+    fn ending_with(text: &str) -> TurnRunner {
+        let text = text.to_string();
+        Box::new(move |_beat| {
+            Box::pin(async move {
+                Ok(ModelTurnOutput {
+                    inputs: vec![pa_agent::Input::ModelFailed {
+                        code: "test".into(),
+                        message: text,
+                    }],
+                    ..Default::default()
+                })
+            })
+        })
+    }
+
     #[tokio::test]
-    async fn a_turn_nobody_adopts_is_stopped_and_no_more_turns_begin_early() {
-        let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
+    async fn a_running_turn_nobody_adopts_is_stopped_and_no_turns_begin_early_for_a_while() {
+        let turns =
+            EarlyTurns::with_windows(Duration::from_millis(100), Duration::from_millis(300));
         let reserved = turns.reserve("run-1").expect("turns begin early");
-        reserved.begin(nowhere(turns.clone()), input("run-1"));
-        // The signal, not a guess at how long the window takes under load.
+        let (stopped_tx, stopped) = oneshot::channel();
+        reserved.begin(endless(stopped_tx));
+        // The signals, not a guess at how long the window takes under load.
         window_closed(&turns).await;
+        tokio::time::timeout(Duration::from_secs(30), stopped)
+            .await
+            .expect("the turn was stopped")
+            .ok();
         assert!(turns.claim("run-1").is_none(), "stopped and forgotten");
         assert!(
             turns.reserve("run-2").is_none(),
-            "no longer begins turns early"
+            "no turns begin early meanwhile"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while turns.is_off() {
+            assert!(tokio::time::Instant::now() < deadline, "never back on");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(turns.reserve("run-3").is_some(), "back on after the pause");
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_ended_before_its_late_activity_came_is_what_the_activity_returns() {
+        let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
+        let reserved = turns.reserve("run-1").expect("turns begin early");
+        reserved.begin(ending_with("the text the client saw"));
+        window_closed(&turns).await;
+        // The activity comes after the window: it gets the ended turn, not a second generation.
+        let claimed = turns.claim("run-1").expect("kept for its activity");
+        let output = claimed
+            .turn
+            .done
+            .await
+            .expect("ended")
+            .expect("a turn output");
+        assert!(output.early);
+        assert!(
+            matches!(&output.inputs[..], [pa_agent::Input::ModelFailed { message, .. }] if message == "the text the client saw"),
+            "{:?}",
+            output.inputs
         );
     }
 
@@ -278,12 +434,18 @@ mod tests {
         let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
         let reserved = turns.reserve("run-1").expect("turns begin early");
         let claimed = turns.claim("run-1").expect("reserved");
-        reserved.begin(nowhere(turns.clone()), input("run-1"));
+        reserved.begin(crate::activities::first_turn_runner(
+            nowhere(turns.clone()),
+            input("run-1"),
+        ));
         // A witness begun after it, with the same window, that nobody adopts: once it is
         // stopped, run-1's window has closed too.
         let witness = EarlyTurns::adopted_within(Duration::from_millis(100));
         let unadopted = witness.reserve("witness").expect("turns begin early");
-        unadopted.begin(nowhere(witness.clone()), input("witness"));
+        unadopted.begin(crate::activities::first_turn_runner(
+            nowhere(witness.clone()),
+            input("witness"),
+        ));
         window_closed(&witness).await;
         // Claimed before the window closed: not stopped (it ran to its end, here a failure to
         // reach the model), and not held against early turns.

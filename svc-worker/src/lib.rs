@@ -4,8 +4,12 @@
 pub mod activities;
 pub mod chat;
 pub mod claims;
+pub mod curation;
 pub mod curator;
 pub mod early;
+pub mod maintenance;
+pub mod payloads;
+pub mod running;
 pub mod schedules;
 mod service;
 pub mod signals;
@@ -137,7 +141,8 @@ pub fn run_activities(
         signals: Default::default(),
         redis,
         early: early::EarlyTurns::default(),
-        maintenance: schedules::MaintenanceClients {
+        running: running::RunningActivities::default(),
+        maintenance: maintenance::MaintenanceClients {
             runs: MaintenanceServiceClient::new(channel(&config.runs_url)?),
             models: MaintenanceServiceClient::new(channel(&config.models_url)?),
             memory: MaintenanceServiceClient::new(channel(&config.memory_url)?),
@@ -157,6 +162,7 @@ pub async fn run(
     let readiness =
         pa_kit::readiness::Readiness::probe(Vec::new(), Some(redis.clone()), shutdown.clone());
     let activities = run_activities(&config, redis, auth.clone())?;
+    activities.running.watch(shutdown.clone());
     let client = temporal::connect(&config.temporal)
         .await
         .map_err(WorkerError::from)?;
@@ -174,7 +180,7 @@ pub async fn run(
         config.temporal.task_queue.clone(),
         config.curator,
     );
-    let _ = activities.signals.set(signals.clone());
+    let _ = activities.signals.set(std::sync::Arc::new(signals.clone()));
     let durable_runs = service::DurableRuns {
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),

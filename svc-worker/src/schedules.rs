@@ -15,9 +15,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use deadpool_redis::redis::{self, AsyncCommands};
 use pa_proto::v1::ScheduleInfo;
-use serde::{Deserialize, Serialize};
 use temporalio_client::Client;
 use temporalio_client::schedules::{
     CreateScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
@@ -25,13 +23,8 @@ use temporalio_client::schedules::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
 
-use pa_kit::identity::internal_identity;
-use pa_kit::{InternalAuth, PaError};
-use pa_proto::v1::RunMaintenanceRequest;
-use pa_proto::v1::maintenance_service_client::MaintenanceServiceClient;
-use tonic::transport::Channel;
-
 use crate::activities::RunActivities;
+pub use crate::payloads::MaintenanceInput;
 
 /// A maintenance task and how often it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,67 +52,10 @@ pub const TASKS: &[Task] = &[
     },
 ];
 
-/// Batches one maintenance run asks for at most, so a run ends even if work keeps arriving.
-const MAX_BATCHES: usize = 1000;
-
-/// The services that run maintenance over their own tables.
-#[derive(Clone)]
-pub struct MaintenanceClients {
-    pub runs: MaintenanceServiceClient<Channel>,
-    pub models: MaintenanceServiceClient<Channel>,
-    pub memory: MaintenanceServiceClient<Channel>,
-    pub auth: InternalAuth,
-}
-
-impl MaintenanceClients {
-    /// Runs `task` at the service that owns it until no work is left; returns the rows changed.
-    pub async fn run(&self, task: &str) -> Result<u64, PaError> {
-        let client = match task {
-            "purge_deleted_chats" => &self.runs,
-            "rollup_usage" => &self.models,
-            "reembed_memories" => &self.memory,
-            other => {
-                return Err(PaError::bad_request(format!(
-                    "unknown maintenance task {other}"
-                )));
-            }
-        };
-        let identity = internal_identity("svc-worker");
-        let mut total = 0;
-        for _ in 0..MAX_BATCHES {
-            let request = RunMaintenanceRequest {
-                task: task.to_string(),
-                limit: 0,
-            };
-            let done = client
-                .clone()
-                .run_maintenance(self.auth.request(&identity, request))
-                .await
-                .map_err(|s| PaError::from_status(&s))?
-                .into_inner();
-            total += done.affected;
-            if !done.more {
-                break;
-            }
-        }
-        Ok(total)
-    }
-}
-
-/// Stream key pattern and limits (see pa_kit::run_events).
-const STREAM_PATTERN: &str = "pa:run:*:events";
-const STREAM_TTL_SECS: i64 = 24 * 3600;
-const STREAM_MAX_LEN: usize = 50_000;
-
 /// Schedule ids carry the task queue, so several deployments (or test meshes) sharing one
 /// Temporal namespace keep apart.
 pub fn schedule_id(task_queue: &str, task: &str) -> String {
     format!("{task_queue}-{task}")
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct MaintenanceInput {
-    pub task: String,
 }
 
 #[workflow]
@@ -208,47 +144,4 @@ pub async fn trigger(client: &Client, id: &str) -> Result<(), String> {
         .trigger(ScheduleOverlapPolicy::Unspecified, Default::default())
         .await
         .map_err(|e| format!("schedule {id}: {e}"))
-}
-
-/// `trim_run_streams`: gives every run stream without an expiry one, and caps its length.
-/// Returns how many streams it changed.
-pub async fn trim_run_streams(redis: &deadpool_redis::Pool) -> Result<u64, String> {
-    let mut conn = redis.get().await.map_err(|e| e.to_string())?;
-    let mut cursor: u64 = 0;
-    let mut changed = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(STREAM_PATTERN)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(&mut *conn)
-            .await
-            .map_err(|e| e.to_string())?;
-        for key in keys {
-            let ttl: i64 = conn.ttl(&key).await.map_err(|e| e.to_string())?;
-            let trimmed: u64 = redis::cmd("XTRIM")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STREAM_MAX_LEN)
-                .query_async(&mut *conn)
-                .await
-                .map_err(|e| e.to_string())?;
-            if ttl == -1 {
-                let _: bool = conn
-                    .expire(&key, STREAM_TTL_SECS)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            if ttl == -1 || trimmed > 0 {
-                changed += 1;
-            }
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(changed);
-        }
-    }
 }

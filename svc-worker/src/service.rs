@@ -72,7 +72,10 @@ impl DurableRunService for DurableRuns {
                 )))
             })?;
         if let (Some(early), crate::start::Started::New) = (early, started) {
-            early.begin(self.activities.clone(), input);
+            early.begin(crate::activities::first_turn_runner(
+                self.activities.clone(),
+                input,
+            ));
         }
         Ok(Response::new(StartDurableRunResponse {
             existing: started == crate::start::Started::Existing,

@@ -141,3 +141,9 @@ impl Signals {
         });
     }
 }
+
+impl crate::activities::TurnFinishedSink for Signals {
+    fn turn_finished(&self, identity: Identity, chat_id: String, turn: TurnFinished) {
+        Signals::turn_finished(self, identity, chat_id, turn);
+    }
+}

@@ -551,6 +551,38 @@ impl ChaosMesh {
             let r = self.get_json(&path).await;
             expect(format!("GET {path}"), r, 200);
         }
+        // A durable run started now completes: Temporal, the worker and every store work
+        // together again (and the next round starts from a mesh that has recovered).
+        let probe = async {
+            let (status, accepted) = self
+                .post_json(
+                    &format!("/v1/chats/{chat_id}/runs"),
+                    &json!({ "message": "after recovery", "durable": true }),
+                )
+                .await?;
+            if status != 202 {
+                return Err::<(u16, Value), BoxError>(format!("{status} {accepted}").into());
+            }
+            let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+            let deadline = Instant::now() + RECOVERED_DURABLE_WITHIN;
+            let followed = follow_run(
+                &self.http,
+                std::slice::from_ref(&self.gateway_url),
+                &run_id,
+                deadline,
+                || {},
+            )
+            .await?;
+            match followed.events.last() {
+                Some(last) if last.event_type() == "RUN_FINISHED" => Ok((200, Value::Null)),
+                other => Err(format!(
+                    "a durable run after recovery did not finish within {RECOVERED_DURABLE_WITHIN:?}: {:?}",
+                    other.map(|e| e.data.clone())
+                )
+                .into()),
+            }
+        };
+        expect("a durable run after recovery".into(), probe.await, 200);
         for run in runs {
             let r = self.get_json(&format!("/v1/runs/{}", run.run_id)).await;
             let r = match r {
@@ -571,6 +603,9 @@ impl ChaosMesh {
 
 /// The offline model's reply is this, then the user's message.
 pub const OFFLINE_PREFIX: &str = "(offline echo model: no real model is configured) You said: ";
+
+/// How long a durable run started once the mesh says it is ready again may take to finish.
+const RECOVERED_DURABLE_WITHIN: Duration = Duration::from_secs(60);
 
 /// How long a client follows a run at most (a run that has not ended by then failed the test).
 const FOLLOW_DEADLINE: Duration = Duration::from_secs(90);

@@ -63,6 +63,17 @@ async fn every_run_ends_through_the_death_of_any_one_process() -> R {
             problems.push(format!("{}: round failed: {}", target.name(), report.row()));
         }
     }
+    if !problems.is_empty()
+        && let Ok(secs) = std::env::var("PA_CHAOS_HOLD_SECS")
+    {
+        // For a person investigating: the stores and services stay up for a while.
+        eprintln!(
+            "holding the failed mesh for {secs} s: Temporal at {}, logs in {}",
+            mesh.temporal.address(),
+            log_dir.display()
+        );
+        tokio::time::sleep(Duration::from_secs(secs.parse().unwrap_or(600))).await;
+    }
     mesh.stop().await?;
     println!("{}", rows.join("\n"));
     assert!(

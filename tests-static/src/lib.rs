@@ -1276,6 +1276,26 @@ pub fn workspace_root() -> std::path::PathBuf {
         .unwrap_or_default()
 }
 
+/// The workspace's member directories, from the root Cargo.toml's `members` list.
+pub fn workspace_members() -> Vec<String> {
+    let text = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
+    let start = text.find("members = [").expect("a members list");
+    let end = start
+        + text[start..]
+            .find(']')
+            .expect("the end of the members list");
+    text[start..end]
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let line = line.trim().trim_end_matches(',');
+            line.strip_prefix('"')?
+                .strip_suffix('"')
+                .map(str::to_string)
+        })
+        .collect()
+}
+
 /// The generated files: (path from the workspace root, content).
 pub fn generated() -> Vec<(&'static str, String)> {
     let mut schema = serde_json::to_string_pretty(&values_schema()).unwrap_or_default();

@@ -6,25 +6,7 @@ use std::collections::BTreeMap;
 
 use tests_static::workspace_root;
 
-/// The workspace's member directories, from the root Cargo.toml.
-fn members() -> Vec<String> {
-    let text = std::fs::read_to_string(workspace_root().join("Cargo.toml")).expect("Cargo.toml");
-    let start = text.find("members = [").expect("a members list");
-    let end = start
-        + text[start..]
-            .find(']')
-            .expect("the end of the members list");
-    text[start..end]
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let line = line.trim().trim_end_matches(',');
-            line.strip_prefix('"')?
-                .strip_suffix('"')
-                .map(str::to_string)
-        })
-        .collect()
-}
+use tests_static::workspace_members as members;
 
 /// A crate's name and every crate it names in a dependency section (normal, dev, build or
 /// target-specific), by section.

@@ -15,7 +15,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets (seconds) from 1 ms to 2 min: RPCs and HTTP requests include streams.
@@ -149,6 +150,21 @@ pub static SSE_CLIENTS: LazyLock<IntGauge> =
             Err(err) => panic!("metric pa_sse_clients: {err}"),
         },
     );
+
+/// Temporal activities running in this svc-worker, by activity type: each holds one of the
+/// worker's activity slots, so a count stuck at the slot limit means nothing new can run.
+pub static WORKER_ACTIVITIES_RUNNING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    match IntGaugeVec::new(
+        Opts::new(
+            "pa_worker_activities_running",
+            "Temporal activities running in this worker, by activity",
+        ),
+        &["activity"],
+    ) {
+        Ok(g) => register(g),
+        Err(err) => panic!("metric pa_worker_activities_running: {err}"),
+    }
+});
 
 /// How long a run event waited in its Redis stream before a reader got it: the read time minus
 /// the time in the event's stream id.

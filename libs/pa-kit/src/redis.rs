@@ -215,7 +215,11 @@ mod tests {
         .await;
         assert!(answer.is_err(), "{answer:?}");
         // Checking out (connect bounded at 3 s) plus the call: never unbounded.
-        assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
@@ -234,7 +238,10 @@ mod tests {
             })
         })
         .await;
-        assert!(matches!(timed_out, Err(CallError::TimedOut(_))), "{timed_out:?}");
+        assert!(
+            matches!(timed_out, Err(CallError::TimedOut(_))),
+            "{timed_out:?}"
+        );
         // The pool (size 1) hands out a fresh connection at once, not the one still blocked.
         let started = tokio::time::Instant::now();
         let pong = bounded(&pool, |c| {
@@ -243,6 +250,10 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(pong, "PONG");
-        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

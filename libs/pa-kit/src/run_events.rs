@@ -375,6 +375,51 @@ fn observe_lag(stream_id: &str) {
         .observe(now.saturating_sub(ms) as f64 / 1000.0);
 }
 
+/// The `trim_run_streams` maintenance task: gives every run stream without an expiry one, and
+/// caps its length. Returns how many streams it changed. (The key pattern lives here, with the
+/// streams, and nowhere else.)
+pub async fn trim_streams(redis: &Pool) -> Result<u64, String> {
+    let mut conn = redis.get().await.map_err(|e| e.to_string())?;
+    let pattern = stream_key("*");
+    let mut cursor: u64 = 0;
+    let mut changed = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        for key in keys {
+            let ttl: i64 = conn.ttl(&key).await.map_err(|e| e.to_string())?;
+            let trimmed: u64 = redis::cmd("XTRIM")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STREAM_MAX_LEN)
+                .query_async(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            if ttl == -1 {
+                let _: bool = conn
+                    .expire(&key, STREAM_TTL_SECS)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            if ttl == -1 || trimmed > 0 {
+                changed += 1;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(changed);
+        }
+    }
+}
+
 /// Whether a run's stream exists at all (it expires some time after the run ends).
 pub async fn exists(pool: &Pool, run_id: &str) -> Result<bool, PaError> {
     let key = stream_key(run_id);
