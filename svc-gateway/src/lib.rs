@@ -326,7 +326,7 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
 }
 
 /// Ready when the gateway's own stores answer and every backend's tonic-health says SERVING
-/// (each backend says NOT_SERVING while one of its stores is down: docs/adr/0170).
+/// (each backend says NOT_SERVING while one of its stores is down: docs/src/adr/0170).
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
         (status = 200, description = "Every backend serves: `{ready: true, services: {name: serving}, stores: {postgres|redis: up}}`", body = serde_json::Value),

@@ -230,7 +230,7 @@ impl InlineDriver {
         };
         // A reply of a tainted run is marked (`untrusted`) for what leaves the chat (the
         // Curator's memories), but does not taint the chat's later runs: the user saw it and
-        // continues from it (docs/adr/0120-taint-follows-the-data.md).
+        // continues from it (docs/src/adr/0120-2026-12-03-taint-follows-the-data.md).
         let untrusted = task_untrusted;
         let mut history: Vec<TurnMessage> = stored
             .into_iter()

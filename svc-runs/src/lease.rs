@@ -1,4 +1,4 @@
-//! Inline runs have an owner with a lease (docs/adr/0150-inline-run-leases.md).
+//! Inline runs have an owner with a lease (docs/src/adr/0150-2026-12-03-inline-run-leases.md).
 //!
 //! The svc-runs instance that drives an inline run is its owner (`runs.owner_id`, a fresh id per
 //! process). Every instance beats once per tick in two stores — `run_owners.beat` in Postgres and

@@ -1,4 +1,4 @@
-//! The run-end outbox (docs/adr/0151-run-end-outbox.md). An inline run's end is recorded in
+//! The run-end outbox (docs/src/adr/0151-2026-12-03-run-end-outbox.md). An inline run's end is recorded in
 //! Postgres (row, reply, usage, attempts) before its terminal event is published. When Postgres
 //! cannot take it, the record goes to the Redis hash `pa:runs:outbox` in the same MULTI/EXEC as
 //! the terminal event, so the client sees the end at once and the record is never lost with this

@@ -99,7 +99,7 @@ const DEVICE_LOOK_TOOLS: &[&str] = &[
 /// browser's navigate/click/type, a terminal), an MCP tool not marked read-only (the server
 /// may do anything with its arguments). Once a run has ingested untrusted content, such a tool counts as high privilege
 /// and waits for a human's approval, so planted instructions cannot carry the run's data out
-/// (docs/adr/0122-egress-tools-after-taint.md).
+/// (docs/src/adr/0122-2026-12-03-egress-tools-after-taint.md).
 pub fn sends_data_out(tool: &ToolDefinition) -> bool {
     let origin = if tool.origin_name.is_empty() {
         tool.name.as_str()

@@ -189,7 +189,7 @@ const fn privilege_of(read_only: bool, high: bool, class: &'static str) -> Privi
     }
 }
 
-/// The privilege of a device's tool (docs/adr/0112-device-and-browser-tool-privilege.md):
+/// The privilege of a device's tool (docs/src/adr/0112-2026-12-03-device-and-browser-tool-privilege.md):
 ///
 /// - the device agent: listing, reading and searching files are low-privilege reads; the rest
 ///   writes files or runs commands;

@@ -34,7 +34,7 @@ pub struct RunContext<'a> {
 }
 
 /// What the caller (the run's driver) says about the data around a call: taint and
-/// classification follow the data into memories and back (docs/adr/0120, 0121).
+/// classification follow the data into memories and back (docs/src/adr/0120, 0121).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DataFlow {
     /// The run has ingested untrusted content: what `remember` writes is untrusted.

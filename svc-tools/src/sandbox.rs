@@ -1,5 +1,5 @@
 //! The sandbox of stdio MCP servers: a process a user can start runs with only the environment
-//! the operator allows and cannot see this service (docs/adr/0110-stdio-mcp-sandbox.md).
+//! the operator allows and cannot see this service (docs/src/adr/0110-2026-12-03-stdio-mcp-sandbox.md).
 //!
 //! - **Environment.** The child's environment is built here and nothing else: a baseline svc-tools
 //!   sets itself ([`baseline_env`]), the variables of this service's own environment that the

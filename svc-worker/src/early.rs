@@ -310,6 +310,7 @@ mod tests {
             memory_url: dead,
             schedules: false,
             sticky_timeout: Duration::from_secs(1),
+            background_activities: 1,
             turn_retry: Default::default(),
             claim_threshold: crate::claims::DEFAULT_THRESHOLD,
             curator: None,

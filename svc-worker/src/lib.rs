@@ -52,6 +52,9 @@ pub struct Config {
     /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
     /// died waits before another worker takes it.
     pub sticky_timeout: Duration,
+    /// `PA_WORKER_BACKGROUND_ACTIVITIES`, default 4: background activities (the Curator's,
+    /// maintenance) run at once, on the background task queue.
+    pub background_activities: usize,
     /// `PA_MODEL_TURN_ATTEMPTS` (default 4) and `PA_MODEL_TURN_RETRY_MS` (default 500): how a
     /// durable model turn that broke off (svc-models or the provider stream died) is retried.
     pub turn_retry: activities::TurnRetry,
@@ -75,6 +78,7 @@ impl Config {
             memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
             schedules: env_or("PA_WORKER_SCHEDULES", "on") != "off",
             sticky_timeout: Duration::from_millis(env_parse("PA_WORKER_STICKY_TIMEOUT_MS", 2000)?),
+            background_activities: env_parse::<usize>("PA_WORKER_BACKGROUND_ACTIVITIES", 4)?.max(1),
             turn_retry: activities::TurnRetry {
                 attempts: env_parse::<u32>("PA_MODEL_TURN_ATTEMPTS", 4)?.max(1),
                 first_delay: Duration::from_millis(env_parse("PA_MODEL_TURN_RETRY_MS", 500)?),
@@ -166,8 +170,9 @@ pub async fn run(
     let client = temporal::connect(&config.temporal)
         .await
         .map_err(WorkerError::from)?;
+    let background_queue = config.temporal.background_queue();
     if config.schedules {
-        schedules::ensure(&client, &config.temporal.task_queue)
+        schedules::ensure(&client, &config.temporal.task_queue, &background_queue)
             .await
             .map_err(WorkerError::Worker)?;
     }
@@ -175,11 +180,7 @@ pub async fn run(
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
     };
-    let signals = signals::Signals::new(
-        client.clone(),
-        config.temporal.task_queue.clone(),
-        config.curator,
-    );
+    let signals = signals::Signals::new(client.clone(), background_queue.clone(), config.curator);
     let _ = activities.signals.set(std::sync::Arc::new(signals.clone()));
     let durable_runs = service::DurableRuns {
         client: client.clone(),
@@ -189,20 +190,39 @@ pub async fn run(
     };
     let runtime = Runtime::from_current_tokio(Default::default())
         .map_err(|e| WorkerError::Worker(e.to_string()))?;
+    fn worker_error(e: impl std::fmt::Display) -> WorkerError {
+        WorkerError::Worker(e.to_string())
+    }
+    // Runs' queue: their workflows and turns. The Curator and maintenance are registered here
+    // too, for those started on it before they had a queue of their own.
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
         .graceful_shutdown_period(Duration::from_secs(5))
         .register_workflow::<ChatAgentWorkflow>()
-        .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .map_err(worker_error)?
         .register_workflow::<curator::CuratorWorkflow>()
-        .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .map_err(worker_error)?
         .register_workflow::<schedules::MaintenanceWorkflow>()
-        .map_err(|e| WorkerError::Worker(e.to_string()))?
+        .map_err(worker_error)?
+        .register_activities(activities.clone())
+        .build();
+    // Background queue: the Curator and maintenance, a few activities at a time.
+    let background_options = WorkerOptions::new(background_queue.clone())
+        .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
+        .graceful_shutdown_period(Duration::from_secs(5))
+        .tuner(background_tuner(config.background_activities))
+        .register_workflow::<curator::CuratorWorkflow>()
+        .map_err(worker_error)?
+        .register_workflow::<schedules::MaintenanceWorkflow>()
+        .map_err(worker_error)?
         .register_activities(activities)
         .build();
-    let mut worker =
-        Worker::new(&runtime, client, options).map_err(|e| WorkerError::Worker(e.to_string()))?;
+    let mut worker = Worker::new(&runtime, client.clone(), options)
+        .map_err(|e| WorkerError::Worker(e.to_string()))?;
+    let mut background = Worker::new(&runtime, client, background_options)
+        .map_err(|e| WorkerError::Worker(e.to_string()))?;
     let stop_worker = worker.shutdown_handle();
+    let stop_background = background.shutdown_handle();
 
     let server = GrpcServer::new(Duration::from_secs(30))?
         .named("svc-worker")
@@ -230,15 +250,20 @@ pub async fn run(
     tokio::spawn(async move {
         token.cancelled().await;
         stop_worker();
+        stop_background();
     });
-    tracing::info!(task_queue = %config.temporal.task_queue, "Temporal worker polling");
+    tracing::info!(task_queue = %config.temporal.task_queue, %background_queue, "Temporal worker polling");
     let health = server.serve(listener, shutdown.clone());
     let worked = async {
-        let worked = worker.run().await;
+        // Either worker stopping on its own stops the process (below).
+        let worked = tokio::select! {
+            worked = worker.run() => worked,
+            worked = background.run() => worked,
+        };
         if !shutdown.is_triggered() {
             // A worker that gave up polling (e.g. Temporal unreachable past its retries) must
             // not leave a process that looks healthy and runs nothing: stop, so it is
-            // restarted (docs/adr/0170-store-outages.md).
+            // restarted (docs/src/adr/0170-2026-12-03-store-outages.md).
             tracing::error!(result = ?worked.as_ref().err(), "the Temporal worker stopped on its own; stopping svc-worker");
             shutdown.trigger();
         }
@@ -248,6 +273,18 @@ pub async fn run(
     worked.map_err(|e| WorkerError::Worker(e.to_string()))?;
     served?;
     Ok(())
+}
+
+/// The background worker's slots: `activities` at once; the SDK's defaults for the rest.
+fn background_tuner(activities: usize) -> temporalio_sdk::runtime::worker_tuner::WorkerTuner {
+    use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
+    TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activities))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(100))
+        .build()
+        .into()
 }
 
 /// The service as its binary runs it: configuration from the environment, listeners bound,

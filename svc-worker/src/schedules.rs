@@ -79,8 +79,13 @@ impl MaintenanceWorkflow {
 }
 
 /// Creates the schedules that do not exist yet (an existing one is left as the operator may
-/// have paused or changed it).
-pub async fn ensure(client: &Client, task_queue: &str) -> Result<(), String> {
+/// have paused or changed it). They are named after the runs' `task_queue` and start their
+/// workflows on `background_queue`.
+pub async fn ensure(
+    client: &Client,
+    task_queue: &str,
+    background_queue: &str,
+) -> Result<(), String> {
     for task in TASKS {
         let id = schedule_id(task_queue, task.name);
         let options = CreateScheduleOptions::builder()
@@ -89,7 +94,7 @@ pub async fn ensure(client: &Client, task_queue: &str) -> Result<(), String> {
                 MaintenanceInput {
                     task: task.name.to_string(),
                 },
-                task_queue.to_string(),
+                background_queue.to_string(),
                 format!("{id}-run"),
             ))
             .spec(ScheduleSpec::from_interval(task.every))

@@ -14,6 +14,12 @@ pub struct TemporalConfig {
 }
 
 impl TemporalConfig {
+    /// The task queue of background work (the Curator, the maintenance schedules): its own
+    /// queue and worker, so a backlog of it never delays a run's turns (ADR 0193).
+    pub fn background_queue(&self) -> String {
+        format!("{}-background", self.task_queue)
+    }
+
     pub fn from_env() -> Self {
         Self {
             address: env_or("TEMPORAL_ADDRESS", "127.0.0.1:7233"),

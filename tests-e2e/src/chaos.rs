@@ -1,4 +1,4 @@
-//! The chaos harness (docs/adr/0180-chaos-suite.md): the whole mesh as processes of their own
+//! The chaos harness (docs/src/adr/0180-2026-12-03-chaos-suite.md): the whole mesh as processes of their own
 //! (`pa-e2e-service <svc>`), over a Postgres, a Redis and a Temporal dev server that the harness
 //! starts itself on its own ports, so any one of the nine can be killed with SIGKILL mid-stream
 //! and started again on the same port — while clients follow their runs' SSE streams and resume

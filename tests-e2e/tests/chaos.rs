@@ -1,4 +1,4 @@
-//! The chaos suite (issue 24, docs/adr/0180-chaos-suite.md): for each of the six services,
+//! The chaos suite (issue 24, docs/src/adr/0180-2026-12-03-chaos-suite.md): for each of the six services,
 //! Postgres, Temporal and Redis — the stores started by the test itself on ports of their own —
 //! 20 inline and 20 durable runs in flight, `kill -9` of the target mid-stream, an immediate
 //! restart, and every client following its run through the break with `Last-Event-ID`.

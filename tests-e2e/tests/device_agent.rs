@@ -683,7 +683,7 @@ async fn kind_of(mesh: &Mesh, id: &str) -> BoxResult<Option<String>> {
         .map(|d| d["kind"].as_str().unwrap_or_default().to_string()))
 }
 
-/// A device's kind is its enrollment code's (docs/adr/0111): a device that claims another kind
+/// A device's kind is its enrollment code's (docs/src/adr/0111): a device that claims another kind
 /// is refused and the code stays usable; one that claims nothing, or the code's kind, gets it.
 #[tokio::test]
 async fn a_device_gets_the_kind_of_its_code_never_the_one_it_claims() -> R {

@@ -348,17 +348,26 @@ async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once
     let chat = mesh.create_chat("outage").await?;
     let message = "one two three four five six seven eight nine ten eleven twelve";
     let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
-    // The client follows the stream; Postgres goes away for svc-runs mid-turn.
+    // The client follows the stream; Postgres goes away for svc-runs mid-turn, once the
+    // client has its first events (its stream is open: the owner check is behind it).
+    let (streaming_tx, streaming) = tokio::sync::oneshot::channel::<()>();
     let mut follow = tokio::spawn({
         let http = mesh.http.clone();
         let url = mesh.url(&format!("/v1/runs/{run_id}/events"));
         async move {
             let response = http.get(url).send().await?;
-            tests_e2e::read_sse(response, None).await
+            let mut events = Vec::new();
+            let mut streaming_tx = Some(streaming_tx);
+            tests_e2e::read_sse_into(response, &mut events, &mut |_| {
+                if let Some(tx) = streaming_tx.take() {
+                    let _ = tx.send(());
+                }
+            })
+            .await?;
+            Ok::<_, E>(events)
         }
     });
-    let first = mesh.read_events(&run_id, None, Some(4)).await?;
-    assert_eq!(first.len(), 4);
+    tokio::time::timeout(Duration::from_secs(30), streaming).await??;
     db.down();
     let events = tokio::time::timeout(Duration::from_secs(30), &mut follow).await???;
     let last = events.last().ok_or("no events")?;

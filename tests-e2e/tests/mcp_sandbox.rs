@@ -1,4 +1,4 @@
-//! stdio MCP servers are sandboxed (issue 21 item 4, docs/adr/0110-stdio-mcp-sandbox.md): a
+//! stdio MCP servers are sandboxed (issue 21 item 4, docs/src/adr/0110-2026-12-03-stdio-mcp-sandbox.md): a
 //! hostile server (tests/mcp/probe-server.mjs) reports what it can see. Inside bubblewrap it
 //! sees only the allow-listed environment and its own secrets, not this service's
 //! `/proc/<pid>/environ` nor any other process's, not the operator's hidden paths, and no

@@ -1,4 +1,4 @@
-//! Store outages (docs/adr/0170-store-outages.md): while Postgres or Redis is down the mesh says
+//! Store outages (docs/src/adr/0170-2026-12-03-store-outages.md): while Postgres or Redis is down the mesh says
 //! not ready and answers 503 `unavailable`; once it is back, not one request fails. Each test
 //! owns the store it kills (tests_e2e::OwnPostgres / OwnRedis / OwnTemporal): the shared dev
 //! stack is never touched.

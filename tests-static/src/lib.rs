@@ -866,6 +866,13 @@ pub const SERVICES: &[Service] = &[
                 "How long a workflow cached on a worker that died waits before another worker takes it.",
             ),
             var(
+                "PA_WORKER_BACKGROUND_ACTIVITIES",
+                "4",
+                Kind::Int,
+                Helm::Value,
+                "How many background activities (the Curator's, maintenance) one worker runs at once, on the task queue `<PA_TEMPORAL_TASK_QUEUE>-background`, so they never wait in front of a run's turns.",
+            ),
+            var(
                 "PA_MODEL_TURN_ATTEMPTS",
                 "4",
                 Kind::Int,

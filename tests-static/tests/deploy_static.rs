@@ -743,7 +743,7 @@ fn the_book_links_resolve() {
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("SUMMARY.md links {target}: {e}"));
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        // A page may be an mdBook include of a file outside src/ (the ADRs in docs/adr).
+        // A page may be an mdBook include of a file outside src/.
         if let Some(include) = text.trim().strip_prefix("{{#include ") {
             let included = include.trim_end_matches("}}").trim();
             assert!(
@@ -768,15 +768,42 @@ fn the_book_links_resolve() {
     }
     assert!(links >= 7, "SUMMARY.md lists {links} pages");
     assert!(read("docs/book.toml").contains("src = \"src\""));
-    for adr in std::fs::read_dir(root().join("docs/adr"))
+    // The ADRs: one folder (docs/src/adr), each `NNNN-yyyy-mm-dd-title.md` with that date on
+    // its Date line, and each in the book.
+    let mut adrs = 0;
+    for adr in std::fs::read_dir(root().join("docs/src/adr"))
         .into_iter()
         .flatten()
         .flatten()
     {
+        adrs += 1;
         let name = adr.file_name().to_string_lossy().into_owned();
+        let parts: Vec<&str> = name.splitn(5, '-').collect();
+        let dated = parts.len() == 5
+            && parts[0].len() == 4
+            && parts[0].chars().all(|c| c.is_ascii_digit())
+            && parts[1].len() == 4
+            && parts[2].len() == 2
+            && parts[3].len() == 2
+            && name.ends_with(".md");
+        assert!(dated, "ADR {name} is not named NNNN-yyyy-mm-dd-title.md");
+        let date = parts[1..4].join("-");
+        let text = std::fs::read_to_string(adr.path()).expect("an ADR");
+        assert!(
+            text.lines()
+                .take(5)
+                .any(|l| l.starts_with("Date:") && l.contains(&date)),
+            "ADR {name} does not say `Date: {date}` at its top"
+        );
         assert!(
             summary.contains(&format!("](adr/{name})")),
-            "ADR docs/adr/{name} is not in the book (add docs/src/adr/{name} including it)"
+            "ADR docs/src/adr/{name} is not in the book's SUMMARY.md"
         );
     }
+    assert!(adrs >= 10, "only {adrs} ADRs found");
+    let elsewhere = std::fs::read_dir(root().join("docs/adr"))
+        .into_iter()
+        .flatten()
+        .count();
+    assert_eq!(elsewhere, 0, "ADRs live in one folder, docs/src/adr");
 }

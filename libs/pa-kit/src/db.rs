@@ -27,7 +27,7 @@ pub enum DbError {
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// The options of every pool: connections that cannot be trusted are replaced when acquired
-/// (docs/adr/0170-store-outages.md).
+/// (docs/src/adr/0170-2026-12-03-store-outages.md).
 ///
 /// - A connection opened before the last connection-class error this process saw (a restart
 ///   of Postgres breaks every one of them at once) is dropped, not tried.

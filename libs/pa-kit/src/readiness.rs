@@ -2,7 +2,7 @@
 //! [`PROBE_EVERY`] (Postgres: `SELECT 1` through the service's pool; Redis: a pooled PING) and
 //! publishes what it found; [`crate::grpc::GrpcServer::readiness`] turns that into the
 //! service's tonic-health status (SERVING / NOT_SERVING), which the gateway's `/readyz`
-//! reads. See docs/adr/0170-store-outages.md.
+//! reads. See docs/src/adr/0170-2026-12-03-store-outages.md.
 
 use std::time::Duration;
 

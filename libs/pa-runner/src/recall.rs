@@ -183,7 +183,7 @@ impl RunIo {
             limit: settings.limit.clamp(1, 100),
             min_score: settings.min_score,
             // Classification follows the data: only memories of this chat's classification or
-            // a lower one (docs/adr/0121-classification-follows-memories.md).
+            // a lower one (docs/src/adr/0121-2026-12-03-classification-follows-memories.md).
             max_classification: crate::effective_classification(spec.classification),
             ..Default::default()
         };
