@@ -325,12 +325,15 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
     })
 }
 
-/// Ready when the gateway's own stores answer and every backend's tonic-health says SERVING
-/// (each backend says NOT_SERVING while one of its stores is down: docs/src/adr/0170).
+/// Ready when the gateway can serve inline chat: its own stores answer and the backends a chat
+/// needs (svc-runs, svc-models, svc-tools) say SERVING (each says NOT_SERVING while one of its
+/// stores is down: docs/src/adr/0170). svc-worker (durable runs, schedules) and svc-memory
+/// (recall, memory tools) being down makes the gateway `degraded`, not unready: inline chat
+/// still works, and durable starts answer 503 on their own.
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
-        (status = 200, description = "Every backend serves: `{ready: true, services: {name: serving}, stores: {postgres|redis: up}}`", body = serde_json::Value),
-        (status = 503, description = "Some backend or store is down: `{ready: false, services: {name: serving|down}, stores: {postgres|redis: up|down}}`", body = serde_json::Value)))]
+        (status = 200, description = "Inline chat can be served: `{ready: true, degraded: [names of optional backends that are down], services: {name: serving|down}, stores: {postgres|redis: up}}`", body = serde_json::Value),
+        (status = 503, description = "A backend chat needs, or a store, is down: `{ready: false, degraded: [...], services: {name: serving|down}, stores: {postgres|redis: up|down}}`", body = serde_json::Value)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let checks = futures::future::join_all(
         state
@@ -340,7 +343,15 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     )
     .await;
     let stores = state.readiness.current();
-    let ready = stores.ready() && checks.iter().all(|(_, ok)| *ok);
+    let ready = stores.ready()
+        && checks
+            .iter()
+            .all(|(name, ok)| *ok || OPTIONAL_BACKENDS.contains(name));
+    let degraded: Vec<&str> = checks
+        .iter()
+        .filter(|(name, ok)| !*ok && OPTIONAL_BACKENDS.contains(name))
+        .map(|(name, _)| *name)
+        .collect();
     let store_detail: serde_json::Map<_, _> = stores
         .detail()
         .into_iter()
@@ -357,9 +368,14 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     };
     (
         status,
-        axum::Json(json!({ "ready": ready, "services": detail, "stores": store_detail })),
+        axum::Json(
+            json!({ "ready": ready, "degraded": degraded, "services": detail, "stores": store_detail }),
+        ),
     )
 }
+
+/// Backends inline chat does without: their outage degrades the gateway, it stays ready.
+const OPTIONAL_BACKENDS: &[&str] = &["svc-worker", "svc-memory"];
 
 /// How long a replica trusts what it last read about a user (a disable reaches every replica
 /// within it).

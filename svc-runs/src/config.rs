@@ -31,8 +31,8 @@ pub struct Config {
     /// untrusted content waits for a human's approval before it is refused (both run modes).
     pub approval_timeout: Duration,
     /// `PA_RECALL_TOKEN_BUDGET`, `PA_RECALL_LIMIT`, `PA_RECALL_MIN_SCORE`,
-    /// `PA_RECALL_TIMEOUT_MS`: automatic recall at run start (see [`pa_runner::RecallSettings`]).
-    pub recall: pa_runner::RecallSettings,
+    /// `PA_RECALL_TIMEOUT_MS`: automatic recall at run start (see [`pa_turn_io::RecallSettings`]).
+    pub recall: pa_turn_io::RecallSettings,
     /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`: svc-worker, Temporal's only client,
     /// which starts, cancels and signals durable runs and the Curator for svc-runs (ADR 0190);
     /// `none` = no durable runs (503) and no Curator.
@@ -61,7 +61,7 @@ impl Config {
                 max_subagent_depth: env_parse("PA_RUN_MAX_SUBAGENT_DEPTH", 2)?,
             },
             history_messages: env_parse("PA_HISTORY_MESSAGES", 50)?,
-            recall: pa_runner::RecallSettings {
+            recall: pa_turn_io::RecallSettings {
                 limit: env_parse("PA_RECALL_LIMIT", 8)?,
                 min_score: env_parse("PA_RECALL_MIN_SCORE", 0.3)?,
                 token_budget: env_parse("PA_RECALL_TOKEN_BUDGET", 600)?,

@@ -87,7 +87,7 @@ impl DurableDriver {
             spec: Some(spec),
             history: history
                 .into_iter()
-                .map(pa_runner::to_chat_message)
+                .map(pa_turn_io::to_chat_message)
                 .collect(),
             tools: start.tools,
             notices: start.notices,

@@ -13,7 +13,7 @@ use pa_kit::{PaError, Shutdown};
 use pa_proto::v1::{
     AgUiEvent, ChatToolDefinition, ModelAttempt, RunError, RunSpec, ag_ui_event::Event,
 };
-use pa_runner::{RunEnding, RunIo, cancelled};
+use pa_turn_io::{RunEnding, RunIo, cancelled};
 use tokio_util::sync::CancellationToken;
 
 use crate::run_start::{DurableContext, RunStart};
@@ -23,7 +23,7 @@ use crate::store::RunStore;
 /// the recall (none when recall is off), each on its own task.
 pub struct ContextRead {
     history: tokio::task::JoinHandle<Result<History, PaError>>,
-    recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
+    recall: Option<tokio::task::JoinHandle<Option<pa_turn_io::Recalled>>>,
 }
 
 /// How much longer than recall's own timeout a workflow waits for its hand-over.
@@ -45,8 +45,8 @@ impl ContextRead {
     }
 
     async fn recalled(
-        recall: Option<tokio::task::JoinHandle<Option<pa_runner::Recalled>>>,
-    ) -> Option<pa_runner::Recalled> {
+        recall: Option<tokio::task::JoinHandle<Option<pa_turn_io::Recalled>>>,
+    ) -> Option<pa_turn_io::Recalled> {
         // Recall is a help: a task that died is a run without memories.
         recall?.await.unwrap_or_else(|err| {
             tracing::warn!(%err, "automatic recall skipped: its task failed");
@@ -66,7 +66,7 @@ impl ContextRead {
         } = Self::history(self.history).await?;
         let recalled = Self::recalled(self.recall).await;
         let recalled_untrusted =
-            pa_runner::apply_recall(recalled, &mut history, &mut start.notices);
+            pa_turn_io::apply_recall(recalled, &mut history, &mut start.notices);
         start.tainted |= untrusted || recalled_untrusted;
         Ok((history, start))
     }
@@ -106,7 +106,7 @@ impl ContextRead {
         let (redis, run_id) = (redis.clone(), run_id.to_string());
         tokio::spawn(async move {
             let recalled = Self::recalled(Some(recall)).await;
-            if let Err(err) = pa_runner::hand_over_recall(&redis, &run_id, &recalled).await {
+            if let Err(err) = pa_turn_io::hand_over_recall(&redis, &run_id, &recalled).await {
                 tracing::warn!(%run_id, %err, "recall not handed over; the run goes on without it");
             }
         });
@@ -118,7 +118,33 @@ impl ContextRead {
     }
 }
 
-/// Starts inline runs and cancels them. Cheap to clone.
+/// How inline runs are driven: svc-runs' settings.
+#[derive(Clone, Debug)]
+pub struct InlineOptions {
+    /// How many of a chat's latest messages a run reads as its history.
+    pub history_messages: u32,
+    /// How long a tool call waits for a human's approval before it is refused.
+    pub approval_timeout: std::time::Duration,
+    /// Automatic recall at run start.
+    pub recall: pa_turn_io::RecallSettings,
+}
+
+/// What an inline driver talks to.
+#[derive(Clone)]
+pub struct InlineDeps {
+    pub store: RunStore,
+    pub io: RunIo,
+    /// For the Curator, which every finished turn notifies.
+    pub durable: crate::durable::DurableDriver,
+    pub sink: EventSink,
+    pub redis: deadpool_redis::Pool,
+    pub shutdown: Shutdown,
+    /// This instance's leases on the runs it drives (ADR 0150).
+    pub leases: Arc<crate::lease::Leases>,
+}
+
+/// Starts inline runs and cancels them. Cheap to clone. Built by [`InlineDriver::new`]; its
+/// fields are the crate's because the lease reaper and the outbox (`reaper`, `outbox`) extend it.
 #[derive(Clone)]
 pub struct InlineDriver {
     pub(crate) store: RunStore,
@@ -133,7 +159,7 @@ pub struct InlineDriver {
     /// How long a tool call waits for a human's approval before it is refused.
     pub(crate) approval_timeout: std::time::Duration,
     /// Automatic recall at run start.
-    pub(crate) recall: pa_runner::RecallSettings,
+    pub(crate) recall: pa_turn_io::RecallSettings,
     /// Cancellation handles of the runs this process drives.
     pub(crate) active: Arc<Mutex<HashMap<String, CancellationToken>>>,
     /// This instance's leases on the runs it drives (ADR 0150).
@@ -141,6 +167,31 @@ pub struct InlineDriver {
 }
 
 impl InlineDriver {
+    pub fn new(options: InlineOptions, deps: InlineDeps) -> Self {
+        let InlineDeps {
+            store,
+            io,
+            durable,
+            sink,
+            redis,
+            shutdown,
+            leases,
+        } = deps;
+        Self {
+            store,
+            io,
+            durable,
+            sink,
+            redis,
+            shutdown,
+            history_messages: options.history_messages,
+            approval_timeout: options.approval_timeout,
+            recall: options.recall,
+            active: Default::default(),
+            leases,
+        }
+    }
+
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         // A poisoned map only means a panic elsewhere; the map itself is still consistent.
         self.active
@@ -335,7 +386,7 @@ struct AppendRelay<'a> {
     run_id: &'a str,
 }
 
-impl pa_runner::EventRelay for AppendRelay<'_> {
+impl pa_turn_io::EventRelay for AppendRelay<'_> {
     async fn relay(&mut self, events: Vec<AgUiEvent>) -> Result<(), PaError> {
         self.sink.emit_all(self.run_id, &events).await.map(|_| ())
     }
@@ -408,7 +459,7 @@ impl RunState<'_> {
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
         let span =
-            pa_runner::model_turn_span("svc-runs", self.spec, self.agent.usage().model_requests);
+            pa_turn_io::model_turn_span("svc-runs", self.spec, self.agent.usage().model_requests);
         let before = *self.agent.usage();
         let result =
             tracing::Instrument::instrument(self.model_turn(request, cancel), span.clone()).await;
@@ -457,7 +508,7 @@ impl RunState<'_> {
         };
         let spent = self.agent.usage_with_nested();
         let tainted = self.agent.is_tainted();
-        let span = pa_runner::tool_call_span("svc-runs", self.spec, &call);
+        let span = pa_turn_io::tool_call_span("svc-runs", self.spec, &call);
         // A sub-agent call can take long: a cancel stops waiting for it (svc-runs cancels the
         // run's sub-runs with it).
         let input = tokio::select! {

@@ -52,22 +52,76 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Everything launch_run needs; cheap to clone.
+/// Everything launch_run needs; cheap to clone. Built by [`Launcher::new`].
 #[derive(Clone)]
 pub struct Launcher {
+    pub(crate) store: RunStore,
+    models: ModelServiceClient<Channel>,
+    tools: ToolServiceClient<Channel>,
+    /// svc-memory: a deleted chat's memories are forgotten.
+    memory: MemoryServiceClient<Channel>,
+    auth: InternalAuth,
+    pub(crate) limits: UsageLimits,
+    pub(crate) driver: InlineDriver,
+    pub(crate) durable: DurableDriver,
+    pub(crate) sink: EventSink,
+    shutdown: Shutdown,
+    pub(crate) redis: deadpool_redis::Pool,
+    daily_token_budget: u64,
+}
+
+/// How runs are admitted: svc-runs' limits (`PA_RUN_*`, `PA_DAILY_TOKEN_BUDGET`).
+#[derive(Clone, Debug)]
+pub struct LaunchOptions {
+    pub limits: UsageLimits,
+    pub daily_token_budget: u64,
+}
+
+/// What a launcher talks to: the run store, the services a run's start asks, the two drivers
+/// and the event bus.
+#[derive(Clone)]
+pub struct LaunchDeps {
     pub store: RunStore,
     pub models: ModelServiceClient<Channel>,
     pub tools: ToolServiceClient<Channel>,
-    /// svc-memory: a deleted chat's memories are forgotten.
     pub memory: MemoryServiceClient<Channel>,
     pub auth: InternalAuth,
-    pub limits: UsageLimits,
     pub driver: InlineDriver,
     pub durable: DurableDriver,
     pub sink: EventSink,
     pub shutdown: Shutdown,
     pub redis: deadpool_redis::Pool,
-    pub daily_token_budget: u64,
+}
+
+impl Launcher {
+    pub fn new(options: LaunchOptions, deps: LaunchDeps) -> Self {
+        let LaunchDeps {
+            store,
+            models,
+            tools,
+            memory,
+            auth,
+            driver,
+            durable,
+            sink,
+            shutdown,
+            redis,
+        } = deps;
+        Self {
+            store,
+            models,
+            tools,
+            memory,
+            auth,
+            limits: options.limits,
+            driver,
+            durable,
+            sink,
+            shutdown,
+            redis,
+            daily_token_budget: options.daily_token_budget,
+        }
+    }
 }
 
 /// Tokens a user run holds when no per-run limit (`PA_RUN_MAX_TOTAL_TOKENS`) says otherwise
@@ -401,10 +455,10 @@ impl Launcher {
             run.mode = spec.mode;
         }
         let start = RunStart {
-            tools: pa_runner::model_tools(&toolset.tools),
-            notices: pa_runner::gate_notices(&toolset.blocked),
-            high_privilege_tools: pa_runner::high_privilege_tools(&toolset.tools),
-            approval_always_tools: pa_runner::approval_always_tools(&toolset.tools),
+            tools: pa_turn_io::model_tools(&toolset.tools),
+            notices: pa_turn_io::gate_notices(&toolset.blocked),
+            high_privilege_tools: pa_turn_io::high_privilege_tools(&toolset.tools),
+            approval_always_tools: pa_turn_io::approval_always_tools(&toolset.tools),
             // Set from the history and the recall once they are read.
             tainted: false,
         };

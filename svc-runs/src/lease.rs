@@ -23,7 +23,7 @@ use pa_proto::v1::{
     AgUiEvent, ModelAttempt, ReasoningEnd, ReasoningMessageEnd, RunError, RunMode, RunSpec,
     RunStatus, TextMessageEnd, Usage, ag_ui_event::Event,
 };
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 use prost::Message;
 use sqlx::{PgPool, Row};
 use tokio::time::Instant;

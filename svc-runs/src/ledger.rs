@@ -2,7 +2,7 @@
 //! against the user's daily budget (once — a retried durable activity records nothing twice).
 
 use pa_proto::v1::{FinishRunRequest, Identity, RunSpec, RunStatus};
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 
 use crate::error::RunsError;
 use crate::store::RunStore;

@@ -74,7 +74,7 @@ pub async fn run(
         listener.local_addr().map_err(StartError::from)?.port()
     );
     let own = channel(&own_url)?;
-    let subagents = pa_runner::SubAgentIo {
+    let subagents = pa_turn_io::SubAgentIo {
         ledger: pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient::new(own.clone()),
         runs: pa_proto::v1::run_service_client::RunServiceClient::new(own),
         redis: redis.clone(),
@@ -87,45 +87,52 @@ pub async fn run(
         config.worker_url.as_deref().map(channel).transpose()?,
         auth.clone(),
     );
-    let driver = inline::InlineDriver {
-        durable: durable.clone(),
-        store: store.clone(),
-        io: pa_runner::RunIo {
-            models: models.clone(),
-            tools: tools.clone(),
-            memory: memory.clone(),
-            auth: auth.clone(),
-            subagents,
+    let driver = inline::InlineDriver::new(
+        inline::InlineOptions {
+            history_messages: config.history_messages,
+            approval_timeout: config.approval_timeout,
+            recall: config.recall,
         },
-        sink: sink.clone(),
-        redis: redis.clone(),
-        shutdown: shutdown.clone(),
-        history_messages: config.history_messages,
-        approval_timeout: config.approval_timeout,
-        recall: config.recall,
-        active: Default::default(),
-        leases: leases.clone(),
-    };
+        inline::InlineDeps {
+            store: store.clone(),
+            io: pa_turn_io::RunIo {
+                models: models.clone(),
+                tools: tools.clone(),
+                memory: memory.clone(),
+                auth: auth.clone(),
+                subagents,
+            },
+            durable: durable.clone(),
+            sink: sink.clone(),
+            redis: redis.clone(),
+            shutdown: shutdown.clone(),
+            leases: leases.clone(),
+        },
+    );
     // This instance beats before it takes any run, so its runs are never seen without an owner
     // that beats; then it beats, reaps runs of gone owners and drains the outbox until it exits.
     if let Err(err) = leases.beat_pg(&[]).await {
         tracing::warn!(%err, "cannot write this instance's first beat");
     }
     reaper::spawn(driver.clone());
-    let launcher = launch::Launcher {
-        store,
-        models,
-        tools,
-        memory,
-        auth: auth.clone(),
-        limits: config.limits,
-        driver,
-        durable: durable.clone(),
-        sink,
-        shutdown: shutdown.clone(),
-        redis: redis.clone(),
-        daily_token_budget: config.daily_token_budget,
-    };
+    let launcher = launch::Launcher::new(
+        launch::LaunchOptions {
+            limits: config.limits,
+            daily_token_budget: config.daily_token_budget,
+        },
+        launch::LaunchDeps {
+            store,
+            models,
+            tools,
+            memory,
+            auth: auth.clone(),
+            driver,
+            durable: durable.clone(),
+            sink,
+            shutdown: shutdown.clone(),
+            redis: redis.clone(),
+        },
+    );
     let service = service::RunServiceImpl::new(launcher, redis);
     GrpcServer::new(config.request_timeout)?
         .named("svc-runs")

@@ -15,7 +15,7 @@ use deadpool_redis::redis::AsyncCommands;
 use pa_kit::PaError;
 use pa_kit::run_events::SideWrite;
 use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 use prost::Message;
 use tokio::time::Instant;
 

@@ -15,7 +15,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::RunsError;
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 
 pub const MAX_TITLE_CHARS: usize = 200;
 

@@ -1,7 +1,7 @@
 //! Sub-agent runs: a parent's `explore` / `delegate` / `run_agents_script` tool call becomes a
 //! sub-run through the same launch path as any run (its own Run row, usage, toolset and its own
 //! model's tag gate), with `parent_run_id`, one level deeper, on what is left of the parent's
-//! budget. The parent's driver follows the sub-run's stream (pa-runner's SubAgentIo).
+//! budget. The parent's driver follows the sub-run's stream (pa-turn-io's SubAgentIo).
 
 use pa_proto::subagents::{DELEGATE, EXPLORE};
 use pa_proto::v1::{Identity, RunInput, StartSubRunRequest, Usage, UsageLimits};

@@ -14,7 +14,7 @@ use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
 use pa_proto::v1::{AgUiEvent, FinishRunRequest};
-use pa_runner::RunIo;
+use pa_turn_io::RunIo;
 use temporalio_common::RetryPolicy;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -108,7 +108,7 @@ struct StepRelay<'a> {
     next: u64,
 }
 
-impl pa_runner::EventRelay for StepRelay<'_> {
+impl pa_turn_io::EventRelay for StepRelay<'_> {
     async fn relay(&mut self, events: Vec<AgUiEvent>) -> Result<(), PaError> {
         let count = events.len() as u64;
         self.sink
@@ -176,7 +176,7 @@ impl RunActivities {
             .running
             .enter("tool_call", &input.spec.run_id, ctx.info().attempt);
         // The span continues the trace of the request that launched the run.
-        let span = pa_runner::tool_call_span("svc-worker", &input.spec, &input.call);
+        let span = pa_turn_io::tool_call_span("svc-worker", &input.spec, &input.call);
         pa_kit::trace::adopt(&span, &input.spec.trace_parent);
         tracing::Instrument::instrument(self.tool_call_in_span(ctx, input), span).await
     }
@@ -276,7 +276,7 @@ impl RunActivities {
             .map_err(|s| failure(PaError::from(s)))?
             .into_inner()
             .classification;
-        let classification = pa_runner::effective_classification(classification);
+        let classification = pa_turn_io::effective_classification(classification);
         let transcript: String = messages
             .iter()
             .map(|m| format!("{}: {}\n", m.role, m.content))
@@ -569,7 +569,7 @@ impl RunActivities {
         beat: Beat,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let span = pa_runner::model_turn_span(
+        let span = pa_turn_io::model_turn_span(
             "svc-worker",
             &input.spec,
             input.agent.usage().model_requests,
@@ -615,7 +615,7 @@ impl RunActivities {
                 0 => None,
                 ms => {
                     let wait = Duration::from_millis(ms);
-                    let recall = pa_runner::await_recall(&self.redis, run_id, wait);
+                    let recall = pa_turn_io::await_recall(&self.redis, run_id, wait);
                     heartbeating(&beat, 0, recall).await?
                 }
             };
@@ -683,7 +683,7 @@ impl RunActivities {
         let opening = async {
             tokio::select! {
                 started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request.clone(), &tools)) => started,
-                _ = &mut cancel_flag => Ok(Err(pa_runner::cancelled())),
+                _ = &mut cancel_flag => Ok(Err(pa_turn_io::cancelled())),
             }
         };
         let (written, started) = tokio::join!(pending, opening);
@@ -697,7 +697,7 @@ impl RunActivities {
             let mut agent = base.clone();
             let mut attempt = Attempt::default();
             let broke = match started {
-                Err(ended) if pa_runner::relay_unreachable(&ended) => describe_failure(&ended),
+                Err(ended) if pa_turn_io::relay_unreachable(&ended) => describe_failure(&ended),
                 Err(ended) => {
                     let events = step_loop(&mut agent, ended.clone())?;
                     output.inputs.push(ended);
@@ -708,7 +708,7 @@ impl RunActivities {
                 Ok(mut turn) => loop {
                     let next = tokio::select! {
                         next = heartbeating(&beat, seq, turn.next(&mut output.attempts)) => next?,
-                        _ = &mut cancel_flag => Some(pa_runner::cancelled()),
+                        _ = &mut cancel_flag => Some(pa_turn_io::cancelled()),
                     };
                     let Some(input) = next else {
                         output.inputs = attempt.inputs;
@@ -718,7 +718,7 @@ impl RunActivities {
                     if !cancel && let Some(reason) = turn.broke() {
                         break reason.to_string();
                     }
-                    let ends = pa_runner::ends_model_turn(&input) || cancel;
+                    let ends = pa_turn_io::ends_model_turn(&input) || cancel;
                     let events = step_loop(&mut agent, input.clone())?;
                     attempt.inputs.push(input);
                     self.emit_turn(run_id, step, &mut seq, discards, &mut attempt, events)
@@ -751,7 +751,7 @@ impl RunActivities {
             };
             let stop = tokio::select! {
                 waited = heartbeating(&beat, seq, backoff) => { waited?; None }
-                _ = &mut cancel_flag => Some(pa_runner::cancelled()),
+                _ = &mut cancel_flag => Some(pa_turn_io::cancelled()),
             };
             let stop = stop.or_else(|| {
                 failed_for_good.then(|| Input::ModelFailed {
@@ -769,7 +769,7 @@ impl RunActivities {
             }
             started = tokio::select! {
                 started = heartbeating(&beat, seq, self.io.start_model_turn(&spec, request.clone(), &tools)) => started?,
-                _ = &mut cancel_flag => Err(pa_runner::cancelled()),
+                _ = &mut cancel_flag => Err(pa_turn_io::cancelled()),
             };
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use pa_agent::{Action, AgentLoop, Input};
 use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, CancellableFuture, SyncWorkflowContext,
@@ -201,7 +201,7 @@ impl ChatAgentWorkflow {
                 Action::CallModel(_) | Action::CallTool(_) | Action::AwaitApproval { .. }
                     if cancel =>
                 {
-                    drive.feed(pa_runner::cancelled(), false)?;
+                    drive.feed(pa_turn_io::cancelled(), false)?;
                 }
                 Action::CallModel(request) => {
                     let step = drive.next_step();
@@ -274,7 +274,7 @@ impl ChatAgentWorkflow {
                             timed_out: true,
                         }),
                     };
-                    drive.feed(decision.unwrap_or_else(pa_runner::cancelled), false)?;
+                    drive.feed(decision.unwrap_or_else(pa_turn_io::cancelled), false)?;
                 }
                 Action::Finish(outcome) => {
                     let ending = RunEnding::of_loop(&outcome, drive.agent.is_tainted());

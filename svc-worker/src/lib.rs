@@ -26,7 +26,7 @@ use pa_proto::v1::maintenance_service_client::MaintenanceServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::tool_service_client::ToolServiceClient;
-use pa_runner::RunIo;
+use pa_turn_io::RunIo;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tonic_health::ServingStatus;
 
@@ -129,7 +129,7 @@ pub fn run_activities(
             tools: ToolServiceClient::new(channel(&config.tools_url)?),
             memory: memory.clone(),
             auth: auth.clone(),
-            subagents: pa_runner::SubAgentIo {
+            subagents: pa_turn_io::SubAgentIo {
                 ledger: ledger.clone(),
                 runs: runs.clone(),
                 redis: redis.clone(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pa_agent::{AgentLoop, Input, ModelRequest, RunIds, ToolCall, TurnMessage};
 use pa_proto::v1::{AgUiEvent, ChatToolDefinition, Identity, ModelAttempt, RunSpec, Usage};
-use pa_runner::RunEnding;
+use pa_turn_io::RunEnding;
 use serde::{Deserialize, Serialize};
 
 /// What svc-runs starts a durable run with: the spec `launch_run` built and the chat history the
@@ -117,10 +117,10 @@ impl DeferredStart {
     }
 
     /// The loop's start with what was recalled (an untrusted memory taints the run).
-    pub fn with_recall(self, recalled: Option<pa_runner::Recalled>) -> Input {
+    pub fn with_recall(self, recalled: Option<pa_turn_io::Recalled>) -> Input {
         let mut history = self.history;
         let mut notices = self.notices;
-        let untrusted = pa_runner::apply_recall(recalled, &mut history, &mut notices);
+        let untrusted = pa_turn_io::apply_recall(recalled, &mut history, &mut notices);
         Input::Start {
             history,
             notices,

@@ -49,7 +49,7 @@ impl ChatRunInput {
                 .history
                 .iter()
                 .cloned()
-                .map(pa_runner::to_chat_message)
+                .map(pa_turn_io::to_chat_message)
                 .collect(),
             tools: self.tools.clone(),
             notices: self.notices.clone(),
@@ -69,7 +69,7 @@ impl ChatRunInput {
             history: request
                 .history
                 .into_iter()
-                .map(pa_runner::from_chat_message)
+                .map(pa_turn_io::from_chat_message)
                 .collect(),
             tools: request.tools,
             notices: request.notices,

@@ -124,8 +124,8 @@ impl MeshBuilder {
         self
     }
 
-    /// svc-runs asks `url` (not this mesh's worker) for durable runs: an address nobody answers
-    /// at makes durable starts unavailable.
+    /// svc-runs and the gateway ask `url` (not this mesh's worker) for durable runs and
+    /// schedules: an address nobody answers at makes durable starts unavailable.
     pub fn runs_worker_url(mut self, url: &str) -> Self {
         self.runs_worker_url = Some(url.to_string());
         self
@@ -465,7 +465,7 @@ impl MeshBuilder {
             models_url: models_url.clone(),
             tools_url: tools_url.clone(),
             memory_url: memory_url.clone(),
-            worker_url: worker_url.clone(),
+            worker_url: self.runs_worker_url.clone().or_else(|| worker_url.clone()),
             auth_mode: self.auth_mode,
             oidc: self.oidc.clone(),
             rate_limits: self.rate_limits,

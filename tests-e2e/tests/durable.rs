@@ -135,6 +135,13 @@ async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answ
         run_to_end(&mesh, &chat, json!({ "message": "inline still works" })).await?;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert!(text_of(&events).contains("inline still works"));
+    // The gateway stays ready (it serves inline chat) and says what it cannot do.
+    let (status, ready) = mesh.get_json("/readyz").await?;
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["degraded"], json!(["svc-worker"]), "{ready}");
+    assert_eq!(ready["services"]["svc-worker"], "down", "{ready}");
+    assert_eq!(ready["services"]["svc-runs"], "serving", "{ready}");
     mesh.stop().await
 }
 

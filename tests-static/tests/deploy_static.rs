@@ -581,6 +581,55 @@ fn chart_dependencies_are_optional_and_the_realm_is_the_same_file() {
     );
 }
 
+/// The realm shipped for production holds no users and no known secret (issue 20 item 1); the
+/// one with the dev IdP's users and the public secret is named demo and the chart never uses it.
+#[test]
+fn the_production_realm_ships_no_users_and_no_secrets() {
+    let realm: serde_json::Value =
+        serde_json::from_str(&read("helm/keycloak/realm-personal-agent.json")).expect("realm");
+    let users = realm["users"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(users, 0, "the production realm has users");
+    let clients = realm["clients"].as_array().expect("clients");
+    assert!(!clients.is_empty());
+    for client in clients {
+        if let Some(secret) = client["secret"].as_str() {
+            assert!(
+                secret.starts_with("${") && secret.ends_with('}'),
+                "client {} ships a secret: {secret}",
+                client["clientId"]
+            );
+        }
+    }
+    let text = read("helm/keycloak/realm-personal-agent.json");
+    for known in [
+        "pa-cli-secret",
+        "\"credentials\"",
+        "\"alice\"",
+        "\"password\"",
+    ] {
+        assert!(
+            !text.contains(known),
+            "the production realm contains {known}"
+        );
+    }
+    // The demo realm is the one with users, and nothing deployable points at it.
+    let demo: serde_json::Value =
+        serde_json::from_str(&read("helm/keycloak/realm-personal-agent-demo.json")).expect("demo");
+    assert!(demo["users"].as_array().is_some_and(|u| !u.is_empty()));
+    for deployable in [
+        "helm/personal-agent/values.yaml",
+        "helm/personal-agent/templates/configmaps.yaml",
+        "deploy/compose.yaml",
+    ] {
+        assert!(
+            !read(deployable).contains("realm-personal-agent-demo"),
+            "{deployable} uses the demo realm"
+        );
+    }
+    // The secret the realm expects is one the chart gives Keycloak.
+    assert!(read("helm/personal-agent/values.yaml").contains("PA_CLI_CLIENT_SECRET"));
+}
+
 /// (stage name, its lines) of a Dockerfile.
 fn stages(text: &str) -> Vec<(String, Vec<String>)> {
     let mut stages: Vec<(String, Vec<String>)> = Vec::new();
@@ -632,6 +681,32 @@ fn dockerfiles_are_multi_stage_and_run_as_a_non_root_user() {
                 "{file}: stage {target} does not copy from a build stage"
             );
         }
+    }
+    // The builder copies the binaries from where cargo puts them: .cargo/config.toml's
+    // target-dir is CI's, so the image's build must set its own.
+    let builder = stages(&read("deploy/Dockerfile"))
+        .into_iter()
+        .find(|(name, _)| name == "builder")
+        .expect("a builder stage");
+    let target_dir = builder
+        .1
+        .iter()
+        .find_map(|l| l.strip_prefix("ENV CARGO_TARGET_DIR="))
+        .expect("the builder sets CARGO_TARGET_DIR (.cargo/config.toml sets another target-dir)")
+        .trim()
+        .to_string();
+    let copies: Vec<&String> = builder
+        .1
+        .iter()
+        .filter(|l| l.contains("release/"))
+        .collect();
+    assert!(!copies.is_empty(), "the builder copies no release binary");
+    for line in copies {
+        let relative = target_dir.strip_prefix("/src/").unwrap_or(&target_dir);
+        assert!(
+            line.contains(&format!("{relative}/release/")) || line.contains(&target_dir),
+            "the builder copies from outside CARGO_TARGET_DIR={target_dir}: {line}"
+        );
     }
     // Every service binary and pa-migrate are built from deploy/Dockerfile by Compose.
     let compose = read("deploy/compose.yaml");
