@@ -410,6 +410,59 @@ impl ChaosMesh {
         self.round_with(target, runs, false).await
     }
 
+    /// Runs a round per target ([`Self::round`], or [`Self::replica_round`] when `replicas`),
+    /// printing each row as it comes: the table's rows, and every problem seen (a round's own,
+    /// an inline run that ended later than `inline_end_bound` after the kill, a round that could
+    /// not run — which stops the rounds, as the mesh may be beyond use).
+    pub async fn rounds(
+        &mut self,
+        targets: &[Target],
+        runs: usize,
+        inline_end_bound: Duration,
+        replicas: bool,
+    ) -> Rounds {
+        let mut rounds = Rounds::default();
+        for &target in targets {
+            let played = if replicas {
+                self.replica_round(target, runs).await
+            } else {
+                self.round(target, runs).await
+            };
+            let report = match played {
+                Ok(report) => report,
+                Err(err) => {
+                    rounds
+                        .problems
+                        .push(format!("{}: round aborted: {err}", target.name()));
+                    break;
+                }
+            };
+            eprintln!("{}", report.row());
+            rounds.rows.push(report.row());
+            let before = rounds.problems.len();
+            rounds.problems.extend(
+                report
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", target.name())),
+            );
+            if report.inline.longest_silence > inline_end_bound {
+                rounds.problems.push(format!(
+                    "{}: an inline run's client waited {:.1} s after the kill for its next event or its end (bound {inline_end_bound:?})",
+                    target.name(),
+                    report.inline.longest_silence.as_secs_f64()
+                ));
+            }
+            if !report.passed() && rounds.problems.len() == before {
+                rounds
+                    .problems
+                    .push(format!("{}: round failed: {}", target.name(), report.row()));
+            }
+            rounds.reports.push((target, report));
+        }
+        rounds
+    }
+
     async fn round_with(
         &mut self,
         target: Target,
@@ -640,6 +693,8 @@ pub struct FollowedRun {
     pub breaks: u32,
     /// When the terminal event arrived.
     pub ended_at: Option<Instant>,
+    /// When each of `events` arrived (keep-alives are not events).
+    pub arrivals: Vec<Instant>,
 }
 
 /// Follows a run's SSE stream to its terminal event, reconnecting with `Last-Event-ID` after
@@ -654,6 +709,7 @@ pub async fn follow_run(
 ) -> Result<FollowedRun, BoxError> {
     let mut followed = FollowedRun::default();
     let mut on_text = Some(on_text);
+    let mut arrivals = Vec::new();
     if gateway_urls.is_empty() {
         return Err("no gateway to follow a run through".into());
     }
@@ -670,6 +726,7 @@ pub async fn follow_run(
                 return Err::<bool, BoxError>(format!("events: {}", response.status()).into());
             }
             read_sse_into(response, &mut followed.events, &mut |event| {
+                arrivals.push(Instant::now());
                 if event.event_type() == "TEXT_MESSAGE_CONTENT"
                     && let Some(f) = on_text.take()
                 {
@@ -682,6 +739,7 @@ pub async fn follow_run(
         match attempt {
             Ok(Ok(true)) => {
                 followed.ended_at = Some(Instant::now());
+                followed.arrivals = arrivals;
                 return Ok(followed);
             }
             Ok(_) => {
@@ -691,7 +749,16 @@ pub async fn follow_run(
             Err(_) => break,
         }
     }
+    followed.arrivals = arrivals;
     Ok(followed)
+}
+
+/// What [`ChaosMesh::rounds`] saw: each round's report and table row, and the problems.
+#[derive(Default)]
+pub struct Rounds {
+    pub reports: Vec<(Target, RoundReport)>,
+    pub rows: Vec<String>,
+    pub problems: Vec<String>,
 }
 
 /// One row of the chaos table, and what went wrong in it.
@@ -715,11 +782,33 @@ pub struct ModeReport {
     pub ended_retryable: usize,
     /// The slowest end after the kill.
     pub slowest_end: Duration,
+    /// The longest a client waited, after the kill, for its run's next event or its end: a run
+    /// that streams on under load is slow, one that goes silent is hung (issue 24's bound).
+    pub longest_silence: Duration,
     /// Runs with a model turn withdrawn (`message_discarded`) and run again: a relay died
     /// under the turn.
     pub retried_turns: usize,
     /// What is wrong (a run that did not end, a duplicate event id, a wrong text, …).
     pub problems: Vec<String>,
+}
+
+/// The longest gap, after `killed_at`, between consecutive event arrivals of a run that ended at
+/// `ended_at` (0 for a run that ended before the kill).
+fn longest_silence_after(arrivals: &[Instant], killed_at: Instant, ended_at: Instant) -> Duration {
+    if ended_at <= killed_at {
+        return Duration::ZERO;
+    }
+    let mut previous = killed_at;
+    let mut longest = Duration::ZERO;
+    for &at in arrivals
+        .iter()
+        .filter(|&&at| at > killed_at)
+        .chain(std::iter::once(&ended_at))
+    {
+        longest = longest.max(at.saturating_duration_since(previous));
+        previous = at;
+    }
+    longest
 }
 
 /// RUN_ERROR codes a client may retry (docs/src/api.md lists them).
@@ -759,6 +848,11 @@ impl RoundReport {
         mode.slowest_end = mode
             .slowest_end
             .max(ended_at.saturating_duration_since(killed_at));
+        mode.longest_silence = mode.longest_silence.max(longest_silence_after(
+            &followed.arrivals,
+            killed_at,
+            ended_at,
+        ));
         let last = followed.events.last();
         let kind = last.map(|e| e.event_type()).unwrap_or_default();
         let text = visible_text(&followed.events);
@@ -800,12 +894,13 @@ impl RoundReport {
     pub fn row(&self) -> String {
         let name = self.target.map(Target::name).unwrap_or("?");
         format!(
-            "| {name} | inline {}/{} ended ({} finished, {} retryable error), slowest {:.1} s | durable {}/{} completed ({} turns retried) | failed after recovery: {} | restart {:.1} s |",
+            "| {name} | inline {}/{} ended ({} finished, {} retryable error), slowest {:.1} s, longest silence {:.1} s | durable {}/{} completed ({} turns retried) | failed after recovery: {} | restart {:.1} s |",
             self.inline.completed + self.inline.ended_retryable,
             self.inline.runs,
             self.inline.completed,
             self.inline.ended_retryable,
             self.inline.slowest_end.as_secs_f64(),
+            self.inline.longest_silence.as_secs_f64(),
             self.durable.completed,
             self.durable.runs,
             self.durable.retried_turns,
@@ -859,4 +954,32 @@ pub fn service_binary() -> Result<PathBuf, BoxError> {
         .into_iter()
         .find(|p| Path::new(p).is_file())
         .ok_or_else(|| "pa-e2e-service is not built (cargo build -p tests-e2e --bins)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silence_is_the_longest_wait_after_the_kill_for_the_next_event_or_the_end() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let killed = at(1_000);
+        // Streaming on through the kill: gaps of 2 s, then the end 3 s after the last event.
+        let arrivals = [at(500), at(2_000), at(4_000), at(6_000)];
+        assert_eq!(
+            longest_silence_after(&arrivals, killed, at(9_000)),
+            Duration::from_secs(3)
+        );
+        // Silent from the kill until an end 14 s later.
+        assert_eq!(
+            longest_silence_after(&[at(500)], killed, at(15_000)),
+            Duration::from_secs(14)
+        );
+        // Ended before the kill.
+        assert_eq!(
+            longest_silence_after(&[at(500)], killed, at(800)),
+            Duration::ZERO
+        );
+    }
 }

@@ -184,6 +184,24 @@ fn run_error_code(event: &AgUiEvent) -> Option<String> {
     }
 }
 
+/// A mesh whose own svc-runs replica does not reap soon (its scans are a minute apart), and a
+/// run of `who` whose owner, another replica, was killed mid-stream.
+async fn a_run_whose_owner_died() -> BoxResult<(Mesh, Identity, String)> {
+    let mesh = mesh(svc_runs::lease::LeaseSettings {
+        scan_every: Duration::from_secs(60),
+        ..Default::default()
+    })
+    .await?;
+    let mut config = mesh.runs_config.clone();
+    config.leases = Default::default();
+    let owner = RunsReplica::start(config).await?;
+    let who = who();
+    let run = start_run(&mesh, &owner.url, &who).await?;
+    wait_for_deltas(&redis(), &run, 5).await?;
+    owner.kill();
+    Ok((mesh, who, run))
+}
+
 /// The end of a run of a dead owner as a client and the store see it: the stream closes the
 /// open message, then RUN_ERROR `code`; the row has `status`, the partial text as its reply,
 /// and the usage the owner had written (its one model request).
@@ -298,19 +316,8 @@ async fn a_replica_started_after_the_owners_death_ends_its_runs() -> R {
 /// mesh's replica does not reap here: its scans are a minute apart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_ends_a_run_whose_owner_is_dead() -> R {
-    let mesh = mesh(svc_runs::lease::LeaseSettings {
-        scan_every: Duration::from_secs(60),
-        ..Default::default()
-    })
-    .await?;
-    let mut config = mesh.runs_config.clone();
-    config.leases = Default::default();
-    let owner = RunsReplica::start(config).await?;
+    let (mesh, who, run) = a_run_whose_owner_died().await?;
     let redis = redis();
-    let who = who();
-    let run = start_run(&mesh, &owner.url, &who).await?;
-    wait_for_deltas(&redis, &run, 5).await?;
-    owner.kill();
     let killed = Instant::now();
     let cancelled = client(&mesh.runs_url)
         .await?
@@ -546,19 +553,8 @@ async fn a_sub_run_of_a_killed_owner_ends_with_its_parent() -> R {
 /// on an ownerless run happens only after the caller is authorised.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn nobody_else_can_touch_a_run_whose_owner_is_dead() -> R {
-    let mesh = mesh(svc_runs::lease::LeaseSettings {
-        scan_every: Duration::from_secs(60),
-        ..Default::default()
-    })
-    .await?;
-    let mut config = mesh.runs_config.clone();
-    config.leases = Default::default();
-    let owner = RunsReplica::start(config).await?;
+    let (mesh, who, run) = a_run_whose_owner_died().await?;
     let redis = redis();
-    let who = who();
-    let run = start_run(&mesh, &owner.url, &who).await?;
-    wait_for_deltas(&redis, &run, 5).await?;
-    owner.kill();
     let strangers = [
         Mesh::identity("t-leases-other", &who.user_id),
         Mesh::identity(&who.tenant_id, &format!("u-{}", uuid::Uuid::now_v7())),

@@ -34,41 +34,16 @@ async fn killing_one_replica_of_each_service_loses_no_run() -> R {
         replicas: 2,
     })
     .await?;
-    let mut rows = Vec::new();
-    let mut problems = Vec::new();
-    for target in targets {
-        let report = match mesh.replica_round(target, RUNS).await {
-            Ok(report) => report,
-            Err(err) => {
-                problems.push(format!("{}: round aborted: {err}", target.name()));
-                break;
-            }
-        };
-        eprintln!("{}", report.row());
-        rows.push(report.row());
-        problems.extend(
-            report
-                .problems()
-                .into_iter()
-                .map(|p| format!("{}: {p}", target.name())),
-        );
-        if report.inline.slowest_end > INLINE_END_BOUND {
-            problems.push(format!(
-                "{}: an inline run ended {:.1} s after the kill (bound {INLINE_END_BOUND:?})",
-                target.name(),
-                report.inline.slowest_end.as_secs_f64()
-            ));
-        }
-        if target == Target::Models && report.durable.retried_turns == 0 {
+    let rounds = mesh.rounds(&targets, RUNS, INLINE_END_BOUND, true).await;
+    let (rows, mut problems) = (rounds.rows, rounds.problems);
+    for (target, report) in &rounds.reports {
+        if *target == Target::Models && report.durable.retried_turns == 0 {
             // Calls are spread over both replicas, so some of the durable runs' turns were on
             // the one that died; each must have been withdrawn and run again on the other.
             problems.push(format!(
                 "svc-models: no durable turn was retried on the other replica: {}",
                 report.row()
             ));
-        }
-        if !report.passed() && problems.is_empty() {
-            problems.push(format!("{}: round failed: {}", target.name(), report.row()));
         }
     }
     mesh.stop().await?;
