@@ -211,7 +211,10 @@ pub async fn upsert_provider(
         .clone()
         .upsert_provider(state.auth.request(&identity, request))
         .await?;
-    Ok((StatusCode::OK, Json(ProviderJson::from(provider.into_inner()))))
+    Ok((
+        StatusCode::OK,
+        Json(ProviderJson::from(provider.into_inner())),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the platform's models (with `tenant_disabled` when your organisation switched one off) and your organisation's own (`scope: tenant`)", body = Page<AdminModelJson>)))]
@@ -483,7 +486,8 @@ pub async fn list_keys(
         .list_user_keys(state.auth.request(&identity, ListUserKeysRequest {}))
         .await?;
     Ok(Json(Page::new(
-        list.into_inner().keys
+        list.into_inner()
+            .keys
             .into_iter()
             .map(ProviderKeyJson::from)
             .collect(),

@@ -175,7 +175,10 @@ pub async fn create(
     let api_key = key_json(&row).map_err(PaError::from)?;
     // Shown once; only its hash is kept.
     let key = format!("{PREFIX}{id}_{secret}");
-    Ok((StatusCode::CREATED, Json(CreatedApiKeyJson { api_key, key })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKeyJson { api_key, key }),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = Items<ApiKeyJson>)))]

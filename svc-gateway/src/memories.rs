@@ -1,6 +1,7 @@
 //! REST for memory: `/v1/me/memories` lets users see, search and correct what the agent
 //! remembers about them; `POST /v1/chats/{id}/files` adds a document to a chat's memory.
 
+use crate::dto::Page;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,6 @@ use pa_proto::v1::{
     UpdateMemoryRequest, UpsertMemoryRequest,
 };
 use serde::{Deserialize, Serialize};
-use crate::dto::Page;
 
 use crate::api::ApiJson;
 use crate::auth::Caller;

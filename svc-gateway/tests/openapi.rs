@@ -262,7 +262,11 @@ fn is_free_form(schema: &Value) -> bool {
 fn free_forms(doc: &Value, schema: &Value, where_: &str, seen: &mut Vec<String>) -> Vec<String> {
     let mut found = Vec::new();
     if let Some(reference) = schema["$ref"].as_str() {
-        let name = reference.rsplit('/').next().unwrap_or(reference).to_string();
+        let name = reference
+            .rsplit('/')
+            .next()
+            .unwrap_or(reference)
+            .to_string();
         if seen.contains(&name) {
             return found;
         }
