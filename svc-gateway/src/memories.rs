@@ -120,7 +120,7 @@ impl From<MemoryItem> for MemoryJson {
     fn from(m: MemoryItem) -> Self {
         let s = m.source.unwrap_or_default();
         let some = |v: String| (!v.is_empty()).then_some(v);
-        let document = (!s.document_id.is_empty()).then(|| DocumentSourceJson {
+        let document = (!s.document_id.is_empty()).then_some(DocumentSourceJson {
             id: s.document_id,
             name: s.document_name,
             chunk: s.chunk_index,
