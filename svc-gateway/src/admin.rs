@@ -18,11 +18,10 @@ use pa_proto::v1::{
     UpsertProviderRequest, UsageScope,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
-use crate::dto::{Page, capability_names, classification_name, parse_classification};
+use crate::dto::{Items, Page, capability_names, classification_name, parse_classification};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -60,41 +59,90 @@ fn parse_capabilities(names: &[String]) -> Result<ModelCapabilities, ApiError> {
     Ok(caps)
 }
 
-fn model_json(m: ModelInfo) -> Value {
-    json!({
-        "label": m.label,
-        "provider": m.provider,
-        "model": m.model,
-        "display_name": m.display_name,
-        "enabled": m.enabled,
-        "context_window": m.context_window,
-        "input_price_micros": m.input_price_micros,
-        "output_price_micros": m.output_price_micros,
-        "capabilities": capability_names(m.capabilities),
-        "provider_tags": m.provider_tags,
-        "scope": m.scope,
-        "tenant_disabled": m.tenant_disabled,
-    })
+/// A model of the catalog as an administrator sees it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct AdminModelJson {
+    /// `provider:model`.
+    label: String,
+    /// The provider id.
+    provider: String,
+    /// The model's name at the provider.
+    model: String,
+    display_name: String,
+    /// Whether users may pick it (false too when your organisation switched it off).
+    enabled: bool,
+    /// The context window, in tokens.
+    context_window: u32,
+    /// The price per 1M input tokens, in millionths of the currency unit.
+    input_price_micros: u64,
+    /// The price per 1M output tokens, in millionths of the currency unit.
+    output_price_micros: u64,
+    /// Of `tools`, `vision`, `reasoning`: those the model has.
+    capabilities: Vec<&'static str>,
+    /// Its provider's tags (what classification policies match).
+    provider_tags: Vec<String>,
+    /// `platform` (the shared catalog) or `tenant` (your organisation's own).
+    scope: String,
+    /// A platform model your organisation switched off (the model overlay).
+    tenant_disabled: bool,
 }
 
-fn provider_json(p: ProviderInfo) -> Value {
-    json!({
-        "id": p.id,
-        "kind": p.kind,
-        "base_url": p.base_url,
-        "display_name": p.display_name,
-        "tags": p.tags,
-        "enabled": p.enabled,
-        "has_platform_key": p.has_platform_key,
-        "scope": p.scope,
-    })
+impl From<ModelInfo> for AdminModelJson {
+    fn from(m: ModelInfo) -> Self {
+        Self {
+            capabilities: capability_names(m.capabilities),
+            label: m.label,
+            provider: m.provider,
+            model: m.model,
+            display_name: m.display_name,
+            enabled: m.enabled,
+            context_window: m.context_window,
+            input_price_micros: m.input_price_micros,
+            output_price_micros: m.output_price_micros,
+            provider_tags: m.provider_tags,
+            scope: m.scope,
+            tenant_disabled: m.tenant_disabled,
+        }
+    }
 }
 
-#[utoipa::path(get, path = "/v1/admin/providers", tag = "admin", responses((status = 200, description = "`{items: [{id, kind, base_url, display_name, tags, enabled, has_platform_key, scope}]}`: the platform's providers and your organisation's own (tenant or platform administrator)", body = serde_json::Value)))]
+/// A model provider (an OpenAI-compatible endpoint or the offline one).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProviderJson {
+    id: String,
+    /// `offline` or `openai_compatible`.
+    kind: String,
+    base_url: String,
+    display_name: String,
+    /// What classification policies match.
+    tags: Vec<String>,
+    enabled: bool,
+    /// Whether a provider key is configured (the key itself is never returned).
+    has_platform_key: bool,
+    /// `platform` (the shared catalog) or `tenant` (your organisation's own).
+    scope: String,
+}
+
+impl From<ProviderInfo> for ProviderJson {
+    fn from(p: ProviderInfo) -> Self {
+        Self {
+            id: p.id,
+            kind: p.kind,
+            base_url: p.base_url,
+            display_name: p.display_name,
+            tags: p.tags,
+            enabled: p.enabled,
+            has_platform_key: p.has_platform_key,
+            scope: p.scope,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/providers", tag = "admin", responses((status = 200, description = "`{items: [{id, kind, base_url, display_name, tags, enabled, has_platform_key, scope}]}`: the platform's providers and your organisation's own (tenant or platform administrator)", body = Page<ProviderJson>)))]
 pub async fn list_providers(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<ProviderJson>>> {
     require_admin(&identity)?;
     let list = state
         .model_admin
@@ -105,7 +153,7 @@ pub async fn list_providers(
         list.into_inner()
             .providers
             .into_iter()
-            .map(provider_json)
+            .map(ProviderJson::from)
             .collect(),
         String::new(),
     )))
@@ -138,12 +186,12 @@ fn yes() -> bool {
     true
 }
 
-#[utoipa::path(post, path = "/v1/admin/providers", tag = "admin", request_body = ProviderBody, responses((status = 200, description = "The provider (platform_api_key is write-only). A tenant provider is visible to your organisation alone; its base_url must pass the network guard (no private, loopback, link-local or metadata address unless PA_MODELS_NET_ALLOW admits it)", body = serde_json::Value), (status = 400, description = "Invalid input or a refused base_url"), (status = 403, description = "A tenant administrator touching the platform catalog (`forbidden`)"), (status = 409, description = "A tenant provider id the platform catalog uses (`conflict`)")))]
+#[utoipa::path(post, path = "/v1/admin/providers", tag = "admin", request_body = ProviderBody, responses((status = 200, description = "The provider (platform_api_key is write-only). A tenant provider is visible to your organisation alone; its base_url must pass the network guard (no private, loopback, link-local or metadata address unless PA_MODELS_NET_ALLOW admits it)", body = ProviderJson), (status = 400, description = "Invalid input or a refused base_url"), (status = 403, description = "A tenant administrator touching the platform catalog (`forbidden`)"), (status = 409, description = "A tenant provider id the platform catalog uses (`conflict`)")))]
 pub async fn upsert_provider(
     State(state): State<AppState>,
     Caller(identity): Caller,
     ApiJson(body): ApiJson<ProviderBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<ProviderJson>)> {
     require_admin(&identity)?;
     let request = UpsertProviderRequest {
         provider: Some(ProviderInfo {
@@ -163,14 +211,17 @@ pub async fn upsert_provider(
         .clone()
         .upsert_provider(state.auth.request(&identity, request))
         .await?;
-    Ok((StatusCode::OK, Json(provider_json(provider.into_inner()))))
+    Ok((
+        StatusCode::OK,
+        Json(ProviderJson::from(provider.into_inner())),
+    ))
 }
 
-#[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the platform's models (with `tenant_disabled` when your organisation switched one off) and your organisation's own (`scope: tenant`)", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the platform's models (with `tenant_disabled` when your organisation switched one off) and your organisation's own (`scope: tenant`)", body = Page<AdminModelJson>)))]
 pub async fn list_all_models(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<AdminModelJson>>> {
     require_admin(&identity)?;
     let list = state
         .model_admin
@@ -181,7 +232,7 @@ pub async fn list_all_models(
         list.into_inner()
             .models
             .into_iter()
-            .map(model_json)
+            .map(AdminModelJson::from)
             .collect(),
         String::new(),
     )))
@@ -208,12 +259,12 @@ pub struct ModelBody {
     scope: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = ModelBody, responses((status = 200, description = "The model", body = serde_json::Value), (status = 403, description = "A tenant administrator adding a model to the platform catalog or to a platform provider")))]
+#[utoipa::path(post, path = "/v1/admin/models", tag = "admin", request_body = ModelBody, responses((status = 200, description = "The model", body = AdminModelJson), (status = 403, description = "A tenant administrator adding a model to the platform catalog or to a platform provider")))]
 pub async fn upsert_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
     ApiJson(body): ApiJson<ModelBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AdminModelJson>> {
     require_admin(&identity)?;
     let model = ModelInfo {
         label: body.label,
@@ -235,7 +286,7 @@ pub async fn upsert_model(
                 .request(&identity, UpsertModelRequest { model: Some(model) }),
         )
         .await?;
-    Ok(Json(model_json(saved.into_inner())))
+    Ok(Json(AdminModelJson::from(saved.into_inner())))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -249,13 +300,13 @@ pub struct ModelPatchBody {
     capabilities: Option<Vec<String>>,
 }
 
-#[utoipa::path(patch, path = "/v1/admin/models/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model")), request_body = ModelPatchBody, responses((status = 200, description = "The model", body = serde_json::Value), (status = 403, description = "A platform model patched by a tenant administrator (use the model overlay); nothing changes"), (status = 404, description = "No such model in your view of the catalog")))]
+#[utoipa::path(patch, path = "/v1/admin/models/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model")), request_body = ModelPatchBody, responses((status = 200, description = "The model", body = AdminModelJson), (status = 403, description = "A platform model patched by a tenant administrator (use the model overlay); nothing changes"), (status = 404, description = "No such model in your view of the catalog")))]
 pub async fn patch_model(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(label): Path<String>,
     ApiJson(body): ApiJson<ModelPatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AdminModelJson>> {
     require_admin(&identity)?;
     let request = PatchModelRequest {
         label,
@@ -275,7 +326,7 @@ pub async fn patch_model(
         .clone()
         .patch_model(state.auth.request(&identity, request))
         .await?;
-    Ok(Json(model_json(saved.into_inner())))
+    Ok(Json(AdminModelJson::from(saved.into_inner())))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -286,13 +337,13 @@ pub struct OverlayBody {
 
 /// Switches a platform model on or off for your organisation alone (the platform row and other
 /// tenants are not touched).
-#[utoipa::path(put, path = "/v1/admin/model-overlays/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model of a platform model")), request_body = OverlayBody, responses((status = 200, description = "The model as your organisation sees it (`tenant_disabled`)", body = serde_json::Value), (status = 400, description = "Not a platform model"), (status = 404, description = "No such model")))]
+#[utoipa::path(put, path = "/v1/admin/model-overlays/{label}", tag = "admin", params(("label" = String, Path, description = "provider:model of a platform model")), request_body = OverlayBody, responses((status = 200, description = "The model as your organisation sees it (`tenant_disabled`)", body = AdminModelJson), (status = 400, description = "Not a platform model"), (status = 404, description = "No such model")))]
 pub async fn put_model_overlay(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(label): Path<String>,
     ApiJson(body): ApiJson<OverlayBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AdminModelJson>> {
     require_admin(&identity)?;
     let saved = state
         .model_admin
@@ -305,40 +356,52 @@ pub async fn put_model_overlay(
             },
         ))
         .await?;
-    Ok(Json(model_json(saved.into_inner())))
+    Ok(Json(AdminModelJson::from(saved.into_inner())))
 }
 
-#[derive(Serialize)]
-struct PolicyJson {
+/// What a model's provider must (and must not) be tagged with to serve a chat of a
+/// classification.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PolicyJson {
+    /// `public`, `internal`, `confidential` or `restricted`.
     classification: &'static str,
+    /// Tags the provider must all have.
     required_tags: Vec<String>,
+    /// Tags the provider must have none of.
     forbidden_tags: Vec<String>,
+    /// `platform` (the default) or `tenant` (your organisation's override).
     scope: String,
 }
 
-#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", responses((status = 200, description = "`{items: [{classification, required_tags, forbidden_tags}]}`", body = serde_json::Value)))]
+impl From<ClassificationPolicy> for PolicyJson {
+    fn from(p: ClassificationPolicy) -> Self {
+        Self {
+            classification: classification_name(p.classification),
+            required_tags: p.required_tags,
+            forbidden_tags: p.forbidden_tags,
+            scope: p.scope,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/admin/policies", tag = "admin", responses((status = 200, description = "`{items: [{classification, required_tags, forbidden_tags, scope}]}`", body = Items<PolicyJson>)))]
 pub async fn list_policies(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Items<PolicyJson>>> {
     require_admin(&identity)?;
     let list = state
         .model_admin
         .clone()
         .list_policies(state.auth.request(&identity, ListPoliciesRequest {}))
         .await?;
-    let items: Vec<PolicyJson> = list
+    let items = list
         .into_inner()
         .policies
         .into_iter()
-        .map(|p| PolicyJson {
-            classification: classification_name(p.classification),
-            required_tags: p.required_tags,
-            forbidden_tags: p.forbidden_tags,
-            scope: p.scope,
-        })
+        .map(PolicyJson::from)
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -351,13 +414,13 @@ pub struct PolicyBody {
     scope: Option<String>,
 }
 
-#[utoipa::path(put, path = "/v1/admin/policies/{classification}", tag = "admin", params(("classification" = String, Path, description = "public, internal, confidential or restricted")), request_body = PolicyBody, responses((status = 200, description = "The policy", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/v1/admin/policies/{classification}", tag = "admin", params(("classification" = String, Path, description = "public, internal, confidential or restricted")), request_body = PolicyBody, responses((status = 200, description = "The policy", body = PolicyJson)))]
 pub async fn put_policy(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(classification): Path<String>,
     ApiJson(body): ApiJson<PolicyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PolicyJson>> {
     require_admin(&identity)?;
     let c = parse_classification(&classification).ok_or_else(|| {
         PaError::bad_request("classification must be public, internal, confidential or restricted")
@@ -374,35 +437,60 @@ pub async fn put_policy(
         .set_policy(state.auth.request(&identity, policy))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "classification": classification_name(saved.classification),
-        "required_tags": saved.required_tags,
-        "forbidden_tags": saved.forbidden_tags,
-        "scope": saved.scope,
-    })))
+    Ok(Json(PolicyJson::from(saved)))
 }
 
 // ---- the caller's own keys and usage --------------------------------------------------
 
-fn key_json(k: pa_proto::v1::KeyRef) -> Value {
-    json!({ "provider": k.provider, "key_id": k.key_id, "last4": k.last4,
-            "created_at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms).map(|t| t.to_rfc3339()),
-            "bound_base_url": k.bound_base_url, "current_base_url": k.current_base_url,
-            "needs_confirmation": k.needs_confirmation })
+/// One of your provider keys (the key itself is never returned).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProviderKeyJson {
+    /// The provider id.
+    provider: String,
+    key_id: String,
+    /// The key's last four characters.
+    last4: String,
+    /// RFC 3339; null when unknown.
+    created_at: Option<String>,
+    /// The provider base URL the key was given for: it is sent there and nowhere else.
+    bound_base_url: String,
+    /// The provider's base URL now.
+    current_base_url: String,
+    /// The provider's base URL changed since: the key is not used until you confirm it.
+    needs_confirmation: bool,
 }
 
-#[utoipa::path(get, path = "/v1/me/keys", tag = "keys", responses((status = 200, description = "`{items: [{provider, key_id, last4, created_at, bound_base_url, current_base_url, needs_confirmation}]}`: your provider keys. A key is sent only to the base URL it was given for; `needs_confirmation` = the provider's base URL changed since, and the key is not used until you confirm", body = serde_json::Value)))]
+impl From<pa_proto::v1::KeyRef> for ProviderKeyJson {
+    fn from(k: pa_proto::v1::KeyRef) -> Self {
+        Self {
+            created_at: chrono::DateTime::<chrono::Utc>::from_timestamp_millis(k.created_at_ms)
+                .map(|t| t.to_rfc3339()),
+            provider: k.provider,
+            key_id: k.key_id,
+            last4: k.last4,
+            bound_base_url: k.bound_base_url,
+            current_base_url: k.current_base_url,
+            needs_confirmation: k.needs_confirmation,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/me/keys", tag = "keys", responses((status = 200, description = "`{items: [{provider, key_id, last4, created_at, bound_base_url, current_base_url, needs_confirmation}]}`: your provider keys. A key is sent only to the base URL it was given for; `needs_confirmation` = the provider's base URL changed since, and the key is not used until you confirm", body = Page<ProviderKeyJson>)))]
 pub async fn list_keys(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<ProviderKeyJson>>> {
     let list = state
         .keys
         .clone()
         .list_user_keys(state.auth.request(&identity, ListUserKeysRequest {}))
         .await?;
     Ok(Json(Page::new(
-        list.into_inner().keys.into_iter().map(key_json).collect(),
+        list.into_inner()
+            .keys
+            .into_iter()
+            .map(ProviderKeyJson::from)
+            .collect(),
         String::new(),
     )))
 }
@@ -413,13 +501,13 @@ pub struct KeyBody {
     api_key: String,
 }
 
-#[utoipa::path(put, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = KeyBody, responses((status = 200, description = "`{provider, key_id, last4}`; the key is never returned", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = KeyBody, responses((status = 200, description = "The key's reference; the key itself is never returned", body = ProviderKeyJson)))]
 pub async fn put_key(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<KeyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProviderKeyJson>> {
     let request = PutUserKeyRequest {
         provider,
         api_key: body.api_key,
@@ -429,7 +517,7 @@ pub async fn put_key(
         .clone()
         .put_user_key(state.auth.request(&identity, request))
         .await?;
-    Ok(Json(key_json(key.into_inner())))
+    Ok(Json(ProviderKeyJson::from(key.into_inner())))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -440,13 +528,13 @@ pub struct ConfirmKeyBody {
 }
 
 /// Lets your stored key go to the provider's current base URL.
-#[utoipa::path(post, path = "/v1/me/keys/{provider}/confirm", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = ConfirmKeyBody, responses((status = 200, description = "The key, bound to the current base URL", body = serde_json::Value), (status = 404, description = "No key for this provider"), (status = 409, description = "The base URL is not the provider's current one (`failed_precondition`)")))]
+#[utoipa::path(post, path = "/v1/me/keys/{provider}/confirm", tag = "keys", params(("provider" = String, Path, description = "The provider id")), request_body = ConfirmKeyBody, responses((status = 200, description = "The key, bound to the current base URL", body = ProviderKeyJson), (status = 404, description = "No key for this provider"), (status = 409, description = "The base URL is not the provider's current one (`failed_precondition`)")))]
 pub async fn confirm_key(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<ConfirmKeyBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ProviderKeyJson>> {
     let key = state
         .keys
         .clone()
@@ -458,7 +546,7 @@ pub async fn confirm_key(
             },
         ))
         .await?;
-    Ok(Json(key_json(key.into_inner())))
+    Ok(Json(ProviderKeyJson::from(key.into_inner())))
 }
 
 #[utoipa::path(delete, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), responses((status = 204, description = "Deleted")))]
@@ -487,12 +575,29 @@ pub struct UsageQuery {
     to: Option<String>,
 }
 
+/// Usage of one day and model.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UsageDayJson {
+    /// `YYYY-MM-DD` (UTC).
+    day: String,
+    /// The model's label (`provider:model`).
+    model: String,
+    /// Model requests.
+    requests: u32,
+    input_tokens: u64,
+    output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache.
+    cached_input_tokens: u64,
+    /// Cost in millionths of the catalog currency unit.
+    cost_micros: u64,
+}
+
 async fn usage(
     state: &AppState,
     identity: &Identity,
     scope: UsageScope,
     q: UsageQuery,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Items<UsageDayJson>>> {
     let request = GetUsageRequest {
         scope: scope as i32,
         from_day: q.from.unwrap_or_default(),
@@ -504,34 +609,40 @@ async fn usage(
         .get_usage(state.auth.request(identity, request))
         .await?
         .into_inner();
-    let items: Vec<Value> = report
+    let items = report
         .days
         .into_iter()
         .map(|d| {
             let u = d.usage.unwrap_or_default();
-            json!({ "day": d.day, "model": d.label, "requests": u.model_requests, "input_tokens": u.input_tokens,
-                    "output_tokens": u.output_tokens, "cached_input_tokens": u.cached_input_tokens,
-                    "cost_micros": u.cost_micros })
+            UsageDayJson {
+                day: d.day,
+                model: d.label,
+                requests: u.model_requests,
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                cached_input_tokens: u.cached_input_tokens,
+                cost_micros: u.cost_micros,
+            }
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
-#[utoipa::path(get, path = "/v1/me/usage", tag = "usage", params(UsageQuery), responses((status = 200, description = "`{items: [{day, model, requests, input_tokens, output_tokens, cached_input_tokens, cost_micros}]}`", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/usage", tag = "usage", params(UsageQuery), responses((status = 200, description = "`{items: [{day, model, requests, input_tokens, output_tokens, cached_input_tokens, cost_micros}]}`", body = Items<UsageDayJson>)))]
 pub async fn my_usage(
     State(state): State<AppState>,
     Caller(identity): Caller,
     q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Items<UsageDayJson>>> {
     usage(&state, &identity, UsageScope::Me, q?.0).await
 }
 
-#[utoipa::path(get, path = "/v1/admin/usage", tag = "admin", params(UsageQuery), responses((status = 200, description = "The tenant's usage per day and model", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/admin/usage", tag = "admin", params(UsageQuery), responses((status = 200, description = "The tenant's usage per day and model", body = Items<UsageDayJson>)))]
 pub async fn tenant_usage(
     State(state): State<AppState>,
     Caller(identity): Caller,
     q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Items<UsageDayJson>>> {
     require_admin(&identity)?;
     usage(&state, &identity, UsageScope::Tenant, q?.0).await
 }
@@ -548,12 +659,29 @@ fn schedule_client(
         .ok_or_else(|| PaError::unavailable("no svc-worker is configured (PA_WORKER_URL)").into())
 }
 
+/// A maintenance schedule (Temporal).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ScheduleJson {
+    id: String,
+    /// The maintenance task it runs, e.g. `trim_run_streams`.
+    task: String,
+    /// Its period, in seconds.
+    every_secs: u64,
+    /// RFC 3339; null = never ran.
+    last_run_at: Option<String>,
+    /// RFC 3339; null = none planned.
+    next_run_at: Option<String>,
+    paused: bool,
+    /// How many times it ran.
+    runs: u64,
+}
+
 /// The maintenance schedules (Temporal) with their last and next run.
-#[utoipa::path(get, path = "/v1/admin/schedules", tag = "admin", responses((status = 200, description = "`{items: [{id, task, every_secs, last_run_at, next_run_at, paused, runs}]}` (platform administrators: maintenance spans every tenant)", body = serde_json::Value), (status = 403, description = "Not a platform administrator")))]
+#[utoipa::path(get, path = "/v1/admin/schedules", tag = "admin", responses((status = 200, description = "`{items: [{id, task, every_secs, last_run_at, next_run_at, paused, runs}]}` (platform administrators: maintenance spans every tenant)", body = Items<ScheduleJson>), (status = 403, description = "Not a platform administrator")))]
 pub async fn list_schedules(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Items<ScheduleJson>>> {
     pa_kit::identity::require_platform_admin(&identity)?;
     let listed = schedule_client(&state)?
         .list_schedules(
@@ -568,18 +696,20 @@ pub async fn list_schedules(
             .then(|| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()))
             .flatten()
     };
-    let items: Vec<Value> = listed
+    let items = listed
         .schedules
         .into_iter()
-        .map(|s| {
-            json!({
-                "id": s.id, "task": s.task, "every_secs": s.every_secs,
-                "last_run_at": time(s.last_run_at_ms), "next_run_at": time(s.next_run_at_ms),
-                "paused": s.paused, "runs": s.runs,
-            })
+        .map(|s| ScheduleJson {
+            last_run_at: time(s.last_run_at_ms),
+            next_run_at: time(s.next_run_at_ms),
+            id: s.id,
+            task: s.task,
+            every_secs: s.every_secs,
+            paused: s.paused,
+            runs: s.runs,
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 /// Runs a schedule now.

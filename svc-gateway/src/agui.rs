@@ -18,19 +18,30 @@ use crate::state::AppState;
 
 /// AG-UI RunAgentInput. Unknown fields (e.g. `protocolVersion`) are accepted, as the protocol
 /// grows additively.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RunAgentInput {
+    /// The AG-UI thread: a chat id (the chat is created on first use).
     thread_id: String,
+    /// The run's id (idempotency key); empty = a new one.
     #[serde(default)]
     run_id: String,
+    /// The whole thread, AG-UI messages `{id, role, content}`; the last must be the user's new
+    /// turn (`content` a string or a list of parts whose `text` parts count).
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     messages: Vec<Value>,
+    /// Client-side tools (AG-UI `Tool`s: `{name, description, parameters}`) the run may call.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     tools: Value,
+    /// The client's shared state, handed to the run as is.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     state: Value,
+    /// Extra properties; `model` (a model label or `auto`, the default) picks the model.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     forwarded_props: Value,
 }
 
@@ -76,7 +87,7 @@ fn json_or_empty(value: &Value) -> String {
     }
 }
 
-#[utoipa::path(post, path = "/v1/ag-ui", tag = "runs", request_body(content = serde_json::Value, description = "AG-UI RunAgentInput (threadId, runId, messages, tools, state, forwardedProps)"), responses((status = 200, description = "AG-UI events as Server-Sent Events", body = String, content_type = "text/event-stream")))]
+#[utoipa::path(post, path = "/v1/ag-ui", tag = "runs", request_body(content = RunAgentInput, description = "AG-UI RunAgentInput (threadId, runId, messages, tools, state, forwardedProps)"), responses((status = 200, description = "AG-UI events as Server-Sent Events", body = String, content_type = "text/event-stream")))]
 pub async fn run_agent(
     State(state): State<AppState>,
     Caller(identity): Caller,

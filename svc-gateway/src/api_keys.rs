@@ -11,13 +11,13 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use pa_kit::PaError;
 use pa_proto::v1::AuthMethod;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
 use crate::api::ApiJson;
 use crate::api_key_store::{ApiKeyStore, PREFIX, SCOPES, hash, random_text};
 use crate::auth::Caller;
+use crate::dto::Items;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -34,21 +34,47 @@ pub struct CreateKeyBody {
     expires_at: Option<String>,
 }
 
-fn key_json(row: &sqlx::postgres::PgRow) -> Result<Value, sqlx::Error> {
+/// An API key, without its secret.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ApiKeyJson {
+    id: String,
+    name: String,
+    /// What the key may do: a subset of chats, runs, models, memories, tools, admin.
+    scopes: Vec<String>,
+    /// RFC 3339.
+    created_at: Option<String>,
+    /// RFC 3339; null = never expires.
+    expires_at: Option<String>,
+    /// RFC 3339; null = not revoked.
+    revoked_at: Option<String>,
+    /// RFC 3339; null = never used.
+    last_used_at: Option<String>,
+}
+
+/// A new API key, with its secret.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CreatedApiKeyJson {
+    #[serde(flatten)]
+    api_key: ApiKeyJson,
+    /// The key (`pa_<id>_<secret>`): shown only now, only its hash is kept.
+    key: String,
+}
+
+fn key_json(row: &sqlx::postgres::PgRow) -> Result<ApiKeyJson, sqlx::Error> {
     let time = |name: &str| -> Result<Option<String>, sqlx::Error> {
         Ok(row
             .try_get::<Option<DateTime<Utc>>, _>(name)?
             .map(|t| t.to_rfc3339()))
     };
-    Ok(json!({
-        "id": row.try_get::<String, _>("id")?,
-        "name": row.try_get::<String, _>("name")?,
-        "scopes": row.try_get::<Vec<String>, _>("scopes")?,
-        "created_at": time("created_at")?,
-        "expires_at": time("expires_at")?,
-        "revoked_at": time("revoked_at")?,
-        "last_used_at": time("last_used_at")?,
-    }))
+    Ok(ApiKeyJson {
+        id: row.try_get::<String, _>("id")?,
+        name: row.try_get::<String, _>("name")?,
+        scopes: row.try_get::<Vec<String>, _>("scopes")?,
+        created_at: time("created_at")?,
+        expires_at: time("expires_at")?,
+        revoked_at: time("revoked_at")?,
+        last_used_at: time("last_used_at")?,
+    })
 }
 
 fn store(state: &AppState) -> Result<&ApiKeyStore, ApiError> {
@@ -58,12 +84,12 @@ fn store(state: &AppState) -> Result<&ApiKeyStore, ApiError> {
         .ok_or_else(|| PaError::unavailable("API keys are not configured").into())
 }
 
-#[utoipa::path(post, path = "/v1/me/api-keys", tag = "api-keys", request_body = CreateKeyBody, responses((status = 201, description = "`{id, name, scopes, key, ...}`: `key` (pa_...) is shown only now", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/v1/me/api-keys", tag = "api-keys", request_body = CreateKeyBody, responses((status = 201, description = "`{id, name, scopes, key, ...}`: `key` (pa_...) is shown only now", body = CreatedApiKeyJson)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(identity): Caller,
     ApiJson(body): ApiJson<CreateKeyBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedApiKeyJson>), ApiError> {
     let store = store(&state)?;
     if identity.auth_method == AuthMethod::ApiKey as i32 {
         return Err(PaError::new(
@@ -146,17 +172,20 @@ pub async fn create(
     .await
     .map_err(PaError::from)?;
     tx.commit().await.map_err(PaError::from)?;
-    let mut out = key_json(&row).map_err(PaError::from)?;
+    let api_key = key_json(&row).map_err(PaError::from)?;
     // Shown once; only its hash is kept.
-    out["key"] = json!(format!("{PREFIX}{id}_{secret}"));
-    Ok((StatusCode::CREATED, Json(out)))
+    let key = format!("{PREFIX}{id}_{secret}");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKeyJson { api_key, key }),
+    ))
 }
 
-#[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = Items<ApiKeyJson>)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<ApiKeyJson>>, ApiError> {
     let store = store(&state)?;
     let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
         .await
@@ -176,7 +205,7 @@ pub async fn list(
         .map(key_json)
         .collect::<Result<Vec<_>, _>>()
         .map_err(PaError::from)?;
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
 #[utoipa::path(delete, path = "/v1/me/api-keys/{id}", tag = "api-keys", params(("id" = String, Path, description = "The API key id")), responses((status = 204, description = "Revoked")))]

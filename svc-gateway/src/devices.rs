@@ -32,7 +32,7 @@ use pa_proto::v1::{
     DeviceTool, EnrollDeviceRequest, ListDevicesRequest, SetDeviceOfflineRequest,
     SetDeviceOnlineRequest,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::api::ApiJson;
@@ -50,18 +50,65 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const DEAD_AFTER: Duration = Duration::from_secs(45);
 const GATEWAY: &str = "svc-gateway";
 
-fn device_json(d: Device) -> Value {
-    json!({
-        "id": d.id,
-        "name": d.name,
-        "kind": d.kind,
-        "online": d.online,
-        "platform": d.platform,
-        "read_only": d.read_only,
-        "tools": d.tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-        "created_at_ms": d.created_at_ms,
-        "last_seen_at_ms": d.last_seen_at_ms,
-    })
+/// An enrolled device (a device agent, a browser sandbox or a browser extension).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceJson {
+    id: String,
+    name: String,
+    /// device_agent, browser_sandbox or browser_extension.
+    kind: String,
+    /// Connected to a gateway now.
+    online: bool,
+    /// What the device said it runs on (e.g. `linux`).
+    platform: String,
+    /// The device offers no tool that changes anything.
+    read_only: bool,
+    /// The names of the tools it offers.
+    tools: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+    /// Milliseconds since the Unix epoch.
+    last_seen_at_ms: i64,
+}
+
+impl From<Device> for DeviceJson {
+    fn from(d: Device) -> Self {
+        Self {
+            tools: d.tools.into_iter().map(|t| t.name).collect(),
+            id: d.id,
+            name: d.name,
+            kind: d.kind,
+            online: d.online,
+            platform: d.platform,
+            read_only: d.read_only,
+            created_at_ms: d.created_at_ms,
+            last_seen_at_ms: d.last_seen_at_ms,
+        }
+    }
+}
+
+/// The user's devices.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DeviceListJson {
+    devices: Vec<DeviceJson>,
+}
+
+/// A one-time enrollment code.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnrollmentJson {
+    /// For `pa-device enroll CODE --gateway URL`.
+    code: String,
+    /// When the code expires, in milliseconds since the Unix epoch.
+    expires_at_ms: i64,
+}
+
+/// An enrolled device's credentials.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnrolledDeviceJson {
+    device_id: String,
+    /// The device's bearer token for `/v1/devices/connect`; shown only now.
+    device_token: String,
+    name: String,
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -78,12 +125,12 @@ pub struct EnrollmentBody {
 }
 
 #[utoipa::path(post, path = "/v1/me/devices/enrollments", tag = "devices", request_body = EnrollmentBody,
-    responses((status = 201, description = "`{code, expires_at_ms}`: a one-time code for `pa-device enroll CODE --gateway URL`, valid 10 minutes", body = serde_json::Value)))]
+    responses((status = 201, description = "`{code, expires_at_ms}`: a one-time code for `pa-device enroll CODE --gateway URL`, valid 10 minutes", body = EnrollmentJson)))]
 pub async fn create_enrollment(
     State(state): State<AppState>,
     Caller(identity): Caller,
     ApiJson(body): ApiJson<EnrollmentBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<EnrollmentJson>)> {
     let EnrollmentBody { name, kind } = body;
     let enrollment = state
         .tools
@@ -97,7 +144,10 @@ pub async fn create_enrollment(
         .into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "code": enrollment.code, "expires_at_ms": enrollment.expires_at_ms })),
+        Json(EnrollmentJson {
+            code: enrollment.code,
+            expires_at_ms: enrollment.expires_at_ms,
+        }),
     ))
 }
 
@@ -116,11 +166,11 @@ pub struct EnrollBody {
 
 /// The one endpoint without a user login: the enrollment code is the credential.
 #[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollBody, security(()),
-    responses((status = 200, description = "`{device_id, device_token, name}`; the token is shown once", body = serde_json::Value)))]
+    responses((status = 200, description = "`{device_id, device_token, name}`; the token is shown once", body = EnrolledDeviceJson)))]
 pub async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<EnrolledDeviceJson>> {
     let internal = pa_kit::identity::internal_identity(GATEWAY);
     let enrolled = state
         .tools
@@ -136,19 +186,19 @@ pub async fn enroll(
         ))
         .await?
         .into_inner();
-    Ok(Json(json!({
-        "device_id": enrolled.device_id,
-        "device_token": enrolled.device_token,
-        "name": enrolled.name,
-    })))
+    Ok(Json(EnrolledDeviceJson {
+        device_id: enrolled.device_id,
+        device_token: enrolled.device_token,
+        name: enrolled.name,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/me/devices", tag = "devices",
-    responses((status = 200, description = "`{devices: [{id, name, kind, online, platform, read_only, tools, created_at_ms, last_seen_at_ms}]}`", body = serde_json::Value)))]
+    responses((status = 200, description = "`{devices: [{id, name, kind, online, platform, read_only, tools, created_at_ms, last_seen_at_ms}]}`", body = DeviceListJson)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DeviceListJson>> {
     let devices = state
         .tools
         .clone()
@@ -156,9 +206,9 @@ pub async fn list(
         .await?
         .into_inner()
         .devices;
-    Ok(Json(json!({
-        "devices": devices.into_iter().map(device_json).collect::<Vec<_>>()
-    })))
+    Ok(Json(DeviceListJson {
+        devices: devices.into_iter().map(DeviceJson::from).collect(),
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/me/devices/{id}", tag = "devices", params(("id" = String, Path, description = "The device id")),

@@ -95,6 +95,12 @@ impl<T> Page<T> {
     }
 }
 
+/// A whole list in one answer (no paging): `{items}`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
 /// The caps of the HTTP API's inputs (documented in the OpenAPI document); beyond one: 400.
 pub mod caps {
     /// `?limit=` of every paged list: 1..=`MAX_LIMIT`.

@@ -13,7 +13,7 @@ use pa_proto::v1::{
     GetChatToolSelectionRequest, GetIntegrationRequest, Integration, ListIntegrationsRequest,
     TagList, UpdateIntegrationRequest,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -29,20 +29,44 @@ fn tools(state: &AppState) -> ToolServiceClient<Channel> {
     state.tools.clone()
 }
 
-fn integration_json(i: Integration) -> Value {
-    let config: Value = serde_json::from_str(&i.config_json).unwrap_or_else(|_| json!({}));
-    json!({
-        "id": i.id,
-        "kind": i.kind,
-        "name": i.name,
-        "enabled": i.enabled,
-        "provider_tags_required": i.provider_tags_required,
-        "provider_tags_blocked": i.provider_tags_blocked,
-        "config": config,
-        "secret_names": i.secret_names,
-        "created_at_ms": i.created_at_ms,
-        "updated_at_ms": i.updated_at_ms,
-    })
+/// An integration (a tool source): web search, web fetch, weather or an MCP server.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IntegrationJson {
+    id: String,
+    /// searxng, brave, tavily, web_fetch, open_meteo, mcp_stdio or mcp_http.
+    kind: String,
+    name: String,
+    enabled: bool,
+    /// The model's provider must have all these tags for the integration's tools to be offered.
+    provider_tags_required: Vec<String>,
+    /// The integration's tools are not offered to a model whose provider has one of these.
+    provider_tags_blocked: Vec<String>,
+    /// The kind's settings (e.g. `base_url`, `command`, `url`), as stored.
+    #[schema(value_type = Object)]
+    config: Value,
+    /// The names of the sealed secrets (their values are never returned).
+    secret_names: Vec<String>,
+    /// Milliseconds since the Unix epoch.
+    created_at_ms: i64,
+    /// Milliseconds since the Unix epoch.
+    updated_at_ms: i64,
+}
+
+impl From<Integration> for IntegrationJson {
+    fn from(i: Integration) -> Self {
+        Self {
+            config: serde_json::from_str(&i.config_json).unwrap_or_else(|_| json!({})),
+            id: i.id,
+            kind: i.kind,
+            name: i.name,
+            enabled: i.enabled,
+            provider_tags_required: i.provider_tags_required,
+            provider_tags_blocked: i.provider_tags_blocked,
+            secret_names: i.secret_names,
+            created_at_ms: i.created_at_ms,
+            updated_at_ms: i.updated_at_ms,
+        }
+    }
 }
 
 fn config_json(config: Option<Value>) -> Result<Option<String>, ApiError> {
@@ -53,11 +77,11 @@ fn config_json(config: Option<Value>) -> Result<Option<String>, ApiError> {
     }
 }
 
-#[utoipa::path(get, path = "/v1/me/integrations", tag = "integrations", responses((status = 200, description = "`{items: [integration]}`", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/integrations", tag = "integrations", responses((status = 200, description = "`{items: [integration]}`", body = Page<IntegrationJson>)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
-) -> ApiResult<Json<Page<Value>>> {
+) -> ApiResult<Json<Page<IntegrationJson>>> {
     let list = tools(&state)
         .list_integrations(state.auth.request(&identity, ListIntegrationsRequest {}))
         .await?
@@ -65,7 +89,7 @@ pub async fn list(
     Ok(Json(Page::new(
         list.integrations
             .into_iter()
-            .map(integration_json)
+            .map(IntegrationJson::from)
             .collect(),
         String::new(),
     )))
@@ -89,7 +113,9 @@ pub struct CreateBody {
     #[serde(default)]
     #[schema(max_items = 32)]
     provider_tags_blocked: Vec<String>,
+    /// The kind's settings: a JSON object.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     /// Write-only (api_key, bearer_token, header:<Name>, env:<NAME>); never returned. At most
     /// 32, names of at most 128 characters.
@@ -128,12 +154,12 @@ fn yes() -> bool {
     true
 }
 
-#[utoipa::path(post, path = "/v1/me/integrations", tag = "integrations", request_body = CreateBody, responses((status = 201, description = "The integration; secrets are sealed and never returned (only secret_names)", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/v1/me/integrations", tag = "integrations", request_body = CreateBody, responses((status = 201, description = "The integration; secrets are sealed and never returned (only secret_names)", body = IntegrationJson)))]
 pub async fn create(
     State(state): State<AppState>,
     Caller(identity): Caller,
     ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<IntegrationJson>)> {
     check_caps(
         &body.provider_tags_required,
         &body.provider_tags_blocked,
@@ -152,20 +178,20 @@ pub async fn create(
         .create_integration(state.auth.request(&identity, request))
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(integration_json(created))))
+    Ok((StatusCode::CREATED, Json(IntegrationJson::from(created))))
 }
 
-#[utoipa::path(get, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), responses((status = 200, description = "The integration", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), responses((status = 200, description = "The integration", body = IntegrationJson)))]
 pub async fn get(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IntegrationJson>> {
     let found = tools(&state)
         .get_integration(state.auth.request(&identity, GetIntegrationRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(integration_json(found)))
+    Ok(Json(IntegrationJson::from(found)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -178,18 +204,20 @@ pub struct PatchBody {
     provider_tags_required: Option<Vec<String>>,
     #[schema(max_items = 32)]
     provider_tags_blocked: Option<Vec<String>>,
+    /// The kind's settings: a JSON object (replaces the stored one).
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     /// Present = replaces every stored secret (`{}` removes them); at most 32.
     secrets: Option<HashMap<String, String>>,
 }
 
-#[utoipa::path(patch, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), request_body = PatchBody, responses((status = 200, description = "The integration", body = serde_json::Value)))]
+#[utoipa::path(patch, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), request_body = PatchBody, responses((status = 200, description = "The integration", body = IntegrationJson)))]
 pub async fn patch(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<IntegrationJson>> {
     check_caps(
         body.provider_tags_required.as_deref().unwrap_or_default(),
         body.provider_tags_blocked.as_deref().unwrap_or_default(),
@@ -209,7 +237,7 @@ pub async fn patch(
         .update_integration(state.auth.request(&identity, request))
         .await?
         .into_inner();
-    Ok(Json(integration_json(updated)))
+    Ok(Json(IntegrationJson::from(updated)))
 }
 
 #[utoipa::path(delete, path = "/v1/me/integrations/{id}", tag = "integrations", params(("id" = String, Path, description = "The integration id")), responses((status = 204, description = "Deleted")))]
@@ -247,16 +275,29 @@ async fn check_chat(
     Ok(())
 }
 
-fn selection_json(s: ChatToolSelection) -> Value {
-    json!({ "chat_id": s.chat_id, "integration_ids": s.integration_ids })
+/// The integrations whose tools a chat's runs are offered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ToolSelectionJson {
+    chat_id: String,
+    /// The selected integrations' ids.
+    integration_ids: Vec<String>,
 }
 
-#[utoipa::path(get, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), responses((status = 200, description = "`{chat_id, integration_ids}`", body = serde_json::Value)))]
+impl From<ChatToolSelection> for ToolSelectionJson {
+    fn from(s: ChatToolSelection) -> Self {
+        Self {
+            chat_id: s.chat_id,
+            integration_ids: s.integration_ids,
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), responses((status = 200, description = "`{chat_id, integration_ids}`", body = ToolSelectionJson)))]
 pub async fn get_selection(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ToolSelectionJson>> {
     check_chat(&state, &identity, &chat_id).await?;
     let selection = tools(&state)
         .get_chat_tool_selection(
@@ -266,7 +307,7 @@ pub async fn get_selection(
         )
         .await?
         .into_inner();
-    Ok(Json(selection_json(selection)))
+    Ok(Json(ToolSelectionJson::from(selection)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -275,13 +316,13 @@ pub struct SelectionBody {
     integration_ids: Vec<String>,
 }
 
-#[utoipa::path(put, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), request_body = SelectionBody, responses((status = 200, description = "`{chat_id, integration_ids}`", body = serde_json::Value)))]
+#[utoipa::path(put, path = "/v1/chats/{id}/tools", tag = "integrations", params(("id" = String, Path, description = "The chat id")), request_body = SelectionBody, responses((status = 200, description = "`{chat_id, integration_ids}`", body = ToolSelectionJson)))]
 pub async fn put_selection(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
     ApiJson(body): ApiJson<SelectionBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ToolSelectionJson>> {
     check_chat(&state, &identity, &chat_id).await?;
     let selection = tools(&state)
         .set_chat_tool_selection(state.auth.request(
@@ -293,5 +334,5 @@ pub async fn put_selection(
         ))
         .await?
         .into_inner();
-    Ok(Json(selection_json(selection)))
+    Ok(Json(ToolSelectionJson::from(selection)))
 }

@@ -41,7 +41,6 @@ use pa_proto::v1::model_admin_service_client::ModelAdminServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
 use pa_proto::v1::usage_service_client::UsageServiceClient;
-use serde_json::json;
 pub use state::AppState;
 
 pub use pa_kit::StartError;
@@ -274,19 +273,32 @@ async fn root(
     index().await.into_response()
 }
 
+/// What `GET /v1` says of the API.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ApiIndexJson {
+    /// `Personal Agent`.
+    name: &'static str,
+    /// The gateway's version.
+    version: &'static str,
+    /// The path of the OpenAPI document.
+    openapi: &'static str,
+    /// Every route, as `METHOD /path`.
+    endpoints: Vec<String>,
+}
+
 #[utoipa::path(get, path = "/v1", tag = "meta",
-    responses((status = 200, description = "The API's name, version, endpoints and where its OpenAPI document is", body = serde_json::Value)))]
-async fn index() -> axum::Json<serde_json::Value> {
+    responses((status = 200, description = "The API's name, version, endpoints and where its OpenAPI document is", body = ApiIndexJson)))]
+async fn index() -> axum::Json<ApiIndexJson> {
     let endpoints: Vec<String> = routes()
         .into_iter()
         .map(|(method, path)| format!("{method} {path}"))
         .collect();
-    axum::Json(json!({
-        "name": "Personal Agent",
-        "version": env!("CARGO_PKG_VERSION"),
-        "openapi": "/v1/openapi.json",
-        "endpoints": endpoints,
-    }))
+    axum::Json(ApiIndexJson {
+        name: "Personal Agent",
+        version: env!("CARGO_PKG_VERSION"),
+        openapi: "/v1/openapi.json",
+        endpoints,
+    })
 }
 
 /// Prometheus metrics of this process, served only on the metrics listener
@@ -312,17 +324,68 @@ async fn healthz() -> &'static str {
 
 /// How clients log in (public): the mode, and for OIDC the issuer, client id and audience.
 #[utoipa::path(get, path = "/v1/auth/config", tag = "meta",
-    responses((status = 200, description = "`{mode: oidc|dev|disabled}`, and for OIDC `issuer`, `client_id`, `audience`, `scopes`", body = serde_json::Value)))]
-async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    responses((status = 200, description = "`{mode: oidc|dev|disabled}`, and for OIDC `issuer`, `client_id`, `audience`, `scopes`, `platform_admin_role`", body = AuthConfigJson)))]
+async fn auth_config(State(state): State<AppState>) -> axum::Json<AuthConfigJson> {
     axum::Json(match &state.oidc {
-        Some(v) => {
-            json!({ "mode": "oidc", "issuer": v.config.issuer, "client_id": v.config.client_id,
-                           "audience": v.config.audience, "scopes": ["openid", "profile", "email"],
-                           "platform_admin_role": v.config.platform_admin_role })
-        }
-        None if state.auth_mode == AuthMode::Dev => json!({ "mode": "dev" }),
-        None => json!({ "mode": "disabled" }),
+        Some(v) => AuthConfigJson {
+            mode: "oidc",
+            issuer: Some(v.config.issuer.clone()),
+            client_id: Some(v.config.client_id.clone()),
+            audience: Some(v.config.audience.clone()),
+            scopes: Some(vec!["openid", "profile", "email"]),
+            platform_admin_role: Some(v.config.platform_admin_role.clone()),
+        },
+        None if state.auth_mode == AuthMode::Dev => AuthConfigJson::mode("dev"),
+        None => AuthConfigJson::mode("disabled"),
     })
+}
+
+/// How clients log in. The OIDC fields are present in `oidc` mode only.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AuthConfigJson {
+    /// `oidc`, `dev` (the `x-pa-dev-user` header) or `disabled`.
+    mode: &'static str,
+    /// The OIDC issuer URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    /// The OIDC client id browser clients use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<String>,
+    /// The audience the gateway's tokens must have.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    audience: Option<String>,
+    /// The scopes to ask for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<Vec<&'static str>>,
+    /// The IdP role that makes a user a platform administrator.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform_admin_role: Option<String>,
+}
+
+impl AuthConfigJson {
+    fn mode(mode: &'static str) -> Self {
+        Self {
+            mode,
+            issuer: None,
+            client_id: None,
+            audience: None,
+            scopes: None,
+            platform_admin_role: None,
+        }
+    }
+}
+
+/// The gateway's readiness.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ReadinessJson {
+    /// Inline chat can be served.
+    ready: bool,
+    /// The optional backends (svc-worker, svc-memory) that are down.
+    degraded: Vec<&'static str>,
+    /// Each backend: `serving` or `down`.
+    services: std::collections::BTreeMap<&'static str, &'static str>,
+    /// Each store the gateway uses (postgres, redis): `up` or `down`.
+    stores: std::collections::BTreeMap<&'static str, &'static str>,
 }
 
 /// Ready when the gateway can serve inline chat: its own stores answer and the backends a chat
@@ -332,9 +395,9 @@ async fn auth_config(State(state): State<AppState>) -> axum::Json<serde_json::Va
 /// still works, and durable starts answer 503 on their own.
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
-        (status = 200, description = "Inline chat can be served: `{ready: true, degraded: [names of optional backends that are down], services: {name: serving|down}, stores: {postgres|redis: up}}`", body = serde_json::Value),
-        (status = 503, description = "A backend chat needs, or a store, is down: `{ready: false, degraded: [...], services: {name: serving|down}, stores: {postgres|redis: up|down}}`", body = serde_json::Value)))]
-async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_json::Value>) {
+        (status = 200, description = "Inline chat can be served: `{ready: true, degraded: [names of optional backends that are down], services: {name: serving|down}, stores: {postgres|redis: up}}`", body = ReadinessJson),
+        (status = 503, description = "A backend chat needs, or a store, is down: `{ready: false, degraded: [...], services: {name: serving|down}, stores: {postgres|redis: up|down}}`", body = ReadinessJson)))]
+async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<ReadinessJson>) {
     let checks = futures::future::join_all(
         state
             .backends
@@ -352,14 +415,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
         .filter(|(name, ok)| !*ok && OPTIONAL_BACKENDS.contains(name))
         .map(|(name, _)| *name)
         .collect();
-    let store_detail: serde_json::Map<_, _> = stores
-        .detail()
+    let store_detail = stores.detail().into_iter().collect();
+    let detail = checks
         .into_iter()
-        .map(|(name, up)| (name.to_string(), json!(up)))
-        .collect();
-    let detail: serde_json::Map<_, _> = checks
-        .into_iter()
-        .map(|(name, ok)| (name.to_string(), json!(if ok { "serving" } else { "down" })))
+        .map(|(name, ok)| (name, if ok { "serving" } else { "down" }))
         .collect();
     let status = if ready {
         StatusCode::OK
@@ -368,9 +427,12 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, axum::Json<serde_
     };
     (
         status,
-        axum::Json(
-            json!({ "ready": ready, "degraded": degraded, "services": detail, "stores": store_detail }),
-        ),
+        axum::Json(ReadinessJson {
+            ready,
+            degraded,
+            services: detail,
+            stores: store_detail,
+        }),
     )
 }
 

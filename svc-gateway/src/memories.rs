@@ -1,6 +1,7 @@
 //! REST for memory: `/v1/me/memories` lets users see, search and correct what the agent
 //! remembers about them; `POST /v1/chats/{id}/files` adds a document to a chat's memory.
 
+use crate::dto::Page;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,6 @@ use pa_proto::v1::{
     UpdateMemoryRequest, UpsertMemoryRequest,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
@@ -77,7 +77,8 @@ pub struct MemoryJson {
     text: String,
     tags: Vec<String>,
     pinned: bool,
-    source: serde_json::Value,
+    /// Where the memory came from.
+    source: MemorySourceJson,
     /// Untrusted content (written from a run that had read untrusted content, or a file's
     /// chunk): a run that recalls it is tainted.
     untrusted: bool,
@@ -93,17 +94,43 @@ pub struct MemoryJson {
     similarity: Option<f32>,
 }
 
+/// Where a memory came from: the chat, run and message that wrote it, or the uploaded file.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MemorySourceJson {
+    chat_id: Option<String>,
+    run_id: Option<String>,
+    message_id: Option<String>,
+    /// A document chunk's file (absent for other memories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    document: Option<DocumentSourceJson>,
+}
+
+/// The uploaded file a document chunk belongs to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DocumentSourceJson {
+    /// The document id.
+    id: String,
+    /// Its file name.
+    name: String,
+    /// The chunk's index in the document, from 0.
+    chunk: u32,
+}
+
 impl From<MemoryItem> for MemoryJson {
     fn from(m: MemoryItem) -> Self {
         let s = m.source.unwrap_or_default();
         let some = |v: String| (!v.is_empty()).then_some(v);
-        let mut source = json!({
-            "chat_id": some(s.chat_id), "run_id": some(s.run_id), "message_id": some(s.message_id),
+        let document = (!s.document_id.is_empty()).then_some(DocumentSourceJson {
+            id: s.document_id,
+            name: s.document_name,
+            chunk: s.chunk_index,
         });
-        if !s.document_id.is_empty() {
-            source["document"] =
-                json!({ "id": s.document_id, "name": s.document_name, "chunk": s.chunk_index });
-        }
+        let source = MemorySourceJson {
+            chat_id: some(s.chat_id),
+            run_id: some(s.run_id),
+            message_id: some(s.message_id),
+            document,
+        };
         Self {
             id: m.id,
             scope: scope_name(m.scope),
@@ -140,12 +167,12 @@ pub struct ListParams {
 }
 
 /// `GET /v1/me/memories`: newest first, paged; with `?q=` a hybrid search (top `limit`, no paging).
-#[utoipa::path(get, path = "/v1/me/memories", tag = "memories", params(ListParams), responses((status = 200, description = "`{items: [memory], next_cursor}`; with `q` a hybrid search, best first", body = serde_json::Value)))]
+#[utoipa::path(get, path = "/v1/me/memories", tag = "memories", params(ListParams), responses((status = 200, description = "`{items: [memory], next_cursor}`; with `q` a hybrid search, best first", body = Page<MemoryJson>)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Page<MemoryJson>>> {
     let Query(p) = params?;
     let scope = p.scope.as_deref().map(parse_scope).transpose()?;
     let kinds: Vec<i32> = match p.kind.as_deref() {
@@ -178,7 +205,10 @@ pub async fn list(
                 Some(json)
             })
             .collect();
-        return Ok(Json(json!({ "items": items, "next_cursor": null })));
+        return Ok(Json(Page {
+            items,
+            next_cursor: None,
+        }));
     }
     let request = ListMemoriesRequest {
         scope: scope.unwrap_or(MemoryScope::Unspecified) as i32,
@@ -193,8 +223,7 @@ pub async fn list(
         .await?
         .into_inner();
     let items: Vec<MemoryJson> = page.items.into_iter().map(MemoryJson::from).collect();
-    let next = (!page.next_cursor.is_empty()).then_some(page.next_cursor);
-    Ok(Json(json!({ "items": items, "next_cursor": next })))
+    Ok(Json(Page::new(items, page.next_cursor)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -379,10 +408,24 @@ fn check_text_upload(content_type: &str, body: &[u8]) -> Result<(), PaError> {
     pa_kit::validate::text("the file", text)
 }
 
+/// An uploaded file, kept as a chat's document memory.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UploadedDocumentJson {
+    document_id: String,
+    chat_id: String,
+    filename: String,
+    /// How many chunks (memories of kind `document_chunk`) it was cut into.
+    chunks: u32,
+    /// The characters of text read from it.
+    chars: u32,
+    /// The model that embedded its chunks.
+    embedding_model: String,
+}
+
 /// `POST /v1/chats/{id}/files?filename=`: the raw file as the body (Content-Type text/plain,
 /// text/markdown or application/pdf). Its text is chunked, embedded and kept as the chat's
 /// document memory, which searches of that chat find.
-#[utoipa::path(post, path = "/v1/chats/{id}/files", tag = "memories", params(("id" = String, Path, description = "The chat id"), UploadParams), request_body(description = "The raw file (10 MiB at most)", content((Vec<u8> = "text/plain"), (Vec<u8> = "text/markdown"), (Vec<u8> = "application/pdf"))), responses((status = 201, description = "`{document_id, chat_id, filename, chunks, chars, embedding_model}`", body = serde_json::Value)))]
+#[utoipa::path(post, path = "/v1/chats/{id}/files", tag = "memories", params(("id" = String, Path, description = "The chat id"), UploadParams), request_body(description = "The raw file (10 MiB at most)", content((Vec<u8> = "text/plain"), (Vec<u8> = "text/markdown"), (Vec<u8> = "application/pdf"))), responses((status = 201, description = "The file, chunked and embedded as the chat's document memory", body = UploadedDocumentJson)))]
 pub async fn upload_file(
     State(state): State<AppState>,
     Caller(identity): Caller,
@@ -431,9 +474,13 @@ pub async fn upload_file(
         .into_inner();
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "document_id": done.document_id, "chat_id": chat_id, "filename": filename,
-            "chunks": done.chunks, "chars": done.chars, "embedding_model": done.embedding_model,
-        })),
+        Json(UploadedDocumentJson {
+            document_id: done.document_id,
+            chat_id,
+            filename,
+            chunks: done.chunks,
+            chars: done.chars,
+            embedding_model: done.embedding_model,
+        }),
     ))
 }

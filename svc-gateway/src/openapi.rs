@@ -105,9 +105,36 @@ pub fn document() -> &'static str {
     })
 }
 
+/// The OpenAPI 3.1 document's outline (see the OpenAPI specification for the parts).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the document `serve` answers; never built.
+pub struct OpenApiDocumentJson {
+    /// The OpenAPI version, `3.1.0`.
+    openapi: String,
+    info: OpenApiInfoJson,
+    /// Path → path item (the operations of the path).
+    #[schema(value_type = std::collections::BTreeMap<String, Object>)]
+    paths: serde_json::Value,
+    /// The reusable schemas, responses and security schemes.
+    #[schema(value_type = Object)]
+    components: serde_json::Value,
+}
+
+/// The OpenAPI document's `info`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OpenApiInfoJson {
+    title: String,
+    description: Option<String>,
+    /// The gateway's version.
+    version: String,
+    #[schema(value_type = Option<Object>)]
+    license: serde_json::Value,
+}
+
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = serde_json::Value)))]
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = OpenApiDocumentJson)))]
 pub async fn serve() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
 }

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use pa_kit::{ErrorCode, PaError};
 use pa_proto::v1::{AuthMethod, Identity};
-use serde_json::{Value, json};
 use sqlx::{PgPool, Row};
 
 /// How long a replica trusts what it last read about a user.
@@ -45,19 +44,41 @@ impl UserRecord {
         })
     }
 
-    pub fn json(&self) -> Value {
-        json!({
-            "user_id": self.user_id,
-            "display_name": self.display_name,
-            "roles": self.roles,
-            "auth_method": self.auth_method,
-            "first_seen_at": self.first_seen_at.to_rfc3339(),
-            "last_seen_at": self.last_seen_at.to_rfc3339(),
-            "disabled": self.disabled_at.is_some(),
-            "disabled_at": self.disabled_at.map(|t| t.to_rfc3339()),
-            "disabled_by": self.disabled_by,
-        })
+    pub fn json(&self) -> UserJson {
+        UserJson {
+            user_id: self.user_id.clone(),
+            display_name: self.display_name.clone(),
+            roles: self.roles.clone(),
+            auth_method: self.auth_method.clone(),
+            first_seen_at: self.first_seen_at.to_rfc3339(),
+            last_seen_at: self.last_seen_at.to_rfc3339(),
+            disabled: self.disabled_at.is_some(),
+            disabled_at: self.disabled_at.map(|t| t.to_rfc3339()),
+            disabled_by: self.disabled_by.clone(),
+        }
     }
+}
+
+/// A user who signed in to the tenant, as the gateway recorded them.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct UserJson {
+    /// The token's subject.
+    pub user_id: String,
+    pub display_name: String,
+    /// The roles of the user's latest sign-in.
+    pub roles: Vec<String>,
+    /// How they last authenticated: oidc, api_key, dev or other.
+    pub auth_method: String,
+    /// RFC 3339.
+    pub first_seen_at: String,
+    /// RFC 3339.
+    pub last_seen_at: String,
+    /// Every request of the user is refused (403 `forbidden`).
+    pub disabled: bool,
+    /// RFC 3339; null when not disabled.
+    pub disabled_at: Option<String>,
+    /// The administrator who disabled the user; null when not disabled.
+    pub disabled_by: Option<String>,
 }
 
 fn method_name(identity: &Identity) -> &'static str {

@@ -14,13 +14,13 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use pa_kit::PaError;
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
+use crate::dto::Page;
 use crate::problem::ApiError;
 use crate::state::AppState;
-use crate::user_directory::{DEFAULT_LIMIT, MAX_LIMIT, UserDirectory, UserRecord};
+use crate::user_directory::{DEFAULT_LIMIT, MAX_LIMIT, UserDirectory, UserJson, UserRecord};
 
 fn directory(state: &AppState) -> Result<&UserDirectory, ApiError> {
     state.users.as_deref().ok_or_else(|| {
@@ -43,12 +43,12 @@ pub struct UsersQuery {
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", params(UsersQuery),
-    responses((status = 200, description = "`{items: [{user_id, display_name, roles, auth_method, first_seen_at, last_seen_at, disabled, disabled_at, disabled_by}], next_cursor}`: the users who signed in to this tenant, by id", body = serde_json::Value)))]
+    responses((status = 200, description = "`{items: [{user_id, display_name, roles, auth_method, first_seen_at, last_seen_at, disabled, disabled_at, disabled_by}], next_cursor}`: the users who signed in to this tenant, by id", body = Page<UserJson>)))]
 pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Query(query): Query<UsersQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<UserJson>>, ApiError> {
     pa_kit::identity::require_role(&identity, "admin")?;
     if let Some(limit) = query.limit
         && !(1..=MAX_LIMIT).contains(&limit)
@@ -63,10 +63,10 @@ pub async fn list(
             query.limit.unwrap_or(DEFAULT_LIMIT),
         )
         .await?;
-    Ok(Json(json!({
-        "items": users.iter().map(UserRecord::json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(Page {
+        items: users.iter().map(UserRecord::json).collect(),
+        next_cursor: next,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -78,7 +78,7 @@ pub struct UserPatch {
 
 #[utoipa::path(patch, path = "/v1/admin/users/{user_id}", tag = "admin", request_body = UserPatch,
     params(("user_id" = String, Path, description = "The user's id (the token's subject)")),
-    responses((status = 200, description = "The user after the change", body = serde_json::Value),
+    responses((status = 200, description = "The user after the change", body = UserJson),
               (status = 404, description = "No such user has signed in to this tenant"),
               (status = 409, description = "An admin cannot disable themselves (`failed_precondition`)")))]
 pub async fn patch(
@@ -86,7 +86,7 @@ pub async fn patch(
     Caller(identity): Caller,
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserJson>, ApiError> {
     pa_kit::identity::require_role(&identity, "admin")?;
     let user = directory(&state)?
         .set_disabled(&identity, &user_id, body.disabled)

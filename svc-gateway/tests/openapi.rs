@@ -205,3 +205,169 @@ async fn request_bodies_of_the_same_rust_name_are_documented_apart() {
     assert!(patch.contains(&"pinned".to_string()), "{patch:?}");
     assert!(!patch.contains(&"enabled".to_string()), "{patch:?}");
 }
+
+/// Nested fields that are free-form JSON objects by design (their shape is the integration
+/// kind's, the AG-UI client's or the OpenAPI specification's), as `Schema.field`.
+const FREE_FORM_FIELDS: &[&str] = &[
+    "IntegrationJson.config",
+    "IntegrationCreateBody.config",
+    "IntegrationPatchBody.config",
+    "RunAgentInput.messages",
+    "RunAgentInput.tools",
+    "RunAgentInput.state",
+    "RunAgentInput.forwardedProps",
+    "OpenApiDocumentJson.paths",
+    "OpenApiDocumentJson.components",
+    "OpenApiInfoJson.license",
+];
+
+/// A schema that says nothing of its value's shape: `{}` (what `serde_json::Value` renders
+/// as), or an object without properties, typed additional properties or a composition.
+fn is_free_form(schema: &Value) -> bool {
+    let Some(map) = schema.as_object() else {
+        return schema == &Value::Bool(true);
+    };
+    let shaped = [
+        "$ref",
+        "properties",
+        "items",
+        "allOf",
+        "oneOf",
+        "anyOf",
+        "enum",
+        "const",
+    ]
+    .iter()
+    .any(|k| map.contains_key(*k));
+    if shaped {
+        return false;
+    }
+    let types: Vec<&str> = match &map.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return true, // no type: anything
+    };
+    if !types.contains(&"object") {
+        return false;
+    }
+    match map.get("additionalProperties") {
+        None | Some(Value::Bool(true)) => true,
+        Some(Value::Bool(false)) => false,
+        Some(inner) => is_free_form(inner),
+    }
+}
+
+/// Every free-form schema reachable from `schema`, as paths like `IntegrationJson.config`
+/// (`where_` names the place `schema` sits), skipping the allowed ones.
+fn free_forms(doc: &Value, schema: &Value, where_: &str, seen: &mut Vec<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference
+            .rsplit('/')
+            .next()
+            .unwrap_or(reference)
+            .to_string();
+        if seen.contains(&name) {
+            return found;
+        }
+        seen.push(name.clone());
+        let target = doc
+            .pointer(reference.trim_start_matches('#'))
+            .unwrap_or(&Value::Null);
+        if target.is_null() {
+            return vec![format!("{where_}: dangling {reference}")];
+        }
+        return free_forms(doc, target, &name, seen);
+    }
+    if is_free_form(schema) {
+        if !FREE_FORM_FIELDS.contains(&where_) {
+            found.push(where_.to_string());
+        }
+        return found;
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        let owner = where_.split('.').next().unwrap_or(where_);
+        for (name, prop) in props {
+            let place = format!("{owner}.{name}");
+            if FREE_FORM_FIELDS.contains(&place.as_str()) {
+                continue;
+            }
+            // A generic list (`Page_IntegrationJson`, `Items_PolicyJson`) inlines its element
+            // schema: name the element's fields after the element type.
+            let place = match owner.split_once('_') {
+                Some(("Page" | "Items", element)) if name == "items" => element.to_string(),
+                _ => place,
+            };
+            found.extend(free_forms(doc, prop, &place, seen));
+        }
+    }
+    for key in ["allOf", "oneOf", "anyOf"] {
+        for part in schema[key].as_array().into_iter().flatten() {
+            found.extend(free_forms(doc, part, where_, seen));
+        }
+    }
+    if schema.get("items").is_some() {
+        found.extend(free_forms(doc, &schema["items"], where_, seen));
+    }
+    if let Some(extra) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        found.extend(free_forms(doc, extra, where_, seen));
+    }
+    found
+}
+
+/// Issue 22: every request and response body of the document is a typed schema — none is a
+/// `serde_json::Value` (`{}`) or an object of unknown shape, at the top or inside.
+#[test]
+fn no_body_is_free_form_json() {
+    let doc: Value = serde_json::from_str(svc_gateway::openapi::document()).expect("JSON");
+    let mut offenders = Vec::new();
+    let mut bodies = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let name = format!("{} {path}", method.to_uppercase());
+            let mut contents = Vec::new();
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                contents.extend(content.iter().map(|(t, c)| (format!("request {t}"), c)));
+            }
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                for (t, c) in response["content"].as_object().into_iter().flatten() {
+                    contents.push((format!("{status} {t}"), c));
+                }
+            }
+            for (place, content) in contents {
+                bodies += 1;
+                let schema = &content["schema"];
+                if is_free_form(schema) {
+                    offenders.push(format!("{name} ({place}): the body is free-form"));
+                    continue;
+                }
+                for field in free_forms(&doc, schema, "body", &mut Vec::new()) {
+                    offenders.push(format!("{name} ({place}): {field} is free-form"));
+                }
+            }
+        }
+    }
+    assert!(bodies > 60, "only {bodies} bodies walked");
+    assert!(
+        offenders.is_empty(),
+        "{} untyped bodies or fields:\n{}",
+        offenders.len(),
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn the_free_form_check_knows_a_value() {
+    assert!(is_free_form(&serde_json::json!({})));
+    assert!(is_free_form(&serde_json::json!({"type": "object"})));
+    assert!(is_free_form(
+        &serde_json::json!({"type": ["object", "null"], "additionalProperties": {}})
+    ));
+    assert!(!is_free_form(
+        &serde_json::json!({"type": "object", "additionalProperties": {"type": "string"}})
+    ));
+    assert!(!is_free_form(
+        &serde_json::json!({"$ref": "#/components/schemas/Problem"})
+    ));
+    assert!(!is_free_form(&serde_json::json!({"type": "string"})));
+}
