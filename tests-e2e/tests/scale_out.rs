@@ -38,12 +38,21 @@ async fn killing_one_replica_of_each_service_loses_no_run() -> R {
     let (rows, mut problems) = (rounds.rows, rounds.problems);
     for (target, report) in &rounds.reports {
         if *target == Target::Models && report.durable.retried_turns == 0 {
-            // Calls are spread over both replicas, so some of the durable runs' turns were on
-            // the one that died; each must have been withdrawn and run again on the other.
-            problems.push(format!(
-                "svc-models: no durable turn was retried on the other replica: {}",
-                report.row()
-            ));
+            if report.inline.ended_retryable > 0 {
+                // The dead replica carried streams (inline runs on it ended), so durable turns
+                // on it must have been withdrawn and run again on the other.
+                problems.push(format!(
+                    "svc-models: no durable turn was retried on the other replica: {}",
+                    report.row()
+                ));
+            } else {
+                // The balancer had no stream on replica 0 at the kill (its probe may have
+                // taken it out under load): nothing to fail over, nothing lost.
+                eprintln!(
+                    "svc-models: the killed replica carried no stream: {}",
+                    report.row()
+                );
+            }
         }
     }
     mesh.stop().await?;
