@@ -91,7 +91,7 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(users) = &state.users {
             users.admit(&caller.0).await?;
         }
-        pa_kit::limits::check_rate(
+        pa_bus::limits::check_rate(
             &state.redis,
             state.rate_limits,
             &caller.0.tenant_id,

@@ -40,7 +40,7 @@ pub struct Config {
     pub auth_mode: AuthMode,
     /// `PA_RATE_USER_PER_MIN` (default 600) and `PA_RATE_TENANT_PER_MIN` (default 6000):
     /// requests per minute; 0 = unlimited.
-    pub rate_limits: pa_kit::limits::RateLimits,
+    pub rate_limits: pa_bus::limits::RateLimits,
     /// Set when `auth_mode` is `Oidc`.
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
@@ -97,7 +97,7 @@ impl Config {
             worker_url: Some(env_or("PA_WORKER_URL", "http://127.0.0.1:50055"))
                 .filter(|u| u != "none"),
             auth_mode,
-            rate_limits: pa_kit::limits::RateLimits {
+            rate_limits: pa_bus::limits::RateLimits {
                 per_user_per_minute: env_parse("PA_RATE_USER_PER_MIN", 600)?,
                 per_tenant_per_minute: env_parse("PA_RATE_TENANT_PER_MIN", 6000)?,
             },

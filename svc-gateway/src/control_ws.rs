@@ -139,13 +139,7 @@ pub async fn control(State(state): State<AppState>, req: Request) -> Response {
 
 /// The Redis key of a user's online clients.
 fn presence_key(identity: &Identity) -> String {
-    // Length-prefixed so no tenant/user pair can collide with another.
-    format!(
-        "pa:presence:{}:{}:{}",
-        identity.tenant_id.len(),
-        identity.tenant_id,
-        identity.user_id
-    )
+    pa_bus::keys::presence(&identity.tenant_id, &identity.user_id)
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

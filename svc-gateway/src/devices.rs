@@ -9,7 +9,7 @@
 //!
 //! The socket: the device says `hello` (its tools) first; the gateway records it with svc-tools,
 //! subscribes to the connection's call channel in Redis and sets the device's online key (see
-//! [`pa_kit::device_bus`]). Calls published by svc-tools (on any replica) are forwarded as
+//! [`pa_bus::device_bus`]). Calls published by svc-tools (on any replica) are forwarded as
 //! `{"type":"call","id","tool","arguments"}`; the device's `{"type":"result","id","content",
 //! "is_error"}` is pushed back to the caller's result list. Heartbeats refresh the online key
 //! and svc-tools' last-seen (a deleted device is disconnected there). When the socket ends, the
@@ -26,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use deadpool_redis::redis::{self, AsyncCommands};
 use futures::{SinkExt, StreamExt};
 use pa_kit::PaError;
-use pa_kit::device_bus::{self, BusCall, BusResult};
+use pa_bus::device_bus::{self, BusCall, BusResult};
 use pa_proto::v1::{
     AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest, Device,
     DeviceTool, EnrollDeviceRequest, ListDevicesRequest, SetDeviceOfflineRequest,

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use tokio::sync::{OnceCell, broadcast};
 
 /// The one channel presence changes are published on; the payload is the user's key.
-pub const CHANGED_CHANNEL: &str = "pa:presence:changed";
+pub const CHANGED_CHANNEL: &str = pa_bus::keys::PRESENCE_CHANGED;
 /// Per-replica plumbing: one Redis subscription shared by all sockets of this gateway.
 pub struct PresenceHub {
     redis_url: String,

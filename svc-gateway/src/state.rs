@@ -28,7 +28,7 @@ pub struct AppState {
     pub schedules: Option<pa_proto::v1::schedule_service_client::ScheduleServiceClient<Channel>>,
     pub auth: InternalAuth,
     pub auth_mode: AuthMode,
-    pub rate_limits: pa_kit::limits::RateLimits,
+    pub rate_limits: pa_bus::limits::RateLimits,
     /// API keys (needs the gateway's database).
     pub api_keys: Option<crate::api_key_store::ApiKeyStore>,
     /// The tenant's users as seen here, and who is disabled (needs the gateway's database).

@@ -170,7 +170,7 @@ impl DurableDriver {
         identity: &pa_proto::v1::Identity,
         run_id: &str,
     ) -> Result<(), PaError> {
-        pa_kit::run_events::request_cancel(&self.redis, run_id).await?;
+        pa_bus::run_events::request_cancel(&self.redis, run_id).await?;
         let mut request = self.auth.request(
             identity,
             CancelDurableRunRequest {

@@ -6,9 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, Outcome, RunIds, ToolCall, TurnMessage};
-use pa_kit::approvals::ApprovalState;
+use pa_bus::approvals::ApprovalState;
 use pa_kit::error::ErrorCodeExt;
-use pa_kit::run_events::EventSink;
+use pa_bus::run_events::EventSink;
 use pa_kit::{PaError, Shutdown};
 use pa_proto::v1::{
     AgUiEvent, ChatToolDefinition, ModelAttempt, RunError, RunSpec, ag_ui_event::Event,
@@ -441,7 +441,7 @@ impl RunState<'_> {
             sink.emit_all_with(
                 run_id,
                 &events,
-                pa_kit::run_events::SideWrite::Set {
+                pa_bus::run_events::SideWrite::Set {
                     key: &key,
                     value: &value,
                 },
@@ -532,13 +532,13 @@ impl RunState<'_> {
         let driver = self.driver;
         let redis = &driver.redis;
         let run_id = &self.spec.run_id.clone();
-        pa_kit::approvals::open(redis, run_id, &call.id).await?;
+        pa_bus::approvals::open(redis, run_id, &call.id).await?;
         driver.sink.emit(run_id, &event).await?;
         let (approved, timed_out) = tokio::select! {
-            approved = pa_kit::approvals::decided(redis, run_id, &call.id) => (approved, false),
+            approved = pa_bus::approvals::decided(redis, run_id, &call.id) => (approved, false),
             _ = tokio::time::sleep(driver.approval_timeout) => {
                 // A decision that got in just before the timeout still counts.
-                let stands = pa_kit::approvals::expire(redis, run_id, &call.id).await?;
+                let stands = pa_bus::approvals::expire(redis, run_id, &call.id).await?;
                 (stands == ApprovalState::Approved, stands == ApprovalState::TimedOut)
             }
             _ = cancel.cancelled() => return self.feed(cancelled()).await,

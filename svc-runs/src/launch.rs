@@ -3,7 +3,7 @@
 //! builds the [`RunSpec`], writes the Run row and hands the run to a driver. Nothing else builds
 //! a RunSpec.
 
-use pa_kit::run_events::EventSink;
+use pa_bus::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;
@@ -135,7 +135,7 @@ struct HeldTokens {
     redis: Option<deadpool_redis::Pool>,
     tenant: String,
     user: String,
-    reservation: Option<pa_kit::limits::TokenReservation>,
+    reservation: Option<pa_bus::limits::TokenReservation>,
 }
 
 impl HeldTokens {
@@ -154,7 +154,7 @@ impl Drop for HeldTokens {
             );
             tokio::spawn(async move {
                 if let Err(err) =
-                    pa_kit::limits::settle_tokens(&redis, &tenant, &user, Some(reservation), 0)
+                    pa_bus::limits::settle_tokens(&redis, &tenant, &user, Some(reservation), 0)
                         .await
                 {
                     tracing::warn!(%err, "cannot give back the tokens of a run that did not start");
@@ -356,7 +356,7 @@ impl Launcher {
             } else {
                 DEFAULT_RUN_RESERVATION
             };
-            if let Some(reservation) = pa_kit::limits::reserve_tokens(
+            if let Some(reservation) = pa_bus::limits::reserve_tokens(
                 &self.redis,
                 &identity.tenant_id,
                 &identity.user_id,

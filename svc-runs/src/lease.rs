@@ -207,15 +207,15 @@ impl Watch {
 /// The run-end outbox of the deployment whose database is `database`: deployments (and test
 /// meshes) sharing one Redis never land, or drop, each other's entries.
 pub fn outbox_key(database: &str) -> String {
-    format!("pa:runs:outbox:{database}")
+    pa_bus::keys::runs_outbox(database)
 }
 
 fn redis_beat_key(owner: &str) -> String {
-    format!("pa:runs:owner:{owner}:beat")
+    pa_bus::keys::runs_owner_beat(owner)
 }
 
 fn progress_key(run_id: &str) -> String {
-    format!("pa:run:{run_id}:progress")
+    pa_bus::keys::run_progress(run_id)
 }
 
 /// What an owner writes with its events whenever a run's usage or attempts change, so that

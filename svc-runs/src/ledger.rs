@@ -11,11 +11,11 @@ use crate::store::RunStore;
 /// without a share adds them); a failure only logs (the run itself is recorded either way).
 pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: u64) {
     let identity = spec.identity.clone().unwrap_or_default();
-    let reservation = (spec.reserved_tokens > 0).then_some(pa_kit::limits::TokenReservation {
+    let reservation = (spec.reserved_tokens > 0).then_some(pa_bus::limits::TokenReservation {
         tokens: spec.reserved_tokens,
         day: spec.budget_day,
     });
-    if let Err(err) = pa_kit::limits::settle_tokens(
+    if let Err(err) = pa_bus::limits::settle_tokens(
         redis,
         &identity.tenant_id,
         &identity.user_id,

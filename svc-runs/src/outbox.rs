@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use deadpool_redis::redis::AsyncCommands;
 use pa_kit::PaError;
-use pa_kit::run_events::SideWrite;
+use pa_bus::run_events::SideWrite;
 use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
 use pa_turn_io::RunEnding;
 use prost::Message;

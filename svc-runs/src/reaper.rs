@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pa_kit::run_events::StoredEvent;
+use pa_bus::run_events::StoredEvent;
 use pa_proto::v1::RunSpec;
 use tokio::time::Instant;
 
@@ -32,7 +32,7 @@ impl InlineDriver {
                 return;
             }
         }
-        let events = match pa_kit::run_events::read_all(&self.redis, run_id).await {
+        let events = match pa_bus::run_events::read_all(&self.redis, run_id).await {
             Ok(events) => events,
             Err(err) => {
                 tracing::warn!(%err, run_id, "cannot read a run's stream; retried later");

@@ -254,7 +254,7 @@ impl RunService for RunServiceImpl {
             }
         };
         let events =
-            pa_kit::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live).map(
+            pa_bus::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live).map(
                 |item| {
                     item.map(|stored| RunEvent {
                         stream_id: stored.stream_id,

@@ -5,7 +5,7 @@
 //! a user login) for a device id and a device token `pad_<device id>_<secret>` (only the
 //! secret's SHA-256 is stored). The gateway authenticates the device's socket with the token,
 //! records what the device announced (its tools) and keeps its online key in Redis (see
-//! [`pa_kit::device_bus`]).
+//! [`pa_bus::device_bus`]).
 //!
 //! The device's kind is the code's: the privilege of its tools follows the kind, so a device
 //! never picks it (one that claims another kind at enrollment is refused).
@@ -26,7 +26,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis::{self, AsyncCommands};
-use pa_kit::device_bus::{self, BusCall, BusResult};
+use pa_bus::device_bus::{self, BusCall, BusResult};
 use pa_proto::v1::{
     AuthMethod, Device, DeviceEnrollment, DeviceTool, EnrollDeviceResponse, Identity,
     ToolDefinition,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use pa_agent::{Action, Input};
 use pa_kit::PaError;
-use pa_kit::run_events::EventSink;
+use pa_bus::run_events::EventSink;
 use pa_proto::v1::ag_ui_event::Event;
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
@@ -199,7 +199,7 @@ impl RunActivities {
             tool_call_id,
             event,
         } = input;
-        pa_kit::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
+        pa_bus::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
             .await
             .map_err(failure)?;
         pending.push(event);
@@ -226,8 +226,8 @@ impl RunActivities {
         let _running = self
             .running
             .enter("expire_approval", &input.run_id, ctx.info().attempt);
-        use pa_kit::approvals::ApprovalState;
-        let stands = pa_kit::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id)
+        use pa_bus::approvals::ApprovalState;
+        let stands = pa_bus::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id)
             .await
             .map_err(failure)?;
         Ok(Input::ApprovalDecision {
@@ -381,7 +381,7 @@ impl RunActivities {
             .running
             .enter("maintenance", &input.task, ctx.info().attempt);
         match input.task.as_str() {
-            "trim_run_streams" => pa_kit::run_events::trim_streams(&self.redis)
+            "trim_run_streams" => pa_bus::run_events::trim_streams(&self.redis)
                 .await
                 .map_err(|e| ActivityError::from(std::io::Error::other(e))),
             other => heartbeating(
@@ -676,7 +676,7 @@ impl RunActivities {
         };
         let pending = ids(step, 0, pending);
         let pending = self.sink.emit_at(run_id, &pending);
-        let cancel_flag = pa_kit::run_events::cancel_requested(&self.redis, run_id);
+        let cancel_flag = pa_bus::run_events::cancel_requested(&self.redis, run_id);
         tokio::pin!(cancel_flag);
         // The pending events are written while the model call opens (cancelled or not); the
         // turn's own events follow them.
@@ -827,7 +827,7 @@ impl RunActivities {
             .await
             .map_err(|e| PaError::unavailable(format!("event stream store: {e}")))?;
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(pa_kit::run_events::stream_key(run_id))
+            .arg(pa_bus::run_events::stream_key(run_id))
             .arg(format!("{step}-{first_seq}"))
             .arg(format!("{step}-{}", u64::MAX))
             .query_async(&mut conn)

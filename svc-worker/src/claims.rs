@@ -37,7 +37,7 @@ pub struct Claims {
 }
 
 fn key(run_id: &str, digest: &str) -> String {
-    format!("pa:run:{run_id}:claim:{digest}")
+    pa_bus::keys::run_claim(run_id, digest)
 }
 
 fn store_error(err: impl std::fmt::Display) -> PaError {

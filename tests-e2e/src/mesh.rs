@@ -32,12 +32,46 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// What a managed Postgres' administrator does before the platform's first start (see
+/// [`MeshBuilder::managed_owner`]); returns the owner's URL of `database`.
+async fn provision_managed_owner(admin_url: &str, database: &str) -> Result<String, BoxError> {
+    let mut admin = sqlx::PgConnection::connect(&with_database(admin_url, database)).await?;
+    // Roles are shared by the whole server and tests start meshes in parallel: a role another
+    // test just created is fine.
+    for role in [
+        format!(
+            "CREATE ROLE {MANAGED_OWNER} LOGIN PASSWORD '{MANAGED_OWNER}' \
+             NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"
+        ),
+        "CREATE ROLE pa_app LOGIN NOSUPERUSER NOBYPASSRLS".to_string(),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DO $$ BEGIN {role}; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+        )))
+        .execute(&mut admin)
+        .await?;
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE EXTENSION IF NOT EXISTS vector; \
+         ALTER DATABASE {database} OWNER TO {MANAGED_OWNER}; \
+         ALTER SCHEMA public OWNER TO {MANAGED_OWNER}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    let _ = admin.close().await;
+    let mut url = reqwest::Url::parse(&with_database(admin_url, database))?;
+    url.set_username(MANAGED_OWNER)
+        .and_then(|()| url.set_password(Some(MANAGED_OWNER)))
+        .map_err(|()| "cannot set the owner in DATABASE_URL")?;
+    Ok(url.to_string())
+}
+
 pub struct MeshBuilder {
     offline_token_delay: Duration,
     models_config: Option<String>,
     provider_first_byte_timeout: Option<Duration>,
     oidc: Option<svc_gateway::oidc::OidcConfig>,
-    rate_limits: pa_kit::limits::RateLimits,
+    rate_limits: pa_bus::limits::RateLimits,
     daily_token_budget: u64,
     auth_mode: svc_gateway::AuthMode,
     worker: bool,
@@ -68,7 +102,13 @@ pub struct MeshBuilder {
     history_messages: u32,
     /// svc-runs reaches Postgres through a [`CutProxy`] (`Mesh::runs_db`).
     runs_db_proxy: bool,
+    /// The services connect as [`MANAGED_OWNER`], as on a managed Postgres.
+    managed_owner: bool,
 }
+
+/// The database owner of a mesh built with [`MeshBuilder::managed_owner`]: what a managed
+/// Postgres gives an application (no superuser, no BYPASSRLS, no CREATEROLE).
+pub const MANAGED_OWNER: &str = "pa_e2e_owner";
 
 impl MeshBuilder {
     /// The mesh creates its database on this Postgres server (`url` as DATABASE_URL: a role
@@ -101,6 +141,15 @@ impl MeshBuilder {
     }
 
     /// How many of a chat's latest messages a run sees (default 50).
+    /// The services connect as a database owner that is neither a superuser nor BYPASSRLS nor
+    /// allowed to create roles ([`MANAGED_OWNER`]), as on a managed Postgres: the server's
+    /// administrator creates the database with the `vector` extension, the application role
+    /// (the migration step's job) and the owner, and hands the database to the owner.
+    pub fn managed_owner(mut self) -> Self {
+        self.managed_owner = true;
+        self
+    }
+
     pub fn history_messages(mut self, messages: u32) -> Self {
         self.history_messages = messages;
         self
@@ -182,7 +231,7 @@ impl MeshBuilder {
 
     /// Requests per minute per user and per tenant (default: unlimited).
     pub fn rate_limits(mut self, per_user: u64, per_tenant: u64) -> Self {
-        self.rate_limits = pa_kit::limits::RateLimits {
+        self.rate_limits = pa_bus::limits::RateLimits {
             per_user_per_minute: per_user,
             per_tenant_per_minute: per_tenant,
         };
@@ -260,7 +309,11 @@ impl MeshBuilder {
             .execute(&mut admin)
             .await?;
         let _ = admin.close().await;
-        let database_url = with_database(&admin_url, &database);
+        let database_url = if self.managed_owner {
+            provision_managed_owner(&admin_url, &database).await?
+        } else {
+            with_database(&admin_url, &database)
+        };
         let secret = format!("e2e-{}", uuid::Uuid::new_v4());
         let common = CommonConfig {
             database_url: database_url.clone(),
@@ -647,7 +700,7 @@ impl Mesh {
             models_config: None,
             provider_first_byte_timeout: None,
             oidc: None,
-            rate_limits: pa_kit::limits::RateLimits {
+            rate_limits: pa_bus::limits::RateLimits {
                 per_user_per_minute: 0,
                 per_tenant_per_minute: 0,
             },
@@ -671,7 +724,14 @@ impl Mesh {
             temporal_address: None,
             history_messages: 50,
             runs_db_proxy: false,
+            managed_owner: false,
         }
+    }
+
+    /// The mesh's database as the server's administrator (DATABASE_URL's role) sees it, e.g. to
+    /// seed or inspect rows of every tenant whatever role the services connect as.
+    pub fn admin_database_url(&self) -> String {
+        with_database(&self.admin_url, &self.database)
     }
 
     /// Starts svc-worker for this mesh as a separate process (`worker_binary`, e.g. the

@@ -572,7 +572,7 @@ async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
         assert_eq!(trim["every_secs"], 3600);
         // A run stream someone left without an expiry.
         let redis = pa_kit::redis::pool(&mesh.worker_config.common.redis_url, 2)?;
-        let key = format!("pa:run:orphan-{}:events", uuid::Uuid::new_v4().simple());
+        let key = pa_bus::keys::run_events(&format!("orphan-{}", uuid::Uuid::new_v4().simple()));
         let mut conn = redis.get().await?;
         let _: String = deadpool_redis::redis::cmd("XADD")
             .arg(&key)
@@ -658,13 +658,47 @@ async fn eventually(
 #[tokio::test]
 async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories() -> R {
     use sqlx::Connection;
+    // The services connect as an owner that is neither a superuser nor BYPASSRLS, as on a
+    // managed Postgres: maintenance must still reach every tenant's rows (ADR 0201).
     let mesh = Mesh::builder()
+        .managed_owner()
         .worker_with_schedules()
         .deleted_chat_retention(Duration::ZERO)
         .start()
         .await?;
     let result = async {
-        let mut owner = sqlx::PgConnection::connect(&mesh.database_url).await?;
+        // The server's administrator: seeds and inspects every tenant's rows.
+        let mut owner = sqlx::PgConnection::connect(&mesh.admin_database_url()).await?;
+        let (superuser, bypass): (bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(tests_e2e::MANAGED_OWNER)
+        .fetch_one(&mut owner)
+        .await?;
+        assert!(!superuser && !bypass, "the services' owner is an ordinary role");
+        let tables_owner: String =
+            sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE schemaname = 'runs' LIMIT 1")
+                .fetch_one(&mut owner)
+                .await?;
+        assert_eq!(tables_owner, tests_e2e::MANAGED_OWNER);
+        // Another tenant's deleted chat and its forgotten memory, beside dev's below.
+        let as_b = |request: reqwest::RequestBuilder| request.header("x-pa-dev-tenant", "tenant-b");
+        let (status, other_chat) =
+            tests_e2e::json_answer(as_b(mesh.http.post(mesh.url("/v1/chats"))).json(&json!({ "title": "b's" })))
+                .await?;
+        assert_eq!(status, 201, "{other_chat}");
+        let other_chat = other_chat["id"].as_str().unwrap_or_default().to_string();
+        let deleted = as_b(mesh.http.delete(mesh.url(&format!("/v1/chats/{other_chat}"))))
+            .send()
+            .await?;
+        assert!(deleted.status().is_success(), "{}", deleted.status());
+        let (status, other_memory) = tests_e2e::json_answer(
+            as_b(mesh.http.post(mesh.url("/v1/me/memories")))
+                .json(&json!({ "text": "Tenant B's user likes tea." })),
+        )
+        .await?;
+        assert_eq!(status, 201, "{other_memory}");
+        let other_memory = other_memory["id"].as_str().unwrap_or_default().to_string();
         let (status, listed) = mesh.get_json("/v1/admin/schedules").await?;
         assert_eq!(status, 200, "{listed}");
         let tasks: Vec<&str> = listed["items"]
@@ -711,13 +745,14 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         );
 
         // Usage of a finished day (two calls of yesterday), beside today's run above.
-        for _ in 0..2 {
+        for tenant in ["dev", "dev", "tenant-b"] {
             sqlx::query(
                 "INSERT INTO models.usage_records (tenant_id, user_id, run_id, label, key_source, \
                    input_tokens, output_tokens, cached_input_tokens, cost_micros, created_at) \
-                 VALUES ('dev', 'dev-user', 'r-yesterday', 'offline:echo', 'none', 100, 50, 0, 7, \
+                 VALUES ($1, 'dev-user', 'r-yesterday', 'offline:echo', 'none', 100, 50, 0, 7, \
                    now() - interval '1 day')",
             )
+            .bind(tenant)
             .execute(&mut owner)
             .await?;
         }
@@ -750,13 +785,15 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             .await?;
         assert_eq!(status, 201, "{memory}");
         let memory_id = memory["id"].as_str().unwrap_or_default().to_string();
-        sqlx::query(
-            "UPDATE memory.items SET embedding = NULL, embedding_dims = NULL, \
-               embedding_model = NULL WHERE id = $1",
-        )
-        .bind(&memory_id)
-        .execute(&mut owner)
-        .await?;
+        for id in [&memory_id, &other_memory] {
+            sqlx::query(
+                "UPDATE memory.items SET embedding = NULL, embedding_dims = NULL, \
+                   embedding_model = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut owner)
+            .await?;
+        }
 
         for task in ["purge_deleted_chats", "rollup_usage", "reembed_memories"] {
             trigger(&mesh, task).await?;
@@ -768,11 +805,14 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             0,
             "the messages went with the chat"
         );
+        eventually(&mut owner, chats, &other_chat, |n| n == 0).await?;
         let rolled = "SELECT coalesce(sum(calls), 0)::bigint FROM models.usage_daily \
-                      WHERE user_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date - 1";
+                      WHERE tenant_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date - 1";
+        assert_eq!(eventually(&mut owner, rolled, "dev", |n| n == 2).await?, 2);
         assert_eq!(
-            eventually(&mut owner, rolled, "dev-user", |n| n == 2).await?,
-            2
+            eventually(&mut owner, rolled, "tenant-b", |n| n == 1).await?,
+            1,
+            "every tenant's usage is rolled up"
         );
         let (_, after) = mesh.get_json(&usage_path).await?;
         assert_eq!(
@@ -783,6 +823,44 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         let embedded = "SELECT count(*) FROM memory.items WHERE id = $1 \
                         AND embedding IS NOT NULL AND embedding_model IS NOT NULL";
         eventually(&mut owner, embedded, &memory_id, |n| n == 1).await?;
+        eventually(&mut owner, embedded, &other_memory, |n| n == 1).await?;
+
+        // Key rotation as the same owner: every tenant's stored key moves to the new KEK when a
+        // svc-models replica starts with it (and the dev KEK as the previous one).
+        mesh.add_fake_model("http://127.0.0.1:9/v1").await?;
+        for tenant in ["dev", "tenant-b"] {
+            let (status, stored) = tests_e2e::json_answer(
+                mesh.http
+                    .put(mesh.url("/v1/me/keys/fp"))
+                    .header("x-pa-dev-tenant", tenant)
+                    .json(&json!({ "api_key": format!("sk-{tenant}-key-0000") })),
+            )
+            .await?;
+            assert_eq!(status, 200, "{stored}");
+        }
+        let on_kek = "SELECT count(*) FROM models.user_keys WHERE kek_id = $1";
+        assert_eq!(eventually(&mut owner, on_kek, pa_kit::crypto::DEV_KEK_ID, |n| n == 2).await?, 2);
+        {
+            use base64::Engine as _;
+            let b64 = |key: &[u8]| base64::engine::general_purpose::STANDARD.encode(key);
+            let mut config = svc_models::Config::for_tests(mesh.runs_config.common.clone());
+            config.kek = Some((
+                "rotated".into(),
+                b64(&[7u8; 32]),
+                format!(
+                    "{}:{}",
+                    pa_kit::crypto::DEV_KEK_ID,
+                    b64(b"personal-agent-dev-insecure-kek!")
+                ),
+            ));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let shutdown = pa_kit::Shutdown::new();
+            let replica = tokio::spawn(svc_models::run(config, listener, shutdown.clone()));
+            let moved = eventually(&mut owner, on_kek, "rotated", |n| n == 2).await;
+            shutdown.trigger();
+            let _ = replica.await;
+            assert_eq!(moved?, 2, "both tenants' keys were re-encrypted");
+        }
 
         // Only the platform's own services may ask; a task goes to the service that owns it.
         let mut runs_maintenance =

@@ -102,7 +102,7 @@ fn deltas(events: &[AgUiEvent]) -> String {
 async fn wait_for_deltas(redis: &deadpool_redis::Pool, run_id: &str, n: usize) -> R {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let events = pa_kit::run_events::read_all(redis, run_id).await?;
+        let events = pa_bus::run_events::read_all(redis, run_id).await?;
         let count = events
             .iter()
             .filter(|e| matches!(e.event.event, Some(Event::TextMessageContent(_))))
@@ -128,7 +128,7 @@ async fn follow_to_end(
     let mut after = "0".to_string();
     loop {
         let batch =
-            pa_kit::run_events::read_after(redis, run_id, &after, Some(Duration::from_millis(200)))
+            pa_bus::run_events::read_after(redis, run_id, &after, Some(Duration::from_millis(200)))
                 .await?;
         for stored in batch {
             after = stored.stream_id;
@@ -507,7 +507,7 @@ async fn a_sub_run_of_a_killed_owner_ends_with_its_parent() -> R {
     // The sub-run announces itself in the parent's stream, then streams in its own.
     let deadline = Instant::now() + Duration::from_secs(30);
     let child = loop {
-        let started = pa_kit::run_events::read_all(&redis, &parent)
+        let started = pa_bus::run_events::read_all(&redis, &parent)
             .await?
             .into_iter()
             .find_map(|stored| match stored.event.event {
@@ -585,7 +585,7 @@ async fn nobody_else_can_touch_a_run_whose_owner_is_dead() -> R {
     // Nothing the strangers did ended or claimed it.
     let still = get_run(&mesh, &mesh.runs_url, &who, &run).await?;
     assert_eq!(still.status, RunStatus::Running as i32, "{still:?}");
-    let events = pa_kit::run_events::read_all(&redis, &run).await?;
+    let events = pa_bus::run_events::read_all(&redis, &run).await?;
     assert!(
         !events.iter().any(|e| e.event.is_terminal()),
         "a stranger's call ended the run"

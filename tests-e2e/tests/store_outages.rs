@@ -399,7 +399,7 @@ async fn after_a_temporal_restart_the_worker_still_takes_tasks_from_its_queue() 
         .ok_or_else(|| format!("no trim_run_streams schedule: {listed}"))?
         .to_string();
     let redis = pa_kit::redis::pool(&mesh.worker_config.common.redis_url, 2)?;
-    let key = format!("pa:run:orphan-{}:events", uuid::Uuid::new_v4().simple());
+    let key = pa_bus::keys::run_events(&format!("orphan-{}", uuid::Uuid::new_v4().simple()));
     let mut conn = redis.get().await?;
     let _: String = deadpool_redis::redis::cmd("XADD")
         .arg(&key)

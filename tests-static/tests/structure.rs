@@ -116,3 +116,69 @@ fn svc_worker_is_temporals_only_client() {
         "only svc-worker may reach Temporal (ADR 0190): {clients:?}"
     );
 }
+
+/// Every `.rs` file of a workspace member, with its text.
+fn rust_sources() -> Vec<(std::path::PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if name != "target" && name != "node_modules" {
+                    walk(&path, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    out.push((path, text));
+                }
+            }
+        }
+    }
+    let root = workspace_root();
+    let mut out = Vec::new();
+    for member in members() {
+        walk(&root.join(member), &mut out);
+    }
+    out
+}
+
+/// The Redis keys a line spells out itself: a string literal starting with `pa:`.
+fn redis_key_literals(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .filter(|line| line.contains("\"pa:"))
+        .map(|line| line.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_key_check_sees_a_key_spelled_out() {
+    assert_eq!(
+        redis_key_literals("let k = format!(\"pa:run:{id}:events\");\n// \"pa:x\" in a comment"),
+        vec!["let k = format!(\"pa:run:{id}:events\");".to_string()]
+    );
+}
+
+/// Redis keys and payloads have one home, `libs/pa-bus` (ADR 0200): a service that spelled a
+/// key itself could drift from the one the other side reads.
+#[test]
+fn redis_keys_are_named_only_in_pa_bus() {
+    let bus = workspace_root().join("libs/pa-bus");
+    let mut found = Vec::new();
+    for (path, text) in rust_sources() {
+        if path.starts_with(&bus) {
+            continue;
+        }
+        for line in redis_key_literals(&text) {
+            found.push(format!("{}: {line}", path.display()));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "name Redis keys through pa_bus::keys (ADR 0200):\n{}",
+        found.join("\n")
+    );
+}

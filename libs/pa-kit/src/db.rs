@@ -150,7 +150,12 @@ pub async fn connect_schema(
         .map_err(DbError::Connect)?;
         let _ = conn.close().await;
     }
-    let options = base.options([("search_path", search_path(schema))]);
+    // The owner's sessions work across tenants (migrations, maintenance, rotation, lease
+    // watching): its `owner_maintenance` policies admit every row when this is on (ADR 0201).
+    let options = base.options([
+        ("search_path", search_path(schema)),
+        (MAINTENANCE_SETTING, "on".to_string()),
+    ]);
     let pool = pool_options(max_connections)
         .connect_with(options)
         .await
@@ -163,6 +168,31 @@ pub async fn connect_schema(
             source,
         })?;
     Ok(pool)
+}
+
+/// The session setting that opens the owner's `owner_maintenance` policies (ADR 0201).
+pub const MAINTENANCE_SETTING: &str = "pa.maintenance";
+
+/// Gives the owner (the role running this, which owns the tables) a policy on every table of
+/// `schema` under row-level security that admits every row while `pa.maintenance` is on: work
+/// across tenants (maintenance, key rotation, the lease watcher) then needs neither a superuser
+/// nor BYPASSRLS, as on a managed Postgres. The application role gets no such policy, so setting
+/// `pa.maintenance` itself changes nothing for it. Idempotent, and safe when replicas race.
+fn owner_maintenance_policies(schema: &str) -> String {
+    format!(
+        "DO $$ DECLARE t record; BEGIN \
+           FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = '{schema}' AND c.relkind IN ('r', 'p') AND c.relrowsecurity \
+               AND c.relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+               AND NOT EXISTS (SELECT 1 FROM pg_policy p \
+                               WHERE p.polrelid = c.oid AND p.polname = 'owner_maintenance') \
+           LOOP BEGIN \
+             EXECUTE format('CREATE POLICY owner_maintenance ON %I.%I TO CURRENT_USER \
+               USING (current_setting(''{MAINTENANCE_SETTING}'', true) = ''on'') \
+               WITH CHECK (current_setting(''{MAINTENANCE_SETTING}'', true) = ''on'')', \
+               '{schema}', t.relname); \
+           EXCEPTION WHEN duplicate_object THEN NULL; END; END LOOP; END $$"
+    )
 }
 
 /// The two connections of a service with row-level security: the owner runs migrations and
@@ -220,6 +250,10 @@ pub async fn connect_schema_rls(
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
     );
     sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
+        .execute(&owner)
+        .await
+        .map_err(DbError::Connect)?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(owner_maintenance_policies(schema)))
         .execute(&owner)
         .await
         .map_err(DbError::Connect)?;

@@ -1,20 +1,16 @@
 //! Plumbing every Personal Agent service shares. Nothing here knows a service's domain.
 
-pub mod approvals;
 pub mod config;
 pub mod crypto;
 pub mod db;
-pub mod device_bus;
 pub mod endpoints;
 pub mod error;
 pub mod grpc;
 pub mod identity;
-pub mod limits;
 pub mod maintenance;
 pub mod metrics;
 pub mod readiness;
 pub mod redis;
-pub mod run_events;
 pub mod shutdown;
 pub mod telemetry;
 pub mod trace;

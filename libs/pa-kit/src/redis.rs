@@ -177,9 +177,10 @@ where
     }
 }
 
-/// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379), for tests.
-#[cfg(test)]
-pub(crate) fn real_redis(size: usize) -> deadpool_redis::Pool {
+/// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379), for tests of code
+/// that talks to Redis (here and in pa-bus); it panics on a bad URL.
+#[doc(hidden)]
+pub fn real_redis(size: usize) -> deadpool_redis::Pool {
     let url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
     let Ok(pool) = pool(&url, size) else {
@@ -227,7 +228,7 @@ mod tests {
         let pool = real_redis(1);
         // A blocking read that outlives its limit: the connection is closed, not pooled.
         let checkout = Checkout::get(&pool).await.unwrap();
-        let key = format!("pa:test:never:{}", uuid::Uuid::new_v4());
+        let key = format!("test:pa-kit:never:{}", uuid::Uuid::new_v4());
         let timed_out = within(Duration::from_millis(200), checkout, move |c| {
             Box::pin(async move {
                 redis::cmd("BLPOP")

@@ -125,8 +125,8 @@ pub fn apply(
     }
 }
 
-/// The hand-over name of a run's recall (see [`pa_kit::run_events::hand_over`]).
-const RECALL_HANDOVER: &str = "recall";
+/// The hand-over of a run's recall (see [`pa_bus::run_events::hand_over`]).
+const RECALL_HANDOVER: pa_bus::keys::Handover = pa_bus::keys::Handover::Recall;
 
 /// Hands a durable run's recall to its workflow, which was started before the recall finished.
 pub async fn hand_over_recall(
@@ -136,7 +136,7 @@ pub async fn hand_over_recall(
 ) -> Result<(), PaError> {
     let json = serde_json::to_string(recalled)
         .map_err(|e| PaError::internal(format!("recall not serialisable: {e}")))?;
-    pa_kit::run_events::hand_over(redis, run_id, RECALL_HANDOVER, &json).await
+    pa_bus::run_events::hand_over(redis, run_id, RECALL_HANDOVER, &json).await
 }
 
 /// The recall svc-runs hands over for `run_id`, waiting up to `wait`. Nothing (none found, none
@@ -146,7 +146,7 @@ pub async fn await_recall(
     run_id: &str,
     wait: Duration,
 ) -> Option<Recalled> {
-    match pa_kit::run_events::await_handover(redis, run_id, RECALL_HANDOVER, wait).await {
+    match pa_bus::run_events::await_handover(redis, run_id, RECALL_HANDOVER, wait).await {
         Ok(Some(json)) => serde_json::from_str(&json).unwrap_or_else(|err| {
             tracing::warn!(%run_id, %err, "automatic recall skipped: unreadable hand-over");
             None

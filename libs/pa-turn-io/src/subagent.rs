@@ -311,7 +311,7 @@ impl SubAgentIo {
         let mut message_id = String::new();
         loop {
             let stored =
-                pa_kit::run_events::read_after(&self.redis, child, &after, Some(FOLLOW_BLOCK))
+                pa_bus::run_events::read_after(&self.redis, child, &after, Some(FOLLOW_BLOCK))
                     .await?;
             if stored.is_empty() {
                 if let Some(ended) = self.ended_without_stream(identity, child).await? {

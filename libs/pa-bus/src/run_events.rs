@@ -9,8 +9,10 @@ use deadpool_redis::redis::{self, AsyncCommands};
 use futures::Stream;
 use pa_proto::v1::AgUiEvent;
 
-use crate::error::PaError;
-use crate::redis::{CALL_TIMEOUT, Checkout, bounded};
+use crate::keys::Handover;
+
+use pa_kit::PaError;
+use pa_kit::redis::{CALL_TIMEOUT, Checkout, bounded};
 
 /// Events of one run are kept this long after the last write.
 const STREAM_TTL_SECS: i64 = 24 * 3600;
@@ -21,7 +23,7 @@ const BLOCK: Duration = Duration::from_secs(10);
 const FIELD: &str = "e";
 
 pub fn stream_key(run_id: &str) -> String {
-    format!("pa:run:{run_id}:events")
+    crate::keys::run_events(run_id)
 }
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
@@ -215,7 +217,7 @@ impl EventSink {
 }
 
 fn cancel_key(run_id: &str) -> String {
-    format!("pa:run:{run_id}:cancel")
+    crate::keys::run_cancel(run_id)
 }
 
 /// Raises a run's cancel flag: a driver streaming a model turn in another process (a durable
@@ -255,16 +257,18 @@ pub struct StoredEvent {
     pub event: AgUiEvent,
 }
 
-/// Where svc-runs hands over something a durable run's workflow needs but was not ready when it
-/// was started (the recall): one value, written once, read without being consumed, so a retried
-/// activity reads it again.
-fn handover_key(run_id: &str, what: &str) -> String {
-    format!("pa:run:{run_id}:{what}")
-}
+// A hand-over: what svc-runs gives a durable run's workflow that was not ready when it was
+// started (the recall): one value, written once, read without being consumed, so a retried
+// activity reads it again.
 
 /// Writes the hand-over `what` of a run (kept as long as its events).
-pub async fn hand_over(pool: &Pool, run_id: &str, what: &str, value: &str) -> Result<(), PaError> {
-    let key = handover_key(run_id, what);
+pub async fn hand_over(
+    pool: &Pool,
+    run_id: &str,
+    what: Handover,
+    value: &str,
+) -> Result<(), PaError> {
+    let key = crate::keys::run_handover(run_id, what);
     let mut pipe = redis::pipe();
     pipe.atomic()
         .del(&key)
@@ -284,10 +288,10 @@ pub async fn hand_over(pool: &Pool, run_id: &str, what: &str, value: &str) -> Re
 pub async fn await_handover(
     pool: &Pool,
     run_id: &str,
-    what: &str,
+    what: Handover,
     wait: Duration,
 ) -> Result<Option<String>, PaError> {
-    let key = handover_key(run_id, what);
+    let key = crate::keys::run_handover(run_id, what);
     // BLMOVE from the list to itself: blocks until the value is there and leaves it in place.
     let mut cmd = redis::cmd("BLMOVE");
     cmd.arg(&key)
@@ -307,7 +311,7 @@ async fn blocking_query<T: redis::FromRedisValue + Send + 'static>(
     wait: Duration,
 ) -> Result<T, PaError> {
     let checkout = Checkout::get(pool).await.map_err(redis_error)?;
-    crate::redis::within(wait + CALL_TIMEOUT, checkout, move |c| {
+    pa_kit::redis::within(wait + CALL_TIMEOUT, checkout, move |c| {
         Box::pin(async move { cmd.query_async::<T>(c).await })
     })
     .await
@@ -370,7 +374,7 @@ fn observe_lag(stream_id: &str) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(ms);
-    crate::metrics::RUN_EVENT_LAG_SECONDS
+    pa_kit::metrics::RUN_EVENT_LAG_SECONDS
         .with_label_values(&["run_events"])
         .observe(now.saturating_sub(ms) as f64 / 1000.0);
 }
@@ -506,7 +510,7 @@ where
                 // so the reader waits for Redis rather than ending the client's stream with an
                 // error it would have to resume from anyway. The SSE keep-alives continue.
                 Err(err)
-                    if err.code == crate::ErrorCode::Unavailable
+                    if err.code == pa_kit::ErrorCode::Unavailable
                         && s.outage
                             .is_none_or(|since| since.elapsed() < OUTAGE_PATIENCE) =>
                 {
@@ -532,7 +536,7 @@ const OUTAGE_PATIENCE: Duration = Duration::from_secs(120);
 mod tests {
     use super::*;
 
-    use crate::redis::real_redis;
+    use pa_kit::redis::real_redis;
 
     /// A blocking read abandoned midway must not make the next read on the pool wait out its
     /// BLOCK.
@@ -573,13 +577,13 @@ mod tests {
         let waiting = tokio::spawn({
             let pool = pool.clone();
             let run_id = run_id.clone();
-            async move { await_handover(&pool, &run_id, "recall", Duration::from_secs(60)).await }
+            async move { await_handover(&pool, &run_id, Handover::Recall, Duration::from_secs(60)).await }
         });
         // Safe under load: the reader waits 60 s, and one that only starts after the hand-over
         // finds the value at once.
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished(), "the reader did not wait");
-        hand_over(&pool, &run_id, "recall", "{\"ids\":[\"m1\"]}")
+        hand_over(&pool, &run_id, Handover::Recall, "{\"ids\":[\"m1\"]}")
             .await
             .expect("hand-over written");
         let got = tokio::time::timeout(Duration::from_secs(30), waiting)
@@ -588,13 +592,13 @@ mod tests {
             .expect("reader task")
             .expect("read");
         assert_eq!(got.as_deref(), Some("{\"ids\":[\"m1\"]}"));
-        let again = await_handover(&pool, &run_id, "recall", Duration::from_millis(100))
+        let again = await_handover(&pool, &run_id, Handover::Recall, Duration::from_millis(100))
             .await
             .expect("read");
         assert_eq!(again, got, "a second reader gets the same value");
         let mut conn = pool.get().await.expect("redis");
         let ttl: i64 = redis::cmd("TTL")
-            .arg(handover_key(&run_id, "recall"))
+            .arg(crate::keys::run_handover(&run_id, Handover::Recall))
             .query_async(&mut conn)
             .await
             .expect("ttl");

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use deadpool_redis::Pool;
 use deadpool_redis::redis;
 
-use crate::error::{ErrorCode, PaError};
+use pa_kit::{ErrorCode, PaError};
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
     tracing::warn!(%err, "redis (limits)");
@@ -41,10 +41,10 @@ pub async fn check_rate(
     }
     let now = now_ms();
     let window = now / 60_000;
-    let user_key = format!("pa:rl:u:{tenant}:{user}:{window}");
-    let tenant_key = format!("pa:rl:t:{tenant}:{window}");
+    let user_key = crate::keys::rate_user(tenant, user, window);
+    let tenant_key = crate::keys::rate_tenant(tenant, window);
     let (user_count, _, tenant_count, _): (u64, i64, u64, i64) =
-        crate::redis::bounded(pool, move |conn| {
+        pa_kit::redis::bounded(pool, move |conn| {
             Box::pin(async move {
                 redis::pipe()
                     .cmd("INCR")
@@ -91,7 +91,7 @@ pub async fn check_rate(
 const DAY_MS: u64 = 86_400_000;
 
 fn day_key_of(tenant: &str, user: &str, day: u64) -> String {
-    format!("pa:quota:tokens:{tenant}:{user}:{day}")
+    crate::keys::quota_tokens(tenant, user, day)
 }
 
 /// A run's share of its user's daily token budget, taken before the run starts and settled
@@ -135,7 +135,7 @@ pub async fn reserve_tokens(
     let day = now / DAY_MS;
     let until_tomorrow_ms = (day + 1) * DAY_MS - now;
     let day_key = day_key_of(tenant, user, day);
-    let (grant, used): (i64, i64) = crate::redis::bounded(pool, move |conn| {
+    let (grant, used): (i64, i64) = pa_kit::redis::bounded(pool, move |conn| {
         Box::pin(async move {
             redis::Script::new(RESERVE_SCRIPT)
                 .key(&day_key)
@@ -181,7 +181,7 @@ pub async fn settle_tokens(
         return Ok(());
     }
     let key = day_key_of(tenant, user, day);
-    let _: (i64, i64) = crate::redis::bounded(pool, move |conn| {
+    let _: (i64, i64) = pa_kit::redis::bounded(pool, move |conn| {
         Box::pin(async move {
             redis::pipe()
                 .cmd("INCRBY")
@@ -202,7 +202,7 @@ pub async fn settle_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redis::real_redis;
+    use pa_kit::redis::real_redis;
 
     /// Fifty runs reserving at once never hold more than the budget, and settling gives back
     /// what a run did not use.

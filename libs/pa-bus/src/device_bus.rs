@@ -18,17 +18,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A result nobody collected (the caller timed out) does not linger.
 pub const RESULT_TTL: Duration = Duration::from_secs(120);
 
-pub fn online_key(device_id: &str) -> String {
-    format!("pa:device:{device_id}:online")
-}
-
-pub fn calls_channel(connection_id: &str) -> String {
-    format!("pa:device:conn:{connection_id}:calls")
-}
-
-pub fn result_key(call_id: &str) -> String {
-    format!("pa:device:result:{call_id}")
-}
+pub use crate::keys::{
+    device_calls_channel as calls_channel, device_online as online_key,
+    device_result as result_key,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]

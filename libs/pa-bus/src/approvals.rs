@@ -10,7 +10,7 @@ use std::time::Duration;
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
 
-use crate::error::PaError;
+use pa_kit::PaError;
 
 /// A request outlives any sensible approval timeout, and then goes.
 const TTL_SECS: u64 = 24 * 3600;
@@ -23,7 +23,7 @@ const DENIED: &str = "denied";
 const TIMED_OUT: &str = "timed_out";
 
 fn key(run_id: &str, tool_call_id: &str) -> String {
-    format!("pa:run:{run_id}:approval:{tool_call_id}")
+    crate::keys::run_approval(run_id, tool_call_id)
 }
 
 fn redis_error(err: impl std::fmt::Display) -> PaError {
@@ -74,7 +74,7 @@ impl ApprovalState {
 /// Opens the request (pending). Idempotent: a retried driver never resets a decision.
 pub async fn open(pool: &Pool, run_id: &str, tool_call_id: &str) -> Result<(), PaError> {
     let request = key(run_id, tool_call_id);
-    let _: Option<String> = crate::redis::bounded(pool, move |conn| {
+    let _: Option<String> = pa_kit::redis::bounded(pool, move |conn| {
         Box::pin(async move {
             redis::cmd("SET")
                 .arg(&request)
@@ -98,7 +98,7 @@ pub async fn state(
     tool_call_id: &str,
 ) -> Result<Option<ApprovalState>, PaError> {
     let request = key(run_id, tool_call_id);
-    let value: Option<String> = crate::redis::bounded(pool, move |conn| {
+    let value: Option<String> = pa_kit::redis::bounded(pool, move |conn| {
         Box::pin(async move { conn.get(&request).await })
     })
     .await
@@ -125,7 +125,7 @@ pub async fn decide(
 ) -> Result<Option<ApprovalState>, PaError> {
     let request = key(run_id, tool_call_id);
     let to = to.as_str();
-    let before: Option<String> = crate::redis::bounded(pool, move |conn| {
+    let before: Option<String> = pa_kit::redis::bounded(pool, move |conn| {
         Box::pin(async move {
             redis::Script::new(DECIDE_SCRIPT)
                 .key(&request)
