@@ -22,6 +22,16 @@ pub fn run_status_is_terminal(status: i32) -> bool {
     )
 }
 
+impl v1::RunSpec {
+    /// The model the run was resolved to (`provider:model`), or "" before resolution.
+    pub fn resolved_label(&self) -> String {
+        self.model_selection
+            .as_ref()
+            .map(|m| m.resolved_label.clone())
+            .unwrap_or_default()
+    }
+}
+
 /// Used by the generated serde attributes: leave a field off the wire when it holds its default.
 pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()

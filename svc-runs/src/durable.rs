@@ -122,11 +122,7 @@ impl DurableDriver {
             NotifyTurnFinishedRequest {
                 chat_id: spec.chat_id.clone(),
                 run_id: spec.run_id.clone(),
-                label: spec
-                    .model_selection
-                    .as_ref()
-                    .map(|m| m.resolved_label.clone())
-                    .unwrap_or_default(),
+                label: spec.resolved_label(),
             },
         );
         request.set_timeout(WORKER_SIGNAL_TIMEOUT);

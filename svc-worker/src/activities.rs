@@ -485,11 +485,7 @@ impl RunActivities {
             spec.chat_id.clone(),
             crate::payloads::TurnFinished {
                 run_id: spec.run_id.clone(),
-                label: spec
-                    .model_selection
-                    .as_ref()
-                    .map(|m| m.resolved_label.clone())
-                    .unwrap_or_default(),
+                label: spec.resolved_label(),
             },
         );
     }

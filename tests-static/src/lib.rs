@@ -1132,6 +1132,16 @@ pub fn values_schema() -> Value {
                     "enabled": { "type": "boolean" },
                     "backoffLimit": { "type": "integer", "minimum": 0 },
                     "resources": resources_schema(),
+                    "admin": {
+                        "description": "The server administrator pa-migrate provisions the vector extension and the application role with (user \"\" = skip).",
+                        "type": "object",
+                        "properties": {
+                            "user": { "type": "string" },
+                            "existingSecret": { "type": "string" },
+                            "passwordKey": { "type": "string" },
+                        },
+                        "additionalProperties": false,
+                    },
                 },
                 "required": ["enabled", "resources"],
                 "additionalProperties": false,

@@ -63,6 +63,100 @@ pub const SCHEMAS: &[Schema] = &[
     },
 ];
 
+/// The server administrator's part of a first install (`PA_DB_ADMIN_USER` /
+/// `PA_DB_ADMIN_PASSWORD`, on `DATABASE_URL`'s server and database): what the schema owner
+/// cannot do itself when it is an ordinary role, as on a managed Postgres or the chart's bundled
+/// one (ADR 0201).
+pub struct Provisioning {
+    pub admin_user: String,
+    pub admin_password: Option<String>,
+    /// The application role and its password (`PA_DB_APP_USER` / `PA_DB_APP_PASSWORD`).
+    pub app_user: String,
+    pub app_password: Option<String>,
+}
+
+impl Provisioning {
+    /// From the environment; `None` when `PA_DB_ADMIN_USER` is unset (the owner provisions
+    /// what it may itself, as before).
+    pub fn from_env() -> Option<Self> {
+        let admin_user = std::env::var("PA_DB_ADMIN_USER")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let (app_user, app_password) = pa_kit::db::app_role();
+        Some(Self {
+            admin_user,
+            admin_password: std::env::var("PA_DB_ADMIN_PASSWORD")
+                .ok()
+                .filter(|p| !p.is_empty()),
+            app_user,
+            app_password,
+        })
+    }
+}
+
+/// As the administrator: the `vector` extension, the application role (`LOGIN NOSUPERUSER
+/// NOBYPASSRLS`, its password set when one is given, so a rotated password lands on the next
+/// run), and the owner's right to create its schemas in the database. Idempotent.
+pub async fn provision(
+    database_url: &str,
+    provisioning: &Provisioning,
+) -> Result<(), pa_kit::db::DbError> {
+    use sqlx::Connection;
+    use std::str::FromStr;
+    let owner_options =
+        sqlx::postgres::PgConnectOptions::from_str(database_url).map_err(pa_kit::db::DbError::Url)?;
+    let owner = owner_options.get_username().to_string();
+    let mut admin_options = owner_options.username(&provisioning.admin_user);
+    if let Some(password) = &provisioning.admin_password {
+        admin_options = admin_options.password(password);
+    }
+    let mut admin = sqlx::PgConnection::connect_with(&admin_options)
+        .await
+        .map_err(pa_kit::db::DbError::Connect)?;
+    let connect = pa_kit::db::DbError::Connect;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+        .execute(&mut admin)
+        .await
+        .map_err(connect)?;
+    // Identifiers and the password are quoted by the server (format's %I and %L).
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(&provisioning.app_user)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(connect)?;
+    let mut statements = Vec::new();
+    if !exists {
+        statements.push((
+            "SELECT format('CREATE ROLE %I LOGIN NOSUPERUSER NOBYPASSRLS', $1::text)",
+            vec![provisioning.app_user.clone()],
+        ));
+    }
+    if let Some(password) = &provisioning.app_password {
+        statements.push((
+            "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
+            vec![provisioning.app_user.clone(), password.clone()],
+        ));
+    }
+    statements.push((
+        "SELECT format('GRANT CONNECT, CREATE ON DATABASE %I TO %I', current_database(), $1::text)",
+        vec![owner],
+    ));
+    for (template, binds) in statements {
+        let mut query = sqlx::query_scalar::<_, String>(template);
+        for bind in binds {
+            query = query.bind(bind);
+        }
+        let statement = query.fetch_one(&mut admin).await.map_err(connect)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await
+            .map_err(connect)?;
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
 /// Applies every schema's migrations, in order, and closes the pools.
 pub async fn migrate_all(database_url: &str) -> Result<(), pa_kit::db::DbError> {
     for schema in SCHEMAS {

@@ -69,6 +69,121 @@ async fn pa_migrate_applies_every_services_migrations_once() -> R {
     result
 }
 
+/// A first install on a server whose schema owner is an ordinary role (no superuser,
+/// BYPASSRLS, CREATEROLE or CREATEDB), as on a managed Postgres: pa-migrate, given the
+/// administrator, creates the extension and the application role with its password, lets the
+/// owner create its schemas, migrates as the owner and leaves the owner's maintenance policies
+/// (ADR 0201).
+#[tokio::test]
+async fn pa_migrate_provisions_roles_as_the_administrator_then_migrates_as_the_owner() -> R {
+    use std::str::FromStr;
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let database = format!("pa_e2e_{created}_{suffix}");
+    let owner = format!("pa_ops_owner_{}", &suffix[..12]);
+    let app = format!("pa_ops_app_{}", &suffix[..12]);
+    let mut admin = sqlx::PgConnection::connect(&admin_url()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {database}; \
+         CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw' NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"
+    )))
+    .execute(&mut admin)
+    .await?;
+    let admin_options = sqlx::postgres::PgConnectOptions::from_str(&admin_url())?;
+    let mut owner_url = as_user(&with_database(&admin_url(), &database), &owner, "owner-pw");
+
+    let result: R = async {
+        let run = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_pa-migrate"))
+                .env("DATABASE_URL", &owner_url)
+                .env("PA_DB_ADMIN_USER", admin_options.get_username())
+                .env("PA_DB_APP_USER", &app)
+                .env("PA_DB_APP_PASSWORD", "app-pw")
+                .output()
+        };
+        // Twice: the second run finds everything in place.
+        for _ in 0..2 {
+            let out = run()?;
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut db = sqlx::PgConnection::connect(&with_database(&admin_url(), &database)).await?;
+        let (login, superuser, bypass, password): (bool, bool, bool, bool) = sqlx::query_as(
+            "SELECT rolcanlogin, rolsuper, rolbypassrls, rolpassword IS NOT NULL \
+             FROM pg_authid WHERE rolname = $1",
+        )
+        .bind(&app)
+        .fetch_one(&mut db)
+        .await?;
+        assert!(login && !superuser && !bypass && password, "the application role");
+        let tables_owner: String = sqlx::query_scalar(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'runs'",
+        )
+        .fetch_one(&mut db)
+        .await?;
+        assert_eq!(tables_owner, owner, "the owner migrated");
+        // Every table under row-level security has the owner's maintenance policy, and only
+        // the owner's.
+        let missing: Vec<String> = sqlx::query_scalar(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relrowsecurity AND NOT EXISTS (SELECT 1 FROM pg_policy p \
+               WHERE p.polrelid = c.oid AND p.polname = 'owner_maintenance' \
+                 AND p.polroles = ARRAY[(SELECT oid FROM pg_roles WHERE rolname = $1)])",
+        )
+        .bind(&owner)
+        .fetch_all(&mut db)
+        .await?;
+        assert!(missing.is_empty(), "tables without the owner's policy: {missing:?}");
+        // The application role may set the maintenance switch: it still sees no tenant's rows.
+        sqlx::query("INSERT INTO runs.chats (id, tenant_id, user_id, title) VALUES ('c1', 't1', 'u1', 'x')")
+            .execute(&mut db)
+            .await?;
+        let mut as_app = sqlx::PgConnection::connect(&as_user(
+            &with_database(&admin_url(), &database),
+            &app,
+            "app-pw",
+        ))
+        .await?;
+        sqlx::query("SET pa.maintenance = 'on'").execute(&mut as_app).await?;
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM runs.chats")
+            .fetch_one(&mut as_app)
+            .await?;
+        assert_eq!(seen, 0, "the application role saw rows through the maintenance switch");
+        let _ = as_app.close().await;
+        // The owner, with the switch its pools set, sees every tenant's.
+        owner_url.push_str("?options=-c%20pa.maintenance%3Don");
+        let mut as_owner = sqlx::PgConnection::connect(&owner_url).await?;
+        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM runs.chats")
+            .fetch_one(&mut as_owner)
+            .await?;
+        assert_eq!(seen, 1);
+        let _ = as_owner.close().await;
+        let _ = db.close().await;
+        Ok(())
+    }
+    .await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {database} WITH (FORCE); DROP ROLE IF EXISTS {owner}; \
+         DROP ROLE IF EXISTS {app}"
+    )))
+    .execute(&mut admin)
+    .await?;
+    result
+}
+
+/// `url` (no user, no query string, as in the dev stack) as `user` with `password`.
+fn as_user(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
 #[tokio::test]
 async fn pa_migrate_reports_an_unreachable_database() {
     let err = pa_ops::migrate_all("postgres://pa@127.0.0.1:1/none").await;

@@ -205,7 +205,7 @@ pub struct RlsPools {
 }
 
 /// The application role (`PA_DB_APP_USER`, default `pa_app`; password `PA_DB_APP_PASSWORD`).
-fn app_role() -> (String, Option<String>) {
+pub fn app_role() -> (String, Option<String>) {
     let user = std::env::var("PA_DB_APP_USER")
         .ok()
         .filter(|u| !u.is_empty())
