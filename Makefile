@@ -47,9 +47,10 @@ test: stack clean-test-dbs ## run every test against the real stack
 	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL TEMPORAL_ADDRESS; \
 	$(CARGO) nextest run --workspace --no-fail-fast --no-tests=fail
 
-lint: ## rustfmt + clippy, warnings are errors
+lint: ## rustfmt + clippy (warnings are errors) + cargo deny (deny.toml)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@CARGO=$(CARGO) scripts/deny.sh
 
 fmt:
 	$(CARGO) fmt --all

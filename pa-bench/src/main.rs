@@ -20,11 +20,15 @@
 //! `cargo run -p pa-bench --release -- chaos [--runs N] [--targets svc-runs,postgres]`: the
 //! chaos table (kill -9 of each process mid-stream; see chaos.rs).
 //!
+//! `cargo run -p pa-bench --release -- sizing [--runs N] [--streams 100,250,500,1000]`: what one
+//! replica of each service carries (run starts/s, concurrent streams; see sizing.rs).
+//!
 //! `cargo run -p pa-bench --release -- embed [--runs N]`: the offline embedder's latency for one
 //! short query (recall's cost at run start).
 
 mod chaos;
 mod memory;
+mod sizing;
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +40,9 @@ use tests_e2e::Mesh;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
 }
@@ -504,6 +511,15 @@ async fn main() -> std::process::ExitCode {
         Some("durable") => durable(runs).await,
         Some("memory") => memory::run(runs.min(1000)).await,
         Some("embed") => memory::query_latency(runs),
+        Some("sizing") => {
+            let levels: Vec<usize> = args
+                .iter()
+                .position(|a| a == "--streams")
+                .and_then(|i| args.get(i + 1))
+                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![100, 250, 500, 1000]);
+            sizing::run(runs, &levels).await
+        }
         Some("chaos") => {
             let targets = args
                 .iter()
@@ -525,7 +541,7 @@ async fn main() -> std::process::ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pa-bench first-token|relay|durable|memory|embed|chaos [--runs N] [--targets a,b] [--replicas 2]"
+                "usage: pa-bench first-token|relay|durable|memory|embed|chaos|sizing [--runs N] [--targets a,b] [--replicas 2] [--streams 100,250]"
             );
             return std::process::ExitCode::from(2);
         }

@@ -7,13 +7,14 @@
 //! - `GET /v1/me/devices`, `DELETE /v1/me/devices/{id}`;
 //! - `GET /v1/devices/connect`: the device's WebSocket, `Authorization: Bearer <device token>`.
 //!
-//! The socket: the device says `hello` (its tools) first; the gateway records it with svc-tools,
-//! subscribes to the connection's call channel in Redis and sets the device's online key (see
+//! The socket (its frames are defined once, in [`pa_device_wire`]; ADR 0205): the device says
+//! `hello` (its tools) first; the gateway records it with svc-tools, subscribes to the
+//! connection's call channel in Redis and sets the device's online key (see
 //! [`pa_bus::device_bus`]). Calls published by svc-tools (on any replica) are forwarded as
-//! `{"type":"call","id","tool","arguments"}`; the device's `{"type":"result","id","content",
-//! "is_error"}` is pushed back to the caller's result list. Heartbeats refresh the online key
-//! and svc-tools' last-seen (a deleted device is disconnected there). When the socket ends, the
-//! online key goes, and every call still in flight is failed at once with a tool error.
+//! `{"type":"call","id","tool","arguments","run_id"}`; the device's `{"type":"result","id",
+//! "content","is_error"}` is pushed back to the caller's result list. Heartbeats refresh the
+//! online key and svc-tools' last-seen (a deleted device is disconnected there). When the socket
+//! ends, the online key goes, and every call still in flight is failed at once with a tool error.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -25,15 +26,18 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use deadpool_redis::redis::{self, AsyncCommands};
 use futures::{SinkExt, StreamExt};
-use pa_kit::PaError;
 use pa_bus::device_bus::{self, BusCall, BusResult};
+use pa_device_wire::{
+    DEAD_AFTER, DEVICE_PROTOCOL, DeviceFrame, EnrollRequest, EnrollResponse, GatewayFrame,
+    MAX_FRAME_BYTES, TOKEN_PROTOCOL_PREFIX,
+};
+use pa_kit::PaError;
 use pa_proto::v1::{
     AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest, Device,
     DeviceTool, EnrollDeviceRequest, ListDevicesRequest, SetDeviceOfflineRequest,
     SetDeviceOnlineRequest,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
@@ -42,12 +46,8 @@ use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A frame from a device is at most this (a file read is capped well below it by the device).
-const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 /// The device must say hello this soon after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// No frame (not even a ping) from the device for this long: it is gone.
-const DEAD_AFTER: Duration = Duration::from_secs(45);
 const GATEWAY: &str = "svc-gateway";
 
 /// An enrolled device (a device agent, a browser sandbox or a browser extension).
@@ -102,15 +102,6 @@ pub struct EnrollmentJson {
     expires_at_ms: i64,
 }
 
-/// An enrolled device's credentials.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct EnrolledDeviceJson {
-    device_id: String,
-    /// The device's bearer token for `/v1/devices/connect`; shown only now.
-    device_token: String,
-    name: String,
-}
-
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentBody {
@@ -151,26 +142,13 @@ pub async fn create_enrollment(
     ))
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct EnrollBody {
-    code: String,
-    #[serde(default)]
-    name: String,
-    /// What the device is: empty, or the kind its code was created for (anything else is
-    /// refused; the code decides)
-    #[serde(default)]
-    kind: String,
-    #[serde(default)]
-    platform: String,
-}
-
 /// The one endpoint without a user login: the enrollment code is the credential.
-#[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollBody, security(()),
-    responses((status = 200, description = "`{device_id, device_token, name}`; the token is shown once", body = EnrolledDeviceJson)))]
+#[utoipa::path(post, path = "/v1/devices/enroll", tag = "devices", request_body = EnrollRequest, security(()),
+    responses((status = 200, description = "`{device_id, device_token, name}`; the token is shown once", body = EnrollResponse)))]
 pub async fn enroll(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<EnrollBody>,
-) -> ApiResult<Json<EnrolledDeviceJson>> {
+    ApiJson(body): ApiJson<EnrollRequest>,
+) -> ApiResult<Json<EnrollResponse>> {
     let internal = pa_kit::identity::internal_identity(GATEWAY);
     let enrolled = state
         .tools
@@ -186,7 +164,7 @@ pub async fn enroll(
         ))
         .await?
         .into_inner();
-    Ok(Json(EnrolledDeviceJson {
+    Ok(Json(EnrollResponse {
         device_id: enrolled.device_id,
         device_token: enrolled.device_token,
         name: enrolled.name,
@@ -226,11 +204,10 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The WebSocket subprotocol a device speaks. A browser cannot set `Authorization` on a
-/// WebSocket, so it offers its token as a second subprotocol, `pa-device-token.<token>`; the
-/// gateway answers with [`DEVICE_PROTOCOL`] only, so the token is never echoed back.
-const DEVICE_PROTOCOL: &str = "pa-device";
-const TOKEN_PROTOCOL_PREFIX: &str = "pa-device-token.";
+// The WebSocket subprotocol a device speaks is DEVICE_PROTOCOL. A browser cannot set
+// `Authorization` on a WebSocket, so it offers its token as a second subprotocol,
+// `pa-device-token.<token>`; the gateway answers with DEVICE_PROTOCOL only, so the token is
+// never echoed back.
 
 /// The device token: `Authorization: Bearer <token>`, else the token subprotocol.
 fn device_token(headers: &axum::http::HeaderMap) -> Option<String> {
@@ -301,45 +278,30 @@ pub async fn connect(State(state): State<AppState>, req: Request) -> Response {
         })
 }
 
-#[derive(Deserialize)]
-struct AnnouncedTool {
-    name: String,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    parameters: Value,
-    #[serde(default)]
-    privilege_class: String,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum DeviceFrame {
-    Hello {
-        #[serde(default)]
-        platform: String,
-        #[serde(default)]
-        read_only: bool,
-        #[serde(default)]
-        tools: Vec<AnnouncedTool>,
-    },
-    Result {
-        id: String,
-        #[serde(default)]
-        content: String,
-        #[serde(default)]
-        is_error: bool,
-    },
-    /// A browser cannot send WebSocket pings: it sends this (any frame counts as alive).
-    Ping {},
-}
-
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn text(value: &impl serde::Serialize) -> Result<Message, BoxError> {
+fn text(frame: &GatewayFrame) -> Result<Message, BoxError> {
     Ok(Message::Text(Utf8Bytes::from(serde_json::to_string(
-        value,
+        frame,
     )?)))
+}
+
+/// What the device is sent for a call or a cancel from the bus.
+fn frame_of(call: BusCall) -> GatewayFrame {
+    match call {
+        BusCall::Call {
+            id,
+            tool,
+            arguments,
+            run_id,
+        } => GatewayFrame::Call {
+            id,
+            tool,
+            arguments,
+            run_id,
+        },
+        BusCall::Cancel { id } => GatewayFrame::Cancel { id },
+    }
 }
 
 /// Pushes a call's result where its caller waits.
@@ -394,18 +356,22 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     .ok()
     .flatten()
     .ok_or("no hello from the device")?;
-    let Ok(DeviceFrame::Hello {
-        platform,
-        read_only,
-        tools,
-    }) = serde_json::from_str::<DeviceFrame>(hello.as_str())
-    else {
-        let _ = tx
-            .send(text(
-                &json!({"type": "error", "message": "the first frame must be hello"}),
-            )?)
-            .await;
-        return Err("the first frame was not a hello".into());
+    let (platform, read_only, tools) = match DeviceFrame::parse(hello.as_str()) {
+        Ok(DeviceFrame::Hello {
+            platform,
+            read_only,
+            tools,
+            ..
+        }) => (platform, read_only, tools),
+        other => {
+            let why = match other {
+                Ok(frame) => format!("it was a {}", frame.tag()),
+                Err(err) => err.to_string(),
+            };
+            let message = format!("the first frame must be hello ({why})");
+            let _ = tx.send(text(&GatewayFrame::Error { message })?).await;
+            return Err(format!("the first frame was not a hello: {why}").into());
+        }
     };
     let connection = uuid::Uuid::new_v4().simple().to_string();
     let tools: Vec<DeviceTool> = tools
@@ -433,9 +399,9 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
         .await
     {
         let _ = tx
-            .send(text(
-                &json!({"type": "error", "message": status.message()}),
-            )?)
+            .send(text(&GatewayFrame::Error {
+                message: status.message().to_string(),
+            })?)
             .await;
         return Err(format!("device refused: {}", status.message()).into());
     }
@@ -447,9 +413,10 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     let (mut subscription, mut calls) = pubsub.split();
     mark_online(&state, &device.id, &connection).await?;
     tracing::info!(device = %device.id, name = %device.name, %connection, "device online");
-    tx.send(text(
-        &json!({"type": "welcome", "device_id": device.id, "name": device.name}),
-    )?)
+    tx.send(text(&GatewayFrame::Welcome {
+        device_id: device.id.clone(),
+        name: device.name.clone(),
+    })?)
     .await?;
 
     let mut in_flight: HashSet<String> = HashSet::new();
@@ -468,7 +435,7 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
                         Some(Ok(_)) => continue, // pings are answered by the library
                         Some(Err(err)) => return Err(err.into()),
                     };
-                    match serde_json::from_str::<DeviceFrame>(body.as_str()) {
+                    match DeviceFrame::parse(body.as_str()) {
                         Ok(DeviceFrame::Result { id, content, is_error }) => {
                             if in_flight.remove(&id) {
                                 deliver(&state, &id, &BusResult { content, is_error }).await?;
@@ -484,17 +451,12 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
                     };
                     let Ok(payload) = message.get_payload::<String>() else { continue };
                     match serde_json::from_str::<BusCall>(&payload) {
-                        Ok(call @ BusCall::Call { .. }) => {
-                            if let BusCall::Call { id, .. } = &call {
-                                in_flight.insert(id.clone());
-                            }
-                            tx.send(text(&call)?).await?;
-                        }
-                        Ok(cancel @ BusCall::Cancel { .. }) => {
-                            if let BusCall::Cancel { id } = &cancel {
-                                in_flight.remove(id);
-                            }
-                            tx.send(text(&cancel)?).await?;
+                        Ok(call) => {
+                            match &call {
+                                BusCall::Call { id, .. } => in_flight.insert(id.clone()),
+                                BusCall::Cancel { id } => in_flight.remove(id),
+                            };
+                            tx.send(text(&frame_of(call))?).await?;
                         }
                         Err(err) => tracing::warn!(%err, "unreadable device call"),
                     }
@@ -612,8 +574,32 @@ mod tests {
     #[test]
     fn a_browser_ping_is_a_frame() {
         assert!(matches!(
-            serde_json::from_str::<DeviceFrame>(r#"{"type":"ping"}"#),
+            DeviceFrame::parse(r#"{"type":"ping"}"#),
             Ok(DeviceFrame::Ping {})
         ));
+    }
+
+    #[test]
+    fn a_call_from_the_bus_reaches_the_device_as_the_bus_wrote_it() {
+        let calls = [
+            BusCall::Call {
+                id: "c1".into(),
+                tool: "fs_read".into(),
+                arguments: serde_json::json!({"path": "a"}),
+                run_id: "r1".into(),
+            },
+            BusCall::Call {
+                id: "c2".into(),
+                tool: "fs_list".into(),
+                arguments: serde_json::Value::Null,
+                run_id: String::new(),
+            },
+            BusCall::Cancel { id: "c1".into() },
+        ];
+        for call in calls {
+            let bus = serde_json::to_value(&call).unwrap();
+            let wire = serde_json::to_value(frame_of(call)).unwrap();
+            assert_eq!(wire, bus);
+        }
     }
 }

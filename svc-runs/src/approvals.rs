@@ -2,8 +2,8 @@
 //! Redis (`pa_bus::approvals`), where the run's driver finds it — an inline driver on whichever
 //! svc-runs replica runs it — and, for a durable run, also as a signal to its workflow.
 
-use pa_kit::PaError;
 use pa_bus::approvals::{self, ApprovalState};
+use pa_kit::PaError;
 use pa_proto::v1::{Identity, RunMode};
 
 use crate::error::RunsError;

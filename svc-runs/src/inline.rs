@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, Outcome, RunIds, ToolCall, TurnMessage};
 use pa_bus::approvals::ApprovalState;
-use pa_kit::error::ErrorCodeExt;
 use pa_bus::run_events::EventSink;
+use pa_kit::error::ErrorCodeExt;
 use pa_kit::{PaError, Shutdown};
 use pa_proto::v1::{
     AgUiEvent, ChatToolDefinition, ModelAttempt, RunError, RunSpec, ag_ui_event::Event,

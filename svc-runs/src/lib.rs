@@ -20,9 +20,9 @@ mod store;
 mod subagents;
 
 pub use config::Config;
+use pa_bus::run_events::EventSink;
 use pa_kit::grpc::{GrpcServer, channel};
 use pa_kit::identity::RequireIdentity;
-use pa_bus::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::control_service_server::ControlServiceServer;
 use pa_proto::v1::memory_service_client::MemoryServiceClient;

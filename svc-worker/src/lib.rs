@@ -18,9 +18,9 @@ pub mod temporal;
 
 use std::time::Duration;
 
+use pa_bus::run_events::EventSink;
 use pa_kit::config::{CommonConfig, ConfigError, env_or, env_parse};
 use pa_kit::grpc::{GrpcServer, channel};
-use pa_bus::run_events::EventSink;
 use pa_kit::{InternalAuth, Shutdown, StartError};
 use pa_proto::v1::maintenance_service_client::MaintenanceServiceClient;
 use pa_proto::v1::model_service_client::ModelServiceClient;

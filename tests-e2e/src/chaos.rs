@@ -390,6 +390,60 @@ impl ChaosMesh {
         json_answer(self.http.get(self.url(path))).await
     }
 
+    /// gRPC calls each replica of `svc` has served since it started (its `/metrics` on the gRPC
+    /// port), in replica order; health checks (the balancer's probes) are not counted.
+    pub async fn grpc_calls_per_replica(&self, svc: &str) -> Result<Vec<u64>, BoxError> {
+        let addrs = self
+            .addrs
+            .get(svc)
+            .ok_or_else(|| format!("no service {svc}"))?;
+        let mut calls = Vec::new();
+        for addr in addrs {
+            let text = self
+                .http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await?;
+            calls.push(grpc_calls_served(&text));
+        }
+        Ok(calls)
+    }
+
+    /// `runs` inline and `runs` durable runs of a short message, concurrently, each followed to
+    /// its end; nothing is killed. An error names a run that did not finish.
+    pub async fn runs_to_end(&self, runs: usize) -> Result<(), BoxError> {
+        let this = &*self;
+        let all = (0..runs * 2).map(|i| async move {
+            let chat = this.create_chat(&format!("spread {i}")).await?;
+            let (status, accepted) = this
+                .post_json(
+                    &format!("/v1/chats/{chat}/runs"),
+                    &json!({ "message": format!("spread {i}"), "durable": i % 2 == 1 }),
+                )
+                .await?;
+            if status != 202 {
+                return Err::<(), BoxError>(format!("start run: {status} {accepted}").into());
+            }
+            let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
+            let followed = follow_run(
+                &this.http,
+                std::slice::from_ref(&this.gateway_url),
+                &run_id,
+                Instant::now() + FOLLOW_DEADLINE,
+                || {},
+            )
+            .await?;
+            match followed.events.last().map(|e| e.event_type()) {
+                Some(t) if t == "RUN_FINISHED" => Ok(()),
+                other => Err(format!("run {run_id} ended with {other:?}").into()),
+            }
+        });
+        futures::future::try_join_all(all).await.map(|_| ())
+    }
+
     /// One row of the chaos table: `runs` inline and `runs` durable runs, `target` killed once
     /// every run has streamed some text, restarted at once, every run followed to its end.
     pub async fn round(&mut self, target: Target, runs: usize) -> Result<RoundReport, BoxError> {
@@ -655,6 +709,18 @@ impl ChaosMesh {
 }
 
 /// The offline model's reply is this, then the user's message.
+/// The gRPC calls a Prometheus scrape counts (`pa_grpc_server_handling_seconds_count`), health
+/// checks left out.
+pub fn grpc_calls_served(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("pa_grpc_server_handling_seconds_count{"))
+        .filter(|l| !l.contains("grpc.health."))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
 pub const OFFLINE_PREFIX: &str = "(offline echo model: no real model is configured) You said: ";
 
 /// How long a durable run started once the mesh says it is ready again may take to finish.

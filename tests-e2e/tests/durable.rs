@@ -669,28 +669,35 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
     let result = async {
         // The server's administrator: seeds and inspects every tenant's rows.
         let mut owner = sqlx::PgConnection::connect(&mesh.admin_database_url()).await?;
-        let (superuser, bypass): (bool, bool) = sqlx::query_as(
-            "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1",
-        )
-        .bind(tests_e2e::MANAGED_OWNER)
-        .fetch_one(&mut owner)
-        .await?;
-        assert!(!superuser && !bypass, "the services' owner is an ordinary role");
-        let tables_owner: String =
-            sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE schemaname = 'runs' LIMIT 1")
+        let (superuser, bypass): (bool, bool) =
+            sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
+                .bind(tests_e2e::MANAGED_OWNER)
                 .fetch_one(&mut owner)
                 .await?;
+        assert!(
+            !superuser && !bypass,
+            "the services' owner is an ordinary role"
+        );
+        let tables_owner: String = sqlx::query_scalar(
+            "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'runs' LIMIT 1",
+        )
+        .fetch_one(&mut owner)
+        .await?;
         assert_eq!(tables_owner, tests_e2e::MANAGED_OWNER);
         // Another tenant's deleted chat and its forgotten memory, beside dev's below.
         let as_b = |request: reqwest::RequestBuilder| request.header("x-pa-dev-tenant", "tenant-b");
-        let (status, other_chat) =
-            tests_e2e::json_answer(as_b(mesh.http.post(mesh.url("/v1/chats"))).json(&json!({ "title": "b's" })))
-                .await?;
+        let (status, other_chat) = tests_e2e::json_answer(
+            as_b(mesh.http.post(mesh.url("/v1/chats"))).json(&json!({ "title": "b's" })),
+        )
+        .await?;
         assert_eq!(status, 201, "{other_chat}");
         let other_chat = other_chat["id"].as_str().unwrap_or_default().to_string();
-        let deleted = as_b(mesh.http.delete(mesh.url(&format!("/v1/chats/{other_chat}"))))
-            .send()
-            .await?;
+        let deleted = as_b(
+            mesh.http
+                .delete(mesh.url(&format!("/v1/chats/{other_chat}"))),
+        )
+        .send()
+        .await?;
         assert!(deleted.status().is_success(), "{}", deleted.status());
         let (status, other_memory) = tests_e2e::json_answer(
             as_b(mesh.http.post(mesh.url("/v1/me/memories")))
@@ -839,7 +846,10 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             assert_eq!(status, 200, "{stored}");
         }
         let on_kek = "SELECT count(*) FROM models.user_keys WHERE kek_id = $1";
-        assert_eq!(eventually(&mut owner, on_kek, pa_kit::crypto::DEV_KEK_ID, |n| n == 2).await?, 2);
+        assert_eq!(
+            eventually(&mut owner, on_kek, pa_kit::crypto::DEV_KEK_ID, |n| n == 2).await?,
+            2
+        );
         {
             use base64::Engine as _;
             let b64 = |key: &[u8]| base64::engine::general_purpose::STANDARD.encode(key);

@@ -392,7 +392,10 @@ async fn a_durable_run_starts_before_its_recall_and_its_first_turn_takes_it() ->
     for events in &runs {
         let run_id = events[0].data["runId"].as_str().unwrap_or_default();
         let value: Option<String> = deadpool_redis::redis::cmd("LINDEX")
-            .arg(pa_bus::keys::run_handover(run_id, pa_bus::keys::Handover::Recall))
+            .arg(pa_bus::keys::run_handover(
+                run_id,
+                pa_bus::keys::Handover::Recall,
+            ))
             .arg(0)
             .query_async(&mut conn)
             .await?;

@@ -3,6 +3,8 @@
 //! service, replica 0 is killed (`kill -9`) while 10 inline and 10 durable runs stream, and stays
 //! dead until they have ended: the other replica carries them.
 //!
+//! First, every replica of every gRPC service must serve some of a batch of runs (calls spread).
+//!
 //! Asserted per service: durable runs complete with the exact text and every event id once (a
 //! model turn that died with its svc-models replica is withdrawn and run again on the other —
 //! `message_discarded`); inline runs end (finished, or a retryable RUN_ERROR when the replica that
@@ -34,6 +36,34 @@ async fn killing_one_replica_of_each_service_loses_no_run() -> R {
         replicas: 2,
     })
     .await?;
+    // Calls spread: every replica of every gRPC service serves some of a batch of runs (a
+    // replica the balancers never pick would carry nothing when its peer dies). A replica the
+    // balancer's probe took out for a moment gets another batch, three at most.
+    let mut idle = Vec::new();
+    for _batch in 0..3 {
+        mesh.runs_to_end(RUNS).await?;
+        idle.clear();
+        for svc in [
+            "svc-runs",
+            "svc-models",
+            "svc-tools",
+            "svc-memory",
+            "svc-worker",
+        ] {
+            let calls = mesh.grpc_calls_per_replica(svc).await?;
+            eprintln!("{svc}: gRPC calls per replica {calls:?}");
+            if calls.iter().any(|&n| n == 0) {
+                idle.push(format!("{svc} {calls:?}"));
+            }
+        }
+        if idle.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        idle.is_empty(),
+        "replicas that served no call after three batches of runs: {idle:?}"
+    );
     let rounds = mesh.rounds(&targets, RUNS, INLINE_END_BOUND, true).await;
     let (rows, mut problems) = (rounds.rows, rounds.problems);
     for (target, report) in &rounds.reports {

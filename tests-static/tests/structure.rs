@@ -167,9 +167,11 @@ fn the_key_check_sees_a_key_spelled_out() {
 #[test]
 fn redis_keys_are_named_only_in_pa_bus() {
     let bus = workspace_root().join("libs/pa-bus");
+    // This file spells keys in the check's own test.
+    let this_check = workspace_root().join("tests-static/tests/structure.rs");
     let mut found = Vec::new();
     for (path, text) in rust_sources() {
-        if path.starts_with(&bus) {
+        if path.starts_with(&bus) || path == this_check {
             continue;
         }
         for line in redis_key_literals(&text) {

@@ -3,11 +3,12 @@
 // answers tool calls. A browser cannot set Authorization on a WebSocket, so the device token
 // travels as the subprotocol `pa-device-token.<token>` (the gateway selects `pa-device`).
 // An app-level ping every 20 s keeps both the socket and this worker alive; an alarm brings the
-// connection back after the browser suspended the worker.
+// connection back after the browser suspended the worker. The frames are built and read in
+// frames.js, which the Rust definition (libs/pa-device-wire) checks.
 
+import { ENROLL_PATH, KEEPALIVE_MS, enrollBody, helloFrame, parseGatewayFrame, pingFrame, protocols, resultFrame } from './frames.js';
 import { TOOLS, ToolError, connectUrl, nextBackoff, runTool } from './tools.js';
 
-const KEEPALIVE_MS = 20000;
 const state = { socket: null, status: 'not enrolled', detail: '', backoff: 0, retry: null, keepalive: null };
 
 async function saved() {
@@ -35,30 +36,25 @@ async function connect() {
   if (state.socket && state.socket.readyState <= WebSocket.OPEN) return;
   clearTimeout(state.retry);
   setStatus('connecting');
-  const socket = new WebSocket(connectUrl(s.gateway), ['pa-device', `pa-device-token.${s.device_token}`]);
+  const socket = new WebSocket(connectUrl(s.gateway), protocols(s.device_token));
   state.socket = socket;
   const cancelled = new Set();
   socket.onopen = () => {
     socket.send(
-      JSON.stringify({
-        type: 'hello',
-        agent_version: chrome.runtime.getManifest().version,
+      helloFrame({
+        agentVersion: chrome.runtime.getManifest().version,
         platform: `chrome-extension/${navigator.platform || 'unknown'}`,
-        read_only: false,
+        readOnly: false,
         tools: TOOLS,
       }),
     );
     state.keepalive = setInterval(() => {
-      if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}');
+      if (socket.readyState === WebSocket.OPEN) socket.send(pingFrame());
     }, KEEPALIVE_MS);
   };
   socket.onmessage = async (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
+    const message = parseGatewayFrame(event.data);
+    if (message === null) return;
     if (message.type === 'welcome') {
       state.backoff = 0;
       setStatus('connected', `as ${message.name}`);
@@ -70,13 +66,13 @@ async function connect() {
       let content;
       let isError = false;
       try {
-        content = await runTool(message.tool, message.arguments ?? {});
+        content = await runTool(message.tool, message.arguments);
       } catch (err) {
         content = err instanceof ToolError ? err.message : `the browser failed: ${err?.message ?? err}`;
         isError = true;
       }
       if (cancelled.delete(message.id) || socket.readyState !== WebSocket.OPEN) return;
-      socket.send(JSON.stringify({ type: 'result', id: message.id, content: String(content), is_error: isError }));
+      socket.send(resultFrame(message.id, content, isError));
     }
   };
   socket.onclose = () => {
@@ -92,10 +88,10 @@ async function enroll({ gateway, code, name, consent }) {
   if (consent !== true) throw new Error('the extension connects only after you allow it');
   const base = new URL(String(gateway));
   if (base.protocol !== 'https:' && base.protocol !== 'http:') throw new Error('the gateway URL must be http(s)');
-  const response = await fetch(new URL('/v1/devices/enroll', base), {
+  const response = await fetch(new URL(ENROLL_PATH, base), {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ code: String(code ?? '').trim(), name: String(name ?? '').trim() || 'browser', kind: 'browser_extension', platform: 'chrome-extension' }),
+    body: enrollBody({ code, name }),
   });
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.detail || body.title || `enrollment refused (${response.status})`);

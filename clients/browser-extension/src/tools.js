@@ -5,6 +5,8 @@
 //
 // The helpers at the top use no chrome.* API, so Node's test runner checks them directly.
 
+import { CONNECT_PATH } from './frames.js';
+
 export const MAX_TEXT = 12000;
 const LOAD_TIMEOUT_MS = 15000;
 const MAX_SCREENSHOT_CHARS = 700 * 1024;
@@ -62,7 +64,7 @@ export class ToolError extends Error {}
 
 /** `https://gw` → `wss://gw/v1/devices/connect`. */
 export function connectUrl(gateway) {
-  const url = new URL('/v1/devices/connect', gateway);
+  const url = new URL(CONNECT_PATH, gateway);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   return url.href;
 }

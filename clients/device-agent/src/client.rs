@@ -16,8 +16,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::config::DeviceConfig;
 use crate::protocol::{
-    self, CONNECT_PATH, DEAD_AFTER, DeviceMessage, ENROLL_PATH, EnrollRequest, EnrollResponse,
-    GatewayMessage, PING_INTERVAL,
+    self, CONNECT_PATH, DEAD_AFTER, DeviceFrame, ENROLL_PATH, EnrollRequest, EnrollResponse,
+    GatewayFrame, PING_INTERVAL,
 };
 use crate::tools::Device;
 
@@ -194,14 +194,14 @@ async fn connect(url: &str, token: &str) -> Result<Ws, ClientError> {
 /// results could not be delivered; the gateway fails them on its side).
 async fn serve(ws: Ws, device: Arc<Device>) -> Result<(), ClientError> {
     let (mut sink, mut stream) = ws.split();
-    let hello = DeviceMessage::Hello {
+    let hello = DeviceFrame::Hello {
         agent_version: crate::VERSION.into(),
         platform: protocol::platform(),
         read_only: device.jail.read_only(),
         tools: device.tools(),
     };
     sink.send(text(&hello)?).await?;
-    let (tx, mut rx) = mpsc::channel::<(String, DeviceMessage)>(64);
+    let (tx, mut rx) = mpsc::channel::<(String, DeviceFrame)>(64);
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_CALLS));
     let mut calls = Calls::default();
     let mut ping = tokio::time::interval(PING_INTERVAL);
@@ -213,11 +213,11 @@ async fn serve(ws: Ws, device: Arc<Device>) -> Result<(), ClientError> {
                 match frame {
                     None | Some(Ok(Message::Close(_))) => return Ok(()),
                     Some(Err(e)) => return Err(e.into()),
-                    Some(Ok(Message::Text(body))) => match serde_json::from_str::<GatewayMessage>(&body) {
-                        Ok(GatewayMessage::Welcome { device_id, name }) => {
+                    Some(Ok(Message::Text(body))) => match GatewayFrame::parse(&body) {
+                        Ok(GatewayFrame::Welcome { device_id, name }) => {
                             tracing::info!(%device_id, %name, "the gateway knows us");
                         }
-                        Ok(GatewayMessage::Call { id, tool, arguments }) => {
+                        Ok(GatewayFrame::Call { id, tool, arguments, .. }) => {
                             let (device, tx, permits, call_id) =
                                 (device.clone(), tx.clone(), permits.clone(), id.clone());
                             calls.0.retain(|_, h| !h.is_finished());
@@ -225,7 +225,7 @@ async fn serve(ws: Ws, device: Arc<Device>) -> Result<(), ClientError> {
                                 let _permit = permits.acquire_owned().await;
                                 tracing::debug!(id = %call_id, %tool, "call");
                                 let outcome = device.call(&tool, &arguments).await;
-                                let message = DeviceMessage::Result {
+                                let message = DeviceFrame::Result {
                                     id: call_id.clone(),
                                     content: outcome.content,
                                     is_error: outcome.is_error,
@@ -233,10 +233,13 @@ async fn serve(ws: Ws, device: Arc<Device>) -> Result<(), ClientError> {
                                 let _ = tx.send((call_id, message)).await;
                             }));
                         }
-                        Ok(GatewayMessage::Cancel { id }) => {
+                        Ok(GatewayFrame::Cancel { id }) => {
                             if let Some(call) = calls.0.remove(&id) {
                                 call.abort();
                             }
+                        }
+                        Ok(GatewayFrame::Error { message }) => {
+                            tracing::warn!(%message, "the gateway refused us");
                         }
                         Err(e) => tracing::warn!(error = %e, "unknown message from the gateway"),
                     },
@@ -269,7 +272,7 @@ impl Drop for Calls {
     }
 }
 
-fn text(message: &DeviceMessage) -> Result<Message, ClientError> {
+fn text(message: &DeviceFrame) -> Result<Message, ClientError> {
     serde_json::to_string(message)
         .map(|s| Message::Text(s.into()))
         .map_err(|e| ClientError::Protocol(e.to_string()))

@@ -4,22 +4,12 @@
 
 use std::time::Duration;
 
+use pa_device_wire::AnnouncedTool;
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::jail::{Jail, JailError, WriteMode};
 use crate::pty::{PtyError, PtyManager};
-
-/// A tool as the device announces it. The gateway and svc-tools prefix the name with the device
-/// and decide its privilege themselves; `privilege_class` is the device's own description.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct ToolSpec {
-    pub name: String,
-    pub description: String,
-    pub parameters: Value,
-    /// read | write | exec
-    pub privilege_class: String,
-}
 
 /// The device's tools that only read; every other device tool is high privilege.
 pub const READ_ONLY_TOOLS: &[&str] = &["fs_list", "fs_read", "fs_search"];
@@ -72,8 +62,8 @@ pub struct Device {
     pub pty: Option<PtyManager>,
 }
 
-fn spec(name: &str, class: &str, description: &str, parameters: Value) -> ToolSpec {
-    ToolSpec {
+fn spec(name: &str, class: &str, description: &str, parameters: Value) -> AnnouncedTool {
+    AnnouncedTool {
         name: name.into(),
         description: description.into(),
         parameters,
@@ -114,7 +104,7 @@ fn dims(args: &Value) -> (u16, u16) {
 }
 
 impl Device {
-    pub fn tools(&self) -> Vec<ToolSpec> {
+    pub fn tools(&self) -> Vec<AnnouncedTool> {
         let path = json!({ "type": "string", "description": "Relative to the device's shared folder; '' is the folder itself." });
         let mut tools = vec![
             spec(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use pa_device::client::{self, ClientError};
 use pa_device::config::DeviceConfig;
-use pa_device::protocol::{DeviceMessage, GatewayMessage};
+use pa_device::protocol::{DeviceFrame, GatewayFrame};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -54,7 +54,7 @@ async fn accept(listener: &TcpListener, accept_token: &str) -> Option<WebSocketS
         .ok()
 }
 
-async fn next_message(ws: &mut WebSocketStream<TcpStream>) -> DeviceMessage {
+async fn next_message(ws: &mut WebSocketStream<TcpStream>) -> DeviceFrame {
     loop {
         let frame = tokio::time::timeout(Duration::from_secs(60), ws.next())
             .await
@@ -73,10 +73,11 @@ async fn call(
     tool: &str,
     arguments: serde_json::Value,
 ) -> (String, bool) {
-    let message = GatewayMessage::Call {
+    let message = GatewayFrame::Call {
         id: id.into(),
         tool: tool.into(),
         arguments,
+        run_id: String::new(),
     };
     ws.send(Message::Text(
         serde_json::to_string(&message).unwrap().into(),
@@ -84,7 +85,7 @@ async fn call(
     .await
     .unwrap();
     match next_message(ws).await {
-        DeviceMessage::Result {
+        DeviceFrame::Result {
             id: got,
             content,
             is_error,
@@ -115,7 +116,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
         tokio::spawn(async move { client::run(&config, device, std::future::pending()).await });
 
     let mut ws = accept(&listener, TOKEN).await.unwrap();
-    let DeviceMessage::Hello {
+    let DeviceFrame::Hello {
         tools, read_only, ..
     } = next_message(&mut ws).await
     else {
@@ -134,7 +135,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
     ] {
         assert!(names.contains(&want), "{names:?}");
     }
-    let welcome = GatewayMessage::Welcome {
+    let welcome = GatewayFrame::Welcome {
         device_id: "dev-1".into(),
         name: "test".into(),
     };
@@ -159,12 +160,13 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
     // Calls run concurrently: a slow one does not hold up a quick one. The slow one waits for
     // a file the test writes only once the quick answer is in (a signal, not a race).
     let gate = root.join("slow.gate");
-    let slow = GatewayMessage::Call {
+    let slow = GatewayFrame::Call {
         id: "slow".into(),
         tool: "pty_exec".into(),
         arguments: json!({
             "command": format!("until [ -e '{}' ]; do sleep 0.05; done; echo slow", gate.display())
         }),
+        run_id: String::new(),
     };
     ws.send(Message::Text(serde_json::to_string(&slow).unwrap().into()))
         .await
@@ -173,7 +175,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
     assert_eq!(text, "text in the jail");
     std::fs::write(&gate, "").unwrap();
     match next_message(&mut ws).await {
-        DeviceMessage::Result { id, content, .. } => {
+        DeviceFrame::Result { id, content, .. } => {
             assert!(id == "slow" && content.contains("slow"))
         }
         other => panic!("{other:?}"),
@@ -181,10 +183,11 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
 
     // A cancelled call stops (its command is killed) and the device goes on serving.
     let marker = format!("sleep 30.{}", std::process::id());
-    let long = GatewayMessage::Call {
+    let long = GatewayFrame::Call {
         id: "long".into(),
         tool: "pty_exec".into(),
         arguments: json!({ "command": marker }),
+        run_id: String::new(),
     };
     ws.send(Message::Text(serde_json::to_string(&long).unwrap().into()))
         .await
@@ -201,7 +204,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
         assert!(std::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cancel = GatewayMessage::Cancel { id: "long".into() };
+    let cancel = GatewayFrame::Cancel { id: "long".into() };
     ws.send(Message::Text(
         serde_json::to_string(&cancel).unwrap().into(),
     ))
@@ -234,7 +237,7 @@ async fn serves_calls_reconnects_and_stops_when_refused() {
         .unwrap();
     assert!(matches!(
         next_message(&mut ws).await,
-        DeviceMessage::Hello { .. }
+        DeviceFrame::Hello { .. }
     ));
     drop(ws);
 

@@ -103,8 +103,8 @@ pub async fn provision(
 ) -> Result<(), pa_kit::db::DbError> {
     use sqlx::Connection;
     use std::str::FromStr;
-    let owner_options =
-        sqlx::postgres::PgConnectOptions::from_str(database_url).map_err(pa_kit::db::DbError::Url)?;
+    let owner_options = sqlx::postgres::PgConnectOptions::from_str(database_url)
+        .map_err(pa_kit::db::DbError::Url)?;
     let owner = owner_options.get_username().to_string();
     let mut admin_options = owner_options.username(&provisioning.admin_user);
     if let Some(password) = &provisioning.admin_password {

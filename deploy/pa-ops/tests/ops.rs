@@ -85,9 +85,12 @@ async fn pa_migrate_provisions_roles_as_the_administrator_then_migrates_as_the_o
     let owner = format!("pa_ops_owner_{}", &suffix[..12]);
     let app = format!("pa_ops_app_{}", &suffix[..12]);
     let mut admin = sqlx::PgConnection::connect(&admin_url()).await?;
+    // One statement per call: CREATE DATABASE refuses the implicit transaction of a batch.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .execute(&mut admin)
+        .await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {database}; \
-         CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw' NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"
+        "CREATE ROLE {owner} LOGIN PASSWORD 'owner-pw' NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB"
     )))
     .execute(&mut admin)
     .await?;
@@ -120,7 +123,10 @@ async fn pa_migrate_provisions_roles_as_the_administrator_then_migrates_as_the_o
         .bind(&app)
         .fetch_one(&mut db)
         .await?;
-        assert!(login && !superuser && !bypass && password, "the application role");
+        assert!(
+            login && !superuser && !bypass && password,
+            "the application role"
+        );
         let tables_owner: String = sqlx::query_scalar(
             "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = 'runs'",
         )
@@ -139,22 +145,32 @@ async fn pa_migrate_provisions_roles_as_the_administrator_then_migrates_as_the_o
         .bind(&owner)
         .fetch_all(&mut db)
         .await?;
-        assert!(missing.is_empty(), "tables without the owner's policy: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "tables without the owner's policy: {missing:?}"
+        );
         // The application role may set the maintenance switch: it still sees no tenant's rows.
-        sqlx::query("INSERT INTO runs.chats (id, tenant_id, user_id, title) VALUES ('c1', 't1', 'u1', 'x')")
-            .execute(&mut db)
-            .await?;
+        sqlx::query(
+            "INSERT INTO runs.chats (id, tenant_id, user_id, title) VALUES ('c1', 't1', 'u1', 'x')",
+        )
+        .execute(&mut db)
+        .await?;
         let mut as_app = sqlx::PgConnection::connect(&as_user(
             &with_database(&admin_url(), &database),
             &app,
             "app-pw",
         ))
         .await?;
-        sqlx::query("SET pa.maintenance = 'on'").execute(&mut as_app).await?;
+        sqlx::query("SET pa.maintenance = 'on'")
+            .execute(&mut as_app)
+            .await?;
         let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM runs.chats")
             .fetch_one(&mut as_app)
             .await?;
-        assert_eq!(seen, 0, "the application role saw rows through the maintenance switch");
+        assert_eq!(
+            seen, 0,
+            "the application role saw rows through the maintenance switch"
+        );
         let _ = as_app.close().await;
         // The owner, with the switch its pools set, sees every tenant's.
         owner_url.push_str("?options=-c%20pa.maintenance%3Don");
@@ -168,12 +184,15 @@ async fn pa_migrate_provisions_roles_as_the_administrator_then_migrates_as_the_o
         Ok(())
     }
     .await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE); DROP ROLE IF EXISTS {owner}; \
-         DROP ROLE IF EXISTS {app}"
-    )))
-    .execute(&mut admin)
-    .await?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("DROP ROLE IF EXISTS {owner}"),
+        format!("DROP ROLE IF EXISTS {app}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut admin)
+            .await?;
+    }
     result
 }
 

@@ -19,8 +19,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub const RESULT_TTL: Duration = Duration::from_secs(120);
 
 pub use crate::keys::{
-    device_calls_channel as calls_channel, device_online as online_key,
-    device_result as result_key,
+    device_calls_channel as calls_channel, device_online as online_key, device_result as result_key,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

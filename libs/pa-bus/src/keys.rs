@@ -137,5 +137,4 @@ mod tests {
         assert_ne!(quota_tokens("a:b", "c", 1), quota_tokens("a", "b:c", 1));
         assert_ne!(presence("a:b", "c"), presence("a", "b:c"));
     }
-
 }

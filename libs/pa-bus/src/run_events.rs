@@ -577,7 +577,9 @@ mod tests {
         let waiting = tokio::spawn({
             let pool = pool.clone();
             let run_id = run_id.clone();
-            async move { await_handover(&pool, &run_id, Handover::Recall, Duration::from_secs(60)).await }
+            async move {
+                await_handover(&pool, &run_id, Handover::Recall, Duration::from_secs(60)).await
+            }
         });
         // Safe under load: the reader waits 60 s, and one that only starts after the hand-over
         // finds the value at once.
@@ -604,9 +606,15 @@ mod tests {
             .expect("ttl");
         assert!(ttl > 0 && ttl <= STREAM_TTL_SECS, "ttl {ttl}");
         let started = std::time::Instant::now();
-        let none = await_handover(&pool, &run_id, "other", Duration::from_millis(300))
-            .await
-            .expect("read");
+        let other_run = format!("{run_id}-other");
+        let none = await_handover(
+            &pool,
+            &other_run,
+            Handover::Recall,
+            Duration::from_millis(300),
+        )
+        .await
+        .expect("read");
         assert_eq!(none, None);
         assert!(started.elapsed() >= Duration::from_millis(250));
     }
