@@ -104,12 +104,7 @@ async fn mode_first_token(mesh: &Mesh, chat_id: &str, durable: bool) -> Result<D
     if std::env::var("PA_BENCH_TRACE").is_ok() {
         eprintln!("post {:?}", started.elapsed());
     }
-    let response = mesh
-        .http
-        .get(mesh.url(&format!("/v1/runs/{run_id}/events")))
-        .send()
-        .await?;
-    let mut body = response.bytes_stream();
+    let mut body = run_events(mesh, &run_id).await?.bytes_stream();
     let mut seen = String::new();
     while let Some(chunk) = body.next().await {
         seen.push_str(std::str::from_utf8(&chunk?)?);
@@ -126,6 +121,15 @@ async fn mode_first_token(mesh: &Mesh, chat_id: &str, durable: bool) -> Result<D
         }
     }
     Err("stream ended without a TEXT_MESSAGE_CONTENT".into())
+}
+
+/// GET a run's SSE stream.
+async fn run_events(mesh: &Mesh, run_id: &str) -> Result<reqwest::Response, BoxError> {
+    Ok(mesh
+        .http
+        .get(mesh.url(&format!("/v1/runs/{run_id}/events")))
+        .send()
+        .await?)
 }
 
 async fn direct_first_token(

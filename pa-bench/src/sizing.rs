@@ -32,30 +32,13 @@ struct Followed {
 /// Starts a run and reads its SSE stream to the end.
 async fn run_and_follow(mesh: &Mesh, chat_id: &str, message: &str) -> Result<Followed, BoxError> {
     let started = Instant::now();
-    let run_id = start_run(mesh, chat_id, message).await?;
+    let run_id = mesh.start_run(chat_id, message).await?;
     follow(mesh, &run_id, started).await
-}
-
-/// POST run: its id.
-async fn start_run(mesh: &Mesh, chat_id: &str, message: &str) -> Result<String, BoxError> {
-    let body = serde_json::json!({ "message": message, "model": "auto" });
-    let (status, run) = mesh
-        .post_json(&format!("/v1/chats/{chat_id}/runs"), &body)
-        .await?;
-    if status != 202 {
-        return Err(format!("start run: {status} {run}").into());
-    }
-    Ok(run["run_id"].as_str().unwrap_or_default().to_string())
 }
 
 /// Reads a run's SSE stream to its end; `started` is when its POST went out.
 async fn follow(mesh: &Mesh, run_id: &str, started: Instant) -> Result<Followed, BoxError> {
-    let response = mesh
-        .http
-        .get(mesh.url(&format!("/v1/runs/{run_id}/events")))
-        .send()
-        .await?;
-    let mut body = response.bytes_stream();
+    let mut body = crate::run_events(mesh, run_id).await?.bytes_stream();
     let mut followed = Followed {
         first_token: Duration::ZERO,
         gaps: Vec::new(),
@@ -191,7 +174,7 @@ async fn concurrent_streams(levels: &[usize]) -> Result<(), BoxError> {
             async move {
                 let permit = gate.acquire_owned().await?;
                 let started = Instant::now();
-                let run_id = start_run(mesh, chat, message).await?;
+                let run_id = mesh.start_run(chat, message).await?;
                 drop(permit);
                 let now_open = open.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now_open, Ordering::SeqCst);

@@ -415,7 +415,7 @@ impl ChaosMesh {
     /// `runs` inline and `runs` durable runs of a short message, concurrently, each followed to
     /// its end; nothing is killed. An error names a run that did not finish.
     pub async fn runs_to_end(&self, runs: usize) -> Result<(), BoxError> {
-        let this = &*self;
+        let this = self;
         let all = (0..runs * 2).map(|i| async move {
             let chat = this.create_chat(&format!("spread {i}")).await?;
             let (status, accepted) = this
@@ -437,7 +437,7 @@ impl ChaosMesh {
             )
             .await?;
             match followed.events.last().map(|e| e.event_type()) {
-                Some(t) if t == "RUN_FINISHED" => Ok(()),
+                Some("RUN_FINISHED") => Ok(()),
                 other => Err(format!("run {run_id} ended with {other:?}").into()),
             }
         });

@@ -52,7 +52,7 @@ async fn killing_one_replica_of_each_service_loses_no_run() -> R {
         ] {
             let calls = mesh.grpc_calls_per_replica(svc).await?;
             eprintln!("{svc}: gRPC calls per replica {calls:?}");
-            if calls.iter().any(|&n| n == 0) {
+            if calls.contains(&0) {
                 idle.push(format!("{svc} {calls:?}"));
             }
         }

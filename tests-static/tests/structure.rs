@@ -130,10 +130,10 @@ fn rust_sources() -> Vec<(std::path::PathBuf, String)> {
                 if name != "target" && name != "node_modules" {
                     walk(&path, out);
                 }
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    out.push((path, text));
-                }
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && let Ok(text) = std::fs::read_to_string(&path)
+            {
+                out.push((path, text));
             }
         }
     }
