@@ -27,6 +27,8 @@ struct Followed {
     first_token: Duration,
     gaps: Vec<Duration>,
     finished: bool,
+    /// How a run that did not finish ended (its RUN_ERROR, or the stream's end).
+    failure: Option<String>,
 }
 
 /// Starts a run and reads its SSE stream to the end.
@@ -43,6 +45,7 @@ async fn follow(mesh: &Mesh, run_id: &str, started: Instant) -> Result<Followed,
         first_token: Duration::ZERO,
         gaps: Vec::new(),
         finished: false,
+        failure: None,
     };
     let mut last_token: Option<Instant> = None;
     let mut pending = String::new();
@@ -62,10 +65,12 @@ async fn follow(mesh: &Mesh, run_id: &str, started: Instant) -> Result<Followed,
                 followed.finished = true;
                 return Ok(followed);
             } else if event.contains("\"type\":\"RUN_ERROR\"") {
+                followed.failure = Some(event.trim().to_string());
                 return Ok(followed);
             }
         }
     }
+    followed.failure = Some("the stream ended without a terminal event".into());
     Ok(followed)
 }
 
@@ -185,6 +190,12 @@ async fn concurrent_streams(levels: &[usize]) -> Result<(), BoxError> {
         });
         let all: Vec<Followed> = futures::future::try_join_all(clients).await?;
         let ended = all.iter().filter(|f| f.finished).count();
+        let mut failures: Vec<&str> = all.iter().filter_map(|f| f.failure.as_deref()).collect();
+        failures.sort();
+        failures.dedup();
+        for failure in failures.iter().take(3) {
+            eprintln!("{streams} streams: a run ended with {failure}");
+        }
         let mut gaps: Vec<Duration> = all.into_iter().flat_map(|f| f.gaps).collect();
         gaps.sort();
         let p99 = percentile(&gaps, 0.99);

@@ -86,11 +86,22 @@ pub fn parse_list(urls: &str) -> Result<Vec<Target>, String> {
     Ok(targets)
 }
 
+/// The HTTP/2 connection window of every internal client. Model streams are many tiny DATA
+/// frames (one token each), and h2 closes a connection with ENHANCE_YOUR_CALM
+/// (`too_many_data_frames`) once the small frames received but not yet read exceed half this
+/// window: with hyper's 5 MiB default, one svc-runs replica lost every inline run on its
+/// svc-models connection at once when ~500 streams outpaced it (`pa-bench sizing`). 64 MiB
+/// leaves room for ~140k unread tokens per connection before that guard trips; flow control
+/// still bounds the bytes.
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+
 /// How every client endpoint is set up.
 pub fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_string())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(2 << 20)
         .http2_keep_alive_interval(Duration::from_secs(30)))
 }
 
