@@ -447,19 +447,6 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    async_stream_follow(pool, run_id, after, still_live)
-}
-
-fn async_stream_follow<F, Fut>(
-    pool: Pool,
-    run_id: String,
-    after: String,
-    still_live: F,
-) -> impl Stream<Item = Result<StoredEvent, PaError>> + Send + 'static
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
     struct State<F> {
         pool: Pool,
         run_id: String,
