@@ -130,7 +130,11 @@ async fn the_web_app_works_in_a_real_browser() -> R {
         dns_overrides: vec![("allowed.test".into(), "127.0.0.1".parse()?)],
         ..svc_tools::ToolsSettings::default()
     };
+    // A Redis of its own: presence counts the user's tabs, and the dev IdP's users are the same
+    // in every mesh on the shared stack (another suite's, or `make up`'s with a tab open).
+    let redis = tests_e2e::OwnRedis::start().await?;
     let mut mesh = Mesh::builder()
+        .redis_url(&redis.url())
         .tools_settings(tools)
         .oidc(config)
         .web_dir(&dist)
