@@ -27,8 +27,10 @@ pub struct DurableDriver {
 }
 
 /// How long svc-runs waits for svc-worker to start a run (the start is idempotent: a client's
-/// retry after a timeout finds the workflow the first call made).
-const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// retry after a timeout finds the workflow the first call made). 20 s, inside the 30 s request
+/// timeout: under heavy load a Temporal start took longer than the 10 s this was (two durable
+/// starts refused with 503 in a CI run beside a parallel build and the chaos suite).
+const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// How long a signal through svc-worker may take.
 const WORKER_SIGNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
