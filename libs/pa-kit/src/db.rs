@@ -218,6 +218,25 @@ pub fn app_role() -> (String, Option<String>) {
     )
 }
 
+/// Runs start-up DDL (role, grants, policies), again when a replica starting at the same moment
+/// changed the same catalog row ("tuple concurrently updated": both want the same end state).
+async fn start_up_ddl(pool: &sqlx::PgPool, sql: String) -> Result<(), DbError> {
+    let mut attempt = 0u64;
+    loop {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+            .execute(pool)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(err) if attempt < 5 && err.to_string().contains("tuple concurrently updated") => {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+            }
+            Err(err) => return Err(DbError::Connect(err)),
+        }
+    }
+}
+
 /// Like [`connect_schema`], then makes sure the application role exists (when the owner may
 /// create roles; in production it is provisioned with its password), grants it the schema's
 /// tables, and returns a pool that connects as it.
@@ -240,23 +259,14 @@ pub async fn connect_schema_rls(
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
          WHEN insufficient_privilege THEN RAISE NOTICE 'cannot create role {role}'; END $$"
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-        .execute(&owner)
-        .await
-        .map_err(DbError::Connect)?;
+    start_up_ddl(&owner, create).await?;
     let grants = format!(
         "GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\"; \
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(grants))
-        .execute(&owner)
-        .await
-        .map_err(DbError::Connect)?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(owner_maintenance_policies(schema)))
-        .execute(&owner)
-        .await
-        .map_err(DbError::Connect)?;
+    start_up_ddl(&owner, grants).await?;
+    start_up_ddl(&owner, owner_maintenance_policies(schema)).await?;
     let mut options = PgConnectOptions::from_str(database_url)
         .map_err(DbError::Url)?
         .username(&role);
