@@ -30,6 +30,10 @@ APT_PKGS=(protobuf-compiler libprotobuf-dev mold redis-server)
 APT_PKGS+=(chromium)
 # stdio MCP servers run inside bubblewrap (docs/src/adr/0110-2026-12-03-stdio-mcp-sandbox.md).
 APT_PKGS+=(bubblewrap)
+# The TLS tests (tests-e2e tls_connections, ADR 0208) make a CA with openssl and start a Postgres
+# with ssl = on: Debian's (the pgvector build has no SSL); present on most machines already.
+APT_PKGS+=(openssl)
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || APT_PKGS+=(postgresql)
 
 PG_PORT="${PA_PG_PORT:-55432}"
 PG_DATA="${PA_PG_DATA:-$DEV/pg}"

@@ -49,7 +49,16 @@ fn from_worker(what: &str, status: tonic::Status) -> PaError {
         | pa_kit::ErrorCode::Conflict
         | pa_kit::ErrorCode::NotFound
         | pa_kit::ErrorCode::Forbidden => err,
-        _ => unavailable(what, status.message()),
+        // The worker's own words (e.g. that Temporal is unreachable) say what to fix.
+        _ => {
+            let said: String = status.message().chars().take(200).collect();
+            let what = if said.is_empty() {
+                what.to_string()
+            } else {
+                format!("{what} ({said})")
+            };
+            unavailable(&what, status.message())
+        }
     }
 }
 
@@ -187,5 +196,30 @@ impl DurableDriver {
             tracing::info!(%run_id, "cancel signal not delivered: the workflow has ended");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_that_cannot_start_a_run_is_unavailable_with_its_reason_in_the_detail() {
+        let err = from_worker(
+            "svc-worker did not start the run",
+            tonic::Status::unavailable("Temporal is unreachable at temporal:7233"),
+        );
+        assert_eq!(err.code, pa_kit::ErrorCode::Unavailable);
+        assert!(
+            err.message
+                .contains("svc-worker did not start the run (Temporal is unreachable"),
+            "{}",
+            err.message
+        );
+        assert!(err.retry_after_ms > 0);
+        // A refusal keeps its code and its words.
+        let refused = from_worker("x", tonic::Status::invalid_argument("no such model"));
+        assert_eq!(refused.code, pa_kit::ErrorCode::BadRequest);
+        assert_eq!(refused.message, "no such model");
     }
 }

@@ -399,14 +399,7 @@ impl ChaosMesh {
             .ok_or_else(|| format!("no service {svc}"))?;
         let mut calls = Vec::new();
         for addr in addrs {
-            let text = self
-                .http
-                .get(format!("http://{addr}/metrics"))
-                .send()
-                .await?
-                .error_for_status()?
-                .text()
-                .await?;
+            let text = crate::scrape_metrics(&self.http, &format!("http://{addr}")).await?;
             calls.push(grpc_calls_served(&text));
         }
         Ok(calls)

@@ -3,7 +3,8 @@
 //! over HTTP, SSE and gRPC. Used by the end-to-end tests and by pa-bench.
 //!
 //! By concern: `mesh` (the mesh), `sse` and `http` (the clients), `fixtures` (peers started
-//! beside it), `ports`, `metrics`, `stores` (Postgres, Redis and Temporal of a test's own), and
+//! beside it), `ports`, `metrics`, `stores` (Postgres, Redis and Temporal of a test's own), `tls` (a CA, TLS-only stores and a TLS
+//! terminator), and
 //! `chaos` (the chaos mesh of processes).
 
 pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
@@ -16,6 +17,7 @@ mod metrics;
 mod ports;
 mod sse;
 mod stores;
+mod tls;
 pub use fixtures::*;
 pub use http::*;
 pub use mesh::*;
@@ -23,6 +25,7 @@ pub use metrics::*;
 pub use ports::*;
 pub use sse::*;
 pub use stores::{OwnPostgres, OwnRedis, OwnTemporal};
+pub use tls::*;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

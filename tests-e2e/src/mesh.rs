@@ -455,6 +455,7 @@ impl MeshBuilder {
             },
             namespace: "default".into(),
             task_queue: format!("pa-runs-{database}"),
+            auth: Default::default(),
         };
         let runs_config: Option<svc_runs::Config>;
         let shutdown = Shutdown::new();

@@ -18,6 +18,17 @@ pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<
         .reduce(f64::max)
 }
 
+/// The Prometheus text a service serves at `base` (`http://host:port`) `/metrics`.
+pub async fn scrape_metrics(http: &reqwest::Client, base: &str) -> Result<String, BoxError> {
+    Ok(http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?)
+}
+
 impl Mesh {
     /// How many calls of `service`/`method` the service at `base` (a gRPC URL) has answered
     /// (its `/metrics`), 0 before the first.
@@ -27,14 +38,7 @@ impl Mesh {
         service: &str,
         method: &str,
     ) -> Result<f64, BoxError> {
-        let text = self
-            .http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let text = scrape_metrics(&self.http, base).await?;
         Ok(metric_sample(
             &text,
             "pa_grpc_server_handling_seconds_count",

@@ -53,10 +53,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A temp dir removed (recursively) on drop.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn new(prefix: &str) -> Result<TempDir, BoxError> {
+    pub(crate) fn new(prefix: &str) -> Result<TempDir, BoxError> {
         let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path)?;
         Ok(TempDir(path))
@@ -74,7 +74,7 @@ fn checkout_dev_dir() -> PathBuf {
 }
 
 /// The uid and gid of `user`, from /etc/passwd.
-fn user_ids(user: &str) -> Option<(u32, u32)> {
+pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
@@ -82,7 +82,7 @@ fn user_ids(user: &str) -> Option<(u32, u32)> {
     })
 }
 
-fn running_as_root() -> bool {
+pub(crate) fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -123,7 +123,7 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
         .args([sig, &pid.to_string()])
         .stderr(Stdio::null())
@@ -131,14 +131,14 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// SIGKILL and reap `child` (no zombie is left to hold a pid file or a port).
-fn kill_child(child: &mut Option<Child>) {
+pub(crate) fn kill_child(child: &mut Option<Child>) {
     if let Some(mut c) = child.take() {
         let _ = c.kill();
         let _ = c.wait();
     }
 }
 
-fn tail(path: &Path) -> String {
+pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let start = text.len().saturating_sub(2000);
     let start = (start..text.len())
@@ -147,7 +147,7 @@ fn tail(path: &Path) -> String {
     text[start..].to_string()
 }
 
-fn log_file(path: &Path) -> Result<Stdio, BoxError> {
+pub(crate) fn log_file(path: &Path) -> Result<Stdio, BoxError> {
     Ok(std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -157,7 +157,7 @@ fn log_file(path: &Path) -> Result<Stdio, BoxError> {
 
 /// Polls `check` until it is true, `child` exits (an error with the log's tail) or the
 /// deadline passes.
-async fn wait_until_up<F, Fut>(
+pub(crate) async fn wait_until_up<F, Fut>(
     what: &str,
     child: &mut Option<Child>,
     log: &Path,

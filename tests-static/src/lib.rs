@@ -225,6 +225,72 @@ pub const COMMON: &[CommonVar] = &[
         used_by: ALL,
         read_by_library: false,
     },
+    CommonVar {
+        var: var(
+            "PA_REDIS_CA_FILE",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM file of the CA that signed Redis' certificate (with `REDIS_URL=rediss://user:password@host:port`); when set, only it is trusted; empty = the OS roots. ADR 0208.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_REDIS_CLIENT_CERT_FILE",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM client certificate for a Redis that demands mutual TLS (with `PA_REDIS_CLIENT_KEY_FILE`).",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "PA_REDIS_CLIENT_KEY_FILE",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM private key of `PA_REDIS_CLIENT_CERT_FILE`.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM file of the CA of an `https://` OTLP collector; empty = the OS roots. Set with an `http://` endpoint, export is refused (logged), not silently plain.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM client certificate for a collector that demands mutual TLS (with `OTEL_EXPORTER_OTLP_CLIENT_KEY`).",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
+    CommonVar {
+        var: var(
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "",
+            Kind::Text,
+            Helm::Value,
+            "PEM private key of `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`.",
+        ),
+        used_by: ALL,
+        read_by_library: false,
+    },
 ];
 
 /// The chart's in-cluster addresses: services listen on all interfaces of their pod.
@@ -831,6 +897,41 @@ pub const SERVICES: &[Service] = &[
                 "Task queue durable runs are started on and polled from.",
             ),
             var(
+                "PA_TEMPORAL_CA_FILE",
+                "",
+                Kind::Text,
+                Helm::Value,
+                "PEM file of the CA that signed the Temporal frontend's certificate; setting it (or any `PA_TEMPORAL_*` TLS variable, or an `https://` address) turns TLS on. Empty = the OS roots (right for Temporal Cloud). ADR 0208.",
+            ),
+            var(
+                "PA_TEMPORAL_CLIENT_CERT_FILE",
+                "",
+                Kind::Text,
+                Helm::Value,
+                "PEM client certificate of mutual TLS (Temporal Cloud's namespace certificate), with `PA_TEMPORAL_CLIENT_KEY_FILE`.",
+            ),
+            var(
+                "PA_TEMPORAL_CLIENT_KEY_FILE",
+                "",
+                Kind::Text,
+                Helm::Value,
+                "PEM private key of `PA_TEMPORAL_CLIENT_CERT_FILE`.",
+            ),
+            var(
+                "PA_TEMPORAL_SERVER_NAME",
+                "the address' host",
+                Kind::Text,
+                Helm::Value,
+                "Name to check the frontend's certificate against, when it differs from the address' host.",
+            ),
+            var(
+                "PA_TEMPORAL_API_KEY",
+                "none",
+                Kind::Text,
+                OPTIONAL_SECRET,
+                "Temporal Cloud API key, instead of a client certificate (implies TLS).",
+            ),
+            var(
                 "PA_CURATOR",
                 "on",
                 Kind::OneOf(&["on", "off"]),
@@ -1167,6 +1268,12 @@ pub fn values_schema() -> Value {
             "externalRedis": {
                 "type": "object",
                 "properties": { "url": { "description": "redis://… of an external Redis; empty = the bundled one.", "type": "string" } },
+                "additionalProperties": false,
+            },
+            "tls": {
+                "description": "A Secret of certificates and keys mounted read-only at /etc/personal-agent/tls in every service pod and the migration Job (ADR 0208).",
+                "type": "object",
+                "properties": { "certificatesSecret": { "description": "Name of the Secret; empty = nothing mounted.", "type": "string" } },
                 "additionalProperties": false,
             },
             "temporal": {

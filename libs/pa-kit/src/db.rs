@@ -136,18 +136,20 @@ pub async fn connect_schema(
     migrator: &Migrator,
     max_connections: u32,
 ) -> Result<PgPool, DbError> {
+    // sqlx picks its rustls provider, but a failed verification still reaches rustls' process
+    // default (two providers are compiled in; see `tls::install_crypto_provider`).
+    crate::tls::install_crypto_provider();
     let base = PgConnectOptions::from_str(database_url).map_err(DbError::Url)?;
     {
         let mut conn = sqlx::PgConnection::connect_with(&base)
             .await
             .map_err(DbError::Connect)?;
         // The schema name is a compile-time constant of the service, never user input.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
-        )))
-        .execute(&mut conn)
-        .await
-        .map_err(DbError::Connect)?;
+        start_up_ddl(
+            &mut conn,
+            format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""),
+        )
+        .await?;
         let _ = conn.close().await;
     }
     // The owner's sessions work across tenants (migrations, maintenance, rotation, lease
@@ -218,17 +220,32 @@ pub fn app_role() -> (String, Option<String>) {
     )
 }
 
-/// Runs start-up DDL (role, grants, policies), again when a replica starting at the same moment
-/// changed the same catalog row ("tuple concurrently updated": both want the same end state).
-async fn start_up_ddl(pool: &sqlx::PgPool, sql: String) -> Result<(), DbError> {
+/// Whether `err` is a replica starting at the same moment winning a race for the same catalog
+/// row: "tuple concurrently updated" (GRANT, CREATE POLICY …), or a unique violation of a
+/// catalog index (two `CREATE SCHEMA IF NOT EXISTS` at once). Both want the same end state, so
+/// running the statement again succeeds.
+fn is_start_up_race(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.message().contains("tuple concurrently updated")
+                || (db.code().as_deref() == Some("23505")
+                    && db.constraint().is_some_and(|c| c.starts_with("pg_")))
+        }
+        _ => false,
+    }
+}
+
+/// Runs start-up DDL (schema, role, grants, policies), again when a replica starting at the
+/// same moment won a race for the same catalog row ([`is_start_up_race`]).
+async fn start_up_ddl(conn: &mut sqlx::PgConnection, sql: String) -> Result<(), DbError> {
     let mut attempt = 0u64;
     loop {
         match sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
-            .execute(pool)
+            .execute(&mut *conn)
             .await
         {
             Ok(_) => return Ok(()),
-            Err(err) if attempt < 5 && err.to_string().contains("tuple concurrently updated") => {
+            Err(err) if attempt < 5 && is_start_up_race(&err) => {
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
             }
@@ -259,14 +276,16 @@ pub async fn connect_schema_rls(
          EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; \
          WHEN insufficient_privilege THEN RAISE NOTICE 'cannot create role {role}'; END $$"
     );
-    start_up_ddl(&owner, create).await?;
+    let mut ddl = owner.acquire().await.map_err(DbError::Connect)?;
+    start_up_ddl(&mut ddl, create).await?;
     let grants = format!(
         "GRANT USAGE ON SCHEMA \"{schema}\" TO \"{role}\"; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{schema}\" TO \"{role}\"; \
          GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA \"{schema}\" TO \"{role}\""
     );
-    start_up_ddl(&owner, grants).await?;
-    start_up_ddl(&owner, owner_maintenance_policies(schema)).await?;
+    start_up_ddl(&mut ddl, grants).await?;
+    start_up_ddl(&mut ddl, owner_maintenance_policies(schema)).await?;
+    drop(ddl);
     let mut options = PgConnectOptions::from_str(database_url)
         .map_err(DbError::Url)?
         .username(&role);

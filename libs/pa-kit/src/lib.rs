@@ -13,6 +13,7 @@ pub mod readiness;
 pub mod redis;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 pub mod validate;
 

@@ -2,28 +2,100 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, Runtime};
+use deadpool_redis::{Pool, Runtime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
     #[error("invalid REDIS_URL: {0}")]
-    Config(#[from] deadpool_redis::CreatePoolError),
+    Url(redis::RedisError),
+    #[error("REDIS_URL: {0}")]
+    Build(String),
+    #[error(transparent)]
+    TlsFile(#[from] crate::tls::PemFileError),
+    #[error(
+        "PA_REDIS_CA_FILE or PA_REDIS_CLIENT_CERT_FILE is set but REDIS_URL is not rediss://: \
+         TLS settings for a plain connection would be ignored"
+    )]
+    TlsWithoutRediss,
+}
+
+/// Trust and identity for `rediss://` beyond the OS roots: `PA_REDIS_CA_FILE` (PEM of the CA
+/// that signed the server's certificate; when set, only it is trusted) and
+/// `PA_REDIS_CLIENT_CERT_FILE` + `PA_REDIS_CLIENT_KEY_FILE` (mutual TLS).
+#[derive(Clone, Debug, Default)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client: Option<crate::tls::ClientIdentity>,
+}
+
+impl RedisTls {
+    pub fn from_env() -> Result<Self, crate::tls::PemFileError> {
+        Ok(Self {
+            ca_pem: crate::tls::pem_from_env("PA_REDIS_CA_FILE")?,
+            client: crate::tls::identity_from_env(
+                "PA_REDIS_CLIENT_CERT_FILE",
+                "PA_REDIS_CLIENT_KEY_FILE",
+            )?,
+        })
+    }
+
+    fn is_set(&self) -> bool {
+        self.ca_pem.is_some() || self.client.is_some()
+    }
 }
 
 /// A pool sized for blocking readers: each following SSE stream holds one connection while it
-/// waits in XREAD BLOCK.
+/// waits in XREAD BLOCK. TLS as `REDIS_URL` (`rediss://user:password@host:port`) and
+/// [`RedisTls::from_env`] say.
 ///
 /// deadpool-redis recycles a pooled connection with a PING before handing it out, so a
 /// connection broken by a Redis restart is replaced, never used. Opening and recycling are
 /// bounded in time, so an unreachable Redis fails a request (`unavailable`) instead of holding
 /// it; waiting for a free connection is not (a full pool of followers is not an outage).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
-    let mut config = Config::from_url(url);
-    let mut pool = deadpool_redis::PoolConfig::new(max_size);
-    pool.timeouts.create = Some(Duration::from_secs(3));
-    pool.timeouts.recycle = Some(Duration::from_secs(2));
-    config.pool = Some(pool);
-    Ok(config.create_pool(Some(Runtime::Tokio1))?)
+    pool_with_tls(url, max_size, &RedisTls::from_env()?)
+}
+
+/// [`pool`] with the TLS settings given rather than read from the environment.
+pub fn pool_with_tls(url: &str, max_size: usize, tls: &RedisTls) -> Result<Pool, RedisError> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(RedisError::Url)?;
+    let info = match &info.addr {
+        redis::ConnectionAddr::TcpTls { insecure, .. } => {
+            if *insecure {
+                tracing::warn!(
+                    "REDIS_URL ends in #insecure: the Redis server's certificate is not checked"
+                );
+            }
+            crate::tls::install_crypto_provider();
+            if tls.is_set() {
+                let certificates = redis::TlsCertificates {
+                    client_tls: tls.client.as_ref().map(|id| redis::ClientTlsConfig {
+                        client_cert: id.cert.clone(),
+                        client_key: id.key.clone(),
+                    }),
+                    root_cert: tls.ca_pem.clone(),
+                };
+                redis::Client::build_with_tls(info, certificates)
+                    .map_err(|e| RedisError::Build(e.to_string()))?
+                    .get_connection_info()
+                    .clone()
+            } else {
+                info
+            }
+        }
+        _ if tls.is_set() => return Err(RedisError::TlsWithoutRediss),
+        _ => info,
+    };
+    let manager =
+        deadpool_redis::Manager::new(info).map_err(|e| RedisError::Build(e.to_string()))?;
+    let mut config = deadpool_redis::PoolConfig::new(max_size);
+    config.timeouts.create = Some(Duration::from_secs(3));
+    config.timeouts.recycle = Some(Duration::from_secs(2));
+    Pool::builder(manager)
+        .config(config)
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| RedisError::Build(e.to_string()))
 }
 
 /// Whether `err` says the connection to Redis failed (refused, dropped, timed out, or Redis

@@ -12,6 +12,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 static PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
 
 pub fn init(service: &'static str) {
+    // Every TLS client of the process (Postgres, Redis, OTLP) then agrees on one provider.
+    crate::tls::install_crypto_provider();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("PA_LOG_FORMAT").is_ok_and(|f| f == "json");
     // Colours only on a terminal: `make up` writes logs to files.

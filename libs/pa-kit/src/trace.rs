@@ -15,6 +15,7 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// The W3C header.
@@ -146,18 +147,76 @@ impl<E: SpanExporter + Send + Sync + 'static> SpanExporter for OnExportRuntime<E
     }
 }
 
-/// A tracer provider exporting to an OTLP/gRPC endpoint, for `service`.
+/// TLS of the OTLP export, by the OpenTelemetry specification's variables (ADR 0208):
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE` (PEM of the collector's CA; without it an `https://`
+/// endpoint is checked against the OS roots), `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` +
+/// `OTEL_EXPORTER_OTLP_CLIENT_KEY` (mutual TLS).
+#[derive(Clone, Debug, Default)]
+pub struct OtlpTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client: Option<crate::tls::ClientIdentity>,
+}
+
+impl OtlpTls {
+    pub fn from_env() -> Result<Self, crate::tls::PemFileError> {
+        Ok(Self {
+            ca_pem: crate::tls::pem_from_env("OTEL_EXPORTER_OTLP_CERTIFICATE")?,
+            client: crate::tls::identity_from_env(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            )?,
+        })
+    }
+
+    /// The channel's TLS for `endpoint`: none for `http://`, where a certificate setting is
+    /// refused rather than silently ignored.
+    fn channel_config(&self, endpoint: &str) -> Result<Option<ClientTlsConfig>, String> {
+        if !endpoint.starts_with("https://") {
+            if self.ca_pem.is_some() || self.client.is_some() {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE or _CLIENT_CERTIFICATE is set but the endpoint {endpoint:?} is not https://"
+                ));
+            }
+            return Ok(None);
+        }
+        let config = match &self.ca_pem {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        Ok(Some(match &self.client {
+            Some(id) => config.identity(Identity::from_pem(&id.cert, &id.key)),
+            None => config,
+        }))
+    }
+}
+
+/// A tracer provider exporting to an OTLP/gRPC endpoint, for `service`, with TLS as
+/// [`OtlpTls::from_env`] says.
 pub fn otlp_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let tls = OtlpTls::from_env().map_err(|e| e.to_string())?;
+    otlp_provider_with_tls(service, endpoint, &tls)
+}
+
+/// [`otlp_provider`] with the TLS settings given.
+pub fn otlp_provider_with_tls(
+    service: &str,
+    endpoint: &str,
+    tls: &OtlpTls,
+) -> Result<SdkTracerProvider, String> {
+    use opentelemetry_otlp::WithTonicConfig;
+    let tls = tls.channel_config(endpoint)?;
     let runtime = export_runtime()?;
     // The tonic channel is made inside the runtime that will drive it.
     let exporter = {
         let _entered = runtime.enter();
-        opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
-            .with_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())?
+            .with_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            builder = builder.with_tls_config(tls);
+        }
+        builder.build().map_err(|e| e.to_string())?
     };
     let exporter = OnExportRuntime {
         inner: Arc::new(exporter),
