@@ -10,6 +10,7 @@
 pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
 
 pub mod chaos;
+pub mod compose;
 mod fixtures;
 mod http;
 mod mesh;

@@ -345,6 +345,34 @@ impl OwnPostgres {
         format!("postgres://pa@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// From now on every TCP connection must log in with a password (SCRAM), as a deployed
+    /// Postgres demands: the superuser `pa` gets `password`; other roles need their own.
+    /// [`OwnPostgres::url`] keeps working through its connection made before the switch only,
+    /// so callers use their own URLs with passwords afterwards.
+    pub async fn require_passwords(&self, password: &str) -> Result<(), BoxError> {
+        let mut admin = sqlx::PgConnection::connect(&self.url_of("postgres")).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER ROLE pa PASSWORD '{}'",
+            password.replace('\'', "''")
+        )))
+        .execute(&mut admin)
+        .await?;
+        std::fs::write(
+            self.data_dir().join("pg_hba.conf"),
+            "host all all 127.0.0.1/32 scram-sha-256\n",
+        )?;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut admin)
+            .await?;
+        let _ = admin.close().await;
+        Ok(())
+    }
+
+    /// Its binaries (psql for init scripts).
+    pub fn bin_dir(&self) -> &Path {
+        &self.bin
+    }
+
     /// The superuser URL of its `personal_agent` database (what `DATABASE_URL` would be).
     pub fn url(&self) -> String {
         self.url_of("personal_agent")

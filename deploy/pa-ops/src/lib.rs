@@ -182,6 +182,21 @@ pub async fn migrate_all(database_url: &str) -> Result<(), pa_kit::db::DbError> 
     Ok(())
 }
 
+/// `pa-migrate`: provisioning (when `PA_DB_ADMIN_USER` is set), then every migration. The
+/// binary is this alone, so the tests that start a deployment's processes run the same code.
+pub async fn migrate_main_from_env() -> std::process::ExitCode {
+    pa_kit::service_main("pa-migrate", |_shutdown| async move {
+        let url = pa_kit::config::env_or("DATABASE_URL", pa_kit::config::DEFAULT_DATABASE_URL);
+        if let Some(provisioning) = Provisioning::from_env() {
+            provision(&url, &provisioning).await?;
+            tracing::info!(app_role = %provisioning.app_user, "provisioned as the administrator");
+        }
+        migrate_all(&url).await?;
+        Ok(())
+    })
+    .await
+}
+
 /// What `pa-healthcheck` probes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Probe {

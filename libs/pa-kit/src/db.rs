@@ -14,13 +14,28 @@ use sqlx::{Connection, PgPool};
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]
     Url(sqlx::Error),
-    #[error("cannot reach Postgres: {0}")]
+    /// Postgres could not be reached, or it refused (a wrong password or role, a missing
+    /// privilege): the message says which, so an operator knows what to fix.
+    #[error("{what}: {0}", what = connect_failure(.0))]
     Connect(sqlx::Error),
     #[error("migrations of schema {schema}: {source}")]
     Migrate {
         schema: String,
         source: sqlx::migrate::MigrateError,
     },
+}
+
+fn connect_failure(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("28P01") => {
+            "Postgres refused the password (check DATABASE_URL, PA_DB_APP_USER and PA_DB_APP_PASSWORD)"
+        }
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(|c| c.starts_with("28")) => {
+            "Postgres refused the login (role or pg_hba.conf)"
+        }
+        sqlx::Error::Database(_) => "Postgres refused",
+        _ => "cannot reach Postgres",
+    }
 }
 
 /// How long a pooled connection may sit idle before it is pinged when acquired.

@@ -11,9 +11,11 @@ async fn main() -> std::process::ExitCode {
         Some("svc-tools") => svc_tools::main_from_env().await,
         Some("svc-memory") => svc_memory::main_from_env().await,
         Some("svc-worker") => svc_worker::main_from_env().await,
+        // The deployment parity tests run the migration step as its image does.
+        Some("pa-migrate") => pa_ops::migrate_main_from_env().await,
         other => {
             eprintln!(
-                "usage: pa-e2e-service svc-gateway|svc-runs|svc-models|svc-tools|svc-memory|svc-worker (got {other:?})"
+                "usage: pa-e2e-service svc-gateway|svc-runs|svc-models|svc-tools|svc-memory|svc-worker|pa-migrate (got {other:?})"
             );
             std::process::ExitCode::from(2)
         }
