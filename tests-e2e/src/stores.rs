@@ -69,7 +69,7 @@ impl Drop for TempDir {
     }
 }
 
-fn checkout_dev_dir() -> PathBuf {
+pub(crate) fn checkout_dev_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../.dev")
 }
 
@@ -80,6 +80,30 @@ pub(crate) fn user_ids(user: &str) -> Option<(u32, u32)> {
         let f: Vec<&str> = line.split(':').collect();
         (f.len() > 3 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
+}
+
+/// Postgres refuses to run as root: when the tests do, the data directory is given to the
+/// `postgres` (or `pa-dev`) user, whose ids the server's commands then run as.
+pub(crate) fn postgres_owner_of(data: &Path) -> Result<Option<(u32, u32)>, BoxError> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    let ids = user_ids("postgres")
+        .or_else(|| user_ids("pa-dev"))
+        .ok_or("running as root and there is no `postgres` user to run Postgres as")?;
+    std::os::unix::fs::chown(data, Some(ids.0), Some(ids.1))?;
+    Ok(Some(ids))
+}
+
+/// `<bin>/<program>` run from `/` with no input, as `run_as` when given.
+pub(crate) fn postgres_command(bin: &Path, program: &str, run_as: Option<(u32, u32)>) -> Command {
+    let mut cmd = Command::new(bin.join(program));
+    cmd.current_dir("/").stdin(Stdio::null());
+    if let Some((uid, gid)) = run_as {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
 }
 
 pub(crate) fn running_as_root() -> bool {
@@ -190,6 +214,8 @@ where
 /// A Postgres (with pgvector) of the test's own. See the module docs.
 pub struct OwnPostgres {
     port: u16,
+    /// The bootstrap superuser (`initdb -U`).
+    superuser: String,
     bin: PathBuf,
     /// Holds `data/` and `postgres.log`.
     dir: TempDir,
@@ -215,19 +241,27 @@ impl OwnPostgres {
     }
 
     pub async fn start() -> Result<OwnPostgres, BoxError> {
+        let pg = Self::start_bare("pa").await?;
+        let mut admin = sqlx::PgConnection::connect(&pg.url_of("template1")).await?;
+        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
+            .execute(&mut admin)
+            .await?;
+        sqlx::query("CREATE DATABASE personal_agent")
+            .execute(&mut admin)
+            .await?;
+        let _ = admin.close().await;
+        Ok(pg)
+    }
+
+    /// A fresh server whose only role is the superuser `superuser` (trusted on loopback until
+    /// [`OwnPostgres::require_passwords`]), with no database or extension of the platform's: as
+    /// a Postgres image's first start leaves it.
+    pub async fn start_bare(superuser: &str) -> Result<OwnPostgres, BoxError> {
         let bin = Self::pg_bin()?;
         let dir = TempDir::new("pa-own-pg")?;
         let data = dir.0.join("data");
         std::fs::create_dir(&data)?;
-        let run_as = if running_as_root() {
-            let ids = user_ids("postgres")
-                .or_else(|| user_ids("pa-dev"))
-                .ok_or("running as root and there is no `postgres` user to run Postgres as")?;
-            std::os::unix::fs::chown(&data, Some(ids.0), Some(ids.1))?;
-            Some(ids)
-        } else {
-            None
-        };
+        let run_as = postgres_owner_of(&data)?;
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
@@ -236,6 +270,7 @@ impl OwnPostgres {
         let port = crate::port_below_ephemeral_range()?;
         let mut pg = OwnPostgres {
             port,
+            superuser: superuser.to_string(),
             bin,
             dir,
             run_as,
@@ -249,7 +284,7 @@ impl OwnPostgres {
             .arg(&data)
             .args([
                 "-U",
-                "pa",
+                superuser,
                 "--auth=trust",
                 "-E",
                 "UTF8",
@@ -276,25 +311,11 @@ impl OwnPostgres {
             .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))?;
         pg.spawn()?;
         pg.wait_ready().await?;
-        let mut admin = sqlx::PgConnection::connect(&pg.url_of("template1")).await?;
-        sqlx::query("CREATE EXTENSION IF NOT EXISTS vector")
-            .execute(&mut admin)
-            .await?;
-        sqlx::query("CREATE DATABASE personal_agent")
-            .execute(&mut admin)
-            .await?;
-        let _ = admin.close().await;
         Ok(pg)
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin.join(program));
-        cmd.current_dir("/").stdin(Stdio::null());
-        if let Some((uid, gid)) = self.run_as {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
-        }
-        cmd
+        postgres_command(&self.bin, program, self.run_as)
     }
 
     fn data_dir(&self) -> PathBuf {
@@ -342,17 +363,26 @@ impl OwnPostgres {
     }
 
     fn url_of(&self, database: &str) -> String {
-        format!("postgres://pa@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://{}@127.0.0.1:{}/{database}",
+            self.superuser, self.port
+        )
+    }
+
+    /// The superuser's URL of `database` (no password: before [`OwnPostgres::require_passwords`]).
+    pub fn superuser_url(&self, database: &str) -> String {
+        self.url_of(database)
     }
 
     /// From now on every TCP connection must log in with a password (SCRAM), as a deployed
-    /// Postgres demands: the superuser `pa` gets `password`; other roles need their own.
+    /// Postgres demands: the superuser gets `password`; other roles need their own.
     /// [`OwnPostgres::url`] keeps working through its connection made before the switch only,
     /// so callers use their own URLs with passwords afterwards.
     pub async fn require_passwords(&self, password: &str) -> Result<(), BoxError> {
         let mut admin = sqlx::PgConnection::connect(&self.url_of("postgres")).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "ALTER ROLE pa PASSWORD '{}'",
+            "ALTER ROLE \"{}\" PASSWORD '{}'",
+            self.superuser,
             password.replace('\'', "''")
         )))
         .execute(&mut admin)
@@ -552,6 +582,29 @@ impl OwnRedis {
             tokio::time::timeout(Duration::from_secs(2), attempt).await,
             Ok(Some(true))
         )
+    }
+
+    /// From now on clients must `AUTH` with `password` (`requirepass`, as a Redis chart with
+    /// auth sets it).
+    pub async fn require_password(&self, password: &str) -> Result<(), BoxError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let args = ["CONFIG", "SET", "requirepass", password];
+        let mut command = format!("*{}\r\n", args.len());
+        for arg in args {
+            command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        s.write_all(command.as_bytes()).await?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await?;
+        if !buf[..n].starts_with(b"+OK") {
+            return Err(format!(
+                "CONFIG SET requirepass: {}",
+                String::from_utf8_lossy(&buf[..n])
+            )
+            .into());
+        }
+        Ok(())
     }
 
     /// `redis://127.0.0.1:PORT`.

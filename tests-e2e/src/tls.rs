@@ -18,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::BoxError;
 use crate::stores::{
-    TempDir, kill_child, log_file, running_as_root, signal, tail, user_ids, wait_until_up,
+    TempDir, kill_child, log_file, postgres_command, postgres_owner_of, signal, tail, wait_until_up,
 };
 
 /// A CA and the certificates it signed, as PEM files in a temp dir of their own.
@@ -296,6 +296,8 @@ pub struct TlsRedis {
     port: u16,
     dir: TempDir,
     child: Option<Child>,
+    /// The server's arguments after `--tls-port`, for a restart with the same ones.
+    args: Vec<std::ffi::OsString>,
 }
 
 impl TlsRedis {
@@ -307,63 +309,86 @@ impl TlsRedis {
     ) -> Result<TlsRedis, BoxError> {
         let dir = TempDir::new("pa-tls-redis")?;
         let port = crate::port_below_ephemeral_range()?;
-        let log = dir.0.join("redis.log");
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        for arg in ["--bind", "127.0.0.1", "--tls-cert-file"] {
+            args.push(arg.into());
+        }
+        args.push(ca.server_cert().into());
+        args.push("--tls-key-file".into());
+        args.push(ca.server_key().into());
+        args.push("--tls-ca-cert-file".into());
+        args.push(ca.ca_pem().into());
+        for arg in [
+            "--tls-auth-clients",
+            if require_client_cert { "yes" } else { "no" },
+            "--dir",
+        ] {
+            args.push(arg.into());
+        }
+        args.push(dir.0.clone().into());
+        for arg in [
+            "--appendonly",
+            "no",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ] {
+            args.push(arg.into());
+        }
+        let mut redis = TlsRedis {
+            port,
+            dir,
+            child: None,
+            args,
+        };
+        redis.spawn().await?;
+        Ok(redis)
+    }
+
+    async fn spawn(&mut self) -> Result<(), BoxError> {
+        let log = self.dir.0.join("redis.log");
+        // A restart's server must say it is ready again: the log starts over.
+        let _ = std::fs::remove_file(&log);
         let program = std::env::var_os("PA_REDIS_SERVER")
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| "redis-server".into());
         let child = Command::new(program)
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .arg("--tls-cert-file")
-            .arg(ca.server_cert())
-            .arg("--tls-key-file")
-            .arg(ca.server_key())
-            .arg("--tls-ca-cert-file")
-            .arg(ca.ca_pem())
-            .args([
-                "--tls-auth-clients",
-                if require_client_cert { "yes" } else { "no" },
-            ])
-            .arg("--dir")
-            .arg(&dir.0)
-            .args(["--appendonly", "no", "--save", "", "--daemonize", "no"])
-            .args(["--user", "default", "off"])
-            .args([
-                "--user",
-                user,
-                "on",
-                &format!(">{password}"),
-                "~*",
-                "&*",
-                "+@all",
-            ])
-            .current_dir(&dir.0)
+            .args(["--port", "0", "--tls-port", &self.port.to_string()])
+            .args(&self.args)
+            .current_dir(&self.dir.0)
             .stdin(Stdio::null())
             .stdout(log_file(&log)?)
             .stderr(log_file(&log)?)
             .spawn()
             .map_err(|e| format!("cannot start redis-server (PA_REDIS_SERVER or PATH): {e}"))?;
-        let mut redis = TlsRedis {
-            port,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let log_path = log.clone();
-        wait_until_up("redis-server (TLS)", &mut redis.child, &log, || {
+        wait_until_up("redis-server (TLS)", &mut self.child, &log, || {
             let log = log_path.clone();
             async move {
                 std::fs::read_to_string(&log)
                     .is_ok_and(|t| t.contains("Ready to accept connections"))
             }
         })
-        .await?;
-        Ok(redis)
+        .await
+    }
+
+    /// `kill -9` of the server, then the same server started again on the same port (its data
+    /// is gone: it keeps nothing on disk).
+    pub async fn kill_and_restart(&mut self) -> Result<(), BoxError> {
+        kill_child(&mut self.child);
+        self.spawn().await
     }
 
     pub fn port(&self) -> u16 {
@@ -422,7 +447,6 @@ impl SslPostgres {
 
     pub async fn start(ca: &TestCa) -> Result<SslPostgres, BoxError> {
         use std::os::unix::fs::PermissionsExt;
-        use std::os::unix::process::CommandExt;
         let bin = Self::bin()?;
         let dir = TempDir::new("pa-ssl-pg")?;
         let data = dir.0.join("data");
@@ -432,23 +456,8 @@ impl SslPostgres {
         let pwfile = dir.0.join("pw");
         std::fs::write(&pwfile, SSL_POSTGRES_PASSWORD)?;
         std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o644))?;
-        let run_as = if running_as_root() {
-            let ids = user_ids("postgres")
-                .or_else(|| user_ids("pa-dev"))
-                .ok_or("running as root and there is no `postgres` user to run Postgres as")?;
-            std::os::unix::fs::chown(&data, Some(ids.0), Some(ids.1))?;
-            Some(ids)
-        } else {
-            None
-        };
-        let command = |program: &str| {
-            let mut cmd = Command::new(bin.join(program));
-            cmd.current_dir("/").stdin(Stdio::null());
-            if let Some((uid, gid)) = run_as {
-                cmd.uid(uid).gid(gid);
-            }
-            cmd
-        };
+        let run_as = postgres_owner_of(&data)?;
+        let command = |program: &str| postgres_command(&bin, program, run_as);
         let log = dir.0.join("postgres.log");
         let mut initdb = command("initdb");
         initdb

@@ -222,6 +222,53 @@ async fn redis_with_mutual_tls_needs_the_client_certificate() -> R {
     Ok(())
 }
 
+/// Fault: Redis (mutual TLS) killed with -9 and started again on its port. The same pool
+/// serves again over TLS, with its certificates, without being made anew; no call hangs while
+/// the server is gone.
+#[tokio::test]
+async fn a_pool_over_mutual_tls_serves_again_after_redis_is_killed_and_restarted() -> R {
+    let ca = TestCa::generate("pa test CA")?;
+    let mut redis = TlsRedis::start(&ca, "pa", "redis-secret", true).await?;
+    let tls = RedisTls {
+        ca_pem: Some(TestCa::read(&ca.ca_pem())),
+        client: Some(client_identity(&ca)),
+    };
+    let pool = pa_kit::redis::pool_with_tls(&redis.url("pa", "redis-secret"), 2, &tls)?;
+    assert_eq!(set_and_get(&pool).await?, "over tls");
+
+    redis.kill_and_restart().await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut failures = 0;
+    loop {
+        let attempt = tokio::time::timeout(Duration::from_secs(5), set_and_get(&pool))
+            .await
+            .map_err(|_| "a call hung after the restart")?;
+        match attempt {
+            Ok(value) => {
+                assert_eq!(value, "over tls");
+                break;
+            }
+            Err(err) if std::time::Instant::now() < deadline => {
+                failures += 1;
+                tracing::debug!("after the restart: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => {
+                return Err(format!(
+                    "no call served 15 s after the restart ({failures} failed): {err}; {}",
+                    redis.log()
+                )
+                .into());
+            }
+        }
+    }
+    // Every pooled connection came back, not just one.
+    for _ in 0..4 {
+        assert_eq!(set_and_get(&pool).await?, "over tls");
+    }
+    Ok(())
+}
+
 fn temporal_upstream() -> String {
     std::env::var("TEMPORAL_ADDRESS").unwrap_or_else(|_| "127.0.0.1:7233".into())
 }

@@ -68,7 +68,32 @@ manifest). */}}
 {{- end -}}
 {{- end -}}
 
-{{/* In-cluster URL of a service's gRPC port: (dict "root" $ "component" "runs" "port" 50051) */}}
+{{/* In-cluster URL of a service's gRPC port, (dict "root" $ "component" "runs" "port" 50051):
+its headless Service, whose DNS name answers every ready replica, so the mesh's clients balance
+over the replicas and drop a dead one (ADR 0191); a ClusterIP would pin each client's HTTP/2
+connection to one replica. */}}
 {{- define "pa.url" -}}
-{{- printf "http://%s-%s:%v" (include "pa.fullname" .root) .component .port -}}
+{{- printf "http://%s-%s-headless:%v" (include "pa.fullname" .root) .component .port -}}
+{{- end -}}
+
+{{/* The headless Service behind pa.url: (dict "root" $ "component" "runs" "port" 50051). A
+separate object beside the ClusterIP Service, because clusterIP cannot change on upgrade. */}}
+{{- define "pa.headlessService" -}}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ include "pa.fullname" .root }}-{{ .component }}-headless
+  labels:
+    {{- include "pa.labels" .root | nindent 4 }}
+    app.kubernetes.io/component: {{ .component }}
+spec:
+  clusterIP: None
+  selector:
+    {{- include "pa.selectorLabels" (dict "root" .root "component" .component) | nindent 4 }}
+  ports:
+    - name: grpc
+      port: {{ .port }}
+      targetPort: grpc
+      protocol: TCP
 {{- end -}}
