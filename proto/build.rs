@@ -17,6 +17,7 @@ const PROTOS: &[&str] = &[
     "personal_agent/v1/memory.proto",
     "personal_agent/v1/control.proto",
     "personal_agent/v1/durable.proto",
+    "personal_agent/v1/public.proto",
 ];
 
 /// Optional fields that AG-UI clients expect to be absent rather than `null` (matched by name

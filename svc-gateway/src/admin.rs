@@ -27,20 +27,21 @@ use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// A tenant or a platform administrator; what each may touch is svc-models' to decide.
-fn require_admin(identity: &Identity) -> Result<(), ApiError> {
-    Ok(pa_kit::identity::require_any_admin(identity)?)
-}
-
 /// `platform`, `tenant` or absent (platform administrators: platform; others: tenant).
 fn parse_scope(scope: Option<String>) -> Result<String, ApiError> {
-    match scope.as_deref() {
-        None | Some("") => Ok(String::new()),
-        Some(s @ ("platform" | "tenant")) => Ok(s.to_string()),
-        Some(other) => Err(PaError::bad_request(format!(
+    let scope = scope.unwrap_or_default();
+    check_catalog_scope(&scope)?;
+    Ok(scope)
+}
+
+/// A catalog row's scope: `platform`, `tenant` or "" (platform administrators: platform;
+/// others: tenant).
+fn check_catalog_scope(scope: &str) -> Result<(), PaError> {
+    match scope {
+        "" | "platform" | "tenant" => Ok(()),
+        other => Err(PaError::bad_request(format!(
             "scope {other:?} is neither \"platform\" nor \"tenant\""
-        ))
-        .into()),
+        ))),
     }
 }
 
@@ -143,18 +144,9 @@ pub async fn list_providers(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Page<ProviderJson>>> {
-    require_admin(&identity)?;
-    let list = state
-        .model_admin
-        .clone()
-        .list_providers(state.auth.request(&identity, ListProvidersRequest {}))
-        .await?;
+    let list = op::list_providers(&state, &identity, ListProvidersRequest {}).await?;
     Ok(Json(Page::new(
-        list.into_inner()
-            .providers
-            .into_iter()
-            .map(ProviderJson::from)
-            .collect(),
+        list.providers.into_iter().map(ProviderJson::from).collect(),
         String::new(),
     )))
 }
@@ -192,7 +184,6 @@ pub async fn upsert_provider(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<ProviderBody>,
 ) -> ApiResult<(StatusCode, Json<ProviderJson>)> {
-    require_admin(&identity)?;
     let request = UpsertProviderRequest {
         provider: Some(ProviderInfo {
             id: body.id,
@@ -206,15 +197,8 @@ pub async fn upsert_provider(
         }),
         platform_api_key: body.platform_api_key.unwrap_or_default(),
     };
-    let provider = state
-        .model_admin
-        .clone()
-        .upsert_provider(state.auth.request(&identity, request))
-        .await?;
-    Ok((
-        StatusCode::OK,
-        Json(ProviderJson::from(provider.into_inner())),
-    ))
+    let provider = op::upsert_provider(&state, &identity, request).await?;
+    Ok((StatusCode::OK, Json(ProviderJson::from(provider))))
 }
 
 #[utoipa::path(get, path = "/v1/admin/models", tag = "admin", responses((status = 200, description = "`{items: [model]}`: the platform's models (with `tenant_disabled` when your organisation switched one off) and your organisation's own (`scope: tenant`)", body = Page<AdminModelJson>)))]
@@ -222,18 +206,9 @@ pub async fn list_all_models(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Page<AdminModelJson>>> {
-    require_admin(&identity)?;
-    let list = state
-        .model_admin
-        .clone()
-        .list_all_models(state.auth.request(&identity, ListAllModelsRequest {}))
-        .await?;
+    let list = op::list_all_models(&state, &identity, ListAllModelsRequest {}).await?;
     Ok(Json(Page::new(
-        list.into_inner()
-            .models
-            .into_iter()
-            .map(AdminModelJson::from)
-            .collect(),
+        list.models.into_iter().map(AdminModelJson::from).collect(),
         String::new(),
     )))
 }
@@ -265,7 +240,6 @@ pub async fn upsert_model(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<ModelBody>,
 ) -> ApiResult<Json<AdminModelJson>> {
-    require_admin(&identity)?;
     let model = ModelInfo {
         label: body.label,
         display_name: body.display_name,
@@ -277,16 +251,9 @@ pub async fn upsert_model(
         scope: parse_scope(body.scope)?,
         ..Default::default()
     };
-    let saved = state
-        .model_admin
-        .clone()
-        .upsert_model(
-            state
-                .auth
-                .request(&identity, UpsertModelRequest { model: Some(model) }),
-        )
-        .await?;
-    Ok(Json(AdminModelJson::from(saved.into_inner())))
+    let saved =
+        op::upsert_model(&state, &identity, UpsertModelRequest { model: Some(model) }).await?;
+    Ok(Json(AdminModelJson::from(saved)))
 }
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
@@ -307,7 +274,6 @@ pub async fn patch_model(
     Path(label): Path<String>,
     ApiJson(body): ApiJson<ModelPatchBody>,
 ) -> ApiResult<Json<AdminModelJson>> {
-    require_admin(&identity)?;
     let request = PatchModelRequest {
         label,
         enabled: body.enabled,
@@ -321,12 +287,8 @@ pub async fn patch_model(
             .map(parse_capabilities)
             .transpose()?,
     };
-    let saved = state
-        .model_admin
-        .clone()
-        .patch_model(state.auth.request(&identity, request))
-        .await?;
-    Ok(Json(AdminModelJson::from(saved.into_inner())))
+    let saved = op::patch_model(&state, &identity, request).await?;
+    Ok(Json(AdminModelJson::from(saved)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -344,19 +306,16 @@ pub async fn put_model_overlay(
     Path(label): Path<String>,
     ApiJson(body): ApiJson<OverlayBody>,
 ) -> ApiResult<Json<AdminModelJson>> {
-    require_admin(&identity)?;
-    let saved = state
-        .model_admin
-        .clone()
-        .set_model_overlay(state.auth.request(
-            &identity,
-            SetModelOverlayRequest {
-                label,
-                enabled: body.enabled,
-            },
-        ))
-        .await?;
-    Ok(Json(AdminModelJson::from(saved.into_inner())))
+    let saved = op::set_model_overlay(
+        &state,
+        &identity,
+        SetModelOverlayRequest {
+            label,
+            enabled: body.enabled,
+        },
+    )
+    .await?;
+    Ok(Json(AdminModelJson::from(saved)))
 }
 
 /// What a model's provider must (and must not) be tagged with to serve a chat of a
@@ -389,18 +348,8 @@ pub async fn list_policies(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Items<PolicyJson>>> {
-    require_admin(&identity)?;
-    let list = state
-        .model_admin
-        .clone()
-        .list_policies(state.auth.request(&identity, ListPoliciesRequest {}))
-        .await?;
-    let items = list
-        .into_inner()
-        .policies
-        .into_iter()
-        .map(PolicyJson::from)
-        .collect();
+    let list = op::list_policies(&state, &identity, ListPoliciesRequest {}).await?;
+    let items = list.policies.into_iter().map(PolicyJson::from).collect();
     Ok(Json(Items { items }))
 }
 
@@ -421,7 +370,6 @@ pub async fn put_policy(
     Path(classification): Path<String>,
     ApiJson(body): ApiJson<PolicyBody>,
 ) -> ApiResult<Json<PolicyJson>> {
-    require_admin(&identity)?;
     let c = parse_classification(&classification).ok_or_else(|| {
         PaError::bad_request("classification must be public, internal, confidential or restricted")
     })?;
@@ -431,12 +379,7 @@ pub async fn put_policy(
         forbidden_tags: body.forbidden_tags,
         scope: parse_scope(body.scope)?,
     };
-    let saved = state
-        .model_admin
-        .clone()
-        .set_policy(state.auth.request(&identity, policy))
-        .await?
-        .into_inner();
+    let saved = op::set_policy(&state, &identity, policy).await?;
     Ok(Json(PolicyJson::from(saved)))
 }
 
@@ -480,17 +423,9 @@ pub async fn list_keys(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Page<ProviderKeyJson>>> {
-    let list = state
-        .keys
-        .clone()
-        .list_user_keys(state.auth.request(&identity, ListUserKeysRequest {}))
-        .await?;
+    let list = op::list_user_keys(&state, &identity, ListUserKeysRequest {}).await?;
     Ok(Json(Page::new(
-        list.into_inner()
-            .keys
-            .into_iter()
-            .map(ProviderKeyJson::from)
-            .collect(),
+        list.keys.into_iter().map(ProviderKeyJson::from).collect(),
         String::new(),
     )))
 }
@@ -512,12 +447,8 @@ pub async fn put_key(
         provider,
         api_key: body.api_key,
     };
-    let key = state
-        .keys
-        .clone()
-        .put_user_key(state.auth.request(&identity, request))
-        .await?;
-    Ok(Json(ProviderKeyJson::from(key.into_inner())))
+    let key = op::put_user_key(&state, &identity, request).await?;
+    Ok(Json(ProviderKeyJson::from(key)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -535,18 +466,16 @@ pub async fn confirm_key(
     Path(provider): Path<String>,
     ApiJson(body): ApiJson<ConfirmKeyBody>,
 ) -> ApiResult<Json<ProviderKeyJson>> {
-    let key = state
-        .keys
-        .clone()
-        .confirm_user_key(state.auth.request(
-            &identity,
-            pa_proto::v1::ConfirmUserKeyRequest {
-                provider,
-                base_url: body.base_url,
-            },
-        ))
-        .await?;
-    Ok(Json(ProviderKeyJson::from(key.into_inner())))
+    let key = op::confirm_user_key(
+        &state,
+        &identity,
+        pa_proto::v1::ConfirmUserKeyRequest {
+            provider,
+            base_url: body.base_url,
+        },
+    )
+    .await?;
+    Ok(Json(ProviderKeyJson::from(key)))
 }
 
 #[utoipa::path(delete, path = "/v1/me/keys/{provider}", tag = "keys", params(("provider" = String, Path, description = "The provider id")), responses((status = 204, description = "Deleted")))]
@@ -555,15 +484,7 @@ pub async fn delete_key(
     Caller(identity): Caller,
     Path(provider): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .keys
-        .clone()
-        .delete_user_key(
-            state
-                .auth
-                .request(&identity, DeleteUserKeyRequest { provider }),
-        )
-        .await?;
+    op::delete_user_key(&state, &identity, DeleteUserKeyRequest { provider }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -603,12 +524,7 @@ async fn usage(
         from_day: q.from.unwrap_or_default(),
         to_day: q.to.unwrap_or_default(),
     };
-    let report = state
-        .usage
-        .clone()
-        .get_usage(state.auth.request(identity, request))
-        .await?
-        .into_inner();
+    let report = op::get_usage(state, identity, request).await?;
     let items = report
         .days
         .into_iter()
@@ -643,20 +559,7 @@ pub async fn tenant_usage(
     Caller(identity): Caller,
     q: Result<Query<UsageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Items<UsageDayJson>>> {
-    require_admin(&identity)?;
     usage(&state, &identity, UsageScope::Tenant, q?.0).await
-}
-
-fn schedule_client(
-    state: &AppState,
-) -> Result<
-    pa_proto::v1::schedule_service_client::ScheduleServiceClient<tonic::transport::Channel>,
-    ApiError,
-> {
-    state
-        .schedules
-        .clone()
-        .ok_or_else(|| PaError::unavailable("no svc-worker is configured (PA_WORKER_URL)").into())
 }
 
 /// A maintenance schedule (Temporal).
@@ -682,15 +585,8 @@ pub async fn list_schedules(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Items<ScheduleJson>>> {
-    pa_kit::identity::require_platform_admin(&identity)?;
-    let listed = schedule_client(&state)?
-        .list_schedules(
-            state
-                .auth
-                .request(&identity, pa_proto::v1::ListSchedulesRequest {}),
-        )
-        .await?
-        .into_inner();
+    let listed =
+        op::list_schedules(&state, &identity, pa_proto::v1::ListSchedulesRequest {}).await?;
     let time = |ms: i64| {
         (ms > 0)
             .then(|| chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339()))
@@ -719,13 +615,147 @@ pub async fn trigger_schedule(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<axum::http::StatusCode> {
-    pa_kit::identity::require_platform_admin(&identity)?;
-    schedule_client(&state)?
-        .trigger_schedule(
-            state
-                .auth
-                .request(&identity, pa_proto::v1::TriggerScheduleRequest { id }),
-        )
-        .await?;
+    op::trigger_schedule(
+        &state,
+        &identity,
+        pa_proto::v1::TriggerScheduleRequest { id },
+    )
+    .await?;
     Ok(axum::http::StatusCode::ACCEPTED)
+}
+
+/// The operations of model governance, keys, usage and schedules (ADR 0211): the REST handlers
+/// above and the public gRPC ModelAdminService, KeyService, UsageService and ScheduleService call
+/// these, with the same checks (svc-models checks the administrators again).
+pub(crate) mod op {
+    use super::*;
+    use crate::operations::forward_operation;
+    use pa_proto::v1::{
+        ConfirmUserKeyRequest, DeleteUserKeyResponse, GetUsageResponse, KeyRef, ListModelsResponse,
+        ListPoliciesResponse, ListProvidersResponse, ListSchedulesRequest, ListSchedulesResponse,
+        ListUserKeysResponse, TriggerScheduleRequest, TriggerScheduleResponse,
+    };
+
+    fn admin<T>(identity: &Identity, _: &T) -> Result<(), PaError> {
+        pa_kit::identity::require_any_admin(identity)
+    }
+
+    forward_operation!(
+        /// `ModelAdminService/ListProviders`: the platform's and the organisation's own.
+        list_providers(model_admin.list_providers, ListProvidersRequest) -> ListProvidersResponse,
+        check: admin
+    );
+    forward_operation!(
+        /// `ModelAdminService/UpsertProvider`.
+        upsert_provider(model_admin.upsert_provider, UpsertProviderRequest) -> ProviderInfo,
+        check: |identity, r| {
+            pa_kit::identity::require_any_admin(identity)?;
+            check_catalog_scope(r.provider.as_ref().map(|p| p.scope.as_str()).unwrap_or_default())
+        }
+    );
+    forward_operation!(
+        /// `ModelAdminService/ListAllModels`.
+        list_all_models(model_admin.list_all_models, ListAllModelsRequest) -> ListModelsResponse,
+        check: admin
+    );
+    forward_operation!(
+        /// `ModelAdminService/UpsertModel`.
+        upsert_model(model_admin.upsert_model, UpsertModelRequest) -> ModelInfo,
+        check: |identity, r| {
+            pa_kit::identity::require_any_admin(identity)?;
+            check_catalog_scope(r.model.as_ref().map(|m| m.scope.as_str()).unwrap_or_default())
+        }
+    );
+    forward_operation!(
+        /// `ModelAdminService/PatchModel`.
+        patch_model(model_admin.patch_model, PatchModelRequest) -> ModelInfo,
+        check: admin
+    );
+    forward_operation!(
+        /// `ModelAdminService/SetModelOverlay`: a platform model on or off for the organisation.
+        set_model_overlay(model_admin.set_model_overlay, SetModelOverlayRequest) -> ModelInfo,
+        check: admin
+    );
+    forward_operation!(
+        /// `ModelAdminService/ListPolicies`.
+        list_policies(model_admin.list_policies, ListPoliciesRequest) -> ListPoliciesResponse,
+        check: admin
+    );
+    forward_operation!(
+        /// `ModelAdminService/SetPolicy`.
+        set_policy(model_admin.set_policy, ClassificationPolicy) -> ClassificationPolicy,
+        check: |identity, r| {
+            pa_kit::identity::require_any_admin(identity)?;
+            if r.classification == pa_proto::v1::DataClassification::Unspecified as i32 {
+                return Err(PaError::bad_request(
+                    "classification must be public, internal, confidential or restricted",
+                ));
+            }
+            check_catalog_scope(&r.scope)
+        }
+    );
+    forward_operation!(
+        /// `KeyService/ListUserKeys`: the caller's provider keys (never the keys themselves).
+        list_user_keys(keys.list_user_keys, ListUserKeysRequest) -> ListUserKeysResponse
+    );
+    forward_operation!(
+        /// `KeyService/PutUserKey`.
+        put_user_key(keys.put_user_key, PutUserKeyRequest) -> KeyRef
+    );
+    forward_operation!(
+        /// `KeyService/DeleteUserKey`.
+        delete_user_key(keys.delete_user_key, DeleteUserKeyRequest) -> DeleteUserKeyResponse
+    );
+    forward_operation!(
+        /// `KeyService/ConfirmUserKey`: lets the key go to the provider's current base URL.
+        confirm_user_key(keys.confirm_user_key, ConfirmUserKeyRequest) -> KeyRef
+    );
+    forward_operation!(
+        /// `UsageService/GetUsage`: the caller's, or the organisation's (administrators).
+        get_usage(usage.get_usage, GetUsageRequest) -> GetUsageResponse,
+        check: |identity, r| {
+            if r.scope == UsageScope::Tenant as i32 {
+                pa_kit::identity::require_any_admin(identity)?;
+            }
+            Ok(())
+        }
+    );
+
+    fn schedules(
+        state: &AppState,
+        identity: &Identity,
+    ) -> Result<
+        pa_proto::v1::schedule_service_client::ScheduleServiceClient<tonic::transport::Channel>,
+        PaError,
+    > {
+        pa_kit::identity::require_platform_admin(identity)?;
+        state
+            .schedules
+            .clone()
+            .ok_or_else(|| PaError::unavailable("no svc-worker is configured (PA_WORKER_URL)"))
+    }
+
+    /// `ScheduleService/ListSchedules` (platform administrators: maintenance spans tenants).
+    pub(crate) async fn list_schedules(
+        state: &AppState,
+        identity: &Identity,
+        request: ListSchedulesRequest,
+    ) -> Result<ListSchedulesResponse, PaError> {
+        Ok(schedules(state, identity)?
+            .list_schedules(state.auth.request(identity, request))
+            .await?
+            .into_inner())
+    }
+
+    /// `ScheduleService/TriggerSchedule`: runs a schedule now.
+    pub(crate) async fn trigger_schedule(
+        state: &AppState,
+        identity: &Identity,
+        request: TriggerScheduleRequest,
+    ) -> Result<TriggerScheduleResponse, PaError> {
+        Ok(schedules(state, identity)?
+            .trigger_schedule(state.auth.request(identity, request))
+            .await?
+            .into_inner())
+    }
 }

@@ -7,9 +7,11 @@ use axum::response::IntoResponse;
 use pa_kit::PaError;
 use pa_proto::v1::control_command::{Command, ToolCallDecision};
 use pa_proto::v1::{
-    CancelRunRequest, ControlCommand, CreateChatRequest, CreateRunRequest, DeleteChatRequest,
-    GetChatRequest, GetRunRequest, ListChatsRequest, ListMessagesRequest, ListModelsRequest,
-    RenameChatRequest, RunMode,
+    CancelRunRequest, Chat, ControlAck, ControlCommand, CreateChatRequest, CreateRunRequest,
+    CreateRunResponse, DeleteChatRequest, DeleteChatResponse, GetChatRequest, GetRunRequest,
+    ListChatsRequest, ListChatsResponse, ListMessagesRequest, ListMessagesResponse,
+    ListModelsRequest, ListModelsResponse, ModelSelection, RenameChatRequest, ResolveModelRequest,
+    Run, RunMode,
 };
 use serde::Deserialize;
 
@@ -65,18 +67,12 @@ pub async fn create_chat(
             )
         })?,
     };
-    crate::dto::check_title(body.title.as_deref().unwrap_or_default())?;
     let request = CreateChatRequest {
         title: body.title.unwrap_or_default(),
         classification: classification as i32,
         chat_id: String::new(),
     };
-    let chat = state
-        .runs
-        .clone()
-        .create_chat(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let chat = op::create_chat(&state, &identity, request).await?;
     let location = format!("/v1/chats/{}", chat.id);
     Ok((
         StatusCode::CREATED,
@@ -97,12 +93,7 @@ pub async fn list_chats(
         page_size: q.limit.unwrap_or(0),
         page_token: q.cursor.unwrap_or_default(),
     };
-    let page = state
-        .runs
-        .clone()
-        .list_chats(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let page = op::list_chats(&state, &identity, request).await?;
     Ok(Json(Page::new(
         page.chats.into_iter().map(ChatJson::from).collect(),
         page.next_page_token,
@@ -116,12 +107,7 @@ pub async fn get_chat(
     Path(chat_id): Path<String>,
 ) -> ApiResult<Json<ChatJson>> {
     let request = GetChatRequest { chat_id };
-    let chat = state
-        .runs
-        .clone()
-        .get_chat(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let chat = op::get_chat(&state, &identity, request).await?;
     Ok(Json(chat.into()))
 }
 
@@ -133,17 +119,11 @@ pub async fn rename_chat(
     Path(chat_id): Path<String>,
     ApiJson(body): ApiJson<RenameChatBody>,
 ) -> ApiResult<Json<ChatJson>> {
-    crate::dto::check_title(&body.title)?;
     let request = RenameChatRequest {
         chat_id,
         title: body.title,
     };
-    let chat = state
-        .runs
-        .clone()
-        .rename_chat(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let chat = op::rename_chat(&state, &identity, request).await?;
     Ok(Json(chat.into()))
 }
 
@@ -154,11 +134,7 @@ pub async fn delete_chat(
     Path(chat_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let request = DeleteChatRequest { chat_id };
-    state
-        .runs
-        .clone()
-        .delete_chat(state.auth.request(&identity, request))
-        .await?;
+    op::delete_chat(&state, &identity, request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,12 +152,7 @@ pub async fn list_messages(
         page_size: q.limit.unwrap_or(0),
         page_token: q.cursor.unwrap_or_default(),
     };
-    let page = state
-        .runs
-        .clone()
-        .list_messages(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let page = op::list_messages(&state, &identity, request).await?;
     Ok(Json(Page::new(
         page.messages.into_iter().map(MessageJson::from).collect(),
         page.next_page_token,
@@ -213,12 +184,7 @@ pub async fn create_run(
         client_tools_json: String::new(),
         state_json: String::new(),
     };
-    let created = state
-        .runs
-        .clone()
-        .create_run(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let created = op::create_run(&state, &identity, request).await?;
     let run = created
         .run
         .ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
@@ -249,12 +215,7 @@ pub async fn get_run(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunJson>> {
     let request = GetRunRequest { run_id };
-    let run = state
-        .runs
-        .clone()
-        .get_run(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let run = op::get_run(&state, &identity, request).await?;
     Ok(Json(run.into()))
 }
 
@@ -265,12 +226,7 @@ pub async fn cancel_run(
     Path(run_id): Path<String>,
 ) -> ApiResult<Json<RunJson>> {
     let request = CancelRunRequest { run_id };
-    let run = state
-        .runs
-        .clone()
-        .cancel_run(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let run = op::cancel_run(&state, &identity, request).await?;
     Ok(Json(run.into()))
 }
 
@@ -304,12 +260,7 @@ pub async fn decide_tool_call(
             reason: body.reason,
         })),
     };
-    let ack = state
-        .control
-        .clone()
-        .send_control(state.auth.request(&identity, command))
-        .await?
-        .into_inner();
+    let ack = op::send_control(&state, &identity, command).await?;
     Ok(Json(serde_json::json!({
         "run_id": run_id,
         "tool_call_id": tool_call_id,
@@ -339,11 +290,7 @@ pub async fn run_events(
     let request = GetRunRequest {
         run_id: run_id.clone(),
     };
-    state
-        .runs
-        .clone()
-        .get_run(state.auth.request(&identity, request))
-        .await?;
+    op::get_run(&state, &identity, request).await?;
     Ok(sse::follow_run(&state, identity, run_id, after))
 }
 
@@ -352,14 +299,74 @@ pub async fn list_models(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Page<ModelJson>>> {
-    let models = state
-        .models
-        .clone()
-        .list_models(state.auth.request(&identity, ListModelsRequest {}))
-        .await?
-        .into_inner();
+    let models = op::list_models(&state, &identity, ListModelsRequest {}).await?;
     Ok(Json(Page::new(
         models.models.into_iter().map(ModelJson::from).collect(),
         String::new(),
     )))
+}
+
+// The operation layer of chats and runs (ADR 0211): the REST handlers above and the public
+// gRPC RunService and ControlService call these, with the same checks.
+
+/// The operations of chats, runs and models.
+pub(crate) mod op {
+    use super::*;
+    use crate::operations::forward_operation;
+
+    forward_operation!(
+        /// `RunService/CreateChat`.
+        create_chat(runs.create_chat, CreateChatRequest) -> Chat,
+        check: |_, r| crate::dto::check_title(&r.title)
+    );
+    forward_operation!(
+        /// `RunService/ListChats`: newest first.
+        list_chats(runs.list_chats, ListChatsRequest) -> ListChatsResponse,
+        check: |_, r| crate::dto::check_limit((r.page_size != 0).then_some(r.page_size))
+    );
+    forward_operation!(
+        /// `RunService/GetChat`.
+        get_chat(runs.get_chat, GetChatRequest) -> Chat
+    );
+    forward_operation!(
+        /// `RunService/RenameChat`.
+        rename_chat(runs.rename_chat, RenameChatRequest) -> Chat,
+        check: |_, r| crate::dto::check_title(&r.title)
+    );
+    forward_operation!(
+        /// `RunService/DeleteChat`: with its runs, messages and event streams.
+        delete_chat(runs.delete_chat, DeleteChatRequest) -> DeleteChatResponse
+    );
+    forward_operation!(
+        /// `RunService/ListMessages`: oldest first.
+        list_messages(runs.list_messages, ListMessagesRequest) -> ListMessagesResponse,
+        check: |_, r| crate::dto::check_limit_up_to(
+            (r.page_size != 0).then_some(r.page_size),
+            crate::dto::caps::MAX_MESSAGES_LIMIT,
+        )
+    );
+    forward_operation!(
+        /// `RunService/CreateRun`.
+        create_run(runs.create_run, CreateRunRequest) -> CreateRunResponse
+    );
+    forward_operation!(
+        /// `RunService/GetRun`.
+        get_run(runs.get_run, GetRunRequest) -> Run
+    );
+    forward_operation!(
+        /// `RunService/CancelRun` (idempotent).
+        cancel_run(runs.cancel_run, CancelRunRequest) -> Run
+    );
+    forward_operation!(
+        /// `ControlService/SendControl`: cancel a run or decide a held tool call.
+        send_control(control.send_control, ControlCommand) -> ControlAck
+    );
+    forward_operation!(
+        /// `ModelService/ListModels`: the models the caller may use.
+        list_models(models.list_models, ListModelsRequest) -> ListModelsResponse
+    );
+    forward_operation!(
+        /// `ModelService/Resolve`.
+        resolve(models.resolve, ResolveModelRequest) -> ModelSelection
+    );
 }

@@ -10,7 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use pa_kit::PaError;
-use pa_proto::v1::AuthMethod;
+use pa_proto::v1::{
+    ApiKey, AuthMethod, CreateApiKeyRequest, CreatedApiKey, Identity, ListApiKeysRequest,
+    ListApiKeysResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
+};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 
@@ -60,28 +63,48 @@ pub struct CreatedApiKeyJson {
     key: String,
 }
 
-fn key_json(row: &sqlx::postgres::PgRow) -> Result<ApiKeyJson, sqlx::Error> {
-    let time = |name: &str| -> Result<Option<String>, sqlx::Error> {
+fn key_proto(row: &sqlx::postgres::PgRow) -> Result<ApiKey, sqlx::Error> {
+    let ms = |name: &str| -> Result<i64, sqlx::Error> {
         Ok(row
             .try_get::<Option<DateTime<Utc>>, _>(name)?
-            .map(|t| t.to_rfc3339()))
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(0))
     };
-    Ok(ApiKeyJson {
+    Ok(ApiKey {
         id: row.try_get::<String, _>("id")?,
         name: row.try_get::<String, _>("name")?,
         scopes: row.try_get::<Vec<String>, _>("scopes")?,
-        created_at: time("created_at")?,
-        expires_at: time("expires_at")?,
-        revoked_at: time("revoked_at")?,
-        last_used_at: time("last_used_at")?,
+        created_at_ms: ms("created_at")?,
+        expires_at_ms: ms("expires_at")?,
+        revoked_at_ms: ms("revoked_at")?,
+        last_used_at_ms: ms("last_used_at")?,
     })
 }
 
-fn store(state: &AppState) -> Result<&ApiKeyStore, ApiError> {
+impl From<ApiKey> for ApiKeyJson {
+    fn from(k: ApiKey) -> Self {
+        let time = |ms: i64| {
+            (ms != 0)
+                .then(|| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| t.to_rfc3339()))
+                .flatten()
+        };
+        Self {
+            created_at: time(k.created_at_ms),
+            expires_at: time(k.expires_at_ms),
+            revoked_at: time(k.revoked_at_ms),
+            last_used_at: time(k.last_used_at_ms),
+            id: k.id,
+            name: k.name,
+            scopes: k.scopes,
+        }
+    }
+}
+
+fn store(state: &AppState) -> Result<&ApiKeyStore, PaError> {
     state
         .api_keys
         .as_ref()
-        .ok_or_else(|| PaError::unavailable("API keys are not configured").into())
+        .ok_or_else(|| PaError::unavailable("API keys are not configured"))
 }
 
 #[utoipa::path(post, path = "/v1/me/api-keys", tag = "api-keys", request_body = CreateKeyBody, responses((status = 201, description = "`{id, name, scopes, key, ...}`: `key` (pa_...) is shown only now", body = CreatedApiKeyJson)))]
@@ -90,62 +113,113 @@ pub async fn create(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<CreatedApiKeyJson>), ApiError> {
-    let store = store(&state)?;
-    if identity.auth_method == AuthMethod::ApiKey as i32 {
-        return Err(PaError::new(
-            pa_kit::ErrorCode::Forbidden,
-            "an API key cannot create API keys",
-        )
-        .into());
-    }
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(PaError::bad_request("name must be 1-100 characters").into());
-    }
-    let scopes = body
-        .scopes
-        .unwrap_or_else(|| vec!["chats".into(), "runs".into(), "models".into()]);
-    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+    if body.scopes.as_ref().is_some_and(Vec::is_empty) {
         return Err(PaError::bad_request(format!(
             "scopes must be a non-empty subset of {SCOPES:?}"
         ))
         .into());
+    }
+    let expires_at_ms = match &body.expires_at {
+        None => 0,
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map_err(|_| PaError::bad_request("expires_at must be an RFC 3339 time"))?
+            .timestamp_millis(),
+    };
+    let request = CreateApiKeyRequest {
+        name: body.name,
+        scopes: body.scopes.unwrap_or_default(),
+        expires_at_ms,
+    };
+    let created = create_api_key(&state, &identity, request).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedApiKeyJson {
+            api_key: created.api_key.unwrap_or_default().into(),
+            key: created.key,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = Items<ApiKeyJson>)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+) -> Result<Json<Items<ApiKeyJson>>, ApiError> {
+    let listed = list_api_keys(&state, &identity, ListApiKeysRequest {}).await?;
+    Ok(Json(Items {
+        items: listed.api_keys.into_iter().map(ApiKeyJson::from).collect(),
+    }))
+}
+
+#[utoipa::path(delete, path = "/v1/me/api-keys/{id}", tag = "api-keys", params(("id" = String, Path, description = "The API key id")), responses((status = 204, description = "Revoked")))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    Caller(identity): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    revoke_api_key(&state, &identity, RevokeApiKeyRequest { id }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// The operation layer of API keys (ADR 0211): the REST handlers above and the public gRPC
+// ApiKeyService call these.
+
+/// `ApiKeyService/CreateApiKey`: the key is returned only now; only its hash is kept.
+pub(crate) async fn create_api_key(
+    state: &AppState,
+    identity: &Identity,
+    request: CreateApiKeyRequest,
+) -> Result<CreatedApiKey, PaError> {
+    let store = store(state)?;
+    if identity.auth_method == AuthMethod::ApiKey as i32 {
+        return Err(PaError::new(
+            pa_kit::ErrorCode::Forbidden,
+            "an API key cannot create API keys",
+        ));
+    }
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(PaError::bad_request("name must be 1-100 characters"));
+    }
+    let scopes = if request.scopes.is_empty() {
+        vec!["chats".into(), "runs".into(), "models".into()]
+    } else {
+        request.scopes
+    };
+    if scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(PaError::bad_request(format!(
+            "scopes must be a non-empty subset of {SCOPES:?}"
+        )));
     }
     let is_admin = identity.roles.iter().any(|r| r == "admin");
     if scopes.iter().any(|s| s == "admin") && !is_admin {
         return Err(PaError::new(
             pa_kit::ErrorCode::Forbidden,
             "only an admin can create an admin-scoped key",
-        )
-        .into());
+        ));
     }
-    let expires_at = match &body.expires_at {
-        None => None,
-        Some(text) => {
-            let at = DateTime::parse_from_rfc3339(text)
-                .map_err(|_| PaError::bad_request("expires_at must be an RFC 3339 time"))?
-                .with_timezone(&Utc);
+    let expires_at = match request.expires_at_ms {
+        0 => None,
+        ms => {
+            let at = DateTime::<Utc>::from_timestamp_millis(ms)
+                .ok_or_else(|| PaError::bad_request("expires_at is out of range"))?;
             if at <= Utc::now() {
-                return Err(PaError::bad_request("expires_at must be in the future").into());
+                return Err(PaError::bad_request("expires_at must be in the future"));
             }
             Some(at)
         }
     };
-    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
-        .await
-        .map_err(PaError::from)?;
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id).await?;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM api_keys WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
         .fetch_one(&mut *tx)
-        .await
-        .map_err(PaError::from)?;
+        .await?;
     if count >= MAX_KEYS_PER_USER {
         return Err(PaError::new(
             pa_kit::ErrorCode::FailedPrecondition,
             format!("at most {MAX_KEYS_PER_USER} active keys per user"),
-        )
-        .into());
+        ));
     }
     let id = random_text(12)?; // 16 characters
     let secret = random_text(32)?;
@@ -169,27 +243,25 @@ pub async fn create(
     .bind(&roles)
     .bind(expires_at)
     .fetch_one(&mut *tx)
-    .await
-    .map_err(PaError::from)?;
-    tx.commit().await.map_err(PaError::from)?;
-    let api_key = key_json(&row).map_err(PaError::from)?;
+    .await?;
+    tx.commit().await?;
+    let api_key = key_proto(&row)?;
     // Shown once; only its hash is kept.
     let key = format!("{PREFIX}{id}_{secret}");
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedApiKeyJson { api_key, key }),
-    ))
+    Ok(CreatedApiKey {
+        api_key: Some(api_key),
+        key,
+    })
 }
 
-#[utoipa::path(get, path = "/v1/me/api-keys", tag = "api-keys", responses((status = 200, description = "`{items: [api key]}` without secrets", body = Items<ApiKeyJson>)))]
-pub async fn list(
-    State(state): State<AppState>,
-    Caller(identity): Caller,
-) -> Result<Json<Items<ApiKeyJson>>, ApiError> {
-    let store = store(&state)?;
-    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
-        .await
-        .map_err(PaError::from)?;
+/// `ApiKeyService/ListApiKeys`: the caller's keys, newest first, without secrets.
+pub(crate) async fn list_api_keys(
+    state: &AppState,
+    identity: &Identity,
+    _request: ListApiKeysRequest,
+) -> Result<ListApiKeysResponse, PaError> {
+    let store = store(state)?;
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id).await?;
     let rows = sqlx::query(
         "SELECT id, name, scopes, created_at, expires_at, revoked_at, last_used_at FROM api_keys \
          WHERE tenant_id = $1 AND user_id = $2 ORDER BY created_at DESC",
@@ -197,39 +269,34 @@ pub async fn list(
     .bind(&identity.tenant_id)
     .bind(&identity.user_id)
     .fetch_all(&mut *tx)
-    .await
-    .map_err(PaError::from)?;
-    tx.commit().await.map_err(PaError::from)?;
-    let items = rows
-        .iter()
-        .map(key_json)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(PaError::from)?;
-    Ok(Json(Items { items }))
+    .await?;
+    tx.commit().await?;
+    let api_keys = rows.iter().map(key_proto).collect::<Result<Vec<_>, _>>()?;
+    Ok(ListApiKeysResponse { api_keys })
 }
 
-#[utoipa::path(delete, path = "/v1/me/api-keys/{id}", tag = "api-keys", params(("id" = String, Path, description = "The API key id")), responses((status = 204, description = "Revoked")))]
-pub async fn revoke(
-    State(state): State<AppState>,
-    Caller(identity): Caller,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    let store = store(&state)?;
-    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id)
-        .await
-        .map_err(PaError::from)?;
+/// `ApiKeyService/RevokeApiKey` (idempotent for a key of the caller's; 404 otherwise).
+pub(crate) async fn revoke_api_key(
+    state: &AppState,
+    identity: &Identity,
+    request: RevokeApiKeyRequest,
+) -> Result<RevokeApiKeyResponse, PaError> {
+    let store = store(state)?;
+    let mut tx = pa_kit::db::tenant_tx(&store.pool, &identity.tenant_id).await?;
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE tenant_id = $1 AND user_id = $2 AND id = $3",
     )
     .bind(&identity.tenant_id)
     .bind(&identity.user_id)
-    .bind(&id)
+    .bind(&request.id)
     .execute(&mut *tx)
-    .await
-    .map_err(PaError::from)?;
-    tx.commit().await.map_err(PaError::from)?;
+    .await?;
+    tx.commit().await?;
     if done.rows_affected() == 0 {
-        return Err(PaError::not_found(format!("API key {id} not found")).into());
+        return Err(PaError::not_found(format!(
+            "API key {} not found",
+            request.id
+        )));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(RevokeApiKeyResponse {})
 }

@@ -176,40 +176,9 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The scope of a public gRPC method (`/personal_agent.v1.<Service>/<Method>`).
-pub fn grpc_scope(path: &str) -> Scope {
-    match path.strip_prefix("/personal_agent.v1.RunService/") {
-        Some(method) if method.contains("Chat") || method == "ListMessages" => Scope::Chats,
-        Some(_) => Scope::Runs,
-        None if path.starts_with("/personal_agent.v1.ModelService/") => Scope::Models,
-        None => Scope::SessionOnly,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn grpc_methods_have_their_scopes() {
-        assert_eq!(
-            grpc_scope("/personal_agent.v1.RunService/CreateChat"),
-            Scope::Chats
-        );
-        assert_eq!(
-            grpc_scope("/personal_agent.v1.RunService/ListMessages"),
-            Scope::Chats
-        );
-        assert_eq!(
-            grpc_scope("/personal_agent.v1.RunService/CreateRun"),
-            Scope::Runs
-        );
-        assert_eq!(
-            grpc_scope("/personal_agent.v1.ModelService/ListModels"),
-            Scope::Models
-        );
-        assert_eq!(grpc_scope("/personal_agent.v1.Other/X").key_scope(), None);
-    }
 
     /// Every route of the table declares a scope, and the declaration matches what the route
     /// does: a route fails this test when it is added without a thought about API keys.

@@ -33,9 +33,10 @@ use pa_device_wire::{
 };
 use pa_kit::PaError;
 use pa_proto::v1::{
-    AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest, Device,
-    DeviceTool, EnrollDeviceRequest, ListDevicesRequest, SetDeviceOfflineRequest,
-    SetDeviceOnlineRequest,
+    AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest,
+    DeleteDeviceResponse, Device, DeviceEnrollment, DeviceTool, EnrollDeviceRequest,
+    EnrollDeviceResponse, Identity, ListDevicesRequest, ListDevicesResponse,
+    SetDeviceOfflineRequest, SetDeviceOnlineRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -123,16 +124,12 @@ pub async fn create_enrollment(
     ApiJson(body): ApiJson<EnrollmentBody>,
 ) -> ApiResult<(StatusCode, Json<EnrollmentJson>)> {
     let EnrollmentBody { name, kind } = body;
-    let enrollment = state
-        .tools
-        .clone()
-        .create_device_enrollment(
-            state
-                .auth
-                .request(&identity, CreateDeviceEnrollmentRequest { name, kind }),
-        )
-        .await?
-        .into_inner();
+    let enrollment = create_device_enrollment(
+        &state,
+        &identity,
+        CreateDeviceEnrollmentRequest { name, kind },
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(EnrollmentJson {
@@ -149,21 +146,16 @@ pub async fn enroll(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> ApiResult<Json<EnrollResponse>> {
-    let internal = pa_kit::identity::internal_identity(GATEWAY);
-    let enrolled = state
-        .tools
-        .clone()
-        .enroll_device(state.auth.request(
-            &internal,
-            EnrollDeviceRequest {
-                code: body.code,
-                name: body.name,
-                kind: body.kind,
-                platform: body.platform,
-            },
-        ))
-        .await?
-        .into_inner();
+    let enrolled = enroll_device(
+        &state,
+        EnrollDeviceRequest {
+            code: body.code,
+            name: body.name,
+            kind: body.kind,
+            platform: body.platform,
+        },
+    )
+    .await?;
     Ok(Json(EnrollResponse {
         device_id: enrolled.device_id,
         device_token: enrolled.device_token,
@@ -177,12 +169,8 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<DeviceListJson>> {
-    let devices = state
-        .tools
-        .clone()
-        .list_devices(state.auth.request(&identity, ListDevicesRequest {}))
+    let devices = list_devices(&state, &identity, ListDevicesRequest {})
         .await?
-        .into_inner()
         .devices;
     Ok(Json(DeviceListJson {
         devices: devices.into_iter().map(DeviceJson::from).collect(),
@@ -196,11 +184,7 @@ pub async fn delete(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    state
-        .tools
-        .clone()
-        .delete_device(state.auth.request(&identity, DeleteDeviceRequest { id }))
-        .await?;
+    delete_device(&state, &identity, DeleteDeviceRequest { id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -541,6 +525,65 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
     }
     tracing::info!(device = %device.id, %connection, "device offline");
     result
+}
+
+// The operation layer of devices (ADR 0211): the REST handlers above and the public gRPC
+// ToolService call these.
+
+/// `ToolService/CreateDeviceEnrollment`: a one-time code for a new device of the caller's.
+pub(crate) async fn create_device_enrollment(
+    state: &AppState,
+    identity: &Identity,
+    request: CreateDeviceEnrollmentRequest,
+) -> Result<DeviceEnrollment, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .create_device_enrollment(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/EnrollDevice`: no user login, the one-time code is the credential.
+pub(crate) async fn enroll_device(
+    state: &AppState,
+    request: EnrollDeviceRequest,
+) -> Result<EnrollDeviceResponse, PaError> {
+    let internal = pa_kit::identity::internal_identity(GATEWAY);
+    Ok(state
+        .tools
+        .clone()
+        .enroll_device(state.auth.request(&internal, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/ListDevices`.
+pub(crate) async fn list_devices(
+    state: &AppState,
+    identity: &Identity,
+    request: ListDevicesRequest,
+) -> Result<ListDevicesResponse, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .list_devices(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/DeleteDevice`: its token stops working, a connected device is disconnected.
+pub(crate) async fn delete_device(
+    state: &AppState,
+    identity: &Identity,
+    request: DeleteDeviceRequest,
+) -> Result<DeleteDeviceResponse, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .delete_device(state.auth.request(identity, request))
+        .await?
+        .into_inner())
 }
 
 #[cfg(test)]

@@ -7,15 +7,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use pa_kit::PaError;
-use pa_proto::v1::tool_service_client::ToolServiceClient;
 use pa_proto::v1::{
-    ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest, GetChatRequest,
-    GetChatToolSelectionRequest, GetIntegrationRequest, Integration, ListIntegrationsRequest,
-    TagList, UpdateIntegrationRequest,
+    ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest,
+    DeleteIntegrationResponse, GetChatRequest, GetChatToolSelectionRequest, GetIntegrationRequest,
+    Identity, Integration, ListIntegrationsRequest, ListIntegrationsResponse, TagList,
+    UpdateIntegrationRequest,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
@@ -24,10 +23,6 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-fn tools(state: &AppState) -> ToolServiceClient<Channel> {
-    state.tools.clone()
-}
 
 /// An integration (a tool source): web search, web fetch, weather or an MCP server.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -69,6 +64,17 @@ impl From<Integration> for IntegrationJson {
     }
 }
 
+/// An integration's settings: a JSON object (empty = none).
+fn check_config(config_json: &str) -> Result<(), PaError> {
+    if config_json.is_empty() {
+        return Ok(());
+    }
+    match serde_json::from_str::<Value>(config_json) {
+        Ok(Value::Object(_)) => Ok(()),
+        _ => Err(PaError::bad_request("config must be a JSON object")),
+    }
+}
+
 fn config_json(config: Option<Value>) -> Result<Option<String>, ApiError> {
     match config {
         None => Ok(None),
@@ -82,10 +88,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(identity): Caller,
 ) -> ApiResult<Json<Page<IntegrationJson>>> {
-    let list = tools(&state)
-        .list_integrations(state.auth.request(&identity, ListIntegrationsRequest {}))
-        .await?
-        .into_inner();
+    let list = list_integrations(&state, &identity, ListIntegrationsRequest {}).await?;
     Ok(Json(Page::new(
         list.integrations
             .into_iter()
@@ -160,11 +163,6 @@ pub async fn create(
     Caller(identity): Caller,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<IntegrationJson>)> {
-    check_caps(
-        &body.provider_tags_required,
-        &body.provider_tags_blocked,
-        Some(&body.secrets),
-    )?;
     let request = CreateIntegrationRequest {
         kind: body.kind,
         name: body.name,
@@ -174,10 +172,7 @@ pub async fn create(
         config_json: config_json(body.config)?.unwrap_or_default(),
         secrets: body.secrets,
     };
-    let created = tools(&state)
-        .create_integration(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let created = create_integration(&state, &identity, request).await?;
     Ok((StatusCode::CREATED, Json(IntegrationJson::from(created))))
 }
 
@@ -187,10 +182,7 @@ pub async fn get(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<IntegrationJson>> {
-    let found = tools(&state)
-        .get_integration(state.auth.request(&identity, GetIntegrationRequest { id }))
-        .await?
-        .into_inner();
+    let found = get_integration(&state, &identity, GetIntegrationRequest { id }).await?;
     Ok(Json(IntegrationJson::from(found)))
 }
 
@@ -218,11 +210,6 @@ pub async fn patch(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Json<IntegrationJson>> {
-    check_caps(
-        body.provider_tags_required.as_deref().unwrap_or_default(),
-        body.provider_tags_blocked.as_deref().unwrap_or_default(),
-        body.secrets.as_ref(),
-    )?;
     let request = UpdateIntegrationRequest {
         id,
         name: body.name,
@@ -233,10 +220,7 @@ pub async fn patch(
         replace_secrets: body.secrets.is_some(),
         secrets: body.secrets.unwrap_or_default(),
     };
-    let updated = tools(&state)
-        .update_integration(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let updated = update_integration(&state, &identity, request).await?;
     Ok(Json(IntegrationJson::from(updated)))
 }
 
@@ -246,33 +230,8 @@ pub async fn delete(
     Caller(identity): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    tools(&state)
-        .delete_integration(
-            state
-                .auth
-                .request(&identity, DeleteIntegrationRequest { id }),
-        )
-        .await?;
+    delete_integration(&state, &identity, DeleteIntegrationRequest { id }).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The chat must be the caller's (svc-runs answers 404 otherwise).
-async fn check_chat(
-    state: &AppState,
-    identity: &pa_proto::v1::Identity,
-    chat_id: &str,
-) -> ApiResult<()> {
-    state
-        .runs
-        .clone()
-        .get_chat(state.auth.request(
-            identity,
-            GetChatRequest {
-                chat_id: chat_id.to_string(),
-            },
-        ))
-        .await?;
-    Ok(())
 }
 
 /// The integrations whose tools a chat's runs are offered.
@@ -298,15 +257,8 @@ pub async fn get_selection(
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
 ) -> ApiResult<Json<ToolSelectionJson>> {
-    check_chat(&state, &identity, &chat_id).await?;
-    let selection = tools(&state)
-        .get_chat_tool_selection(
-            state
-                .auth
-                .request(&identity, GetChatToolSelectionRequest { chat_id }),
-        )
-        .await?
-        .into_inner();
+    let selection =
+        get_chat_tool_selection(&state, &identity, GetChatToolSelectionRequest { chat_id }).await?;
     Ok(Json(ToolSelectionJson::from(selection)))
 }
 
@@ -323,16 +275,152 @@ pub async fn put_selection(
     Path(chat_id): Path<String>,
     ApiJson(body): ApiJson<SelectionBody>,
 ) -> ApiResult<Json<ToolSelectionJson>> {
-    check_chat(&state, &identity, &chat_id).await?;
-    let selection = tools(&state)
-        .set_chat_tool_selection(state.auth.request(
-            &identity,
-            ChatToolSelection {
-                chat_id,
-                integration_ids: body.integration_ids,
-            },
-        ))
-        .await?
-        .into_inner();
+    let selection = set_chat_tool_selection(
+        &state,
+        &identity,
+        ChatToolSelection {
+            chat_id,
+            integration_ids: body.integration_ids,
+        },
+    )
+    .await?;
     Ok(Json(ToolSelectionJson::from(selection)))
+}
+
+// The operation layer of integrations (ADR 0211): the REST handlers above and the public gRPC
+// ToolService call these, with the same checks. svc-tools validates the rest.
+
+/// `ToolService/ListIntegrations`.
+pub(crate) async fn list_integrations(
+    state: &AppState,
+    identity: &Identity,
+    request: ListIntegrationsRequest,
+) -> Result<ListIntegrationsResponse, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .list_integrations(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/CreateIntegration`: secrets are sealed, never returned.
+pub(crate) async fn create_integration(
+    state: &AppState,
+    identity: &Identity,
+    request: CreateIntegrationRequest,
+) -> Result<Integration, PaError> {
+    check_caps(
+        &request.provider_tags_required,
+        &request.provider_tags_blocked,
+        Some(&request.secrets),
+    )?;
+    check_config(&request.config_json)?;
+    Ok(state
+        .tools
+        .clone()
+        .create_integration(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/GetIntegration`.
+pub(crate) async fn get_integration(
+    state: &AppState,
+    identity: &Identity,
+    request: GetIntegrationRequest,
+) -> Result<Integration, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .get_integration(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/UpdateIntegration`.
+pub(crate) async fn update_integration(
+    state: &AppState,
+    identity: &Identity,
+    request: UpdateIntegrationRequest,
+) -> Result<Integration, PaError> {
+    check_caps(
+        request
+            .provider_tags_required
+            .as_ref()
+            .map(|t| t.tags.as_slice())
+            .unwrap_or_default(),
+        request
+            .provider_tags_blocked
+            .as_ref()
+            .map(|t| t.tags.as_slice())
+            .unwrap_or_default(),
+        request.replace_secrets.then_some(&request.secrets),
+    )?;
+    if let Some(config) = &request.config_json {
+        check_config(config)?;
+    }
+    Ok(state
+        .tools
+        .clone()
+        .update_integration(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/DeleteIntegration`.
+pub(crate) async fn delete_integration(
+    state: &AppState,
+    identity: &Identity,
+    request: DeleteIntegrationRequest,
+) -> Result<DeleteIntegrationResponse, PaError> {
+    Ok(state
+        .tools
+        .clone()
+        .delete_integration(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// The chat must be the caller's (svc-runs answers 404 otherwise).
+async fn check_chat(state: &AppState, identity: &Identity, chat_id: &str) -> Result<(), PaError> {
+    crate::api::op::get_chat(
+        state,
+        identity,
+        GetChatRequest {
+            chat_id: chat_id.to_string(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// `ToolService/GetChatToolSelection`: of a chat of the caller's.
+pub(crate) async fn get_chat_tool_selection(
+    state: &AppState,
+    identity: &Identity,
+    request: GetChatToolSelectionRequest,
+) -> Result<ChatToolSelection, PaError> {
+    check_chat(state, identity, &request.chat_id).await?;
+    Ok(state
+        .tools
+        .clone()
+        .get_chat_tool_selection(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// `ToolService/SetChatToolSelection`: of a chat of the caller's.
+pub(crate) async fn set_chat_tool_selection(
+    state: &AppState,
+    identity: &Identity,
+    request: ChatToolSelection,
+) -> Result<ChatToolSelection, PaError> {
+    check_chat(state, identity, &request.chat_id).await?;
+    Ok(state
+        .tools
+        .clone()
+        .set_chat_tool_selection(state.auth.request(identity, request))
+        .await?
+        .into_inner())
 }

@@ -15,6 +15,7 @@ mod integrations;
 mod memories;
 pub mod oidc;
 pub mod openapi;
+pub mod operations;
 mod presence;
 mod problem;
 mod public_grpc;
@@ -50,21 +51,48 @@ pub use pa_kit::StartError;
 /// holds the document to it, and a new endpoint without docs fails that test.
 /// Every route declares the [`Scope`] an API key needs for it (and whether it is public), so
 /// no endpoint falls through to a default.
+/// A route that is the HTTP binding of a public operation takes its scope from the operation
+/// (ADR 0211), so REST and gRPC cannot grant differently.
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub scope: Scope,
+    /// The operation this route binds to HTTP (its gRPC twin); `None` for what is HTTP by
+    /// nature (health, the OpenAPI document, the web app, WebSocket and AG-UI streams).
+    pub twin: Option<&'static operations::Operation>,
     endpoint: MethodRouter<AppState>,
+}
+
+/// Who may call a route: a scope of its own (HTTP-only routes) or its operation's.
+pub struct Access {
+    scope: Scope,
+    twin: Option<&'static operations::Operation>,
+}
+
+impl From<Scope> for Access {
+    fn from(scope: Scope) -> Self {
+        Self { scope, twin: None }
+    }
+}
+
+impl From<&'static operations::Operation> for Access {
+    fn from(op: &'static operations::Operation) -> Self {
+        Self {
+            scope: op.scope,
+            twin: Some(op),
+        }
+    }
 }
 
 macro_rules! route_fns {
     ($($name:ident => $method:ident),*) => {$(
-        fn $name<H, T>(path: &'static str, scope: Scope, handler: H) -> Route
+        fn $name<H, T>(path: &'static str, access: impl Into<Access>, handler: H) -> Route
         where
             H: axum::handler::Handler<T, AppState>,
             T: 'static,
         {
-            Route { method: Method::$method, path, scope, endpoint: axum::routing::$name(handler) }
+            let Access { scope, twin } = access.into();
+            Route { method: Method::$method, path, scope, twin, endpoint: axum::routing::$name(handler) }
         }
     )*};
 }
@@ -72,108 +100,169 @@ route_fns!(get => GET, post => POST, put => PUT, patch => PATCH, delete => DELET
 
 fn table() -> Vec<Route> {
     use Scope::*;
+    use operations as op;
     vec![
         get("/", Public, root),
         get("/v1", Public, index),
         get("/v1/openapi.json", Public, openapi::serve),
-        get("/v1/control", Runs, control_ws::control),
+        get("/v1/control", &op::SEND_CONTROL, control_ws::control),
         get("/healthz", Public, healthz),
         get("/readyz", Public, readyz),
         get("/v1/auth/config", Public, auth_config),
-        post("/v1/chats", Chats, api::create_chat),
-        get("/v1/chats", Chats, api::list_chats),
-        get("/v1/chats/{id}", Chats, api::get_chat),
-        patch("/v1/chats/{id}", Chats, api::rename_chat),
-        delete("/v1/chats/{id}", Chats, api::delete_chat),
-        get("/v1/chats/{id}/messages", Chats, api::list_messages),
-        post("/v1/chats/{id}/runs", Runs, api::create_run),
-        get("/v1/runs/{id}", Runs, api::get_run),
-        post("/v1/runs/{id}/cancel", Runs, api::cancel_run),
+        post("/v1/chats", &op::CREATE_CHAT, api::create_chat),
+        get("/v1/chats", &op::LIST_CHATS, api::list_chats),
+        get("/v1/chats/{id}", &op::GET_CHAT, api::get_chat),
+        patch("/v1/chats/{id}", &op::RENAME_CHAT, api::rename_chat),
+        delete("/v1/chats/{id}", &op::DELETE_CHAT, api::delete_chat),
+        get(
+            "/v1/chats/{id}/messages",
+            &op::LIST_MESSAGES,
+            api::list_messages,
+        ),
+        post("/v1/chats/{id}/runs", &op::CREATE_RUN, api::create_run),
+        get("/v1/runs/{id}", &op::GET_RUN, api::get_run),
+        post("/v1/runs/{id}/cancel", &op::CANCEL_RUN, api::cancel_run),
         post(
             "/v1/runs/{id}/approvals/{tool_call_id}",
-            Runs,
+            &op::SEND_CONTROL,
             api::decide_tool_call,
         ),
-        get("/v1/runs/{id}/events", Runs, api::run_events),
-        get("/v1/models", Models, api::list_models),
+        get(
+            "/v1/runs/{id}/events",
+            &op::STREAM_RUN_EVENTS,
+            api::run_events,
+        ),
+        get("/v1/models", &op::LIST_MODELS, api::list_models),
         // Credentials are managed by a signed-in user only, never through an API key.
-        post("/v1/me/api-keys", SessionOnly, api_keys::create),
-        get("/v1/me/api-keys", SessionOnly, api_keys::list),
-        delete("/v1/me/api-keys/{id}", SessionOnly, api_keys::revoke),
-        get("/v1/me/keys", SessionOnly, admin::list_keys),
-        put("/v1/me/keys/{provider}", SessionOnly, admin::put_key),
-        delete("/v1/me/keys/{provider}", SessionOnly, admin::delete_key),
+        post("/v1/me/api-keys", &op::CREATE_API_KEY, api_keys::create),
+        get("/v1/me/api-keys", &op::LIST_API_KEYS, api_keys::list),
+        delete(
+            "/v1/me/api-keys/{id}",
+            &op::REVOKE_API_KEY,
+            api_keys::revoke,
+        ),
+        get("/v1/me/keys", &op::LIST_USER_KEYS, admin::list_keys),
+        put("/v1/me/keys/{provider}", &op::PUT_USER_KEY, admin::put_key),
+        delete(
+            "/v1/me/keys/{provider}",
+            &op::DELETE_USER_KEY,
+            admin::delete_key,
+        ),
         post(
             "/v1/me/keys/{provider}/confirm",
-            SessionOnly,
+            &op::CONFIRM_USER_KEY,
             admin::confirm_key,
         ),
-        get("/v1/me/usage", Models, admin::my_usage),
-        get("/v1/admin/usage", Admin, admin::tenant_usage),
-        get("/v1/admin/providers", Admin, admin::list_providers),
-        post("/v1/admin/providers", Admin, admin::upsert_provider),
-        get("/v1/admin/models", Admin, admin::list_all_models),
-        post("/v1/admin/models", Admin, admin::upsert_model),
-        patch("/v1/admin/models/{label}", Admin, admin::patch_model),
+        get("/v1/me/usage", &op::MY_USAGE, admin::my_usage),
+        get("/v1/admin/usage", &op::TENANT_USAGE, admin::tenant_usage),
+        get(
+            "/v1/admin/providers",
+            &op::LIST_PROVIDERS,
+            admin::list_providers,
+        ),
+        post(
+            "/v1/admin/providers",
+            &op::UPSERT_PROVIDER,
+            admin::upsert_provider,
+        ),
+        get(
+            "/v1/admin/models",
+            &op::LIST_ALL_MODELS,
+            admin::list_all_models,
+        ),
+        post("/v1/admin/models", &op::UPSERT_MODEL, admin::upsert_model),
+        patch(
+            "/v1/admin/models/{label}",
+            &op::PATCH_MODEL,
+            admin::patch_model,
+        ),
         put(
             "/v1/admin/model-overlays/{label}",
-            Admin,
+            &op::SET_MODEL_OVERLAY,
             admin::put_model_overlay,
         ),
-        get("/v1/admin/policies", Admin, admin::list_policies),
+        get(
+            "/v1/admin/policies",
+            &op::LIST_POLICIES,
+            admin::list_policies,
+        ),
         put(
             "/v1/admin/policies/{classification}",
-            Admin,
+            &op::SET_POLICY,
             admin::put_policy,
         ),
-        get("/v1/admin/schedules", Admin, admin::list_schedules),
-        get("/v1/admin/users", Admin, users::list),
-        patch("/v1/admin/users/{user_id}", Admin, users::patch),
+        get(
+            "/v1/admin/schedules",
+            &op::LIST_SCHEDULES,
+            admin::list_schedules,
+        ),
+        get("/v1/admin/users", &op::LIST_USERS, users::list),
+        patch(
+            "/v1/admin/users/{user_id}",
+            &op::SET_USER_DISABLED,
+            users::patch,
+        ),
         post(
             "/v1/admin/schedules/{id}/trigger",
-            Admin,
+            &op::TRIGGER_SCHEDULE,
             admin::trigger_schedule,
         ),
         post("/v1/ag-ui", Runs, agui::run_agent),
-        get("/v1/me/integrations", Integrations, integrations::list),
-        post("/v1/me/integrations", Integrations, integrations::create),
-        get("/v1/me/integrations/{id}", Integrations, integrations::get),
+        get(
+            "/v1/me/integrations",
+            &op::LIST_INTEGRATIONS,
+            integrations::list,
+        ),
+        post(
+            "/v1/me/integrations",
+            &op::CREATE_INTEGRATION,
+            integrations::create,
+        ),
+        get(
+            "/v1/me/integrations/{id}",
+            &op::GET_INTEGRATION,
+            integrations::get,
+        ),
         patch(
             "/v1/me/integrations/{id}",
-            Integrations,
+            &op::UPDATE_INTEGRATION,
             integrations::patch,
         ),
         delete(
             "/v1/me/integrations/{id}",
-            Integrations,
+            &op::DELETE_INTEGRATION,
             integrations::delete,
         ),
         post(
             "/v1/me/devices/enrollments",
-            Devices,
+            &op::CREATE_DEVICE_ENROLLMENT,
             devices::create_enrollment,
         ),
-        get("/v1/me/devices", Devices, devices::list),
-        delete("/v1/me/devices/{id}", Devices, devices::delete),
+        get("/v1/me/devices", &op::LIST_DEVICES, devices::list),
+        delete("/v1/me/devices/{id}", &op::DELETE_DEVICE, devices::delete),
         // A device authenticates with its one-time code, then its own device token.
-        post("/v1/devices/enroll", Public, devices::enroll),
+        post("/v1/devices/enroll", &op::ENROLL_DEVICE, devices::enroll),
         get("/v1/devices/connect", Public, devices::connect),
         get(
             "/v1/chats/{id}/tools",
-            Integrations,
+            &op::GET_TOOL_SELECTION,
             integrations::get_selection,
         ),
         put(
             "/v1/chats/{id}/tools",
-            Integrations,
+            &op::SET_TOOL_SELECTION,
             integrations::put_selection,
         ),
-        get("/v1/me/memories", Memory, memories::list),
-        post("/v1/me/memories", Memory, memories::create),
-        patch("/v1/me/memories/{id}", Memory, memories::patch),
-        delete("/v1/me/memories/{id}", Memory, memories::delete),
+        get("/v1/me/memories", &op::LIST_MEMORIES, memories::list),
+        post("/v1/me/memories", &op::CREATE_MEMORY, memories::create),
+        patch("/v1/me/memories/{id}", &op::UPDATE_MEMORY, memories::patch),
+        delete("/v1/me/memories/{id}", &op::FORGET_MEMORY, memories::delete),
         {
-            let mut upload = post("/v1/chats/{id}/files", Chats, memories::upload_file);
+            let mut upload = post(
+                "/v1/chats/{id}/files",
+                &op::INGEST_DOCUMENT,
+                memories::upload_file,
+            );
             upload.endpoint = upload.endpoint.layer(axum::extract::DefaultBodyLimit::max(
                 memories::MAX_UPLOAD_BYTES,
             ));
@@ -185,6 +274,14 @@ fn table() -> Vec<Route> {
 /// Every (method, path) the router serves, in registration order.
 pub fn routes() -> Vec<(Method, &'static str)> {
     table().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// Every (method, path, twin) of the route table: the public operation each route binds to HTTP.
+pub fn route_twins() -> Vec<(Method, &'static str, Option<&'static operations::Operation>)> {
+    table()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.twin))
+        .collect()
 }
 
 /// Every (method, path, scope) of the route table.
@@ -548,6 +645,39 @@ pub async fn run(
                     api.clone(),
                 ))
                 .add_service(pa_proto::v1::model_service_server::ModelServiceServer::new(
+                    api.clone(),
+                ))
+                .add_service(
+                    pa_proto::v1::control_service_server::ControlServiceServer::new(api.clone()),
+                )
+                .add_service(pa_proto::v1::usage_service_server::UsageServiceServer::new(
+                    api.clone(),
+                ))
+                .add_service(pa_proto::v1::key_service_server::KeyServiceServer::new(
+                    api.clone(),
+                ))
+                .add_service(
+                    pa_proto::v1::model_admin_service_server::ModelAdminServiceServer::new(
+                        api.clone(),
+                    ),
+                )
+                .add_service(
+                    pa_proto::v1::schedule_service_server::ScheduleServiceServer::new(api.clone()),
+                )
+                .add_service(
+                    pa_proto::v1::api_key_service_server::ApiKeyServiceServer::new(api.clone()),
+                )
+                .add_service(
+                    pa_proto::v1::user_admin_service_server::UserAdminServiceServer::new(
+                        api.clone(),
+                    ),
+                )
+                .add_service(
+                    // A document upload is as large over gRPC as over HTTP.
+                    pa_proto::v1::memory_service_server::MemoryServiceServer::new(api.clone())
+                        .max_decoding_message_size(memories::MAX_UPLOAD_BYTES + 64 * 1024),
+                )
+                .add_service(pa_proto::v1::tool_service_server::ToolServiceServer::new(
                     api,
                 ));
             Some(tokio::spawn(server.serve(grpc_listener, shutdown.clone())))

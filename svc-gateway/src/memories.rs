@@ -10,8 +10,9 @@ use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
 use pa_kit::PaError;
 use pa_proto::v1::{
-    DataClassification, ForgetMemoryRequest, GetChatRequest, IngestDocumentRequest,
-    ListMemoriesRequest, MemoryItem, MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest,
+    DataClassification, ForgetMemoryRequest, ForgetMemoryResponse, GetChatRequest, Identity,
+    IngestDocumentRequest, IngestDocumentResponse, ListMemoriesRequest, ListMemoriesResponse,
+    MemoryItem, MemoryKind, MemoryScope, MemorySource, SearchMemoryRequest, SearchMemoryResponse,
     UpdateMemoryRequest, UpsertMemoryRequest,
 };
 use serde::{Deserialize, Serialize};
@@ -181,7 +182,6 @@ pub async fn list(
     };
     crate::dto::check_limit(p.limit)?;
     let limit = p.limit.unwrap_or(0);
-    let mut client = state.memory.clone();
     if let Some(q) = p.q.filter(|q| !q.trim().is_empty()) {
         let request = SearchMemoryRequest {
             query: q,
@@ -191,10 +191,7 @@ pub async fn list(
             kinds,
             ..Default::default()
         };
-        let found = client
-            .search(state.auth.request(&identity, request))
-            .await?
-            .into_inner();
+        let found = search_memories(&state, &identity, request).await?;
         let items: Vec<MemoryJson> = found
             .results
             .into_iter()
@@ -218,10 +215,7 @@ pub async fn list(
         cursor: p.cursor.unwrap_or_default(),
         pinned_only: p.pinned.unwrap_or(false),
     };
-    let page = client
-        .list(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let page = list_memories(&state, &identity, request).await?;
     let items: Vec<MemoryJson> = page.items.into_iter().map(MemoryJson::from).collect();
     Ok(Json(Page::new(items, page.next_cursor)))
 }
@@ -258,30 +252,8 @@ pub async fn create(
         None => MemoryScope::World,
     };
     let kind = body.kind.as_deref().map(parse_kind).transpose()?;
-    if kind == Some(MemoryKind::DocumentChunk) {
-        return Err(PaError::bad_request("upload documents with POST /v1/chats/{id}/files").into());
-    }
-    crate::dto::check_tags("tags", &body.tags)?;
     let classification = match body.classification.as_deref() {
-        // A chat's memory is the chat's data: it keeps the chat's classification.
-        None => match body.chat_id.as_deref().filter(|c| !c.is_empty()) {
-            Some(chat_id) => DataClassification::try_from(
-                state
-                    .runs
-                    .clone()
-                    .get_chat(state.auth.request(
-                        &identity,
-                        GetChatRequest {
-                            chat_id: chat_id.to_string(),
-                        },
-                    ))
-                    .await?
-                    .into_inner()
-                    .classification,
-            )
-            .unwrap_or(DataClassification::Internal),
-            None => DataClassification::Internal,
-        },
+        None => DataClassification::Unspecified,
         Some(name) => crate::dto::parse_classification(name).ok_or_else(|| {
             PaError::bad_request(
                 "classification must be public, internal, confidential or restricted",
@@ -290,30 +262,23 @@ pub async fn create(
     };
     let item = MemoryItem {
         scope: scope as i32,
-        chat_id: body.chat_id.clone(),
+        chat_id: body.chat_id,
         content: body.text,
         tags: body.tags,
         kind: kind.unwrap_or(MemoryKind::Fact) as i32,
         pinned: body.pinned,
-        source: Some(MemorySource {
-            chat_id: body.chat_id.unwrap_or_default(),
-            ..Default::default()
-        }),
         classification: classification as i32,
         ..Default::default()
     };
-    let stored = state
-        .memory
-        .clone()
-        .upsert(state.auth.request(
-            &identity,
-            UpsertMemoryRequest {
-                item: Some(item),
-                no_dedup: false,
-            },
-        ))
-        .await?
-        .into_inner();
+    let stored = create_memory(
+        &state,
+        &identity,
+        UpsertMemoryRequest {
+            item: Some(item),
+            no_dedup: false,
+        },
+    )
+    .await?;
     let location = format!("/v1/me/memories/{}", stored.id);
     Ok((
         StatusCode::CREATED,
@@ -338,21 +303,14 @@ pub async fn patch(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<PatchBody>,
 ) -> ApiResult<Json<MemoryJson>> {
-    if body.text.is_none() && body.pinned.is_none() {
-        return Err(PaError::bad_request("give text and/or pinned").into());
-    }
     let request = UpdateMemoryRequest {
         id,
         content: body.text,
         pinned: body.pinned,
     };
-    let item = state
-        .memory
-        .clone()
-        .update(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
-    Ok(Json(item.into()))
+    Ok(Json(
+        update_memory(&state, &identity, request).await?.into(),
+    ))
 }
 
 /// `DELETE /v1/me/memories/{id}`: forget it.
@@ -366,11 +324,7 @@ pub async fn delete(
         id,
         ..Default::default()
     };
-    state
-        .memory
-        .clone()
-        .forget(state.auth.request(&identity, request))
-        .await?;
+    forget_memory(&state, &identity, request).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -436,42 +390,20 @@ pub async fn upload_file(
     body: Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let Query(params) = params?;
-    if body.is_empty() {
-        return Err(PaError::bad_request("the body is empty: send the file as the body").into());
-    }
-    check_filename(params.filename.as_deref().unwrap_or_default())?;
-    // The chat must be the caller's (404 otherwise); its chunks keep its classification.
-    let chat = state
-        .runs
-        .clone()
-        .get_chat(state.auth.request(
-            &identity,
-            GetChatRequest {
-                chat_id: chat_id.clone(),
-            },
-        ))
-        .await?
-        .into_inner();
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    check_text_upload(&content_type, &body)?;
     let filename = params.filename.unwrap_or_default();
     let request = IngestDocumentRequest {
         chat_id: chat_id.clone(),
         filename: filename.clone(),
         content_type,
         data: body.to_vec(),
-        classification: chat.classification,
+        classification: DataClassification::Unspecified as i32,
     };
-    let done = state
-        .memory
-        .clone()
-        .ingest_document(state.auth.request(&identity, request))
-        .await?
-        .into_inner();
+    let done = ingest_document(&state, &identity, request).await?;
     Ok((
         StatusCode::CREATED,
         Json(UploadedDocumentJson {
@@ -483,4 +415,194 @@ pub async fn upload_file(
             embedding_model: done.embedding_model,
         }),
     ))
+}
+
+// The operation layer of memory (ADR 0211): the REST handlers above and the public gRPC
+// MemoryService call these, with the same checks.
+
+/// Newest first, paged (`MemoryService/List`).
+pub(crate) async fn list_memories(
+    state: &AppState,
+    identity: &Identity,
+    request: ListMemoriesRequest,
+) -> Result<ListMemoriesResponse, PaError> {
+    Ok(state
+        .memory
+        .clone()
+        .list(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// A hybrid search of the caller's memories (`MemoryService/Search`): at most 100 results, and
+/// never filtered by another chat's classification ceiling (a run's recall sets that).
+pub(crate) async fn search_memories(
+    state: &AppState,
+    identity: &Identity,
+    mut request: SearchMemoryRequest,
+) -> Result<SearchMemoryResponse, PaError> {
+    if request.limit > 100 {
+        return Err(PaError::bad_request("limit must be 1-100"));
+    }
+    request.max_classification = DataClassification::Unspecified as i32;
+    Ok(state
+        .memory
+        .clone()
+        .search(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// Remembers something for the caller (`MemoryService/Upsert`; a near-duplicate updates the
+/// existing memory). Only what a person may say about themselves is taken from the request:
+/// the id, provenance, trust, embedding and times are the platform's to set, documents come
+/// from an upload, and a chat memory without a classification takes its chat's.
+pub(crate) async fn create_memory(
+    state: &AppState,
+    identity: &Identity,
+    request: UpsertMemoryRequest,
+) -> Result<MemoryItem, PaError> {
+    let given = request
+        .item
+        .ok_or_else(|| PaError::bad_request("item is required"))?;
+    if !given.id.is_empty() {
+        return Err(PaError::bad_request(
+            "a new memory has no id: change one with MemoryService/Update (PATCH /v1/me/memories/{id})",
+        ));
+    }
+    if request.no_dedup {
+        return Err(PaError::bad_request("no_dedup is internal"));
+    }
+    let kind = MemoryKind::try_from(given.kind)
+        .map_err(|_| PaError::bad_request("unknown memory kind"))?;
+    if kind == MemoryKind::DocumentChunk {
+        return Err(PaError::bad_request(
+            "upload documents with POST /v1/chats/{id}/files (MemoryService/IngestDocument)",
+        ));
+    }
+    let chat_id = given.chat_id.filter(|c| !c.is_empty());
+    let scope = match MemoryScope::try_from(given.scope) {
+        Ok(MemoryScope::Unspecified) if chat_id.is_some() => MemoryScope::Chat,
+        Ok(MemoryScope::Unspecified) => MemoryScope::World,
+        Ok(scope) => scope,
+        Err(_) => return Err(PaError::bad_request("scope must be world or chat")),
+    };
+    crate::dto::check_tags("tags", &given.tags)?;
+    let classification = match DataClassification::try_from(given.classification) {
+        // A chat's memory is the chat's data: it keeps the chat's classification.
+        Ok(DataClassification::Unspecified) => match chat_id.as_deref() {
+            Some(chat_id) => DataClassification::try_from(
+                crate::api::op::get_chat(
+                    state,
+                    identity,
+                    GetChatRequest {
+                        chat_id: chat_id.to_string(),
+                    },
+                )
+                .await?
+                .classification,
+            )
+            .unwrap_or(DataClassification::Internal),
+            None => DataClassification::Internal,
+        },
+        Ok(classification) => classification,
+        Err(_) => return Err(PaError::bad_request("unknown classification")),
+    };
+    let item = MemoryItem {
+        scope: scope as i32,
+        source: Some(MemorySource {
+            chat_id: chat_id.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+        chat_id,
+        content: given.content,
+        tags: given.tags,
+        kind: if kind == MemoryKind::Unspecified {
+            MemoryKind::Fact
+        } else {
+            kind
+        } as i32,
+        pinned: given.pinned,
+        classification: classification as i32,
+        ..Default::default()
+    };
+    Ok(state
+        .memory
+        .clone()
+        .upsert(state.auth.request(
+            identity,
+            UpsertMemoryRequest {
+                item: Some(item),
+                no_dedup: false,
+            },
+        ))
+        .await?
+        .into_inner())
+}
+
+/// Corrects a memory's text and/or pin (`MemoryService/Update`).
+pub(crate) async fn update_memory(
+    state: &AppState,
+    identity: &Identity,
+    request: UpdateMemoryRequest,
+) -> Result<MemoryItem, PaError> {
+    if request.content.is_none() && request.pinned.is_none() {
+        return Err(PaError::bad_request("give text and/or pinned"));
+    }
+    Ok(state
+        .memory
+        .clone()
+        .update(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// Forgets one memory, a document's chunks or a chat's memories (`MemoryService/Forget`).
+pub(crate) async fn forget_memory(
+    state: &AppState,
+    identity: &Identity,
+    request: ForgetMemoryRequest,
+) -> Result<ForgetMemoryResponse, PaError> {
+    Ok(state
+        .memory
+        .clone()
+        .forget(state.auth.request(identity, request))
+        .await?
+        .into_inner())
+}
+
+/// Keeps a file as a chat's document memory (`MemoryService/IngestDocument`). The chat must be
+/// the caller's, and its chunks take the chat's classification whatever the request says.
+pub(crate) async fn ingest_document(
+    state: &AppState,
+    identity: &Identity,
+    mut request: IngestDocumentRequest,
+) -> Result<IngestDocumentResponse, PaError> {
+    if request.data.is_empty() {
+        return Err(PaError::bad_request(
+            "the body is empty: send the file as the body",
+        ));
+    }
+    if request.data.len() > MAX_UPLOAD_BYTES {
+        return Err(PaError::bad_request(format!(
+            "a file is at most {MAX_UPLOAD_BYTES} bytes"
+        )));
+    }
+    check_filename(&request.filename)?;
+    let chat = crate::api::op::get_chat(
+        state,
+        identity,
+        GetChatRequest {
+            chat_id: request.chat_id.clone(),
+        },
+    )
+    .await?;
+    check_text_upload(&request.content_type, &request.data)?;
+    request.classification = chat.classification;
+    Ok(state
+        .memory
+        .clone()
+        .ingest_document(state.auth.request(identity, request))
+        .await?
+        .into_inner())
 }

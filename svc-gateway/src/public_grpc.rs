@@ -1,25 +1,31 @@
-//! The public gRPC API (default port 50050) for third-party integrators: RunService and a
-//! read-only ModelService, authenticated exactly like HTTP (`authorization: Bearer <JWT or API
-//! key>` metadata; the dev identity in dev mode), rate-limited the same, and forwarded to the
-//! services with the signed internal identity.
+//! The public gRPC API (default port 50050) for third-party integrators: every operation of the
+//! REST API (`operations::ALL`, ADR 0211), authenticated exactly like HTTP (`authorization:
+//! Bearer <JWT or API key>` metadata; the dev identity in dev mode), rate-limited the same,
+//! with the operation's API-key scope. Each method calls the same operation function as its
+//! REST route; methods of the same services that only the mesh may call answer UNIMPLEMENTED.
 
 use std::pin::Pin;
 
 use futures::Stream;
 use pa_kit::PaError;
+use pa_proto::v1::api_key_service_server::ApiKeyService;
+use pa_proto::v1::control_service_server::ControlService;
+use pa_proto::v1::key_service_server::KeyService;
+use pa_proto::v1::memory_service_server::MemoryService;
+use pa_proto::v1::model_admin_service_server::ModelAdminService;
 use pa_proto::v1::model_service_server::ModelService;
 use pa_proto::v1::run_service_server::RunService;
-use pa_proto::v1::{
-    CancelRunRequest, Chat, CreateChatRequest, CreateRunRequest, CreateRunResponse,
-    DeleteChatRequest, DeleteChatResponse, EmbedRequest, EmbedResponse, GetChatRequest,
-    GetRunRequest, Identity, ListChatsRequest, ListChatsResponse, ListMessagesRequest,
-    ListMessagesResponse, ListModelsRequest, ListModelsResponse, ModelSelection, RenameChatRequest,
-    ResolveModelRequest, Run, RunEvent, StreamChatChunk, StreamChatRequest, StreamRunEventsRequest,
-};
+use pa_proto::v1::schedule_service_server::ScheduleService;
+use pa_proto::v1::tool_service_server::ToolService;
+use pa_proto::v1::usage_service_server::UsageService;
+use pa_proto::v1::user_admin_service_server::UserAdminService;
+use pa_proto::v1::*;
 use tonic::{Request, Response, Status};
 
 use crate::auth::Caller;
+use crate::operations::{self as op, Operation};
 use crate::state::AppState;
+use crate::{admin, api, api_keys, devices, integrations, memories, users};
 
 #[derive(Clone)]
 pub struct PublicApi {
@@ -29,14 +35,18 @@ pub struct PublicApi {
 impl PublicApi {
     /// Validates the message (no NUL in any string, bounded ids: `InvalidArgument` otherwise,
     /// before anything is forwarded), then authenticates the call the way the HTTP API does
-    /// (same extractor, same limits, the method's API-key scope).
+    /// (same extractor, same limits, the operation's API-key scope).
     async fn caller<T: serde::Serialize>(
         &self,
         request: &Request<T>,
-        path: &str,
+        operation: &'static Operation,
     ) -> Result<Identity, Status> {
         pa_kit::validate::message(request.get_ref()).map_err(Status::from)?;
-        let mut builder = http::Request::builder().uri(path);
+        if operation.scope == crate::auth::Scope::Public {
+            // Its own credential is in the message (a device's one-time code).
+            return Ok(Identity::default());
+        }
+        let mut builder = http::Request::builder().uri(operation.grpc);
         if let Some(headers) = builder.headers_mut() {
             *headers = request.metadata().clone().into_headers();
         }
@@ -44,7 +54,7 @@ impl PublicApi {
             .body(())
             .map_err(|_| Status::from(PaError::bad_request("bad request metadata")))?
             .into_parts();
-        parts.extensions.insert(crate::auth::grpc_scope(path));
+        parts.extensions.insert(operation.scope);
         let caller = <Caller as axum::extract::FromRequestParts<AppState>>::from_request_parts(
             &mut parts,
             &self.state,
@@ -53,13 +63,44 @@ impl PublicApi {
         .map_err(|e| Status::from(e.0))?;
         Ok(caller.0)
     }
-
-    fn forward<T>(&self, identity: &Identity, message: T) -> Request<T> {
-        self.state.auth.request(identity, message)
-    }
 }
 
-const RUNS: &str = "/personal_agent.v1.RunService/";
+/// Implements a public service: each listed method authenticates the caller for its operation
+/// and calls the operation function its REST route calls; each `internal` method (the mesh's
+/// own) answers UNIMPLEMENTED.
+macro_rules! public_service {
+    (
+        $service:ident {
+            $( $method:ident($request:ty) -> $response:ty = $operation:expr => $call:path; )*
+        }
+        $( internal { $( $internal:ident($irequest:ty) -> $iresponse:ty; )* } )?
+    ) => {
+        #[tonic::async_trait]
+        impl $service for PublicApi {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    let identity = self.caller(&request, &$operation).await?;
+                    Ok(Response::new($call(&self.state, &identity, request.into_inner()).await?))
+                }
+            )*
+            $($(
+                async fn $internal(
+                    &self,
+                    _request: Request<$irequest>,
+                ) -> Result<Response<$iresponse>, Status> {
+                    Err(PaError::unimplemented(concat!(
+                        stringify!($service), ".", stringify!($internal),
+                        " is internal to the mesh"
+                    ))
+                    .into())
+                }
+            )*)?
+        }
+    };
+}
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
@@ -70,104 +111,84 @@ impl RunService for PublicApi {
         &self,
         request: Request<CreateChatRequest>,
     ) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}CreateChat")).await?;
-        self.state
-            .runs
-            .clone()
-            .create_chat(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::CREATE_CHAT).await?;
+        Ok(Response::new(
+            api::op::create_chat(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn get_chat(&self, request: Request<GetChatRequest>) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}GetChat")).await?;
-        self.state
-            .runs
-            .clone()
-            .get_chat(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::GET_CHAT).await?;
+        Ok(Response::new(
+            api::op::get_chat(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn list_chats(
         &self,
         request: Request<ListChatsRequest>,
     ) -> Result<Response<ListChatsResponse>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}ListChats")).await?;
-        self.state
-            .runs
-            .clone()
-            .list_chats(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::LIST_CHATS).await?;
+        Ok(Response::new(
+            api::op::list_chats(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn delete_chat(
         &self,
         request: Request<DeleteChatRequest>,
     ) -> Result<Response<DeleteChatResponse>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}DeleteChat")).await?;
-        self.state
-            .runs
-            .clone()
-            .delete_chat(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::DELETE_CHAT).await?;
+        Ok(Response::new(
+            api::op::delete_chat(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn rename_chat(
         &self,
         request: Request<RenameChatRequest>,
     ) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}RenameChat")).await?;
-        self.state
-            .runs
-            .clone()
-            .rename_chat(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::RENAME_CHAT).await?;
+        Ok(Response::new(
+            api::op::rename_chat(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn list_messages(
         &self,
         request: Request<ListMessagesRequest>,
     ) -> Result<Response<ListMessagesResponse>, Status> {
-        let id = self
-            .caller(&request, &format!("{RUNS}ListMessages"))
-            .await?;
-        self.state
-            .runs
-            .clone()
-            .list_messages(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::LIST_MESSAGES).await?;
+        Ok(Response::new(
+            api::op::list_messages(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn create_run(
         &self,
         request: Request<CreateRunRequest>,
     ) -> Result<Response<CreateRunResponse>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}CreateRun")).await?;
-        self.state
-            .runs
-            .clone()
-            .create_run(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::CREATE_RUN).await?;
+        Ok(Response::new(
+            api::op::create_run(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}GetRun")).await?;
-        self.state
-            .runs
-            .clone()
-            .get_run(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::GET_RUN).await?;
+        Ok(Response::new(
+            api::op::get_run(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn cancel_run(
         &self,
         request: Request<CancelRunRequest>,
     ) -> Result<Response<Run>, Status> {
-        let id = self.caller(&request, &format!("{RUNS}CancelRun")).await?;
-        self.state
-            .runs
-            .clone()
-            .cancel_run(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::CANCEL_RUN).await?;
+        Ok(Response::new(
+            api::op::cancel_run(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     type StreamRunEventsStream = EventStream;
@@ -176,14 +197,12 @@ impl RunService for PublicApi {
         &self,
         request: Request<StreamRunEventsRequest>,
     ) -> Result<Response<Self::StreamRunEventsStream>, Status> {
-        let id = self
-            .caller(&request, &format!("{RUNS}StreamRunEvents"))
-            .await?;
+        let id = self.caller(&request, &op::STREAM_RUN_EVENTS).await?;
         let stream = self
             .state
             .runs
             .clone()
-            .stream_run_events(self.forward(&id, request.into_inner()))
+            .stream_run_events(self.state.auth.request(&id, request.into_inner()))
             .await?;
         Ok(Response::new(Box::pin(stream.into_inner())))
     }
@@ -195,28 +214,20 @@ impl ModelService for PublicApi {
         &self,
         request: Request<ListModelsRequest>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        let id = self
-            .caller(&request, "/personal_agent.v1.ModelService/ListModels")
-            .await?;
-        self.state
-            .models
-            .clone()
-            .list_models(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::LIST_MODELS).await?;
+        Ok(Response::new(
+            api::op::list_models(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     async fn resolve(
         &self,
         request: Request<ResolveModelRequest>,
     ) -> Result<Response<ModelSelection>, Status> {
-        let id = self
-            .caller(&request, "/personal_agent.v1.ModelService/Resolve")
-            .await?;
-        self.state
-            .models
-            .clone()
-            .resolve(self.forward(&id, request.into_inner()))
-            .await
+        let id = self.caller(&request, &op::RESOLVE_MODEL).await?;
+        Ok(Response::new(
+            api::op::resolve(&self.state, &id, request.into_inner()).await?,
+        ))
     }
 
     type StreamChatStream = ChunkStream;
@@ -237,5 +248,121 @@ impl ModelService for PublicApi {
         _request: Request<EmbedRequest>,
     ) -> Result<Response<EmbedResponse>, Status> {
         Err(PaError::unimplemented("Embed is internal").into())
+    }
+}
+
+#[tonic::async_trait]
+impl UsageService for PublicApi {
+    /// One method, two operations: the organisation's usage needs the admin scope.
+    async fn get_usage(
+        &self,
+        request: Request<GetUsageRequest>,
+    ) -> Result<Response<GetUsageResponse>, Status> {
+        let operation = if request.get_ref().scope == UsageScope::Tenant as i32 {
+            &op::TENANT_USAGE
+        } else {
+            &op::MY_USAGE
+        };
+        let id = self.caller(&request, operation).await?;
+        Ok(Response::new(
+            admin::op::get_usage(&self.state, &id, request.into_inner()).await?,
+        ))
+    }
+}
+
+public_service! {
+    ControlService {
+        send_control(ControlCommand) -> ControlAck = op::SEND_CONTROL => api::op::send_control;
+    }
+}
+
+public_service! {
+    KeyService {
+        put_user_key(PutUserKeyRequest) -> KeyRef = op::PUT_USER_KEY => admin::op::put_user_key;
+        list_user_keys(ListUserKeysRequest) -> ListUserKeysResponse = op::LIST_USER_KEYS => admin::op::list_user_keys;
+        delete_user_key(DeleteUserKeyRequest) -> DeleteUserKeyResponse = op::DELETE_USER_KEY => admin::op::delete_user_key;
+        confirm_user_key(ConfirmUserKeyRequest) -> KeyRef = op::CONFIRM_USER_KEY => admin::op::confirm_user_key;
+    }
+}
+
+public_service! {
+    ModelAdminService {
+        list_providers(ListProvidersRequest) -> ListProvidersResponse = op::LIST_PROVIDERS => admin::op::list_providers;
+        upsert_provider(UpsertProviderRequest) -> ProviderInfo = op::UPSERT_PROVIDER => admin::op::upsert_provider;
+        list_all_models(ListAllModelsRequest) -> ListModelsResponse = op::LIST_ALL_MODELS => admin::op::list_all_models;
+        upsert_model(UpsertModelRequest) -> ModelInfo = op::UPSERT_MODEL => admin::op::upsert_model;
+        patch_model(PatchModelRequest) -> ModelInfo = op::PATCH_MODEL => admin::op::patch_model;
+        list_policies(ListPoliciesRequest) -> ListPoliciesResponse = op::LIST_POLICIES => admin::op::list_policies;
+        set_policy(ClassificationPolicy) -> ClassificationPolicy = op::SET_POLICY => admin::op::set_policy;
+        set_model_overlay(SetModelOverlayRequest) -> ModelInfo = op::SET_MODEL_OVERLAY => admin::op::set_model_overlay;
+    }
+}
+
+public_service! {
+    ScheduleService {
+        list_schedules(ListSchedulesRequest) -> ListSchedulesResponse = op::LIST_SCHEDULES => admin::op::list_schedules;
+        trigger_schedule(TriggerScheduleRequest) -> TriggerScheduleResponse = op::TRIGGER_SCHEDULE => admin::op::trigger_schedule;
+    }
+}
+
+public_service! {
+    ApiKeyService {
+        create_api_key(CreateApiKeyRequest) -> CreatedApiKey = op::CREATE_API_KEY => api_keys::create_api_key;
+        list_api_keys(ListApiKeysRequest) -> ListApiKeysResponse = op::LIST_API_KEYS => api_keys::list_api_keys;
+        revoke_api_key(RevokeApiKeyRequest) -> RevokeApiKeyResponse = op::REVOKE_API_KEY => api_keys::revoke_api_key;
+    }
+}
+
+public_service! {
+    UserAdminService {
+        list_users(ListUsersRequest) -> ListUsersResponse = op::LIST_USERS => users::list_users;
+        set_user_disabled(SetUserDisabledRequest) -> DirectoryUser = op::SET_USER_DISABLED => users::set_user_disabled;
+    }
+}
+
+public_service! {
+    MemoryService {
+        list(ListMemoriesRequest) -> ListMemoriesResponse = op::LIST_MEMORIES => memories::list_memories;
+        search(SearchMemoryRequest) -> SearchMemoryResponse = op::SEARCH_MEMORIES => memories::search_memories;
+        upsert(UpsertMemoryRequest) -> MemoryItem = op::CREATE_MEMORY => memories::create_memory;
+        update(UpdateMemoryRequest) -> MemoryItem = op::UPDATE_MEMORY => memories::update_memory;
+        forget(ForgetMemoryRequest) -> ForgetMemoryResponse = op::FORGET_MEMORY => memories::forget_memory;
+        ingest_document(IngestDocumentRequest) -> IngestDocumentResponse = op::INGEST_DOCUMENT => memories::ingest_document;
+    }
+    internal {
+        curate(CurateRequest) -> CurateResponse;
+    }
+}
+
+/// The device's enrollment code is its credential: no caller to authenticate.
+async fn enroll_device(
+    state: &AppState,
+    _identity: &Identity,
+    request: EnrollDeviceRequest,
+) -> Result<EnrollDeviceResponse, PaError> {
+    devices::enroll_device(state, request).await
+}
+
+public_service! {
+    ToolService {
+        list_integrations(ListIntegrationsRequest) -> ListIntegrationsResponse = op::LIST_INTEGRATIONS => integrations::list_integrations;
+        create_integration(CreateIntegrationRequest) -> Integration = op::CREATE_INTEGRATION => integrations::create_integration;
+        get_integration(GetIntegrationRequest) -> Integration = op::GET_INTEGRATION => integrations::get_integration;
+        update_integration(UpdateIntegrationRequest) -> Integration = op::UPDATE_INTEGRATION => integrations::update_integration;
+        delete_integration(DeleteIntegrationRequest) -> DeleteIntegrationResponse = op::DELETE_INTEGRATION => integrations::delete_integration;
+        get_chat_tool_selection(GetChatToolSelectionRequest) -> ChatToolSelection = op::GET_TOOL_SELECTION => integrations::get_chat_tool_selection;
+        set_chat_tool_selection(ChatToolSelection) -> ChatToolSelection = op::SET_TOOL_SELECTION => integrations::set_chat_tool_selection;
+        create_device_enrollment(CreateDeviceEnrollmentRequest) -> DeviceEnrollment = op::CREATE_DEVICE_ENROLLMENT => devices::create_device_enrollment;
+        list_devices(ListDevicesRequest) -> ListDevicesResponse = op::LIST_DEVICES => devices::list_devices;
+        delete_device(DeleteDeviceRequest) -> DeleteDeviceResponse = op::DELETE_DEVICE => devices::delete_device;
+        enroll_device(EnrollDeviceRequest) -> EnrollDeviceResponse = op::ENROLL_DEVICE => enroll_device;
+    }
+    internal {
+        assemble_toolset(AssembleToolsetRequest) -> Toolset;
+        execute_tool(ExecuteToolRequest) -> ExecuteToolResponse;
+        get_toolset(GetToolsetRequest) -> Toolset;
+        authenticate_device(AuthenticateDeviceRequest) -> AuthenticateDeviceResponse;
+        set_device_online(SetDeviceOnlineRequest) -> SetDeviceOnlineResponse;
+        set_device_offline(SetDeviceOfflineRequest) -> SetDeviceOfflineResponse;
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pa_kit::{ErrorCode, PaError};
-use pa_proto::v1::{AuthMethod, Identity};
+use pa_proto::v1::{AuthMethod, DirectoryUser, Identity};
 use sqlx::{PgPool, Row};
 
 /// How long a replica trusts what it last read about a user.
@@ -44,17 +44,39 @@ impl UserRecord {
         })
     }
 
-    pub fn json(&self) -> UserJson {
-        UserJson {
+    pub fn proto(&self) -> DirectoryUser {
+        let ms = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_millis()).unwrap_or(0);
+        DirectoryUser {
             user_id: self.user_id.clone(),
             display_name: self.display_name.clone(),
             roles: self.roles.clone(),
             auth_method: self.auth_method.clone(),
-            first_seen_at: self.first_seen_at.to_rfc3339(),
-            last_seen_at: self.last_seen_at.to_rfc3339(),
+            first_seen_at_ms: self.first_seen_at.timestamp_millis(),
+            last_seen_at_ms: self.last_seen_at.timestamp_millis(),
             disabled: self.disabled_at.is_some(),
-            disabled_at: self.disabled_at.map(|t| t.to_rfc3339()),
-            disabled_by: self.disabled_by.clone(),
+            disabled_at_ms: ms(self.disabled_at),
+            disabled_by: self.disabled_by.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl From<DirectoryUser> for UserJson {
+    fn from(u: DirectoryUser) -> Self {
+        let time = |ms: i64| {
+            DateTime::<Utc>::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339()
+        };
+        Self {
+            first_seen_at: time(u.first_seen_at_ms),
+            last_seen_at: time(u.last_seen_at_ms),
+            disabled_at: u.disabled.then(|| time(u.disabled_at_ms)),
+            disabled_by: (u.disabled && !u.disabled_by.is_empty()).then_some(u.disabled_by),
+            disabled: u.disabled,
+            user_id: u.user_id,
+            display_name: u.display_name,
+            roles: u.roles,
+            auth_method: u.auth_method,
         }
     }
 }

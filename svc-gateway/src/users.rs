@@ -21,11 +21,15 @@ use crate::dto::Page;
 use crate::problem::ApiError;
 use crate::state::AppState;
 use crate::user_directory::{DEFAULT_LIMIT, MAX_LIMIT, UserDirectory, UserJson, UserRecord};
+use pa_proto::v1::{
+    DirectoryUser, Identity, ListUsersRequest, ListUsersResponse, SetUserDisabledRequest,
+};
 
-fn directory(state: &AppState) -> Result<&UserDirectory, ApiError> {
-    state.users.as_deref().ok_or_else(|| {
-        PaError::unavailable("the user directory needs the gateway's database").into()
-    })
+fn directory(state: &AppState) -> Result<&UserDirectory, PaError> {
+    state
+        .users
+        .as_deref()
+        .ok_or_else(|| PaError::unavailable("the user directory needs the gateway's database"))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -36,7 +40,7 @@ pub struct UsersQuery {
     /// 1-200 (default 50); outside: 400.
     #[serde(default)]
     #[param(minimum = 1, maximum = 200)]
-    limit: Option<i64>,
+    limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[serde(default)]
     cursor: String,
@@ -49,23 +53,18 @@ pub async fn list(
     Caller(identity): Caller,
     Query(query): Query<UsersQuery>,
 ) -> Result<Json<Page<UserJson>>, ApiError> {
-    pa_kit::identity::require_role(&identity, "admin")?;
-    if let Some(limit) = query.limit
-        && !(1..=MAX_LIMIT).contains(&limit)
-    {
+    if query.limit == Some(0) {
         return Err(PaError::bad_request(format!("limit must be 1-{MAX_LIMIT}")).into());
     }
-    let (users, next) = directory(&state)?
-        .list(
-            &identity.tenant_id,
-            query.q.trim(),
-            &query.cursor,
-            query.limit.unwrap_or(DEFAULT_LIMIT),
-        )
-        .await?;
+    let request = ListUsersRequest {
+        query: query.q,
+        limit: query.limit.unwrap_or(0),
+        cursor: query.cursor,
+    };
+    let page = list_users(&state, &identity, request).await?;
     Ok(Json(Page {
-        items: users.iter().map(UserRecord::json).collect(),
-        next_cursor: next,
+        items: page.users.into_iter().map(UserJson::from).collect(),
+        next_cursor: (!page.next_cursor.is_empty()).then_some(page.next_cursor),
     }))
 }
 
@@ -87,10 +86,53 @@ pub async fn patch(
     Path(user_id): Path<String>,
     ApiJson(body): ApiJson<UserPatch>,
 ) -> Result<Json<UserJson>, ApiError> {
-    pa_kit::identity::require_role(&identity, "admin")?;
-    let user = directory(&state)?
-        .set_disabled(&identity, &user_id, body.disabled)
+    let request = SetUserDisabledRequest {
+        user_id,
+        disabled: body.disabled,
+    };
+    Ok(Json(
+        set_user_disabled(&state, &identity, request).await?.into(),
+    ))
+}
+
+// The operation layer of the user directory (ADR 0211): the REST handlers above and the public
+// gRPC UserAdminService call these.
+
+/// `UserAdminService/ListUsers` (tenant administrators): the users who signed in, by id.
+pub(crate) async fn list_users(
+    state: &AppState,
+    identity: &Identity,
+    request: ListUsersRequest,
+) -> Result<ListUsersResponse, PaError> {
+    pa_kit::identity::require_role(identity, "admin")?;
+    let limit = i64::from(request.limit);
+    if !(0..=MAX_LIMIT).contains(&limit) {
+        return Err(PaError::bad_request(format!("limit must be 1-{MAX_LIMIT}")));
+    }
+    let (users, next) = directory(state)?
+        .list(
+            &identity.tenant_id,
+            request.query.trim(),
+            &request.cursor,
+            if limit == 0 { DEFAULT_LIMIT } else { limit },
+        )
         .await?;
-    tracing::info!(admin = %identity.user_id, user = %user_id, disabled = body.disabled, "user access changed");
-    Ok(Json(user.json()))
+    Ok(ListUsersResponse {
+        users: users.iter().map(UserRecord::proto).collect(),
+        next_cursor: next.unwrap_or_default(),
+    })
+}
+
+/// `UserAdminService/SetUserDisabled` (tenant administrators; not themselves).
+pub(crate) async fn set_user_disabled(
+    state: &AppState,
+    identity: &Identity,
+    request: SetUserDisabledRequest,
+) -> Result<DirectoryUser, PaError> {
+    pa_kit::identity::require_role(identity, "admin")?;
+    let user = directory(state)?
+        .set_disabled(identity, &request.user_id, request.disabled)
+        .await?;
+    tracing::info!(admin = %identity.user_id, user = %request.user_id, disabled = request.disabled, "user access changed");
+    Ok(user.proto())
 }

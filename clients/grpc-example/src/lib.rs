@@ -110,3 +110,148 @@ pub async fn chat_once(
     writeln!(out)?;
     Ok(outcome)
 }
+
+/// What [`memory_round_trip`] saw.
+#[derive(Debug)]
+pub struct MemoryRoundTrip {
+    /// The memory as stored.
+    pub created: pa_proto::v1::MemoryItem,
+    /// The ids a search for the text found, best first.
+    pub found: Vec<String>,
+    /// How many memories the forget removed (1).
+    pub forgotten: u32,
+}
+
+/// Remembers `text` for the key's user, finds it by searching, pins it, then forgets it:
+/// `MemoryService` Upsert → Search → Update → Forget (API-key scope `memory`).
+pub async fn memory_round_trip(
+    url: &str,
+    token: &str,
+    text: &str,
+) -> Result<MemoryRoundTrip, BoxError> {
+    use pa_proto::v1::memory_service_client::MemoryServiceClient;
+    use pa_proto::v1::{
+        ForgetMemoryRequest, MemoryItem, SearchMemoryRequest, UpdateMemoryRequest,
+        UpsertMemoryRequest,
+    };
+    let channel = Channel::from_shared(url.to_string())?.connect().await?;
+    let mut memory = MemoryServiceClient::with_interceptor(channel, Bearer::new(token)?);
+    let created = memory
+        .upsert(UpsertMemoryRequest {
+            item: Some(MemoryItem {
+                content: text.into(),
+                tags: vec!["grpc-example".into()],
+                ..Default::default()
+            }),
+            no_dedup: false,
+        })
+        .await?
+        .into_inner();
+    let found = memory
+        .search(SearchMemoryRequest {
+            query: text.into(),
+            limit: 5,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .results
+        .into_iter()
+        .filter_map(|r| r.item.map(|i| i.id))
+        .collect();
+    memory
+        .update(UpdateMemoryRequest {
+            id: created.id.clone(),
+            pinned: Some(true),
+            content: None,
+        })
+        .await?;
+    let forgotten = memory
+        .forget(ForgetMemoryRequest {
+            id: created.id.clone(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .forgotten;
+    Ok(MemoryRoundTrip {
+        created,
+        found,
+        forgotten,
+    })
+}
+
+/// What [`integration_round_trip`] saw.
+#[derive(Debug)]
+pub struct IntegrationRoundTrip {
+    /// The integration as created (its secrets are never returned, only their names).
+    pub created: pa_proto::v1::Integration,
+    /// It after being switched off.
+    pub disabled: pa_proto::v1::Integration,
+    /// The chat whose runs were offered its tools.
+    pub chat_id: String,
+    /// The chat's tool selection as stored.
+    pub selected: Vec<String>,
+}
+
+/// Adds a web-fetch integration, selects it for a new chat, switches it off, then deletes it:
+/// `ToolService` CreateIntegration → SetChatToolSelection → UpdateIntegration →
+/// DeleteIntegration (API-key scopes `integrations` and `chats`).
+pub async fn integration_round_trip(
+    url: &str,
+    token: &str,
+    name: &str,
+) -> Result<IntegrationRoundTrip, BoxError> {
+    use pa_proto::v1::tool_service_client::ToolServiceClient;
+    use pa_proto::v1::{
+        ChatToolSelection, CreateIntegrationRequest, DeleteIntegrationRequest,
+        UpdateIntegrationRequest,
+    };
+    let channel = Channel::from_shared(url.to_string())?.connect().await?;
+    let bearer = Bearer::new(token)?;
+    let mut tools = ToolServiceClient::with_interceptor(channel.clone(), bearer.clone());
+    let mut runs = RunServiceClient::with_interceptor(channel, bearer);
+    let created = tools
+        .create_integration(CreateIntegrationRequest {
+            kind: "web_fetch".into(),
+            name: name.into(),
+            enabled: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let chat = runs
+        .create_chat(CreateChatRequest {
+            title: "with web fetch".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let selected = tools
+        .set_chat_tool_selection(ChatToolSelection {
+            chat_id: chat.id.clone(),
+            integration_ids: vec![created.id.clone()],
+        })
+        .await?
+        .into_inner()
+        .integration_ids;
+    let disabled = tools
+        .update_integration(UpdateIntegrationRequest {
+            id: created.id.clone(),
+            enabled: Some(false),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    tools
+        .delete_integration(DeleteIntegrationRequest {
+            id: created.id.clone(),
+        })
+        .await?;
+    Ok(IntegrationRoundTrip {
+        created,
+        disabled,
+        chat_id: chat.id,
+        selected,
+    })
+}
