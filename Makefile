@@ -57,6 +57,10 @@ fmt:
 
 verify: lint test ## everything CI should care about
 
-bench: stack ## first-token latency: POST run → first token via the mesh, vs svc-models alone
-	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL; \
-	$(CARGO) run -p pa-bench --release -- first-token
+bench: stack ## every benchmark table: first token (inline, durable), relay, memory index, sizing
+	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL TEMPORAL_ADDRESS PA_EMBED_MODEL_DIR; \
+	$(CARGO) build -p pa-bench --release && \
+	for table in "first-token --runs 300" "durable --runs 200" "relay --runs 200" "memory" "sizing --streams 100,250,500"; do \
+	  echo; echo "## pa-bench $$table ($$(date -u +%F), $$(nproc) cores)"; \
+	  $(CARGO) run -q -p pa-bench --release -- $$table || exit 1; \
+	done

@@ -133,6 +133,7 @@ pub async fn delete_chat(
     Caller(identity): Caller,
     Path(chat_id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    state.recent_runs.forget_chat(&chat_id);
     let request = DeleteChatRequest { chat_id };
     op::delete_chat(&state, &identity, request).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -188,6 +189,7 @@ pub async fn create_run(
     let run = created
         .run
         .ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
+    state.recent_runs.remember(&run.id, &run.chat_id, &identity);
     let accepted = RunAcceptedJson {
         events_url: format!("/v1/runs/{}/events", run.id),
         run_url: format!("/v1/runs/{}", run.id),
@@ -286,11 +288,14 @@ pub async fn run_events(
 ) -> ApiResult<impl IntoResponse> {
     let q = query(q)?;
     let after = sse::resume_point(&headers, q.after.as_deref())?;
-    // Authorizes (404 for a run that is not the caller's) before any event is read.
-    let request = GetRunRequest {
-        run_id: run_id.clone(),
-    };
-    op::get_run(&state, &identity, request).await?;
+    // Authorizes (404 for a run that is not the caller's) before any event is read; a run this
+    // replica just started for the caller is known to be theirs.
+    if !state.recent_runs.started_for(&run_id, &identity) {
+        let request = GetRunRequest {
+            run_id: run_id.clone(),
+        };
+        op::get_run(&state, &identity, request).await?;
+    }
     Ok(sse::follow_run(&state, identity, run_id, after))
 }
 

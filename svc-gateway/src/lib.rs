@@ -19,6 +19,7 @@ pub mod operations;
 mod presence;
 mod problem;
 mod public_grpc;
+mod recent_runs;
 mod security_headers;
 mod sse;
 mod state;
@@ -583,6 +584,7 @@ pub fn build_state(
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
         presence: presence::PresenceHub::new(&config.common.redis_url),
         web,
+        recent_runs: Default::default(),
         runs: RunServiceClient::new(runs),
         models: ModelServiceClient::new(models.clone()),
         model_admin: ModelAdminServiceClient::new(models.clone()),

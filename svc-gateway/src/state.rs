@@ -52,4 +52,6 @@ pub struct AppState {
     pub presence: std::sync::Arc<crate::presence::PresenceHub>,
     /// The built web app, when there is one.
     pub web: Option<crate::static_files::WebDir>,
+    /// Runs this replica just started, so their first SSE read needs no GetRun.
+    pub recent_runs: std::sync::Arc<crate::recent_runs::RecentRuns>,
 }
