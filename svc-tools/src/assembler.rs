@@ -384,20 +384,25 @@ impl ToolsetAssembler {
         } else {
             snapshot_id.to_string()
         };
-        // A retried assemble returns the snapshot made the first time.
-        if let Ok(existing) = self.snapshot(identity, &snapshot_id).await {
-            return Ok(existing);
-        }
-        let records = self.store.list(identity).await?;
+        // Every read is independent of the others: they go at once (a run's start waits for
+        // this call, issue 23). A retried assemble finds its snapshot taken when it writes it.
+        let chat_selection = async {
+            if selected.is_empty() && !chat_id.is_empty() {
+                self.store.selection(identity, chat_id).await
+            } else {
+                Ok(selected.to_vec())
+            }
+        };
+        let (records, selected, device_tools) = tokio::join!(
+            self.store.list(identity),
+            chat_selection,
+            self.devices.online_tools(identity)
+        );
+        let (records, selected) = (records?, selected?);
         let mut tools = ambient_tools(&records);
         tools.extend(memory::definitions());
         tools.extend(crate::subagent::definitions());
         let mut blocked = Vec::new();
-        let selected = if selected.is_empty() && !chat_id.is_empty() {
-            self.store.selection(identity, chat_id).await?
-        } else {
-            selected.to_vec()
-        };
         let servers: Vec<&Record> = records
             .iter()
             .filter(|r| r.enabled && r.kind.is_mcp() && selected.contains(&r.id))
@@ -405,7 +410,7 @@ impl ToolsetAssembler {
         let listed =
             futures::future::join_all(servers.iter().map(|r| self.mcp_tools(identity, r))).await;
         // The user's online devices, then the MCP servers' tools; a name taken is reported.
-        let device_tools = match self.devices.online_tools(identity).await {
+        let device_tools = match device_tools {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the user's devices");
@@ -445,7 +450,7 @@ impl ToolsetAssembler {
             tools.retain(|t| t.read_only);
         }
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
              ON CONFLICT (tenant_id, id) DO NOTHING",
@@ -461,6 +466,11 @@ impl ToolsetAssembler {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if written.rows_affected() == 0 {
+            // A retried assemble returns the snapshot made the first time (and a snapshot id
+            // someone else took is no snapshot of this caller's: `UnknownSnapshot`).
+            return self.snapshot(identity, &snapshot_id).await;
+        }
         Ok(Toolset {
             snapshot_id,
             tools,

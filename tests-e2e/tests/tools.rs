@@ -785,3 +785,52 @@ async fn integrations_rest_validates_isolates_and_selects_per_chat() -> R {
     assert_eq!(selection["integration_ids"], json!([]));
     mesh.stop().await
 }
+
+/// A retried AssembleToolset (same snapshot id) returns the snapshot made the first time, even
+/// when the user's tools changed in between; a snapshot id another user took is not theirs.
+#[tokio::test]
+async fn a_retried_assembly_returns_the_first_snapshot_and_a_taken_id_is_refused() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let tools = Tools::connect(&mesh).await?;
+    let assemble = |tags: Vec<String>, user: &'static str| {
+        let mut client = tools.client.clone();
+        let auth = tools.mesh_auth.clone();
+        async move {
+            let request = AssembleToolsetRequest {
+                run_id: "retried-run".into(),
+                snapshot_id: "ts-retried-run".into(),
+                provider_tags: tags,
+                ..Default::default()
+            };
+            client
+                .assemble_toolset(auth.request(&Mesh::identity("dev", user), request))
+                .await
+        }
+    };
+    let first = assemble(vec![], "dev-user").await?.into_inner();
+    let (status, body) = mesh
+        .post_json(
+            "/v1/me/integrations",
+            &json!({ "kind": "web_fetch", "name": "added later" }),
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let again = assemble(vec!["zero-retention".into()], "dev-user")
+        .await?
+        .into_inner();
+    assert_eq!(again.snapshot_id, first.snapshot_id);
+    let names = |t: &Toolset| t.tools.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&again),
+        names(&first),
+        "the retry saw the later integration"
+    );
+    assert!(!names(&first).iter().any(|n| n == "web_fetch"));
+    // Another user naming the same snapshot id gets no toolset of the first user's.
+    let status = assemble(vec![], "mallory")
+        .await
+        .err()
+        .ok_or("another user's snapshot id was accepted")?;
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    mesh.stop().await
+}
