@@ -35,10 +35,12 @@ use pa_kit::PaError;
 use pa_proto::v1::{
     AuthenticateDeviceRequest, CreateDeviceEnrollmentRequest, DeleteDeviceRequest,
     DeleteDeviceResponse, Device, DeviceEnrollment, DeviceTool, EnrollDeviceRequest,
-    EnrollDeviceResponse, Identity, ListDevicesRequest, ListDevicesResponse,
-    SetDeviceOfflineRequest, SetDeviceOnlineRequest,
+    EnrollDeviceResponse, ListDevicesRequest, ListDevicesResponse, SetDeviceOfflineRequest,
+    SetDeviceOnlineRequest,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::operations::forward_operation;
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
@@ -530,19 +532,10 @@ async fn session(state: AppState, device: Device, socket: WebSocket) -> Result<(
 // The operation layer of devices (ADR 0211): the REST handlers above and the public gRPC
 // ToolService call these.
 
-/// `ToolService/CreateDeviceEnrollment`: a one-time code for a new device of the caller's.
-pub(crate) async fn create_device_enrollment(
-    state: &AppState,
-    identity: &Identity,
-    request: CreateDeviceEnrollmentRequest,
-) -> Result<DeviceEnrollment, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .create_device_enrollment(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// `ToolService/CreateDeviceEnrollment`: a one-time code for a new device of the caller's.
+    create_device_enrollment(tools.create_device_enrollment, CreateDeviceEnrollmentRequest) -> DeviceEnrollment
+);
 
 /// `ToolService/EnrollDevice`: no user login, the one-time code is the credential.
 pub(crate) async fn enroll_device(
@@ -558,33 +551,15 @@ pub(crate) async fn enroll_device(
         .into_inner())
 }
 
-/// `ToolService/ListDevices`.
-pub(crate) async fn list_devices(
-    state: &AppState,
-    identity: &Identity,
-    request: ListDevicesRequest,
-) -> Result<ListDevicesResponse, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .list_devices(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// `ToolService/ListDevices`.
+    list_devices(tools.list_devices, ListDevicesRequest) -> ListDevicesResponse
+);
 
-/// `ToolService/DeleteDevice`: its token stops working, a connected device is disconnected.
-pub(crate) async fn delete_device(
-    state: &AppState,
-    identity: &Identity,
-    request: DeleteDeviceRequest,
-) -> Result<DeleteDeviceResponse, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .delete_device(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// `ToolService/DeleteDevice`: its token stops working, a connected device is disconnected.
+    delete_device(tools.delete_device, DeleteDeviceRequest) -> DeleteDeviceResponse
+);
 
 #[cfg(test)]
 mod tests {

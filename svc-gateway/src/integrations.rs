@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::api::ApiJson;
 use crate::auth::Caller;
 use crate::dto::Page;
+use crate::operations::forward_operation;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -290,97 +291,47 @@ pub async fn put_selection(
 // The operation layer of integrations (ADR 0211): the REST handlers above and the public gRPC
 // ToolService call these, with the same checks. svc-tools validates the rest.
 
-/// `ToolService/ListIntegrations`.
-pub(crate) async fn list_integrations(
-    state: &AppState,
-    identity: &Identity,
-    request: ListIntegrationsRequest,
-) -> Result<ListIntegrationsResponse, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .list_integrations(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// `ToolService/ListIntegrations`.
+    list_integrations(tools.list_integrations, ListIntegrationsRequest) -> ListIntegrationsResponse
+);
 
-/// `ToolService/CreateIntegration`: secrets are sealed, never returned.
-pub(crate) async fn create_integration(
-    state: &AppState,
-    identity: &Identity,
-    request: CreateIntegrationRequest,
-) -> Result<Integration, PaError> {
-    check_caps(
-        &request.provider_tags_required,
-        &request.provider_tags_blocked,
-        Some(&request.secrets),
-    )?;
-    check_config(&request.config_json)?;
-    Ok(state
-        .tools
-        .clone()
-        .create_integration(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
-
-/// `ToolService/GetIntegration`.
-pub(crate) async fn get_integration(
-    state: &AppState,
-    identity: &Identity,
-    request: GetIntegrationRequest,
-) -> Result<Integration, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .get_integration(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
-
-/// `ToolService/UpdateIntegration`.
-pub(crate) async fn update_integration(
-    state: &AppState,
-    identity: &Identity,
-    request: UpdateIntegrationRequest,
-) -> Result<Integration, PaError> {
-    check_caps(
-        request
-            .provider_tags_required
-            .as_ref()
-            .map(|t| t.tags.as_slice())
-            .unwrap_or_default(),
-        request
-            .provider_tags_blocked
-            .as_ref()
-            .map(|t| t.tags.as_slice())
-            .unwrap_or_default(),
-        request.replace_secrets.then_some(&request.secrets),
-    )?;
-    if let Some(config) = &request.config_json {
-        check_config(config)?;
+forward_operation!(
+    /// `ToolService/CreateIntegration`: secrets are sealed, never returned.
+    create_integration(tools.create_integration, CreateIntegrationRequest) -> Integration,
+    check: |_, r| {
+        check_caps(
+            &r.provider_tags_required,
+            &r.provider_tags_blocked,
+            Some(&r.secrets),
+        )?;
+        check_config(&r.config_json)
     }
-    Ok(state
-        .tools
-        .clone()
-        .update_integration(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+);
 
-/// `ToolService/DeleteIntegration`.
-pub(crate) async fn delete_integration(
-    state: &AppState,
-    identity: &Identity,
-    request: DeleteIntegrationRequest,
-) -> Result<DeleteIntegrationResponse, PaError> {
-    Ok(state
-        .tools
-        .clone()
-        .delete_integration(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// `ToolService/GetIntegration`.
+    get_integration(tools.get_integration, GetIntegrationRequest) -> Integration
+);
+
+forward_operation!(
+    /// `ToolService/UpdateIntegration`.
+    update_integration(tools.update_integration, UpdateIntegrationRequest) -> Integration,
+    check: |_, r| {
+        let tags = |t: &Option<TagList>| t.as_ref().map(|t| t.tags.clone()).unwrap_or_default();
+        check_caps(
+            &tags(&r.provider_tags_required),
+            &tags(&r.provider_tags_blocked),
+            r.replace_secrets.then_some(&r.secrets),
+        )?;
+        r.config_json.as_deref().map_or(Ok(()), check_config)
+    }
+);
+
+forward_operation!(
+    /// `ToolService/DeleteIntegration`.
+    delete_integration(tools.delete_integration, DeleteIntegrationRequest) -> DeleteIntegrationResponse
+);
 
 /// The chat must be the caller's (svc-runs answers 404 otherwise).
 async fn check_chat(state: &AppState, identity: &Identity, chat_id: &str) -> Result<(), PaError> {

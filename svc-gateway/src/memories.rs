@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::ApiJson;
 use crate::auth::Caller;
+use crate::operations::forward_operation;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -420,19 +421,10 @@ pub async fn upload_file(
 // The operation layer of memory (ADR 0211): the REST handlers above and the public gRPC
 // MemoryService call these, with the same checks.
 
-/// Newest first, paged (`MemoryService/List`).
-pub(crate) async fn list_memories(
-    state: &AppState,
-    identity: &Identity,
-    request: ListMemoriesRequest,
-) -> Result<ListMemoriesResponse, PaError> {
-    Ok(state
-        .memory
-        .clone()
-        .list(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// Newest first, paged (`MemoryService/List`).
+    list_memories(memory.list, ListMemoriesRequest) -> ListMemoriesResponse
+);
 
 /// A hybrid search of the caller's memories (`MemoryService/Search`): at most 100 results, and
 /// never filtered by another chat's classification ceiling (a run's recall sets that).
@@ -540,36 +532,21 @@ pub(crate) async fn create_memory(
         .into_inner())
 }
 
-/// Corrects a memory's text and/or pin (`MemoryService/Update`).
-pub(crate) async fn update_memory(
-    state: &AppState,
-    identity: &Identity,
-    request: UpdateMemoryRequest,
-) -> Result<MemoryItem, PaError> {
-    if request.content.is_none() && request.pinned.is_none() {
-        return Err(PaError::bad_request("give text and/or pinned"));
+forward_operation!(
+    /// Corrects a memory's text and/or pin (`MemoryService/Update`).
+    update_memory(memory.update, UpdateMemoryRequest) -> MemoryItem,
+    check: |_, r| {
+        if r.content.is_none() && r.pinned.is_none() {
+            return Err(PaError::bad_request("give text and/or pinned"));
+        }
+        Ok(())
     }
-    Ok(state
-        .memory
-        .clone()
-        .update(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+);
 
-/// Forgets one memory, a document's chunks or a chat's memories (`MemoryService/Forget`).
-pub(crate) async fn forget_memory(
-    state: &AppState,
-    identity: &Identity,
-    request: ForgetMemoryRequest,
-) -> Result<ForgetMemoryResponse, PaError> {
-    Ok(state
-        .memory
-        .clone()
-        .forget(state.auth.request(identity, request))
-        .await?
-        .into_inner())
-}
+forward_operation!(
+    /// Forgets one memory, a document's chunks or a chat's memories (`MemoryService/Forget`).
+    forget_memory(memory.forget, ForgetMemoryRequest) -> ForgetMemoryResponse
+);
 
 /// Keeps a file as a chat's document memory (`MemoryService/IngestDocument`). The chat must be
 /// the caller's, and its chunks take the chat's classification whatever the request says.
