@@ -74,6 +74,7 @@ macro_rules! public_service {
             $( $method:ident($request:ty) -> $response:ty = $operation:expr => $call:path; )*
         }
         $( internal { $( $internal:ident($irequest:ty) -> $iresponse:ty; )* } )?
+        $( own { $($own:tt)* } )?
     ) => {
         #[tonic::async_trait]
         impl $service for PublicApi {
@@ -98,6 +99,7 @@ macro_rules! public_service {
                     .into())
                 }
             )*)?
+            $($($own)*)?
         }
     };
 }
@@ -105,149 +107,59 @@ macro_rules! public_service {
 type EventStream = Pin<Box<dyn Stream<Item = Result<RunEvent, Status>> + Send>>;
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<StreamChatChunk, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl RunService for PublicApi {
-    async fn create_chat(
-        &self,
-        request: Request<CreateChatRequest>,
-    ) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &op::CREATE_CHAT).await?;
-        Ok(Response::new(
-            api::op::create_chat(&self.state, &id, request.into_inner()).await?,
-        ))
+public_service! {
+    RunService {
+        create_chat(CreateChatRequest) -> Chat = op::CREATE_CHAT => api::op::create_chat;
+        get_chat(GetChatRequest) -> Chat = op::GET_CHAT => api::op::get_chat;
+        list_chats(ListChatsRequest) -> ListChatsResponse = op::LIST_CHATS => api::op::list_chats;
+        delete_chat(DeleteChatRequest) -> DeleteChatResponse = op::DELETE_CHAT => api::op::delete_chat;
+        rename_chat(RenameChatRequest) -> Chat = op::RENAME_CHAT => api::op::rename_chat;
+        list_messages(ListMessagesRequest) -> ListMessagesResponse = op::LIST_MESSAGES => api::op::list_messages;
+        create_run(CreateRunRequest) -> CreateRunResponse = op::CREATE_RUN => api::op::create_run;
+        get_run(GetRunRequest) -> Run = op::GET_RUN => api::op::get_run;
+        cancel_run(CancelRunRequest) -> Run = op::CANCEL_RUN => api::op::cancel_run;
     }
+    own {
+        type StreamRunEventsStream = EventStream;
 
-    async fn get_chat(&self, request: Request<GetChatRequest>) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &op::GET_CHAT).await?;
-        Ok(Response::new(
-            api::op::get_chat(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn list_chats(
-        &self,
-        request: Request<ListChatsRequest>,
-    ) -> Result<Response<ListChatsResponse>, Status> {
-        let id = self.caller(&request, &op::LIST_CHATS).await?;
-        Ok(Response::new(
-            api::op::list_chats(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn delete_chat(
-        &self,
-        request: Request<DeleteChatRequest>,
-    ) -> Result<Response<DeleteChatResponse>, Status> {
-        let id = self.caller(&request, &op::DELETE_CHAT).await?;
-        Ok(Response::new(
-            api::op::delete_chat(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn rename_chat(
-        &self,
-        request: Request<RenameChatRequest>,
-    ) -> Result<Response<Chat>, Status> {
-        let id = self.caller(&request, &op::RENAME_CHAT).await?;
-        Ok(Response::new(
-            api::op::rename_chat(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn list_messages(
-        &self,
-        request: Request<ListMessagesRequest>,
-    ) -> Result<Response<ListMessagesResponse>, Status> {
-        let id = self.caller(&request, &op::LIST_MESSAGES).await?;
-        Ok(Response::new(
-            api::op::list_messages(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn create_run(
-        &self,
-        request: Request<CreateRunRequest>,
-    ) -> Result<Response<CreateRunResponse>, Status> {
-        let id = self.caller(&request, &op::CREATE_RUN).await?;
-        Ok(Response::new(
-            api::op::create_run(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn get_run(&self, request: Request<GetRunRequest>) -> Result<Response<Run>, Status> {
-        let id = self.caller(&request, &op::GET_RUN).await?;
-        Ok(Response::new(
-            api::op::get_run(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    async fn cancel_run(
-        &self,
-        request: Request<CancelRunRequest>,
-    ) -> Result<Response<Run>, Status> {
-        let id = self.caller(&request, &op::CANCEL_RUN).await?;
-        Ok(Response::new(
-            api::op::cancel_run(&self.state, &id, request.into_inner()).await?,
-        ))
-    }
-
-    type StreamRunEventsStream = EventStream;
-
-    async fn stream_run_events(
-        &self,
-        request: Request<StreamRunEventsRequest>,
-    ) -> Result<Response<Self::StreamRunEventsStream>, Status> {
-        let id = self.caller(&request, &op::STREAM_RUN_EVENTS).await?;
-        let stream = self
-            .state
-            .runs
-            .clone()
-            .stream_run_events(self.state.auth.request(&id, request.into_inner()))
-            .await?;
-        Ok(Response::new(Box::pin(stream.into_inner())))
+        async fn stream_run_events(
+            &self,
+            request: Request<StreamRunEventsRequest>,
+        ) -> Result<Response<Self::StreamRunEventsStream>, Status> {
+            let id = self.caller(&request, &op::STREAM_RUN_EVENTS).await?;
+            let stream = self
+                .state
+                .runs
+                .clone()
+                .stream_run_events(self.state.auth.request(&id, request.into_inner()))
+                .await?;
+            Ok(Response::new(Box::pin(stream.into_inner())))
+        }
     }
 }
 
-#[tonic::async_trait]
-impl ModelService for PublicApi {
-    async fn list_models(
-        &self,
-        request: Request<ListModelsRequest>,
-    ) -> Result<Response<ListModelsResponse>, Status> {
-        let id = self.caller(&request, &op::LIST_MODELS).await?;
-        Ok(Response::new(
-            api::op::list_models(&self.state, &id, request.into_inner()).await?,
-        ))
+public_service! {
+    ModelService {
+        list_models(ListModelsRequest) -> ListModelsResponse = op::LIST_MODELS => api::op::list_models;
+        resolve(ResolveModelRequest) -> ModelSelection = op::RESOLVE_MODEL => api::op::resolve;
     }
-
-    async fn resolve(
-        &self,
-        request: Request<ResolveModelRequest>,
-    ) -> Result<Response<ModelSelection>, Status> {
-        let id = self.caller(&request, &op::RESOLVE_MODEL).await?;
-        Ok(Response::new(
-            api::op::resolve(&self.state, &id, request.into_inner()).await?,
-        ))
+    internal {
+        embed(EmbedRequest) -> EmbedResponse;
     }
+    own {
+        type StreamChatStream = ChunkStream;
 
-    type StreamChatStream = ChunkStream;
-
-    /// Not public: model calls belong to runs (governance, usage, fallback are applied there).
-    async fn stream_chat(
-        &self,
-        _request: Request<StreamChatRequest>,
-    ) -> Result<Response<Self::StreamChatStream>, Status> {
-        Err(
-            PaError::unimplemented("StreamChat is internal; start a run with RunService.CreateRun")
-                .into(),
-        )
-    }
-
-    async fn embed(
-        &self,
-        _request: Request<EmbedRequest>,
-    ) -> Result<Response<EmbedResponse>, Status> {
-        Err(PaError::unimplemented("Embed is internal").into())
+        /// Not public: model calls belong to runs (governance, usage, fallback are applied
+        /// there).
+        async fn stream_chat(
+            &self,
+            _request: Request<StreamChatRequest>,
+        ) -> Result<Response<Self::StreamChatStream>, Status> {
+            Err(PaError::unimplemented(
+                "StreamChat is internal; start a run with RunService.CreateRun",
+            )
+            .into())
+        }
     }
 }
 
