@@ -385,3 +385,59 @@ async fn shutdown_drains_an_inline_run_before_svc_runs_exits() -> R {
     );
     mesh.stop().await
 }
+
+/// The replica that started a run authorises its first SSE read itself (ADR 0212); every other
+/// read still asks svc-runs: another replica serves the owner, refuses anyone else, and a run of
+/// a deleted chat is no longer readable on the replica that started it.
+#[tokio::test]
+async fn a_run_just_started_is_read_on_any_replica_and_only_by_its_owner() -> R {
+    let mut mesh = Mesh::builder().start().await?;
+    let replica = mesh.add_gateway().await?;
+    let chat_id = mesh.create_chat("replicas").await?;
+    let run_id = mesh.start_run(&chat_id, "hello replicas").await?;
+    // The owner on another replica (which did not start it): served, to the end.
+    let response = mesh
+        .http
+        .get(format!("{replica}/v1/runs/{run_id}/events"))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let events = tests_e2e::read_sse(response, None).await?;
+    assert_eq!(
+        events.last().map(|e| e.data["type"].clone()),
+        Some(json!("RUN_FINISHED"))
+    );
+    // Someone else, on both replicas, right after the start: 404.
+    let second = mesh.start_run(&chat_id, "and again").await?;
+    for base in [mesh.gateway_url.clone(), replica.clone()] {
+        for (tenant, user) in [("dev", "bob"), ("other-tenant", "dev-user")] {
+            let status = mesh
+                .http
+                .get(format!("{base}/v1/runs/{second}/events"))
+                .header("x-pa-dev-user", user)
+                .header("x-pa-dev-tenant", tenant)
+                .send()
+                .await?
+                .status();
+            assert_eq!(status, 404, "{user}@{tenant} on {base}");
+        }
+    }
+    mesh.read_events(&second, None, None).await?;
+    // The chat is deleted: the replica that started its runs vouches for them no more.
+    let third = mesh.start_run(&chat_id, "one more").await?;
+    mesh.read_events(&third, None, None).await?;
+    let deleted = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/chats/{chat_id}")))
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 204);
+    let status = mesh
+        .http
+        .get(mesh.url(&format!("/v1/runs/{third}/events")))
+        .send()
+        .await?
+        .status();
+    assert_eq!(status, 404);
+    mesh.stop().await
+}
