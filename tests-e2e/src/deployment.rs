@@ -179,24 +179,10 @@ impl AsUser {
         message: &str,
         durable: bool,
     ) -> Result<(String, String), BoxError> {
-        let (status, run) = self
-            .post(
-                &format!("/v1/chats/{chat}/runs"),
-                &json!({ "message": message, "durable": durable }),
-            )
+        let body = json!({ "message": message, "durable": durable });
+        let (_, events) = self
+            .start_and_read(chat, &body, Duration::from_secs(90))
             .await?;
-        if status != 202 {
-            return Err(format!("run: {status} {run}").into());
-        }
-        let run_id = run["run_id"].as_str().unwrap_or_default();
-        let events = self
-            .http
-            .get(format!("{}/v1/runs/{run_id}/events", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        let events =
-            tokio::time::timeout(Duration::from_secs(90), crate::read_sse(events, None)).await??;
         let last = events
             .last()
             .map(|e| e.event_type().to_string())

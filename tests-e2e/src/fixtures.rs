@@ -151,6 +151,21 @@ impl AsUser {
             return Err(format!("create chat: {status} {chat}").into());
         }
         let chat_id = chat["id"].as_str().unwrap_or_default().to_string();
+        let (run_id, events) = self
+            .start_and_read(&chat_id, body, Duration::from_secs(30))
+            .await?;
+        let (_, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
+        Ok((run, events))
+    }
+
+    /// Starts a run of `body` in `chat_id` and reads its events to the end (`within` at most):
+    /// the run id and the events.
+    pub async fn start_and_read(
+        &self,
+        chat_id: &str,
+        body: &Value,
+        within: Duration,
+    ) -> Result<(String, Vec<SseEvent>), BoxError> {
         let (status, run) = self
             .post(&format!("/v1/chats/{chat_id}/runs"), body)
             .await?;
@@ -164,10 +179,8 @@ impl AsUser {
             .bearer_auth(&self.token)
             .send()
             .await?;
-        let events =
-            tokio::time::timeout(Duration::from_secs(30), read_sse(response, None)).await??;
-        let (_, run) = self.get(&format!("/v1/runs/{run_id}")).await?;
-        Ok((run, events))
+        let events = tokio::time::timeout(within, read_sse(response, None)).await??;
+        Ok((run_id, events))
     }
 }
 
