@@ -68,6 +68,47 @@ pub struct Launcher {
     shutdown: Shutdown,
     pub(crate) redis: deadpool_redis::Pool,
     daily_token_budget: u64,
+    /// The classifications of chats runs were started in (a chat's never changes), so a run in
+    /// a known chat needs no chat read before it resolves its model: the run row's insert
+    /// checks the chat is still the caller's (issue 23).
+    chat_classes: std::sync::Arc<ChatClasses>,
+}
+
+/// `(tenant, user, chat) → classification`, bounded.
+#[derive(Default)]
+struct ChatClasses(std::sync::Mutex<std::collections::HashMap<(String, String, String), i32>>);
+
+impl ChatClasses {
+    /// At most this many chats are remembered (forgetting only costs a chat read).
+    const CAPACITY: usize = 50_000;
+
+    fn key(identity: &Identity, chat_id: &str) -> (String, String, String) {
+        (
+            identity.tenant_id.clone(),
+            identity.user_id.clone(),
+            chat_id.to_string(),
+        )
+    }
+
+    /// The chat as far as a run's start needs it (id and classification), when known.
+    fn chat(&self, identity: &Identity, chat_id: &str) -> Option<pa_proto::v1::Chat> {
+        let known = self.0.lock().ok()?;
+        let classification = *known.get(&Self::key(identity, chat_id))?;
+        Some(pa_proto::v1::Chat {
+            id: chat_id.to_string(),
+            classification,
+            ..Default::default()
+        })
+    }
+
+    fn remember(&self, identity: &Identity, chat: &pa_proto::v1::Chat) {
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() >= Self::CAPACITY {
+                known.clear();
+            }
+            known.insert(Self::key(identity, &chat.id), chat.classification);
+        }
+    }
 }
 
 /// How runs are admitted: svc-runs' limits (`PA_RUN_*`, `PA_DAILY_TOKEN_BUDGET`).
@@ -120,6 +161,7 @@ impl Launcher {
             shutdown,
             redis,
             daily_token_budget: options.daily_token_budget,
+            chat_classes: Default::default(),
         }
     }
 }
@@ -267,7 +309,14 @@ impl Launcher {
             }
             request.run_id.clone()
         };
-        let chat = self.store.get_chat(identity, &request.chat_id).await?;
+        let chat = match self.chat_classes.chat(identity, &request.chat_id) {
+            Some(chat) => chat,
+            None => {
+                let chat = self.store.get_chat(identity, &request.chat_id).await?;
+                self.chat_classes.remember(identity, &chat);
+                chat
+            }
+        };
         let plan = LaunchPlan {
             run_id,
             client_chose_id: !request.run_id.is_empty(),
@@ -415,16 +464,20 @@ impl Launcher {
         );
         let (assembled, inserted) = tokio::join!(assembled, inserted);
         let Some(run) = inserted? else {
-            // The id is taken: by a concurrent retry of this request (return that run), or by
-            // someone else's run, which this tenant cannot see.
+            // No row: the id is taken, by a concurrent retry of this request (return that run)
+            // or by someone else's run, which this tenant cannot see; or the chat is no longer
+            // the caller's (deleted since it was remembered).
             return match self.store.get_run(identity, &run_id).await {
                 Ok(run) => Ok(Launched {
                     run,
                     existing: true,
                 }),
-                Err(RunsError::RunNotFound(_)) => Err(RunsError::Conflict(format!(
-                    "run id {run_id} is already used"
-                ))),
+                Err(RunsError::RunNotFound(_)) => {
+                    self.store.get_chat(identity, &chat.id).await?;
+                    Err(RunsError::Conflict(format!(
+                        "run id {run_id} is already used"
+                    )))
+                }
                 Err(other) => Err(other),
             };
         };

@@ -452,7 +452,8 @@ impl RunStore {
     /// sub-agent run: only the run — its task and reply are not chat messages) in one
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
-    /// the unique index sees rows that row-level security hides).
+    /// the unique index sees rows that row-level security hides), or when the chat is not (or no
+    /// longer) the caller's.
     pub async fn insert_run(
         &self,
         spec: &RunSpec,
@@ -469,7 +470,9 @@ impl RunStore {
                INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
                  requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
                  toolset_snapshot_id, assistant_message_id, spec, owner_id) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18 \
+               WHERE EXISTS (SELECT 1 FROM chats WHERE tenant_id = $2 AND user_id = $3 \
+                 AND id = $4 AND deleted_at IS NULL) \
                ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
              message AS ( \
                INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \

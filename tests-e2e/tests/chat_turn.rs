@@ -441,3 +441,51 @@ async fn a_run_just_started_is_read_on_any_replica_and_only_by_its_owner() -> R 
     assert_eq!(status, 404);
     mesh.stop().await
 }
+
+/// svc-runs remembers the classification of a chat it started runs in, so a later run there
+/// skips the chat read (ADR 0212); the run row's insert still checks the chat. Once the chat is
+/// deleted, or for anyone else, a run there is refused with 404 and nothing is written.
+#[tokio::test]
+async fn a_chat_remembered_by_svc_runs_still_refuses_runs_once_deleted_or_foreign() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let (status, chat) = mesh
+        .post_json(
+            "/v1/chats",
+            &json!({"title": "secret", "classification": "confidential"}),
+        )
+        .await?;
+    assert_eq!(status, 201, "{chat}");
+    let chat_id = chat["id"].as_str().ok_or("no chat id")?.to_string();
+    let first = mesh.start_run(&chat_id, "first").await?;
+    mesh.read_events(&first, None, None).await?;
+    // Remembered now: the second run is as classified as the chat.
+    let second = mesh.start_run(&chat_id, "second").await?;
+    mesh.read_events(&second, None, None).await?;
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{second}")).await?;
+    assert_eq!(run["status"], json!("succeeded"), "{run}");
+    // Someone else in the same tenant names the chat: 404.
+    let foreign = mesh
+        .http
+        .post(mesh.url(&format!("/v1/chats/{chat_id}/runs")))
+        .header("x-pa-dev-user", "bob")
+        .json(&json!({"message": "let me in"}))
+        .send()
+        .await?;
+    assert_eq!(foreign.status(), 404);
+    let deleted = mesh
+        .http
+        .delete(mesh.url(&format!("/v1/chats/{chat_id}")))
+        .send()
+        .await?;
+    assert_eq!(deleted.status(), 204);
+    let (status, problem) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat_id}/runs"),
+            &json!({"message": "after the delete", "run_id": "after-delete-1"}),
+        )
+        .await?;
+    assert_eq!(status, 404, "{problem}");
+    let (status, _) = mesh.get_json("/v1/runs/after-delete-1").await?;
+    assert_eq!(status, 404, "a run row was written for a deleted chat");
+    mesh.stop().await
+}
