@@ -29,6 +29,19 @@ pub struct ContextRead {
 /// How much longer than recall's own timeout a workflow waits for its hand-over.
 const HANDOVER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a run's opening events (RUN_STARTED, its notices) wait for the model's first output
+/// so that both go out in one write and one wake-up of every reader (ADR 0212). A model slower
+/// than this sees them sent on their own when it expires: RUN_STARTED is late by at most this.
+const OPENING_HOLD: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Resolves at `deadline`, never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The conversation a run starts from, and whether it holds untrusted content.
 pub(crate) struct History {
     messages: Vec<TurnMessage>,
@@ -336,6 +349,9 @@ impl InlineDriver {
             attempts: Vec::new(),
             held_terminal: None,
             progress: crate::lease::Progress::default(),
+            unsent: Vec::new(),
+            hold_next: true,
+            flush_at: None,
         };
         run.feed(Input::Start {
             history,
@@ -407,6 +423,12 @@ struct RunState<'a> {
     /// The usage and attempts last written beside the events (for whoever ends the run if this
     /// process dies).
     progress: crate::lease::Progress,
+    /// Events held back (the opening ones, see [`OPENING_HOLD`]); they go out first with the
+    /// next write, or on their own at `flush_at`.
+    unsent: Vec<AgUiEvent>,
+    /// The next step's events may be held (the run's start, before its first model call).
+    hold_next: bool,
+    flush_at: Option<tokio::time::Instant>,
 }
 
 impl RunState<'_> {
@@ -418,7 +440,8 @@ impl RunState<'_> {
             self.queue
                 .retain(|a| matches!(a, Action::Emit(_) | Action::Finish(_)));
         }
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.unsent);
+        self.flush_at = None;
         for action in actions {
             match action {
                 Action::Emit(event) if event.is_terminal() => self.held_terminal = Some(event),
@@ -426,13 +449,24 @@ impl RunState<'_> {
                 other => self.queue.push_back(other),
             }
         }
+        let progress_changed = *self.agent.usage() != self.progress.usage
+            || self.attempts.len() != self.progress.attempts.len();
+        // The run's opening events wait a little for the first model output (they go out with
+        // it); only when a model call is what comes next.
+        if std::mem::take(&mut self.hold_next)
+            && !progress_changed
+            && self.held_terminal.is_none()
+            && matches!(self.queue.front(), Some(Action::CallModel(_)))
+        {
+            self.unsent = events;
+            self.flush_at = Some(tokio::time::Instant::now() + OPENING_HOLD);
+            return Ok(());
+        }
         // One step's events (e.g. TEXT_MESSAGE_START + the first CONTENT) go out in one round
         // trip; when the usage or the attempts changed, the run's progress goes with them.
         let sink = &self.driver.sink;
         let run_id = &self.spec.run_id;
-        if *self.agent.usage() != self.progress.usage
-            || self.attempts.len() != self.progress.attempts.len()
-        {
+        if progress_changed {
             let progress = crate::lease::Progress {
                 usage: *self.agent.usage(),
                 attempts: self.attempts.clone(),
@@ -477,18 +511,42 @@ impl RunState<'_> {
         request: ModelRequest,
         cancel: &CancellationToken,
     ) -> Result<(), PaError> {
-        let started = tokio::select! {
-            started = self.driver.io.start_model_turn(self.spec, request, &self.tools) => started,
-            _ = cancel.cancelled() => return self.feed(cancelled()).await,
+        // The call is not restarted when held events go out meanwhile: it stays pinned here.
+        let started = {
+            let start = self
+                .driver
+                .io
+                .start_model_turn(self.spec, request, &self.tools);
+            tokio::pin!(start);
+            loop {
+                tokio::select! {
+                    started = &mut start => break Some(started),
+                    _ = cancel.cancelled() => break None,
+                    _ = until(self.flush_at) => {
+                        self.flush_at = None;
+                        let held = std::mem::take(&mut self.unsent);
+                        self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
+                    }
+                }
+            }
         };
         let mut turn = match started {
-            Ok(turn) => turn,
-            Err(failed) => return self.feed(failed).await,
+            Some(Ok(turn)) => turn,
+            Some(Err(failed)) => return self.feed(failed).await,
+            None => return self.feed(cancelled()).await,
         };
         loop {
+            // `next` is cancel-safe (tonic's `Streaming::message`): sending held events between
+            // two chunks loses nothing.
             let next = tokio::select! {
                 next = turn.next(&mut self.attempts) => next,
                 _ = cancel.cancelled() => return self.feed(cancelled()).await,
+                _ = until(self.flush_at) => {
+                    self.flush_at = None;
+                    let held = std::mem::take(&mut self.unsent);
+                    self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
+                    continue;
+                }
             };
             match next {
                 Some(input) => self.feed(input).await?,
@@ -552,6 +610,10 @@ impl RunState<'_> {
     }
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {
+        if !self.unsent.is_empty() {
+            let held = std::mem::take(&mut self.unsent);
+            self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
+        }
         let ending = RunEnding::of_loop(&outcome, self.agent.is_tainted());
         let terminal: Vec<AgUiEvent> = self.held_terminal.take().into_iter().collect();
         self.driver
