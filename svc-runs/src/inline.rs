@@ -34,6 +34,23 @@ const HANDOVER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 /// than this sees them sent on their own when it expires: RUN_STARTED is late by at most this.
 const OPENING_HOLD: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Sends the events held back (see [`OPENING_HOLD`]), if any; nothing is held afterwards.
+/// A free function over the fields, so the model call's pinned future may keep borrowing the
+/// rest of the run meanwhile.
+async fn send_held(
+    sink: &EventSink,
+    run_id: &str,
+    unsent: &mut Vec<AgUiEvent>,
+    flush_at: &mut Option<tokio::time::Instant>,
+) -> Result<(), PaError> {
+    *flush_at = None;
+    if unsent.is_empty() {
+        return Ok(());
+    }
+    let held = std::mem::take(unsent);
+    sink.emit_all(run_id, &held).await.map(|_| ())
+}
+
 /// Resolves at `deadline`, never without one.
 async fn until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -523,9 +540,7 @@ impl RunState<'_> {
                     started = &mut start => break Some(started),
                     _ = cancel.cancelled() => break None,
                     _ = until(self.flush_at) => {
-                        self.flush_at = None;
-                        let held = std::mem::take(&mut self.unsent);
-                        self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
+                        send_held(&self.driver.sink, &self.spec.run_id, &mut self.unsent, &mut self.flush_at).await?;
                     }
                 }
             }
@@ -542,9 +557,7 @@ impl RunState<'_> {
                 next = turn.next(&mut self.attempts) => next,
                 _ = cancel.cancelled() => return self.feed(cancelled()).await,
                 _ = until(self.flush_at) => {
-                    self.flush_at = None;
-                    let held = std::mem::take(&mut self.unsent);
-                    self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
+                    send_held(&self.driver.sink, &self.spec.run_id, &mut self.unsent, &mut self.flush_at).await?;
                     continue;
                 }
             };
@@ -610,10 +623,13 @@ impl RunState<'_> {
     }
 
     async fn finish(&mut self, outcome: Outcome) -> Result<(), PaError> {
-        if !self.unsent.is_empty() {
-            let held = std::mem::take(&mut self.unsent);
-            self.driver.sink.emit_all(&self.spec.run_id, &held).await?;
-        }
+        send_held(
+            &self.driver.sink,
+            &self.spec.run_id,
+            &mut self.unsent,
+            &mut self.flush_at,
+        )
+        .await?;
         let ending = RunEnding::of_loop(&outcome, self.agent.is_tainted());
         let terminal: Vec<AgUiEvent> = self.held_terminal.take().into_iter().collect();
         self.driver

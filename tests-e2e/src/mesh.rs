@@ -891,6 +891,16 @@ impl Mesh {
         json_answer(self.http.post(self.url(path)).json(body)).await
     }
 
+    /// DELETE /v1/chats/{chat_id} as the dev user; the status.
+    pub async fn delete_chat(&self, chat_id: &str) -> Result<u16, BoxError> {
+        let response = self
+            .http
+            .delete(self.url(&format!("/v1/chats/{chat_id}")))
+            .send()
+            .await?;
+        Ok(response.status().as_u16())
+    }
+
     pub async fn get_json(&self, path: &str) -> Result<(u16, Value), BoxError> {
         json_answer(self.http.get(self.url(path))).await
     }

@@ -426,12 +426,7 @@ async fn a_run_just_started_is_read_on_any_replica_and_only_by_its_owner() -> R 
     // The chat is deleted: the replica that started its runs vouches for them no more.
     let third = mesh.start_run(&chat_id, "one more").await?;
     mesh.read_events(&third, None, None).await?;
-    let deleted = mesh
-        .http
-        .delete(mesh.url(&format!("/v1/chats/{chat_id}")))
-        .send()
-        .await?;
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(mesh.delete_chat(&chat_id).await?, 204);
     let status = mesh
         .http
         .get(mesh.url(&format!("/v1/runs/{third}/events")))
@@ -472,12 +467,7 @@ async fn a_chat_remembered_by_svc_runs_still_refuses_runs_once_deleted_or_foreig
         .send()
         .await?;
     assert_eq!(foreign.status(), 404);
-    let deleted = mesh
-        .http
-        .delete(mesh.url(&format!("/v1/chats/{chat_id}")))
-        .send()
-        .await?;
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(mesh.delete_chat(&chat_id).await?, 204);
     let (status, problem) = mesh
         .post_json(
             &format!("/v1/chats/{chat_id}/runs"),
