@@ -14,8 +14,17 @@
 //! queue as the baseline) next to an inline one, durable runs/s, and the Temporal workflow
 //! history of a durable run (events, encoded bytes) in a short and in a long chat.
 //!
-//! `cargo run -p pa-bench --release -- memory [--runs N]`: svc-memory's HNSW index on 100k
-//! memories (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
+//! `cargo run -p pa-bench --release -- memory [--runs N] [--scenarios 100k,100kx1000,1mx1000]`:
+//! svc-memory's vector search on 100k memories of one user and on 100k and 1M memories over
+//! 1,000 users (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
+//!
+//! `cargo run -p pa-bench --release -- streams [--streams 1,100,1000,2000] [--events N]`: the
+//! gateway's relay from Redis Streams to SSE clients alone: events/s, CPU per event, delay
+//! added to live events and memory per open stream (see streams.rs).
+//!
+//! `cargo run -p pa-bench --release -- costs [--runs N] [--concurrency 1,100,1000]`: first-token
+//! overhead as the chat's history and the toolset grow, and events/s as runs stream at once
+//! (see costs.rs).
 //!
 //! `cargo run -p pa-bench --release -- chaos [--runs N] [--targets svc-runs,postgres]`: the
 //! chaos table (kill -9 of each process mid-stream; see chaos.rs).
@@ -27,8 +36,10 @@
 //! short query (recall's cost at run start).
 
 mod chaos;
+mod costs;
 mod memory;
 mod sizing;
+mod streams;
 
 use std::time::{Duration, Instant};
 
@@ -136,14 +147,27 @@ async fn direct_first_token(
     mesh: &Mesh,
     client: &mut ModelServiceClient<tonic::transport::Channel>,
 ) -> Result<Duration, BoxError> {
+    let messages = vec![ChatTurnMessage {
+        role: "user".into(),
+        content: "benchmark the first token please".into(),
+        ..Default::default()
+    }];
+    direct_first_token_of(mesh, client, messages, vec![]).await
+}
+
+/// svc-models StreamChat with these messages and tools → its first token (the baseline a
+/// run's first token is compared with).
+async fn direct_first_token_of(
+    mesh: &Mesh,
+    client: &mut ModelServiceClient<tonic::transport::Channel>,
+    messages: Vec<ChatTurnMessage>,
+    tools: Vec<pa_proto::v1::ChatToolDefinition>,
+) -> Result<Duration, BoxError> {
     let identity = Mesh::identity("bench", "bench");
     let request = StreamChatRequest {
         label: "offline:echo".into(),
-        messages: vec![ChatTurnMessage {
-            role: "user".into(),
-            content: "benchmark the first token please".into(),
-            ..Default::default()
-        }],
+        messages,
+        tools,
         ..Default::default()
     };
     let started = Instant::now();
@@ -513,7 +537,49 @@ async fn main() -> std::process::ExitCode {
         Some("first-token") => first_token(runs).await,
         Some("relay") => relay(runs).await,
         Some("durable") => durable(runs).await,
-        Some("memory") => memory::run(runs.min(1000)).await,
+        Some("streams") => {
+            let levels: Vec<usize> = args
+                .iter()
+                .position(|a| a == "--streams")
+                .and_then(|i| args.get(i + 1))
+                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![1, 100, 1000, 2000]);
+            let events = args
+                .iter()
+                .position(|a| a == "--events")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1000);
+            streams::run(&levels, events).await
+        }
+        Some("costs") => {
+            let levels: Vec<usize> = args
+                .iter()
+                .position(|a| a == "--concurrency")
+                .and_then(|i| args.get(i + 1))
+                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![1, 100, 1000]);
+            costs::run(runs, &levels).await
+        }
+        Some("memory") => {
+            let scenarios: Option<Option<Vec<memory::Scenario>>> = args
+                .iter()
+                .position(|a| a == "--scenarios")
+                .and_then(|i| args.get(i + 1))
+                .map(|list| {
+                    list.split(',')
+                        .map(memory::Scenario::parse)
+                        .collect::<Option<Vec<_>>>()
+                });
+            match scenarios {
+                Some(None) => {
+                    eprintln!("--scenarios: e.g. 100k,100kx1000,1mx1000 (memories x users)");
+                    return std::process::ExitCode::from(2);
+                }
+                Some(Some(list)) => memory::run(runs.min(1000), &list).await,
+                None => memory::run(runs.min(1000), &memory::Scenario::DEFAULT).await,
+            }
+        }
         Some("embed") => memory::query_latency(runs),
         Some("sizing") => {
             let levels: Vec<usize> = args
@@ -545,7 +611,7 @@ async fn main() -> std::process::ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pa-bench first-token|relay|durable|memory|embed|chaos|sizing [--runs N] [--targets a,b] [--replicas 2] [--streams 100,250]"
+                "usage: pa-bench first-token|relay|durable|costs|streams|memory|embed|chaos|sizing [--runs N] [--targets a,b] [--replicas 2] [--streams 100,250] [--concurrency 1,100] [--events N] [--scenarios 100k,1mx1000]"
             );
             return std::process::ExitCode::from(2);
         }

@@ -23,10 +23,10 @@ use crate::{BoxError, ms, percentile};
 const TOKEN_DELAY: Duration = Duration::from_millis(20);
 
 /// What one client saw of one run.
-struct Followed {
-    first_token: Duration,
-    gaps: Vec<Duration>,
-    finished: bool,
+pub(crate) struct Followed {
+    pub(crate) first_token: Duration,
+    pub(crate) gaps: Vec<Duration>,
+    pub(crate) finished: bool,
     /// How a run that did not finish ended (its RUN_ERROR, or the stream's end).
     failure: Option<String>,
 }
@@ -39,7 +39,11 @@ async fn run_and_follow(mesh: &Mesh, chat_id: &str, message: &str) -> Result<Fol
 }
 
 /// Reads a run's SSE stream to its end; `started` is when its POST went out.
-async fn follow(mesh: &Mesh, run_id: &str, started: Instant) -> Result<Followed, BoxError> {
+pub(crate) async fn follow(
+    mesh: &Mesh,
+    run_id: &str,
+    started: Instant,
+) -> Result<Followed, BoxError> {
     let mut body = crate::run_events(mesh, run_id).await?.bytes_stream();
     let mut followed = Followed {
         first_token: Duration::ZERO,

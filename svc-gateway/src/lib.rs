@@ -585,6 +585,7 @@ pub fn build_state(
         presence: presence::PresenceHub::new(&config.common.redis_url),
         web,
         recent_runs: Default::default(),
+        events: pa_bus::event_hub::EventHub::new(redis.clone()),
         runs: RunServiceClient::new(runs),
         models: ModelServiceClient::new(models.clone()),
         model_admin: ModelAdminServiceClient::new(models.clone()),

@@ -68,7 +68,9 @@ pub fn follow_run(
     let stop = state.shutdown.token().cancelled_owned();
     // Counted while the stream lives: the guard goes with it when the client leaves.
     let client = SseClient::connect();
-    let events = pa_bus::run_events::follow(state.redis.clone(), run_id, after, still_live)
+    let events = state
+        .events
+        .follow(run_id, after, still_live)
         .take_until(stop)
         .map(move |item| {
             let _counted = &client;

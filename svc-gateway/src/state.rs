@@ -36,6 +36,8 @@ pub struct AppState {
     /// Present in OIDC mode.
     pub oidc: Option<std::sync::Arc<crate::oidc::OidcVerifier>>,
     pub redis: Pool,
+    /// Every SSE stream of this replica reads its run's events through it (one Redis reader).
+    pub events: pa_bus::event_hub::EventHub,
     /// For the connections that cannot come from the pool (a device socket's subscription).
     pub redis_url: String,
     pub sse_keepalive: Duration,

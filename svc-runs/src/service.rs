@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use futures::{Stream, StreamExt};
+use pa_bus::event_hub::EventHub;
 use pa_kit::{PaError, RequestIdentity};
 use pa_proto::v1::control_service_server::ControlService;
 use pa_proto::v1::run_service_server::RunService;
@@ -24,12 +25,16 @@ use crate::store::{MAX_TITLE_CHARS, is_terminal};
 #[derive(Clone)]
 pub struct RunServiceImpl {
     launcher: Launcher,
-    redis: Pool,
+    /// Every StreamRunEvents call of this process reads through it.
+    events: EventHub,
 }
 
 impl RunServiceImpl {
     pub fn new(launcher: Launcher, redis: Pool) -> Self {
-        Self { launcher, redis }
+        Self {
+            launcher,
+            events: EventHub::new(redis),
+        }
     }
 
     /// Stops a run: through its driver when this process runs it, otherwise (its driver is gone)
@@ -253,16 +258,16 @@ impl RunService for RunServiceImpl {
                 matches!(store.run_status(&tenant_id, &run_id).await, Ok(Some(s)) if !is_terminal(s))
             }
         };
-        let events =
-            pa_bus::run_events::follow(self.redis.clone(), req.run_id, req.after, still_live).map(
-                |item| {
-                    item.map(|stored| RunEvent {
-                        stream_id: stored.stream_id,
-                        event: Some(stored.event),
-                    })
-                    .map_err(Status::from)
-                },
-            );
+        let events = self
+            .events
+            .follow(req.run_id, req.after, still_live)
+            .map(|item| {
+                item.map(|stored| RunEvent {
+                    stream_id: stored.stream_id,
+                    event: Some(stored.event),
+                })
+                .map_err(Status::from)
+            });
         Ok(Response::new(Box::pin(events)))
     }
 }

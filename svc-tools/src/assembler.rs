@@ -4,9 +4,12 @@
 //!
 //! A toolset is: the ambient web tools (web_fetch, web_search, weather — from ALL the user's
 //! enabled integrations, whatever the chat selected), the tools of the MCP servers the chat
-//! selected (listed now, names prefixed by server, schemas validated), the memory tools
+//! selected (listed now, or a recent listing of the same server: `mcp_listings.rs`; names
+//! prefixed by server, schemas validated), the memory tools
 //! (remember, recall, forget), the tools of the user's online devices (`<device>__<tool>`, see
 //! `devices.rs`), minus what the tag gate removes for the resolved model's provider.
+
+use std::sync::Arc;
 
 use pa_proto::v1::{BlockedTool, Identity, ToolDefinition, Toolset};
 use serde_json::json;
@@ -18,6 +21,7 @@ use crate::error::ToolsError;
 use crate::gate::tag_gate;
 use crate::integrations::{IntegrationStore, Kind, Record};
 use crate::mcp;
+use crate::mcp_listings::{ListingKey, McpListings};
 use crate::memory::{self, MemoryTools};
 use crate::netguard::NetGuard;
 use crate::web;
@@ -37,6 +41,8 @@ pub struct ToolsetAssembler {
     pub settings: ToolsSettings,
     pub memory: MemoryTools,
     pub devices: DeviceRegistry,
+    /// MCP tool listings reused across assemblies (`mcp_listings.rs`).
+    listings: Arc<McpListings>,
 }
 
 /// What a snapshot says about its run, for the tools that act on it.
@@ -160,6 +166,7 @@ impl ToolsetAssembler {
         devices: DeviceRegistry,
     ) -> Self {
         Self {
+            listings: Arc::new(McpListings::new(settings.mcp_list_cache)),
             pool,
             store,
             guard,
@@ -254,13 +261,21 @@ impl ToolsetAssembler {
             Ok(t) => t,
             Err(e) => return (Vec::new(), vec![unavailable(e.to_string())]),
         };
-        let listing = match mcp::list(&target, &self.guard, self.settings.mcp_list_timeout).await {
-            Ok(l) => l,
-            Err(e) => return (Vec::new(), vec![unavailable(e)]),
+        let key = ListingKey::new(identity, &record.id, &target);
+        let listing = match self.listings.get(&key) {
+            Some(listing) => listing,
+            None => match mcp::list(&target, &self.guard, self.settings.mcp_list_timeout).await {
+                Ok(listing) => {
+                    let listing = Arc::new(listing);
+                    self.listings.put(key, listing.clone());
+                    listing
+                }
+                Err(e) => return (Vec::new(), vec![unavailable(e)]),
+            },
         };
         let mut tools = Vec::new();
         let mut blocked = Vec::new();
-        for tool in listing.tools {
+        for tool in listing.tools.iter().cloned() {
             let name = format!("{prefix}__{}", tool.name);
             let bad_name = tool.name.is_empty()
                 || name.len() > MAX_TOOL_NAME

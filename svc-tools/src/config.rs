@@ -42,6 +42,10 @@ pub struct ToolsSettings {
     pub mcp_call_timeout: Duration,
     /// `PA_TOOLS_MCP_LIST_TIMEOUT_MS` (default 10000): listing a server's tools at assembly.
     pub mcp_list_timeout: Duration,
+    /// `PA_TOOLS_MCP_LIST_CACHE_MS` (default 60000): how long a server's tool listing is reused
+    /// by later assemblies (editing the integration or its secrets lists again at once; 0 =
+    /// list at every assembly). See `mcp_listings.rs`.
+    pub mcp_list_cache: Duration,
     /// `PA_MCP_SANDBOX`, `PA_MCP_BWRAP`, `PA_MCP_ENV_ALLOW`, `PA_MCP_SANDBOX_HIDE`,
     /// `PA_MCP_SANDBOX_USER`, `PA_MCP_NETWORK_ALLOWED`: how stdio MCP servers are confined
     /// (see `sandbox.rs`; default: bubblewrap, no network, environment allow-list `TZ`).
@@ -64,6 +68,7 @@ impl Default for ToolsSettings {
             mcp_stdio_commands: Vec::new(),
             mcp_call_timeout: Duration::from_secs(25),
             mcp_list_timeout: Duration::from_secs(10),
+            mcp_list_cache: Duration::from_secs(60),
             mcp_sandbox: SandboxSettings::default(),
             kek: None,
             device_call_timeout: Duration::from_secs(25),
@@ -160,6 +165,7 @@ impl Config {
                     .collect(),
                 mcp_call_timeout: ms("PA_TOOLS_MCP_TIMEOUT_MS", 25_000)?,
                 mcp_list_timeout: ms("PA_TOOLS_MCP_LIST_TIMEOUT_MS", 10_000)?,
+                mcp_list_cache: ms("PA_TOOLS_MCP_LIST_CACHE_MS", 60_000)?,
                 mcp_sandbox: sandbox_from_env()?,
                 kek,
                 device_call_timeout: ms("PA_TOOLS_DEVICE_TIMEOUT_MS", 25_000)?,

@@ -9,6 +9,7 @@ mod executor;
 pub mod gate;
 mod integrations;
 pub mod mcp;
+mod mcp_listings;
 pub mod memory;
 /// The network guard lives in `pa-netguard` (svc-models guards provider base URLs with it too).
 pub use pa_netguard as netguard;

@@ -59,7 +59,7 @@ pub struct McpResource {
     pub description: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
     pub tools: Vec<McpTool>,
     pub resources: Vec<McpResource>,

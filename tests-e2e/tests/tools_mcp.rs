@@ -68,6 +68,8 @@ fn settings() -> ToolsSettings {
         allow: AllowList::parse("127.0.0.1/32").expect("allow-list"),
         mcp_stdio_commands: vec!["node".into()],
         mcp_call_timeout: Duration::from_secs(15),
+        // Every assembly lists again (listings kept for a while: the test below).
+        mcp_list_cache: Duration::ZERO,
         ..ToolsSettings::default()
     }
 }
@@ -265,6 +267,101 @@ async fn server_everything_tools_are_listed_and_called_over_stdio_and_streamable
         toolset.blocked
     );
     assert!(toolset.tools.iter().any(|t| t.name == "everything__echo"));
+    mesh.stop().await
+}
+
+fn mcp_tool_names(toolset: &Toolset, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = toolset
+        .tools
+        .iter()
+        .filter(|t| t.name.starts_with(prefix))
+        .map(|t| t.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A server's tool listing is reused by the next assemblies while it is recent; editing the
+/// integration (another URL, another secret) lists again at once; a server that is gone is
+/// reported once its listing has expired, and a failed listing is not kept.
+#[tokio::test]
+async fn mcp_listings_are_reused_until_the_integration_changes_or_they_expire() -> R {
+    let keep_for = Duration::from_millis(1500);
+    let first = pa_testkit::McpToolServer::start(3).await?;
+    let second = pa_testkit::McpToolServer::start(5).await?;
+    let mesh = Mesh::builder()
+        .tools_settings(ToolsSettings {
+            mcp_list_cache: keep_for,
+            ..settings()
+        })
+        .start()
+        .await?;
+    let tools = Tools {
+        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
+        auth: mesh.auth.clone(),
+    };
+    let id = create(
+        &mesh,
+        json!({ "kind": "mcp_http", "name": "kept", "config": { "url": first.url() } }),
+    )
+    .await?;
+    let chat = mesh.create_chat("listings").await?;
+    select(&mesh, &chat, &[&id]).await?;
+
+    let one = tools.assemble("kept-1", &chat).await?;
+    let two = tools.assemble("kept-2", &chat).await?;
+    assert_eq!(mcp_tool_names(&one, "kept__").len(), 3, "{:?}", one.tools);
+    assert_eq!(
+        mcp_tool_names(&one, "kept__"),
+        mcp_tool_names(&two, "kept__")
+    );
+    assert_eq!(
+        first.listings(),
+        1,
+        "the second assembly reused the listing"
+    );
+
+    // Pointed at another server: listed there at once.
+    let patch = |body: Value| {
+        mesh.http
+            .patch(mesh.url(&format!("/v1/me/integrations/{id}")))
+            .json(&body)
+            .send()
+    };
+    let r = patch(json!({ "config": { "url": second.url() } })).await?;
+    assert_eq!(r.status(), 200);
+    let moved = tools.assemble("kept-3", &chat).await?;
+    assert_eq!(mcp_tool_names(&moved, "kept__").len(), 5);
+    assert_eq!(second.listings(), 1);
+
+    // A new secret (a header the server receives) is another target: listed again.
+    let r = patch(json!({ "secrets": { "bearer_token": "tok-2" } })).await?;
+    assert_eq!(r.status(), 200);
+    tools.assemble("kept-4", &chat).await?;
+    assert_eq!(second.listings(), 2);
+
+    // The server's own tools changed: seen once the listing has expired.
+    second.set_tools(2);
+    let stale = tools.assemble("kept-5", &chat).await?;
+    assert_eq!(mcp_tool_names(&stale, "kept__").len(), 5);
+    tokio::time::sleep(keep_for + Duration::from_millis(200)).await;
+    let fresh = tools.assemble("kept-6", &chat).await?;
+    assert_eq!(mcp_tool_names(&fresh, "kept__").len(), 2);
+
+    // Gone: reported once the listing expired, and asked again every time after.
+    drop(second);
+    tokio::time::sleep(keep_for + Duration::from_millis(200)).await;
+    for run in ["kept-7", "kept-8"] {
+        let gone = tools.assemble(run, &chat).await?;
+        assert!(mcp_tool_names(&gone, "kept__").is_empty());
+        assert!(
+            gone.blocked
+                .iter()
+                .any(|b| b.name == "kept__*" && b.gate == "mcp_unavailable"),
+            "{:?}",
+            gone.blocked
+        );
+    }
     mesh.stop().await
 }
 

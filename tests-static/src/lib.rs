@@ -806,6 +806,13 @@ pub const SERVICES: &[Service] = &[
                 "Listing an MCP server's tools when a run's toolset is assembled.",
             ),
             var(
+                "PA_TOOLS_MCP_LIST_CACHE_MS",
+                "60000",
+                Kind::Int,
+                Helm::Value,
+                "How long an MCP server's tool listing is reused by later toolset assemblies (editing the integration or its secrets lists again at once; 0 = list at every assembly).",
+            ),
+            var(
                 "PA_TOOLS_DEVICE_TIMEOUT_MS",
                 "25000",
                 Kind::Int,

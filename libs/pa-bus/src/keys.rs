@@ -9,6 +9,12 @@ pub fn run_events(run_id: &str) -> String {
     format!("pa:run:{run_id}:events")
 }
 
+/// The wake stream of one process's event hub (`event_hub.rs`): an XADD here ends the hub's
+/// blocked XREAD so it takes a new follower in. `instance` is a fresh UUID per hub.
+pub fn event_hub_wake(instance: &str) -> String {
+    format!("pa:hub:{instance}:wake")
+}
+
 /// A run's cancel flag (seen by a driver in another process).
 pub fn run_cancel(run_id: &str) -> String {
     format!("pa:run:{run_id}:cancel")

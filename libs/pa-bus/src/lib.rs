@@ -3,6 +3,7 @@
 //! `"pa:` key literal anywhere else.
 //!
 //! - [`run_events`]: a run's AG-UI event stream, its cancel flag and the recall hand-over.
+//! - [`event_hub`]: one Redis reader for every run stream a process follows.
 //! - [`approvals`]: a tool call's pending approval and its decision.
 //! - [`device_bus`]: tool calls to a device across gateway replicas.
 //! - [`limits`]: request rate windows and the daily token quota.
@@ -11,6 +12,7 @@
 
 pub mod approvals;
 pub mod device_bus;
+pub mod event_hub;
 pub mod keys;
 pub mod limits;
 pub mod run_events;

@@ -1,12 +1,12 @@
 //! The per-run AG-UI event stream in Redis (`pa:run:{run_id}:events`). Both run drivers write
 //! through [`EventSink`]; the gateway's SSE and RunService.StreamRunEvents read through
-//! [`follow`], so there is one writer and one reader implementation.
+//! [`crate::event_hub::EventHub::follow`], so there is one writer and one reader
+//! implementation.
 
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
-use futures::Stream;
 use pa_proto::v1::AgUiEvent;
 
 use crate::keys::Handover;
@@ -18,8 +18,6 @@ use pa_kit::redis::{CALL_TIMEOUT, Checkout, bounded};
 const STREAM_TTL_SECS: i64 = 24 * 3600;
 /// An approximate cap on one run's stream length.
 const STREAM_MAX_LEN: usize = 50_000;
-/// How long one XREAD waits before the reader re-checks whether to go on.
-const BLOCK: Duration = Duration::from_secs(10);
 const FIELD: &str = "e";
 
 pub fn stream_key(run_id: &str) -> String {
@@ -81,6 +79,25 @@ impl EventSink {
         pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
         bounded(&self.pool, move |c| {
             Box::pin(async move { pipe.query_async::<Vec<String>>(c).await })
+        })
+        .await
+        .map_err(redis_error)
+    }
+}
+
+impl EventSink {
+    /// XADDs events to several runs' streams in one round trip (a pipeline; not atomic), each
+    /// run's in order. Used where one writer feeds many streams at once (the streams
+    /// benchmark); a run driver writes its own run through [`EventSink::emit_all`].
+    pub async fn emit_to_runs(&self, batches: &[(&str, Vec<AgUiEvent>)]) -> Result<(), PaError> {
+        let mut pipe = redis::pipe();
+        for (run_id, events) in batches {
+            let key = stream_key(run_id);
+            push_xadds(&mut pipe, &key, events)?;
+            pipe.cmd("EXPIRE").arg(&key).arg(STREAM_TTL_SECS).ignore();
+        }
+        bounded(&self.pool, move |c| {
+            Box::pin(async move { pipe.query_async::<()>(c).await })
         })
         .await
         .map_err(redis_error)
@@ -318,7 +335,7 @@ async fn blocking_query<T: redis::FromRedisValue + Send + 'static>(
     .map_err(redis_error)
 }
 
-type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
+pub(crate) type XReadReply = Option<Vec<(String, Vec<(String, Vec<(String, String)>)>)>>;
 
 /// Reads the events after `after` ("" or "0" = from the start), blocking up to `block` for new
 /// ones when there are none.
@@ -336,25 +353,32 @@ pub async fn read_after(
     }
     cmd.arg("STREAMS").arg(stream_key(run_id)).arg(after);
     let reply: XReadReply = blocking_query(pool, cmd, block.unwrap_or_default()).await?;
-    let mut events = Vec::new();
-    for (_key, entries) in reply.unwrap_or_default() {
-        for (stream_id, fields) in entries {
-            for (name, json) in fields {
-                if name != FIELD {
-                    continue;
-                }
-                observe_lag(&stream_id);
-                match AgUiEvent::from_json(&json) {
-                    Ok(event) => events.push(StoredEvent {
-                        stream_id: stream_id.clone(),
-                        event,
-                    }),
-                    Err(err) => tracing::warn!(%err, stream_id, "skipping unreadable event"),
-                }
+    Ok(reply
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(_key, entries)| parse_entries(entries))
+        .collect())
+}
+
+/// The events of one stream's XREAD entries (an unreadable one is skipped, and logged).
+pub(crate) fn parse_entries(entries: Vec<(String, Vec<(String, String)>)>) -> Vec<StoredEvent> {
+    let mut events = Vec::with_capacity(entries.len());
+    for (stream_id, fields) in entries {
+        for (name, json) in fields {
+            if name != FIELD {
+                continue;
+            }
+            observe_lag(&stream_id);
+            match AgUiEvent::from_json(&json) {
+                Ok(event) => events.push(StoredEvent {
+                    stream_id: stream_id.clone(),
+                    event,
+                }),
+                Err(err) => tracing::warn!(%err, stream_id, "skipping unreadable event"),
             }
         }
     }
-    Ok(events)
+    events
 }
 
 /// Records how long an event sat in Redis before this read. Only ids Redis generated (`*`, the
@@ -433,91 +457,6 @@ pub async fn exists(pool: &Pool, run_id: &str) -> Result<bool, PaError> {
     .await
     .map_err(redis_error)
 }
-
-/// Follows a run's events after `after` until RUN_FINISHED/RUN_ERROR. `still_live` is asked
-/// whenever a blocking read comes back empty: when it says the run is over (and so nothing more
-/// will be written), the stream ends instead of waiting forever.
-pub fn follow<F, Fut>(
-    pool: Pool,
-    run_id: String,
-    after: String,
-    still_live: F,
-) -> impl Stream<Item = Result<StoredEvent, PaError>> + Send + 'static
-where
-    F: Fn() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    struct State<F> {
-        pool: Pool,
-        run_id: String,
-        after: String,
-        buffer: std::collections::VecDeque<StoredEvent>,
-        done: bool,
-        still_live: F,
-        /// Since when reads fail because Redis is unreachable.
-        outage: Option<tokio::time::Instant>,
-    }
-    let state = State {
-        pool,
-        run_id,
-        after,
-        buffer: Default::default(),
-        done: false,
-        still_live,
-        outage: None,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if let Some(stored) = s.buffer.pop_front() {
-                s.after = stored.stream_id.clone();
-                if stored.event.is_terminal() {
-                    s.done = true;
-                    s.buffer.clear();
-                }
-                return Some((Ok(stored), s));
-            }
-            if s.done {
-                return None;
-            }
-            match read_after(&s.pool, &s.run_id, &s.after, Some(BLOCK)).await {
-                Ok(events) if events.is_empty() => {
-                    if !(s.still_live)().await {
-                        // One last non-blocking read closes the race with a final write.
-                        match read_after(&s.pool, &s.run_id, &s.after, None).await {
-                            Ok(events) if !events.is_empty() => s.buffer.extend(events),
-                            _ => return None,
-                        }
-                    }
-                }
-                Ok(events) => {
-                    s.outage = None;
-                    s.buffer.extend(events)
-                }
-                // Redis is down or restarting: the run goes on (its driver retries its writes),
-                // so the reader waits for Redis rather than ending the client's stream with an
-                // error it would have to resume from anyway. The SSE keep-alives continue.
-                Err(err)
-                    if err.code == pa_kit::ErrorCode::Unavailable
-                        && s.outage
-                            .is_none_or(|since| since.elapsed() < OUTAGE_PATIENCE) =>
-                {
-                    let since = *s.outage.get_or_insert_with(tokio::time::Instant::now);
-                    let backoff = (since.elapsed() / 4)
-                        .clamp(Duration::from_millis(100), Duration::from_secs(2));
-                    tracing::debug!(run_id = %s.run_id, %err, "event stream store unavailable; waiting");
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(err) => {
-                    s.done = true;
-                    return Some((Err(err), s));
-                }
-            }
-        }
-    })
-}
-
-/// How long a reader waits for an unreachable Redis before it gives the client an error.
-const OUTAGE_PATIENCE: Duration = Duration::from_secs(120);
 
 #[cfg(test)]
 mod tests {

@@ -24,6 +24,7 @@
 //! `GET /v1/models/{id}`. Anything else is a 404 with an OpenAI error body. Every request is
 //! recorded (see [`FakeProvider::requests`]) before it is answered.
 
+mod mcp;
 mod net;
 mod reply;
 mod server;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use mcp::{McpToolServer, mcp_tool_list};
 pub use reply::{Chunk, Reply, Usage};
 pub use server::embedding_vector;
 

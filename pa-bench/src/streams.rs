@@ -1,0 +1,257 @@
+//! `pa-bench streams [--streams 1,100,1000,2000] [--events N]`: the gateway's relay from Redis
+//! Streams to SSE clients, alone (issue 23 item 3). Runs are started and then kept waiting
+//! (the offline model's first token is minutes away), so their streams exist and the gateway
+//! serves them; the bench itself writes the events into Redis, as a run driver would.
+//! - **throughput**: each stream pre-filled with `--events` events and a RUN_FINISHED, then
+//!   every client reads its stream from the start at once: events/s delivered over SSE, and the
+//!   bench process's CPU per event (gateway and clients together: an upper bound on the
+//!   gateway's).
+//! - **live**: every stream gets one event every 20 ms (a model's 50 tokens/s) for 10 s, all
+//!   streams written in one pipeline per tick; each client measures when each event arrives
+//!   against when it was written (the latency the relay adds), and the process's memory with
+//!   the streams open.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use pa_proto::v1::{AgUiEvent, RunFinished, TextMessageContent, ag_ui_event::Event};
+use tests_e2e::Mesh;
+
+use crate::{BoxError, ms, percentile};
+
+const TICK: Duration = Duration::from_millis(20);
+const LIVE_FOR: Duration = Duration::from_secs(10);
+
+fn content(delta: String) -> AgUiEvent {
+    AgUiEvent::new(Event::TextMessageContent(TextMessageContent {
+        message_id: "bench-message".into(),
+        delta,
+        timestamp: None,
+    }))
+}
+
+fn finished(run_id: &str) -> AgUiEvent {
+    AgUiEvent::new(Event::RunFinished(RunFinished {
+        thread_id: "bench".into(),
+        run_id: run_id.into(),
+        result_json: None,
+        timestamp: None,
+    }))
+}
+
+/// Seconds of CPU (user + system) this process has used so far.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) are space-separated; utime and
+    // stime are the 14th and 15th fields, in clock ticks (100 per second on Linux).
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// This process's resident memory, in MiB.
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// `n` runs started and left waiting for their first token.
+async fn parked_runs(mesh: &Mesh, n: usize) -> Result<Vec<String>, BoxError> {
+    let chats = futures::stream::iter(0..n)
+        .map(|i| async move { mesh.create_chat(&format!("streams {i}")).await })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    futures::stream::iter(chats.iter())
+        .map(|chat| mesh.start_run(chat, "wait for the bench"))
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Cancels the parked runs (their drivers stop waiting).
+async fn cancel_runs(mesh: &Mesh, runs: &[String]) -> Result<(), BoxError> {
+    let results: Vec<Result<(u16, serde_json::Value), BoxError>> = futures::stream::iter(runs)
+        .map(|run| async move {
+            mesh.post_json(&format!("/v1/runs/{run}/cancel"), &serde_json::json!({}))
+                .await
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    for result in results {
+        result?;
+    }
+    Ok(())
+}
+
+/// Reads a run's SSE stream to RUN_FINISHED; returns how many TEXT_MESSAGE_CONTENT events came
+/// and, for live events (whose delta is the microseconds since `epoch` when written), how long
+/// each took to arrive.
+async fn read_stream(
+    mesh: &Mesh,
+    run_id: &str,
+    epoch: Option<Instant>,
+) -> Result<(usize, Vec<Duration>), BoxError> {
+    let mut body = crate::run_events(mesh, run_id).await?.bytes_stream();
+    let mut pending = String::new();
+    let mut count = 0;
+    let mut delays = Vec::new();
+    while let Some(chunk) = body.next().await {
+        pending.push_str(std::str::from_utf8(&chunk?)?);
+        let now = Instant::now();
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            if event.contains("\"type\":\"TEXT_MESSAGE_CONTENT\"") {
+                count += 1;
+                if let Some(epoch) = epoch
+                    && let Some(micros) = event
+                        .split("\"delta\":\"")
+                        .nth(1)
+                        .and_then(|rest| rest.split('"').next())
+                        .and_then(|v| v.parse::<u64>().ok())
+                {
+                    let written = epoch + Duration::from_micros(micros);
+                    delays.push(now.saturating_duration_since(written));
+                }
+            } else if event.contains("\"type\":\"RUN_FINISHED\"") {
+                return Ok((count, delays));
+            }
+        }
+    }
+    Err("the stream ended without RUN_FINISHED".into())
+}
+
+async fn throughput(
+    mesh: &Mesh,
+    sink: &pa_bus::run_events::EventSink,
+    levels: &[usize],
+    events: usize,
+) -> Result<(), BoxError> {
+    println!(
+        "relay throughput: each stream pre-filled with {events} token events, then every client reads its stream from the start at once"
+    );
+    println!("| streams | events | seconds | events/s | CPU µs/event (gateway + clients) |");
+    println!("|---:|---:|---:|---:|---:|");
+    for &streams in levels {
+        let runs = parked_runs(mesh, streams).await?;
+        for run in &runs {
+            let mut batch: Vec<AgUiEvent> =
+                (0..events).map(|i| content(format!("t{i} "))).collect();
+            batch.push(finished(run));
+            for chunk in batch.chunks(1000) {
+                sink.emit_to_runs(&[(run.as_str(), chunk.to_vec())]).await?;
+            }
+        }
+        let cpu = cpu_seconds();
+        let started = Instant::now();
+        let counts =
+            futures::future::try_join_all(runs.iter().map(|run| read_stream(mesh, run, None)))
+                .await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let used = cpu_seconds() - cpu;
+        let total: usize = counts.iter().map(|(n, _)| n).sum();
+        cancel_runs(mesh, &runs).await?;
+        println!(
+            "| {streams} | {total} | {elapsed:.2} | {:.0} | {:.1} |",
+            total as f64 / elapsed,
+            used * 1e6 / total.max(1) as f64
+        );
+    }
+    println!();
+    Ok(())
+}
+
+async fn live(
+    mesh: &Mesh,
+    sink: &pa_bus::run_events::EventSink,
+    levels: &[usize],
+) -> Result<(), BoxError> {
+    println!(
+        "live relay: every stream gets a token event every {} ms for {} s (one pipeline per tick for all streams); delay from the write to the client, ms",
+        TICK.as_millis(),
+        LIVE_FOR.as_secs()
+    );
+    println!(
+        "| streams | events | delay p50 | delay p99 | delay max | RSS with the streams open (MiB) | per 1,000 streams (MiB) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for &streams in levels {
+        let runs = parked_runs(mesh, streams).await?;
+        let rss_before = rss_mib();
+        let epoch = Instant::now();
+        let reading = futures::future::try_join_all(
+            runs.iter().map(|run| read_stream(mesh, run, Some(epoch))),
+        );
+        let writing = async {
+            // Let the clients connect first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let rss_open = rss_mib();
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let until = Instant::now() + LIVE_FOR;
+            while Instant::now() < until {
+                tick.tick().await;
+                let micros = epoch.elapsed().as_micros() as u64;
+                let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
+                    .iter()
+                    .map(|run| (run.as_str(), vec![content(micros.to_string())]))
+                    .collect();
+                sink.emit_to_runs(&batches).await?;
+            }
+            let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
+                .iter()
+                .map(|run| (run.as_str(), vec![finished(run)]))
+                .collect();
+            sink.emit_to_runs(&batches).await?;
+            Ok::<f64, BoxError>(rss_open)
+        };
+        let (read, rss_open) = tokio::join!(reading, writing);
+        let (read, rss_open) = (read?, rss_open?);
+        let total: usize = read.iter().map(|(n, _)| n).sum();
+        cancel_runs(mesh, &runs).await?;
+        let mut delays: Vec<Duration> = read.into_iter().flat_map(|(_, d)| d).collect();
+        delays.sort();
+        println!(
+            "| {streams} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+            ms(percentile(&delays, 0.5)),
+            ms(percentile(&delays, 0.99)),
+            ms(*delays.last().unwrap_or(&Duration::ZERO)),
+            (rss_open - rss_before) * 1000.0 / streams as f64,
+        );
+    }
+    println!();
+    Ok(())
+}
+
+pub async fn run(levels: &[usize], events: usize) -> Result<(), BoxError> {
+    // The offline model's first token an hour away: the runs wait, their streams stay open.
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_secs(3600))
+        .start()
+        .await?;
+    let pool = pa_kit::redis::pool(&mesh.runs_config.common.redis_url, 8)?;
+    let sink = pa_bus::run_events::EventSink::new(pool);
+    throughput(&mesh, &sink, levels, events).await?;
+    live(&mesh, &sink, levels).await?;
+    mesh.stop().await
+}
