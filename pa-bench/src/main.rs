@@ -549,7 +549,7 @@ async fn main() -> std::process::ExitCode {
                 .position(|a| a == "--events")
                 .and_then(|i| args.get(i + 1))
                 .and_then(|n| n.parse().ok())
-                .unwrap_or(1000);
+                .unwrap_or(200_000);
             streams::run(&levels, events).await
         }
         Some("costs") => {

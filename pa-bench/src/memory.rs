@@ -146,8 +146,10 @@ async fn load(
     sqlx::query("VACUUM items").execute(&mut *db).await?;
     let centre_literals: Vec<String> = centres.iter().map(|c| literal(c)).collect();
     let started = Instant::now();
-    // Vectors are made by Postgres (a centre plus seeded noise): the load is a few statements,
-    // not a million literals through the wire.
+    // Vectors are made by Postgres (a centre picked by a hash of the row number, plus seeded
+    // noise): the load is a few statements, not a million literals through the wire. The
+    // centre's expression must use the row number: a function scan whose arguments do not
+    // change is evaluated once for all rows.
     sqlx::query("SELECT setseed(0.42)")
         .execute(&mut *db)
         .await?;
@@ -160,8 +162,7 @@ async fn load(
              SELECT 'bench', 'm' || lpad(n::text, 7, '0'), 'u' || lpad((n % $3)::text, 4, '0'), 1, \
                     'synthetic memory ' || n, \
                     l2_normalize((SELECT array_agg(x + 0.08 * (random()::real * 2 - 1)) \
-                                  FROM unnest(($4::text[])[1 + (random() * ($5 - 1))::int]::vector::real[]) AS x \
-                                  WHERE n >= 0)::vector), \
+                                  FROM unnest(($4::text[])[1 + abs(hashint4(n)) % $5]::vector::real[]) AS x)::vector), \
                     'bench', 384 \
              FROM generate_series($1::int, $2::int - 1) AS n",
         )

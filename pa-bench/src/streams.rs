@@ -2,7 +2,8 @@
 //! Streams to SSE clients, alone (issue 23 item 3). Runs are started and then kept waiting
 //! (the offline model's first token is minutes away), so their streams exist and the gateway
 //! serves them; the bench itself writes the events into Redis, as a run driver would.
-//! - **throughput**: each stream pre-filled with `--events` events and a RUN_FINISHED, then
+//! - **throughput**: `--events` events in all (200,000 by default; at most 40,000 per stream,
+//!   below the stream's cap) spread over the streams, each ended by a RUN_FINISHED, then
 //!   every client reads its stream from the start at once: events/s delivered over SSE, and the
 //!   bench process's CPU per event (gateway and clients together: an upper bound on the
 //!   gateway's).
@@ -148,15 +149,16 @@ async fn throughput(
     events: usize,
 ) -> Result<(), BoxError> {
     println!(
-        "relay throughput: each stream pre-filled with {events} token events, then every client reads its stream from the start at once"
+        "relay throughput: {events} token events spread over the streams (at most 40,000 each), then every client reads its stream from the start at once"
     );
     println!("| streams | events | seconds | events/s | CPU µs/event (gateway + clients) |");
     println!("|---:|---:|---:|---:|---:|");
     for &streams in levels {
+        let per_stream = (events / streams.max(1)).clamp(1, 40_000);
         let runs = parked_runs(mesh, streams).await?;
         for run in &runs {
             let mut batch: Vec<AgUiEvent> =
-                (0..events).map(|i| content(format!("t{i} "))).collect();
+                (0..per_stream).map(|i| content(format!("t{i} "))).collect();
             batch.push(finished(run));
             for chunk in batch.chunks(1000) {
                 sink.emit_to_runs(&[(run.as_str(), chunk.to_vec())]).await?;

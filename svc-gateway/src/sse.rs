@@ -75,10 +75,8 @@ pub fn follow_run(
         .map(move |item| {
             let _counted = &client;
             Ok(match item {
-                Ok(stored) => match stored.event.to_json() {
-                    Ok(json) => SseEvent::default().id(stored.stream_id).data(json),
-                    Err(err) => error_event(&PaError::internal(err)),
-                },
+                // As stored: the writer made it with `to_json`.
+                Ok(stored) => SseEvent::default().id(stored.stream_id).data(&*stored.json),
                 Err(err) => error_event(&err),
             })
         });

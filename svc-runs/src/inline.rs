@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use pa_agent::{Action, AgentLoop, Input, ModelRequest, Outcome, RunIds, ToolCall, TurnMessage};
 use pa_bus::approvals::ApprovalState;
 use pa_bus::run_events::EventSink;
@@ -33,6 +34,8 @@ const HANDOVER_SLACK: std::time::Duration = std::time::Duration::from_secs(2);
 /// so that both go out in one write and one wake-up of every reader (ADR 0212). A model slower
 /// than this sees them sent on their own when it expires: RUN_STARTED is late by at most this.
 const OPENING_HOLD: std::time::Duration = std::time::Duration::from_millis(10);
+/// Model chunks already received that go out in one write at most.
+const MAX_CHUNKS_PER_WRITE: usize = 64;
 
 /// Sends the events held back (see [`OPENING_HOLD`]), if any; nothing is held afterwards.
 /// A free function over the fields, so the model call's pinned future may keep borrowing the
@@ -367,6 +370,7 @@ impl InlineDriver {
             held_terminal: None,
             progress: crate::lease::Progress::default(),
             unsent: Vec::new(),
+            stepped: Vec::new(),
             hold_next: true,
             flush_at: None,
         };
@@ -443,6 +447,8 @@ struct RunState<'a> {
     /// Events held back (the opening ones, see [`OPENING_HOLD`]); they go out first with the
     /// next write, or on their own at `flush_at`.
     unsent: Vec<AgUiEvent>,
+    /// Events of the steps since the last write (see [`RunState::send`]).
+    stepped: Vec<AgUiEvent>,
     /// The next step's events may be held (the run's start, before its first model call).
     hold_next: bool,
     flush_at: Option<tokio::time::Instant>,
@@ -452,20 +458,33 @@ impl RunState<'_> {
     /// Steps the loop; events go out at once, other actions queue in order. Once the loop is
     /// done, model and tool calls still queued are dropped.
     async fn feed(&mut self, input: Input) -> Result<(), PaError> {
+        self.step(input)?;
+        self.send().await
+    }
+
+    /// Steps the loop: its events wait in `stepped` for [`Self::send`], other actions queue.
+    fn step(&mut self, input: Input) -> Result<(), PaError> {
         let actions = self.agent.step(input).map_err(PaError::internal)?;
         if self.agent.is_done() {
             self.queue
                 .retain(|a| matches!(a, Action::Emit(_) | Action::Finish(_)));
         }
-        let mut events = std::mem::take(&mut self.unsent);
-        self.flush_at = None;
         for action in actions {
             match action {
                 Action::Emit(event) if event.is_terminal() => self.held_terminal = Some(event),
-                Action::Emit(event) => events.push(event),
+                Action::Emit(event) => self.stepped.push(event),
                 other => self.queue.push_back(other),
             }
         }
+        Ok(())
+    }
+
+    /// Writes the events stepped so far (after any held ones), with the run's progress when it
+    /// changed.
+    async fn send(&mut self) -> Result<(), PaError> {
+        let mut events = std::mem::take(&mut self.unsent);
+        events.append(&mut self.stepped);
+        self.flush_at = None;
         let progress_changed = *self.agent.usage() != self.progress.usage
             || self.attempts.len() != self.progress.attempts.len();
         // The run's opening events wait a little for the first model output (they go out with
@@ -562,7 +581,30 @@ impl RunState<'_> {
                 }
             };
             match next {
-                Some(input) => self.feed(input).await?,
+                Some(input) => {
+                    self.step(input)?;
+                    // What the model sent meanwhile goes out in the same write: one round trip
+                    // for every chunk already here, and no wait for one that is not.
+                    let queued = self.queue.len();
+                    let mut ended = false;
+                    for _ in 0..MAX_CHUNKS_PER_WRITE {
+                        if self.queue.len() != queued || self.agent.is_done() {
+                            break;
+                        }
+                        match turn.next(&mut self.attempts).now_or_never() {
+                            Some(Some(more)) => self.step(more)?,
+                            Some(None) => {
+                                ended = true;
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                    self.send().await?;
+                    if ended {
+                        return Ok(());
+                    }
+                }
                 None => return Ok(()),
             }
         }

@@ -26,6 +26,10 @@ use crate::run_events::{StoredEvent, XReadReply, parse_entries, read_after, stre
 
 /// How long the hub's XREAD blocks when nothing happens (a joining follower wakes it).
 const HUB_BLOCK: Duration = Duration::from_secs(10);
+/// After a read that brought events, how long the hub lets more arrive before it reads again:
+/// one XREAD then takes what many writers wrote (a run driver's pipeline, many runs at once)
+/// instead of one XREAD over every followed stream per event. The most an event waits for it.
+const LINGER: Duration = Duration::from_millis(2);
 /// How long a follower waits for its next events before asking whether the run is still live.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// Events queued for one follower before it is considered behind (and reads on its own).
@@ -310,7 +314,9 @@ async fn run_hub(
             Ok(Ok(reply)) => {
                 failures = 0;
                 conn = Some(connection);
-                hand_out(&mut followers, &wake_key, &mut woken_at, reply);
+                if hand_out(&mut followers, &wake_key, &mut woken_at, reply) {
+                    tokio::time::sleep(LINGER).await;
+                }
             }
             Ok(Err(err)) => {
                 tracing::debug!(%err, "event hub: XREAD failed");
@@ -403,13 +409,13 @@ async fn wake(pool: Pool, wake_key: String) {
 
 /// Gives each follower the events of its stream after its cursor. A follower whose queue is
 /// full is let go (it catches up on its own, from its cursor); one that got its run's end
-/// leaves.
+/// leaves. Returns whether any run's events came.
 fn hand_out(
     followers: &mut Vec<Follower>,
     wake_key: &str,
     woken_at: &mut String,
     reply: XReadReply,
-) {
+) -> bool {
     let mut by_key: HashMap<String, Vec<StoredEvent>> = HashMap::new();
     for (key, entries) in reply.unwrap_or_default() {
         if key == wake_key {
@@ -421,7 +427,7 @@ fn hand_out(
         by_key.insert(key, parse_entries(entries));
     }
     if by_key.is_empty() {
-        return;
+        return false;
     }
     followers.retain_mut(|f| {
         let Some(events) = by_key.get(&f.key) else {
@@ -440,6 +446,7 @@ fn hand_out(
         f.after_id = last.stream_id.clone();
         f.events.try_send(fresh).is_ok() && !ended
     });
+    true
 }
 
 #[cfg(test)]

@@ -272,6 +272,9 @@ pub async fn cancel_requested(pool: &Pool, run_id: &str) {
 pub struct StoredEvent {
     pub stream_id: String,
     pub event: AgUiEvent,
+    /// The event's AG-UI JSON as stored (what `event.to_json()` gives), so an SSE relay sends it
+    /// without serialising it again.
+    pub json: std::sync::Arc<str>,
 }
 
 // A hand-over: what svc-runs gives a durable run's workflow that was not ready when it was
@@ -373,6 +376,7 @@ pub(crate) fn parse_entries(entries: Vec<(String, Vec<(String, String)>)>) -> Ve
                 Ok(event) => events.push(StoredEvent {
                     stream_id: stream_id.clone(),
                     event,
+                    json: json.into(),
                 }),
                 Err(err) => tracing::warn!(%err, stream_id, "skipping unreadable event"),
             }
