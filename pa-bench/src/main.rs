@@ -237,8 +237,7 @@ async fn direct_provider(
     let mut buffer = String::new();
     while let Some(chunk) = stream.next().await {
         buffer.push_str(std::str::from_utf8(&chunk?)?);
-        while let Some(end) = buffer.find("\n\n") {
-            let event: String = buffer.drain(..end + 2).collect();
+        for event in complete_sse_events(&mut buffer) {
             if event.contains("\"content\":\"") && !event.contains("\"content\":\"\"") {
                 times.chunk();
             }
@@ -521,16 +520,38 @@ async fn history_sizes() -> Result<(), BoxError> {
     mesh.stop().await
 }
 
+/// The value after `--name` on the command line.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// A comma-separated list of numbers after `--name`, or `default`.
+fn numbers_flag(args: &[String], name: &str, default: &[usize]) -> Vec<usize> {
+    flag(args, name).map_or_else(
+        || default.to_vec(),
+        |list| list.split(',').filter_map(|n| n.parse().ok()).collect(),
+    )
+}
+
+/// Takes the complete SSE events (`…\n\n`) off the front of `pending`; a partial one stays.
+fn complete_sse_events(pending: &mut String) -> Vec<String> {
+    let mut events = Vec::new();
+    while let Some(end) = pending.find("\n\n") {
+        events.push(pending.drain(..end + 2).collect());
+    }
+    events
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     if std::env::var("PA_BENCH_TRACE").is_ok() {
         pa_kit::telemetry::init("pa-bench");
     }
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runs = args
-        .iter()
-        .position(|a| a == "--runs")
-        .and_then(|i| args.get(i + 1))
+    let runs = flag(&args, "--runs")
         .and_then(|n| n.parse().ok())
         .unwrap_or(500);
     let result = match args.first().map(String::as_str) {
@@ -538,35 +559,19 @@ async fn main() -> std::process::ExitCode {
         Some("relay") => relay(runs).await,
         Some("durable") => durable(runs).await,
         Some("streams") => {
-            let levels: Vec<usize> = args
-                .iter()
-                .position(|a| a == "--streams")
-                .and_then(|i| args.get(i + 1))
-                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
-                .unwrap_or_else(|| vec![1, 100, 1000, 2000]);
-            let events = args
-                .iter()
-                .position(|a| a == "--events")
-                .and_then(|i| args.get(i + 1))
+            let levels = numbers_flag(&args, "--streams", &[1, 100, 1000, 2000]);
+            let events = flag(&args, "--events")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(200_000);
             streams::run(&levels, events).await
         }
         Some("costs") => {
-            let levels: Vec<usize> = args
-                .iter()
-                .position(|a| a == "--concurrency")
-                .and_then(|i| args.get(i + 1))
-                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
-                .unwrap_or_else(|| vec![1, 100, 1000]);
+            let levels = numbers_flag(&args, "--concurrency", &[1, 100, 1000]);
             costs::run(runs, &levels).await
         }
         Some("memory") => {
-            let scenarios: Option<Option<Vec<memory::Scenario>>> = args
-                .iter()
-                .position(|a| a == "--scenarios")
-                .and_then(|i| args.get(i + 1))
-                .map(|list| {
+            let scenarios: Option<Option<Vec<memory::Scenario>>> =
+                flag(&args, "--scenarios").map(|list| {
                     list.split(',')
                         .map(memory::Scenario::parse)
                         .collect::<Option<Vec<_>>>()
@@ -582,32 +587,21 @@ async fn main() -> std::process::ExitCode {
         }
         Some("embed") => memory::query_latency(runs),
         Some("sizing") => {
-            let levels: Vec<usize> = args
-                .iter()
-                .position(|a| a == "--streams")
-                .and_then(|i| args.get(i + 1))
-                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
-                .unwrap_or_else(|| vec![100, 250, 500, 1000]);
+            let levels = numbers_flag(&args, "--streams", &[100, 250, 500, 1000]);
             sizing::run(runs, &levels).await
         }
         Some("chaos") => {
-            let targets = args
-                .iter()
-                .position(|a| a == "--targets")
-                .and_then(|i| args.get(i + 1));
+            let targets = flag(&args, "--targets");
             // 20 per mode unless --runs says otherwise (issue 24's table).
             let runs = if args.iter().any(|a| a == "--runs") {
                 runs.min(200)
             } else {
                 20
             };
-            let replicas = args
-                .iter()
-                .position(|a| a == "--replicas")
-                .and_then(|i| args.get(i + 1))
+            let replicas = flag(&args, "--replicas")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(1);
-            chaos::run(runs, targets.map(String::as_str), replicas).await
+            chaos::run(runs, targets, replicas).await
         }
         _ => {
             eprintln!(

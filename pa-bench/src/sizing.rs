@@ -57,8 +57,7 @@ pub(crate) async fn follow(
         pending.push_str(std::str::from_utf8(&chunk?)?);
         let now = Instant::now();
         // Whole events only: an event split across chunks is counted when it is complete.
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
+        for event in crate::complete_sse_events(&mut pending) {
             if event.contains("\"type\":\"TEXT_MESSAGE_CONTENT\"") {
                 match last_token {
                     None => followed.first_token = now - started,

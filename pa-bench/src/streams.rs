@@ -120,8 +120,7 @@ async fn read_stream(
     while let Some(chunk) = body.next().await {
         pending.push_str(std::str::from_utf8(&chunk?)?);
         let now = Instant::now();
-        while let Some(end) = pending.find("\n\n") {
-            let event: String = pending.drain(..end + 2).collect();
+        for event in crate::complete_sse_events(&mut pending) {
             if event.contains("\"type\":\"TEXT_MESSAGE_CONTENT\"") {
                 count += 1;
                 if let Some(epoch) = epoch
