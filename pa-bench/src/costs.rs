@@ -27,7 +27,11 @@ const HISTORY_READ: usize = 50;
 const PROMPT: &str = "benchmark the first token please";
 
 fn earlier_message(i: usize) -> (String, String) {
-    let role = if i.is_multiple_of(2) { "user" } else { "assistant" };
+    let role = if i.is_multiple_of(2) {
+        "user"
+    } else {
+        "assistant"
+    };
     (
         role.to_string(),
         format!("message {i}: {}", "lorem ipsum ".repeat(16)),
