@@ -52,6 +52,50 @@ const JSON_FIELDS: &[(&str, &str)] = &[
     (".personal_agent.v1.Raw.event_json", "event"),
 ];
 
+/// The Temporal payloads of svc-worker's workflows (ADR 0215).
+const WORKFLOW_PROTO: &str = "personal_agent/workflow/v1/workflow.proto";
+
+/// Enum fields of the workflow payloads: written by name, read by name or number, as they were
+/// when the payloads were Rust structs.
+const WORKFLOW_ENUM_FIELDS: &[(&str, &str)] = &[
+    (
+        ".personal_agent.workflow.v1.AgentLoopState.phase",
+        "crate::workflow::v1::LoopPhase",
+    ),
+    (
+        ".personal_agent.workflow.v1.RunEnding.status",
+        "crate::v1::RunStatus",
+    ),
+];
+
+/// The workflow payloads keep the snake_case field names they had as Rust structs, so the
+/// histories written before they were proto messages replay unchanged; `personal_agent.v1`'s
+/// types inside them are the ones generated above.
+fn compile_workflow_payloads() -> Result<(), Box<dyn std::error::Error>> {
+    const PACKAGE: &str = ".personal_agent.workflow.v1";
+    let mut builder = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(false)
+        .extern_path(".personal_agent.v1", "crate::v1")
+        .message_attribute(PACKAGE, "#[derive(serde::Serialize, serde::Deserialize)]")
+        .message_attribute(PACKAGE, "#[serde(default)]")
+        .enum_attribute(PACKAGE, "#[derive(serde::Serialize, serde::Deserialize)]")
+        // A oneof is written as `{"<Variant>": value}` in its message (a Rust enum's shape).
+        // (A suffix: a full path would reach the oneof's variants too.)
+        .field_attribute("LoopInput.input", "#[serde(flatten)]");
+    for (path, rust_enum) in WORKFLOW_ENUM_FIELDS {
+        builder = builder.field_attribute(
+            *path,
+            format!(
+                "#[serde(serialize_with = \"crate::enum_name::serialize::<_, {rust_enum}>\", \
+                 deserialize_with = \"crate::enum_name::deserialize::<_, {rust_enum}>\")]"
+            ),
+        );
+    }
+    builder.compile_protos(&[WORKFLOW_PROTO], &["."])?;
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let mut builder = tonic_prost_build::configure()
@@ -80,7 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     builder.compile_protos(PROTOS, &["."])?;
-    for proto in PROTOS {
+    compile_workflow_payloads()?;
+    for proto in PROTOS.iter().chain([&WORKFLOW_PROTO]) {
         println!("cargo:rerun-if-changed={proto}");
     }
     Ok(())

@@ -7,6 +7,60 @@ pub mod v1 {
     tonic::include_proto!("personal_agent.v1");
 }
 
+/// The payloads svc-worker's workflows and activities exchange through Temporal (ADR 0215).
+pub mod workflow {
+    pub mod v1 {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("personal_agent.workflow.v1");
+
+        impl TurnMessage {
+            pub fn new(role: &str, content: impl Into<String>) -> Self {
+                Self {
+                    role: role.into(),
+                    content: content.into(),
+                    tool_call_id: None,
+                    tool_calls: Vec::new(),
+                }
+            }
+        }
+    }
+}
+
+/// An enum field (an `i32` in the generated struct) written by its name and read by name or
+/// number: the workflow payloads' enums, as they were written when the payloads were Rust
+/// structs. A number no variant has is written as the number.
+pub mod enum_name {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S, E>(value: &i32, serializer: S) -> Result<S::Ok, S::Error>
+    where
+        S: Serializer,
+        E: TryFrom<i32> + Serialize,
+    {
+        match E::try_from(*value) {
+            Ok(known) => known.serialize(serializer),
+            Err(_) => serializer.serialize_i32(*value),
+        }
+    }
+
+    pub fn deserialize<'de, D, E>(deserializer: D) -> Result<i32, D::Error>
+    where
+        D: Deserializer<'de>,
+        E: Deserialize<'de> + Into<i32>,
+    {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum NameOrNumber<E> {
+            Number(i32),
+            Name(E),
+        }
+        Ok(match NameOrNumber::<E>::deserialize(deserializer)? {
+            NameOrNumber::Number(number) => number,
+            NameOrNumber::Name(name) => name.into(),
+        })
+    }
+}
+
 /// The encoded file descriptor set, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     tonic::include_file_descriptor_set!("personal_agent_descriptor");

@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use crate::auth::Caller;
 use crate::dto::{
-    ChatJson, CreateChatBody, CreateRunBody, MessageJson, ModelJson, Page, PageQuery,
-    RenameChatBody, RunAcceptedJson, RunJson, mode_name, parse_classification, status_name,
+    ApprovalRecordedJson, ChatJson, CreateChatBody, CreateRunBody, MessageJson, ModelJson, Page,
+    PageQuery, RenameChatBody, RunAcceptedJson, RunJson, mode_name, parse_classification,
+    status_name,
 };
 use crate::problem::ApiError;
 use crate::sse;
@@ -247,13 +248,13 @@ pub struct ApprovalBody {
     params(("id" = String, Path, description = "The run id"),
            ("tool_call_id" = String, Path, description = "The held tool call (the CUSTOM tool_call_approval event's toolCallId)")),
     request_body = ApprovalBody,
-    responses((status = 200, description = "The decision was recorded; 404 when the run has no such pending call, 409 after another decision, a timeout or the run's end")))]
+    responses((status = 200, description = "The decision was recorded; 404 when the run has no such pending call, 409 after another decision, a timeout or the run's end", body = ApprovalRecordedJson)))]
 pub async fn decide_tool_call(
     State(state): State<AppState>,
     Caller(identity): Caller,
     Path((run_id, tool_call_id)): Path<(String, String)>,
     ApiJson(body): ApiJson<ApprovalBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ApprovalRecordedJson>> {
     let command = ControlCommand {
         run_id: run_id.clone(),
         command: Some(Command::ToolCallDecision(ToolCallDecision {
@@ -263,12 +264,12 @@ pub async fn decide_tool_call(
         })),
     };
     let ack = op::send_control(&state, &identity, command).await?;
-    Ok(Json(serde_json::json!({
-        "run_id": run_id,
-        "tool_call_id": tool_call_id,
-        "approved": body.approve,
-        "detail": ack.detail,
-    })))
+    Ok(Json(ApprovalRecordedJson {
+        run_id,
+        tool_call_id,
+        approved: body.approve,
+        detail: ack.detail,
+    }))
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]

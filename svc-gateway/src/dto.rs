@@ -374,6 +374,17 @@ pub struct RunAcceptedJson {
     pub existing: bool,
 }
 
+/// The 200 answer to POST /v1/runs/{id}/approvals/{tool_call_id}.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ApprovalRecordedJson {
+    pub run_id: String,
+    pub tool_call_id: String,
+    /// The decision recorded: true = the call runs, false = it is refused.
+    pub approved: bool,
+    /// What the run's driver said of it.
+    pub detail: String,
+}
+
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ModelJson {
     pub label: String,

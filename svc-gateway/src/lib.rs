@@ -357,7 +357,8 @@ async fn fallback(
 
 /// The web app when it is built, else the API's index.
 #[utoipa::path(get, path = "/", tag = "meta",
-    responses((status = 200, description = "The web app's index.html when it is built, else the API's index (JSON)")))]
+    responses((status = 200, description = "The web app's index.html when it is built, else the API's index (JSON)",
+        content((String = "text/html"), (ApiIndexJson = "application/json")))))]
 async fn root(
     State(state): State<AppState>,
     req: axum::extract::Request,

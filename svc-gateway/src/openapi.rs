@@ -138,3 +138,36 @@ pub struct OpenApiInfoJson {
 pub async fn serve() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], document()).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every answer with a body says what the body is (issue 22: no untyped body): a 2xx answer
+    /// declares its content, except 204 and a bare 202 (accepted, nothing to say).
+    #[test]
+    fn every_answer_with_a_body_declares_its_schema() {
+        let doc: serde_json::Value = serde_json::from_str(super::document()).expect("JSON");
+        let mut undeclared = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, operation) in item.as_object().expect("path item") {
+                for (status, response) in operation["responses"].as_object().into_iter().flatten() {
+                    let bodyless = matches!(status.as_str(), "204" | "202" | "101" | "304");
+                    if !status.starts_with('2') || bodyless {
+                        continue;
+                    }
+                    match response["content"].as_object() {
+                        Some(content)
+                            if !content.is_empty()
+                                && content.values().all(|c| c.get("schema").is_some()) => {}
+                        _ => {
+                            undeclared.push(format!("{} {path} → {status}", method.to_uppercase()))
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            undeclared.is_empty(),
+            "answers without a declared body: {undeclared:#?}"
+        );
+    }
+}

@@ -23,8 +23,8 @@ use tonic::transport::Channel;
 use crate::curation as prompt;
 use crate::early::Beat;
 use crate::payloads::{
-    ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, ModelTurnInput, ModelTurnOutput,
-    ToolCallInput,
+    ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, LoopInput, ModelTurnInput,
+    ModelTurnOutput, ToolCallInput, agent_of, spec_of, start_with_recall,
 };
 
 /// How many of a chat's latest messages the Curator reads.
@@ -149,11 +149,13 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let _running = self
-            .running
-            .enter("model_turn", &input.spec.run_id, ctx.info().attempt);
+        let _running = self.running.enter(
+            "model_turn",
+            &spec_of(&input.spec).run_id,
+            ctx.info().attempt,
+        );
         if input.step == crate::payloads::FIRST_STEP
-            && let Some(early) = self.early.claim(&input.spec.run_id)
+            && let Some(early) = self.early.claim(&spec_of(&input.spec).run_id)
         {
             // svc-worker's starter began this turn when the workflow started.
             if let Some(output) = early.adopt(ctx.clone()).await {
@@ -171,14 +173,18 @@ impl RunActivities {
         self: Arc<Self>,
         ctx: ActivityContext,
         input: ToolCallInput,
-    ) -> Result<Input, ActivityError> {
+    ) -> Result<LoopInput, ActivityError> {
+        let spec = spec_of(&input.spec);
         let _running = self
             .running
-            .enter("tool_call", &input.spec.run_id, ctx.info().attempt);
+            .enter("tool_call", &spec.run_id, ctx.info().attempt);
         // The span continues the trace of the request that launched the run.
-        let span = pa_turn_io::tool_call_span("svc-worker", &input.spec, &input.call);
-        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
-        tracing::Instrument::instrument(self.tool_call_in_span(ctx, input), span).await
+        let call = input.call.clone().unwrap_or_default();
+        let span = pa_turn_io::tool_call_span("svc-worker", spec, &call);
+        pa_kit::trace::adopt(&span, &spec.trace_parent);
+        tracing::Instrument::instrument(self.tool_call_in_span(ctx, input), span)
+            .await
+            .map(LoopInput::from)
     }
 
     /// Opens a tool call's approval request (before anyone can see it, so no answer comes too
@@ -189,9 +195,11 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ApprovalInput,
     ) -> Result<(), ActivityError> {
-        let _running =
-            self.running
-                .enter("request_approval", &input.spec.run_id, ctx.info().attempt);
+        let _running = self.running.enter(
+            "request_approval",
+            &spec_of(&input.spec).run_id,
+            ctx.info().attempt,
+        );
         let ApprovalInput {
             spec,
             step,
@@ -199,6 +207,8 @@ impl RunActivities {
             tool_call_id,
             event,
         } = input;
+        let spec = spec.unwrap_or_default();
+        let event = event.ok_or_else(|| bad_payload("an approval request without its event"))?;
         pa_bus::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
             .await
             .map_err(failure)?;
@@ -222,7 +232,7 @@ impl RunActivities {
         self: Arc<Self>,
         ctx: ActivityContext,
         input: ExpireApprovalInput,
-    ) -> Result<Input, ActivityError> {
+    ) -> Result<LoopInput, ActivityError> {
         let _running = self
             .running
             .enter("expire_approval", &input.run_id, ctx.info().attempt);
@@ -234,7 +244,8 @@ impl RunActivities {
             tool_call_id: input.tool_call_id,
             approved: stands == ApprovalState::Approved,
             timed_out: stands == ApprovalState::TimedOut,
-        })
+        }
+        .into())
     }
 
     /// The Curator's step: asks the chat's model for a rolling summary and durable facts and
@@ -252,8 +263,9 @@ impl RunActivities {
         let Some(last) = input.turns.last().cloned() else {
             return Ok(0);
         };
+        let identity = input.identity.clone().unwrap_or_default();
         let messages = self
-            .recent_messages(&input.identity, &input.chat_id)
+            .recent_messages(&identity, &input.chat_id)
             .await
             .map_err(failure)?;
         if messages.is_empty() {
@@ -267,7 +279,7 @@ impl RunActivities {
             .runs
             .clone()
             .get_chat(self.io.auth.request(
-                &input.identity,
+                &identity,
                 pa_proto::v1::GetChatRequest {
                     chat_id: input.chat_id.clone(),
                 },
@@ -302,7 +314,7 @@ impl RunActivities {
         };
         let mut models = self.io.models.clone();
         let mut stream = models
-            .stream_chat(self.io.auth.request(&input.identity, request))
+            .stream_chat(self.io.auth.request(&identity, request))
             .await
             .map_err(|s| failure(PaError::from(s)))?
             .into_inner();
@@ -358,7 +370,7 @@ impl RunActivities {
         for item in items {
             memory
                 .upsert(self.io.auth.request(
-                    &input.identity,
+                    &identity,
                     pa_proto::v1::UpsertMemoryRequest {
                         item: Some(item),
                         no_dedup: false,
@@ -406,9 +418,11 @@ impl RunActivities {
         ctx: ActivityContext,
         input: FinishInput,
     ) -> Result<bool, ActivityError> {
-        let _running = self
-            .running
-            .enter("finish_run", &input.spec.run_id, ctx.info().attempt);
+        let _running = self.running.enter(
+            "finish_run",
+            &spec_of(&input.spec).run_id,
+            ctx.info().attempt,
+        );
         let FinishInput {
             spec,
             step,
@@ -416,6 +430,10 @@ impl RunActivities {
             ending,
             attempts,
         } = input;
+        let spec = spec.unwrap_or_default();
+        let ending = pa_turn_io::RunEnding::from(
+            ending.ok_or_else(|| bad_payload("a run's finish without its ending"))?,
+        );
         let identity = spec.identity.clone().unwrap_or_default();
         let request = FinishRunRequest {
             run_id: spec.run_id.clone(),
@@ -565,20 +583,24 @@ impl RunActivities {
         beat: Beat,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let span = pa_turn_io::model_turn_span(
-            "svc-worker",
-            &input.spec,
-            input.agent.usage().model_requests,
-        );
-        pa_kit::trace::adopt(&span, &input.spec.trace_parent);
+        let spec = spec_of(&input.spec);
+        let model_requests = input
+            .agent
+            .as_ref()
+            .and_then(|agent| agent.usage)
+            .map_or(0, |usage| usage.model_requests);
+        let span = pa_turn_io::model_turn_span("svc-worker", spec, model_requests);
+        pa_kit::trace::adopt(&span, &spec.trace_parent);
         let output =
             tracing::Instrument::instrument(self.model_turn_in_span(beat, input), span.clone())
                 .await?;
         let tokens: u64 = output
             .inputs
             .iter()
-            .map(|i| match i {
-                Input::ModelFinished { usage } => usage.total_tokens,
+            .map(|i| match &i.input {
+                Some(pa_proto::workflow::v1::loop_input::Input::ModelFinished(finished)) => {
+                    finished.usage.map_or(0, |usage| usage.total_tokens)
+                }
                 _ => 0,
             })
             .sum();
@@ -596,11 +618,14 @@ impl RunActivities {
             spec,
             step,
             mut pending,
-            mut agent,
-            mut request,
+            agent,
+            request,
             tools,
             start,
         } = input;
+        let spec = spec.unwrap_or_default();
+        let mut agent = agent_of(agent).map_err(bad_payload)?;
+        let mut request = request.unwrap_or_default();
         let run_id = spec.run_id.as_str();
         let mut output = ModelTurnOutput::default();
         if let Some(start) = start {
@@ -615,12 +640,17 @@ impl RunActivities {
                     heartbeating(&beat, 0, recall).await?
                 }
             };
-            let started = start.with_recall(recalled);
+            let started = start_with_recall(start, recalled);
             let actions = agent
                 .step(started.clone())
                 .map_err(|e| ActivityError::from(std::io::Error::other(e.to_string())))?;
             // The workflow starts its loop with the history by reference (see `claims`).
-            output.start = Some(self.claim_start(run_id, started).await.map_err(failure)?);
+            output.start = Some(
+                self.claim_start(run_id, started)
+                    .await
+                    .map_err(failure)?
+                    .into(),
+            );
             let mut first_request = None;
             for action in actions {
                 match action {
@@ -696,7 +726,7 @@ impl RunActivities {
                 Err(ended) if pa_turn_io::relay_unreachable(&ended) => describe_failure(&ended),
                 Err(ended) => {
                     let events = step_loop(&mut agent, ended.clone())?;
-                    output.inputs.push(ended);
+                    output.inputs.push(ended.into());
                     self.emit_turn(run_id, step, &mut seq, discards, &mut attempt, events)
                         .await?;
                     return Ok(output);
@@ -707,7 +737,7 @@ impl RunActivities {
                         _ = &mut cancel_flag => Some(pa_turn_io::cancelled()),
                     };
                     let Some(input) = next else {
-                        output.inputs = attempt.inputs;
+                        output.inputs = attempt.inputs.into_iter().map(LoopInput::from).collect();
                         return Ok(output);
                     };
                     let cancel = matches!(input, Input::Cancel { .. });
@@ -720,7 +750,7 @@ impl RunActivities {
                     self.emit_turn(run_id, step, &mut seq, discards, &mut attempt, events)
                         .await?;
                     if ends {
-                        output.inputs = attempt.inputs;
+                        output.inputs = attempt.inputs.into_iter().map(LoopInput::from).collect();
                         return Ok(output);
                     }
                     // Progress is a heartbeat too (the SDK throttles what it sends);
@@ -758,7 +788,7 @@ impl RunActivities {
             if let Some(stop) = stop {
                 let mut agent = base.clone();
                 let events = step_loop(&mut agent, stop.clone())?;
-                output.inputs = vec![stop];
+                output.inputs = vec![stop.into()];
                 let events = ids(step, seq, events);
                 self.sink.emit_at(run_id, &events).await.map_err(failure)?;
                 return Ok(output);
@@ -863,6 +893,9 @@ impl RunActivities {
             spent,
             tainted,
         } = input;
+        let spec = spec.unwrap_or_default();
+        let call = call.ok_or_else(|| bad_payload("a tool call payload without its call"))?;
+        let spent = spent.unwrap_or_default();
         let written = pending.len() as u64;
         let pending = self
             .claims
@@ -910,6 +943,13 @@ impl RunActivities {
             other => Ok(other),
         }
     }
+}
+
+/// A payload no worker writes (a corrupt or foreign history): retrying cannot help.
+fn bad_payload(reason: impl std::fmt::Display) -> ActivityError {
+    ActivityError::application(temporalio_sdk::ApplicationFailure::non_retryable(
+        std::io::Error::other(format!("a malformed workflow payload: {reason}")),
+    ))
 }
 
 /// The CUSTOM event that marks a broken-off attempt's message as discarded (ADR 0160).

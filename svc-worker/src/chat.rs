@@ -26,12 +26,12 @@ use temporalio_sdk::{
 };
 
 use crate::activities::RunActivities;
-use crate::payloads::run_ids;
 pub use crate::payloads::{
     ApprovalInput, ChatRunInput, DEFAULT_APPROVAL_TIMEOUT, DeferredStart, ExpireApprovalInput,
-    FIRST_STEP, FinishInput, ModelTurnInput, ModelTurnOutput, ToolCallDecided, ToolCallInput,
-    first_turn,
+    FIRST_STEP, FinishInput, LoopInput, ModelTurnInput, ModelTurnOutput, ToolCallDecided,
+    ToolCallInput, first_turn,
 };
+use crate::payloads::{deferred_start, inputs_of, run_ids, spec_of, start_with_recall};
 
 /// A model turn may stream for minutes; it heartbeats while it does, so a dead worker is noticed
 /// within the heartbeat timeout and the turn retried on another.
@@ -136,7 +136,7 @@ impl Drive {
         match result {
             Ok(output) => {
                 self.attempts.extend(output.attempts);
-                for input in output.inputs {
+                for input in inputs_of(output.inputs).map_err(|e| terminate(e.to_string()))? {
                     self.feed(input, true)?;
                 }
                 Ok(())
@@ -164,10 +164,10 @@ impl ChatAgentWorkflow {
         input: ChatRunInput,
     ) -> WorkflowResult<String> {
         ctx.state_mut(|s| s.status = "running".into());
-        let mut drive = Drive::new(&input.spec);
+        let mut drive = Drive::new(spec_of(&input.spec));
         if ctx.state(|s| s.cancel_requested) {
             // No reason to call the model: the run is cancelled already.
-            drive.feed(DeferredStart::of(&input).with_recall(None), false)?;
+            drive.feed(start_with_recall(deferred_start(&input), None), false)?;
         } else {
             // The first turn starts the activity's copy of the loop (once the recall is there,
             // if svc-runs handed one over) and reports the start it used; this loop starts the
@@ -178,10 +178,13 @@ impl ChatAgentWorkflow {
                 .execute_activity(RunActivities::model_turn, turn, model_turn_options())
                 .await;
             match result.as_mut().ok().and_then(|output| output.start.take()) {
-                Some(started) => drive.feed(started, true)?,
+                Some(started) => {
+                    let started = Input::try_from(started).map_err(|e| terminate(e.to_string()))?;
+                    drive.feed(started, true)?
+                }
                 // The turn failed: its events may not have been written, so they go out with
                 // the next activity.
-                None => drive.feed(DeferredStart::of(&input).with_recall(None), false)?,
+                None => drive.feed(start_with_recall(deferred_start(&input), None), false)?,
             }
             // The loop's first model call is the one the activity made (or failed to make).
             if let Some(at) = drive
@@ -193,7 +196,7 @@ impl ChatAgentWorkflow {
             }
             drive.turn_done(result)?;
         }
-        let spec = input.spec;
+        let spec = spec_of(&input.spec).clone();
         while let Some(action) = drive.queue.pop_front() {
             let cancel = ctx.state(|s| s.cancel_requested);
             match action {
@@ -206,11 +209,11 @@ impl ChatAgentWorkflow {
                 Action::CallModel(request) => {
                     let step = drive.next_step();
                     let turn = ModelTurnInput {
-                        spec: spec.clone(),
+                        spec: Some(spec.clone()),
                         step,
                         pending: std::mem::take(&mut drive.pending),
-                        agent: drive.agent.clone(),
-                        request,
+                        agent: Some(drive.agent.to_state()),
+                        request: Some(request),
                         tools: input.tools.clone(),
                         start: None,
                     };
@@ -222,19 +225,21 @@ impl ChatAgentWorkflow {
                 Action::CallTool(call) => {
                     let step = drive.next_step();
                     let tool = ToolCallInput {
-                        spec: spec.clone(),
+                        spec: Some(spec.clone()),
                         step,
                         pending: std::mem::take(&mut drive.pending),
-                        call: call.clone(),
+                        call: Some(call.clone()),
                         offered: input.tools.clone(),
-                        spent: drive.agent.usage_with_nested(),
+                        spent: Some(drive.agent.usage_with_nested()),
                         tainted: drive.agent.is_tainted(),
                     };
                     let result = ctx
                         .execute_activity(RunActivities::tool_call, tool, tool_call_options())
                         .await;
                     let input = match result {
-                        Ok(input) => input,
+                        Ok(input) => {
+                            Input::try_from(input).map_err(|e| terminate(e.to_string()))?
+                        }
                         Err(err) => Input::ToolResult {
                             tool_call_id: call.id,
                             content: format!("the tool could not run: {}", describe(&err)),
@@ -252,11 +257,11 @@ impl ChatAgentWorkflow {
                     };
                     let step = drive.next_step();
                     let request = ApprovalInput {
-                        spec: spec.clone(),
+                        spec: Some(spec.clone()),
                         step,
                         pending: std::mem::take(&mut drive.pending),
                         tool_call_id: call.id.clone(),
-                        event,
+                        event: Some(event),
                     };
                     let decision = match ctx
                         .execute_activity(
@@ -281,10 +286,10 @@ impl ChatAgentWorkflow {
                     let status = ending.status;
                     let step = drive.next_step();
                     let finish = FinishInput {
-                        spec: spec.clone(),
+                        spec: Some(spec.clone()),
                         step,
                         pending: std::mem::take(&mut drive.pending),
-                        ending,
+                        ending: Some(ending.into()),
                         attempts: std::mem::take(&mut drive.attempts),
                     };
                     ctx.execute_activity(RunActivities::finish_run, finish, finish_options())
@@ -369,7 +374,9 @@ async fn await_decision(
         .execute_activity(RunActivities::expire_approval, expire, approval_options())
         .await
     {
-        Ok(input) => Ok(Some(input)),
+        Ok(input) => Ok(Some(
+            Input::try_from(input).map_err(|e| terminate(e.to_string()))?,
+        )),
         Err(_) => Ok(Some(Input::ApprovalDecision {
             tool_call_id: tool_call_id.to_string(),
             approved: false,

@@ -280,11 +280,11 @@ mod tests {
 
     fn input(run_id: &str) -> ChatRunInput {
         ChatRunInput {
-            spec: RunSpec {
+            spec: Some(RunSpec {
                 run_id: run_id.into(),
                 chat_id: "chat-1".into(),
                 ..Default::default()
-            },
+            }),
             history: vec![pa_agent::TurnMessage::new("user", "hi")],
             tools: vec![],
             notices: vec![],
@@ -372,10 +372,13 @@ mod tests {
         Box::new(move |_beat| {
             Box::pin(async move {
                 Ok(ModelTurnOutput {
-                    inputs: vec![pa_agent::Input::ModelFailed {
-                        code: "test".into(),
-                        message: text,
-                    }],
+                    inputs: vec![
+                        pa_agent::Input::ModelFailed {
+                            code: "test".into(),
+                            message: text,
+                        }
+                        .into(),
+                    ],
                     ..Default::default()
                 })
             })
@@ -424,7 +427,7 @@ mod tests {
             .expect("a turn output");
         assert!(output.early);
         assert!(
-            matches!(&output.inputs[..], [pa_agent::Input::ModelFailed { message, .. }] if message == "the text the client saw"),
+            matches!(&crate::payloads::inputs_of(output.inputs.clone()).unwrap()[..], [pa_agent::Input::ModelFailed { message, .. }] if message == "the text the client saw"),
             "{:?}",
             output.inputs
         );

@@ -123,7 +123,7 @@ impl Signals {
             let sent = client.signal_with_start_workflow(
                 CuratorWorkflow::run,
                 CuratorInput {
-                    identity,
+                    identity: Some(identity),
                     chat_id,
                     curated: 0,
                     debounce_ms: settings.debounce_ms,

@@ -24,7 +24,8 @@ pub async fn start_chat_run(
     task_queue: &str,
     input: ChatRunInput,
 ) -> Result<Started, String> {
-    let options = WorkflowStartOptions::new(task_queue.to_string(), input.spec.run_id.clone())
+    let run_id = crate::payloads::spec_of(&input.spec).run_id.clone();
+    let options = WorkflowStartOptions::new(task_queue.to_string(), run_id)
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .enable_eager_workflow_start(true)
         .build();
@@ -38,48 +39,47 @@ pub async fn start_chat_run(
     }
 }
 
-impl ChatRunInput {
-    /// The request that describes this input (svc-runs builds its own from the run's context;
-    /// the test below checks that nothing is lost on the way back).
-    #[cfg(test)]
-    pub fn to_request(&self) -> StartDurableRunRequest {
-        StartDurableRunRequest {
-            spec: Some(self.spec.clone()),
-            history: self
-                .history
-                .iter()
-                .cloned()
-                .map(pa_turn_io::to_chat_message)
-                .collect(),
-            tools: self.tools.clone(),
-            notices: self.notices.clone(),
-            high_privilege_tools: self.high_privilege_tools.clone(),
-            approval_always_tools: self.approval_always_tools.clone(),
-            approval_timeout_ms: self.approval_timeout_ms,
-            recall_wait_ms: self.recall_wait_ms,
-            tainted: self.tainted,
-        }
+/// The request that describes this input (svc-runs builds its own from the run's context; the
+/// test below checks that nothing is lost on the way back).
+#[cfg(test)]
+fn to_request(input: &ChatRunInput) -> StartDurableRunRequest {
+    let this = input;
+    StartDurableRunRequest {
+        spec: this.spec.clone(),
+        history: this
+            .history
+            .iter()
+            .cloned()
+            .map(pa_turn_io::to_chat_message)
+            .collect(),
+        tools: this.tools.clone(),
+        notices: this.notices.clone(),
+        high_privilege_tools: this.high_privilege_tools.clone(),
+        approval_always_tools: this.approval_always_tools.clone(),
+        approval_timeout_ms: this.approval_timeout_ms,
+        recall_wait_ms: this.recall_wait_ms,
+        tainted: this.tainted,
     }
+}
 
-    /// The input a request describes; None without a spec or a run id.
-    pub fn from_request(request: StartDurableRunRequest) -> Option<Self> {
-        let spec = request.spec.filter(|s| !s.run_id.is_empty())?;
-        Some(Self {
-            spec,
-            history: request
-                .history
-                .into_iter()
-                .map(pa_turn_io::from_chat_message)
-                .collect(),
-            tools: request.tools,
-            notices: request.notices,
-            high_privilege_tools: request.high_privilege_tools,
-            approval_always_tools: request.approval_always_tools,
-            approval_timeout_ms: request.approval_timeout_ms,
-            recall_wait_ms: request.recall_wait_ms,
-            tainted: request.tainted,
-        })
-    }
+/// The workflow input a request describes; None without a spec or a run id.
+pub fn chat_run_input(request: StartDurableRunRequest) -> Option<ChatRunInput> {
+    let spec = request.spec.filter(|s| !s.run_id.is_empty())?;
+    Some(ChatRunInput {
+        spec: Some(spec),
+        history: request
+            .history
+            .into_iter()
+            .map(pa_turn_io::from_chat_message)
+            .collect(),
+        tools: request.tools,
+        notices: request.notices,
+        high_privilege_tools: request.high_privilege_tools,
+        approval_always_tools: request.approval_always_tools,
+        approval_timeout_ms: request.approval_timeout_ms,
+        recall_wait_ms: request.recall_wait_ms,
+        tainted: request.tainted,
+    })
 }
 
 #[cfg(test)]
@@ -100,11 +100,11 @@ mod tests {
             arguments_json: "{\"x\":1}".into(),
         }];
         let input = ChatRunInput {
-            spec: RunSpec {
+            spec: Some(RunSpec {
                 run_id: "run-1".into(),
                 chat_id: "chat-1".into(),
                 ..Default::default()
-            },
+            }),
             history: vec![TurnMessage::new("user", "hi"), asking, tool_reply],
             tools: vec![ChatToolDefinition {
                 name: "calc".into(),
@@ -117,7 +117,7 @@ mod tests {
             recall_wait_ms: 5000,
             tainted: true,
         };
-        let back = ChatRunInput::from_request(input.to_request()).expect("valid request");
+        let back = chat_run_input(to_request(&input)).expect("valid request");
         assert_eq!(
             serde_json::to_value(&back).unwrap(),
             serde_json::to_value(&input).unwrap()
@@ -126,11 +126,11 @@ mod tests {
 
     #[test]
     fn a_request_without_a_run_is_refused() {
-        assert!(ChatRunInput::from_request(StartDurableRunRequest::default()).is_none());
+        assert!(chat_run_input(StartDurableRunRequest::default()).is_none());
         let unnamed = StartDurableRunRequest {
             spec: Some(RunSpec::default()),
             ..Default::default()
         };
-        assert!(ChatRunInput::from_request(unnamed).is_none());
+        assert!(chat_run_input(unnamed).is_none());
     }
 }

@@ -5,64 +5,30 @@ use pa_proto::v1::{
     ToolCallResult, ToolCallStart, Usage, UsageLimits, ag_ui_event::Event,
 };
 
-/// The ids a run's events carry; chosen by the caller (launch_run), never generated here.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RunIds {
-    pub thread_id: String,
-    pub run_id: String,
-    pub parent_run_id: Option<String>,
-    /// The AG-UI messageId of the run's first assistant message; later segments (after tool
-    /// calls) get `-1`, `-2`… appended.
-    pub assistant_message_id: String,
-}
+// The loop's plain data (ids, messages, tool calls, a model request) are the workflow payload
+// messages themselves (proto/personal_agent/workflow/v1/workflow.proto, ADR 0215): a durable
+// workflow hands them to its activities as they are.
+pub use pa_proto::workflow::v1::{ModelRequest, RunIds, ToolCall, TurnMessage};
 
-/// One message of the conversation the model sees.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TurnMessage {
-    pub role: String,
-    pub content: String,
-    pub tool_call_id: Option<String>,
-    pub tool_calls: Vec<ToolCall>,
-}
-
-impl TurnMessage {
-    pub fn new(role: &str, content: impl Into<String>) -> Self {
-        Self {
-            role: role.into(),
-            content: content.into(),
-            tool_call_id: None,
-            tool_calls: vec![],
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    pub arguments_json: String,
-}
+mod wire;
+pub use wire::WireError;
 
 /// What the driver tells the loop happened.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// Starts the run with the conversation so far (ending with the user's message). Each
     /// notice (e.g. a tool a gate removed) is reported right after RUN_STARTED as a step.
     Start {
         history: Vec<TurnMessage>,
-        #[serde(default)]
         notices: Vec<String>,
         /// The run's high-privilege tools: once the run has ingested untrusted content, a call
         /// to one of them waits for a human's approval instead of running.
-        #[serde(default)]
         high_privilege_tools: Vec<String>,
         /// Tools every call of which waits for a human's approval, tainted or not.
-        #[serde(default)]
         approval_always_tools: Vec<String>,
         /// What the run starts from already holds untrusted content (a recalled memory or
         /// document marked so, a task written by a tainted parent): the run is tainted from its
         /// first step.
-        #[serde(default)]
         tainted: bool,
     },
     /// A streamed piece of the model's text.
@@ -83,11 +49,9 @@ pub enum Input {
         /// The content came from outside (a web page, search results, an MCP server, the report
         /// of a sub-agent that had read such content, untrusted memories): from now on the run
         /// has ingested untrusted content.
-        #[serde(default)]
         untrusted: bool,
         /// What a sub-agent run behind this call used (its own run records it): counted
         /// against this run's limits, not added to its usage.
-        #[serde(default)]
         nested: Usage,
     },
     /// A human's answer to an approval request (see [`Action::AwaitApproval`]); no answer in
@@ -95,20 +59,14 @@ pub enum Input {
     ApprovalDecision {
         tool_call_id: String,
         approved: bool,
-        #[serde(default)]
         timed_out: bool,
     },
     /// The user (or shutdown) cancelled the run.
     Cancel { reason: String },
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ModelRequest {
-    pub messages: Vec<TurnMessage>,
-}
-
 /// What the driver must do next, in order.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     Emit(AgUiEvent),
     CallModel(ModelRequest),
@@ -125,7 +83,7 @@ pub enum Action {
     Finish(Outcome),
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     Succeeded {
         final_text: String,
@@ -151,7 +109,7 @@ pub enum LoopError {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     NotStarted,
     AwaitingModel,
@@ -171,7 +129,7 @@ impl Phase {
 }
 
 /// The state machine. See the crate docs.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug)]
 pub struct AgentLoop {
     ids: RunIds,
     limits: UsageLimits,
@@ -188,20 +146,15 @@ pub struct AgentLoop {
     turn_tool_calls: Vec<ToolCall>,
     pending_tools: Vec<String>,
     /// Names of the tools that need approval once the run is `tainted`.
-    #[serde(default)]
     high_privilege_tools: Vec<String>,
     /// Names of the tools that always need approval.
-    #[serde(default)]
     approval_always_tools: Vec<String>,
     /// The run has ingested untrusted content (a tool result marked so, or a start marked so).
     /// Never cleared: taint follows the data for the rest of the run.
-    #[serde(default)]
     tainted: bool,
     /// Calls waiting for a human's decision (their ids are in `pending_tools` too).
-    #[serde(default)]
     awaiting_approval: Vec<ToolCall>,
     /// What this run's sub-agent runs used: it counts against the limits.
-    #[serde(default)]
     nested: Usage,
 }
 
@@ -1196,11 +1149,11 @@ mod tests {
     #[test]
     fn a_loop_serialized_before_the_gate_existed_still_loads() {
         let agent = AgentLoop::new(ids(), UsageLimits::default());
-        let mut json: serde_json::Value = serde_json::to_value(&agent).unwrap();
+        let mut json: serde_json::Value = serde_json::to_value(agent.to_state()).unwrap();
         for field in ["high_privilege_tools", "tainted", "awaiting_approval"] {
             json.as_object_mut().unwrap().remove(field);
         }
-        let loaded: AgentLoop = serde_json::from_value(json).unwrap();
+        let loaded = AgentLoop::from_state(serde_json::from_value(json).unwrap()).unwrap();
         assert!(!loaded.tainted);
     }
     /// A run whose start is marked tainted, with `shell` and `web_fetch` (egress) gated.
@@ -1268,12 +1221,15 @@ mod tests {
         start(&mut agent);
         assert!(!agent.is_tainted());
         let agent = tainted_start();
-        let json = serde_json::to_string(&agent).unwrap();
-        let loaded: AgentLoop = serde_json::from_str(&json).unwrap();
+        let json = serde_json::to_string(&agent.to_state()).unwrap();
+        let loaded = AgentLoop::from_state(serde_json::from_str(&json).unwrap()).unwrap();
         assert!(loaded.is_tainted());
         // A start recorded before the field existed is an untainted start.
         let old = serde_json::json!({"Start": {"history": [], "notices": []}});
-        let input: Input = serde_json::from_value(old).unwrap();
+        let input = Input::try_from(
+            serde_json::from_value::<pa_proto::workflow::v1::LoopInput>(old).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(input, Input::Start { tainted: false, .. }));
     }
 }

@@ -10,6 +10,6 @@ mod agent_loop;
 
 pub use agent_loop::{
     Action, AgentLoop, Input, LoopError, ModelRequest, Outcome, RunIds, ToolCall, TurnMessage,
-    add_usage,
+    WireError, add_usage,
 };
 pub use pa_proto::v1::{AgUiEvent, Usage, UsageLimits, ag_ui_event::Event};

@@ -493,3 +493,32 @@ impl RunEnding {
         }
     }
 }
+
+/// A run's ending as a durable run's finish activity is handed it (ADR 0215).
+impl From<RunEnding> for pa_proto::workflow::v1::RunEnding {
+    fn from(ending: RunEnding) -> Self {
+        Self {
+            status: ending.status as i32,
+            usage: Some(ending.usage),
+            error_code: ending.error_code,
+            error_message: ending.error_message,
+            assistant_text: ending.assistant_text,
+            tainted: ending.tainted,
+        }
+    }
+}
+
+/// A status no version writes (a corrupt or foreign payload) ends the run as failed.
+impl From<pa_proto::workflow::v1::RunEnding> for RunEnding {
+    fn from(ending: pa_proto::workflow::v1::RunEnding) -> Self {
+        let status = RunStatus::try_from(ending.status).unwrap_or(RunStatus::Failed);
+        Self {
+            status,
+            usage: ending.usage.unwrap_or_default(),
+            error_code: ending.error_code,
+            error_message: ending.error_message,
+            assistant_text: ending.assistant_text,
+            tainted: ending.tainted,
+        }
+    }
+}
