@@ -23,6 +23,8 @@ pub enum ToolsError {
     Crypto(#[from] CryptoError),
     #[error("device {0} not found")]
     DeviceNotFound(String),
+    #[error("chat {0} not found")]
+    ChatNotFound(String),
     #[error("{0}")]
     Unauthenticated(String),
     #[error("Redis: {0}")]
@@ -37,7 +39,8 @@ impl From<ToolsError> for PaError {
             ToolsError::UnknownSnapshot(_)
             | ToolsError::NotInSnapshot { .. }
             | ToolsError::IntegrationNotFound(_)
-            | ToolsError::DeviceNotFound(_) => PaError::not_found(err.to_string()),
+            | ToolsError::DeviceNotFound(_)
+            | ToolsError::ChatNotFound(_) => PaError::not_found(err.to_string()),
             ToolsError::Unauthenticated(_) => PaError::unauthenticated(err.to_string()),
             ToolsError::Redis(_) => PaError::new(pa_kit::ErrorCode::Unavailable, err.to_string()),
             // The operator's setup, not the caller's request: 409, never a 5xx.

@@ -631,7 +631,7 @@ impl IntegrationStore {
         if let Some(missing) = unique.iter().find(|id| !known.contains(id)) {
             return Err(ToolsError::IntegrationNotFound(missing.clone()));
         }
-        sqlx::query(
+        let written = sqlx::query(
             "INSERT INTO chat_tool_selection (tenant_id, chat_id, user_id, integration_ids) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tenant_id, chat_id) DO UPDATE SET \
@@ -644,6 +644,11 @@ impl IntegrationStore {
         .bind(&unique)
         .execute(&mut *tx)
         .await?;
+        // Chat ids are unique within a tenant: a row kept is another user's chat. Saying so
+        // beats answering a selection that was never stored.
+        if written.rows_affected() == 0 {
+            return Err(ToolsError::ChatNotFound(chat_id.to_string()));
+        }
         tx.commit().await?;
         Ok(unique)
     }

@@ -365,6 +365,132 @@ async fn mcp_listings_are_reused_until_the_integration_changes_or_they_expire() 
     mesh.stop().await
 }
 
+/// A kept listing is only ever its owner's: another user (or tenant) with an integration of the
+/// very same server and token lists for itself, and naming someone else's integration in a
+/// toolset gets nothing of it.
+#[tokio::test]
+async fn mcp_listings_are_never_shared_between_users_or_tenants() -> R {
+    use pa_proto::v1::{ChatToolSelection, CreateIntegrationRequest, Identity};
+    let server = pa_testkit::McpToolServer::start(3).await?;
+    let mesh = Mesh::builder()
+        .tools_settings(ToolsSettings {
+            mcp_list_cache: Duration::from_secs(600),
+            ..settings()
+        })
+        .start()
+        .await?;
+    let client = ToolServiceClient::connect(mesh.tools_url.clone()).await?;
+    let same_server = |name: &str| CreateIntegrationRequest {
+        kind: "mcp_http".into(),
+        name: name.into(),
+        enabled: true,
+        config_json: json!({ "url": server.url() }).to_string(),
+        secrets: [("bearer_token".to_string(), "the-same-token".to_string())].into(),
+        ..Default::default()
+    };
+    // Each user's own integration of the server, selected in a chat of theirs.
+    let mut integration_of = Vec::new();
+    let users = [
+        Mesh::identity("dev", "alice"),
+        Mesh::identity("dev", "bob"),
+        Mesh::identity("other-tenant", "alice"),
+    ];
+    let chat_of = |who: &Identity| format!("chat-{}-{}", who.tenant_id, who.user_id);
+    for who in &users {
+        let created = client
+            .clone()
+            .create_integration(mesh.auth.request(who, same_server("shared")))
+            .await?
+            .into_inner();
+        client
+            .clone()
+            .set_chat_tool_selection(mesh.auth.request(
+                who,
+                ChatToolSelection {
+                    chat_id: chat_of(who),
+                    integration_ids: vec![created.id.clone()],
+                },
+            ))
+            .await?;
+        integration_of.push(created.id);
+    }
+    let assemble = |who: &Identity, run: &str, selected: Vec<String>| {
+        let request = AssembleToolsetRequest {
+            run_id: run.into(),
+            chat_id: chat_of(who),
+            selected_integrations: selected,
+            ..Default::default()
+        };
+        let mut client = client.clone();
+        let request = mesh.auth.request(who, request);
+        async move {
+            client
+                .assemble_toolset(request)
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let alice = assemble(&users[0], "alice-1", vec![]).await?;
+    assert_eq!(
+        mcp_tool_names(&alice, "shared__").len(),
+        3,
+        "{:?} {:?}",
+        alice.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        alice.blocked
+    );
+    assert_eq!(server.listings(), 1);
+    // Alice again: her listing is kept.
+    assemble(&users[0], "alice-2", vec![]).await?;
+    assert_eq!(server.listings(), 1);
+    // Bob, same tenant, same server, same token: he lists for himself.
+    let bob = assemble(&users[1], "bob-1", vec![]).await?;
+    assert_eq!(
+        mcp_tool_names(&bob, "shared__").len(),
+        3,
+        "{:?} {:?}",
+        bob.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        bob.blocked
+    );
+    assert_eq!(server.listings(), 2, "bob was handed alice's listing");
+    // Another tenant's alice: her own too.
+    assemble(&users[2], "other-1", vec![]).await?;
+    assert_eq!(server.listings(), 3, "another tenant was handed a listing");
+    // Bob naming alice's integration gets none of it, from the server or from what is kept.
+    let forged = assemble(&users[1], "bob-2", vec![integration_of[0].clone()]).await?;
+    assert!(
+        mcp_tool_names(&forged, "shared__").is_empty(),
+        "{:?}",
+        forged.tools
+    );
+    assert_eq!(server.listings(), 3);
+    // Nor can he put his integration into her chat's selection (chat ids are unique within a
+    // tenant): refused, and hers is unchanged.
+    let taken = client
+        .clone()
+        .set_chat_tool_selection(mesh.auth.request(
+            &users[1],
+            ChatToolSelection {
+                chat_id: chat_of(&users[0]),
+                integration_ids: vec![integration_of[1].clone()],
+            },
+        ))
+        .await
+        .expect_err("another user's chat");
+    assert_eq!(taken.code(), tonic::Code::NotFound, "{taken:?}");
+    let hers = client
+        .clone()
+        .get_chat_tool_selection(mesh.auth.request(
+            &users[0],
+            pa_proto::v1::GetChatToolSelectionRequest {
+                chat_id: chat_of(&users[0]),
+            },
+        ))
+        .await?
+        .into_inner();
+    assert_eq!(hers.integration_ids, [integration_of[0].clone()]);
+    mesh.stop().await
+}
+
 fn tool_results(events: &[SseEvent]) -> Vec<String> {
     events
         .iter()

@@ -434,15 +434,32 @@ fn hand_out(
     if by_key.is_empty() {
         return false;
     }
+    // A stream's last follower takes its events rather than a copy (most streams have one).
+    let mut followers_left: HashMap<String, usize> = HashMap::new();
+    for f in followers.iter().filter(|f| by_key.contains_key(&f.key)) {
+        *followers_left.entry(f.key.clone()).or_default() += 1;
+    }
     followers.retain_mut(|f| {
-        let Some(events) = by_key.get(&f.key) else {
+        let Some(left) = followers_left.get_mut(&f.key) else {
             return true;
         };
-        let fresh: Vec<StoredEvent> = events
-            .iter()
-            .filter(|e| id_key(&e.stream_id) > f.after)
-            .cloned()
-            .collect();
+        *left -= 1;
+        let fresh: Vec<StoredEvent> = if *left == 0 {
+            let mut events = by_key.remove(&f.key).unwrap_or_default();
+            events.retain(|e| id_key(&e.stream_id) > f.after);
+            events
+        } else {
+            by_key
+                .get(&f.key)
+                .map(|events| {
+                    events
+                        .iter()
+                        .filter(|e| id_key(&e.stream_id) > f.after)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let Some(last) = fresh.last() else {
             return true;
         };
