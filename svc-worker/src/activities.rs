@@ -24,7 +24,7 @@ use crate::curation as prompt;
 use crate::early::Beat;
 use crate::payloads::{
     ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, LoopInput, ModelTurnInput,
-    ModelTurnOutput, ToolCallInput, agent_of, spec_of, start_with_recall,
+    ModelTurnOutput, ToolCallInput, agent_of, required, start_with_recall,
 };
 
 /// How many of a chat's latest messages the Curator reads.
@@ -149,13 +149,15 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let _running = self.running.enter(
-            "model_turn",
-            &spec_of(&input.spec).run_id,
-            ctx.info().attempt,
-        );
+        let run_id = required(input.spec.as_ref(), "spec")
+            .map_err(bad_payload)?
+            .run_id
+            .clone();
+        let _running = self
+            .running
+            .enter("model_turn", &run_id, ctx.info().attempt);
         if input.step == crate::payloads::FIRST_STEP
-            && let Some(early) = self.early.claim(&spec_of(&input.spec).run_id)
+            && let Some(early) = self.early.claim(&run_id)
         {
             // svc-worker's starter began this turn when the workflow started.
             if let Some(output) = early.adopt(ctx.clone()).await {
@@ -174,13 +176,13 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ToolCallInput,
     ) -> Result<LoopInput, ActivityError> {
-        let spec = spec_of(&input.spec);
+        let spec = required(input.spec.as_ref(), "spec").map_err(bad_payload)?;
+        let call = required(input.call.as_ref(), "call").map_err(bad_payload)?;
         let _running = self
             .running
             .enter("tool_call", &spec.run_id, ctx.info().attempt);
         // The span continues the trace of the request that launched the run.
-        let call = input.call.clone().unwrap_or_default();
-        let span = pa_turn_io::tool_call_span("svc-worker", spec, &call);
+        let span = pa_turn_io::tool_call_span("svc-worker", spec, call);
         pa_kit::trace::adopt(&span, &spec.trace_parent);
         tracing::Instrument::instrument(self.tool_call_in_span(ctx, input), span)
             .await
@@ -195,11 +197,6 @@ impl RunActivities {
         ctx: ActivityContext,
         input: ApprovalInput,
     ) -> Result<(), ActivityError> {
-        let _running = self.running.enter(
-            "request_approval",
-            &spec_of(&input.spec).run_id,
-            ctx.info().attempt,
-        );
         let ApprovalInput {
             spec,
             step,
@@ -207,8 +204,11 @@ impl RunActivities {
             tool_call_id,
             event,
         } = input;
-        let spec = spec.unwrap_or_default();
-        let event = event.ok_or_else(|| bad_payload("an approval request without its event"))?;
+        let spec = required(spec, "spec").map_err(bad_payload)?;
+        let event = required(event, "event").map_err(bad_payload)?;
+        let _running = self
+            .running
+            .enter("request_approval", &spec.run_id, ctx.info().attempt);
         pa_bus::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
             .await
             .map_err(failure)?;
@@ -418,11 +418,6 @@ impl RunActivities {
         ctx: ActivityContext,
         input: FinishInput,
     ) -> Result<bool, ActivityError> {
-        let _running = self.running.enter(
-            "finish_run",
-            &spec_of(&input.spec).run_id,
-            ctx.info().attempt,
-        );
         let FinishInput {
             spec,
             step,
@@ -430,10 +425,11 @@ impl RunActivities {
             ending,
             attempts,
         } = input;
-        let spec = spec.unwrap_or_default();
-        let ending = pa_turn_io::RunEnding::from(
-            ending.ok_or_else(|| bad_payload("a run's finish without its ending"))?,
-        );
+        let spec = required(spec, "spec").map_err(bad_payload)?;
+        let ending = pa_turn_io::RunEnding::from(required(ending, "ending").map_err(bad_payload)?);
+        let _running = self
+            .running
+            .enter("finish_run", &spec.run_id, ctx.info().attempt);
         let identity = spec.identity.clone().unwrap_or_default();
         let request = FinishRunRequest {
             run_id: spec.run_id.clone(),
@@ -566,8 +562,9 @@ pub fn first_turn_runner(
 ) -> crate::early::TurnRunner {
     Box::new(move |beat| {
         Box::pin(async move {
+            let turn = crate::payloads::first_turn(&input).map_err(|e| e.to_string())?;
             activities
-                .traced_model_turn(beat, crate::payloads::first_turn(&input))
+                .traced_model_turn(beat, turn)
                 .await
                 .map_err(|e| format!("{e:?}"))
         })
@@ -583,7 +580,7 @@ impl RunActivities {
         beat: Beat,
         input: ModelTurnInput,
     ) -> Result<ModelTurnOutput, ActivityError> {
-        let spec = spec_of(&input.spec);
+        let spec = required(input.spec.as_ref(), "spec").map_err(bad_payload)?;
         let model_requests = input
             .agent
             .as_ref()
@@ -623,7 +620,7 @@ impl RunActivities {
             tools,
             start,
         } = input;
-        let spec = spec.unwrap_or_default();
+        let spec = required(spec, "spec").map_err(bad_payload)?;
         let mut agent = agent_of(agent).map_err(bad_payload)?;
         let mut request = request.unwrap_or_default();
         let run_id = spec.run_id.as_str();
@@ -893,8 +890,8 @@ impl RunActivities {
             spent,
             tainted,
         } = input;
-        let spec = spec.unwrap_or_default();
-        let call = call.ok_or_else(|| bad_payload("a tool call payload without its call"))?;
+        let spec = required(spec, "spec").map_err(bad_payload)?;
+        let call = required(call, "call").map_err(bad_payload)?;
         let spent = spent.unwrap_or_default();
         let written = pending.len() as u64;
         let pending = self

@@ -31,7 +31,7 @@ pub use crate::payloads::{
     FIRST_STEP, FinishInput, LoopInput, ModelTurnInput, ModelTurnOutput, ToolCallDecided,
     ToolCallInput, first_turn,
 };
-use crate::payloads::{deferred_start, inputs_of, run_ids, spec_of, start_with_recall};
+use crate::payloads::{deferred_start, required, run_ids, start_with_recall};
 
 /// A model turn may stream for minutes; it heartbeats while it does, so a dead worker is noticed
 /// within the heartbeat timeout and the turn retried on another.
@@ -136,8 +136,8 @@ impl Drive {
         match result {
             Ok(output) => {
                 self.attempts.extend(output.attempts);
-                for input in inputs_of(output.inputs).map_err(|e| terminate(e.to_string()))? {
-                    self.feed(input, true)?;
+                for input in output.inputs {
+                    self.feed(loop_input(input)?, true)?;
                 }
                 Ok(())
             }
@@ -149,6 +149,11 @@ impl Drive {
         self.step += 1;
         self.step
     }
+}
+
+/// A loop input an activity handed back; one no worker writes ends the workflow.
+fn loop_input(input: LoopInput) -> WorkflowResult<Input> {
+    Input::try_from(input).map_err(|e| terminate(e.to_string()))
 }
 
 /// Ends the workflow as failed, without retrying its task (the loop's state would not change).
@@ -164,7 +169,8 @@ impl ChatAgentWorkflow {
         input: ChatRunInput,
     ) -> WorkflowResult<String> {
         ctx.state_mut(|s| s.status = "running".into());
-        let mut drive = Drive::new(spec_of(&input.spec));
+        let spec = required(input.spec.clone(), "spec").map_err(|e| terminate(e.to_string()))?;
+        let mut drive = Drive::new(&spec);
         if ctx.state(|s| s.cancel_requested) {
             // No reason to call the model: the run is cancelled already.
             drive.feed(start_with_recall(deferred_start(&input), None), false)?;
@@ -172,16 +178,13 @@ impl ChatAgentWorkflow {
             // The first turn starts the activity's copy of the loop (once the recall is there,
             // if svc-runs handed one over) and reports the start it used; this loop starts the
             // same way.
-            let turn = first_turn(&input);
+            let turn = first_turn(&input).map_err(|e| terminate(e.to_string()))?;
             drive.step = turn.step;
             let mut result = ctx
                 .execute_activity(RunActivities::model_turn, turn, model_turn_options())
                 .await;
             match result.as_mut().ok().and_then(|output| output.start.take()) {
-                Some(started) => {
-                    let started = Input::try_from(started).map_err(|e| terminate(e.to_string()))?;
-                    drive.feed(started, true)?
-                }
+                Some(started) => drive.feed(loop_input(started)?, true)?,
                 // The turn failed: its events may not have been written, so they go out with
                 // the next activity.
                 None => drive.feed(start_with_recall(deferred_start(&input), None), false)?,
@@ -196,7 +199,6 @@ impl ChatAgentWorkflow {
             }
             drive.turn_done(result)?;
         }
-        let spec = spec_of(&input.spec).clone();
         while let Some(action) = drive.queue.pop_front() {
             let cancel = ctx.state(|s| s.cancel_requested);
             match action {
@@ -237,9 +239,7 @@ impl ChatAgentWorkflow {
                         .execute_activity(RunActivities::tool_call, tool, tool_call_options())
                         .await;
                     let input = match result {
-                        Ok(input) => {
-                            Input::try_from(input).map_err(|e| terminate(e.to_string()))?
-                        }
+                        Ok(input) => loop_input(input)?,
                         Err(err) => Input::ToolResult {
                             tool_call_id: call.id,
                             content: format!("the tool could not run: {}", describe(&err)),
@@ -374,9 +374,7 @@ async fn await_decision(
         .execute_activity(RunActivities::expire_approval, expire, approval_options())
         .await
     {
-        Ok(input) => Ok(Some(
-            Input::try_from(input).map_err(|e| terminate(e.to_string()))?,
-        )),
+        Ok(input) => Ok(Some(loop_input(input)?)),
         Err(_) => Ok(Some(Input::ApprovalDecision {
             tool_call_id: tool_call_id.to_string(),
             approved: false,

@@ -15,12 +15,15 @@ pub use pa_proto::workflow::v1::{
     ToolCallDecided, ToolCallInput, TurnFinished,
 };
 
-/// A payload's run spec. A payload without one is not one a worker wrote: it gets an empty spec,
-/// which fails where its run id is needed.
-pub fn spec_of(spec: &Option<RunSpec>) -> &RunSpec {
-    static EMPTY: std::sync::OnceLock<RunSpec> = std::sync::OnceLock::new();
-    spec.as_ref()
-        .unwrap_or_else(|| EMPTY.get_or_init(RunSpec::default))
+/// A payload without a part every worker writes (its spec, a tool call's call, a finish's
+/// ending): not a payload of ours, and never guessed at.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a workflow payload without its {0}")]
+pub struct MissingPart(pub &'static str);
+
+/// The part of a payload every worker writes.
+pub fn required<T>(part: Option<T>, name: &'static str) -> Result<T, MissingPart> {
+    part.ok_or(MissingPart(name))
 }
 
 /// The default of `PA_TOOL_APPROVAL_TIMEOUT_MS`.
@@ -80,9 +83,9 @@ pub const FIRST_STEP: u64 = 1;
 /// A run's first model turn, as the workflow schedules it: a pure function of the run's input,
 /// so svc-worker's starter can begin the same turn before Temporal hands the activity out (see
 /// `early`).
-pub fn first_turn(input: &ChatRunInput) -> ModelTurnInput {
-    let spec = spec_of(&input.spec);
-    ModelTurnInput {
+pub fn first_turn(input: &ChatRunInput) -> Result<ModelTurnInput, MissingPart> {
+    let spec = required(input.spec.as_ref(), "spec")?;
+    Ok(ModelTurnInput {
         spec: input.spec.clone(),
         step: FIRST_STEP,
         pending: Vec::new(),
@@ -92,7 +95,7 @@ pub fn first_turn(input: &ChatRunInput) -> ModelTurnInput {
         }),
         tools: input.tools.clone(),
         start: Some(deferred_start(input)),
-    }
+    })
 }
 
 /// The workflow id of a chat's Curator (chat ids are only unique within a tenant).

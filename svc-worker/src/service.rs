@@ -42,10 +42,6 @@ fn run_id_of(run_id: &str) -> Result<&str, Status> {
     Ok(run_id)
 }
 
-fn input_run_id(input: &crate::ChatRunInput) -> String {
-    crate::payloads::spec_of(&input.spec).run_id.clone()
-}
-
 fn signal_failed(err: crate::signals::SignalError) -> Status {
     PaError::unavailable(format!("cannot signal the run's workflow: {err}"))
         .with_retry_after_ms(2000)
@@ -59,15 +55,21 @@ impl DurableRunService for DurableRuns {
         request: Request<StartDurableRunRequest>,
     ) -> Result<Response<StartDurableRunResponse>, Status> {
         request.identity()?;
-        let mut input = crate::start::chat_run_input(request.into_inner())
+        let request = request.into_inner();
+        let run_id = request
+            .spec
+            .as_ref()
+            .map(|spec| spec.run_id.clone())
+            .unwrap_or_default();
+        let mut input = crate::start::chat_run_input(request)
             .ok_or_else(|| PaError::bad_request("a durable run needs a spec with a run id"))?;
         // A long history goes into the workflow's history by reference (see `claims`).
         input.history = self
             .activities
             .claims
-            .check_history(&input_run_id(&input), std::mem::take(&mut input.history))
+            .check_history(&run_id, std::mem::take(&mut input.history))
             .await?;
-        let early = self.activities.early.reserve(&input_run_id(&input));
+        let early = self.activities.early.reserve(&run_id);
         let started = crate::start::start_chat_run(&self.client, &self.task_queue, input.clone())
             .await
             .map_err(|e| {

@@ -24,7 +24,10 @@ pub async fn start_chat_run(
     task_queue: &str,
     input: ChatRunInput,
 ) -> Result<Started, String> {
-    let run_id = crate::payloads::spec_of(&input.spec).run_id.clone();
+    let run_id = crate::payloads::required(input.spec.as_ref(), "spec")
+        .map_err(|e| e.to_string())?
+        .run_id
+        .clone();
     let options = WorkflowStartOptions::new(task_queue.to_string(), run_id)
         .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
         .enable_eager_workflow_start(true)

@@ -7,7 +7,7 @@ use pa_proto::workflow::v1 as wire;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use svc_worker::payloads::{inputs_of, spec_of};
+use svc_worker::payloads::inputs_of;
 
 fn fixture() -> Value {
     serde_json::from_str(include_str!("fixtures/payloads-before-proto.json")).expect("fixture")
@@ -60,7 +60,7 @@ fn payloads_written_before_they_were_proto_messages_still_read() {
     let fixture = fixture();
 
     let run: wire::ChatRunInput = read(&fixture, "ChatRunInput");
-    assert_eq!(spec_of(&run.spec).run_id, "run-1");
+    assert_eq!(run.spec.as_ref().expect("a spec").run_id, "run-1");
     assert_eq!(run.history[1].tool_calls[0].arguments_json, r#"{"q":"a"}"#);
     assert_eq!(run.history[2].tool_call_id.as_deref(), Some("call_1"));
     assert_eq!(run.history[0].tool_call_id, None);
@@ -221,6 +221,11 @@ fn payloads_no_worker_writes_are_refused() {
     let mut state = AgentLoop::new(Default::default(), Default::default()).to_state();
     state.ids = None;
     assert!(AgentLoop::from_state(state).is_err());
+    // A run input without its spec starts no turn.
+    assert_eq!(
+        svc_worker::payloads::first_turn(&wire::ChatRunInput::default()),
+        Err(svc_worker::payloads::MissingPart("spec"))
+    );
 }
 
 /// Histories a worker wrote while the payloads were Rust structs (a durable run; a chat's
