@@ -399,21 +399,18 @@ impl ToolsetAssembler {
         } else {
             snapshot_id.to_string()
         };
-        // Every read is independent of the others: they go at once (a run's start waits for
-        // this call, issue 23). A retried assemble finds its snapshot taken when it writes it.
-        let chat_selection = async {
-            if selected.is_empty() && !chat_id.is_empty() {
-                self.store.selection(identity, chat_id).await
-            } else {
-                Ok(selected.to_vec())
-            }
+        // What the toolset is made of is read in one tenant transaction, which also writes the
+        // snapshot when no MCP server has to be listed in between: a run's start waits for
+        // this call, and each transaction saved is a BEGIN, a COMMIT and a connection
+        // (issue 23, ADR 0216). A retried assemble finds its snapshot taken when it writes it.
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let records = IntegrationStore::list_in(&mut tx, identity).await?;
+        let selected = if selected.is_empty() && !chat_id.is_empty() {
+            IntegrationStore::selection_in(&mut tx, identity, chat_id).await?
+        } else {
+            selected.to_vec()
         };
-        let (records, selected, device_tools) = tokio::join!(
-            self.store.list(identity),
-            chat_selection,
-            self.devices.online_tools(identity)
-        );
-        let (records, selected) = (records?, selected?);
+        let device_tools = self.devices.online_tools_in(&mut tx, identity).await;
         let mut tools = ambient_tools(&records);
         tools.extend(memory::definitions());
         tools.extend(crate::subagent::definitions());
@@ -422,11 +419,25 @@ impl ToolsetAssembler {
             .iter()
             .filter(|r| r.enabled && r.kind.is_mcp() && selected.contains(&r.id))
             .collect();
-        let listed =
-            futures::future::join_all(servers.iter().map(|r| self.mcp_tools(identity, r))).await;
+        let (mut tx, listed) = if servers.is_empty() {
+            (tx, Vec::new())
+        } else {
+            // Listing may take seconds (a stdio server starting): no transaction stays open
+            // across it.
+            tx.commit().await?;
+            let listed =
+                futures::future::join_all(servers.iter().map(|r| self.mcp_tools(identity, r)))
+                    .await;
+            (
+                pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?,
+                listed,
+            )
+        };
         // The user's online devices, then the MCP servers' tools; a name taken is reported.
         let device_tools = match device_tools {
             Ok(t) => t,
+            // The transaction cannot go on after a failed statement.
+            Err(e @ ToolsError::Db(_)) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list the user's devices");
                 blocked.push(BlockedTool {
@@ -464,7 +475,6 @@ impl ToolsetAssembler {
             // An explore sub-agent: what could change anything is not offered at all.
             tools.retain(|t| t.read_only);
         }
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let written = sqlx::query(
             "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \

@@ -527,15 +527,26 @@ impl DeviceRegistry {
 
     pub async fn list(&self, identity: &Identity) -> Result<Vec<Device>, ToolsError> {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let devices = self.list_in(&mut tx, identity).await?;
+        tx.commit().await?;
+        Ok(devices)
+    }
+
+    /// The caller's devices, read in `tx` (a tenant transaction of the caller's tenant), and
+    /// which of them are online (Redis).
+    pub async fn list_in(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        identity: &Identity,
+    ) -> Result<Vec<Device>, ToolsError> {
         let rows = sqlx::query(
             "SELECT id, name, kind, platform, read_only, tools, created_at, last_seen_at \
              FROM devices WHERE tenant_id = $1 AND user_id = $2 ORDER BY name, id",
         )
         .bind(&identity.tenant_id)
         .bind(&identity.user_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx)
         .await?;
-        tx.commit().await?;
         let mut devices = rows
             .iter()
             .map(|row| {
@@ -581,11 +592,14 @@ impl DeviceRegistry {
     }
 
     /// The tools of the user's online devices, for a toolset.
-    pub async fn online_tools(
+    /// The tools of the caller's online devices; the devices are read in `tx` (see
+    /// [`Self::list_in`]).
+    pub async fn online_tools_in(
         &self,
+        tx: &mut sqlx::PgConnection,
         identity: &Identity,
     ) -> Result<Vec<ToolDefinition>, ToolsError> {
-        let devices = self.list(identity).await?;
+        let devices = self.list_in(tx, identity).await?;
         Ok(devices
             .iter()
             .filter(|d| d.online)

@@ -464,17 +464,27 @@ impl IntegrationStore {
     }
 
     pub async fn list(&self, identity: &Identity) -> Result<Vec<Record>, ToolsError> {
-        let (tenant, user) = owner(identity)?;
+        let (tenant, _) = owner(identity)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        let records = Self::list_in(&mut tx, identity).await?;
+        tx.commit().await?;
+        Ok(records)
+    }
+
+    /// The caller's integrations, read in `tx` (a tenant transaction of the caller's tenant).
+    pub async fn list_in(
+        tx: &mut sqlx::PgConnection,
+        identity: &Identity,
+    ) -> Result<Vec<Record>, ToolsError> {
+        let (tenant, user) = owner(identity)?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM integrations WHERE tenant_id = $1 AND user_id = $2 \
              ORDER BY name, id"
         )))
         .bind(tenant)
         .bind(user)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx)
         .await?;
-        tx.commit().await?;
         rows.iter().map(record).collect()
     }
 
@@ -583,8 +593,20 @@ impl IntegrationStore {
         identity: &Identity,
         chat_id: &str,
     ) -> Result<Vec<String>, ToolsError> {
-        let (tenant, user) = owner(identity)?;
+        let (tenant, _) = owner(identity)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
+        let ids = Self::selection_in(&mut tx, identity, chat_id).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// The integrations the caller selected for the chat, read in `tx` (see [`Self::list_in`]).
+    pub async fn selection_in(
+        tx: &mut sqlx::PgConnection,
+        identity: &Identity,
+        chat_id: &str,
+    ) -> Result<Vec<String>, ToolsError> {
+        let (tenant, user) = owner(identity)?;
         let ids: Option<Vec<String>> = sqlx::query_scalar(
             "SELECT integration_ids FROM chat_tool_selection \
              WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3",
@@ -592,9 +614,8 @@ impl IntegrationStore {
         .bind(tenant)
         .bind(user)
         .bind(chat_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx)
         .await?;
-        tx.commit().await?;
         Ok(ids.unwrap_or_default())
     }
 

@@ -365,6 +365,105 @@ async fn mcp_listings_are_reused_until_the_integration_changes_or_they_expire() 
     mesh.stop().await
 }
 
+/// Listing an MCP server can take seconds (a stdio server starting, a slow or silent server):
+/// svc-tools reads what a toolset is made of in one transaction, but holds none open while it
+/// lists (ADR 0216), and the snapshot is still written once the listing gave up.
+#[tokio::test]
+async fn a_slow_mcp_listing_holds_no_database_transaction_open() -> R {
+    use sqlx::{Connection, Executor};
+    // A server that accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/mcp", silent.local_addr()?);
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let list_timeout = Duration::from_secs(3);
+    let mesh = Mesh::builder()
+        .tools_settings(ToolsSettings {
+            mcp_list_timeout: list_timeout,
+            ..settings()
+        })
+        .start()
+        .await?;
+    let tools = Tools {
+        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
+        auth: mesh.auth.clone(),
+    };
+    let id = create(
+        &mesh,
+        json!({ "kind": "mcp_http", "name": "silent", "config": { "url": url } }),
+    )
+    .await?;
+    let chat = mesh.create_chat("slow listing").await?;
+    select(&mesh, &chat, &[&id]).await?;
+
+    // Transactions left open in this mesh's database by a statement on svc-tools' tables.
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let open_on_tools_tables = "SELECT count(*) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND state LIKE 'idle in transaction%' \
+           AND (query ILIKE '%integrations%' OR query ILIKE '%devices%' \
+                OR query ILIKE '%chat_tool_selection%')";
+    // Control: a transaction left open after such a statement is seen.
+    let mut control = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    control.execute("BEGIN").await?;
+    control
+        .execute("SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'devices'")
+        .await?;
+    let seen: i64 = sqlx::query_scalar(open_on_tools_tables)
+        .fetch_one(&mut db)
+        .await?;
+    assert_eq!(seen, 1, "the control transaction is seen");
+    control.execute("ROLLBACK").await?;
+
+    let assembling = tokio::spawn({
+        let tools = Tools {
+            client: tools.client.clone(),
+            auth: tools.auth.clone(),
+        };
+        let chat = chat.clone();
+        async move {
+            tools
+                .assemble("slow-1", &chat)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    let watch_until = tokio::time::Instant::now() + list_timeout - Duration::from_millis(800);
+    let mut looked = 0;
+    while tokio::time::Instant::now() < watch_until {
+        let open: i64 = sqlx::query_scalar(open_on_tools_tables)
+            .fetch_one(&mut db)
+            .await?;
+        assert_eq!(
+            open, 0,
+            "a transaction stayed open while the server was listed"
+        );
+        assert!(!assembling.is_finished(), "the listing is still waiting");
+        looked += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(looked > 10, "looked {looked} times");
+    let toolset = assembling.await??;
+    assert!(
+        toolset
+            .blocked
+            .iter()
+            .any(|b| b.name == "silent__*" && b.gate == "mcp_unavailable"),
+        "{:?}",
+        toolset.blocked
+    );
+    // The snapshot was written after the listing: assembling the same run again returns it.
+    let again = tools.assemble("slow-1", &chat).await?;
+    assert_eq!(again.snapshot_id, toolset.snapshot_id);
+    assert_eq!(again.blocked, toolset.blocked);
+    held.abort();
+    mesh.stop().await
+}
+
 /// A kept listing is only ever its owner's: another user (or tenant) with an integration of the
 /// very same server and token lists for itself, and naming someone else's integration in a
 /// toolset gets nothing of it.
