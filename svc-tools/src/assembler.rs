@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use pa_proto::v1::{BlockedTool, Identity, ToolDefinition, Toolset};
 use serde_json::json;
+use sha2::Digest;
 use sqlx::{PgPool, Row};
 
 use crate::config::ToolsSettings;
@@ -475,9 +476,22 @@ impl ToolsetAssembler {
             // An explore sub-agent: what could change anything is not offered at all.
             tools.retain(|t| t.read_only);
         }
+        // The tools are stored once per distinct toolset of the user (ADR 0217): a run whose
+        // toolset is the same as an earlier one's only writes its snapshot row.
+        let content = Toolset {
+            snapshot_id: String::new(),
+            tools,
+            blocked,
+        };
+        let encoded = prost::Message::encode_to_vec(&content);
+        let digest = sha2::Sha256::digest(&encoded).to_vec();
         let written = sqlx::query(
-            "INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+            "WITH content AS ( \
+               INSERT INTO toolset_contents (tenant_id, user_id, digest, toolset) \
+               VALUES ($1, $4, $7, $8) \
+               ON CONFLICT (tenant_id, user_id, digest) DO NOTHING) \
+             INSERT INTO toolset_snapshots (tenant_id, id, run_id, user_id, provider_tags, chat_id, content_digest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (tenant_id, id) DO NOTHING",
         )
         .bind(&identity.tenant_id)
@@ -485,9 +499,9 @@ impl ToolsetAssembler {
         .bind(run_id)
         .bind(&identity.user_id)
         .bind(provider_tags)
-        .bind(serde_json::to_value(&tools)?)
-        .bind(serde_json::to_value(&blocked)?)
         .bind(chat_id)
+        .bind(&digest)
+        .bind(&encoded)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -498,8 +512,7 @@ impl ToolsetAssembler {
         }
         Ok(Toolset {
             snapshot_id,
-            tools,
-            blocked,
+            ..content
         })
     }
 
@@ -518,8 +531,11 @@ impl ToolsetAssembler {
     ) -> Result<(Toolset, SnapshotRun), ToolsError> {
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
-            "SELECT tools, blocked, run_id, chat_id FROM toolset_snapshots \
-             WHERE tenant_id = $1 AND id = $2 AND user_id = $3",
+            "SELECT s.tools, s.blocked, s.run_id, s.chat_id, c.toolset \
+             FROM toolset_snapshots s LEFT JOIN toolset_contents c \
+               ON c.tenant_id = s.tenant_id AND c.user_id = s.user_id \
+              AND c.digest = s.content_digest \
+             WHERE s.tenant_id = $1 AND s.id = $2 AND s.user_id = $3",
         )
         .bind(&identity.tenant_id)
         .bind(snapshot_id)
@@ -530,8 +546,7 @@ impl ToolsetAssembler {
         tx.commit().await?;
         let toolset = Toolset {
             snapshot_id: snapshot_id.to_string(),
-            tools: serde_json::from_value(row.try_get("tools")?)?,
-            blocked: serde_json::from_value(row.try_get("blocked")?)?,
+            ..stored_toolset(&row)?
         };
         let run = SnapshotRun {
             run_id: row.try_get("run_id")?,
@@ -557,6 +572,28 @@ impl ToolsetAssembler {
                 tool: name.to_string(),
                 snapshot: snapshot_id.to_string(),
             })
+    }
+}
+
+/// A snapshot row's tools and blocked tools: from its content (ADR 0217), or from the JSON
+/// columns of a snapshot written before contents existed.
+fn stored_toolset(row: &sqlx::postgres::PgRow) -> Result<Toolset, ToolsError> {
+    if let Some(encoded) = row.try_get::<Option<Vec<u8>>, _>("toolset")? {
+        return <Toolset as prost::Message>::decode(encoded.as_slice())
+            .map_err(|e| ToolsError::UnreadableToolset(e.to_string()));
+    }
+    match (
+        row.try_get::<Option<serde_json::Value>, _>("tools")?,
+        row.try_get::<Option<serde_json::Value>, _>("blocked")?,
+    ) {
+        (Some(tools), Some(blocked)) => Ok(Toolset {
+            snapshot_id: String::new(),
+            tools: serde_json::from_value(tools)?,
+            blocked: serde_json::from_value(blocked)?,
+        }),
+        _ => Err(ToolsError::UnreadableToolset(
+            "the snapshot's content is missing".into(),
+        )),
     }
 }
 

@@ -19,6 +19,8 @@ pub enum ToolsError {
     Db(#[from] sqlx::Error),
     #[error("stored toolset is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error("stored toolset is unreadable: {0}")]
+    UnreadableToolset(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("device {0} not found")]
@@ -52,6 +54,7 @@ impl From<ToolsError> for PaError {
             }
             ToolsError::Db(e) => e.into(),
             ToolsError::Corrupt(e) => PaError::internal(e),
+            ToolsError::UnreadableToolset(e) => PaError::internal(e),
             ToolsError::Crypto(e) => e.into(),
         }
     }

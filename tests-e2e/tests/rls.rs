@@ -99,13 +99,24 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
     let run = mesh.start_run(&chat, "hi").await?;
     mesh.read_events(&run, None, None).await?;
     let snapshots = "SELECT count(*) FROM tools.toolset_snapshots";
+    // The tools themselves are stored apart (ADR 0217), under the same rule.
+    let contents = "SELECT count(*) FROM tools.toolset_contents";
     assert_eq!(count(snapshots).fetch_one(&mut owner).await?, 1);
+    assert_eq!(count(contents).fetch_one(&mut owner).await?, 1);
     assert_eq!(count(snapshots).fetch_one(&mut app).await?, 0);
+    assert_eq!(count(contents).fetch_one(&mut app).await?, 0);
+    let mut tx = app.begin().await?;
+    sqlx::query("SELECT set_config('pa.tenant_id', 'other', true)")
+        .execute(&mut *tx)
+        .await?;
+    assert_eq!(count(contents).fetch_one(&mut *tx).await?, 0);
+    tx.rollback().await?;
     let mut tx = app.begin().await?;
     sqlx::query("SELECT set_config('pa.tenant_id', 'dev', true)")
         .execute(&mut *tx)
         .await?;
     assert_eq!(count(snapshots).fetch_one(&mut *tx).await?, 1);
+    assert_eq!(count(contents).fetch_one(&mut *tx).await?, 1);
     tx.rollback().await?;
     mesh.stop().await
 }

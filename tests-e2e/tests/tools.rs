@@ -834,3 +834,89 @@ async fn a_retried_assembly_returns_the_first_snapshot_and_a_taken_id_is_refused
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     mesh.stop().await
 }
+
+/// A toolset is stored once per distinct toolset of a user (ADR 0217): runs of a chat whose
+/// tools did not change share one content row; another user's identical toolset is a row of
+/// their own; a snapshot written before contents existed (JSON columns) still reads; and a
+/// snapshot whose content is gone is an error, never an empty toolset.
+#[tokio::test]
+async fn toolsets_are_stored_once_per_user_and_old_snapshots_still_read() -> R {
+    use sqlx::Connection;
+    let mesh = Mesh::builder().start().await?;
+    let tools = Tools::connect(&mesh).await?;
+    let assemble = |run: &'static str, user: &'static str| {
+        let mut client = tools.client.clone();
+        let auth = tools.mesh_auth.clone();
+        async move {
+            let request = AssembleToolsetRequest {
+                run_id: run.into(),
+                ..Default::default()
+            };
+            client
+                .assemble_toolset(auth.request(&Mesh::identity("dev", user), request))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // The mesh's own database, as its owner (row-level security does not apply).
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let count = |table: &'static str| format!("SELECT count(*) FROM tools.{table}");
+    let one = assemble("shared-1", "dev-user").await?;
+    let two = assemble("shared-2", "dev-user").await?;
+    assert_ne!(one.snapshot_id, two.snapshot_id);
+    assert_eq!(one.tools, two.tools);
+    assert!(!one.tools.is_empty());
+    let contents: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("toolset_contents")))
+        .fetch_one(&mut db)
+        .await?;
+    let snapshots: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("toolset_snapshots")))
+        .fetch_one(&mut db)
+        .await?;
+    assert_eq!((contents, snapshots), (1, 2), "two runs, one content");
+
+    // Another user with the very same tools gets a content row of their own.
+    let bobs = assemble("bobs-1", "bob").await?;
+    assert_eq!(bobs.tools, one.tools);
+    let contents: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("toolset_contents")))
+        .fetch_one(&mut db)
+        .await?;
+    assert_eq!(contents, 2);
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT user_id FROM tools.toolset_contents ORDER BY user_id")
+            .fetch_all(&mut db)
+            .await?;
+    assert_eq!(owners, ["bob", "dev-user"]);
+
+    // A snapshot row as written before contents existed: its JSON columns are read.
+    let old_tools = serde_json::to_value(&one.tools[..1])?;
+    sqlx::query(
+        "INSERT INTO tools.toolset_snapshots \
+           (tenant_id, id, run_id, user_id, provider_tags, tools, blocked, chat_id) \
+         VALUES ('dev', 'ts-old-run', 'old-run', 'dev-user', '{}', $1, '[]', '')",
+    )
+    .bind(&old_tools)
+    .execute(&mut db)
+    .await?;
+    let old = assemble("old-run", "dev-user").await?;
+    assert_eq!(old.snapshot_id, "ts-old-run");
+    assert_eq!(
+        old.tools,
+        one.tools[..1].to_vec(),
+        "the stored JSON, not a new toolset"
+    );
+
+    // A snapshot whose content is missing (or was never there): an internal error.
+    sqlx::query(
+        "INSERT INTO tools.toolset_snapshots \
+           (tenant_id, id, run_id, user_id, provider_tags, chat_id, content_digest) \
+         VALUES ('dev', 'ts-lost-run', 'lost-run', 'dev-user', '{}', '', '\\x00')",
+    )
+    .execute(&mut db)
+    .await?;
+    let lost = assemble("lost-run", "dev-user")
+        .await
+        .err()
+        .ok_or("a snapshot without content was answered")?;
+    assert_eq!(lost.code(), tonic::Code::Internal, "{lost:?}");
+    mesh.stop().await
+}
