@@ -74,12 +74,20 @@ fn settings() -> ToolsSettings {
     }
 }
 
+#[derive(Clone)]
 struct Tools {
     client: ToolServiceClient<tonic::transport::Channel>,
     auth: pa_kit::InternalAuth,
 }
 
 impl Tools {
+    async fn connect(mesh: &Mesh) -> BoxResult<Self> {
+        Ok(Self {
+            client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
+            auth: mesh.auth.clone(),
+        })
+    }
+
     async fn assemble(&self, run_id: &str, chat_id: &str) -> BoxResult<Toolset> {
         let request = AssembleToolsetRequest {
             run_id: run_id.into(),
@@ -152,10 +160,7 @@ async fn server_everything_tools_are_listed_and_called_over_stdio_and_streamable
     let js = server_js();
     let http = start_http_server().await?;
     let mesh = Mesh::builder().tools_settings(settings()).start().await?;
-    let tools = Tools {
-        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
-        auth: mesh.auth.clone(),
-    };
+    let tools = Tools::connect(&mesh).await?;
     let stdio_id = create(
         &mesh,
         json!({ "kind": "mcp_stdio", "name": "everything",
@@ -296,10 +301,7 @@ async fn mcp_listings_are_reused_until_the_integration_changes_or_they_expire() 
         })
         .start()
         .await?;
-    let tools = Tools {
-        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
-        auth: mesh.auth.clone(),
-    };
+    let tools = Tools::connect(&mesh).await?;
     let id = create(
         &mesh,
         json!({ "kind": "mcp_http", "name": "kept", "config": { "url": first.url() } }),
@@ -388,10 +390,7 @@ async fn a_slow_mcp_listing_holds_no_database_transaction_open() -> R {
         })
         .start()
         .await?;
-    let tools = Tools {
-        client: ToolServiceClient::connect(mesh.tools_url.clone()).await?,
-        auth: mesh.auth.clone(),
-    };
+    let tools = Tools::connect(&mesh).await?;
     let id = create(
         &mesh,
         json!({ "kind": "mcp_http", "name": "silent", "config": { "url": url } }),
@@ -420,10 +419,7 @@ async fn a_slow_mcp_listing_holds_no_database_transaction_open() -> R {
     control.execute("ROLLBACK").await?;
 
     let assembling = tokio::spawn({
-        let tools = Tools {
-            client: tools.client.clone(),
-            auth: tools.auth.clone(),
-        };
+        let tools = tools.clone();
         let chat = chat.clone();
         async move {
             tools
