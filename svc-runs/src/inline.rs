@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::run_start::{DurableContext, RunStart};
 use crate::store::RunStore;
 
-/// A run's context being read (see [`InlineDriver::begin_context`]): the chat's history, and
-/// the recall (none when recall is off), each on its own task.
+/// A run's context being read (see [`InlineDriver::begin_context`]): the chat's history (read
+/// with the run row, [`ContextRead::with_chat_history`]; a sub-run's is its task), and the
+/// recall (none when recall is off) on its own task.
 pub struct ContextRead {
-    history: tokio::task::JoinHandle<Result<History, PaError>>,
+    history: Option<History>,
     recall: Option<tokio::task::JoinHandle<Option<pa_turn_io::Recalled>>>,
 }
 
@@ -69,12 +70,33 @@ pub(crate) struct History {
 }
 
 impl ContextRead {
-    async fn history(
-        history: tokio::task::JoinHandle<Result<History, PaError>>,
-    ) -> Result<History, PaError> {
-        history
-            .await
-            .map_err(|e| PaError::internal(format!("reading the run's history failed: {e}")))?
+    /// The chat's messages before this run (read in the run row's transaction, ADR 0218), as
+    /// the model sees them, this run's message last. A reply of a tainted run is marked
+    /// (`untrusted`) for what leaves the chat (the Curator's memories), but does not taint the
+    /// chat's later runs: the user saw it and continues from it
+    /// (docs/src/adr/0120-2026-12-03-taint-follows-the-data.md).
+    pub fn with_chat_history(
+        mut self,
+        spec: &RunSpec,
+        stored: Vec<pa_proto::v1::ChatMessage>,
+    ) -> Self {
+        if self.history.is_none() {
+            let mut messages: Vec<TurnMessage> = stored
+                .into_iter()
+                .map(|m| TurnMessage::new(&m.role, m.content))
+                .collect();
+            let message = spec.input.as_ref().map(|i| i.message.clone());
+            messages.push(TurnMessage::new("user", message.unwrap_or_default()));
+            self.history = Some(History {
+                messages,
+                untrusted: false,
+            });
+        }
+        self
+    }
+
+    fn history(history: Option<History>) -> Result<History, PaError> {
+        history.ok_or_else(|| PaError::internal("the run's history was not read"))
     }
 
     async fn recalled(
@@ -96,7 +118,7 @@ impl ContextRead {
         let History {
             messages: mut history,
             untrusted,
-        } = Self::history(self.history).await?;
+        } = Self::history(self.history)?;
         let recalled = Self::recalled(self.recall).await;
         let recalled_untrusted =
             pa_turn_io::apply_recall(recalled, &mut history, &mut start.notices);
@@ -133,7 +155,7 @@ impl ContextRead {
         let History {
             messages: history,
             untrusted,
-        } = Self::history(self.history).await?;
+        } = Self::history(self.history)?;
         // The recall's own taint travels with its hand-over.
         start.tainted |= untrusted;
         let (redis, run_id) = (redis.clone(), run_id.to_string());
@@ -290,47 +312,10 @@ impl InlineDriver {
             .await;
     }
 
-    /// The chat's recent messages as the model sees them, this run's message last (both drivers
-    /// start from this). Read while the run row is being written, so the row's copy of the
-    /// message is left out of the read and the message appended. A sub-agent's task is
-    /// untrusted when its parent was tainted as it wrote it (`task_untrusted`).
-    async fn history(&self, spec: &RunSpec, task_untrusted: bool) -> Result<History, PaError> {
-        if spec.parent_run_id.is_some() {
-            // A sub-agent sees its task, not the chat.
-            return Ok(History {
-                messages: crate::roles::opening(spec),
-                untrusted: task_untrusted,
-            });
-        }
-        let identity = spec.identity.clone().unwrap_or_default();
-        let earlier = self.history_messages.saturating_sub(1);
-        let stored = if earlier == 0 {
-            Vec::new()
-        } else {
-            self.store
-                .history(&identity.tenant_id, &spec.chat_id, earlier, &spec.run_id)
-                .await
-                .map_err(PaError::from)?
-        };
-        // A reply of a tainted run is marked (`untrusted`) for what leaves the chat (the
-        // Curator's memories), but does not taint the chat's later runs: the user saw it and
-        // continues from it (docs/src/adr/0120-2026-12-03-taint-follows-the-data.md).
-        let untrusted = task_untrusted;
-        let mut history: Vec<TurnMessage> = stored
-            .into_iter()
-            .map(|m| TurnMessage::new(&m.role, m.content))
-            .collect();
-        let message = spec.input.as_ref().map(|i| i.message.clone());
-        history.push(TurnMessage::new("user", message.unwrap_or_default()));
-        Ok(History {
-            messages: history,
-            untrusted,
-        })
-    }
-
-    /// Begins reading what a run starts from, for both drivers: the chat's history and the
-    /// memories recalled for this message. launch_run calls it before it resolves the model and
-    /// assembles the toolset, so the reads overlap those calls rather than follow them.
+    /// Begins reading what a run starts from, for both drivers: the memories recalled for this
+    /// message (launch_run calls it before it resolves the model and assembles the toolset, so
+    /// the recall overlaps those calls rather than follows them); the chat's history is read
+    /// with the run row (`ContextRead::with_chat_history`).
     /// `task_untrusted`: a sub-run whose parent was tainted (its task may carry planted
     /// instructions).
     pub fn begin_context(&self, spec: &RunSpec, task_untrusted: bool) -> ContextRead {
@@ -338,12 +323,12 @@ impl InlineDriver {
             let (io, settings, spec) = (self.io.clone(), self.recall, spec.clone());
             tokio::spawn(async move { io.recall(&spec, &settings).await })
         });
-        let driver = self.clone();
-        let spec = spec.clone();
-        ContextRead {
-            history: tokio::spawn(async move { driver.history(&spec, task_untrusted).await }),
-            recall,
-        }
+        // A sub-agent sees its task, not the chat; a user run's history comes with its row.
+        let history = spec.parent_run_id.is_some().then(|| History {
+            messages: crate::roles::opening(spec),
+            untrusted: task_untrusted,
+        });
+        ContextRead { history, recall }
     }
 
     async fn drive(

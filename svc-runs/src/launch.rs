@@ -427,10 +427,15 @@ impl Launcher {
                 };
             }
         }
-        // The history and the recall need neither the model nor the toolset: they are read
-        // while those are settled.
+        // The recall needs neither the model nor the toolset: it is read while those are
+        // settled; the chat's history is read with the run row (ADR 0218).
         let task_untrusted = sub_run.as_ref().is_some_and(|s| s.tainted);
         let context = self.driver.begin_context(&spec, task_untrusted);
+        let history = if sub_run.is_some() {
+            0
+        } else {
+            self.driver.history_messages.saturating_sub(1)
+        };
         let selection = self
             .models
             .clone()
@@ -461,9 +466,10 @@ impl Launcher {
             &user_message_id,
             RunStatus::Running,
             Some(self.driver.leases.instance()),
+            history,
         );
         let (assembled, inserted) = tokio::join!(assembled, inserted);
-        let Some(run) = inserted? else {
+        let Some((run, earlier)) = inserted? else {
             // No row: the id is taken, by a concurrent retry of this request (return that run)
             // or by someone else's run, which this tenant cannot see; or the chat is no longer
             // the caller's (deleted since it was remembered).
@@ -487,6 +493,7 @@ impl Launcher {
             // are fresh UUIDv7s and need no such check.
             self.sink.delete(std::slice::from_ref(&run_id)).await?;
         }
+        let context = context.with_chat_history(&spec, earlier);
         let toolset = match assembled {
             Ok(toolset) => toolset.into_inner(),
             Err(err) => {

@@ -325,14 +325,15 @@ impl RunStore {
 
     /// The chat's last `limit` messages, oldest first, leaving out those of run `except_run_id`
     /// (a run reading its context while its own message is being written).
-    pub async fn history(
-        &self,
+    /// The chat's latest `limit` messages, oldest first, without those of `except_run_id`
+    /// (the run being started, whose message the caller appends), in `tx`.
+    async fn history_in(
+        tx: &mut sqlx::PgConnection,
         tenant_id: &str,
         chat_id: &str,
         limit: u32,
         except_run_id: &str,
     ) -> Result<Vec<ChatMessage>, RunsError> {
-        let mut tx = tenant_tx(&self.pool, tenant_id).await?;
         let rows = sqlx::query(
             "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
              FROM messages \
@@ -343,9 +344,8 @@ impl RunStore {
         .bind(chat_id)
         .bind(i64::from(limit.max(1)))
         .bind(except_run_id)
-        .fetch_all(&mut *tx)
+        .fetch_all(tx)
         .await?;
-        tx.commit().await?;
         Ok(rows
             .iter()
             .map(message_from_row)
@@ -454,13 +454,17 @@ impl RunStore {
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
     /// the unique index sees rows that row-level security hides), or when the chat is not (or no
     /// longer) the caller's.
+    /// Writes the run row (and a user run's message), and reads in the same transaction the
+    /// chat's `history` latest messages before it (ADR 0218; none when 0). `None` when no row
+    /// was written (the id is taken, or the chat is not the caller's).
     pub async fn insert_run(
         &self,
         spec: &RunSpec,
         user_message_id: &str,
         status: RunStatus,
         owner: Option<&str>,
-    ) -> Result<Option<Run>, RunsError> {
+        history: u32,
+    ) -> Result<Option<(Run, Vec<ChatMessage>)>, RunsError> {
         let identity = spec.identity.clone().unwrap_or_default();
         let selection = spec.model_selection.clone().unwrap_or_default();
         let input = spec.input.clone().unwrap_or_default();
@@ -504,10 +508,25 @@ impl RunStore {
             .bind(owner)
             .fetch_optional(&mut *tx)
             .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let run = run_from_row(&row)?;
+        let earlier = if history == 0 {
+            Vec::new()
+        } else {
+            Self::history_in(
+                &mut tx,
+                &identity.tenant_id,
+                &spec.chat_id,
+                history,
+                &spec.run_id,
+            )
+            .await?
+        };
         tx.commit().await?;
-        row.map(|row| run_from_row(&row))
-            .transpose()
-            .map_err(RunsError::from)
+        Ok(Some((run, earlier)))
     }
 
     /// Records how a run ended and its assistant message, in one transaction. A run that already

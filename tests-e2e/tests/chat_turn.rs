@@ -479,3 +479,74 @@ async fn a_chat_remembered_by_svc_runs_still_refuses_runs_once_deleted_or_foreig
     assert_eq!(status, 404, "a run row was written for a deleted chat");
     mesh.stop().await
 }
+
+/// What the model is sent: the chat's earlier messages once each, oldest first, then this
+/// run's message, once (the history is read in the run row's transaction, after the row's own
+/// copy of the message is written: ADR 0218), inline and durable alike; another chat's
+/// messages never.
+#[tokio::test]
+async fn the_model_sees_the_earlier_messages_once_and_this_message_last() -> R {
+    let fake = pa_testkit::FakeProvider::start().await?;
+    fake.set_default(pa_testkit::Reply::text("noted"));
+    // No Curator: the model's last request is the run's own.
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
+    let chat = mesh.create_chat("history").await?;
+    let other = mesh.create_chat("elsewhere").await?;
+    let run = |chat: String, message: &'static str, durable: bool| {
+        let mesh = &mesh;
+        async move {
+            let body = json!({ "message": message, "model": "fp:m", "durable": durable });
+            let (_, events) = mesh
+                .run_to_end(&chat, &body, Duration::from_secs(60))
+                .await?;
+            assert_eq!(
+                events.last().map(SseEvent::event_type),
+                Some("RUN_FINISHED")
+            );
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+    };
+    let sent = |fake: &pa_testkit::FakeProvider| -> Vec<(String, String)> {
+        fake.last_request()
+            .and_then(|r| {
+                r.body["messages"].as_array().map(|m| {
+                    m.iter()
+                        .filter(|m| m["role"] != "system")
+                        .map(|m| {
+                            (
+                                m["role"].as_str().unwrap_or("").to_string(),
+                                m["content"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    };
+    let pair = |role: &str, content: &str| (role.to_string(), content.to_string());
+    run(other.clone(), "a secret of another chat", false).await?;
+    run(chat.clone(), "first", false).await?;
+    assert_eq!(sent(&fake), [pair("user", "first")]);
+    run(chat.clone(), "second", true).await?;
+    assert_eq!(
+        sent(&fake),
+        [
+            pair("user", "first"),
+            pair("assistant", "noted"),
+            pair("user", "second")
+        ]
+    );
+    run(chat.clone(), "third", false).await?;
+    assert_eq!(
+        sent(&fake),
+        [
+            pair("user", "first"),
+            pair("assistant", "noted"),
+            pair("user", "second"),
+            pair("assistant", "noted"),
+            pair("user", "third")
+        ]
+    );
+    mesh.stop().await
+}
