@@ -323,8 +323,6 @@ impl RunStore {
         Ok((messages, next))
     }
 
-    /// The chat's last `limit` messages, oldest first, leaving out those of run `except_run_id`
-    /// (a run reading its context while its own message is being written).
     /// The chat's latest `limit` messages, oldest first, without those of `except_run_id`
     /// (the run being started, whose message the caller appends), in `tx`.
     async fn history_in(
@@ -453,10 +451,8 @@ impl RunStore {
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
     /// the unique index sees rows that row-level security hides), or when the chat is not (or no
-    /// longer) the caller's.
-    /// Writes the run row (and a user run's message), and reads in the same transaction the
-    /// chat's `history` latest messages before it (ADR 0218; none when 0). `None` when no row
-    /// was written (the id is taken, or the chat is not the caller's).
+    /// longer) the caller's. Otherwise also the chat's `history` latest messages before the run,
+    /// read in the same transaction (ADR 0218; none when 0).
     pub async fn insert_run(
         &self,
         spec: &RunSpec,

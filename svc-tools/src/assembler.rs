@@ -580,7 +580,7 @@ impl ToolsetAssembler {
 fn stored_toolset(row: &sqlx::postgres::PgRow) -> Result<Toolset, ToolsError> {
     if let Some(encoded) = row.try_get::<Option<Vec<u8>>, _>("toolset")? {
         return <Toolset as prost::Message>::decode(encoded.as_slice())
-            .map_err(|e| ToolsError::UnreadableToolset(e.to_string()));
+            .map_err(|e| ToolsError::Corrupt(e.to_string()));
     }
     match (
         row.try_get::<Option<serde_json::Value>, _>("tools")?,
@@ -591,7 +591,7 @@ fn stored_toolset(row: &sqlx::postgres::PgRow) -> Result<Toolset, ToolsError> {
             tools: serde_json::from_value(tools)?,
             blocked: serde_json::from_value(blocked)?,
         }),
-        _ => Err(ToolsError::UnreadableToolset(
+        _ => Err(ToolsError::Corrupt(
             "the snapshot's content is missing".into(),
         )),
     }

@@ -591,8 +591,7 @@ impl DeviceRegistry {
         Ok(())
     }
 
-    /// The tools of the user's online devices, for a toolset.
-    /// The tools of the caller's online devices; the devices are read in `tx` (see
+    /// The tools of the caller's online devices, for a toolset; the devices are read in `tx` (see
     /// [`Self::list_in`]).
     pub async fn online_tools_in(
         &self,

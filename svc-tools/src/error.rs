@@ -18,9 +18,7 @@ pub enum ToolsError {
     #[error(transparent)]
     Db(#[from] sqlx::Error),
     #[error("stored toolset is unreadable: {0}")]
-    Corrupt(#[from] serde_json::Error),
-    #[error("stored toolset is unreadable: {0}")]
-    UnreadableToolset(String),
+    Corrupt(String),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("device {0} not found")]
@@ -33,6 +31,12 @@ pub enum ToolsError {
     Redis(String),
     #[error("{0}")]
     SandboxUnavailable(String),
+}
+
+impl From<serde_json::Error> for ToolsError {
+    fn from(err: serde_json::Error) -> Self {
+        ToolsError::Corrupt(err.to_string())
+    }
 }
 
 impl From<ToolsError> for PaError {
@@ -54,7 +58,6 @@ impl From<ToolsError> for PaError {
             }
             ToolsError::Db(e) => e.into(),
             ToolsError::Corrupt(e) => PaError::internal(e),
-            ToolsError::UnreadableToolset(e) => PaError::internal(e),
             ToolsError::Crypto(e) => e.into(),
         }
     }
