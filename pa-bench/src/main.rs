@@ -480,8 +480,10 @@ async fn history_sizes() -> Result<(), BoxError> {
         .await?;
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     println!("durable run: Temporal workflow history (GetWorkflowExecutionHistory)");
-    println!("| chat | messages before | events | bytes |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| chat | messages before | events | bytes | workflow tasks | activity tasks | local activities |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for earlier in [0usize, 200] {
         let chat = mesh.create_chat("history").await?;
         let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
@@ -507,18 +509,24 @@ async fn history_sizes() -> Result<(), BoxError> {
         }
         let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
         mesh.read_events(&run_id, None, None).await?;
-        // The workflow closes once the run's end is stored.
+        // Measured once the workflow has closed (after the run's end is stored).
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
-            if run["status"] != "running" || Instant::now() > deadline {
-                break;
+        let size = loop {
+            let size = svc_worker::temporal::history_size(&client, &run_id).await?;
+            if size.closed || Instant::now() > deadline {
+                break size;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let size = svc_worker::temporal::history_size(&client, &run_id).await?;
+        };
         let name = if earlier == 0 { "short" } else { "long" };
-        println!("| {name} | {earlier} | {} | {} |", size.events, size.bytes);
+        println!(
+            "| {name} | {earlier} | {} | {} | {} | {} | {} |",
+            size.events,
+            size.bytes,
+            size.workflow_tasks,
+            size.activity_tasks,
+            size.local_activities
+        );
     }
     println!("goal: the same size for both (history and large tool results go by reference)");
     mesh.stop().await

@@ -185,17 +185,30 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 }
 
 /// The size of a workflow's history: how many events, and how many bytes they take encoded
-/// (what Temporal's 50 MB history limit counts). `pa-bench durable` reports it per run.
+/// (what Temporal's 50 MB history limit counts), and what made them: each workflow task,
+/// activity task and local activity is work for the Temporal server. `pa-bench durable`
+/// reports it per run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HistorySize {
     pub events: usize,
     pub bytes: usize,
+    /// WorkflowTaskScheduled events.
+    pub workflow_tasks: usize,
+    /// ActivityTaskScheduled events.
+    pub activity_tasks: usize,
+    /// Local activities' markers.
+    pub local_activities: usize,
+    /// The workflow has closed (completed, failed, terminated, …).
+    pub closed: bool,
 }
 
 /// Reads the history of the workflow `workflow_id` (a run id) and measures it.
 pub async fn history_size(client: &Client, workflow_id: &str) -> Result<HistorySize, String> {
     use futures::StreamExt;
     use prost::Message;
+    use temporalio_common::protos::constants::LOCAL_ACTIVITY_MARKER_NAME;
+    use temporalio_common::protos::temporal::api::enums::v1::EventType;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
     let handle =
         client.get_workflow_handle::<crate::chat::ChatAgentWorkflow>(workflow_id.to_string());
     let mut history = handle.fetch_history(Default::default());
@@ -204,6 +217,22 @@ pub async fn history_size(client: &Client, workflow_id: &str) -> Result<HistoryS
         let event = event.map_err(|e| e.to_string())?;
         size.events += 1;
         size.bytes += event.encoded_len();
+        match event.event_type() {
+            EventType::WorkflowTaskScheduled => size.workflow_tasks += 1,
+            EventType::ActivityTaskScheduled => size.activity_tasks += 1,
+            EventType::WorkflowExecutionCompleted
+            | EventType::WorkflowExecutionFailed
+            | EventType::WorkflowExecutionTerminated
+            | EventType::WorkflowExecutionCanceled
+            | EventType::WorkflowExecutionTimedOut
+            | EventType::WorkflowExecutionContinuedAsNew => size.closed = true,
+            _ => {}
+        }
+        if let Some(Attributes::MarkerRecordedEventAttributes(marker)) = &event.attributes
+            && marker.marker_name == LOCAL_ACTIVITY_MARKER_NAME
+        {
+            size.local_activities += 1;
+        }
     }
     Ok(size)
 }

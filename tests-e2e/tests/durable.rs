@@ -91,6 +91,28 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
         .read_events(run["id"].as_str().unwrap_or_default(), Some(&third), None)
         .await?;
     assert_eq!(rest, events[3..].to_vec());
+    // What the run cost Temporal (ADR 0219): one activity task (the model turn), its end a
+    // local activity, two workflow tasks (the start, the turn's result).
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let run_id = run["id"].as_str().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let size = loop {
+        let size = svc_worker::temporal::history_size(&client, run_id).await?;
+        if size.closed || tokio::time::Instant::now() > deadline {
+            break size;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(size.closed, "the workflow closes: {size:?}");
+    assert_eq!(
+        (
+            size.activity_tasks,
+            size.local_activities,
+            size.workflow_tasks
+        ),
+        (1, 1, 2),
+        "{size:?}"
+    );
     mesh.stop().await
 }
 

@@ -420,3 +420,68 @@ async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once
     assert_ids_unique(&again);
     mesh.stop().await
 }
+
+/// A run's end is a local activity (ADR 0219): its worker retries it in its own memory. Killed
+/// (SIGKILL) while svc-runs cannot store the end, that worker's workflow task times out and a
+/// new worker runs the finish again: the end is stored once Postgres is back, and the stream
+/// holds one terminal event.
+#[tokio::test]
+async fn a_worker_killed_while_its_runs_end_is_retried_is_replaced_and_the_end_stored_once() -> R {
+    let mesh = Mesh::builder()
+        .offline_token_delay(Duration::from_millis(40))
+        .without_curator()
+        .worker_process()
+        .runs_db_behind_proxy()
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = mesh.spawn_worker_process(binary)?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let db = mesh.runs_db.clone().ok_or("no proxy")?;
+    let chat = mesh.create_chat("killed finish").await?;
+    let message = "one two three four five six seven eight nine ten eleven twelve";
+    let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
+    // Postgres goes away for svc-runs once tokens stream: the end cannot be stored.
+    let early = mesh.read_events(&run_id, None, Some(3)).await?;
+    assert_eq!(early.len(), 3);
+    db.down();
+    let events = events_to_end(&mesh, &run_id).await?;
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED"),
+        "the end reaches the stream during the outage"
+    );
+    // The worker is retrying the record: kill it, start another, bring Postgres back.
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(binary)?;
+    db.up();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let stored = loop {
+        let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+        if status == 200 && run["status"] != "running" {
+            break run;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    replacement.kill()?;
+    replacement.wait()?;
+    assert_eq!(stored["status"], "succeeded", "{stored}");
+    let again = mesh.read_events(&run_id, None, None).await?;
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
+            .count(),
+        1,
+        "one terminal event"
+    );
+    assert_ids_unique(&again);
+    let kept = assistant_messages(&mesh, &chat).await?;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].contains("twelve"), "{kept:?}");
+    mesh.stop().await
+}
