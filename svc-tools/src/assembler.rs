@@ -405,13 +405,20 @@ impl ToolsetAssembler {
         // this call, and each transaction saved is a BEGIN, a COMMIT and a connection
         // (issue 23, ADR 0216). A retried assemble finds its snapshot taken when it writes it.
         let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
-        let records = IntegrationStore::list_in(&mut tx, identity).await?;
-        let selected = if selected.is_empty() && !chat_id.is_empty() {
-            IntegrationStore::selection_in(&mut tx, identity, chat_id).await?
+        let reads = IntegrationStore::assembly_reads_in(&mut tx, identity, chat_id).await?;
+        let records = reads.records;
+        let selected = if selected.is_empty() {
+            reads.selection
         } else {
             selected.to_vec()
         };
-        let device_tools = self.devices.online_tools_in(&mut tx, identity).await;
+        // The devices' tools are read only for a user who has devices (one round trip less
+        // for everyone else).
+        let device_tools = if reads.has_devices {
+            self.devices.online_tools_in(&mut tx, identity).await
+        } else {
+            Ok(Vec::new())
+        };
         let mut tools = ambient_tools(&records);
         tools.extend(memory::definitions());
         tools.extend(crate::subagent::definitions());

@@ -289,6 +289,15 @@ fn owner(identity: &Identity) -> Result<(&str, &str), ToolsError> {
     Ok((&identity.tenant_id, &identity.user_id))
 }
 
+/// What [`IntegrationStore::assembly_reads_in`] reads.
+#[derive(Debug)]
+pub struct AssemblyReads {
+    pub records: Vec<Record>,
+    /// The chat's selected integrations (empty when it has none).
+    pub selection: Vec<String>,
+    pub has_devices: bool,
+}
+
 const COLUMNS: &str = "id, kind, name, enabled, required_provider_tags, provider_tags_blocked, \
      config, secret_names, kek_id, wrapped_dek, dek_nonce, ciphertext, nonce, created_at, updated_at";
 
@@ -598,6 +607,50 @@ impl IntegrationStore {
         let ids = Self::selection_in(&mut tx, identity, chat_id).await?;
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// What a toolset's assembly reads, in one statement in `tx` (ADR 0220): the caller's
+    /// integrations (as [`Self::list_in`]), the chat's selection (as [`Self::selection_in`])
+    /// and whether the caller has registered any device. A run's start waits for every round
+    /// trip of its assembly.
+    pub async fn assembly_reads_in(
+        tx: &mut sqlx::PgConnection,
+        identity: &Identity,
+        chat_id: &str,
+    ) -> Result<AssemblyReads, ToolsError> {
+        let (tenant, user) = owner(identity)?;
+        // One row at least (the inputs), with the integrations' columns NULL when there are
+        // none.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, selection, has_devices FROM \
+               (SELECT (SELECT integration_ids FROM chat_tool_selection \
+                        WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3) AS selection, \
+                       EXISTS (SELECT 1 FROM devices WHERE tenant_id = $1 AND user_id = $2) \
+                         AS has_devices) AS inputs \
+             LEFT JOIN integrations ON tenant_id = $1 AND user_id = $2 \
+             ORDER BY name, id"
+        )))
+        .bind(tenant)
+        .bind(user)
+        .bind(chat_id)
+        .fetch_all(tx)
+        .await?;
+        let first = rows
+            .first()
+            .ok_or_else(|| ToolsError::Corrupt("the assembly's inputs are missing".into()))?;
+        let selection: Option<Vec<String>> = first.try_get("selection")?;
+        let has_devices: bool = first.try_get("has_devices")?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id")?.is_some() {
+                records.push(record(row)?);
+            }
+        }
+        Ok(AssemblyReads {
+            records,
+            selection: selection.unwrap_or_default(),
+            has_devices,
+        })
     }
 
     /// The integrations the caller selected for the chat, read in `tx` (see [`Self::list_in`]).

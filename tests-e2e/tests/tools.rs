@@ -920,3 +920,84 @@ async fn toolsets_are_stored_once_per_user_and_old_snapshots_still_read() -> R {
     assert_eq!(lost.code(), tonic::Code::Internal, "{lost:?}");
     mesh.stop().await
 }
+
+/// The assembly reads its inputs in one statement (ADR 0220): only the caller's. Another
+/// user's integration never enters the caller's toolset, and naming another user's chat does
+/// not bring in the MCP server that user selected for it.
+#[tokio::test]
+async fn an_assembly_reads_only_the_callers_integrations_and_selection() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let tools = Tools::connect(&mesh).await?;
+    let as_bob = |r: reqwest::RequestBuilder| r.header("x-pa-dev-user", "bob");
+    for body in [
+        json!({ "kind": "web_fetch", "name": "bob's fetch" }),
+        json!({ "kind": "mcp_http", "name": "bob's server",
+                "config": { "url": "https://mcp.example.com/mcp" } }),
+    ] {
+        let r = as_bob(mesh.http.post(mesh.url("/v1/me/integrations")))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 201, "{body}");
+    }
+    let r = as_bob(mesh.http.get(mesh.url("/v1/me/integrations")))
+        .send()
+        .await?;
+    let listed: Value = r.json().await?;
+    let server = listed["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["kind"] == "mcp_http"))
+        .and_then(|i| i["id"].as_str())
+        .ok_or("bob's server")?
+        .to_string();
+    let r = as_bob(mesh.http.post(mesh.url("/v1/chats")))
+        .json(&json!({ "title": "bob's chat" }))
+        .send()
+        .await?;
+    let bob_chat = r.json::<Value>().await?["id"]
+        .as_str()
+        .ok_or("bob's chat")?
+        .to_string();
+    let r = as_bob(
+        mesh.http
+            .put(mesh.url(&format!("/v1/chats/{bob_chat}/tools"))),
+    )
+    .json(&json!({ "integration_ids": [server] }))
+    .send()
+    .await?;
+    assert_eq!(r.status(), 200);
+    let assemble = |run: &'static str, user: &'static str| {
+        let mut client = tools.client.clone();
+        let auth = tools.mesh_auth.clone();
+        let chat_id = bob_chat.clone();
+        async move {
+            let request = AssembleToolsetRequest {
+                run_id: run.into(),
+                chat_id,
+                ..Default::default()
+            };
+            client
+                .assemble_toolset(auth.request(&Mesh::identity("dev", user), request))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    let alice = assemble("alice-in-bobs-chat", "dev-user").await?;
+    let names: Vec<&str> = alice.tools.iter().map(|t| t.name.as_str()).collect();
+    assert!(
+        !names.contains(&"web_fetch"),
+        "bob's integration: {names:?}"
+    );
+    assert!(!names.is_empty(), "the built-in tools are there");
+    let mentions_server = |t: &Toolset| {
+        t.tools.iter().any(|x| x.source.contains(&server))
+            || t.blocked.iter().any(|b| b.source.contains(&server))
+    };
+    assert!(!mentions_server(&alice), "bob's selection: {alice:?}");
+    // Bob's own assembly in the same chat has his integration and his selected server (which
+    // cannot be listed from here: it is reported as blocked).
+    let bob = assemble("bob-in-bobs-chat", "bob").await?;
+    assert!(bob.tools.iter().any(|t| t.name == "web_fetch"), "{bob:?}");
+    assert!(mentions_server(&bob), "{bob:?}");
+    mesh.stop().await
+}
