@@ -85,6 +85,46 @@ async fn assistant_messages(mesh: &Mesh, chat: &str) -> Result<Vec<String>, E> {
         .collect())
 }
 
+/// A worker process killed (SIGKILL) when the test is done with it, however it ends.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The run's end is stored (succeeded) within `within`, its reply once, and its stream holds
+/// one terminal event.
+async fn assert_end_stored_once(mesh: &Mesh, chat: &str, run_id: &str, within: Duration) -> R {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+        if status == 200 && run["status"] == "succeeded" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run is stored once Postgres is back: {status} {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stored = assistant_messages(mesh, chat).await?;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let again = mesh.read_events(run_id, None, None).await?;
+    assert_eq!(
+        again
+            .iter()
+            .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
+            .count(),
+        1,
+        "one terminal event"
+    );
+    assert_ids_unique(&again);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_model_stream_cut_mid_turn_is_retried_under_a_new_message_id() -> R {
     let mesh = Mesh::builder().worker().without_curator().start().await?;
@@ -394,30 +434,7 @@ async fn a_runs_end_reaches_its_stream_while_postgres_is_away_and_is_stored_once
     );
     // Postgres comes back: the outcome lands (the finish activity retries it).
     db.up();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
-        if status == 200 && run["status"] == "succeeded" {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the run is stored once Postgres is back: {status} {run}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let stored = assistant_messages(&mesh, &chat).await?;
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    // Still one terminal event in the stream.
-    let again = mesh.read_events(&run_id, None, None).await?;
-    assert_eq!(
-        again
-            .iter()
-            .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
-            .count(),
-        1
-    );
-    assert_ids_unique(&again);
+    assert_end_stored_once(&mesh, &chat, &run_id, Duration::from_secs(60)).await?;
     mesh.stop().await
 }
 
@@ -454,34 +471,11 @@ async fn a_worker_killed_while_its_runs_end_is_retried_is_replaced_and_the_end_s
     // The worker is retrying the record: kill it, start another, bring Postgres back.
     worker.kill()?;
     worker.wait()?;
-    let mut replacement = mesh.spawn_worker_process(binary)?;
+    let replacement = KilledOnDrop(mesh.spawn_worker_process(binary)?);
     db.up();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    let stored = loop {
-        let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
-        if status == 200 && run["status"] != "running" {
-            break run;
-        }
-        if tokio::time::Instant::now() > deadline {
-            break run;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    replacement.kill()?;
-    replacement.wait()?;
-    assert_eq!(stored["status"], "succeeded", "{stored}");
-    let again = mesh.read_events(&run_id, None, None).await?;
-    assert_eq!(
-        again
-            .iter()
-            .filter(|e| matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR"))
-            .count(),
-        1,
-        "one terminal event"
-    );
-    assert_ids_unique(&again);
+    assert_end_stored_once(&mesh, &chat, &run_id, Duration::from_secs(90)).await?;
+    drop(replacement);
     let kept = assistant_messages(&mesh, &chat).await?;
-    assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].contains("twelve"), "{kept:?}");
     mesh.stop().await
 }
