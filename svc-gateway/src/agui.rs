@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use pa_kit::{ErrorCode, PaError};
-use pa_proto::v1::{CreateChatRequest, CreateRunRequest, GetChatRequest, RunMode};
+use pa_proto::v1::{CreateChatRequest, CreateRunRequest, RunMode};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -105,33 +105,8 @@ pub async fn run_agent(
         .unwrap_or("auto")
         .to_string();
     let mut runs = state.runs.clone();
-
-    // The thread is a chat: use it, or create it with the thread's id.
-    let get = GetChatRequest {
-        chat_id: input.thread_id.clone(),
-    };
-    match runs.get_chat(state.auth.request(&identity, get)).await {
-        Ok(_) => {}
-        Err(status) if PaError::from_status(&status).code == ErrorCode::NotFound => {
-            let title: String = message.chars().take(TITLE_CHARS).collect();
-            let create = CreateChatRequest {
-                title,
-                classification: 0,
-                chat_id: input.thread_id.clone(),
-            };
-            if let Err(status) = runs
-                .create_chat(state.auth.request(&identity, create))
-                .await
-            {
-                // Another request created it meanwhile: fine.
-                if PaError::from_status(&status).code != ErrorCode::Conflict {
-                    return Err(status.into());
-                }
-            }
-        }
-        Err(status) => return Err(status.into()),
-    }
-
+    let title: String = message.chars().take(TITLE_CHARS).collect();
+    let thread_id = input.thread_id.clone();
     let create = CreateRunRequest {
         chat_id: input.thread_id,
         message,
@@ -141,10 +116,33 @@ pub async fn run_agent(
         client_tools_json: json_or_empty(&input.tools),
         state_json: json_or_empty(&input.state),
     };
-    let created = runs
-        .create_run(state.auth.request(&identity, create))
-        .await?
-        .into_inner();
+    // The thread is a chat. The run is started in it; only when there is no such chat of the
+    // caller's (the thread's first run) is it created with the thread's id and the start
+    // tried again: every later turn is one call to svc-runs, not two.
+    let created = match runs
+        .create_run(state.auth.request(&identity, create.clone()))
+        .await
+    {
+        Ok(created) => created,
+        Err(status) if PaError::from_status(&status).code == ErrorCode::NotFound => {
+            let chat = CreateChatRequest {
+                title,
+                classification: 0,
+                chat_id: thread_id,
+            };
+            if let Err(status) = runs.create_chat(state.auth.request(&identity, chat)).await {
+                // Created meanwhile (by another request of the caller's), or the id is not
+                // the caller's to take: the second start says which.
+                if PaError::from_status(&status).code != ErrorCode::Conflict {
+                    return Err(status.into());
+                }
+            }
+            runs.create_run(state.auth.request(&identity, create))
+                .await?
+        }
+        Err(status) => return Err(status.into()),
+    }
+    .into_inner();
     let run = created
         .run
         .ok_or_else(|| PaError::internal("svc-runs returned no run"))?;
