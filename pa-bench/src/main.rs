@@ -509,15 +509,9 @@ async fn history_sizes() -> Result<(), BoxError> {
         }
         let run_id = run["run_id"].as_str().unwrap_or_default().to_string();
         mesh.read_events(&run_id, None, None).await?;
-        // Measured once the workflow has closed (after the run's end is stored).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let size = loop {
-            let size = svc_worker::temporal::history_size(&client, &run_id).await?;
-            if size.closed || Instant::now() > deadline {
-                break size;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let size =
+            svc_worker::temporal::closed_history_size(&client, &run_id, Duration::from_secs(30))
+                .await?;
         let name = if earlier == 0 { "short" } else { "long" };
         println!(
             "| {name} | {earlier} | {} | {} | {} | {} | {} |",

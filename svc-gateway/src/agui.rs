@@ -105,8 +105,6 @@ pub async fn run_agent(
         .unwrap_or("auto")
         .to_string();
     let mut runs = state.runs.clone();
-    let title: String = message.chars().take(TITLE_CHARS).collect();
-    let thread_id = input.thread_id.clone();
     let create = CreateRunRequest {
         chat_id: input.thread_id,
         message,
@@ -126,9 +124,9 @@ pub async fn run_agent(
         Ok(created) => created,
         Err(status) if PaError::from_status(&status).code == ErrorCode::NotFound => {
             let chat = CreateChatRequest {
-                title,
+                title: create.message.chars().take(TITLE_CHARS).collect(),
                 classification: 0,
-                chat_id: thread_id,
+                chat_id: create.chat_id.clone(),
             };
             if let Err(status) = runs.create_chat(state.auth.request(&identity, chat)).await {
                 // Created meanwhile (by another request of the caller's), or the id is not

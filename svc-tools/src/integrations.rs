@@ -473,27 +473,17 @@ impl IntegrationStore {
     }
 
     pub async fn list(&self, identity: &Identity) -> Result<Vec<Record>, ToolsError> {
-        let (tenant, _) = owner(identity)?;
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
-        let records = Self::list_in(&mut tx, identity).await?;
-        tx.commit().await?;
-        Ok(records)
-    }
-
-    /// The caller's integrations, read in `tx` (a tenant transaction of the caller's tenant).
-    pub async fn list_in(
-        tx: &mut sqlx::PgConnection,
-        identity: &Identity,
-    ) -> Result<Vec<Record>, ToolsError> {
         let (tenant, user) = owner(identity)?;
+        let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM integrations WHERE tenant_id = $1 AND user_id = $2 \
              ORDER BY name, id"
         )))
         .bind(tenant)
         .bind(user)
-        .fetch_all(tx)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         rows.iter().map(record).collect()
     }
 
@@ -602,16 +592,24 @@ impl IntegrationStore {
         identity: &Identity,
         chat_id: &str,
     ) -> Result<Vec<String>, ToolsError> {
-        let (tenant, _) = owner(identity)?;
+        let (tenant, user) = owner(identity)?;
         let mut tx = pa_kit::db::tenant_tx(&self.pool, tenant).await?;
-        let ids = Self::selection_in(&mut tx, identity, chat_id).await?;
+        let ids: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT integration_ids FROM chat_tool_selection \
+             WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3",
+        )
+        .bind(tenant)
+        .bind(user)
+        .bind(chat_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
-        Ok(ids)
+        Ok(ids.unwrap_or_default())
     }
 
     /// What a toolset's assembly reads, in one statement in `tx` (ADR 0220): the caller's
-    /// integrations (as [`Self::list_in`]), the chat's selection (as [`Self::selection_in`])
-    /// and whether the caller has registered any device. A run's start waits for every round
+    /// integrations (as [`Self::list`]), the chat's selection (as [`Self::selection`]) and
+    /// whether the caller has registered any device. A run's start waits for every round
     /// trip of its assembly.
     pub async fn assembly_reads_in(
         tx: &mut sqlx::PgConnection,
@@ -651,25 +649,6 @@ impl IntegrationStore {
             selection: selection.unwrap_or_default(),
             has_devices,
         })
-    }
-
-    /// The integrations the caller selected for the chat, read in `tx` (see [`Self::list_in`]).
-    pub async fn selection_in(
-        tx: &mut sqlx::PgConnection,
-        identity: &Identity,
-        chat_id: &str,
-    ) -> Result<Vec<String>, ToolsError> {
-        let (tenant, user) = owner(identity)?;
-        let ids: Option<Vec<String>> = sqlx::query_scalar(
-            "SELECT integration_ids FROM chat_tool_selection \
-             WHERE tenant_id = $1 AND user_id = $2 AND chat_id = $3",
-        )
-        .bind(tenant)
-        .bind(user)
-        .bind(chat_id)
-        .fetch_optional(tx)
-        .await?;
-        Ok(ids.unwrap_or_default())
     }
 
     /// Replaces the chat's selection; every id must be one of the caller's integrations.

@@ -62,12 +62,15 @@ fn finish_options() -> ActivityOptions {
     ActivityOptions::with_close_timeouts(
         temporalio_common::ActivityCloseTimeouts::ScheduleAndStartToClose {
             schedule_to_close: crate::activities::FINISH_OUTBOX_FOR,
-            start_to_close: Duration::from_secs(60),
+            start_to_close: FINISH_ATTEMPT_TIMEOUT,
         },
     )
     .retry_policy(crate::activities::finish_retry_policy())
     .build()
 }
+
+/// How long one attempt of the finish may take, as an activity task or a local activity.
+const FINISH_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The patch under which a run's end is a local activity (ADR 0219). Histories written before
 /// it hold the finish as an activity task and replay that way.
@@ -80,7 +83,7 @@ fn finish_local_options() -> LocalActivityOptions {
     LocalActivityOptions::builder()
         .retry_policy(crate::activities::finish_retry_policy())
         .schedule_to_close_timeout(crate::activities::FINISH_OUTBOX_FOR)
-        .start_to_close_timeout(Duration::from_secs(60))
+        .start_to_close_timeout(FINISH_ATTEMPT_TIMEOUT)
         // Backoffs above this wait on a durable timer, not in the worker's memory.
         .timer_backoff_threshold(Duration::from_secs(5))
         .build()

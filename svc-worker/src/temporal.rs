@@ -236,3 +236,20 @@ pub async fn history_size(client: &Client, workflow_id: &str) -> Result<HistoryS
     }
     Ok(size)
 }
+
+/// [`history_size`] once the workflow has closed (its last workflow task may complete a moment
+/// after the run's end is stored), or as it stands after `within`.
+pub async fn closed_history_size(
+    client: &Client,
+    workflow_id: &str,
+    within: std::time::Duration,
+) -> Result<HistorySize, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let size = history_size(client, workflow_id).await?;
+        if size.closed || tokio::time::Instant::now() > deadline {
+            return Ok(size);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

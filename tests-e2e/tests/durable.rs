@@ -95,14 +95,8 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
     // local activity, two workflow tasks (the start, the turn's result).
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     let run_id = run["id"].as_str().unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let size = loop {
-        let size = svc_worker::temporal::history_size(&client, run_id).await?;
-        if size.closed || tokio::time::Instant::now() > deadline {
-            break size;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let size =
+        svc_worker::temporal::closed_history_size(&client, run_id, Duration::from_secs(30)).await?;
     assert!(size.closed, "the workflow closes: {size:?}");
     assert_eq!(
         (
