@@ -356,6 +356,9 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
         samples: vec![],
     };
     let served_before = phases::ServedCalls::now();
+    // The pool's connections are open after the warm-up, so these are the backends serving it.
+    let postgres = phases::postgres_pids(&mesh.database_url).await;
+    let work_before = phases::WorkDone::now(&postgres);
     for i in 0..runs {
         // A fresh chat every 50 runs keeps the history (and so the prompt) small.
         let chat = if i % 50 == 0 {
@@ -384,6 +387,11 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
         ms(p50_overhead)
     );
     // The baseline's own StreamChat calls are in the table too (one per run).
+    phases::WorkDone::now(&postgres).print_since(
+        &work_before,
+        runs,
+        "run and its baseline StreamChat",
+    );
     phases::ServedCalls::now().print_since(&served_before, runs);
     mesh.stop().await
 }

@@ -62,3 +62,90 @@ impl ServedCalls {
         }
     }
 }
+
+/// CPU and context switches so far, for the work a measurement costs rather than its latency
+/// (which the machine's other load moves): this process (the mesh and its load client) and the
+/// Postgres backends serving the bench's database. Linux `/proc`; CPU in clock ticks of 10 ms
+/// (USER_HZ is 100 on Linux).
+#[derive(Clone, Debug, Default)]
+pub struct WorkDone {
+    cpu_ticks: u64,
+    context_switches: u64,
+    postgres_ticks: u64,
+}
+
+const TICK_MS: f64 = 10.0;
+
+/// utime + stime of `/proc/<pid>/stat` (fields 14 and 15, after the parenthesised name).
+fn cpu_ticks_of(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// Voluntary and involuntary context switches summed over this process's threads.
+fn context_switches() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+impl WorkDone {
+    /// Now; `postgres_pids` are the backends of the bench's database (see [`postgres_pids`]).
+    pub fn now(postgres_pids: &[String]) -> Self {
+        Self {
+            cpu_ticks: cpu_ticks_of("self").unwrap_or_default(),
+            context_switches: context_switches(),
+            postgres_ticks: postgres_pids.iter().filter_map(|p| cpu_ticks_of(p)).sum(),
+        }
+    }
+
+    /// One line: the work per run since `before`.
+    pub fn print_since(&self, before: &WorkDone, runs: usize, what: &str) {
+        let runs = runs.max(1) as f64;
+        let per_run = |now: u64, then: u64| now.saturating_sub(then) as f64 / runs;
+        println!(
+            "work per {what}: CPU {:.2} ms in this process (the mesh and its load client), \
+             {:.2} ms in the bench database's Postgres backends; {:.0} context switches in \
+             this process",
+            per_run(self.cpu_ticks, before.cpu_ticks) * TICK_MS,
+            per_run(self.postgres_ticks, before.postgres_ticks) * TICK_MS,
+            per_run(self.context_switches, before.context_switches),
+        );
+    }
+}
+
+/// The pids of the Postgres backends connected to the database of `database_url` (empty when
+/// they cannot be read, e.g. a Postgres on another host).
+pub async fn postgres_pids(database_url: &str) -> Vec<String> {
+    let Ok(pool) = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+    else {
+        return Vec::new();
+    };
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap_or_default();
+    pool.close().await;
+    pids.iter()
+        .map(i32::to_string)
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect()
+}
