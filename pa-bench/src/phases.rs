@@ -76,11 +76,16 @@ pub struct WorkDone {
 
 const TICK_MS: f64 = 10.0;
 
-/// utime + stime of `/proc/<pid>/stat` (fields 14 and 15, after the parenthesised name).
+/// utime + stime of `/proc/<pid>/stat`.
 fn cpu_ticks_of(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    cpu_ticks_in_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Fields 14 and 15 of a `stat` line, counted after the parenthesised name (which may hold
+/// spaces and parentheses itself).
+fn cpu_ticks_in_stat(stat: &str) -> Option<u64> {
+    let mut after_name = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    Some(after_name.next()?.parse::<u64>().ok()? + after_name.next()?.parse::<u64>().ok()?)
 }
 
 /// Voluntary and involuntary context switches summed over this process's threads.
@@ -91,12 +96,12 @@ fn context_switches() -> u64 {
     tasks
         .flatten()
         .filter_map(|task| std::fs::read_to_string(task.path().join("status")).ok())
-        .flat_map(|status| {
+        .map(|status| {
             status
                 .lines()
                 .filter(|l| l.contains("ctxt_switches:"))
                 .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
+                .sum::<u64>()
         })
         .sum()
 }
@@ -148,4 +153,16 @@ pub async fn postgres_pids(database_url: &str) -> Vec<String> {
         .map(i32::to_string)
         .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ticks_in_stat;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_name_with_spaces_and_parentheses() {
+        let stat = "42 (tokio (rt) worker) S 1 42 42 0 -1 4194560 100 0 0 0 17 5 0 0 20 0 3";
+        assert_eq!(cpu_ticks_in_stat(stat), Some(22));
+        assert_eq!(cpu_ticks_in_stat("42 (short) S 1 2"), None);
+    }
 }
