@@ -500,6 +500,8 @@ impl RunActivities {
             crate::payloads::TurnFinished {
                 run_id: spec.run_id.clone(),
                 label: spec.resolved_label(),
+                // Set by the signaller (Signals::turn_finished).
+                idle_close_ms: 0,
             },
         );
     }

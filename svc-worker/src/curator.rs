@@ -2,7 +2,10 @@
 //! it (signal-with-start, `signals`) after each successful run — a durable run's own activity when
 //! it records the end, an inline run's through `NotifyTurnFinished` from svc-runs; it waits a moment for more turns (debounce),
 //! then one activity asks the model for a rolling summary and durable facts and writes them to
-//! svc-memory. After `max_signals` turns it continues as new, so its history stays short.
+//! svc-memory. After `max_signals` turns it continues as new, so its history stays short. A
+//! Curator with nothing to curate for `idle_close_ms` (`PA_CURATOR_IDLE_CLOSE_MS`, carried by
+//! every signal) closes, so a quiet chat holds no open workflow; its next turn starts a new one
+//! (ADR 0223).
 //!
 //! Idempotent per turn: the summary has a fixed id per chat (rewritten in place) and facts go
 //! through svc-memory's near-duplicate check, so a retried activity changes nothing twice.
@@ -11,7 +14,8 @@ use std::time::Duration;
 
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext, WorkflowResult,
+    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SyncWorkflowContext, WorkflowContext,
+    WorkflowResult,
 };
 
 use crate::activities::RunActivities;
@@ -23,6 +27,8 @@ pub use crate::payloads::{CurateInput, CuratorInput, TurnFinished, curator_id};
 pub struct CuratorWorkflow {
     pending: Vec<TurnFinished>,
     signals: u32,
+    /// How long it stays open with nothing to curate: the latest signal's (0: open for good).
+    idle_close_ms: u64,
 }
 
 #[workflow_methods]
@@ -30,8 +36,17 @@ impl CuratorWorkflow {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: CuratorInput) -> WorkflowResult<u32> {
         let mut curated = input.curated;
+        // A signal delivered with the start (signal-with-start) brings its own.
+        ctx.state_mut(|s| {
+            if s.idle_close_ms == 0 {
+                s.idle_close_ms = input.idle_close_ms;
+            }
+        });
         loop {
-            ctx.wait_condition(|s| !s.pending.is_empty()).await?;
+            if !wait_for_turns(ctx).await? {
+                // Quiet for its idle time: the chat's next turn starts a new Curator.
+                return Ok(curated);
+            }
             // Debounce: a burst of turns is curated once.
             ctx.timer(Duration::from_millis(input.debounce_ms)).await;
             let turns = ctx.state_mut(|s| std::mem::take(&mut s.pending));
@@ -54,6 +69,7 @@ impl CuratorWorkflow {
                 ctx.continue_as_new(
                     CuratorInput {
                         curated,
+                        idle_close_ms: ctx.state(|s| s.idle_close_ms),
                         ..input.clone()
                     },
                     ContinueAsNewOptions::default(),
@@ -64,7 +80,36 @@ impl CuratorWorkflow {
 
     #[signal]
     pub fn turn_finished(&mut self, _ctx: &mut SyncWorkflowContext<Self>, turn: TurnFinished) {
+        self.idle_close_ms = turn.idle_close_ms;
         self.pending.push(turn);
         self.signals += 1;
     }
+}
+
+/// Waits until a turn is pending (true), or until the Curator has been idle for its idle close
+/// with nothing pending (false: it closes).
+async fn wait_for_turns(ctx: &mut WorkflowContext<CuratorWorkflow>) -> WorkflowResult<bool> {
+    let (idle_close_ms, pending) = ctx.state(|s| (s.idle_close_ms, !s.pending.is_empty()));
+    if idle_close_ms == 0 {
+        // Open for good, as every Curator was before ADR 0223 (their histories replay so).
+        ctx.wait_condition(|s| !s.pending.is_empty()).await?;
+        return Ok(true);
+    }
+    if pending {
+        return Ok(true);
+    }
+    let mut idle = std::pin::pin!(ctx.timer(Duration::from_millis(idle_close_ms)));
+    let turned = temporalio_sdk::workflows::select! {
+        _ = idle.as_mut() => false,
+        _ = ctx.wait_condition(|s: &CuratorWorkflow| !s.pending.is_empty()) => true,
+    };
+    if turned {
+        // A timer left running would wake the workflow for nothing.
+        idle.cancel();
+        return Ok(true);
+    }
+    // A turn signalled in the same workflow task as the timer fired is curated, not dropped.
+    // One signalled while this last task completes makes Temporal refuse the completion and
+    // replay the task with the signal in it; one signalled after the close starts a new Curator.
+    Ok(ctx.state(|s| !s.pending.is_empty()))
 }

@@ -61,8 +61,9 @@ pub struct Config {
     /// `PA_CLAIM_CHECK_BYTES`, default 65536: histories and tool results above this size travel
     /// through Temporal by reference (stored once in Redis).
     pub claim_threshold: usize,
-    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`:
-    /// the per-chat Curator the worker signals after each successful turn.
+    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`,
+    /// `PA_CURATOR_IDLE_CLOSE_MS`: the per-chat Curator the worker signals after each successful
+    /// turn.
     pub curator: Option<signals::CuratorSettings>,
 }
 
@@ -93,6 +94,10 @@ impl Config {
                         signals::DEFAULT_CURATOR_DEBOUNCE_MS,
                     )?,
                     max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
+                    idle_close_ms: env_parse(
+                        "PA_CURATOR_IDLE_CLOSE_MS",
+                        signals::DEFAULT_CURATOR_IDLE_CLOSE_MS,
+                    )?,
                 })
             },
         })

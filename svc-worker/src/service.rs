@@ -155,6 +155,8 @@ impl DurableRunService for DurableRuns {
             crate::curator::TurnFinished {
                 run_id: run_id_of(&run_id)?.to_string(),
                 label,
+                // Set by the signaller (Signals::turn_finished).
+                idle_close_ms: 0,
             },
         );
         Ok(Response::new(NotifyTurnFinishedResponse {}))

@@ -13,6 +13,10 @@ use crate::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
 /// The default of `PA_CURATOR_DEBOUNCE_MS`.
 pub const DEFAULT_CURATOR_DEBOUNCE_MS: u64 = 5000;
 
+/// The default of `PA_CURATOR_IDLE_CLOSE_MS`: a chat quiet for 15 minutes closes its Curator
+/// (its next turn starts a new one).
+pub const DEFAULT_CURATOR_IDLE_CLOSE_MS: u64 = 15 * 60 * 1000;
+
 /// When the Curator runs (`PA_CURATOR=off` disables it).
 #[derive(Clone, Copy, Debug)]
 pub struct CuratorSettings {
@@ -20,6 +24,9 @@ pub struct CuratorSettings {
     pub debounce_ms: u64,
     /// `PA_CURATOR_MAX_SIGNALS`, default 50: turns before it continues as new.
     pub max_signals: u32,
+    /// `PA_CURATOR_IDLE_CLOSE_MS`, default 15 minutes: how long a Curator with nothing to curate
+    /// stays open before it closes (0: it stays open). It travels with every signal.
+    pub idle_close_ms: u64,
 }
 
 /// How long one signal may take before the caller hears `unavailable`.
@@ -105,10 +112,11 @@ impl Signals {
     /// Tells the chat's Curator that a turn finished (signal-with-start, in the background: the
     /// caller never waits for it). Sub-agent runs are not turns of the chat; a worker with the
     /// Curator off does nothing.
-    pub fn turn_finished(&self, identity: Identity, chat_id: String, turn: TurnFinished) {
+    pub fn turn_finished(&self, identity: Identity, chat_id: String, mut turn: TurnFinished) {
         let Some(settings) = self.curator else {
             return;
         };
+        turn.idle_close_ms = settings.idle_close_ms;
         if chat_id.is_empty() {
             return;
         }
@@ -128,6 +136,7 @@ impl Signals {
                     curated: 0,
                     debounce_ms: settings.debounce_ms,
                     max_signals: settings.max_signals,
+                    idle_close_ms: settings.idle_close_ms,
                 },
                 CuratorWorkflow::turn_finished,
                 turn,

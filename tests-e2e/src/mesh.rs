@@ -83,6 +83,8 @@ pub struct MeshBuilder {
     curator: bool,
     /// How long the Curator waits for more turns of a chat (tests: 200 ms).
     curator_debounce: Duration,
+    /// How long a Curator with nothing to curate stays open (the product's default).
+    curator_idle_close: Duration,
     /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
     runs_worker_url: Option<String>,
     worker_process: bool,
@@ -267,6 +269,13 @@ impl MeshBuilder {
     /// 200 ms; the product to `svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS`).
     pub fn curator_debounce(mut self, debounce: Duration) -> Self {
         self.curator_debounce = debounce;
+        self
+    }
+
+    /// How long a Curator with nothing to curate stays open before it closes (default: the
+    /// product's, `svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS`).
+    pub fn curator_idle_close(mut self, idle: Duration) -> Self {
+        self.curator_idle_close = idle;
         self
     }
 
@@ -557,6 +566,7 @@ impl MeshBuilder {
                 .then_some(svc_worker::signals::CuratorSettings {
                     debounce_ms: self.curator_debounce.as_millis() as u64,
                     max_signals: 50,
+                    idle_close_ms: self.curator_idle_close.as_millis() as u64,
                 }),
         };
         if self.worker {
@@ -717,6 +727,9 @@ impl Mesh {
             runs_worker_url: None,
             worker_process: false,
             curator_debounce: Duration::from_millis(200),
+            curator_idle_close: Duration::from_millis(
+                svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS,
+            ),
             recall_delay: Duration::ZERO,
             models_net_allow: None,
             run_leases: Default::default(),

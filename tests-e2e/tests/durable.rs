@@ -572,6 +572,124 @@ async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance()
     mesh.stop().await
 }
 
+/// The run a chat's summary was last curated from, if the Curator wrote one.
+async fn summary_source(mesh: &Mesh, chat: &str) -> Result<Option<String>, E> {
+    let (_, page) = mesh.get_json("/v1/me/memories").await?;
+    Ok(page["items"].as_array().and_then(|items| {
+        items
+            .iter()
+            .find(|m| m["kind"] == "summary" && m["chat_id"].as_str() == Some(chat))
+            .and_then(|m| m["source"]["run_id"].as_str().map(str::to_string))
+    }))
+}
+
+/// Waits until the chat's summary was curated from `run_id`.
+async fn await_curated(mesh: &Mesh, chat: &str, run_id: &str) -> R {
+    let mut last = None;
+    for _ in 0..300 {
+        last = summary_source(mesh, chat).await?;
+        if last.as_deref() == Some(run_id) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("turn {run_id} was not curated (the summary is from {last:?})").into())
+}
+
+/// A mesh whose Curator waits `debounce` for more turns and closes after `idle` with nothing
+/// to curate, on a fake model that answers every request (turns and curations) with a summary.
+async fn curator_mesh(debounce: Duration, idle: Duration) -> Result<(Mesh, FakeProvider), E> {
+    let mesh = Mesh::builder()
+        .worker()
+        .curator_debounce(debounce)
+        .curator_idle_close(idle)
+        .start()
+        .await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "idle", &fake, false).await?;
+    fake.set_default(Reply::text(
+        r#"{"summary": "The user keeps talking.", "facts": []}"#,
+    ));
+    Ok((mesh, fake))
+}
+
+/// A quiet chat's Curator closes (ADR 0223): no open workflow per chat ever used. The chat's next
+/// turn starts a new one, and turns that come while it waits are curated as before.
+#[tokio::test]
+async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R {
+    let (mesh, _fake) =
+        curator_mesh(Duration::from_millis(100), Duration::from_millis(1500)).await?;
+    let result = async {
+        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+        let chat = mesh.create_chat("quiet").await?;
+        let curator = svc_worker::curator::curator_id("dev", &chat);
+        let body = json!({ "message": "first", "model": "idle:model" });
+        let (first, _) = run_to_end(&mesh, &chat, body.clone()).await?;
+        let first = first["id"].as_str().unwrap_or_default().to_string();
+        await_curated(&mesh, &chat, &first).await?;
+        let size =
+            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
+                .await?;
+        assert!(size.closed, "a quiet chat's Curator closes: {size:?}");
+        assert_eq!(size.activity_tasks, 1, "it curated once: {size:?}");
+
+        // The next turn: a new Curator (this execution's history holds only its own curation).
+        let (second, _) = run_to_end(&mesh, &chat, body.clone()).await?;
+        let second = second["id"].as_str().unwrap_or_default().to_string();
+        await_curated(&mesh, &chat, &second).await?;
+        let open = svc_worker::temporal::history_size(&client, &curator).await?;
+        assert!(!open.closed, "open while the chat is not quiet: {open:?}");
+
+        // Turns while it waits (debouncing, curating, idle) cancel its idle timer: the last
+        // one is curated by the same Curator, which then closes.
+        let mut last = String::new();
+        for _ in 0..4 {
+            let (run, _) = run_to_end(&mesh, &chat, body.clone()).await?;
+            last = run["id"].as_str().unwrap_or_default().to_string();
+        }
+        await_curated(&mesh, &chat, &last).await?;
+        let size =
+            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
+                .await?;
+        assert!(size.closed, "{size:?}");
+        assert!(size.activity_tasks >= 2, "{size:?}");
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
+/// Turns that race a Curator's close are not lost: with a 1 ms idle close every turn finds its
+/// Curator closing or closed, and each is curated (a signal during the closing task makes
+/// Temporal refuse the close; one after it starts a new Curator).
+#[tokio::test]
+async fn turns_racing_a_curators_close_are_all_curated() -> R {
+    let (mesh, _fake) = curator_mesh(Duration::from_millis(1), Duration::from_millis(1)).await?;
+    let result = async {
+        let chat = mesh.create_chat("racing").await?;
+        // Every other turn follows the one before at once, while its Curator curates or closes.
+        for i in 0..8 {
+            let body = json!({ "message": format!("turn {i}"), "model": "idle:model" });
+            let (run, _) = run_to_end(&mesh, &chat, body).await?;
+            if i % 2 == 1 {
+                let run_id = run["id"].as_str().unwrap_or_default().to_string();
+                await_curated(&mesh, &chat, &run_id).await?;
+            }
+        }
+        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+        let curator = svc_worker::curator::curator_id("dev", &chat);
+        let size =
+            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
+                .await?;
+        assert!(size.closed, "{size:?}");
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
 #[tokio::test]
 async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
     let mesh = Mesh::builder().worker_with_schedules().start().await?;

@@ -960,6 +960,13 @@ pub const SERVICES: &[Service] = &[
                 "Turns a Curator workflow handles before it continues as new.",
             ),
             var(
+                "PA_CURATOR_IDLE_CLOSE_MS",
+                "900000",
+                Kind::Int,
+                Helm::Value,
+                "How long a chat's Curator with nothing to curate stays open before it closes (its next turn starts a new one); 0 keeps it open.",
+            ),
+            var(
                 "PA_WORKER_SCHEDULES",
                 "on",
                 Kind::Text,
