@@ -793,6 +793,13 @@ impl Mesh {
                     .to_string(),
             )
             .env(
+                "PA_CURATOR_IDLE_CLOSE_MS",
+                c.curator
+                    .map(|s| s.idle_close_ms)
+                    .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS)
+                    .to_string(),
+            )
+            .env(
                 "RUST_LOG",
                 std::env::var("PA_E2E_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
@@ -953,6 +960,26 @@ impl Mesh {
         let run_id = accepted["run_id"].as_str().unwrap_or_default().to_string();
         let events = tokio::time::timeout(timeout, self.read_events(&run_id, None, None)).await??;
         Ok((run_id, events))
+    }
+
+    /// Waits until the chat's summary was curated from the turn `run_id` (the Curator rewrites
+    /// a chat's summary in place, with the last curated turn as its source).
+    pub async fn await_curated(&self, chat: &str, run_id: &str) -> Result<(), BoxError> {
+        let mut last = None;
+        for _ in 0..300 {
+            let (_, page) = self.get_json("/v1/me/memories").await?;
+            last = page["items"].as_array().and_then(|items| {
+                items
+                    .iter()
+                    .find(|m| m["kind"] == "summary" && m["chat_id"].as_str() == Some(chat))
+                    .and_then(|m| m["source"]["run_id"].as_str().map(str::to_string))
+            });
+            if last.as_deref() == Some(run_id) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("turn {run_id} was not curated (the summary is from {last:?})").into())
     }
 
     pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {

@@ -572,30 +572,6 @@ async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance()
     mesh.stop().await
 }
 
-/// The run a chat's summary was last curated from, if the Curator wrote one.
-async fn summary_source(mesh: &Mesh, chat: &str) -> Result<Option<String>, E> {
-    let (_, page) = mesh.get_json("/v1/me/memories").await?;
-    Ok(page["items"].as_array().and_then(|items| {
-        items
-            .iter()
-            .find(|m| m["kind"] == "summary" && m["chat_id"].as_str() == Some(chat))
-            .and_then(|m| m["source"]["run_id"].as_str().map(str::to_string))
-    }))
-}
-
-/// Waits until the chat's summary was curated from `run_id`.
-async fn await_curated(mesh: &Mesh, chat: &str, run_id: &str) -> R {
-    let mut last = None;
-    for _ in 0..300 {
-        last = summary_source(mesh, chat).await?;
-        if last.as_deref() == Some(run_id) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("turn {run_id} was not curated (the summary is from {last:?})").into())
-}
-
 /// A mesh whose Curator waits `debounce` for more turns and closes after `idle` with nothing
 /// to curate, on a fake model that answers every request (turns and curations) with a summary.
 async fn curator_mesh(debounce: Duration, idle: Duration) -> Result<(Mesh, FakeProvider), E> {
@@ -626,7 +602,7 @@ async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R 
         let body = json!({ "message": "first", "model": "idle:model" });
         let (first, _) = run_to_end(&mesh, &chat, body.clone()).await?;
         let first = first["id"].as_str().unwrap_or_default().to_string();
-        await_curated(&mesh, &chat, &first).await?;
+        mesh.await_curated(&chat, &first).await?;
         let size =
             svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
                 .await?;
@@ -636,7 +612,7 @@ async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R 
         // The next turn: a new Curator (this execution's history holds only its own curation).
         let (second, _) = run_to_end(&mesh, &chat, body.clone()).await?;
         let second = second["id"].as_str().unwrap_or_default().to_string();
-        await_curated(&mesh, &chat, &second).await?;
+        mesh.await_curated(&chat, &second).await?;
         let open = svc_worker::temporal::history_size(&client, &curator).await?;
         assert!(!open.closed, "open while the chat is not quiet: {open:?}");
 
@@ -647,7 +623,7 @@ async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R 
             let (run, _) = run_to_end(&mesh, &chat, body.clone()).await?;
             last = run["id"].as_str().unwrap_or_default().to_string();
         }
-        await_curated(&mesh, &chat, &last).await?;
+        mesh.await_curated(&chat, &last).await?;
         let size =
             svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
                 .await?;
@@ -674,7 +650,7 @@ async fn turns_racing_a_curators_close_are_all_curated() -> R {
             let (run, _) = run_to_end(&mesh, &chat, body).await?;
             if i % 2 == 1 {
                 let run_id = run["id"].as_str().unwrap_or_default().to_string();
-                await_curated(&mesh, &chat, &run_id).await?;
+                mesh.await_curated(&chat, &run_id).await?;
             }
         }
         let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;

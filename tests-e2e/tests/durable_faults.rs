@@ -479,3 +479,50 @@ async fn a_worker_killed_while_its_runs_end_is_retried_is_replaced_and_the_end_s
     assert!(kept[0].contains("twelve"), "{kept:?}");
     mesh.stop().await
 }
+
+/// A Curator waiting to close (its idle timer running) whose worker is killed (SIGKILL): the
+/// timer is Temporal's, so a replacement worker closes it on time, and the chat's next turn is
+/// curated by a new Curator (ADR 0223).
+#[tokio::test]
+async fn a_curator_waiting_to_close_survives_its_worker_killed() -> R {
+    let mesh = Mesh::builder()
+        .worker_process()
+        .curator_debounce(Duration::from_millis(100))
+        .curator_idle_close(Duration::from_secs(4))
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let result = async {
+        let fake = FakeProvider::start().await?;
+        add_fake_model(&mesh, "cur", &fake, false).await?;
+        fake.set_default(Reply::text(r#"{"summary": "A chat.", "facts": []}"#));
+        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+        let chat = mesh.create_chat("killed while idle").await?;
+        let curator = svc_worker::curator::curator_id("dev", &chat);
+        let body = json!({ "message": "hello", "model": "cur:model" });
+        let run_id = start(&mesh, &chat, body.clone()).await?;
+        events_to_end(&mesh, &run_id).await?;
+        mesh.await_curated(&chat, &run_id).await?;
+        // Curated: the Curator now waits on its idle timer. Its worker dies.
+        worker.0.kill()?;
+        worker.0.wait()?;
+        let waiting = svc_worker::temporal::history_size(&client, &curator).await?;
+        assert!(!waiting.closed, "{waiting:?}");
+        worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        mesh.wait_worker_process(Duration::from_secs(60)).await?;
+        let size =
+            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(40))
+                .await?;
+        assert!(size.closed, "the replacement closes it: {size:?}");
+        let next = start(&mesh, &chat, body).await?;
+        events_to_end(&mesh, &next).await?;
+        mesh.await_curated(&chat, &next).await?;
+        Ok::<_, E>(())
+    }
+    .await;
+    drop(worker);
+    mesh.stop().await?;
+    result
+}
