@@ -471,10 +471,15 @@ temporal_up() {
   local old; old="$(temporal_ours_pid || true)"
   if [[ -n $old ]]; then log "temporal: pid $old alive but not listening, restarting it"; kill -9 "$old" || true; fi
   log "temporal: starting on 127.0.0.1:$TEMPORAL_PORT (db $DEV/temporal.db, log $LOGS/temporal.log)"
+  # One partition per task queue, as deploy/temporal-dynamicconfig.yaml (ADR 0224).
+  # PA_TEMPORAL_DEV_FLAGS: more start-dev flags, e.g. to compare dynamic config in a benchmark.
   setsid nohup "$t" server start-dev --headless --ip 127.0.0.1 --port "$TEMPORAL_PORT" \
     --db-filename "$DEV/temporal.db" \
     --sqlite-pragma journal_mode=wal --sqlite-pragma synchronous=off \
     --dynamic-config-value system.enableActivityEagerExecution=true \
+    --dynamic-config-value matching.numTaskqueueReadPartitions=1 \
+    --dynamic-config-value matching.numTaskqueueWritePartitions=1 \
+    ${PA_TEMPORAL_DEV_FLAGS:-} \
     >"$LOGS/temporal.log" 2>&1 </dev/null &
   echo $! >"$DEV/temporal.pid"
   local pid=$!

@@ -448,7 +448,7 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
     print_table_header("runs");
     println!("{}", inline.row());
     println!("{}", durable.row());
-    println!("goal: durable <= 25 ms at p50 on the dev server");
+    println!("goal: durable <= 15 ms at p50 on the dev server");
 
     // Throughput: many durable runs at once, each in its own chat, until all have finished.
     let total = runs.clamp(50, 400);

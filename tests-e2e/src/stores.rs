@@ -715,6 +715,14 @@ impl OwnTemporal {
                 "--dynamic-config-value",
                 "system.enableActivityEagerExecution=true",
             ])
+            .args([
+                "--dynamic-config-value",
+                "matching.numTaskqueueReadPartitions=1",
+            ])
+            .args([
+                "--dynamic-config-value",
+                "matching.numTaskqueueWritePartitions=1",
+            ])
             .args(["--log-level", "warn"])
             .current_dir(&self.dir.0)
             .stdin(Stdio::null())
