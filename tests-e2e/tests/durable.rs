@@ -589,12 +589,23 @@ async fn curator_mesh(debounce: Duration, idle: Duration) -> Result<(Mesh, FakeP
     Ok((mesh, fake))
 }
 
+/// The chat's latest Curator once it has closed (it must within 30 s), measured.
+async fn closed_curator(mesh: &Mesh, chat: &str) -> Result<svc_worker::temporal::HistorySize, E> {
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let curator = svc_worker::curator::curator_id("dev", chat);
+    let size =
+        svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
+            .await?;
+    assert!(size.closed, "the chat's Curator closes: {size:?}");
+    Ok(size)
+}
+
 /// A quiet chat's Curator closes (ADR 0223): no open workflow per chat ever used. The chat's next
 /// turn starts a new one, and turns that come while it waits are curated as before.
 #[tokio::test]
 async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R {
-    let (mesh, _fake) =
-        curator_mesh(Duration::from_millis(100), Duration::from_millis(1500)).await?;
+    // Idle for 5 s: the turns below come faster than that even on a loaded machine.
+    let (mesh, _fake) = curator_mesh(Duration::from_millis(100), Duration::from_secs(5)).await?;
     let result = async {
         let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
         let chat = mesh.create_chat("quiet").await?;
@@ -603,10 +614,7 @@ async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R 
         let (first, _) = run_to_end(&mesh, &chat, body.clone()).await?;
         let first = first["id"].as_str().unwrap_or_default().to_string();
         mesh.await_curated(&chat, &first).await?;
-        let size =
-            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
-                .await?;
-        assert!(size.closed, "a quiet chat's Curator closes: {size:?}");
+        let size = closed_curator(&mesh, &chat).await?;
         assert_eq!(size.activity_tasks, 1, "it curated once: {size:?}");
 
         // The next turn: a new Curator (this execution's history holds only its own curation).
@@ -624,10 +632,7 @@ async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R 
             last = run["id"].as_str().unwrap_or_default().to_string();
         }
         mesh.await_curated(&chat, &last).await?;
-        let size =
-            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
-                .await?;
-        assert!(size.closed, "{size:?}");
+        let size = closed_curator(&mesh, &chat).await?;
         assert!(size.activity_tasks >= 2, "{size:?}");
         Ok::<_, E>(())
     }
@@ -653,12 +658,7 @@ async fn turns_racing_a_curators_close_are_all_curated() -> R {
                 mesh.await_curated(&chat, &run_id).await?;
             }
         }
-        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-        let curator = svc_worker::curator::curator_id("dev", &chat);
-        let size =
-            svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
-                .await?;
-        assert!(size.closed, "{size:?}");
+        closed_curator(&mesh, &chat).await?;
         Ok::<_, E>(())
     }
     .await;
