@@ -962,18 +962,23 @@ impl Mesh {
         Ok((run_id, events))
     }
 
+    /// The turn the chat's summary was last curated from, if the Curator wrote one.
+    pub async fn curated_from(&self, chat: &str) -> Result<Option<String>, BoxError> {
+        let (_, page) = self.get_json("/v1/me/memories").await?;
+        Ok(page["items"].as_array().and_then(|items| {
+            items
+                .iter()
+                .find(|m| m["kind"] == "summary" && m["chat_id"].as_str() == Some(chat))
+                .and_then(|m| m["source"]["run_id"].as_str().map(str::to_string))
+        }))
+    }
+
     /// Waits until the chat's summary was curated from the turn `run_id` (the Curator rewrites
     /// a chat's summary in place, with the last curated turn as its source).
     pub async fn await_curated(&self, chat: &str, run_id: &str) -> Result<(), BoxError> {
         let mut last = None;
         for _ in 0..300 {
-            let (_, page) = self.get_json("/v1/me/memories").await?;
-            last = page["items"].as_array().and_then(|items| {
-                items
-                    .iter()
-                    .find(|m| m["kind"] == "summary" && m["chat_id"].as_str() == Some(chat))
-                    .and_then(|m| m["source"]["run_id"].as_str().map(str::to_string))
-            });
+            last = self.curated_from(chat).await?;
             if last.as_deref() == Some(run_id) {
                 return Ok(());
             }
