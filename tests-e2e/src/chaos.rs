@@ -216,10 +216,8 @@ impl ChaosMesh {
         };
         for svc in SERVICES {
             for replica in 0..replicas {
-                mesh.spawn(svc, replica)?;
                 // Migrations run at start: one process at a time takes its schema.
-                mesh.wait_listening(svc, replica, Duration::from_secs(120))
-                    .await?;
+                mesh.start_replica(svc, replica).await?;
             }
         }
         mesh.wait_ready(Duration::from_secs(60)).await?;
@@ -260,6 +258,35 @@ impl ChaosMesh {
         Ok(())
     }
 
+    /// Spawns one replica and waits until it listens. A gateway replica whose port was taken
+    /// meanwhile (by a process outside the test ports' claims) gets a fresh port: only the
+    /// clients know a gateway's address, so it can change before the rounds start.
+    async fn start_replica(&mut self, svc: &'static str, replica: usize) -> Result<(), BoxError> {
+        let mut attempts = if svc == "svc-gateway" { 3 } else { 1 };
+        loop {
+            self.spawn(svc, replica)?;
+            match self
+                .wait_listening(svc, replica, Duration::from_secs(120))
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) if attempts > 1 => {
+                    attempts -= 1;
+                    eprintln!("{svc} replica {replica} did not start ({err}); on a fresh port");
+                    let addr = free_addr()?;
+                    self.gateway_urls[replica] = format!("http://{addr}");
+                    if replica == 0 {
+                        self.gateway_url = self.gateway_urls[0].clone();
+                    }
+                    if let Some(addrs) = self.addrs.get_mut(svc) {
+                        addrs[replica] = addr;
+                    }
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
     async fn wait_listening(
         &mut self,
         svc: &'static str,
@@ -269,11 +296,13 @@ impl ChaosMesh {
         let deadline = Instant::now() + within;
         let log = self.log_path(svc, replica);
         loop {
-            if tokio::net::TcpStream::connect(&self.addrs[svc][replica])
+            let answered = tokio::net::TcpStream::connect(&self.addrs[svc][replica])
                 .await
-                .is_ok()
-            {
-                return Ok(());
+                .is_ok();
+            if answered {
+                // Whoever answered may not be our child (a process outside the test ports'
+                // claims that took the port): ours must still run once it had time to bind.
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             if let Some(child) = self.children.get_mut(&(svc, replica))
                 && let Some(status) = child.try_wait()?
@@ -283,6 +312,9 @@ impl ChaosMesh {
                     log.display()
                 )
                 .into());
+            }
+            if answered {
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!("{svc} did not listen within {within:?}").into());
