@@ -273,6 +273,11 @@ impl ChaosMesh {
                 Err(err) if attempts > 1 => {
                     attempts -= 1;
                     eprintln!("{svc} replica {replica} did not start ({err}); on a fresh port");
+                    // One that never listened may still run: it goes before its replacement.
+                    if let Some(mut stuck) = self.children.remove(&(svc, replica)) {
+                        let _ = stuck.kill();
+                        let _ = stuck.wait();
+                    }
                     let addr = free_addr()?;
                     self.gateway_urls[replica] = format!("http://{addr}");
                     if replica == 0 {
