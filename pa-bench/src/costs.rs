@@ -1,10 +1,12 @@
-//! `pa-bench costs [--runs N] [--concurrency 1,100,1000]`: what a run costs as the work around
+//! `pa-bench costs [--runs N] [--concurrency 1,100,1000] [--sections history,tools,memories,concurrent]`: what a run costs as the work around
 //! it grows (issue 23 item 4), each row side by side with its svc-models baseline:
 //! - **history**: first-token overhead in a chat with 10, 100 and 1,000 earlier messages (the
 //!   run reads the last `PA_HISTORY_MESSAGES`, 50 by default; the baseline sends svc-models the
 //!   same messages);
 //! - **MCP tools**: first-token overhead with 0, 10 and 100 MCP tools in the toolset, from an
 //!   MCP server over streamable HTTP (pa-testkit's; the baseline sends the same tool list);
+//! - **memories**: first-token overhead with none of the user's memories in reach and with 20
+//!   (the recall then embeds the message and searches them);
 //! - **concurrent runs**: events/s delivered over SSE, first token and the gap between tokens
 //!   as 1, 100 and 1,000 runs stream at once (offline model at full speed, 100 tokens each).
 //!
@@ -246,6 +248,59 @@ async fn mcp_tools(runs: usize) -> Result<(), BoxError> {
     mesh.stop().await
 }
 
+/// The user's memories in reach at each row: with none, recall costs one indexed lookup; with
+/// some, it embeds the message (svc-models' offline MiniLM, the interactive lane) and searches
+/// them before the first model turn.
+const RECALL_LEVELS: [usize; 2] = [0, 20];
+
+async fn recall(runs: usize) -> Result<(), BoxError> {
+    let mesh = Mesh::builder().start().await?;
+    let mut client = ModelServiceClient::connect(mesh.models_url.clone()).await?;
+    let messages = vec![ChatTurnMessage {
+        role: "user".into(),
+        content: PROMPT.into(),
+        ..Default::default()
+    }];
+    let mut rows = Vec::new();
+    let mut stored = 0;
+    for memories in RECALL_LEVELS {
+        while stored < memories {
+            let body = serde_json::json!({
+                "text": format!("Memory {stored}: I hiked around lake number {stored} last summer.")
+            });
+            let (status, created) = mesh.post_json("/v1/me/memories", &body).await?;
+            if status != 201 {
+                return Err(format!("store a memory: {status} {created}").into());
+            }
+            stored += 1;
+        }
+        let (mut via, mut direct) = (Vec::new(), Vec::new());
+        let mut chat = mesh.create_chat("costs").await?;
+        for i in 0..runs + 10 {
+            // Renewed every 40 runs to keep the history short.
+            if i % 40 == 39 {
+                chat = mesh.create_chat("costs").await?;
+            }
+            let t = mode_first_token(&mesh, &chat, false).await?;
+            let d = direct_first_token_of(&mesh, &mut client, messages.clone(), vec![]).await?;
+            if i >= 10 {
+                via.push(t);
+                direct.push(d);
+            }
+        }
+        rows.push(row_pair(format!("{memories}"), via, direct));
+    }
+    let kernel_threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".to_string());
+    print_rows(
+        &format!(
+            "first token with the user's memories in reach: the recall embeds the message and searches them ({runs} runs per row, RAYON_NUM_THREADS={kernel_threads}), ms"
+        ),
+        "memories",
+        &rows,
+    );
+    mesh.stop().await
+}
+
 async fn concurrent(levels: &[usize]) -> Result<(), BoxError> {
     let mesh = Mesh::builder().start().await?;
     let message = (0..100)
@@ -300,8 +355,21 @@ async fn concurrent(levels: &[usize]) -> Result<(), BoxError> {
     mesh.stop().await
 }
 
-pub async fn run(runs: usize, levels: &[usize]) -> Result<(), BoxError> {
-    history(runs).await?;
-    mcp_tools(runs).await?;
-    concurrent(levels).await
+/// The tables `costs` prints, by the name `--sections` takes.
+pub const SECTIONS: [&str; 4] = ["history", "tools", "memories", "concurrent"];
+
+/// Prints the tables of `sections` (names from [`SECTIONS`]), in that order.
+pub async fn run(runs: usize, levels: &[usize], sections: &[&str]) -> Result<(), BoxError> {
+    for section in sections {
+        match *section {
+            "history" => history(runs).await?,
+            "tools" => mcp_tools(runs).await?,
+            "memories" => recall(runs).await?,
+            "concurrent" => concurrent(levels).await?,
+            other => {
+                return Err(format!("unknown section {other:?}: one of {SECTIONS:?}").into());
+            }
+        }
+    }
+    Ok(())
 }

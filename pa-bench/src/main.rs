@@ -22,9 +22,9 @@
 //! gateway's relay from Redis Streams to SSE clients alone: events/s, CPU per event, delay
 //! added to live events and memory per open stream (see streams.rs).
 //!
-//! `cargo run -p pa-bench --release -- costs [--runs N] [--concurrency 1,100,1000]`: first-token
-//! overhead as the chat's history and the toolset grow, and events/s as runs stream at once
-//! (see costs.rs).
+//! `cargo run -p pa-bench --release -- costs [--runs N] [--concurrency 1,100,1000]
+//! [--sections history,tools,memories,concurrent]`: first-token overhead as the chat's history,
+//! the toolset and the user's memories grow, and events/s as runs stream at once (see costs.rs).
 //!
 //! `cargo run -p pa-bench --release -- chaos [--runs N] [--targets svc-runs,postgres]`: the
 //! chaos table (kill -9 of each process mid-stream; see chaos.rs).
@@ -561,6 +561,8 @@ fn complete_sse_events(pending: &mut String) -> Vec<String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // The mesh runs in this process: svc-models' environment is the bench's (ADR 0226).
+    pa_kit::process::exec_with_env_defaults(svc_models::embedder::KERNEL_THREADS_ENV);
     if std::env::var("PA_BENCH_TRACE").is_ok() {
         pa_kit::telemetry::init("pa-bench");
     }
@@ -581,7 +583,11 @@ async fn main() -> std::process::ExitCode {
         }
         Some("costs") => {
             let levels = numbers_flag(&args, "--concurrency", &[1, 100, 1000]);
-            costs::run(runs, &levels).await
+            let sections: Vec<&str> = flag(&args, "--sections").map_or_else(
+                || costs::SECTIONS.to_vec(),
+                |list| list.split(',').collect(),
+            );
+            costs::run(runs, &levels, &sections).await
         }
         Some("memory") => {
             let scenarios: Option<Option<Vec<memory::Scenario>>> =
@@ -599,7 +605,7 @@ async fn main() -> std::process::ExitCode {
                 None => memory::run(runs.min(1000), &memory::Scenario::DEFAULT).await,
             }
         }
-        Some("embed") => memory::query_latency(runs),
+        Some("embed") => memory::query_latency(runs).await,
         Some("sizing") => {
             let levels = numbers_flag(&args, "--streams", &[100, 250, 500, 1000]);
             sizing::run(runs, &levels).await
@@ -619,7 +625,7 @@ async fn main() -> std::process::ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: pa-bench first-token|relay|durable|costs|streams|memory|embed|chaos|sizing [--runs N] [--targets a,b] [--replicas 2] [--streams 100,250] [--concurrency 1,100] [--events N] [--scenarios 100k,1mx1000]"
+                "usage: pa-bench first-token|relay|durable|costs|streams|memory|embed|chaos|sizing [--runs N] [--targets a,b] [--replicas 2] [--streams 100,250] [--concurrency 1,100] [--sections history,memories] [--events N] [--scenarios 100k,1mx1000]"
             );
             return std::process::ExitCode::from(2);
         }

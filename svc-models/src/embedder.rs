@@ -14,6 +14,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use rayon::prelude::*;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// The model id of MiniLM vectors.
@@ -84,14 +85,27 @@ impl MiniLm {
         })
     }
 
-    /// One unit vector per text, in order. CPU-bound: call it from a blocking thread.
+    /// One unit vector per text, in order. CPU-bound: call it from a blocking thread, inside
+    /// the rayon pool of its lane: the batches are spread over that pool's threads, and each
+    /// batch's matrix products run on the thread that has it (ADR 0226).
     pub fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedderError> {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
+        // Enough batches for every thread of the pool, none over BATCH texts.
+        let batch = texts
+            .len()
+            .div_ceil(rayon::current_num_threads().max(1))
+            .clamp(1, BATCH);
+        let batches = order
+            .par_chunks(batch)
+            .map(|chunk| {
+                let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+                self.embed_batch(&batch)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(BATCH) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
-            for (&i, vector) in chunk.iter().zip(self.embed_batch(&batch)?) {
+        for (chunk, vectors) in order.chunks(batch).zip(batches) {
+            for (&i, vector) in chunk.iter().zip(vectors) {
                 out[i] = vector;
             }
         }
@@ -122,6 +136,14 @@ impl MiniLm {
     }
 }
 
+/// The environment svc-models runs with unless its operator says otherwise (ADR 0226):
+/// candle's CPU kernels read `RAYON_NUM_THREADS` on every matrix product, and without it count
+/// the machine's cores each time (reading `/proc/cpuinfo`), then split each product into one
+/// task per core, although an embedding's thread runs in a one-thread pool anyway. With 1, a
+/// product runs straight on the thread of its batch: a short query embeds about a fifth
+/// faster, and the background lane spreads its batches over its own threads instead.
+pub const KERNEL_THREADS_ENV: &[(&str, &str)] = &[("RAYON_NUM_THREADS", "1")];
+
 /// Which CPU lane an embedding runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
@@ -143,7 +165,11 @@ fn background_pool() -> Result<&'static rayon::ThreadPool, EmbedderError> {
     static POOL: std::sync::OnceLock<Result<rayon::ThreadPool, String>> =
         std::sync::OnceLock::new();
     POOL.get_or_init(|| {
+        // Sized here, not by RAYON_NUM_THREADS, which svc-models sets to 1 for the matrix
+        // kernels (see [`KERNEL_THREADS_ENV`]).
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
         rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
             .thread_name(|i| format!("embed-background-{i}"))
             .start_handler(|_| lower_this_threads_priority())
             .build()
@@ -211,7 +237,10 @@ impl OfflineEmbedder {
                 let shown = dir.display().to_string();
                 match tokio::task::spawn_blocking(move || MiniLm::load(&dir)).await {
                     Ok(Ok(model)) => {
-                        tracing::info!(model = MINILM_MODEL_ID, dir = %shown, "offline embedder loaded");
+                        let kernel_threads = std::env::var("RAYON_NUM_THREADS")
+                            .unwrap_or_else(|_| "unset".to_string());
+                        tracing::info!(model = MINILM_MODEL_ID, dir = %shown, %kernel_threads,
+                            "offline embedder loaded");
                         Some(Arc::new(model))
                     }
                     Ok(Err(err)) => {

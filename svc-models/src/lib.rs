@@ -140,6 +140,8 @@ pub async fn run(
 /// served until SIGTERM/SIGINT. `main.rs` calls this, and so does the e2e harness's
 /// `pa-e2e-service` (one binary that can be any service, started and killed as a process).
 pub async fn main_from_env() -> std::process::ExitCode {
+    // A binary's entry point only: it may replace the process (see the constant).
+    pa_kit::process::exec_with_env_defaults(embedder::KERNEL_THREADS_ENV);
     pa_kit::service_main_with_secrets("svc-models", &["PA_KEK"], |shutdown| async move {
         let config = crate::Config::from_env()?;
         let listener = pa_kit::grpc::bind(&config.listen_addr).await?;

@@ -40,7 +40,8 @@ fn minilm_matches_the_reference_vectors_in_one_batch() {
         let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "{:?} has norm {norm}", s.text);
         let c = cosine(v, &s.embedding);
-        assert!(c >= 0.99, "{:?}: cosine {c} to the reference", s.text);
+        // The numpy reference and candle differ only in float rounding.
+        assert!(c >= 0.9999, "{:?}: cosine {c} to the reference", s.text);
     }
     // Alone, a text gets the same vector as in the batch.
     let alone = model.embed(&texts[..1]).expect("embeds");

@@ -703,3 +703,71 @@ async fn a_provider_that_hangs_times_out_and_the_next_one_answers() -> R {
     assert!(run["attempts"][0]["latency_ms"].as_u64().unwrap_or(0) >= 5000);
     mesh.stop().await
 }
+
+/// The `RAYON_NUM_THREADS` in the environment of a running process, read from
+/// `/proc/<pid>/environ` (what its image was started with: after an exec, the new one's).
+fn kernel_threads_of(pid: u32) -> Result<Option<String>, Box<dyn std::error::Error + Send + Sync>> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ"))?;
+    Ok(environ
+        .split(|b| *b == 0)
+        .filter_map(|entry| std::str::from_utf8(entry).ok())
+        .find_map(|entry| entry.strip_prefix("RAYON_NUM_THREADS="))
+        .map(str::to_string))
+}
+
+/// svc-models as its binary starts (ADR 0226): its matrix kernels run on the thread of their
+/// batch because RAYON_NUM_THREADS=1 is in its environment, added by the process itself (the
+/// same pid, re-executed) when the operator gave none; an operator's own value is kept.
+#[tokio::test]
+async fn the_models_process_sets_its_kernel_threads_unless_its_operator_did() -> R {
+    let binary = tests_e2e::chaos::service_binary()?;
+    let database_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| tests_e2e::DEFAULT_DATABASE_URL.to_string());
+    for (given, expected) in [(None, "1"), (Some("3"), "3")] {
+        let port = tests_e2e::port_below_ephemeral_range()?;
+        let mut command = std::process::Command::new(&binary);
+        command
+            .arg("svc-models")
+            .env("DATABASE_URL", &database_url)
+            .env("PA_MODELS_ADDR", format!("127.0.0.1:{port}"))
+            .env("PA_AUTH_MODE", "dev")
+            .env("RUST_LOG", "warn")
+            .env_remove("RAYON_NUM_THREADS")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        if let Some(value) = given {
+            command.env("RAYON_NUM_THREADS", value);
+        }
+        let mut child = command.spawn()?;
+        let outcome = async {
+            // Listening means main has run past the exec.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            loop {
+                if let Some(status) = child.try_wait()? {
+                    return Err(format!("svc-models exited: {status}").into());
+                }
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err("svc-models did not listen within 60 s".into());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // Read here, asserted once the child is stopped: a failure leaves no process behind.
+            kernel_threads_of(child.id())
+        }
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            outcome?.as_deref(),
+            Some(expected),
+            "RAYON_NUM_THREADS given {given:?}"
+        );
+    }
+    Ok(())
+}

