@@ -106,6 +106,29 @@ fn print_rows(title: &str, first: &str, rows: &[(String, String)]) {
     println!();
 }
 
+/// `runs` pairs, after 10 warm-up pairs: a run's first token through the mesh in the chat
+/// `chat_for(i)` gives, and svc-models' own StreamChat given the same `messages` and `tools`.
+async fn paired_first_tokens(
+    mesh: &Mesh,
+    client: &mut ModelServiceClient<tonic::transport::Channel>,
+    runs: usize,
+    messages: &[ChatTurnMessage],
+    tools: &[ChatToolDefinition],
+    mut chat_for: impl AsyncFnMut(usize) -> Result<String, BoxError>,
+) -> Result<(Vec<Duration>, Vec<Duration>), BoxError> {
+    let (mut via, mut direct) = (Vec::new(), Vec::new());
+    for i in 0..runs + 10 {
+        let chat = chat_for(i).await?;
+        let t = mode_first_token(mesh, &chat, false).await?;
+        let d = direct_first_token_of(mesh, client, messages.to_vec(), tools.to_vec()).await?;
+        if i >= 10 {
+            via.push(t);
+            direct.push(d);
+        }
+    }
+    Ok((via, direct))
+}
+
 async fn history(runs: usize) -> Result<(), BoxError> {
     let mesh = Mesh::builder().start().await?;
     let mut client = ModelServiceClient::connect(mesh.models_url.clone()).await?;
@@ -128,17 +151,12 @@ async fn history(runs: usize) -> Result<(), BoxError> {
             content: PROMPT.into(),
             ..Default::default()
         });
-        let (mut via, mut direct) = (Vec::new(), Vec::new());
-        for i in 0..runs + 10 {
-            // A fresh chat per run, so every run reads exactly `earlier` messages.
-            let chat = chat_with_history(&mesh, earlier).await?;
-            let t = mode_first_token(&mesh, &chat, false).await?;
-            let d = direct_first_token_of(&mesh, &mut client, messages.clone(), vec![]).await?;
-            if i >= 10 {
-                via.push(t);
-                direct.push(d);
-            }
-        }
+        // A fresh chat per run, so every run reads exactly `earlier` messages.
+        let (via, direct) =
+            paired_first_tokens(&mesh, &mut client, runs, &messages, &[], async |_| {
+                chat_with_history(&mesh, earlier).await
+            })
+            .await?;
         rows.push(row_pair(format!("{earlier}"), via, direct));
     }
     print_rows(
@@ -199,11 +217,10 @@ async fn mcp_tools(runs: usize) -> Result<(), BoxError> {
             content: PROMPT.into(),
             ..Default::default()
         }];
-        let (mut via, mut direct) = (Vec::new(), Vec::new());
         let mut chat = chat;
-        for i in 0..runs + 10 {
-            // The same chat (so the same selection), renewed every 40 runs to keep the
-            // history short.
+        // The same chat (so the same selection), renewed every 40 runs to keep the history
+        // short.
+        let renewed = async |i: usize| {
             if i % 40 == 39 {
                 let fresh = mesh.create_chat("costs").await?;
                 let selected: serde_json::Value = mesh
@@ -220,15 +237,10 @@ async fn mcp_tools(runs: usize) -> Result<(), BoxError> {
                     .await?;
                 chat = fresh;
             }
-            let t = mode_first_token(&mesh, &chat, false).await?;
-            let d =
-                direct_first_token_of(&mesh, &mut client, messages.clone(), definitions.clone())
-                    .await?;
-            if i >= 10 {
-                via.push(t);
-                direct.push(d);
-            }
-        }
+            Ok::<_, BoxError>(chat.clone())
+        };
+        let (via, direct) =
+            paired_first_tokens(&mesh, &mut client, runs, &messages, &definitions, renewed).await?;
         rows.push(row_pair(format!("{tools}"), via, direct));
     }
     if let Some(server) = servers.last() {
@@ -274,20 +286,16 @@ async fn recall(runs: usize) -> Result<(), BoxError> {
             }
             stored += 1;
         }
-        let (mut via, mut direct) = (Vec::new(), Vec::new());
         let mut chat = mesh.create_chat("costs").await?;
-        for i in 0..runs + 10 {
-            // Renewed every 40 runs to keep the history short.
+        // Renewed every 40 runs to keep the history short.
+        let renewed = async |i: usize| {
             if i % 40 == 39 {
                 chat = mesh.create_chat("costs").await?;
             }
-            let t = mode_first_token(&mesh, &chat, false).await?;
-            let d = direct_first_token_of(&mesh, &mut client, messages.clone(), vec![]).await?;
-            if i >= 10 {
-                via.push(t);
-                direct.push(d);
-            }
-        }
+            Ok::<_, BoxError>(chat.clone())
+        };
+        let (via, direct) =
+            paired_first_tokens(&mesh, &mut client, runs, &messages, &[], renewed).await?;
         rows.push(row_pair(format!("{memories}"), via, direct));
     }
     let kernel_threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".to_string());
