@@ -890,3 +890,47 @@ fn the_book_links_resolve() {
         .count();
     assert_eq!(elsewhere, 0, "ADRs live in one folder, docs/src/adr");
 }
+
+/// The Temporal dynamic config compose mounts (deploy/temporal-dynamicconfig.yaml) is the one
+/// the chart's bundled Temporal, `make stack`'s dev server and the e2e harness's own servers run
+/// with (eager activities, ADR 0224's one partition): four places, one set of settings.
+#[test]
+fn every_temporal_server_gets_the_same_dynamic_config() {
+    let compose = documents(
+        &read("deploy/temporal-dynamicconfig.yaml"),
+        "temporal-dynamicconfig.yaml",
+    )
+    .pop()
+    .unwrap_or(Yaml::Null);
+    let settings: Vec<(String, String)> = compose
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(key, entries)| {
+            let value = serde_norway::to_string(&entries[0]["value"]).unwrap_or_default();
+            (str_of(key).to_string(), value.trim().to_string())
+        })
+        .collect();
+    assert!(
+        settings.len() >= 3,
+        "temporal-dynamicconfig.yaml: {settings:?}"
+    );
+    let values = documents(&read("helm/personal-agent/values.yaml"), "values.yaml")
+        .pop()
+        .unwrap_or(Yaml::Null);
+    assert_eq!(
+        to_json(&values["temporal"]["server"]["dynamicConfig"]),
+        to_json(&compose),
+        "values.yaml temporal.server.dynamicConfig differs from deploy/temporal-dynamicconfig.yaml"
+    );
+    for file in ["scripts/stack.sh", "tests-e2e/src/stores.rs"] {
+        // Flags of `temporal server start-dev`, spelled out or as string arguments.
+        let text = read(file).replace(['"', ',', ' ', '\n', '\\'], "");
+        for (key, value) in &settings {
+            assert!(
+                text.contains(&format!("--dynamic-config-value{key}={value}")),
+                "{file} does not start Temporal with {key}={value}"
+            );
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::os::unix::process::CommandExt;
 /// The `(name, value)` pairs of `defaults` whose name is not in `environment`: what
 /// [`exec_with_env_defaults`] adds. A name that is set, even to something else or to nothing,
 /// is the operator's choice and stays.
-pub fn missing_env<'a>(
+fn missing_env<'a>(
     defaults: &[(&'a str, &'a str)],
     environment: impl Fn(&str) -> Option<OsString>,
 ) -> Vec<(&'a str, &'a str)> {
