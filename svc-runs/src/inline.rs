@@ -55,6 +55,14 @@ async fn send_held(
     sink.emit_all(run_id, &held).await.map(|_| ())
 }
 
+/// Whether a step's events wait for the model's first output, to go out in the same stream
+/// write (ADR 0212): the run's opening step's, when a model call is what comes next and nothing
+/// ended the run. The run's progress does not decide it: the opening step always counts the
+/// model request it dispatches, so requiring an unchanged progress held nothing, ever (ADR 0228).
+fn holds_opening(opening: bool, ended: bool, next: Option<&Action>) -> bool {
+    opening && !ended && matches!(next, Some(Action::CallModel(_)))
+}
+
 /// Resolves at `deadline`, never without one.
 async fn until(deadline: Option<tokio::time::Instant>) {
     match deadline {
@@ -472,13 +480,9 @@ impl RunState<'_> {
         self.flush_at = None;
         let progress_changed = *self.agent.usage() != self.progress.usage
             || self.attempts.len() != self.progress.attempts.len();
-        // The run's opening events wait a little for the first model output (they go out with
-        // it); only when a model call is what comes next.
-        if std::mem::take(&mut self.hold_next)
-            && !progress_changed
-            && self.held_terminal.is_none()
-            && matches!(self.queue.front(), Some(Action::CallModel(_)))
-        {
+        let opening = std::mem::take(&mut self.hold_next);
+        if holds_opening(opening, self.held_terminal.is_some(), self.queue.front()) {
+            // The progress (the model request just dispatched) is written by the next send.
             self.unsent = events;
             self.flush_at = Some(tokio::time::Instant::now() + OPENING_HOLD);
             return Ok(());
@@ -668,5 +672,73 @@ impl RunState<'_> {
             )
             .await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pa_proto::v1::{Usage, UsageLimits};
+
+    /// A real agent loop's opening step, its actions sorted as [`RunState::step`] sorts them:
+    /// (the loop, whether a terminal event is held, the queued actions).
+    fn opening_step(limits: UsageLimits) -> (AgentLoop, bool, VecDeque<Action>) {
+        let ids = RunIds {
+            thread_id: "chat-1".into(),
+            run_id: "run-1".into(),
+            parent_run_id: None,
+            assistant_message_id: "msg-1".into(),
+        };
+        let mut agent = AgentLoop::new(ids, limits);
+        let actions = agent
+            .step(Input::Start {
+                history: vec![TurnMessage::new("user", "hello")],
+                notices: vec!["a tool was removed".into()],
+                high_privilege_tools: Vec::new(),
+                approval_always_tools: Vec::new(),
+                tainted: false,
+            })
+            .expect("the opening step");
+        let mut ended = false;
+        let mut queue = VecDeque::new();
+        for action in actions {
+            match action {
+                Action::Emit(event) if event.is_terminal() => ended = true,
+                Action::Emit(_) => {}
+                other => queue.push_back(other),
+            }
+        }
+        (agent, ended, queue)
+    }
+
+    #[test]
+    fn a_runs_opening_events_wait_for_its_first_model_output() {
+        let (agent, ended, queue) = opening_step(UsageLimits::default());
+        // The opening step counts the request it dispatches, so the run's progress has
+        // changed: that must not stop the hold.
+        assert_eq!(agent.usage().model_requests, 1);
+        assert!(holds_opening(true, ended, queue.front()));
+    }
+
+    #[test]
+    fn only_the_opening_step_before_a_model_call_is_held() {
+        let (_, ended, queue) = opening_step(UsageLimits::default());
+        assert!(!holds_opening(false, ended, queue.front()), "a later step");
+        assert!(
+            !holds_opening(true, true, queue.front()),
+            "the run has ended"
+        );
+        assert!(!holds_opening(true, false, None), "nothing comes next");
+        assert!(
+            !holds_opening(
+                true,
+                false,
+                Some(&Action::Finish(Outcome::Cancelled {
+                    partial_text: String::new(),
+                    usage: Usage::default(),
+                }))
+            ),
+            "the run finishes next"
+        );
     }
 }
