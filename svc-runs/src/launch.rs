@@ -72,16 +72,42 @@ pub struct Launcher {
     /// a known chat needs no chat read before it resolves its model: the run row's insert
     /// checks the chat is still the caller's (issue 23).
     chat_classes: std::sync::Arc<ChatClasses>,
+    /// The provider tags model resolutions last gave, per caller and request (ADR 0229).
+    provider_tags: std::sync::Arc<ProviderTagsSeen>,
 }
 
-/// `(tenant, user, chat) → classification`, bounded.
-#[derive(Default)]
-struct ChatClasses(std::sync::Mutex<std::collections::HashMap<(String, String, String), i32>>);
+/// A bounded memo of what a run's start learnt: at most [`Memo::CAPACITY`] entries, and when
+/// full it starts over (forgetting only costs what the entry saved).
+struct Memo<K, V>(std::sync::Mutex<std::collections::HashMap<K, V>>);
 
-impl ChatClasses {
-    /// At most this many chats are remembered (forgetting only costs a chat read).
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Memo<K, V> {
     const CAPACITY: usize = 50_000;
 
+    fn get(&self, key: &K) -> Option<V> {
+        self.0.lock().ok()?.get(key).cloned()
+    }
+
+    fn remember(&self, key: K, value: V) {
+        if let Ok(mut known) = self.0.lock() {
+            if known.len() >= Self::CAPACITY {
+                known.clear();
+            }
+            known.insert(key, value);
+        }
+    }
+}
+
+/// `(tenant, user, chat) → classification`.
+#[derive(Default)]
+struct ChatClasses(Memo<(String, String, String), i32>);
+
+impl ChatClasses {
     fn key(identity: &Identity, chat_id: &str) -> (String, String, String) {
         (
             identity.tenant_id.clone(),
@@ -92,8 +118,7 @@ impl ChatClasses {
 
     /// The chat as far as a run's start needs it (id and classification), when known.
     fn chat(&self, identity: &Identity, chat_id: &str) -> Option<pa_proto::v1::Chat> {
-        let known = self.0.lock().ok()?;
-        let classification = *known.get(&Self::key(identity, chat_id))?;
+        let classification = self.0.get(&Self::key(identity, chat_id))?;
         Some(pa_proto::v1::Chat {
             id: chat_id.to_string(),
             classification,
@@ -102,12 +127,31 @@ impl ChatClasses {
     }
 
     fn remember(&self, identity: &Identity, chat: &pa_proto::v1::Chat) {
-        if let Ok(mut known) = self.0.lock() {
-            if known.len() >= Self::CAPACITY {
-                known.clear();
-            }
-            known.insert(Self::key(identity, &chat.id), chat.classification);
-        }
+        self.0
+            .remember(Self::key(identity, &chat.id), chat.classification);
+    }
+}
+
+/// `(tenant, user, model resolution request) → the provider tags it last resolved to`: the
+/// guess a toolset is assembled with while the model is resolved (ADR 0229).
+#[derive(Default)]
+struct ProviderTagsSeen(Memo<(String, String, Vec<u8>), Vec<String>>);
+
+impl ProviderTagsSeen {
+    fn key(identity: &Identity, request: &ResolveModelRequest) -> (String, String, Vec<u8>) {
+        (
+            identity.tenant_id.clone(),
+            identity.user_id.clone(),
+            prost::Message::encode_to_vec(request),
+        )
+    }
+
+    fn get(&self, key: &(String, String, Vec<u8>)) -> Option<Vec<String>> {
+        self.0.get(key)
+    }
+
+    fn remember(&self, key: (String, String, Vec<u8>), tags: Vec<String>) {
+        self.0.remember(key, tags);
     }
 }
 
@@ -162,6 +206,7 @@ impl Launcher {
             redis,
             daily_token_budget: options.daily_token_budget,
             chat_classes: Default::default(),
+            provider_tags: Default::default(),
         }
     }
 }
@@ -428,7 +473,7 @@ impl Launcher {
             }
         }
         // The recall needs neither the model nor the toolset: it is read while those are
-        // settled; the chat's history is read with the run row (ADR 0218).
+        // settled; the chat's history is read in the run row's transaction (ADR 0218).
         let task_untrusted = sub_run.as_ref().is_some_and(|s| s.tainted);
         let context = self.driver.begin_context(&spec, task_untrusted);
         let history = if sub_run.is_some() {
@@ -436,39 +481,89 @@ impl Launcher {
         } else {
             self.driver.history_messages.saturating_sub(1)
         };
-        let selection = self
-            .models
-            .clone()
-            .resolve(self.auth.request(identity, resolve))
-            .await
-            .map_err(pa_kit::PaError::from)?
-            .into_inner();
-        let assemble = AssembleToolsetRequest {
-            run_id: run_id.clone(),
-            chat_id: chat.id.clone(),
-            provider_tags: selection.provider_tags.clone(),
-            selected_integrations: Vec::new(),
-            snapshot_id,
-            read_only: sub_run.as_ref().is_some_and(SubRunPlan::read_only),
+        let read_only = sub_run.as_ref().is_some_and(SubRunPlan::read_only);
+        let assemble = |provider_tags: Vec<String>, snapshot_id: String| {
+            let request = self.auth.request(
+                identity,
+                AssembleToolsetRequest {
+                    run_id: run_id.clone(),
+                    chat_id: chat.id.clone(),
+                    provider_tags,
+                    selected_integrations: Vec::new(),
+                    snapshot_id,
+                    read_only,
+                },
+            );
+            let mut tools = self.tools.clone();
+            async move {
+                tools
+                    .assemble_toolset(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(pa_kit::PaError::from)
+            }
         };
-        spec.model_selection = Some(selection);
-        let mut tools = self.tools.clone();
-        let assembled = async {
-            tools
-                .assemble_toolset(self.auth.request(identity, assemble))
-                .await
-                .map_err(pa_kit::PaError::from)
+        // The toolset is gated by the provider tags of the model resolved for the run. When this
+        // caller's last resolution of the same request gave tags, the toolset is assembled with
+        // them while the model is resolved, and used only if the resolution gives the same tags
+        // again; otherwise it is assembled anew, under its own snapshot id (ADR 0229).
+        let tags_key = ProviderTagsSeen::key(identity, &resolve);
+        let guessed = self.provider_tags.get(&tags_key);
+        let early = async {
+            match &guessed {
+                Some(tags) => Some(assemble(tags.clone(), snapshot_id.clone()).await),
+                None => None,
+            }
         };
         // Inline runs start at once, so they are written as RUNNING.
         let user_message_id = new_id();
-        let inserted = self.store.insert_run(
-            &spec,
-            &user_message_id,
-            RunStatus::Running,
-            Some(self.driver.leases.instance()),
-            history,
-        );
-        let (assembled, inserted) = tokio::join!(assembled, inserted);
+        let rest = async {
+            // The run row's transaction begins (and the chat's history is read) while the model
+            // is resolved: only the insert waits for the resolution.
+            let resolved = async {
+                self.models
+                    .clone()
+                    .resolve(self.auth.request(identity, resolve))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(pa_kit::PaError::from)
+            };
+            let written = self
+                .store
+                .begin_run_write(identity, &chat.id, &run_id, history);
+            let (selection, write) = tokio::join!(resolved, written);
+            let (selection, write) = (selection?, write?);
+            self.provider_tags
+                .remember(tags_key, selection.provider_tags.clone());
+            let tags = selection.provider_tags.clone();
+            let guessed_right = guessed.as_ref() == Some(&tags);
+            if guessed.is_some() && !guessed_right {
+                spec.toolset_snapshot_id = format!("{snapshot_id}.2");
+            }
+            spec.model_selection = Some(selection);
+            let inserted = write.insert(
+                &spec,
+                &user_message_id,
+                RunStatus::Running,
+                Some(self.driver.leases.instance()),
+            );
+            if guessed_right {
+                Ok::<_, RunsError>((inserted.await, None))
+            } else {
+                let late = assemble(tags, spec.toolset_snapshot_id.clone());
+                let (inserted, late) = tokio::join!(inserted, late);
+                Ok((inserted, Some(late)))
+            }
+        };
+        let (early, rest) = tokio::join!(early, rest);
+        let (inserted, late) = rest?;
+        let assembled = match (late, early) {
+            (Some(late), _) => late,
+            (None, Some(early)) => early,
+            (None, None) => Err(pa_kit::PaError::internal(
+                "the run's toolset was not assembled",
+            )),
+        };
         let Some((run, earlier)) = inserted? else {
             // No row: the id is taken, by a concurrent retry of this request (return that run)
             // or by someone else's run, which this tenant cannot see; or the chat is no longer
@@ -495,7 +590,7 @@ impl Launcher {
         }
         let context = context.with_chat_history(&spec, earlier);
         let toolset = match assembled {
-            Ok(toolset) => toolset.into_inner(),
+            Ok(toolset) => toolset,
             Err(err) => {
                 // The run is recorded as failed, with the reason, rather than left half-made.
                 self.driver.fail(&spec, &err).await;

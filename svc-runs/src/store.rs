@@ -324,10 +324,11 @@ impl RunStore {
     }
 
     /// The chat's latest `limit` messages, oldest first, without those of `except_run_id`
-    /// (the run being started, whose message the caller appends), in `tx`.
+    /// (the run being started, whose message the caller appends), in `tx`; none unless the chat
+    /// is `user_id`'s and not deleted.
     async fn history_in(
         tx: &mut sqlx::PgConnection,
-        tenant_id: &str,
+        identity: &Identity,
         chat_id: &str,
         limit: u32,
         except_run_id: &str,
@@ -336,12 +337,15 @@ impl RunStore {
             "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
              FROM messages \
              WHERE tenant_id = $1 AND chat_id = $2 AND run_id IS DISTINCT FROM $4 \
+               AND EXISTS (SELECT 1 FROM chats WHERE tenant_id = $1 AND user_id = $5 \
+                 AND id = $2 AND deleted_at IS NULL) \
              ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
         )
-        .bind(tenant_id)
+        .bind(&identity.tenant_id)
         .bind(chat_id)
         .bind(i64::from(limit.max(1)))
         .bind(except_run_id)
+        .bind(&identity.user_id)
         .fetch_all(tx)
         .await?;
         Ok(rows
@@ -446,25 +450,51 @@ impl RunStore {
         Ok(status.map(i32::from))
     }
 
+    /// Begins writing a run of `identity` in `chat_id`: opens its tenant transaction and reads
+    /// the chat's `history` latest messages before the run (none when 0; ADR 0218), so that only
+    /// the insert and the COMMIT wait for what the run's start resolves meanwhile (ADR 0229).
+    pub async fn begin_run_write(
+        &self,
+        identity: &Identity,
+        chat_id: &str,
+        run_id: &str,
+        history: u32,
+    ) -> Result<RunWrite, RunsError> {
+        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let earlier = if history == 0 {
+            Vec::new()
+        } else {
+            Self::history_in(&mut tx, identity, chat_id, history, run_id).await?
+        };
+        Ok(RunWrite { tx, earlier })
+    }
+}
+
+/// A run row's write begun by [`RunStore::begin_run_write`]: its transaction is open and the
+/// chat's history read. Dropped without [`RunWrite::insert`], it is rolled back.
+pub struct RunWrite {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    earlier: Vec<ChatMessage>,
+}
+
+impl RunWrite {
     /// Writes the run (in `status`), the user's message and the chat's new `updated_at` (a
     /// sub-agent run: only the run — its task and reply are not chat messages) in one
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
     /// the unique index sees rows that row-level security hides), or when the chat is not (or no
-    /// longer) the caller's. Otherwise also the chat's `history` latest messages before the run,
-    /// read in the same transaction (ADR 0218; none when 0).
-    pub async fn insert_run(
-        &self,
+    /// longer) the caller's. Otherwise also the history read when the write began.
+    pub async fn insert(
+        self,
         spec: &RunSpec,
         user_message_id: &str,
         status: RunStatus,
         owner: Option<&str>,
-        history: u32,
     ) -> Result<Option<(Run, Vec<ChatMessage>)>, RunsError> {
         let identity = spec.identity.clone().unwrap_or_default();
         let selection = spec.model_selection.clone().unwrap_or_default();
         let input = spec.input.clone().unwrap_or_default();
-        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let mut tx = self.tx;
         let sql = format!(
             "WITH run AS ( \
                INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
@@ -509,22 +539,12 @@ impl RunStore {
             return Ok(None);
         };
         let run = run_from_row(&row)?;
-        let earlier = if history == 0 {
-            Vec::new()
-        } else {
-            Self::history_in(
-                &mut tx,
-                &identity.tenant_id,
-                &spec.chat_id,
-                history,
-                &spec.run_id,
-            )
-            .await?
-        };
         tx.commit().await?;
-        Ok(Some((run, earlier)))
+        Ok(Some((run, self.earlier)))
     }
+}
 
+impl RunStore {
     /// Records how a run ended and its assistant message, in one transaction. A run that already
     /// ended is left as it is (returns false).
     pub async fn finish_run(

@@ -676,6 +676,91 @@ async fn the_tag_gate_removes_a_tool_for_one_model_and_keeps_it_for_another() ->
     mesh.stop().await
 }
 
+/// svc-runs assembles a run's toolset with the provider tags the same request last resolved to,
+/// while it resolves the model (ADR 0229). When the resolution gives other tags (here the
+/// admin re-tags the provider between two runs), the toolset ahead must not be used: a tool
+/// the new tags gate away stays away, in that run and after.
+#[tokio::test]
+async fn a_toolset_assembled_ahead_is_used_only_for_the_tags_the_model_resolves_to() -> R {
+    use sqlx::Connection;
+    let site = test_server().await?;
+    let port = site.port();
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "strict", &fake, &["zero-retention"]).await?;
+    create_integration(
+        &mesh,
+        json!({ "kind": "web_fetch", "name": "Web", "provider_tags_required": ["zero-retention"] }),
+    )
+    .await?;
+    let call = || {
+        Reply::chunks(vec![Chunk::tool_call(
+            "call_1",
+            "web_fetch",
+            json!({ "url": format!("http://allowed.test:{port}/page") }).to_string(),
+        )])
+    };
+    let chat = mesh.create_chat("ahead").await?;
+    let run = json!({ "message": "fetch", "model": "strict:m" });
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        fake.push(call());
+        fake.push(Reply::text("Fetched."));
+        let (done, events) = run_to_end(&mesh, &chat, run.clone()).await?;
+        let result = tool_result(&events);
+        assert!(result.contains("The answer is 42."), "{result}");
+        runs.push(done["id"].as_str().unwrap_or_default().to_string());
+    }
+    // The provider loses the tag the fetched pages need.
+    let body = json!({ "id": "strict", "kind": "openai_compatible", "base_url": fake.base_url(),
+                       "tags": ["us-hosted"], "platform_api_key": "sk-test" });
+    let (status, saved) = mesh.post_json("/v1/admin/providers", &body).await?;
+    assert_eq!(status, 200, "{saved}");
+    for _ in 0..2 {
+        fake.push(call());
+        fake.push(Reply::text("I cannot fetch."));
+        let (done, events) = run_to_end(&mesh, &chat, run.clone()).await?;
+        let result = tool_result(&events);
+        assert!(result.contains("not in toolset"), "{result}");
+        runs.push(done["id"].as_str().unwrap_or_default().to_string());
+    }
+    // Nor was it offered to the model.
+    let offered: Vec<String> = fake
+        .requests()
+        .last()
+        .and_then(|r| r.body["tools"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str().map(String::from))
+        .collect();
+    assert!(!offered.is_empty(), "the model was offered no tool at all");
+    assert!(!offered.iter().any(|n| n == "web_fetch"), "{offered:?}");
+    // The snapshots each run's start wrote (the mesh's database, as its owner): the first run
+    // had nothing to guess from; the second and the fourth used the toolset assembled ahead;
+    // the third assembled one ahead with the old tags and wrote the one it used apart.
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let mut written = Vec::new();
+    for run_id in &runs {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tools.toolset_snapshots WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&mut db)
+        .await?;
+        written.push(ids);
+    }
+    let expected: Vec<Vec<String>> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, id)| match i {
+            2 => vec![format!("ts-{id}"), format!("ts-{id}.2")],
+            _ => vec![format!("ts-{id}")],
+        })
+        .collect();
+    assert_eq!(written, expected);
+    mesh.stop().await
+}
+
 #[tokio::test]
 async fn integrations_rest_validates_isolates_and_selects_per_chat() -> R {
     let mesh = Mesh::builder().tools_settings(settings()).start().await?;
