@@ -468,83 +468,6 @@ impl RunStore {
         };
         Ok(RunWrite { tx, earlier })
     }
-}
-
-/// A run row's write begun by [`RunStore::begin_run_write`]: its transaction is open and the
-/// chat's history read. Dropped without [`RunWrite::insert`], it is rolled back.
-pub struct RunWrite {
-    tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    earlier: Vec<ChatMessage>,
-}
-
-impl RunWrite {
-    /// Writes the run (in `status`), the user's message and the chat's new `updated_at` (a
-    /// sub-agent run: only the run — its task and reply are not chat messages) in one
-    /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
-    /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
-    /// the unique index sees rows that row-level security hides), or when the chat is not (or no
-    /// longer) the caller's. Otherwise also the history read when the write began.
-    pub async fn insert(
-        self,
-        spec: &RunSpec,
-        user_message_id: &str,
-        status: RunStatus,
-        owner: Option<&str>,
-    ) -> Result<Option<(Run, Vec<ChatMessage>)>, RunsError> {
-        let identity = spec.identity.clone().unwrap_or_default();
-        let selection = spec.model_selection.clone().unwrap_or_default();
-        let input = spec.input.clone().unwrap_or_default();
-        let mut tx = self.tx;
-        let sql = format!(
-            "WITH run AS ( \
-               INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
-                 requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
-                 toolset_snapshot_id, assistant_message_id, spec, owner_id) \
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18 \
-               WHERE EXISTS (SELECT 1 FROM chats WHERE tenant_id = $2 AND user_id = $3 \
-                 AND id = $4 AND deleted_at IS NULL) \
-               ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
-             message AS ( \
-               INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
-               SELECT $2, $16, $4, 'user', $17, run.id FROM run WHERE $5::text IS NULL), \
-             chat AS ( \
-               UPDATE chats SET updated_at = now() \
-               WHERE tenant_id = $2 AND id = $4 AND $5::text IS NULL \
-                 AND EXISTS (SELECT 1 FROM run)) \
-             SELECT * FROM run"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&spec.run_id)
-            .bind(&identity.tenant_id)
-            .bind(&identity.user_id)
-            .bind(&spec.chat_id)
-            .bind(&spec.parent_run_id)
-            .bind(spec.mode as i16)
-            .bind(status as i16)
-            .bind(&selection.requested)
-            .bind(&selection.resolved_label)
-            .bind(&selection.reason)
-            .bind(&selection.provider_tags)
-            .bind(&selection.fallback_labels)
-            .bind(&spec.toolset_snapshot_id)
-            .bind(&spec.assistant_message_id)
-            .bind(spec.encode_to_vec())
-            .bind(user_message_id)
-            .bind(&input.message)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            tx.commit().await?;
-            return Ok(None);
-        };
-        let run = run_from_row(&row)?;
-        tx.commit().await?;
-        Ok(Some((run, self.earlier)))
-    }
-}
-
-impl RunStore {
     /// Records how a run ended and its assistant message, in one transaction. A run that already
     /// ended is left as it is (returns false).
     pub async fn finish_run(
@@ -675,4 +598,78 @@ fn record_finished(spec: &RunSpec, end: &RunEnding, attempts: &[ModelAttempt], w
 #[allow(dead_code)]
 fn _mode_is_stored_as_smallint(mode: RunMode) -> i16 {
     mode as i16
+}
+
+/// A run row's write begun by [`RunStore::begin_run_write`]: its transaction is open and the
+/// chat's history read. Dropped without [`RunWrite::insert`], it is rolled back.
+pub struct RunWrite {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    earlier: Vec<ChatMessage>,
+}
+
+impl RunWrite {
+    /// Writes the run (in `status`), the user's message and the chat's new `updated_at` (a
+    /// sub-agent run: only the run — its task and reply are not chat messages) in one
+    /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
+    /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
+    /// the unique index sees rows that row-level security hides), or when the chat is not (or no
+    /// longer) the caller's. Otherwise also the history read when the write began.
+    pub async fn insert(
+        self,
+        spec: &RunSpec,
+        user_message_id: &str,
+        status: RunStatus,
+        owner: Option<&str>,
+    ) -> Result<Option<(Run, Vec<ChatMessage>)>, RunsError> {
+        let identity = spec.identity.clone().unwrap_or_default();
+        let selection = spec.model_selection.clone().unwrap_or_default();
+        let input = spec.input.clone().unwrap_or_default();
+        let mut tx = self.tx;
+        let sql = format!(
+            "WITH run AS ( \
+               INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
+                 requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
+                 toolset_snapshot_id, assistant_message_id, spec, owner_id) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18 \
+               WHERE EXISTS (SELECT 1 FROM chats WHERE tenant_id = $2 AND user_id = $3 \
+                 AND id = $4 AND deleted_at IS NULL) \
+               ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
+             message AS ( \
+               INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
+               SELECT $2, $16, $4, 'user', $17, run.id FROM run WHERE $5::text IS NULL), \
+             chat AS ( \
+               UPDATE chats SET updated_at = now() \
+               WHERE tenant_id = $2 AND id = $4 AND $5::text IS NULL \
+                 AND EXISTS (SELECT 1 FROM run)) \
+             SELECT * FROM run"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&spec.run_id)
+            .bind(&identity.tenant_id)
+            .bind(&identity.user_id)
+            .bind(&spec.chat_id)
+            .bind(&spec.parent_run_id)
+            .bind(spec.mode as i16)
+            .bind(status as i16)
+            .bind(&selection.requested)
+            .bind(&selection.resolved_label)
+            .bind(&selection.reason)
+            .bind(&selection.provider_tags)
+            .bind(&selection.fallback_labels)
+            .bind(&spec.toolset_snapshot_id)
+            .bind(&spec.assistant_message_id)
+            .bind(spec.encode_to_vec())
+            .bind(user_message_id)
+            .bind(&input.message)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let run = run_from_row(&row)?;
+        tx.commit().await?;
+        Ok(Some((run, self.earlier)))
+    }
 }

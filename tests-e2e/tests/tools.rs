@@ -192,6 +192,15 @@ fn tool_result(events: &[SseEvent]) -> String {
         .to_string()
 }
 
+/// The scripted model's call of web_fetch for the test site's page.
+fn fetch_call(port: u16) -> Reply {
+    Reply::chunks(vec![Chunk::tool_call(
+        "call_1",
+        "web_fetch",
+        json!({ "url": format!("http://allowed.test:{port}/page") }).to_string(),
+    )])
+}
+
 /// Direct gRPC to svc-tools as the dev user (what svc-runs does).
 struct Tools {
     client: ToolServiceClient<tonic::transport::Channel>,
@@ -619,13 +628,7 @@ async fn the_tag_gate_removes_a_tool_for_one_model_and_keeps_it_for_another() ->
     assert!(kept.blocked.is_empty());
 
     // Through real runs: the same scripted call works for one model and not the other.
-    let call = || {
-        Reply::chunks(vec![Chunk::tool_call(
-            "call_1",
-            "web_fetch",
-            json!({ "url": format!("http://allowed.test:{port}/page") }).to_string(),
-        )])
-    };
+    let call = || fetch_call(port);
     let chat = mesh.create_chat("gate").await?;
     loose.push(call());
     loose.push(Reply::text("I cannot fetch."));
@@ -693,13 +696,7 @@ async fn a_toolset_assembled_ahead_is_used_only_for_the_tags_the_model_resolves_
         json!({ "kind": "web_fetch", "name": "Web", "provider_tags_required": ["zero-retention"] }),
     )
     .await?;
-    let call = || {
-        Reply::chunks(vec![Chunk::tool_call(
-            "call_1",
-            "web_fetch",
-            json!({ "url": format!("http://allowed.test:{port}/page") }).to_string(),
-        )])
-    };
+    let call = || fetch_call(port);
     let chat = mesh.create_chat("ahead").await?;
     let run = json!({ "message": "fetch", "model": "strict:m" });
     let mut runs = Vec::new();
