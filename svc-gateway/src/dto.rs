@@ -210,6 +210,7 @@ pub struct RenameChatBody {
 #[serde(deny_unknown_fields)]
 pub struct CreateRunBody {
     pub message: String,
+    /// A model label (`provider:model`) or `auto` (the default); at most 200 characters.
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]

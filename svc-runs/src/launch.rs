@@ -23,6 +23,8 @@ use crate::store::RunStore;
 
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub const MAX_ID_CHARS: usize = 128;
+/// Longer than any model label; a run's start remembers what a requested model resolved to.
+pub const MAX_MODEL_CHARS: usize = 200;
 
 /// Client-chosen ids (AG-UI threadId/runId) must be short and URL/stream-key safe.
 pub fn validate_client_id(kind: &str, id: &str) -> Result<(), RunsError> {
@@ -328,6 +330,11 @@ impl Launcher {
         if request.message.len() > MAX_MESSAGE_BYTES {
             return Err(RunsError::Invalid(format!(
                 "message is over {MAX_MESSAGE_BYTES} bytes"
+            )));
+        }
+        if request.model.chars().count() > MAX_MODEL_CHARS {
+            return Err(RunsError::Invalid(format!(
+                "model must be at most {MAX_MODEL_CHARS} characters"
             )));
         }
         validate_client_id("chat id", &request.chat_id)

@@ -117,6 +117,26 @@ async fn http_errors_are_problem_json_with_stable_codes() -> R {
     )
     .await?;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));
+    // A model name longer than any label is refused before anything is resolved or written.
+    let (status, body) = problem(
+        http.post(&runs)
+            .json(&json!({"message": "hi", "model": "m".repeat(10_000)}))
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("model"),
+        "{body}"
+    );
 
     // A bad Last-Event-ID is refused rather than silently restarting the stream.
     let run_id = mesh.start_run(&chat_id, "ok").await?;
