@@ -360,12 +360,11 @@ impl MemoryStore {
         identity: &Identity,
         query: &SearchQuery,
     ) -> Result<bool, MemoryError> {
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let mut tx = pa_kit::db::tenant_read(&self.pool, &identity.tenant_id).await?;
         let mut qb = QueryBuilder::<Postgres>::new("SELECT EXISTS (SELECT 1 FROM items WHERE");
         push_search_filters(&mut qb, identity, query);
         qb.push(")");
         let any: bool = qb.build_query_scalar().fetch_one(&mut *tx).await?;
-        tx.commit().await?;
         Ok(any)
     }
 

@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use pa_kit::db::tenant_tx;
+use pa_kit::db::{tenant_read, tenant_tx};
 use pa_proto::v1::{
     Chat, ChatMessage, DataClassification, Identity, ModelAttempt, ModelSelection, Run, RunMode,
     RunSpec, RunStatus, Usage,
@@ -155,7 +155,7 @@ impl RunStore {
     }
 
     pub async fn get_chat(&self, identity: &Identity, id: &str) -> Result<Chat, RunsError> {
-        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let mut tx = tenant_read(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(
             "SELECT id, title, classification, created_at, updated_at FROM chats \
              WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND deleted_at IS NULL",
@@ -165,7 +165,6 @@ impl RunStore {
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        tx.commit().await?;
         let row = row.ok_or_else(|| RunsError::ChatNotFound(id.to_string()))?;
         Ok(chat_from_row(&row)?)
     }
@@ -362,14 +361,13 @@ impl RunStore {
              AND NOT EXISTS (SELECT 1 FROM chats c WHERE c.tenant_id = runs.tenant_id \
                AND c.id = runs.chat_id AND c.deleted_at IS NOT NULL)"
         );
-        let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
+        let mut tx = tenant_read(&self.pool, &identity.tenant_id).await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&identity.tenant_id)
             .bind(&identity.user_id)
             .bind(run_id)
             .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
         let row = row.ok_or_else(|| RunsError::RunNotFound(run_id.to_string()))?;
         Ok(run_from_row(&row)?)
     }

@@ -120,3 +120,79 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
     tx.rollback().await?;
     mesh.stop().await
 }
+
+/// A read-only tenant transaction (`pa_kit::db::tenant_read`, ADR 0230) sees its tenant's rows,
+/// cannot write, and is dropped rather than committed: the next transaction on the same
+/// pooled connection finds neither its tenant nor it still open.
+#[tokio::test]
+async fn a_tenant_read_sees_its_tenant_cannot_write_and_ends_when_dropped() -> R {
+    let mesh = Mesh::builder().start().await?;
+    let mut memory = MemoryServiceClient::connect(mesh.memory_url.clone()).await?;
+    for (tenant, text) in [
+        ("acme", "acme likes tea"),
+        ("globex", "globex likes coffee"),
+    ] {
+        let item = MemoryItem {
+            scope: MemoryScope::World as i32,
+            content: text.into(),
+            ..Default::default()
+        };
+        memory
+            .upsert(mesh.auth.request(
+                &Mesh::identity(tenant, "u1"),
+                UpsertMemoryRequest {
+                    item: Some(item),
+                    ..Default::default()
+                },
+            ))
+            .await?;
+    }
+    let app_url = mesh
+        .database_url
+        .replacen("postgres://pa@", "postgres://pa_app@", 1);
+    // One connection, so every transaction below runs on the one the previous one left.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&app_url)
+        .await?;
+    let tenant_rows = "SELECT count(*) FROM memory.items";
+    for (tenant, rows) in [("acme", 1), ("globex", 1), ("nobody", 0)] {
+        let mut tx = pa_kit::db::tenant_read(&pool, tenant).await?;
+        let seen: i64 = sqlx::query_scalar(tenant_rows).fetch_one(&mut *tx).await?;
+        assert_eq!(seen, rows, "{tenant}");
+        let planted = sqlx::query(
+            "INSERT INTO memory.items (tenant_id, id, user_id, scope, content) \
+             VALUES ($1, 'planted', 'u1', 1, 'planted')",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await;
+        let refused = planted
+            .expect_err("a write in a read-only transaction")
+            .to_string();
+        assert!(refused.contains("read-only"), "{refused}");
+        drop(tx);
+        // The same connection: no transaction open, no tenant set, nothing visible.
+        let mut conn = pool.acquire().await?;
+        let open: String = sqlx::query_scalar("SELECT current_setting('transaction_read_only')")
+            .fetch_one(&mut *conn)
+            .await?;
+        assert_eq!(open, "off", "the read-only transaction ended");
+        let setting: Option<String> =
+            sqlx::query_scalar("SELECT NULLIF(current_setting('pa.tenant_id', true), '')")
+                .fetch_one(&mut *conn)
+                .await?;
+        assert_eq!(setting, None, "the tenant did not outlive its transaction");
+        let seen: i64 = sqlx::query_scalar(tenant_rows)
+            .fetch_one(&mut *conn)
+            .await?;
+        assert_eq!(seen, 0);
+    }
+    // Nothing was planted.
+    let mut owner = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let planted: i64 = sqlx::query_scalar("SELECT count(*) FROM memory.items WHERE id = 'planted'")
+        .fetch_one(&mut owner)
+        .await?;
+    assert_eq!(planted, 0);
+    mesh.stop().await
+}

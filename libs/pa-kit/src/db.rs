@@ -327,12 +327,33 @@ pub async fn tenant_tx(
     scoped_tx(pool, &[("pa.tenant_id", tenant_id)]).await
 }
 
+/// A read-only [`tenant_tx`]: a write in it fails. Its reader drops it instead of committing:
+/// the ROLLBACK then waits in the connection's buffer and goes out with the check the pool makes
+/// of every connection given back (sqlx pings it), so reading costs one round trip less on the
+/// reader's path and in all (ADR 0230). The setting ends with the transaction, as in
+/// [`tenant_tx`].
+pub async fn tenant_read(
+    pool: &PgPool,
+    tenant_id: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    begin_scoped(pool, "BEGIN READ ONLY", &[("pa.tenant_id", tenant_id)]).await
+}
+
 /// A transaction with the given `pa.*` settings made local to it (see [`tenant_tx`]).
 pub async fn scoped_tx(
     pool: &PgPool,
     settings: &[(&str, &str)],
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut statement = String::from("BEGIN");
+    begin_scoped(pool, "BEGIN", settings).await
+}
+
+/// `begin` (`BEGIN …`) and the settings, in one simple-query message.
+async fn begin_scoped(
+    pool: &PgPool,
+    begin: &str,
+    settings: &[(&str, &str)],
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut statement = String::from(begin);
     for (name, value) in settings {
         statement.push_str(&format!(
             "; SELECT set_config({}, {}, true)",
