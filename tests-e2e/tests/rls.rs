@@ -12,28 +12,15 @@ type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 #[tokio::test]
 async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> R {
     let mesh = Mesh::builder().start().await?;
-    let mut memory = MemoryServiceClient::connect(mesh.memory_url.clone()).await?;
-    for (tenant, text) in [
-        ("acme", "acme likes tea"),
-        ("acme", "acme likes jazz"),
-        ("globex", "globex likes coffee"),
-    ] {
-        let identity = Mesh::identity(tenant, "u1");
-        let item = MemoryItem {
-            scope: MemoryScope::World as i32,
-            content: text.into(),
-            ..Default::default()
-        };
-        memory
-            .upsert(mesh.auth.request(
-                &identity,
-                UpsertMemoryRequest {
-                    item: Some(item),
-                    ..Default::default()
-                },
-            ))
-            .await?;
-    }
+    let mut memory = store_world_memories(
+        &mesh,
+        &[
+            ("acme", "acme likes tea"),
+            ("acme", "acme likes jazz"),
+            ("globex", "globex likes coffee"),
+        ],
+    )
+    .await?;
     // Through the service: each tenant finds only its own.
     let found = memory
         .search(mesh.auth.request(
@@ -127,26 +114,14 @@ async fn the_app_role_sees_only_the_tenant_it_sets_and_nothing_without_one() -> 
 #[tokio::test]
 async fn a_tenant_read_sees_its_tenant_cannot_write_and_ends_when_dropped() -> R {
     let mesh = Mesh::builder().start().await?;
-    let mut memory = MemoryServiceClient::connect(mesh.memory_url.clone()).await?;
-    for (tenant, text) in [
-        ("acme", "acme likes tea"),
-        ("globex", "globex likes coffee"),
-    ] {
-        let item = MemoryItem {
-            scope: MemoryScope::World as i32,
-            content: text.into(),
-            ..Default::default()
-        };
-        memory
-            .upsert(mesh.auth.request(
-                &Mesh::identity(tenant, "u1"),
-                UpsertMemoryRequest {
-                    item: Some(item),
-                    ..Default::default()
-                },
-            ))
-            .await?;
-    }
+    store_world_memories(
+        &mesh,
+        &[
+            ("acme", "acme likes tea"),
+            ("globex", "globex likes coffee"),
+        ],
+    )
+    .await?;
     let app_url = mesh
         .database_url
         .replacen("postgres://pa@", "postgres://pa_app@", 1);
@@ -195,4 +170,30 @@ async fn a_tenant_read_sees_its_tenant_cannot_write_and_ends_when_dropped() -> R
         .await?;
     assert_eq!(planted, 0);
     mesh.stop().await
+}
+
+/// Stores world memories of user `u1` of each tenant through svc-memory; returns its client.
+async fn store_world_memories(
+    mesh: &Mesh,
+    memories: &[(&str, &str)],
+) -> Result<MemoryServiceClient<tonic::transport::Channel>, Box<dyn std::error::Error + Send + Sync>>
+{
+    let mut memory = MemoryServiceClient::connect(mesh.memory_url.clone()).await?;
+    for (tenant, text) in memories {
+        let item = MemoryItem {
+            scope: MemoryScope::World as i32,
+            content: text.to_string(),
+            ..Default::default()
+        };
+        memory
+            .upsert(mesh.auth.request(
+                &Mesh::identity(tenant, "u1"),
+                UpsertMemoryRequest {
+                    item: Some(item),
+                    ..Default::default()
+                },
+            ))
+            .await?;
+    }
+    Ok(memory)
 }
