@@ -682,14 +682,14 @@ mod tests {
 
     /// A real agent loop's opening step, its actions sorted as [`RunState::step`] sorts them:
     /// (the loop, whether a terminal event is held, the queued actions).
-    fn opening_step(limits: UsageLimits) -> (AgentLoop, bool, VecDeque<Action>) {
+    fn opening_step() -> (AgentLoop, bool, VecDeque<Action>) {
         let ids = RunIds {
             thread_id: "chat-1".into(),
             run_id: "run-1".into(),
             parent_run_id: None,
             assistant_message_id: "msg-1".into(),
         };
-        let mut agent = AgentLoop::new(ids, limits);
+        let mut agent = AgentLoop::new(ids, UsageLimits::default());
         let actions = agent
             .step(Input::Start {
                 history: vec![TurnMessage::new("user", "hello")],
@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn a_runs_opening_events_wait_for_its_first_model_output() {
-        let (agent, ended, queue) = opening_step(UsageLimits::default());
+        let (agent, ended, queue) = opening_step();
         // The opening step counts the request it dispatches, so the run's progress has
         // changed: that must not stop the hold.
         assert_eq!(agent.usage().model_requests, 1);
@@ -722,7 +722,7 @@ mod tests {
 
     #[test]
     fn only_the_opening_step_before_a_model_call_is_held() {
-        let (_, ended, queue) = opening_step(UsageLimits::default());
+        let (_, ended, queue) = opening_step();
         assert!(!holds_opening(false, ended, queue.front()), "a later step");
         assert!(
             !holds_opening(true, true, queue.front()),

@@ -136,25 +136,17 @@ impl ChatClasses {
 
 /// `(tenant, user, model resolution request) → the provider tags it last resolved to`: the
 /// guess a toolset is assembled with while the model is resolved (ADR 0229).
-#[derive(Default)]
-struct ProviderTagsSeen(Memo<(String, String, Vec<u8>), Vec<String>>);
+type ProviderTagsSeen = Memo<(String, String, Vec<u8>), Vec<String>>;
 
-impl ProviderTagsSeen {
-    fn key(identity: &Identity, request: &ResolveModelRequest) -> (String, String, Vec<u8>) {
-        (
-            identity.tenant_id.clone(),
-            identity.user_id.clone(),
-            prost::Message::encode_to_vec(request),
-        )
-    }
-
-    fn get(&self, key: &(String, String, Vec<u8>)) -> Option<Vec<String>> {
-        self.0.get(key)
-    }
-
-    fn remember(&self, key: (String, String, Vec<u8>), tags: Vec<String>) {
-        self.0.remember(key, tags);
-    }
+fn provider_tags_key(
+    identity: &Identity,
+    request: &ResolveModelRequest,
+) -> (String, String, Vec<u8>) {
+    (
+        identity.tenant_id.clone(),
+        identity.user_id.clone(),
+        prost::Message::encode_to_vec(request),
+    )
 }
 
 /// How runs are admitted: svc-runs' limits (`PA_RUN_*`, `PA_DAILY_TOKEN_BUDGET`).
@@ -514,7 +506,7 @@ impl Launcher {
         // caller's last resolution of the same request gave tags, the toolset is assembled with
         // them while the model is resolved, and used only if the resolution gives the same tags
         // again; otherwise it is assembled anew, under its own snapshot id (ADR 0229).
-        let tags_key = ProviderTagsSeen::key(identity, &resolve);
+        let tags_key = provider_tags_key(identity, &resolve);
         let guessed = self.provider_tags.get(&tags_key);
         let early = async {
             match &guessed {
@@ -540,9 +532,8 @@ impl Launcher {
                 .begin_run_write(identity, &chat.id, &run_id, history);
             let (selection, write) = tokio::join!(resolved, written);
             let (selection, write) = (selection?, write?);
-            self.provider_tags
-                .remember(tags_key, selection.provider_tags.clone());
             let tags = selection.provider_tags.clone();
+            self.provider_tags.remember(tags_key, tags.clone());
             let guessed_right = guessed.as_ref() == Some(&tags);
             if guessed.is_some() && !guessed_right {
                 spec.toolset_snapshot_id = format!("{snapshot_id}.2");
