@@ -182,7 +182,7 @@ async fn unregister(state: &AppState, key: &str, member: &str) -> Result<(), Box
 
 /// The user's clients that are online now (expired ones are pruned).
 pub async fn online_clients(
-    redis: &deadpool_redis::Pool,
+    redis: &pa_kit::redis::Pool,
     key: &str,
 ) -> Result<Vec<PresenceClient>, BoxError> {
     let mut conn = redis.get().await?;

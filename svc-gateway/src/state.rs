@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use pa_kit::redis::Pool;
 use pa_kit::{InternalAuth, Shutdown};
 use pa_proto::v1::control_service_client::ControlServiceClient;
 use pa_proto::v1::key_service_client::KeyServiceClient;

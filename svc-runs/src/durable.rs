@@ -19,7 +19,7 @@ use crate::run_start::DurableContext;
 /// inline turns reach no Curator.
 #[derive(Clone)]
 pub struct DurableDriver {
-    redis: deadpool_redis::Pool,
+    redis: pa_kit::redis::Pool,
     /// How long a workflow waits for a tool-call approval (`PA_TOOL_APPROVAL_TIMEOUT_MS`).
     approval_timeout: std::time::Duration,
     worker: Option<DurableRunServiceClient<Channel>>,
@@ -64,7 +64,7 @@ fn from_worker(what: &str, status: tonic::Status) -> PaError {
 
 impl DurableDriver {
     pub fn new(
-        redis: deadpool_redis::Pool,
+        redis: pa_kit::redis::Pool,
         approval_timeout: std::time::Duration,
         worker: Option<Channel>,
         auth: InternalAuth,

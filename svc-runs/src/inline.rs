@@ -140,7 +140,7 @@ impl ContextRead {
     pub async fn finish_or_hand_over(
         self,
         mut start: RunStart,
-        redis: &deadpool_redis::Pool,
+        redis: &pa_kit::redis::Pool,
         run_id: &str,
         recall_timeout: std::time::Duration,
     ) -> Result<DurableContext, PaError> {
@@ -200,7 +200,7 @@ pub struct InlineDeps {
     /// For the Curator, which every finished turn notifies.
     pub durable: crate::durable::DurableDriver,
     pub sink: EventSink,
-    pub redis: deadpool_redis::Pool,
+    pub redis: pa_kit::redis::Pool,
     pub shutdown: Shutdown,
     /// This instance's leases on the runs it drives (ADR 0150).
     pub leases: Arc<crate::lease::Leases>,
@@ -216,7 +216,7 @@ pub struct InlineDriver {
     pub(crate) durable: crate::durable::DurableDriver,
     pub(crate) sink: EventSink,
     /// Daily token counters (quotas).
-    pub(crate) redis: deadpool_redis::Pool,
+    pub(crate) redis: pa_kit::redis::Pool,
     pub(crate) shutdown: Shutdown,
     pub(crate) history_messages: u32,
     /// How long a tool call waits for a human's approval before it is refused.

@@ -68,7 +68,7 @@ pub struct Launcher {
     pub(crate) durable: DurableDriver,
     pub(crate) sink: EventSink,
     shutdown: Shutdown,
-    pub(crate) redis: deadpool_redis::Pool,
+    pub(crate) redis: pa_kit::redis::Pool,
     daily_token_budget: u64,
     /// The classifications of chats runs were started in (a chat's never changes), so a run in
     /// a known chat needs no chat read before it resolves its model: the run row's insert
@@ -169,7 +169,7 @@ pub struct LaunchDeps {
     pub durable: DurableDriver,
     pub sink: EventSink,
     pub shutdown: Shutdown,
-    pub redis: deadpool_redis::Pool,
+    pub redis: pa_kit::redis::Pool,
 }
 
 impl Launcher {
@@ -213,7 +213,7 @@ pub const DEFAULT_RUN_RESERVATION: u64 = 16_000;
 /// launch_plan after the reservation drops it armed).
 #[derive(Default)]
 struct HeldTokens {
-    redis: Option<deadpool_redis::Pool>,
+    redis: Option<pa_kit::redis::Pool>,
     tenant: String,
     user: String,
     reservation: Option<pa_bus::limits::TokenReservation>,

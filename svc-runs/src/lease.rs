@@ -251,7 +251,7 @@ pub struct Leases {
     instance: String,
     pub(crate) settings: LeaseSettings,
     owner_pool: PgPool,
-    redis: deadpool_redis::Pool,
+    redis: pa_kit::redis::Pool,
     /// This deployment's run-end outbox (ADR 0151).
     pub(crate) outbox_key: String,
 }
@@ -268,7 +268,7 @@ impl Leases {
     pub fn new(
         settings: LeaseSettings,
         owner_pool: PgPool,
-        redis: deadpool_redis::Pool,
+        redis: pa_kit::redis::Pool,
         database: &str,
     ) -> Self {
         Self {

@@ -9,7 +9,7 @@ use crate::store::RunStore;
 
 /// Settles a finished run's share of its user's daily budget against the tokens it used (a run
 /// without a share adds them); a failure only logs (the run itself is recorded either way).
-pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: u64) {
+pub async fn count_tokens(redis: &pa_kit::redis::Pool, spec: &RunSpec, tokens: u64) {
     let identity = spec.identity.clone().unwrap_or_default();
     let reservation = (spec.reserved_tokens > 0).then_some(pa_bus::limits::TokenReservation {
         tokens: spec.reserved_tokens,
@@ -31,7 +31,7 @@ pub async fn count_tokens(redis: &deadpool_redis::Pool, spec: &RunSpec, tokens: 
 /// FinishRun from a durable run's activity. Returns false when the run had already ended.
 pub async fn finish_durable(
     store: &RunStore,
-    redis: &deadpool_redis::Pool,
+    redis: &pa_kit::redis::Pool,
     identity: &Identity,
     request: FinishRunRequest,
 ) -> Result<bool, RunsError> {

@@ -3,9 +3,9 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use futures::{Stream, StreamExt};
 use pa_bus::event_hub::EventHub;
+use pa_kit::redis::Pool;
 use pa_kit::{PaError, RequestIdentity};
 use pa_proto::v1::control_service_server::ControlService;
 use pa_proto::v1::run_service_server::RunService;

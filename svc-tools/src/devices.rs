@@ -56,7 +56,7 @@ pub const KINDS: &[&str] = &["device_agent", "browser_sandbox", "browser_extensi
 #[derive(Clone)]
 pub struct DeviceRegistry {
     pool: PgPool,
-    redis: deadpool_redis::Pool,
+    redis: pa_kit::redis::Pool,
     call_timeout: Duration,
 }
 
@@ -252,7 +252,7 @@ pub fn always_approve(kind: &str, tool: &str) -> bool {
 }
 
 impl DeviceRegistry {
-    pub fn new(pool: PgPool, redis: deadpool_redis::Pool, call_timeout: Duration) -> Self {
+    pub fn new(pool: PgPool, redis: pa_kit::redis::Pool, call_timeout: Duration) -> Self {
         Self {
             pool,
             redis,

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use pa_agent::{Action, Input};
 use pa_bus::run_events::EventSink;
 use pa_kit::PaError;
+use pa_kit::redis::Pool;
 use pa_proto::v1::ag_ui_event::Event;
 use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;

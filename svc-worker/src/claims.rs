@@ -10,10 +10,10 @@
 //! and scoped to the run (a reference cannot reach another run's payloads). A tool result that
 //! merely looks like a reference is claimed too, so every marker the workflow holds is real.
 
-use deadpool_redis::Pool;
 use deadpool_redis::redis;
 use pa_agent::TurnMessage;
 use pa_kit::PaError;
+use pa_kit::redis::Pool;
 use pa_proto::v1::AgUiEvent;
 use pa_proto::v1::ag_ui_event::Event;
 use sha2::{Digest, Sha256};

@@ -121,7 +121,7 @@ impl From<WorkerError> for StartError {
 /// The activities' clients (connected lazily) and an empty set of early turns.
 pub fn run_activities(
     config: &Config,
-    redis: deadpool_redis::Pool,
+    redis: pa_kit::redis::Pool,
     auth: InternalAuth,
 ) -> Result<activities::RunActivities, tonic::transport::Error> {
     let memory =

@@ -1027,7 +1027,7 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
 }
 
 async fn ttl(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut pa_kit::redis::Connection,
     key: &str,
 ) -> Result<i64, deadpool_redis::redis::RedisError> {
     deadpool_redis::redis::cmd("TTL")

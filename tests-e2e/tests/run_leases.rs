@@ -83,7 +83,7 @@ async fn start_run(mesh: &Mesh, url: &str, who: &Identity) -> BoxResult<String> 
     Ok(run.id)
 }
 
-fn redis() -> deadpool_redis::Pool {
+fn redis() -> pa_kit::redis::Pool {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| tests_e2e::DEFAULT_REDIS_URL.into());
     pa_kit::redis::pool(&url, 4).expect("redis pool")
 }
@@ -99,7 +99,7 @@ fn deltas(events: &[AgUiEvent]) -> String {
 }
 
 /// Waits until the run's stream holds at least `n` text deltas.
-async fn wait_for_deltas(redis: &deadpool_redis::Pool, run_id: &str, n: usize) -> R {
+async fn wait_for_deltas(redis: &pa_kit::redis::Pool, run_id: &str, n: usize) -> R {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let events = pa_bus::run_events::read_all(redis, run_id).await?;
@@ -119,7 +119,7 @@ async fn wait_for_deltas(redis: &deadpool_redis::Pool, run_id: &str, n: usize) -
 
 /// Follows the run's stream like an SSE client until its terminal event, within `within`.
 async fn follow_to_end(
-    redis: &deadpool_redis::Pool,
+    redis: &pa_kit::redis::Pool,
     run_id: &str,
     within: Duration,
 ) -> BoxResult<Vec<AgUiEvent>> {

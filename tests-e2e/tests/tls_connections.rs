@@ -131,7 +131,7 @@ async fn postgres_verify_full_serves_both_roles_over_tls_and_refuses_impostor_wr
 }
 
 async fn set_and_get(
-    pool: &deadpool_redis::Pool,
+    pool: &pa_kit::redis::Pool,
 ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let mut conn = pool.get().await?;
     let key = format!("test:tls:{}", uuid::Uuid::new_v4().simple());

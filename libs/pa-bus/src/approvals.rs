@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use deadpool_redis::redis::{self, AsyncCommands};
+use pa_kit::redis::Pool;
 
 use pa_kit::PaError;
 

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use deadpool_redis::redis;
 use futures::Stream;
 use pa_kit::PaError;
+use pa_kit::redis::Pool;
 use tokio::sync::mpsc;
 
 use crate::run_events::{StoredEvent, XReadReply, parse_entries, read_after, stream_key};
@@ -253,7 +253,7 @@ async fn run_hub(
     block: Duration,
 ) {
     let mut followers: Vec<Follower> = Vec::new();
-    let mut conn: Option<deadpool_redis::Connection> = None;
+    let mut conn: Option<pa_kit::redis::Connection> = None;
     let mut failures = 0u32;
     // The wake stream is this hub's own (a fresh key): everything in it is news.
     let mut woken_at = String::from("0");
@@ -325,14 +325,14 @@ async fn run_hub(
             }
             Ok(Err(err)) => {
                 tracing::debug!(%err, "event hub: XREAD failed");
-                drop(deadpool_redis::Connection::take(connection));
+                drop(pa_kit::redis::Connection::take(connection));
                 let_go(&mut followers);
                 failures += 1;
                 tokio::time::sleep(backoff(failures)).await;
             }
             Err(_) => {
                 tracing::debug!("event hub: XREAD did not answer in time");
-                drop(deadpool_redis::Connection::take(connection));
+                drop(pa_kit::redis::Connection::take(connection));
                 let_go(&mut followers);
             }
         }

@@ -3,8 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use deadpool_redis::Pool;
 use deadpool_redis::redis;
+use pa_kit::redis::Pool;
 
 use pa_kit::{ErrorCode, PaError};
 

@@ -66,7 +66,7 @@ impl Readiness {
     /// connected to them).
     pub fn probe(
         postgres: Vec<PgPool>,
-        redis: Option<deadpool_redis::Pool>,
+        redis: Option<crate::redis::Pool>,
         shutdown: Shutdown,
     ) -> Readiness {
         let initial = StoreHealth {
@@ -133,7 +133,7 @@ async fn postgres_up(pool: &PgPool) -> bool {
     }
 }
 
-async fn redis_up(pool: &deadpool_redis::Pool) -> bool {
+async fn redis_up(pool: &crate::redis::Pool) -> bool {
     let check = crate::redis::retry_idempotent(pool, |conn| {
         Box::pin(async move { redis::cmd("PING").query_async::<String>(conn).await })
     });

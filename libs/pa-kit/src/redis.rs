@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis::aio::MultiplexedConnection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedisError {
@@ -44,14 +46,159 @@ impl RedisTls {
     }
 }
 
+/// The pool of Redis connections every service uses: [`pool`] builds it.
+pub type Pool = deadpool::managed::Pool<Manager, Connection>;
+
+/// Connection-class failures this process has seen on a pooled Redis connection (see
+/// [`Manager`]): a connection opened before the last one is retired, not handed out.
+static CONNECTION_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How long after its last checkout a pooled connection is handed out again without a PING.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
+
+fn note_failure(err: &redis::RedisError) {
+    if is_connection_error(err) {
+        CONNECTION_FAILURES.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Opens and recycles the pool's connections (ADR 0231). deadpool-redis PINGs every connection
+/// before handing it out: a round trip on every checkout, about six per run. Here a connection
+/// is handed out without one when it was checked out within the last [`TRUSTED_FOR`] and no
+/// connection of this process has failed since it was opened; otherwise it is PINGed (and
+/// replaced when that fails) as before. A Redis restart breaks every connection at once, so the
+/// first failure seen retires all the older ones; a connection idle for a second is checked.
+#[derive(Debug)]
+pub struct Manager {
+    client: redis::Client,
+}
+
+/// A pooled connection and the failure count when it was opened.
+pub struct PooledConnection {
+    conn: MultiplexedConnection,
+    failures_at_open: u64,
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = PooledConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<PooledConnection, redis::RedisError> {
+        let failures_at_open = CONNECTION_FAILURES.load(Ordering::Acquire);
+        let conn = self.client.get_multiplexed_async_connection().await?;
+        Ok(PooledConnection {
+            conn,
+            failures_at_open,
+        })
+    }
+
+    async fn recycle(
+        &self,
+        pooled: &mut PooledConnection,
+        metrics: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<redis::RedisError> {
+        if pooled.failures_at_open != CONNECTION_FAILURES.load(Ordering::Acquire) {
+            return Err(deadpool::managed::RecycleError::message(
+                "opened before a Redis connection failed",
+            ));
+        }
+        if metrics.last_used() < TRUSTED_FOR {
+            return Ok(());
+        }
+        // As deadpool-redis does: UNWATCH in the same round trip, in case a WATCH was left.
+        let (pong,) = redis::pipe()
+            .cmd("UNWATCH")
+            .ignore()
+            .cmd("PING")
+            .query_async::<(String,)>(&mut pooled.conn)
+            .await
+            .inspect_err(note_failure)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(deadpool::managed::RecycleError::message(
+                "Redis answered a PING with something else",
+            ))
+        }
+    }
+}
+
+/// A connection checked out of a [`Pool`]; a connection-class failure of a command sent
+/// through it retires every connection opened before (see [`Manager`]).
+pub struct Connection {
+    conn: deadpool::managed::Object<Manager>,
+}
+
+impl Connection {
+    /// Takes the connection out of its pool for good (it is closed when dropped).
+    #[must_use]
+    pub fn take(this: Self) -> MultiplexedConnection {
+        deadpool::managed::Object::take(this.conn).conn
+    }
+}
+
+impl From<deadpool::managed::Object<Manager>> for Connection {
+    fn from(conn: deadpool::managed::Object<Manager>) -> Self {
+        Self { conn }
+    }
+}
+
+impl std::ops::Deref for Connection {
+    type Target = MultiplexedConnection;
+
+    fn deref(&self) -> &MultiplexedConnection {
+        &self.conn.conn
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
+        &mut self.conn.conn
+    }
+}
+
+impl redis::aio::ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            self.conn
+                .conn
+                .req_packed_command(cmd)
+                .await
+                .inspect_err(note_failure)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            self.conn
+                .conn
+                .req_packed_commands(cmd, offset, count)
+                .await
+                .inspect_err(note_failure)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.conn.get_db()
+    }
+}
+
 /// A pool sized for blocking readers: each following SSE stream holds one connection while it
 /// waits in XREAD BLOCK. TLS as `REDIS_URL` (`rediss://user:password@host:port`) and
 /// [`RedisTls::from_env`] say.
 ///
-/// deadpool-redis recycles a pooled connection with a PING before handing it out, so a
-/// connection broken by a Redis restart is replaced, never used. Opening and recycling are
-/// bounded in time, so an unreachable Redis fails a request (`unavailable`) instead of holding
-/// it; waiting for a free connection is not (a full pool of followers is not an outage).
+/// A connection broken by a Redis restart is replaced, not reused (see [`Manager`]). Opening
+/// and recycling are bounded in time, so an unreachable Redis fails a request (`unavailable`)
+/// instead of holding it; waiting for a free connection is not (a full pool of followers is not
+/// an outage).
 pub fn pool(url: &str, max_size: usize) -> Result<Pool, RedisError> {
     pool_with_tls(url, max_size, &RedisTls::from_env()?)
 }
@@ -86,14 +233,13 @@ pub fn pool_with_tls(url: &str, max_size: usize, tls: &RedisTls) -> Result<Pool,
         _ if tls.is_set() => return Err(RedisError::TlsWithoutRediss),
         _ => info,
     };
-    let manager =
-        deadpool_redis::Manager::new(info).map_err(|e| RedisError::Build(e.to_string()))?;
-    let mut config = deadpool_redis::PoolConfig::new(max_size);
+    let client = redis::Client::open(info).map_err(|e| RedisError::Build(e.to_string()))?;
+    let mut config = deadpool::managed::PoolConfig::new(max_size);
     config.timeouts.create = Some(Duration::from_secs(3));
     config.timeouts.recycle = Some(Duration::from_secs(2));
-    Pool::builder(manager)
+    Pool::builder(Manager { client })
         .config(config)
-        .runtime(Runtime::Tokio1)
+        .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| RedisError::Build(e.to_string()))
 }
@@ -149,7 +295,7 @@ pub enum CheckoutError {
 /// [`Checkout::release`], once the answer is in; dropped before that (the command timed out,
 /// or a reader went away mid-BLOCK), it is closed instead: a connection with a command still in
 /// flight would make every command queued behind it on that multiplexed connection wait.
-pub struct Checkout(Option<deadpool_redis::Connection>);
+pub struct Checkout(Option<Connection>);
 
 impl Checkout {
     /// A connection from `pool`, within [`CALL_TIMEOUT`].
@@ -161,7 +307,7 @@ impl Checkout {
     }
 
     /// The connection (for one command).
-    pub fn conn(&mut self) -> &mut deadpool_redis::Connection {
+    pub fn conn(&mut self) -> &mut Connection {
         self.0
             .as_mut()
             .expect("a checkout holds its connection until it is released or dropped")
@@ -176,7 +322,7 @@ impl Checkout {
 impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(conn) = self.0.take() {
-            drop(deadpool_redis::Connection::take(conn));
+            drop(Connection::take(conn));
         }
     }
 }
@@ -187,7 +333,7 @@ pub async fn within<T>(
     limit: Duration,
     mut checkout: Checkout,
     call: impl for<'c> FnOnce(
-        &'c mut deadpool_redis::Connection,
+        &'c mut Connection,
     ) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
 ) -> Result<T, CallError> {
     let answer = tokio::time::timeout(limit, call(checkout.conn())).await;
@@ -221,7 +367,7 @@ pub enum CallError {
 pub async fn bounded<T>(
     pool: &Pool,
     call: impl for<'c> FnOnce(
-        &'c mut deadpool_redis::Connection,
+        &'c mut Connection,
     ) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
 ) -> Result<T, CallError> {
     let checkout = Checkout::get(pool).await?;
@@ -232,16 +378,14 @@ pub async fn bounded<T>(
 /// connection and, when the connection fails under it, once more on another one.
 pub async fn retry_idempotent<T, F>(pool: &Pool, mut command: F) -> Result<T, CommandError>
 where
-    F: for<'c> FnMut(
-        &'c mut deadpool_redis::Connection,
-    ) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
+    F: for<'c> FnMut(&'c mut Connection) -> futures::future::BoxFuture<'c, redis::RedisResult<T>>,
 {
     let mut conn = pool.get().await?;
     match command(&mut conn).await {
         Err(err) if is_connection_error(&err) => {
             tracing::info!(%err, "Redis connection failed; retrying once on another one");
             // The broken connection must not go back to the pool.
-            drop(deadpool_redis::Connection::take(conn));
+            drop(Connection::take(conn));
             let mut conn = pool.get().await?;
             Ok(command(&mut conn).await?)
         }
@@ -252,7 +396,7 @@ where
 /// A pool of `size` on the real Redis (REDIS_URL, default 127.0.0.1:6379), for tests of code
 /// that talks to Redis (here and in pa-bus); it panics on a bad URL.
 #[doc(hidden)]
-pub fn real_redis(size: usize) -> deadpool_redis::Pool {
+pub fn real_redis(size: usize) -> Pool {
     let url =
         std::env::var("REDIS_URL").unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string());
     let Ok(pool) = pool(&url, size) else {
@@ -327,6 +471,131 @@ mod tests {
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    fn redis_url() -> String {
+        std::env::var("REDIS_URL").unwrap_or_else(|_| crate::config::DEFAULT_REDIS_URL.to_string())
+    }
+
+    /// A connection of its own, outside any pool, to look at and kill the pool's connections.
+    async fn admin() -> MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    async fn client_id(conn: &mut Connection) -> redis::RedisResult<i64> {
+        redis::cmd("CLIENT").arg("ID").query_async(conn).await
+    }
+
+    /// The last command Redis ran on the connection `id` (`CLIENT LIST ID`'s `cmd=`).
+    async fn last_command(admin: &mut MultiplexedConnection, id: i64) -> String {
+        let listed: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await
+            .unwrap();
+        listed
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("cmd="))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    async fn kill(admin: &mut MultiplexedConnection, id: i64) {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(admin)
+            .await
+            .unwrap();
+        assert_eq!(killed, 1);
+        // The connection's reader sees the close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn a_connection_checked_out_within_the_last_second_gets_no_ping_an_idle_one_does() {
+        let pool = real_redis(1);
+        let mut admin = admin().await;
+        let mut conn = pool.get().await.unwrap();
+        let id = client_id(&mut conn).await.unwrap();
+        let _: String = redis::cmd("ECHO")
+            .arg("marker")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        drop(conn);
+        // Checked out again at once: handed out as it was, without a round trip.
+        let mut conn = pool.get().await.unwrap();
+        assert_eq!(last_command(&mut admin, id).await, "echo");
+        assert_eq!(client_id(&mut conn).await.unwrap(), id);
+        drop(conn);
+        // Idle for longer than TRUSTED_FOR: checked with a PING first.
+        tokio::time::sleep(TRUSTED_FOR + Duration::from_millis(100)).await;
+        let mut conn = pool.get().await.unwrap();
+        assert_eq!(last_command(&mut admin, id).await, "ping");
+        assert_eq!(client_id(&mut conn).await.unwrap(), id);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_dropped_is_replaced_without_a_failure() {
+        let pool = real_redis(1);
+        let mut admin = admin().await;
+        let mut conn = pool.get().await.unwrap();
+        let id = client_id(&mut conn).await.unwrap();
+        drop(conn);
+        kill(&mut admin, id).await;
+        tokio::time::sleep(TRUSTED_FOR).await;
+        let mut conn = pool.get().await.unwrap();
+        let fresh = client_id(&mut conn).await.unwrap();
+        assert_ne!(fresh, id);
+    }
+
+    /// A restart breaks every connection at once: the first command that fails on one retires
+    /// all the connections opened before it, so one command fails, not one per connection.
+    #[tokio::test]
+    async fn a_failed_connection_retires_every_connection_opened_before_it() {
+        let pool = real_redis(3);
+        let mut admin = admin().await;
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(pool.get().await.unwrap());
+        }
+        let mut old = Vec::new();
+        for conn in &mut held {
+            old.push(client_id(conn).await.unwrap());
+        }
+        drop(held);
+        kill(&mut admin, old[0]).await;
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            let mut conn = pool.get().await.unwrap();
+            outcomes.push(client_id(&mut conn).await);
+        }
+        let failed = outcomes
+            .iter()
+            .position(|o| o.as_ref().is_err_and(is_connection_error))
+            .unwrap_or_else(|| panic!("no command met the killed connection: {outcomes:?}"));
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_err()).count(),
+            1,
+            "{outcomes:?}"
+        );
+        let after: Vec<i64> = outcomes[failed + 1..]
+            .iter()
+            .map(|o| *o.as_ref().unwrap())
+            .collect();
+        assert!(!after.is_empty());
+        assert!(
+            after.iter().all(|id| !old.contains(id)),
+            "{old:?} {after:?}"
         );
     }
 }

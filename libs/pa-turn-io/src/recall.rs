@@ -130,7 +130,7 @@ const RECALL_HANDOVER: pa_bus::keys::Handover = pa_bus::keys::Handover::Recall;
 
 /// Hands a durable run's recall to its workflow, which was started before the recall finished.
 pub async fn hand_over_recall(
-    redis: &deadpool_redis::Pool,
+    redis: &pa_kit::redis::Pool,
     run_id: &str,
     recalled: &Option<Recalled>,
 ) -> Result<(), PaError> {
@@ -142,7 +142,7 @@ pub async fn hand_over_recall(
 /// The recall svc-runs hands over for `run_id`, waiting up to `wait`. Nothing (none found, none
 /// handed over in time, Redis unavailable) is `None`: a run goes on without memories.
 pub async fn await_recall(
-    redis: &deadpool_redis::Pool,
+    redis: &pa_kit::redis::Pool,
     run_id: &str,
     wait: Duration,
 ) -> Option<Recalled> {

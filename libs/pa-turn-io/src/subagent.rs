@@ -38,7 +38,7 @@ pub trait EventRelay: Send {
 pub struct SubAgentIo {
     pub ledger: RunLedgerServiceClient<Channel>,
     pub runs: RunServiceClient<Channel>,
-    pub redis: deadpool_redis::Pool,
+    pub redis: pa_kit::redis::Pool,
     pub auth: InternalAuth,
 }
 
