@@ -559,6 +559,9 @@ fn complete_sse_events(pending: &mut String) -> Vec<String> {
     events
 }
 
+#[global_allocator]
+static ALLOCATOR: pa_kit::Allocator = pa_kit::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     // The mesh runs in this process: svc-models' environment is the bench's (ADR 0226).

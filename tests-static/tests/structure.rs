@@ -93,6 +93,28 @@ fn no_service_crate_depends_on_another_service_or_a_library_on_a_service() {
     );
 }
 
+/// Every service binary, and the bench that runs the mesh in one process, allocates with the
+/// platform's allocator (ADR 0232): a binary that loses the line falls back to glibc's malloc
+/// and about a tenth of its CPU per run, with nothing else telling.
+#[test]
+fn every_service_binary_and_the_bench_use_the_platforms_allocator() {
+    let root = workspace_root();
+    let mut binaries: Vec<String> = members().into_iter().filter(|m| is_service(m)).collect();
+    assert!(binaries.len() >= 6, "{binaries:?}");
+    binaries.push("pa-bench".into());
+    let declaration =
+        "#[global_allocator]\nstatic ALLOCATOR: pa_kit::Allocator = pa_kit::ALLOCATOR;";
+    let missing: Vec<&String> = binaries
+        .iter()
+        .filter(|member| {
+            let main =
+                std::fs::read_to_string(root.join(member).join("src/main.rs")).unwrap_or_default();
+            !main.contains(declaration)
+        })
+        .collect();
+    assert!(missing.is_empty(), "no platform allocator in: {missing:?}");
+}
+
 #[test]
 fn svc_worker_is_temporals_only_client() {
     let mut clients = Vec::new();

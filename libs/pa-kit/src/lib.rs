@@ -22,6 +22,11 @@ pub use error::{ErrorCode, PaError, Store};
 pub use identity::{InternalAuth, RequestIdentity};
 pub use shutdown::Shutdown;
 
+/// The allocator every binary of the platform declares as its `#[global_allocator]` (ADR 0232).
+pub type Allocator = mimalloc::MiMalloc;
+/// The [`Allocator`] value.
+pub const ALLOCATOR: Allocator = mimalloc::MiMalloc;
+
 /// The body of every service's `main`: logging, a signal-driven [`Shutdown`], and one clear log
 /// line plus a failure exit code when the service cannot run.
 pub async fn service_main<F, Fut>(service: &'static str, body: F) -> std::process::ExitCode
