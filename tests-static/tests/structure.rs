@@ -93,23 +93,30 @@ fn no_service_crate_depends_on_another_service_or_a_library_on_a_service() {
     );
 }
 
-/// Every service binary, and the bench that runs the mesh in one process, allocates with the
-/// platform's allocator (ADR 0232): a binary that loses the line falls back to glibc's malloc
-/// and about a tenth of its CPU per run, with nothing else telling.
+/// Every service binary, the bench that runs the mesh in one process and the test binaries that
+/// run services as processes of their own (the chaos suite's) allocate with the platform's
+/// allocator (ADR 0232): a binary that loses the line falls back to glibc's malloc and about a
+/// tenth of its CPU per run, with nothing else telling.
 #[test]
 fn every_service_binary_and_the_bench_use_the_platforms_allocator() {
     let root = workspace_root();
-    let mut binaries: Vec<String> = members().into_iter().filter(|m| is_service(m)).collect();
-    assert!(binaries.len() >= 6, "{binaries:?}");
-    binaries.push("pa-bench".into());
+    let mut mains: Vec<String> = members()
+        .into_iter()
+        .filter(|m| is_service(m))
+        .map(|m| format!("{m}/src/main.rs"))
+        .collect();
+    assert!(mains.len() >= 6, "{mains:?}");
+    mains.push("pa-bench/src/main.rs".into());
+    mains.push("tests-e2e/src/bin/pa-e2e-service.rs".into());
+    mains.push("tests-e2e/src/bin/pa-e2e-worker.rs".into());
     let declaration =
         "#[global_allocator]\nstatic ALLOCATOR: pa_kit::Allocator = pa_kit::ALLOCATOR;";
-    let missing: Vec<&String> = binaries
+    let missing: Vec<&String> = mains
         .iter()
-        .filter(|member| {
-            let main =
-                std::fs::read_to_string(root.join(member).join("src/main.rs")).unwrap_or_default();
-            !main.contains(declaration)
+        .filter(|main| {
+            !std::fs::read_to_string(root.join(main))
+                .unwrap_or_default()
+                .contains(declaration)
         })
         .collect();
     assert!(missing.is_empty(), "no platform allocator in: {missing:?}");

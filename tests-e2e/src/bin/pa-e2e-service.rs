@@ -2,6 +2,10 @@
 //! tests-e2e so its tests (the chaos suite) can start every service as a process of its own
 //! (`CARGO_BIN_EXE_pa-e2e-service`) and kill it with SIGKILL.
 
+// As the service binaries do (ADR 0232), so the processes the chaos suite kills are theirs.
+#[global_allocator]
+static ALLOCATOR: pa_kit::Allocator = pa_kit::ALLOCATOR;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match std::env::args().nth(1).as_deref() {
