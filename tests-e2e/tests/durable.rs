@@ -689,7 +689,7 @@ async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
             .arg("*")
             .arg("e")
             .arg("{}")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         assert_eq!(ttl(&mut conn, &key).await?, -1);
         let id = trim["id"].as_str().unwrap_or_default().to_string();
@@ -707,7 +707,7 @@ async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
         }
         let _: i64 = deadpool_redis::redis::cmd("DEL")
             .arg(&key)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         assert!(expires > 0, "the triggered run gave the stream an expiry");
         let (_, listed) = mesh.get_json("/v1/admin/schedules").await?;
@@ -1032,7 +1032,7 @@ async fn ttl(
 ) -> Result<i64, deadpool_redis::redis::RedisError> {
     deadpool_redis::redis::cmd("TTL")
         .arg(key)
-        .query_async::<i64>(&mut **conn)
+        .query_async::<i64>(conn)
         .await
 }
 

@@ -406,7 +406,7 @@ async fn after_a_temporal_restart_the_worker_still_takes_tasks_from_its_queue() 
         .arg("*")
         .arg("e")
         .arg("{}")
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     // The trigger itself may need a retry while the restarted server settles.
     let mut triggered = false;
@@ -429,7 +429,7 @@ async fn after_a_temporal_restart_the_worker_still_takes_tasks_from_its_queue() 
     while started.elapsed() < Duration::from_secs(45) {
         expires = deadpool_redis::redis::cmd("TTL")
             .arg(&key)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await?;
         if expires > 0 {
             break;
@@ -438,7 +438,7 @@ async fn after_a_temporal_restart_the_worker_still_takes_tasks_from_its_queue() 
     }
     let _: i64 = deadpool_redis::redis::cmd("DEL")
         .arg(&key)
-        .query_async(&mut *conn)
+        .query_async(&mut conn)
         .await?;
     assert!(
         expires > 0,

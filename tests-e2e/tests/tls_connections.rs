@@ -138,9 +138,9 @@ async fn set_and_get(
     redis::cmd("SET")
         .arg(&key)
         .arg("over tls")
-        .query_async::<()>(&mut *conn)
+        .query_async::<()>(&mut conn)
         .await?;
-    Ok(redis::cmd("GET").arg(&key).query_async(&mut *conn).await?)
+    Ok(redis::cmd("GET").arg(&key).query_async(&mut conn).await?)
 }
 
 #[tokio::test]

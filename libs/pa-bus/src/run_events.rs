@@ -422,7 +422,7 @@ pub async fn trim_streams(redis: &Pool) -> Result<u64, String> {
             .arg(&pattern)
             .arg("COUNT")
             .arg(500)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(|e| e.to_string())?;
         for key in keys {
@@ -432,7 +432,7 @@ pub async fn trim_streams(redis: &Pool) -> Result<u64, String> {
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(STREAM_MAX_LEN)
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(|e| e.to_string())?;
             if ttl == -1 {

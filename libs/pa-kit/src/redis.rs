@@ -124,7 +124,9 @@ impl deadpool::managed::Manager for Manager {
 }
 
 /// A connection checked out of a [`Pool`]; a connection-class failure of a command sent
-/// through it retires every connection opened before (see [`Manager`]).
+/// through it retires every connection opened before (see [`Manager`]). It deliberately does
+/// not dereference to the multiplexed connection: a command sent past the wrapper would not
+/// report its failure, and a broken connection could then be handed out again and again.
 pub struct Connection {
     conn: deadpool::managed::Object<Manager>,
 }
@@ -140,20 +142,6 @@ impl Connection {
 impl From<deadpool::managed::Object<Manager>> for Connection {
     fn from(conn: deadpool::managed::Object<Manager>) -> Self {
         Self { conn }
-    }
-}
-
-impl std::ops::Deref for Connection {
-    type Target = MultiplexedConnection;
-
-    fn deref(&self) -> &MultiplexedConnection {
-        &self.conn.conn
-    }
-}
-
-impl std::ops::DerefMut for Connection {
-    fn deref_mut(&mut self) -> &mut MultiplexedConnection {
-        &mut self.conn.conn
     }
 }
 
