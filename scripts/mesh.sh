@@ -24,6 +24,14 @@ die() { printf 'mesh: ERROR: %s\n' "$*" >&2; exit 1; }
 pid_of() { [[ -f "$PIDS/$1.pid" ]] && tr -dc '0-9' <"$PIDS/$1.pid" || true; }
 alive() { local pid; pid="$(pid_of "$1")"; [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null; }
 
+# The services' ports (50050-50055) lie inside Linux's ephemeral range: an outgoing connection
+# may hold one for a minute (TIME-WAIT) although nothing listens on it.
+port_hint() {
+  grep -q 'Address already in use' "$1" 2>/dev/null || return 0
+  printf '\n%s' "hint: if nothing listens on that port, an outgoing connection holds it (ss -tan | grep :<port>);" \
+    "retry in a minute, or reserve the ports: sysctl -w net.ipv4.ip_local_reserved_ports=50050-50055,8080,8090,9464"
+}
+
 cmd_up() {
   mkdir -p "$LOGS" "$PIDS"
   [[ -f "$DEV/internal-secret" ]] || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DEV/internal-secret"
@@ -47,7 +55,7 @@ cmd_up() {
   until curl -fsS "http://$GATEWAY_ADDR/readyz" >/dev/null 2>&1; do
     for svc in "${SERVICES[@]}"; do
       alive "$svc" || die "$svc exited during start-up; last lines of $LOGS/$svc.log:
-$(tail -n 15 "$LOGS/$svc.log")"
+$(tail -n 15 "$LOGS/$svc.log")$(port_hint "$LOGS/$svc.log")"
     done
     (( SECONDS < deadline )) || die "not ready in time: $(curl -sS "http://$GATEWAY_ADDR/readyz" 2>&1)"
     sleep 0.3
