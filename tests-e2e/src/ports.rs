@@ -48,7 +48,10 @@ fn claim_port(port: u16) -> bool {
                     .ok()
                     .and_then(|p| p.trim().parse::<u32>().ok());
                 match holder {
-                    Some(pid) if pid == me => return true,
+                    // Already handed out by this process (to a child that has not bound it
+                    // yet, or that is down while killed): taken. Handing it out again gave
+                    // two services of one chaos mesh the same port.
+                    Some(pid) if pid == me => return false,
                     Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
                         return false;
                     }
@@ -64,4 +67,21 @@ fn claim_port(port: u16) -> bool {
         }
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ports are chosen before their processes bind them, so one process must never be handed
+    /// the same port twice (with 300 of about 12,000 ports, a repeat is all but certain when
+    /// its own claims do not count).
+    #[test]
+    fn one_process_is_never_handed_the_same_port_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..300 {
+            let port = port_below_ephemeral_range().unwrap();
+            assert!(seen.insert(port), "port {port} handed out twice");
+        }
+    }
 }
