@@ -16,8 +16,14 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `PA_MEMORY_URL`, default `http://127.0.0.1:50054`: svc-memory, behind the memory tools.
     pub memory_url: String,
+    /// `PA_TOOLSET_SNAPSHOT_RETENTION_DAYS`, default 90: how long a run's toolset snapshot is
+    /// kept before the `purge_toolset_snapshots` schedule removes it (0 = kept for good).
+    pub snapshot_retention: Duration,
     pub tools: ToolsSettings,
 }
+
+/// `PA_TOOLSET_SNAPSHOT_RETENTION_DAYS`' default.
+pub const DEFAULT_SNAPSHOT_RETENTION_DAYS: u64 = 90;
 
 /// What the tools may reach and how long they may take.
 #[derive(Clone, Debug)]
@@ -152,6 +158,13 @@ impl Config {
             listen_addr: base.listen_addr,
             request_timeout: base.request_timeout,
             memory_url: env_or("PA_MEMORY_URL", "http://127.0.0.1:50054"),
+            snapshot_retention: Duration::from_secs(
+                env_parse::<u64>(
+                    "PA_TOOLSET_SNAPSHOT_RETENTION_DAYS",
+                    DEFAULT_SNAPSHOT_RETENTION_DAYS,
+                )?
+                .saturating_mul(24 * 3600),
+            ),
             tools: ToolsSettings {
                 allow,
                 dns_overrides,
@@ -180,6 +193,7 @@ impl Config {
             listen_addr: String::new(),
             request_timeout,
             memory_url: memory_url.to_string(),
+            snapshot_retention: Duration::from_secs(24 * 3600 * DEFAULT_SNAPSHOT_RETENTION_DAYS),
             tools: ToolsSettings::default(),
         }
     }

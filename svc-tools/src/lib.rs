@@ -8,6 +8,7 @@ mod error;
 mod executor;
 pub mod gate;
 mod integrations;
+mod maintenance;
 pub mod mcp;
 mod mcp_listings;
 pub mod memory;
@@ -56,9 +57,13 @@ pub async fn run(
     )
     .map_err(|e| StartError::Other(format!("HTTP client: {e}")))?;
     // Requests run as the application role, under row-level security.
-    let pool = pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10)
-        .await?
-        .app;
+    let pools =
+        pa_kit::db::connect_schema_rls(&config.common.database_url, "tools", &MIGRATOR, 10).await?;
+    let pool = pools.app;
+    let maintenance = maintenance::Maintenance {
+        owner: pools.owner,
+        retention: config.snapshot_retention,
+    };
     // Tried once at start: where the sandbox does not work, stdio MCP servers are refused with
     // the reason (logged now).
     let sandbox = sandbox::Sandbox::start(settings.mcp_sandbox.clone()).await;
@@ -94,8 +99,14 @@ pub async fn run(
         .readiness(readiness)
         .add_service(ToolServiceServer::with_interceptor(
             service,
-            RequireIdentity(auth),
+            RequireIdentity(auth.clone()),
         ))
+        .add_service(
+            pa_proto::v1::maintenance_service_server::MaintenanceServiceServer::with_interceptor(
+                maintenance,
+                RequireIdentity(auth),
+            ),
+        )
         .serve(listener, shutdown)
         .await?;
     Ok(())

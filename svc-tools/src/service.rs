@@ -352,3 +352,22 @@ impl ToolService for ToolServiceImpl {
         Ok(Response::new(toolset))
     }
 }
+
+#[tonic::async_trait]
+impl pa_proto::v1::maintenance_service_server::MaintenanceService
+    for crate::maintenance::Maintenance
+{
+    async fn run_maintenance(
+        &self,
+        request: Request<pa_proto::v1::RunMaintenanceRequest>,
+    ) -> Result<Response<pa_proto::v1::RunMaintenanceResponse>, Status> {
+        pa_kit::maintenance::answer(
+            "svc-tools",
+            "purge_toolset_snapshots",
+            pa_kit::maintenance::MAX_BATCH,
+            request,
+            |limit| self.purge_toolset_snapshots(limit),
+        )
+        .await
+    }
+}

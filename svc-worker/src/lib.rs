@@ -155,6 +155,7 @@ pub fn run_activities(
             runs: MaintenanceServiceClient::new(channel(&config.runs_url)?),
             models: MaintenanceServiceClient::new(channel(&config.models_url)?),
             memory: MaintenanceServiceClient::new(channel(&config.memory_url)?),
+            tools: MaintenanceServiceClient::new(channel(&config.tools_url)?),
             auth: auth.clone(),
         },
     })

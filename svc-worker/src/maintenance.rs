@@ -16,6 +16,7 @@ pub struct MaintenanceClients {
     pub runs: MaintenanceServiceClient<Channel>,
     pub models: MaintenanceServiceClient<Channel>,
     pub memory: MaintenanceServiceClient<Channel>,
+    pub tools: MaintenanceServiceClient<Channel>,
     pub auth: InternalAuth,
 }
 
@@ -26,6 +27,7 @@ impl MaintenanceClients {
             "purge_deleted_chats" => &self.runs,
             "rollup_usage" => &self.models,
             "reembed_memories" => &self.memory,
+            "purge_toolset_snapshots" => &self.tools,
             other => {
                 return Err(PaError::bad_request(format!(
                     "unknown maintenance task {other}"

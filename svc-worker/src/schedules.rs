@@ -8,9 +8,11 @@
 //! - `rollup_usage` (svc-models): finished days of usage rolled up per day, user and model;
 //! - `purge_deleted_chats` (svc-runs): chats deleted longer ago than the retention go for good;
 //! - `reembed_memories` (svc-memory): memories without a vector of the current embedding model
-//!   get one.
+//!   get one;
+//! - `purge_toolset_snapshots` (svc-tools): runs' toolset snapshots older than the retention
+//!   go.
 //!
-//! The last three belong to the service that owns the tables: the activity asks it through
+//! The last four belong to the service that owns the tables: the activity asks it through
 //! MaintenanceService, batch after batch, as the platform (an internal identity).
 
 use std::time::{Duration, SystemTime};
@@ -48,6 +50,10 @@ pub const TASKS: &[Task] = &[
     },
     Task {
         name: "reembed_memories",
+        every: Duration::from_secs(6 * 3600),
+    },
+    Task {
+        name: "purge_toolset_snapshots",
         every: Duration::from_secs(6 * 3600),
     },
 ];

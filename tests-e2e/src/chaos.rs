@@ -124,6 +124,17 @@ pub struct ChaosMesh {
     pub http: reqwest::Client,
 }
 
+/// A mesh dropped without [`ChaosMesh::stop`] (a failed start, a failed assertion) takes its
+/// service processes with it, rather than leaving them to run on as orphans.
+impl Drop for ChaosMesh {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn free_addr() -> Result<String, BoxError> {
     Ok(format!("127.0.0.1:{}", port_below_ephemeral_range()?))
 }

@@ -60,3 +60,51 @@ async fn every_run_ends_through_the_death_of_any_one_process() -> R {
     let _ = std::fs::remove_dir_all(&log_dir);
     Ok(())
 }
+
+/// The processes whose environment holds `marker` (from `/proc/<pid>/environ`).
+fn processes_marked(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// A mesh whose start fails part-way (here the gateway, started last, refuses its
+/// configuration) leaves none of the services it already started running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_that_fails_to_start_leaves_no_process_behind() -> R {
+    let marker = format!("PA_CHAOS_TEST_MARK={}", uuid::Uuid::new_v4().simple());
+    let (name, value) = marker.split_once('=').expect("a marker is NAME=value");
+    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let started = ChaosMesh::start(ChaosSettings {
+        binary: service_binary()?,
+        token_delay: Duration::from_millis(15),
+        env: vec![
+            (name.into(), value.into()),
+            // Read by the gateway alone: the five services before it start.
+            ("PA_SSE_KEEPALIVE_MS".into(), "soon".into()),
+        ],
+        log_dir: log_dir.clone(),
+        replicas: 1,
+    })
+    .await;
+    let err = match started {
+        Ok(mesh) => {
+            mesh.stop().await?;
+            return Err("the gateway started with PA_SSE_KEEPALIVE_MS=soon".into());
+        }
+        Err(err) => err.to_string(),
+    };
+    assert!(err.contains("svc-gateway"), "{err}");
+    let left = processes_marked(&marker);
+    assert!(left.is_empty(), "service processes left running: {left:?}");
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}

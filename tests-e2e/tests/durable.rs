@@ -828,7 +828,8 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
                 "trim_run_streams",
                 "rollup_usage",
                 "purge_deleted_chats",
-                "reembed_memories"
+                "reembed_memories",
+                "purge_toolset_snapshots"
             ]
         );
 
@@ -982,6 +983,68 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             assert_eq!(moved?, 2, "both tenants' keys were re-encrypted");
         }
 
+        // Toolset snapshots older than the retention (90 days) go, every tenant's; a recent one
+        // stays and is still read.
+        let (status, b_chat) = tests_e2e::json_answer(
+            as_b(mesh.http.post(mesh.url("/v1/chats"))).json(&json!({ "title": "b's tools" })),
+        )
+        .await?;
+        assert_eq!(status, 201, "{b_chat}");
+        let b_chat = b_chat["id"].as_str().unwrap_or_default().to_string();
+        let (status, b_run) = tests_e2e::json_answer(
+            as_b(
+                mesh.http
+                    .post(mesh.url(&format!("/v1/chats/{b_chat}/runs"))),
+            )
+            .json(&json!({ "message": "which tools?" })),
+        )
+        .await?;
+        assert_eq!(status, 202, "{b_run}");
+        let old_snapshot: String =
+            sqlx::query_scalar("SELECT id FROM tools.toolset_snapshots WHERE run_id = $1")
+                .bind(run["id"].as_str().unwrap_or_default())
+                .fetch_one(&mut owner)
+                .await?;
+        sqlx::query("UPDATE tools.toolset_snapshots SET created_at = now() - interval '100 days'")
+            .execute(&mut owner)
+            .await?;
+        let old_tenants: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT tenant_id FROM tools.toolset_snapshots ORDER BY 1")
+                .fetch_all(&mut owner)
+                .await?;
+        assert_eq!(old_tenants, ["dev", "tenant-b"]);
+        let kept_chat = mesh.create_chat("kept").await?;
+        let (kept_run, _) = run_to_end(&mesh, &kept_chat, json!({ "message": "hello" })).await?;
+        let kept_run = kept_run["id"].as_str().unwrap_or_default().to_string();
+        trigger(&mesh, "purge_toolset_snapshots").await?;
+        let old = "SELECT count(*) FROM tools.toolset_snapshots \
+                   WHERE created_at < now() - interval '90 days' AND tenant_id <> $1";
+        eventually(&mut owner, old, "", |n| n == 0).await?;
+        let kept_snapshot: String =
+            sqlx::query_scalar("SELECT id FROM tools.toolset_snapshots WHERE run_id = $1")
+                .bind(&kept_run)
+                .fetch_one(&mut owner)
+                .await?;
+        let mut tools =
+            pa_proto::v1::tool_service_client::ToolServiceClient::connect(mesh.tools_url.clone())
+                .await?;
+        let user = Mesh::identity("dev", "dev-user");
+        let read = |snapshot_id: &str| {
+            mesh.auth.request(
+                &user,
+                pa_proto::v1::GetToolsetRequest {
+                    snapshot_id: snapshot_id.into(),
+                },
+            )
+        };
+        let kept = tools.get_toolset(read(&kept_snapshot)).await?.into_inner();
+        assert!(!kept.tools.is_empty(), "{kept:?}");
+        let purged = tools
+            .get_toolset(read(&old_snapshot))
+            .await
+            .expect_err("a purged snapshot is gone");
+        assert_eq!(purged.code(), tonic::Code::NotFound, "{purged:?}");
+
         // Only the platform's own services may ask; a task goes to the service that owns it.
         let mut runs_maintenance =
             pa_proto::v1::maintenance_service_client::MaintenanceServiceClient::connect(
@@ -1007,6 +1070,26 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         assert_eq!(elsewhere.code(), tonic::Code::Unimplemented);
         let again = runs_maintenance
             .run_maintenance(mesh.auth.request(&platform, ask("purge_deleted_chats")))
+            .await?
+            .into_inner();
+        assert_eq!((again.affected, again.more), (0, false), "nothing left");
+        let mut tools_maintenance =
+            pa_proto::v1::maintenance_service_client::MaintenanceServiceClient::connect(
+                mesh.tools_url.clone(),
+            )
+            .await?;
+        let refused = tools_maintenance
+            .run_maintenance(mesh.auth.request(&admin, ask("purge_toolset_snapshots")))
+            .await
+            .expect_err("an admin is not the platform");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let elsewhere = tools_maintenance
+            .run_maintenance(mesh.auth.request(&platform, ask("purge_deleted_chats")))
+            .await
+            .expect_err("svc-tools does not own chats");
+        assert_eq!(elsewhere.code(), tonic::Code::Unimplemented);
+        let again = tools_maintenance
+            .run_maintenance(mesh.auth.request(&platform, ask("purge_toolset_snapshots")))
             .await?
             .into_inner();
         assert_eq!((again.affected, again.more), (0, false), "nothing left");

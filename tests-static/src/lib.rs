@@ -820,6 +820,13 @@ pub const SERVICES: &[Service] = &[
                 "How long an MCP server's tool listing is reused by later toolset assemblies (editing the integration or its secrets lists again at once; 0 = list at every assembly).",
             ),
             var(
+                "PA_TOOLSET_SNAPSHOT_RETENTION_DAYS",
+                "90",
+                Kind::Int,
+                Helm::Value,
+                "How long a run's toolset snapshot (the tools it was offered, read by its tool calls and GetToolset) is kept before the purge_toolset_snapshots schedule removes it; 0 = kept for good.",
+            ),
+            var(
                 "PA_TOOLS_DEVICE_TIMEOUT_MS",
                 "25000",
                 Kind::Int,
