@@ -7,10 +7,11 @@
 //!   every client reads its stream from the start at once: events/s delivered over SSE, and the
 //!   bench process's CPU per event (gateway and clients together: an upper bound on the
 //!   gateway's).
-//! - **live**: every stream gets one event every 20 ms (a model's 50 tokens/s) for 10 s, all
+//! - **live**: once every client has its stream open (how long that took is a column of its
+//!   own), every stream gets one event every 20 ms (a model's 50 tokens/s) for 10 s, all
 //!   streams written in one pipeline per tick; each client measures when each event arrives
 //!   against when it was written (the latency the relay adds), and the process's memory with
-//!   the streams open.
+//!   the streams open. Every client reads on a task of its own, and the writer on another.
 
 use std::time::{Duration, Instant};
 
@@ -109,11 +110,14 @@ async fn cancel_runs(mesh: &Mesh, runs: &[String]) -> Result<(), BoxError> {
 /// and, for live events (whose delta is the microseconds since `epoch` when written), how long
 /// each took to arrive.
 async fn read_stream(
-    mesh: &Mesh,
-    run_id: &str,
+    http: reqwest::Client,
+    url: String,
     epoch: Option<Instant>,
+    connected: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Result<(usize, Vec<Duration>), BoxError> {
-    let mut body = crate::run_events(mesh, run_id).await?.bytes_stream();
+    let mut body = http.get(url).send().await?.bytes_stream();
+    // The stream is open (the gateway answered with its headers).
+    let _ = connected.send(());
     let mut pending = String::new();
     let mut count = 0;
     let mut delays = Vec::new();
@@ -141,6 +145,34 @@ async fn read_stream(
     Err("the stream ended without RUN_FINISHED".into())
 }
 
+/// Every client reads on a task of its own, as separate clients would: in the bench's main
+/// future they would all be served by one thread, and the figures would be the load client's.
+async fn read_streams(
+    mesh: &Mesh,
+    runs: &[String],
+    epoch: Option<Instant>,
+    connected: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<Vec<(usize, Vec<Duration>)>, BoxError> {
+    let readers: Vec<_> = runs
+        .iter()
+        .map(|run| {
+            let url = mesh.url(&format!("/v1/runs/{run}/events"));
+            tokio::spawn(read_stream(
+                mesh.http.clone(),
+                url,
+                epoch,
+                connected.clone(),
+            ))
+        })
+        .collect();
+    drop(connected);
+    let mut read = Vec::with_capacity(readers.len());
+    for reader in futures::future::try_join_all(readers).await? {
+        read.push(reader?);
+    }
+    Ok(read)
+}
+
 async fn throughput(
     mesh: &Mesh,
     sink: &pa_bus::run_events::EventSink,
@@ -165,9 +197,8 @@ async fn throughput(
         }
         let cpu = cpu_seconds();
         let started = Instant::now();
-        let counts =
-            futures::future::try_join_all(runs.iter().map(|run| read_stream(mesh, run, None)))
-                .await?;
+        let (connected, _) = tokio::sync::mpsc::unbounded_channel();
+        let counts = read_streams(mesh, &runs, None, connected).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let used = cpu_seconds() - cpu;
         let total: usize = counts.iter().map(|(n, _)| n).sum();
@@ -193,18 +224,32 @@ async fn live(
         LIVE_FOR.as_secs()
     );
     println!(
-        "| streams | events | delay p50 | delay p99 | delay max | RSS with the streams open (MiB) | per 1,000 streams (MiB) |"
+        "| streams | all open after (ms) | events | delay p50 | delay p99 | delay max | RSS with the streams open (MiB) | per 1,000 streams (MiB) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &streams in levels {
         let runs = parked_runs(mesh, streams).await?;
         let rss_before = rss_mib();
         let epoch = Instant::now();
-        let reading = futures::future::try_join_all(
-            runs.iter().map(|run| read_stream(mesh, run, Some(epoch))),
-        );
-        let writing = async {
-            // Let the clients connect first.
+        let (connected, mut opened) = tokio::sync::mpsc::unbounded_channel();
+        let reading = read_streams(mesh, &runs, Some(epoch), connected);
+        // The writer, too, is a task of its own (a run driver is not the clients' thread).
+        let (sink, written_runs) = (sink.clone(), runs.clone());
+        let writing = async move {
+            let runs = written_runs;
+            // Every client has its stream open before the first event (the delays are those of
+            // open streams, not of connecting), then a moment for the last ones to be followed.
+            let mut open = 0;
+            let all_open = tokio::time::timeout(Duration::from_secs(120), async {
+                while open < runs.len() && opened.recv().await.is_some() {
+                    open += 1;
+                }
+            })
+            .await;
+            if all_open.is_err() || open < runs.len() {
+                return Err(format!("{open} of {} streams opened", runs.len()).into());
+            }
+            let connect = epoch.elapsed();
             tokio::time::sleep(Duration::from_millis(500)).await;
             let rss_open = rss_mib();
             let mut tick = tokio::time::interval(TICK);
@@ -224,16 +269,17 @@ async fn live(
                 .map(|run| (run.as_str(), vec![finished(run)]))
                 .collect();
             sink.emit_to_runs(&batches).await?;
-            Ok::<f64, BoxError>(rss_open)
+            Ok::<(f64, Duration), BoxError>((rss_open, connect))
         };
-        let (read, rss_open) = tokio::join!(reading, writing);
-        let (read, rss_open) = (read?, rss_open?);
+        let (read, rss_open) = tokio::join!(reading, tokio::spawn(writing));
+        let (read, (rss_open, connect)) = (read?, rss_open??);
         let total: usize = read.iter().map(|(n, _)| n).sum();
         cancel_runs(mesh, &runs).await?;
         let mut delays: Vec<Duration> = read.into_iter().flat_map(|(_, d)| d).collect();
         delays.sort();
         println!(
-            "| {streams} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+            "| {streams} | {} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+            ms(connect),
             ms(percentile(&delays, 0.5)),
             ms(percentile(&delays, 0.99)),
             ms(*delays.last().unwrap_or(&Duration::ZERO)),

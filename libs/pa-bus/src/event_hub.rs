@@ -26,13 +26,6 @@ use crate::run_events::{StoredEvent, XReadReply, parse_entries, read_after, stre
 
 /// How long the hub's XREAD blocks when nothing happens (a joining follower wakes it).
 const HUB_BLOCK: Duration = Duration::from_secs(10);
-/// When the hub follows many streams, how long it lets more events arrive after a read that
-/// brought some, before it reads again: one XREAD then takes what many runs wrote meanwhile,
-/// instead of one XREAD over every followed stream per event. The most an event waits for it.
-const LINGER: Duration = Duration::from_millis(2);
-/// From how many followers the hub lingers. Below, an XREAD over their streams is cheap and an
-/// event is handed on at once (a run's first token is never held by a quiet hub).
-const LINGER_FROM: usize = 64;
 /// How long a follower waits for its next events before asking whether the run is still live.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// Events queued for one follower before it is considered behind (and reads on its own).
@@ -317,11 +310,9 @@ async fn run_hub(
             Ok(Ok(reply)) => {
                 failures = 0;
                 conn = Some(connection);
-                if hand_out(&mut followers, &wake_key, &mut woken_at, reply)
-                    && followers.len() >= LINGER_FROM
-                {
-                    tokio::time::sleep(LINGER).await;
-                }
+                // Read again at once: events that arrive while one batch is handed out wait
+                // for the next XREAD anyway, so the hub batches by itself under load (ADR 0234).
+                hand_out(&mut followers, &wake_key, &mut woken_at, reply);
             }
             Ok(Err(err)) => {
                 tracing::debug!(%err, "event hub: XREAD failed");
