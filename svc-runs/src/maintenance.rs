@@ -18,18 +18,7 @@ impl Maintenance {
     /// Removes up to `limit` chats deleted before the retention, with their runs and messages
     /// (ON DELETE CASCADE). Returns how many went and whether more are due.
     pub async fn purge_deleted_chats(&self, limit: u32) -> Result<(u64, bool), sqlx::Error> {
-        let purged = sqlx::query(
-            "WITH due AS ( \
-               SELECT tenant_id, id FROM chats \
-               WHERE deleted_at < now() - make_interval(secs => $1) \
-               ORDER BY deleted_at LIMIT $2) \
-             DELETE FROM chats c USING due WHERE c.tenant_id = due.tenant_id AND c.id = due.id",
-        )
-        .bind(self.retention.as_secs_f64())
-        .bind(i64::from(limit))
-        .execute(&self.owner)
-        .await?
-        .rows_affected();
-        Ok((purged, purged == u64::from(limit)))
+        pa_kit::maintenance::purge_batch(&self.owner, "chats", "deleted_at", self.retention, limit)
+            .await
     }
 }

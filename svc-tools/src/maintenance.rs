@@ -26,19 +26,13 @@ impl Maintenance {
         if self.retention.is_zero() {
             return Ok((0, false));
         }
-        let purged = sqlx::query(
-            "WITH due AS ( \
-               SELECT tenant_id, id FROM toolset_snapshots \
-               WHERE created_at < now() - make_interval(secs => $1) \
-               ORDER BY created_at LIMIT $2) \
-             DELETE FROM toolset_snapshots s USING due \
-             WHERE s.tenant_id = due.tenant_id AND s.id = due.id",
+        pa_kit::maintenance::purge_batch(
+            &self.owner,
+            "toolset_snapshots",
+            "created_at",
+            self.retention,
+            limit,
         )
-        .bind(self.retention.as_secs_f64())
-        .bind(i64::from(limit))
-        .execute(&self.owner)
-        .await?
-        .rows_affected();
-        Ok((purged, purged == u64::from(limit)))
+        .await
     }
 }

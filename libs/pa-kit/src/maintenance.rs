@@ -1,5 +1,6 @@
 //! The shared half of the MaintenanceService contract (durable.proto): each service runs the
-//! tasks over its own tables; this holds who may ask and how big one batch is.
+//! tasks over its own tables; this holds who may ask, how big one batch is, and the batch of a
+//! purge by age.
 
 use pa_proto::v1::{RunMaintenanceRequest, RunMaintenanceResponse};
 
@@ -52,6 +53,33 @@ where
         affected,
         more,
     }))
+}
+
+/// One batch of a purge by age: deletes up to `limit` rows of `table` (keyed by `tenant_id`
+/// and `id`) whose `due_column` is older than `retention`, oldest first, on the owner's pool
+/// (every tenant's rows, ADR 0201). Returns how many went and whether more may be due.
+pub async fn purge_batch(
+    owner: &sqlx::PgPool,
+    table: &'static str,
+    due_column: &'static str,
+    retention: std::time::Duration,
+    limit: u32,
+) -> Result<(u64, bool), sqlx::Error> {
+    // Both names are the caller's constants, never input.
+    let statement = format!(
+        "WITH due AS ( \
+           SELECT tenant_id, id FROM {table} \
+           WHERE {due_column} < now() - make_interval(secs => $1) \
+           ORDER BY {due_column} LIMIT $2) \
+         DELETE FROM {table} t USING due WHERE t.tenant_id = due.tenant_id AND t.id = due.id"
+    );
+    let purged = sqlx::query(sqlx::AssertSqlSafe(statement))
+        .bind(retention.as_secs_f64())
+        .bind(i64::from(limit))
+        .execute(owner)
+        .await?
+        .rows_affected();
+    Ok((purged, purged == u64::from(limit)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The Redis pool.
 
-use std::time::Duration;
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
@@ -49,34 +49,35 @@ impl RedisTls {
 /// The pool of Redis connections every service uses: [`pool`] builds it.
 pub type Pool = deadpool::managed::Pool<Manager, Connection>;
 
-/// Connection-class failures this process has seen on a pooled Redis connection (see
-/// [`Manager`]): a connection opened before the last one is retired, not handed out.
-static CONNECTION_FAILURES: AtomicU64 = AtomicU64::new(0);
-
 /// How long after its last checkout a pooled connection is handed out again without a PING.
 pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
-fn note_failure(err: &redis::RedisError) {
+/// Counts `err` among its pool's `failures` when the connection failed.
+fn note_failure(failures: &AtomicU64, err: &redis::RedisError) {
     if is_connection_error(err) {
-        CONNECTION_FAILURES.fetch_add(1, Ordering::AcqRel);
+        failures.fetch_add(1, Ordering::AcqRel);
     }
 }
 
 /// Opens and recycles the pool's connections (ADR 0231). deadpool-redis PINGs every connection
 /// before handing it out: a round trip on every checkout, about six per run. Here a connection
 /// is handed out without one when it was checked out within the last [`TRUSTED_FOR`] and no
-/// connection of this process has failed since it was opened; otherwise it is PINGed (and
-/// replaced when that fails) as before. A Redis restart breaks every connection at once, so the
-/// first failure seen retires all the older ones; a connection idle for a second is checked.
+/// connection of its pool has failed since it was opened; otherwise it is PINGed (and replaced
+/// when that fails) as before. A Redis restart breaks every connection at once, so the first
+/// failure seen retires all the older ones of the pool; a connection idle for a second is
+/// checked. Failures count per pool: another pool may talk to another Redis.
 #[derive(Debug)]
 pub struct Manager {
     client: redis::Client,
+    /// Connection-class failures seen on this pool's connections.
+    failures: Arc<AtomicU64>,
 }
 
-/// A pooled connection and the failure count when it was opened.
+/// A pooled connection and its pool's failure count when it was opened.
 pub struct PooledConnection {
     conn: MultiplexedConnection,
     failures_at_open: u64,
+    failures: Arc<AtomicU64>,
 }
 
 impl deadpool::managed::Manager for Manager {
@@ -84,11 +85,12 @@ impl deadpool::managed::Manager for Manager {
     type Error = redis::RedisError;
 
     async fn create(&self) -> Result<PooledConnection, redis::RedisError> {
-        let failures_at_open = CONNECTION_FAILURES.load(Ordering::Acquire);
+        let failures_at_open = self.failures.load(Ordering::Acquire);
         let conn = self.client.get_multiplexed_async_connection().await?;
         Ok(PooledConnection {
             conn,
             failures_at_open,
+            failures: self.failures.clone(),
         })
     }
 
@@ -97,7 +99,7 @@ impl deadpool::managed::Manager for Manager {
         pooled: &mut PooledConnection,
         metrics: &deadpool::managed::Metrics,
     ) -> deadpool::managed::RecycleResult<redis::RedisError> {
-        if pooled.failures_at_open != CONNECTION_FAILURES.load(Ordering::Acquire) {
+        if pooled.failures_at_open != self.failures.load(Ordering::Acquire) {
             return Err(deadpool::managed::RecycleError::message(
                 "opened before a Redis connection failed",
             ));
@@ -112,7 +114,7 @@ impl deadpool::managed::Manager for Manager {
             .cmd("PING")
             .query_async::<(String,)>(&mut pooled.conn)
             .await
-            .inspect_err(note_failure)?;
+            .inspect_err(|e| note_failure(&self.failures, e))?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -150,12 +152,11 @@ impl redis::aio::ConnectionLike for Connection {
         &'a mut self,
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
+        let PooledConnection { conn, failures, .. } = &mut *self.conn;
         Box::pin(async move {
-            self.conn
-                .conn
-                .req_packed_command(cmd)
+            conn.req_packed_command(cmd)
                 .await
-                .inspect_err(note_failure)
+                .inspect_err(|e| note_failure(failures, e))
         })
     }
 
@@ -165,12 +166,11 @@ impl redis::aio::ConnectionLike for Connection {
         offset: usize,
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        let PooledConnection { conn, failures, .. } = &mut *self.conn;
         Box::pin(async move {
-            self.conn
-                .conn
-                .req_packed_commands(cmd, offset, count)
+            conn.req_packed_commands(cmd, offset, count)
                 .await
-                .inspect_err(note_failure)
+                .inspect_err(|e| note_failure(failures, e))
         })
     }
 
@@ -225,11 +225,14 @@ pub fn pool_with_tls(url: &str, max_size: usize, tls: &RedisTls) -> Result<Pool,
     let mut config = deadpool::managed::PoolConfig::new(max_size);
     config.timeouts.create = Some(Duration::from_secs(3));
     config.timeouts.recycle = Some(Duration::from_secs(2));
-    Pool::builder(Manager { client })
-        .config(config)
-        .runtime(deadpool::Runtime::Tokio1)
-        .build()
-        .map_err(|e| RedisError::Build(e.to_string()))
+    Pool::builder(Manager {
+        client,
+        failures: Arc::default(),
+    })
+    .config(config)
+    .runtime(deadpool::Runtime::Tokio1)
+    .build()
+    .map_err(|e| RedisError::Build(e.to_string()))
 }
 
 /// Whether `err` says the connection to Redis failed (refused, dropped, timed out, or Redis
@@ -585,5 +588,28 @@ mod tests {
             after.iter().all(|id| !old.contains(id)),
             "{old:?} {after:?}"
         );
+    }
+
+    /// Failures count per pool: a connection that fails on one pool (which may talk to
+    /// another Redis) retires nothing of another's.
+    #[tokio::test]
+    async fn a_failure_on_one_pool_leaves_another_pools_connections_alone() {
+        let (failing, other) = (real_redis(1), real_redis(1));
+        let mut admin = admin().await;
+        let doomed = client_id(&mut failing.get().await.unwrap()).await.unwrap();
+        let kept = client_id(&mut other.get().await.unwrap()).await.unwrap();
+        kill(&mut admin, doomed).await;
+        let failed = client_id(&mut failing.get().await.unwrap()).await;
+        assert!(
+            failed.as_ref().is_err_and(is_connection_error),
+            "{failed:?}"
+        );
+        assert_eq!(
+            client_id(&mut other.get().await.unwrap()).await.unwrap(),
+            kept,
+            "the other pool's connection was handed out again"
+        );
+        let replaced = client_id(&mut failing.get().await.unwrap()).await.unwrap();
+        assert_ne!(replaced, doomed);
     }
 }
