@@ -405,13 +405,13 @@ async fn wake(pool: Pool, wake_key: String) {
 
 /// Gives each follower the events of its stream after its cursor. A follower whose queue is
 /// full is let go (it catches up on its own, from its cursor); one that got its run's end
-/// leaves. Returns whether any run's events came.
+/// leaves.
 fn hand_out(
     followers: &mut Vec<Follower>,
     wake_key: &str,
     woken_at: &mut String,
     reply: XReadReply,
-) -> bool {
+) {
     let mut by_key: HashMap<String, Vec<StoredEvent>> = HashMap::new();
     for (key, entries) in reply.unwrap_or_default() {
         if key == wake_key {
@@ -423,7 +423,7 @@ fn hand_out(
         by_key.insert(key, parse_entries(entries));
     }
     if by_key.is_empty() {
-        return false;
+        return;
     }
     // A stream's last follower takes its events rather than a copy (most streams have one).
     let mut followers_left: HashMap<String, usize> = HashMap::new();
@@ -459,7 +459,6 @@ fn hand_out(
         f.after_id = last.stream_id.clone();
         f.events.try_send(fresh).is_ok() && !ended
     });
-    true
 }
 
 #[cfg(test)]
