@@ -260,129 +260,14 @@ impl RunActivities {
         let _running = self
             .running
             .enter("curate_chat", &input.chat_id, ctx.info().attempt);
-        let Some(last) = input.turns.last().cloned() else {
-            return Ok(0);
-        };
-        let identity = input.identity.clone().unwrap_or_default();
-        let messages = self
-            .recent_messages(&identity, &input.chat_id)
-            .await
-            .map_err(failure)?;
-        if messages.is_empty() {
-            return Ok(0);
-        }
-        // Taint and classification follow the data: what is curated from a reply of a run that
-        // had read untrusted content is untrusted, and every memory keeps the chat's
-        // classification (recall never brings it into a chat classified lower).
-        let untrusted = messages.iter().any(|m| m.untrusted);
-        let classification = self
-            .runs
-            .clone()
-            .get_chat(self.io.auth.request(
-                &identity,
-                pa_proto::v1::GetChatRequest {
-                    chat_id: input.chat_id.clone(),
-                },
-            ))
-            .await
-            .map_err(|s| failure(PaError::from(s)))?
-            .into_inner()
-            .classification;
-        let classification = pa_turn_io::effective_classification(classification);
-        let transcript: String = messages
-            .iter()
-            .map(|m| format!("{}: {}\n", m.role, m.content))
-            .collect();
-        let request = pa_proto::v1::StreamChatRequest {
-            label: last.label.clone(),
-            messages: vec![
-                pa_proto::v1::ChatTurnMessage {
-                    role: "system".into(),
-                    content: prompt::INSTRUCTIONS.into(),
-                    ..Default::default()
-                },
-                pa_proto::v1::ChatTurnMessage {
-                    role: "user".into(),
-                    content: transcript,
-                    ..Default::default()
-                },
-            ],
-            run_id: last.run_id.clone(),
-            // Governance checks the chat's own classification.
-            classification,
-            ..Default::default()
-        };
-        let mut models = self.io.models.clone();
-        let mut stream = models
-            .stream_chat(self.io.auth.request(&identity, request))
-            .await
-            .map_err(|s| failure(PaError::from(s)))?
-            .into_inner();
-        let mut answer = String::new();
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| failure(PaError::from(s)))?
-        {
-            use pa_proto::v1::stream_chat_chunk::Chunk;
-            match chunk.chunk {
-                Some(Chunk::TextDelta(text)) => answer.push_str(&text),
-                Some(Chunk::Failure(f)) => {
-                    return Err(failure(PaError::unavailable(f.message)));
-                }
-                Some(Chunk::Finish(_)) => break,
-                _ => {}
-            }
-        }
-        let curated = prompt::parse(&answer);
-        let source = pa_proto::v1::MemorySource {
-            chat_id: input.chat_id.clone(),
-            run_id: last.run_id.clone(),
-            ..Default::default()
-        };
-        let mut items = Vec::new();
-        if !curated.summary.is_empty() {
-            items.push(pa_proto::v1::MemoryItem {
-                id: format!("summary-{}", input.chat_id),
-                scope: pa_proto::v1::MemoryScope::Chat as i32,
-                chat_id: Some(input.chat_id.clone()),
-                content: curated.summary,
-                kind: pa_proto::v1::MemoryKind::Summary as i32,
-                source: Some(source.clone()),
-                untrusted,
-                classification,
-                ..Default::default()
-            });
-        }
-        for fact in curated.facts {
-            items.push(pa_proto::v1::MemoryItem {
-                scope: pa_proto::v1::MemoryScope::World as i32,
-                content: fact,
-                kind: pa_proto::v1::MemoryKind::Fact as i32,
-                source: Some(source.clone()),
-                untrusted,
-                classification,
-                ..Default::default()
-            });
-        }
-        let mut memory = self.memory.clone();
-        let written = items.len() as u32;
-        for item in items {
-            memory
-                .upsert(self.io.auth.request(
-                    &identity,
-                    pa_proto::v1::UpsertMemoryRequest {
-                        item: Some(item),
-                        no_dedup: false,
-                    },
-                ))
-                .await
-                .map_err(|s| failure(PaError::from(s)))?;
-        }
-        Ok(written)
+        // It heartbeats (the model's answer may take a while): a killed worker's curation is
+        // retried within HEARTBEAT_TIMEOUT, not after the start-to-close timeout.
+        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, self.curate(input)).await?
     }
 
-    /// One maintenance task (see `schedules`). Returns how many things it changed.
+    /// One maintenance task (see `schedules`). Returns how many things it changed. It
+    /// heartbeats while it works, so a killed worker's task is retried by another within
+    /// HEARTBEAT_TIMEOUT rather than after the start-to-close timeout (ADR 0235).
     #[activity]
     pub async fn maintenance(
         self: Arc<Self>,
@@ -392,18 +277,15 @@ impl RunActivities {
         let _running = self
             .running
             .enter("maintenance", &input.task, ctx.info().attempt);
-        match input.task.as_str() {
-            "trim_run_streams" => pa_bus::run_events::trim_streams(&self.redis)
-                .await
-                .map_err(|e| ActivityError::from(std::io::Error::other(e))),
-            other => heartbeating(
-                &Beat::Activity(Box::new(ctx)),
-                0u64,
-                self.maintenance.run(other),
-            )
-            .await?
-            .map_err(failure),
-        }
+        let work = async {
+            match input.task.as_str() {
+                "trim_run_streams" => pa_bus::run_events::trim_streams(&self.redis)
+                    .await
+                    .map_err(|e| ActivityError::from(std::io::Error::other(e))),
+                other => self.maintenance.run(other).await.map_err(failure),
+            }
+        };
+        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, work).await?
     }
 
     /// Records the run's end in svc-runs, counts its tokens once, then writes the remaining
@@ -575,6 +457,130 @@ pub fn first_turn_runner(
 
 /// The activities' bodies, run inside their spans.
 impl RunActivities {
+    /// The Curator's step's body (see `curate_chat`).
+    async fn curate(&self, input: CurateInput) -> Result<u32, ActivityError> {
+        let Some(last) = input.turns.last().cloned() else {
+            return Ok(0);
+        };
+        let identity = input.identity.clone().unwrap_or_default();
+        let messages = self
+            .recent_messages(&identity, &input.chat_id)
+            .await
+            .map_err(failure)?;
+        if messages.is_empty() {
+            return Ok(0);
+        }
+        // Taint and classification follow the data: what is curated from a reply of a run that
+        // had read untrusted content is untrusted, and every memory keeps the chat's
+        // classification (recall never brings it into a chat classified lower).
+        let untrusted = messages.iter().any(|m| m.untrusted);
+        let classification = self
+            .runs
+            .clone()
+            .get_chat(self.io.auth.request(
+                &identity,
+                pa_proto::v1::GetChatRequest {
+                    chat_id: input.chat_id.clone(),
+                },
+            ))
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+            .into_inner()
+            .classification;
+        let classification = pa_turn_io::effective_classification(classification);
+        let transcript: String = messages
+            .iter()
+            .map(|m| format!("{}: {}\n", m.role, m.content))
+            .collect();
+        let request = pa_proto::v1::StreamChatRequest {
+            label: last.label.clone(),
+            messages: vec![
+                pa_proto::v1::ChatTurnMessage {
+                    role: "system".into(),
+                    content: prompt::INSTRUCTIONS.into(),
+                    ..Default::default()
+                },
+                pa_proto::v1::ChatTurnMessage {
+                    role: "user".into(),
+                    content: transcript,
+                    ..Default::default()
+                },
+            ],
+            run_id: last.run_id.clone(),
+            // Governance checks the chat's own classification.
+            classification,
+            ..Default::default()
+        };
+        let mut models = self.io.models.clone();
+        let mut stream = models
+            .stream_chat(self.io.auth.request(&identity, request))
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+            .into_inner();
+        let mut answer = String::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| failure(PaError::from(s)))?
+        {
+            use pa_proto::v1::stream_chat_chunk::Chunk;
+            match chunk.chunk {
+                Some(Chunk::TextDelta(text)) => answer.push_str(&text),
+                Some(Chunk::Failure(f)) => {
+                    return Err(failure(PaError::unavailable(f.message)));
+                }
+                Some(Chunk::Finish(_)) => break,
+                _ => {}
+            }
+        }
+        let curated = prompt::parse(&answer);
+        let source = pa_proto::v1::MemorySource {
+            chat_id: input.chat_id.clone(),
+            run_id: last.run_id.clone(),
+            ..Default::default()
+        };
+        let mut items = Vec::new();
+        if !curated.summary.is_empty() {
+            items.push(pa_proto::v1::MemoryItem {
+                id: format!("summary-{}", input.chat_id),
+                scope: pa_proto::v1::MemoryScope::Chat as i32,
+                chat_id: Some(input.chat_id.clone()),
+                content: curated.summary,
+                kind: pa_proto::v1::MemoryKind::Summary as i32,
+                source: Some(source.clone()),
+                untrusted,
+                classification,
+                ..Default::default()
+            });
+        }
+        for fact in curated.facts {
+            items.push(pa_proto::v1::MemoryItem {
+                scope: pa_proto::v1::MemoryScope::World as i32,
+                content: fact,
+                kind: pa_proto::v1::MemoryKind::Fact as i32,
+                source: Some(source.clone()),
+                untrusted,
+                classification,
+                ..Default::default()
+            });
+        }
+        let mut memory = self.memory.clone();
+        let written = items.len() as u32;
+        for item in items {
+            memory
+                .upsert(self.io.auth.request(
+                    &identity,
+                    pa_proto::v1::UpsertMemoryRequest {
+                        item: Some(item),
+                        no_dedup: false,
+                    },
+                ))
+                .await
+                .map_err(|s| failure(PaError::from(s)))?;
+        }
+        Ok(written)
+    }
+
     /// A model turn in its span (which continues the trace of the request that launched the
     /// run): the `model_turn` activity's body, and an early first turn's.
     pub(crate) async fn traced_model_turn(

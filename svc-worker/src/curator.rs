@@ -56,6 +56,7 @@ impl CuratorWorkflow {
                 turns,
             };
             let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(120))
+                .heartbeat_timeout(crate::activities::HEARTBEAT_TIMEOUT)
                 .retry_policy(crate::activities::retry_policy())
                 .build();
             // A failed curation (model down for good) is skipped, not fatal: the next turn's

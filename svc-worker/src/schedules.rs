@@ -75,7 +75,9 @@ impl MaintenanceWorkflow {
         ctx: &mut WorkflowContext<Self>,
         input: MaintenanceInput,
     ) -> WorkflowResult<u64> {
+        // The activity heartbeats: a worker killed mid-task is replaced within seconds.
         let options = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(600))
+            .heartbeat_timeout(crate::activities::HEARTBEAT_TIMEOUT)
             .retry_policy(crate::activities::retry_policy())
             .build();
         Ok(ctx

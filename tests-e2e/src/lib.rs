@@ -27,7 +27,7 @@ pub use mesh::*;
 pub use metrics::*;
 pub use ports::*;
 pub use sse::*;
-pub use stores::{OwnPostgres, OwnRedis, OwnTemporal};
+pub use stores::{OwnPostgres, OwnRedis, OwnTemporal, eventually};
 pub use tls::*;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -200,6 +200,15 @@ impl MeshBuilder {
         self
     }
 
+    /// The worker process a test spawns ([`MeshBuilder::worker_process`]) creates the
+    /// maintenance schedules; without this it creates none (the test should delete them at the
+    /// end with [`Mesh::delete_schedules`]).
+    pub fn worker_process_with_schedules(mut self) -> Self {
+        self.worker_process = true;
+        self.schedules = true;
+        self
+    }
+
     /// svc-tools' settings (network allow-list, DNS overrides, stdio MCP commands, time limits).
     /// How long svc-runs keeps a deleted chat before `purge_deleted_chats` removes it
     /// (default 30 days).
@@ -770,6 +779,10 @@ impl Mesh {
                     &c.listen_addr
                 },
             )
+            .env(
+                "PA_WORKER_SCHEDULES",
+                if c.schedules { "on" } else { "off" },
+            )
             .env("PA_RUNS_URL", &c.runs_url)
             .env("PA_MODELS_URL", &c.models_url)
             .env("PA_TOOLS_URL", &c.tools_url)
@@ -813,6 +826,22 @@ impl Mesh {
                 None => std::process::Stdio::null(),
             })
             .spawn()?)
+    }
+
+    /// Removes this mesh's maintenance schedules, which outlive it in Temporal.
+    pub async fn delete_schedules(&self) -> Result<(), BoxError> {
+        let client = svc_worker::temporal::connect(&self.worker_config.temporal).await?;
+        for task in svc_worker::schedules::TASKS {
+            let id = svc_worker::schedules::schedule_id(
+                &self.worker_config.temporal.task_queue,
+                task.name,
+            );
+            let _ = client
+                .get_schedule_handle(id)
+                .delete(Default::default())
+                .await;
+        }
+        Ok(())
     }
 
     /// Waits until the worker process started by [`Self::spawn_worker_process`] serves (a

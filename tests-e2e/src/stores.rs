@@ -812,3 +812,25 @@ impl Drop for OwnTemporal {
         kill_child(&mut self.child);
     }
 }
+
+/// Polls `query` (one number, `$1` bound to `bind`) on `conn` until `done` holds, for up to
+/// 60 s; returns the last value.
+pub async fn eventually(
+    conn: &mut sqlx::PgConnection,
+    query: &str,
+    bind: &str,
+    done: impl Fn(i64) -> bool,
+) -> Result<i64, BoxError> {
+    let mut value = 0;
+    for _ in 0..300 {
+        value = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_string()))
+            .bind(bind)
+            .fetch_one(&mut *conn)
+            .await?;
+        if done(value) {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{query} ({bind}) stayed at {value}").into())
+}

@@ -721,15 +721,7 @@ async fn maintenance_schedules_exist_and_a_triggered_one_does_its_job() -> R {
     }
     .await;
     // Schedules outlive the mesh in Temporal: remove this mesh's.
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    for task in svc_worker::schedules::TASKS {
-        let id =
-            svc_worker::schedules::schedule_id(&mesh.worker_config.temporal.task_queue, task.name);
-        let _ = client
-            .get_schedule_handle(id)
-            .delete(Default::default())
-            .await;
-    }
+    mesh.delete_schedules().await?;
     result?;
     mesh.stop().await
 }
@@ -742,27 +734,6 @@ async fn trigger(mesh: &Mesh, task: &str) -> R {
         .await?;
     assert_eq!(status, 202, "{body}");
     Ok(())
-}
-
-/// Polls `query` (one number) on the owner's connection until `done` holds, for up to 60 s.
-async fn eventually(
-    owner: &mut sqlx::PgConnection,
-    query: &str,
-    bind: &str,
-    done: impl Fn(i64) -> bool,
-) -> Result<i64, E> {
-    let mut value = 0;
-    for _ in 0..300 {
-        value = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(query.to_string()))
-            .bind(bind)
-            .fetch_one(&mut *owner)
-            .await?;
-        if done(value) {
-            return Ok(value);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("{query} ({bind}) stayed at {value}").into())
 }
 
 #[tokio::test]
@@ -858,7 +829,7 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         assert_eq!(status, 404);
         let messages = "SELECT count(*) FROM runs.messages WHERE chat_id = $1";
         assert_eq!(
-            eventually(&mut owner, messages, &chat, |n| n == 2).await?,
+            tests_e2e::eventually(&mut owner, messages, &chat, |n| n == 2).await?,
             2
         );
 
@@ -917,18 +888,21 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             trigger(&mesh, task).await?;
         }
         let chats = "SELECT count(*) FROM runs.chats WHERE id = $1";
-        eventually(&mut owner, chats, &chat, |n| n == 0).await?;
+        tests_e2e::eventually(&mut owner, chats, &chat, |n| n == 0).await?;
         assert_eq!(
-            eventually(&mut owner, messages, &chat, |n| n == 0).await?,
+            tests_e2e::eventually(&mut owner, messages, &chat, |n| n == 0).await?,
             0,
             "the messages went with the chat"
         );
-        eventually(&mut owner, chats, &other_chat, |n| n == 0).await?;
+        tests_e2e::eventually(&mut owner, chats, &other_chat, |n| n == 0).await?;
         let rolled = "SELECT coalesce(sum(calls), 0)::bigint FROM models.usage_daily \
                       WHERE tenant_id = $1 AND day = (now() AT TIME ZONE 'UTC')::date - 1";
-        assert_eq!(eventually(&mut owner, rolled, "dev", |n| n == 2).await?, 2);
         assert_eq!(
-            eventually(&mut owner, rolled, "tenant-b", |n| n == 1).await?,
+            tests_e2e::eventually(&mut owner, rolled, "dev", |n| n == 2).await?,
+            2
+        );
+        assert_eq!(
+            tests_e2e::eventually(&mut owner, rolled, "tenant-b", |n| n == 1).await?,
             1,
             "every tenant's usage is rolled up"
         );
@@ -940,8 +914,8 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         );
         let embedded = "SELECT count(*) FROM memory.items WHERE id = $1 \
                         AND embedding IS NOT NULL AND embedding_model IS NOT NULL";
-        eventually(&mut owner, embedded, &memory_id, |n| n == 1).await?;
-        eventually(&mut owner, embedded, &other_memory, |n| n == 1).await?;
+        tests_e2e::eventually(&mut owner, embedded, &memory_id, |n| n == 1).await?;
+        tests_e2e::eventually(&mut owner, embedded, &other_memory, |n| n == 1).await?;
 
         // Key rotation as the same owner: every tenant's stored key moves to the new KEK when a
         // svc-models replica starts with it (and the dev KEK as the previous one).
@@ -958,7 +932,8 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         }
         let on_kek = "SELECT count(*) FROM models.user_keys WHERE kek_id = $1";
         assert_eq!(
-            eventually(&mut owner, on_kek, pa_kit::crypto::DEV_KEK_ID, |n| n == 2).await?,
+            tests_e2e::eventually(&mut owner, on_kek, pa_kit::crypto::DEV_KEK_ID, |n| n == 2)
+                .await?,
             2
         );
         {
@@ -977,7 +952,7 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
             let shutdown = pa_kit::Shutdown::new();
             let replica = tokio::spawn(svc_models::run(config, listener, shutdown.clone()));
-            let moved = eventually(&mut owner, on_kek, "rotated", |n| n == 2).await;
+            let moved = tests_e2e::eventually(&mut owner, on_kek, "rotated", |n| n == 2).await;
             shutdown.trigger();
             let _ = replica.await;
             assert_eq!(moved?, 2, "both tenants' keys were re-encrypted");
@@ -1019,7 +994,7 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         trigger(&mesh, "purge_toolset_snapshots").await?;
         let old = "SELECT count(*) FROM tools.toolset_snapshots \
                    WHERE created_at < now() - interval '90 days' AND tenant_id <> $1";
-        eventually(&mut owner, old, "", |n| n == 0).await?;
+        tests_e2e::eventually(&mut owner, old, "", |n| n == 0).await?;
         let kept_snapshot: String =
             sqlx::query_scalar("SELECT id FROM tools.toolset_snapshots WHERE run_id = $1")
                 .bind(&kept_run)
@@ -1096,15 +1071,7 @@ async fn maintenance_purges_deleted_chats_rolls_up_usage_and_reembeds_memories()
         Ok::<(), E>(())
     }
     .await;
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    for task in svc_worker::schedules::TASKS {
-        let id =
-            svc_worker::schedules::schedule_id(&mesh.worker_config.temporal.task_queue, task.name);
-        let _ = client
-            .get_schedule_handle(id)
-            .delete(Default::default())
-            .await;
-    }
+    mesh.delete_schedules().await?;
     result?;
     mesh.stop().await
 }

@@ -526,3 +526,128 @@ async fn a_curator_waiting_to_close_survives_its_worker_killed() -> R {
     mesh.stop().await?;
     result
 }
+
+/// A Curator's step whose worker is killed (SIGKILL) while the model answers is retried by
+/// another worker within seconds: the activity heartbeats (ADR 0235), so Temporal does not wait
+/// for its two-minute start-to-close timeout.
+#[tokio::test]
+async fn a_curation_whose_worker_is_killed_mid_answer_is_finished_by_another() -> R {
+    let mesh = Mesh::builder()
+        .worker_process()
+        .curator_debounce(Duration::from_millis(100))
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let result = async {
+        let fake = FakeProvider::start().await?;
+        add_fake_model(&mesh, "cur", &fake, false).await?;
+        // The run's answer, then a curation whose answer never comes, then curations that do.
+        fake.push(Reply::text("Hello."));
+        fake.push(Reply::hang());
+        fake.set_default(Reply::text(r#"{"summary": "A greeting.", "facts": []}"#));
+        let chat = mesh.create_chat("killed mid-curation").await?;
+        let body = json!({ "message": "hello", "model": "cur:model" });
+        let run_id = start(&mesh, &chat, body).await?;
+        events_to_end(&mesh, &run_id).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while fake.request_count() < 2 {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the Curator never asked the model".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The curation waits on the model: its worker dies.
+        worker.0.kill()?;
+        worker.0.wait()?;
+        worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        // Within await_curated's 30 s, far below the two minutes.
+        mesh.await_curated(&chat, &run_id).await?;
+        assert_eq!(fake.request_count(), 3, "one curation retried once");
+        Ok::<_, E>(())
+    }
+    .await;
+    drop(worker);
+    mesh.stop().await?;
+    result
+}
+
+/// A maintenance task whose worker is killed (SIGKILL) mid-task is finished by another worker
+/// within seconds: the activity heartbeats (ADR 0235), so Temporal retries it once the beats
+/// stop, not after its ten-minute start-to-close timeout. The purge is exact: every due row of
+/// both tenants goes, the recent ones stay.
+#[tokio::test]
+async fn a_maintenance_task_whose_worker_is_killed_mid_task_is_finished_by_another() -> R {
+    use sqlx::Connection;
+    let mesh = Mesh::builder()
+        .without_curator()
+        .worker_process_with_schedules()
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let result = async {
+        let mut worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        mesh.wait_worker_process(Duration::from_secs(60)).await?;
+        let mut owner = sqlx::PgConnection::connect(&mesh.admin_database_url()).await?;
+        // 1,800 snapshots past the 90-day retention over two tenants (four batches of 500),
+        // and 20 recent ones.
+        sqlx::query(
+            "INSERT INTO tools.toolset_snapshots \
+               (tenant_id, id, run_id, user_id, provider_tags, chat_id, created_at) \
+             SELECT CASE WHEN i % 2 = 0 THEN 'dev' ELSE 'tenant-b' END, \
+               CASE WHEN i <= 1800 THEN 'old-' ELSE 'recent-' END || i, 'r-' || i, 'u', '{}', '', \
+               CASE WHEN i <= 1800 THEN now() - interval '100 days' - i * interval '1 second' \
+                    ELSE now() END \
+             FROM generate_series(1, 1820) i",
+        )
+        .execute(&mut owner)
+        .await?;
+        // The test holds the table, so the task's first batch waits for it: the worker is
+        // killed with its task in flight.
+        let mut holder = sqlx::PgConnection::connect(&mesh.admin_database_url()).await?;
+        let mut hold = holder.begin().await?;
+        sqlx::query("LOCK TABLE tools.toolset_snapshots IN SHARE MODE")
+            .execute(&mut *hold)
+            .await?;
+        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+        let id = svc_worker::schedules::schedule_id(
+            &mesh.worker_config.temporal.task_queue,
+            "purge_toolset_snapshots",
+        );
+        svc_worker::schedules::trigger(&client, &id).await?;
+        let waiting = "SELECT count(*) FROM pg_stat_activity \
+                       WHERE wait_event_type = 'Lock' AND query LIKE $1";
+        tests_e2e::eventually(
+            &mut owner,
+            waiting,
+            "%DELETE FROM toolset_snapshots%",
+            |n| n >= 1,
+        )
+        .await?;
+        worker.0.kill()?;
+        worker.0.wait()?;
+        let _replacement = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        hold.commit().await?;
+        // Well within the start-to-close timeout (10 min).
+        let old = "SELECT count(*) FROM tools.toolset_snapshots WHERE id LIKE $1";
+        let left = tokio::time::timeout(
+            Duration::from_secs(45),
+            tests_e2e::eventually(&mut owner, old, "old-%", |n| n == 0),
+        )
+        .await
+        .map_err(|_| "the killed worker's task was not taken over within 45 s")??;
+        assert_eq!(left, 0);
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tools.toolset_snapshots WHERE id LIKE 'recent-%'",
+        )
+        .fetch_one(&mut owner)
+        .await?;
+        assert_eq!(recent, 20, "only what is past the retention goes");
+        Ok::<(), E>(())
+    }
+    .await;
+    mesh.delete_schedules().await?;
+    result?;
+    mesh.stop().await
+}
