@@ -95,6 +95,16 @@ impl Drop for KilledOnDrop {
     }
 }
 
+impl KilledOnDrop {
+    /// Kills the worker (SIGKILL) and starts another in its place.
+    fn kill_and_replace(&mut self, mesh: &Mesh, binary: &str) -> R {
+        self.0.kill()?;
+        self.0.wait()?;
+        self.0 = mesh.spawn_worker_process(binary)?;
+        Ok(())
+    }
+}
+
 /// The run's end is stored (succeeded) within `within`, its reply once, and its stream holds
 /// one terminal event.
 async fn assert_end_stored_once(mesh: &Mesh, chat: &str, run_id: &str, within: Duration) -> R {
@@ -559,9 +569,7 @@ async fn a_curation_whose_worker_is_killed_mid_answer_is_finished_by_another() -
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The curation waits on the model: its worker dies.
-        worker.0.kill()?;
-        worker.0.wait()?;
-        worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        worker.kill_and_replace(&mesh, binary)?;
         // Within await_curated's 30 s, far below the two minutes.
         mesh.await_curated(&chat, &run_id).await?;
         assert_eq!(fake.request_count(), 3, "one curation retried once");
@@ -625,9 +633,7 @@ async fn a_maintenance_task_whose_worker_is_killed_mid_task_is_finished_by_anoth
             |n| n >= 1,
         )
         .await?;
-        worker.0.kill()?;
-        worker.0.wait()?;
-        let _replacement = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+        worker.kill_and_replace(&mesh, binary)?;
         hold.commit().await?;
         // Well within the start-to-close timeout (10 min).
         let old = "SELECT count(*) FROM tools.toolset_snapshots WHERE id LIKE $1";
