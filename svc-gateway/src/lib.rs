@@ -695,7 +695,7 @@ pub async fn run(
             let app = metrics_router(config.common.metrics);
             let shutdown = shutdown.clone();
             Some(tokio::spawn(async move {
-                axum::serve(metrics_listener, app)
+                axum::serve(metrics_listener, app.into_make_service())
                     .with_graceful_shutdown(async move { shutdown.triggered().await })
                     .await
             }))
@@ -710,7 +710,9 @@ pub async fn run(
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, app)
+    // `into_make_service` readies the router once: served as a bare Router, axum clones every
+    // route and layer of it for each new connection (ADR 0236).
+    axum::serve(listener, app.into_make_service())
         .with_graceful_shutdown(async move { shutdown.triggered().await })
         .await?;
     if let Some(grpc) = grpc {
