@@ -579,7 +579,7 @@ pub fn build_state(
         Some(redis.clone()),
         shutdown.clone(),
     );
-    Ok(AppState {
+    Ok(AppState::new(state::SharedState {
         metrics: config.common.metrics,
         readiness,
         control: pa_proto::v1::control_service_client::ControlServiceClient::new(runs.clone()),
@@ -615,7 +615,7 @@ pub fn build_state(
         sse_keepalive: config.sse_keepalive,
         backends,
         shutdown,
-    })
+    }))
 }
 
 /// Serves until `shutdown` fires; open SSE streams are closed, then in-flight requests finish.

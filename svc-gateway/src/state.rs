@@ -12,9 +12,28 @@ use tonic::transport::Channel;
 
 use crate::config::AuthMode;
 
-/// Shared by every handler; cheap to clone.
+/// Shared by every handler: one `Arc`, so a request's clone is one increment. axum clones the
+/// state for every request (the `State` extractor), and a stream holds its clone while it is
+/// open; cloning the services' clients and the rest field by field cost both (ADR 0236).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(std::sync::Arc<SharedState>);
+
+impl AppState {
+    pub fn new(shared: SharedState) -> AppState {
+        AppState(std::sync::Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// What the handlers share (see [`AppState`]).
+pub struct SharedState {
     /// `PA_METRICS`: whether GET /metrics answers.
     pub metrics: bool,
     pub runs: RunServiceClient<Channel>,
