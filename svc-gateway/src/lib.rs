@@ -11,6 +11,7 @@ pub mod config;
 pub mod control_ws;
 mod devices;
 mod dto;
+pub mod http_server;
 mod integrations;
 mod memories;
 pub mod oidc;
@@ -704,17 +705,7 @@ pub async fn run(
     };
     let app = router(state);
     tracing::info!(addr = ?listener.local_addr().ok(), "HTTP serving");
-    // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
-    });
-    // `into_make_service` readies the router once: served as a bare Router, axum clones every
-    // route and layer of it for each new connection (ADR 0236).
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(async move { shutdown.triggered().await })
-        .await?;
+    http_server::serve(listener, app, config.http_limits, shutdown).await;
     if let Some(grpc) = grpc {
         match grpc.await {
             Ok(result) => result?,

@@ -98,6 +98,8 @@ pub struct MeshBuilder {
     database_url: Option<String>,
     /// None: REDIS_URL.
     redis_url: Option<String>,
+    /// The gateway's HTTP port limits (the product's defaults unless a test sets them).
+    http_limits: svc_gateway::http_server::HttpLimits,
     /// None: TEMPORAL_ADDRESS.
     temporal_address: Option<String>,
     /// How many of a chat's latest messages a run sees (svc-runs' `PA_HISTORY_MESSAGES`).
@@ -206,6 +208,12 @@ impl MeshBuilder {
     pub fn worker_process_with_schedules(mut self) -> Self {
         self.worker_process = true;
         self.schedules = true;
+        self
+    }
+
+    /// The gateway's HTTP port limits (`PA_HTTP_IDLE_TIMEOUT_MS`, `PA_HTTP_MAX_CONNECTIONS`).
+    pub fn http_limits(mut self, limits: svc_gateway::http_server::HttpLimits) -> Self {
+        self.http_limits = limits;
         self
     }
 
@@ -537,6 +545,7 @@ impl MeshBuilder {
             oidc: self.oidc.clone(),
             rate_limits: self.rate_limits,
             sse_keepalive: Duration::from_secs(15),
+            http_limits: self.http_limits,
             web_dir: self.web_dir.clone(),
         };
         let shutdown = Shutdown::new();
@@ -744,6 +753,7 @@ impl Mesh {
             run_leases: Default::default(),
             database_url: None,
             redis_url: None,
+            http_limits: Default::default(),
             temporal_address: None,
             history_messages: 50,
             runs_db_proxy: false,

@@ -448,6 +448,20 @@ pub const SERVICES: &[Service] = &[
                 "Interval of SSE keep-alive comments.",
             ),
             var(
+                "PA_HTTP_IDLE_TIMEOUT_MS",
+                "75000",
+                Kind::Int,
+                Helm::Value,
+                "How long a client may take to send a request's headers, and how long a kept-alive HTTP connection may stay idle, before the gateway closes it (a response being streamed is not idle). Keep it above the idle timeout of a proxy in front (60 s for most).",
+            ),
+            var(
+                "PA_HTTP_MAX_CONNECTIONS",
+                "10000",
+                Kind::Int,
+                Helm::Value,
+                "HTTP connections the gateway holds at once (SSE streams included); one more is closed as soon as it is accepted. Keep it below the process's open-file limit.",
+            ),
+            var(
                 "PA_WEB_DIR",
                 "`web/dist` of the source tree",
                 Kind::Text,

@@ -1,0 +1,106 @@
+//! The gateway's public HTTP/1.1 server: axum's router on hyper, with the limits a port facing
+//! the internet needs (ADR 0237). `axum::serve` sets none: a client that opens a connection and
+//! sends nothing, or its headers a byte at a time, or keeps it idle, holds it (a task, buffers
+//! and a file descriptor) for good, and enough of them leave the gateway without descriptors
+//! for its own Redis and gRPC connections.
+//! - A request's headers must arrive within `idle_timeout`, and a kept-alive connection is
+//!   closed once idle that long (hyper's header-read timer runs from the end of the last
+//!   exchange). A response being streamed (SSE) is not idle: the timer does not run meanwhile.
+//! - At most `max_connections` connections at once; one more is closed as soon as it is
+//!   accepted, so the descriptors the gateway needs for itself stay free.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use pa_kit::Shutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The limits of the public HTTP port (`PA_HTTP_IDLE_TIMEOUT_MS`, `PA_HTTP_MAX_CONNECTIONS`).
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then closes idle connections, lets
+/// requests in flight finish, and returns once every connection has ended.
+pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: Shutdown) {
+    // Readied once (every route turned into its service now, not per request); a connection
+    // then clones an `Arc` (ADR 0236).
+    let app = app.with_state(());
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let saturated = Arc::new(AtomicBool::new(false));
+    let connections = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.triggered() => break,
+        };
+        let tcp = match accepted {
+            Ok((tcp, _)) => tcp,
+            Err(err) => {
+                // Out of descriptors (EMFILE) or a connection reset before it was accepted:
+                // wait a little rather than spin.
+                tracing::warn!(%err, "cannot accept an HTTP connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if !saturated.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    max = limits.max_connections,
+                    "HTTP connections at PA_HTTP_MAX_CONNECTIONS: new ones are closed"
+                );
+            }
+            drop(tcp);
+            continue;
+        };
+        saturated.store(false, Ordering::Relaxed);
+        // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add
+        // ~40 ms.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout);
+            let connection = http
+                .serve_connection(TokioIo::new(tcp), service)
+                .with_upgrades();
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(err) = served {
+                        tracing::debug!(%err, "HTTP connection ended");
+                    }
+                    return;
+                }
+                () = shutdown.triggered() => connection.as_mut().graceful_shutdown(),
+            }
+            if let Err(err) = connection.await {
+                tracing::debug!(%err, "HTTP connection ended");
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
