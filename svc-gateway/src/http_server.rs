@@ -7,18 +7,22 @@
 //!   closed once idle that long (hyper's header-read timer runs from the end of the last
 //!   exchange). A response being streamed (SSE) is not idle: the timer does not run meanwhile.
 //! - At most `max_connections` connections at once; one more is closed as soon as it is
-//!   accepted, so the descriptors the gateway needs for itself stay free.
+//!   accepted, so the descriptors the gateway needs for itself stay free. A connection upgraded
+//!   to a WebSocket keeps its slot until its socket closes.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use pa_kit::Shutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The limits of the public HTTP port (`PA_HTTP_IDLE_TIMEOUT_MS`, `PA_HTTP_MAX_CONNECTIONS`).
 #[derive(Clone, Copy, Debug)]
@@ -78,13 +82,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
         }
         let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
+        let socket = SlottedSocket { tcp, _slot: slot };
         connections.spawn(async move {
-            let _slot = slot;
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout);
             let connection = http
-                .serve_connection(TokioIo::new(tcp), service)
+                .serve_connection(TokioIo::new(socket), service)
                 .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
@@ -103,4 +107,51 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
     }
     connections.close();
     connections.wait().await;
+}
+
+/// A connection's socket with its slot, freed when the socket closes: a WebSocket's socket
+/// outlives hyper's connection (it is handed to the route's task on upgrade) and still counts.
+struct SlottedSocket {
+    tcp: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for SlottedSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SlottedSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
 }

@@ -37,6 +37,24 @@ async fn read_to_close(
 
 const HEALTH: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n";
 
+/// The start of the first `/healthz` answer a new connection gets, trying for up to 15 s (a
+/// slot freed by a closed connection is free once the gateway has seen it close).
+async fn health_served(mesh: &Mesh) -> Result<String, E> {
+    for _ in 0..50 {
+        let mut tcp = connect(mesh).await?;
+        tcp.write_all(HEALTH).await?;
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await
+            && n > 0
+        {
+            return Ok(String::from_utf8_lossy(&buf[..n]).to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err("no connection was served".into())
+}
+
 #[tokio::test]
 async fn slow_headers_silent_and_idle_connections_are_closed_but_a_long_stream_is_not() -> R {
     let idle = Duration::from_millis(500);
@@ -146,22 +164,59 @@ async fn connections_above_the_cap_are_closed_at_once_and_the_gateway_serves_whe
     assert!(!held.is_empty() && held.len() <= cap, "{}", held.len());
     // One of them ends: a new connection is served.
     drop(held.pop());
-    let mut served = None;
-    for _ in 0..50 {
-        let mut tcp = connect(&mesh).await?;
-        tcp.write_all(HEALTH).await?;
-        let mut buf = [0u8; 512];
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(300), tcp.read(&mut buf)).await
-            && n > 0
-        {
-            served = Some(String::from_utf8_lossy(&buf[..n]).to_string());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let served = served.ok_or("no connection served after one ended")?;
+    let served = health_served(&mesh).await?;
     assert!(served.starts_with("HTTP/1.1 200"), "{served}");
     drop(held);
+    mesh.stop().await
+}
+
+#[tokio::test]
+async fn a_websocket_keeps_its_connection_slot_until_it_closes() -> R {
+    let cap = 3;
+    let mesh = Mesh::builder()
+        .http_limits(HttpLimits {
+            max_connections: cap,
+            idle_timeout: Duration::from_millis(300),
+        })
+        .start()
+        .await?;
+    // The mesh's own client's kept-alive connections close once idle: every slot is free.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut sockets = Vec::new();
+    for i in 0..cap {
+        let mut tcp = connect(&mesh).await?;
+        tcp.write_all(
+            b"GET /v1/control HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await?;
+        let mut answer = Vec::new();
+        while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await??;
+            assert!(n > 0, "socket {i} closed before the upgrade");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        assert!(answer.starts_with("HTTP/1.1 101"), "socket {i}: {answer}");
+        sockets.push(tcp);
+    }
+    // Every slot is a WebSocket's: one more connection is closed unanswered.
+    let mut extra = connect(&mesh).await?;
+    extra.write_all(HEALTH).await?;
+    let (sent, _) = read_to_close(&mut extra, Duration::from_secs(2))
+        .await?
+        .ok_or("a connection beyond the cap stayed open")?;
+    assert!(
+        sent.is_empty(),
+        "a connection beyond the cap was served while {cap} WebSockets were open: {}",
+        String::from_utf8_lossy(&sent)
+    );
+    // A WebSocket closes: its slot serves a new connection.
+    drop(sockets.pop());
+    let served = health_served(&mesh).await?;
+    assert!(served.starts_with("HTTP/1.1 200"), "{served}");
+    drop(sockets);
     mesh.stop().await
 }

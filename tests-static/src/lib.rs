@@ -459,7 +459,7 @@ pub const SERVICES: &[Service] = &[
                 "10000",
                 Kind::Int,
                 Helm::Value,
-                "HTTP connections the gateway holds at once (SSE streams included); one more is closed as soon as it is accepted. Keep it below the process's open-file limit.",
+                "HTTP connections the gateway holds at once; one more is closed as soon as it is accepted. SSE streams and WebSockets count. Keep it below the process's open-file limit.",
             ),
             var(
                 "PA_WEB_DIR",
