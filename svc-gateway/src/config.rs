@@ -45,8 +45,8 @@ pub struct Config {
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
-    /// `PA_HTTP_IDLE_TIMEOUT_MS` (default 75000: a request's headers arrive within it, a
-    /// kept-alive connection idle that long is closed) and `PA_HTTP_MAX_CONNECTIONS` (default
+    /// `PA_HTTP_IDLE_TIMEOUT_MS` (default 75000: a request's headers arrive within it, its
+    /// body pauses no longer, a kept-alive connection idle that long is closed) and `PA_HTTP_MAX_CONNECTIONS` (default
     /// 10000: connections at once on the HTTP port; one more is closed at once). ADR 0237.
     pub http_limits: crate::http_server::HttpLimits,
     /// `PA_WEB_DIR`, default `<repo>/web/dist`: the built web app served at `/`; `none` = off.

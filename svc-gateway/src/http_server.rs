@@ -6,6 +6,8 @@
 //! - A request's headers must arrive within `idle_timeout`, and a kept-alive connection is
 //!   closed once idle that long (hyper's header-read timer runs from the end of the last
 //!   exchange). A response being streamed (SSE) is not idle: the timer does not run meanwhile.
+//!   A request's body must not pause longer than that between two pieces either: the
+//!   handler reading it gets an error (a 4xx answer), and the connection closes.
 //! - At most `max_connections` connections at once; one more is closed as soon as it is
 //!   accepted, so the descriptors the gateway needs for itself stay free. A connection upgraded
 //!   to a WebSocket keeps its slot until its socket closes.
@@ -80,7 +82,10 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(tower_http::timeout::RequestBodyTimeout::new(
+            app.clone(),
+            limits.idle_timeout,
+        ));
         let shutdown = shutdown.clone();
         let socket = SlottedSocket { tcp, _slot: slot };
         connections.spawn(async move {

@@ -87,6 +87,22 @@ async fn slow_headers_silent_and_idle_connections_are_closed_but_a_long_stream_i
         );
     }
 
+    // A body that stops coming is answered with an error, and its connection closed.
+    let mut trickle = connect(&mesh).await?;
+    trickle
+        .write_all(
+            b"POST /v1/chats HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+              Content-Length: 200\r\n\r\n{\"title\": \"trick",
+        )
+        .await?;
+    let (sent, _) = read_to_close(&mut trickle, Duration::from_secs(10))
+        .await?
+        .ok_or("a body that stopped coming held its connection for 10 s")?;
+    let sent = String::from_utf8_lossy(&sent);
+    assert!(sent.starts_with("HTTP/1.1 4"), "{sent}");
+    let (_, chats) = mesh.get_json("/v1/chats").await?;
+    assert!(!chats.to_string().contains("trick"), "{chats}");
+
     // A kept-alive connection is served, then closed once idle.
     let mut kept = connect(&mesh).await?;
     kept.write_all(HEALTH).await?;

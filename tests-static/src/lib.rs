@@ -452,7 +452,7 @@ pub const SERVICES: &[Service] = &[
                 "75000",
                 Kind::Int,
                 Helm::Value,
-                "How long a client may take to send a request's headers, and how long a kept-alive HTTP connection may stay idle, before the gateway closes it (a response being streamed is not idle). Keep it above the idle timeout of a proxy in front (60 s for most).",
+                "How long a client may take to send a request's headers, pause within a request's body, or leave a kept-alive HTTP connection idle, before the gateway closes it (a response being streamed is not idle). Keep it above the idle timeout of a proxy in front (60 s for most).",
             ),
             var(
                 "PA_HTTP_MAX_CONNECTIONS",
