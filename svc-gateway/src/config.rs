@@ -46,8 +46,9 @@ pub struct Config {
     /// `PA_SSE_KEEPALIVE_MS`, default 15000: interval of SSE keep-alive comments.
     pub sse_keepalive: Duration,
     /// `PA_HTTP_IDLE_TIMEOUT_MS` (default 75000: a request's headers arrive within it, its
-    /// body pauses no longer, a kept-alive connection idle that long is closed) and `PA_HTTP_MAX_CONNECTIONS` (default
-    /// 10000: connections at once on the HTTP port; one more is closed at once). ADR 0237.
+    /// body pauses no longer, a kept-alive connection idle that long is closed) and
+    /// `PA_HTTP_MAX_CONNECTIONS` (default 10000: connections at once on the HTTP port; one more
+    /// is closed at once). ADR 0237; the defaults are `HttpLimits::default()`.
     pub http_limits: crate::http_server::HttpLimits,
     /// `PA_WEB_DIR`, default `<repo>/web/dist`: the built web app served at `/`; `none` = off.
     /// Without an index.html there the gateway serves only the API.
@@ -107,11 +108,21 @@ impl Config {
             },
             oidc,
             sse_keepalive: Duration::from_millis(env_parse("PA_SSE_KEEPALIVE_MS", 15_000)?),
-            http_limits: crate::http_server::HttpLimits {
-                idle_timeout: Duration::from_millis(
-                    env_parse::<u64>("PA_HTTP_IDLE_TIMEOUT_MS", 75_000)?.max(1),
-                ),
-                max_connections: env_parse::<usize>("PA_HTTP_MAX_CONNECTIONS", 10_000)?.max(1),
+            http_limits: {
+                let defaults = crate::http_server::HttpLimits::default();
+                crate::http_server::HttpLimits {
+                    idle_timeout: Duration::from_millis(
+                        env_parse::<u64>(
+                            "PA_HTTP_IDLE_TIMEOUT_MS",
+                            defaults.idle_timeout.as_millis() as u64,
+                        )?
+                        .max(1),
+                    ),
+                    max_connections: env_parse(
+                        "PA_HTTP_MAX_CONNECTIONS",
+                        defaults.max_connections,
+                    )?,
+                }
             },
             web_dir: Some(env_or(
                 "PA_WEB_DIR",
