@@ -23,9 +23,16 @@ use tonic::transport::Channel;
 use crate::curation as prompt;
 use crate::early::Beat;
 use crate::payloads::{
-    ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, LoopInput, ModelTurnInput,
-    ModelTurnOutput, ToolCallInput, agent_of, required, start_with_recall,
+    ApprovalInput, CurateInput, ExpireApprovalInput, FinishInput, FirstTurnFound, FirstTurnHere,
+    LoopInput, ModelTurnInput, ModelTurnOutput, ToolCallInput, agent_of, required,
+    start_with_recall,
 };
+
+/// How long a run's first workflow task waits for the first turn begun on its worker to end
+/// (ADR 0238): a turn that ends within it costs Temporal no activity task and no second workflow
+/// task. Well below the workflow task's timeout (10 s), which is also how long a worker killed
+/// meanwhile holds the run before another replays it.
+pub const FIRST_TURN_HERE_WAIT: Duration = Duration::from_secs(2);
 
 /// How many of a chat's latest messages the Curator reads.
 const CURATOR_MESSAGES: usize = 30;
@@ -166,6 +173,35 @@ impl RunActivities {
         }
         self.traced_model_turn(Beat::Activity(Box::new(ctx)), input)
             .await
+    }
+
+    /// A local activity (ADR 0238): the run's first turn, when this worker began it (see `early`)
+    /// and it ends within [`FIRST_TURN_HERE_WAIT`]: its output, so the turn needs no activity
+    /// task. Otherwise nothing: the turn runs on (its `model_turn` activity adopts it) or was
+    /// never begun here (the activity runs it), as when a replacement worker replays the task.
+    #[activity]
+    pub async fn first_turn_here(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: FirstTurnHere,
+    ) -> Result<FirstTurnFound, ActivityError> {
+        let _running = self
+            .running
+            .enter("first_turn_here", &input.run_id, ctx.info().attempt);
+        Ok(
+            match self
+                .early
+                .ended_within(&input.run_id, FIRST_TURN_HERE_WAIT)
+                .await
+            {
+                Some(Ok(output)) => FirstTurnFound {
+                    ended: true,
+                    output: Some(output),
+                },
+                // Failed: its activity runs the turn again, as a retry would.
+                Some(Err(_)) | None => FirstTurnFound::default(),
+            },
+        )
     }
 
     /// Writes the pending events, then runs one tool call (through svc-tools, or a sub-agent's

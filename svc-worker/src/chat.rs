@@ -28,8 +28,8 @@ use temporalio_sdk::{
 use crate::activities::RunActivities;
 pub use crate::payloads::{
     ApprovalInput, ChatRunInput, DEFAULT_APPROVAL_TIMEOUT, DeferredStart, ExpireApprovalInput,
-    FIRST_STEP, FinishInput, LoopInput, ModelTurnInput, ModelTurnOutput, ToolCallDecided,
-    ToolCallInput, first_turn,
+    FIRST_STEP, FinishInput, FirstTurnFound, FirstTurnHere, LoopInput, ModelTurnInput,
+    ModelTurnOutput, ToolCallDecided, ToolCallInput, first_turn,
 };
 use crate::payloads::{deferred_start, required, run_ids, start_with_recall};
 
@@ -86,6 +86,23 @@ fn finish_local_options() -> LocalActivityOptions {
         .start_to_close_timeout(FINISH_ATTEMPT_TIMEOUT)
         // Backoffs above this wait on a durable timer, not in the worker's memory.
         .timer_backoff_threshold(Duration::from_secs(5))
+        .build()
+}
+
+/// The patch under which a run's first workflow task takes a first turn that ended on its
+/// worker (ADR 0238). Histories written before it schedule the turn's activity at once.
+pub const FIRST_TURN_LOCALLY: &str = "first-turn-local-activity";
+
+/// [`RunActivities::first_turn_here`]: one attempt (whatever goes wrong, the turn's activity
+/// runs it), bounded well below the workflow task's timeout.
+fn first_turn_here_options() -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .retry_policy(
+            temporalio_common::RetryPolicy::builder()
+                .maximum_attempts(1)
+                .build(),
+        )
+        .start_to_close_timeout(crate::activities::FIRST_TURN_HERE_WAIT * 2)
         .build()
 }
 
@@ -200,9 +217,30 @@ impl ChatAgentWorkflow {
             // same way.
             let turn = first_turn(&input).map_err(|e| terminate(e.to_string()))?;
             drive.step = turn.step;
-            let mut result = ctx
-                .execute_activity(RunActivities::model_turn, turn, model_turn_options())
-                .await;
+            // A turn begun on this worker that ends at once is taken here: no activity task,
+            // and the run ends in this same workflow task (ADR 0238).
+            let ended_here = if ctx.patched(FIRST_TURN_LOCALLY) {
+                ctx.execute_local_activity(
+                    RunActivities::first_turn_here,
+                    FirstTurnHere {
+                        run_id: spec.run_id.clone(),
+                    },
+                    first_turn_here_options(),
+                )
+                .await
+                .ok()
+                .filter(|found| found.ended)
+                .and_then(|found| found.output)
+            } else {
+                None
+            };
+            let mut result = match ended_here {
+                Some(output) => Ok(output),
+                None => {
+                    ctx.execute_activity(RunActivities::model_turn, turn, model_turn_options())
+                        .await
+                }
+            };
             match result.as_mut().ok().and_then(|output| output.start.take()) {
                 Some(started) => drive.feed(loop_input(started)?, true)?,
                 // The turn failed: its events may not have been written, so they go out with

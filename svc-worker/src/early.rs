@@ -10,6 +10,10 @@
 //! output is the activity's. A retried activity (this worker died) runs the turn itself, like any
 //! retry: the event ids it writes are the ones already written.
 //!
+//! A turn that ends within a moment needs no activity at all: the workflow's first task, on the
+//! worker that began it, takes its result through a local activity ([`EarlyTurns::ended_within`],
+//! ADR 0238). A turn still running then goes on as described above.
+//!
 //! A turn whose activity went to another worker (the server does not dispatch activities eagerly,
 //! or this worker had no free activity slot) would run twice; so one that is not adopted within
 //! [`ADOPT_WITHIN`] is stopped and this worker stops beginning turns early for [`OFF_FOR`], and
@@ -17,13 +21,12 @@
 //! activity, arriving late, returns what the client already saw instead of generating anew.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::payloads::ModelTurnOutput;
 
@@ -100,8 +103,8 @@ struct EarlyTurn {
     adopter: Arc<OnceLock<ActivityContext>>,
     done: oneshot::Receiver<TurnResult>,
     task: tokio::task::AbortHandle,
-    /// The turn ran to its end (its result waits in `done`).
-    ended: Arc<AtomicBool>,
+    /// True once the turn ran to its end (its result waits in `done`).
+    ended: watch::Receiver<bool>,
 }
 
 /// A turn registered before its run's workflow is started (the activity can arrive with the
@@ -161,8 +164,7 @@ impl EarlyTurns {
         let (finished, done) = oneshot::channel();
         let adopter = Arc::new(OnceLock::new());
         let beat = Beat::Early(adopter.clone());
-        let ended = Arc::new(AtomicBool::new(false));
-        let ended_flag = ended.clone();
+        let (ended_flag, ended) = watch::channel(false);
         let task = tokio::spawn(async move {
             // Dropped unsent (the start failed or found the workflow existing): nothing runs.
             let Ok(run) = started.await else {
@@ -172,8 +174,9 @@ impl EarlyTurns {
                 early: true,
                 ..output
             });
-            ended_flag.store(true, Ordering::Release);
+            // The result first: whoever sees the flag finds it.
             let _ = finished.send(output);
+            ended_flag.send_replace(true);
         });
         self.lock().insert(
             run_id.to_string(),
@@ -189,6 +192,17 @@ impl EarlyTurns {
             run_id: run_id.to_string(),
             begin: Some(begin),
         })
+    }
+
+    /// `run_id`'s turn, when this worker began it and it ends within `wait` (its result, taken
+    /// from here); None when there is none, or it runs on (left for its activity to adopt).
+    pub async fn ended_within(&self, run_id: &str, wait: Duration) -> Option<TurnResult> {
+        let mut ended = self.lock().get(run_id)?.ended.clone();
+        let _ = tokio::time::timeout(wait, ended.wait_for(|ended| *ended)).await;
+        if !*ended.borrow() {
+            return None;
+        }
+        self.claim(run_id)?.turn.done.await.ok()
     }
 
     /// The activity's claim on its run's early turn, if there is one.
@@ -212,7 +226,7 @@ impl Reserved {
                 match map.get(&run_id) {
                     None => return,
                     // Ended: kept for its activity, which may still come.
-                    Some(turn) if turn.ended.load(Ordering::Acquire) => None,
+                    Some(turn) if *turn.ended.borrow() => None,
                     Some(_) => map.remove(&run_id),
                 }
             };
@@ -409,6 +423,35 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(turns.reserve("run-3").is_some(), "back on after the pause");
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_ends_within_the_wait_is_taken_and_one_that_runs_on_is_left_for_its_activity()
+     {
+        let turns = EarlyTurns::default();
+        let wait = Duration::from_millis(200);
+        assert!(turns.ended_within("never-begun", wait).await.is_none());
+        turns
+            .reserve("quick")
+            .expect("turns begin early")
+            .begin(ending_with("at once"));
+        let taken = turns.ended_within("quick", Duration::from_secs(30)).await;
+        assert!(
+            matches!(taken, Some(Ok(ref output)) if output.early),
+            "{taken:?}"
+        );
+        assert!(turns.claim("quick").is_none(), "taken from the registry");
+
+        let (stopped_tx, _stopped) = oneshot::channel();
+        turns
+            .reserve("slow")
+            .expect("turns begin early")
+            .begin(endless(stopped_tx));
+        assert!(turns.ended_within("slow", wait).await.is_none());
+        assert!(
+            turns.claim("slow").is_some(),
+            "left for its activity to adopt"
+        );
     }
 
     #[tokio::test]

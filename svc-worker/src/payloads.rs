@@ -11,8 +11,8 @@ use pa_agent::{AgentLoop, Input, ModelRequest, RunIds};
 use pa_proto::v1::RunSpec;
 pub use pa_proto::workflow::v1::{
     AgentLoopState, ApprovalInput, ChatRunInput, CurateInput, CuratorInput, DeferredStart,
-    ExpireApprovalInput, FinishInput, LoopInput, MaintenanceInput, ModelTurnInput, ModelTurnOutput,
-    ToolCallDecided, ToolCallInput, TurnFinished,
+    ExpireApprovalInput, FinishInput, FirstTurnFound, FirstTurnHere, LoopInput, MaintenanceInput,
+    ModelTurnInput, ModelTurnOutput, ToolCallDecided, ToolCallInput, TurnFinished,
 };
 
 /// A payload without a part every worker writes (its spec, a tool call's call, a finish's

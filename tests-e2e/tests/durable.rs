@@ -91,8 +91,8 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
         .read_events(run["id"].as_str().unwrap_or_default(), Some(&third), None)
         .await?;
     assert_eq!(rest, events[3..].to_vec());
-    // What the run cost Temporal (ADR 0219): one activity task (the model turn), its end a
-    // local activity, two workflow tasks (the start, the turn's result).
+    // What the run cost Temporal (ADR 0219, 0238): its quick first turn and its end are local
+    // activities of its one workflow task; no activity task.
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     let run_id = run["id"].as_str().unwrap_or_default();
     let size =
@@ -104,7 +104,7 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
             size.local_activities,
             size.workflow_tasks
         ),
-        (1, 1, 2),
+        (0, 2, 1),
         "{size:?}"
     );
     mesh.stop().await
@@ -161,13 +161,57 @@ async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answ
     mesh.stop().await
 }
 
-/// svc-worker begins a new run's first turn as soon as Temporal has recorded the workflow; the
-/// turn's activity, handed to the same worker, adopts it: the model is asked once, and the
-/// history records the turn as begun early.
-#[tokio::test]
-async fn a_durable_runs_first_turn_begins_at_the_start_and_its_activity_adopts_it() -> R {
+/// A closed run's model turns as its history records them: the outputs of its `model_turn`
+/// activity tasks, and the results of its `first_turn_here` local activity (ADR 0238).
+async fn recorded_turns(mesh: &Mesh, run_id: &str) -> Result<(Vec<Value>, Vec<Value>), E> {
     use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let handle = client.get_workflow_handle::<svc_worker::ChatAgentWorkflow>(run_id.to_string());
+    // The turn's completion is recorded after its events are out: wait for the close event.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(60),
+        handle.get_result(Default::default()),
+    )
+    .await?;
+    let json_of =
+        |payloads: Option<&temporalio_common::protos::temporal::api::common::v1::Payloads>| {
+            payloads
+                .and_then(|p| p.payloads.first())
+                .and_then(|p| serde_json::from_slice::<Value>(&p.data).ok())
+                .unwrap_or(Value::Null)
+        };
+    let (mut activities, mut here) = (Vec::new(), Vec::new());
+    for event in handle
+        .fetch_history(Default::default())
+        .into_events()
+        .await?
+    {
+        match event.attributes {
+            Some(Attributes::ActivityTaskCompletedEventAttributes(done)) => {
+                let output = json_of(done.result.as_ref());
+                if output.get("inputs").is_some() {
+                    activities.push(output);
+                }
+            }
+            Some(Attributes::MarkerRecordedEventAttributes(marker))
+                if json_of(marker.details.get("data"))["activity_type"]
+                    == "RunActivities::first_turn_here" =>
+            {
+                here.push(json_of(marker.details.get("result")));
+            }
+            _ => {}
+        }
+    }
+    Ok((activities, here))
+}
+
+/// svc-worker begins a new run's first turn as soon as Temporal has recorded the workflow; a turn
+/// that ends within a moment is taken by the workflow's first task on that worker (a local
+/// activity), so the run costs Temporal no activity task (ADR 0238): the model is asked once, and
+/// the history records the turn as begun early.
+#[tokio::test]
+async fn a_durable_runs_first_turn_begins_at_the_start_and_when_quick_needs_no_activity() -> R {
     let mesh = Mesh::builder().worker().without_curator().start().await?;
     let fake = FakeProvider::start().await?;
     add_fake_model(&mesh, "early", &fake, false).await?;
@@ -180,36 +224,41 @@ async fn a_durable_runs_first_turn_begins_at_the_start_and_its_activity_adopts_i
     )
     .await?;
     assert_eq!(run["status"], "succeeded", "{run}");
-    let text = text_of(&events);
-    assert_eq!(text, "An early answer.");
+    assert_eq!(text_of(&events), "An early answer.");
     assert_eq!(fake.request_count(), 1, "the turn ran once");
+    let (activities, here) = recorded_turns(&mesh, run["id"].as_str().unwrap_or_default()).await?;
+    assert!(activities.is_empty(), "no activity task: {activities:?}");
+    assert_eq!(here.len(), 1, "{here:?}");
+    assert_eq!(here[0]["ended"], true, "{}", here[0]);
+    assert_eq!(here[0]["output"]["early"], true, "{}", here[0]);
+    mesh.stop().await
+}
 
-    let run_id = run["id"].as_str().unwrap_or_default().to_string();
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    let handle = client.get_workflow_handle::<svc_worker::ChatAgentWorkflow>(run_id);
-    // The turn's completion is recorded after its events are out: wait for the close event.
-    let _ = tokio::time::timeout(
-        Duration::from_secs(60),
-        handle.get_result(Default::default()),
+/// A first turn that takes longer than the workflow task waits for it
+/// (`FIRST_TURN_HERE_WAIT`) runs on: the turn's activity, handed to the same worker, adopts it.
+/// The model is still asked once, and the activity's output is the turn begun early.
+#[tokio::test]
+async fn a_slow_first_turn_is_adopted_by_its_activity_and_runs_once() -> R {
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "slow", &fake, false).await?;
+    let wait = svc_worker::activities::FIRST_TURN_HERE_WAIT;
+    fake.push(Reply::text("A slow answer.").with_first_byte_delay(wait + Duration::from_secs(1)));
+    let chat = mesh.create_chat("slow").await?;
+    let (run, events) = run_to_end(
+        &mesh,
+        &chat,
+        json!({ "message": "answer slowly", "model": "slow:model", "durable": true }),
     )
     .await?;
-    let mut turns = Vec::new();
-    for event in handle
-        .fetch_history(Default::default())
-        .into_events()
-        .await?
-    {
-        if let Some(Attributes::ActivityTaskCompletedEventAttributes(done)) = event.attributes {
-            let payload = done.result.and_then(|r| r.payloads.into_iter().next());
-            let output: Value =
-                serde_json::from_slice(&payload.map(|p| p.data).unwrap_or_default())?;
-            if output.get("inputs").is_some() {
-                turns.push(output);
-            }
-        }
-    }
-    assert_eq!(turns.len(), 1, "one model turn: {turns:?}");
-    assert_eq!(turns[0]["early"], true, "{}", turns[0]);
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(text_of(&events), "A slow answer.");
+    assert_eq!(fake.request_count(), 1, "the turn ran once");
+    let (activities, here) = recorded_turns(&mesh, run["id"].as_str().unwrap_or_default()).await?;
+    assert_eq!(here.len(), 1, "{here:?}");
+    assert_ne!(here[0]["ended"], true, "not ended in time: {}", here[0]);
+    assert_eq!(activities.len(), 1, "one model turn: {activities:?}");
+    assert_eq!(activities[0]["early"], true, "{}", activities[0]);
     mesh.stop().await
 }
 
@@ -350,8 +399,9 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
     mesh.stop().await
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> R {
+/// A worker killed (SIGKILL) mid-turn, once `kill_after` events of a `words`-token turn (60 ms a
+/// token) are out, is replaced, and every token arrives once.
+async fn worker_killed_mid_turn(words: usize, kill_after: usize) -> R {
     let mesh = Mesh::builder()
         .offline_token_delay(Duration::from_millis(60))
         .worker_process()
@@ -361,12 +411,12 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
     let mut worker = mesh.spawn_worker_process(binary)?;
     mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("crash").await?;
-    let words: Vec<String> = (1..=40).map(|i| format!("w{i}")).collect();
+    let words: Vec<String> = (1..=words).map(|i| format!("w{i}")).collect();
     let message = words.join(" ");
     let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
     // Some tokens are out: kill -9 the worker mid-turn.
-    let early = mesh.read_events(&run_id, None, Some(6)).await?;
-    assert_eq!(early.len(), 6);
+    let early = mesh.read_events(&run_id, None, Some(kill_after)).await?;
+    assert_eq!(early.len(), kill_after);
     worker.kill()?;
     worker.wait()?;
     let mut replacement = mesh.spawn_worker_process(binary)?;
@@ -394,6 +444,22 @@ async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> 
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["status"], "succeeded", "{run}");
     mesh.stop().await
+}
+
+/// Killed while the run's first workflow task waits for the turn begun on its worker (ADR 0238):
+/// the task times out and the replacement runs the turn as its activity.
+#[tokio::test]
+async fn a_worker_killed_mid_turn_is_replaced_and_every_token_arrives_once() -> R {
+    worker_killed_mid_turn(40, 6).await
+}
+
+/// Killed once the turn, longer than that wait, went on in its activity: the activity is retried.
+#[tokio::test]
+async fn a_worker_killed_after_its_turn_went_to_its_activity_is_replaced_and_every_token_arrives_once()
+-> R {
+    // 50 events at 60 ms a token are past FIRST_TURN_HERE_WAIT (2 s).
+    assert!(svc_worker::activities::FIRST_TURN_HERE_WAIT < Duration::from_millis(2500));
+    worker_killed_mid_turn(70, 50).await
 }
 
 /// A page that takes its time (long enough to kill a worker while a tool call waits on it),
