@@ -1,8 +1,10 @@
 //! The Curator: one workflow per chat that turns finished turns into memories. svc-worker signals
 //! it (signal-with-start, `signals`) after each successful run — a durable run's own activity when
-//! it records the end, an inline run's through `NotifyTurnFinished` from svc-runs; it waits a moment for more turns (debounce),
-//! then one activity asks the model for a rolling summary and durable facts and writes them to
-//! svc-memory. After `max_signals` turns it continues as new, so its history stays short. A
+//! it records the end, an inline run's through `NotifyTurnFinished` from svc-runs; it waits a
+//! moment for more turns (debounce), then one activity asks the model for a rolling summary and
+//! durable facts and writes them to svc-memory. A new Curator is started with its first task
+//! delayed by the debounce (Temporal's start delay), so that wait costs it no workflow task and no
+//! timer (ADR 0239). After `max_signals` turns it continues as new, so its history stays short. A
 //! Curator with nothing to curate for `idle_close_ms` (`PA_CURATOR_IDLE_CLOSE_MS`, carried by
 //! every signal) closes, so a quiet chat holds no open workflow; its next turn starts a new one
 //! (ADR 0223).
@@ -36,6 +38,7 @@ impl CuratorWorkflow {
     #[run]
     pub async fn run(ctx: &mut WorkflowContext<Self>, input: CuratorInput) -> WorkflowResult<u32> {
         let mut curated = input.curated;
+        let mut delayed = input.delayed_start;
         // A signal delivered with the start (signal-with-start) brings its own.
         ctx.state_mut(|s| {
             if s.idle_close_ms == 0 {
@@ -47,8 +50,18 @@ impl CuratorWorkflow {
                 // Quiet for its idle time: the chat's next turn starts a new Curator.
                 return Ok(curated);
             }
-            // Debounce: a burst of turns is curated once.
-            ctx.timer(Duration::from_millis(input.debounce_ms)).await;
+            // Debounce: a burst of turns is curated once. A Curator whose start was delayed by
+            // the debounce (ADR 0239) waits only for what is left of it: nothing, unless a later
+            // turn's signal cut the delay short.
+            let debounce = Duration::from_millis(input.debounce_ms);
+            let wait = if std::mem::take(&mut delayed) {
+                debounce.saturating_sub(since_start(ctx))
+            } else {
+                debounce
+            };
+            if !wait.is_zero() {
+                ctx.timer(wait).await;
+            }
             let turns = ctx.state_mut(|s| std::mem::take(&mut s.pending));
             let curate = CurateInput {
                 identity: input.identity.clone(),
@@ -71,6 +84,7 @@ impl CuratorWorkflow {
                     CuratorInput {
                         curated,
                         idle_close_ms: ctx.state(|s| s.idle_close_ms),
+                        delayed_start: false,
                         ..input.clone()
                     },
                     ContinueAsNewOptions::default(),
@@ -84,6 +98,14 @@ impl CuratorWorkflow {
         self.idle_close_ms = turn.idle_close_ms;
         self.pending.push(turn);
         self.signals += 1;
+    }
+}
+
+/// How long the workflow has existed, in workflow time (from its history: deterministic).
+fn since_start(ctx: &WorkflowContext<CuratorWorkflow>) -> Duration {
+    match (ctx.workflow_time(), ctx.info().start_time()) {
+        (Some(now), Some(start)) => now.duration_since(start).unwrap_or_default(),
+        _ => Duration::ZERO,
     }
 }
 

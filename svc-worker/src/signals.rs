@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use pa_proto::v1::Identity;
-use temporalio_client::{Client, WorkflowSignalOptions, WorkflowStartOptions};
+use temporalio_client::{Client, WorkflowSignalOptions};
 
 use crate::chat::{ChatAgentWorkflow, ToolCallDecided};
 use crate::curator::{CuratorInput, CuratorWorkflow, TurnFinished, curator_id};
@@ -121,34 +121,95 @@ impl Signals {
             return;
         }
         let client = self.client.clone();
-        let options = WorkflowStartOptions::new(
-            self.task_queue.clone(),
-            curator_id(&identity.tenant_id, &chat_id),
-        )
-        .build();
+        let task_queue = self.task_queue.clone();
+        let workflow_id = curator_id(&identity.tenant_id, &chat_id);
         tokio::spawn(async move {
             let run_id = turn.run_id.clone();
-            let sent = client.signal_with_start_workflow(
-                CuratorWorkflow::run,
-                CuratorInput {
-                    identity: Some(identity),
-                    chat_id,
-                    curated: 0,
-                    debounce_ms: settings.debounce_ms,
-                    max_signals: settings.max_signals,
-                    idle_close_ms: settings.idle_close_ms,
-                },
-                CuratorWorkflow::turn_finished,
-                turn,
-                options,
-            );
+            let input = CuratorInput {
+                identity: Some(identity),
+                chat_id,
+                curated: 0,
+                debounce_ms: settings.debounce_ms,
+                max_signals: settings.max_signals,
+                idle_close_ms: settings.idle_close_ms,
+                delayed_start: true,
+            };
+            let delay = Duration::from_millis(settings.debounce_ms);
+            let sent =
+                signal_with_delayed_start(&client, &task_queue, workflow_id, &input, &turn, delay);
             match tokio::time::timeout(SIGNAL_TIMEOUT, sent).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(())) => {}
                 Ok(Err(err)) => tracing::warn!(%run_id, %err, "Curator not notified"),
                 Err(_) => tracing::warn!(%run_id, "Curator not notified: the signal timed out"),
             }
         });
     }
+}
+
+/// Signal-with-start of a chat's Curator whose first workflow task waits `delay` (Temporal's
+/// start delay; the SDK's start options do not carry it, so the request is made here, its
+/// payloads encoded by the client's own converter and codec). A running Curator just gets the
+/// signal. The request id is the turn's run id, so a repeated call for one turn is one signal.
+async fn signal_with_delayed_start(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: String,
+    input: &CuratorInput,
+    turn: &TurnFinished,
+    delay: Duration,
+) -> Result<(), String> {
+    use temporalio_client::NamespacedClient;
+    use temporalio_client::grpc::WorkflowService;
+    use temporalio_common::data_converters::{
+        GenericPayloadConverter, SerializationContext, SerializationContextData,
+        WorkflowSerializationContext,
+    };
+    use temporalio_common::protos::temporal::api::common::v1::{Payloads, WorkflowType};
+    use temporalio_common::protos::temporal::api::enums::v1::TaskQueueKind;
+    use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::SignalWithStartWorkflowExecutionRequest;
+    use temporalio_common::{SignalDefinition, WorkflowDefinition};
+
+    let converter = client.data_converter();
+    let context_data = SerializationContextData::Workflow(WorkflowSerializationContext::new());
+    let context = SerializationContext::new(&context_data, converter.payload_converter());
+    let encode = |payload| converter.codec().encode(&context_data, vec![payload]);
+    let input = converter
+        .payload_converter()
+        .to_payload(&context, input)
+        .map_err(|e| e.to_string())?;
+    let signal = converter
+        .payload_converter()
+        .to_payload(&context, turn)
+        .map_err(|e| e.to_string())?;
+    let input = encode(input).await.map_err(|e| e.to_string())?;
+    let signal = encode(signal).await.map_err(|e| e.to_string())?;
+    let request = SignalWithStartWorkflowExecutionRequest {
+        namespace: client.namespace(),
+        workflow_id,
+        workflow_type: Some(WorkflowType {
+            name: CuratorWorkflow::run.name().to_string(),
+        }),
+        task_queue: Some(TaskQueue {
+            name: task_queue.to_string(),
+            kind: TaskQueueKind::Normal as i32,
+            normal_name: String::new(),
+        }),
+        input: Some(Payloads { payloads: input }),
+        identity: client.identity(),
+        request_id: format!("turn-finished-{}", turn.run_id),
+        signal_name: CuratorWorkflow::turn_finished.name().to_string(),
+        signal_input: Some(Payloads { payloads: signal }),
+        workflow_start_delay: Some(delay.try_into().map_err(|_| "a debounce out of range")?),
+        ..Default::default()
+    };
+    WorkflowService::signal_with_start_workflow_execution(
+        &mut client.clone(),
+        tonic::Request::new(request),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|status| status.to_string())
 }
 
 impl crate::activities::TurnFinishedSink for Signals {

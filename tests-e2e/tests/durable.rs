@@ -666,6 +666,91 @@ async fn closed_curator(mesh: &Mesh, chat: &str) -> Result<svc_worker::temporal:
     Ok(size)
 }
 
+/// A closed Curator's history, read for its timing: its first task's start delay, and per event
+/// in order whether it started a timer (`"timer"`) or scheduled a curation (the number of turns
+/// the curation takes).
+async fn curator_story(mesh: &Mesh, chat: &str) -> Result<(Duration, Vec<String>), E> {
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+
+    closed_curator(mesh, chat).await?;
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let handle = client.get_workflow_handle::<svc_worker::curator::CuratorWorkflow>(
+        svc_worker::curator::curator_id("dev", chat),
+    );
+    let (mut delay, mut story) = (Duration::ZERO, Vec::new());
+    for event in handle
+        .fetch_history(Default::default())
+        .into_events()
+        .await?
+    {
+        match event.attributes {
+            Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) => {
+                delay = started
+                    .first_workflow_task_backoff
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .unwrap_or_default();
+            }
+            Some(Attributes::TimerStartedEventAttributes(_)) => story.push("timer".into()),
+            Some(Attributes::ActivityTaskScheduledEventAttributes(scheduled)) => {
+                let input: Value = scheduled
+                    .input
+                    .and_then(|p| p.payloads.into_iter().next())
+                    .and_then(|p| serde_json::from_slice(&p.data).ok())
+                    .unwrap_or_default();
+                let turns = input["turns"].as_array().map_or(0, Vec::len);
+                story.push(format!("curate {turns}"));
+            }
+            _ => {}
+        }
+    }
+    Ok((delay, story))
+}
+
+/// A new Curator's debounce is its start delay (ADR 0239): its first workflow task comes once the
+/// debounce is over and curates at once (no timer). A second turn within the delay wakes it
+/// early; it waits out what is left of the debounce and curates both turns once.
+#[tokio::test]
+async fn a_new_curators_debounce_is_its_start_delay_and_a_burst_is_curated_once() -> R {
+    let debounce = Duration::from_secs(3);
+    let (mesh, _fake) = curator_mesh(debounce, Duration::from_millis(500)).await?;
+    let result = async {
+        let body = json!({ "message": "hello", "model": "idle:model" });
+        let one = mesh.create_chat("one turn").await?;
+        let (run, _) = run_to_end(&mesh, &one, body.clone()).await?;
+        let ended = std::time::Instant::now();
+        mesh.await_curated(&one, run["id"].as_str().unwrap_or_default())
+            .await?;
+        assert!(
+            ended.elapsed() >= debounce - Duration::from_millis(500),
+            "curated {:?} after the turn, before the debounce",
+            ended.elapsed()
+        );
+        let (delay, story) = curator_story(&mesh, &one).await?;
+        assert_eq!(delay, debounce, "the start waits out the debounce");
+        assert_eq!(
+            story,
+            ["curate 1", "timer"],
+            "then curates at once, then idles"
+        );
+
+        let burst = mesh.create_chat("burst").await?;
+        run_to_end(&mesh, &burst, body.clone()).await?;
+        let (second, _) = run_to_end(&mesh, &burst, body.clone()).await?;
+        mesh.await_curated(&burst, second["id"].as_str().unwrap_or_default())
+            .await?;
+        let (_, story) = curator_story(&mesh, &burst).await?;
+        assert_eq!(
+            story,
+            ["timer", "curate 2", "timer"],
+            "woken early, it waits for the rest of the debounce and curates both turns once"
+        );
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
 /// A quiet chat's Curator closes (ADR 0223): no open workflow per chat ever used. The chat's next
 /// turn starts a new one, and turns that come while it waits are curated as before.
 #[tokio::test]
