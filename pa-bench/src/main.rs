@@ -531,6 +531,34 @@ async fn history_sizes() -> Result<(), BoxError> {
         );
     }
     println!("goal: the same size for both (history and large tool results go by reference)");
+    mesh.stop().await?;
+    curator_history().await
+}
+
+/// A new chat's Curator that curates one turn and closes: what it costs Temporal (ADR 0239: its
+/// debounce is the start's delay, so no workflow task and no timer come before the curation).
+async fn curator_history() -> Result<(), BoxError> {
+    let mesh = Mesh::builder()
+        .worker()
+        .curator_debounce(Duration::from_millis(200))
+        .curator_idle_close(Duration::from_millis(200))
+        .start()
+        .await?;
+    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+    let chat = mesh.create_chat("curated").await?;
+    let run_id = mesh
+        .start_run(&chat, "remember that the bench likes tea")
+        .await?;
+    mesh.read_events(&run_id, None, None).await?;
+    mesh.await_curated(&chat, &run_id).await?;
+    let curator = svc_worker::curator::curator_id("dev", &chat);
+    let size =
+        svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
+            .await?;
+    println!(
+        "a new chat's Curator, one turn curated, then closed: {} events, {} bytes, {} workflow tasks, {} activity tasks, {} local activities",
+        size.events, size.bytes, size.workflow_tasks, size.activity_tasks, size.local_activities
+    );
     mesh.stop().await
 }
 
