@@ -18,7 +18,7 @@
 //! svc-memory's vector search on 100k memories of one user and on 100k and 1M memories over
 //! 1,000 users (recall@10 vs exact, p50/p99) and the offline embedder's embeddings/s.
 //!
-//! `cargo run -p pa-bench --release -- streams [--streams 1,100,1000,2000] [--events N]`: the
+//! `cargo run -p pa-bench --release -- streams [--streams 1,100,1000,2000] [--events N] [--grpc]`: the
 //! gateway's relay from Redis Streams to SSE clients alone: events/s, CPU per event, delay
 //! added to live events and memory per open stream (see streams.rs).
 //!
@@ -610,7 +610,7 @@ async fn main() -> std::process::ExitCode {
             let events = flag(&args, "--events")
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(200_000);
-            streams::run(&levels, events).await
+            streams::run(&levels, events, args.iter().any(|a| a == "--grpc")).await
         }
         Some("costs") => {
             let levels = numbers_flag(&args, "--concurrency", &[1, 100, 1000]);

@@ -12,6 +12,8 @@
 //!   streams written in one pipeline per tick; each client measures when each event arrives
 //!   against when it was written (the latency the relay adds), and the process's memory with
 //!   the streams open. Every client reads on a task of its own, and the writer on another.
+//! - `--grpc`: the clients read through the public gRPC API's `StreamRunEvents` (each its own
+//!   HTTP/2 connection, an API key in the metadata) instead of SSE.
 
 use std::time::{Duration, Instant};
 
@@ -106,9 +108,43 @@ async fn cancel_runs(mesh: &Mesh, runs: &[String]) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// How the clients read their run's events: SSE over HTTP/1.1, or the public gRPC API's
+/// `StreamRunEvents` (each client its own HTTP/2 connection), authorised by an API key.
+#[derive(Clone)]
+pub enum Transport {
+    Sse,
+    Grpc { url: String, key: String },
+}
+
+impl Transport {
+    fn name(&self) -> &'static str {
+        match self {
+            Transport::Sse => "SSE",
+            Transport::Grpc { .. } => "gRPC StreamRunEvents",
+        }
+    }
+}
+
+/// Counts a TEXT_MESSAGE_CONTENT event and, for a live one (whose delta is the microseconds
+/// since `epoch` when written), how long it took to arrive.
+fn saw_content(
+    delta: &str,
+    now: Instant,
+    epoch: Option<Instant>,
+    count: &mut usize,
+    delays: &mut Vec<Duration>,
+) {
+    *count += 1;
+    if let Some(epoch) = epoch
+        && let Ok(micros) = delta.parse::<u64>()
+    {
+        let written = epoch + Duration::from_micros(micros);
+        delays.push(now.saturating_duration_since(written));
+    }
+}
+
 /// Reads a run's SSE stream to RUN_FINISHED; returns how many TEXT_MESSAGE_CONTENT events came
-/// and, for live events (whose delta is the microseconds since `epoch` when written), how long
-/// each took to arrive.
+/// and, for live events, how long each took to arrive.
 async fn read_stream(
     http: reqwest::Client,
     url: String,
@@ -126,20 +162,67 @@ async fn read_stream(
         let now = Instant::now();
         for event in crate::complete_sse_events(&mut pending) {
             if event.contains("\"type\":\"TEXT_MESSAGE_CONTENT\"") {
-                count += 1;
-                if let Some(epoch) = epoch
-                    && let Some(micros) = event
-                        .split("\"delta\":\"")
-                        .nth(1)
-                        .and_then(|rest| rest.split('"').next())
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
-                    let written = epoch + Duration::from_micros(micros);
-                    delays.push(now.saturating_duration_since(written));
-                }
+                let delta = event
+                    .split("\"delta\":\"")
+                    .nth(1)
+                    .and_then(|rest| rest.split('"').next())
+                    .unwrap_or_default();
+                saw_content(delta, now, epoch, &mut count, &mut delays);
             } else if event.contains("\"type\":\"RUN_FINISHED\"") {
                 return Ok((count, delays));
             }
+        }
+    }
+    Err("the stream ended without RUN_FINISHED".into())
+}
+
+/// [`read_stream`] through the public gRPC API.
+async fn read_grpc_stream(
+    url: String,
+    key: String,
+    run_id: String,
+    epoch: Option<Instant>,
+    connected: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<(usize, Vec<Duration>), BoxError> {
+    use pa_proto::v1::StreamRunEventsRequest;
+    use pa_proto::v1::run_service_client::RunServiceClient;
+
+    // 2,000 clients connecting at once overflow the listen backlog: like real clients, they
+    // try again (opening is timed by a column of its own).
+    let mut tries = 0;
+    let mut events = loop {
+        let opened = async {
+            let mut client = RunServiceClient::connect(url.clone()).await?;
+            let mut request = tonic::Request::new(StreamRunEventsRequest {
+                run_id: run_id.clone(),
+                after: String::new(),
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {key}").parse()?);
+            Ok::<_, BoxError>(client.stream_run_events(request).await?.into_inner())
+        }
+        .await;
+        match opened {
+            Ok(events) => break events,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    };
+    let _ = connected.send(());
+    let mut count = 0;
+    let mut delays = Vec::new();
+    while let Some(item) = events.next().await {
+        let now = Instant::now();
+        match item?.event.and_then(|e| e.event) {
+            Some(Event::TextMessageContent(content)) => {
+                saw_content(&content.delta, now, epoch, &mut count, &mut delays)
+            }
+            Some(Event::RunFinished(_)) => return Ok((count, delays)),
+            _ => {}
         }
     }
     Err("the stream ended without RUN_FINISHED".into())
@@ -149,20 +232,27 @@ async fn read_stream(
 /// future they would all be served by one thread, and the figures would be the load client's.
 async fn read_streams(
     mesh: &Mesh,
+    transport: &Transport,
     runs: &[String],
     epoch: Option<Instant>,
     connected: tokio::sync::mpsc::UnboundedSender<()>,
 ) -> Result<Vec<(usize, Vec<Duration>)>, BoxError> {
     let readers: Vec<_> = runs
         .iter()
-        .map(|run| {
-            let url = mesh.url(&format!("/v1/runs/{run}/events"));
-            tokio::spawn(read_stream(
+        .map(|run| match transport {
+            Transport::Sse => tokio::spawn(read_stream(
                 mesh.http.clone(),
-                url,
+                mesh.url(&format!("/v1/runs/{run}/events")),
                 epoch,
                 connected.clone(),
-            ))
+            )),
+            Transport::Grpc { url, key } => tokio::spawn(read_grpc_stream(
+                url.clone(),
+                key.clone(),
+                run.clone(),
+                epoch,
+                connected.clone(),
+            )),
         })
         .collect();
     drop(connected);
@@ -175,12 +265,14 @@ async fn read_streams(
 
 async fn throughput(
     mesh: &Mesh,
+    transport: &Transport,
     sink: &pa_bus::run_events::EventSink,
     levels: &[usize],
     events: usize,
 ) -> Result<(), BoxError> {
     println!(
-        "relay throughput: {events} token events spread over the streams (at most 40,000 each), then every client reads its stream from the start at once"
+        "relay throughput ({}): {events} token events spread over the streams (at most 40,000 each), then every client reads its stream from the start at once",
+        transport.name()
     );
     println!("| streams | events | seconds | events/s | CPU µs/event (gateway + clients) |");
     println!("|---:|---:|---:|---:|---:|");
@@ -198,7 +290,7 @@ async fn throughput(
         let cpu = cpu_seconds();
         let started = Instant::now();
         let (connected, _) = tokio::sync::mpsc::unbounded_channel();
-        let counts = read_streams(mesh, &runs, None, connected).await?;
+        let counts = read_streams(mesh, transport, &runs, None, connected).await?;
         let elapsed = started.elapsed().as_secs_f64();
         let used = cpu_seconds() - cpu;
         let total: usize = counts.iter().map(|(n, _)| n).sum();
@@ -215,11 +307,13 @@ async fn throughput(
 
 async fn live(
     mesh: &Mesh,
+    transport: &Transport,
     sink: &pa_bus::run_events::EventSink,
     levels: &[usize],
 ) -> Result<(), BoxError> {
     println!(
-        "live relay: every stream gets a token event every {} ms for {} s (one pipeline per tick for all streams); delay from the write to the client, ms",
+        "live relay ({}): every stream gets a token event every {} ms for {} s (one pipeline per tick for all streams); delay from the write to the client, ms",
+        transport.name(),
         TICK.as_millis(),
         LIVE_FOR.as_secs()
     );
@@ -232,7 +326,7 @@ async fn live(
         let rss_before = rss_mib();
         let epoch = Instant::now();
         let (connected, mut opened) = tokio::sync::mpsc::unbounded_channel();
-        let reading = read_streams(mesh, &runs, Some(epoch), connected);
+        let reading = read_streams(mesh, transport, &runs, Some(epoch), connected);
         // The writer, too, is a task of its own (a run driver is not the clients' thread).
         let (sink, written_runs) = (sink.clone(), runs.clone());
         let writing = async move {
@@ -290,15 +384,30 @@ async fn live(
     Ok(())
 }
 
-pub async fn run(levels: &[usize], events: usize) -> Result<(), BoxError> {
+pub async fn run(levels: &[usize], events: usize, grpc: bool) -> Result<(), BoxError> {
     // The offline model's first token an hour away: the runs wait, their streams stay open.
     let mesh = Mesh::builder()
         .offline_token_delay(Duration::from_secs(3600))
         .start()
         .await?;
+    let transport = if grpc {
+        // An integrator's API key, made by the dev user over HTTP.
+        let (status, created) = mesh
+            .post_json("/v1/me/api-keys", &serde_json::json!({ "name": "bench" }))
+            .await?;
+        if status != 201 {
+            return Err(format!("create an API key: {status} {created}").into());
+        }
+        Transport::Grpc {
+            url: mesh.public_grpc_url.clone(),
+            key: created["key"].as_str().unwrap_or_default().to_string(),
+        }
+    } else {
+        Transport::Sse
+    };
     let pool = pa_kit::redis::pool(&mesh.runs_config.common.redis_url, 8)?;
     let sink = pa_bus::run_events::EventSink::new(pool);
-    throughput(&mesh, &sink, levels, events).await?;
-    live(&mesh, &sink, levels).await?;
+    throughput(&mesh, &transport, &sink, levels, events).await?;
+    live(&mesh, &transport, &sink, levels).await?;
     mesh.stop().await
 }
