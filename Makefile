@@ -60,7 +60,7 @@ verify: lint test ## everything CI should care about
 bench: stack ## every benchmark table: first token (inline, durable), costs as work grows, streams, relay, memory search, sizing
 	@eval "$$(scripts/stack.sh env)"; export DATABASE_URL REDIS_URL TEMPORAL_ADDRESS PA_EMBED_MODEL_DIR; \
 	$(CARGO) build -p pa-bench --release && \
-	for table in "first-token --runs 300" "durable --runs 200" "costs --runs 100" "streams" "relay --runs 200" "memory" "embed --runs 300" "sizing --streams 100,250,500"; do \
+	for table in "first-token --runs 300" "durable --runs 200" "costs --runs 100" "streams" "streams --grpc" "relay --runs 200" "memory" "embed --runs 300" "sizing --streams 100,250,500"; do \
 	  echo; echo "## pa-bench $$table ($$(date -u +%F), $$(nproc) cores)"; \
 	  $(CARGO) run -q -p pa-bench --release -- $$table || exit 1; \
 	done
