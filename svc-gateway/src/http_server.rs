@@ -14,7 +14,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -47,9 +46,10 @@ impl Default for HttpLimits {
 pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutdown: Shutdown) {
     // Readied once (every route turned into its service now, not per request); a connection
     // then clones an `Arc` (ADR 0236).
-    let app = app.with_state(());
+    let app = tower_http::timeout::RequestBodyTimeout::new(app.with_state(()), limits.idle_timeout);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let saturated = Arc::new(AtomicBool::new(false));
+    // One warning per episode of saturation, not one per refused connection.
+    let mut saturated = false;
     let connections = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -67,7 +67,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if !saturated.swap(true, Ordering::Relaxed) {
+            if !std::mem::replace(&mut saturated, true) {
                 tracing::warn!(
                     max = limits.max_connections,
                     "HTTP connections at PA_HTTP_MAX_CONNECTIONS: new ones are closed"
@@ -76,16 +76,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
             drop(tcp);
             continue;
         };
-        saturated.store(false, Ordering::Relaxed);
+        saturated = false;
         // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add
         // ~40 ms.
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!(%err, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(tower_http::timeout::RequestBodyTimeout::new(
-            app.clone(),
-            limits.idle_timeout,
-        ));
+        let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
         let socket = SlottedSocket { tcp, _slot: slot };
         connections.spawn(async move {
