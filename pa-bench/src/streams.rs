@@ -9,7 +9,9 @@
 //!   gateway's).
 //! - **live**: once every client has its stream open (how long that took is a column of its
 //!   own), every stream gets one event every 20 ms (a model's 50 tokens/s) for 10 s, all
-//!   streams written in one pipeline per tick; each client measures when each event arrives
+//!   streams written in one pipeline per tick ("at once", the worst case), then again with the
+//!   streams in 10 groups each written at its own phase of the tick ("spread", as independent
+//!   model streams arrive); each client measures when each event arrives
 //!   against when it was written (the latency the relay adds), and the process's memory with
 //!   the streams open. Every client reads on a task of its own, and the writer on another.
 //! - `--grpc`: the clients read through the public gRPC API's `StreamRunEvents` (each its own
@@ -305,6 +307,21 @@ async fn throughput(
     Ok(())
 }
 
+/// How the live writer spreads each tick's events.
+#[derive(Clone, Copy)]
+enum Writes {
+    /// Every stream's event at the same instant, one pipeline per tick: the worst case.
+    AtOnce,
+    /// The streams in `PHASES` groups, one group's pipeline every `TICK / PHASES`: each stream
+    /// still gets an event every tick, at its own phase, as independent model streams do.
+    Spread,
+}
+
+/// Groups of streams written at their own phase of a tick (`Writes::Spread`).
+const PHASES: usize = 10;
+/// Pipelines in flight at once at most (the writer's Redis pool).
+const WRITERS: usize = 8;
+
 async fn live(
     mesh: &Mesh,
     transport: &Transport,
@@ -312,16 +329,32 @@ async fn live(
     levels: &[usize],
 ) -> Result<(), BoxError> {
     println!(
-        "live relay ({}): every stream gets a token event every {} ms for {} s (one pipeline per tick for all streams); delay from the write to the client, ms",
+        "live relay ({}): every stream gets a token event every {} ms for {} s, all streams in one pipeline per tick (at once) or in {PHASES} groups each at its own phase of the tick (spread); delay from the write to the client, ms",
         transport.name(),
         TICK.as_millis(),
         LIVE_FOR.as_secs()
     );
     println!(
-        "| streams | all open after (ms) | events | delay p50 | delay p99 | delay max | RSS with the streams open (MiB) | per 1,000 streams (MiB) |"
+        "| streams | writes | all open after (ms) | events | delay p50 | delay p99 | delay max | RSS with the streams open (MiB) | per 1,000 streams (MiB) |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     for &streams in levels {
+        for writes in [Writes::AtOnce, Writes::Spread] {
+            live_level(mesh, transport, sink, streams, writes).await?;
+        }
+    }
+    println!();
+    Ok(())
+}
+
+async fn live_level(
+    mesh: &Mesh,
+    transport: &Transport,
+    sink: &pa_bus::run_events::EventSink,
+    streams: usize,
+    writes: Writes,
+) -> Result<(), BoxError> {
+    {
         let runs = parked_runs(mesh, streams).await?;
         let rss_before = rss_mib();
         let epoch = Instant::now();
@@ -346,17 +379,50 @@ async fn live(
             let connect = epoch.elapsed();
             tokio::time::sleep(Duration::from_millis(500)).await;
             let rss_open = rss_mib();
-            let mut tick = tokio::time::interval(TICK);
+            let (phases, every) = match writes {
+                Writes::AtOnce => (1, TICK),
+                Writes::Spread => (PHASES, TICK / PHASES as u32),
+            };
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             let until = Instant::now() + LIVE_FOR;
+            let mut phase = 0;
+            // Spread, a group's pipeline does not wait for the one before (independent streams
+            // are written by independent drivers), up to the writer pool's connections.
+            let mut in_flight = tokio::task::JoinSet::new();
             while Instant::now() < until {
                 tick.tick().await;
                 let micros = epoch.elapsed().as_micros() as u64;
-                let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
+                let batches: Vec<(String, Vec<AgUiEvent>)> = runs
                     .iter()
-                    .map(|run| (run.as_str(), vec![content(micros.to_string())]))
+                    .skip(phase)
+                    .step_by(phases)
+                    .map(|run| (run.clone(), vec![content(micros.to_string())]))
                     .collect();
-                sink.emit_to_runs(&batches).await?;
+                phase = (phase + 1) % phases;
+                while let Some(done) = in_flight.try_join_next() {
+                    done??;
+                }
+                if batches.is_empty() || in_flight.len() >= WRITERS {
+                    continue;
+                }
+                let sink = sink.clone();
+                in_flight.spawn(async move {
+                    let batches: Vec<(&str, Vec<AgUiEvent>)> = batches
+                        .iter()
+                        .map(|(run, events)| (run.as_str(), events.clone()))
+                        .collect();
+                    sink.emit_to_runs(&batches).await
+                });
+                if phases == 1 {
+                    // At once: one pipeline per tick, each waited for, as before.
+                    while let Some(done) = in_flight.join_next().await {
+                        done??;
+                    }
+                }
+            }
+            while let Some(done) = in_flight.join_next().await {
+                done??;
             }
             let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
                 .iter()
@@ -372,7 +438,11 @@ async fn live(
         let mut delays: Vec<Duration> = read.into_iter().flat_map(|(_, d)| d).collect();
         delays.sort();
         println!(
-            "| {streams} | {} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+            "| {streams} | {} | {} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+            match writes {
+                Writes::AtOnce => "at once",
+                Writes::Spread => "spread",
+            },
             ms(connect),
             ms(percentile(&delays, 0.5)),
             ms(percentile(&delays, 0.99)),
@@ -380,7 +450,6 @@ async fn live(
             (rss_open - rss_before) * 1000.0 / streams as f64,
         );
     }
-    println!();
     Ok(())
 }
 
@@ -405,7 +474,7 @@ pub async fn run(levels: &[usize], events: usize, grpc: bool) -> Result<(), BoxE
     } else {
         Transport::Sse
     };
-    let pool = pa_kit::redis::pool(&mesh.runs_config.common.redis_url, 8)?;
+    let pool = pa_kit::redis::pool(&mesh.runs_config.common.redis_url, WRITERS)?;
     let sink = pa_bus::run_events::EventSink::new(pool);
     throughput(&mesh, &transport, &sink, levels, events).await?;
     live(&mesh, &transport, &sink, levels).await?;
