@@ -661,7 +661,8 @@ where
 }
 
 pub(crate) async fn listen() -> Result<(TcpListener, String), BoxError> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // The services' own bind (its listen backlog), as their binaries do.
+    let listener = pa_kit::grpc::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     Ok((listener, url))
 }
