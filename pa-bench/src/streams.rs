@@ -189,8 +189,8 @@ async fn read_grpc_stream(
     use pa_proto::v1::StreamRunEventsRequest;
     use pa_proto::v1::run_service_client::RunServiceClient;
 
-    // 2,000 clients connecting at once overflow the listen backlog: like real clients, they
-    // try again (opening is timed by a column of its own).
+    // A connection refused or reset while 2,000 clients connect at once is tried again, as real
+    // clients do (opening is timed by a column of its own).
     let mut tries = 0;
     let mut events = loop {
         let opened = async {
@@ -354,102 +354,100 @@ async fn live_level(
     streams: usize,
     writes: Writes,
 ) -> Result<(), BoxError> {
-    {
-        let runs = parked_runs(mesh, streams).await?;
-        let rss_before = rss_mib();
-        let epoch = Instant::now();
-        let (connected, mut opened) = tokio::sync::mpsc::unbounded_channel();
-        let reading = read_streams(mesh, transport, &runs, Some(epoch), connected);
-        // The writer, too, is a task of its own (a run driver is not the clients' thread).
-        let (sink, written_runs) = (sink.clone(), runs.clone());
-        let writing = async move {
-            let runs = written_runs;
-            // Every client has its stream open before the first event (the delays are those of
-            // open streams, not of connecting), then a moment for the last ones to be followed.
-            let mut open = 0;
-            let all_open = tokio::time::timeout(Duration::from_secs(120), async {
-                while open < runs.len() && opened.recv().await.is_some() {
-                    open += 1;
-                }
-            })
-            .await;
-            if all_open.is_err() || open < runs.len() {
-                return Err(format!("{open} of {} streams opened", runs.len()).into());
+    let runs = parked_runs(mesh, streams).await?;
+    let rss_before = rss_mib();
+    let epoch = Instant::now();
+    let (connected, mut opened) = tokio::sync::mpsc::unbounded_channel();
+    let reading = read_streams(mesh, transport, &runs, Some(epoch), connected);
+    // The writer, too, is a task of its own (a run driver is not the clients' thread).
+    let (sink, written_runs) = (sink.clone(), runs.clone());
+    let writing = async move {
+        let runs = written_runs;
+        // Every client has its stream open before the first event (the delays are those of
+        // open streams, not of connecting), then a moment for the last ones to be followed.
+        let mut open = 0;
+        let all_open = tokio::time::timeout(Duration::from_secs(120), async {
+            while open < runs.len() && opened.recv().await.is_some() {
+                open += 1;
             }
-            let connect = epoch.elapsed();
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let rss_open = rss_mib();
-            let (phases, every) = match writes {
-                Writes::AtOnce => (1, TICK),
-                Writes::Spread => (PHASES, TICK / PHASES as u32),
-            };
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let until = Instant::now() + LIVE_FOR;
-            let mut phase = 0;
-            // Spread, a group's pipeline does not wait for the one before (independent streams
-            // are written by independent drivers), up to the writer pool's connections.
-            let mut in_flight = tokio::task::JoinSet::new();
-            while Instant::now() < until {
-                tick.tick().await;
-                let micros = epoch.elapsed().as_micros() as u64;
-                let batches: Vec<(String, Vec<AgUiEvent>)> = runs
-                    .iter()
-                    .skip(phase)
-                    .step_by(phases)
-                    .map(|run| (run.clone(), vec![content(micros.to_string())]))
-                    .collect();
-                phase = (phase + 1) % phases;
-                while let Some(done) = in_flight.try_join_next() {
-                    done??;
-                }
-                if batches.is_empty() || in_flight.len() >= WRITERS {
-                    continue;
-                }
-                let sink = sink.clone();
-                in_flight.spawn(async move {
-                    let batches: Vec<(&str, Vec<AgUiEvent>)> = batches
-                        .iter()
-                        .map(|(run, events)| (run.as_str(), events.clone()))
-                        .collect();
-                    sink.emit_to_runs(&batches).await
-                });
-                if phases == 1 {
-                    // At once: one pipeline per tick, each waited for, as before.
-                    while let Some(done) = in_flight.join_next().await {
-                        done??;
-                    }
-                }
-            }
-            while let Some(done) = in_flight.join_next().await {
+        })
+        .await;
+        if all_open.is_err() || open < runs.len() {
+            return Err(format!("{open} of {} streams opened", runs.len()).into());
+        }
+        let connect = epoch.elapsed();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss_open = rss_mib();
+        let (phases, every) = match writes {
+            Writes::AtOnce => (1, TICK),
+            Writes::Spread => (PHASES, TICK / PHASES as u32),
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let until = Instant::now() + LIVE_FOR;
+        let mut phase = 0;
+        // Spread, a group's pipeline does not wait for the one before (independent streams
+        // are written by independent drivers), up to the writer pool's connections.
+        let mut in_flight = tokio::task::JoinSet::new();
+        while Instant::now() < until {
+            tick.tick().await;
+            let micros = epoch.elapsed().as_micros() as u64;
+            let batches: Vec<(String, Vec<AgUiEvent>)> = runs
+                .iter()
+                .skip(phase)
+                .step_by(phases)
+                .map(|run| (run.clone(), vec![content(micros.to_string())]))
+                .collect();
+            phase = (phase + 1) % phases;
+            while let Some(done) = in_flight.try_join_next() {
                 done??;
             }
-            let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
-                .iter()
-                .map(|run| (run.as_str(), vec![finished(run)]))
-                .collect();
-            sink.emit_to_runs(&batches).await?;
-            Ok::<(f64, Duration), BoxError>((rss_open, connect))
-        };
-        let (read, rss_open) = tokio::join!(reading, tokio::spawn(writing));
-        let (read, (rss_open, connect)) = (read?, rss_open??);
-        let total: usize = read.iter().map(|(n, _)| n).sum();
-        cancel_runs(mesh, &runs).await?;
-        let mut delays: Vec<Duration> = read.into_iter().flat_map(|(_, d)| d).collect();
-        delays.sort();
-        println!(
-            "| {streams} | {} | {} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
-            match writes {
-                Writes::AtOnce => "at once",
-                Writes::Spread => "spread",
-            },
-            ms(connect),
-            ms(percentile(&delays, 0.5)),
-            ms(percentile(&delays, 0.99)),
-            ms(*delays.last().unwrap_or(&Duration::ZERO)),
-            (rss_open - rss_before) * 1000.0 / streams as f64,
-        );
-    }
+            if batches.is_empty() || in_flight.len() >= WRITERS {
+                continue;
+            }
+            let sink = sink.clone();
+            in_flight.spawn(async move {
+                let batches: Vec<(&str, Vec<AgUiEvent>)> = batches
+                    .iter()
+                    .map(|(run, events)| (run.as_str(), events.clone()))
+                    .collect();
+                sink.emit_to_runs(&batches).await
+            });
+            if phases == 1 {
+                // At once: one pipeline per tick, each waited for, as before.
+                while let Some(done) = in_flight.join_next().await {
+                    done??;
+                }
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            done??;
+        }
+        let batches: Vec<(&str, Vec<AgUiEvent>)> = runs
+            .iter()
+            .map(|run| (run.as_str(), vec![finished(run)]))
+            .collect();
+        sink.emit_to_runs(&batches).await?;
+        Ok::<(f64, Duration), BoxError>((rss_open, connect))
+    };
+    let (read, rss_open) = tokio::join!(reading, tokio::spawn(writing));
+    let (read, (rss_open, connect)) = (read?, rss_open??);
+    let total: usize = read.iter().map(|(n, _)| n).sum();
+    cancel_runs(mesh, &runs).await?;
+    let mut delays: Vec<Duration> = read.into_iter().flat_map(|(_, d)| d).collect();
+    delays.sort();
+    println!(
+        "| {streams} | {} | {} | {total} | {} | {} | {} | {rss_open:.0} | {:.1} |",
+        match writes {
+            Writes::AtOnce => "at once",
+            Writes::Spread => "spread",
+        },
+        ms(connect),
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99)),
+        ms(*delays.last().unwrap_or(&Duration::ZERO)),
+        (rss_open - rss_before) * 1000.0 / streams as f64,
+    );
     Ok(())
 }
 
