@@ -402,21 +402,20 @@ async fn first_token(runs: usize) -> Result<(), BoxError> {
 async fn durable(runs: usize) -> Result<(), BoxError> {
     // The product's Curator (it curates a chat once its turns pause), unless
     // PA_BENCH_CURATOR=off.
-    let builder = || {
-        let debounce = std::env::var("PA_BENCH_CURATOR_DEBOUNCE_MS")
+    let debounce = Duration::from_millis(
+        std::env::var("PA_BENCH_CURATOR_DEBOUNCE_MS")
             .ok()
             .and_then(|ms| ms.parse().ok())
-            .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS);
-        let builder = Mesh::builder()
-            .worker()
-            .curator_debounce(Duration::from_millis(debounce));
-        if std::env::var("PA_BENCH_CURATOR").is_ok_and(|v| v == "off") {
-            builder.without_curator()
-        } else {
-            builder
-        }
+            .unwrap_or(svc_worker::sweeper::DEFAULT_CURATOR_DEBOUNCE_MS),
+    );
+    let curator_on = !std::env::var("PA_BENCH_CURATOR").is_ok_and(|v| v == "off");
+    let builder = Mesh::builder().worker().curator_debounce(debounce);
+    let builder = if curator_on {
+        builder
+    } else {
+        builder.without_curator()
     };
-    let mesh = builder().start().await?;
+    let mesh = builder.start().await?;
     let warmup = 20;
     let mut chat = mesh.create_chat("bench").await?;
     for _ in 0..warmup {
@@ -472,8 +471,32 @@ async fn durable(runs: usize) -> Result<(), BoxError> {
         total as f64 / elapsed.as_secs_f64(),
         (started_runs - started).as_secs_f64()
     );
+    if curator_on {
+        curation_drain(&mesh, debounce).await?;
+    }
     mesh.stop().await?;
     history_sizes().await
+}
+
+/// How long the Curator takes to curate every chat the throughput run left queued (ADR 0242: a
+/// queue in svc-runs swept by the worker, no Temporal work per turn).
+async fn curation_drain(mesh: &Mesh, debounce: Duration) -> Result<(), BoxError> {
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let count = "SELECT count(*) FROM runs.curations";
+    let at_start: i64 = sqlx::query_scalar(count).fetch_one(&mut db).await?;
+    let started = Instant::now();
+    let mut left = at_start;
+    while left > 0 && started.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = sqlx::query_scalar(count).fetch_one(&mut db).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "Curator: {at_start} chats queued when the throughput run ended, {} curated {secs:.2} s later ({left} left; debounce {} ms, so at least that long)",
+        at_start - left,
+        debounce.as_millis()
+    );
+    Ok(())
 }
 
 /// The workflow history of one durable run in a short chat and in a long one (200 earlier
@@ -531,38 +554,9 @@ async fn history_sizes() -> Result<(), BoxError> {
         );
     }
     println!("goal: the same size for both (history and large tool results go by reference)");
-    mesh.stop().await?;
-    curator_history().await
-}
-
-/// A new chat's Curator that curates one turn and closes: what it costs Temporal (ADR 0239: its
-/// debounce is the start's delay, so no workflow task and no timer come before the curation).
-async fn curator_history() -> Result<(), BoxError> {
-    let mesh = Mesh::builder()
-        .worker()
-        .curator_debounce(Duration::from_millis(200))
-        .curator_idle_close(Duration::from_millis(200))
-        .start()
-        .await?;
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    let chat = mesh.create_chat("curated").await?;
-    let run_id = mesh
-        .start_run(&chat, "remember that the bench likes tea")
-        .await?;
-    mesh.read_events(&run_id, None, None).await?;
-    mesh.await_curated(&chat, &run_id).await?;
-    let curator = svc_worker::curator::curator_id("dev", &chat);
-    let size =
-        svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
-            .await?;
-    println!(
-        "a new chat's Curator, one turn curated, then closed: {} events, {} bytes, {} workflow tasks, {} activity tasks, {} local activities",
-        size.events, size.bytes, size.workflow_tasks, size.activity_tasks, size.local_activities
-    );
     mesh.stop().await
 }
 
-/// The value after `--name` on the command line.
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)

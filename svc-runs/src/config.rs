@@ -34,8 +34,9 @@ pub struct Config {
     /// `PA_RECALL_TIMEOUT_MS`: automatic recall at run start (see [`pa_turn_io::RecallSettings`]).
     pub recall: pa_turn_io::RecallSettings,
     /// `PA_WORKER_URL`, default `http://127.0.0.1:50055`: svc-worker, Temporal's only client,
-    /// which starts, cancels and signals durable runs and the Curator for svc-runs (ADR 0190);
-    /// `none` = no durable runs (503) and no Curator.
+    /// which starts, cancels and signals durable runs for svc-runs (ADR 0190) and curates the
+    /// chats svc-runs queues for it (ADR 0242); `none` = no durable runs (503) and no Curator (no
+    /// turn is queued).
     pub worker_url: Option<String>,
     /// `PA_DELETED_CHAT_RETENTION_HOURS`, default 720 (30 days): how long a deleted chat is
     /// kept (hidden) before the `purge_deleted_chats` schedule removes it for good.

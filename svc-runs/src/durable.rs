@@ -1,22 +1,21 @@
 //! The durable driver: a run as a Temporal workflow, reached only through svc-worker's
 //! `DurableRunService` (`PA_WORKER_URL`). svc-worker is Temporal's only client (ADR 0190):
-//! svc-runs asks it to start a run with the spec and the chat history, to cancel it, to hand it a
-//! tool-call decision, and to tell a chat's Curator that an inline turn finished. The worker's
-//! activities write the events and record the end (FinishRun).
+//! svc-runs asks it to start a run with the spec and the chat history, to cancel it and to hand it
+//! a tool-call decision. The worker's activities write the events and record the end (FinishRun).
+//! Finished turns reach the Curator through svc-runs' own queue (ADR 0242), not through here.
 
 use pa_kit::InternalAuth;
 use pa_kit::PaError;
 use pa_proto::v1::durable_run_service_client::DurableRunServiceClient;
 use pa_proto::v1::{
-    CancelDurableRunRequest, DecideToolCallRequest, NotifyTurnFinishedRequest, RunSpec,
-    StartDurableRunRequest,
+    CancelDurableRunRequest, DecideToolCallRequest, RunSpec, StartDurableRunRequest,
 };
 use tonic::transport::Channel;
 
 use crate::run_start::DurableContext;
 
-/// Cheap to clone. Without a worker (`PA_WORKER_URL=none`) durable runs are unavailable and
-/// inline turns reach no Curator.
+/// Cheap to clone. Without a worker (`PA_WORKER_URL=none`) durable runs are unavailable (and no
+/// turn is queued for the Curator).
 #[derive(Clone)]
 pub struct DurableDriver {
     redis: pa_kit::redis::Pool,
@@ -115,34 +114,6 @@ impl DurableDriver {
             .await
             .map_err(|status| from_worker("svc-worker did not start the run", status))?;
         Ok(())
-    }
-
-    /// Tells the chat's Curator (through svc-worker) that an inline turn finished, in the
-    /// background: the run's end never waits for it. A durable run's worker does this itself.
-    pub fn notify_curator(&self, spec: &RunSpec) {
-        if spec.parent_run_id.is_some() || spec.mode == pa_proto::v1::RunMode::Durable as i32 {
-            // A sub-agent's work is not a turn of the chat; a durable run's end is the worker's.
-            return;
-        }
-        let Some(mut worker) = self.worker.clone() else {
-            return;
-        };
-        let identity = spec.identity.clone().unwrap_or_default();
-        let mut request = self.auth.request(
-            &identity,
-            NotifyTurnFinishedRequest {
-                chat_id: spec.chat_id.clone(),
-                run_id: spec.run_id.clone(),
-                label: spec.resolved_label(),
-            },
-        );
-        request.set_timeout(WORKER_SIGNAL_TIMEOUT);
-        let run_id = spec.run_id.clone();
-        tokio::spawn(async move {
-            if let Err(status) = worker.notify_turn_finished(request).await {
-                tracing::warn!(%run_id, %status, "Curator not notified");
-            }
-        });
     }
 
     /// Hands a tool-call decision (already recorded in Redis) to the run's workflow, which is

@@ -197,8 +197,6 @@ pub struct InlineOptions {
 pub struct InlineDeps {
     pub store: RunStore,
     pub io: RunIo,
-    /// For the Curator, which every finished turn notifies.
-    pub durable: crate::durable::DurableDriver,
     pub sink: EventSink,
     pub redis: pa_kit::redis::Pool,
     pub shutdown: Shutdown,
@@ -212,8 +210,6 @@ pub struct InlineDeps {
 pub struct InlineDriver {
     pub(crate) store: RunStore,
     pub(crate) io: RunIo,
-    /// For the Curator, which every finished turn notifies.
-    pub(crate) durable: crate::durable::DurableDriver,
     pub(crate) sink: EventSink,
     /// Daily token counters (quotas).
     pub(crate) redis: pa_kit::redis::Pool,
@@ -234,7 +230,6 @@ impl InlineDriver {
         let InlineDeps {
             store,
             io,
-            durable,
             sink,
             redis,
             shutdown,
@@ -243,7 +238,6 @@ impl InlineDriver {
         Self {
             store,
             io,
-            durable,
             sink,
             redis,
             shutdown,

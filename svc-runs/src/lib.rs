@@ -3,6 +3,7 @@
 
 mod approvals;
 pub mod config;
+mod curations;
 pub mod durable;
 mod error;
 mod inline;
@@ -59,11 +60,15 @@ pub async fn run(
         redis.clone(),
         &database,
     ));
+    let curations = curations::CurationQueue {
+        owner: pools.owner.clone(),
+    };
     let maintenance = maintenance::Maintenance {
         owner: pools.owner,
         retention: config.deleted_chat_retention,
     };
-    let store = store::RunStore::new(pools.app);
+    // Turns are queued for the Curator only where a worker can curate them (ADR 0242).
+    let store = store::RunStore::new(pools.app).curating_turns(config.worker_url.is_some());
     let models = ModelServiceClient::new(channel(&config.models_url)?);
     let tools = ToolServiceClient::new(channel(&config.tools_url)?);
     let memory = MemoryServiceClient::new(channel(&config.memory_url)?);
@@ -102,7 +107,6 @@ pub async fn run(
                 auth: auth.clone(),
                 subagents,
             },
-            durable: durable.clone(),
             sink: sink.clone(),
             redis: redis.clone(),
             shutdown: shutdown.clone(),
@@ -150,6 +154,12 @@ pub async fn run(
             service,
             RequireIdentity(auth.clone()),
         ))
+        .add_service(
+            pa_proto::v1::curation_service_server::CurationServiceServer::with_interceptor(
+                curations,
+                RequireIdentity(auth.clone()),
+            ),
+        )
         .add_service(
             pa_proto::v1::maintenance_service_server::MaintenanceServiceServer::with_interceptor(
                 maintenance,

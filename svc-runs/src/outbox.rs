@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use deadpool_redis::redis::AsyncCommands;
 use pa_bus::run_events::SideWrite;
 use pa_kit::PaError;
-use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec, RunStatus};
+use pa_proto::v1::{AgUiEvent, ModelAttempt, RunSpec};
 use pa_turn_io::RunEnding;
 use prost::Message;
 use tokio::time::Instant;
@@ -147,13 +147,10 @@ impl InlineDriver {
             .map(|_| ())
     }
 
-    /// What whoever recorded a run's end does once: settles its share of the daily budget and
-    /// tells the Curator of a finished turn.
+    /// What whoever recorded a run's end does once: settles its share of the daily budget (the
+    /// Curator's turn was queued with the end itself, ADR 0242).
     async fn settle(&self, spec: &RunSpec, ending: &RunEnding) {
         crate::ledger::count_tokens(&self.redis, spec, ending.usage.total_tokens).await;
-        if ending.status == RunStatus::Succeeded {
-            self.durable.notify_curator(spec);
-        }
     }
 
     /// Publishes a recorded run's last events (a Redis hiccup is retried a few times).
@@ -259,6 +256,7 @@ fn redis_unavailable(err: impl std::fmt::Display) -> PaError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pa_proto::v1::RunStatus;
 
     #[test]
     fn an_entry_survives_its_round_trip() {

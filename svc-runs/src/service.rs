@@ -361,3 +361,76 @@ impl pa_proto::v1::maintenance_service_server::MaintenanceService
         .await
     }
 }
+
+/// The Curator's queue (ADR 0242), for svc-worker only: claims span every tenant.
+#[tonic::async_trait]
+impl pa_proto::v1::curation_service_server::CurationService for crate::curations::CurationQueue {
+    async fn claim_curations(
+        &self,
+        request: Request<pa_proto::v1::ClaimCurationsRequest>,
+    ) -> Result<Response<pa_proto::v1::ClaimCurationsResponse>, Status> {
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => 10,
+            n => n.min(100),
+        };
+        let lease = match request.lease_ms {
+            0 => Duration::from_secs(120),
+            ms => {
+                Duration::from_millis(ms).clamp(Duration::from_secs(1), Duration::from_secs(3600))
+            }
+        };
+        let quiet = Duration::from_millis(request.quiet_ms.min(24 * 3600 * 1000));
+        let claims = self
+            .claim(quiet, limit, lease)
+            .await
+            .map_err(PaError::from)?
+            .into_iter()
+            .map(|c| pa_proto::v1::CurationClaim {
+                identity: Some(c.identity),
+                chat_id: c.chat_id,
+                run_id: c.run_id,
+                label: c.label,
+                turns: c.turns,
+                version: c.version,
+                attempt: c.attempt,
+            })
+            .collect();
+        Ok(Response::new(pa_proto::v1::ClaimCurationsResponse {
+            claims,
+        }))
+    }
+
+    async fn finish_curation(
+        &self,
+        request: Request<pa_proto::v1::FinishCurationRequest>,
+    ) -> Result<Response<pa_proto::v1::FinishCurationResponse>, Status> {
+        use crate::curations::Outcome;
+        use pa_proto::v1::CurationOutcome;
+        pa_kit::identity::require_internal(&request.identity()?)?;
+        let request = request.into_inner();
+        let outcome = match CurationOutcome::try_from(request.outcome) {
+            Ok(CurationOutcome::Curated) => Outcome::Curated,
+            Ok(CurationOutcome::Failed) => Outcome::Failed,
+            _ => {
+                return Err(PaError::bad_request("outcome must be CURATED or FAILED").into());
+            }
+        };
+        if request.tenant_id.is_empty() || request.chat_id.is_empty() {
+            return Err(PaError::bad_request("tenant_id and chat_id are required").into());
+        }
+        let removed = self
+            .finish(
+                &request.tenant_id,
+                &request.chat_id,
+                request.version,
+                outcome,
+            )
+            .await
+            .map_err(PaError::from)?;
+        Ok(Response::new(pa_proto::v1::FinishCurationResponse {
+            removed,
+        }))
+    }
+}

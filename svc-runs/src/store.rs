@@ -22,6 +22,8 @@ pub const MAX_TITLE_CHARS: usize = 200;
 #[derive(Clone)]
 pub struct RunStore {
     pool: PgPool,
+    /// Record successful turns for the Curator (ADR 0242): only when a worker is configured.
+    curate_turns: bool,
 }
 
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -124,7 +126,17 @@ fn decode_cursor(token: &str) -> Result<String, RunsError> {
 impl RunStore {
     /// `pool` connects as the application role (see `pa_kit::db::connect_schema_rls`).
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            curate_turns: false,
+        }
+    }
+
+    /// Queues every successful turn of a chat for the Curator, in the transaction that records
+    /// the run's end (ADR 0242).
+    pub fn curating_turns(mut self, on: bool) -> Self {
+        self.curate_turns = on;
+        self
     }
 
     pub async fn create_chat(
@@ -523,6 +535,16 @@ impl RunStore {
             .bind(end.tainted)
             .execute(&mut *tx)
             .await?;
+        }
+        // A chat's turn for the Curator, with the end that makes it one: a run whose end is
+        // recorded is never left uncurated, whichever process or outbox recorded it. A sub-agent's
+        // work is not a turn of the chat.
+        if self.curate_turns
+            && end.status == RunStatus::Succeeded
+            && spec.parent_run_id.is_none()
+            && !spec.chat_id.is_empty()
+        {
+            crate::curations::queue_turn(&mut tx, &tenant_id, spec).await?;
         }
         tx.commit().await?;
         record_finished(spec, end, attempts, wall_secs);

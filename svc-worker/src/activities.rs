@@ -80,22 +80,8 @@ pub struct RunActivities {
     pub claims: crate::claims::Claims,
     /// How a model turn that broke off is retried.
     pub turn_retry: TurnRetry,
-    /// Where a durable run that ended well tells its chat's Curator (the worker's signals, set
-    /// once its Temporal client is connected).
-    pub signals: Arc<std::sync::OnceLock<Arc<dyn TurnFinishedSink>>>,
     /// The activities running now (each holds a slot of the worker's).
     pub running: crate::running::RunningActivities,
-}
-
-/// Where a durable run's successful end goes: the chat's Curator (svc-worker's signals implement
-/// it; the activities do not know Temporal's client).
-pub trait TurnFinishedSink: Send + Sync {
-    fn turn_finished(
-        &self,
-        identity: pa_proto::v1::Identity,
-        chat_id: String,
-        turn: crate::payloads::TurnFinished,
-    );
 }
 
 /// Numbers a step's events: `<step>-<seq>`, seq from `first`.
@@ -385,12 +371,8 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         match recorded {
-            Ok(recorded) => {
-                if recorded && ending.status == pa_proto::v1::RunStatus::Succeeded {
-                    self.turn_finished(&spec);
-                }
-                Ok(recorded)
-            }
+            // A successful turn was queued for the Curator with the record (ADR 0242).
+            Ok(recorded) => Ok(recorded),
             // A refusal (the run is not this tenant's, a forged request) will not change.
             Err(err) if !retryable(&err) => Err(ActivityError::application(
                 temporalio_sdk::ApplicationFailure::non_retryable(std::io::Error::other(
@@ -403,27 +385,6 @@ impl RunActivities {
 }
 
 impl RunActivities {
-    /// Tells the chat's Curator that this run's turn finished (a sub-agent's work is not a
-    /// turn of the chat). Only the activity that recorded the end does, so once per run.
-    fn turn_finished(&self, spec: &pa_proto::v1::RunSpec) {
-        if spec.parent_run_id.is_some() {
-            return;
-        }
-        let Some(signals) = self.signals.get() else {
-            return;
-        };
-        signals.turn_finished(
-            spec.identity.clone().unwrap_or_default(),
-            spec.chat_id.clone(),
-            crate::payloads::TurnFinished {
-                run_id: spec.run_id.clone(),
-                label: spec.resolved_label(),
-                // Set by the signaller (Signals::turn_finished).
-                idle_close_ms: 0,
-            },
-        );
-    }
-
     /// The chat's latest messages, oldest first.
     async fn recent_messages(
         &self,
@@ -493,8 +454,9 @@ pub fn first_turn_runner(
 
 /// The activities' bodies, run inside their spans.
 impl RunActivities {
-    /// The Curator's step's body (see `curate_chat`).
-    async fn curate(&self, input: CurateInput) -> Result<u32, ActivityError> {
+    /// A chat's curation (the Curator's sweep, and `curate_chat` for Curator workflows opened
+    /// before ADR 0242).
+    pub(crate) async fn curate(&self, input: CurateInput) -> Result<u32, ActivityError> {
         let Some(last) = input.turns.last().cloned() else {
             return Ok(0);
         };

@@ -1,13 +1,9 @@
-//! The Curator: one workflow per chat that turns finished turns into memories. svc-worker signals
-//! it (signal-with-start, `signals`) after each successful run — a durable run's own activity when
-//! it records the end, an inline run's through `NotifyTurnFinished` from svc-runs; it waits a
-//! moment for more turns (debounce), then one activity asks the model for a rolling summary and
-//! durable facts and writes them to svc-memory. A new Curator is started with its first task
-//! delayed by the debounce (Temporal's start delay), so that wait costs it no workflow task and no
-//! timer (ADR 0239). After `max_signals` turns it continues as new, so its history stays short. A
-//! Curator with nothing to curate for `idle_close_ms` (`PA_CURATOR_IDLE_CLOSE_MS`, carried by
-//! every signal) closes, so a quiet chat holds no open workflow; its next turn starts a new one
-//! (ADR 0223).
+//! The Curator workflow of ADR 0190/0223/0239, kept only so that Curators opened before ADR 0242
+//! finish: nothing starts or signals one any more (finished turns are queued in svc-runs and
+//! curated by the worker's sweep, `sweeper`). Such a Curator curates what it was signalled, then
+//! closes after its idle time (`idle_close_ms` from its last signal; one opened before ADR 0223
+//! with no idle time waits for good: `docs/src/operating.md` has the command that ends those).
+//! Its histories replay unchanged (`payload_compat.rs`).
 //!
 //! Idempotent per turn: the summary has a fixed id per chat (rewritten in place) and facts go
 //! through svc-memory's near-duplicate check, so a retried activity changes nothing twice.

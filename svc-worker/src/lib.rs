@@ -14,6 +14,7 @@ pub mod schedules;
 mod service;
 pub mod signals;
 pub mod start;
+pub mod sweeper;
 pub mod temporal;
 
 use std::time::Duration;
@@ -52,8 +53,8 @@ pub struct Config {
     /// `PA_WORKER_STICKY_TIMEOUT_MS`, default 2000: how long a workflow cached on a worker that
     /// died waits before another worker takes it.
     pub sticky_timeout: Duration,
-    /// `PA_WORKER_BACKGROUND_ACTIVITIES`, default 4: background activities (the Curator's,
-    /// maintenance) run at once, on the background task queue.
+    /// `PA_WORKER_BACKGROUND_ACTIVITIES`, default 4: maintenance activities run at once on the
+    /// background task queue, and as many curations at once in the Curator's sweep.
     pub background_activities: usize,
     /// `PA_MODEL_TURN_ATTEMPTS` (default 4) and `PA_MODEL_TURN_RETRY_MS` (default 500): how a
     /// durable model turn that broke off (svc-models or the provider stream died) is retried.
@@ -61,10 +62,9 @@ pub struct Config {
     /// `PA_CLAIM_CHECK_BYTES`, default 65536: histories and tool results above this size travel
     /// through Temporal by reference (stored once in Redis).
     pub claim_threshold: usize,
-    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_MAX_SIGNALS`,
-    /// `PA_CURATOR_IDLE_CLOSE_MS`: the per-chat Curator the worker signals after each successful
-    /// turn.
-    pub curator: Option<signals::CuratorSettings>,
+    /// `PA_CURATOR` (`on`/`off`, default on), `PA_CURATOR_DEBOUNCE_MS`, `PA_CURATOR_LEASE_MS`:
+    /// the Curator's sweep over the chats svc-runs queues after each successful turn (ADR 0242).
+    pub curator: Option<sweeper::CuratorSettings>,
 }
 
 impl Config {
@@ -88,16 +88,13 @@ impl Config {
             curator: if env_or("PA_CURATOR", "on") == "off" {
                 None
             } else {
-                Some(signals::CuratorSettings {
+                Some(sweeper::CuratorSettings {
                     debounce_ms: env_parse(
                         "PA_CURATOR_DEBOUNCE_MS",
-                        signals::DEFAULT_CURATOR_DEBOUNCE_MS,
+                        sweeper::DEFAULT_CURATOR_DEBOUNCE_MS,
                     )?,
-                    max_signals: env_parse("PA_CURATOR_MAX_SIGNALS", 50)?,
-                    idle_close_ms: env_parse(
-                        "PA_CURATOR_IDLE_CLOSE_MS",
-                        signals::DEFAULT_CURATOR_IDLE_CLOSE_MS,
-                    )?,
+                    lease_ms: env_parse("PA_CURATOR_LEASE_MS", sweeper::DEFAULT_CURATOR_LEASE_MS)?
+                        .max(1000),
                 })
             },
         })
@@ -147,7 +144,6 @@ pub fn run_activities(
         sink: EventSink::new(redis.clone()),
         claims: claims::Claims::new(redis.clone(), config.claim_threshold),
         turn_retry: config.turn_retry,
-        signals: Default::default(),
         redis,
         early: early::EarlyTurns::default(),
         running: running::RunningActivities::default(),
@@ -186,8 +182,19 @@ pub async fn run(
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
     };
-    let signals = signals::Signals::new(client.clone(), background_queue.clone(), config.curator);
-    let _ = activities.signals.set(std::sync::Arc::new(signals.clone()));
+    let signals = signals::Signals::new(client.clone());
+    if let Some(settings) = config.curator {
+        sweeper::CurationSweeper {
+            queue: pa_proto::v1::curation_service_client::CurationServiceClient::new(channel(
+                &config.runs_url,
+            )?),
+            auth: auth.clone(),
+            activities: std::sync::Arc::new(activities.clone()),
+            settings,
+            concurrency: config.background_activities,
+        }
+        .spawn(shutdown.clone());
+    }
     let durable_runs = service::DurableRuns {
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
@@ -199,8 +206,9 @@ pub async fn run(
     fn worker_error(e: impl std::fmt::Display) -> WorkerError {
         WorkerError::Worker(e.to_string())
     }
-    // Runs' queue: their workflows and turns. The Curator and maintenance are registered here
-    // too, for those started on it before they had a queue of their own.
+    // Runs' queue: their workflows and turns. The Curator workflow (only Curators opened before
+    // ADR 0242 run it) and maintenance are registered here too, for those started on it before
+    // they had a queue of their own.
     let options = WorkerOptions::new(config.temporal.task_queue.clone())
         .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
         .graceful_shutdown_period(Duration::from_secs(5))
@@ -212,7 +220,8 @@ pub async fn run(
         .map_err(worker_error)?
         .register_activities(activities.clone())
         .build();
-    // Background queue: the Curator and maintenance, a few activities at a time.
+    // Background queue: maintenance (and Curators opened before ADR 0242), a few activities at a
+    // time.
     let background_options = WorkerOptions::new(background_queue.clone())
         .sticky_queue_schedule_to_start_timeout(config.sticky_timeout)
         .graceful_shutdown_period(Duration::from_secs(5))

@@ -7,9 +7,8 @@ use pa_proto::v1::durable_run_service_server::DurableRunService;
 use pa_proto::v1::schedule_service_server::ScheduleService;
 use pa_proto::v1::{
     CancelDurableRunRequest, CancelDurableRunResponse, DecideToolCallRequest,
-    DecideToolCallResponse, ListSchedulesRequest, ListSchedulesResponse, NotifyTurnFinishedRequest,
-    NotifyTurnFinishedResponse, StartDurableRunRequest, StartDurableRunResponse,
-    TriggerScheduleRequest, TriggerScheduleResponse,
+    DecideToolCallResponse, ListSchedulesRequest, ListSchedulesResponse, StartDurableRunRequest,
+    StartDurableRunResponse, TriggerScheduleRequest, TriggerScheduleResponse,
 };
 use temporalio_client::Client;
 use tonic::{Request, Response, Status};
@@ -137,29 +136,6 @@ impl DurableRunService for DurableRuns {
             .into()),
             Err(err) => Err(signal_failed(err)),
         }
-    }
-
-    async fn notify_turn_finished(
-        &self,
-        request: Request<NotifyTurnFinishedRequest>,
-    ) -> Result<Response<NotifyTurnFinishedResponse>, Status> {
-        let identity = request.identity()?;
-        let NotifyTurnFinishedRequest {
-            chat_id,
-            run_id,
-            label,
-        } = request.into_inner();
-        self.signals.turn_finished(
-            identity,
-            chat_id,
-            crate::curator::TurnFinished {
-                run_id: run_id_of(&run_id)?.to_string(),
-                label,
-                // Set by the signaller (Signals::turn_finished).
-                idle_close_ms: 0,
-            },
-        );
-        Ok(Response::new(NotifyTurnFinishedResponse {}))
     }
 }
 

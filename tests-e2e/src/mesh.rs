@@ -83,8 +83,8 @@ pub struct MeshBuilder {
     curator: bool,
     /// How long the Curator waits for more turns of a chat (tests: 200 ms).
     curator_debounce: Duration,
-    /// How long a Curator with nothing to curate stays open (the product's default).
-    curator_idle_close: Duration,
+    /// How long a Curator's claim on a chat is held (the product's default).
+    curator_lease: Duration,
     /// Where svc-runs asks svc-worker to start durable runs, instead of this mesh's worker.
     runs_worker_url: Option<String>,
     worker_process: bool,
@@ -283,16 +283,16 @@ impl MeshBuilder {
     }
 
     /// How long the Curator waits for more turns of a chat before it curates (tests default to
-    /// 200 ms; the product to `svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS`).
+    /// 200 ms; the product to `svc_worker::sweeper::DEFAULT_CURATOR_DEBOUNCE_MS`).
     pub fn curator_debounce(mut self, debounce: Duration) -> Self {
         self.curator_debounce = debounce;
         self
     }
 
-    /// How long a Curator with nothing to curate stays open before it closes (default: the
-    /// product's, `svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS`).
-    pub fn curator_idle_close(mut self, idle: Duration) -> Self {
-        self.curator_idle_close = idle;
+    /// How long the Curator holds a claimed chat; a curation whose worker died is taken up again
+    /// after it (default: the product's, `svc_worker::sweeper::DEFAULT_CURATOR_LEASE_MS`).
+    pub fn curator_lease(mut self, lease: Duration) -> Self {
+        self.curator_lease = lease;
         self
     }
 
@@ -581,10 +581,9 @@ impl MeshBuilder {
             claim_threshold: svc_worker::claims::DEFAULT_THRESHOLD,
             curator: self
                 .curator
-                .then_some(svc_worker::signals::CuratorSettings {
+                .then_some(svc_worker::sweeper::CuratorSettings {
                     debounce_ms: self.curator_debounce.as_millis() as u64,
-                    max_signals: 50,
-                    idle_close_ms: self.curator_idle_close.as_millis() as u64,
+                    lease_ms: self.curator_lease.as_millis() as u64,
                 }),
         };
         if self.worker {
@@ -746,9 +745,7 @@ impl Mesh {
             runs_worker_url: None,
             worker_process: false,
             curator_debounce: Duration::from_millis(200),
-            curator_idle_close: Duration::from_millis(
-                svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS,
-            ),
+            curator_lease: Duration::from_millis(svc_worker::sweeper::DEFAULT_CURATOR_LEASE_MS),
             recall_delay: Duration::ZERO,
             models_net_allow: None,
             run_leases: Default::default(),
@@ -813,14 +810,14 @@ impl Mesh {
                 "PA_CURATOR_DEBOUNCE_MS",
                 c.curator
                     .map(|s| s.debounce_ms)
-                    .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_DEBOUNCE_MS)
+                    .unwrap_or(svc_worker::sweeper::DEFAULT_CURATOR_DEBOUNCE_MS)
                     .to_string(),
             )
             .env(
-                "PA_CURATOR_IDLE_CLOSE_MS",
+                "PA_CURATOR_LEASE_MS",
                 c.curator
-                    .map(|s| s.idle_close_ms)
-                    .unwrap_or(svc_worker::signals::DEFAULT_CURATOR_IDLE_CLOSE_MS)
+                    .map(|s| s.lease_ms)
+                    .unwrap_or(svc_worker::sweeper::DEFAULT_CURATOR_LEASE_MS)
                     .to_string(),
             )
             .env(

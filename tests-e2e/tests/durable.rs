@@ -638,111 +638,118 @@ async fn the_curator_turns_a_finished_turn_into_a_chat_summary_with_provenance()
     mesh.stop().await
 }
 
-/// A mesh whose Curator waits `debounce` for more turns and closes after `idle` with nothing
-/// to curate, on a fake model that answers every request (turns and curations) with a summary.
-async fn curator_mesh(debounce: Duration, idle: Duration) -> Result<(Mesh, FakeProvider), E> {
+/// A mesh whose Curator curates a chat once its turns pause for `debounce`, on a fake model that
+/// answers every request (turns and curations) with a summary.
+async fn curator_mesh(debounce: Duration) -> Result<(Mesh, FakeProvider), E> {
     let mesh = Mesh::builder()
         .worker()
         .curator_debounce(debounce)
-        .curator_idle_close(idle)
         .start()
         .await?;
     let fake = FakeProvider::start().await?;
-    add_fake_model(&mesh, "idle", &fake, false).await?;
+    add_fake_model(&mesh, "cur", &fake, false).await?;
     fake.set_default(Reply::text(
         r#"{"summary": "The user keeps talking.", "facts": []}"#,
     ));
     Ok((mesh, fake))
 }
 
-/// The chat's latest Curator once it has closed (it must within 30 s), measured.
-async fn closed_curator(mesh: &Mesh, chat: &str) -> Result<svc_worker::temporal::HistorySize, E> {
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    let curator = svc_worker::curator::curator_id("dev", chat);
-    let size =
-        svc_worker::temporal::closed_history_size(&client, &curator, Duration::from_secs(30))
-            .await?;
-    assert!(size.closed, "the chat's Curator closes: {size:?}");
-    Ok(size)
+/// The opening of the Curator's instructions (the whole has quotes, escaped in a request body).
+const CURATOR_ASKS: &str = "You maintain the long-term memory of a chat assistant";
+
+/// The Curator's requests the fake model has seen, per chat message they quote (a curation asks
+/// with the conversation; a turn with the Curator's instructions nowhere in it).
+fn curations_quoting(fake: &FakeProvider, text: &str) -> usize {
+    assert!(svc_worker::curation::INSTRUCTIONS.starts_with(CURATOR_ASKS));
+    fake.requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .filter(|body| body.contains(CURATOR_ASKS) && body.contains(text))
+        .count()
 }
 
-/// A closed Curator's history, read for its timing: its first task's start delay, and per event
-/// in order whether it started a timer (`"timer"`) or scheduled a curation (the number of turns
-/// the curation takes).
-async fn curator_story(mesh: &Mesh, chat: &str) -> Result<(Duration, Vec<String>), E> {
-    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+/// The chats waiting in the Curator's queue (svc-runs' `curations`), read as the schema owner.
+async fn queued_chats(mesh: &Mesh) -> Result<Vec<(String, String, i32)>, E> {
+    use sqlx::Connection;
+    let mut owner = sqlx::PgConnection::connect(&mesh.admin_database_url()).await?;
+    Ok(
+        sqlx::query_as("SELECT tenant_id, chat_id, turns FROM runs.curations ORDER BY chat_id")
+            .fetch_all(&mut owner)
+            .await?,
+    )
+}
 
-    closed_curator(mesh, chat).await?;
-    let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-    let handle = client.get_workflow_handle::<svc_worker::curator::CuratorWorkflow>(
-        svc_worker::curator::curator_id("dev", chat),
-    );
-    let (mut delay, mut story) = (Duration::ZERO, Vec::new());
-    for event in handle
-        .fetch_history(Default::default())
-        .into_events()
-        .await?
-    {
-        match event.attributes {
-            Some(Attributes::WorkflowExecutionStartedEventAttributes(started)) => {
-                delay = started
-                    .first_workflow_task_backoff
-                    .and_then(|d| Duration::try_from(d).ok())
-                    .unwrap_or_default();
-            }
-            Some(Attributes::TimerStartedEventAttributes(_)) => story.push("timer".into()),
-            Some(Attributes::ActivityTaskScheduledEventAttributes(scheduled)) => {
-                let input: Value = scheduled
-                    .input
-                    .and_then(|p| p.payloads.into_iter().next())
-                    .and_then(|p| serde_json::from_slice(&p.data).ok())
-                    .unwrap_or_default();
-                let turns = input["turns"].as_array().map_or(0, Vec::len);
-                story.push(format!("curate {turns}"));
-            }
-            _ => {}
+/// Waits (10 s at most) until `chat` has left the Curator's queue.
+async fn await_unqueued(mesh: &Mesh, chat: &str) -> R {
+    for _ in 0..200 {
+        if !queued_chats(mesh).await?.iter().any(|(_, c, _)| c == chat) {
+            return Ok(());
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok((delay, story))
+    Err(format!("chat {chat} is still queued").into())
 }
 
-/// A new Curator's debounce is its start delay (ADR 0239): its first workflow task comes once the
-/// debounce is over and curates at once (no timer). A second turn within the delay wakes it
-/// early; it waits out what is left of the debounce and curates both turns once.
+/// A chat is curated once its turns pause for the debounce (ADR 0242): not before, and a burst of
+/// turns (inline and durable) is curated once, from its last turn. No Temporal workflow is
+/// involved, and the chat leaves the queue once curated.
 #[tokio::test]
-async fn a_new_curators_debounce_is_its_start_delay_and_a_burst_is_curated_once() -> R {
-    let debounce = Duration::from_secs(3);
-    let (mesh, _fake) = curator_mesh(debounce, Duration::from_millis(500)).await?;
+async fn a_chats_turns_are_curated_once_after_they_pause() -> R {
+    let debounce = Duration::from_secs(2);
+    let (mesh, fake) = curator_mesh(debounce).await?;
     let result = async {
-        let body = json!({ "message": "hello", "model": "idle:model" });
         let one = mesh.create_chat("one turn").await?;
-        let (run, _) = run_to_end(&mesh, &one, body.clone()).await?;
+        let body = json!({ "message": "one turn here", "model": "cur:model" });
+        let (run, _) = run_to_end(&mesh, &one, body).await?;
         let ended = std::time::Instant::now();
+        let queued = queued_chats(&mesh).await?;
+        assert_eq!(
+            queued,
+            [("dev".to_string(), one.clone(), 1)],
+            "queued with the run's end"
+        );
         mesh.await_curated(&one, run["id"].as_str().unwrap_or_default())
             .await?;
         assert!(
-            ended.elapsed() >= debounce - Duration::from_millis(500),
+            ended.elapsed() >= debounce - Duration::from_millis(200),
             "curated {:?} after the turn, before the debounce",
             ended.elapsed()
         );
-        let (delay, story) = curator_story(&mesh, &one).await?;
-        assert_eq!(delay, debounce, "the start waits out the debounce");
-        assert_eq!(
-            story,
-            ["curate 1", "timer"],
-            "then curates at once, then idles"
-        );
+        assert_eq!(curations_quoting(&fake, "one turn here"), 1);
 
+        // A burst: an inline turn, then a durable one at once. Curated once, from the last.
         let burst = mesh.create_chat("burst").await?;
-        run_to_end(&mesh, &burst, body.clone()).await?;
-        let (second, _) = run_to_end(&mesh, &burst, body.clone()).await?;
-        mesh.await_curated(&burst, second["id"].as_str().unwrap_or_default())
+        run_to_end(
+            &mesh,
+            &burst,
+            json!({ "message": "burst turn", "model": "cur:model" }),
+        )
+        .await?;
+        let (last, _) = run_to_end(
+            &mesh,
+            &burst,
+            json!({ "message": "burst again", "model": "cur:model", "durable": true }),
+        )
+        .await?;
+        assert_eq!(last["mode"], "durable", "{last}");
+        let queued = queued_chats(&mesh).await?;
+        assert!(
+            queued.contains(&("dev".to_string(), burst.clone(), 2)),
+            "both turns wait on one row: {queued:?}"
+        );
+        mesh.await_curated(&burst, last["id"].as_str().unwrap_or_default())
             .await?;
-        let (_, story) = curator_story(&mesh, &burst).await?;
-        assert_eq!(
-            story,
-            ["timer", "curate 2", "timer"],
-            "woken early, it waits for the rest of the debounce and curates both turns once"
+        // Long enough for a second curation, were there one.
+        tokio::time::sleep(debounce).await;
+        assert_eq!(curations_quoting(&fake, "burst again"), 1, "one curation");
+        await_unqueued(&mesh, &burst).await?;
+        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
+        let curator = svc_worker::curator::curator_id("dev", &burst);
+        assert!(
+            svc_worker::temporal::history_size(&client, &curator)
+                .await
+                .is_err(),
+            "no Curator workflow was started"
         );
         Ok::<_, E>(())
     }
@@ -751,65 +758,332 @@ async fn a_new_curators_debounce_is_its_start_delay_and_a_burst_is_curated_once(
     result
 }
 
-/// A quiet chat's Curator closes (ADR 0223): no open workflow per chat ever used. The chat's next
-/// turn starts a new one, and turns that come while it waits are curated as before.
+/// A turn that finishes while its chat is being curated is not lost: the curation's claim does
+/// not remove the row it did not see, and the chat is curated again from the new turn.
 #[tokio::test]
-async fn a_quiet_chats_curator_closes_and_its_next_turn_starts_a_new_one() -> R {
-    // Idle for 5 s: the turns below come faster than that even on a loaded machine.
-    let (mesh, _fake) = curator_mesh(Duration::from_millis(100), Duration::from_secs(5)).await?;
-    let result = async {
-        let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
-        let chat = mesh.create_chat("quiet").await?;
-        let curator = svc_worker::curator::curator_id("dev", &chat);
-        let body = json!({ "message": "first", "model": "idle:model" });
-        let (first, _) = run_to_end(&mesh, &chat, body.clone()).await?;
-        let first = first["id"].as_str().unwrap_or_default().to_string();
-        mesh.await_curated(&chat, &first).await?;
-        let size = closed_curator(&mesh, &chat).await?;
-        assert_eq!(size.activity_tasks, 1, "it curated once: {size:?}");
-
-        // The next turn: a new Curator (this execution's history holds only its own curation).
-        let (second, _) = run_to_end(&mesh, &chat, body.clone()).await?;
-        let second = second["id"].as_str().unwrap_or_default().to_string();
-        mesh.await_curated(&chat, &second).await?;
-        let open = svc_worker::temporal::history_size(&client, &curator).await?;
-        assert!(!open.closed, "open while the chat is not quiet: {open:?}");
-
-        // Turns while it waits (debouncing, curating, idle) cancel its idle timer: the last
-        // one is curated by the same Curator, which then closes.
-        let mut last = String::new();
-        for _ in 0..4 {
-            let (run, _) = run_to_end(&mesh, &chat, body.clone()).await?;
-            last = run["id"].as_str().unwrap_or_default().to_string();
-        }
-        mesh.await_curated(&chat, &last).await?;
-        let size = closed_curator(&mesh, &chat).await?;
-        assert!(size.activity_tasks >= 2, "{size:?}");
-        Ok::<_, E>(())
-    }
-    .await;
-    mesh.stop().await?;
-    result
-}
-
-/// Turns that race a Curator's close are not lost: with a 1 ms idle close every turn finds its
-/// Curator closing or closed, and each is curated (a signal during the closing task makes
-/// Temporal refuse the close; one after it starts a new Curator).
-#[tokio::test]
-async fn turns_racing_a_curators_close_are_all_curated() -> R {
-    let (mesh, _fake) = curator_mesh(Duration::from_millis(1), Duration::from_millis(1)).await?;
+async fn a_turn_finished_during_its_chats_curation_is_curated_after_it() -> R {
+    let (mesh, fake) = curator_mesh(Duration::from_millis(100)).await?;
     let result = async {
         let chat = mesh.create_chat("racing").await?;
-        // Every other turn follows the one before at once, while its Curator curates or closes.
-        for i in 0..8 {
-            let body = json!({ "message": format!("turn {i}"), "model": "idle:model" });
-            let (run, _) = run_to_end(&mesh, &chat, body).await?;
-            if i % 2 == 1 {
-                let run_id = run["id"].as_str().unwrap_or_default().to_string();
-                mesh.await_curated(&chat, &run_id).await?;
-            }
+        fake.push(Reply::text("First answer."));
+        // The first curation takes 3 s to answer; the second turn ends meanwhile.
+        fake.push(
+            Reply::text(r#"{"summary": "Slowly curated.", "facts": []}"#)
+                .with_first_byte_delay(Duration::from_secs(3)),
+        );
+        let (first, _) = run_to_end(
+            &mesh,
+            &chat,
+            json!({ "message": "first", "model": "cur:model" }),
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while fake.request_count() < 2 {
+            assert!(tokio::time::Instant::now() < deadline, "no curation began");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        closed_curator(&mesh, &chat).await?;
+        let (second, _) = run_to_end(
+            &mesh,
+            &chat,
+            json!({ "message": "second", "model": "cur:model" }),
+        )
+        .await?;
+        assert_ne!(first["id"], second["id"]);
+        mesh.await_curated(&chat, second["id"].as_str().unwrap_or_default())
+            .await?;
+        await_unqueued(&mesh, &chat).await?;
+        assert_eq!(curations_quoting(&fake, "second"), 1, "curated again, once");
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
+/// A curation the model refuses is retried after a back-off (2 s for the first), and the chat is
+/// curated then. Failed runs are not queued, and a chat deleted before its turns are due is
+/// never curated.
+#[tokio::test]
+async fn a_failed_curation_is_retried_and_failed_runs_are_not_curated() -> R {
+    // Long enough to delete a chat before its turn is due, whatever the machine's load.
+    let (mesh, fake) = curator_mesh(Duration::from_secs(1)).await?;
+    let result = async {
+        let chat = mesh.create_chat("retried").await?;
+        fake.push(Reply::text("An answer."));
+        fake.push(Reply::error(400, "the curation is refused once"));
+        let (run, _) = run_to_end(
+            &mesh,
+            &chat,
+            json!({ "message": "retry me", "model": "cur:model" }),
+        )
+        .await?;
+        mesh.await_curated(&chat, run["id"].as_str().unwrap_or_default())
+            .await?;
+        assert_eq!(
+            curations_quoting(&fake, "retry me"),
+            2,
+            "refused, then curated"
+        );
+
+        // A failed run is no turn to curate.
+        let failed = mesh.create_chat("failed").await?;
+        fake.push(Reply::error(400, "the turn fails"));
+        let (run, _) = run_to_end(
+            &mesh,
+            &failed,
+            json!({ "message": "fail me", "model": "cur:model" }),
+        )
+        .await?;
+        assert_eq!(run["status"], "failed", "{run}");
+        let queued = queued_chats(&mesh).await?;
+        assert!(!queued.iter().any(|(_, c, _)| *c == failed), "{queued:?}");
+
+        // A chat deleted before its turns are curated: never curated.
+        let deleted = mesh.create_chat("deleted").await?;
+        fake.push(Reply::text("An answer to forget."));
+        let start_body = json!({ "message": "forget me", "model": "cur:model" });
+        let run_id = start(&mesh, &deleted, start_body).await?;
+        mesh.read_events(&run_id, None, None).await?;
+        let status = mesh.delete_chat(&deleted).await?;
+        assert_eq!(status, 204);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(curations_quoting(&fake, "forget me"), 0);
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
+/// The queue's own rules, asked directly as the platform with no Curator sweeping: two claimers
+/// at once get disjoint chats, a claimed chat is nobody else's until its lease runs out, a
+/// settlement for a version the chat has moved past keeps the row, a failure backs off.
+#[tokio::test]
+async fn the_curation_queue_leases_each_chat_to_one_claimer() -> R {
+    let mesh = Mesh::builder().worker().without_curator().start().await?;
+    let result = async {
+        let mut chats = Vec::new();
+        for i in 0..3 {
+            let chat = mesh.create_chat(&format!("queued {i}")).await?;
+            let run = mesh.start_run(&chat, "hello").await?;
+            mesh.read_events(&run, None, None).await?;
+            chats.push(chat);
+        }
+        let queue = pa_proto::v1::curation_service_client::CurationServiceClient::connect(
+            mesh.runs_url.clone(),
+        )
+        .await?;
+        let platform = pa_kit::identity::internal_identity("test");
+        let claim = |limit: u32, lease_ms: u64| {
+            let mut queue = queue.clone();
+            let request = mesh.auth.request(
+                &platform,
+                pa_proto::v1::ClaimCurationsRequest {
+                    quiet_ms: 0,
+                    limit,
+                    lease_ms,
+                },
+            );
+            async move { Ok::<_, E>(queue.claim_curations(request).await?.into_inner().claims) }
+        };
+        let (a, b) = tokio::join!(claim(1, 60_000), claim(1, 60_000));
+        let (a, b) = (a?, b?);
+        let mut claimed: Vec<String> = a.iter().chain(&b).map(|c| c.chat_id.clone()).collect();
+        claimed.sort();
+        let before = claimed.len();
+        claimed.dedup();
+        assert_eq!(before, claimed.len(), "disjoint claims: {a:?} {b:?}");
+        let rest = claim(10, 1000).await?;
+        assert_eq!(
+            (claimed.len(), rest.len()),
+            (2, 1),
+            "every chat claimed once: {rest:?}"
+        );
+        assert!(claim(10, 1000).await?.is_empty(), "all held");
+        for c in a.iter().chain(&b).chain(&rest) {
+            let identity = c.identity.clone().unwrap_or_default();
+            assert_eq!(
+                (identity.tenant_id.as_str(), identity.user_id.as_str()),
+                ("dev", "dev-user")
+            );
+            assert_eq!((c.turns, c.attempt), (1, 1), "{c:?}");
+        }
+
+        // `rest`'s lease (1 s) runs out: its chats are claimed again, second attempt.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let again = claim(10, 60_000).await?;
+        let mut ids: Vec<_> = again.iter().map(|c| c.chat_id.clone()).collect();
+        let mut expected: Vec<_> = rest.iter().map(|c| c.chat_id.clone()).collect();
+        ids.sort();
+        expected.sort();
+        assert_eq!(ids, expected);
+        assert!(again.iter().all(|c| c.attempt == 2), "{again:?}");
+
+        let settle = |c: &pa_proto::v1::CurationClaim, version: i64, outcome| {
+            let mut queue = queue.clone();
+            let request = mesh.auth.request(
+                &platform,
+                pa_proto::v1::FinishCurationRequest {
+                    tenant_id: "dev".into(),
+                    chat_id: c.chat_id.clone(),
+                    version,
+                    outcome: outcome as i32,
+                },
+            );
+            async move { Ok::<_, E>(queue.finish_curation(request).await?.into_inner().removed) }
+        };
+        use pa_proto::v1::CurationOutcome::{Curated, Failed};
+        let first = a
+            .first()
+            .or(b.first())
+            .cloned()
+            .ok_or("nothing claimed at once")?;
+        // A settlement for a version the chat has moved past (a turn finished meanwhile).
+        assert!(
+            !settle(&first, first.version - 1, Curated).await?,
+            "a stale claim keeps the row"
+        );
+        assert!(settle(&first, first.version, Curated).await?, "removed");
+        assert!(
+            !settle(&first, first.version, Curated).await?,
+            "settled twice: nothing"
+        );
+        let queued = queued_chats(&mesh).await?;
+        assert!(
+            !queued.iter().any(|(_, c, _)| *c == first.chat_id),
+            "{queued:?}"
+        );
+        // A failure backs off: the chat is not claimable at once.
+        let failed = again.first().cloned().ok_or("nothing claimed again")?;
+        assert!(
+            !settle(&failed, failed.version, Failed).await?,
+            "kept for a retry"
+        );
+        let soon = claim(10, 1000).await?;
+        assert!(
+            !soon.iter().any(|c| c.chat_id == failed.chat_id),
+            "backing off: {soon:?}"
+        );
+        Ok::<_, E>(())
+    }
+    .await;
+    mesh.stop().await?;
+    result
+}
+
+/// Hostile: the queue spans every tenant, so only the platform's own services may claim or settle
+/// (a tenant admin's signed identity is refused; an unsigned one never reaches it), and each
+/// chat is curated as its own user, in its own tenant.
+#[tokio::test]
+async fn the_curation_queue_is_the_platforms_and_curates_each_chat_in_its_tenant() -> R {
+    let mesh = Mesh::builder()
+        .worker()
+        .curator_debounce(Duration::from_millis(100))
+        .start()
+        .await?;
+    let result = async {
+        let mut queue = pa_proto::v1::curation_service_client::CurationServiceClient::connect(
+            mesh.runs_url.clone(),
+        )
+        .await?;
+        let mut admin = Mesh::identity("tenant-b", "mallory");
+        admin.roles.push("admin".into());
+        let claim = pa_proto::v1::ClaimCurationsRequest {
+            quiet_ms: 0,
+            limit: 100,
+            lease_ms: 0,
+        };
+        let refused = queue
+            .claim_curations(mesh.auth.request(&admin, claim.clone()))
+            .await
+            .expect_err("an admin is not the platform");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let settle = pa_proto::v1::FinishCurationRequest {
+            tenant_id: "dev".into(),
+            chat_id: "any".into(),
+            version: 1,
+            outcome: pa_proto::v1::CurationOutcome::Curated as i32,
+        };
+        let refused = queue
+            .finish_curation(mesh.auth.request(&admin, settle.clone()))
+            .await
+            .expect_err("an admin is not the platform");
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        let forger = pa_kit::InternalAuth::new("not-the-secret");
+        let platform = pa_kit::identity::internal_identity("svc-worker");
+        let forged = queue
+            .claim_curations(forger.request(&platform, claim))
+            .await
+            .expect_err("a forged signature");
+        assert_eq!(forged.code(), tonic::Code::Unauthenticated, "{forged:?}");
+        let nonsense = queue
+            .finish_curation(mesh.auth.request(
+                &platform,
+                pa_proto::v1::FinishCurationRequest {
+                    outcome: 0,
+                    ..settle
+                },
+            ))
+            .await
+            .expect_err("no outcome");
+        assert_eq!(
+            nonsense.code(),
+            tonic::Code::InvalidArgument,
+            "{nonsense:?}"
+        );
+
+        // Two tenants' chats, one turn each (the offline model): each summary lands in its own
+        // tenant, for its own user, and nowhere else.
+        let as_user = |tenant: &'static str, user: &'static str| {
+            move |r: reqwest::RequestBuilder| {
+                r.header("x-pa-dev-tenant", tenant)
+                    .header("x-pa-dev-user", user)
+            }
+        };
+        let mut chats = Vec::new();
+        for (tenant, user) in [("dev", "dev-user"), ("tenant-b", "bob")] {
+            let who = as_user(tenant, user);
+            let chat: Value = who(mesh.http.post(mesh.url("/v1/chats")))
+                .json(&json!({ "title": format!("{tenant}'s chat") }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let chat = chat["id"].as_str().unwrap_or_default().to_string();
+            let accepted: Value = who(mesh.http.post(mesh.url(&format!("/v1/chats/{chat}/runs"))))
+                .json(&json!({ "message": format!("{tenant} says hello") }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            let run = accepted["run_id"].as_str().unwrap_or_default().to_string();
+            assert!(!run.is_empty(), "{accepted}");
+            chats.push((tenant, user, chat, run));
+        }
+        for (tenant, user, chat, _) in &chats {
+            let who = as_user(tenant, user);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let summaries = loop {
+                let page: Value = who(mesh.http.get(mesh.url("/v1/me/memories")))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                let summaries: Vec<Value> = page["items"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|m| m["kind"] == "summary")
+                    .collect();
+                if !summaries.is_empty() || tokio::time::Instant::now() > deadline {
+                    break summaries;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert_eq!(summaries.len(), 1, "{tenant}/{user}: {summaries:?}");
+            assert_eq!(summaries[0]["chat_id"].as_str(), Some(chat.as_str()));
+        }
         Ok::<_, E>(())
     }
     .await;

@@ -258,7 +258,8 @@ async fn another_users_memories_are_never_recalled_nor_forgotten() -> R {
     mesh.stop().await
 }
 
-/// One auto-recall run in `mode`; returns the events and the provider's first request body.
+/// One auto-recall run in `mode`; returns the events and the provider's first request for it (the
+/// Curator, curating earlier chats, may ask the same provider meanwhile).
 async fn recalled_run(
     mesh: &Mesh,
     fake: &FakeProvider,
@@ -277,7 +278,13 @@ async fn recalled_run(
     let body = fake
         .requests()
         .into_iter()
-        .find(|r| r.path == "/v1/chat/completions")
+        .find(|r| {
+            r.path == "/v1/chat/completions"
+                && r.body["messages"]
+                    .as_array()
+                    .and_then(|m| m.last())
+                    .is_some_and(|m| m["content"] == message)
+        })
         .map(|r| r.body)
         .ok_or("the provider was not called")?;
     Ok((events, body))
