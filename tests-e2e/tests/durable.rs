@@ -994,7 +994,7 @@ async fn the_curation_queue_is_the_platforms_and_curates_each_chat_in_its_tenant
             lease_ms: 0,
         };
         let refused = queue
-            .claim_curations(mesh.auth.request(&admin, claim.clone()))
+            .claim_curations(mesh.auth.request(&admin, claim))
             .await
             .expect_err("an admin is not the platform");
         assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
