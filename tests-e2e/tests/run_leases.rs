@@ -392,7 +392,8 @@ async fn a_live_run_is_not_reaped_while_its_owner_cannot_reach_postgres() -> R {
 }
 
 /// (e) A run that ends while Postgres is unreachable still delivers RUN_FINISHED; its row (and
-/// reply) lands from the outbox once Postgres is back.
+/// reply) lands from the outbox once Postgres is back, and with it the turn queued for the
+/// Curator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_later() -> R {
     let mut mesh = mesh(Default::default()).await?;
@@ -402,6 +403,9 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
     let proxy = CutProxy::start(upstream).await?;
     let mut config = mesh.runs_config.clone();
     config.common.database_url = tests_e2e::with_host_port(&config.common.database_url, proxy.addr);
+    // A worker is named (none runs here; inline runs never call it), so the replica queues each
+    // successful turn for the Curator (ADR 0242): the turn must land with its end.
+    config.worker_url = Some("http://127.0.0.1:9".into());
     let owner = RunsReplica::start(config).await?;
     let redis = redis();
     let who = who();
@@ -441,6 +445,19 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
     let row = get_run(&mesh, &owner.url, &who, &run).await?;
     assert_eq!(reply(&mesh, &owner.url, &who, &row).await?, Some(text));
     assert!(row.usage.unwrap_or_default().total_tokens > 0);
+    // The end landed from the outbox queued the turn for the Curator, in the same transaction.
+    let queued: Option<String> = sqlx::query_scalar(
+        "SELECT q.run_id FROM runs.curations q JOIN runs.runs r \
+           ON r.tenant_id = q.tenant_id AND r.chat_id = q.chat_id WHERE r.id = $1",
+    )
+    .bind(&run)
+    .fetch_optional(&mut db)
+    .await?;
+    assert_eq!(
+        queued.as_deref(),
+        Some(run.as_str()),
+        "the turn is queued with its end"
+    );
     drop(owner);
     mesh.stop().await
 }
