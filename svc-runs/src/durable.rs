@@ -3,6 +3,7 @@
 //! svc-runs asks it to start a run with the spec and the chat history, to cancel it and to hand it
 //! a tool-call decision. The worker's activities write the events and record the end (FinishRun).
 //! Finished turns reach the Curator through svc-runs' own queue (ADR 0242), not through here.
+//! A run's start goes behind the client's 202 while svc-worker answers (ADR 0243).
 
 use pa_kit::InternalAuth;
 use pa_kit::PaError;
@@ -23,6 +24,10 @@ pub struct DurableDriver {
     approval_timeout: std::time::Duration,
     worker: Option<DurableRunServiceClient<Channel>>,
     auth: InternalAuth,
+    /// Whether the last start failed as `unavailable` (svc-worker, or Temporal behind it, could
+    /// not be reached): until one succeeds, starts are made before the client's answer again,
+    /// so an outage is refused at once (503) rather than accepted and failed (ADR 0243).
+    degraded: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long svc-runs waits for svc-worker to start a run (the start is idempotent: a client's
@@ -30,6 +35,10 @@ pub struct DurableDriver {
 /// timeout: under heavy load a Temporal start took longer than the 10 s this was (two durable
 /// starts refused with 503 in a CI run beside a parallel build and the chaos suite).
 const WORKER_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long a start made behind the client's answer is tried again while svc-worker (or
+/// Temporal) cannot be reached: a worker restarting, a Temporal leader moving.
+pub const START_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// How long a signal through svc-worker may take.
 const WORKER_SIGNAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -73,7 +82,21 @@ impl DurableDriver {
             approval_timeout,
             worker: worker.map(DurableRunServiceClient::new),
             auth,
+            degraded: Default::default(),
         }
+    }
+
+    /// Whether a start may run behind the client's answer: a worker is configured and the last
+    /// start reached it.
+    pub fn answers_first(&self) -> bool {
+        self.worker.is_some() && !self.degraded.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn remember_start(&self, outcome: &Result<(), PaError>) {
+        let unreachable =
+            matches!(outcome, Err(error) if error.code == pa_kit::ErrorCode::Unavailable);
+        self.degraded
+            .store(unreachable, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn worker(&self) -> Result<DurableRunServiceClient<Channel>, PaError> {
@@ -85,8 +108,19 @@ impl DurableDriver {
     }
 
     /// Starts the run's workflow through svc-worker (workflow id = run id, so a retried start
-    /// finds the one it made), whose worker then takes the first task at once (eager start).
-    pub async fn start(&self, spec: RunSpec, context: DurableContext) -> Result<(), PaError> {
+    /// finds the one it made), whose worker then takes the first task at once (eager start) and
+    /// has begun the first model turn meanwhile. Launch calls it behind the client's answer
+    /// (ADR 0243) unless [`Self::answers_first`] says no.
+    ///
+    /// A start that cannot reach svc-worker (or Temporal behind it) is tried again for
+    /// `retry_for` (the start is idempotent, so a worker that died after Temporal recorded the
+    /// workflow costs nothing but the retry, which finds it).
+    pub async fn start(
+        &self,
+        spec: RunSpec,
+        context: DurableContext,
+        retry_for: std::time::Duration,
+    ) -> Result<(), PaError> {
         let DurableContext {
             history,
             start,
@@ -107,13 +141,30 @@ impl DurableDriver {
             recall_wait_ms,
             tainted: start.tainted,
         };
-        let mut request = self.auth.request(&identity, request);
-        request.set_timeout(WORKER_START_TIMEOUT);
-        self.worker()?
-            .start_durable_run(request)
-            .await
-            .map_err(|status| from_worker("svc-worker did not start the run", status))?;
-        Ok(())
+        let deadline = std::time::Instant::now() + retry_for;
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            let mut call = self.auth.request(&identity, request.clone());
+            call.set_timeout(WORKER_START_TIMEOUT);
+            let started = self
+                .worker()?
+                .start_durable_run(call)
+                .await
+                .map(drop)
+                .map_err(|status| from_worker("svc-worker did not start the run", status));
+            self.remember_start(&started);
+            match started {
+                Err(err)
+                    if err.code == pa_kit::ErrorCode::Unavailable
+                        && std::time::Instant::now() + wait < deadline =>
+                {
+                    tracing::info!(run_id = %request.spec.as_ref().map(|s| s.run_id.as_str()).unwrap_or_default(), %err, "a durable run's start is tried again");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Hands a tool-call decision (already recorded in Redis) to the run's workflow, which is

@@ -281,6 +281,18 @@ impl InlineDriver {
         ));
     }
 
+    /// Holds `run_id` among this process's runs while its durable start is in flight: the
+    /// instance beats for it (through a graceful stop too) until [`Self::forget`].
+    pub(crate) fn hold(&self, run_id: &str) {
+        self.active()
+            .insert(run_id.to_string(), CancellationToken::new());
+    }
+
+    /// Ends [`Self::hold`].
+    pub(crate) fn forget(&self, run_id: &str) {
+        self.active().remove(run_id);
+    }
+
     /// Asks a running run to stop; false when this process is not running it.
     pub fn cancel(&self, run_id: &str) -> bool {
         match self.active().get(run_id) {

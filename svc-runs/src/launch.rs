@@ -205,6 +205,68 @@ impl Launcher {
     }
 }
 
+impl Launcher {
+    /// Starts a durable run's workflow, after its row was written: the run is this instance's
+    /// (held by its driver, so the instance beats for it; a replica ends it if this instance
+    /// dies) until svc-worker confirms the start, then Temporal's (ADR 0243). A start that fails ends the run with the reason (RUN_ERROR) and
+    /// gives its tokens back.
+    async fn start_durable(
+        &self,
+        spec: &RunSpec,
+        start: RunStart,
+        context: crate::inline::ContextRead,
+        mut held: HeldTokens,
+        retry_for: std::time::Duration,
+    ) -> Result<(), pa_kit::PaError> {
+        let started = async {
+            // Recalled here, not in the workflow: the workflow replays what it was given (a
+            // recall still running is handed to its first model turn).
+            let context = context
+                .finish_or_hand_over(start, &self.redis, &spec.run_id, self.driver.recall.timeout)
+                .await?;
+            self.durable.start(spec.clone(), context, retry_for).await
+        };
+        if let Err(err) = started.await {
+            self.driver.fail(spec, &err).await;
+            self.driver.forget(&spec.run_id);
+            return Err(err);
+        }
+        // The run settles its share when it ends.
+        held.keep();
+        match self.driver.leases.hand_to_workflow(&spec.run_id).await {
+            Ok(()) => self.driver.forget(&spec.run_id),
+            Err(err) => {
+                // Left pending, the run would be ended as an orphan if this instance died
+                // before it did: so it keeps beating for it until the store takes the news.
+                tracing::warn!(%err, run_id = %spec.run_id, "cannot confirm a durable run's start");
+                self.confirm_later(spec.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Retries the confirmation of a started workflow until the store takes it (or the
+    /// process stops, leaving the run to a replica, which ends it as `owner_lost`).
+    fn confirm_later(&self, spec: RunSpec) {
+        let this = self.clone();
+        self.shutdown.spawn_tracked(async move {
+            let mut wait = std::time::Duration::from_millis(200);
+            loop {
+                tokio::time::sleep(wait).await;
+                match this.driver.leases.hand_to_workflow(&spec.run_id).await {
+                    Ok(()) => break,
+                    Err(err) if this.shutdown.is_triggered() => {
+                        tracing::warn!(%err, run_id = %spec.run_id, "stopping with a durable start unconfirmed");
+                        break;
+                    }
+                    Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(5)),
+                }
+            }
+            this.driver.forget(&spec.run_id);
+        });
+    }
+}
+
 /// Tokens a user run holds when no per-run limit (`PA_RUN_MAX_TOTAL_TOKENS`) says otherwise
 /// and a daily budget is set.
 pub const DEFAULT_RUN_RESERVATION: u64 = 16_000;
@@ -618,24 +680,35 @@ impl Launcher {
         pa_kit::metrics::RUNS_STARTED
             .with_label_values(&[crate::store::mode_name(mode)])
             .inc();
+        if mode == RunMode::Durable {
+            self.driver.hold(&spec.run_id);
+        }
         match mode {
+            RunMode::Durable if self.durable.answers_first() => {
+                // The client has its answer now; the workflow starts behind it (ADR 0243).
+                let this = self.clone();
+                let span = tracing::info_span!(
+                    "durable_start",
+                    otel.name = "durable_start",
+                    pa.service = "svc-runs",
+                    run_id = %spec.run_id,
+                );
+                self.shutdown.spawn_tracked(tracing::Instrument::instrument(
+                    async move {
+                        let retry_for = crate::durable::START_RETRY_FOR;
+                        let _ = this
+                            .start_durable(&spec, start, context, held, retry_for)
+                            .await;
+                    },
+                    span,
+                ));
+            }
+            // No worker, or the last start could not reach it: started before the answer, so
+            // an outage is refused (503) rather than accepted and failed.
             RunMode::Durable => {
-                // Recalled here, not in the workflow: the workflow replays what it was given
-                // (a recall still running is handed to its first model turn).
-                let context = context
-                    .finish_or_hand_over(
-                        start,
-                        &self.redis,
-                        &spec.run_id,
-                        self.driver.recall.timeout,
-                    )
-                    .await?;
-                if let Err(err) = self.durable.start(spec.clone(), context).await {
-                    self.driver.fail(&spec, &err).await;
-                    return Err(err.into());
-                }
-                // The run settles its share when it ends.
-                held.keep();
+                let retry_for = std::time::Duration::ZERO;
+                self.start_durable(&spec, start, context, held, retry_for)
+                    .await?
             }
             _ => {
                 held.keep();

@@ -316,15 +316,17 @@ impl Leases {
         .map_err(redis_unavailable)
     }
 
-    /// Unfinished inline runs of other owners (or of none: rows from before leases), with the
-    /// owners' beats in Postgres.
+    /// Unfinished inline runs, and durable runs whose workflow's start is not confirmed yet
+    /// (ADR 0243), of other owners (or of none: rows from before leases), with the owners'
+    /// beats in Postgres.
     pub(crate) async fn candidates(&self) -> Result<Vec<Candidate>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT r.id, r.owner_id, o.beat, \
                (o.beat_at IS NULL OR o.beat_at < now() - make_interval(secs => $2)) AS stale, \
                (r.parent_run_id IS NOT NULL)::int4 AS depth \
              FROM runs r LEFT JOIN run_owners o ON o.instance_id = r.owner_id \
-             WHERE r.finished_at IS NULL AND r.mode <> $3 AND r.status IN ($4, $5) \
+             WHERE r.finished_at IS NULL AND (r.mode <> $3 OR r.start_pending) \
+               AND r.status IN ($4, $5) \
                AND r.owner_id IS DISTINCT FROM $1 \
              ORDER BY r.created_at LIMIT 1000",
         )
@@ -386,6 +388,20 @@ impl Leases {
             RunSpec::decode(bytes.as_slice()).map_err(|e| RunsError::Corrupt(e.to_string()))
         })
         .transpose()
+    }
+
+    /// Records that a durable run is its workflow's (ADR 0243): svc-worker confirmed the start,
+    /// or the run's owner died after the start landed. No instance owns it any more (no lease,
+    /// never reaped). One statement: it is on every durable start's way.
+    pub(crate) async fn hand_to_workflow(&self, run_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE runs SET start_pending = false, owner_id = NULL \
+             WHERE id = $1 AND start_pending",
+        )
+        .bind(run_id)
+        .execute(&self.owner_pool)
+        .await?;
+        Ok(())
     }
 
     /// Gives a claimed run back to `to` (ending it failed half-way: the next scan tries again).

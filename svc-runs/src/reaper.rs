@@ -40,6 +40,29 @@ impl InlineDriver {
                 return;
             }
         };
+        if spec.mode == pa_proto::v1::RunMode::Durable as i32 {
+            // A durable run whose owner died before it confirmed the workflow's start (ADR
+            // 0243). A workflow writes the stream only once Temporal recorded it, so a stream
+            // with events is one Temporal carries: only the confirmation was lost.
+            if !events.is_empty() && why == OrphanEnd::OwnerLost {
+                match self.leases.hand_to_workflow(run_id).await {
+                    Ok(()) => tracing::info!(
+                        run_id,
+                        "a durable run whose owner died before confirming its start is its workflow's"
+                    ),
+                    Err(err) => {
+                        tracing::warn!(%err, run_id, "cannot hand a durable run to its workflow; retried later");
+                        self.leases.release(run_id, from).await;
+                    }
+                }
+                return;
+            }
+            // No workflow wrote it: ended here. Should the start land after all, the cancel
+            // flag stops its model turn at the next token, and its end finds the run ended.
+            if let Err(err) = pa_bus::run_events::request_cancel(&self.redis, run_id).await {
+                tracing::warn!(%err, run_id, "cannot flag a reaped durable run as cancelled");
+            }
+        }
         let state = stream_state(events.iter().map(|e: &StoredEvent| &e.event));
         let progress = self.leases.progress(run_id).await;
         let (ending, closing) = orphan_ending(&state, progress.usage, why);

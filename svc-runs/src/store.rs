@@ -559,10 +559,10 @@ impl RunStore {
             .map(|i| i.tenant_id.clone())
             .unwrap_or_default();
         let mut tx = tenant_tx(&self.pool, &tenant_id).await?;
-        // A durable run is Temporal's: no svc-runs instance owns it (no lease).
+        // A durable run stays this instance's until its workflow's start is confirmed
+        // (`Leases::hand_to_workflow`): a replica ends it if this instance dies first (ADR 0243).
         sqlx::query(
-            "UPDATE runs SET mode = $2, spec = $3, \
-               owner_id = CASE WHEN $2 = $4 THEN NULL ELSE owner_id END WHERE id = $1",
+            "UPDATE runs SET mode = $2, spec = $3, start_pending = ($2 = $4) WHERE id = $1",
         )
         .bind(&spec.run_id)
         .bind(spec.mode as i16)
@@ -649,8 +649,9 @@ impl RunWrite {
             "WITH run AS ( \
                INSERT INTO runs (id, tenant_id, user_id, chat_id, parent_run_id, mode, status, \
                  requested_model, resolved_label, model_reason, provider_tags, fallback_labels, \
-                 toolset_snapshot_id, assistant_message_id, spec, owner_id) \
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18 \
+                 toolset_snapshot_id, assistant_message_id, spec, owner_id, start_pending) \
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $18, \
+                 $6 = $19 \
                WHERE EXISTS (SELECT 1 FROM chats WHERE tenant_id = $2 AND user_id = $3 \
                  AND id = $4 AND deleted_at IS NULL) \
                ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
@@ -682,6 +683,7 @@ impl RunWrite {
             .bind(user_message_id)
             .bind(&input.message)
             .bind(owner)
+            .bind(RunMode::Durable as i16)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {

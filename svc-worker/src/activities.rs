@@ -284,7 +284,10 @@ impl RunActivities {
             .enter("curate_chat", &input.chat_id, ctx.info().attempt);
         // It heartbeats (the model's answer may take a while): a killed worker's curation is
         // retried within HEARTBEAT_TIMEOUT, not after the start-to-close timeout.
-        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, self.curate(input)).await?
+        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, async {
+            self.curate(input).await.map_err(failure)
+        })
+        .await?
     }
 
     /// One maintenance task (see `schedules`). Returns how many things it changed. It
@@ -456,15 +459,12 @@ pub fn first_turn_runner(
 impl RunActivities {
     /// A chat's curation (the Curator's sweep, and `curate_chat` for Curator workflows opened
     /// before ADR 0242).
-    pub(crate) async fn curate(&self, input: CurateInput) -> Result<u32, ActivityError> {
+    pub(crate) async fn curate(&self, input: CurateInput) -> Result<u32, PaError> {
         let Some(last) = input.turns.last().cloned() else {
             return Ok(0);
         };
         let identity = input.identity.clone().unwrap_or_default();
-        let messages = self
-            .recent_messages(&identity, &input.chat_id)
-            .await
-            .map_err(failure)?;
+        let messages = self.recent_messages(&identity, &input.chat_id).await?;
         if messages.is_empty() {
             return Ok(0);
         }
@@ -482,7 +482,7 @@ impl RunActivities {
                 },
             ))
             .await
-            .map_err(|s| failure(PaError::from(s)))?
+            .map_err(PaError::from)?
             .into_inner()
             .classification;
         let classification = pa_turn_io::effective_classification(classification);
@@ -513,19 +513,15 @@ impl RunActivities {
         let mut stream = models
             .stream_chat(self.io.auth.request(&identity, request))
             .await
-            .map_err(|s| failure(PaError::from(s)))?
+            .map_err(PaError::from)?
             .into_inner();
         let mut answer = String::new();
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| failure(PaError::from(s)))?
-        {
+        while let Some(chunk) = stream.message().await.map_err(PaError::from)? {
             use pa_proto::v1::stream_chat_chunk::Chunk;
             match chunk.chunk {
                 Some(Chunk::TextDelta(text)) => answer.push_str(&text),
                 Some(Chunk::Failure(f)) => {
-                    return Err(failure(PaError::unavailable(f.message)));
+                    return Err(PaError::unavailable(f.message));
                 }
                 Some(Chunk::Finish(_)) => break,
                 _ => {}
@@ -574,7 +570,7 @@ impl RunActivities {
                     },
                 ))
                 .await
-                .map_err(|s| failure(PaError::from(s)))?;
+                .map_err(PaError::from)?;
         }
         Ok(written)
     }
@@ -669,6 +665,7 @@ impl RunActivities {
                     .hydrate_events(run_id, pending)
                     .await
                     .map_err(failure)?;
+                beat.recorded().await?;
                 self.sink
                     .emit_at(run_id, &ids(step, 0, pending))
                     .await
@@ -704,7 +701,11 @@ impl RunActivities {
             }
         };
         let pending = ids(step, 0, pending);
-        let pending = self.sink.emit_at(run_id, &pending);
+        // An early turn asks the model at once but writes once its workflow is recorded.
+        let pending = async {
+            beat.recorded().await?;
+            self.sink.emit_at(run_id, &pending).await.map_err(failure)
+        };
         let cancel_flag = pa_bus::run_events::cancel_requested(&self.redis, run_id);
         tokio::pin!(cancel_flag);
         // The pending events are written while the model call opens (cancelled or not); the
@@ -716,7 +717,7 @@ impl RunActivities {
             }
         };
         let (written, started) = tokio::join!(pending, opening);
-        written.map_err(failure)?;
+        written?;
         let mut started = started?;
         // Each attempt steps a fresh copy of the loop as the workflow has it: a broken-off
         // attempt leaves no trace in what the workflow is fed.

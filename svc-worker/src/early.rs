@@ -1,7 +1,8 @@
-//! Early first turns: when svc-worker starts a durable run, its first model turn begins as soon
-//! as Temporal has recorded the workflow, instead of after the workflow's first task has gone back
-//! to Temporal and come back as an activity (a round trip through the server's persistence, on
-//! the path to the run's first token).
+//! Early first turns: when svc-worker starts a durable run, its first model turn begins while
+//! Temporal records the workflow (ADR 0243), instead of after the workflow's first task has gone
+//! back to Temporal and come back as an activity (round trips through the server's persistence,
+//! on the path to the run's first token). A start that does not make a new workflow stops it
+//! ([`Begun::stop`]); svc-runs then ends the run with the start's error.
 //!
 //! The turn is the one the workflow schedules (`chat::first_turn`, a pure function of the run's
 //! input) and writes the same event ids. When the activity arrives at this worker (Temporal hands
@@ -35,7 +36,12 @@ use crate::payloads::ModelTurnOutput;
 #[derive(Clone)]
 pub enum Beat {
     Activity(Box<ActivityContext>),
-    Early(Arc<std::sync::OnceLock<ActivityContext>>),
+    Early {
+        adopter: Arc<std::sync::OnceLock<ActivityContext>>,
+        /// True once Temporal has recorded the run's workflow as new: until then the turn
+        /// writes nothing a client could see.
+        recorded: watch::Receiver<bool>,
+    },
 }
 
 impl Beat {
@@ -43,14 +49,29 @@ impl Beat {
     pub(crate) fn attempt(&self) -> u32 {
         match self {
             Beat::Activity(ctx) => ctx.info().attempt,
-            Beat::Early(_) => 1,
+            Beat::Early { .. } => 1,
+        }
+    }
+
+    /// Waits until the turn may write its events: at once for an activity's; for an early
+    /// turn, once its workflow is recorded (ADR 0243). An error: the start made no new
+    /// workflow, and the turn stops before anyone saw it.
+    pub(crate) async fn recorded(&self) -> Result<(), ActivityError> {
+        match self {
+            Beat::Activity(_) => Ok(()),
+            Beat::Early { recorded, .. } => recorded
+                .clone()
+                .wait_for(|recorded| *recorded)
+                .await
+                .map(drop)
+                .map_err(|_| ActivityError::cancelled()),
         }
     }
 
     pub(crate) async fn record(&self, seq: u64) -> Result<(), ActivityError> {
         let ctx = match self {
             Beat::Activity(ctx) => Some(ctx.as_ref()),
-            Beat::Early(adopter) => adopter.get(),
+            Beat::Early { adopter, .. } => adopter.get(),
         };
         let Some(ctx) = ctx else {
             return Ok(());
@@ -115,6 +136,45 @@ pub struct Reserved {
     turns: EarlyTurns,
     run_id: String,
     begin: Option<oneshot::Sender<TurnRunner>>,
+    /// Tells this turn's entry from another's under the same run id.
+    adopter: Arc<OnceLock<ActivityContext>>,
+    /// Lets the turn write (see [`Beat::recorded`]).
+    record: Option<watch::Sender<bool>>,
+}
+
+/// A turn begun before its workflow's start returned: it computes (asks the model) but writes
+/// nothing until [`Begun::recorded`]; dropped without it (the start failed, found the workflow
+/// existing, or was abandoned), the turn is stopped and forgotten, unless an activity took it
+/// meanwhile (then it is that activity's, and ends with an error it retries).
+pub struct Begun {
+    turns: EarlyTurns,
+    run_id: String,
+    adopter: Arc<OnceLock<ActivityContext>>,
+    record: Option<watch::Sender<bool>>,
+}
+
+impl Begun {
+    /// Temporal recorded the run's workflow as new: the turn writes from now on.
+    pub fn recorded(mut self) {
+        if let Some(record) = self.record.take() {
+            record.send_replace(true);
+        }
+    }
+}
+
+impl Drop for Begun {
+    fn drop(&mut self) {
+        if self.record.is_none() {
+            return;
+        }
+        let mut map = self.turns.lock();
+        let ours = map
+            .get(&self.run_id)
+            .is_some_and(|turn| Arc::ptr_eq(&turn.adopter, &self.adopter));
+        if ours && let Some(turn) = map.remove(&self.run_id) {
+            turn.task.abort();
+        }
+    }
 }
 
 /// A turn claimed by its activity.
@@ -154,16 +214,20 @@ impl EarlyTurns {
         self.turns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `run_id`'s first turn, to begin once the workflow is known to be new; None when
-    /// this worker does not begin turns early.
+    /// Registers `run_id`'s first turn; None when this worker does not begin turns early, or
+    /// has one for the run already (a repeated start: that one is its activity's).
     pub fn reserve(&self, run_id: &str) -> Option<Reserved> {
-        if self.is_off() {
+        if self.is_off() || self.lock().contains_key(run_id) {
             return None;
         }
         let (begin, started) = oneshot::channel::<TurnRunner>();
         let (finished, done) = oneshot::channel();
         let adopter = Arc::new(OnceLock::new());
-        let beat = Beat::Early(adopter.clone());
+        let (record, recorded) = watch::channel(false);
+        let beat = Beat::Early {
+            adopter: adopter.clone(),
+            recorded,
+        };
         let (ended_flag, ended) = watch::channel(false);
         let task = tokio::spawn(async move {
             // Dropped unsent (the start failed or found the workflow existing): nothing runs.
@@ -181,7 +245,7 @@ impl EarlyTurns {
         self.lock().insert(
             run_id.to_string(),
             EarlyTurn {
-                adopter,
+                adopter: adopter.clone(),
                 done,
                 task: task.abort_handle(),
                 ended,
@@ -191,6 +255,8 @@ impl EarlyTurns {
             turns: self.clone(),
             run_id: run_id.to_string(),
             begin: Some(begin),
+            adopter,
+            record: Some(record),
         })
     }
 
@@ -212,19 +278,28 @@ impl EarlyTurns {
 }
 
 impl Reserved {
-    /// The workflow is new: the turn begins (`run`), and stops if no activity adopts it in time.
-    pub fn begin(mut self, run: TurnRunner) {
+    /// The turn begins (`run`), and stops if no activity adopts it in time.
+    pub fn begin(mut self, run: TurnRunner) -> Begun {
         if let Some(begin) = self.begin.take() {
             let _ = begin.send(run);
         }
+        let begun = Begun {
+            turns: self.turns.clone(),
+            run_id: self.run_id.clone(),
+            adopter: self.adopter.clone(),
+            record: self.record.take(),
+        };
         let turns = self.turns.clone();
         let run_id = self.run_id.clone();
+        let adopter = self.adopter.clone();
         tokio::spawn(async move {
             tokio::time::sleep(turns.adopt_within).await;
             let late = {
                 let mut map = turns.lock();
                 match map.get(&run_id) {
+                    // Taken, stopped, or another turn under the same id since.
                     None => return,
+                    Some(turn) if !Arc::ptr_eq(&turn.adopter, &adopter) => return,
                     // Ended: kept for its activity, which may still come.
                     Some(turn) if *turn.ended.borrow() => None,
                     Some(_) => map.remove(&run_id),
@@ -249,6 +324,7 @@ impl Reserved {
                 }
             }
         });
+        begun
     }
 }
 
@@ -400,12 +476,79 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_turn_begun_for_a_start_that_made_no_new_workflow_is_stopped_and_forgotten() {
+        let turns = EarlyTurns::default();
+        let (stopped_tx, stopped) = oneshot::channel();
+        let begun = turns
+            .reserve("run-1")
+            .expect("turns begin early")
+            .begin(endless(stopped_tx));
+        // A second start of the same run begins no second turn beside it.
+        assert!(turns.reserve("run-1").is_none(), "one turn per run");
+        drop(begun);
+        tokio::time::timeout(Duration::from_secs(30), stopped)
+            .await
+            .expect("the turn was stopped")
+            .ok();
+        assert!(turns.claim("run-1").is_none(), "forgotten");
+        assert!(!turns.is_off(), "a stopped start is not a missed adoption");
+        assert!(turns.reserve("run-1").is_some(), "the run id is free again");
+    }
+
+    /// A turn that tells `wrote` once it may write (as the model turn does before its first
+    /// event), then runs until stopped.
+    fn writing(wrote: oneshot::Sender<()>) -> TurnRunner {
+        Box::new(move |beat| {
+            Box::pin(async move {
+                beat.recorded().await.map_err(|e| format!("{e:?}"))?;
+                let _ = wrote.send(());
+                futures::future::pending::<TurnResult>().await
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn an_early_turn_writes_nothing_until_its_workflow_is_recorded() {
+        let turns = EarlyTurns::default();
+        let (wrote_tx, mut wrote) = oneshot::channel();
+        let begun = turns
+            .reserve("run-1")
+            .expect("turns begin early")
+            .begin(writing(wrote_tx));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(wrote.try_recv().is_err(), "wrote before the start returned");
+        begun.recorded();
+        tokio::time::timeout(Duration::from_secs(30), wrote)
+            .await
+            .expect("writes once recorded")
+            .expect("the turn ran on");
+        assert!(turns.claim("run-1").is_some(), "left for its activity");
+    }
+
+    #[tokio::test]
+    async fn stopping_a_turn_its_activity_took_leaves_it_to_the_activity() {
+        let turns = EarlyTurns::default();
+        let begun = turns
+            .reserve("run-1")
+            .expect("turns begin early")
+            .begin(ending_with("kept"));
+        let claimed = turns.claim("run-1").expect("taken by its activity");
+        drop(begun);
+        let output = tokio::time::timeout(Duration::from_secs(30), claimed.turn.done)
+            .await
+            .expect("ended")
+            .expect("not stopped")
+            .expect("a turn output");
+        assert!(output.early);
+    }
+
+    #[tokio::test]
     async fn a_running_turn_nobody_adopts_is_stopped_and_no_turns_begin_early_for_a_while() {
         let turns =
             EarlyTurns::with_windows(Duration::from_millis(100), Duration::from_millis(300));
         let reserved = turns.reserve("run-1").expect("turns begin early");
         let (stopped_tx, stopped) = oneshot::channel();
-        reserved.begin(endless(stopped_tx));
+        reserved.begin(endless(stopped_tx)).recorded();
         // The signals, not a guess at how long the window takes under load.
         window_closed(&turns).await;
         tokio::time::timeout(Duration::from_secs(30), stopped)
@@ -434,7 +577,8 @@ mod tests {
         turns
             .reserve("quick")
             .expect("turns begin early")
-            .begin(ending_with("at once"));
+            .begin(ending_with("at once"))
+            .recorded();
         let taken = turns.ended_within("quick", Duration::from_secs(30)).await;
         assert!(
             matches!(taken, Some(Ok(ref output)) if output.early),
@@ -446,7 +590,8 @@ mod tests {
         turns
             .reserve("slow")
             .expect("turns begin early")
-            .begin(endless(stopped_tx));
+            .begin(endless(stopped_tx))
+            .recorded();
         assert!(turns.ended_within("slow", wait).await.is_none());
         assert!(
             turns.claim("slow").is_some(),
@@ -458,7 +603,9 @@ mod tests {
     async fn a_turn_that_ended_before_its_late_activity_came_is_what_the_activity_returns() {
         let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
         let reserved = turns.reserve("run-1").expect("turns begin early");
-        reserved.begin(ending_with("the text the client saw"));
+        reserved
+            .begin(ending_with("the text the client saw"))
+            .recorded();
         window_closed(&turns).await;
         // The activity comes after the window: it gets the ended turn, not a second generation.
         let claimed = turns.claim("run-1").expect("kept for its activity");
@@ -481,18 +628,22 @@ mod tests {
         let turns = EarlyTurns::adopted_within(Duration::from_millis(100));
         let reserved = turns.reserve("run-1").expect("turns begin early");
         let claimed = turns.claim("run-1").expect("reserved");
-        reserved.begin(crate::activities::first_turn_runner(
-            nowhere(turns.clone()),
-            input("run-1"),
-        ));
+        reserved
+            .begin(crate::activities::first_turn_runner(
+                nowhere(turns.clone()),
+                input("run-1"),
+            ))
+            .recorded();
         // A witness begun after it, with the same window, that nobody adopts: once it is
         // stopped, run-1's window has closed too.
         let witness = EarlyTurns::adopted_within(Duration::from_millis(100));
         let unadopted = witness.reserve("witness").expect("turns begin early");
-        unadopted.begin(crate::activities::first_turn_runner(
-            nowhere(witness.clone()),
-            input("witness"),
-        ));
+        unadopted
+            .begin(crate::activities::first_turn_runner(
+                nowhere(witness.clone()),
+                input("witness"),
+            ))
+            .recorded();
         window_closed(&witness).await;
         // Claimed before the window closed: not stopped (it ran to its end, here a failure to
         // reach the model), and not held against early turns.

@@ -68,19 +68,25 @@ impl DurableRunService for DurableRuns {
             .claims
             .check_history(&run_id, std::mem::take(&mut input.history))
             .await?;
-        let early = self.activities.early.reserve(&run_id);
-        let started = crate::start::start_chat_run(&self.client, &self.task_queue, input.clone())
+        // The first turn begins (asks the model) while Temporal records the workflow, and
+        // writes once it is recorded as new (ADR 0243): what a client sees is always a run
+        // Temporal carries.
+        let early = self.activities.early.reserve(&run_id).map(|early| {
+            early.begin(crate::activities::first_turn_runner(
+                self.activities.clone(),
+                input.clone(),
+            ))
+        });
+        let started = crate::start::start_chat_run(&self.client, &self.task_queue, input)
             .await
             .map_err(|e| {
                 Status::from(PaError::unavailable(format!(
                     "cannot start the run's workflow: {e}"
                 )))
             })?;
+        // Dropped otherwise (an error, an existing workflow): the turn stops unseen.
         if let (Some(early), crate::start::Started::New) = (early, started) {
-            early.begin(crate::activities::first_turn_runner(
-                self.activities.clone(),
-                input,
-            ));
+            early.recorded();
         }
         Ok(Response::new(StartDurableRunResponse {
             existing: started == crate::start::Started::Existing,

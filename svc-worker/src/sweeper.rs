@@ -152,6 +152,11 @@ impl CurationSweeper {
         .await;
         let outcome = match curated {
             Ok(Ok(_)) => CurationOutcome::Curated,
+            // The chat went (deleted after the claim): nothing is left to curate, or to retry.
+            Ok(Err(err)) if err.code == pa_kit::ErrorCode::NotFound => {
+                tracing::info!(chat_id = %claim.chat_id, %err, "a claimed chat is gone; its turns are dropped");
+                CurationOutcome::Curated
+            }
             Ok(Err(err)) => {
                 tracing::warn!(chat_id = %claim.chat_id, attempt = claim.attempt, ?err, "a curation failed; it is retried after a back-off");
                 CurationOutcome::Failed

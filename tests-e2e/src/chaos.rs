@@ -382,6 +382,24 @@ impl ChaosMesh {
         Ok(())
     }
 
+    /// SIGSTOP (`pause`) or SIGCONT of replica 0 of a service: a process that holds its
+    /// connections open and answers nothing, as one stuck in a long GC-like stall or a frozen VM.
+    pub fn signal_service(&self, target: Target, pause: bool) -> Result<(), BoxError> {
+        let svc = target.service().ok_or("only a service can be paused")?;
+        let child = self
+            .children
+            .get(&(svc, 0))
+            .ok_or_else(|| format!("{svc} is not running"))?;
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("kill {signal} {svc}: {status}").into());
+        }
+        Ok(())
+    }
+
     /// Starts `target` again on its port (a store on its data).
     pub async fn restart(&mut self, target: Target) -> Result<(), BoxError> {
         match target.service() {
@@ -659,7 +677,7 @@ impl ChaosMesh {
         Ok(report)
     }
 
-    async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
+    pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
         let (status, chat) = self
             .post_json("/v1/chats", &json!({ "title": title }))
             .await?;

@@ -108,3 +108,96 @@ async fn a_mesh_that_fails_to_start_leaves_no_process_behind() -> R {
     let _ = std::fs::remove_dir_all(&log_dir);
     Ok(())
 }
+
+/// A durable run is accepted (202) before svc-worker has started its workflow (ADR 0243). When
+/// svc-runs dies then (the worker frozen, so the start is in flight), the run is not left
+/// running with nothing behind it: the restarted svc-runs ends it with a retryable `owner_lost`
+/// once its dead owner's lease runs out; the start the frozen worker still held, delivered when
+/// it wakes, does not bring it back; and the chat takes a new durable run that completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_run_whose_svc_runs_dies_before_its_workflow_starts_is_ended() -> R {
+    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let mut mesh = ChaosMesh::start(ChaosSettings {
+        binary: service_binary()?,
+        token_delay: Duration::from_millis(5),
+        env: vec![
+            ("PA_RUN_LEASE_MS".into(), "2000".into()),
+            ("PA_RUN_LEASE_RENEW_MS".into(), "500".into()),
+        ],
+        log_dir: log_dir.clone(),
+        replicas: 1,
+    })
+    .await?;
+    let chat = mesh.create_chat("a start cut short").await?;
+    let first = start_durable(&mesh, &chat, "before").await?;
+    let ended = follow(&mesh, &first).await?;
+    assert_eq!(
+        ended.events.last().map(|e| e.event_type()),
+        Some("RUN_FINISHED")
+    );
+
+    mesh.signal_service(Target::Worker, true)?;
+    let orphan = start_durable(&mesh, &chat, "cut short").await?;
+    // The start is in flight to the frozen worker; svc-runs dies with it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    mesh.kill(Target::Runs).await?;
+    mesh.restart(Target::Runs).await?;
+    let ended = follow(&mesh, &orphan).await?;
+    let last = ended.events.last().ok_or("no events")?;
+    assert_eq!(last.event_type(), "RUN_ERROR", "{:?}", last.data);
+    assert_eq!(
+        last.data["code"], "owner_lost",
+        "a retryable end: {:?}",
+        last.data
+    );
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{orphan}")).await?;
+    assert_eq!(run["status"], "failed", "{run}");
+
+    mesh.signal_service(Target::Worker, false)?;
+    let next = start_durable(&mesh, &chat, "after").await?;
+    let ended = follow(&mesh, &next).await?;
+    assert_eq!(
+        ended.events.last().map(|e| e.event_type()),
+        Some("RUN_FINISHED"),
+        "the chat goes on"
+    );
+    // Whatever the woken worker did with the start it held, the ended run stays ended.
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{orphan}")).await?;
+    assert_eq!(run["status"], "failed", "{run}");
+    mesh.stop().await?;
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}
+
+async fn start_durable(
+    mesh: &ChaosMesh,
+    chat: &str,
+    text: &str,
+) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    let (status, accepted) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &serde_json::json!({ "message": text, "durable": true }),
+        )
+        .await?;
+    if status != 202 {
+        return Err(format!("start: {status} {accepted}").into());
+    }
+    Ok(accepted["run_id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Follows `run_id` to its end through the mesh's gateway (90 s at most).
+async fn follow(
+    mesh: &ChaosMesh,
+    run_id: &str,
+) -> Result<tests_e2e::chaos::FollowedRun, Box<dyn std::error::Error + Send + Sync>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    tests_e2e::chaos::follow_run(
+        &mesh.http,
+        std::slice::from_ref(&mesh.gateway_url),
+        run_id,
+        deadline,
+        || {},
+    )
+    .await
+}

@@ -110,9 +110,11 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
     mesh.stop().await
 }
 
-/// svc-runs starts durable runs only through svc-worker, Temporal's only client (ADR 0190).
-/// When svc-worker does not answer, a durable start is refused with a retryable `unavailable`
-/// (never `internal`), no run is left RUNNING, and inline runs of the same chat still work.
+/// svc-runs starts durable runs only through svc-worker, Temporal's only client (ADR 0190), and
+/// answers the client before the start (ADR 0243). When svc-worker does not answer, the run so
+/// accepted ends with a retryable `unavailable` RUN_ERROR that says why (never `internal`, never
+/// left RUNNING); the next durable start is refused at once (503) until one reaches the worker
+/// again; inline runs of the same chat still work.
 #[tokio::test]
 async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answer() -> R {
     let unanswered = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -132,6 +134,33 @@ async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answ
             &json!({ "message": "nobody starts me", "durable": true, "run_id": run_id }),
         )
         .await?;
+    assert_eq!(status, 202, "answered before the start: {answer}");
+    let events = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, None, None),
+    )
+    .await??;
+    let last = events.last().ok_or("no events")?;
+    assert_eq!(last.event_type(), "RUN_ERROR", "{:?}", last.data);
+    assert_eq!(last.data["code"], "unavailable", "{:?}", last.data);
+    assert!(
+        last.data["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("durable runs are unavailable"),
+        "{:?}",
+        last.data
+    );
+    let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!((status, &run["status"]), (200, &json!("failed")), "{run}");
+    // The worker is known unreachable now: the next start is tried before the answer.
+    let second = uuid::Uuid::new_v4().to_string();
+    let (status, answer) = mesh
+        .post_json(
+            &format!("/v1/chats/{chat}/runs"),
+            &json!({ "message": "nobody starts me either", "durable": true, "run_id": second }),
+        )
+        .await?;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["code"], "unavailable", "{answer}");
     assert!(
@@ -142,7 +171,7 @@ async fn a_durable_start_is_refused_as_unavailable_when_svc_worker_does_not_answ
         "{answer}"
     );
     // The refused run is not left behind: it is failed (or was never kept).
-    let (status, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    let (status, run) = mesh.get_json(&format!("/v1/runs/{second}")).await?;
     assert!(
         status == 404 || (status == 200 && run["status"] == "failed"),
         "a refused durable start left a run behind: {status} {run}"
@@ -376,7 +405,16 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
             Default::default(),
         )
     };
-    assert_eq!(workflow_status().await?, "running");
+    // The first tokens may come before Temporal has recorded the workflow (ADR 0243).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let running = loop {
+        match workflow_status().await {
+            Ok(status) => break status,
+            Err(err) if tokio::time::Instant::now() > deadline => return Err(err.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    assert_eq!(running, "running");
     let (status, run) = mesh
         .post_json(&format!("/v1/runs/{run_id}/cancel"), &json!({}))
         .await?;

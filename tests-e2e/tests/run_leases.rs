@@ -623,3 +623,110 @@ async fn nobody_else_can_touch_a_run_whose_owner_is_dead() -> R {
     );
     mesh.stop().await
 }
+
+/// (ADR 0243) A durable run is its svc-runs' own until svc-worker confirms the workflow's start.
+/// When that svc-runs died after the start landed but before it recorded the confirmation (here
+/// the confirmation is taken back in the store and the owner is one that never beats), the
+/// replica that reaps the dead owner's runs finds the workflow's events in the run's stream and
+/// hands the run to its workflow instead of ending it: the run finishes with its whole text, and
+/// the row is nobody's. (A start that never landed wrote nothing and ends `owner_lost`:
+/// `chaos.rs`.)
+#[tokio::test]
+async fn a_durable_run_whose_start_was_not_confirmed_is_left_to_its_workflow() -> R {
+    init_tracing();
+    let mesh = Mesh::builder()
+        .worker()
+        .without_curator()
+        .offline_token_delay(TOKEN_DELAY)
+        .run_leases(svc_runs::lease::LeaseSettings {
+            lease: Duration::from_secs(1),
+            renew_every: Duration::from_millis(250),
+            scan_every: Duration::from_millis(250),
+        })
+        .start()
+        .await?;
+    let who = who();
+    let mut runs = client(&mesh.runs_url).await?;
+    let chat = runs
+        .create_chat(mesh.auth.request(
+            &who,
+            CreateChatRequest {
+                title: "unconfirmed".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+    let run = runs
+        .create_run(mesh.auth.request(
+            &who,
+            CreateRunRequest {
+                chat_id: chat.id,
+                message: long_message(),
+                mode: pa_proto::v1::RunMode::Durable as i32,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner()
+        .run
+        .ok_or("no run")?;
+    let redis = redis();
+    wait_for_deltas(&redis, &run.id, 5).await?;
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let dead_owner = format!("gone-{}", uuid::Uuid::now_v7());
+    let taken_back = sqlx::query(
+        "UPDATE runs.runs SET start_pending = true, owner_id = $2 \
+         WHERE id = $1 AND finished_at IS NULL",
+    )
+    .bind(&run.id)
+    .bind(&dead_owner)
+    .execute(&mut db)
+    .await?
+    .rows_affected();
+    assert_eq!(
+        taken_back, 1,
+        "the run ended before the test could stage it"
+    );
+    // The reaper claims it (the owner never beats) and hands it over.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT owner_id FROM runs.runs WHERE id = $1")
+                .bind(&run.id)
+                .fetch_one(&mut db)
+                .await?;
+        if owner.as_deref() != Some(dead_owner.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nobody claimed the run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events = follow_to_end(&redis, &run.id, Duration::from_secs(60)).await?;
+    assert!(
+        matches!(
+            events.last().and_then(|e| e.event.as_ref()),
+            Some(Event::RunFinished(_))
+        ),
+        "{:?}",
+        events.last()
+    );
+    assert!(events.iter().all(|e| run_error_code(e).is_none()));
+    assert!(deltas(&events).split_whitespace().count() > WORDS);
+    let (owner, pending): (Option<String>, bool) =
+        sqlx::query_as("SELECT owner_id, start_pending FROM runs.runs WHERE id = $1")
+            .bind(&run.id)
+            .fetch_one(&mut db)
+            .await?;
+    assert_eq!((owner, pending), (None, false), "the run is its workflow's");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = get_run(&mesh, &mesh.runs_url, &who, &run.id).await?;
+        if row.status == RunStatus::Succeeded as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the row did not land: {row:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    mesh.stop().await
+}
