@@ -76,6 +76,8 @@ pub struct Launcher {
     chat_classes: std::sync::Arc<ChatClasses>,
     /// The provider tags model resolutions last gave, per caller and request (ADR 0229).
     provider_tags: std::sync::Arc<ProviderTagsSeen>,
+    /// Records durable starts svc-worker confirmed (ADR 0243); begun at the first.
+    confirmer: std::sync::Arc<std::sync::OnceLock<crate::confirm::StartConfirmer>>,
 }
 
 /// A bounded memo of what a run's start learnt: at most [`Memo::CAPACITY`] entries, and when
@@ -201,6 +203,7 @@ impl Launcher {
             daily_token_budget: options.daily_token_budget,
             chat_classes: Default::default(),
             provider_tags: Default::default(),
+            confirmer: Default::default(),
         }
     }
 }
@@ -208,8 +211,8 @@ impl Launcher {
 impl Launcher {
     /// Starts a durable run's workflow, after its row was written: the run is this instance's
     /// (held by its driver, so the instance beats for it; a replica ends it if this instance
-    /// dies) until svc-worker confirms the start, then Temporal's (ADR 0243). A start that fails ends the run with the reason (RUN_ERROR) and
-    /// gives its tokens back.
+    /// dies) until svc-worker confirms the start, then Temporal's (ADR 0243, `confirm`). A start
+    /// that fails ends the run with the reason (RUN_ERROR) and gives its tokens back.
     async fn start_durable(
         &self,
         spec: &RunSpec,
@@ -233,37 +236,10 @@ impl Launcher {
         }
         // The run settles its share when it ends.
         held.keep();
-        match self.driver.leases.hand_to_workflow(&spec.run_id).await {
-            Ok(()) => self.driver.forget(&spec.run_id),
-            Err(err) => {
-                // Left pending, the run would be ended as an orphan if this instance died
-                // before it did: so it keeps beating for it until the store takes the news.
-                tracing::warn!(%err, run_id = %spec.run_id, "cannot confirm a durable run's start");
-                self.confirm_later(spec.clone());
-            }
-        }
+        self.confirmer
+            .get_or_init(|| crate::confirm::StartConfirmer::spawn(self.driver.clone()))
+            .confirm(spec.run_id.clone());
         Ok(())
-    }
-
-    /// Retries the confirmation of a started workflow until the store takes it (or the
-    /// process stops, leaving the run to a replica, which ends it as `owner_lost`).
-    fn confirm_later(&self, spec: RunSpec) {
-        let this = self.clone();
-        self.shutdown.spawn_tracked(async move {
-            let mut wait = std::time::Duration::from_millis(200);
-            loop {
-                tokio::time::sleep(wait).await;
-                match this.driver.leases.hand_to_workflow(&spec.run_id).await {
-                    Ok(()) => break,
-                    Err(err) if this.shutdown.is_triggered() => {
-                        tracing::warn!(%err, run_id = %spec.run_id, "stopping with a durable start unconfirmed");
-                        break;
-                    }
-                    Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(5)),
-                }
-            }
-            this.driver.forget(&spec.run_id);
-        });
     }
 }
 

@@ -390,15 +390,15 @@ impl Leases {
         .transpose()
     }
 
-    /// Records that a durable run is its workflow's (ADR 0243): svc-worker confirmed the start,
-    /// or the run's owner died after the start landed. No instance owns it any more (no lease,
-    /// never reaped). One statement: it is on every durable start's way.
-    pub(crate) async fn hand_to_workflow(&self, run_id: &str) -> Result<(), sqlx::Error> {
+    /// Records that durable runs are their workflows' (ADR 0243): svc-worker confirmed their
+    /// starts, or a run's owner died after its start landed. No instance owns them any more (no
+    /// lease, never reaped). One statement for all of them.
+    pub(crate) async fn hand_to_workflow(&self, run_ids: &[String]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "UPDATE runs SET start_pending = false, owner_id = NULL \
-             WHERE id = $1 AND start_pending",
+             WHERE id = ANY($1) AND start_pending",
         )
-        .bind(run_id)
+        .bind(run_ids)
         .execute(&self.owner_pool)
         .await?;
         Ok(())

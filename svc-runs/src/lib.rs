@@ -3,6 +3,7 @@
 
 mod approvals;
 pub mod config;
+mod confirm;
 mod curations;
 pub mod durable;
 mod error;

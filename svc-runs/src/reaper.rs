@@ -45,7 +45,11 @@ impl InlineDriver {
             // 0243). A workflow writes the stream only once Temporal recorded it, so a stream
             // with events is one Temporal carries: only the confirmation was lost.
             if !events.is_empty() && why == OrphanEnd::OwnerLost {
-                match self.leases.hand_to_workflow(run_id).await {
+                match self
+                    .leases
+                    .hand_to_workflow(std::slice::from_ref(run_id))
+                    .await
+                {
                     Ok(()) => tracing::info!(
                         run_id,
                         "a durable run whose owner died before confirming its start is its workflow's"
