@@ -1,8 +1,8 @@
 //! Confirmed durable starts (ADR 0243): a durable run is its svc-runs instance's own until
 //! svc-worker has started its workflow; then the run is recorded as its workflow's. The records
 //! are written in batches, one statement for every start confirmed while the previous statement
-//! ran (group commit), so a burst of durable runs costs Postgres a few commits, not one per run:
-//! measured, one commit per start cost a tenth of `pa-bench durable`'s runs/s.
+//! ran (group commit), so a burst of durable runs costs Postgres a few commits, not one per run
+//! (the closing note of ADR 0243's stop has what `pa-bench durable` showed of either).
 
 use tokio::sync::mpsc;
 

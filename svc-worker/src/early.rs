@@ -1,8 +1,9 @@
 //! Early first turns: when svc-worker starts a durable run, its first model turn begins while
 //! Temporal records the workflow (ADR 0243), instead of after the workflow's first task has gone
 //! back to Temporal and come back as an activity (round trips through the server's persistence,
-//! on the path to the run's first token). A start that does not make a new workflow stops it
-//! ([`Begun::stop`]); svc-runs then ends the run with the start's error.
+//! on the path to the run's first token). It writes nothing until Temporal has recorded the
+//! workflow as new ([`Begun::recorded`]), so what a client sees is always a run Temporal
+//! carries; a start that makes no new workflow drops its [`Begun`] and the turn stops unseen.
 //!
 //! The turn is the one the workflow schedules (`chat::first_turn`, a pure function of the run's
 //! input) and writes the same event ids. When the activity arrives at this worker (Temporal hands

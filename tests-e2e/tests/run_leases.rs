@@ -56,31 +56,42 @@ fn long_message() -> String {
 
 /// A chat and a long inline run in it, through `url`.
 async fn start_run(mesh: &Mesh, url: &str, who: &Identity) -> BoxResult<String> {
+    let run = CreateRunRequest {
+        message: long_message(),
+        ..Default::default()
+    };
+    Ok(chat_and_run(mesh, url, who, "leases", run).await?.id)
+}
+
+/// A chat titled `title` and `run` started in it, through `url`.
+async fn chat_and_run(
+    mesh: &Mesh,
+    url: &str,
+    who: &Identity,
+    title: &str,
+    run: CreateRunRequest,
+) -> BoxResult<Run> {
     let mut runs = client(url).await?;
     let chat = runs
         .create_chat(mesh.auth.request(
             who,
             CreateChatRequest {
-                title: "leases".into(),
+                title: title.into(),
                 ..Default::default()
             },
         ))
         .await?
         .into_inner();
-    let run = runs
-        .create_run(mesh.auth.request(
-            who,
-            CreateRunRequest {
-                chat_id: chat.id,
-                message: long_message(),
-                ..Default::default()
-            },
-        ))
+    let run = CreateRunRequest {
+        chat_id: chat.id,
+        ..run
+    };
+    Ok(runs
+        .create_run(mesh.auth.request(who, run))
         .await?
         .into_inner()
         .run
-        .ok_or("no run")?;
-    Ok(run.id)
+        .ok_or("no run")?)
 }
 
 fn redis() -> pa_kit::redis::Pool {
@@ -495,31 +506,13 @@ async fn a_sub_run_of_a_killed_owner_ends_with_its_parent() -> R {
     let owner = RunsReplica::start(mesh.runs_config.clone()).await?;
     let redis = redis();
     let who = who();
-    let mut runs = client(&owner.url).await?;
-    let chat = runs
-        .create_chat(mesh.auth.request(
-            &who,
-            CreateChatRequest {
-                title: "sub-run leases".into(),
-                ..Default::default()
-            },
-        ))
+    let run = CreateRunRequest {
+        message: "Delegate a long answer.".into(),
+        model: "fp:m".into(),
+        ..Default::default()
+    };
+    let parent = chat_and_run(&mesh, &owner.url, &who, "sub-run leases", run)
         .await?
-        .into_inner();
-    let parent = runs
-        .create_run(mesh.auth.request(
-            &who,
-            CreateRunRequest {
-                chat_id: chat.id,
-                message: "Delegate a long answer.".into(),
-                model: "fp:m".into(),
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner()
-        .run
-        .ok_or("no run")?
         .id;
     // The sub-run announces itself in the parent's stream, then streams in its own.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -646,31 +639,12 @@ async fn a_durable_run_whose_start_was_not_confirmed_is_left_to_its_workflow() -
         .start()
         .await?;
     let who = who();
-    let mut runs = client(&mesh.runs_url).await?;
-    let chat = runs
-        .create_chat(mesh.auth.request(
-            &who,
-            CreateChatRequest {
-                title: "unconfirmed".into(),
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner();
-    let run = runs
-        .create_run(mesh.auth.request(
-            &who,
-            CreateRunRequest {
-                chat_id: chat.id,
-                message: long_message(),
-                mode: pa_proto::v1::RunMode::Durable as i32,
-                ..Default::default()
-            },
-        ))
-        .await?
-        .into_inner()
-        .run
-        .ok_or("no run")?;
+    let run = CreateRunRequest {
+        message: long_message(),
+        mode: pa_proto::v1::RunMode::Durable as i32,
+        ..Default::default()
+    };
+    let run = chat_and_run(&mesh, &mesh.runs_url, &who, "unconfirmed", run).await?;
     let redis = redis();
     wait_for_deltas(&redis, &run.id, 5).await?;
     let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
