@@ -188,6 +188,42 @@ async fn reply(mesh: &Mesh, url: &str, who: &Identity, run: &Run) -> BoxResult<O
         .map(|m| m.content))
 }
 
+/// Follows `run_id` to its end, which must be RUN_FINISHED; its events.
+async fn finished(redis: &pa_kit::redis::Pool, run_id: &str) -> BoxResult<Vec<AgUiEvent>> {
+    let events = follow_to_end(redis, run_id, Duration::from_secs(60)).await?;
+    assert!(
+        matches!(
+            events.last().and_then(|e| e.event.as_ref()),
+            Some(Event::RunFinished(_))
+        ),
+        "{:?}",
+        events.last()
+    );
+    Ok(events)
+}
+
+/// Follows `run_id` to RUN_FINISHED with its whole text and no RUN_ERROR, then waits (30 s at
+/// most) for its row to say SUCCEEDED.
+async fn finished_whole(
+    mesh: &Mesh,
+    who: &Identity,
+    redis: &pa_kit::redis::Pool,
+    run_id: &str,
+) -> R {
+    let events = finished(redis, run_id).await?;
+    assert!(events.iter().all(|e| run_error_code(e).is_none()));
+    assert!(deltas(&events).split_whitespace().count() > WORDS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = get_run(mesh, &mesh.runs_url, who, run_id).await?;
+        if row.status == RunStatus::Succeeded as i32 {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "the row did not land: {row:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn run_error_code(event: &AgUiEvent) -> Option<String> {
     match &event.event {
         Some(Event::RunError(e)) => e.code.clone(),
@@ -378,26 +414,7 @@ async fn a_live_run_is_not_reaped_while_its_owner_cannot_reach_postgres() -> R {
     // Longer than a lease plus a scan: the other replica would have reaped it by now.
     tokio::time::sleep(Duration::from_secs(9)).await;
     proxy.up();
-    let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
-    assert!(
-        matches!(
-            events.last().and_then(|e| e.event.as_ref()),
-            Some(Event::RunFinished(_))
-        ),
-        "{:?}",
-        events.last()
-    );
-    assert!(events.iter().all(|e| run_error_code(e).is_none()));
-    assert!(deltas(&events).split_whitespace().count() > WORDS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = get_run(&mesh, &mesh.runs_url, &who, &run).await?;
-        if row.status == RunStatus::Succeeded as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the row did not land: {row:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    finished_whole(&mesh, &who, &redis, &run).await?;
     drop(owner);
     mesh.stop().await
 }
@@ -423,15 +440,7 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
     let run = start_run(&mesh, &owner.url, &who).await?;
     wait_for_deltas(&redis, &run, 5).await?;
     proxy.down();
-    let events = follow_to_end(&redis, &run, Duration::from_secs(60)).await?;
-    assert!(
-        matches!(
-            events.last().and_then(|e| e.event.as_ref()),
-            Some(Event::RunFinished(_))
-        ),
-        "{:?}",
-        events.last()
-    );
+    let events = finished(&redis, &run).await?;
     let text = deltas(&events);
     // Postgres is still cut off from svc-runs: the row waits (read directly).
     let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
@@ -676,31 +685,12 @@ async fn a_durable_run_whose_start_was_not_confirmed_is_left_to_its_workflow() -
         assert!(Instant::now() < deadline, "nobody claimed the run");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let events = follow_to_end(&redis, &run.id, Duration::from_secs(60)).await?;
-    assert!(
-        matches!(
-            events.last().and_then(|e| e.event.as_ref()),
-            Some(Event::RunFinished(_))
-        ),
-        "{:?}",
-        events.last()
-    );
-    assert!(events.iter().all(|e| run_error_code(e).is_none()));
-    assert!(deltas(&events).split_whitespace().count() > WORDS);
+    finished_whole(&mesh, &who, &redis, &run.id).await?;
     let (owner, pending): (Option<String>, bool) =
         sqlx::query_as("SELECT owner_id, start_pending FROM runs.runs WHERE id = $1")
             .bind(&run.id)
             .fetch_one(&mut db)
             .await?;
     assert_eq!((owner, pending), (None, false), "the run is its workflow's");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = get_run(&mesh, &mesh.runs_url, &who, &run.id).await?;
-        if row.status == RunStatus::Succeeded as i32 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the row did not land: {row:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
     mesh.stop().await
 }
