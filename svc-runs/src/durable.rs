@@ -127,7 +127,8 @@ impl DurableDriver {
             recall_wait_ms,
         } = context;
         let identity = spec.identity.clone().unwrap_or_default();
-        let request = StartDurableRunRequest {
+        let run_id = spec.run_id.clone();
+        let mut request = StartDurableRunRequest {
             spec: Some(spec),
             history: history
                 .into_iter()
@@ -144,7 +145,15 @@ impl DurableDriver {
         let deadline = std::time::Instant::now() + retry_for;
         let mut wait = std::time::Duration::from_millis(100);
         loop {
-            let mut call = self.auth.request(&identity, request.clone());
+            // A try that may be followed by another sends a copy; the last (the only one when
+            // nothing is retried) sends the request itself.
+            let last = std::time::Instant::now() + wait >= deadline;
+            let body = if last {
+                std::mem::take(&mut request)
+            } else {
+                request.clone()
+            };
+            let mut call = self.auth.request(&identity, body);
             call.set_timeout(WORKER_START_TIMEOUT);
             let started = self
                 .worker()?
@@ -158,7 +167,7 @@ impl DurableDriver {
                     if err.code == pa_kit::ErrorCode::Unavailable
                         && std::time::Instant::now() + wait < deadline =>
                 {
-                    tracing::info!(run_id = %request.spec.as_ref().map(|s| s.run_id.as_str()).unwrap_or_default(), %err, "a durable run's start is tried again");
+                    tracing::info!(%run_id, %err, "a durable run's start is tried again");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(std::time::Duration::from_secs(2));
                 }
