@@ -169,6 +169,75 @@ async fn a_durable_run_whose_svc_runs_dies_before_its_workflow_starts_is_ended()
     Ok(())
 }
 
+/// A durable run's start confirmed while Postgres is down (ADR 0243's confirmation, issue 23's
+/// fault test): svc-worker is frozen while the run is accepted, Postgres is killed, then the worker
+/// wakes and starts the workflow, so svc-runs learns of the start with nowhere to record it. The
+/// record is tried again until Postgres is back: the run ends, and its row is its workflow's
+/// (`start_pending` cleared, no owner) rather than left to the reaper as an unconfirmed start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_start_confirmed_while_postgres_is_down_is_recorded_when_it_returns() -> R {
+    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let mut mesh = ChaosMesh::start(ChaosSettings {
+        binary: service_binary()?,
+        token_delay: Duration::from_millis(5),
+        // A lease that outlasts the outage: the run stays svc-runs' own throughout, so only the
+        // confirmation can hand it to its workflow.
+        env: vec![("PA_RUN_LEASE_MS".into(), "30000".into())],
+        log_dir: log_dir.clone(),
+        replicas: 1,
+    })
+    .await?;
+    let chat = mesh.create_chat("a start confirmed in an outage").await?;
+    let first = start_durable(&mesh, &chat, "before").await?;
+    let ended = follow(&mesh, &first).await?;
+    assert_eq!(
+        ended.events.last().map(|e| e.event_type()),
+        Some("RUN_FINISHED")
+    );
+
+    mesh.signal_service(Target::Worker, true)?;
+    let run = start_durable(&mesh, &chat, "confirmed in an outage").await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    mesh.kill(Target::Postgres).await?;
+    mesh.signal_service(Target::Worker, false)?;
+    // The start lands in Temporal; its confirmation finds no Postgres for longer than a pool
+    // waits for a connection (5 s), so the write fails and is tried again.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    mesh.restart(Target::Postgres).await?;
+
+    let ended = follow(&mesh, &run).await?;
+    // The turn streamed through the outage; its end was recorded once Postgres was back.
+    assert_eq!(
+        ended.events.last().map(|e| e.event_type()),
+        Some("RUN_FINISHED"),
+        "{:?}",
+        ended.events.last().map(|e| &e.data)
+    );
+    let (_, row) = mesh.get_json(&format!("/v1/runs/{run}")).await?;
+    assert_eq!(row["status"], "succeeded", "{row}");
+    let db = sqlx::PgPool::connect(&mesh.postgres.url()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (pending, owner) = loop {
+        let row: (bool, Option<String>) =
+            sqlx::query_as("SELECT start_pending, owner_id FROM runs.runs WHERE id = $1")
+                .bind(&run)
+                .fetch_one(&db)
+                .await?;
+        if !row.0 || tokio::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !pending && owner.is_none(),
+        "the confirmation is recorded once Postgres is back: start_pending={pending} owner={owner:?}"
+    );
+    db.close().await;
+    mesh.stop().await?;
+    let _ = std::fs::remove_dir_all(&log_dir);
+    Ok(())
+}
+
 async fn start_durable(
     mesh: &ChaosMesh,
     chat: &str,
