@@ -116,26 +116,14 @@ async fn a_mesh_that_fails_to_start_leaves_no_process_behind() -> R {
 /// it wakes, does not bring it back; and the chat takes a new durable run that completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_run_whose_svc_runs_dies_before_its_workflow_starts_is_ended() -> R {
-    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
-    let mut mesh = ChaosMesh::start(ChaosSettings {
-        binary: service_binary()?,
-        token_delay: Duration::from_millis(5),
-        env: vec![
+    let (mut mesh, chat, log_dir) = mesh_with_a_finished_durable_run(
+        vec![
             ("PA_RUN_LEASE_MS".into(), "2000".into()),
             ("PA_RUN_LEASE_RENEW_MS".into(), "500".into()),
         ],
-        log_dir: log_dir.clone(),
-        replicas: 1,
-    })
+        "a start cut short",
+    )
     .await?;
-    let chat = mesh.create_chat("a start cut short").await?;
-    let first = start_durable(&mesh, &chat, "before").await?;
-    let ended = follow(&mesh, &first).await?;
-    assert_eq!(
-        ended.events.last().map(|e| e.event_type()),
-        Some("RUN_FINISHED")
-    );
-
     mesh.signal_service(Target::Worker, true)?;
     let orphan = start_durable(&mesh, &chat, "cut short").await?;
     // The start is in flight to the frozen worker; svc-runs dies with it.
@@ -176,25 +164,13 @@ async fn a_durable_run_whose_svc_runs_dies_before_its_workflow_starts_is_ended()
 /// (`start_pending` cleared, no owner) rather than left to the reaper as an unconfirmed start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_start_confirmed_while_postgres_is_down_is_recorded_when_it_returns() -> R {
-    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
-    let mut mesh = ChaosMesh::start(ChaosSettings {
-        binary: service_binary()?,
-        token_delay: Duration::from_millis(5),
-        // A lease that outlasts the outage: the run stays svc-runs' own throughout, so only the
-        // confirmation can hand it to its workflow.
-        env: vec![("PA_RUN_LEASE_MS".into(), "30000".into())],
-        log_dir: log_dir.clone(),
-        replicas: 1,
-    })
+    // A lease that outlasts the outage: the run stays svc-runs' own throughout, so only the
+    // confirmation can hand it to its workflow.
+    let (mut mesh, chat, log_dir) = mesh_with_a_finished_durable_run(
+        vec![("PA_RUN_LEASE_MS".into(), "30000".into())],
+        "a start confirmed in an outage",
+    )
     .await?;
-    let chat = mesh.create_chat("a start confirmed in an outage").await?;
-    let first = start_durable(&mesh, &chat, "before").await?;
-    let ended = follow(&mesh, &first).await?;
-    assert_eq!(
-        ended.events.last().map(|e| e.event_type()),
-        Some("RUN_FINISHED")
-    );
-
     mesh.signal_service(Target::Worker, true)?;
     let run = start_durable(&mesh, &chat, "confirmed in an outage").await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -236,6 +212,32 @@ async fn a_durable_start_confirmed_while_postgres_is_down_is_recorded_when_it_re
     mesh.stop().await?;
     let _ = std::fs::remove_dir_all(&log_dir);
     Ok(())
+}
+
+/// The mesh as processes (5 ms between tokens, `env` added), a chat titled `title`, and a
+/// first durable run of it followed to RUN_FINISHED (so a worker, Temporal and the chat are warm
+/// and the chat's durable starts answer first); and where the logs go.
+async fn mesh_with_a_finished_durable_run(
+    env: Vec<(String, String)>,
+    title: &str,
+) -> Result<(ChaosMesh, String, std::path::PathBuf), Box<dyn std::error::Error + Send + Sync>> {
+    let log_dir = std::env::temp_dir().join(format!("pa-chaos-{}", uuid::Uuid::new_v4().simple()));
+    let mesh = ChaosMesh::start(ChaosSettings {
+        binary: service_binary()?,
+        token_delay: Duration::from_millis(5),
+        env,
+        log_dir: log_dir.clone(),
+        replicas: 1,
+    })
+    .await?;
+    let chat = mesh.create_chat(title).await?;
+    let first = start_durable(&mesh, &chat, "before").await?;
+    let ended = follow(&mesh, &first).await?;
+    assert_eq!(
+        ended.events.last().map(|e| e.event_type()),
+        Some("RUN_FINISHED")
+    );
+    Ok((mesh, chat, log_dir))
 }
 
 async fn start_durable(
