@@ -685,22 +685,35 @@ impl RunActivities {
             .await
             .map_err(failure)?;
         let first_seq = pending.len() as u64;
-        // A retried activity whose earlier attempt discarded a broken-off message goes on after
-        // that discard (a plain retry rewrites the same ids, which the stream already holds).
+        // Where the step's events go on: after what an earlier attempt of it wrote. A retried
+        // activity, or the first attempt of a turn a dead worker had begun early, may find
+        // events of this step in the stream (ADR 0245). An early turn is the run's first
+        // writer (it writes only once its workflow is new), so it skips the read.
         let Resume {
             mut seq,
             mut discards,
-        } = if beat.attempt() > 1 {
-            self.resume_point(run_id, step, first_seq)
-                .await
-                .map_err(failure)?
-        } else {
+            orphan,
+        } = if beat.is_early() {
             Resume {
                 seq: first_seq,
                 discards: 0,
+                orphan: None,
             }
+        } else {
+            self.resume_point(run_id, step, first_seq)
+                .await
+                .map_err(failure)?
         };
-        let pending = ids(step, 0, pending);
+        let mut pending = ids(step, 0, pending);
+        // A message an earlier attempt left unfinished (its worker died) is withdrawn before
+        // this attempt streams: the model answers anew, and a sampling model's new tokens must
+        // not continue the dead attempt's (ADR 0245).
+        if let Some(orphan) = orphan {
+            let events = ids(step, seq, orphan.withdrawal());
+            seq += events.len() as u64;
+            discards += 1;
+            pending.extend(events);
+        }
         // An early turn asks the model at once but writes once its workflow is recorded.
         let pending = async {
             beat.recorded().await?;
@@ -842,8 +855,9 @@ impl RunActivities {
         }
     }
 
-    /// Where a retried model turn's events go: after the last `message_discarded` an earlier
-    /// attempt of the step wrote, with as many discards behind it.
+    /// Where a model turn's events go: after the last `message_discarded` an earlier attempt of
+    /// the step wrote, with as many discards behind it; and the message an attempt after that
+    /// discard began, if any (its worker died mid-turn: nothing withdrew it).
     async fn resume_point(
         &self,
         run_id: &str,
@@ -866,19 +880,34 @@ impl RunActivities {
         let mut resume = Resume {
             seq: first_seq,
             discards: 0,
+            orphan: None,
         };
+        let mut orphan = Orphan::default();
+        // The step's last event after the last discard (where a withdrawal goes).
+        let mut after_orphan = first_seq;
         for (id, fields) in entries {
-            let discarded = fields.iter().any(|(_, json)| {
-                matches!(
-                    AgUiEvent::from_json(json).ok().and_then(|e| e.event),
-                    Some(Event::Custom(c)) if c.name == MESSAGE_DISCARDED
-                )
-            });
-            let seq = id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok());
-            if let (true, Some(seq)) = (discarded, seq) {
-                resume.seq = seq + 1;
-                resume.discards += 1;
+            let Some(seq) = id.rsplit_once('-').and_then(|(_, s)| s.parse::<u64>().ok()) else {
+                continue;
+            };
+            for (_, json) in &fields {
+                let Some(event) = AgUiEvent::from_json(json).ok().and_then(|e| e.event) else {
+                    continue;
+                };
+                if matches!(&event, Event::Custom(c) if c.name == MESSAGE_DISCARDED) {
+                    resume.seq = seq + 1;
+                    resume.discards += 1;
+                    orphan = Orphan::default();
+                } else {
+                    orphan.saw(&event);
+                }
+                after_orphan = seq + 1;
             }
+        }
+        // Without a message begun, the same ids are written again (the stream keeps the first
+        // copy): a deterministic replay of what the dead attempt wrote.
+        if orphan.began() {
+            resume.seq = after_orphan;
+            resume.orphan = Some(orphan);
         }
         Ok(resume)
     }
@@ -991,6 +1020,79 @@ impl TurnRetry {
 struct Resume {
     seq: u64,
     discards: u32,
+    /// What an earlier attempt began after the last discard, to be withdrawn first.
+    orphan: Option<Orphan>,
+}
+
+/// The messages an attempt whose worker died had written, read back from the stream.
+#[derive(Default, Debug, PartialEq)]
+struct Orphan {
+    text_id: Option<String>,
+    text_open: bool,
+    reasoning_id: Option<String>,
+    reasoning_open: bool,
+    reasoning_message_open: bool,
+}
+
+impl Orphan {
+    fn saw(&mut self, event: &Event) {
+        match event {
+            Event::TextMessageStart(m) => {
+                self.text_id = Some(m.message_id.clone());
+                self.text_open = true;
+            }
+            Event::TextMessageEnd(m) if self.text_id.as_deref() == Some(&m.message_id) => {
+                self.text_open = false;
+            }
+            Event::ReasoningStart(m) => {
+                self.reasoning_id = Some(m.message_id.clone());
+                self.reasoning_open = true;
+            }
+            Event::ReasoningMessageStart(_) => self.reasoning_message_open = true,
+            Event::ReasoningMessageEnd(_) => self.reasoning_message_open = false,
+            Event::ReasoningEnd(_) => self.reasoning_open = false,
+            _ => {}
+        }
+    }
+
+    fn began(&self) -> bool {
+        self.text_id.is_some() || self.reasoning_id.is_some()
+    }
+
+    /// Closes what is still open and marks the messages discarded, as a broken-off attempt's
+    /// own [`discard_events`] would.
+    fn withdrawal(&self) -> Vec<AgUiEvent> {
+        use pa_proto::v1::{ReasoningEnd, ReasoningMessageEnd, TextMessageEnd};
+        let mut events = Vec::new();
+        if let Some(id) = &self.reasoning_id {
+            if self.reasoning_message_open {
+                events.push(AgUiEvent::new(Event::ReasoningMessageEnd(
+                    ReasoningMessageEnd {
+                        message_id: id.clone(),
+                        timestamp: None,
+                    },
+                )));
+            }
+            if self.reasoning_open {
+                events.push(AgUiEvent::new(Event::ReasoningEnd(ReasoningEnd {
+                    message_id: id.clone(),
+                    timestamp: None,
+                })));
+            }
+        }
+        if let (Some(id), true) = (&self.text_id, self.text_open) {
+            events.push(AgUiEvent::new(Event::TextMessageEnd(TextMessageEnd {
+                message_id: id.clone(),
+                timestamp: None,
+            })));
+        }
+        events.push(discarded(
+            self.text_id.as_deref(),
+            self.reasoning_id.as_deref(),
+            "the worker running this turn stopped; the model is asked again",
+        ));
+        events
+    }
 }
 
 /// One attempt of a model turn: the inputs it fed and the messages it opened.
@@ -1064,23 +1166,33 @@ fn discard_events(
         },
     )?;
     let mut events = retag(closing, discards);
+    events.push(discarded(
+        attempt.text_id.as_deref(),
+        attempt.reasoning_id.as_deref(),
+        reason,
+    ));
+    Ok(events)
+}
+
+/// The CUSTOM `message_discarded` `{messageId, reason}` (`reasoningMessageId` too when the
+/// attempt streamed reasoning beside its text).
+fn discarded(text_id: Option<&str>, reasoning_id: Option<&str>, reason: &str) -> AgUiEvent {
     let mut value = serde_json::json!({ "reason": reason });
-    match (&attempt.text_id, &attempt.reasoning_id) {
+    match (text_id, reasoning_id) {
         (Some(text), reasoning) => {
-            value["messageId"] = text.clone().into();
+            value["messageId"] = text.into();
             if let Some(reasoning) = reasoning {
-                value["reasoningMessageId"] = reasoning.clone().into();
+                value["reasoningMessageId"] = reasoning.into();
             }
         }
-        (None, Some(reasoning)) => value["messageId"] = reasoning.clone().into(),
+        (None, Some(reasoning)) => value["messageId"] = reasoning.into(),
         (None, None) => {}
     }
-    events.push(AgUiEvent::new(Event::Custom(pa_proto::v1::Custom {
+    AgUiEvent::new(Event::Custom(pa_proto::v1::Custom {
         name: MESSAGE_DISCARDED.into(),
         value_json: value.to_string(),
         timestamp: None,
-    })));
-    Ok(events)
+    }))
 }
 
 /// A retried attempt's events: its messages get ids of their own (`<id>-retry<n>`), so a client
@@ -1119,6 +1231,70 @@ fn retag(mut events: Vec<AgUiEvent>, discards: u32) -> Vec<AgUiEvent> {
 mod tests {
     use super::*;
     use pa_agent::{AgentLoop, RunIds, TurnMessage};
+
+    fn kinds(events: &[AgUiEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match &e.event {
+                Some(Event::Custom(c)) => format!("{}:{}", c.name, c.value_json),
+                Some(Event::TextMessageEnd(m)) => format!("text_end:{}", m.message_id),
+                Some(Event::ReasoningMessageEnd(m)) => {
+                    format!("reasoning_message_end:{}", m.message_id)
+                }
+                Some(Event::ReasoningEnd(m)) => format!("reasoning_end:{}", m.message_id),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dead_attempts_open_message_is_closed_and_withdrawn_and_a_finished_one_only_withdrawn() {
+        use pa_proto::v1::{ReasoningStart, TextMessageContent, TextMessageEnd, TextMessageStart};
+        let mut orphan = Orphan::default();
+        assert!(!orphan.began(), "nothing written, nothing to withdraw");
+        orphan.saw(&Event::ReasoningStart(ReasoningStart {
+            message_id: "r-retry1".into(),
+            timestamp: None,
+        }));
+        orphan.saw(&Event::TextMessageStart(TextMessageStart {
+            message_id: "m-retry1".into(),
+            role: "assistant".into(),
+            timestamp: None,
+        }));
+        orphan.saw(&Event::TextMessageContent(TextMessageContent {
+            message_id: "m-retry1".into(),
+            delta: "half an ans".into(),
+            timestamp: None,
+        }));
+        assert!(orphan.began());
+        let reason = "the worker running this turn stopped; the model is asked again";
+        assert_eq!(
+            kinds(&orphan.withdrawal()),
+            vec![
+                "reasoning_end:r-retry1".to_string(),
+                "text_end:m-retry1".to_string(),
+                format!(
+                    "{MESSAGE_DISCARDED}:{}",
+                    serde_json::json!({"reason": reason, "messageId": "m-retry1", "reasoningMessageId": "r-retry1"})
+                ),
+            ]
+        );
+        // A message the dead attempt finished is withdrawn without a second end.
+        orphan.saw(&Event::TextMessageEnd(TextMessageEnd {
+            message_id: "m-retry1".into(),
+            timestamp: None,
+        }));
+        let withdrawal = kinds(&orphan.withdrawal());
+        assert!(
+            !withdrawal.iter().any(|k| k.starts_with("text_end")),
+            "{withdrawal:?}"
+        );
+        assert!(
+            withdrawal
+                .last()
+                .is_some_and(|k| k.starts_with(MESSAGE_DISCARDED))
+        );
+    }
 
     fn started() -> AgentLoop {
         let mut agent = AgentLoop::new(

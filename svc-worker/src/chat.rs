@@ -4,7 +4,8 @@
 //! Determinism: this module only steps the sans-IO `AgentLoop` and schedules activities — no
 //! clock, randomness, tokio select/spawn/sleep or I/O. Events are written by the activities under
 //! ids `<step>-<seq>` that the workflow hands out, so a retried activity rewrites the same ids and
-//! Redis keeps the first copy (see `EventSink::emit_at`).
+//! Redis keeps the first copy (see `EventSink::emit_at`); a model turn's message that a dead
+//! worker had begun is withdrawn first, and the retry streams after it (ADR 0245).
 //!
 //! Event hand-off: an activity that streams a model turn steps its own copy of the loop (the
 //! workflow's, passed in) so tokens reach the stream as they arrive, and returns the inputs it fed.

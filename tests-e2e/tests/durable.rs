@@ -468,12 +468,18 @@ async fn worker_killed_mid_turn(words: usize, kill_after: usize) -> R {
     replacement.kill()?;
     replacement.wait()?;
     let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
-    let text = text_of(&all);
+    // What the dead worker streamed of its message is withdrawn (ADR 0245): the text a client
+    // shows is the replacement's, whole and once.
+    let text = tests_e2e::chaos::visible_text(&all);
     assert!(
-        text.contains(&message),
+        text.trim_end().ends_with(&message) && text.matches("w17 ").count() == 1,
         "every token once, in order: {text}"
     );
-    assert_eq!(text.matches("w17 ").count(), 1, "{text}");
+    assert!(
+        all.iter()
+            .any(|e| e.event_type() == "CUSTOM" && e.data["name"] == "message_discarded"),
+        "the dead worker's message is withdrawn"
+    );
     let ids: Vec<&str> = all.iter().filter_map(|e| e.id.as_deref()).collect();
     let mut unique = ids.clone();
     unique.dedup();
@@ -498,6 +504,73 @@ async fn a_worker_killed_after_its_turn_went_to_its_activity_is_replaced_and_eve
     // 50 events at 60 ms a token are past FIRST_TURN_HERE_WAIT (2 s).
     assert!(svc_worker::activities::FIRST_TURN_HERE_WAIT < Duration::from_millis(2500));
     worker_killed_mid_turn(70, 50).await
+}
+
+/// A sampling model answers differently each time it is asked. A worker killed mid-turn leaves
+/// part of one answer in the stream; its replacement asks again and gets another. The client
+/// shows the second answer whole, not the first one's opening spliced onto the second's rest,
+/// and it is the answer the chat stores (ADR 0245).
+#[tokio::test]
+async fn a_worker_killed_mid_turn_of_a_sampling_model_leaves_one_answer_not_two_spliced() -> R {
+    let mesh = Mesh::builder()
+        .worker_process()
+        .without_curator()
+        .start()
+        .await?;
+    let fake = FakeProvider::start().await?;
+    add_fake_model(&mesh, "sampling", &fake, false).await?;
+    let answer = |word: &str| -> Vec<Chunk> {
+        (1..=40)
+            .map(|i| Chunk::text(format!("{word}{i} ")))
+            .collect()
+    };
+    fake.push(Reply::chunks(answer("first")).with_chunk_delay(Duration::from_millis(60)));
+    fake.push(Reply::chunks(answer("second")).with_chunk_delay(Duration::from_millis(60)));
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = mesh.spawn_worker_process(binary)?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let chat = mesh.create_chat("sampling").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "say something", "model": "sampling:model", "durable": true }),
+    )
+    .await?;
+    let early = mesh.read_events(&run_id, None, Some(8)).await?;
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(binary)?;
+    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
+    let rest = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, Some(&resumed_from), None),
+    )
+    .await??;
+    replacement.kill()?;
+    replacement.wait()?;
+    let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
+    assert!(
+        text_of(&all).starts_with("first1 "),
+        "the dead worker streamed part of the first answer: {}",
+        text_of(&all)
+    );
+    let second: String = (1..=40).map(|i| format!("second{i} ")).collect();
+    let shown = tests_e2e::chaos::visible_text(&all);
+    assert_eq!(shown, second, "one answer, whole");
+    assert_eq!(all.last().map(SseEvent::event_type), Some("RUN_FINISHED"));
+    let (_, messages) = mesh.get_json(&format!("/v1/chats/{chat}/messages")).await?;
+    let stored = messages["items"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["role"] == "assistant"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        stored.trim(),
+        second.trim(),
+        "the chat stores what was shown"
+    );
+    mesh.stop().await
 }
 
 /// A page that takes its time (long enough to kill a worker while a tool call waits on it),
