@@ -437,6 +437,31 @@ async fn cancelling_a_durable_run_ends_it_with_run_error_cancelled() -> R {
     mesh.stop().await
 }
 
+/// Reads `run_id`'s first `kill_after` events, kills `worker` (SIGKILL) mid-turn, starts a
+/// replacement, and reads the rest as a client that reconnects with Last-Event-ID would: every
+/// event the client got, in order.
+async fn read_through_a_worker_kill(
+    mesh: &Mesh,
+    mut worker: std::process::Child,
+    run_id: &str,
+    kill_after: usize,
+) -> Result<Vec<SseEvent>, E> {
+    let early = mesh.read_events(run_id, None, Some(kill_after)).await?;
+    assert_eq!(early.len(), kill_after);
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(env!("CARGO_BIN_EXE_pa-e2e-worker"))?;
+    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
+    let rest = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(run_id, Some(&resumed_from), None),
+    )
+    .await??;
+    replacement.kill()?;
+    replacement.wait()?;
+    Ok(early.into_iter().chain(rest).collect())
+}
+
 /// A worker killed (SIGKILL) mid-turn, once `kill_after` events of a `words`-token turn (60 ms a
 /// token) are out, is replaced, and every token arrives once.
 async fn worker_killed_mid_turn(words: usize, kill_after: usize) -> R {
@@ -445,29 +470,13 @@ async fn worker_killed_mid_turn(words: usize, kill_after: usize) -> R {
         .worker_process()
         .start()
         .await?;
-    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
-    let mut worker = mesh.spawn_worker_process(binary)?;
+    let worker = mesh.spawn_worker_process(env!("CARGO_BIN_EXE_pa-e2e-worker"))?;
     mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("crash").await?;
     let words: Vec<String> = (1..=words).map(|i| format!("w{i}")).collect();
     let message = words.join(" ");
     let run_id = start(&mesh, &chat, json!({ "message": message, "durable": true })).await?;
-    // Some tokens are out: kill -9 the worker mid-turn.
-    let early = mesh.read_events(&run_id, None, Some(kill_after)).await?;
-    assert_eq!(early.len(), kill_after);
-    worker.kill()?;
-    worker.wait()?;
-    let mut replacement = mesh.spawn_worker_process(binary)?;
-    // A client that reconnects with Last-Event-ID sees the rest, each token once.
-    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
-    let rest = tokio::time::timeout(
-        Duration::from_secs(60),
-        mesh.read_events(&run_id, Some(&resumed_from), None),
-    )
-    .await??;
-    replacement.kill()?;
-    replacement.wait()?;
-    let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
+    let all = read_through_a_worker_kill(&mesh, worker, &run_id, kill_after).await?;
     // What the dead worker streamed of its message is withdrawn (ADR 0245): the text a client
     // shows is the replacement's, whole and once.
     let text = tests_e2e::chaos::visible_text(&all);
@@ -526,8 +535,7 @@ async fn a_worker_killed_mid_turn_of_a_sampling_model_leaves_one_answer_not_two_
     };
     fake.push(Reply::chunks(answer("first")).with_chunk_delay(Duration::from_millis(60)));
     fake.push(Reply::chunks(answer("second")).with_chunk_delay(Duration::from_millis(60)));
-    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
-    let mut worker = mesh.spawn_worker_process(binary)?;
+    let worker = mesh.spawn_worker_process(env!("CARGO_BIN_EXE_pa-e2e-worker"))?;
     mesh.wait_worker_process(Duration::from_secs(60)).await?;
     let chat = mesh.create_chat("sampling").await?;
     let run_id = start(
@@ -536,19 +544,7 @@ async fn a_worker_killed_mid_turn_of_a_sampling_model_leaves_one_answer_not_two_
         json!({ "message": "say something", "model": "sampling:model", "durable": true }),
     )
     .await?;
-    let early = mesh.read_events(&run_id, None, Some(8)).await?;
-    worker.kill()?;
-    worker.wait()?;
-    let mut replacement = mesh.spawn_worker_process(binary)?;
-    let resumed_from = early.last().and_then(|e| e.id.clone()).unwrap_or_default();
-    let rest = tokio::time::timeout(
-        Duration::from_secs(60),
-        mesh.read_events(&run_id, Some(&resumed_from), None),
-    )
-    .await??;
-    replacement.kill()?;
-    replacement.wait()?;
-    let all: Vec<SseEvent> = early.into_iter().chain(rest).collect();
+    let all = read_through_a_worker_kill(&mesh, worker, &run_id, 8).await?;
     assert!(
         text_of(&all).starts_with("first1 "),
         "the dead worker streamed part of the first answer: {}",
