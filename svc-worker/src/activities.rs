@@ -687,13 +687,14 @@ impl RunActivities {
         let first_seq = pending.len() as u64;
         // Where the step's events go on: after what an earlier attempt of it wrote. A retried
         // activity, or the first attempt of a turn a dead worker had begun early, may find
-        // events of this step in the stream (ADR 0245). An early turn is the run's first
-        // writer (it writes only once its workflow is new), so it skips the read.
+        // events of this step in the stream (ADR 0245). Nothing else can: an early turn is
+        // its run's first writer (it writes only once its workflow is new), and a later step's
+        // first attempt is the first to have that step, so neither reads.
         let Resume {
             mut seq,
             mut discards,
             orphan,
-        } = if beat.is_early() {
+        } = if beat.is_early() || (beat.attempt() == 1 && step != crate::payloads::FIRST_STEP) {
             Resume {
                 seq: first_seq,
                 discards: 0,

@@ -46,6 +46,14 @@ pub enum Beat {
 }
 
 impl Beat {
+    /// The activity's attempt (1 for the first; an early turn is its activity's first).
+    pub(crate) fn attempt(&self) -> u32 {
+        match self {
+            Beat::Activity(ctx) => ctx.info().attempt,
+            Beat::Early { .. } => 1,
+        }
+    }
+
     /// Whether this is a turn begun at the run's start, before any activity (see `Begun`).
     pub(crate) fn is_early(&self) -> bool {
         matches!(self, Beat::Early { .. })
