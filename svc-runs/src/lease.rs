@@ -20,10 +20,9 @@ use std::time::Duration;
 use deadpool_redis::redis::{self, AsyncCommands};
 use pa_kit::PaError;
 use pa_proto::v1::{
-    AgUiEvent, ModelAttempt, ReasoningEnd, ReasoningMessageEnd, RunError, RunMode, RunSpec,
-    RunStatus, TextMessageEnd, Usage, ag_ui_event::Event,
+    AgUiEvent, ModelAttempt, RunError, RunMode, RunSpec, RunStatus, Usage, ag_ui_event::Event,
 };
-use pa_turn_io::RunEnding;
+use pa_turn_io::{OpenMessages, RunEnding};
 use prost::Message;
 use sqlx::{PgPool, Row};
 use tokio::time::Instant;
@@ -77,10 +76,8 @@ pub struct StreamState {
     /// The assistant's text so far: its TEXT_MESSAGE_CONTENT deltas (not a sub-run's relayed
     /// ones), messages joined by a newline as the loop joins its turns.
     pub text: String,
-    /// A text message started and not ended.
-    pub open_message: Option<String>,
-    /// A reasoning message started and not ended.
-    pub open_reasoning: Option<String>,
+    /// The messages it began and which of them are still open.
+    pub messages: OpenMessages,
     /// The run's RUN_FINISHED / RUN_ERROR, when the stream has one.
     pub terminal: Option<AgUiEvent>,
 }
@@ -93,10 +90,8 @@ pub fn stream_state<'a>(events: impl IntoIterator<Item = &'a AgUiEvent>) -> Stre
         if event.subagent_run_id.is_some() {
             continue;
         }
+        state.messages.saw(event);
         match &event.event {
-            Some(Event::TextMessageStart(start)) => {
-                state.open_message = Some(start.message_id.clone());
-            }
             Some(Event::TextMessageContent(content)) => {
                 if content.message_id != last_message {
                     if !state.text.is_empty() && !content.delta.is_empty() {
@@ -106,15 +101,6 @@ pub fn stream_state<'a>(events: impl IntoIterator<Item = &'a AgUiEvent>) -> Stre
                 }
                 state.text.push_str(&content.delta);
             }
-            Some(Event::TextMessageEnd(end))
-                if state.open_message.as_deref() == Some(end.message_id.as_str()) =>
-            {
-                state.open_message = None;
-            }
-            Some(Event::ReasoningStart(start)) => {
-                state.open_reasoning = Some(start.message_id.clone());
-            }
-            Some(Event::ReasoningEnd(_)) => state.open_reasoning = None,
             Some(Event::RunFinished(_)) | Some(Event::RunError(_)) if state.terminal.is_none() => {
                 state.terminal = Some(event.clone());
             }
@@ -124,29 +110,10 @@ pub fn stream_state<'a>(events: impl IntoIterator<Item = &'a AgUiEvent>) -> Stre
     state
 }
 
-/// The events that end a run whose driver is gone, after what its stream holds: an open
-/// reasoning or text message is closed first (AG-UI clients expect every START to be ended),
-/// then RUN_ERROR `code`.
+/// The events that end a run whose driver is gone, after what its stream holds: what it left
+/// open is closed first (AG-UI clients expect every START to be ended), then RUN_ERROR `code`.
 pub fn closing_events(state: &StreamState, code: &str, message: &str) -> Vec<AgUiEvent> {
-    let mut events = Vec::new();
-    if let Some(id) = &state.open_reasoning {
-        events.push(AgUiEvent::new(Event::ReasoningMessageEnd(
-            ReasoningMessageEnd {
-                message_id: id.clone(),
-                timestamp: None,
-            },
-        )));
-        events.push(AgUiEvent::new(Event::ReasoningEnd(ReasoningEnd {
-            message_id: id.clone(),
-            timestamp: None,
-        })));
-    }
-    if let Some(id) = &state.open_message {
-        events.push(AgUiEvent::new(Event::TextMessageEnd(TextMessageEnd {
-            message_id: id.clone(),
-            timestamp: None,
-        })));
-    }
+    let mut events = state.messages.closing_events();
     events.push(AgUiEvent::new(Event::RunError(RunError {
         message: message.to_string(),
         code: Some(code.to_string()),
@@ -559,7 +526,7 @@ fn redis_unavailable(err: impl std::fmt::Display) -> PaError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pa_proto::v1::{TextMessageContent, TextMessageStart};
+    use pa_proto::v1::{TextMessageContent, TextMessageEnd, TextMessageStart};
 
     fn start(id: &str) -> AgUiEvent {
         AgUiEvent::new(Event::TextMessageStart(TextMessageStart {
@@ -599,7 +566,7 @@ mod tests {
         ];
         let state = stream_state(&events);
         assert_eq!(state.text, "Hello there.\nSecond turn");
-        assert_eq!(state.open_message.as_deref(), Some("m-1"));
+        assert_eq!(state.messages.open_text(), Some("m-1"));
         assert_eq!(state.terminal, None);
         let closing = closing_events(&state, OWNER_LOST, "gone");
         assert_eq!(closing.len(), 2);

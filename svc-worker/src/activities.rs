@@ -14,7 +14,7 @@ use pa_proto::v1::memory_service_client::MemoryServiceClient;
 use pa_proto::v1::run_ledger_service_client::RunLedgerServiceClient;
 use pa_proto::v1::run_service_client::RunServiceClient;
 use pa_proto::v1::{AgUiEvent, FinishRunRequest};
-use pa_turn_io::RunIo;
+use pa_turn_io::{OpenMessages, RunIo};
 use temporalio_common::RetryPolicy;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -710,7 +710,7 @@ impl RunActivities {
         // this attempt streams: the model answers anew, and a sampling model's new tokens must
         // not continue the dead attempt's (ADR 0245).
         if let Some(orphan) = orphan {
-            let events = ids(step, seq, orphan.withdrawal());
+            let events = ids(step, seq, withdrawal(&orphan));
             seq += events.len() as u64;
             discards += 1;
             pending.extend(events);
@@ -857,8 +857,8 @@ impl RunActivities {
     }
 
     /// Where a model turn's events go: after the last `message_discarded` an earlier attempt of
-    /// the step wrote, with as many discards behind it; and the message an attempt after that
-    /// discard began, if any (its worker died mid-turn: nothing withdrew it).
+    /// the step wrote, with as many discards behind it; and the messages and tool calls an
+    /// attempt after that discard began, if any (its worker died mid-turn: nothing withdrew it).
     async fn resume_point(
         &self,
         run_id: &str,
@@ -883,7 +883,7 @@ impl RunActivities {
             discards: 0,
             orphan: None,
         };
-        let mut orphan = Orphan::default();
+        let mut orphan = OpenMessages::default();
         // The step's last event after the last discard (where a withdrawal goes).
         let mut after_orphan = first_seq;
         for (id, fields) in entries {
@@ -891,21 +891,23 @@ impl RunActivities {
                 continue;
             };
             for (_, json) in &fields {
-                let Some(event) = AgUiEvent::from_json(json).ok().and_then(|e| e.event) else {
+                let Ok(event) = AgUiEvent::from_json(json) else {
                     continue;
                 };
-                if matches!(&event, Event::Custom(c) if c.name == MESSAGE_DISCARDED) {
+                if event.subagent_run_id.is_none()
+                    && matches!(&event.event, Some(Event::Custom(c)) if c.name == MESSAGE_DISCARDED)
+                {
                     resume.seq = seq + 1;
                     resume.discards += 1;
-                    orphan = Orphan::default();
+                    orphan = OpenMessages::default();
                 } else {
                     orphan.saw(&event);
                 }
                 after_orphan = seq + 1;
             }
         }
-        // Without a message begun, the same ids are written again (the stream keeps the first
-        // copy): a deterministic replay of what the dead attempt wrote.
+        // Without a message or a tool call begun, the same ids are written again (the stream
+        // keeps the first copy): a replay of what the dead attempt wrote (ADR 0247).
         if orphan.began() {
             resume.seq = after_orphan;
             resume.orphan = Some(orphan);
@@ -1022,105 +1024,34 @@ struct Resume {
     seq: u64,
     discards: u32,
     /// What an earlier attempt began after the last discard, to be withdrawn first.
-    orphan: Option<Orphan>,
+    orphan: Option<OpenMessages>,
 }
 
-/// The messages an attempt whose worker died had written, read back from the stream.
-#[derive(Default, Debug, PartialEq)]
-struct Orphan {
-    text_id: Option<String>,
-    text_open: bool,
-    reasoning_id: Option<String>,
-    reasoning_open: bool,
-    reasoning_message_open: bool,
-}
-
-impl Orphan {
-    fn saw(&mut self, event: &Event) {
-        match event {
-            Event::TextMessageStart(m) => {
-                self.text_id = Some(m.message_id.clone());
-                self.text_open = true;
-            }
-            Event::TextMessageEnd(m) if self.text_id.as_deref() == Some(&m.message_id) => {
-                self.text_open = false;
-            }
-            Event::ReasoningStart(m) => {
-                self.reasoning_id = Some(m.message_id.clone());
-                self.reasoning_open = true;
-            }
-            Event::ReasoningMessageStart(_) => self.reasoning_message_open = true,
-            Event::ReasoningMessageEnd(_) => self.reasoning_message_open = false,
-            Event::ReasoningEnd(_) => self.reasoning_open = false,
-            _ => {}
-        }
-    }
-
-    fn began(&self) -> bool {
-        self.text_id.is_some() || self.reasoning_id.is_some()
-    }
-
-    /// Closes what is still open and marks the messages discarded, as a broken-off attempt's
-    /// own [`discard_events`] would.
-    fn withdrawal(&self) -> Vec<AgUiEvent> {
-        use pa_proto::v1::{ReasoningEnd, ReasoningMessageEnd, TextMessageEnd};
-        let mut events = Vec::new();
-        if let Some(id) = &self.reasoning_id {
-            if self.reasoning_message_open {
-                events.push(AgUiEvent::new(Event::ReasoningMessageEnd(
-                    ReasoningMessageEnd {
-                        message_id: id.clone(),
-                        timestamp: None,
-                    },
-                )));
-            }
-            if self.reasoning_open {
-                events.push(AgUiEvent::new(Event::ReasoningEnd(ReasoningEnd {
-                    message_id: id.clone(),
-                    timestamp: None,
-                })));
-            }
-        }
-        if let (Some(id), true) = (&self.text_id, self.text_open) {
-            events.push(AgUiEvent::new(Event::TextMessageEnd(TextMessageEnd {
-                message_id: id.clone(),
-                timestamp: None,
-            })));
-        }
-        events.push(discarded(
-            self.text_id.as_deref(),
-            self.reasoning_id.as_deref(),
-            "the worker running this turn stopped; the model is asked again",
-        ));
-        events
-    }
+/// Closes what a dead attempt left open and marks its messages discarded, as a broken-off
+/// attempt's own [`discard_events`] would.
+fn withdrawal(orphan: &OpenMessages) -> Vec<AgUiEvent> {
+    let mut events = orphan.closing_events();
+    events.push(discarded(
+        orphan,
+        "the worker running this turn stopped; the model is asked again",
+    ));
+    events
 }
 
 /// One attempt of a model turn: the inputs it fed and the messages it opened.
 #[derive(Default)]
 struct Attempt {
     inputs: Vec<Input>,
-    text_id: Option<String>,
-    reasoning_id: Option<String>,
+    messages: OpenMessages,
 }
 
 impl Attempt {
     fn saw(&mut self, events: &[AgUiEvent]) {
-        for event in events {
-            match &event.event {
-                Some(Event::TextMessageStart(m)) if self.text_id.is_none() => {
-                    self.text_id = Some(m.message_id.clone());
-                }
-                Some(Event::ReasoningStart(m)) if self.reasoning_id.is_none() => {
-                    self.reasoning_id = Some(m.message_id.clone());
-                }
-                _ => {}
-            }
-        }
+        events.iter().for_each(|event| self.messages.saw(event));
     }
 
     fn wrote_message(&self) -> bool {
-        self.text_id.is_some() || self.reasoning_id.is_some()
+        self.messages.began()
     }
 }
 
@@ -1167,19 +1098,16 @@ fn discard_events(
         },
     )?;
     let mut events = retag(closing, discards);
-    events.push(discarded(
-        attempt.text_id.as_deref(),
-        attempt.reasoning_id.as_deref(),
-        reason,
-    ));
+    events.push(discarded(&attempt.messages, reason));
     Ok(events)
 }
 
 /// The CUSTOM `message_discarded` `{messageId, reason}` (`reasoningMessageId` too when the
-/// attempt streamed reasoning beside its text).
-fn discarded(text_id: Option<&str>, reasoning_id: Option<&str>, reason: &str) -> AgUiEvent {
+/// attempt streamed reasoning beside its text; `toolCallIds` when it announced tool calls, which
+/// the next attempt's answer replaces as well).
+fn discarded(messages: &OpenMessages, reason: &str) -> AgUiEvent {
     let mut value = serde_json::json!({ "reason": reason });
-    match (text_id, reasoning_id) {
+    match (messages.text_id(), messages.reasoning_id()) {
         (Some(text), reasoning) => {
             value["messageId"] = text.into();
             if let Some(reasoning) = reasoning {
@@ -1188,6 +1116,10 @@ fn discarded(text_id: Option<&str>, reasoning_id: Option<&str>, reason: &str) ->
         }
         (None, Some(reasoning)) => value["messageId"] = reasoning.into(),
         (None, None) => {}
+    }
+    let calls = messages.tool_call_ids();
+    if !calls.is_empty() {
+        value["toolCallIds"] = calls.into();
     }
     AgUiEvent::new(Event::Custom(pa_proto::v1::Custom {
         name: MESSAGE_DISCARDED.into(),
@@ -1251,26 +1183,28 @@ mod tests {
     #[test]
     fn a_dead_attempts_open_message_is_closed_and_withdrawn_and_a_finished_one_only_withdrawn() {
         use pa_proto::v1::{ReasoningStart, TextMessageContent, TextMessageEnd, TextMessageStart};
-        let mut orphan = Orphan::default();
+        let mut orphan = OpenMessages::default();
         assert!(!orphan.began(), "nothing written, nothing to withdraw");
-        orphan.saw(&Event::ReasoningStart(ReasoningStart {
+        orphan.saw(&AgUiEvent::new(Event::ReasoningStart(ReasoningStart {
             message_id: "r-retry1".into(),
             timestamp: None,
-        }));
-        orphan.saw(&Event::TextMessageStart(TextMessageStart {
+        })));
+        orphan.saw(&AgUiEvent::new(Event::TextMessageStart(TextMessageStart {
             message_id: "m-retry1".into(),
             role: "assistant".into(),
             timestamp: None,
-        }));
-        orphan.saw(&Event::TextMessageContent(TextMessageContent {
-            message_id: "m-retry1".into(),
-            delta: "half an ans".into(),
-            timestamp: None,
-        }));
+        })));
+        orphan.saw(&AgUiEvent::new(Event::TextMessageContent(
+            TextMessageContent {
+                message_id: "m-retry1".into(),
+                delta: "half an ans".into(),
+                timestamp: None,
+            },
+        )));
         assert!(orphan.began());
         let reason = "the worker running this turn stopped; the model is asked again";
         assert_eq!(
-            kinds(&orphan.withdrawal()),
+            kinds(&withdrawal(&orphan)),
             vec![
                 "reasoning_end:r-retry1".to_string(),
                 "text_end:m-retry1".to_string(),
@@ -1281,17 +1215,17 @@ mod tests {
             ]
         );
         // A message the dead attempt finished is withdrawn without a second end.
-        orphan.saw(&Event::TextMessageEnd(TextMessageEnd {
+        orphan.saw(&AgUiEvent::new(Event::TextMessageEnd(TextMessageEnd {
             message_id: "m-retry1".into(),
             timestamp: None,
-        }));
-        let withdrawal = kinds(&orphan.withdrawal());
+        })));
+        let withdrawn = kinds(&withdrawal(&orphan));
         assert!(
-            !withdrawal.iter().any(|k| k.starts_with("text_end")),
-            "{withdrawal:?}"
+            !withdrawn.iter().any(|k| k.starts_with("text_end")),
+            "{withdrawn:?}"
         );
         assert!(
-            withdrawal
+            withdrawn
                 .last()
                 .is_some_and(|k| k.starts_with(MESSAGE_DISCARDED))
         );

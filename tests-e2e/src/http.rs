@@ -64,12 +64,35 @@ pub async fn slow_answers_proxy(upstream: String, delay: Duration) -> Result<Str
 
 /// A TCP proxy to `upstream` (host:port) whose connections a test can cut, as the death of the
 /// process behind it would (every open connection reset at once); while it is `down`, new
-/// connections are refused too (dropped on accept), until [`CutProxy::up`].
+/// connections are refused too (dropped on accept), until [`CutProxy::up`]. It can also
+/// [`CutProxy::stall`]: bytes stop flowing, nothing is reset (a partition, or a frozen peer).
 #[derive(Clone)]
 pub struct CutProxy {
     pub addr: std::net::SocketAddr,
     cut: tokio::sync::watch::Sender<u64>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stalled: tokio::sync::watch::Sender<bool>,
+}
+
+/// Copies `from` to `to`, holding what it reads while `stalled` says so.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|stalled| !*stalled).await.is_err()
+            || to.write_all(&buf[..n]).await.is_err()
+        {
+            return;
+        }
+    }
 }
 
 impl CutProxy {
@@ -78,10 +101,12 @@ impl CutProxy {
         let addr = listener.local_addr()?;
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stalled, _) = tokio::sync::watch::channel(false);
         let proxy = CutProxy {
             addr,
             cut: cut.clone(),
             down: down.clone(),
+            stalled: stalled.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -91,16 +116,17 @@ impl CutProxy {
                 }
                 let upstream = upstream.clone();
                 let mut cuts = cut.subscribe();
+                let stalled = stalled.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    let (mut client_read, mut client_write) = client.into_split();
-                    let (mut server_read, mut server_write) = server.into_split();
-                    let asks = tokio::io::copy(&mut client_read, &mut server_write);
-                    let answers = tokio::io::copy(&mut server_read, &mut client_write);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
+                    let asks = pump(client_read, server_write, stalled.clone());
+                    let answers = pump(server_read, client_write, stalled);
                     // Either side closing (or a cut) ends the connection on both.
                     tokio::select! {
                         _ = asks => {}
@@ -132,6 +158,16 @@ impl CutProxy {
     /// Accepts connections again.
     pub fn up(&self) {
         self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Holds every byte either side sends (on open and new connections) until [`CutProxy::flow`].
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Lets held and new bytes through again.
+    pub fn flow(&self) {
+        self.stalled.send_replace(false);
     }
 }
 

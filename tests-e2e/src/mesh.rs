@@ -771,8 +771,18 @@ impl Mesh {
         &self,
         worker_binary: &str,
     ) -> Result<std::process::Child, BoxError> {
+        Ok(self.worker_process_command(worker_binary)?.spawn()?)
+    }
+
+    /// The command [`Mesh::spawn_worker_process`] runs, for a test to change (e.g. the worker's
+    /// `TEMPORAL_ADDRESS`, to reach Temporal through a proxy it can stall).
+    pub fn worker_process_command(
+        &self,
+        worker_binary: &str,
+    ) -> Result<std::process::Command, BoxError> {
         let c = &self.worker_config;
-        Ok(std::process::Command::new(worker_binary)
+        let mut command = std::process::Command::new(worker_binary);
+        command
             .env("DATABASE_URL", &c.common.database_url)
             .env("REDIS_URL", &c.common.redis_url)
             .env("PA_INTERNAL_SECRET", &c.common.internal_secret)
@@ -832,8 +842,13 @@ impl Mesh {
                     .open(path)?
                     .into(),
                 None => std::process::Stdio::null(),
-            })
-            .spawn()?)
+            });
+        Ok(command)
+    }
+
+    /// The address the mesh's worker reaches Temporal at.
+    pub fn temporal_address(&self) -> &str {
+        &self.worker_config.temporal.address
     }
 
     /// Removes this mesh's maintenance schedules, which outlive it in Temporal.

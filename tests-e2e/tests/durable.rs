@@ -592,10 +592,9 @@ async fn slow_site(hits: Arc<AtomicUsize>) -> Result<SocketAddr, E> {
     Ok(addr)
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> R {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let site = slow_site(hits.clone()).await?;
+/// A mesh whose worker is a separate process (killable), whose user has the web_fetch tool
+/// (`slow.test` resolving to this machine), and a fake provider to register as a model.
+async fn mesh_with_web_fetch() -> Result<(Mesh, FakeProvider), E> {
     let mesh = Mesh::builder()
         .tools_settings(svc_tools::ToolsSettings {
             allow: svc_tools::netguard::AllowList::parse("slow.test")?,
@@ -613,7 +612,14 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
         )
         .await?;
     assert_eq!(status, 201, "{created}");
-    let fake = FakeProvider::start().await?;
+    Ok((mesh, FakeProvider::start().await?))
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> R {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let site = slow_site(hits.clone()).await?;
+    let (mesh, fake) = mesh_with_web_fetch().await?;
     add_fake_model(&mesh, "slowtool", &fake, true).await?;
     let url = format!("http://slow.test:{}/slow", site.port());
     fake.push(Reply::chunks(vec![Chunk::tool_call(
@@ -679,6 +685,191 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
     assert_eq!(
         events.last().map(SseEvent::event_type),
         Some("RUN_FINISHED")
+    );
+    let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    mesh.stop().await
+}
+
+/// The tool calls a client shows after every `message_discarded` it was sent withdrew what it
+/// had shown so far (by message id, and by tool call id at the time it arrives): `(id, result)`.
+fn shown_tool_calls(events: &[SseEvent]) -> Vec<(String, Option<String>)> {
+    let mut shown: Vec<(String, Option<String>)> = Vec::new();
+    for event in events {
+        let id = event.data["toolCallId"].as_str().unwrap_or_default();
+        match event.event_type() {
+            "TOOL_CALL_START" => shown.push((id.to_string(), None)),
+            "TOOL_CALL_RESULT" => {
+                if let Some(call) = shown.iter_mut().rev().find(|(c, _)| c == id) {
+                    call.1 = event.data["content"].as_str().map(str::to_string);
+                }
+            }
+            "CUSTOM" if event.data["name"] == "message_discarded" => {
+                let gone = event.data["value"]["toolCallIds"].as_array().cloned();
+                let gone: Vec<String> = gone
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect();
+                shown.retain(|(c, _)| !gone.contains(c));
+            }
+            _ => {}
+        }
+    }
+    shown
+}
+
+/// Reads `run_id`'s events after those in `events`, one at a time, until one matches `wanted`
+/// (each within `within`).
+async fn read_until(
+    events: &mut Vec<SseEvent>,
+    mesh: &Mesh,
+    run_id: &str,
+    within: Duration,
+    wanted: impl Fn(&SseEvent) -> bool,
+) -> R {
+    while !events.iter().any(&wanted) {
+        let last = events.last().and_then(|e| e.id.clone());
+        let next = tokio::time::timeout(within, mesh.read_events(run_id, last.as_deref(), Some(1)))
+            .await??;
+        if next.is_empty() {
+            return Err("the stream ended before the event waited for".into());
+        }
+        events.extend(next);
+    }
+    Ok(())
+}
+
+/// A worker killed after its model turn announced a tool call, before Temporal heard that the
+/// turn had ended (its connection to Temporal stalled first), is replaced: the model is asked
+/// again, and the call the dead turn announced is withdrawn with it (`message_discarded`
+/// `toolCallIds`, ADR 0247). A real model answers under new call ids: the client must end up
+/// showing the call that ran, with its result, and not the dead turn's.
+#[tokio::test]
+async fn a_tool_call_announced_by_a_killed_workers_turn_is_withdrawn_and_the_new_one_shown() -> R {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let site = slow_site(hits.clone()).await?;
+    let (mesh, fake) = mesh_with_web_fetch().await?;
+    add_fake_model(&mesh, "deadturn", &fake, true).await?;
+    // The page answers at once (its first request is not the slow one: `hits` starts at 1).
+    hits.store(1, Ordering::SeqCst);
+    let url = format!("http://slow.test:{}/slow", site.port());
+    let call = |id: &str| {
+        Reply::chunks(vec![Chunk::tool_call(
+            id,
+            "web_fetch",
+            json!({ "url": url }).to_string(),
+        )])
+    };
+    fake.push(call("call_first"));
+    // The turn the worker dies in: answered late enough to stall its Temporal connection first.
+    fake.push(call("call_dead").with_first_byte_delay(Duration::from_secs(2)));
+    fake.push(call("call_new"));
+    fake.push(Reply::text("The page says 7."));
+
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let temporal = tests_e2e::CutProxy::start(mesh.temporal_address().to_string()).await?;
+    let mut worker = mesh
+        .worker_process_command(binary)?
+        .env("TEMPORAL_ADDRESS", temporal.addr.to_string())
+        .spawn()?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let chat = mesh.create_chat("dead-turn").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "what does the page say?", "model": "deadturn:model", "durable": true }),
+    )
+    .await?;
+    // The second turn has asked the model: from now on Temporal hears nothing from this worker,
+    // so the turn's end (written to the stream) never reaches it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while fake.request_count() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second turn asks the model"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    temporal.stall();
+    let mut events: Vec<SseEvent> = Vec::new();
+    read_until(&mut events, &mesh, &run_id, Duration::from_secs(30), |e| {
+        e.event_type() == "TOOL_CALL_END" && e.data["toolCallId"] == "call_dead"
+    })
+    .await?;
+    worker.kill()?;
+    worker.wait()?;
+    let mut replacement = mesh.spawn_worker_process(binary)?;
+    // The first call's page is untrusted content, so the next web call waits for approval
+    // (ADR 0122): asked for the call that the new turn announced, never the withdrawn one.
+    read_until(&mut events, &mesh, &run_id, Duration::from_secs(90), |e| {
+        e.event_type() == "CUSTOM" && e.data["name"] == "tool_call_approval"
+    })
+    .await?;
+    let request = &events.last().map(|e| e.data.clone()).unwrap_or_default();
+    assert_eq!(request["value"]["toolCallId"], "call_new", "{request}");
+    let body = json!({ "approve": true });
+    let approval = |call: &str| format!("/v1/runs/{run_id}/approvals/{call}");
+    let (status, refused) = mesh.post_json(&approval("call_dead"), &body).await?;
+    assert!(
+        (400..500).contains(&status),
+        "a withdrawn call cannot be approved: {status} {refused}"
+    );
+    let (status, approved) = mesh.post_json(&approval("call_new"), &body).await?;
+    assert!((200..300).contains(&status), "{status} {approved}");
+    let last = events.last().and_then(|e| e.id.clone());
+    let rest = tokio::time::timeout(
+        Duration::from_secs(60),
+        mesh.read_events(&run_id, last.as_deref(), None),
+    )
+    .await??;
+    replacement.kill()?;
+    replacement.wait()?;
+    events.extend(rest);
+
+    let withdrawn: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.event_type() == "CUSTOM" && e.data["name"] == "message_discarded")
+        .map(|e| &e.data["value"])
+        .collect();
+    assert_eq!(withdrawn.len(), 1, "{withdrawn:?}");
+    assert_eq!(withdrawn[0]["toolCallIds"], json!(["call_dead"]));
+    assert!(
+        withdrawn[0].get("messageId").is_none(),
+        "the turn streamed no text: {}",
+        withdrawn[0]
+    );
+    let shown = shown_tool_calls(&events);
+    let ids: Vec<&str> = shown.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["call_first", "call_new"], "{shown:?}");
+    for (id, result) in &shown {
+        assert!(
+            result
+                .as_deref()
+                .is_some_and(|r| r.contains("The slow page says 7.")),
+            "{id} shows its result: {shown:?}"
+        );
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == "call_dead"),
+        "the dead turn's call never ran"
+    );
+    let event_ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    let mut unique = event_ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(event_ids.len(), unique.len(), "no event twice");
+    assert_eq!(text_of(&events), "The page says 7.");
+    assert_eq!(
+        events.last().map(SseEvent::event_type),
+        Some("RUN_FINISHED")
+    );
+    assert!(
+        fake.last_tool_message("call_new")
+            .contains("The slow page says 7."),
+        "the model is given the result of the call that ran"
     );
     let (_, run) = mesh.get_json(&format!("/v1/runs/{run_id}")).await?;
     assert_eq!(run["status"], "succeeded", "{run}");

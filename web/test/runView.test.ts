@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { applyEvent, newRunView, replyText, toolDurationMs, type ToolPart } from '@/lib/runView';
+import { applyEvent, awaitsDecision, newRunView, replyText, toolDurationMs, toolProgress, type ToolPart } from '@/lib/runView';
 
 describe('applyEvent', () => {
   it('folds text, reasoning, tool calls, approvals and sub-runs', () => {
@@ -53,6 +53,43 @@ describe('applyEvent', () => {
     expect(replyText(v)).toBe('Whole answer.');
     expect(v.parts.map((p) => (p.kind === 'subrun' ? p.run.runId : p.id))).toEqual(['m1-retry1']);
     expect(v.status).toBe('finished');
+  });
+
+  it('drops the tool calls a withdrawn turn announced; a retry may announce the same id again', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'RUN_STARTED', runId: 'r1' });
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'call_a', toolCallName: 'web_fetch', parentMessageId: 'm' });
+    feed({ type: 'TOOL_CALL_ARGS', toolCallId: 'call_a', delta: '{"url":"a"}' });
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'call_same', toolCallName: 'web_fetch', parentMessageId: 'm' });
+    feed({
+      type: 'CUSTOM', name: 'message_discarded',
+      value: { toolCallIds: ['call_a', 'call_same'], reason: 'the worker running this turn stopped' },
+    });
+    expect(v.parts).toEqual([]);
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'call_same', toolCallName: 'web_fetch', parentMessageId: 'm-retry1' });
+    feed({ type: 'TOOL_CALL_ARGS', toolCallId: 'call_same', delta: '{"url":"b"}' });
+    feed({ type: 'TOOL_CALL_RESULT', toolCallId: 'call_same', content: 'seven' });
+    const tools = v.parts.filter((p): p is ToolPart => p.kind === 'tool');
+    expect(tools.map((t) => [t.id, t.args, t.result])).toEqual([['call_same', '{"url":"b"}', 'seven']]);
+  });
+
+  it('says a call the run ended without is not run, and takes no decision for an ended run', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'done', toolCallName: 'web_fetch', timestamp: 1000 });
+    feed({ type: 'TOOL_CALL_RESULT', toolCallId: 'done', content: 'ok', timestamp: 1250 });
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'asks', toolCallName: 'send_mail' });
+    feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 'asks' } });
+    const [done, asks] = v.parts as ToolPart[];
+    const ended = () => v.status !== 'running';
+    expect(toolProgress(done!, ended())).toBe('250 ms');
+    expect(toolProgress(asks!, ended())).toBe('running…');
+    expect(awaitsDecision(asks!, ended())).toBe(true);
+    feed({ type: 'RUN_ERROR', code: 'cancelled', message: 'cancelled by the user' });
+    expect(toolProgress(done!, ended())).toBe('250 ms');
+    expect(toolProgress(asks!, ended())).toBe('not run');
+    expect(awaitsDecision(asks!, ended())).toBe(false);
   });
 
   it('nests a sub-run of a sub-run and keeps each one\'s tool calls and approvals apart', () => {

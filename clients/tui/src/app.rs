@@ -191,11 +191,15 @@ impl App {
                     }
                 }
             }
-            // A durable run's model turn broke off and is retried under a new message id: the
-            // partial message goes away.
+            // A durable run's model turn broke off and is asked again: the partial message and
+            // the tool calls it announced go away (a retry may announce a call id again).
             "CUSTOM" if event["name"] == "message_discarded" => {
                 let id = event["value"]["messageId"].as_str().unwrap_or_default();
                 self.discard_message(id);
+                let calls = event["value"]["toolCallIds"].as_array();
+                for call in calls.into_iter().flatten().filter_map(|c| c.as_str()) {
+                    self.discard_tool_call(call);
+                }
             }
             "TOOL_CALL_START" => self.entries.push(Entry::Tool {
                 id: s("toolCallId"),
@@ -274,6 +278,22 @@ impl App {
                 if *i > index {
                     *i -= 1;
                 }
+            }
+        }
+    }
+
+    fn discard_tool_call(&mut self, call_id: &str) {
+        let Some(index) = self
+            .entries
+            .iter()
+            .rposition(|e| matches!(e, Entry::Tool { id, .. } if id == call_id))
+        else {
+            return;
+        };
+        self.entries.remove(index);
+        for (_, i) in &mut self.streamed {
+            if *i > index {
+                *i -= 1;
             }
         }
     }
@@ -506,6 +526,44 @@ mod tests {
             "value": {"messageId": "other", "reason": "x"}}));
         app.handle_event(&json!({"type": "RUN_FINISHED", "runId": "r1"}));
         assert_eq!(app.entries, vec![Entry::Assistant("Whole.".into())]);
+    }
+
+    #[test]
+    fn a_withdrawn_turns_tool_calls_are_removed_and_a_retry_may_reuse_their_ids() {
+        let mut app = App::new("auto");
+        app.run_started("c", "r1");
+        app.handle_event(&json!({"type": "TOOL_CALL_START", "toolCallId": "call_a",
+            "toolCallName": "web_fetch"}));
+        app.handle_event(
+            &json!({"type": "TOOL_CALL_START", "toolCallId": "call_same",
+            "toolCallName": "web_fetch"}),
+        );
+        app.handle_event(&json!({"type": "CUSTOM", "name": "message_discarded",
+            "value": {"toolCallIds": ["call_a", "call_same"], "reason": "the worker stopped"}}));
+        assert_eq!(app.entries, vec![]);
+        app.handle_event(
+            &json!({"type": "TOOL_CALL_START", "toolCallId": "call_same",
+            "toolCallName": "web_fetch"}),
+        );
+        app.handle_event(
+            &json!({"type": "TOOL_CALL_RESULT", "toolCallId": "call_same", "content": "seven"}),
+        );
+        app.handle_event(&json!({"type": "TEXT_MESSAGE_START", "messageId": "m-retry1"}));
+        app.handle_event(
+            &json!({"type": "TEXT_MESSAGE_CONTENT", "messageId": "m-retry1", "delta": "Seven."}),
+        );
+        assert_eq!(
+            app.entries,
+            vec![
+                Entry::Tool {
+                    id: "call_same".into(),
+                    name: "web_fetch".into(),
+                    args: String::new(),
+                    result: Some("seven".into()),
+                },
+                Entry::Assistant("Seven.".into()),
+            ]
+        );
     }
 
     #[test]

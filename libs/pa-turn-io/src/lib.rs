@@ -3,9 +3,11 @@
 //! tool call reach svc-models and svc-tools, and how their answers become pa-agent inputs —
 //! one implementation, so the two modes cannot drift apart.
 
+mod open_messages;
 mod recall;
 mod subagent;
 
+pub use open_messages::OpenMessages;
 pub use recall::{
     RecallSettings, Recalled, apply as apply_recall, approx_tokens, await_recall, build_context,
     hand_over_recall,

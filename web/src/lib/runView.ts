@@ -176,12 +176,16 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
         const t = findTool(target, toolCallId);
         if (t) t.approval = value.approved ? 'approved' : 'denied';
       } else if (name === 'message_discarded') {
-        // A durable run's model turn broke off (the model relay died) and is retried under a new
-        // message id: {messageId, reason, reasoningMessageId?}. The partial message goes away.
+        // A durable run's model turn broke off (the model relay or its worker died) and is asked
+        // again: {messageId?, reason, reasoningMessageId?, toolCallIds?}. What it showed so far
+        // goes away; a later TOOL_CALL_START may reuse a call id (the model answered the same).
         const gone = [str(value.messageId), str(value.reasoningMessageId)].filter((m) => m !== '');
+        const calls = Array.isArray(value.toolCallIds) ? value.toolCallIds.map((c) => str(c)) : [];
         for (let i = target.parts.length - 1; i >= 0; i--) {
           const p = target.parts[i]!;
-          if ((p.kind === 'text' || p.kind === 'reasoning') && gone.includes(p.id)) target.parts.splice(i, 1);
+          const withdrawn =
+            p.kind === 'tool' ? calls.includes(p.id) : (p.kind === 'text' || p.kind === 'reasoning') && gone.includes(p.id);
+          if (withdrawn) target.parts.splice(i, 1);
         }
       }
       break;
@@ -195,6 +199,23 @@ export function applyEvent(view: RunView, e: AgUiEvent, id: string | null, now =
 /** The run's reply text (what the assistant said), sub-runs excluded. */
 export function replyText(view: RunView): string {
   return view.parts.filter((p): p is TextPart => p.kind === 'text').map((p) => p.text).join('');
+}
+
+/**
+ * What a tool card says of its call: how long it took; `running…` while its run may still give
+ * it a result; `not run` once the run (or a run around it, `ended`) ended without one — a
+ * cancelled run, or one whose driver died, leaves calls that never ran.
+ */
+export function toolProgress(t: ToolPart, ended: boolean): string {
+  const ms = toolDurationMs(t);
+  if (ms !== null) return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
+  if (t.result !== null) return '';
+  return ended ? 'not run' : 'running…';
+}
+
+/** The call still waits for the user's decision: pending, and its run has not ended. */
+export function awaitsDecision(t: ToolPart, ended: boolean): boolean {
+  return t.approval === 'pending' && !ended;
 }
 
 export function toolDurationMs(t: ToolPart): number | null {
