@@ -125,6 +125,23 @@ async fn the_web_app_works_in_a_real_browser() -> R {
             .to_string(),
     )]));
     fake.push(pa_testkit::Reply::text("Noted: you like pelicans."));
+    // Asked again in the same chat, the model reads the page again (the run is tainted) and
+    // wants to `remember` once more; the user stops the run while a call waits for approval.
+    fake.push(pa_testkit::Reply::chunks(vec![
+        pa_testkit::Chunk::tool_call(
+            "call_fetch_again",
+            "web_fetch",
+            serde_json::json!({ "url": page_url }).to_string(),
+        ),
+    ]));
+    fake.push(pa_testkit::Reply::chunks(vec![
+        pa_testkit::Chunk::tool_call(
+            "call_remember_again",
+            "remember",
+            serde_json::json!({ "text": "The user loves pelicans a lot", "kind": "preference" })
+                .to_string(),
+        ),
+    ]));
     let tools = svc_tools::ToolsSettings {
         allow: svc_tools::netguard::AllowList::parse("allowed.test").map_err(|e| e.to_string())?,
         dns_overrides: vec![("allowed.test".into(), "127.0.0.1".parse()?)],

@@ -469,6 +469,20 @@ test('a tool call that needs approval waits for the user and runs once approved'
     return (await res.json()).items.map((m) => m.text);
   });
   assert.ok(found.includes("The user's favourite bird is the pelican"), JSON.stringify(found));
+
+  // Stopped while a call waits for approval: the card says the call was not run and was not
+  // decided, and offers no buttons that could only fail.
+  await page.getByTestId('composer').first().fill('Remember it once more');
+  await page.getByTestId('send').first().click();
+  await page.waitForSelector('[data-test=live-run][data-status=running] [data-test=approval]', { timeout: 30_000 });
+  assert.equal(await page.getByTestId('tool-progress').last().textContent(), 'running…');
+  await page.getByTestId('stop').click();
+  await page.waitForSelector('[data-test=live-run][data-status=cancelled]', { timeout: 20_000 });
+  assert.equal(await page.getByTestId('approval').count(), 0, 'no approve/deny on an ended run');
+  const card = (await page.getByTestId('tool-card').last().textContent()) ?? '';
+  assert.match(card, /not run/);
+  assert.match(card, /Not decided: the run ended/);
+  await shot(page, 'approval-stopped');
 });
 
 test('logout, then bob (not an admin) is refused the admin pages', async () => {
