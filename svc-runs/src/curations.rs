@@ -62,6 +62,9 @@ pub struct Claimed {
 pub enum Outcome {
     Curated,
     Failed,
+    /// Handed back unfinished by a worker that is stopping: due again at once, the attempt not
+    /// counted.
+    Released,
 }
 
 #[derive(Clone)]
@@ -123,6 +126,20 @@ impl CurationQueue {
         version: i64,
         outcome: Outcome,
     ) -> Result<bool, sqlx::Error> {
+        if outcome == Outcome::Released {
+            // Whatever the version (a turn that finished meanwhile keeps its own quiet time,
+            // `pending_since`): a release comes at once, well inside the claim's lease, so the
+            // claim is still this worker's.
+            sqlx::query(
+                "UPDATE curations SET not_before = NULL, attempts = GREATEST(attempts - 1, 0) \
+                 WHERE tenant_id = $1 AND chat_id = $2",
+            )
+            .bind(tenant_id)
+            .bind(chat_id)
+            .execute(&self.owner)
+            .await?;
+            return Ok(false);
+        }
         let removed = sqlx::query(
             "DELETE FROM curations WHERE tenant_id = $1 AND chat_id = $2 AND version = $3 \
                AND ($4 OR attempts >= $5)",
@@ -154,7 +171,7 @@ impl CurationQueue {
             .bind(tenant_id)
             .bind(chat_id)
             .bind(version),
-            Outcome::Failed => sqlx::query(
+            Outcome::Failed | Outcome::Released => sqlx::query(
                 "UPDATE curations SET not_before = now() + \
                    make_interval(secs => LEAST($3::float8, power(2::float8, attempts::float8))) \
                  WHERE tenant_id = $1 AND chat_id = $2",

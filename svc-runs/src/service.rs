@@ -413,8 +413,11 @@ impl pa_proto::v1::curation_service_server::CurationService for crate::curations
         let outcome = match CurationOutcome::try_from(request.outcome) {
             Ok(CurationOutcome::Curated) => Outcome::Curated,
             Ok(CurationOutcome::Failed) => Outcome::Failed,
+            Ok(CurationOutcome::Released) => Outcome::Released,
             _ => {
-                return Err(PaError::bad_request("outcome must be CURATED or FAILED").into());
+                return Err(
+                    PaError::bad_request("outcome must be CURATED, FAILED or RELEASED").into(),
+                );
             }
         };
         if request.tenant_id.is_empty() || request.chat_id.is_empty() {

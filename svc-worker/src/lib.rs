@@ -183,18 +183,27 @@ pub async fn run(
         task_queue: config.temporal.task_queue.clone(),
     };
     let signals = signals::Signals::new(client.clone());
-    if let Some(settings) = config.curator {
-        sweeper::CurationSweeper {
-            queue: pa_proto::v1::curation_service_client::CurationServiceClient::new(channel(
-                &config.runs_url,
-            )?),
-            auth: auth.clone(),
-            activities: std::sync::Arc::new(activities.clone()),
-            settings,
-            concurrency: config.background_activities,
+    let sweeping = match config.curator {
+        Some(settings) => Some(
+            sweeper::CurationSweeper {
+                queue: pa_proto::v1::curation_service_client::CurationServiceClient::new(channel(
+                    &config.runs_url,
+                )?),
+                auth: auth.clone(),
+                activities: std::sync::Arc::new(activities.clone()),
+                settings,
+                concurrency: config.background_activities,
+            }
+            .spawn(shutdown.clone()),
+        ),
+        None => None,
+    };
+    // Once stopped, the sweep hands its unfinished claims back before the process ends.
+    let swept = async {
+        if let Some(sweeping) = sweeping {
+            let _ = sweeping.await;
         }
-        .spawn(shutdown.clone());
-    }
+    };
     let durable_runs = service::DurableRuns {
         client: client.clone(),
         task_queue: config.temporal.task_queue.clone(),
@@ -284,7 +293,7 @@ pub async fn run(
         }
         worked
     };
-    let (worked, served) = tokio::join!(worked, health);
+    let (worked, served, ()) = tokio::join!(worked, health, swept);
     worked.map_err(|e| WorkerError::Worker(e.to_string()))?;
     served?;
     Ok(())

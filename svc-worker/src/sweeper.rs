@@ -7,10 +7,13 @@
 //!
 //! Claims are leases: a worker killed mid-curation leaves its chats to be claimed again once the
 //! lease runs out, and a curation never runs past 4/5 of its lease, so a live worker's claim is
-//! not taken from under it. Curation is idempotent (the summary has a fixed id per chat, facts go
+//! not taken from under it. A worker that is stopped (SIGTERM: a deploy, a scale-down) hands the
+//! claims of its unfinished curations back (`RELEASED`), so another worker takes them at once
+//! rather than after the lease. Curation is idempotent (the summary has a fixed id per chat, facts go
 //! through svc-memory's near-duplicate check), so a chat curated twice changes nothing twice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -65,27 +68,61 @@ pub struct CurationSweeper {
     pub concurrency: usize,
 }
 
+/// The claims whose curation has not been settled yet: (tenant, chat) → the claim's version.
+type InFlight = Arc<Mutex<HashMap<(String, String), i64>>>;
+
+/// How long a stopping worker waits for svc-runs to take its claims back.
+const RELEASE_WITHIN: Duration = Duration::from_secs(2);
+
 /// How long the sweep waits after the queue could not be reached, at most.
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
 impl CurationSweeper {
-    /// Sweeps until `shutdown` fires. Curations in flight then are abandoned: their leases run
-    /// out and the chats are claimed again.
+    /// Sweeps until `shutdown` fires. Curations in flight then are stopped and their claims
+    /// handed back (a claim svc-runs does not take back in time runs out with its lease). The
+    /// handle ends once that is done.
     pub fn spawn(self, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
         let token = shutdown.token();
         tokio::spawn(async move {
+            let in_flight = InFlight::default();
             tokio::select! {
                 _ = token.cancelled() => {}
-                _ = self.run() => {}
+                _ = self.run(&in_flight) => {}
             }
+            self.release(&in_flight).await;
         })
     }
 
-    async fn run(self) {
+    /// Hands back the claims of the curations that were stopped unfinished.
+    async fn release(&self, in_flight: &InFlight) {
+        let claims: Vec<_> = in_flight
+            .lock()
+            .map(|mut claims| claims.drain().collect())
+            .unwrap_or_default();
+        let releases = claims.into_iter().map(|((tenant_id, chat_id), version)| async move {
+            let request = FinishCurationRequest {
+                tenant_id,
+                chat_id: chat_id.clone(),
+                version,
+                outcome: CurationOutcome::Released as i32,
+            };
+            let mut queue = self.queue.clone();
+            let sent = queue
+                .finish_curation(self.auth.request(&internal_identity("svc-worker"), request));
+            match tokio::time::timeout(RELEASE_WITHIN, sent).await {
+                Ok(Ok(_)) => tracing::info!(%chat_id, "a stopped curation's claim was handed back"),
+                Ok(Err(status)) => tracing::warn!(%chat_id, %status, "a stopped curation's claim was not handed back; its lease will run out"),
+                Err(_) => tracing::warn!(%chat_id, "a stopped curation's claim was not handed back in time; its lease will run out"),
+            }
+        });
+        futures::future::join_all(releases).await;
+    }
+
+    async fn run(&self, in_flight: &InFlight) {
         let every = self.settings.sweep_every();
         let mut retry = every;
         loop {
-            match self.sweep_once().await {
+            match self.sweep_once(in_flight).await {
                 // A full batch: more may be due at once.
                 Ok(claimed) if claimed >= self.batch() => continue,
                 Ok(_) => {
@@ -105,9 +142,9 @@ impl CurationSweeper {
         self.concurrency.max(1) * 2
     }
 
-    /// Claims the chats due now and curates them, `concurrency` at a time. Returns how many it
-    /// claimed.
-    pub async fn sweep_once(&self) -> Result<usize, PaError> {
+    /// Claims the chats due now and curates them, `concurrency` at a time, each claim listed in
+    /// `in_flight` until it is settled. Returns how many it claimed.
+    async fn sweep_once(&self, in_flight: &InFlight) -> Result<usize, PaError> {
         let request = ClaimCurationsRequest {
             quiet_ms: self.settings.debounce_ms,
             limit: self.batch() as u32,
@@ -122,8 +159,31 @@ impl CurationSweeper {
             .into_inner()
             .claims;
         let claimed = claims.len();
+        if let Ok(mut listed) = in_flight.lock() {
+            for claim in &claims {
+                let tenant_id = claim.identity.as_ref().map(|i| i.tenant_id.clone());
+                listed.insert(
+                    (tenant_id.unwrap_or_default(), claim.chat_id.clone()),
+                    claim.version,
+                );
+            }
+        }
         futures::stream::iter(claims)
-            .for_each_concurrent(self.concurrency.max(1), |claim| self.curate(claim))
+            .for_each_concurrent(self.concurrency.max(1), |claim| async move {
+                let key = (
+                    claim
+                        .identity
+                        .as_ref()
+                        .map(|i| i.tenant_id.clone())
+                        .unwrap_or_default(),
+                    claim.chat_id.clone(),
+                );
+                self.curate(claim).await;
+                // Settled (or left to its lease by a settlement that failed): not handed back.
+                if let Ok(mut listed) = in_flight.lock() {
+                    listed.remove(&key);
+                }
+            })
             .await;
         Ok(claimed)
     }

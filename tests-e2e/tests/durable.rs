@@ -1155,7 +1155,8 @@ async fn a_failed_curation_is_retried_and_failed_runs_are_not_curated() -> R {
 
 /// The queue's own rules, asked directly as the platform with no Curator sweeping: two claimers
 /// at once get disjoint chats, a claimed chat is nobody else's until its lease runs out, a
-/// settlement for a version the chat has moved past keeps the row, a failure backs off.
+/// settlement for a version the chat has moved past keeps the row, a failure backs off, a
+/// release makes the chat due again at once.
 #[tokio::test]
 async fn the_curation_queue_leases_each_chat_to_one_claimer() -> R {
     let mesh = Mesh::builder().worker().without_curator().start().await?;
@@ -1230,7 +1231,7 @@ async fn the_curation_queue_leases_each_chat_to_one_claimer() -> R {
             );
             async move { Ok::<_, E>(queue.finish_curation(request).await?.into_inner().removed) }
         };
-        use pa_proto::v1::CurationOutcome::{Curated, Failed};
+        use pa_proto::v1::CurationOutcome::{Curated, Failed, Released};
         let first = a
             .first()
             .or(b.first())
@@ -1262,6 +1263,28 @@ async fn the_curation_queue_leases_each_chat_to_one_claimer() -> R {
             !soon.iter().any(|c| c.chat_id == failed.chat_id),
             "backing off: {soon:?}"
         );
+        // A release (a stopping worker hands its claim back) makes the chat due again at once,
+        // its lease notwithstanding, and the attempt does not count.
+        let held = a
+            .iter()
+            .chain(&b)
+            .find(|c| c.chat_id != first.chat_id)
+            .cloned()
+            .ok_or("a second chat held")?;
+        assert!(
+            !soon.iter().any(|c| c.chat_id == held.chat_id),
+            "held by its lease: {soon:?}"
+        );
+        assert!(
+            !settle(&held, held.version, Released).await?,
+            "a released chat stays queued"
+        );
+        let back = claim(10, 60_000).await?;
+        let retaken = back
+            .iter()
+            .find(|c| c.chat_id == held.chat_id)
+            .ok_or("the released chat is claimed again at once")?;
+        assert_eq!(retaken.attempt, held.attempt, "{retaken:?}");
         Ok::<_, E>(())
     }
     .await;

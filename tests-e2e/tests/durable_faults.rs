@@ -579,6 +579,63 @@ async fn a_curation_whose_worker_is_killed_mid_answer_is_finished_by_another() -
     result
 }
 
+/// A curation whose worker is stopped (SIGTERM: a deploy, a scale-down) while the model answers
+/// is handed back and taken up by another worker at once, not after its claim's lease (two
+/// minutes here, as by default): the stopping worker releases what it leaves unfinished.
+#[tokio::test]
+async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finished_by_another() -> R
+{
+    let mesh = Mesh::builder()
+        .worker_process()
+        .curator_debounce(Duration::from_millis(100))
+        .curator_lease(Duration::from_secs(120))
+        .start()
+        .await?;
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let mut worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let result = async {
+        let fake = FakeProvider::start().await?;
+        add_fake_model(&mesh, "cur", &fake, false).await?;
+        // The run's answer, then a curation whose answer never comes, then curations that do.
+        fake.push(Reply::text("Hello."));
+        fake.push(Reply::hang());
+        fake.set_default(Reply::text(r#"{"summary": "A greeting.", "facts": []}"#));
+        let chat = mesh.create_chat("stopped mid-curation").await?;
+        let body = json!({ "message": "hello", "model": "cur:model" });
+        let run_id = start(&mesh, &chat, body).await?;
+        events_to_end(&mesh, &run_id).await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while fake.request_count() < 2 {
+            if tokio::time::Instant::now() > deadline {
+                return Err("the Curator never asked the model".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The curation waits on the model: its worker is asked to stop, and does.
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &worker.0.id().to_string()])
+            .status()?;
+        assert!(stopped.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while worker.0.try_wait()?.is_none() {
+            if std::time::Instant::now() > deadline {
+                return Err("the stopped worker did not exit".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        worker.0 = mesh.spawn_worker_process(binary)?;
+        // Within await_curated's 30 s, against a 120 s lease: the claim was handed back.
+        mesh.await_curated(&chat, &run_id).await?;
+        assert_eq!(fake.request_count(), 3, "one curation, asked again once");
+        Ok::<_, E>(())
+    }
+    .await;
+    drop(worker);
+    mesh.stop().await?;
+    result
+}
+
 /// A maintenance task whose worker is killed (SIGKILL) mid-task is finished by another worker
 /// within seconds: the activity heartbeats (ADR 0235), so Temporal retries it once the beats
 /// stop, not after its ten-minute start-to-close timeout. The purge is exact: every due row of

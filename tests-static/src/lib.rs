@@ -985,7 +985,7 @@ pub const SERVICES: &[Service] = &[
                 "120000",
                 Kind::Int,
                 Helm::Value,
-                "How long a worker holds a chat it is curating (at least 1000); a curation whose worker died is taken up by another after it.",
+                "How long a worker holds a chat it is curating (at least 1000); a curation whose worker died is taken up by another after it (a worker that is stopped hands its curations back at once).",
             ),
             var(
                 "PA_WORKER_SCHEDULES",
