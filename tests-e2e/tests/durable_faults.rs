@@ -535,60 +535,23 @@ async fn turns_finished_while_no_worker_runs_are_curated_when_one_returns() -> R
     result
 }
 
-/// A curation whose worker is killed (SIGKILL) while the model answers is taken up by another
-/// worker once the dead one's claim runs out (its lease, 3 s here; 2 minutes by default).
-#[tokio::test]
-async fn a_curation_whose_worker_is_killed_mid_answer_is_finished_by_another() -> R {
-    let mesh = Mesh::builder()
-        .worker_process()
-        .curator_debounce(Duration::from_millis(100))
-        .curator_lease(Duration::from_secs(3))
-        .start()
-        .await?;
-    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
-    let mut worker = KilledOnDrop(mesh.spawn_worker_process(binary)?);
-    mesh.wait_worker_process(Duration::from_secs(60)).await?;
-    let result = async {
-        let fake = FakeProvider::start().await?;
-        add_fake_model(&mesh, "cur", &fake, false).await?;
-        // The run's answer, then a curation whose answer never comes, then curations that do.
-        fake.push(Reply::text("Hello."));
-        fake.push(Reply::hang());
-        fake.set_default(Reply::text(r#"{"summary": "A greeting.", "facts": []}"#));
-        let chat = mesh.create_chat("killed mid-curation").await?;
-        let body = json!({ "message": "hello", "model": "cur:model" });
-        let run_id = start(&mesh, &chat, body).await?;
-        events_to_end(&mesh, &run_id).await?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while fake.request_count() < 2 {
-            if tokio::time::Instant::now() > deadline {
-                return Err("the Curator never asked the model".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // The curation waits on the model: its worker dies.
-        worker.kill_and_replace(&mesh, binary)?;
-        // Within await_curated's 30 s: the lease, then a sweep.
-        mesh.await_curated(&chat, &run_id).await?;
-        assert_eq!(fake.request_count(), 3, "one curation retried once");
-        Ok::<_, E>(())
-    }
-    .await;
-    drop(worker);
-    mesh.stop().await?;
-    result
+/// How a curating worker goes away.
+#[derive(Clone, Copy, PartialEq)]
+enum WorkerEnd {
+    /// SIGKILL: it leaves its claims to their lease.
+    Killed,
+    /// SIGTERM (a deploy, a scale-down): it hands its claims back before it exits.
+    Stopped,
 }
 
-/// A curation whose worker is stopped (SIGTERM: a deploy, a scale-down) while the model answers
-/// is handed back and taken up by another worker at once, not after its claim's lease (two
-/// minutes here, as by default): the stopping worker releases what it leaves unfinished.
-#[tokio::test]
-async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finished_by_another() -> R
-{
+/// A worker goes (`end`) while its curation waits on a model that never answers; another worker
+/// is started and must curate the chat within `await_curated`'s 30 s, asking the model again
+/// once. The Curator's claims are held for `lease`.
+async fn a_curating_worker_goes(end: WorkerEnd, lease: Duration) -> R {
     let mesh = Mesh::builder()
         .worker_process()
         .curator_debounce(Duration::from_millis(100))
-        .curator_lease(Duration::from_secs(120))
+        .curator_lease(lease)
         .start()
         .await?;
     let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
@@ -601,7 +564,7 @@ async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finish
         fake.push(Reply::text("Hello."));
         fake.push(Reply::hang());
         fake.set_default(Reply::text(r#"{"summary": "A greeting.", "facts": []}"#));
-        let chat = mesh.create_chat("stopped mid-curation").await?;
+        let chat = mesh.create_chat("worker gone mid-curation").await?;
         let body = json!({ "message": "hello", "model": "cur:model" });
         let run_id = start(&mesh, &chat, body).await?;
         events_to_end(&mesh, &run_id).await?;
@@ -612,20 +575,24 @@ async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finish
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // The curation waits on the model: its worker is asked to stop, and does.
-        let stopped = std::process::Command::new("kill")
-            .args(["-TERM", &worker.0.id().to_string()])
-            .status()?;
-        assert!(stopped.success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while worker.0.try_wait()?.is_none() {
-            if std::time::Instant::now() > deadline {
-                return Err("the stopped worker did not exit".into());
+        // The curation waits on the model: its worker goes.
+        match end {
+            WorkerEnd::Killed => worker.kill_and_replace(&mesh, binary)?,
+            WorkerEnd::Stopped => {
+                let stopped = std::process::Command::new("kill")
+                    .args(["-TERM", &worker.0.id().to_string()])
+                    .status()?;
+                assert!(stopped.success());
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while worker.0.try_wait()?.is_none() {
+                    if std::time::Instant::now() > deadline {
+                        return Err("the stopped worker did not exit".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                worker.0 = mesh.spawn_worker_process(binary)?;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        worker.0 = mesh.spawn_worker_process(binary)?;
-        // Within await_curated's 30 s, against a 120 s lease: the claim was handed back.
         mesh.await_curated(&chat, &run_id).await?;
         assert_eq!(fake.request_count(), 3, "one curation, asked again once");
         Ok::<_, E>(())
@@ -634,6 +601,23 @@ async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finish
     drop(worker);
     mesh.stop().await?;
     result
+}
+
+/// A curation whose worker is killed (SIGKILL) while the model answers is taken up by another
+/// worker once the dead one's claim runs out (its lease, 3 s here; 2 minutes by default).
+#[tokio::test]
+async fn a_curation_whose_worker_is_killed_mid_answer_is_finished_by_another() -> R {
+    a_curating_worker_goes(WorkerEnd::Killed, Duration::from_secs(3)).await
+}
+
+/// A curation whose worker is stopped (SIGTERM: a deploy, a scale-down) while the model answers
+/// is handed back and taken up by another worker at once, not after its claim's lease (two
+/// minutes here, as by default, against `await_curated`'s 30 s): the stopping worker releases
+/// what it leaves unfinished (ADR 0248).
+#[tokio::test]
+async fn a_curation_whose_worker_is_stopped_mid_answer_is_handed_back_and_finished_by_another() -> R
+{
+    a_curating_worker_goes(WorkerEnd::Stopped, Duration::from_secs(120)).await
 }
 
 /// A maintenance task whose worker is killed (SIGKILL) mid-task is finished by another worker
