@@ -171,6 +171,7 @@ impl CurationQueue {
             .bind(tenant_id)
             .bind(chat_id)
             .bind(version),
+            // (A release was settled above.)
             Outcome::Failed | Outcome::Released => sqlx::query(
                 "UPDATE curations SET not_before = now() + \
                    make_interval(secs => LEAST($3::float8, power(2::float8, attempts::float8))) \

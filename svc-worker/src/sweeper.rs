@@ -71,6 +71,12 @@ pub struct CurationSweeper {
 /// The claims whose curation has not been settled yet: (tenant, chat) → the claim's version.
 type InFlight = Arc<Mutex<HashMap<(String, String), i64>>>;
 
+/// A claim's key in [`InFlight`].
+fn in_flight_key(claim: &CurationClaim) -> (String, String) {
+    let tenant_id = claim.identity.as_ref().map(|i| i.tenant_id.clone());
+    (tenant_id.unwrap_or_default(), claim.chat_id.clone())
+}
+
 /// How long a stopping worker waits for svc-runs to take its claims back.
 const RELEASE_WITHIN: Duration = Duration::from_secs(2);
 
@@ -161,23 +167,12 @@ impl CurationSweeper {
         let claimed = claims.len();
         if let Ok(mut listed) = in_flight.lock() {
             for claim in &claims {
-                let tenant_id = claim.identity.as_ref().map(|i| i.tenant_id.clone());
-                listed.insert(
-                    (tenant_id.unwrap_or_default(), claim.chat_id.clone()),
-                    claim.version,
-                );
+                listed.insert(in_flight_key(claim), claim.version);
             }
         }
         futures::stream::iter(claims)
             .for_each_concurrent(self.concurrency.max(1), |claim| async move {
-                let key = (
-                    claim
-                        .identity
-                        .as_ref()
-                        .map(|i| i.tenant_id.clone())
-                        .unwrap_or_default(),
-                    claim.chat_id.clone(),
-                );
+                let key = in_flight_key(&claim);
                 self.curate(claim).await;
                 // Settled (or left to its lease by a settlement that failed): not handed back.
                 if let Ok(mut listed) = in_flight.lock() {
