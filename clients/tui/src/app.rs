@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use crate::api::{Chat, Message};
 
+/// What a tool call shows once its run ended without its result.
+pub const NOT_RUN: &str = "(not run: the run ended)";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     User(String),
@@ -260,10 +263,21 @@ impl App {
         }
     }
 
-    /// The run's stream is over (its end, or a stream that could not be resumed).
+    /// The run's stream is over (its end, or a stream that could not be resumed). A call it
+    /// announced and never answered (a cancelled run, one whose driver died) says so, rather
+    /// than waiting on screen forever.
     pub fn run_ended(&mut self) {
         self.run_id = None;
         self.approval = None;
+        for entry in &mut self.entries {
+            if let Entry::Tool {
+                result: result @ None,
+                ..
+            } = entry
+            {
+                *result = Some(NOT_RUN.into());
+            }
+        }
     }
 
     /// Removes the streamed assistant message `message_id` from the transcript.
@@ -563,6 +577,35 @@ mod tests {
                 },
                 Entry::Assistant("Seven.".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_call_the_run_ended_without_says_it_was_not_run() {
+        let mut app = App::new("auto");
+        app.run_started("c", "r1");
+        for id in ["done", "never"] {
+            app.handle_event(&json!({"type": "TOOL_CALL_START", "toolCallId": id,
+                "toolCallName": "web_fetch"}));
+        }
+        app.handle_event(
+            &json!({"type": "TOOL_CALL_RESULT", "toolCallId": "done", "content": "seven"}),
+        );
+        app.handle_event(
+            &json!({"type": "RUN_ERROR", "runId": "r1", "code": "cancelled",
+            "message": "cancelled by the user"}),
+        );
+        let results: Vec<Option<String>> = app
+            .entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Tool { result, .. } => Some(result.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            results,
+            vec![Some("seven".to_string()), Some(NOT_RUN.to_string())]
         );
     }
 
