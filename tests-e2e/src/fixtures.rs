@@ -36,7 +36,10 @@ impl DevIdp {
             .spawn()?;
         let stdout = process.stdout.take().ok_or("no stdout")?;
         let mut lines = tokio::io::BufReader::new(stdout).lines();
-        let issuer = tokio::time::timeout(Duration::from_secs(20), async {
+        // As long as any store of the tests' may take to start: on a loaded machine (CI runs
+        // tests beside each other, and the helm test starts Postgres, Temporal and Redis
+        // together with it) node loading oidc-provider once took more than 20 s.
+        let issuer = tokio::time::timeout(crate::stores::READY_DEADLINE, async {
             while let Some(line) = lines.next_line().await? {
                 if line.contains("dev IdP listening")
                     && let Some(issuer) = line
@@ -48,7 +51,13 @@ impl DevIdp {
             }
             Err(std::io::Error::other("the IdP exited"))
         })
-        .await??;
+        .await
+        .map_err(|_| {
+            format!(
+                "the dev IdP did not say it listens within {:?}",
+                crate::stores::READY_DEADLINE
+            )
+        })??;
         // Keep draining its log so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(DevIdp {

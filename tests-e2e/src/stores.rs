@@ -50,7 +50,7 @@ use sqlx::Connection;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-const READY_DEADLINE: Duration = Duration::from_secs(60);
+pub(crate) const READY_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A temp dir removed (recursively) on drop.
 pub(crate) struct TempDir(pub(crate) PathBuf);
