@@ -231,20 +231,23 @@ impl RunActivities {
         let _running = self
             .running
             .enter("request_approval", &spec.run_id, ctx.info().attempt);
-        pa_bus::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
-            .await
-            .map_err(failure)?;
-        pending.push(event);
-        let pending = self
-            .claims
-            .hydrate_events(&spec.run_id, pending)
-            .await
-            .map_err(failure)?;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
-        Ok(())
+        let work = async {
+            pa_bus::approvals::open(&self.redis, &spec.run_id, &tool_call_id)
+                .await
+                .map_err(failure)?;
+            pending.push(event);
+            let pending = self
+                .claims
+                .hydrate_events(&spec.run_id, pending)
+                .await
+                .map_err(failure)?;
+            self.sink
+                .emit_at(&spec.run_id, &ids(step, 0, pending))
+                .await
+                .map(|_| ())
+                .map_err(failure)
+        };
+        heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, work).await?
     }
 
     /// The approval's timer fired: closes the request and returns the decision that stands (one
@@ -259,8 +262,9 @@ impl RunActivities {
             .running
             .enter("expire_approval", &input.run_id, ctx.info().attempt);
         use pa_bus::approvals::ApprovalState;
-        let stands = pa_bus::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id)
-            .await
+        let expiring = pa_bus::approvals::expire(&self.redis, &input.run_id, &input.tool_call_id);
+        let stands = heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, expiring)
+            .await?
             .map_err(failure)?;
         Ok(Input::ApprovalDecision {
             tool_call_id: input.tool_call_id,

@@ -50,8 +50,12 @@ fn tool_call_options() -> ActivityOptions {
         .build()
 }
 
+/// The approval's activities are a Redis call or two, but a worker killed inside one must not
+/// hold its run for the start-to-close timeout: they heartbeat, so another worker retries them
+/// within the heartbeat timeout (ADR 0249).
 fn approval_options() -> ActivityOptions {
     ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .heartbeat_timeout(crate::activities::HEARTBEAT_TIMEOUT)
         .retry_policy(crate::activities::retry_policy())
         .build()
 }

@@ -72,21 +72,51 @@ pub struct CutProxy {
     cut: tokio::sync::watch::Sender<u64>,
     down: std::sync::Arc<std::sync::atomic::AtomicBool>,
     stalled: tokio::sync::watch::Sender<bool>,
+    tripwire: Tripwire,
 }
 
-/// Copies `from` to `to`, holding what it reads while `stalled` says so.
+/// What [`CutProxy::stall_on`] waits for in what clients send, and whether it came.
+#[derive(Clone, Default)]
+struct Tripwire {
+    pattern: std::sync::Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    tripped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Tripwire {
+    /// Whether `bytes` trip the wire (which is then disarmed).
+    fn trips(&self, bytes: &[u8]) -> bool {
+        let mut pattern = self.pattern.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = pattern
+            .as_deref()
+            .is_some_and(|p| p.is_empty() || bytes.windows(p.len()).any(|w| w == p));
+        if hit {
+            *pattern = None;
+            self.tripped
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        hit
+    }
+}
+
+/// Copies `from` to `to`, holding what it reads while `stalled` says so; bytes that trip
+/// `tripwire` stall the proxy before they go through.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut stalled: tokio::sync::watch::Receiver<bool>,
+    stall: tokio::sync::watch::Sender<bool>,
+    tripwire: Option<Tripwire>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stalled = stall.subscribe();
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        if tripwire.as_ref().is_some_and(|t| t.trips(&buf[..n])) {
+            stall.send_replace(true);
+        }
         if stalled.wait_for(|stalled| !*stalled).await.is_err()
             || to.write_all(&buf[..n]).await.is_err()
         {
@@ -102,11 +132,13 @@ impl CutProxy {
         let (cut, _) = tokio::sync::watch::channel(0u64);
         let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (stalled, _) = tokio::sync::watch::channel(false);
+        let tripwire = Tripwire::default();
         let proxy = CutProxy {
             addr,
             cut: cut.clone(),
             down: down.clone(),
             stalled: stalled.clone(),
+            tripwire: tripwire.clone(),
         };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
@@ -116,7 +148,8 @@ impl CutProxy {
                 }
                 let upstream = upstream.clone();
                 let mut cuts = cut.subscribe();
-                let stalled = stalled.subscribe();
+                let stalled = stalled.clone();
+                let tripwire = tripwire.clone();
                 tokio::spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
@@ -125,8 +158,8 @@ impl CutProxy {
                     let _ = server.set_nodelay(true);
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
-                    let asks = pump(client_read, server_write, stalled.clone());
-                    let answers = pump(server_read, client_write, stalled);
+                    let asks = pump(client_read, server_write, stalled.clone(), Some(tripwire));
+                    let answers = pump(server_read, client_write, stalled, None);
                     // Either side closing (or a cut) ends the connection on both.
                     tokio::select! {
                         _ = asks => {}
@@ -168,6 +201,27 @@ impl CutProxy {
     /// Lets held and new bytes through again.
     pub fn flow(&self) {
         self.stalled.send_replace(false);
+    }
+
+    /// Arms a tripwire: the first bytes a client sends that contain `pattern` (e.g. a Redis
+    /// key) [`CutProxy::stall`] the proxy, held with everything after them: the peer is
+    /// stopped exactly at that request. Disarmed once tripped.
+    pub fn stall_on(&self, pattern: &[u8]) {
+        self.tripwire
+            .tripped
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        *self
+            .tripwire
+            .pattern
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(pattern.to_vec());
+    }
+
+    /// Whether the tripwire armed last has been tripped.
+    pub fn tripped(&self) -> bool {
+        self.tripwire
+            .tripped
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

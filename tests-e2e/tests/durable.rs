@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pa_testkit::{Chunk, FakeProvider, Reply};
 use serde_json::{Value, json};
-use tests_e2e::{Mesh, SseEvent, normalized};
+use tests_e2e::{Mesh, MeshBuilder, SseEvent, normalized};
 
 type R = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 type E = Box<dyn std::error::Error + Send + Sync>;
@@ -595,16 +595,22 @@ async fn slow_site(hits: Arc<AtomicUsize>) -> Result<SocketAddr, E> {
 /// A mesh whose worker is a separate process (killable), whose user has the web_fetch tool
 /// (`slow.test` resolving to this machine), and a fake provider to register as a model.
 async fn mesh_with_web_fetch() -> Result<(Mesh, FakeProvider), E> {
-    let mesh = Mesh::builder()
+    mesh_with_web_fetch_and(|builder| builder).await
+}
+
+/// [`mesh_with_web_fetch`], with more of the test's own settings.
+async fn mesh_with_web_fetch_and(
+    configure: impl FnOnce(MeshBuilder) -> MeshBuilder,
+) -> Result<(Mesh, FakeProvider), E> {
+    let builder = Mesh::builder()
         .tools_settings(svc_tools::ToolsSettings {
             allow: svc_tools::netguard::AllowList::parse("slow.test")?,
             dns_overrides: vec![("slow.test".into(), "127.0.0.1".parse()?)],
             fetch_timeout: Duration::from_secs(20),
             ..svc_tools::ToolsSettings::default()
         })
-        .worker_process()
-        .start()
-        .await?;
+        .worker_process();
+    let mesh = configure(builder).start().await?;
     let (status, created) = mesh
         .post_json(
             "/v1/me/integrations",
@@ -1925,4 +1931,136 @@ async fn captured_histories_replay_deterministically() -> R {
     }
     slow.stop().await?;
     mesh.stop().await
+}
+
+/// A worker killed inside a tool call's approval activities — opening the request, then
+/// expiring it when nobody answered — is replaced within seconds each time: the activities
+/// heartbeat (ADR 0249); before, a dead worker's attempt held the run for their one-minute
+/// start-to-close timeout. The workers reach Redis through a proxy that stalls at the request's
+/// key, so each kill lands inside the activity.
+#[tokio::test]
+async fn a_worker_killed_inside_an_approval_activity_is_replaced_within_seconds() -> R {
+    // The page answers at once (`hits` starts past the slow first request).
+    let hits = Arc::new(AtomicUsize::new(1));
+    let site = slow_site(hits.clone()).await?;
+    let (mesh, fake) =
+        mesh_with_web_fetch_and(|b| b.approval_timeout(Duration::from_secs(4))).await?;
+    add_fake_model(&mesh, "askdead", &fake, true).await?;
+    let url = format!("http://slow.test:{}/slow", site.port());
+    let call = |id: &str| {
+        Reply::chunks(vec![Chunk::tool_call(
+            id,
+            "web_fetch",
+            json!({ "url": url }).to_string(),
+        )])
+    };
+    fake.push(call("call_first"));
+    // After untrusted content, the next web call waits for approval (ADR 0122).
+    fake.push(call("call_gated"));
+    fake.push(Reply::text("I was not allowed to read it again."));
+
+    let redis_addr = redis_host_port(&mesh.worker_config.common.redis_url)?;
+    let redis = tests_e2e::CutProxy::start(redis_addr).await?;
+    let proxied = tests_e2e::with_host_port(&mesh.worker_config.common.redis_url, redis.addr);
+    let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
+    let worker_via_proxy = || -> Result<std::process::Child, E> {
+        Ok(mesh
+            .worker_process_command(binary)?
+            .env("REDIS_URL", &proxied)
+            .spawn()?)
+    };
+    let mut worker = worker_via_proxy()?;
+    mesh.wait_worker_process(Duration::from_secs(60)).await?;
+    let chat = mesh.create_chat("approval-dead").await?;
+    let run_id = start(
+        &mesh,
+        &chat,
+        json!({ "message": "read the page twice", "model": "askdead:model", "durable": true }),
+    )
+    .await?;
+    let request_key = format!("pa:run:{run_id}:approval:call_gated");
+    let approval_asked = |e: &SseEvent| {
+        e.event_type() == "CUSTOM"
+            && e.data["name"] == "tool_call_approval"
+            && e.data["value"]["toolCallId"] == "call_gated"
+    };
+    let mut events: Vec<SseEvent> = Vec::new();
+
+    // 1. Killed while it opens the request.
+    redis.stall_on(request_key.as_bytes());
+    wait_for_trip(&redis, Duration::from_secs(60), "the request is opened").await?;
+    worker.kill()?;
+    worker.wait()?;
+    redis.flow();
+    let mut replacement = worker_via_proxy()?;
+    read_until(
+        &mut events,
+        &mesh,
+        &run_id,
+        Duration::from_secs(20),
+        approval_asked,
+    )
+    .await?;
+
+    // 2. Killed while it expires the request nobody answered.
+    redis.stall_on(request_key.as_bytes());
+    wait_for_trip(&redis, Duration::from_secs(30), "the request expires").await?;
+    replacement.kill()?;
+    replacement.wait()?;
+    redis.flow();
+    let mut third = worker_via_proxy()?;
+    read_until(&mut events, &mesh, &run_id, Duration::from_secs(20), |e| {
+        matches!(e.event_type(), "RUN_FINISHED" | "RUN_ERROR")
+    })
+    .await?;
+    third.kill()?;
+    third.wait()?;
+
+    assert_eq!(events.last().map(|e| e.event_type()), Some("RUN_FINISHED"));
+    assert_eq!(events.iter().filter(|e| approval_asked(e)).count(), 1);
+    let mut ids: Vec<&str> = events.iter().filter_map(|e| e.id.as_deref()).collect();
+    let all = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), all, "no event id twice");
+    // Nobody approved: the gated call never ran (the page was fetched once), and the model
+    // was told so.
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let gated = events
+        .iter()
+        .find(|e| e.event_type() == "TOOL_CALL_RESULT" && e.data["toolCallId"] == "call_gated")
+        .ok_or("the gated call has a result")?;
+    assert!(
+        !gated.data["content"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("The slow page says 7."),
+        "{}",
+        gated.data
+    );
+    assert_eq!(fake.request_count(), 3);
+    Ok(())
+}
+
+/// `host:port` of a `redis://` URL.
+fn redis_host_port(url: &str) -> Result<String, E> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit('@').next().unwrap_or_default();
+    if host_port.is_empty() {
+        return Err(format!("no host in {url}").into());
+    }
+    Ok(host_port.to_string())
+}
+
+/// Waits until `proxy`'s tripwire is tripped.
+async fn wait_for_trip(proxy: &tests_e2e::CutProxy, within: Duration, what: &str) -> R {
+    let deadline = tokio::time::Instant::now() + within;
+    while !proxy.tripped() {
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("not tripped within {within:?}: {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
