@@ -1978,7 +1978,7 @@ async fn a_worker_killed_inside_an_approval_activity_is_replaced_within_seconds(
         json!({ "message": "read the page twice", "model": "askdead:model", "durable": true }),
     )
     .await?;
-    let request_key = format!("pa:run:{run_id}:approval:call_gated");
+    let request_key = pa_bus::keys::run_approval(&run_id, "call_gated");
     let approval_asked = |e: &SseEvent| {
         e.event_type() == "CUSTOM"
             && e.data["name"] == "tool_call_approval"

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { applyEvent, awaitsDecision, newRunView, replyText, toolDurationMs, toolProgress, type ToolPart } from '@/lib/runView';
+import { applyEvent, awaitsDecision, newRunView, replyText, runState, toolDurationMs, toolProgress, type ToolPart } from '@/lib/runView';
 
 describe('applyEvent', () => {
   it('folds text, reasoning, tool calls, approvals and sub-runs', () => {
@@ -82,14 +82,35 @@ describe('applyEvent', () => {
     feed({ type: 'TOOL_CALL_START', toolCallId: 'asks', toolCallName: 'send_mail' });
     feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 'asks' } });
     const [done, asks] = v.parts as ToolPart[];
-    const ended = () => v.status !== 'running';
-    expect(toolProgress(done!, ended())).toBe('250 ms');
-    expect(toolProgress(asks!, ended())).toBe('running…');
-    expect(awaitsDecision(asks!, ended())).toBe(true);
+    expect(toolProgress(done!, runState(v))).toBe('250 ms');
+    expect(toolProgress(asks!, runState(v))).toBe('running…');
+    expect(awaitsDecision(asks!, runState(v))).toBe(true);
     feed({ type: 'RUN_ERROR', code: 'cancelled', message: 'cancelled by the user' });
-    expect(toolProgress(done!, ended())).toBe('250 ms');
-    expect(toolProgress(asks!, ended())).toBe('not run');
-    expect(awaitsDecision(asks!, ended())).toBe(false);
+    expect(toolProgress(done!, runState(v))).toBe('250 ms');
+    expect(toolProgress(asks!, runState(v))).toBe('not run');
+    expect(awaitsDecision(asks!, runState(v))).toBe(false);
+  });
+
+  it('does not say a call of a run whose stream was lost was not run, and still takes its decision', () => {
+    const v = newRunView('r1');
+    const feed = (e: Record<string, unknown>) => applyEvent(v, e as never, null, 1000);
+    feed({ type: 'TOOL_CALL_START', toolCallId: 'asks', toolCallName: 'send_mail' });
+    feed({ type: 'CUSTOM', name: 'tool_call_approval', value: { toolCallId: 'asks' } });
+    v.status = 'lost'; // what the store sets when the stream fails for good
+    const [asks] = v.parts as ToolPart[];
+    expect(runState(v)).toBe('lost');
+    expect(toolProgress(asks!, runState(v))).toBe('unknown: the stream was lost');
+    expect(awaitsDecision(asks!, runState(v))).toBe(true);
+    // A sub-run follows its parent: lost with it, ended with it, its own end stands.
+    const sub = newRunView('s1');
+    expect(runState(sub, runState(v))).toBe('lost');
+    expect(runState(sub, 'ended')).toBe('ended');
+    sub.status = 'finished';
+    expect(runState(sub, 'lost')).toBe('ended');
+    // The run's own end, once its stream is back, ends the call.
+    v.status = 'running';
+    feed({ type: 'RUN_FINISHED' });
+    expect(toolProgress(asks!, runState(v))).toBe('not run');
   });
 
   it('nests a sub-run of a sub-run and keeps each one\'s tool calls and approvals apart', () => {

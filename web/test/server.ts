@@ -9,7 +9,8 @@ export interface TestServer {
   close: () => Promise<void>;
 }
 
-export async function startSseServer(opts: { tokens: string[]; dropAfter?: number[] }): Promise<TestServer> {
+/** `refuse`: statuses answered, in order, to the first requests for the stream (e.g. 403). */
+export async function startSseServer(opts: { tokens: string[]; dropAfter?: number[]; refuse?: number[] }): Promise<TestServer> {
   const events = [
     { type: 'RUN_STARTED', runId: 'r1', threadId: 'c1' },
     { type: 'TEXT_MESSAGE_START', messageId: 'm1', role: 'assistant' },
@@ -18,12 +19,18 @@ export async function startSseServer(opts: { tokens: string[]; dropAfter?: numbe
     { type: 'RUN_FINISHED', runId: 'r1', threadId: 'c1' },
   ].map((e, i) => ({ id: `1700000000000-${i}`, e }));
   const drops = [...(opts.dropAfter ?? [])];
+  const refusals = [...(opts.refuse ?? [])];
   const requests: TestServer['requests'] = [];
   const server = http.createServer((req, res) => {
     const last = (req.headers['last-event-id'] as string | undefined) ?? null;
     requests.push({ path: req.url ?? '', lastEventId: last });
     if (!req.url?.includes('/events')) {
       res.writeHead(404).end();
+      return;
+    }
+    const refusal = refusals.shift();
+    if (refusal !== undefined) {
+      res.writeHead(refusal, { 'content-type': 'application/problem+json' }).end('{"title":"refused"}');
       return;
     }
     res.writeHead(200, { 'content-type': 'text/event-stream' });

@@ -56,6 +56,31 @@ describe('runs store', () => {
   });
 });
 
+describe('a run whose stream is lost', () => {
+  it('is lost, not ended, and reconnecting picks it up where it was', async () => {
+    await server.close();
+    server = await startSseServer({ tokens, refuse: [403] });
+    setApiBase(server.url);
+    const runs = useRuns();
+    runs.byChat.c1 = {
+      chatId: 'c1', userMessage: 'hi', streaming: false, reconnects: 0, events: 0,
+      view: { runId: 'r1', status: 'running', parts: [], error: null, lastEventId: null },
+    };
+    await runs.follow('c1');
+    expect(runs.byChat.c1!.view.status).toBe('lost');
+    expect(runs.byChat.c1!.view.error).toContain('403');
+    expect(JSON.parse(sessionStore.get('pa.run.c1')!).view.status).toBe('lost');
+    // Following again is the reconnect's job: a lost run is not followed by accident.
+    await runs.follow('c1');
+    expect(server.requests.length).toBe(1);
+    await runs.reconnect('c1');
+    expect(runs.byChat.c1!.view.status).toBe('finished');
+    expect(runs.byChat.c1!.view.error).toBeNull();
+    expect(replyText(runs.byChat.c1!.view)).toBe(tokens.join(''));
+    runs.forget('c1');
+  });
+});
+
 describe('chats store', () => {
   it('filters by title, case-insensitively', () => {
     const chats = useChats();

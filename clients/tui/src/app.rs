@@ -10,6 +10,10 @@ use crate::api::{Chat, Message};
 /// What a tool call shows once its run ended without its result.
 pub const NOT_RUN: &str = "(not run: the run ended)";
 
+/// What a tool call without a result shows once this client lost its run's stream for good:
+/// the run may go on, so nothing is said of the call but that.
+pub const STREAM_LOST: &str = "(unknown: the stream was lost)";
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     User(String),
@@ -263,10 +267,19 @@ impl App {
         }
     }
 
-    /// The run's stream is over (its end, or a stream that could not be resumed). A call it
-    /// announced and never answered (a cancelled run, one whose driver died) says so, rather
-    /// than waiting on screen forever.
+    /// The run ended. A call it announced and never answered (a cancelled run, one whose
+    /// driver died) says so, rather than waiting on screen forever.
     pub fn run_ended(&mut self) {
+        self.stop_following(NOT_RUN);
+    }
+
+    /// The run's stream could not be resumed: the run may go on, so its unanswered calls say
+    /// only that this client cannot tell.
+    pub fn stream_lost(&mut self) {
+        self.stop_following(STREAM_LOST);
+    }
+
+    fn stop_following(&mut self, unanswered: &str) {
         self.run_id = None;
         self.approval = None;
         for entry in &mut self.entries {
@@ -275,7 +288,7 @@ impl App {
                 ..
             } = entry
             {
-                *result = Some(NOT_RUN.into());
+                *result = Some(unanswered.into());
             }
         }
     }
@@ -578,6 +591,18 @@ mod tests {
                 Entry::Assistant("Seven.".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_call_of_a_run_whose_stream_was_lost_is_not_said_to_be_not_run() {
+        let mut app = App::new("auto");
+        app.run_started("c", "r1");
+        app.handle_event(&json!({"type": "TOOL_CALL_START", "toolCallId": "open",
+            "toolCallName": "web_fetch"}));
+        app.stream_lost();
+        assert!(app.run_id.is_none());
+        assert!(app.entries.iter().any(|e| matches!(e,
+            Entry::Tool { result: Some(r), .. } if r == STREAM_LOST)));
     }
 
     #[test]

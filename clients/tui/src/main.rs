@@ -272,10 +272,13 @@ async fn interactive(api: Api, args: &Args) -> Result<ExitCode, BoxError> {
                 Msg::Started { chat_id, run_id } => app.run_started(&chat_id, &run_id),
                 Msg::Event(event) => app.handle_event(&event),
                 Msg::StreamEnded(result) => {
-                    if let Err(e) = result {
-                        app.error(e);
+                    match result {
+                        Ok(()) => app.run_ended(),
+                        Err(e) => {
+                            app.error(e);
+                            app.stream_lost();
+                        }
                     }
-                    app.run_ended();
                     spawn_load_chats(&api, &tx);
                 }
                 Msg::Error(e) => app.error(e),

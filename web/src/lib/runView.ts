@@ -20,7 +20,24 @@ export interface ToolPart {
 export interface SubRunPart { kind: 'subrun'; name: string; toolCallId: string; run: RunView }
 export type Part = TextPart | ReasoningPart | ToolPart | SubRunPart;
 
-export type RunStatus = 'running' | 'finished' | 'error' | 'cancelled';
+/**
+ * `lost`: this client's event stream failed for good (the gateway refused it, or gave up
+ * reconnecting); the run itself may go on, and following it again may pick it up.
+ */
+export type RunStatus = 'running' | 'finished' | 'error' | 'cancelled' | 'lost';
+
+/**
+ * What a client can say of a run's open parts: `live` while its stream is followed, `ended` once
+ * the run (or a run around it) ended, `lost` while this client has lost its stream (the run may
+ * still be going).
+ */
+export type RunState = 'live' | 'ended' | 'lost';
+
+/** The state of `view`, inside a parent run in state `parent` (an ended parent ends it). */
+export function runState(view: RunView, parent: RunState = 'live'): RunState {
+  if (parent === 'ended' || !['running', 'lost'].includes(view.status)) return 'ended';
+  return parent === 'lost' || view.status === 'lost' ? 'lost' : 'live';
+}
 
 export interface RunView {
   runId: string;
@@ -203,19 +220,24 @@ export function replyText(view: RunView): string {
 
 /**
  * What a tool card says of its call: how long it took; `running…` while its run may still give
- * it a result; `not run` once the run (or a run around it, `ended`) ended without one — a
- * cancelled run, or one whose driver died, leaves calls that never ran.
+ * it a result; `not run` once the run (or a run around it) ended without one — a cancelled run,
+ * or one whose driver died, leaves calls that never ran; and, while this client has lost the
+ * run's stream, that it cannot tell.
  */
-export function toolProgress(t: ToolPart, ended: boolean): string {
+export function toolProgress(t: ToolPart, state: RunState): string {
   const ms = toolDurationMs(t);
   if (ms !== null) return ms < 1000 ? `${ms} ms` : `${(ms / 1000).toFixed(1)} s`;
   if (t.result !== null) return '';
-  return ended ? 'not run' : 'running…';
+  if (state === 'ended') return 'not run';
+  return state === 'lost' ? 'unknown: the stream was lost' : 'running…';
 }
 
-/** The call still waits for the user's decision: pending, and its run has not ended. */
-export function awaitsDecision(t: ToolPart, ended: boolean): boolean {
-  return t.approval === 'pending' && !ended;
+/**
+ * The call still waits for the user's decision: pending, and its run has not ended (a run whose
+ * stream this client lost may still wait, and the decision still reaches it).
+ */
+export function awaitsDecision(t: ToolPart, state: RunState): boolean {
+  return t.approval === 'pending' && state !== 'ended';
 }
 
 export function toolDurationMs(t: ToolPart): number | null {

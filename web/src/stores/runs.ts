@@ -92,15 +92,26 @@ export const useRuns = defineStore('runs', {
           },
         });
       } catch (err) {
-        if (!abort.signal.aborted) {
-          run.view.status = 'error';
-          run.view.error = err instanceof StreamHttpError ? `the event stream answered ${err.status}` : (err as Error).message;
+        // This client lost the stream; the run may go on (it ends only with its own events).
+        if (!abort.signal.aborted && run.view.status === 'running') {
+          run.view.status = 'lost';
+          const why = err instanceof StreamHttpError ? `the event stream answered ${err.status}` : (err as Error).message;
+          run.view.error = `Lost contact with the run: ${why}`;
           this.persist(chatId);
         }
       } finally {
         run.streaming = false;
         if (followers.get(chatId) === abort) followers.delete(chatId);
       }
+    },
+    /** Follows again a run whose stream was lost, from the last event it showed. */
+    async reconnect(chatId: string): Promise<void> {
+      const run = this.byChat[chatId];
+      if (!run || run.view.status !== 'lost') return;
+      run.view.status = 'running';
+      run.view.error = null;
+      this.persist(chatId);
+      await this.follow(chatId);
     },
     /** Stops the run (cancel); the stream then ends with the run's last events. */
     async stop(chatId: string, cancel?: (runId: string) => Promise<boolean>): Promise<void> {
