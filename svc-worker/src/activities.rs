@@ -236,16 +236,7 @@ impl RunActivities {
                 .await
                 .map_err(failure)?;
             pending.push(event);
-            let pending = self
-                .claims
-                .hydrate_events(&spec.run_id, pending)
-                .await
-                .map_err(failure)?;
-            self.sink
-                .emit_at(&spec.run_id, &ids(step, 0, pending))
-                .await
-                .map(|_| ())
-                .map_err(failure)
+            self.emit_pending(&spec.run_id, step, pending).await
         };
         heartbeating(&Beat::Activity(Box::new(ctx)), 0u64, work).await?
     }
@@ -368,15 +359,7 @@ impl RunActivities {
         if let Err(err) = &recorded {
             tracing::warn!(run_id = %spec.run_id, %err, "the run's end is not recorded yet: its events go out first, the record is retried");
         }
-        let pending = self
-            .claims
-            .hydrate_events(&spec.run_id, pending)
-            .await
-            .map_err(failure)?;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
+        self.emit_pending(&spec.run_id, step, pending).await?;
         match recorded {
             // A successful turn was queued for the Curator with the record (ADR 0242).
             Ok(recorded) => Ok(recorded),
@@ -461,6 +444,26 @@ pub fn first_turn_runner(
 
 /// The activities' bodies, run inside their spans.
 impl RunActivities {
+    /// Writes the events the workflow held for this step (claim-checked ones fetched back)
+    /// under the step's first ids, so a retried activity rewrites the same ids.
+    async fn emit_pending(
+        &self,
+        run_id: &str,
+        step: u64,
+        pending: Vec<AgUiEvent>,
+    ) -> Result<(), ActivityError> {
+        let pending = self
+            .claims
+            .hydrate_events(run_id, pending)
+            .await
+            .map_err(failure)?;
+        self.sink
+            .emit_at(run_id, &ids(step, 0, pending))
+            .await
+            .map_err(failure)?;
+        Ok(())
+    }
+
     /// A chat's curation (the Curator's sweep, and `curate_chat` for Curator workflows opened
     /// before ADR 0242).
     pub(crate) async fn curate(&self, input: CurateInput) -> Result<u32, PaError> {
@@ -937,15 +940,7 @@ impl RunActivities {
         let call = required(call, "call").map_err(bad_payload)?;
         let spent = spent.unwrap_or_default();
         let written = pending.len() as u64;
-        let pending = self
-            .claims
-            .hydrate_events(&spec.run_id, pending)
-            .await
-            .map_err(failure)?;
-        self.sink
-            .emit_at(&spec.run_id, &ids(step, 0, pending))
-            .await
-            .map_err(failure)?;
+        self.emit_pending(&spec.run_id, step, pending).await?;
         // A sub-run's events go under this step's ids after the pending ones, so a retry
         // rewrites the same ids and nothing repeats.
         let mut relay = StepRelay {

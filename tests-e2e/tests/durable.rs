@@ -592,6 +592,16 @@ async fn slow_site(hits: Arc<AtomicUsize>) -> Result<SocketAddr, E> {
     Ok(addr)
 }
 
+/// The model's answer that calls web_fetch (as `id`) on `site`'s page.
+fn fetch_call(site: SocketAddr, id: &str) -> Reply {
+    let url = format!("http://slow.test:{}/slow", site.port());
+    Reply::chunks(vec![Chunk::tool_call(
+        id,
+        "web_fetch",
+        json!({ "url": url }).to_string(),
+    )])
+}
+
 /// A mesh whose worker is a separate process (killable), whose user has the web_fetch tool
 /// (`slow.test` resolving to this machine), and a fake provider to register as a model.
 async fn mesh_with_web_fetch() -> Result<(Mesh, FakeProvider), E> {
@@ -627,12 +637,7 @@ async fn a_worker_killed_mid_tool_call_is_replaced_and_the_call_runs_again() -> 
     let site = slow_site(hits.clone()).await?;
     let (mesh, fake) = mesh_with_web_fetch().await?;
     add_fake_model(&mesh, "slowtool", &fake, true).await?;
-    let url = format!("http://slow.test:{}/slow", site.port());
-    fake.push(Reply::chunks(vec![Chunk::tool_call(
-        "call_slow",
-        "web_fetch",
-        json!({ "url": url }).to_string(),
-    )]));
+    fake.push(fetch_call(site, "call_slow"));
     fake.push(Reply::text("The page says 7."));
 
     let binary = env!("CARGO_BIN_EXE_pa-e2e-worker");
@@ -759,14 +764,7 @@ async fn a_tool_call_announced_by_a_killed_workers_turn_is_withdrawn_and_the_new
     add_fake_model(&mesh, "deadturn", &fake, true).await?;
     // The page answers at once (its first request is not the slow one: `hits` starts at 1).
     hits.store(1, Ordering::SeqCst);
-    let url = format!("http://slow.test:{}/slow", site.port());
-    let call = |id: &str| {
-        Reply::chunks(vec![Chunk::tool_call(
-            id,
-            "web_fetch",
-            json!({ "url": url }).to_string(),
-        )])
-    };
+    let call = |id: &str| fetch_call(site, id);
     fake.push(call("call_first"));
     // The turn the worker dies in: answered late enough to stall its Temporal connection first.
     fake.push(call("call_dead").with_first_byte_delay(Duration::from_secs(2)));
@@ -1946,14 +1944,7 @@ async fn a_worker_killed_inside_an_approval_activity_is_replaced_within_seconds(
     let (mesh, fake) =
         mesh_with_web_fetch_and(|b| b.approval_timeout(Duration::from_secs(4))).await?;
     add_fake_model(&mesh, "askdead", &fake, true).await?;
-    let url = format!("http://slow.test:{}/slow", site.port());
-    let call = |id: &str| {
-        Reply::chunks(vec![Chunk::tool_call(
-            id,
-            "web_fetch",
-            json!({ "url": url }).to_string(),
-        )])
-    };
+    let call = |id: &str| fetch_call(site, id);
     fake.push(call("call_first"));
     // After untrusted content, the next web call waits for approval (ADR 0122).
     fake.push(call("call_gated"));
