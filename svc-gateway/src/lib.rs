@@ -695,11 +695,15 @@ pub async fn run(
             tracing::info!(addr = ?metrics_listener.local_addr().ok(), "metrics serving");
             let app = metrics_router(config.common.metrics);
             let shutdown = shutdown.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(metrics_listener, app.into_make_service())
-                    .with_graceful_shutdown(async move { shutdown.triggered().await })
-                    .await
-            }))
+            // The public port's limits (ADR 0237): a scraper needs none of what they refuse,
+            // and the port shares the process's descriptors (ADR 0250).
+            let limits = config.http_limits;
+            Some(tokio::spawn(http_server::serve(
+                metrics_listener,
+                app,
+                limits,
+                shutdown,
+            )))
         }
         None => None,
     };
@@ -712,11 +716,10 @@ pub async fn run(
             Err(err) => tracing::error!(%err, "public gRPC server task failed"),
         }
     }
-    if let Some(metrics) = metrics {
-        match metrics.await {
-            Ok(result) => result?,
-            Err(err) => tracing::error!(%err, "metrics server task failed"),
-        }
+    if let Some(metrics) = metrics
+        && let Err(err) = metrics.await
+    {
+        tracing::error!(%err, "metrics server task failed");
     }
     Ok(())
 }

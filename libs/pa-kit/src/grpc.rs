@@ -69,6 +69,162 @@ fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// What one client may hold on a gRPC port (ADR 0250). tonic bounds none of it: a connection
+/// that sends nothing stays open for good (hyper's HTTP/1.1 header timer starts only once the
+/// protocol is known, and HTTP/2 has no timer before its handshake ends), and so does one whose
+/// peer stopped answering; enough of them leave the process without descriptors for its own
+/// connections. The gateway's public gRPC port faces the internet.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// A connection from which nothing was read for this long is closed. A healthy HTTP/2 peer
+    /// is never that quiet: it answers the keep-alive pings.
+    pub idle_timeout: Duration,
+    /// The server pings every HTTP/2 connection this often, busy or idle…
+    pub keepalive_interval: Duration,
+    /// …and closes one whose peer has not answered within this.
+    pub keepalive_timeout: Duration,
+    /// Connections at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            idle_timeout: Duration::from_secs(75),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// An accepted connection on a gRPC port: it holds one of the port's slots until it is dropped,
+/// and fails its reads once nothing was read from it for the idle timeout.
+pub struct LimitedConnection {
+    tcp: tokio::net::TcpStream,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    idle_timeout: Duration,
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl tokio::io::AsyncRead for LimitedConnection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let next = tokio::time::Instant::now() + this.idle_timeout;
+                    this.idle.as_mut().reset(next);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.idle.as_mut().poll(cx).is_ready() => {
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "nothing read from the connection for the idle timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedConnection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for LimitedConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        tonic::transport::server::Connected::connect_info(&self.tcp)
+    }
+}
+
+/// The connections `listener` accepts, within `limits`: past `max_connections`, a new one is
+/// closed at once (one warning per episode); accept errors (out of descriptors) are waited out.
+/// TCP_NODELAY is set on each (our own listener bypasses tonic's socket options, and each small
+/// streamed message could wait ~40 ms on Nagle + delayed ACK).
+fn limited_incoming(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+) -> impl futures::Stream<Item = Result<LimitedConnection, std::io::Error>> {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    futures::stream::unfold(
+        (listener, slots, false),
+        move |(listener, slots, mut saturated)| async move {
+            loop {
+                let tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    Err(err) => {
+                        tracing::warn!(%err, "cannot accept a gRPC connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if !std::mem::replace(&mut saturated, true) {
+                        tracing::warn!(
+                            max = limits.max_connections,
+                            "gRPC connections at their limit: new ones are closed"
+                        );
+                    }
+                    drop(tcp);
+                    continue;
+                };
+                saturated = false;
+                let _ = tcp.set_nodelay(true);
+                let connection = LimitedConnection {
+                    tcp,
+                    _slot: slot,
+                    idle_timeout: limits.idle_timeout,
+                    idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+                };
+                return Some((Ok(connection), (listener, slots, saturated)));
+            }
+        },
+    )
+}
+
 /// A tonic server builder with the standard layers, plus the health and reflection services
 /// and `GET /metrics` (Prometheus text, over HTTP/1.1 on the same port).
 pub struct GrpcServer {
@@ -80,6 +236,7 @@ pub struct GrpcServer {
     service_names: Vec<&'static str>,
     metrics: bool,
     readiness: Option<crate::readiness::Readiness>,
+    limits: ConnectionLimits,
 }
 
 impl GrpcServer {
@@ -111,7 +268,14 @@ impl GrpcServer {
             service_names: Vec::new(),
             metrics: true,
             readiness: None,
+            limits: ConnectionLimits::default(),
         })
+    }
+
+    /// What one client may hold on the port (the defaults suit every port; tests shrink them).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The service's name on its spans (`pa.service`), e.g. `svc-runs`.
@@ -153,12 +317,13 @@ impl GrpcServer {
     pub async fn serve(self, listener: TcpListener, shutdown: Shutdown) -> Result<(), ServeError> {
         let Self {
             health,
-            mut server,
+            server,
             service: _,
             mut routes,
             service_names,
             metrics,
             readiness,
+            limits,
         } = self;
         let router = routes.axum_router_mut();
         let handler = if metrics {
@@ -213,10 +378,10 @@ impl GrpcServer {
         }
         let addr = listener.local_addr().ok();
         tracing::info!(?addr, services = ?service_names, "gRPC serving");
-        // Our own listener bypasses tonic's socket options: set TCP_NODELAY here, or each small
-        // streamed message can wait ~40 ms on Nagle + delayed ACK.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = limited_incoming(listener, limits);
+        let mut server = server
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout));
         let stop = {
             let shutdown = shutdown.clone();
             let health = health.clone();
@@ -300,6 +465,159 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(peer.ip().is_loopback());
+    }
+
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// A server on a free port with `limits` (health only): its address and health reporter.
+    async fn limited_server(
+        limits: ConnectionLimits,
+    ) -> (std::net::SocketAddr, HealthReporter, crate::Shutdown) {
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = GrpcServer::new(Duration::from_secs(5))
+            .unwrap()
+            .connection_limits(limits);
+        let health = server.health.clone();
+        let shutdown = crate::Shutdown::new();
+        tokio::spawn(server.serve(listener, shutdown.clone()));
+        (addr, health, shutdown)
+    }
+
+    /// When the server closed `tcp` (EOF or reset), reading for up to `within`; `None` if open.
+    async fn closed_within(tcp: &mut TcpStream, within: Duration) -> Option<Instant> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut buf = [0u8; 1024];
+            match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+                Err(_) => return None,
+                Ok(Ok(0)) | Ok(Err(_)) => return Some(Instant::now()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// A connection that sends nothing, one that stops after HTTP/2's preface, and an HTTP/1.1
+    /// request whose headers never finish are closed once nothing came for the idle timeout,
+    /// not before. Before ADR 0250 the first two were held for good.
+    #[tokio::test]
+    async fn silent_and_unfinished_connections_are_closed_after_the_idle_timeout() {
+        let idle = Duration::from_millis(600);
+        let (addr, _health, _shutdown) = limited_server(ConnectionLimits {
+            idle_timeout: idle,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let opened = Instant::now();
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut preface = TcpStream::connect(addr).await.unwrap();
+        preface
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        let mut headers = TcpStream::connect(addr).await.unwrap();
+        headers
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        for (name, tcp) in [
+            ("silent", &mut silent),
+            ("preface only", &mut preface),
+            ("unfinished headers", &mut headers),
+        ] {
+            let closed = closed_within(tcp, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{name}: still open after 10 s"));
+            assert!(
+                closed - opened >= idle - Duration::from_millis(100),
+                "{name}: closed too early"
+            );
+        }
+    }
+
+    /// A live client's stream that carries nothing for several idle timeouts stays open: the
+    /// server's keep-alive pings are answered, and an answer is something read.
+    #[tokio::test]
+    async fn a_quiet_stream_of_a_live_client_outlasts_the_idle_timeout() {
+        use tonic_health::pb::health_check_response::ServingStatus as Status;
+        let idle = Duration::from_millis(400);
+        let (addr, health, _shutdown) = limited_server(ConnectionLimits {
+            idle_timeout: idle,
+            keepalive_interval: Duration::from_millis(100),
+            keepalive_timeout: Duration::from_secs(2),
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        };
+        let mut watch = client.watch(request).await.unwrap().into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status, Status::Serving as i32);
+        tokio::time::sleep(idle * 4).await;
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .expect("the stream delivers the change")
+            .expect("the stream is still open")
+            .expect("a message");
+        assert_eq!(next.status, Status::NotServing as i32);
+    }
+
+    /// Past `max_connections`, a new connection is closed at once while the others stay; once
+    /// one goes, a client is served again.
+    #[tokio::test]
+    async fn past_the_connection_limit_a_new_connection_is_closed_and_a_freed_slot_serves() {
+        let (addr, _health, _shutdown) = limited_server(ConnectionLimits {
+            max_connections: 2,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut first = TcpStream::connect(addr).await.unwrap();
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut third = TcpStream::connect(addr).await.unwrap();
+        assert!(
+            closed_within(&mut third, Duration::from_secs(2))
+                .await
+                .is_some(),
+            "the connection past the limit is closed"
+        );
+        assert!(
+            closed_within(&mut first, Duration::from_millis(200))
+                .await
+                .is_none()
+        );
+        assert!(
+            closed_within(&mut second, Duration::from_millis(200))
+                .await
+                .is_none()
+        );
+        drop(first);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy();
+            if is_serving(channel).await {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a freed slot serves a client"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// An address that resolves to nothing, or a port taken, is a clear error naming it.
