@@ -13,7 +13,6 @@
 //!   to a WebSocket keeps its slot until its socket closes.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use hyper_util::service::TowerToHyperService;
 use pa_kit::Shutdown;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The limits of the public HTTP port (`PA_HTTP_IDLE_TIMEOUT_MS`, `PA_HTTP_MAX_CONNECTIONS`).
 #[derive(Clone, Copy, Debug)]
@@ -47,41 +46,13 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits, shutd
     // Readied once (every route turned into its service now, not per request); a connection
     // then clones an `Arc` (ADR 0236).
     let app = tower_http::timeout::RequestBodyTimeout::new(app.with_state(()), limits.idle_timeout);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    // One warning per episode of saturation, not one per refused connection.
-    let mut saturated = false;
+    let mut slots = pa_kit::grpc::ConnectionSlots::new(limits.max_connections, "HTTP");
     let connections = tokio_util::task::TaskTracker::new();
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let (tcp, slot) = tokio::select! {
+            accepted = slots.accept(&listener) => accepted,
             () = shutdown.triggered() => break,
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
-            Err(err) => {
-                // Out of descriptors (EMFILE) or a connection reset before it was accepted:
-                // wait a little rather than spin.
-                tracing::warn!(%err, "cannot accept an HTTP connection");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            if !std::mem::replace(&mut saturated, true) {
-                tracing::warn!(
-                    max = limits.max_connections,
-                    "HTTP connections at PA_HTTP_MAX_CONNECTIONS: new ones are closed"
-                );
-            }
-            drop(tcp);
-            continue;
-        };
-        saturated = false;
-        // Small SSE frames must leave at once: without TCP_NODELAY, Nagle + delayed ACK add
-        // ~40 ms.
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(%err, "cannot set TCP_NODELAY");
-        }
         let service = TowerToHyperService::new(app.clone());
         let shutdown = shutdown.clone();
         let socket = SlottedSocket { tcp, _slot: slot };

@@ -180,49 +180,81 @@ impl tonic::transport::server::Connected for LimitedConnection {
     }
 }
 
-/// The connections `listener` accepts, within `limits`: past `max_connections`, a new one is
-/// closed at once (one warning per episode); accept errors (out of descriptors) are waited out.
-/// TCP_NODELAY is set on each (our own listener bypasses tonic's socket options, and each small
-/// streamed message could wait ~40 ms on Nagle + delayed ACK).
+/// A listening port's connection slots (ADR 0237, ADR 0250): every connection holds one until
+/// it is dropped, so the port never holds more than its limit of the process's descriptors.
+pub struct ConnectionSlots {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+    max: usize,
+    /// What the port serves, for its log lines (`HTTP`, `gRPC`).
+    what: &'static str,
+    /// One warning per episode of saturation, not one per refused connection.
+    saturated: bool,
+}
+
+impl ConnectionSlots {
+    pub fn new(max: usize, what: &'static str) -> Self {
+        ConnectionSlots {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))),
+            max,
+            what,
+            saturated: false,
+        }
+    }
+
+    /// The next connection `listener` accepts while a slot is free, with its slot and
+    /// TCP_NODELAY set (small streamed frames must leave at once: Nagle + delayed ACK add
+    /// ~40 ms). One past the limit is closed as soon as it is accepted; an accept error (out of
+    /// descriptors, a connection reset before it was accepted) is waited out, not spun on.
+    /// Cancel-safe.
+    pub async fn accept(
+        &mut self,
+        listener: &TcpListener,
+    ) -> (tokio::net::TcpStream, tokio::sync::OwnedSemaphorePermit) {
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(err) => {
+                    tracing::warn!(%err, what = self.what, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                if !std::mem::replace(&mut self.saturated, true) {
+                    tracing::warn!(
+                        max = self.max,
+                        what = self.what,
+                        "connections at their limit: new ones are closed"
+                    );
+                }
+                drop(tcp);
+                continue;
+            };
+            self.saturated = false;
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "cannot set TCP_NODELAY");
+            }
+            return (tcp, slot);
+        }
+    }
+}
+
+/// The connections `listener` accepts, within `limits` (see [`ConnectionSlots::accept`]).
 fn limited_incoming(
     listener: TcpListener,
     limits: ConnectionLimits,
 ) -> impl futures::Stream<Item = Result<LimitedConnection, std::io::Error>> {
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    futures::stream::unfold(
-        (listener, slots, false),
-        move |(listener, slots, mut saturated)| async move {
-            loop {
-                let tcp = match listener.accept().await {
-                    Ok((tcp, _)) => tcp,
-                    Err(err) => {
-                        tracing::warn!(%err, "cannot accept a gRPC connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    if !std::mem::replace(&mut saturated, true) {
-                        tracing::warn!(
-                            max = limits.max_connections,
-                            "gRPC connections at their limit: new ones are closed"
-                        );
-                    }
-                    drop(tcp);
-                    continue;
-                };
-                saturated = false;
-                let _ = tcp.set_nodelay(true);
-                let connection = LimitedConnection {
-                    tcp,
-                    _slot: slot,
-                    idle_timeout: limits.idle_timeout,
-                    idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
-                };
-                return Some((Ok(connection), (listener, slots, saturated)));
-            }
-        },
-    )
+    let slots = ConnectionSlots::new(limits.max_connections, "gRPC");
+    futures::stream::unfold((listener, slots), move |(listener, mut slots)| async move {
+        let (tcp, slot) = slots.accept(&listener).await;
+        let connection = LimitedConnection {
+            tcp,
+            _slot: slot,
+            idle_timeout: limits.idle_timeout,
+            idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+        };
+        Some((Ok(connection), (listener, slots)))
+    })
 }
 
 /// A tonic server builder with the standard layers, plus the health and reflection services
