@@ -104,7 +104,10 @@ pub struct LimitedConnection {
     tcp: tokio::net::TcpStream,
     _slot: tokio::sync::OwnedSemaphorePermit,
     idle_timeout: Duration,
+    /// Fires at the idle timeout from `last_read` or earlier: moved forward only when it fires,
+    /// so a read costs a clock read, not a timer update.
     idle: std::pin::Pin<Box<tokio::time::Sleep>>,
+    last_read: tokio::time::Instant,
 }
 
 impl tokio::io::AsyncRead for LimitedConnection {
@@ -120,17 +123,24 @@ impl tokio::io::AsyncRead for LimitedConnection {
         match std::pin::Pin::new(&mut this.tcp).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    let next = tokio::time::Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(next);
+                    this.last_read = tokio::time::Instant::now();
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending if this.idle.as_mut().poll(cx).is_ready() => {
-                Poll::Ready(Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "nothing read from the connection for the idle timeout",
-                )))
-            }
+            Poll::Pending => loop {
+                if this.idle.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let due = this.last_read + this.idle_timeout;
+                if due <= tokio::time::Instant::now() {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "nothing read from the connection for the idle timeout",
+                    )));
+                }
+                // Something was read since it was set: wait for the rest of the timeout.
+                this.idle.as_mut().reset(due);
+            },
             other => other,
         }
     }
@@ -252,6 +262,7 @@ fn limited_incoming(
             _slot: slot,
             idle_timeout: limits.idle_timeout,
             idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            last_read: tokio::time::Instant::now(),
         };
         Some((Ok(connection), (listener, slots)))
     })
