@@ -70,36 +70,41 @@ pub struct Launcher {
     shutdown: Shutdown,
     pub(crate) redis: pa_kit::redis::Pool,
     daily_token_budget: u64,
+    /// The deployment's database (its users' toolset generations are under it).
+    database: std::sync::Arc<str>,
     /// The classifications of chats runs were started in (a chat's never changes), so a run in
     /// a known chat needs no chat read before it resolves its model: the run row's insert
     /// checks the chat is still the caller's (issue 23).
     chat_classes: std::sync::Arc<ChatClasses>,
     /// The provider tags model resolutions last gave, per caller and request (ADR 0229).
     provider_tags: std::sync::Arc<ProviderTagsSeen>,
+    /// Toolsets a chat's next run may use again while the user's toolset generation stays
+    /// (ADR 0251).
+    toolsets: std::sync::Arc<ToolsetsSeen>,
     /// Records durable starts svc-worker confirmed (ADR 0243); begun at the first.
     confirmer: std::sync::Arc<std::sync::OnceLock<crate::confirm::StartConfirmer>>,
 }
 
-/// A bounded memo of what a run's start learnt: at most [`Memo::CAPACITY`] entries, and when
-/// full it starts over (forgetting only costs what the entry saved).
-struct Memo<K, V>(std::sync::Mutex<std::collections::HashMap<K, V>>);
+/// A bounded memo of what a run's start learnt: at most `CAPACITY` entries, and when full it
+/// starts over (forgetting only costs what the entry saved).
+struct Memo<K, V, const CAPACITY: usize = 50_000>(
+    std::sync::Mutex<std::collections::HashMap<K, V>>,
+);
 
-impl<K, V> Default for Memo<K, V> {
+impl<K, V, const CAPACITY: usize> Default for Memo<K, V, CAPACITY> {
     fn default() -> Self {
         Self(Default::default())
     }
 }
 
-impl<K: Eq + std::hash::Hash, V: Clone> Memo<K, V> {
-    const CAPACITY: usize = 50_000;
-
+impl<K: Eq + std::hash::Hash, V: Clone, const CAPACITY: usize> Memo<K, V, CAPACITY> {
     fn get(&self, key: &K) -> Option<V> {
         self.0.lock().ok()?.get(key).cloned()
     }
 
     fn remember(&self, key: K, value: V) {
         if let Ok(mut known) = self.0.lock() {
-            if known.len() >= Self::CAPACITY {
+            if known.len() >= CAPACITY {
                 known.clear();
             }
             known.insert(key, value);
@@ -140,6 +145,34 @@ impl ChatClasses {
 /// guess a toolset is assembled with while the model is resolved (ADR 0229).
 type ProviderTagsSeen = Memo<(String, String, Vec<u8>), Vec<String>>;
 
+/// How long a toolset may be used again after its assembly, however its generation stands: a
+/// bound on what a lost renewal (Redis failing right after a change was committed) or a new
+/// svc-tools release can leave stale (ADR 0251). Far below any snapshot retention.
+pub const TOOLSET_REUSE_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `(tenant, user, chat, provider tags)`: what a reusable toolset was assembled for.
+type ToolsetKey = (String, String, String, Vec<String>);
+
+/// A toolset svc-tools said may be used again while the user's generation is `token`.
+#[derive(Clone)]
+struct ReusableToolset {
+    toolset: std::sync::Arc<pa_proto::v1::Toolset>,
+    token: String,
+    assembled: std::time::Instant,
+}
+
+/// The last reusable toolset of each chat (a few KB each, so fewer than the other memos).
+type ToolsetsSeen = Memo<ToolsetKey, ReusableToolset, 2_000>;
+
+fn toolset_key(identity: &Identity, chat_id: &str, tags: &[String]) -> ToolsetKey {
+    (
+        identity.tenant_id.clone(),
+        identity.user_id.clone(),
+        chat_id.to_string(),
+        tags.to_vec(),
+    )
+}
+
 fn provider_tags_key(
     identity: &Identity,
     request: &ResolveModelRequest,
@@ -156,6 +189,8 @@ fn provider_tags_key(
 pub struct LaunchOptions {
     pub limits: UsageLimits,
     pub daily_token_budget: u64,
+    /// The deployment's database: names its users' toolset generations in Redis (ADR 0251).
+    pub database: String,
 }
 
 /// What a launcher talks to: the run store, the services a run's start asks, the two drivers
@@ -201,14 +236,42 @@ impl Launcher {
             shutdown,
             redis,
             daily_token_budget: options.daily_token_budget,
+            database: options.database.into(),
             chat_classes: Default::default(),
             provider_tags: Default::default(),
+            toolsets: Default::default(),
             confirmer: Default::default(),
         }
     }
 }
 
 impl Launcher {
+    /// The toolset this chat's last run with `tags` was given, when svc-tools said it may be used
+    /// again, it is younger than [`TOOLSET_REUSE_WINDOW`] and the user's toolset generation is
+    /// still the one it was assembled under (ADR 0251). Any doubt (no generation, Redis not
+    /// answering) assembles anew.
+    async fn reusable_toolset(
+        &self,
+        identity: &Identity,
+        chat_id: &str,
+        tags: &[String],
+    ) -> Option<std::sync::Arc<pa_proto::v1::Toolset>> {
+        let known = self.toolsets.get(&toolset_key(identity, chat_id, tags))?;
+        if known.assembled.elapsed() > TOOLSET_REUSE_WINDOW {
+            return None;
+        }
+        let current = pa_bus::toolset_generation::peek(
+            &self.redis,
+            &self.database,
+            &identity.tenant_id,
+            &identity.user_id,
+        )
+        .await
+        .ok()
+        .flatten()?;
+        (current == known.token).then_some(known.toolset)
+    }
+
     /// Starts a durable run's workflow, after its row was written: the run is this instance's
     /// (held by its driver, so the instance beats for it; a replica ends it if this instance
     /// dies) until svc-worker confirms the start, then Temporal's (ADR 0243, `confirm`). A start
@@ -536,7 +599,7 @@ impl Launcher {
                 tools
                     .assemble_toolset(request)
                     .await
-                    .map(tonic::Response::into_inner)
+                    .map(|answer| std::sync::Arc::new(answer.into_inner()))
                     .map_err(pa_kit::PaError::from)
             }
         };
@@ -546,11 +609,27 @@ impl Launcher {
         // again; otherwise it is assembled anew, under its own snapshot id (ADR 0229).
         let tags_key = provider_tags_key(identity, &resolve);
         let guessed = self.provider_tags.get(&tags_key);
-        let early = async {
-            match &guessed {
-                Some(tags) => Some(assemble(tags.clone(), snapshot_id.clone()).await),
-                None => None,
+        // The chat's last toolset for those tags is used again, without asking svc-tools, while
+        // the user's toolset generation has not moved (ADR 0251); the check runs beside the
+        // resolution, and the early assembly waits for it.
+        let reused = {
+            use futures::FutureExt;
+            let tags = guessed.clone().filter(|_| sub_run.is_none());
+            let chat_id = chat.id.clone();
+            async move {
+                match tags {
+                    Some(tags) => self.reusable_toolset(identity, &chat_id, &tags).await,
+                    None => None,
+                }
             }
+            .shared()
+        };
+        let early = async {
+            let tags = guessed.as_ref()?;
+            if let Some(toolset) = reused.clone().await {
+                return Some((Ok(toolset), true));
+            }
+            Some((assemble(tags.clone(), snapshot_id.clone()).await, false))
         };
         // Inline runs start at once, so they are written as RUNNING.
         let user_message_id = new_id();
@@ -568,13 +647,16 @@ impl Launcher {
             let written = self
                 .store
                 .begin_run_write(identity, &chat.id, &run_id, history);
-            let (selection, write) = tokio::join!(resolved, written);
+            let (selection, write, reused) = tokio::join!(resolved, written, reused.clone());
             let (selection, write) = (selection?, write?);
             let tags = selection.provider_tags.clone();
             self.provider_tags.remember(tags_key, tags.clone());
             let guessed_right = guessed.as_ref() == Some(&tags);
             if guessed.is_some() && !guessed_right {
                 spec.toolset_snapshot_id = format!("{snapshot_id}.2");
+            } else if let Some(toolset) = reused.filter(|_| guessed_right) {
+                // The run records the snapshot it uses: the one assembled for an earlier run.
+                spec.toolset_snapshot_id = toolset.snapshot_id.clone();
             }
             spec.model_selection = Some(selection);
             let inserted = write.insert(
@@ -593,13 +675,34 @@ impl Launcher {
         };
         let (early, rest) = tokio::join!(early, rest);
         let (inserted, late) = rest?;
-        let assembled = match (late, early) {
-            (Some(late), _) => late,
+        let (assembled, reused) = match (late, early) {
+            (Some(late), _) => (late, false),
             (None, Some(early)) => early,
-            (None, None) => Err(pa_kit::PaError::internal(
-                "the run's toolset was not assembled",
-            )),
+            (None, None) => (
+                Err(pa_kit::PaError::internal(
+                    "the run's toolset was not assembled",
+                )),
+                false,
+            ),
         };
+        if let Ok(toolset) = &assembled
+            && !reused
+            && sub_run.is_none()
+            && !toolset.reusable_under.is_empty()
+            && let Some(selection) = &spec.model_selection
+        {
+            // Remembered under the tags it was assembled with (the resolved ones: a toolset
+            // assembled ahead is used only when they are the same). A reused one keeps the time
+            // of its assembly, so reuse ends within the window whatever happens.
+            self.toolsets.remember(
+                toolset_key(identity, &chat.id, &selection.provider_tags),
+                ReusableToolset {
+                    toolset: toolset.clone(),
+                    token: toolset.reusable_under.clone(),
+                    assembled: std::time::Instant::now(),
+                },
+            );
+        }
         let Some((run, earlier)) = inserted? else {
             // No row: the id is taken, by a concurrent retry of this request (return that run)
             // or by someone else's run, which this tenant cannot see; or the chat is no longer

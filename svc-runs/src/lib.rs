@@ -122,6 +122,7 @@ pub async fn run(
     reaper::spawn(driver.clone());
     let launcher = launch::Launcher::new(
         launch::LaunchOptions {
+            database: database.clone(),
             limits: config.limits,
             daily_token_budget: config.daily_token_budget,
         },

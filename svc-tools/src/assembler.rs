@@ -404,7 +404,24 @@ impl ToolsetAssembler {
         // snapshot when no MCP server has to be listed in between: a run's start waits for
         // this call, and each transaction saved is a BEGIN, a COMMIT and a connection
         // (issue 23, ADR 0216). A retried assemble finds its snapshot taken when it writes it.
-        let mut tx = pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id).await?;
+        // The user's toolset generation is read before what the toolset is made of, beside the
+        // transaction's BEGIN (which reads nothing): a toolset is never newer than the token it
+        // is reusable under (ADR 0251). Without Redis the toolset is simply not reusable.
+        let reusable_request = !read_only && selected.is_empty();
+        let generation = async {
+            if !reusable_request {
+                return None;
+            }
+            self.store
+                .generations()
+                .current(&identity.tenant_id, &identity.user_id)
+                .await
+        };
+        let (tx, generation) = tokio::join!(
+            pa_kit::db::tenant_tx(&self.pool, &identity.tenant_id),
+            generation
+        );
+        let mut tx = tx?;
         let reads = IntegrationStore::assembly_reads_in(&mut tx, identity, chat_id).await?;
         let records = reads.records;
         let selected = if selected.is_empty() {
@@ -427,6 +444,12 @@ impl ToolsetAssembler {
             .iter()
             .filter(|r| r.enabled && r.kind.is_mcp() && selected.contains(&r.id))
             .collect();
+        // A device's presence and an MCP server's listing change without a new generation, so a
+        // toolset that depends on either is assembled for every run.
+        let reusable_under = match generation {
+            Some(token) if !reads.has_devices && servers.is_empty() => token,
+            _ => String::new(),
+        };
         let (mut tx, listed) = if servers.is_empty() {
             (tx, Vec::new())
         } else {
@@ -489,6 +512,7 @@ impl ToolsetAssembler {
             snapshot_id: String::new(),
             tools,
             blocked,
+            reusable_under: String::new(),
         };
         let encoded = prost::Message::encode_to_vec(&content);
         let digest = sha2::Sha256::digest(&encoded).to_vec();
@@ -519,6 +543,7 @@ impl ToolsetAssembler {
         }
         Ok(Toolset {
             snapshot_id,
+            reusable_under,
             ..content
         })
     }
@@ -597,6 +622,7 @@ fn stored_toolset(row: &sqlx::postgres::PgRow) -> Result<Toolset, ToolsError> {
             snapshot_id: String::new(),
             tools: serde_json::from_value(tools)?,
             blocked: serde_json::from_value(blocked)?,
+            reusable_under: String::new(),
         }),
         _ => Err(ToolsError::Corrupt(
             "the snapshot's content is missing".into(),

@@ -58,6 +58,8 @@ pub struct DeviceRegistry {
     pool: PgPool,
     redis: pa_kit::redis::Pool,
     call_timeout: Duration,
+    /// Renewed when a user gets a device (ADR 0251).
+    generations: crate::generation::Generations,
 }
 
 fn sha256(text: &str) -> Vec<u8> {
@@ -252,11 +254,16 @@ pub fn always_approve(kind: &str, tool: &str) -> bool {
 }
 
 impl DeviceRegistry {
-    pub fn new(pool: PgPool, redis: pa_kit::redis::Pool, call_timeout: Duration) -> Self {
+    pub fn new(
+        pool: PgPool,
+        generations: crate::generation::Generations,
+        call_timeout: Duration,
+    ) -> Self {
         Self {
             pool,
-            redis,
+            redis: generations.redis().clone(),
             call_timeout,
+            generations,
         }
     }
 
@@ -400,7 +407,10 @@ impl DeviceRegistry {
         .bind(platform.chars().take(64).collect::<String>())
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        // A user with a device gets toolsets that are not reused (ADR 0251).
+        self.generations
+            .commit_change(tx, &tenant_id, &user_id)
+            .await?;
         tracing::info!(%tenant_id, %user_id, %device_id, %kind, "device enrolled");
         Ok(EnrollDeviceResponse {
             device_id,

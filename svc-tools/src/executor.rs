@@ -59,11 +59,18 @@ impl ToolsetAssembler {
         &self,
         identity: &Identity,
         snapshot_id: &str,
+        run_id: &str,
         name: &str,
         arguments_json: &str,
         flow: DataFlow,
     ) -> Result<ExecuteToolResponse, ToolsError> {
-        let (tool, run) = self.tool_for_call(identity, snapshot_id, name).await?;
+        let (tool, mut run) = self.tool_for_call(identity, snapshot_id, name).await?;
+        // A snapshot may serve several runs of its chat (ADR 0251): what a tool records of its
+        // run (a memory's source, a device call's run) is the calling run's. The caller is
+        // internal and acts for `identity`, whose snapshot this is.
+        if !run_id.is_empty() {
+            run.run_id = run_id.to_string();
+        }
         let outcome = match parse_arguments(arguments_json) {
             Ok(args) if memory::is_memory_tool(&tool) => {
                 self.run_memory_tool(identity, &run, &tool, &args, flow)

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sqlx::{PgPool, Row};
 
 use crate::error::{ToolsError, invalid};
+use crate::generation::Generations;
 use crate::sandbox::{Sandbox, check_user_env_name};
 
 const MAX_NAME_CHARS: usize = 64;
@@ -346,19 +347,32 @@ pub struct IntegrationStore {
     pool: PgPool,
     enc: Arc<KeyEncryption>,
     stdio: Arc<StdioPolicy>,
+    /// Renewed on every change of a user's integrations or selections (ADR 0251).
+    generations: Generations,
 }
 
 impl IntegrationStore {
-    pub fn new(pool: PgPool, enc: Arc<KeyEncryption>, stdio: StdioPolicy) -> Self {
+    pub fn new(
+        pool: PgPool,
+        enc: Arc<KeyEncryption>,
+        stdio: StdioPolicy,
+        generations: Generations,
+    ) -> Self {
         Self {
             pool,
             enc,
             stdio: Arc::new(stdio),
+            generations,
         }
     }
 
     pub fn stdio(&self) -> &StdioPolicy {
         &self.stdio
+    }
+
+    /// The users' toolset generations (ADR 0251).
+    pub fn generations(&self) -> &Generations {
+        &self.generations
     }
 
     fn seal(
@@ -445,7 +459,7 @@ impl IntegrationStore {
         .bind(sealed.as_ref().map(|s| s.nonce.clone()))
         .fetch_one(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.generations.commit_change(tx, tenant, user).await?;
         tracing::info!(
             tenant,
             user,
@@ -553,7 +567,7 @@ impl IntegrationStore {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ToolsError::IntegrationNotFound(id.to_string()))?;
-        tx.commit().await?;
+        self.generations.commit_change(tx, tenant, user).await?;
         record(&row)
     }
 
@@ -580,7 +594,7 @@ impl IntegrationStore {
         .bind(id)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.generations.commit_change(tx, tenant, user).await?;
         if deleted == 0 {
             return Err(ToolsError::IntegrationNotFound(id.to_string()));
         }
@@ -702,7 +716,7 @@ impl IntegrationStore {
         if written.rows_affected() == 0 {
             return Err(ToolsError::ChatNotFound(chat_id.to_string()));
         }
-        tx.commit().await?;
+        self.generations.commit_change(tx, tenant, user).await?;
         Ok(unique)
     }
 }

@@ -7,6 +7,7 @@ pub mod devices;
 mod error;
 mod executor;
 pub mod gate;
+mod generation;
 mod integrations;
 mod maintenance;
 pub mod mcp;
@@ -67,6 +68,14 @@ pub async fn run(
     // Tried once at start: where the sandbox does not work, stdio MCP servers are refused with
     // the reason (logged now).
     let sandbox = sandbox::Sandbox::start(settings.mcp_sandbox.clone()).await;
+    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)
+        .map_err(|e| StartError::Other(e.to_string()))?;
+    // The deployment's name for its Redis keys: its database (ADR 0251).
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&maintenance.owner)
+        .await
+        .map_err(|e| StartError::Db(pa_kit::db::DbError::Connect(e)))?;
+    let generations = generation::Generations::new(redis.clone(), &database);
     let store = integrations::IntegrationStore::new(
         pool.clone(),
         enc,
@@ -74,6 +83,7 @@ pub async fn run(
             commands: settings.mcp_stdio_commands.clone(),
             sandbox,
         },
+        generations.clone(),
     );
     let auth = pa_kit::InternalAuth::new(&config.common.internal_secret);
     let memory = memory::MemoryTools::new(
@@ -83,14 +93,13 @@ pub async fn run(
         ),
         auth.clone(),
     );
-    let redis = pa_kit::redis::pool(&config.common.redis_url, 64)
-        .map_err(|e| StartError::Other(e.to_string()))?;
     let readiness = pa_kit::readiness::Readiness::probe(
         vec![pool.clone()],
         Some(redis.clone()),
         shutdown.clone(),
     );
-    let devices = devices::DeviceRegistry::new(pool.clone(), redis, settings.device_call_timeout);
+    let devices =
+        devices::DeviceRegistry::new(pool.clone(), generations, settings.device_call_timeout);
     let assembler = assembler::ToolsetAssembler::new(pool, store, guard, settings, memory, devices);
     let service = service::ToolServiceImpl::new(assembler);
     GrpcServer::new(config.request_timeout)?

@@ -67,6 +67,7 @@ impl ToolService for ToolServiceImpl {
             .execute(
                 &identity,
                 &req.snapshot_id,
+                &req.run_id,
                 &req.name,
                 &req.arguments_json,
                 crate::memory::DataFlow {

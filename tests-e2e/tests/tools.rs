@@ -733,8 +733,9 @@ async fn a_toolset_assembled_ahead_is_used_only_for_the_tags_the_model_resolves_
     assert!(!offered.is_empty(), "the model was offered no tool at all");
     assert!(!offered.iter().any(|n| n == "web_fetch"), "{offered:?}");
     // The snapshots each run's start wrote (the mesh's database, as its owner): the first run
-    // had nothing to guess from; the second and the fourth used the toolset assembled ahead;
-    // the third assembled one ahead with the old tags and wrote the one it used apart.
+    // had nothing to guess from and had its toolset assembled; the second used it again, since
+    // nothing it is made of changed (ADR 0251); the third was given it ahead, resolved to other
+    // tags and had one assembled apart; the fourth used that one again.
     let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
     let mut written = Vec::new();
     for run_id in &runs {
@@ -746,15 +747,157 @@ async fn a_toolset_assembled_ahead_is_used_only_for_the_tags_the_model_resolves_
         .await?;
         written.push(ids);
     }
-    let expected: Vec<Vec<String>> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, id)| match i {
-            2 => vec![format!("ts-{id}"), format!("ts-{id}.2")],
-            _ => vec![format!("ts-{id}")],
-        })
-        .collect();
+    let expected: Vec<Vec<String>> = vec![
+        vec![format!("ts-{}", runs[0])],
+        vec![],
+        vec![format!("ts-{}.2", runs[2])],
+        vec![],
+    ];
     assert_eq!(written, expected);
+    let mut recorded = Vec::new();
+    for run_id in &runs {
+        let id: String =
+            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&mut db)
+                .await?;
+        recorded.push(id);
+    }
+    assert_eq!(
+        recorded,
+        [
+            format!("ts-{}", runs[0]),
+            format!("ts-{}", runs[0]),
+            format!("ts-{}.2", runs[2]),
+            format!("ts-{}.2", runs[2]),
+        ]
+    );
+    mesh.stop().await
+}
+
+/// A chat's next run uses its last toolset again, without asking svc-tools, while nothing the
+/// toolset is made of changed (ADR 0251). Every change (a tag gate tightened, the chat's
+/// selection, a device enrolled, the generation lost with Redis) has the next run's toolset
+/// assembled anew, and a tool the change gates away is neither offered nor run.
+#[tokio::test]
+async fn a_chats_toolset_is_used_again_until_what_it_is_made_of_changes() -> R {
+    use sqlx::Connection;
+    let site = test_server().await?;
+    let port = site.port();
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    let fake = FakeProvider::start().await?;
+    add_provider(&mesh, "p", &fake, &["zero-retention"]).await?;
+    let web = create_integration(
+        &mesh,
+        json!({ "kind": "web_fetch", "name": "Web", "provider_tags_required": ["zero-retention"] }),
+    )
+    .await?;
+    let web_id = web["id"].as_str().unwrap_or_default().to_string();
+    let chat = mesh.create_chat("reuse").await?;
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let database: String = sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(&mut db)
+        .await?;
+    // One run that calls web_fetch: its id, the tool's result, the snapshot it records and the
+    // snapshots its start wrote.
+    let mut fetch_run = async || -> BoxResult<(String, String, String, Vec<String>)> {
+        fake.push(fetch_call(port));
+        fake.push(Reply::text("Done."));
+        let (done, events) =
+            run_to_end(&mesh, &chat, json!({ "message": "fetch", "model": "p:m" })).await?;
+        let run_id = done["id"].as_str().unwrap_or_default().to_string();
+        let recorded: String =
+            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
+                .bind(&run_id)
+                .fetch_one(&mut db)
+                .await?;
+        let written: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tools.toolset_snapshots WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(&run_id)
+        .fetch_all(&mut db)
+        .await?;
+        Ok((run_id, tool_result(&events), recorded, written))
+    };
+    let fetched = |result: &str| result.contains("The answer is 42.");
+
+    // The first run's toolset is assembled; the second run uses it, and its tool runs.
+    let (first, result, recorded, written) = fetch_run().await?;
+    assert!(fetched(&result), "{result}");
+    assert_eq!(
+        (recorded.as_str(), written.len()),
+        (format!("ts-{first}").as_str(), 1)
+    );
+    let (_, result, recorded, written) = fetch_run().await?;
+    assert!(fetched(&result), "a reused snapshot's tool runs: {result}");
+    assert_eq!(recorded, format!("ts-{first}"));
+    assert!(written.is_empty(), "{written:?}");
+
+    // The user tightens the integration's tag gate: the next run's toolset is assembled anew,
+    // without the tool, and the scripted call of it is refused.
+    let r = mesh
+        .http
+        .patch(mesh.url(&format!("/v1/me/integrations/{web_id}")))
+        .json(&json!({ "provider_tags_required": ["eu-only"] }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let (gated, result, recorded, _) = fetch_run().await?;
+    assert!(result.contains("not in toolset"), "{result}");
+    assert_eq!(recorded, format!("ts-{gated}"));
+    let offered = fake
+        .requests()
+        .last()
+        .and_then(|r| r.body["tools"].as_array().cloned())
+        .unwrap_or_default();
+    assert!(
+        !offered.iter().any(|t| t["function"]["name"] == "web_fetch"),
+        "{offered:?}"
+    );
+    // Used again, still without it.
+    let (_, result, recorded, _) = fetch_run().await?;
+    assert!(result.contains("not in toolset"), "{result}");
+    assert_eq!(recorded, format!("ts-{gated}"));
+
+    // The chat's selection changes: assembled anew.
+    let r = mesh
+        .http
+        .put(mesh.url(&format!("/v1/chats/{chat}/tools")))
+        .json(&json!({ "integration_ids": [] }))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200);
+    let (selected, _, recorded, _) = fetch_run().await?;
+    assert_eq!(recorded, format!("ts-{selected}"));
+
+    // Redis loses the generation: nothing is reused on a doubt.
+    let redis_url =
+        std::env::var("REDIS_URL").unwrap_or_else(|_| tests_e2e::DEFAULT_REDIS_URL.into());
+    let redis = redis::Client::open(redis_url.as_str())?;
+    let mut conn = redis.get_multiplexed_async_connection().await?;
+    let key = pa_bus::keys::toolset_generation(&database, "dev", "dev-user");
+    let removed: i64 = redis::cmd("DEL").arg(&key).query_async(&mut conn).await?;
+    assert_eq!(removed, 1, "the generation was kept under {key}");
+    let (lost, _, recorded, _) = fetch_run().await?;
+    assert_eq!(recorded, format!("ts-{lost}"));
+
+    // A user with a device gets a toolset assembled for every run (a device's presence changes
+    // with no new generation).
+    let (status, enrollment) = mesh
+        .post_json("/v1/me/devices/enrollments", &json!({ "name": "box" }))
+        .await?;
+    assert_eq!(status, 201, "{enrollment}");
+    let (status, enrolled) = mesh
+        .post_json(
+            "/v1/devices/enroll",
+            &json!({ "code": enrollment["code"], "platform": "linux-x86_64" }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{enrolled}");
+    for _ in 0..2 {
+        let (run, _, recorded, _) = fetch_run().await?;
+        assert_eq!(recorded, format!("ts-{run}"));
+    }
     mesh.stop().await
 }
 

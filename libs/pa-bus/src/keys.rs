@@ -102,6 +102,18 @@ pub fn presence(tenant: &str, user: &str) -> String {
     format!("pa:presence:{}:{tenant}:{user}", tenant.len())
 }
 
+/// The generation of what a user's toolsets are made of (svc-tools' integrations, chat
+/// selections, devices): a fresh random token whenever any of it changes, so a toolset assembled
+/// under one token may be reused while the token stays (`toolset_generation.rs`). Per deployment
+/// (its `database`), like the outbox.
+pub fn toolset_generation(database: &str, tenant: &str, user: &str) -> String {
+    format!(
+        "pa:tools:gen:{}:{database}:{}:{tenant}:{user}",
+        database.len(),
+        tenant.len()
+    )
+}
+
 /// The one channel presence changes are published on; the payload is the user's presence key.
 pub const PRESENCE_CHANGED: &str = "pa:presence:changed";
 
@@ -127,6 +139,7 @@ mod tests {
             rate_tenant("t", 1),
             quota_tokens("t", "u", 1),
             presence("t", "u"),
+            toolset_generation("db", "t", "u"),
             PRESENCE_CHANGED.to_string(),
         ];
         for key in &all {
@@ -142,5 +155,13 @@ mod tests {
         assert_ne!(rate_user("a:b", "c", 1), rate_user("a", "b:c", 1));
         assert_ne!(quota_tokens("a:b", "c", 1), quota_tokens("a", "b:c", 1));
         assert_ne!(presence("a:b", "c"), presence("a", "b:c"));
+        assert_ne!(
+            toolset_generation("d", "a:b", "c"),
+            toolset_generation("d", "a", "b:c")
+        );
+        assert_ne!(
+            toolset_generation("d:a", "b", "c"),
+            toolset_generation("d", "a:b", "c")
+        );
     }
 }

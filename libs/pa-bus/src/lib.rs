@@ -7,6 +7,7 @@
 //! - [`approvals`]: a tool call's pending approval and its decision.
 //! - [`device_bus`]: tool calls to a device across gateway replicas.
 //! - [`limits`]: request rate windows and the daily token quota.
+//! - [`toolset_generation`]: when a user's toolsets may be reused (ADR 0251).
 //! - [`keys`]: the names themselves (also svc-runs' leases and outbox, svc-worker's claim-checked
 //!   payloads and the gateway's presence sets).
 
@@ -16,3 +17,4 @@ pub mod event_hub;
 pub mod keys;
 pub mod limits;
 pub mod run_events;
+pub mod toolset_generation;
