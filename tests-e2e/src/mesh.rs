@@ -1039,6 +1039,30 @@ impl Mesh {
         Err(format!("turn {run_id} was not curated (the summary is from {last:?})").into())
     }
 
+    /// Enrolls a device named `name` for the dev user (a code, then the device's redemption of
+    /// it): the enrollment answer (`device_id`, `device_token`, `name`).
+    pub async fn enroll_device(&self, name: &str) -> Result<serde_json::Value, BoxError> {
+        let (status, enrollment) = self
+            .post_json(
+                "/v1/me/devices/enrollments",
+                &serde_json::json!({ "name": name }),
+            )
+            .await?;
+        if status != 201 {
+            return Err(format!("enrollment code: {status} {enrollment}").into());
+        }
+        let (status, enrolled) = self
+            .post_json(
+                "/v1/devices/enroll",
+                &serde_json::json!({ "code": enrollment["code"], "platform": "linux-x86_64" }),
+            )
+            .await?;
+        if status != 200 {
+            return Err(format!("enroll: {status} {enrolled}").into());
+        }
+        Ok(enrolled)
+    }
+
     pub async fn create_chat(&self, title: &str) -> Result<String, BoxError> {
         let (status, chat) = self
             .post_json("/v1/chats", &serde_json::json!({ "title": title }))

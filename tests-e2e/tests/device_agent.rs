@@ -595,17 +595,7 @@ async fn device_write_and_terminal_tools_need_approval_after_untrusted_content()
 async fn device_rows_are_under_row_level_security() -> R {
     use sqlx::Connection;
     let mesh = Mesh::builder().start().await?;
-    let (status, enrollment) = mesh
-        .post_json("/v1/me/devices/enrollments", &json!({ "name": "box" }))
-        .await?;
-    assert_eq!(status, 201, "{enrollment}");
-    let (status, enrolled) = mesh
-        .post_json(
-            "/v1/devices/enroll",
-            &json!({ "code": enrollment["code"], "platform": "linux-x86_64" }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{enrolled}");
+    let enrolled = mesh.enroll_device("box").await?;
     assert_eq!(enrolled["name"], "box");
     let id = enrolled["device_id"]
         .as_str()

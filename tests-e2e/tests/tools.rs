@@ -883,21 +883,84 @@ async fn a_chats_toolset_is_used_again_until_what_it_is_made_of_changes() -> R {
 
     // A user with a device gets a toolset assembled for every run (a device's presence changes
     // with no new generation).
-    let (status, enrollment) = mesh
-        .post_json("/v1/me/devices/enrollments", &json!({ "name": "box" }))
-        .await?;
-    assert_eq!(status, 201, "{enrollment}");
-    let (status, enrolled) = mesh
-        .post_json(
-            "/v1/devices/enroll",
-            &json!({ "code": enrollment["code"], "platform": "linux-x86_64" }),
-        )
-        .await?;
-    assert_eq!(status, 200, "{enrolled}");
+    mesh.enroll_device("box").await?;
     for _ in 0..2 {
         let (run, _, recorded, _) = fetch_run().await?;
         assert_eq!(recorded, format!("ts-{run}"));
     }
+    mesh.stop().await
+}
+
+/// Hostile: two tenants whose users share a user id run in chats of the same client-chosen id
+/// (AG-UI threadId) and resolve the same model. The second tenant's run must never be handed
+/// the first's reused toolset (ADR 0251): it gets a snapshot of its own, of its own tenant.
+#[tokio::test]
+async fn a_reused_toolset_never_crosses_to_another_tenant_with_the_same_user_and_chat_ids() -> R {
+    use sqlx::Connection;
+    let mesh = Mesh::builder().tools_settings(settings()).start().await?;
+    create_integration(&mesh, json!({ "kind": "web_fetch", "name": "Web" })).await?;
+    let thread = format!("t-{}", uuid::Uuid::new_v4().simple());
+    let other_tenant = format!("tenant-{}", uuid::Uuid::new_v4().simple());
+    let run_in = async |tenant: Option<&str>| -> BoxResult<String> {
+        let run_id = format!("r-{}", uuid::Uuid::new_v4().simple());
+        let input = json!({
+            "threadId": thread, "runId": run_id, "state": {}, "context": [], "forwardedProps": {},
+            "messages": [{ "id": format!("m-{run_id}"), "role": "user", "content": "hello" }],
+        });
+        let mut request = mesh.http.post(mesh.url("/v1/ag-ui")).json(&input);
+        if let Some(tenant) = tenant {
+            request = request
+                .header("x-pa-dev-tenant", tenant)
+                .header("x-pa-dev-user", "dev-user");
+        }
+        let r = request.send().await?;
+        assert_eq!(r.status(), 200);
+        let events = tests_e2e::read_sse(r, None).await?;
+        assert_eq!(
+            events.last().map(SseEvent::event_type),
+            Some("RUN_FINISHED")
+        );
+        Ok(run_id)
+    };
+    let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
+    let mut recorded = async |run_id: &str| -> BoxResult<(String, String)> {
+        let snapshot: String =
+            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
+                .bind(run_id)
+                .fetch_one(&mut db)
+                .await?;
+        let tenant: String =
+            sqlx::query_scalar("SELECT tenant_id FROM tools.toolset_snapshots WHERE id = $1")
+                .bind(&snapshot)
+                .fetch_one(&mut db)
+                .await?;
+        Ok((snapshot, tenant))
+    };
+    let first = run_in(None).await?;
+    let second = run_in(None).await?;
+    let (snapshot, tenant) = recorded(&second).await?;
+    assert_eq!(
+        (snapshot, tenant.as_str()),
+        (format!("ts-{first}"), "dev"),
+        "the first tenant's second run uses its first run's toolset"
+    );
+    let theirs = run_in(Some(&other_tenant)).await?;
+    let (snapshot, tenant) = recorded(&theirs).await?;
+    assert_eq!(
+        (snapshot, tenant.as_str()),
+        (format!("ts-{theirs}"), other_tenant.as_str())
+    );
+    // Each tenant's next run uses its own tenant's toolset, whichever ran last.
+    let theirs_again = run_in(Some(&other_tenant)).await?;
+    assert_eq!(
+        recorded(&theirs_again).await?,
+        (format!("ts-{theirs}"), other_tenant.clone())
+    );
+    let ours_again = run_in(None).await?;
+    assert_eq!(
+        recorded(&ours_again).await?,
+        (format!("ts-{first}"), "dev".to_string())
+    );
     mesh.stop().await
 }
 
