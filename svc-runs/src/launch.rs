@@ -685,6 +685,11 @@ impl Launcher {
                 false,
             ),
         };
+        if assembled.is_ok() {
+            pa_kit::metrics::RUN_TOOLSETS
+                .with_label_values(&[if reused { "reused" } else { "assembled" }])
+                .inc();
+        }
         if let Ok(toolset) = &assembled
             && !reused
             && sub_run.is_none()

@@ -888,6 +888,21 @@ async fn a_chats_toolset_is_used_again_until_what_it_is_made_of_changes() -> R {
         let (run, _, recorded, _) = fetch_run().await?;
         assert_eq!(recorded, format!("ts-{run}"));
     }
+    // Operators see it: of the eight runs, two were launched with a reused toolset.
+    let metrics = mesh
+        .http
+        .get(format!("{}/metrics", mesh.runs_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let count = |source: &str| {
+        tests_e2e::metric_sample(&metrics, "pa_run_toolsets_total", &[("source", source)])
+    };
+    assert_eq!(
+        (count("reused"), count("assembled")),
+        (Some(2.0), Some(6.0))
+    );
     mesh.stop().await
 }
 

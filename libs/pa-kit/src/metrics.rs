@@ -85,6 +85,16 @@ pub static HTTP_SERVER_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
 pub static RUNS_STARTED: LazyLock<IntCounterVec> =
     LazyLock::new(|| counter("pa_runs_started_total", "Runs launched, by mode", &["mode"]));
 
+/// The toolsets runs were launched with, by source: `assembled` by svc-tools, or `reused` from
+/// the chat's previous run while nothing it is made of changed (ADR 0251).
+pub static RUN_TOOLSETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "pa_run_toolsets_total",
+        "Toolsets runs were launched with, by source (assembled, reused)",
+        &["source"],
+    )
+});
+
 /// Runs that ended, by mode and status (succeeded, failed, cancelled).
 pub static RUNS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
