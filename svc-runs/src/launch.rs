@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use crate::durable::DurableDriver;
 use crate::error::RunsError;
 use crate::inline::InlineDriver;
+use crate::memo::Memo;
 use crate::mode::{ModeFacts, decide_mode, has_long_running_tools};
 use crate::run_start::RunStart;
 use crate::store::RunStore;
@@ -83,33 +84,6 @@ pub struct Launcher {
     toolsets: std::sync::Arc<ToolsetsSeen>,
     /// Records durable starts svc-worker confirmed (ADR 0243); begun at the first.
     confirmer: std::sync::Arc<std::sync::OnceLock<crate::confirm::StartConfirmer>>,
-}
-
-/// A bounded memo of what a run's start learnt: at most `CAPACITY` entries, and when full it
-/// starts over (forgetting only costs what the entry saved).
-struct Memo<K, V, const CAPACITY: usize = 50_000>(
-    std::sync::Mutex<std::collections::HashMap<K, V>>,
-);
-
-impl<K, V, const CAPACITY: usize> Default for Memo<K, V, CAPACITY> {
-    fn default() -> Self {
-        Self(Default::default())
-    }
-}
-
-impl<K: Eq + std::hash::Hash, V: Clone, const CAPACITY: usize> Memo<K, V, CAPACITY> {
-    fn get(&self, key: &K) -> Option<V> {
-        self.0.lock().ok()?.get(key).cloned()
-    }
-
-    fn remember(&self, key: K, value: V) {
-        if let Ok(mut known) = self.0.lock() {
-            if known.len() >= CAPACITY {
-                known.clear();
-            }
-            known.insert(key, value);
-        }
-    }
 }
 
 /// `(tenant, user, chat) → classification`.

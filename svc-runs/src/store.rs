@@ -15,6 +15,7 @@ use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::RunsError;
+use crate::histories::{ChatHistories, ChatMark, ChatWrite};
 use pa_turn_io::RunEnding;
 
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -24,6 +25,8 @@ pub struct RunStore {
     pool: PgPool,
     /// Record successful turns for the Curator (ADR 0242): only when a worker is configured.
     curate_turns: bool,
+    /// The latest messages of chats this instance started runs in (ADR 0252).
+    histories: std::sync::Arc<ChatHistories>,
 }
 
 fn ms(at: DateTime<Utc>) -> i64 {
@@ -129,6 +132,7 @@ impl RunStore {
         Self {
             pool,
             curate_turns: false,
+            histories: Default::default(),
         }
     }
 
@@ -335,22 +339,31 @@ impl RunStore {
     }
 
     /// The chat's latest `limit` messages, oldest first, without those of `except_run_id`
-    /// (the run being started, whose message the caller appends), in `tx`; none unless the chat
-    /// is `user_id`'s and not deleted.
+    /// (the run being started, whose message the caller appends), and the chat's mark when they
+    /// were, in `tx`; `None` unless the chat is `user_id`'s and not deleted.
     async fn history_in(
         tx: &mut sqlx::PgConnection,
         identity: &Identity,
         chat_id: &str,
         limit: u32,
         except_run_id: &str,
-    ) -> Result<Vec<ChatMessage>, RunsError> {
+    ) -> Result<Option<(Vec<ChatMessage>, ChatMark)>, RunsError> {
+        // One statement, so the messages and the count are of one snapshot; a chat without
+        // messages is one row of NULL messages.
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
-             FROM messages \
-             WHERE tenant_id = $1 AND chat_id = $2 AND run_id IS DISTINCT FROM $4 \
-               AND EXISTS (SELECT 1 FROM chats WHERE tenant_id = $1 AND user_id = $5 \
-                 AND id = $2 AND deleted_at IS NULL) \
-             ORDER BY seq DESC LIMIT $3) recent ORDER BY seq",
+            "SELECT c.messages_written, \
+               (extract(epoch from c.created_at) * 1000000)::bigint AS chat_created_us, \
+               (SELECT COALESCE(max(seq), 0) FROM messages \
+                WHERE tenant_id = c.tenant_id AND chat_id = c.id \
+                  AND run_id IS DISTINCT FROM $4) AS last_seq, \
+               m.id, m.chat_id, m.role, m.content, m.run_id, m.created_at, m.seq, m.untrusted \
+             FROM chats c LEFT JOIN LATERAL ( \
+               SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
+               FROM messages \
+               WHERE tenant_id = c.tenant_id AND chat_id = c.id AND run_id IS DISTINCT FROM $4 \
+               ORDER BY seq DESC LIMIT $3) m ON true \
+             WHERE c.tenant_id = $1 AND c.id = $2 AND c.user_id = $5 AND c.deleted_at IS NULL \
+             ORDER BY m.seq",
         )
         .bind(&identity.tenant_id)
         .bind(chat_id)
@@ -359,10 +372,21 @@ impl RunStore {
         .bind(&identity.user_id)
         .fetch_all(tx)
         .await?;
-        Ok(rows
-            .iter()
-            .map(message_from_row)
-            .collect::<Result<_, _>>()?)
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mark = ChatMark {
+            created_us: first.try_get("chat_created_us")?,
+            written: first.try_get("messages_written")?,
+            last_seq: first.try_get("last_seq")?,
+        };
+        let mut messages = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if row.try_get::<Option<String>, _>("id")?.is_some() {
+                messages.push(message_from_row(row)?);
+            }
+        }
+        Ok(Some((messages, mark)))
     }
 
     /// A run of this tenant, whoever in the tenant started it (tenant-level check; user-level
@@ -463,6 +487,8 @@ impl RunStore {
     /// Begins writing a run of `identity` in `chat_id`: opens its tenant transaction and reads
     /// the chat's `history` latest messages before the run (none when 0; ADR 0218), so that only
     /// the insert and the COMMIT wait for what the run's start resolves meanwhile (ADR 0229).
+    /// Messages this instance knows are not read again: the insert checks they still are the
+    /// chat's latest (ADR 0252).
     pub async fn begin_run_write(
         &self,
         identity: &Identity,
@@ -472,11 +498,22 @@ impl RunStore {
     ) -> Result<RunWrite, RunsError> {
         let mut tx = tenant_tx(&self.pool, &identity.tenant_id).await?;
         let earlier = if history == 0 {
-            Vec::new()
+            Earlier::NotWanted
+        } else if let Some(known) = self.histories.known(identity, chat_id, history) {
+            Earlier::Known(known)
         } else {
-            Self::history_in(&mut tx, identity, chat_id, history, run_id).await?
+            match Self::history_in(&mut tx, identity, chat_id, history, run_id).await? {
+                Some((messages, mark)) => Earlier::Read(messages, mark),
+                // Not the caller's chat: the insert finds it so too.
+                None => Earlier::NotWanted,
+            }
         };
-        Ok(RunWrite { tx, earlier })
+        Ok(RunWrite {
+            tx,
+            earlier,
+            limit: history,
+            histories: self.histories.clone(),
+        })
     }
     /// Records how a run ended and its assistant message, in one transaction. A run that already
     /// ended is left as it is (returns false).
@@ -522,10 +559,22 @@ impl RunStore {
             return Ok(false);
         };
         // A sub-agent's reply goes to its parent as a tool result, not into the chat.
+        let mut reply = None;
         if !end.assistant_text.is_empty() && spec.parent_run_id.is_none() {
-            sqlx::query(
-                "INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id, untrusted) \
-                 VALUES ($1, $2, $3, 'assistant', $4, $5, $6) ON CONFLICT (tenant_id, id) DO NOTHING",
+            // Counted in the chat's messages_written, under the chat row's lock (ADR 0252).
+            let written = sqlx::query(
+                "WITH message AS ( \
+                   INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id, untrusted) \
+                   VALUES ($1, $2, $3, 'assistant', $4, $5, $6) \
+                   ON CONFLICT (tenant_id, id) DO NOTHING RETURNING seq, created_at) \
+                 UPDATE chats SET messages_written = messages_written + 1 \
+                 WHERE tenant_id = $1 AND id = $3 AND EXISTS (SELECT 1 FROM message) \
+                 RETURNING messages_written, \
+                   (extract(epoch from created_at) * 1000000)::bigint AS chat_created_us, \
+                   (SELECT seq FROM message) AS message_seq, \
+                   (SELECT created_at FROM message) AS message_created_at, \
+                   (SELECT COALESCE(max(seq), 0) FROM messages \
+                    WHERE tenant_id = $1 AND chat_id = $3) AS seq_before",
             )
             .bind(&tenant_id)
             .bind(&spec.assistant_message_id)
@@ -533,8 +582,28 @@ impl RunStore {
             .bind(&end.assistant_text)
             .bind(&spec.run_id)
             .bind(end.tainted)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some(row) = written {
+                let write = ChatWrite {
+                    seq_before: row.try_get("seq_before")?,
+                    after: ChatMark {
+                        created_us: row.try_get("chat_created_us")?,
+                        written: row.try_get("messages_written")?,
+                        last_seq: row.try_get("message_seq")?,
+                    },
+                };
+                let message = ChatMessage {
+                    id: spec.assistant_message_id.clone(),
+                    chat_id: spec.chat_id.clone(),
+                    role: "assistant".into(),
+                    content: end.assistant_text.clone(),
+                    run_id: Some(spec.run_id.clone()),
+                    created_at_ms: ms(row.try_get("message_created_at")?),
+                    untrusted: end.tainted,
+                };
+                reply = Some((message, write));
+            }
         }
         // A chat's turn for the Curator, with the end that makes it one: a run whose end is
         // recorded is never left uncurated, whichever process or outbox recorded it. A sub-agent's
@@ -547,6 +616,10 @@ impl RunStore {
             crate::curations::queue_turn(&mut tx, &tenant_id, spec).await?;
         }
         tx.commit().await?;
+        if let (Some((message, write)), Some(identity)) = (reply, &spec.identity) {
+            self.histories
+                .written(identity, &spec.chat_id, message, &write);
+        }
         record_finished(spec, end, attempts, wall_secs);
         Ok(true)
     }
@@ -621,10 +694,23 @@ fn _mode_is_stored_as_smallint(mode: RunMode) -> i16 {
 }
 
 /// A run row's write begun by [`RunStore::begin_run_write`]: its transaction is open and the
-/// chat's history read. Dropped without [`RunWrite::insert`], it is rolled back.
+/// chat's history read (or known). Dropped without [`RunWrite::insert`], it is rolled back.
 pub struct RunWrite {
     tx: sqlx::Transaction<'static, sqlx::Postgres>,
-    earlier: Vec<ChatMessage>,
+    earlier: Earlier,
+    /// How many of the chat's latest messages the run starts from.
+    limit: u32,
+    histories: std::sync::Arc<ChatHistories>,
+}
+
+/// The chat's messages before a run, as its write began.
+enum Earlier {
+    /// A sub-agent's run (its task is its only message), or a chat that is not the caller's.
+    NotWanted,
+    /// Read in the write's transaction, when the chat was at the mark.
+    Read(Vec<ChatMessage>, ChatMark),
+    /// As this instance last knew them: used only if the insert finds the chat at the next mark.
+    Known(crate::histories::KnownHistory),
 }
 
 impl RunWrite {
@@ -633,7 +719,9 @@ impl RunWrite {
     /// statement, so a run is never half-written and launch costs one round trip. Returns `None`
     /// when the run id is taken (by a concurrent retry, or by another tenant: ids are global and
     /// the unique index sees rows that row-level security hides), or when the chat is not (or no
-    /// longer) the caller's. Otherwise also the history read when the write began.
+    /// longer) the caller's. Otherwise also the chat's messages before the run: those read when
+    /// the write began, or those this instance knew if nobody wrote to the chat since (the
+    /// insert's count of the chat's writes says so), or else read now (ADR 0252).
     pub async fn insert(
         self,
         spec: &RunSpec,
@@ -657,12 +745,21 @@ impl RunWrite {
                ON CONFLICT (id) DO NOTHING RETURNING {RUN_COLUMNS}), \
              message AS ( \
                INSERT INTO messages (tenant_id, id, chat_id, role, content, run_id) \
-               SELECT $2, $16, $4, 'user', $17, run.id FROM run WHERE $5::text IS NULL), \
+               SELECT $2, $16, $4, 'user', $17, run.id FROM run WHERE $5::text IS NULL \
+               RETURNING seq, created_at), \
              chat AS ( \
-               UPDATE chats SET updated_at = now() \
+               UPDATE chats SET updated_at = now(), messages_written = messages_written + 1 \
                WHERE tenant_id = $2 AND id = $4 AND $5::text IS NULL \
-                 AND EXISTS (SELECT 1 FROM run)) \
-             SELECT * FROM run"
+                 AND EXISTS (SELECT 1 FROM run) \
+               RETURNING messages_written, \
+                 (extract(epoch from created_at) * 1000000)::bigint AS chat_created_us) \
+             SELECT run.*, (SELECT messages_written FROM chat) AS chat_messages_written, \
+               (SELECT chat_created_us FROM chat) AS chat_created_us, \
+               (SELECT seq FROM message) AS message_seq, \
+               (SELECT created_at FROM message) AS message_created_at, \
+               (SELECT COALESCE(max(seq), 0) FROM messages \
+                WHERE tenant_id = $2 AND chat_id = $4) AS chat_seq_before \
+             FROM run"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&spec.run_id)
@@ -691,7 +788,87 @@ impl RunWrite {
             return Ok(None);
         };
         let run = run_from_row(&row)?;
+        // A user run's message was written (into the chat: `write`).
+        let written = match (
+            row.try_get::<Option<i64>, _>("chat_messages_written")?,
+            row.try_get::<Option<i64>, _>("chat_created_us")?,
+            row.try_get::<Option<i64>, _>("message_seq")?,
+            row.try_get::<Option<DateTime<Utc>>, _>("message_created_at")?,
+        ) {
+            (Some(written), Some(created_us), Some(seq), Some(at)) => {
+                let message = ChatMessage {
+                    id: user_message_id.to_string(),
+                    chat_id: spec.chat_id.clone(),
+                    role: "user".into(),
+                    content: input.message.clone(),
+                    run_id: Some(spec.run_id.clone()),
+                    created_at_ms: ms(at),
+                    untrusted: false,
+                };
+                let write = ChatWrite {
+                    seq_before: row.try_get("chat_seq_before")?,
+                    after: ChatMark {
+                        created_us,
+                        written,
+                        last_seq: seq,
+                    },
+                };
+                Some((message, write))
+            }
+            _ => None,
+        };
+        let histories = |source: &str| {
+            pa_kit::metrics::RUN_HISTORIES
+                .with_label_values(&[source])
+                .inc()
+        };
+        // The messages before the run, and the chat's mark when they were its latest.
+        let (earlier, before) = match (self.earlier, &written) {
+            (Earlier::NotWanted, _) | (_, None) => (Vec::new(), None),
+            (Earlier::Read(messages, at), Some(_)) => {
+                histories("read");
+                (messages, Some(at))
+            }
+            (Earlier::Known(known), Some((_, write))) if known.mark.is_followed_by(write) => {
+                histories("known");
+                (known.messages.as_ref().clone(), Some(known.mark))
+            }
+            (Earlier::Known(_), Some(_)) => {
+                // Someone wrote to the chat since: read now, under the chat row's lock this
+                // insert holds (nothing that counts can have been written since).
+                histories("stale");
+                let read = RunStore::history_in(
+                    &mut tx,
+                    &identity,
+                    &spec.chat_id,
+                    self.limit,
+                    &spec.run_id,
+                )
+                .await?
+                .ok_or_else(|| RunsError::ChatNotFound(spec.chat_id.clone()))?;
+                let (messages, at) = read;
+                // The read counts this run's own write, not its message.
+                let before = ChatMark {
+                    written: at.written - 1,
+                    ..at
+                };
+                (messages, Some(before))
+            }
+        };
         tx.commit().await?;
-        Ok(Some((run, self.earlier)))
+        if let (Some(before), Some((message, write))) = (before, written)
+            && before.is_followed_by(&write)
+        {
+            // Remembered only when the messages were the chat's latest right before this run's.
+            self.histories.remember(
+                &identity,
+                &spec.chat_id,
+                self.limit,
+                &earlier,
+                message,
+                write.after,
+            );
+        }
+        Ok(Some((run, earlier)))
     }
 }

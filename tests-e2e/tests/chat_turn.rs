@@ -550,3 +550,188 @@ async fn the_model_sees_the_earlier_messages_once_and_this_message_last() -> R {
     );
     mesh.stop().await
 }
+
+/// svc-runs keeps the latest messages of the chats it starts runs in, so a chat's next run
+/// need not read them (ADR 0252), and uses them only when its run row's insert proves nobody
+/// wrote to the chat since. A turn started and ended by another replica, and a chat deleted,
+/// purged and created again under the same id, are what the next run sees; another chat's and
+/// the old chat's messages never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chats_known_history_is_used_only_while_nobody_else_wrote_to_it() -> R {
+    use pa_proto::v1::run_service_client::RunServiceClient;
+    use pa_proto::v1::{CreateChatRequest, CreateRunRequest, DeleteChatRequest, GetRunRequest};
+    let fake = pa_testkit::FakeProvider::start().await?;
+    fake.set_default(pa_testkit::Reply::text("noted"));
+    let mesh = Mesh::builder()
+        .without_curator()
+        .deleted_chat_retention(Duration::ZERO)
+        .start()
+        .await?;
+    mesh.add_fake_model(&fake.base_url()).await?;
+    let replica = tests_e2e::RunsReplica::start(mesh.runs_config.clone()).await?;
+    let who = Mesh::identity("dev", &format!("u-{}", uuid::Uuid::now_v7()));
+    let chat = format!("known-{}", uuid::Uuid::now_v7().simple());
+    let here = RunServiceClient::connect(mesh.runs_url.clone()).await?;
+    let there = RunServiceClient::connect(replica.url.clone()).await?;
+    let create_chat = |mut runs: RunServiceClient<tonic::transport::Channel>| {
+        let request = mesh.auth.request(
+            &who,
+            CreateChatRequest {
+                chat_id: chat.clone(),
+                title: "known".into(),
+                ..Default::default()
+            },
+        );
+        async move { runs.create_chat(request).await.map(|_| ()) }
+    };
+    // A run of `message` through `runs`, to its end; what the model was sent (roles, contents).
+    let turn = |mut runs: RunServiceClient<tonic::transport::Channel>, message: &'static str| {
+        let (mesh, who, chat, fake) = (&mesh, &who, chat.clone(), &fake);
+        async move {
+            let run = runs
+                .create_run(mesh.auth.request(
+                    who,
+                    CreateRunRequest {
+                        chat_id: chat,
+                        message: message.into(),
+                        model: "fp:m".into(),
+                        ..Default::default()
+                    },
+                ))
+                .await?
+                .into_inner()
+                .run
+                .ok_or("no run")?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let now = runs
+                    .get_run(mesh.auth.request(
+                        who,
+                        GetRunRequest {
+                            run_id: run.id.clone(),
+                        },
+                    ))
+                    .await?
+                    .into_inner();
+                if now.status == pa_proto::v1::RunStatus::Succeeded as i32 {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "run {} did not succeed: {now:?}",
+                    run.id
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let sent: Vec<String> = fake
+                .last_request()
+                .and_then(|r| {
+                    r.body["messages"].as_array().map(|m| {
+                        m.iter()
+                            .filter(|m| m["role"] != "system")
+                            .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(sent)
+        }
+    };
+    create_chat(here.clone()).await?;
+    assert_eq!(turn(here.clone(), "first").await?, ["first"]);
+    assert_eq!(
+        turn(here.clone(), "second").await?,
+        ["first", "noted", "second"]
+    );
+    // Another replica runs a turn of the chat: the first replica's next run sees it.
+    assert_eq!(
+        turn(there.clone(), "third").await?,
+        ["first", "noted", "second", "noted", "third"]
+    );
+    assert_eq!(
+        turn(here.clone(), "fourth").await?,
+        [
+            "first", "noted", "second", "noted", "third", "noted", "fourth"
+        ]
+    );
+    // Deleted, purged, created again under its id and written to elsewhere until its count of
+    // writes is what the first replica knew of the old chat (8): none of the old chat's
+    // messages come back.
+    here.clone()
+        .delete_chat(mesh.auth.request(
+            &who,
+            DeleteChatRequest {
+                chat_id: chat.clone(),
+            },
+        ))
+        .await?;
+    let mut maintenance =
+        pa_proto::v1::maintenance_service_client::MaintenanceServiceClient::connect(
+            mesh.runs_url.clone(),
+        )
+        .await?;
+    maintenance
+        .run_maintenance(mesh.auth.request(
+            &pa_kit::identity::internal_identity("test"),
+            pa_proto::v1::RunMaintenanceRequest {
+                task: "purge_deleted_chats".into(),
+                limit: 0,
+            },
+        ))
+        .await?;
+    create_chat(there.clone()).await?;
+    for message in ["a", "b", "c"] {
+        turn(there.clone(), message).await?;
+    }
+    assert_eq!(
+        turn(there.clone(), "d").await?,
+        ["a", "noted", "b", "noted", "c", "noted", "d"]
+    );
+    assert_eq!(
+        turn(here.clone(), "e").await?,
+        ["a", "noted", "b", "noted", "c", "noted", "d", "noted", "e"]
+    );
+    assert_eq!(
+        turn(here.clone(), "f").await?,
+        [
+            "a", "noted", "b", "noted", "c", "noted", "d", "noted", "e", "noted", "f"
+        ]
+    );
+    // A message written by a release that does not count its writes yet (a rolling upgrade):
+    // the next run sees it.
+    let mut owner =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.admin_database_url()).await?;
+    sqlx::query(
+        "INSERT INTO runs.messages (tenant_id, id, chat_id, role, content) \
+         VALUES ($1, $2, $3, 'user', 'from an earlier release')",
+    )
+    .bind(&who.tenant_id)
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(&chat)
+    .execute(&mut owner)
+    .await?;
+    let sent = turn(here.clone(), "g").await?;
+    assert_eq!(
+        sent[sent.len() - 3..],
+        ["noted", "from an earlier release", "g"]
+    );
+    // Which runs used what their replica knew (both replicas count in this process).
+    let metrics = mesh
+        .http
+        .get(format!("{}/metrics", mesh.runs_url))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let count = |source: &str| {
+        tests_e2e::metric_sample(&metrics, "pa_run_histories_total", &[("source", source)])
+    };
+    // read: first (here), third (there); known: second, b, c, d (there), f (here); stale: fourth
+    // (here), a (there: it knew the old chat), e (here), g (here).
+    assert_eq!(
+        (count("read"), count("known"), count("stale")),
+        (Some(2.0), Some(5.0), Some(4.0))
+    );
+    replica.kill();
+    mesh.stop().await
+}

@@ -95,6 +95,17 @@ pub static RUN_TOOLSETS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+/// Where a user run's chat history came from: `read` from Postgres, `known` from what this
+/// svc-runs last wrote or read of the chat (its insert proved nobody wrote since), or `stale`
+/// (known, but someone wrote since: read after all) (ADR 0252).
+pub static RUN_HISTORIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "pa_run_histories_total",
+        "Where user runs' chat histories came from (read, known, stale)",
+        &["source"],
+    )
+});
+
 /// Runs that ended, by mode and status (succeeded, failed, cancelled).
 pub static RUNS_FINISHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
