@@ -5,6 +5,7 @@
 //! returns the count, and the chat's latest message before its own (which also catches a
 //! release that did not count yet, during a rolling upgrade).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use pa_proto::v1::{ChatMessage, Identity};
@@ -42,7 +43,27 @@ impl ChatMark {
 pub(crate) struct KnownHistory {
     pub mark: ChatMark,
     limit: u32,
-    pub messages: Arc<Vec<ChatMessage>>,
+    /// Of the messages' contents.
+    bytes: usize,
+    pub messages: Arc<VecDeque<ChatMessage>>,
+}
+
+impl KnownHistory {
+    /// `added` was written, which put the chat at `mark`: the oldest go past `limit`. False when
+    /// the messages are too large to keep.
+    fn push(&mut self, added: ChatMessage, mark: ChatMark) -> bool {
+        // In place unless a run's start holds these very messages.
+        let messages = Arc::make_mut(&mut self.messages);
+        self.bytes += added.content.len();
+        messages.push_back(added);
+        while messages.len() > self.limit as usize {
+            if let Some(gone) = messages.pop_front() {
+                self.bytes -= gone.content.len();
+            }
+        }
+        self.mark = mark;
+        self.bytes <= MAX_KNOWN_BYTES
+    }
 }
 
 /// A chat whose latest messages hold more than this is not remembered (they are read).
@@ -88,22 +109,17 @@ impl ChatHistories {
         mark: ChatMark,
     ) {
         let key = chat_key(identity, chat_id);
-        let keep = (limit as usize).saturating_sub(1);
-        let mut messages: Vec<ChatMessage> = earlier[earlier.len().saturating_sub(keep)..].to_vec();
-        messages.push(added);
-        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-        if limit == 0 || bytes > MAX_KNOWN_BYTES {
+        let mut known = KnownHistory {
+            mark,
+            limit,
+            bytes: earlier.iter().map(|m| m.content.len()).sum(),
+            messages: Arc::new(earlier.iter().cloned().collect()),
+        };
+        if limit > 0 && known.push(added, mark) {
+            self.0.remember(key, known);
+        } else {
             self.0.forget(&key);
-            return;
         }
-        self.0.remember(
-            key,
-            KnownHistory {
-                mark,
-                limit,
-                messages: Arc::new(messages),
-            },
-        );
     }
 
     /// `added` was written into the chat (`write`): what is known follows it when it was the
@@ -115,19 +131,9 @@ impl ChatHistories {
         added: ChatMessage,
         write: &ChatWrite,
     ) {
-        let key = chat_key(identity, chat_id);
-        match self.0.get(&key) {
-            Some(known) if known.mark.is_followed_by(write) => self.remember(
-                identity,
-                chat_id,
-                known.limit,
-                &known.messages,
-                added,
-                write.after,
-            ),
-            Some(_) => self.0.forget(&key),
-            None => {}
-        }
+        self.0.update(&chat_key(identity, chat_id), |known| {
+            known.mark.is_followed_by(write) && known.push(added, write.after)
+        });
     }
 }
 
@@ -215,5 +221,28 @@ mod tests {
         let big = "x".repeat(MAX_KNOWN_BYTES + 1);
         histories.remember(&who, "c", 3, &[], message(&big), AT);
         assert!(histories.known(&who, "c", 3).is_none());
+    }
+
+    #[test]
+    fn a_write_updates_what_is_known_in_place_unless_a_start_holds_it() {
+        let histories = ChatHistories::default();
+        let who = Identity::default();
+        histories.remember(&who, "c", 3, &[message("1")], message("2"), AT);
+        let at = |histories: &ChatHistories| {
+            let known = histories.known(&who, "c", 3).expect("known");
+            (Arc::as_ptr(&known.messages), known)
+        };
+        let (before, held) = at(&histories);
+        // A run's start holds them: the write copies.
+        histories.written(&who, "c", message("3"), &next(AT));
+        let (copied, _) = at(&histories);
+        assert_ne!(copied, before);
+        assert_eq!(contents(&held), ["1", "2"]);
+        drop(held);
+        let mark = at(&histories).1.mark;
+        histories.written(&who, "c", message("4"), &next(mark));
+        let (after, known) = at(&histories);
+        assert_eq!(after, copied, "updated in place");
+        assert_eq!(contents(&known), ["2", "3", "4"]);
     }
 }

@@ -27,6 +27,16 @@ impl<K: Eq + std::hash::Hash, V: Clone, const CAPACITY: usize> Memo<K, V, CAPACI
         }
     }
 
+    /// Changes the entry in place (no clone of it); `change` returning false forgets it.
+    pub(crate) fn update(&self, key: &K, change: impl FnOnce(&mut V) -> bool) {
+        if let Ok(mut known) = self.0.lock()
+            && let Some(entry) = known.get_mut(key)
+            && !change(entry)
+        {
+            known.remove(key);
+        }
+    }
+
     pub(crate) fn forget(&self, key: &K) {
         if let Ok(mut known) = self.0.lock() {
             known.remove(key);

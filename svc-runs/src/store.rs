@@ -823,15 +823,25 @@ impl RunWrite {
                 .inc()
         };
         // The messages before the run, and the chat's mark when they were its latest.
-        let (earlier, before) = match (self.earlier, &written) {
+        let write = written.as_ref().map(|(_, write)| *write);
+        let (earlier, before) = match (self.earlier, write) {
             (Earlier::NotWanted, _) | (_, None) => (Vec::new(), None),
             (Earlier::Read(messages, at), Some(_)) => {
                 histories("read");
                 (messages, Some(at))
             }
-            (Earlier::Known(known), Some((_, write))) if known.mark.is_followed_by(write) => {
+            (Earlier::Known(known), Some(write)) if known.mark.is_followed_by(&write) => {
                 histories("known");
-                (known.messages.as_ref().clone(), Some(known.mark))
+                let messages = known.messages.iter().cloned().collect();
+                // The only other holder of them is what this instance knows: updated in place.
+                drop(known);
+                tx.commit().await?;
+                // What is known follows this run's message, in place.
+                if let Some((message, _)) = written {
+                    self.histories
+                        .written(&identity, &spec.chat_id, message, &write);
+                }
+                return Ok(Some((run, messages)));
             }
             (Earlier::Known(_), Some(_)) => {
                 // Someone wrote to the chat since: read now, under the chat row's lock this
