@@ -53,10 +53,9 @@ pub async fn run(
         shutdown.clone(),
     );
     let auth = InternalAuth::new(&config.common.internal_secret);
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&pools.owner)
+    let database = pa_kit::db::database_name(&pools.owner)
         .await
-        .map_err(|e| StartError::Db(pa_kit::db::DbError::Connect(e)))?;
+        .map_err(StartError::Db)?;
     let leases = std::sync::Arc::new(lease::Leases::new(
         config.leases,
         pools.owner.clone(),

@@ -56,9 +56,9 @@ pub const KINDS: &[&str] = &["device_agent", "browser_sandbox", "browser_extensi
 #[derive(Clone)]
 pub struct DeviceRegistry {
     pool: PgPool,
-    redis: pa_kit::redis::Pool,
     call_timeout: Duration,
-    /// Renewed when a user gets a device (ADR 0251).
+    /// Renewed when a user gets a device (ADR 0251); its Redis is where devices are present
+    /// and their calls queued.
     generations: crate::generation::Generations,
 }
 
@@ -261,10 +261,13 @@ impl DeviceRegistry {
     ) -> Self {
         Self {
             pool,
-            redis: generations.redis().clone(),
             call_timeout,
             generations,
         }
+    }
+
+    fn redis(&self) -> &pa_kit::redis::Pool {
+        self.generations.redis()
     }
 
     pub async fn create_enrollment(
@@ -522,7 +525,7 @@ impl DeviceRegistry {
             return Ok(Vec::new());
         }
         let mut conn = self
-            .redis
+            .redis()
             .get()
             .await
             .map_err(|e| ToolsError::Redis(e.to_string()))?;
@@ -595,7 +598,7 @@ impl DeviceRegistry {
         if deleted.rows_affected() == 0 {
             return Err(ToolsError::DeviceNotFound(id.to_string()));
         }
-        if let Ok(mut conn) = self.redis.get().await {
+        if let Ok(mut conn) = self.redis().get().await {
             let _: Result<(), _> = conn.del(device_bus::online_key(id)).await;
         }
         Ok(())
@@ -642,7 +645,7 @@ impl DeviceRegistry {
             "the device could not be reached (Redis)".to_string()
         };
         let offline = || format!("the device {:?} is offline", device.name);
-        let mut conn = self.redis.get().await.map_err(|e| {
+        let mut conn = self.redis().get().await.map_err(|e| {
             tracing::warn!(error = %e, "device bus");
             "the device could not be reached (Redis)".to_string()
         })?;

@@ -71,10 +71,9 @@ pub async fn run(
     let redis = pa_kit::redis::pool(&config.common.redis_url, 64)
         .map_err(|e| StartError::Other(e.to_string()))?;
     // The deployment's name for its Redis keys: its database (ADR 0251).
-    let database: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&maintenance.owner)
+    let database = pa_kit::db::database_name(&maintenance.owner)
         .await
-        .map_err(|e| StartError::Db(pa_kit::db::DbError::Connect(e)))?;
+        .map_err(StartError::Db)?;
     let generations = generation::Generations::new(redis.clone(), &database);
     let store = integrations::IntegrationStore::new(
         pool.clone(),

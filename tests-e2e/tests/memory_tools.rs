@@ -150,6 +150,31 @@ async fn remember_in_one_chat_recall_in_another_chat_scope_stays_and_forget_remo
         chat1.as_str(),
         "{listed}"
     );
+    // And the run that saved it: the chat's second run, which used its first run's toolset
+    // snapshot again (ADR 0251) — the snapshot says which tools may run, not whose run it is.
+    let (_, messages) = mesh
+        .get_json(&format!("/v1/chats/{chat1}/messages"))
+        .await?;
+    let second_run = messages["items"][3]["run_id"]
+        .as_str()
+        .ok_or("no second run")?
+        .to_string();
+    let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
+    let snapshot: String =
+        sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
+            .bind(&second_run)
+            .fetch_one(&mut db)
+            .await?;
+    assert_ne!(
+        snapshot,
+        format!("ts-{second_run}"),
+        "the snapshot was reused"
+    );
+    assert_eq!(
+        listed["items"][0]["source"]["run_id"],
+        second_run.as_str(),
+        "{listed}"
+    );
 
     // Chat 2 recalls the world memory, never chat 1's.
     let found = tool_turn(

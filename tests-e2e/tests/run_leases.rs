@@ -463,7 +463,10 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let row = get_run(&mesh, &owner.url, &who, &run).await?;
-    assert_eq!(reply(&mesh, &owner.url, &who, &row).await?, Some(text));
+    assert_eq!(
+        reply(&mesh, &owner.url, &who, &row).await?,
+        Some(text.clone())
+    );
     assert!(row.usage.unwrap_or_default().total_tokens > 0);
     // The end landed from the outbox queued the turn for the Curator, in the same transaction.
     let queued: Option<String> = sqlx::query_scalar(
@@ -477,6 +480,48 @@ async fn a_run_ending_while_postgres_is_unreachable_delivers_its_end_and_lands_l
         queued.as_deref(),
         Some(run.as_str()),
         "the turn is queued with its end"
+    );
+    // The chat's next run on the same replica starts from the reply that landed (ADR 0252: the
+    // replica knew the chat's messages before the outage). The offline model counts the words
+    // of what it is sent, so the run's input beside the same message's in a new chat is the
+    // history: the first run's message and its reply.
+    let again = CreateRunRequest {
+        message: "again".into(),
+        ..Default::default()
+    };
+    let next = client(&owner.url)
+        .await?
+        .create_run(mesh.auth.request(
+            &who,
+            CreateRunRequest {
+                chat_id: row.chat_id.clone(),
+                ..again.clone()
+            },
+        ))
+        .await?
+        .into_inner()
+        .run
+        .ok_or("no run")?;
+    let fresh = chat_and_run(&mesh, &owner.url, &who, "fresh", again).await?;
+    let mut input = Vec::new();
+    for run in [&next.id, &fresh.id] {
+        finished(&redis, run).await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let usage = loop {
+            let row = get_run(&mesh, &owner.url, &who, run).await?;
+            if row.status == RunStatus::Succeeded as i32 {
+                break row.usage.unwrap_or_default();
+            }
+            assert!(Instant::now() < deadline, "{run} did not end: {row:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        input.push(usage.input_tokens);
+    }
+    let words = |text: &str| text.split_whitespace().count() as i64;
+    assert_eq!(
+        input[0] as i64 - input[1] as i64,
+        words(&long_message()) + words(&text),
+        "the history the next run was sent"
     );
     drop(owner);
     mesh.stop().await

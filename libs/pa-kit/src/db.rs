@@ -269,6 +269,15 @@ async fn start_up_ddl(conn: &mut sqlx::PgConnection, sql: String) -> Result<(), 
     }
 }
 
+/// The deployment's database: what names its keys in a Redis that several deployments may
+/// share (the run outbox, the users' toolset generations; ADR 0251).
+pub async fn database_name(pool: &PgPool) -> Result<String, DbError> {
+    sqlx::query_scalar("SELECT current_database()::text")
+        .fetch_one(pool)
+        .await
+        .map_err(DbError::Connect)
+}
+
 /// Like [`connect_schema`], then makes sure the application role exists (when the owner may
 /// create roles; in production it is provisioned with its password), grants it the schema's
 /// tables, and returns a pool that connects as it.
