@@ -716,13 +716,7 @@ async fn a_chats_known_history_is_used_only_while_nobody_else_wrote_to_it() -> R
         ["noted", "from an earlier release", "g"]
     );
     // Which runs used what their replica knew (both replicas count in this process).
-    let metrics = mesh
-        .http
-        .get(format!("{}/metrics", mesh.runs_url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = tests_e2e::scrape_metrics(&mesh.http, &mesh.runs_url).await?;
     let count = |source: &str| {
         tests_e2e::metric_sample(&metrics, "pa_run_histories_total", &[("source", source)])
     };

@@ -889,13 +889,7 @@ async fn a_chats_toolset_is_used_again_until_what_it_is_made_of_changes() -> R {
         assert_eq!(recorded, format!("ts-{run}"));
     }
     // Operators see it: of the eight runs, two were launched with a reused toolset.
-    let metrics = mesh
-        .http
-        .get(format!("{}/metrics", mesh.runs_url))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = tests_e2e::scrape_metrics(&mesh.http, &mesh.runs_url).await?;
     let count = |source: &str| {
         tests_e2e::metric_sample(&metrics, "pa_run_toolsets_total", &[("source", source)])
     };
