@@ -349,20 +349,20 @@ impl RunStore {
         except_run_id: &str,
     ) -> Result<Option<(Vec<ChatMessage>, ChatMark)>, RunsError> {
         // One statement, so the messages and the count are of one snapshot; a chat without
-        // messages is one row of NULL messages.
+        // messages is one row of NULL messages. The latest message is always among those read
+        // (at least one is), so its `seq` is the mark's.
         let rows = sqlx::query(
-            "SELECT c.messages_written, \
-               (extract(epoch from c.created_at) * 1000000)::bigint AS chat_created_us, \
-               (SELECT COALESCE(max(seq), 0) FROM messages \
-                WHERE tenant_id = c.tenant_id AND chat_id = c.id \
-                  AND run_id IS DISTINCT FROM $4) AS last_seq, \
+            "SELECT c.messages_written, c.chat_created_us, \
                m.id, m.chat_id, m.role, m.content, m.run_id, m.created_at, m.seq, m.untrusted \
-             FROM chats c LEFT JOIN LATERAL ( \
+             FROM (SELECT messages_written, \
+                     (extract(epoch from created_at) * 1000000)::bigint AS chat_created_us \
+                   FROM chats WHERE tenant_id = $1 AND id = $2 AND user_id = $5 \
+                     AND deleted_at IS NULL) c \
+             LEFT JOIN LATERAL ( \
                SELECT id, chat_id, role, content, run_id, created_at, seq, untrusted \
                FROM messages \
-               WHERE tenant_id = c.tenant_id AND chat_id = c.id AND run_id IS DISTINCT FROM $4 \
+               WHERE tenant_id = $1 AND chat_id = $2 AND run_id IS DISTINCT FROM $4 \
                ORDER BY seq DESC LIMIT $3) m ON true \
-             WHERE c.tenant_id = $1 AND c.id = $2 AND c.user_id = $5 AND c.deleted_at IS NULL \
              ORDER BY m.seq",
         )
         .bind(&identity.tenant_id)
@@ -375,14 +375,15 @@ impl RunStore {
         let Some(first) = rows.first() else {
             return Ok(None);
         };
-        let mark = ChatMark {
+        let mut mark = ChatMark {
             created_us: first.try_get("chat_created_us")?,
             written: first.try_get("messages_written")?,
-            last_seq: first.try_get("last_seq")?,
+            last_seq: 0,
         };
         let mut messages = Vec::with_capacity(rows.len());
         for row in &rows {
-            if row.try_get::<Option<String>, _>("id")?.is_some() {
+            if let Some(seq) = row.try_get::<Option<i64>, _>("seq")? {
+                mark.last_seq = mark.last_seq.max(seq);
                 messages.push(message_from_row(row)?);
             }
         }
