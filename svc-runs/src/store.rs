@@ -704,6 +704,15 @@ pub struct RunWrite {
     histories: std::sync::Arc<ChatHistories>,
 }
 
+/// What a run's write learns of its chat's latest messages, for after its commit.
+enum Learnt {
+    Nothing,
+    /// What this instance knew was current: it follows the run's message.
+    Followed,
+    /// Read, when the chat was at this mark.
+    Read(ChatMark),
+}
+
 /// The chat's messages before a run, as its write began.
 enum Earlier {
     /// A sub-agent's run (its task is its only message), or a chat that is not the caller's.
@@ -818,37 +827,30 @@ impl RunWrite {
             }
             _ => None,
         };
-        let histories = |source: &str| {
+        let count_source = |source: &str| {
             pa_kit::metrics::RUN_HISTORIES
                 .with_label_values(&[source])
                 .inc()
         };
-        // The messages before the run, and the chat's mark when they were its latest.
+        // The messages before the run, and what this instance learns of the chat from them.
         let write = written.as_ref().map(|(_, write)| *write);
-        let (earlier, before) = match (self.earlier, write) {
-            (Earlier::NotWanted, _) | (_, None) => (Vec::new(), None),
+        let (earlier, learnt) = match (self.earlier, write) {
+            (Earlier::NotWanted, _) | (_, None) => (Vec::new(), Learnt::Nothing),
             (Earlier::Read(messages, at), Some(_)) => {
-                histories("read");
-                (messages, Some(at))
+                count_source("read");
+                (messages, Learnt::Read(at))
             }
             (Earlier::Known(known), Some(write)) if known.mark.is_followed_by(&write) => {
-                histories("known");
-                let messages = known.messages.iter().cloned().collect();
-                // The only other holder of them is what this instance knows: updated in place.
-                drop(known);
-                tx.commit().await?;
-                // What is known follows this run's message, in place.
-                if let Some((message, _)) = written {
-                    self.histories
-                        .written(&identity, &spec.chat_id, message, &write);
-                }
-                return Ok(Some((run, messages)));
+                count_source("known");
+                // Copied for the run; what is known is then updated in place (this copy of
+                // its `Arc` goes with this arm).
+                (known.messages.iter().cloned().collect(), Learnt::Followed)
             }
             (Earlier::Known(_), Some(_)) => {
                 // Someone wrote to the chat since: read now, under the chat row's lock this
                 // insert holds (nothing that counts can have been written since).
-                histories("stale");
-                let read = RunStore::history_in(
+                count_source("stale");
+                let (messages, at) = RunStore::history_in(
                     &mut tx,
                     &identity,
                     &spec.chat_id,
@@ -857,28 +859,33 @@ impl RunWrite {
                 )
                 .await?
                 .ok_or_else(|| RunsError::ChatNotFound(spec.chat_id.clone()))?;
-                let (messages, at) = read;
                 // The read counts this run's own write, not its message.
                 let before = ChatMark {
                     written: at.written - 1,
                     ..at
                 };
-                (messages, Some(before))
+                (messages, Learnt::Read(before))
             }
         };
         tx.commit().await?;
-        if let (Some(before), Some((message, write))) = (before, written)
-            && before.is_followed_by(&write)
-        {
-            // Remembered only when the messages were the chat's latest right before this run's.
-            self.histories.remember(
-                &identity,
-                &spec.chat_id,
-                self.limit,
-                &earlier,
-                message,
-                write.after,
-            );
+        if let Some((message, write)) = written {
+            match learnt {
+                Learnt::Followed => {
+                    self.histories
+                        .written(&identity, &spec.chat_id, message, &write)
+                }
+                // Remembered only when the messages were the chat's latest right before this
+                // run's.
+                Learnt::Read(before) if before.is_followed_by(&write) => self.histories.remember(
+                    &identity,
+                    &spec.chat_id,
+                    self.limit,
+                    &earlier,
+                    message,
+                    write.after,
+                ),
+                _ => {}
+            }
         }
         Ok(Some((run, earlier)))
     }

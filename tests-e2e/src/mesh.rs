@@ -1159,3 +1159,17 @@ impl Mesh {
         read_sse(response, max).await
     }
 }
+
+/// The toolset snapshot a run records in svc-runs' row (an earlier run's when its toolset was
+/// used again, ADR 0251), read straight from the database.
+pub async fn recorded_snapshot(
+    db: &mut sqlx::PgConnection,
+    run_id: &str,
+) -> Result<String, BoxError> {
+    Ok(
+        sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
+            .bind(run_id)
+            .fetch_one(db)
+            .await?,
+    )
+}

@@ -160,11 +160,7 @@ async fn remember_in_one_chat_recall_in_another_chat_scope_stays_and_forget_remo
         .ok_or("no second run")?
         .to_string();
     let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(&mesh.database_url).await?;
-    let snapshot: String =
-        sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
-            .bind(&second_run)
-            .fetch_one(&mut db)
-            .await?;
+    let snapshot = tests_e2e::recorded_snapshot(&mut db, &second_run).await?;
     assert_ne!(
         snapshot,
         format!("ts-{second_run}"),

@@ -756,12 +756,7 @@ async fn a_toolset_assembled_ahead_is_used_only_for_the_tags_the_model_resolves_
     assert_eq!(written, expected);
     let mut recorded = Vec::new();
     for run_id in &runs {
-        let id: String =
-            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_one(&mut db)
-                .await?;
-        recorded.push(id);
+        recorded.push(tests_e2e::recorded_snapshot(&mut db, run_id).await?);
     }
     assert_eq!(
         recorded,
@@ -806,11 +801,7 @@ async fn a_chats_toolset_is_used_again_until_what_it_is_made_of_changes() -> R {
         let (done, events) =
             run_to_end(&mesh, &chat, json!({ "message": "fetch", "model": "p:m" })).await?;
         let run_id = done["id"].as_str().unwrap_or_default().to_string();
-        let recorded: String =
-            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
-                .bind(&run_id)
-                .fetch_one(&mut db)
-                .await?;
+        let recorded = tests_e2e::recorded_snapshot(&mut db, &run_id).await?;
         let written: Vec<String> = sqlx::query_scalar(
             "SELECT id FROM tools.toolset_snapshots WHERE run_id = $1 ORDER BY id",
         )
@@ -933,11 +924,7 @@ async fn a_reused_toolset_never_crosses_to_another_tenant_with_the_same_user_and
     };
     let mut db = sqlx::PgConnection::connect(&mesh.database_url).await?;
     let mut recorded = async |run_id: &str| -> BoxResult<(String, String)> {
-        let snapshot: String =
-            sqlx::query_scalar("SELECT toolset_snapshot_id FROM runs.runs WHERE id = $1")
-                .bind(run_id)
-                .fetch_one(&mut db)
-                .await?;
+        let snapshot = tests_e2e::recorded_snapshot(&mut db, run_id).await?;
         let tenant: String =
             sqlx::query_scalar("SELECT tenant_id FROM tools.toolset_snapshots WHERE id = $1")
                 .bind(&snapshot)
