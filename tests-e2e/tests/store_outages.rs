@@ -5,8 +5,11 @@
 
 use std::time::Duration;
 
-use pa_proto::v1::ListChatsRequest;
 use pa_proto::v1::run_service_client::RunServiceClient;
+use pa_proto::v1::tool_service_client::ToolServiceClient;
+use pa_proto::v1::{
+    CreateIntegrationRequest, ListChatsRequest, ListIntegrationsRequest, UpdateIntegrationRequest,
+};
 use serde_json::{Value, json};
 use sqlx::Connection;
 use tests_e2e::{Mesh, OwnPostgres, OwnRedis, OwnTemporal};
@@ -261,7 +264,9 @@ async fn a_postgres_restart_fails_no_request_once_it_is_back() -> R {
 
 /// kill -9 of Redis: /readyz says not ready and requests that need it (every request counts
 /// against the rate limits there) get 503 `unavailable` naming Redis; after the restart not
-/// one request of a mixed workload with runs (event streams in Redis) fails.
+/// one request of a mixed workload with runs (event streams in Redis) fails. A change to what a
+/// user's toolsets are made of needs Redis too (its toolset generation is renewed first, ADR
+/// 0251): svc-tools refuses it, and nothing of it is saved.
 #[tokio::test]
 async fn a_redis_restart_fails_no_request_once_it_is_back() -> R {
     pa_testkit::embed_model_dir()?;
@@ -282,15 +287,61 @@ async fn a_redis_restart_fails_no_request_once_it_is_back() -> R {
         assert_eq!(failed?, Vec::<String>::new());
     }
 
+    let mut tools = ToolServiceClient::connect(mesh.tools_url.clone()).await?;
+    let who = Mesh::identity("dev", "dev-user");
+    let web = tools
+        .create_integration(mesh.auth.request(
+            &who,
+            CreateIntegrationRequest {
+                kind: "web_fetch".into(),
+                name: "Web".into(),
+                enabled: true,
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner();
+
     redis.kill()?;
     let body = readyz_becomes(&mesh, 503, "redis", "down").await?;
     assert_eq!(body["ready"], false);
     let down = send(&mesh, reqwest::Method::GET, "/v1/chats", None).await?;
     assert_unavailable("GET /v1/chats", &down, "Redis");
+    let refused = tools
+        .update_integration(mesh.auth.request(
+            &who,
+            UpdateIntegrationRequest {
+                id: web.id.clone(),
+                name: Some("renamed during the outage".into()),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("an integration changed without Redis");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let refused = tools
+        .create_integration(mesh.auth.request(
+            &who,
+            CreateIntegrationRequest {
+                kind: "web_fetch".into(),
+                name: "Another".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .expect_err("an integration created without Redis");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
 
     redis.restart().await?;
     let body = readyz_becomes(&mesh, 200, "redis", "up").await?;
     assert_eq!(body["ready"], true);
+    let listed = tools
+        .list_integrations(mesh.auth.request(&who, ListIntegrationsRequest::default()))
+        .await?
+        .into_inner()
+        .integrations;
+    let names: Vec<&str> = listed.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["Web"], "nothing of the refused changes was saved");
     let mut failed = run_workload(&mesh, &chat, 42).await?;
     for i in 0..8 {
         match mesh.run_to_end(&chat, &run, Duration::from_secs(30)).await {
