@@ -591,6 +591,8 @@ async fn main() -> std::process::ExitCode {
     if std::env::var("PA_BENCH_TRACE").is_ok() {
         pa_kit::telemetry::init("pa-bench");
     }
+    // The mesh and its load client share this process: 2,000 streams are 4,000 sockets.
+    pa_kit::process::raise_open_files_limit_and_log("pa-bench");
     let args: Vec<String> = std::env::args().skip(1).collect();
     let runs = flag(&args, "--runs")
         .and_then(|n| n.parse().ok())

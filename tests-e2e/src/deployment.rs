@@ -56,7 +56,13 @@ impl Processes {
             .create(true)
             .append(true)
             .open(self.log_path(name))?;
-        let child = Command::new(crate::chaos::service_binary()?)
+        // With a soft limit of 1,024 open files, as a login shell, systemd and containerd's
+        // recent releases start processes (under a far higher hard limit): a service must not
+        // stay there (it raises its own, `pa_kit::process::raise_open_files_limit`).
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(r#"ulimit -Sn 1024 2>/dev/null; exec "$0" "$@""#)
+            .arg(crate::chaos::service_binary()?)
             .arg(binary)
             .env_clear()
             .envs(env)
@@ -68,6 +74,31 @@ impl Processes {
         self.children.push((name.to_string(), child));
         *self.starts.entry(name.to_string()).or_default() += 1;
         Ok(())
+    }
+
+    /// The soft and hard limits of open files of every process still running, by name, as the
+    /// kernel reports them (`/proc/<pid>/limits`).
+    pub fn open_files_limits(&mut self) -> Result<Vec<(String, u64, u64)>, BoxError> {
+        let mut limits = Vec::new();
+        for (name, child) in &mut self.children {
+            if child.try_wait()?.is_some() {
+                continue;
+            }
+            let text = std::fs::read_to_string(format!("/proc/{}/limits", child.id()))?;
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .ok_or("no open files line in /proc/<pid>/limits")?;
+            let numbers: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let [soft, hard] = numbers[..] else {
+                return Err(format!("cannot read {line:?}").into());
+            };
+            limits.push((name.clone(), soft, hard));
+        }
+        Ok(limits)
     }
 
     /// How many times `name` was started.

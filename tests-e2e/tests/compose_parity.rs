@@ -23,6 +23,14 @@ async fn the_compose_file_runs_chat_durable_runs_documents_and_maintenance() -> 
         deployment.processes.log(name)
     })
     .await?;
+    // Started with a soft limit of 1,024 open files (as a login shell or containerd would),
+    // every service raised it to its hard limit: 2,000 SSE clients must not meet EMFILE.
+    let mut deployment = deployment;
+    let limits = deployment.processes.open_files_limits()?;
+    assert!(limits.len() >= 6, "the services run: {limits:?}");
+    for (name, soft, hard) in &limits {
+        assert_eq!(soft, hard, "{name}'s open files limit: {limits:?}");
+    }
     drop(deployment);
     let _ = std::fs::remove_dir_all(&logs);
     Ok(())

@@ -459,7 +459,7 @@ pub const SERVICES: &[Service] = &[
                 "10000",
                 Kind::Int,
                 Helm::Value,
-                "HTTP connections the gateway holds at once; one more is closed as soon as it is accepted. SSE streams and WebSockets count. Keep it below the process's open-file limit.",
+                "HTTP connections the gateway holds at once; one more is closed as soon as it is accepted. SSE streams and WebSockets count. Keep it below the process's open-file limit (the hard one: every service raises its soft limit to it, ADR 0253).",
             ),
             var(
                 "PA_WEB_DIR",

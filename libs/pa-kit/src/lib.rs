@@ -50,6 +50,7 @@ where
     Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>,
 {
     telemetry::init(service);
+    process::raise_open_files_limit_and_log(service);
     // Outside dev mode a service never runs on the public dev secrets.
     if let Err(err) = config::check_secrets(service, secrets, |name| std::env::var(name).ok()) {
         tracing::error!(service, "cannot run: {err}");

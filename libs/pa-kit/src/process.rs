@@ -54,9 +54,114 @@ pub fn exec_with_env_defaults(defaults: &[(&str, &str)]) {
     );
 }
 
+/// Where a process's limit of open files stood before and after [`raise_open_files_limit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFilesLimit {
+    pub before: u64,
+    pub now: u64,
+    /// The hard limit: as far as an unprivileged process may go.
+    pub hard: u64,
+}
+
+/// The soft limit taken when the hard one is unlimited (Linux refuses an unlimited soft limit
+/// of open files: it is bounded by `fs.nr_open`, 1,048,576 by default).
+const OPEN_FILES_WHEN_UNLIMITED: u64 = 1 << 20;
+
+/// Below this many open files a service warns at startup: every connection, pooled or served,
+/// takes one, and a port alone accepts 10,000 (`PA_HTTP_MAX_CONNECTIONS`, the gRPC ports'
+/// `ConnectionLimits`).
+pub const OPEN_FILES_WANTED: u64 = 16_384;
+
+/// Raises this process's soft limit of open files to its hard limit. Login shells and systemd
+/// start processes with a soft limit of 1,024 (systemd's `LimitNOFILE` default) under a hard
+/// one hundreds of times larger, kept low only for programs that still use `select(2)`; a
+/// server on epoll that stays at 1,024 refuses its 1,000th client (EMFILE) while its
+/// connection limits promise thousands. Go's runtime and nginx (`worker_rlimit_nofile`) do the
+/// same. Returns where the limit stood and stands.
+pub fn raise_open_files_limit() -> Result<OpenFilesLimit, String> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let before = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(OPEN_FILES_WHEN_UNLIMITED);
+    if before >= hard {
+        return Ok(OpenFilesLimit {
+            before,
+            now: before,
+            hard,
+        });
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        },
+    )
+    .map_err(|err| format!("cannot raise the open files limit from {before} to {hard}: {err}"))?;
+    Ok(OpenFilesLimit {
+        before,
+        now: hard,
+        hard,
+    })
+}
+
+/// [`raise_open_files_limit`], said in the service's log: what changed at debug level, a
+/// warning when the limit stays below [`OPEN_FILES_WANTED`] (the operator's to raise).
+pub fn raise_open_files_limit_and_log(service: &'static str) {
+    match raise_open_files_limit() {
+        Ok(limit) if limit.now < OPEN_FILES_WANTED => tracing::warn!(
+            service,
+            open_files = limit.now,
+            wanted = OPEN_FILES_WANTED,
+            "the open files limit is low: connections past it are refused; raise the hard limit (ulimit -Hn, systemd LimitNOFILE, the container runtime's nofile)"
+        ),
+        Ok(limit) => tracing::debug!(
+            service,
+            before = limit.before,
+            now = limit.now,
+            "open files limit"
+        ),
+        Err(err) => tracing::warn!(service, %err, "open files limit"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Started with a soft limit far below its hard one (a login shell's 1,024), the process
+    /// ends up at the hard limit; a second call changes nothing. nextest runs every test in a
+    /// process of its own, so lowering the limit here touches no other test.
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let start = getrlimit(Resource::Nofile);
+        let hard = start.maximum.unwrap_or(OPEN_FILES_WHEN_UNLIMITED);
+        if hard <= 64 {
+            eprintln!("skipped: a hard limit of {hard} leaves nothing to raise");
+            return;
+        }
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(64),
+                maximum: start.maximum,
+            },
+        )
+        .expect("lower the soft limit");
+        let raised = raise_open_files_limit().expect("raise");
+        assert_eq!(
+            raised,
+            OpenFilesLimit {
+                before: 64,
+                now: hard,
+                hard
+            }
+        );
+        assert_eq!(getrlimit(Resource::Nofile).current, Some(hard));
+        let again = raise_open_files_limit().expect("raise again");
+        assert_eq!((again.before, again.now), (hard, hard));
+    }
 
     #[test]
     fn only_names_the_environment_lacks_are_added() {
