@@ -98,6 +98,24 @@ fn finish_local_options() -> LocalActivityOptions {
 /// worker (ADR 0238). Histories written before it schedule the turn's activity at once.
 pub const FIRST_TURN_LOCALLY: &str = "first-turn-local-activity";
 
+/// The workflow code a run is started for (`ChatRunInput.code_revision`, set by
+/// [`crate::start::chat_run_input`]; ADR 0254). From 1 on, what [`FIRST_TURN_LOCALLY`] and
+/// [`FINISH_LOCALLY`] guard is the run's from its start and is not asked of `ctx.patched`:
+/// each patch wrote a marker and a `TemporalChangeVersion` search attribute upsert into every
+/// run's history, four of its eleven events, and the upserts cost the server visibility
+/// writes. Runs started before (0) ask the patches as they did, so their histories replay.
+pub const CHAT_RUN_REVISION: u32 = 1;
+
+/// Whether a run takes the path `patch` guards: always for a run started for
+/// [`CHAT_RUN_REVISION`] 1 or later, as the patch says for one started before.
+fn patched_since_revision_1(
+    ctx: &WorkflowContext<ChatAgentWorkflow>,
+    code_revision: u32,
+    patch: &str,
+) -> bool {
+    code_revision >= 1 || ctx.patched(patch)
+}
+
 /// [`RunActivities::first_turn_here`]: one attempt (whatever goes wrong, the turn's activity
 /// runs it), bounded well below the workflow task's timeout.
 fn first_turn_here_options() -> LocalActivityOptions {
@@ -212,6 +230,7 @@ impl ChatAgentWorkflow {
     ) -> WorkflowResult<String> {
         ctx.state_mut(|s| s.status = "running".into());
         let spec = required(input.spec.clone(), "spec").map_err(|e| terminate(e.to_string()))?;
+        let revision = input.code_revision;
         let mut drive = Drive::new(&spec);
         if ctx.state(|s| s.cancel_requested) {
             // No reason to call the model: the run is cancelled already.
@@ -224,7 +243,7 @@ impl ChatAgentWorkflow {
             drive.step = turn.step;
             // A turn begun on this worker that ends at once is taken here: no activity task,
             // and the run ends in this same workflow task (ADR 0238).
-            let ended_here = if ctx.patched(FIRST_TURN_LOCALLY) {
+            let ended_here = if patched_since_revision_1(ctx, revision, FIRST_TURN_LOCALLY) {
                 ctx.execute_local_activity(
                     RunActivities::first_turn_here,
                     FirstTurnHere {
@@ -357,7 +376,7 @@ impl ChatAgentWorkflow {
                     };
                     // A local activity: no activity task, and no workflow task after it, so a
                     // run's history is four events shorter (ADR 0219).
-                    let finished = if ctx.patched(FINISH_LOCALLY) {
+                    let finished = if patched_since_revision_1(ctx, revision, FINISH_LOCALLY) {
                         ctx.execute_local_activity(
                             RunActivities::finish_run,
                             finish,

@@ -389,6 +389,7 @@ mod tests {
             approval_timeout_ms: 0,
             recall_wait_ms: 0,
             tainted: false,
+            code_revision: crate::chat::CHAT_RUN_REVISION,
         }
     }
 

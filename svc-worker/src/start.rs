@@ -82,6 +82,8 @@ pub fn chat_run_input(request: StartDurableRunRequest) -> Option<ChatRunInput> {
         approval_timeout_ms: request.approval_timeout_ms,
         recall_wait_ms: request.recall_wait_ms,
         tainted: request.tainted,
+        // This worker's code: the workflow it starts runs it from its first task.
+        code_revision: crate::chat::CHAT_RUN_REVISION,
     })
 }
 
@@ -119,6 +121,7 @@ mod tests {
             approval_timeout_ms: 1234,
             recall_wait_ms: 5000,
             tainted: true,
+            code_revision: crate::chat::CHAT_RUN_REVISION,
         };
         let back = chat_run_input(to_request(&input)).expect("valid request");
         assert_eq!(

@@ -229,7 +229,10 @@ fn payloads_no_worker_writes_are_refused() {
 }
 
 /// Histories a worker wrote while the payloads were Rust structs (a durable run; a chat's
-/// Curator signalled by a finished turn) replay against the current workflow code.
+/// Curator signalled by a finished turn), and a durable run started by the release before
+/// ADR 0254 (its first turn and its finish under their patches' markers, with their
+/// `TemporalChangeVersion` upserts; no `code_revision` in its input), replay against the
+/// current workflow code.
 #[tokio::test]
 async fn histories_written_before_payloads_were_proto_messages_replay() {
     use temporalio_client::WorkflowHistory;
@@ -250,6 +253,10 @@ async fn histories_written_before_payloads_were_proto_messages_replay() {
         (
             "curator",
             &include_bytes!("fixtures/histories/curator-2026-12-04.json")[..],
+        ),
+        (
+            "chat-run under patches",
+            &include_bytes!("fixtures/histories/chat-run-2026-12-06.json")[..],
         ),
     ] {
         let history = WorkflowHistory::from_json(json).expect("a history");

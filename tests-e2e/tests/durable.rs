@@ -92,7 +92,9 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
         .await?;
     assert_eq!(rest, events[3..].to_vec());
     // What the run cost Temporal (ADR 0219, 0238): its quick first turn and its end are local
-    // activities of its one workflow task; no activity task.
+    // activities of its one workflow task; no activity task. Seven events: started, its task
+    // scheduled / started / completed, the two local activities' markers, completed — no patch
+    // marker and no `TemporalChangeVersion` upsert (ADR 0254).
     let client = svc_worker::temporal::connect(&mesh.worker_config.temporal).await?;
     let run_id = run["id"].as_str().unwrap_or_default();
     let size =
@@ -102,9 +104,10 @@ async fn a_durable_run_answers_through_the_gateway_and_is_recorded() -> R {
         (
             size.activity_tasks,
             size.local_activities,
-            size.workflow_tasks
+            size.workflow_tasks,
+            size.events
         ),
-        (0, 2, 1),
+        (0, 2, 1, 7),
         "{size:?}"
     );
     mesh.stop().await
