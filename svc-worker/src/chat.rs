@@ -108,12 +108,23 @@ pub const CHAT_RUN_REVISION: u32 = 1;
 
 /// Whether a run takes the path `patch` guards: always for a run started for
 /// [`CHAT_RUN_REVISION`] 1 or later, as the patch says for one started before.
+///
+/// A revision-1 run replayed still asks the patch (its answer is not used): during a rolling
+/// upgrade a worker of the last release may have run this point of it and recorded the patch's
+/// marker, which the core accepts only if the code asks for it. Asked on replay where the
+/// history has no marker, the patch answers false and records nothing.
 fn patched_since_revision_1(
     ctx: &WorkflowContext<ChatAgentWorkflow>,
     code_revision: u32,
     patch: &str,
 ) -> bool {
-    code_revision >= 1 || ctx.patched(patch)
+    if code_revision == 0 {
+        return ctx.patched(patch);
+    }
+    if ctx.is_replaying() {
+        let _recorded_by_an_earlier_worker = ctx.patched(patch);
+    }
+    true
 }
 
 /// [`RunActivities::first_turn_here`]: one attempt (whatever goes wrong, the turn's activity

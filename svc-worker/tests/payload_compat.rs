@@ -248,16 +248,14 @@ async fn histories_written_before_payloads_were_proto_messages_replay() {
     )
     .expect("a replayer");
     let chat_run = include_bytes!("fixtures/histories/chat-run-2026-12-04.json");
+    let under_patches = include_bytes!("fixtures/histories/chat-run-2026-12-06.json");
     for (name, json) in [
         ("chat-run", &chat_run[..]),
         (
             "curator",
             &include_bytes!("fixtures/histories/curator-2026-12-04.json")[..],
         ),
-        (
-            "chat-run under patches",
-            &include_bytes!("fixtures/histories/chat-run-2026-12-06.json")[..],
-        ),
+        ("chat-run under patches", &under_patches[..]),
     ] {
         let history = WorkflowHistory::from_json(json).expect("a history");
         replayer
@@ -265,6 +263,18 @@ async fn histories_written_before_payloads_were_proto_messages_replay() {
             .await
             .unwrap_or_else(|e| panic!("{name} does not replay: {e}"));
     }
+    // During a rolling upgrade a worker of the last release may run a run this release started
+    // (revision 1 in its input): it asks the patches and records their markers and upserts.
+    // This release, which asks no patch for such a run, replays them (ADR 0254).
+    let upgraded = rename_in_payloads(
+        under_patches,
+        "{\"spec\":",
+        "{\"code_revision\":1,\"spec\":",
+    );
+    replayer
+        .replay_workflow(WorkflowHistory::from_json(&upgraded).expect("a history"))
+        .await
+        .unwrap_or_else(|e| panic!("a revision-1 run under patches does not replay: {e}"));
     // The replay reads the payloads: a model turn's result in a shape no worker wrote fails it.
     let renamed = rename_in_payloads(chat_run, "\"ModelText\"", "\"ModelWords\"");
     let history = WorkflowHistory::from_json(&renamed).expect("a history");
