@@ -14,7 +14,7 @@ async fn the_compose_file_runs_chat_durable_runs_documents_and_maintenance() -> 
         "pa-compose-parity-{}",
         uuid::Uuid::new_v4().simple()
     ));
-    let deployment = ComposeDeployment::start(&logs).await?;
+    let mut deployment = ComposeDeployment::start(&logs).await?;
     // Compose's choices reached the processes: OIDC from the IdP, the application role.
     let gateway_env = &deployment.environments["gateway"];
     assert_eq!(gateway_env["PA_AUTH_MODE"], "oidc");
@@ -25,7 +25,6 @@ async fn the_compose_file_runs_chat_durable_runs_documents_and_maintenance() -> 
     .await?;
     // Started with a soft limit of 1,024 open files (as a login shell or containerd would),
     // every service raised it to its hard limit: 2,000 SSE clients must not meet EMFILE.
-    let mut deployment = deployment;
     let limits = deployment.processes.open_files_limits()?;
     assert!(limits.len() >= 6, "the services run: {limits:?}");
     for (name, soft, hard) in &limits {
